@@ -1,0 +1,1 @@
+"""onnxcomp pass library (installed as onnxcomp.passes)."""

@@ -1,0 +1,5 @@
+import sys
+
+from onnxcomp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,162 @@
+"""The Python API: ``onnxcomp.optimize(model_or_path, passes=..., calib=..., verify=...)``.
+
+Data flow (DESIGN.md): load -> normalize -> graph IR -> fold weight subgraphs -> passes (each followed by
+cleanup + toposort) -> export -> check -> verify -> report. Saving is the caller's (``save_model``), so the
+CLI can refuse to write a model that failed verification.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from onnxcomp.errors import InputError, UsageError, VerificationError
+from onnxcomp.pipeline import DEFAULT_PIPELINE, PassSpec, instantiate, load_recipe, parse_spec, run_passes
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+
+    from onnxcomp.report import Report
+    from onnxcomp.verify import Tolerance
+
+logger = logging.getLogger(__name__)
+
+
+def optimize(
+    model: onnx.ModelProto | str | os.PathLike[str],
+    passes: str | list[PassSpec] | None = None,
+    *,
+    recipe: str | os.PathLike[str] | None = None,
+    calib: Mapping[str, np.ndarray] | str | os.PathLike[str] | None = None,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    verify: bool = False,
+    tolerance: Tolerance | None = None,
+    labels: np.ndarray | None = None,
+    seed: int = 0,
+    hardware: str = "zen5-1t",
+    progress: Callable[..., Iterable[Any]] | None = None,
+    check_runtime: bool = True,
+) -> tuple[onnx.ModelProto, Report]:
+    """Optimize a model; returns ``(optimized_model, report)``.
+
+    ``passes``: a spec string (``"fuse-bn,prune-filters(ratio=0.5)"``) or a list of PassSpec; None runs the
+    default lossless pipeline (or the recipe's). ``verify=True`` compares the result with the original on
+    the calibration data (or generated inputs) and raises :class:`VerificationError` beyond ``tolerance``.
+    """
+    from onnxcomp import cost, io
+    from onnxcomp.calib import check_arrays, load_arrays
+    from onnxcomp.fold import fold
+    from onnxcomp.graph import export_model, import_model
+    from onnxcomp.passes_api import PassContext
+    from onnxcomp.report import Report
+
+    t0 = time.perf_counter()
+    original = io.as_model(model)
+    settings: dict[str, Any] = {}
+    if recipe is not None:
+        if passes is not None:
+            raise UsageError("give either passes or a recipe, not both")
+        specs, settings = load_recipe(recipe)
+    elif passes is None:
+        specs = parse_spec(DEFAULT_PIPELINE)
+    elif isinstance(passes, str):
+        specs = parse_spec(passes)
+    else:
+        specs = list(passes)
+    pass_objs = instantiate(specs)  # unknown passes/options fail here, before any work
+
+    shapes = dict(input_shapes or {})
+    norm = io.normalize(original, shapes)
+    calib_arrays = None
+    if calib is not None:
+        calib_arrays = load_arrays(calib, norm) if isinstance(calib, (str, os.PathLike)) else check_arrays(calib, norm)
+
+    ctx = PassContext(calib=calib_arrays, input_shapes=shapes, hardware=hardware, seed=seed, progress=progress,
+                      model_meta=_model_meta(original))
+    graph = import_model(norm)
+    fold(graph)  # weight subgraphs (Constant, ConstantOfShape, ...) become initializers
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    results = run_passes(graph, pass_objs, ctx)
+    out = export_model(graph, ctx)
+    del out.graph.value_info[:]
+    out = io.infer_shapes(out)
+    io.check_model(out, "optimized model")
+    _check_loads(out, check_runtime)
+
+    report = Report(pipeline=",".join(str(s) for s in specs), passes=results)
+    report.before = cost.summarize(norm)
+    report.after = cost.summarize(out)
+    report.bytes_before = original.ByteSize()
+    report.bytes_after = len(io.serialize(out))
+    verify_settings = settings.get("verify", {})
+    if verify or verify_settings.get("enabled", False):
+        from onnxcomp.verify import Tolerance
+
+        tol = tolerance or _tolerance_from(verify_settings) or (
+            Tolerance.lossless() if report.lossless else Tolerance.lossy()
+        )
+        report.verification = verify_models(norm, out, calib_arrays, shapes, tol, labels, seed)
+    report.seconds = time.perf_counter() - t0
+    if report.verification is not None and not report.verification.ok:
+        err = VerificationError("verification failed: " + "; ".join(report.verification.failures()))
+        err.report = report  # type: ignore[attr-defined]
+        raise err
+    return out, report
+
+
+def verify_models(
+    reference: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    calib: Mapping[str, np.ndarray] | None,
+    input_shapes: Mapping[str, tuple[int, ...]] | None,
+    tolerance: Tolerance,
+    labels: np.ndarray | None = None,
+    seed: int = 0,
+) -> Any:
+    from onnxcomp.calib import generate_inputs
+    from onnxcomp.verify import verify
+
+    if calib is not None:
+        feeds, source = dict(calib), "calibration data"
+    else:
+        feeds, source = generate_inputs(reference, input_shapes, seed=seed), "generated inputs"
+        labels = None
+    return verify(reference, candidate, feeds, tolerance=tolerance, labels=labels, source=source)
+
+
+def _tolerance_from(settings: Mapping[str, Any]) -> Tolerance | None:
+    from onnxcomp.verify import Tolerance
+
+    keys = {"atol", "rtol", "min_cosine"}
+    if not keys & set(settings):
+        return None
+    unknown = set(settings) - keys - {"enabled"}
+    if unknown:
+        raise UsageError(f"[verify]: unknown settings {', '.join(sorted(unknown))}; valid: enabled, atol, rtol, min_cosine")
+    return Tolerance(**{k: settings.get(k) for k in keys})
+
+
+def _model_meta(model: onnx.ModelProto) -> dict[str, Any]:
+    return {
+        "ir_version": max(model.ir_version, 4),
+        "producer_name": model.producer_name,
+        "producer_version": model.producer_version,
+        "domain": model.domain,
+        "model_version": model.model_version,
+        "doc_string": model.doc_string,
+        "metadata_props": [(p.key, p.value) for p in model.metadata_props],
+        "opset_import": {op.domain: op.version for op in model.opset_import},
+    }
+
+
+def _check_loads(model: onnx.ModelProto, runtime: bool) -> None:
+    from onnxcomp.ort import session
+
+    try:
+        session(model, optimize=False)
+    except InputError as err:
+        raise InputError(f"the optimized model does not load in onnxruntime: {err}") from err

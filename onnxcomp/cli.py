@@ -1,0 +1,308 @@
+"""The command line: a thin layer over the Python API.
+
+Exit codes: 0 success, 2 usage or input error, 3 verification failed, 1 anything else. Errors are one line
+(``error: ...``) unless ``--debug`` is given. Heavy libraries are imported inside the commands so that
+``onnxcomp --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from onnxcomp.errors import OnnxcompError, UsageError
+
+app = typer.Typer(
+    name="onnxcomp",
+    help="ONNX graph optimizer and compressor: lossless rewrites, pruning, weight sharing, verified results.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+InputShapeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--input-shape", help="Concrete shape for a dynamic input, NAME:1x3x224x224 (repeatable)."),
+]
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _progress_factory(console: Any) -> Any:
+    """ctx.progress for passes: a rich progress bar over long loops."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    def track(items: Any, description: str = "", total: int | None = None) -> Any:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as progress:
+            yield from progress.track(items, total=total, description=description)
+
+    return track
+
+
+@app.command()
+def optimize(
+    input: Annotated[Path, typer.Argument(help="Input .onnx model (never modified).")],
+    output: Annotated[Path, typer.Argument(help="Output .onnx path (written atomically).")],
+    passes: Annotated[str | None, typer.Option("--passes", "-p", help="Pass pipeline, e.g. 'fuse-bn,prune-filters(ratio=0.5)'. Default: the lossless pipeline.")] = None,
+    recipe: Annotated[Path | None, typer.Option("--recipe", help="TOML recipe file with [[pass]] tables.")] = None,
+    calib: Annotated[Path | None, typer.Option("--calib", help="Calibration inputs: .npz keyed by input name, or .npy.")] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="Integer class labels (.npy) for --calib: prints top-1 accuracy.")] = None,
+    input_shape: InputShapeOpt = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Compare outputs with the original; fail (exit 3, no output file) beyond tolerance.")] = False,
+    atol: Annotated[float | None, typer.Option(help="Verification: absolute tolerance (x max(1, max|ref|)).")] = None,
+    rtol: Annotated[float | None, typer.Option(help="Verification: tolerance relative to max|ref|.")] = None,
+    min_cosine: Annotated[float | None, typer.Option(help="Verification: minimum cosine similarity per output.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write the report as JSON.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for passes and generated inputs.")] = 0,
+    hardware: Annotated[str, typer.Option(help="Hardware profile for the cost model.")] = "zen5-1t",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
+) -> None:
+    """Optimize IN into OUT with a pass pipeline; optionally verify the result against the original."""
+    from onnxcomp import io
+    from onnxcomp.api import optimize as run_optimize
+    from onnxcomp.errors import VerificationError
+    from onnxcomp.verify import Tolerance, load_labels
+
+    console = _console()
+    if input.exists() and output.exists() and input.resolve() == output.resolve():
+        raise UsageError(f"output path {output} is the input file; choose another output path")
+    if not output.parent.exists():
+        raise UsageError(f"output directory {output.parent} does not exist")
+    tol = None
+    if atol is not None or rtol is not None or min_cosine is not None:
+        tol = Tolerance(atol=atol, rtol=rtol, min_cosine=min_cosine)
+    lab = load_labels(str(labels)) if labels is not None else None
+    if lab is not None and calib is None:
+        raise UsageError("--labels needs --calib (the inputs the labels belong to)")
+    model = io.load_model(input)
+    try:
+        out, rep = run_optimize(
+            model, passes, recipe=recipe, calib=calib, input_shapes=io.parse_input_shapes(input_shape),
+            verify=verify, tolerance=tol, labels=lab, seed=seed, hardware=hardware,
+            progress=None if quiet else _progress_factory(_console(stderr=True)),
+        )
+    except VerificationError as err:
+        rep = getattr(err, "report", None)
+        if rep is not None and not quiet:
+            rep.render(console, layers=False)
+        if rep is not None and report is not None:
+            io._atomic_write(report, rep.to_json().encode())
+        raise
+    rep.bytes_before = io.file_size(input)
+    rep.bytes_after = io.save_model(out, output, protect=input)
+    if report is not None:
+        io._atomic_write(report, rep.to_json().encode())
+    if not quiet:
+        rep.render(console)
+        console.print(f"wrote {output} ({rep.bytes_after:,} bytes)")
+
+
+@app.command("passes")
+def list_passes() -> None:
+    """List every pass with its options and whether it is lossless."""
+    from rich.table import Table
+
+    from onnxcomp.passes_api import iter_option_docs, registry
+    from onnxcomp.pipeline import DEFAULT_PIPELINE
+
+    console = _console()
+    t = Table(title="onnxcomp passes", title_justify="left", show_lines=True)
+    t.add_column("pass")
+    t.add_column("lossless")
+    t.add_column("what it does")
+    t.add_column("options (default)")
+    for name, cls in registry().items():
+        opts = "\n".join(f"{n}: {tp} = {d!r}" + (f"  {h}" if h else "") for n, tp, d, h in iter_option_docs(cls))
+        t.add_row(name, "yes" if cls.lossless else "no" + (" (needs --calib)" if cls.needs_calib else ""),
+                  cls.summary(), opts or "-")
+    console.print(t)
+    console.print(f"default pipeline: {DEFAULT_PIPELINE}")
+
+
+@app.command()
+def inspect(
+    input: Annotated[Path, typer.Argument(help="Model to inspect.")],
+    input_shape: InputShapeOpt = None,
+    hardware: Annotated[str, typer.Option(help="Hardware profile for the roofline estimate.")] = "zen5-1t",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON.")] = None,
+) -> None:
+    """Per-layer table: op, output shape, params, FLOPs, bytes moved, arithmetic intensity, roofline bound."""
+    import json
+
+    from rich.table import Table
+
+    from onnxcomp import cost, io
+    from onnxcomp.report import _num
+
+    if hardware not in cost.HARDWARE:
+        raise UsageError(f"unknown hardware {hardware!r}; valid: {', '.join(cost.HARDWARE)}")
+    hw = cost.HARDWARE[hardware]
+    model = io.normalize(io.load_model(input), io.parse_input_shapes(input_shape))
+    layers = cost.analyze(model)
+    console = _console()
+    t = Table(title=f"{input.name} on {hw.name}", title_justify="left")
+    for c in ("layer", "op", "output", "params", "FLOPs", "bytes", "FLOP/B", "bound", "est. us"):
+        t.add_column(c, justify="left" if c in ("layer", "op", "output", "bound") else "right")
+    for c in layers:
+        t.add_row(c.name, c.op, "x".join(map(str, c.out_shape)) if c.out_shape else "?", _num(c.params),
+                  _num(c.flops), _num(c.bytes), f"{c.intensity:.1f}", c.bound(hw), f"{c.seconds(hw) * 1e6:.1f}")
+    console.print(t)
+    s = cost.summarize(model)
+    console.print(f"nodes {s.nodes}  params {_num(s.params)}  FLOPs {_num(s.flops)}  weight bytes {_num(s.weight_bytes)}"
+                  f"  est. {sum(c.seconds(hw) for c in layers) * 1e3:.3f} ms")
+    if json_out is not None:
+        rows = [{"name": c.name, "op": c.op, "output": c.out_shape, "params": c.params, "flops": c.flops,
+                 "bytes": c.bytes, "intensity": c.intensity, "bound": c.bound(hw), "seconds": c.seconds(hw)}
+                for c in layers]
+        io._atomic_write(json_out, json.dumps({"layers": rows, "summary": s.to_dict()}, indent=2).encode())
+
+
+@app.command("verify")
+def verify_cmd(
+    a: Annotated[Path, typer.Argument(help="Reference model.")],
+    b: Annotated[Path, typer.Argument(help="Model to check against the reference.")],
+    inputs: Annotated[Path | None, typer.Option("--inputs", "--calib", help="Inputs (.npz/.npy); default: generated.")] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="Integer labels (.npy) for --inputs: top-1 accuracy.")] = None,
+    input_shape: InputShapeOpt = None,
+    atol: Annotated[float | None, typer.Option(help="Absolute tolerance (x max(1, max|ref|)).")] = 1e-5,
+    rtol: Annotated[float | None, typer.Option(help="Tolerance relative to max|ref|.")] = 1e-4,
+    min_cosine: Annotated[float | None, typer.Option(help="Minimum cosine similarity per output.")] = 0.99999,
+    seed: Annotated[int, typer.Option(help="Seed for generated inputs.")] = 0,
+) -> None:
+    """Compare every output of B with A; exit 3 when beyond tolerance."""
+    from onnxcomp import io
+    from onnxcomp.api import verify_models
+    from onnxcomp.calib import load_arrays
+    from onnxcomp.errors import VerificationError
+    from onnxcomp.report import render_verification
+    from onnxcomp.verify import Tolerance, load_labels
+
+    shapes = io.parse_input_shapes(input_shape)
+    ma, mb = io.normalize(io.load_model(a), shapes), io.normalize(io.load_model(b), shapes)
+    feeds = load_arrays(inputs, ma) if inputs is not None else None
+    lab = load_labels(str(labels)) if labels is not None else None
+    res = verify_models(ma, mb, feeds, shapes, Tolerance(atol, rtol, min_cosine), lab, seed)
+    render_verification(_console(), res)
+    if not res.ok:
+        raise VerificationError("verification failed: " + "; ".join(res.failures()))
+
+
+@app.command()
+def diff(
+    a: Annotated[Path, typer.Argument(help="Original model.")],
+    b: Annotated[Path, typer.Argument(help="Optimized model.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the diff as JSON.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows shown per section.")] = 30,
+) -> None:
+    """What changed: nodes removed/added/rewritten, op counts, params, FLOPs, size."""
+    import json
+
+    from rich.table import Table
+
+    from onnxcomp import io
+    from onnxcomp.diff import diff_models
+    from onnxcomp.report import _num
+
+    ma, mb = io.normalize(io.load_model(a)), io.normalize(io.load_model(b))
+    d = diff_models(ma, mb)
+    console = _console()
+    t = Table(title=f"{a.name} -> {b.name}", title_justify="left")
+    for c in ("", "A", "B", "ratio"):
+        t.add_column(c, justify="right" if c else "left")
+    for label, (x, y) in (("params", d.params), ("FLOPs", d.flops), ("weight bytes", d.weight_bytes),
+                          ("file bytes", (io.file_size(a), io.file_size(b)))):
+        t.add_row(label, _num(x), _num(y), f"{x / y:.2f}x" if y else "-")
+    for op, (x, y) in d.op_counts.items():
+        t.add_row(f"#{op}", str(x), str(y), "")
+    console.print(t)
+    for title, rows in (("removed", d.removed), ("added", d.added), ("rewritten", d.rewritten)):
+        if rows:
+            console.print(f"{title} ({len(rows)}): " + ", ".join(f"{r[0]} ({'->'.join(r[1:])})" for r in rows[:limit])
+                          + (" ..." if len(rows) > limit else ""))
+    if json_out is not None:
+        io._atomic_write(json_out, json.dumps(d.to_dict(), indent=2).encode())
+
+
+@app.command()
+def bench(
+    a: Annotated[Path, typer.Argument(help="Model to time (the baseline when B is given).")],
+    b: Annotated[Path | None, typer.Argument(help="Second model, timed interleaved with A.")] = None,
+    input_shape: InputShapeOpt = None,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
+    runs: Annotated[int, typer.Option(help="Timed runs per model.")] = 50,
+    warmup: Annotated[int, typer.Option(help="Untimed runs per model first.")] = 5,
+) -> None:
+    """Latency of A (and B) in onnxruntime: same process, interleaved runs, medians and ratio."""
+    from rich.table import Table
+
+    from onnxcomp import io
+    from onnxcomp.bench import interleaved, model_runner
+    from onnxcomp.calib import generate_inputs
+
+    shapes = io.parse_input_shapes(input_shape)
+    models = {str(a): io.normalize(io.load_model(a), shapes)}
+    if b is not None:
+        if str(b) == str(a):
+            raise UsageError("bench A B: A and B are the same file")
+        models[str(b)] = io.normalize(io.load_model(b), shapes)
+    feeds = generate_inputs(next(iter(models.values())), shapes)
+    fns = {name: model_runner(m, feeds, threads=threads) for name, m in models.items()}
+    timings = interleaved(fns, runs=runs, warmup=warmup)
+    t = Table(title=f"latency, {threads} thread(s), {runs} interleaved runs", title_justify="left")
+    for c in ("model", "median ms", "p10 ms", "p90 ms"):
+        t.add_column(c, justify="left" if c == "model" else "right")
+    for tm in timings.values():
+        t.add_row(tm.name, f"{tm.median_ms:.3f}", f"{tm.p10_ms:.3f}", f"{tm.p90_ms:.3f}")
+    console = _console()
+    console.print(t)
+    if b is not None:
+        ta, tb = timings[str(a)], timings[str(b)]
+        console.print(f"speedup B vs A: {ta.median_ms / tb.median_ms:.3f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the typer app, turns errors into one line and an exit code.
+
+    Usage errors are reported by typer itself (exit 2); onnxcomp errors print ``error: ...`` and exit with
+    their code; anything unexpected is an internal error (exit 1), with the traceback under ``--debug``.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        args.remove("--debug")
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(args=args, prog_name="onnxcomp")
+    except SystemExit as e:
+        code = e.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except OnnxcompError as e:
+        if debug:
+            raise
+        _console(stderr=True).print(f"error: {e}", markup=False, soft_wrap=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        _console(stderr=True).print("error: interrupted")
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        msg = " ".join(str(e).split())[:300]
+        _console(stderr=True).print(
+            f"error: internal error: {type(e).__name__}: {msg} (rerun with --debug for details)",
+            markup=False, soft_wrap=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

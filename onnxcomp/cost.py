@@ -1,0 +1,213 @@
+"""Per-layer cost: parameters, FLOPs, bytes moved, arithmetic intensity and a roofline time estimate.
+
+FLOPs count a multiply-add as 2. Bytes moved = every input (activations and weights) read once + every
+output written once, at its element size: the compulsory traffic, a lower bound that ignores cache reuse.
+Roofline time = max(FLOPs / peak_flops, bytes / bandwidth) on a :class:`Hardware` profile.
+Per-op knowledge lives in the ``FLOPS`` registry keyed by op type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import onnx
+
+
+@dataclasses.dataclass(frozen=True)
+class Hardware:
+    name: str
+    peak_gflops: float
+    bandwidth_gbs: float
+
+
+HARDWARE = {
+    # Measured on this project's machines (DESIGN.md): AMD Zen 5, 1 thread, AVX-512.
+    "zen5-1t": Hardware("zen5-1t", peak_gflops=250.0, bandwidth_gbs=35.0),
+    "zen5-2t": Hardware("zen5-2t", peak_gflops=500.0, bandwidth_gbs=50.0),
+    "avx2-1t": Hardware("avx2-1t", peak_gflops=100.0, bandwidth_gbs=20.0),
+}
+
+
+@dataclasses.dataclass
+class LayerCost:
+    name: str
+    op: str
+    out_shape: tuple[Any, ...] | None
+    params: int
+    flops: int
+    bytes: int
+
+    @property
+    def intensity(self) -> float:
+        return self.flops / self.bytes if self.bytes else 0.0
+
+    def seconds(self, hw: Hardware) -> float:
+        return max(self.flops / (hw.peak_gflops * 1e9), self.bytes / (hw.bandwidth_gbs * 1e9))
+
+    def bound(self, hw: Hardware) -> str:
+        ridge = hw.peak_gflops / hw.bandwidth_gbs
+        return "compute" if self.intensity >= ridge else "memory"
+
+
+_ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
+
+Shape = tuple[int, ...]
+FlopFn = Callable[[Any, list[Shape | None], list[Shape | None]], int]
+FLOPS: dict[str, FlopFn] = {}
+
+
+def flops_for(*ops: str) -> Callable[[FlopFn], FlopFn]:
+    def deco(fn: FlopFn) -> FlopFn:
+        for op in ops:
+            FLOPS[op] = fn
+        return fn
+
+    return deco
+
+
+def _n(shape: Shape | None) -> int:
+    return int(math.prod(shape)) if shape is not None else 0
+
+
+@flops_for("Conv", "FusedConv")
+def _conv(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
+    w, y = ins[1], outs[0]
+    if w is None or y is None:
+        return 0
+    per_out = 2 * _n(w[1:])  # C/group * k... multiply-adds per output element
+    bias = _n(y) if len(ins) > 2 and ins[2] is not None else 0
+    return _n(y) * per_out + bias
+
+
+@flops_for("ConvTranspose")
+def _convt(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
+    x, w = ins[0], ins[1]
+    if x is None or w is None:
+        return 0
+    return 2 * _n(x) * _n(w[1:])
+
+
+@flops_for("MatMul", "Gemm")
+def _matmul(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
+    a, y = ins[0], outs[0]
+    if a is None or y is None:
+        return 0
+    trans_a = _attr(node, "transA", 0) if node.op_type == "Gemm" else 0
+    k = a[-2] if trans_a and len(a) >= 2 else a[-1]
+    return 2 * _n(y) * int(k) + (_n(y) if len(ins) > 2 else 0)
+
+
+@flops_for("CodebookMatMul", "SparseCodebookMatMul", "TernaryMatMul")
+def _custom_matmul(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
+    a, y = ins[0], outs[0]
+    if a is None or y is None:
+        return 0
+    return 2 * _n(y) * int(a[-1])
+
+
+@flops_for("CodebookConv")
+def _custom_conv(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
+    w = [int(v) for v in _attr(node, "weight_shape", [])]
+    y = outs[0]
+    return 2 * _n(y) * _n(tuple(w[1:])) if y is not None and w else 0
+
+
+@flops_for("BatchNormalization", "InstanceNormalization", "LayerNormalization")
+def _norm(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
+    return 2 * _n(outs[0])
+
+
+@flops_for("MaxPool", "AveragePool")
+def _pool(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
+    k = _attr(node, "kernel_shape", [1])
+    return _n(outs[0]) * int(math.prod(k))
+
+
+@flops_for("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax")
+def _reduce(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
+    return _n(ins[0])
+
+
+@flops_for("Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Add",
+           "Sub", "Mul", "Div", "Sum", "Erf", "Sqrt", "Pow", "Exp", "Softmax", "Elu", "Selu", "Mish")
+def _elementwise(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
+    return _n(outs[0])
+
+
+def _attr(node: Any, name: str, default: Any) -> Any:
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def analyze(model: onnx.ModelProto) -> list[LayerCost]:
+    """Cost of every top-level node of a shape-inferred model (value_info must hold the shapes)."""
+    shapes: dict[str, tuple[Shape | None, int]] = {}
+    for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            shapes.setdefault(vi.name, (None, tt.elem_type))
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        shape = tuple(dims) if all(d is not None for d in dims) else None
+        if vi.name not in shapes or shapes[vi.name][0] is None:
+            shapes[vi.name] = (shape, tt.elem_type)
+    inits = {}
+    for t in model.graph.initializer:
+        shapes[t.name] = (tuple(t.dims), t.data_type)
+        inits[t.name] = t
+    out = []
+    for node in model.graph.node:
+        ins = [shapes.get(i, (None, 1))[0] if i else None for i in node.input]
+        outs = [shapes.get(o, (None, 1))[0] for o in node.output]
+        params = sum(_n(tuple(inits[i].dims)) for i in node.input if i in inits)
+        nbytes = 0
+        for name in [*node.input, *node.output]:
+            if not name:
+                continue
+            shape, et = shapes.get(name, (None, 1))
+            if name in inits:
+                nbytes += _init_bytes(inits[name])
+            elif shape is not None:
+                nbytes += _n(shape) * _ITEMSIZE.get(et, 4)
+        fn = FLOPS.get(node.op_type)
+        try:
+            flops = fn(node, ins, outs) if fn else 0
+        except (TypeError, ValueError, IndexError):
+            flops = 0
+        out.append(LayerCost(node.name or node.output[0], node.op_type, outs[0] if outs else None, params,
+                             int(flops), int(nbytes)))
+    return out
+
+
+def _init_bytes(t: onnx.TensorProto) -> int:
+    if t.raw_data:
+        return len(t.raw_data)
+    return _n(tuple(t.dims)) * _ITEMSIZE.get(t.data_type, 4)
+
+
+@dataclasses.dataclass
+class ModelCost:
+    params: int
+    flops: int
+    bytes: int
+    weight_bytes: int
+    nodes: int
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def summarize(model: onnx.ModelProto) -> ModelCost:
+    layers = analyze(model)
+    weight_bytes = sum(_init_bytes(t) for t in model.graph.initializer)
+    params = sum(_n(tuple(t.dims)) for t in model.graph.initializer)
+    return ModelCost(params, sum(c.flops for c in layers), sum(c.bytes for c in layers), weight_bytes,
+                     len(model.graph.node))

@@ -1,0 +1,52 @@
+"""What changed between two models: nodes removed/added/rewritten, op counts, params, FLOPs, size."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import onnx
+
+
+@dataclasses.dataclass
+class ModelDiff:
+    removed: list[tuple[str, str]]  # (node name, op)
+    added: list[tuple[str, str]]
+    rewritten: list[tuple[str, str, str]]  # (name, op before, op after / what changed)
+    op_counts: dict[str, tuple[int, int]]
+    params: tuple[int, int]
+    flops: tuple[int, int]
+    weight_bytes: tuple[int, int]
+    serialized_bytes: tuple[int, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _node_key(n: onnx.NodeProto, i: int) -> str:
+    return n.name or f"{n.op_type}:{n.output[0] if n.output else i}"
+
+
+def diff_models(a: onnx.ModelProto, b: onnx.ModelProto) -> ModelDiff:
+    from onnxcomp import cost
+    from onnxcomp.io import infer_shapes, serialize
+
+    na = {_node_key(n, i): n for i, n in enumerate(a.graph.node)}
+    nb = {_node_key(n, i): n for i, n in enumerate(b.graph.node)}
+    removed = [(k, na[k].op_type) for k in na if k not in nb]
+    added = [(k, nb[k].op_type) for k in nb if k not in na]
+    rewritten = []
+    for k in na.keys() & nb.keys():
+        x, y = na[k], nb[k]
+        if x.op_type != y.op_type or x.domain != y.domain:
+            rewritten.append((k, x.op_type, y.op_type))
+        elif list(x.input) != list(y.input) or x.attribute != y.attribute:
+            rewritten.append((k, x.op_type, "inputs/attributes changed"))
+    rewritten.sort()
+    ca, cb = Counter(n.op_type for n in a.graph.node), Counter(n.op_type for n in b.graph.node)
+    ops = {op: (ca.get(op, 0), cb.get(op, 0)) for op in sorted(ca.keys() | cb.keys()) if ca.get(op) != cb.get(op)}
+    sa, sb = cost.summarize(infer_shapes(a)), cost.summarize(infer_shapes(b))
+    return ModelDiff(removed, added, rewritten, ops, (sa.params, sb.params), (sa.flops, sb.flops),
+                     (sa.weight_bytes, sb.weight_bytes), (len(serialize(a)), len(serialize(b))))

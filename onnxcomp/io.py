@@ -1,0 +1,238 @@
+"""Model I/O: load (with external data), normalize, infer shapes, check, atomic deterministic save."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from onnxcomp.errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    import onnx
+
+logger = logging.getLogger(__name__)
+
+TWO_GB = 2**31 - 1
+
+
+def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.ModelProto:
+    """Load an ONNX file (and its external data) or raise :class:`InputError` with a one-line reason."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, expected an .onnx file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: empty file")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, OSError) as err:
+        raise InputError(f"{p}: not a valid ONNX model ({_one_line(err)})") from err
+    if not model.graph.node and not model.graph.output:
+        raise InputError(f"{p}: not a valid ONNX model (no graph: truncated or not ONNX)")
+    try:
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(model, str(p.parent))
+    except (OSError, ValueError, onnx.checker.ValidationError) as err:
+        raise InputError(f"{p}: cannot load external data ({_one_line(err)})") from err
+    if check:
+        check_model(model, str(p))
+    return model
+
+
+def as_model(model_or_path: Any) -> onnx.ModelProto:
+    import onnx
+
+    if isinstance(model_or_path, onnx.ModelProto):
+        return model_or_path
+    if isinstance(model_or_path, (str, os.PathLike)):
+        return load_model(model_or_path)
+    if isinstance(model_or_path, (bytes, bytearray)):
+        m = onnx.ModelProto()
+        try:
+            m.ParseFromString(bytes(model_or_path))
+        except Exception as err:
+            raise InputError(f"not a valid ONNX model ({_one_line(err)})") from err
+        return m
+    raise UsageError(f"expected an onnx.ModelProto or a path, got {type(model_or_path).__name__}")
+
+
+def check_model(model: onnx.ModelProto, where: str = "model") -> None:
+    import onnx
+
+    try:
+        if model.ByteSize() > TWO_GB:
+            # the checker cannot take a >2 GB proto in memory; check the graph structure only
+            return
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as err:
+        raise InputError(f"{where}: invalid ONNX model ({_one_line(err)})") from err
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+# --------------------------------------------------------------------------------------------- normalize
+def normalize(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> onnx.ModelProto:
+    """Copy of ``model`` ready for the graph IR.
+
+    - initializers listed as graph inputs (IR < 4 exporters) become plain initializers (IR >= 4);
+    - ``--input-shape`` overrides are applied to graph inputs;
+    - shapes are inferred (onnx shape inference with data propagation) into value_info.
+    Weight subgraphs (Constant, ConstantOfShape, ...) are folded by the pipeline's constant folding.
+    """
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inits = {i.name for i in m.graph.initializer}
+    if any(i.name in inits for i in m.graph.input):
+        kept = [i for i in m.graph.input if i.name not in inits]
+        del m.graph.input[:]
+        m.graph.input.extend(kept)
+        m.ir_version = max(m.ir_version, 4)
+    if input_shapes:
+        set_input_shapes(m, input_shapes)
+    return infer_shapes(m)
+
+
+def set_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    names = {i.name: i for i in model.graph.input}
+    for name, shape in shapes.items():
+        if name not in names:
+            raise UsageError(f"--input-shape: model has no input {name!r}; inputs: {', '.join(names)}")
+        vi = names[name]
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) and len(dims) != len(shape):
+            raise UsageError(f"--input-shape {name}: rank {len(shape)} but the model's input has rank {len(dims)}")
+        for d, (old, new) in enumerate(zip(list(dims) or [None] * len(shape), shape)):
+            if old is not None and old.HasField("dim_value") and old.dim_value != new:
+                raise UsageError(f"--input-shape {name}: dim {d} is fixed to {old.dim_value} in the model, got {new}")
+        del vi.type.tensor_type.shape.dim[:]
+        for s in shape:
+            vi.type.tensor_type.shape.dim.add().dim_value = int(s)
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnx shape inference (with data propagation); falls back to the model unchanged if it fails."""
+    import onnx
+
+    try:
+        if model.ByteSize() > TWO_GB:
+            return model
+        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as err:  # inference is best effort: passes that need shapes skip with a reason
+        logger.warning("shape inference failed: %s", _one_line(err))
+        return model
+
+
+def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """``["input:1x3x224x224", ...]`` -> ``{"input": (1, 3, 224, 224)}``."""
+    out: dict[str, tuple[int, ...]] = {}
+    for spec in specs or []:
+        name, sep, dims = spec.rpartition(":")
+        if not sep or not name:
+            raise UsageError(f"--input-shape {spec!r}: expected NAME:D1xD2x... (e.g. input:1x3x224x224)")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError as err:
+            raise UsageError(f"--input-shape {spec!r}: dimensions must be integers separated by 'x'") from err
+        if any(d <= 0 for d in shape):
+            raise UsageError(f"--input-shape {spec!r}: dimensions must be positive")
+        out[name] = shape
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- save
+def serialize(model: onnx.ModelProto) -> bytes:
+    """Deterministic bytes (map fields sorted)."""
+    return model.SerializeToString(deterministic=True)
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, protect: str | os.PathLike[str] | None = None) -> int:
+    """Write ``model`` atomically (temp file + rename); external data when over 2 GB. Returns bytes written.
+
+    ``protect``: a path that must not be overwritten (the input model).
+    """
+    import onnx
+
+    out = Path(path)
+    if protect is not None and _same_file(out, Path(protect)):
+        raise UsageError(f"output path {out} is the input file; choose another output path")
+    if out.is_dir():
+        raise UsageError(f"output path {out} is a directory")
+    if not out.parent.exists():
+        raise UsageError(f"output directory {out.parent} does not exist")
+    if model.ByteSize() > TWO_GB or _has_external(model):
+        return _save_external(model, out)
+    data = serialize(model)
+    _atomic_write(out, data)
+    return len(data)
+
+
+def _has_external(model: onnx.ModelProto) -> bool:
+    import onnx
+
+    return any(
+        t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer
+    )
+
+
+def _save_external(model: onnx.ModelProto, out: Path) -> int:
+    """Weights to ``<out>.data`` (written first, atomically), then the graph file."""
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    location = out.name + ".data"
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".onnxcomp-") as tmp:
+        tmp_model = Path(tmp) / out.name
+        convert_model_to_external_data(m, all_tensors_to_one_file=True, location=location, size_threshold=1024)
+        onnx.save_model(m, str(tmp_model))
+        total = tmp_model.stat().st_size + (Path(tmp) / location).stat().st_size
+        os.replace(Path(tmp) / location, out.parent / location)
+        os.replace(tmp_model, out)
+    return total
+
+
+def _atomic_write(out: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def file_size(path: str | os.PathLike[str]) -> int:
+    """Bytes on disk of a model, its external data files included."""
+    p = Path(path)
+    total = p.stat().st_size
+    data = p.parent / (p.name + ".data")
+    if data.exists():
+        total += data.stat().st_size
+    return total

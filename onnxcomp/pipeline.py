@@ -1,0 +1,164 @@
+"""Pipelines: parse a pass spec or a TOML recipe, run the passes over the graph IR, collect the report.
+
+Spec syntax (DESIGN.md): comma-separated passes, options in parentheses, list values separated by ``;`` or
+``|``, map values as ``key:value`` pairs::
+
+    fold-constants,eliminate,fuse-bn,prune-filters(ratio=0.5,criterion=l1,protect=conv1|fc),kmeans(bits=4)
+
+Recipe (TOML), kept in a team's repository::
+
+    [[pass]]
+    name = "fuse-bn"
+
+    [[pass]]
+    name = "prune-filters"
+    ratio = 0.5
+    protect = ["conv1", "fc*"]
+
+    [verify]          # optional: the same options as the CLI flags
+    enabled = true
+    min_cosine = 0.99
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from onnxcomp.errors import OnnxcompError, PassError, UsageError
+from onnxcomp.passes_api import Pass, PassContext, PassResult, get_pass
+
+if TYPE_CHECKING:
+    import onnx_graphsurgeon as gs
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PIPELINE = "fold-constants,eliminate,fuse-bn,fuse-affine,eliminate"
+
+
+@dataclasses.dataclass
+class PassSpec:
+    name: str
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def instantiate(self) -> Pass:
+        cls = get_pass(self.name)
+        return cls(**self.options)
+
+    def __str__(self) -> str:
+        if not self.options:
+            return self.name
+        opts = ",".join(f"{k}={_fmt_value(v)}" for k, v in self.options.items())
+        return f"{self.name}({opts})"
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ";".join(map(str, v))
+    if isinstance(v, dict):
+        return ";".join(f"{k}:{x}" for k, x in v.items())
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def parse_spec(spec: str) -> list[PassSpec]:
+    """``"a,b(x=1,y=2),c"`` -> [PassSpec('a'), PassSpec('b', {x: '1', y: '2'}), PassSpec('c')]."""
+    out: list[PassSpec] = []
+    for item in _split_top(spec, ","):
+        item = item.strip()
+        if not item:
+            continue
+        name, paren, rest = item.partition("(")
+        name = name.strip()
+        options: dict[str, Any] = {}
+        if paren:
+            if not rest.endswith(")"):
+                raise UsageError(f"pass spec {item!r}: missing ')'")
+            body = rest[:-1]
+            for kv in _split_top(body, ","):
+                if not kv.strip():
+                    continue
+                key, eq, value = kv.partition("=")
+                if not eq or not key.strip():
+                    raise UsageError(f"pass spec {item!r}: options are key=value, got {kv.strip()!r}")
+                options[key.strip()] = value.strip()
+        elif ")" in name:
+            raise UsageError(f"pass spec {item!r}: unbalanced ')'")
+        if not name:
+            raise UsageError(f"pass spec {spec!r}: empty pass name")
+        out.append(PassSpec(name, options))
+    if not out:
+        raise UsageError("empty pass spec")
+    return out
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise UsageError(f"pass spec {text!r}: unbalanced ')'")
+        if ch == sep and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if depth != 0:
+        raise UsageError(f"pass spec {text!r}: unbalanced '('")
+    parts.append("".join(cur))
+    return parts
+
+
+def load_recipe(path: str | os.PathLike[str]) -> tuple[list[PassSpec], dict[str, Any]]:
+    """A TOML recipe -> (passes, settings such as [verify])."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError as err:
+        raise UsageError(f"{p}: no such recipe file") from err
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"{p}: invalid TOML ({err})") from err
+    passes = data.get("pass")
+    if not isinstance(passes, list) or not passes:
+        raise UsageError(f"{p}: a recipe needs at least one [[pass]] table with a name")
+    specs = []
+    for i, table in enumerate(passes):
+        if not isinstance(table, dict) or "name" not in table:
+            raise UsageError(f"{p}: [[pass]] #{i + 1} has no name")
+        opts = {k: v for k, v in table.items() if k != "name"}
+        specs.append(PassSpec(str(table["name"]), opts))
+    unknown = set(data) - {"pass", "verify", "optimize"}
+    if unknown:
+        raise UsageError(f"{p}: unknown recipe sections {', '.join(sorted(unknown))}; valid: pass, verify, optimize")
+    settings = {k: data[k] for k in ("verify", "optimize") if k in data}
+    return specs, settings
+
+
+def instantiate(specs: list[PassSpec]) -> list[Pass]:
+    """Instantiate every pass first, so an unknown pass or option fails before any work."""
+    return [s.instantiate() for s in specs]
+
+
+def run_passes(graph: gs.Graph, passes: list[Pass], ctx: PassContext) -> list[PassResult]:
+    results = []
+    for p in passes:
+        if p.needs_calib and ctx.calib is None:
+            raise UsageError(f"pass {p.name!r} needs calibration data: pass --calib FILE.npz")
+        logger.info("running %s", p.name)
+        try:
+            results.append(p(graph, ctx))
+        except OnnxcompError:
+            raise
+        except Exception as err:
+            raise PassError(f"pass {p.name!r} failed: {type(err).__name__}: {' '.join(str(err).split())[:300]}") from err
+    return results

@@ -1,0 +1,175 @@
+"""Numerical verification: run two models on the same inputs and compare every output.
+
+Metrics per output: max absolute error, max relative error (|a-b| / (|a| + eps) over the elements
+where |a| is not tiny), cosine similarity, and, with labels, top-1 accuracy of both models.
+A comparison passes when ``max_abs <= atol + rtol * max|ref|`` for every output and the cosine is at least
+``min_cosine``. Lossless pipelines get tight defaults; lossy ones are checked by cosine only unless the user
+sets tolerances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from onnxcomp.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Tolerance:
+    atol: float | None = 1e-5  # absolute, in units of max|ref|: err <= atol*scale + rtol*scale
+    rtol: float | None = 1e-4
+    min_cosine: float | None = 0.99999
+
+    @classmethod
+    def lossless(cls) -> Tolerance:
+        return cls()
+
+    @classmethod
+    def lossy(cls) -> Tolerance:
+        return cls(atol=None, rtol=None, min_cosine=0.9)
+
+
+@dataclasses.dataclass
+class OutputMetrics:
+    name: str
+    max_abs: float
+    max_rel: float
+    cosine: float
+    ref_max: float
+    ok: bool
+    why: str = ""
+
+
+@dataclasses.dataclass
+class VerifyResult:
+    outputs: list[OutputMetrics]
+    samples: int
+    source: str  # "calibration data" or "generated inputs"
+    accuracy_ref: float | None = None
+    accuracy_new: float | None = None
+    tolerance: Tolerance = dataclasses.field(default_factory=Tolerance)
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outputs)
+
+    def failures(self) -> list[str]:
+        return [f"{o.name}: {o.why}" for o in self.outputs if not o.ok]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["ok"] = self.ok
+        return d
+
+
+def compare_arrays(name: str, ref: np.ndarray, new: np.ndarray, tol: Tolerance) -> OutputMetrics:
+    import numpy as np
+
+    if ref.shape != new.shape:
+        return OutputMetrics(name, float("inf"), float("inf"), 0.0, 0.0, False, f"shape {new.shape} != {ref.shape}")
+    if ref.dtype.kind not in "fc":
+        equal = bool(np.array_equal(ref, new))
+        return OutputMetrics(name, 0.0 if equal else float("inf"), 0.0 if equal else float("inf"),
+                             1.0 if equal else 0.0, 0.0, equal, "" if equal else "integer outputs differ")
+    a = ref.astype(np.float64).ravel()
+    b = new.astype(np.float64).ravel()
+    finite_a, finite_b = np.isfinite(a), np.isfinite(b)
+    if not np.array_equal(finite_a, finite_b) or not np.array_equal(a[~finite_a], b[~finite_b]):
+        return OutputMetrics(name, float("inf"), float("inf"), 0.0, 0.0, False, "non-finite values differ")
+    a, b = a[finite_a], b[finite_b]
+    if a.size == 0:
+        return OutputMetrics(name, 0.0, 0.0, 1.0, 0.0, True)
+    diff = np.abs(a - b)
+    scale = float(np.max(np.abs(a)))
+    max_abs = float(diff.max())
+    big = np.abs(a) > 1e-3 * max(scale, 1e-30)
+    max_rel = float((diff[big] / np.abs(a[big])).max()) if big.any() else 0.0
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    cosine = float(a @ b / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
+    ok, why = True, ""
+    if tol.atol is not None or tol.rtol is not None:
+        bound = (tol.atol or 0.0) * max(scale, 1.0) + (tol.rtol or 0.0) * scale
+        if max_abs > bound:
+            ok, why = False, f"max abs error {max_abs:.3g} > {bound:.3g}"
+    if tol.min_cosine is not None and cosine < tol.min_cosine:
+        ok, why = False, (why + "; " if why else "") + f"cosine {cosine:.6f} < {tol.min_cosine}"
+    return OutputMetrics(name, max_abs, max_rel, cosine, scale, ok, why)
+
+
+def run_model(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *, batch_size: int | None = 256,
+              runtime: bool | None = None) -> dict[str, np.ndarray]:
+    """All outputs of ``model`` on ``feeds`` (onnxruntime optimizations off), batched along axis 0."""
+    import numpy as np
+
+    from onnxcomp.calib import batches
+    from onnxcomp.ort import run, session
+
+    sess = session(model, optimize=False, runtime=runtime)
+    names = [o.name for o in sess.get_outputs()]
+    parts: list[list[np.ndarray]] = []
+    dynamic_batch = all(
+        (not i.shape) or not isinstance(i.shape[0], int) for i in sess.get_inputs()
+    )
+    chunks = batches(feeds, batch_size if dynamic_batch else None)
+    for chunk in chunks:
+        parts.append(run(sess, chunk))
+    if len(parts) == 1:
+        return dict(zip(names, parts[0]))
+    return {n: np.concatenate([p[i] for p in parts], axis=0) for i, n in enumerate(names)}
+
+
+def verify(
+    reference: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    *,
+    tolerance: Tolerance | None = None,
+    labels: np.ndarray | None = None,
+    source: str = "generated inputs",
+    runtime: bool | None = None,
+) -> VerifyResult:
+    """Compare every output of ``candidate`` with ``reference`` on ``feeds``."""
+    import numpy as np
+
+    tol = tolerance or Tolerance()
+    ref = run_model(reference, feeds)
+    new = run_model(candidate, feeds, runtime=runtime)
+    if list(ref) != list(new):
+        missing = [n for n in ref if n not in new]
+        if missing:
+            raise InputError(f"the models' outputs differ: {', '.join(missing)} missing from the second model")
+    outputs = [compare_arrays(n, ref[n], new[n], tol) for n in ref]
+    samples = next(iter(feeds.values())).shape[0] if feeds and next(iter(feeds.values())).ndim else 1
+    result = VerifyResult(outputs, samples, source, tolerance=tol)
+    if labels is not None:
+        first = next(iter(ref))
+        lab = np.asarray(labels).reshape(-1)
+        for attr, outs in (("accuracy_ref", ref), ("accuracy_new", new)):
+            logits = outs[first]
+            if logits.ndim < 2 or logits.shape[0] != lab.shape[0]:
+                raise InputError(f"labels: {lab.shape[0]} labels but output {first!r} has shape {logits.shape}")
+            setattr(result, attr, float((logits.reshape(logits.shape[0], -1).argmax(1) == lab).mean()))
+    return result
+
+
+def load_labels(path: str) -> np.ndarray:
+    import numpy as np
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise InputError(f"{path}: cannot read labels ({err})") from err
+    if hasattr(arr, "files"):
+        raise InputError(f"{path}: labels must be a .npy array of class indices")
+    if arr.dtype.kind not in "iu":
+        raise InputError(f"{path}: labels must be integers, got {arr.dtype}")
+    return arr

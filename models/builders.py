@@ -493,8 +493,17 @@ _MOBILENET_V3_LARGE = (
 def _mobilenet_v2_config():
     blocks: list[_MBConfig] = []
     cin = 32
-    for t, c, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                       (6, 160, 3, 2), (6, 320, 1, 1)):  # fmt: skip
+    # torchvision's (expansion t, channels c, repeats n, first stride s)
+    stages = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
+    for t, c, n, s in stages:
         for i in range(n):
             blocks.append((3, cin * t, c, False, "relu6", s if i == 0 else 1))
             cin = c
@@ -827,8 +836,8 @@ def yolo(
     def c2f(v: str, name: str, cin: int, cout: int, n: int, shortcut: bool) -> str:
         hid = cout // 2
         v = conv(v, f"{name}.cv1", cin, 2 * hid, 1)
-        parts = list(g.op("Split", [v, g.shared_const(f"const.split_{hid}", np.array([hid, hid], np.int64))],
-                          f"{name}.split", n_out=2, axis=1))  # fmt: skip
+        halves = g.shared_const(f"const.split_{hid}", np.array([hid, hid], np.int64))
+        parts = list(g.op("Split", [v, halves], f"{name}.split", n_out=2, axis=1))
         for i in range(n):
             y = conv(parts[-1], f"{name}.m.{i}.cv1", hid, hid, 3)
             y = conv(y, f"{name}.m.{i}.cv2", hid, hid, 3)

@@ -72,9 +72,7 @@ def _fix_opset_imports(model: onnx.ModelProto, original: dict[str, int]) -> None
     have = {op.domain: op.version for op in model.opset_import}
     for domain, version in original.items():
         have[domain] = max(have.get(domain, 0), version)
-    used = {n.domain for n in model.graph.node} | {
-        n.domain for f in model.functions for n in f.node
-    }
+    used = {n.domain for n in model.graph.node} | {n.domain for f in model.functions for n in f.node}
     for f in model.functions:
         used.add(f.domain)
     for domain in used:

@@ -38,7 +38,6 @@ from onnxcomp.errors import UsageError
 
 if TYPE_CHECKING:
     import numpy as np
-    import onnx
     import onnx_graphsurgeon as gs
 
 logger = logging.getLogger(__name__)

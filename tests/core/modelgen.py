@@ -7,8 +7,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def conv_relu(opset: int = 17, ir_version: int | None = None, dynamic: bool = True, inits_as_inputs: bool = False,
-              seed: int = 0) -> onnx.ModelProto:
+def conv_relu(
+    opset: int = 17, ir_version: int | None = None, dynamic: bool = True, inits_as_inputs: bool = False, seed: int = 0
+) -> onnx.ModelProto:
     """x[N,3,H,W] -> Conv(4, 3x3, pad 1) -> Relu -> y; weights from a Constant node and a ConstantOfShape."""
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -17,8 +18,9 @@ def conv_relu(opset: int = 17, ir_version: int | None = None, dynamic: bool = Tr
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [dims[0], 4, dims[2], dims[3]])
     nodes = [
         helper.make_node("Constant", [], ["b_shape"], value=numpy_helper.from_array(np.array([4], np.int64))),
-        helper.make_node("ConstantOfShape", ["b_shape"], ["b"],
-                         value=numpy_helper.from_array(np.array([0.25], np.float32)))
+        helper.make_node(
+            "ConstantOfShape", ["b_shape"], ["b"], value=numpy_helper.from_array(np.array([0.25], np.float32))
+        )
         if opset >= 9
         else helper.make_node("Constant", [], ["b"], value=numpy_helper.from_array(np.full(4, 0.25, np.float32))),
         helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
@@ -67,7 +69,8 @@ def with_local_function() -> onnx.ModelProto:
         helper.make_node("Add", ["s", "one"], ["y"], name="add"),
     ]
     g = helper.make_graph(nodes, "fn_model", [x], [y], [numpy_helper.from_array(np.array(1.0, np.float32), "one")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom", 1)],
-                          functions=[fn])
+    m = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom", 1)], functions=[fn]
+    )
     m.ir_version = 8
     return m

@@ -43,8 +43,9 @@ def test_optimize_writes_verified_output_and_keeps_input(tmp_path, capsys, model
     before = _sha(model_path)
     out = tmp_path / "out.onnx"
     rep = tmp_path / "r.json"
-    code, stdout, err = _run(capsys, "optimize", model_path, out, "--passes", SPEC, "--verify",
-                             "--input-shape", "x:2x3x7x9", "--report", rep)
+    code, stdout, err = _run(
+        capsys, "optimize", model_path, out, "--passes", SPEC, "--verify", "--input-shape", "x:2x3x7x9", "--report", rep
+    )
     assert code == 0, err
     assert _sha(model_path) == before
     m = onnx.load(str(out))
@@ -127,8 +128,17 @@ def test_calibration_verify_and_labels(tmp_path, capsys, model_path):
     x = np.random.default_rng(1).standard_normal((5, 3, 11, 13)).astype(np.float32)
     np.savez(tmp_path / "c.npz", x=x)
     np.save(tmp_path / "l.npy", np.zeros(5, np.int64))
-    code, stdout, err = _run(capsys, "optimize", model_path, tmp_path / "o.onnx", "--calib", tmp_path / "c.npz",
-                             "--labels", tmp_path / "l.npy", "--verify")
+    code, stdout, err = _run(
+        capsys,
+        "optimize",
+        model_path,
+        tmp_path / "o.onnx",
+        "--calib",
+        tmp_path / "c.npz",
+        "--labels",
+        tmp_path / "l.npy",
+        "--verify",
+    )
     assert code == 0, err
     assert "5 sample(s) of calibration data" in stdout and "top-1 accuracy" in stdout
 
@@ -175,8 +185,14 @@ def test_local_functions_preserved():
 def test_external_data_load_and_save(tmp_path):
     m = modelgen.conv_relu(dynamic=False)
     src = tmp_path / "ext.onnx"
-    onnx.save(modelgen.conv_relu(dynamic=False), str(src), save_as_external_data=True, all_tensors_to_one_file=True, location="ext.bin",
-              size_threshold=0)
+    onnx.save(
+        modelgen.conv_relu(dynamic=False),
+        str(src),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="ext.bin",
+        size_threshold=0,
+    )
     loaded = io.load_model(src)
     out, _ = optimize(loaded, SPEC)
     dst = tmp_path / "o.onnx"
@@ -213,8 +229,9 @@ def test_inspect_diff_bench_verify_commands(tmp_path, capsys, model_path):
     assert code == 0 and "removed" in stdout and "ConstantOfShape" in stdout
     code, stdout, _ = _run(capsys, "verify", model_path, out, "--input-shape", "x:1x3x8x8")
     assert code == 0 and "ok" in stdout
-    code, stdout, _ = _run(capsys, "bench", model_path, out, "--input-shape", "x:1x3x8x8", "--runs", "5",
-                           "--warmup", "1")
+    code, stdout, _ = _run(
+        capsys, "bench", model_path, out, "--input-shape", "x:1x3x8x8", "--runs", "5", "--warmup", "1"
+    )
     assert code == 0 and "speedup" in stdout
     code, stdout, _ = _run(capsys, "passes")
     assert code == 0 and "fold-constants" in stdout

@@ -46,8 +46,18 @@ class _Demo(Pass):
 
 
 def test_option_coercion_from_strings():
-    o = build_options(_Demo, {"ratio": "0.25", "bits": "3", "flag": "true", "mode": "b", "names": "x;y|z",
-                              "per-layer": "conv1:0.3;conv2:0.5", "limit": "none"})
+    o = build_options(
+        _Demo,
+        {
+            "ratio": "0.25",
+            "bits": "3",
+            "flag": "true",
+            "mode": "b",
+            "names": "x;y|z",
+            "per-layer": "conv1:0.3;conv2:0.5",
+            "limit": "none",
+        },
+    )
     assert (o.ratio, o.bits, o.flag, o.mode) == (0.25, 3, True, "b")
     assert o.names == ["x", "y", "z"]
     assert o.per_layer == {"conv1": 0.3, "conv2": 0.5}
@@ -55,10 +65,17 @@ def test_option_coercion_from_strings():
     assert build_options(_Demo, {"limit": "7"}).limit == 7
 
 
-@pytest.mark.parametrize(("key", "value", "needle"), [
-    ("bits", "four", "integer"), ("bits", "2.5", "integer"), ("flag", "maybe", "true or false"),
-    ("mode", "c", "one of a, b"), ("per_layer", "conv1", "key:value"), ("nope", "1", "valid options: ratio"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("bits", "four", "integer"),
+        ("bits", "2.5", "integer"),
+        ("flag", "maybe", "true or false"),
+        ("mode", "c", "one of a, b"),
+        ("per_layer", "conv1", "key:value"),
+        ("nope", "1", "valid options: ratio"),
+    ],
+)
 def test_option_errors_name_the_problem(key, value, needle):
     with pytest.raises(UsageError) as err:
         build_options(_Demo, {key: value})
@@ -81,7 +98,9 @@ def test_default_pipeline_passes_exist_and_are_lossless():
 
 def test_recipe(tmp_path):
     r = tmp_path / "r.toml"
-    r.write_text('[[pass]]\nname = "fold-constants"\nfold_shapes = false\n\n[verify]\nenabled = true\nmin_cosine = 0.99\n')
+    r.write_text(
+        '[[pass]]\nname = "fold-constants"\nfold_shapes = false\n\n[verify]\nenabled = true\nmin_cosine = 0.99\n'
+    )
     specs, settings = load_recipe(r)
     assert specs[0].name == "fold-constants" and specs[0].options == {"fold_shapes": False}
     assert settings["verify"]["min_cosine"] == 0.99

@@ -90,11 +90,12 @@ class LowRank(Pass):
             b = (root[:, None] * vt[:r]).astype(plan.matrix.dtype)  # [r, cols]
             total = float(np.sum(s**2))
             err = float(np.sqrt(np.sum(s[r:] ** 2) / total)) if total > 0 else 0.0
+            name = node.name
             plan.rebuild(graph, node, a, b, ctx)
             result.count("layers_factorized")
             result.count("params_removed", w.size - new_params)
             result.layer(
-                node.name,
+                name,
                 op=node.op,
                 decision=f"rank {r} of {min(rows, cols)}",
                 params_before=int(w.size),

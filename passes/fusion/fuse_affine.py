@@ -160,7 +160,7 @@ class FuseAffine(Pass):
             op = "Add"
         if merged.size > max(a.size, b.size):
             return False  # would materialize a larger constant
-        const = gs.Constant(rw.name(f"{rw.ensure_name(node)}_const"), merged.astype(form.c.dtype))
+        const = gs.Constant(rw.name(f"{rw.ensure_name(node)}_const"), np.asarray(merged, dtype=form.c.dtype))
         node.op = op
         node.inputs.clear()
         node.inputs.extend([inner.x, const])

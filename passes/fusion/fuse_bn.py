@@ -86,8 +86,8 @@ class FuseBatchNorm(Pass):
                 why_after = self._fold_into_consumers(rw, bn, s, t, result)
                 if why_after is None:
                     continue
-                why = why or why_after
-            result.skip(label(bn), why or "no Conv/ConvTranspose/Gemm/MatMul producing its input")
+                why = why or f"no foldable op before it, and not after it: {why_after}"
+            result.skip(label(bn), why or "no Conv/ConvTranspose/Gemm/MatMul produces its input")
         return result
 
     def _clone_shared(self, rw: Rewriter, bn: gs.Node, ops: set[str]) -> bool:

@@ -438,9 +438,7 @@ class Eliminate(Pass):
         result = self.new_result()
         self._skipped: set[tuple[str, str]] = set()
         opset = opset_version(graph)
-        before = len(graph.nodes)
-        graph.cleanup(remove_unused_graph_inputs=False).toposort()
-        dead = before - len(graph.nodes)
+        dead = _cleanup(graph)
         for _ in range(_MAX_ROUNDS):
             graphs = [graph, *(graph.subgraphs(recursive=True) if self.options.subgraphs else ())]
             changed = False
@@ -451,14 +449,10 @@ class Eliminate(Pass):
             if self.options.duplicate_nodes:
                 for g in graphs:
                     changed |= self._dedup_nodes(g, result)
+            # nodes that became dead through the rewrites (e.g. the first of a cancelled Transpose pair)
+            dead += _cleanup(graph)
             if not changed:
                 break
-            graph.cleanup(remove_unused_graph_inputs=False).toposort()
-        # Nodes that became dead through the rewrites (e.g. the first of a cancelled Transpose pair).
-        shells = sum(1 for n in graph.nodes if not n.outputs)
-        n = len(graph.nodes)
-        graph.cleanup(remove_unused_graph_inputs=False)
-        dead += n - len(graph.nodes) - shells
         result.count("dead_nodes", dead)
         return result
 
@@ -555,6 +549,14 @@ class Eliminate(Pass):
             result.count("duplicate_nodes")
             changed = True
         return changed
+
+
+def _cleanup(graph: gs.Graph) -> int:
+    """Remove dead nodes (cleanup + toposort); returns how many, not counting nodes emptied by a rewrite."""
+    shells = sum(1 for n in graph.nodes if not n.outputs)
+    n = len(graph.nodes)
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    return n - len(graph.nodes) - shells
 
 
 def _label(node: gs.Node) -> str:

@@ -113,7 +113,7 @@ def channel_vector(c: np.ndarray, out_rank: int | None, axis: int, channels: int
 
     if out_rank is None:
         # Unknown output rank: only a scalar-like or a vector along the last axis is safe.
-        if c.ndim > 1 or (c.ndim == 1 and axis not in (-1,) and c.shape[0] != 1):
+        if c.ndim > 1 or (c.ndim == 1 and axis != -1 and c.shape[0] != 1):
             return None
         out_rank = max(c.ndim, 1)
     if c.ndim > out_rank:

@@ -391,6 +391,16 @@ def _rewire(old: Any, new: Any) -> None:
                 consumer.inputs[i] = new
 
 
+def _sample(values: np.ndarray, n: int = 64) -> bytes:
+    """The bytes of ``n`` evenly spaced elements (all of them for small tensors)."""
+    import numpy as np
+
+    flat = values.reshape(-1)
+    if flat.size <= n:
+        return flat.tobytes()
+    return flat[np.linspace(0, flat.size - 1, n).astype(np.int64)].tobytes()
+
+
 def _digest(values: np.ndarray) -> bytes:
     import numpy as np
 
@@ -508,8 +518,15 @@ class Eliminate(Pass):
         for t in order:
             export = getattr(t, "_export_dtype", None)
             buckets.setdefault((t.dtype.str, tuple(t.shape), str(export)), []).append(t)
+        # Within a (dtype, shape) bucket, a strided sample of the values splits unequal tensors apart cheaply;
+        # only tensors whose samples agree are hashed in full.
+        groups: dict[tuple[Any, ...], list[gs.Constant]] = {}
+        for key, bucket in buckets.items():
+            if len(bucket) > 1:
+                for t in bucket:
+                    groups.setdefault((*key, _sample(t.values)), []).append(t)
         changed = False
-        for group in buckets.values():
+        for group in groups.values():
             if len(group) < 2:
                 continue
             keep: dict[bytes, gs.Constant] = {}

@@ -124,17 +124,53 @@ def set_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...
             vi.type.tensor_type.shape.dim.add().dim_value = int(s)
 
 
+# Initializers above this many elements are stubbed out for shape inference: only their type and dims matter
+# (data propagation reads small shape tensors only), and serializing their values dominated its run time.
+_STUB_ELEMENTS = 1024
+
+
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """onnx shape inference (with data propagation); falls back to the model unchanged if it fails."""
+    """onnx shape inference (with data propagation); falls back to the model unchanged if it fails.
+
+    Runs on a weightless copy (large main-graph initializers replaced by external-data stubs with their
+    names, types and dims), then puts the original initializers back: the same result, without serializing
+    the weights, and for models over 2 GB too.
+    """
     import onnx
 
     try:
-        if model.ByteSize() > TWO_GB:
-            return model
-        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        skeleton, stubbed = _weightless(model)
+        inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=True)
+        if stubbed:
+            del inferred.graph.initializer[:]
+            inferred.graph.initializer.extend(model.graph.initializer)
+        return inferred
     except Exception as err:  # inference is best effort: passes that need shapes skip with a reason
         logger.warning("shape inference failed: %s", _one_line(err))
         return model
+
+
+def _weightless(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy of ``model`` whose large initializers carry no data; returns (copy, number stubbed)."""
+    import math
+
+    import onnx
+
+    skeleton = onnx.ModelProto()
+    skeleton.CopyFrom(model)
+    stubbed = 0
+    for t in skeleton.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL or math.prod(t.dims) <= _STUB_ELEMENTS:
+            continue
+        name, data_type, dims = t.name, t.data_type, list(t.dims)
+        t.Clear()
+        t.name, t.data_type = name, data_type
+        t.dims.extend(dims)
+        t.data_location = onnx.TensorProto.EXTERNAL
+        entry = t.external_data.add()
+        entry.key, entry.value = "location", "onnxcomp-shape-inference-stub"
+        stubbed += 1
+    return skeleton, stubbed
 
 
 def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:

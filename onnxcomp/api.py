@@ -90,14 +90,15 @@ def optimize(
     out = export_model(graph, ctx)
     del out.graph.value_info[:]
     out = io.infer_shapes(out)
-    io.check_model(out, "optimized model")
-    _check_loads(out, check_runtime)
+    data = _serialized(out)  # once, for the checker, the onnxruntime load check and the report
+    io.check_model(data if data is not None else out, "optimized model")
+    _check_loads(out, check_runtime, data)
 
     report = Report(pipeline=",".join(str(s) for s in specs), passes=results)
     report.before = cost.summarize(cost.concrete(norm, shapes))
     report.after = cost.summarize(cost.concrete(out, shapes))
     report.bytes_before = original.ByteSize()
-    report.bytes_after = len(io.serialize(out))
+    report.bytes_after = len(data) if data is not None else len(io.serialize(out))
     verify_settings = settings.get("verify", {})
     if verify or verify_settings.get("enabled", False):
         from onnxcomp.verify import Tolerance
@@ -163,10 +164,22 @@ def _model_meta(model: onnx.ModelProto) -> dict[str, Any]:
     }
 
 
-def _check_loads(model: onnx.ModelProto, runtime: bool) -> None:
-    from onnxcomp.ort import session
+def _serialized(model: onnx.ModelProto) -> bytes | None:
+    """The model's bytes, or None when protobuf cannot serialize it in memory (over 2 GB)."""
+    from onnxcomp import io
 
     try:
-        session(model, optimize=False)
+        return io.serialize(model)
+    except ValueError:
+        return None
+
+
+def _check_loads(model: onnx.ModelProto, runtime: bool, data: bytes | None = None) -> None:
+    from onnxcomp.ort import session, uses_custom_ops
+
+    try:
+        # bytes skip a second serialization; a model with com.onnxcomp ops goes as a proto so that the
+        # session registers the native runtime when it is available
+        session(data if data is not None and not uses_custom_ops(model) else model, optimize=False)
     except InputError as err:
         raise InputError(f"the optimized model does not load in onnxruntime: {err}") from err

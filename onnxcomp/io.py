@@ -66,11 +66,12 @@ def as_model(model_or_path: Any) -> onnx.ModelProto:
     raise UsageError(f"expected an onnx.ModelProto or a path, got {type(model_or_path).__name__}")
 
 
-def check_model(model: onnx.ModelProto, where: str = "model") -> None:
+def check_model(model: onnx.ModelProto | bytes, where: str = "model") -> None:
+    """onnx.checker on the model (or its serialized bytes, which saves serializing it again)."""
     import onnx
 
     try:
-        if model.ByteSize() > TWO_GB:
+        if (len(model) if isinstance(model, bytes) else model.ByteSize()) > TWO_GB:
             # the checker cannot take a >2 GB proto in memory; check the graph structure only
             return
         onnx.checker.check_model(model)

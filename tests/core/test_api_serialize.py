@@ -1,0 +1,26 @@
+"""optimize() serializes its output once for the checker, the onnxruntime load check and the report."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+
+from onnxcomp import io
+from onnxcomp.api import optimize
+from onnxcomp.errors import InputError
+from tests.core import modelgen
+
+
+def test_report_bytes_match_the_serialized_output():
+    out, report = optimize(modelgen.conv_relu(), "fold-constants")
+    assert report.bytes_after == len(io.serialize(out))
+
+
+def test_check_model_takes_bytes():
+    model = modelgen.conv_relu(dynamic=False)
+    io.check_model(model.SerializeToString(), "m")
+    bad = onnx.ModelProto()
+    bad.CopyFrom(model)
+    bad.graph.node[2].input[0] = "missing"
+    with pytest.raises(InputError, match="m: invalid ONNX model"):
+        io.check_model(bad.SerializeToString(), "m")

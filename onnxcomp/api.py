@@ -95,8 +95,8 @@ def optimize(
     _check_loads(out, check_runtime, data)
 
     report = Report(pipeline=",".join(str(s) for s in specs), passes=results)
-    report.before = cost.summarize(cost.concrete(norm, shapes))
-    report.after = cost.summarize(cost.concrete(out, shapes))
+    report.before = cost.summarize(_concrete(norm, shapes))
+    report.after = cost.summarize(_concrete(out, shapes))
     report.bytes_before = original.ByteSize()
     report.bytes_after = len(data) if data is not None else len(io.serialize(out))
     verify_settings = settings.get("verify", {})
@@ -162,6 +162,17 @@ def _model_meta(model: onnx.ModelProto) -> dict[str, Any]:
         "metadata_props": [(p.key, p.value) for p in model.metadata_props],
         "opset_import": {op.domain: op.version for op in model.opset_import},
     }
+
+
+def _concrete(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) -> onnx.ModelProto:
+    """cost.concrete, except for a shape-inferred model whose inputs are all static already (nothing to fix)."""
+    from onnxcomp import cost
+
+    for vi in model.graph.input:
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
+        if not all(d > 0 for d in dims) or tuple(shapes.get(vi.name, dims)) != tuple(dims):
+            return cost.concrete(model, shapes)
+    return model
 
 
 def _serialized(model: onnx.ModelProto) -> bytes | None:

@@ -1,4 +1,4 @@
-"""optimize() serializes its output once for the checker, the onnxruntime load check and the report."""
+"""optimize() report: output serialized once (checker, onnxruntime load check, size); costs of concrete models."""
 
 from __future__ import annotations
 
@@ -24,3 +24,16 @@ def test_check_model_takes_bytes():
     bad.graph.node[2].input[0] = "missing"
     with pytest.raises(InputError, match="m: invalid ONNX model"):
         io.check_model(bad.SerializeToString(), "m")
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_report_costs_equal_costing_the_concrete_models(dynamic):
+    from onnxcomp import cost
+
+    model = modelgen.conv_relu(dynamic=dynamic)
+    shapes = {"x": (2, 3, 7, 9)} if dynamic else {}
+    out, report = optimize(model, "fold-constants", input_shapes=shapes)
+    norm = io.normalize(model, shapes)
+    assert report.before == cost.summarize(cost.concrete(norm, shapes))
+    assert report.after == cost.summarize(cost.concrete(out, shapes))
+    assert report.after.flops > 0

@@ -48,6 +48,8 @@ class Rewriter:
     ctx: PassContext
     pass_name: str
     taken: set[str] = dataclasses.field(default_factory=set)
+    _earlier: dict[int, str | None] = dataclasses.field(default_factory=dict)
+    _folded: dict[int, list[str]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.taken = set(self.graph.tensors().keys())
@@ -63,8 +65,14 @@ class Rewriter:
         return node.name
 
     def tag(self, node: gs.Node, sources: list[gs.Node]) -> None:
-        self.ensure_name(node)
-        self.ctx.tag(node, self.pass_name, [label(s) for s in sources])
+        """Provenance: every node folded into ``node`` by this run, after what earlier passes recorded."""
+        name = self.ensure_name(node)
+        before = self._earlier.setdefault(id(node), self.ctx.provenance.get(name))
+        folded = self._folded.setdefault(id(node), [])
+        folded.extend(label(s) for s in sources)
+        self.ctx.tag(node, self.pass_name, folded)
+        if before:
+            self.ctx.provenance[name] = f"{before}; {self.ctx.provenance[name]}"
 
     def exclusive(self, tensor: Any, node: gs.Node) -> bool:
         """``tensor`` is a constant read by ``node`` only (once), so it may be rewritten in place."""
@@ -429,9 +437,9 @@ def _matmul_bias(graph: gs.Graph, add: gs.Node) -> Match | None:
 def fold(rw: Rewriter, match: Match, s: np.ndarray, t: np.ndarray, consumer: gs.Node, gemm: bool = True) -> None:
     """Fold ``y * s + t`` into ``match`` and let it write ``consumer``'s output; ``consumer`` is removed."""
     target = TARGETS[match.node.op]
+    rw.tag(match.node, [consumer])
     tail = target.apply(rw, match, s, t, gemm)
     out = consumer.outputs[0]
     consumer.inputs.clear()
     consumer.outputs.clear()
     tail.outputs[0] = out
-    rw.tag(match.node, [consumer])

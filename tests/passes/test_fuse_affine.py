@@ -53,6 +53,18 @@ def test_chain_folds_into_one_conv():
     out, res = apply(_conv_then(chain), "fuse-affine", _x(), rtol=RTOL, atol=ATOL)
     assert ops(out) == {"Conv": 1}
     assert res.counters["fused"] == 4
+    assert out.graph.node[0].doc_string == "onnxcomp fuse-affine from Mul_7, Add_10, Sub_13, Div_15"
+
+
+def test_provenance_accumulates_across_passes():
+    b = Builder(13)
+    x = b.input("x", list(SHAPE))
+    t = b.bn(b.conv(x, 3, 5, pads=[1, 1, 1, 1]), 5, name="bn")
+    b.node("Mul", [t, _sign_const(b, (5, 1, 1))], outputs=["y"], name="scale")
+    b.output("y")
+    out, _ = apply(b.model(), "fuse-bn,fuse-affine", _x(), rtol=RTOL, atol=ATOL)
+    assert ops(out) == {"Conv": 1}
+    assert out.graph.node[0].doc_string == ("onnxcomp fuse-bn from bn; onnxcomp fuse-affine from scale")
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 7, 9), (1, 1, 1, 9), (9,), (3, 5, 1, 1), (1, 1, 5, 1, 1)])

@@ -177,6 +177,10 @@ def bypass(graph: gs.Graph, node: gs.Node, keep: Any = None) -> str | None:
         prod = producer(src)
         if prod is None or is_graph_output(graph, src) or is_graph_input(graph, src):
             return "its output is a graph output fed directly by a graph input, output or constant"
+        if not any(n is prod for n in graph.nodes):
+            # src comes from an enclosing graph (a subgraph's outer-scope capture): renaming the outer
+            # producer's output would break the enclosing graph.
+            return "its output is a subgraph output fed directly by an outer-scope tensor"
         # The producer writes the graph output directly; other readers of src read it too.
         idx = next(i for i, t in enumerate(prod.outputs) if t is src)
         for c in list(src.outputs):

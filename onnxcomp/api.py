@@ -39,7 +39,6 @@ def optimize(
     seed: int = 0,
     hardware: str = "zen5-1t",
     progress: Callable[..., Iterable[Any]] | None = None,
-    check_runtime: bool = True,
 ) -> tuple[onnx.ModelProto, Report]:
     """Optimize a model; returns ``(optimized_model, report)``.
 
@@ -90,17 +89,21 @@ def optimize(
     out = export_model(graph, ctx)
     del out.graph.value_info[:]
     out = io.infer_shapes(out)
-    data = _serialized(out)  # once, for the checker, the onnxruntime load check and the report
+    data = _serialized(out)  # once, for the checker, the onnxruntime load check, the report and the save
     io.check_model(data if data is not None else out, "optimized model")
-    _check_loads(out, check_runtime, data)
+    run_verify = verify or settings.get("verify", {}).get("enabled", False)
+    if not run_verify:  # verification loads the model in onnxruntime itself
+        _check_loads(out, data)
 
     report = Report(pipeline=",".join(str(s) for s in specs), passes=results)
     report.before = cost.summarize(_concrete(norm, shapes))
     report.after = cost.summarize(_concrete(out, shapes))
-    report.bytes_before = original.ByteSize()
-    report.bytes_after = len(data) if data is not None else len(io.serialize(out))
+    # bytes on disk of a file input; an in-memory model has none (ByteSize would cost a serialization)
+    report.bytes_before = io.file_size(model) if isinstance(model, (str, os.PathLike)) else None
+    report.bytes_after = len(data) if data is not None else None
+    report.serialized = data
     verify_settings = settings.get("verify", {})
-    if verify or verify_settings.get("enabled", False):
+    if run_verify:
         from onnxcomp.verify import Tolerance
 
         tol = (
@@ -185,7 +188,7 @@ def _serialized(model: onnx.ModelProto) -> bytes | None:
         return None
 
 
-def _check_loads(model: onnx.ModelProto, runtime: bool, data: bytes | None = None) -> None:
+def _check_loads(model: onnx.ModelProto, data: bytes | None = None) -> None:
     from onnxcomp.ort import session, uses_custom_ops
 
     try:

@@ -71,10 +71,8 @@ def decide(prep: Prepared, schedule: Schedule, scores: dict[int, np.ndarray], ta
     """The global removal mask: the schedule as given, or searched to remove ``target_flops`` of FLOPs."""
     if target_flops is None:
         return schedule.removal(prep.plan, prep.groups, scores)
-    def removal(t: float) -> np.ndarray:
-        return schedule.removal(prep.plan, prep.groups, scores, t)
-
-    t, removed, achieved = search_flops(prep.cost, removal, target_flops, prep.base_flops)
+    t, removed, achieved = search_flops(prep.cost, schedule, prep.plan, prep.groups, scores, target_flops,
+                                        prep.base_flops)
     result.counters["search_ratio"] = round(t, 4)
     if abs(achieved - target_flops) > 0.02:
         result.skip("target_flops", f"asked to remove {target_flops:.1%} of FLOPs, reached {achieved:.1%} "

@@ -393,7 +393,7 @@ class Refitter:
             before = _rel(y_new, y)
             if not ad.can_bias(node):
                 return before, before
-            ad.set_bias(self.graph, node, (b0 if b0 is not None else 0.0) + shift)
+            self.set_bias(node, (b0 if b0 is not None else 0.0) + shift)
             shape = [1] * y.ndim
             shape[ad.out_axis(y)] = -1
             return before, _rel(y_new + shift.reshape(shape), y)
@@ -412,8 +412,26 @@ class Refitter:
             return before, before  # nothing to gain (already exact, or too few samples)
         ad.set_weights(self.graph, node, w.reshape(w0.shape))
         if fit_bias and b is not None:
-            ad.set_bias(self.graph, node, b)
+            self.set_bias(node, b)
         return before, after
+
+    def set_bias(self, node: gs.Node, b: np.ndarray) -> None:
+        """Write a bias; a new bias input of a producer joins the plan (its filters may be removed later)."""
+        ad = ADAPTERS[node.op]
+        had = ad.bias(node) is not None
+        ad.set_bias(self.graph, node, b)
+        if had:
+            return
+        from onnxcomp.analysis.channels import Member
+
+        for m in list(self.plan.members):
+            if m.node is node and m.kind == "param" and m.role == "producer" and m.input == 1:
+                new = Member(node, "param", "producer", m.elems, input=2, axis=0)
+                self.plan.members.append(new)
+                for g in self.plan.groups:
+                    if any(x is m for x in g.members):
+                        g.members.append(new)
+                return
 
     # -- LASSO ----------------------------------------------------------------------------------
     def lasso_scores(self, group: Any, members: list[Any], removed: np.ndarray, n_keep: int,

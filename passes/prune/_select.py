@@ -206,35 +206,42 @@ class Schedule:
                 return value
         return default
 
-    def removal(self, plan: ChannelPlan, groups: list[ChannelGroup], scores: dict[int, np.ndarray],
-                t: float | None = None) -> np.ndarray:
-        """Global removal mask; ``t`` replaces the ratio (and the threshold) during a FLOPs search."""
+    def counts(self, groups: list[ChannelGroup], scores: dict[int, np.ndarray], t: float | None = None
+               ) -> dict[int, int]:
+        """Channels to remove per group id; ``t`` replaces the ratio (and the threshold) in a FLOPs search."""
         import numpy as np
 
-        removed = np.zeros(plan.n_channels, dtype=bool)
         counts: dict[int, int] = {}
         if self.scope == "layer" and self.threshold is None:
             for g in groups:
                 explicit = self.group_ratio(g, -1.0)
                 r = explicit if explicit >= 0 else (self.ratio if t is None else t)
                 counts[g.id] = round(min(max(r, 0.0), 1.0) * g.size)
-        else:
-            norm = {g.id: self.normalized(scores[g.id]) for g in groups}
-            if self.threshold is not None and t is None:
-                for g in groups:
-                    counts[g.id] = int((norm[g.id] < self.threshold).sum())
-            else:
-                ratio = self.ratio if t is None else t
-                everything = np.concatenate([norm[g.id] for g in groups]) if groups else np.zeros(0)
-                owner = np.concatenate([np.full(g.size, g.id) for g in groups]) if groups else np.zeros(0)
-                k = round(min(max(ratio, 0.0), 1.0) * len(everything))
-                lowest = owner[np.argsort(everything, kind="stable")[:k]]
-                for g in groups:
-                    counts[g.id] = int((lowest == g.id).sum())
+            return counts
+        norm = {g.id: self.normalized(scores[g.id]) for g in groups}
+        if self.threshold is not None and t is None:
+            return {g.id: int((norm[g.id] < self.threshold).sum()) for g in groups}
+        ratio = self.ratio if t is None else t
+        everything = np.concatenate([norm[g.id] for g in groups]) if groups else np.zeros(0)
+        owner = np.concatenate([np.full(g.size, g.id) for g in groups]) if groups else np.zeros(0)
+        k = round(min(max(ratio, 0.0), 1.0) * len(everything))
+        lowest = owner[np.argsort(everything, kind="stable")[:k]]
+        return {g.id: int((lowest == g.id).sum()) for g in groups}
+
+    def mask(self, plan: ChannelPlan, groups: list[ChannelGroup], scores: dict[int, np.ndarray],
+             counts: dict[int, int]) -> np.ndarray:
+        """Global removal mask: the lowest-scored ``counts[g]`` channels of every group (constraints kept)."""
+        import numpy as np
+
+        removed = np.zeros(plan.n_channels, dtype=bool)
         for g in groups:
-            local = choose(g, scores[g.id], counts[g.id], self.round_to, self.min_channels)
+            local = choose(g, scores[g.id], counts.get(g.id, 0), self.round_to, self.min_channels)
             removed[g.offset: g.offset + g.size] = local
         return removed
+
+    def removal(self, plan: ChannelPlan, groups: list[ChannelGroup], scores: dict[int, np.ndarray],
+                t: float | None = None) -> np.ndarray:
+        return self.mask(plan, groups, scores, self.counts(groups, scores, t))
 
     def normalized(self, s: np.ndarray) -> np.ndarray:
         mean = float(s.mean()) if s.size else 0.0
@@ -245,33 +252,54 @@ def matches(name: str, pattern: str) -> bool:
     return name == pattern or fnmatch.fnmatchcase(name, pattern)
 
 
-def search_flops(cost: CostModel, removal: Callable[[float], np.ndarray], target: float, base_flops: int,
-                 hi: float = 0.95, steps: int = 30) -> tuple[float, np.ndarray, float]:
-    """Bisection on the schedule parameter ``t`` so that ``1 - flops/base`` comes closest to ``target``;
-    returns (t, removal, achieved fraction)."""
+def search_flops(cost: CostModel, schedule: Schedule, plan: ChannelPlan, groups: list[ChannelGroup],
+                 scores: dict[int, np.ndarray], target: float, base_flops: int, hi: float = 0.95,
+                 steps: int = 30, tol: float = 0.002) -> tuple[float, np.ndarray, float]:
+    """Remove ``target`` of the FLOPs: bisection on the schedule parameter ``t`` (the ratio), then a greedy
+    refinement that moves single groups by one step (``round_to`` channels) towards the target.
+    Returns (t, removal mask, achieved fraction)."""
 
-    def fraction(rem: np.ndarray) -> float:
+    def fraction(counts: dict[int, int]) -> tuple[float, np.ndarray]:
+        rem = schedule.mask(plan, groups, scores, counts)
         flops, _ = cost.total(rem)
-        return 1.0 - flops / base_flops if base_flops else 0.0
+        return (1.0 - flops / base_flops if base_flops else 0.0), rem
 
-    best_rem = removal(0.0)
-    best = (abs(fraction(best_rem) - target), 0.0, best_rem, fraction(best_rem))
-    lo = 0.0
-    rem_hi = removal(hi)
-    f_hi = fraction(rem_hi)
-    if f_hi <= target:
-        return hi, rem_hi, f_hi
-    best = min(best, (abs(f_hi - target), hi, rem_hi, f_hi), key=lambda b: b[0])
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        rem = removal(mid)
-        f = fraction(rem)
-        if abs(f - target) < best[0]:
-            best = (abs(f - target), mid, rem, f)
-        if f < target:
-            lo = mid
-        else:
-            hi = mid
-        if best[0] < 1e-3:
+    candidates = []
+    lo, t_best = 0.0, 0.0
+    counts_hi = schedule.counts(groups, scores, hi)
+    f_hi, _ = fraction(counts_hi)
+    candidates.append((abs(f_hi - target), hi, counts_hi))
+    if f_hi > target:
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            counts = schedule.counts(groups, scores, mid)
+            f, _ = fraction(counts)
+            candidates.append((abs(f - target), mid, counts))
+            if f < target:
+                lo = mid
+            else:
+                hi = mid
+            if abs(f - target) < tol:
+                break
+    err, t_best, counts = min(candidates, key=lambda c: c[0])
+    step = max(schedule.round_to, 1)
+    sizes = {g.id: g.size for g in groups}
+    for _ in range(4 * len(groups) + 8):
+        if err < tol:
             break
-    return best[1], best[2], best[3]
+        best_move = None
+        for gid in counts:
+            for delta in (step, -step):
+                n = counts[gid] + delta
+                if not 0 <= n < sizes[gid]:
+                    continue
+                trial = dict(counts)
+                trial[gid] = n
+                f, _ = fraction(trial)
+                if abs(f - target) < err - 1e-9 and (best_move is None or abs(f - target) < best_move[0]):
+                    best_move = (abs(f - target), trial)
+        if best_move is None:
+            break
+        err, counts = best_move
+    f, rem = fraction(counts)
+    return t_best, rem, f

@@ -397,11 +397,17 @@ class Analyzer:
         if (allpos < 0).any():
             g.block(f"{at} mixes prunable channels with channels no layer owns")
             return
-        rows = np.stack([elem_channel[p] - g.offset for p in parts])
-        flat = rows.ravel()
-        if len(np.unique(flat)) != flat.size:
+        chans = [elem_channel[p] - g.offset for p in parts]
+        flat = np.concatenate(chans)
+        uniq, mult = np.unique(flat, return_counts=True)
+        rows_u = [np.unique(c) for c in chans]
+        if (mult != mult[0]).any() or sum(len(r) for r in rows_u) != len(uniq) or \
+                len({len(r) for r in rows_u}) != 1:
             g.block(f"{at}: coupled channels fall in different convolution groups")
             return
+        # a channel repeated (depthwise multiplier) counts once: equal channels <=> equal positions per row
+        rows = np.stack(rows_u)
+        flat = rows.ravel()
         for other in g.partitions:
             common = np.intersect1d(other.ravel(), flat)
             if common.size == 0:

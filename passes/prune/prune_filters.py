@@ -45,7 +45,7 @@ class PruneFilters(Pass):
         scope: Literal["layer", "global"] = opt("layer", "layer: one ratio per group; global: one ranking")
         threshold: float | None = opt(None, "global: remove channels whose normalized score is below this")
         target_flops: float | None = opt(None, "fraction of the model's FLOPs to remove (searches the ratio)")
-        round_to: int = opt(1, "round kept channel counts to a multiple of this (8 or 16 suit CPU kernels)")
+        round_to: int = opt(8, "round kept channel counts to a multiple of this (1: exact ratios)")
         min_channels: int = opt(1, "never keep fewer channels than this in a layer")
         protect: list[str] = opt([], "layers (names or patterns) whose filters are kept")  # noqa: RUF009
         normalize: bool = opt(True, "global scope: divide scores by their group's mean before ranking")

@@ -752,7 +752,7 @@ def _reshape(an: Analyzer, node: gs.Node) -> None:
     for j in np.nonzero(first != last)[0]:
         seg = lay.elems[first[j]: last[j] + 1]
         if not (seg == seg[0]).all():
-            an.block(lay, f"{where(node)} mixes channels within one output position")
+            an.block(lay, f"{where(node)} splits the channel axis over several axes (heads, channel shuffle)")
             return
     if target[b] == 0 and not allowzero and not (b == a and nb == len(lay.elems)):
         an.block(lay, f"{where(node)} copies a dimension that changes")

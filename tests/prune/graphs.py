@@ -40,14 +40,17 @@ class Net:
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], base: str | None = None, n_out: int = 1, **attrs) -> str | list[str]:
+    def op(self, op_type: str, inputs: list[str], base: str | None = None, n_out: int = 1,
+           **attrs) -> str | list[str]:
         name = self.name(base or op_type.lower())
         outs = [name] if n_out == 1 else [f"{name}_{i}" for i in range(n_out)]
         self.nodes.append(helper.make_node(op_type, inputs, outs, name=name, **attrs))
         return outs[0] if n_out == 1 else outs
 
-    def conv(self, x: str, cin: int, cout: int, k: int = 3, group: int = 1, bias: bool = False, stride: int = 1) -> str:
-        w = (self.rng.standard_normal((cout, cin // group, k, k)) / np.sqrt(cin // group * k * k)).astype(np.float32)
+    def conv(self, x: str, cin: int, cout: int, k: int = 3, group: int = 1, bias: bool = False,
+             stride: int = 1) -> str:
+        fan_in = cin // group * k * k
+        w = (self.rng.standard_normal((cout, cin // group, k, k)) / np.sqrt(fan_in)).astype(np.float32)
         ins = [x, self.const("w", w)]
         if bias:
             ins.append(self.const("b", self.rng.standard_normal(cout).astype(np.float32) * 0.1))
@@ -57,7 +60,8 @@ class Net:
     def bn(self, x: str, c: int) -> str:
         r = self.rng
         params = [r.uniform(0.5, 1.5, c), r.normal(0, 0.1, c), r.normal(0, 0.1, c), r.uniform(0.5, 2.0, c)]
-        return self.op("BatchNormalization", [x, *(self.const("bn", p.astype(np.float32)) for p in params)], "bn")
+        consts = [self.const("bn", p.astype(np.float32)) for p in params]
+        return self.op("BatchNormalization", [x, *consts], "bn")
 
     def act(self, x: str, kind: str, c: int) -> str:
         if kind == "relu":
@@ -98,7 +102,8 @@ BLOCKS = ("conv", "residual", "concat", "split", "dw", "grouped", "se", "se_gemm
 
 
 @st.composite
-def random_cnn(draw: st.DrawFn, max_blocks: int = 5, opsets: tuple[int, ...] = (11, 13, 17, 18)) -> onnx.ModelProto:
+def random_cnn(draw: st.DrawFn, max_blocks: int = 5, opsets: tuple[int, ...] = (11, 13, 17, 18)
+               ) -> onnx.ModelProto:
     seed = draw(st.integers(0, 2**16))
     net = Net(seed, draw(st.sampled_from(opsets)))
     h = draw(st.sampled_from([5, 7]))
@@ -121,7 +126,8 @@ def random_cnn(draw: st.DrawFn, max_blocks: int = 5, opsets: tuple[int, ...] = (
             mid = draw(st.integers(2, 10))
             y = net.act(net.bn(net.conv(x, c, mid, 3), mid), act, mid)
             y = net.bn(net.conv(y, mid, c, draw(st.sampled_from([1, 3]))), c)
-            x = net.act(net.op("Add", [x, y] if draw(st.booleans()) else [y, x]), draw(st.sampled_from(ACTS)), c)
+            added = net.op("Add", [x, y] if draw(st.booleans()) else [y, x])
+            x = net.act(added, draw(st.sampled_from(ACTS)), c)
         elif kind == "concat":
             a_c, b_c = draw(st.integers(1, 6)), draw(st.integers(1, 6))
             a = net.act(net.conv(x, c, a_c, 1, bias=True), act, a_c)
@@ -143,7 +149,8 @@ def random_cnn(draw: st.DrawFn, max_blocks: int = 5, opsets: tuple[int, ...] = (
             c = c + (c - first if len(net.nodes[-1].input) == 3 else 0)
         elif kind == "dw":
             mult = draw(st.sampled_from([1, 1, 2]))
-            x = net.act(net.bn(net.conv(x, c, c * mult, 3, group=c, bias=draw(st.booleans())), c * mult), act, c * mult)
+            y = net.conv(x, c, c * mult, 3, group=c, bias=draw(st.booleans()))
+            x = net.act(net.bn(y, c * mult), act, c * mult)
             c = c * mult
         elif kind == "grouped":
             divisors = [g for g in range(2, c + 1) if c % g == 0]
@@ -222,14 +229,14 @@ def random_cnn(draw: st.DrawFn, max_blocks: int = 5, opsets: tuple[int, ...] = (
         pooled = net.op("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
         hp, wp = h // 2, w // 2
         f = net.op("Flatten", [pooled], axis=1)
-        wt = net.const("fc", (net.rng.standard_normal((c * hp * wp, 4)) / np.sqrt(c * hp * wp)).astype(np.float32))
+        wt = net.const("fc", (net.rng.standard_normal((c * hp * wp, 4)) / np.sqrt(c * hp * wp)).astype("f4"))
         outputs.append(net.op("Gemm", [f, wt]))
     elif head == "reshape_matmul":
         pooled = net.op("AveragePool", [x], kernel_shape=[2, 2], strides=[2, 2])
         hp, wp = h // 2, w // 2
         shape = net.const("shape", np.array([-1, c * hp * wp], np.int64))
         f = net.op("Reshape", [pooled, shape])
-        wt = net.const("fc", (net.rng.standard_normal((c * hp * wp, 4)) / np.sqrt(c * hp * wp)).astype(np.float32))
+        wt = net.const("fc", (net.rng.standard_normal((c * hp * wp, 4)) / np.sqrt(c * hp * wp)).astype("f4"))
         outputs.append(net.op("Add", [net.op("MatMul", [f, wt]), net.const("fcb", np.ones(4, np.float32))]))
     else:
         outputs.append(net.conv(x, c, 2, 1, bias=True))

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from onnxcomp.passes.prune._apply import apply_removal
+from onnxcomp.passes.prune._select import choose
 
 from onnxcomp.analysis.channels import analyze_channels
 from onnxcomp.graph import export_model, import_model
 from onnxcomp.io import infer_shapes, normalize
-from onnxcomp.passes.prune._apply import apply_removal
-from onnxcomp.passes.prune._select import choose
 from tests.prune.graphs import random_cnn, zero_consumers
 from tests.util import assert_same_outputs
 

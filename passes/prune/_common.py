@@ -71,6 +71,9 @@ def decide(prep: Prepared, schedule: Schedule, scores: dict[int, np.ndarray], ta
     """The global removal mask: the schedule as given, or searched to remove ``target_flops`` of FLOPs."""
     if target_flops is None:
         return schedule.removal(prep.plan, prep.groups, scores)
+    if prep.base_flops <= 0:
+        raise UsageError("target_flops needs the model's FLOPs, which need static shapes: "
+                         "pass --input-shape NAME:1x3x224x224")
     t, removed, achieved = search_flops(prep.cost, schedule, prep.plan, prep.groups, scores, target_flops,
                                         prep.base_flops)
     result.counters["search_ratio"] = round(t, 4)

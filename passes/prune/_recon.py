@@ -40,10 +40,32 @@ def export_plain(graph: gs.Graph, ctx: PassContext) -> onnx.ModelProto:
     return model
 
 
-def capture(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
-    from onnxcomp.calib import capture_activations
+class Capturer:
+    """Runs a model with some intermediate tensors as extra outputs (onnxruntime graph optimizations on:
+    these are calibration statistics, not a verification) and returns them."""
 
-    return capture_activations(model, feeds, sorted(set(names)))
+    def __init__(self, model: onnx.ModelProto, names: list[str]) -> None:
+        import onnx
+
+        from onnxcomp.ort import session
+
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        have = {o.name for o in m.graph.output}
+        for name in dict.fromkeys(names):
+            if name not in have:
+                m.graph.output.append(onnx.ValueInfoProto(name=name))
+        self.session = session(m, optimize=True)
+
+    def run(self, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+        from onnxcomp.ort import run
+
+        names = list(dict.fromkeys(names))
+        return dict(zip(names, run(self.session, dict(feeds), names), strict=True))
+
+
+def capture(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    return Capturer(model, names).run(feeds, names)
 
 
 # -------------------------------------------------------------------------------------------- adapters
@@ -281,18 +303,18 @@ def ridge_refit(p: np.ndarray, t: np.ndarray, w0: np.ndarray, b0: np.ndarray | N
     """
     import numpy as np
 
-    p = p.astype(np.float64)
-    t = t.astype(np.float64)
+    p = p.astype(np.float32)
+    t = t.astype(np.float32)
     s, f = p.shape
     if fit_bias:
-        p = np.concatenate([p, np.ones((s, 1))], axis=1)
+        p = np.concatenate([p, np.ones((s, 1), dtype=np.float32)], axis=1)
         w0 = np.concatenate([w0, (b0 if b0 is not None else np.zeros(len(w0)))[:, None]], axis=1)
-    gram = p.T @ p
+    gram = (p.T @ p).astype(np.float64)  # products in float32 (fast), the solve in float64
     lam = ridge * max(float(np.mean(np.diag(gram)[:f])), 1e-12)
     reg = np.full(gram.shape[0], lam)
     if fit_bias:
         reg[-1] = 0.0
-    rhs = p.T @ t + reg[:, None] * w0.T.astype(np.float64)
+    rhs = (p.T @ t).astype(np.float64) + reg[:, None] * w0.T.astype(np.float64)
     try:
         sol = np.linalg.solve(gram + np.diag(reg), rhs)
     except np.linalg.LinAlgError:
@@ -342,7 +364,9 @@ class Refitter:
         self.rng = ctx.rng(seed_salt)
         calib = ctx.calib or {}
         self.feeds = {k: v[:max_calib] for k, v in calib.items()}
-        self.original = export_plain(graph, ctx)
+        wanted = [m.node.outputs[0].name for m in plan.members if m.role == "consumer"]
+        self.original = Capturer(export_plain(graph, ctx), wanted)  # one session for every reference
+        self._reference: dict[str, np.ndarray] = {}
         self.producer_of = {id(p.node): p for g in plan.groups for p in g.producers}
         self.order = {id(n): i for i, n in enumerate(graph.nodes)}
 
@@ -360,6 +384,10 @@ class Refitter:
         return sorted(ok, key=lambda n: self.order.get(id(n), 0))
 
     # -- activations ----------------------------------------------------------------------------
+    def forget(self) -> None:
+        """Drop cached reference outputs (they are kept while one group is processed)."""
+        self._reference.clear()
+
     def current(self, names: list[str]) -> dict[str, np.ndarray]:
         return capture(export_plain(self.graph, self.ctx), self.feeds, names)
 
@@ -367,10 +395,12 @@ class Refitter:
         """Original outputs of ``nodes``, restricted to the filters they still have."""
         import numpy as np
 
-        values = capture(self.original, self.feeds, [n.outputs[0].name for n in nodes])
+        missing = [n.outputs[0].name for n in nodes if n.outputs[0].name not in self._reference]
+        if missing:
+            self._reference.update(self.original.run(self.feeds, missing))
         out = {}
         for n in nodes:
-            y = values[n.outputs[0].name]
+            y = self._reference[n.outputs[0].name]
             p = self.producer_of.get(id(n))
             if p is not None:
                 keep = self.plan.keep(p.elems, removed)
@@ -435,7 +465,7 @@ class Refitter:
 
     # -- LASSO ----------------------------------------------------------------------------------
     def lasso_scores(self, group: Any, members: list[Any], removed: np.ndarray, n_keep: int,
-                     max_outputs: int = 128) -> np.ndarray | None:
+                     max_outputs: int = 128, max_rows: int = 1 << 15) -> np.ndarray | None:
         """He et al.'s channel selection for one group over all its refittable consumers."""
         import numpy as np
 
@@ -462,18 +492,22 @@ class Refitter:
             if len(outs) > max_outputs:
                 outs = np.sort(self.rng.choice(outs, size=max_outputs, replace=False))
             w, t = w[outs], t[:, outs]
+            rows_per_node = max(1, max_rows // (len(outs) * len(nodes)))
+            if len(p) > rows_per_node:  # rows = samples x outputs; Gram cost ~ rows x channels^2
+                pick = np.sort(self.rng.choice(len(p), size=rows_per_node, replace=False))
+                p, t = p[pick], t[pick]
             chans = self.plan.channels(m.elems)
             mine = (chans >= group.offset) & (chans < group.offset + size)
-            onehot = np.zeros((len(chans), size))
+            onehot = np.zeros((len(chans), size), dtype=np.float32)
             onehot[np.nonzero(mine)[0], chans[mine] - group.offset] = 1.0
             step = max(1, (1 << 22) // max(1, w.shape[0] * w.shape[1] * w.shape[2]))
             for s in range(0, len(p), step):
                 contrib = np.einsum("sck,ock->soc", p[s: s + step], w, optimize=True)
                 z = (contrib @ onehot).reshape(-1, size)
                 rest = contrib[..., ~mine].sum(axis=-1).reshape(-1)
-                target = t[s: s + step].reshape(-1) - rest
-                gram += z.T @ z
-                xy += z.T @ target
+                target = (t[s: s + step].reshape(-1) - rest).astype(np.float32)
+                gram += (z.T @ z).astype(np.float64)
+                xy += (z.T @ target).astype(np.float64)
                 rows += len(target)
         return lasso_ranking(gram, xy, rows, n_keep)
 

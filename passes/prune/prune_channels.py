@@ -84,6 +84,7 @@ class PruneChannels(Pass):
         todo = sorted((g for g in prep.groups if counts[g.id]), key=position)
         for g in ctx.track(todo, "pruning channels", len(todo)):
             n_remove = counts[g.id]
+            refitter.forget()
             scores = refitter.lasso_scores(g, g.members, removed, g.size - n_remove, o.max_outputs)
             if scores is None:
                 scores = l1[g.id]

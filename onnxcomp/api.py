@@ -75,8 +75,14 @@ def optimize(
     if calib is not None:
         calib_arrays = load_arrays(calib, norm) if isinstance(calib, (str, os.PathLike)) else check_arrays(calib, norm)
 
-    ctx = PassContext(calib=calib_arrays, input_shapes=shapes, hardware=hardware, seed=seed, progress=progress,
-                      model_meta=_model_meta(original))
+    ctx = PassContext(
+        calib=calib_arrays,
+        input_shapes=shapes,
+        hardware=hardware,
+        seed=seed,
+        progress=progress,
+        model_meta=_model_meta(original),
+    )
     graph = import_model(norm)
     fold(graph)  # weight subgraphs (Constant, ConstantOfShape, ...) become initializers
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
@@ -88,16 +94,18 @@ def optimize(
     _check_loads(out, check_runtime)
 
     report = Report(pipeline=",".join(str(s) for s in specs), passes=results)
-    report.before = cost.summarize(norm)
-    report.after = cost.summarize(out)
+    report.before = cost.summarize(cost.concrete(norm, shapes))
+    report.after = cost.summarize(cost.concrete(out, shapes))
     report.bytes_before = original.ByteSize()
     report.bytes_after = len(io.serialize(out))
     verify_settings = settings.get("verify", {})
     if verify or verify_settings.get("enabled", False):
         from onnxcomp.verify import Tolerance
 
-        tol = tolerance or _tolerance_from(verify_settings) or (
-            Tolerance.lossless() if report.lossless else Tolerance.lossy()
+        tol = (
+            tolerance
+            or _tolerance_from(verify_settings)
+            or (Tolerance.lossless() if report.lossless else Tolerance.lossy())
         )
         report.verification = verify_models(norm, out, calib_arrays, shapes, tol, labels, seed)
     report.seconds = time.perf_counter() - t0
@@ -136,7 +144,9 @@ def _tolerance_from(settings: Mapping[str, Any]) -> Tolerance | None:
         return None
     unknown = set(settings) - keys - {"enabled"}
     if unknown:
-        raise UsageError(f"[verify]: unknown settings {', '.join(sorted(unknown))}; valid: enabled, atol, rtol, min_cosine")
+        raise UsageError(
+            f"[verify]: unknown settings {', '.join(sorted(unknown))}; valid: enabled, atol, rtol, min_cosine"
+        )
     return Tolerance(**{k: settings.get(k) for k in keys})
 
 

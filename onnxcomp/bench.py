@@ -22,8 +22,9 @@ class Timing:
     runs: int
 
 
-def interleaved(fns: Mapping[str, Callable[[], Any]], *, runs: int = 50, warmup: int = 5,
-                min_seconds: float = 0.0) -> dict[str, Timing]:
+def interleaved(
+    fns: Mapping[str, Callable[[], Any]], *, runs: int = 50, warmup: int = 5, min_seconds: float = 0.0
+) -> dict[str, Timing]:
     """Time each callable ``runs`` times, round-robin, after ``warmup`` rounds; returns per-name medians."""
     names = list(fns)
     for _ in range(warmup):
@@ -48,8 +49,9 @@ def _timing(name: str, s: Sequence[float]) -> Timing:
     return Timing(name, statistics.median(ms), q[0], q[-1], len(ms))
 
 
-def model_runner(model: Any, feeds: Mapping[str, Any], *, threads: int = 1, optimize: bool = True,
-                 runtime: bool | None = None) -> Callable[[], Any]:
+def model_runner(
+    model: Any, feeds: Mapping[str, Any], *, threads: int = 1, optimize: bool = True, runtime: bool | None = None
+) -> Callable[[], Any]:
     """A zero-argument callable running ``model`` once in onnxruntime (full graph optimizations)."""
     from onnxcomp.ort import session
 

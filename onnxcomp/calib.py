@@ -20,8 +20,18 @@ logger = logging.getLogger(__name__)
 
 # ONNX TensorProto elem_type -> numpy dtype name
 _ELEM_DTYPE = {
-    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
-    10: "float16", 11: "float64", 12: "uint32", 13: "uint64",
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    4: "uint16",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
 }
 
 
@@ -71,7 +81,9 @@ def load_arrays(path: str | os.PathLike[str], model: onnx.ModelProto) -> dict[st
     return check_arrays(arrays, model, where=str(p))
 
 
-def check_arrays(arrays: Mapping[str, np.ndarray], model: onnx.ModelProto, where: str = "calibration data") -> dict[str, np.ndarray]:
+def check_arrays(
+    arrays: Mapping[str, np.ndarray], model: onnx.ModelProto, where: str = "calibration data"
+) -> dict[str, np.ndarray]:
     """Every model input present with the right dtype, rank and fixed dims; all share the batch size."""
     import numpy as np
 
@@ -93,7 +105,9 @@ def check_arrays(arrays: Mapping[str, np.ndarray], model: onnx.ModelProto, where
             else:
                 raise InputError(f"{where}: array {name!r} has dtype {a.dtype}, the model expects {dtype}")
         if dims and a.ndim != len(dims):
-            raise InputError(f"{where}: array {name!r} has shape {a.shape}, the model expects rank {len(dims)} {_fmt(dims)}")
+            raise InputError(
+                f"{where}: array {name!r} has shape {a.shape}, the model expects rank {len(dims)} {_fmt(dims)}"
+            )
         for i, d in enumerate(dims):
             if isinstance(d, int) and a.shape[i] != d:
                 raise InputError(f"{where}: array {name!r} has shape {a.shape}, the model expects {_fmt(dims)}")
@@ -116,7 +130,9 @@ def batches(arrays: Mapping[str, np.ndarray], batch_size: int | None = None) -> 
 
 
 def generate_inputs(
-    model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] | None = None, seed: int = 0,
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
     default_dim: int = 1,
 ) -> dict[str, np.ndarray]:
     """Random inputs for data-free verification (dynamic dims: ``input_shapes`` or ``default_dim``)."""

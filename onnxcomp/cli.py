@@ -31,9 +31,12 @@ InputShapeOpt = Annotated[
 
 
 def _console(stderr: bool = False) -> Any:
+    """Rich console; when output is not a terminal (CI logs, pipes), wide enough for the tables."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 160
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 def _progress_factory(console: Any) -> Any:
@@ -41,8 +44,14 @@ def _progress_factory(console: Any) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     def track(items: Any, description: str = "", total: int | None = None) -> Any:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=True) as progress:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
             yield from progress.track(items, total=total, description=description)
 
     return track
@@ -52,15 +61,33 @@ def _progress_factory(console: Any) -> Any:
 def optimize(
     input: Annotated[Path, typer.Argument(help="Input .onnx model (never modified).")],
     output: Annotated[Path, typer.Argument(help="Output .onnx path (written atomically).")],
-    passes: Annotated[str | None, typer.Option("--passes", "-p", help="Pass pipeline, e.g. 'fuse-bn,prune-filters(ratio=0.5)'. Default: the lossless pipeline.")] = None,
+    passes: Annotated[
+        str | None,
+        typer.Option(
+            "--passes",
+            "-p",
+            help="Pass pipeline, e.g. 'fuse-bn,prune-filters(ratio=0.5)'. Default: the lossless pipeline.",
+        ),
+    ] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="TOML recipe file with [[pass]] tables.")] = None,
-    calib: Annotated[Path | None, typer.Option("--calib", help="Calibration inputs: .npz keyed by input name, or .npy.")] = None,
-    labels: Annotated[Path | None, typer.Option("--labels", help="Integer class labels (.npy) for --calib: prints top-1 accuracy.")] = None,
+    calib: Annotated[
+        Path | None, typer.Option("--calib", help="Calibration inputs: .npz keyed by input name, or .npy.")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="Integer class labels (.npy) for --calib: prints top-1 accuracy.")
+    ] = None,
     input_shape: InputShapeOpt = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Compare outputs with the original; fail (exit 3, no output file) beyond tolerance.")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify", help="Compare outputs with the original; fail (exit 3, no output file) beyond tolerance."
+        ),
+    ] = False,
     atol: Annotated[float | None, typer.Option(help="Verification: absolute tolerance (x max(1, max|ref|)).")] = None,
     rtol: Annotated[float | None, typer.Option(help="Verification: tolerance relative to max|ref|.")] = None,
-    min_cosine: Annotated[float | None, typer.Option(help="Verification: minimum cosine similarity per output.")] = None,
+    min_cosine: Annotated[
+        float | None, typer.Option(help="Verification: minimum cosine similarity per output.")
+    ] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write the report as JSON.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for passes and generated inputs.")] = 0,
     hardware: Annotated[str, typer.Option(help="Hardware profile for the cost model.")] = "zen5-1t",
@@ -86,8 +113,16 @@ def optimize(
     model = io.load_model(input)
     try:
         out, rep = run_optimize(
-            model, passes, recipe=recipe, calib=calib, input_shapes=io.parse_input_shapes(input_shape),
-            verify=verify, tolerance=tol, labels=lab, seed=seed, hardware=hardware,
+            model,
+            passes,
+            recipe=recipe,
+            calib=calib,
+            input_shapes=io.parse_input_shapes(input_shape),
+            verify=verify,
+            tolerance=tol,
+            labels=lab,
+            seed=seed,
+            hardware=hardware,
             progress=None if quiet else _progress_factory(_console(stderr=True)),
         )
     except VerificationError as err:
@@ -122,8 +157,12 @@ def list_passes() -> None:
     t.add_column("options (default)")
     for name, cls in registry().items():
         opts = "\n".join(f"{n}: {tp} = {d!r}" + (f"  {h}" if h else "") for n, tp, d, h in iter_option_docs(cls))
-        t.add_row(name, "yes" if cls.lossless else "no" + (" (needs --calib)" if cls.needs_calib else ""),
-                  cls.summary(), opts or "-")
+        t.add_row(
+            name,
+            "yes" if cls.lossless else "no" + (" (needs --calib)" if cls.needs_calib else ""),
+            cls.summary(),
+            opts or "-",
+        )
     console.print(t)
     console.print(f"default pipeline: {DEFAULT_PIPELINE}")
 
@@ -146,23 +185,46 @@ def inspect(
     if hardware not in cost.HARDWARE:
         raise UsageError(f"unknown hardware {hardware!r}; valid: {', '.join(cost.HARDWARE)}")
     hw = cost.HARDWARE[hardware]
-    model = io.normalize(io.load_model(input), io.parse_input_shapes(input_shape))
+    shapes = io.parse_input_shapes(input_shape)
+    model = cost.concrete(io.normalize(io.load_model(input), shapes), shapes)
     layers = cost.analyze(model)
     console = _console()
     t = Table(title=f"{input.name} on {hw.name}", title_justify="left")
     for c in ("layer", "op", "output", "params", "FLOPs", "bytes", "FLOP/B", "bound", "est. us"):
         t.add_column(c, justify="left" if c in ("layer", "op", "output", "bound") else "right")
     for c in layers:
-        t.add_row(c.name, c.op, "x".join(map(str, c.out_shape)) if c.out_shape else "?", _num(c.params),
-                  _num(c.flops), _num(c.bytes), f"{c.intensity:.1f}", c.bound(hw), f"{c.seconds(hw) * 1e6:.1f}")
+        t.add_row(
+            c.name,
+            c.op,
+            "x".join(map(str, c.out_shape)) if c.out_shape else "?",
+            _num(c.params),
+            _num(c.flops),
+            _num(c.bytes),
+            f"{c.intensity:.1f}",
+            c.bound(hw),
+            f"{c.seconds(hw) * 1e6:.1f}",
+        )
     console.print(t)
     s = cost.summarize(model)
-    console.print(f"nodes {s.nodes}  params {_num(s.params)}  FLOPs {_num(s.flops)}  weight bytes {_num(s.weight_bytes)}"
-                  f"  est. {sum(c.seconds(hw) for c in layers) * 1e3:.3f} ms")
+    console.print(
+        f"nodes {s.nodes}  params {_num(s.params)}  FLOPs {_num(s.flops)}  weight bytes {_num(s.weight_bytes)}"
+        f"  est. {sum(c.seconds(hw) for c in layers) * 1e3:.3f} ms"
+    )
     if json_out is not None:
-        rows = [{"name": c.name, "op": c.op, "output": c.out_shape, "params": c.params, "flops": c.flops,
-                 "bytes": c.bytes, "intensity": c.intensity, "bound": c.bound(hw), "seconds": c.seconds(hw)}
-                for c in layers]
+        rows = [
+            {
+                "name": c.name,
+                "op": c.op,
+                "output": c.out_shape,
+                "params": c.params,
+                "flops": c.flops,
+                "bytes": c.bytes,
+                "intensity": c.intensity,
+                "bound": c.bound(hw),
+                "seconds": c.seconds(hw),
+            }
+            for c in layers
+        ]
         io._atomic_write(json_out, json.dumps({"layers": rows, "summary": s.to_dict()}, indent=2).encode())
 
 
@@ -170,8 +232,12 @@ def inspect(
 def verify_cmd(
     a: Annotated[Path, typer.Argument(help="Reference model.")],
     b: Annotated[Path, typer.Argument(help="Model to check against the reference.")],
-    inputs: Annotated[Path | None, typer.Option("--inputs", "--calib", help="Inputs (.npz/.npy); default: generated.")] = None,
-    labels: Annotated[Path | None, typer.Option("--labels", help="Integer labels (.npy) for --inputs: top-1 accuracy.")] = None,
+    inputs: Annotated[
+        Path | None, typer.Option("--inputs", "--calib", help="Inputs (.npz/.npy); default: generated.")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="Integer labels (.npy) for --inputs: top-1 accuracy.")
+    ] = None,
     input_shape: InputShapeOpt = None,
     atol: Annotated[float | None, typer.Option(help="Absolute tolerance (x max(1, max|ref|)).")] = 1e-5,
     rtol: Annotated[float | None, typer.Option(help="Tolerance relative to max|ref|.")] = 1e-4,
@@ -218,16 +284,23 @@ def diff(
     t = Table(title=f"{a.name} -> {b.name}", title_justify="left")
     for c in ("", "A", "B", "ratio"):
         t.add_column(c, justify="right" if c else "left")
-    for label, (x, y) in (("params", d.params), ("FLOPs", d.flops), ("weight bytes", d.weight_bytes),
-                          ("file bytes", (io.file_size(a), io.file_size(b)))):
+    for label, (x, y) in (
+        ("params", d.params),
+        ("FLOPs", d.flops),
+        ("weight bytes", d.weight_bytes),
+        ("file bytes", (io.file_size(a), io.file_size(b))),
+    ):
         t.add_row(label, _num(x), _num(y), f"{x / y:.2f}x" if y else "-")
     for op, (x, y) in d.op_counts.items():
         t.add_row(f"#{op}", str(x), str(y), "")
     console.print(t)
     for title, rows in (("removed", d.removed), ("added", d.added), ("rewritten", d.rewritten)):
         if rows:
-            console.print(f"{title} ({len(rows)}): " + ", ".join(f"{r[0]} ({'->'.join(r[1:])})" for r in rows[:limit])
-                          + (" ..." if len(rows) > limit else ""))
+            console.print(
+                f"{title} ({len(rows)}): "
+                + ", ".join(f"{r[0]} ({'->'.join(r[1:])})" for r in rows[:limit])
+                + (" ..." if len(rows) > limit else "")
+            )
     if json_out is not None:
         io._atomic_write(json_out, json.dumps(d.to_dict(), indent=2).encode())
 
@@ -299,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = " ".join(str(e).split())[:300]
         _console(stderr=True).print(
             f"error: internal error: {type(e).__name__}: {msg} (rerun with --debug for details)",
-            markup=False, soft_wrap=True)
+            markup=False,
+            soft_wrap=True,
+        )
         return 1
     return 0
 

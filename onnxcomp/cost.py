@@ -132,8 +132,30 @@ def _reduce(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int
     return _n(ins[0])
 
 
-@flops_for("Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Add",
-           "Sub", "Mul", "Div", "Sum", "Erf", "Sqrt", "Pow", "Exp", "Softmax", "Elu", "Selu", "Mish")
+@flops_for(
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Clip",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Gelu",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Sum",
+    "Erf",
+    "Sqrt",
+    "Pow",
+    "Exp",
+    "Softmax",
+    "Elu",
+    "Selu",
+    "Mish",
+)
 def _elementwise(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
     return _n(outs[0])
 
@@ -182,8 +204,11 @@ def analyze(model: onnx.ModelProto) -> list[LayerCost]:
             flops = fn(node, ins, outs) if fn else 0
         except (TypeError, ValueError, IndexError):
             flops = 0
-        out.append(LayerCost(node.name or node.output[0], node.op_type, outs[0] if outs else None, params,
-                             int(flops), int(nbytes)))
+        out.append(
+            LayerCost(
+                node.name or node.output[0], node.op_type, outs[0] if outs else None, params, int(flops), int(nbytes)
+            )
+        )
     return out
 
 
@@ -205,9 +230,34 @@ class ModelCost:
         return dataclasses.asdict(self)
 
 
+def concrete(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None) -> onnx.ModelProto:
+    """Copy with dynamic input dims fixed (``input_shapes``, else 1) and shapes inferred, for costing."""
+    import onnx
+
+    from onnxcomp.io import infer_shapes
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.value_info[:]
+    shapes = input_shapes or {}
+    for vi in m.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        fixed = shapes.get(vi.name)
+        for i, d in enumerate(dims):
+            if fixed is not None and i < len(fixed):
+                d.Clear()
+                d.dim_value = int(fixed[i])
+            elif not d.HasField("dim_value") or d.dim_value <= 0:
+                d.Clear()
+                d.dim_value = 1
+    return infer_shapes(m)
+
+
 def summarize(model: onnx.ModelProto) -> ModelCost:
+    """Totals of a shape-inferred model (use :func:`concrete` first when inputs have dynamic dims)."""
     layers = analyze(model)
     weight_bytes = sum(_init_bytes(t) for t in model.graph.initializer)
     params = sum(_n(tuple(t.dims)) for t in model.graph.initializer)
-    return ModelCost(params, sum(c.flops for c in layers), sum(c.bytes for c in layers), weight_bytes,
-                     len(model.graph.node))
+    return ModelCost(
+        params, sum(c.flops for c in layers), sum(c.bytes for c in layers), weight_bytes, len(model.graph.node)
+    )

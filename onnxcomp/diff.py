@@ -31,7 +31,7 @@ def _node_key(n: onnx.NodeProto, i: int) -> str:
 
 def diff_models(a: onnx.ModelProto, b: onnx.ModelProto) -> ModelDiff:
     from onnxcomp import cost
-    from onnxcomp.io import infer_shapes, serialize
+    from onnxcomp.io import serialize
 
     na = {_node_key(n, i): n for i, n in enumerate(a.graph.node)}
     nb = {_node_key(n, i): n for i, n in enumerate(b.graph.node)}
@@ -47,6 +47,14 @@ def diff_models(a: onnx.ModelProto, b: onnx.ModelProto) -> ModelDiff:
     rewritten.sort()
     ca, cb = Counter(n.op_type for n in a.graph.node), Counter(n.op_type for n in b.graph.node)
     ops = {op: (ca.get(op, 0), cb.get(op, 0)) for op in sorted(ca.keys() | cb.keys()) if ca.get(op) != cb.get(op)}
-    sa, sb = cost.summarize(infer_shapes(a)), cost.summarize(infer_shapes(b))
-    return ModelDiff(removed, added, rewritten, ops, (sa.params, sb.params), (sa.flops, sb.flops),
-                     (sa.weight_bytes, sb.weight_bytes), (len(serialize(a)), len(serialize(b))))
+    sa, sb = cost.summarize(cost.concrete(a)), cost.summarize(cost.concrete(b))
+    return ModelDiff(
+        removed,
+        added,
+        rewritten,
+        ops,
+        (sa.params, sb.params),
+        (sa.flops, sb.flops),
+        (sa.weight_bytes, sb.weight_bytes),
+        (len(serialize(a)), len(serialize(b))),
+    )

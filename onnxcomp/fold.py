@@ -48,9 +48,7 @@ def foldable_nodes(graph: gs.Graph, max_elements: int = 1 << 26) -> list[gs.Node
     for node in graph.nodes:
         if node.domain not in ("", "ai.onnx", None) or node.op in NONDETERMINISTIC or node.op in SUBGRAPH_OPS:
             continue
-        if node.op == "Constant" or all(
-            is_empty(t) or is_const(t) or id(t) in const_tensors for t in node.inputs
-        ):
+        if node.op == "Constant" or all(is_empty(t) or is_const(t) or id(t) in const_tensors for t in node.inputs):
             if not node.outputs:
                 continue
             out.append(node)
@@ -140,8 +138,13 @@ def _evaluate(
             result.failed[node.name] = "an input could not be evaluated"
             continue
         outs = [gs.Variable(t.name) for t in node.outputs]
-        single = gs.Graph(nodes=[gs.Node(node.op, node.name, dict(node.attrs), ins, outs, node.domain)],
-                          inputs=[], outputs=outs, opset=graph.opset, import_domains=graph.import_domains)
+        single = gs.Graph(
+            nodes=[gs.Node(node.op, node.name, dict(node.attrs), ins, outs, node.domain)],
+            inputs=[],
+            outputs=outs,
+            opset=graph.opset,
+            import_domains=graph.import_domains,
+        )
         try:
             vals = _run_graph(single, [t.name for t in outs])
         except Exception as err:

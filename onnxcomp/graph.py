@@ -72,9 +72,7 @@ def _fix_opset_imports(model: onnx.ModelProto, original: dict[str, int]) -> None
     have = {op.domain: op.version for op in model.opset_import}
     for domain, version in original.items():
         have[domain] = max(have.get(domain, 0), version)
-    used = {n.domain for n in model.graph.node} | {
-        n.domain for f in model.functions for n in f.node
-    }
+    used = {n.domain for n in model.graph.node} | {n.domain for f in model.functions for n in f.node}
     for f in model.functions:
         used.add(f.domain)
     for domain in used:
@@ -179,6 +177,10 @@ def bypass(graph: gs.Graph, node: gs.Node, keep: Any = None) -> str | None:
         prod = producer(src)
         if prod is None or is_graph_output(graph, src) or is_graph_input(graph, src):
             return "its output is a graph output fed directly by a graph input, output or constant"
+        if not any(n is prod for n in graph.nodes):
+            # src comes from an enclosing graph (a subgraph's outer-scope capture): renaming the outer
+            # producer's output would break the enclosing graph.
+            return "its output is a subgraph output fed directly by an outer-scope tensor"
         # The producer writes the graph output directly; other readers of src read it too.
         idx = next(i for i, t in enumerate(prod.outputs) if t is src)
         for c in list(src.outputs):

@@ -160,12 +160,13 @@ def serialize(model: onnx.ModelProto) -> bytes:
     return model.SerializeToString(deterministic=True)
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, protect: str | os.PathLike[str] | None = None) -> int:
+def save_model(
+    model: onnx.ModelProto, path: str | os.PathLike[str], *, protect: str | os.PathLike[str] | None = None
+) -> int:
     """Write ``model`` atomically (temp file + rename); external data when over 2 GB. Returns bytes written.
 
     ``protect``: a path that must not be overwritten (the input model).
     """
-    import onnx
 
     out = Path(path)
     if protect is not None and _same_file(out, Path(protect)):
@@ -184,25 +185,31 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, protect:
 def _has_external(model: onnx.ModelProto) -> bool:
     import onnx
 
-    return any(
-        t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer
-    )
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
 def _save_external(model: onnx.ModelProto, out: Path) -> int:
     """Weights to ``<out>.data`` (written first, atomically), then the graph file."""
     import onnx
-    from onnx.external_data_helper import convert_model_to_external_data
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
     location = out.name + ".data"
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".onnxcomp-") as tmp:
         tmp_model = Path(tmp) / out.name
-        convert_model_to_external_data(m, all_tensors_to_one_file=True, location=location, size_threshold=1024)
-        onnx.save_model(m, str(tmp_model))
-        total = tmp_model.stat().st_size + (Path(tmp) / location).stat().st_size
-        os.replace(Path(tmp) / location, out.parent / location)
+        onnx.save_model(
+            m,
+            str(tmp_model),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=location,
+            size_threshold=1024,
+        )
+        data = Path(tmp) / location
+        total = tmp_model.stat().st_size
+        if data.exists():
+            total += data.stat().st_size
+            os.replace(data, out.parent / location)
         os.replace(tmp_model, out)
     return total
 

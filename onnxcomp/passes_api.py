@@ -38,7 +38,6 @@ from onnxcomp.errors import UsageError
 
 if TYPE_CHECKING:
     import numpy as np
-    import onnx
     import onnx_graphsurgeon as gs
 
 logger = logging.getLogger(__name__)
@@ -355,11 +354,17 @@ def coerce(value: Any, tp: Any) -> Any:
     if tp is int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError("must be an integer")
-        return int(value)
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError("must be an integer") from None
     if tp is float:
         if isinstance(value, bool):
             raise ValueError("must be a number")
-        return float(value)
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("must be a number") from None
     if tp is str:
         if not isinstance(value, str):
             raise ValueError("must be a string")

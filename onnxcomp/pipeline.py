@@ -160,5 +160,7 @@ def run_passes(graph: gs.Graph, passes: list[Pass], ctx: PassContext) -> list[Pa
         except OnnxcompError:
             raise
         except Exception as err:
-            raise PassError(f"pass {p.name!r} failed: {type(err).__name__}: {' '.join(str(err).split())[:300]}") from err
+            raise PassError(
+                f"pass {p.name!r} failed: {type(err).__name__}: {' '.join(str(err).split())[:300]}"
+            ) from err
     return results

@@ -33,19 +33,21 @@ class Report:
         return all(p.lossless for p in self.passes)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable({
-            "pipeline": self.pipeline,
-            "lossless": self.lossless,
-            "seconds": round(self.seconds, 4),
-            "model": {
-                "before": self.before.to_dict() if self.before else None,
-                "after": self.after.to_dict() if self.after else None,
-                "bytes_before": self.bytes_before,
-                "bytes_after": self.bytes_after,
-            },
-            "passes": [p.to_dict() for p in self.passes],
-            "verification": self.verification.to_dict() if self.verification else None,
-        })
+        return _jsonable(
+            {
+                "pipeline": self.pipeline,
+                "lossless": self.lossless,
+                "seconds": round(self.seconds, 4),
+                "model": {
+                    "before": self.before.to_dict() if self.before else None,
+                    "after": self.after.to_dict() if self.after else None,
+                    "bytes_before": self.bytes_before,
+                    "bytes_after": self.bytes_after,
+                },
+                "passes": [p.to_dict() for p in self.passes],
+                "verification": self.verification.to_dict() if self.verification else None,
+            }
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False, default=str)
@@ -78,9 +80,12 @@ class Report:
             m = Table(title="model", title_justify="left")
             for c in ("", "before", "after", "ratio"):
                 m.add_column(c, justify="right" if c else "left")
-            rows = [("nodes", self.before.nodes, self.after.nodes), ("params", self.before.params, self.after.params),
-                    ("FLOPs", self.before.flops, self.after.flops),
-                    ("weight bytes", self.before.weight_bytes, self.after.weight_bytes)]
+            rows = [
+                ("nodes", self.before.nodes, self.after.nodes),
+                ("params", self.before.params, self.after.params),
+                ("FLOPs", self.before.flops, self.after.flops),
+                ("weight bytes", self.before.weight_bytes, self.after.weight_bytes),
+            ]
             if self.bytes_before and self.bytes_after:
                 rows.append(("file bytes", self.bytes_before, self.bytes_after))
             for label, a, b in rows:
@@ -127,13 +132,20 @@ def render_verification(console: Console, v: VerifyResult) -> None:
     for c in ("output", "max abs err", "max rel err", "cosine", "status"):
         t.add_column(c, justify="left" if c in ("output", "status") else "right")
     for o in v.outputs:
-        t.add_row(o.name, f"{o.max_abs:.3g}", f"{o.max_rel:.3g}", f"{o.cosine:.6f}",
-                  "[green]ok[/green]" if o.ok else f"[red]FAIL[/red] {o.why}")
+        t.add_row(
+            o.name,
+            f"{o.max_abs:.3g}",
+            f"{o.max_rel:.3g}",
+            f"{o.cosine:.6f}",
+            "[green]ok[/green]" if o.ok else f"[red]FAIL[/red] {o.why}",
+        )
     console.print(t)
     if v.accuracy_ref is not None:
         delta = (v.accuracy_new - v.accuracy_ref) * 100
-        console.print(f"top-1 accuracy: original {v.accuracy_ref * 100:.2f}%  optimized {v.accuracy_new * 100:.2f}%"
-                      f"  ({delta:+.2f} points)")
+        console.print(
+            f"top-1 accuracy: original {v.accuracy_ref * 100:.2f}%  optimized {v.accuracy_new * 100:.2f}%"
+            f"  ({delta:+.2f} points)"
+        )
 
 
 def _num(v: Any) -> str:

@@ -78,8 +78,15 @@ def compare_arrays(name: str, ref: np.ndarray, new: np.ndarray, tol: Tolerance) 
         return OutputMetrics(name, float("inf"), float("inf"), 0.0, 0.0, False, f"shape {new.shape} != {ref.shape}")
     if ref.dtype.kind not in "fc":
         equal = bool(np.array_equal(ref, new))
-        return OutputMetrics(name, 0.0 if equal else float("inf"), 0.0 if equal else float("inf"),
-                             1.0 if equal else 0.0, 0.0, equal, "" if equal else "integer outputs differ")
+        return OutputMetrics(
+            name,
+            0.0 if equal else float("inf"),
+            0.0 if equal else float("inf"),
+            1.0 if equal else 0.0,
+            0.0,
+            equal,
+            "" if equal else "integer outputs differ",
+        )
     a = ref.astype(np.float64).ravel()
     b = new.astype(np.float64).ravel()
     finite_a, finite_b = np.isfinite(a), np.isfinite(b)
@@ -105,8 +112,13 @@ def compare_arrays(name: str, ref: np.ndarray, new: np.ndarray, tol: Tolerance) 
     return OutputMetrics(name, max_abs, max_rel, cosine, scale, ok, why)
 
 
-def run_model(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *, batch_size: int | None = 256,
-              runtime: bool | None = None) -> dict[str, np.ndarray]:
+def run_model(
+    model: onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    *,
+    batch_size: int | None = 256,
+    runtime: bool | None = None,
+) -> dict[str, np.ndarray]:
     """All outputs of ``model`` on ``feeds`` (onnxruntime optimizations off), batched along axis 0."""
     import numpy as np
 
@@ -116,9 +128,7 @@ def run_model(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *, batch_
     sess = session(model, optimize=False, runtime=runtime)
     names = [o.name for o in sess.get_outputs()]
     parts: list[list[np.ndarray]] = []
-    dynamic_batch = all(
-        (not i.shape) or not isinstance(i.shape[0], int) for i in sess.get_inputs()
-    )
+    dynamic_batch = all((not i.shape) or not isinstance(i.shape[0], int) for i in sess.get_inputs())
     chunks = batches(feeds, batch_size if dynamic_batch else None)
     for chunk in chunks:
         parts.append(run(sess, chunk))

@@ -30,8 +30,15 @@ def random_feeds(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | No
     return generate_inputs(normalize(model, shapes), shapes, seed=seed)
 
 
-def assert_same_outputs(a: onnx.ModelProto, b: onnx.ModelProto, feeds: dict[str, np.ndarray], *,
-                        rtol: float = 1e-5, atol: float = 1e-5, exact: bool = False) -> None:
+def assert_same_outputs(
+    a: onnx.ModelProto,
+    b: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    exact: bool = False,
+) -> None:
     """Every output of ``b`` equals ``a``'s (exactly, or to float-rounding tolerance scaled by the output)."""
     ra, rb = outputs(a, feeds), outputs(b, feeds)
     assert list(ra) == list(rb), (list(ra), list(rb))

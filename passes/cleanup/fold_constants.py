@@ -33,6 +33,7 @@ class FoldConstants(Pass):
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         import numpy as np
+
         result = self.new_result()
         if self.options.fold_shapes:
             for node in list(graph.nodes):

@@ -1,0 +1,254 @@
+"""lowrank: MatMul/Gemm/Conv with constant weights -> two thin layers from a truncated SVD (lossy)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from onnxcomp.graph import const_value, is_const, is_empty, make_constant, unique_name
+from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class _Plan:
+    """A layer's weight as a 2-D matrix W [rows, cols] and how to rebuild the two factors as nodes."""
+
+    matrix: np.ndarray
+    rebuild: Callable[[gs.Graph, gs.Node, np.ndarray, np.ndarray, PassContext], list[gs.Node]]
+    flops_per_row: int  # output positions per weight application (for FLOPs accounting)
+
+
+@register_pass
+class LowRank(Pass):
+    """W -> U V (truncated SVD): MatMul/Gemm -> MatMul + MatMul/Gemm, Conv -> Conv(k x k, r) + Conv 1x1 (lossy).
+
+    W [K, N] = U S V^T; keeping the r largest singular values gives the best rank-r approximation
+    (Eckart-Young): ||W - W_r||_F^2 = sum_{i>r} s_i^2. The factors are split evenly, A = U_r sqrt(S_r),
+    B = sqrt(S_r) V_r^T, so both layers have similar scales. A Conv weight [M, C, kh, kw] is treated as the matrix
+    [M, C*kh*kw]: the first Conv keeps the kernel, strides, pads and dilations with r filters, the second is a
+    1x1 Conv r -> M holding the bias. A layer is factorized only when it saves parameters.
+    """
+
+    name = "lowrank"
+    lossless = False
+
+    @dataclasses.dataclass
+    class Options:
+        energy: float = opt(0.9, "keep the smallest rank whose singular values hold this fraction of sum(s^2)")
+        rank: int | None = opt(None, "fixed rank for every layer (overrides energy)")
+        max_param_ratio: float = opt(0.8, "factorize only if params(U)+params(V) <= this x params(W)")
+        min_params: int = opt(4096, "skip layers with fewer weight elements")
+        ops: list[str] = opt(["MatMul", "Gemm", "Conv"], "op types to factorize")
+        protect: list[str] = opt([], "node names or fnmatch patterns to leave alone")
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        import fnmatch
+
+        import numpy as np
+
+        result = self.new_result()
+        o = self.options
+        if o.rank is not None and o.rank < 1:
+            result.skip("*", f"rank must be >= 1, got {o.rank}")
+            return result
+        if not 0.0 < o.energy <= 1.0:
+            result.skip("*", f"energy must be in (0, 1], got {o.energy}")
+            return result
+        candidates = [n for n in graph.nodes if n.op in set(o.ops) and n.domain in ("", "ai.onnx", None)]
+        for node in ctx.track(candidates, "lowrank", len(candidates)):
+            if any(fnmatch.fnmatchcase(node.name, p) for p in o.protect):
+                result.skip(node.name, "protected")
+                continue
+            planner = PLANNERS.get(node.op)
+            plan_or_reason = planner(node) if planner else f"op {node.op} not supported"
+            if isinstance(plan_or_reason, str):
+                result.skip(node.name, plan_or_reason)
+                continue
+            plan = plan_or_reason
+            w = plan.matrix.astype(np.float64)
+            rows, cols = w.shape
+            if w.size < o.min_params:
+                result.skip(node.name, f"{w.size} weights < min_params={o.min_params}")
+                continue
+            u, s, vt = np.linalg.svd(w, full_matrices=False)
+            r = o.rank if o.rank is not None else _rank_for_energy(s, o.energy)
+            r = min(r, len(s))
+            new_params = r * (rows + cols)
+            if new_params > o.max_param_ratio * w.size:
+                result.skip(node.name, f"rank {r} keeps {new_params / w.size:.2f}x the params > {o.max_param_ratio}")
+                continue
+            root = np.sqrt(s[:r])
+            a = (u[:, :r] * root).astype(plan.matrix.dtype)  # [rows, r]
+            b = (root[:, None] * vt[:r]).astype(plan.matrix.dtype)  # [r, cols]
+            total = float(np.sum(s**2))
+            err = float(np.sqrt(np.sum(s[r:] ** 2) / total)) if total > 0 else 0.0
+            name = node.name
+            plan.rebuild(graph, node, a, b, ctx)
+            result.count("layers_factorized")
+            result.count("params_removed", w.size - new_params)
+            result.layer(
+                name,
+                op=node.op,
+                decision=f"rank {r} of {min(rows, cols)}",
+                params_before=int(w.size),
+                params_after=int(new_params),
+                flops_before=2 * int(w.size) * plan.flops_per_row if plan.flops_per_row else None,
+                flops_after=2 * int(new_params) * plan.flops_per_row if plan.flops_per_row else None,
+                error=err,
+                extra={"rank": int(r), "energy_kept": float(np.sum(s[:r] ** 2) / total) if total > 0 else 1.0},
+            )
+        return result
+
+
+def _rank_for_energy(s: np.ndarray, energy: float) -> int:
+    import numpy as np
+
+    e = np.cumsum(s.astype(np.float64) ** 2)
+    if e[-1] == 0:
+        return 1
+    return int(np.searchsorted(e / e[-1], energy - 1e-12) + 1)
+
+
+# ----------------------------------------------------------------------------------------------- per op
+def _plan_matmul(node: gs.Node) -> _Plan | str:
+    if len(node.inputs) != 2 or not is_const(node.inputs[1]) or is_const(node.inputs[0]):
+        return "weight (second input) is not a constant"
+    w = const_value(node.inputs[1])
+    if w.ndim != 2 or w.dtype.kind != "f":
+        return f"weight must be a 2-D float matrix, got shape {w.shape} {w.dtype}"
+    # Y = X @ W, W [K, N] = A [K, r] @ B [r, N]
+    return _Plan(w, _rebuild_matmul, _rows(node.outputs[0]))
+
+
+def _rebuild_matmul(graph: gs.Graph, node: gs.Node, a: np.ndarray, b: np.ndarray, ctx: PassContext) -> list[gs.Node]:
+    import onnx_graphsurgeon as gs
+
+    orig = node.name
+    mid = gs.Variable(unique_name(graph, f"{node.name}_lowrank_mid"), dtype=a.dtype)
+    first = gs.Node(
+        "MatMul",
+        unique_name(graph, f"{node.name}_lowrank_u"),
+        inputs=[node.inputs[0], make_constant(graph, f"{node.inputs[1].name}_u", a)],
+        outputs=[mid],
+    )
+    node.inputs[0] = mid
+    node.inputs[1] = make_constant(graph, f"{node.inputs[1].name}_v", b)
+    node.name = unique_name(graph, f"{node.name}_lowrank_v")
+    graph.nodes.append(first)
+    ctx.tag(first, "lowrank", [orig])
+    ctx.tag(node, "lowrank", [orig])
+    return [first, node]
+
+
+def _plan_gemm(node: gs.Node) -> _Plan | str:
+    if node.attrs.get("transA", 0):
+        return "Gemm with transA=1 not supported"
+    if len(node.inputs) < 2 or not is_const(node.inputs[1]) or is_const(node.inputs[0]):
+        return "weight (B) is not a constant"
+    w = const_value(node.inputs[1])
+    if w.ndim != 2 or w.dtype.kind != "f":
+        return f"weight must be a 2-D float matrix, got {w.shape} {w.dtype}"
+    if node.attrs.get("transB", 0):
+        w = w.T  # B^T is the [K, N] matrix applied to X
+    return _Plan(w, _rebuild_gemm, _rows(node.outputs[0]))
+
+
+def _rebuild_gemm(graph: gs.Graph, node: gs.Node, a: np.ndarray, b: np.ndarray, ctx: PassContext) -> list[gs.Node]:
+    import onnx_graphsurgeon as gs
+
+    # Y = alpha * X @ W + beta * C, W = A @ B  =>  Y = Gemm(MatMul(X, A), B; alpha, beta, C)
+    orig = node.name
+    mid = gs.Variable(unique_name(graph, f"{node.name}_lowrank_mid"), dtype=a.dtype)
+    first = gs.Node(
+        "MatMul",
+        unique_name(graph, f"{node.name}_lowrank_u"),
+        inputs=[node.inputs[0], make_constant(graph, f"{node.inputs[1].name}_u", a)],
+        outputs=[mid],
+    )
+    node.inputs[0] = mid
+    node.inputs[1] = make_constant(graph, f"{node.inputs[1].name}_v", b)
+    node.attrs["transB"] = 0
+    node.name = unique_name(graph, f"{node.name}_lowrank_v")
+    graph.nodes.append(first)
+    ctx.tag(first, "lowrank", [orig])
+    ctx.tag(node, "lowrank", [orig])
+    return [first, node]
+
+
+def _plan_conv(node: gs.Node) -> _Plan | str:
+    if len(node.inputs) < 2 or not is_const(node.inputs[1]):
+        return "weight is not a constant"
+    if node.attrs.get("group", 1) != 1:
+        return "grouped/depthwise convolution not factorized"
+    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+        return "auto_pad not supported (explicit pads only)"
+    w = const_value(node.inputs[1])
+    if w.ndim < 3 or w.dtype.kind != "f":
+        return f"weight must be a float conv kernel, got {w.shape} {w.dtype}"
+    # W [M, C, k...] as the matrix [M, C*prod(k)] = A [M, r] @ B [r, C*prod(k)]
+    plan = _Plan(w.reshape(w.shape[0], -1), _rebuild_conv, _spatial(node.outputs[0]))
+    return plan
+
+
+def _rebuild_conv(graph: gs.Graph, node: gs.Node, a: np.ndarray, b: np.ndarray, ctx: PassContext) -> list[gs.Node]:
+    import onnx_graphsurgeon as gs
+
+    orig = node.name
+    w = const_value(node.inputs[1])
+    r = a.shape[1]
+    kernel = b.reshape((r, *w.shape[1:]))  # r filters with the original kernel, strides, pads, dilations
+    point = a.reshape((w.shape[0], r) + (1,) * (w.ndim - 2))  # 1x1 conv r -> M
+    mid = gs.Variable(unique_name(graph, f"{node.name}_lowrank_mid"), dtype=a.dtype)
+    first = gs.Node(
+        "Conv",
+        unique_name(graph, f"{node.name}_lowrank_k"),
+        attrs=dict(node.attrs),
+        inputs=[node.inputs[0], make_constant(graph, f"{node.inputs[1].name}_k", kernel)],
+        outputs=[mid],
+    )
+    first.attrs["kernel_shape"] = list(w.shape[2:])
+    bias = node.inputs[2] if len(node.inputs) > 2 and not is_empty(node.inputs[2]) else None
+    new_inputs = [mid, make_constant(graph, f"{node.inputs[1].name}_p", point)] + ([bias] if bias is not None else [])
+    node.inputs.clear()
+    node.inputs.extend(new_inputs)
+    node.attrs = {"kernel_shape": [1] * (w.ndim - 2)}
+    node.name = unique_name(graph, f"{node.name}_lowrank_p")
+    graph.nodes.append(first)
+    ctx.tag(first, "lowrank", [orig])
+    ctx.tag(node, "lowrank", [orig])
+    return [first, node]
+
+
+def _rows(t: gs.Tensor) -> int:
+    """Rows of a MatMul output (product of all but the last dim), 0 when unknown."""
+    import math
+
+    shape = getattr(t, "shape", None)
+    if not shape or any(not isinstance(d, int) for d in shape[:-1]):
+        return 0
+    return int(math.prod(shape[:-1]))
+
+
+def _spatial(t: gs.Tensor) -> int:
+    """Output positions of a Conv (batch x spatial), 0 when unknown."""
+    import math
+
+    shape = getattr(t, "shape", None)
+    if not shape or any(not isinstance(d, int) for d in shape):
+        return 0
+    return int(shape[0] * math.prod(shape[2:]))
+
+
+PLANNERS: dict[str, Callable[[gs.Node], _Plan | str]] = {
+    "MatMul": _plan_matmul,
+    "Gemm": _plan_gemm,
+    "Conv": _plan_conv,
+}

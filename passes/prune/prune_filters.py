@@ -41,13 +41,13 @@ class PruneFilters(Pass):
     class Options:
         criterion: Literal["l1", "l2", "bn", "random"] = opt("l1", "filter importance: l1, l2, bn, random")
         ratio: float = opt(0.3, "fraction of channels to remove (per group; of all channels if scope=global)")
-        ratios: dict[str, float] = opt({}, "per-layer ratios: producer name or pattern -> ratio")  # noqa: RUF009
+        ratios: dict[str, float] = opt({}, "per-layer ratios: producer name or pattern -> ratio")
         scope: Literal["layer", "global"] = opt("layer", "layer: one ratio per group; global: one ranking")
         threshold: float | None = opt(None, "global: remove channels whose normalized score is below this")
         target_flops: float | None = opt(None, "fraction of the model's FLOPs to remove (searches the ratio)")
         round_to: int = opt(8, "round kept channel counts to a multiple of this (1: exact ratios)")
         min_channels: int = opt(1, "never keep fewer channels than this in a layer")
-        protect: list[str] = opt([], "layers (names or patterns) whose filters are kept")  # noqa: RUF009
+        protect: list[str] = opt([], "layers (names or patterns) whose filters are kept")
         normalize: bool = opt(True, "global scope: divide scores by their group's mean before ranking")
         reconstruct: bool = opt(False, "with calibration data: refit consumer layers to the original outputs")
         correction: Literal["lstsq", "bias"] = opt("lstsq", "refit: least-squares weights+bias, or bias only")

@@ -18,9 +18,9 @@ logger = logging.getLogger(__name__)
 
 @register_pass
 class PruneChannels(Pass):
-    """Conv/Gemm/MatMul input channels  =>  the channels a LASSO regression on calibration data keeps, the
-    remaining weights refitted by least squares (lossy; He et al. 2017, "Channel Pruning for Accelerating
-    Very Deep Neural Networks").
+    """Conv/Gemm/MatMul input channels  =>  those a LASSO on calibration data keeps, weights refitted (lossy).
+
+    He et al. 2017, "Channel Pruning for Accelerating Very Deep Neural Networks", post-training.
 
     Group by group (onnxcomp.analysis.channels), front to back: capture the inputs of the group's consumer
     layers in the network pruned so far and the outputs of the same layers in the original network, sample

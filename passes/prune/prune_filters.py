@@ -18,8 +18,7 @@ logger = logging.getLogger(__name__)
 
 @register_pass
 class PruneFilters(Pass):
-    """Conv/ConvTranspose/Gemm/MatMul filters  =>  fewer filters, and fewer input channels in every consumer
-    (lossy).
+    """Conv/ConvTranspose/Gemm/MatMul filters  =>  fewer filters and consumer input channels (lossy).
 
     Channels are removed per dependency group (onnxcomp.analysis.channels): a residual stream loses the same
     channels in all its producers, BatchNormalizations, depthwise convolutions, Concat offsets, Split sizes,

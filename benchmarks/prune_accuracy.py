@@ -3,7 +3,8 @@
 Criteria compared at the same FLOPs (``target_flops``, found by bisection): random filters (mean over
 seeds), L1 filter norm (Li et al. 2017), BatchNorm |gamma| (Network Slimming), and the data-driven
 prune-channels (LASSO channel selection + least-squares reconstruction, He et al. 2017), plus L1 followed
-by least-squares reconstruction and prune-channels without reconstruction. Calibration data: 512 images
+by the three corrections of prune-filters(reconstruct=true) (bias shift, BatchNorm statistics re-estimated,
+least squares) and prune-channels without reconstruction. Calibration data: 512 images
 of the model's training split (scikit-learn's bundled digits, split and normalized exactly as in
 models/train_digits.py); accuracy: the 450 held-out images (models/digits_heldout.npz).
 
@@ -67,6 +68,10 @@ def main() -> None:
         ("L1 filter norm", f"prune-filters(target_flops={{t}},criterion=l1,{exact})", False),
         ("BN |gamma|", f"prune-filters(target_flops={{t}},criterion=bn,{exact})", False),
         ("prune-channels (LASSO + least squares)", f"prune-channels(target_flops={{t}},{exact})", False),
+        ("L1 + bias correction", f"prune-filters(target_flops={{t}},reconstruct=true,correction=bias,{exact})",
+         False),
+        ("L1 + BatchNorm re-estimation", f"prune-filters(target_flops={{t}},reconstruct=true,correction=bn,{exact})",
+         False),
         ("L1 + least-squares reconstruction",
          f"prune-filters(target_flops={{t}},reconstruct=true,{exact})", False),
         ("prune-channels, no reconstruction",

@@ -415,6 +415,11 @@ class Refitter:
 
         ad = ADAPTERS[node.op]
         y = self.reference([node], removed)[node.name]
+        if mode == "bn":
+            bn = self._following_bn(node)
+            if bn is not None:
+                return self._restat(node, bn, y)
+            mode = "bias"
         if mode == "bias":
             y_new = self.current([node.outputs[0].name])[node.outputs[0].name]
             axes = ad.mean_axes(y)
@@ -443,6 +448,43 @@ class Refitter:
         ad.set_weights(self.graph, node, w.reshape(w0.shape))
         if fit_bias and b is not None:
             self.set_bias(node, b)
+        return before, after
+
+    def _following_bn(self, node: gs.Node) -> gs.Node | None:
+        from onnxcomp.graph import single_consumer
+
+        nxt = single_consumer(node.outputs[0], self.graph)
+        if nxt is None or nxt.op != "BatchNormalization" or len(nxt.inputs) < 5:
+            return None
+        if any(const_value(nxt.inputs[i]) is None for i in (1, 2, 3, 4)) or node.op != "Conv":
+            return None
+        return nxt
+
+    def _restat(self, node: gs.Node, bn: gs.Node, y: np.ndarray) -> tuple[float, float]:
+        """BatchNormalization statistics re-estimated on the pruned network's activations:
+        mean' = E[y'], var' = Var[y'] per channel, so the normalized output keeps its trained distribution."""
+        import numpy as np
+
+        y_new = self.current([node.outputs[0].name])[node.outputs[0].name].astype(np.float64)
+        gamma, beta, mean, var = (const_value(bn.inputs[i]).astype(np.float64) for i in (1, 2, 3, 4))
+        eps = float(bn.attrs.get("epsilon", 1e-5))
+        shape = [1, -1] + [1] * (y.ndim - 2)
+
+        def norm(v: np.ndarray, m: np.ndarray, s: np.ndarray) -> np.ndarray:
+            return (v - m.reshape(shape)) / np.sqrt(s.reshape(shape) + eps) * gamma.reshape(shape) + beta.reshape(shape)
+
+        axes = (0, *range(2, y.ndim))
+        new_mean, new_var = y_new.mean(axis=axes), y_new.var(axis=axes)
+        target = norm(y.astype(np.float64), mean, var)
+        before = _rel(norm(y_new, mean, var), target)
+        after = _rel(norm(y_new, new_mean, new_var), target)
+        if after >= before:
+            return before, before
+        dtype = const_value(bn.inputs[3]).dtype
+        from ._apply import set_const
+
+        set_const(self.graph, bn, 3, new_mean.astype(dtype))
+        set_const(self.graph, bn, 4, new_var.astype(dtype))
         return before, after
 
     def set_bias(self, node: gs.Node, b: np.ndarray) -> None:

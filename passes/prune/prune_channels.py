@@ -41,7 +41,7 @@ class PruneChannels(Pass):
         ratio: float = opt(0.3, "fraction of every group's channels to remove")
         ratios: dict[str, float] = opt({}, "per-layer ratios: producer name or pattern -> ratio")
         target_flops: float | None = opt(None, "fraction of the model's FLOPs to remove (searches the ratio)")
-        round_to: int = opt(8, "round kept channel counts to a multiple of this (1: exact ratios)")
+        round_to: int = opt(16, "round kept channel counts to a multiple of this (ORT CPU kernels; 1: exact ratios)")
         min_channels: int = opt(1, "never keep fewer channels than this in a layer")
         protect: list[str] = opt([], "layers (names or patterns) whose filters are kept")
         reconstruct: bool = opt(True, "refit the consumer layers by least squares after each removal")

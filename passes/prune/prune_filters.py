@@ -29,7 +29,9 @@ class PruneFilters(Pass):
     channels by scores normalized by their group's mean and removes ``ratio`` of them, or those below
     ``threshold``. ``target_flops`` searches the ratio that removes that fraction of the model's FLOPs.
     With calibration data and ``reconstruct=true`` every consumer is refitted afterwards so that its
-    outputs match the original's: least squares (``correction=lstsq``) or a bias shift (``bias``).
+    outputs match the original's: least squares (``correction=lstsq``), a bias shift (``bias``: b' = b +
+    mean(Y - Y')), or BatchNormalization statistics re-estimated on the pruned activations (``bn``; a bias
+    shift where no BatchNormalization follows).
     """
 
     name = "prune-filters"
@@ -44,12 +46,14 @@ class PruneFilters(Pass):
         scope: Literal["layer", "global"] = opt("layer", "layer: one ratio per group; global: one ranking")
         threshold: float | None = opt(None, "global: remove channels whose normalized score is below this")
         target_flops: float | None = opt(None, "fraction of the model's FLOPs to remove (searches the ratio)")
-        round_to: int = opt(8, "round kept channel counts to a multiple of this (1: exact ratios)")
+        round_to: int = opt(16, "round kept channel counts to a multiple of this (ORT CPU kernels; 1: exact ratios)")
         min_channels: int = opt(1, "never keep fewer channels than this in a layer")
         protect: list[str] = opt([], "layers (names or patterns) whose filters are kept")
         normalize: bool = opt(True, "global scope: divide scores by their group's mean before ranking")
         reconstruct: bool = opt(False, "with calibration data: refit consumer layers to the original outputs")
-        correction: Literal["lstsq", "bias"] = opt("lstsq", "refit: least-squares weights+bias, or bias only")
+        correction: Literal["lstsq", "bias", "bn"] = opt(
+            "lstsq", "refit: least-squares weights+bias, bias shift, or re-estimated BatchNorm statistics"
+        )
         samples: int = opt(4096, "refit: sampled positions (patches) per layer")
         max_calib: int = opt(256, "refit: calibration samples used")
         ridge: float = opt(1e-3, "refit: ridge towards the current weights, relative to the data's scale")

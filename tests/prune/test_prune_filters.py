@@ -180,8 +180,10 @@ def test_reconstruction_bounds_the_error():
 
     plain, acc_plain, _ = run("prune-filters(ratio=0.3,round_to=1)")
     bias, _, _ = run("prune-filters(ratio=0.3,round_to=1,reconstruct=true,correction=bias)")
+    restat, acc_restat, _ = run("prune-filters(ratio=0.3,round_to=1,reconstruct=true,correction=bn)")
     lstsq, acc_lstsq, res = run("prune-filters(ratio=0.3,round_to=1,reconstruct=true)")
-    assert lstsq < 0.5 * plain and bias < plain
+    assert lstsq < 0.5 * plain and bias < plain and restat < plain
+    assert acc_restat > acc_plain
     assert acc_lstsq >= 0.97 and acc_lstsq > acc_plain
     assert lstsq < 0.35  # relative error of the logits on held-out images
     assert res.counters["layers_refitted"] == 5

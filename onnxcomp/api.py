@@ -39,7 +39,6 @@ def optimize(
     seed: int = 0,
     hardware: str = "zen5-1t",
     progress: Callable[..., Iterable[Any]] | None = None,
-    check_runtime: bool = True,
 ) -> tuple[onnx.ModelProto, Report]:
     """Optimize a model; returns ``(optimized_model, report)``.
 
@@ -90,16 +89,21 @@ def optimize(
     out = export_model(graph, ctx)
     del out.graph.value_info[:]
     out = io.infer_shapes(out)
-    io.check_model(out, "optimized model")
-    _check_loads(out, check_runtime)
+    data = _serialized(out)  # once, for the checker, the onnxruntime load check, the report and the save
+    io.check_model(data if data is not None else out, "optimized model")
+    run_verify = verify or settings.get("verify", {}).get("enabled", False)
+    if not run_verify:  # verification loads the model in onnxruntime itself
+        _check_loads(out, data)
 
     report = Report(pipeline=",".join(str(s) for s in specs), passes=results)
-    report.before = cost.summarize(cost.concrete(norm, shapes))
-    report.after = cost.summarize(cost.concrete(out, shapes))
-    report.bytes_before = original.ByteSize()
-    report.bytes_after = len(io.serialize(out))
+    report.before = cost.summarize(_concrete(norm, shapes))
+    report.after = cost.summarize(_concrete(out, shapes))
+    # bytes on disk of a file input; an in-memory model has none (ByteSize would cost a serialization)
+    report.bytes_before = io.file_size(model) if isinstance(model, (str, os.PathLike)) else None
+    report.bytes_after = len(data) if data is not None else None
+    report.serialized = data
     verify_settings = settings.get("verify", {})
-    if verify or verify_settings.get("enabled", False):
+    if run_verify:
         from onnxcomp.verify import Tolerance
 
         tol = (
@@ -163,10 +167,33 @@ def _model_meta(model: onnx.ModelProto) -> dict[str, Any]:
     }
 
 
-def _check_loads(model: onnx.ModelProto, runtime: bool) -> None:
-    from onnxcomp.ort import session
+def _concrete(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) -> onnx.ModelProto:
+    """cost.concrete, except for a shape-inferred model whose inputs are all static already (nothing to fix)."""
+    from onnxcomp import cost
+
+    for vi in model.graph.input:
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
+        if not all(d > 0 for d in dims) or tuple(shapes.get(vi.name, dims)) != tuple(dims):
+            return cost.concrete(model, shapes)
+    return model
+
+
+def _serialized(model: onnx.ModelProto) -> bytes | None:
+    """The model's bytes, or None when protobuf cannot serialize it in memory (over 2 GB)."""
+    from onnxcomp import io
 
     try:
-        session(model, optimize=False)
+        return io.serialize(model)
+    except ValueError:
+        return None
+
+
+def _check_loads(model: onnx.ModelProto, data: bytes | None = None) -> None:
+    from onnxcomp.ort import session, uses_custom_ops
+
+    try:
+        # bytes skip a second serialization; a model with com.onnxcomp ops goes as a proto so that the
+        # session registers the native runtime when it is available
+        session(data if data is not None and not uses_custom_ops(model) else model, optimize=False)
     except InputError as err:
         raise InputError(f"the optimized model does not load in onnxruntime: {err}") from err

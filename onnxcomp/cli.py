@@ -110,10 +110,9 @@ def optimize(
     lab = load_labels(str(labels)) if labels is not None else None
     if lab is not None and calib is None:
         raise UsageError("--labels needs --calib (the inputs the labels belong to)")
-    model = io.load_model(input)
     try:
         out, rep = run_optimize(
-            model,
+            input,
             passes,
             recipe=recipe,
             calib=calib,
@@ -132,8 +131,7 @@ def optimize(
         if rep is not None and report is not None:
             io._atomic_write(report, rep.to_json().encode())
         raise
-    rep.bytes_before = io.file_size(input)
-    rep.bytes_after = io.save_model(out, output, protect=input)
+    rep.bytes_after = io.save_model(out, output, protect=input, data=rep.serialized)
     if report is not None:
         io._atomic_write(report, rep.to_json().encode())
     if not quiet:

@@ -213,9 +213,11 @@ def analyze(model: onnx.ModelProto) -> list[LayerCost]:
 
 
 def _init_bytes(t: onnx.TensorProto) -> int:
-    if t.raw_data:
-        return len(t.raw_data)
-    return _n(tuple(t.dims)) * _ITEMSIZE.get(t.data_type, 4)
+    """Stored bytes of an initializer (from dims and type: reading raw_data would copy it)."""
+    size = _ITEMSIZE.get(t.data_type)
+    if size is None:
+        return len(t.raw_data) if t.raw_data else _n(tuple(t.dims)) * 4
+    return _n(tuple(t.dims)) * size
 
 
 @dataclasses.dataclass
@@ -231,13 +233,11 @@ class ModelCost:
 
 
 def concrete(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None) -> onnx.ModelProto:
-    """Copy with dynamic input dims fixed (``input_shapes``, else 1) and shapes inferred, for costing."""
-    import onnx
+    """Weightless copy (initializers keep names, types and dims, not data) with dynamic input dims fixed
+    (``input_shapes``, else 1) and shapes inferred: everything :func:`analyze` and :func:`summarize` read."""
+    from onnxcomp.io import infer_shapes, weightless
 
-    from onnxcomp.io import infer_shapes
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
+    m = weightless(model)
     del m.graph.value_info[:]
     shapes = input_shapes or {}
     for vi in m.graph.input:

@@ -33,19 +33,20 @@ def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.Mode
     if p.stat().st_size == 0:
         raise InputError(f"{p}: empty file")
     try:
-        model = onnx.load(str(p), load_external_data=False)
+        data = p.read_bytes()
+        model = onnx.load_model_from_string(data)
     except (DecodeError, RuntimeError, ValueError, OSError) as err:
         raise InputError(f"{p}: not a valid ONNX model ({_one_line(err)})") from err
     if not model.graph.node and not model.graph.output:
         raise InputError(f"{p}: not a valid ONNX model (no graph: truncated or not ONNX)")
+    if check:
+        check_model(str(p), str(p))  # onnx checks the file itself: no re-serialization, external data found
     try:
         from onnx.external_data_helper import load_external_data_for_model
 
         load_external_data_for_model(model, str(p.parent))
     except (OSError, ValueError, onnx.checker.ValidationError) as err:
         raise InputError(f"{p}: cannot load external data ({_one_line(err)})") from err
-    if check:
-        check_model(model, str(p))
     return model
 
 
@@ -66,13 +67,16 @@ def as_model(model_or_path: Any) -> onnx.ModelProto:
     raise UsageError(f"expected an onnx.ModelProto or a path, got {type(model_or_path).__name__}")
 
 
-def check_model(model: onnx.ModelProto, where: str = "model") -> None:
+def check_model(model: onnx.ModelProto | bytes | str, where: str = "model") -> None:
+    """onnx.checker on the model, its serialized bytes (saves serializing it again) or its file path."""
     import onnx
 
     try:
-        if model.ByteSize() > TWO_GB:
-            # the checker cannot take a >2 GB proto in memory; check the graph structure only
-            return
+        if not isinstance(model, (bytes, str)):
+            try:
+                model = serialize(model)
+            except ValueError:  # over protobuf's 2 GB limit: the checker cannot take it in memory
+                return
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:
         raise InputError(f"{where}: invalid ONNX model ({_one_line(err)})") from err
@@ -124,17 +128,69 @@ def set_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...
             vi.type.tensor_type.shape.dim.add().dim_value = int(s)
 
 
+# Initializers above this many elements are stubbed out for shape inference: only their type and dims matter
+# (data propagation reads small shape tensors only), and serializing their values dominated its run time.
+_STUB_ELEMENTS = 1024
+
+
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """onnx shape inference (with data propagation); falls back to the model unchanged if it fails."""
+    """onnx shape inference (with data propagation), written into ``model`` in place; returns it.
+
+    Runs on a weightless skeleton (large main-graph initializers replaced by external-data stubs with their
+    names, types and dims), then copies the inferred nodes, value_info and outputs back: the same result
+    without copying or serializing the weights, and for models over 2 GB too. Best effort: when inference
+    fails the model is returned unchanged (passes that need shapes skip with a reason).
+    """
     import onnx
 
     try:
-        if model.ByteSize() > TWO_GB:
-            return model
-        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
-    except Exception as err:  # inference is best effort: passes that need shapes skip with a reason
+        inferred = onnx.shape_inference.infer_shapes(
+            weightless(model), check_type=False, strict_mode=False, data_prop=True
+        )
+    except Exception as err:  # onnx raises several exception types here
         logger.warning("shape inference failed: %s", _one_line(err))
         return model
+    g, ig = model.graph, inferred.graph
+    for field in ("node", "value_info", "output"):
+        del getattr(g, field)[:]
+        getattr(g, field).extend(getattr(ig, field))
+    return model
+
+
+def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose large initializers carry no data (stubs with name, type and dims)."""
+    import math
+
+    import onnx
+
+    skeleton = onnx.ModelProto()
+    _copy_fields(model, skeleton, skip="graph")
+    g = skeleton.graph
+    _copy_fields(model.graph, g, skip="initializer")
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL or math.prod(t.dims) <= _STUB_ELEMENTS:
+            g.initializer.append(t)
+            continue
+        stub = g.initializer.add()
+        stub.name, stub.data_type = t.name, t.data_type
+        stub.dims.extend(t.dims)
+        stub.data_location = onnx.TensorProto.EXTERNAL
+        entry = stub.external_data.add()
+        entry.key, entry.value = "location", "onnxcomp-shape-inference-stub"
+    return skeleton
+
+
+def _copy_fields(src: Any, dst: Any, skip: str) -> None:
+    """Copy every set field of protobuf message ``src`` into ``dst`` except ``skip``."""
+    for field, value in src.ListFields():
+        if field.name == skip:
+            continue
+        if hasattr(value, "extend"):  # repeated field
+            getattr(dst, field.name).extend(value)
+        elif field.message_type:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
 
 
 def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -161,11 +217,16 @@ def serialize(model: onnx.ModelProto) -> bytes:
 
 
 def save_model(
-    model: onnx.ModelProto, path: str | os.PathLike[str], *, protect: str | os.PathLike[str] | None = None
+    model: onnx.ModelProto,
+    path: str | os.PathLike[str],
+    *,
+    protect: str | os.PathLike[str] | None = None,
+    data: bytes | None = None,
 ) -> int:
     """Write ``model`` atomically (temp file + rename); external data when over 2 GB. Returns bytes written.
 
-    ``protect``: a path that must not be overwritten (the input model).
+    ``protect``: a path that must not be overwritten (the input model). ``data``: the model already serialized
+    with :func:`serialize` (saves serializing it again).
     """
 
     out = Path(path)
@@ -175,9 +236,13 @@ def save_model(
         raise UsageError(f"output path {out} is a directory")
     if not out.parent.exists():
         raise UsageError(f"output directory {out.parent} does not exist")
-    if model.ByteSize() > TWO_GB or _has_external(model):
+    if data is None and not _has_external(model):
+        try:
+            data = serialize(model)
+        except ValueError:  # over protobuf's 2 GB limit
+            data = None
+    if data is None or _has_external(model):
         return _save_external(model, out)
-    data = serialize(model)
     _atomic_write(out, data)
     return len(data)
 

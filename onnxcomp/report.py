@@ -27,6 +27,7 @@ class Report:
     bytes_after: int | None = None
     verification: VerifyResult | None = None
     seconds: float = 0.0
+    serialized: bytes | None = dataclasses.field(default=None, repr=False)  # the output's bytes (not in JSON)
 
     @property
     def lossless(self) -> bool:

@@ -391,6 +391,16 @@ def _rewire(old: Any, new: Any) -> None:
                 consumer.inputs[i] = new
 
 
+def _sample(values: np.ndarray, n: int = 64) -> bytes:
+    """The bytes of ``n`` evenly spaced elements (all of them for small tensors)."""
+    import numpy as np
+
+    flat = values.reshape(-1)
+    if flat.size <= n:
+        return flat.tobytes()
+    return flat[np.linspace(0, flat.size - 1, n).astype(np.int64)].tobytes()
+
+
 def _digest(values: np.ndarray) -> bytes:
     import numpy as np
 
@@ -438,9 +448,7 @@ class Eliminate(Pass):
         result = self.new_result()
         self._skipped: set[tuple[str, str]] = set()
         opset = opset_version(graph)
-        before = len(graph.nodes)
-        graph.cleanup(remove_unused_graph_inputs=False).toposort()
-        dead = before - len(graph.nodes)
+        dead = _cleanup(graph)
         for _ in range(_MAX_ROUNDS):
             graphs = [graph, *(graph.subgraphs(recursive=True) if self.options.subgraphs else ())]
             changed = False
@@ -451,14 +459,10 @@ class Eliminate(Pass):
             if self.options.duplicate_nodes:
                 for g in graphs:
                     changed |= self._dedup_nodes(g, result)
+            # nodes that became dead through the rewrites (e.g. the first of a cancelled Transpose pair)
+            dead += _cleanup(graph)
             if not changed:
                 break
-            graph.cleanup(remove_unused_graph_inputs=False).toposort()
-        # Nodes that became dead through the rewrites (e.g. the first of a cancelled Transpose pair).
-        shells = sum(1 for n in graph.nodes if not n.outputs)
-        n = len(graph.nodes)
-        graph.cleanup(remove_unused_graph_inputs=False)
-        dead += n - len(graph.nodes) - shells
         result.count("dead_nodes", dead)
         return result
 
@@ -514,8 +518,15 @@ class Eliminate(Pass):
         for t in order:
             export = getattr(t, "_export_dtype", None)
             buckets.setdefault((t.dtype.str, tuple(t.shape), str(export)), []).append(t)
+        # Within a (dtype, shape) bucket, a strided sample of the values splits unequal tensors apart cheaply;
+        # only tensors whose samples agree are hashed in full.
+        groups: dict[tuple[Any, ...], list[gs.Constant]] = {}
+        for key, bucket in buckets.items():
+            if len(bucket) > 1:
+                for t in bucket:
+                    groups.setdefault((*key, _sample(t.values)), []).append(t)
         changed = False
-        for group in buckets.values():
+        for group in groups.values():
             if len(group) < 2:
                 continue
             keep: dict[bytes, gs.Constant] = {}
@@ -555,6 +566,14 @@ class Eliminate(Pass):
             result.count("duplicate_nodes")
             changed = True
         return changed
+
+
+def _cleanup(graph: gs.Graph) -> int:
+    """Remove dead nodes (cleanup + toposort); returns how many, not counting nodes emptied by a rewrite."""
+    shells = sum(1 for n in graph.nodes if not n.outputs)
+    n = len(graph.nodes)
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    return n - len(graph.nodes) - shells
 
 
 def _label(node: gs.Node) -> str:

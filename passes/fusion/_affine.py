@@ -48,6 +48,8 @@ class Rewriter:
     ctx: PassContext
     pass_name: str
     taken: set[str] = dataclasses.field(default_factory=set)
+    _earlier: dict[int, str | None] = dataclasses.field(default_factory=dict)
+    _folded: dict[int, list[str]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.taken = set(self.graph.tensors().keys())
@@ -63,8 +65,14 @@ class Rewriter:
         return node.name
 
     def tag(self, node: gs.Node, sources: list[gs.Node]) -> None:
-        self.ensure_name(node)
-        self.ctx.tag(node, self.pass_name, [label(s) for s in sources])
+        """Provenance: every node folded into ``node`` by this run, after what earlier passes recorded."""
+        name = self.ensure_name(node)
+        before = self._earlier.setdefault(id(node), self.ctx.provenance.get(name))
+        folded = self._folded.setdefault(id(node), [])
+        folded.extend(label(s) for s in sources)
+        self.ctx.tag(node, self.pass_name, folded)
+        if before:
+            self.ctx.provenance[name] = f"{before}; {self.ctx.provenance[name]}"
 
     def exclusive(self, tensor: Any, node: gs.Node) -> bool:
         """``tensor`` is a constant read by ``node`` only (once), so it may be rewritten in place."""
@@ -106,6 +114,15 @@ def float_const(tensor: Any) -> np.ndarray | None:
     return value
 
 
+def scaled(w: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """``w * factor`` computed in float64 and rounded once to ``w``'s dtype (no float64 copy of ``w``)."""
+    import numpy as np
+
+    out = np.empty(np.broadcast_shapes(w.shape, factor.shape), dtype=w.dtype)
+    np.multiply(w, factor, out=out, dtype=np.float64, casting="same_kind")
+    return out
+
+
 def channel_vector(c: np.ndarray, out_rank: int | None, axis: int, channels: int) -> np.ndarray | None:
     """``c`` as a float64 vector over ``channels`` if, broadcast against an output of rank ``out_rank``, it
     varies along ``axis`` only and does not grow the output; else None."""
@@ -113,7 +130,7 @@ def channel_vector(c: np.ndarray, out_rank: int | None, axis: int, channels: int
 
     if out_rank is None:
         # Unknown output rank: only a scalar-like or a vector along the last axis is safe.
-        if c.ndim > 1 or (c.ndim == 1 and axis not in (-1,) and c.shape[0] != 1):
+        if c.ndim > 1 or (c.ndim == 1 and axis != -1 and c.shape[0] != 1):
             return None
         out_rank = max(c.ndim, 1)
     if c.ndim > out_rank:
@@ -192,14 +209,13 @@ def _conv_rank(node: gs.Node) -> int:
 
 
 def _conv_apply(rw: Rewriter, m: Match, s: np.ndarray, t: np.ndarray, gemm: bool) -> gs.Node:
-    import numpy as np
 
     node = m.node
     w = const_value(node.inputs[1])
     c = w.shape[0]
     bias = _bias64(node, 2, c)
     # W' = W * s (per output channel);  B' = B * s + t
-    rw.set_const(node, 1, (w.astype(np.float64) * s.reshape((c,) + (1,) * (w.ndim - 1))).astype(w.dtype), "")
+    rw.set_const(node, 1, scaled(w, s.reshape((c,) + (1,) * (w.ndim - 1))), "")
     _set_bias(rw, node, 2, bias * s + t, w.dtype)
     return node
 
@@ -210,7 +226,6 @@ def _convt_channels(node: gs.Node) -> int:
 
 
 def _convt_apply(rw: Rewriter, m: Match, s: np.ndarray, t: np.ndarray, gemm: bool) -> gs.Node:
-    import numpy as np
 
     node = m.node
     w = const_value(node.inputs[1])
@@ -218,10 +233,9 @@ def _convt_apply(rw: Rewriter, m: Match, s: np.ndarray, t: np.ndarray, gemm: boo
     cin, cog = w.shape[0], w.shape[1]
     bias = _bias64(node, 2, cog * g)
     k = w.shape[2:]
-    w64 = w.astype(np.float64).reshape((g, cin // g, cog, *k))
     # W'[g, i, j] = W[g, i, j] * s[g * C_out/group + j]
-    w64 = w64 * s.reshape((g, 1, cog) + (1,) * len(k))
-    rw.set_const(node, 1, w64.reshape(w.shape).astype(w.dtype), "")
+    w_new = scaled(w.reshape((g, cin // g, cog, *k)), s.reshape((g, 1, cog) + (1,) * len(k)))
+    rw.set_const(node, 1, w_new.reshape(w.shape), "")
     _set_bias(rw, node, 2, bias * s + t, w.dtype)
     return node
 
@@ -248,8 +262,7 @@ def _gemm_apply(rw: Rewriter, m: Match, s: np.ndarray, t: np.ndarray, gemm: bool
     b = const_value(node.inputs[1])
     trans_b = bool(node.attrs.get("transB", 0))
     # alpha * A' @ (B' * s) = (alpha * A' @ B') * s: scale the output-feature columns of B'
-    b64 = b.astype(np.float64) * (s[:, None] if trans_b else s[None, :])
-    rw.set_const(node, 1, b64.astype(b.dtype), "")
+    rw.set_const(node, 1, scaled(b, s[:, None] if trans_b else s[None, :]), "")
     beta = float(node.attrs.get("beta", 1.0))
     has_c = len(node.inputs) > 2 and not is_empty(node.inputs[2])
     if has_c:
@@ -293,7 +306,7 @@ def _matmul_apply(rw: Rewriter, m: Match, s: np.ndarray, t: np.ndarray, gemm: bo
     node = m.node
     w = const_value(node.inputs[1])
     # W'[:, o] = W[:, o] * s[o]
-    rw.set_const(node, 1, (w.astype(np.float64) * s[None, :]).astype(w.dtype), "")
+    rw.set_const(node, 1, scaled(w, s[None, :]), "")
     if m.bias_add is not None:
         add, idx = m.bias_add, m.bias_index
         b = const_value(add.inputs[idx]).astype(np.float64)
@@ -353,7 +366,7 @@ def _bn_apply(rw: Rewriter, m: Match, s: np.ndarray, t: np.ndarray, gemm: bool) 
     node = m.node
     gamma, beta = const_value(node.inputs[1]), const_value(node.inputs[2])
     # gamma' = gamma * s;  beta' = beta * s + t
-    rw.set_const(node, 1, (gamma.astype(np.float64) * s).astype(gamma.dtype), "")
+    rw.set_const(node, 1, scaled(gamma, s), "")
     rw.set_const(node, 2, (beta.astype(np.float64) * s + t).astype(beta.dtype), "")
     return node
 
@@ -424,9 +437,9 @@ def _matmul_bias(graph: gs.Graph, add: gs.Node) -> Match | None:
 def fold(rw: Rewriter, match: Match, s: np.ndarray, t: np.ndarray, consumer: gs.Node, gemm: bool = True) -> None:
     """Fold ``y * s + t`` into ``match`` and let it write ``consumer``'s output; ``consumer`` is removed."""
     target = TARGETS[match.node.op]
+    rw.tag(match.node, [consumer])
     tail = target.apply(rw, match, s, t, gemm)
     out = consumer.outputs[0]
     consumer.inputs.clear()
     consumer.outputs.clear()
     tail.outputs[0] = out
-    rw.tag(match.node, [consumer])

@@ -1,0 +1,106 @@
+"""The nine onnx model-zoo "light" models through the default lossless pipeline (in memory).
+
+Each optimized model must reproduce the reference output shipped with onnx on the onnx backend-test input
+(``np.arange(n).reshape(shape) / n``, dynamic dims 1) within the onnx runner's tolerances
+(onnx.backend.test.case.model: rtol 1e-3, densenet121 2e-3; atol 1e-7), equal the original model under
+onnxruntime (probabilities and the logits before the Softmax), and contain no BatchNormalization fed by a
+Conv. These models' weights are constant-filled (ConstantOfShape), so many convolutions compute the same thing
+and ``eliminate`` merges them; in inception_v2 some merged convs feed several BNs, which ``fuse-bn`` folds
+only with ``clone_shared=true`` (cloning costs the merged convs' compute again).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from onnxcomp.api import optimize
+from onnxcomp.cli import main
+from onnxcomp.io import infer_shapes
+from onnxcomp.pipeline import DEFAULT_PIPELINE
+from tests.util import LIGHT_DIR, assert_same_outputs, outputs
+
+NAMES = sorted(p.stem.removeprefix("light_") for p in LIGHT_DIR.glob("light_*.onnx"))
+RTOL = {"densenet121": 2e-3}  # onnx's model_test tolerances; 1e-3 for the others
+ATOL = 1e-7
+SLOW = {"vgg19", "zfnet512", "bvlc_alexnet"}  # 200-550 MB of folded fully-connected weights
+SHARED_CONV_BNS = {"inception_v2": 6}  # BNs after a conv that CSE merged (see the module docstring)
+
+
+def _onnx_test_input(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The onnx backend runner's dummy input for light models (generate_dummy_data, random=False)."""
+    inits = {t.name for t in model.graph.initializer}
+    feeds = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim)
+        n = int(np.prod(shape))
+        feeds[vi.name] = (np.arange(n).reshape(shape) / n).astype(np.float32)
+    return feeds
+
+
+def _with_logits(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with the Softmax input as an extra output (the probabilities of these models are ~1e-3)."""
+    inferred = infer_shapes(model)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    softmax = [n for n in m.graph.node if n.op_type == "Softmax"]
+    infos = {vi.name: vi for vi in inferred.graph.value_info}
+    for n in softmax:
+        if n.input[0] in infos:
+            m.graph.output.append(infos[n.input[0]])
+    return m
+
+
+def _bn_after_conv(model: onnx.ModelProto) -> int:
+    producer = {t: n.op_type for n in model.graph.node for t in n.output}
+    return sum(1 for n in model.graph.node if n.op_type == "BatchNormalization" and producer.get(n.input[0]) == "Conv")
+
+
+def _params(name):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in name]
+
+
+@pytest.mark.parametrize("name", _params(NAMES))
+def test_light_model(name):
+    path = LIGHT_DIR / f"light_{name}.onnx"
+    model = _with_logits(onnx.load(str(path)))
+    feeds = _onnx_test_input(model)
+    ref = numpy_helper.to_array(onnx.load_tensor(str(path).replace(".onnx", "_output_0.pb")))
+    out, report = optimize(model)  # the default lossless pipeline
+    assert report.pipeline == DEFAULT_PIPELINE
+    got = outputs(out, feeds)
+    first = model.graph.output[0].name
+    np.testing.assert_allclose(got[first], ref, rtol=RTOL.get(name, 1e-3), atol=ATOL)
+    assert_same_outputs(model, out, feeds, rtol=1e-5, atol=1e-5)
+    before = _bn_after_conv(model)
+    assert _bn_after_conv(out) == SHARED_CONV_BNS.get(name, 0), (before, _bn_after_conv(out))
+    kinds = {n.op_type for n in out.graph.node}
+    assert not kinds & {"Dropout", "Identity", "ConstantOfShape"}
+    assert len(out.graph.node) < len(model.graph.node)
+    if before:
+        assert sum(p.counters.get("fused", 0) for p in report.passes if p.name == "fuse-bn") > 0
+
+
+def test_inception_v2_shared_conv_bns_with_clone_shared():
+    path = LIGHT_DIR / "light_inception_v2.onnx"
+    model = onnx.load(str(path))
+    feeds = _onnx_test_input(model)
+    spec = DEFAULT_PIPELINE.replace("fuse-bn", "fuse-bn(clone_shared=true)")
+    out, _ = optimize(model, spec)
+    assert _bn_after_conv(out) == 0 and "BatchNormalization" not in {n.op_type for n in out.graph.node}
+    ref = numpy_helper.to_array(onnx.load_tensor(str(path).replace(".onnx", "_output_0.pb")))
+    np.testing.assert_allclose(outputs(out, feeds)[model.graph.output[0].name], ref, rtol=1e-3, atol=ATOL)
+
+
+def test_cli_optimize_verify(tmp_path, capsys):
+    out = tmp_path / "squeezenet.onnx"
+    code = main(["optimize", str(LIGHT_DIR / "light_squeezenet.onnx"), str(out), "--verify"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model)
+    assert "Dropout" not in {n.op_type for n in model.graph.node}

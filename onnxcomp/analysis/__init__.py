@@ -1,0 +1,1 @@
+"""Graph analyses shared by passes (channel dependency groups, ...)."""

@@ -1,0 +1,150 @@
+"""Steps the prune passes share: analysis and protection, schedule (ratio or FLOPs target), the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any
+
+from onnxcomp.errors import UsageError
+
+from ._select import matches, search_flops
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    from onnxcomp.analysis.channels import ChannelGroup, ChannelPlan
+    from onnxcomp.passes_api import PassResult
+
+    from ._cost import CostModel, NodeCost
+    from ._select import Schedule
+
+logger = logging.getLogger(__name__)
+
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclasses.dataclass
+class Prepared:
+    plan: ChannelPlan
+    groups: list[ChannelGroup]  # the prunable ones
+    cost: CostModel
+    base: dict[int, NodeCost]  # id(node) -> cost before
+    base_flops: int
+    in_channels: dict[int, tuple[Any, int]]  # id(member) -> (member, positions before)
+
+
+def check_options(ratio: float, round_to: int, min_channels: int, target_flops: float | None) -> None:
+    if not 0.0 <= ratio <= 1.0:
+        raise UsageError(f"ratio must be in [0, 1], got {ratio}")
+    if round_to < 1 or min_channels < 1:
+        raise UsageError("round_to and min_channels must be at least 1")
+    if target_flops is not None and not 0.0 < target_flops < 1.0:
+        raise UsageError(f"target_flops is the fraction of FLOPs to remove, in (0, 1); got {target_flops}")
+
+
+def prepare(graph: gs.Graph, result: PassResult, protect: list[str]) -> Prepared:
+    """Channel groups (protected ones blocked, blocked ones reported as skips) and the cost model."""
+    from onnxcomp.analysis.channels import analyze_channels
+
+    from ._cost import CostModel, current_costs
+
+    plan = analyze_channels(graph)
+    for g in plan.groups:
+        hit = next((pat for pat in protect for p in g.producers
+                    if matches(p.node.name, pat) or matches(p.output, pat)), None)
+        if hit is not None:
+            g.block(f"protected (protect={hit})")
+    for g in plan.groups:
+        if not g.prunable:
+            result.skip(g.name, "; ".join(g.blocked))
+            result.count("groups_blocked")
+    groups = [g for g in plan.groups if g.prunable]
+    base = current_costs(graph)
+    ins = {id(m): (m, len(m.elems)) for m in plan.members if m.role == "consumer"}
+    return Prepared(plan, groups, CostModel(graph, plan), base, sum(c.flops for c in base.values()), ins)
+
+
+def decide(prep: Prepared, schedule: Schedule, scores: dict[int, np.ndarray], target_flops: float | None,
+           result: PassResult) -> np.ndarray:
+    """The global removal mask: the schedule as given, or searched to remove ``target_flops`` of FLOPs."""
+    if target_flops is None:
+        return schedule.removal(prep.plan, prep.groups, scores)
+    if prep.base_flops <= 0:
+        raise UsageError("target_flops needs the model's FLOPs, which need static shapes: "
+                         "pass --input-shape NAME:1x3x224x224")
+    t, removed, achieved = search_flops(prep.cost, schedule, prep.plan, prep.groups, scores, target_flops,
+                                        prep.base_flops)
+    result.counters["search_ratio"] = round(t, 4)
+    if abs(achieved - target_flops) > 0.02:
+        result.skip("target_flops", f"asked to remove {target_flops:.1%} of FLOPs, reached {achieved:.1%} "
+                    "(blocked groups, min_channels or round_to limit it)")
+    return removed
+
+
+def report(result: PassResult, graph: gs.Graph, prep: Prepared, removed: np.ndarray,
+           scores: dict[int, np.ndarray], notes: dict[str, str] | None = None) -> None:
+    """Per-layer records (channels, params, FLOPs before/after, score summary) and model totals, from the
+    graph as it is now (call after the removal is applied)."""
+    from ._cost import current_costs
+
+    plan = prep.plan
+    after = current_costs(graph)
+    producer_of = {id(p.node): (p, g) for g in plan.groups for p in g.producers}
+    consumer_of: dict[int, list[tuple[Any, int]]] = {}
+    for m, before in prep.in_channels.values():
+        consumer_of.setdefault(id(m.node), []).append((m, before))
+    notes = notes or {}
+    for node in graph.nodes:
+        if node.op not in LAYER_OPS or id(node) not in prep.base:
+            continue
+        b, a = prep.base[id(node)], after.get(id(node))
+        prod = producer_of.get(id(node))
+        cons = consumer_of.get(id(node), [])
+        touched = a is None or (b.params, b.flops) != (a.params, a.flops)
+        if not touched and (prod is None or not prod[1].prunable):
+            continue
+        extra: dict[str, Any] = {}
+        decision = []
+        if prod is not None:
+            p, g = prod
+            kept = int(plan.keep(p.elems, removed).sum())
+            extra["channels"] = [len(p.elems), kept]
+            extra["group"] = g.name
+            if g.id in scores and g.prunable:
+                s = scores[g.id]
+                extra.update(score_min=float(s.min()), score_mean=float(s.mean()), score_max=float(s.max()))
+                gone = removed[g.offset: g.offset + g.size]
+                if gone.any():
+                    extra["removed_score_max"] = float(s[gone].max())
+            decision.append(f"filters {len(p.elems)}->{kept}" if kept < len(p.elems) else "filters kept")
+        if cons:
+            before_in = sum(bf for _, bf in cons)
+            after_in = sum(len(m.elems) for m, _ in cons)
+            extra["in_channels"] = [before_in, after_in]
+            if after_in < before_in:
+                decision.append(f"inputs {before_in}->{after_in}")
+        if node.name in notes:
+            extra["note"] = notes[node.name]
+        result.layer(node.name, op=node.op, decision=", ".join(decision),
+                     params_before=b.params, params_after=a.params if a else None,
+                     flops_before=b.flops, flops_after=a.flops if a else None, extra=extra)
+    flops_after = sum(c.flops for c in after.values())
+    params_before = sum(c.params for c in prep.base.values())
+    params_after = sum(c.params for c in after.values())
+    result.count("channels_removed", int(removed.sum()))
+    result.count("groups_pruned", sum(1 for g in prep.groups if removed[g.offset: g.offset + g.size].any()))
+    result.counters.update(flops_before=prep.base_flops, flops_after=flops_after, params_before=params_before,
+                           params_after=params_after)
+    if prep.base_flops:
+        result.counters["flops_removed"] = round(1.0 - flops_after / prep.base_flops, 4)
+
+
+def record_error(result: PassResult, name: str, before: float, after: float) -> None:
+    """Attach a refit's relative output error to the layer's record."""
+    for rec in result.layers:
+        if rec.name == name:
+            rec.error = after
+            rec.extra["error_before_refit"] = before
+            return

@@ -1,0 +1,561 @@
+"""Data-driven parts of pruning: activation capture, patch sampling, LASSO channel ranking (He et al. 2017)
+and the least-squares refit of consumer layers.
+
+A consumer layer (Conv with group 1, Gemm, MatMul) is seen as ``Y[s, o] = sum_{c,k} P[s, c, k] W[o, c, k]
++ b[o]``: ``P`` holds sampled input patches (``k`` runs over the kernel taps; one tap for Gemm/MatMul),
+``W`` the weights. Adapters (ADAPTERS, keyed by op type) read and write ``W``/``b`` in that form.
+
+- Refit: with ``X'`` the pruned network's input and ``Y`` the original network's output of the layer,
+  ``min ||P' W'^T + b' - Y||^2 + lam ||W' - W0||^2`` (ridge towards the current weights, closed form).
+- Bias correction: ``b' = b + mean(Y - Y')`` per output channel.
+- LASSO ranking: the contribution of channel ``j`` is ``Z_j[s, o] = sum_{c in j, k} P W``; the LASSO path of
+  ``min ||T - sum_j beta_j Z_j||^2 + alpha |beta|_1`` (computed from the Gram matrix, LARS) ranks channels by
+  the order in which they enter.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from onnxcomp.graph import const_value, is_empty, make_constant
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+    import onnx_graphsurgeon as gs
+
+    from onnxcomp.passes_api import PassContext
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------- capture
+def export_plain(graph: gs.Graph, ctx: PassContext) -> onnx.ModelProto:
+    """The graph as a model without intermediate value_info (shapes are re-inferred by onnxruntime)."""
+    from onnxcomp.graph import export_model
+
+    model = export_model(graph, ctx)
+    del model.graph.value_info[:]
+    return model
+
+
+class Capturer:
+    """Runs a model with some intermediate tensors as extra outputs (onnxruntime graph optimizations on:
+    these are calibration statistics, not a verification) and returns them."""
+
+    def __init__(self, model: onnx.ModelProto, names: list[str]) -> None:
+        import onnx
+
+        from onnxcomp.ort import session
+
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        have = {o.name for o in m.graph.output}
+        for name in dict.fromkeys(names):
+            if name not in have:
+                m.graph.output.append(onnx.ValueInfoProto(name=name))
+        self.session = session(m, optimize=True)
+
+    def run(self, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+        from onnxcomp.ort import run
+
+        names = list(dict.fromkeys(names))
+        return dict(zip(names, run(self.session, dict(feeds), names), strict=True))
+
+
+def capture(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    return Capturer(model, names).run(feeds, names)
+
+
+# -------------------------------------------------------------------------------------------- adapters
+class Adapter:
+    """Reads and writes a layer as patches ``P [S, C, K]``, weights ``W [O, C, K]`` and bias ``b [O]``."""
+
+    def unsupported(self, node: gs.Node) -> str | None:
+        return None
+
+    def sample(self, x: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator) -> Any:
+        raise NotImplementedError
+
+    def patches(self, node: gs.Node, x: np.ndarray, idx: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def targets(self, y: np.ndarray, idx: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def weights(self, node: gs.Node) -> np.ndarray:
+        raise NotImplementedError
+
+    def set_weights(self, graph: gs.Graph, node: gs.Node, w: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def bias(self, node: gs.Node) -> np.ndarray | None:
+        return None
+
+    def can_bias(self, node: gs.Node) -> bool:
+        return False
+
+    def set_bias(self, graph: gs.Graph, node: gs.Node, b: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def mean_axes(self, y: np.ndarray) -> tuple[int, ...]:
+        """Axes of the output to average for a per-channel bias correction."""
+        raise NotImplementedError
+
+    def out_axis(self, y: np.ndarray) -> int:
+        """The output's channel axis."""
+        raise NotImplementedError
+
+
+ADAPTERS: dict[str, Adapter] = {}
+
+
+def adapter(op: str):
+    def deco(cls: type[Adapter]) -> type[Adapter]:
+        ADAPTERS[op] = cls()
+        return cls
+
+    return deco
+
+
+def _write(graph: gs.Graph, node: gs.Node, index: int, values: np.ndarray) -> None:
+    from ._apply import set_const
+
+    set_const(graph, node, index, values.astype(const_value(node.inputs[index]).dtype))
+
+
+@adapter("Conv")
+class _Conv(Adapter):
+    def unsupported(self, node: gs.Node) -> str | None:
+        w = const_value(node.inputs[1])
+        if w is None or w.ndim != 4:
+            return "only 2-D convolutions are refitted"
+        if int(node.attrs.get("group", 1)) != 1:
+            return "grouped convolutions are not refitted"
+        return None
+
+    def sample(self, x: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator) -> Any:
+        import numpy as np
+
+        total = y.shape[0] * y.shape[2] * y.shape[3]
+        flat = np.arange(total) if total <= n else rng.choice(total, size=n, replace=False)
+        n_i, oh, ow = np.unravel_index(np.sort(flat), (y.shape[0], y.shape[2], y.shape[3]))
+        return n_i, oh, ow, (y.shape[2], y.shape[3])
+
+    def _geometry(self, node: gs.Node, x: np.ndarray, kh: int, kw: int, y: tuple[int, int]) -> tuple:
+        strides = list(node.attrs.get("strides", [1, 1]))
+        dil = list(node.attrs.get("dilations", [1, 1]))
+        pads = list(node.attrs.get("pads", [0, 0, 0, 0]))
+        auto = node.attrs.get("auto_pad", "NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else auto
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            pads = [0, 0, 0, 0]
+            for i, (size, k, s, d) in enumerate(zip(x.shape[2:], (kh, kw), strides, dil, strict=True)):
+                need = max((y[i] - 1) * s + (k - 1) * d + 1 - size, 0)
+                lo = need // 2 if auto == "SAME_UPPER" else need - need // 2
+                pads[i], pads[i + 2] = lo, need - lo
+        elif auto == "VALID":
+            pads = [0, 0, 0, 0]
+        return strides, dil, pads
+
+    def patches(self, node: gs.Node, x: np.ndarray, idx: Any) -> np.ndarray:
+        import numpy as np
+
+        w = const_value(node.inputs[1])
+        kh, kw = w.shape[2], w.shape[3]
+        n, oh, ow, y_hw = idx
+        (sh, sw), (dh, dw), pads = self._geometry(node, x, kh, kw, y_hw)
+        xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+        rows = oh[:, None] * sh + np.arange(kh)[None, :] * dh
+        cols = ow[:, None] * sw + np.arange(kw)[None, :] * dw
+        c = np.arange(x.shape[1])
+        p = xp[n[:, None, None, None], c[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
+        return p.reshape(len(n), x.shape[1], kh * kw)
+
+    def targets(self, y: np.ndarray, idx: Any) -> np.ndarray:
+        n, oh, ow, _ = idx
+        return y[n, :, oh, ow]
+
+    def weights(self, node: gs.Node) -> np.ndarray:
+        w = const_value(node.inputs[1])
+        return w.reshape(w.shape[0], w.shape[1], -1)
+
+    def set_weights(self, graph: gs.Graph, node: gs.Node, w: np.ndarray) -> None:
+        old = const_value(node.inputs[1])
+        _write(graph, node, 1, w.reshape(old.shape))
+
+    def bias(self, node: gs.Node) -> np.ndarray | None:
+        return const_value(node.inputs[2]) if len(node.inputs) > 2 and not is_empty(node.inputs[2]) else None
+
+    def can_bias(self, node: gs.Node) -> bool:
+        return True
+
+    def set_bias(self, graph: gs.Graph, node: gs.Node, b: np.ndarray) -> None:
+        import numpy as np
+
+        if self.bias(node) is not None:
+            _write(graph, node, 2, b)
+            return
+        const = make_constant(graph, f"{node.name}_bias", b.astype(np.float32))
+        if len(node.inputs) > 2:
+            node.inputs[2] = const
+        else:
+            node.inputs.append(const)
+
+    def mean_axes(self, y: np.ndarray) -> tuple[int, ...]:
+        return (0, *range(2, y.ndim))
+
+    def out_axis(self, y: np.ndarray) -> int:
+        return 1
+
+
+class _Rows(Adapter):
+    """Layers on the last axis (Gemm, MatMul): samples are rows of the flattened leading axes."""
+
+    def sample(self, x: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator) -> Any:
+        import numpy as np
+
+        rows = int(np.prod(x.shape[:-1]))
+        return np.arange(rows) if rows <= n else np.sort(rng.choice(rows, size=n, replace=False))
+
+    def patches(self, node: gs.Node, x: np.ndarray, idx: Any) -> np.ndarray:
+        return x.reshape(-1, x.shape[-1])[idx][:, :, None]
+
+    def targets(self, y: np.ndarray, idx: Any) -> np.ndarray:
+        return y.reshape(-1, y.shape[-1])[idx]
+
+    def mean_axes(self, y: np.ndarray) -> tuple[int, ...]:
+        return tuple(range(y.ndim - 1))
+
+    def out_axis(self, y: np.ndarray) -> int:
+        return y.ndim - 1
+
+
+@adapter("Gemm")
+class _Gemm(_Rows):
+    # Y = alpha * A @ B' + beta * C, B' = B.T when transB
+    def unsupported(self, node: gs.Node) -> str | None:
+        c = self._c(node)
+        if c is not None and c.ndim == 2 and c.shape[0] > 1:
+            return "Gemm with a full C matrix is not refitted"
+        return None
+
+    def _c(self, node: gs.Node) -> np.ndarray | None:
+        return const_value(node.inputs[2]) if len(node.inputs) > 2 and not is_empty(node.inputs[2]) else None
+
+    def weights(self, node: gs.Node) -> np.ndarray:
+        b = const_value(node.inputs[1]) * float(node.attrs.get("alpha", 1.0))
+        w = b if int(node.attrs.get("transB", 0)) else b.T
+        return w[:, :, None]
+
+    def set_weights(self, graph: gs.Graph, node: gs.Node, w: np.ndarray) -> None:
+        w = w[:, :, 0] / float(node.attrs.get("alpha", 1.0))
+        _write(graph, node, 1, w if int(node.attrs.get("transB", 0)) else w.T)
+
+    def bias(self, node: gs.Node) -> np.ndarray | None:
+        import numpy as np
+
+        c = self._c(node)
+        if c is None:
+            return None
+        n = const_value(node.inputs[1]).shape[0 if int(node.attrs.get("transB", 0)) else 1]
+        return np.broadcast_to(c.reshape(-1) * float(node.attrs.get("beta", 1.0)), (n,)).copy()
+
+    def can_bias(self, node: gs.Node) -> bool:
+        return float(node.attrs.get("beta", 1.0)) != 0.0 or self._c(node) is None
+
+    def set_bias(self, graph: gs.Graph, node: gs.Node, b: np.ndarray) -> None:
+        import numpy as np
+
+        c = self._c(node)
+        if c is None:
+            node.attrs["beta"] = 1.0
+            const = make_constant(graph, f"{node.name}_bias", b.astype(np.float32))
+            if len(node.inputs) > 2:
+                node.inputs[2] = const
+            else:
+                node.inputs.append(const)
+            return
+        beta = float(node.attrs.get("beta", 1.0))
+        _write(graph, node, 2, (b / beta).reshape(c.shape) if c.size == b.size else (b / beta).reshape(1, -1))
+
+
+@adapter("MatMul")
+class _MatMul(_Rows):
+    def unsupported(self, node: gs.Node) -> str | None:
+        w = const_value(node.inputs[1])
+        return None if w is not None and w.ndim == 2 else "only MatMul with a 2-D weight is refitted"
+
+    def weights(self, node: gs.Node) -> np.ndarray:
+        return const_value(node.inputs[1]).T[:, :, None]
+
+    def set_weights(self, graph: gs.Graph, node: gs.Node, w: np.ndarray) -> None:
+        _write(graph, node, 1, w[:, :, 0].T)
+
+
+# ---------------------------------------------------------------------------------------------- solvers
+def ridge_refit(p: np.ndarray, t: np.ndarray, w0: np.ndarray, b0: np.ndarray | None, fit_bias: bool,
+                ridge: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """``min ||p w^T + b - t||^2 + lam ||w - w0||^2`` with ``lam = ridge * mean(diag(p^T p))``.
+
+    p [S, F], t [S, O], w0 [O, F]; returns (w [O, F], b [O] or None). Normal equations in float64.
+    """
+    import numpy as np
+
+    p = p.astype(np.float32)
+    t = t.astype(np.float32)
+    s, f = p.shape
+    if fit_bias:
+        p = np.concatenate([p, np.ones((s, 1), dtype=np.float32)], axis=1)
+        w0 = np.concatenate([w0, (b0 if b0 is not None else np.zeros(len(w0)))[:, None]], axis=1)
+    gram = (p.T @ p).astype(np.float64)  # products in float32 (fast), the solve in float64
+    lam = ridge * max(float(np.mean(np.diag(gram)[:f])), 1e-12)
+    reg = np.full(gram.shape[0], lam)
+    if fit_bias:
+        reg[-1] = 0.0
+    rhs = (p.T @ t).astype(np.float64) + reg[:, None] * w0.T.astype(np.float64)
+    try:
+        sol = np.linalg.solve(gram + np.diag(reg), rhs)
+    except np.linalg.LinAlgError:
+        sol = np.linalg.lstsq(gram + np.diag(reg), rhs, rcond=None)[0]
+    w = sol[:f].T
+    return w, (sol[f] if fit_bias else None)
+
+
+def lasso_ranking(gram: np.ndarray, xy: np.ndarray, n_rows: int, n_keep: int) -> np.ndarray:
+    """Channel scores from the LASSO path (higher = more important): channels active where the path first
+    holds ``n_keep`` channels rank first (by |beta|), then the others by the step they enter."""
+    import warnings
+
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import lars_path_gram
+
+    n = len(xy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        _, _, coefs = lars_path_gram(Xy=xy, Gram=gram, n_samples=max(n_rows, 1), method="lasso",
+                                     max_iter=4 * n + 10)
+    nz = coefs != 0
+    entered = np.where(nz.any(axis=1), nz.argmax(axis=1), coefs.shape[1] + 1).astype(np.float64)
+    score = -entered
+    counts = nz.sum(axis=0)
+    fits = np.nonzero(counts <= n_keep)[0]
+    if fits.size:
+        col = fits[-1]
+        active = nz[:, col]
+        score[active] = 1e9 + np.abs(coefs[active, col])
+    return score
+
+
+# ---------------------------------------------------------------------------------------------- driver
+class Refitter:
+    """Compares consumer layers of the graph being pruned with the same layers of the original model on
+    calibration data, and refits them (least squares or bias correction) or ranks channels (LASSO)."""
+
+    def __init__(self, graph: gs.Graph, plan: Any, ctx: PassContext, *, samples: int, max_calib: int,
+                 ridge: float, seed_salt: int) -> None:
+        self.graph = graph
+        self.plan = plan
+        self.ctx = ctx
+        self.samples = samples
+        self.ridge = ridge
+        self.rng = ctx.rng(seed_salt)
+        calib = ctx.calib or {}
+        self.feeds = {k: v[:max_calib] for k, v in calib.items()}
+        wanted = [m.node.outputs[0].name for m in plan.members if m.role == "consumer"]
+        self.original = Capturer(export_plain(graph, ctx), wanted)  # one session for every reference
+        self._reference: dict[str, np.ndarray] = {}
+        self.producer_of = {id(p.node): p for g in plan.groups for p in g.producers}
+        self.order = {id(n): i for i, n in enumerate(graph.nodes)}
+
+    # -- what can be refitted -------------------------------------------------------------------
+    def reason(self, node: gs.Node) -> str | None:
+        ad = ADAPTERS.get(node.op)
+        if ad is None:
+            return f"{node.op} layers are not refitted"
+        return ad.unsupported(node)
+
+    def consumers(self, members: list[Any]) -> list[gs.Node]:
+        """Distinct refittable consumer nodes of ``members`` in topological order."""
+        nodes = {id(m.node): m.node for m in members if m.role == "consumer" and m.kind == "param"}
+        ok = [n for n in nodes.values() if self.reason(n) is None]
+        return sorted(ok, key=lambda n: self.order.get(id(n), 0))
+
+    # -- activations ----------------------------------------------------------------------------
+    def forget(self) -> None:
+        """Drop cached reference outputs (they are kept while one group is processed)."""
+        self._reference.clear()
+
+    def current(self, names: list[str]) -> dict[str, np.ndarray]:
+        return capture(export_plain(self.graph, self.ctx), self.feeds, names)
+
+    def reference(self, nodes: list[gs.Node], removed: np.ndarray) -> dict[str, np.ndarray]:
+        """Original outputs of ``nodes``, restricted to the filters they still have."""
+        import numpy as np
+
+        missing = [n.outputs[0].name for n in nodes if n.outputs[0].name not in self._reference]
+        if missing:
+            self._reference.update(self.original.run(self.feeds, missing))
+        out = {}
+        for n in nodes:
+            y = self._reference[n.outputs[0].name]
+            p = self.producer_of.get(id(n))
+            if p is not None:
+                keep = self.plan.keep(p.elems, removed)
+                y = np.compress(keep, y, axis=ADAPTERS[n.op].out_axis(y))
+            out[n.name] = y
+        return out
+
+    # -- refit ----------------------------------------------------------------------------------
+    def refit(self, node: gs.Node, mode: str, removed: np.ndarray) -> tuple[float, float]:
+        """Refit one consumer; returns its relative output error (before, after) on the sampled data."""
+        import numpy as np
+
+        ad = ADAPTERS[node.op]
+        y = self.reference([node], removed)[node.name]
+        if mode == "bn":
+            bn = self._following_bn(node)
+            if bn is not None:
+                return self._restat(node, bn, y)
+            mode = "bias"
+        if mode == "bias":
+            y_new = self.current([node.outputs[0].name])[node.outputs[0].name]
+            axes = ad.mean_axes(y)
+            shift = (y - y_new).astype(np.float64).mean(axis=axes)
+            b0 = ad.bias(node)
+            before = _rel(y_new, y)
+            if not ad.can_bias(node):
+                return before, before
+            self.set_bias(node, (b0 if b0 is not None else 0.0) + shift)
+            shape = [1] * y.ndim
+            shape[ad.out_axis(y)] = -1
+            return before, _rel(y_new + shift.reshape(shape), y)
+        x = self.current([node.inputs[0].name])[node.inputs[0].name]
+        idx = ad.sample(x, y, self.samples, self.rng)
+        p = ad.patches(node, x, idx)
+        p = p.reshape(p.shape[0], -1)
+        t = ad.targets(y, idx)
+        w0 = ad.weights(node)
+        b0 = ad.bias(node)
+        fit_bias = ad.can_bias(node)
+        before = _rel(p @ w0.reshape(len(w0), -1).T + (b0 if b0 is not None else 0.0), t)
+        w, b = ridge_refit(p, t, w0.reshape(len(w0), -1), b0, fit_bias, self.ridge)
+        after = _rel(p @ w.T + (b if b is not None else 0.0), t)
+        if after >= before:
+            return before, before  # nothing to gain (already exact, or too few samples)
+        ad.set_weights(self.graph, node, w.reshape(w0.shape))
+        if fit_bias and b is not None:
+            self.set_bias(node, b)
+        return before, after
+
+    def _following_bn(self, node: gs.Node) -> gs.Node | None:
+        from onnxcomp.graph import single_consumer
+
+        nxt = single_consumer(node.outputs[0], self.graph)
+        if nxt is None or nxt.op != "BatchNormalization" or len(nxt.inputs) < 5:
+            return None
+        if any(const_value(nxt.inputs[i]) is None for i in (1, 2, 3, 4)) or node.op != "Conv":
+            return None
+        return nxt
+
+    def _restat(self, node: gs.Node, bn: gs.Node, y: np.ndarray) -> tuple[float, float]:
+        """BatchNormalization statistics re-estimated on the pruned network's activations:
+        mean' = E[y'], var' = Var[y'] per channel, so the normalized output keeps its trained distribution."""
+        import numpy as np
+
+        y_new = self.current([node.outputs[0].name])[node.outputs[0].name].astype(np.float64)
+        gamma, beta, mean, var = (const_value(bn.inputs[i]).astype(np.float64) for i in (1, 2, 3, 4))
+        eps = float(bn.attrs.get("epsilon", 1e-5))
+        shape = [1, -1] + [1] * (y.ndim - 2)
+
+        def norm(v: np.ndarray, m: np.ndarray, s: np.ndarray) -> np.ndarray:
+            return (v - m.reshape(shape)) / np.sqrt(s.reshape(shape) + eps) * gamma.reshape(shape) + beta.reshape(shape)
+
+        axes = (0, *range(2, y.ndim))
+        new_mean, new_var = y_new.mean(axis=axes), y_new.var(axis=axes)
+        target = norm(y.astype(np.float64), mean, var)
+        before = _rel(norm(y_new, mean, var), target)
+        after = _rel(norm(y_new, new_mean, new_var), target)
+        if after >= before:
+            return before, before
+        dtype = const_value(bn.inputs[3]).dtype
+        from ._apply import set_const
+
+        set_const(self.graph, bn, 3, new_mean.astype(dtype))
+        set_const(self.graph, bn, 4, new_var.astype(dtype))
+        return before, after
+
+    def set_bias(self, node: gs.Node, b: np.ndarray) -> None:
+        """Write a bias; a new bias input of a producer joins the plan (its filters may be removed later)."""
+        ad = ADAPTERS[node.op]
+        had = ad.bias(node) is not None
+        ad.set_bias(self.graph, node, b)
+        if had:
+            return
+        from onnxcomp.analysis.channels import Member
+
+        for m in list(self.plan.members):
+            if m.node is node and m.kind == "param" and m.role == "producer" and m.input == 1:
+                new = Member(node, "param", "producer", m.elems, input=2, axis=0)
+                self.plan.members.append(new)
+                for g in self.plan.groups:
+                    if any(x is m for x in g.members):
+                        g.members.append(new)
+                return
+
+    # -- LASSO ----------------------------------------------------------------------------------
+    def lasso_scores(self, group: Any, members: list[Any], removed: np.ndarray, n_keep: int,
+                     max_outputs: int = 128, max_rows: int = 1 << 15) -> np.ndarray | None:
+        """He et al.'s channel selection for one group over all its refittable consumers."""
+        import numpy as np
+
+        nodes = self.consumers(members)
+        if not nodes:
+            return None
+        xs = self.current([n.inputs[0].name for n in nodes])
+        ys = self.reference(nodes, removed)
+        size = group.size
+        gram = np.zeros((size, size))
+        xy = np.zeros(size)
+        rows = 0
+        by_node = {id(m.node): m for m in members if m.role == "consumer" and m.kind == "param"}
+        for node in nodes:
+            ad = ADAPTERS[node.op]
+            m = by_node[id(node)]
+            x, y = xs[node.inputs[0].name], ys[node.name]
+            idx = ad.sample(x, y, self.samples, self.rng)
+            p = ad.patches(node, x, idx)
+            w = ad.weights(node)
+            b0 = ad.bias(node)
+            t = ad.targets(y, idx) - (b0 if b0 is not None else 0.0)
+            outs = np.arange(w.shape[0])
+            if len(outs) > max_outputs:
+                outs = np.sort(self.rng.choice(outs, size=max_outputs, replace=False))
+            w, t = w[outs], t[:, outs]
+            rows_per_node = max(1, max_rows // (len(outs) * len(nodes)))
+            if len(p) > rows_per_node:  # rows = samples x outputs; Gram cost ~ rows x channels^2
+                pick = np.sort(self.rng.choice(len(p), size=rows_per_node, replace=False))
+                p, t = p[pick], t[pick]
+            chans = self.plan.channels(m.elems)
+            mine = (chans >= group.offset) & (chans < group.offset + size)
+            onehot = np.zeros((len(chans), size), dtype=np.float32)
+            onehot[np.nonzero(mine)[0], chans[mine] - group.offset] = 1.0
+            step = max(1, (1 << 22) // max(1, w.shape[0] * w.shape[1] * w.shape[2]))
+            for s in range(0, len(p), step):
+                contrib = np.einsum("sck,ock->soc", p[s: s + step], w, optimize=True)
+                z = (contrib @ onehot).reshape(-1, size)
+                rest = contrib[..., ~mine].sum(axis=-1).reshape(-1)
+                target = (t[s: s + step].reshape(-1) - rest).astype(np.float32)
+                gram += (z.T @ z).astype(np.float64)
+                xy += (z.T @ target).astype(np.float64)
+                rows += len(target)
+        return lasso_ranking(gram, xy, rows, n_keep)
+
+
+def _rel(a: np.ndarray, ref: np.ndarray) -> float:
+    import numpy as np
+
+    den = float(np.linalg.norm(ref))
+    return float(np.linalg.norm(a - ref)) / den if den > 0 else float(np.linalg.norm(a))

@@ -1,0 +1,104 @@
+"""prune-filters: structured filter pruning by a weight criterion, propagated through the whole graph."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Literal
+
+from onnxcomp.passes_api import Pass, PassResult, opt, register_pass
+
+if TYPE_CHECKING:
+    import onnx_graphsurgeon as gs
+
+    from onnxcomp.passes_api import PassContext
+
+logger = logging.getLogger(__name__)
+
+
+@register_pass
+class PruneFilters(Pass):
+    """Conv/ConvTranspose/Gemm/MatMul filters  =>  fewer filters and consumer input channels (lossy).
+
+    Channels are removed per dependency group (onnxcomp.analysis.channels): a residual stream loses the same
+    channels in all its producers, BatchNormalizations, depthwise convolutions, Concat offsets, Split sizes,
+    Reshape targets and consumers together, so the pruned model is a plain, smaller ONNX model. Criteria:
+    ``l1``/``l2`` filter norm (Li et al. 2017), ``bn`` |gamma| of the following BatchNormalization (Network
+    Slimming; groups without one fall back to L1), ``random`` (a baseline). ``scope=layer`` removes
+    ``ratio`` of every group (``ratios`` overrides per layer name or pattern); ``scope=global`` ranks all
+    channels by scores normalized by their group's mean and removes ``ratio`` of them, or those below
+    ``threshold``. ``target_flops`` searches the ratio that removes that fraction of the model's FLOPs.
+    With calibration data and ``reconstruct=true`` every consumer is refitted afterwards so that its
+    outputs match the original's: least squares (``correction=lstsq``), a bias shift (``bias``: b' = b +
+    mean(Y - Y')), or BatchNormalization statistics re-estimated on the pruned activations (``bn``; a bias
+    shift where no BatchNormalization follows).
+    """
+
+    name = "prune-filters"
+    lossless = False
+    needs_calib = False
+
+    @dataclasses.dataclass
+    class Options:
+        criterion: Literal["l1", "l2", "bn", "random"] = opt("l1", "filter importance: l1, l2, bn, random")
+        ratio: float = opt(0.3, "fraction of channels to remove (per group; of all channels if scope=global)")
+        ratios: dict[str, float] = opt({}, "per-layer ratios: producer name or pattern -> ratio")
+        scope: Literal["layer", "global"] = opt("layer", "layer: one ratio per group; global: one ranking")
+        threshold: float | None = opt(None, "global: remove channels whose normalized score is below this")
+        target_flops: float | None = opt(None, "fraction of the model's FLOPs to remove (searches the ratio)")
+        round_to: int = opt(16, "round kept channel counts to a multiple of this (ORT CPU kernels; 1: exact ratios)")
+        min_channels: int = opt(1, "never keep fewer channels than this in a layer")
+        protect: list[str] = opt([], "layers (names or patterns) whose filters are kept")
+        normalize: bool = opt(True, "global scope: divide scores by their group's mean before ranking")
+        reconstruct: bool = opt(False, "with calibration data: refit consumer layers to the original outputs")
+        correction: Literal["lstsq", "bias", "bn"] = opt(
+            "lstsq", "refit: least-squares weights+bias, bias shift, or re-estimated BatchNorm statistics"
+        )
+        samples: int = opt(4096, "refit: sampled positions (patches) per layer")
+        max_calib: int = opt(256, "refit: calibration samples used")
+        ridge: float = opt(1e-3, "refit: ridge towards the current weights, relative to the data's scale")
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        import numpy as np
+
+        from ._apply import apply_removal
+        from ._common import check_options, decide, prepare, record_error, report
+        from ._recon import Refitter
+        from ._select import Schedule, scores_for
+
+        o = self.options
+        check_options(o.ratio, o.round_to, o.min_channels, o.target_flops)
+        result = self.new_result()
+        prep = prepare(graph, result, list(o.protect))
+        if not prep.groups:
+            return result
+        scores, fallback = scores_for(prep.plan, prep.groups, o.criterion, ctx.rng(31))
+        schedule = Schedule(scope=o.scope, ratio=o.ratio, ratios=dict(o.ratios), threshold=o.threshold,
+                            normalize=o.normalize, round_to=o.round_to, min_channels=o.min_channels)
+        removed = decide(prep, schedule, scores, o.target_flops, result)
+        refitter = None
+        if o.reconstruct:
+            if ctx.calib is None:
+                result.skip("reconstruct", "no calibration data (--calib): consumer layers are not refitted")
+            elif removed.any():
+                refitter = Refitter(graph, prep.plan, ctx, samples=o.samples, max_calib=o.max_calib,
+                                    ridge=o.ridge, seed_salt=32)
+        touched = [g for g in prep.groups if removed[g.offset: g.offset + g.size].any()]
+        members = [m for g in touched for m in g.members]
+        apply_removal(graph, prep.plan, removed, ctx, self.name)
+        notes = {name: f"criterion {o.criterion} unavailable (no BatchNormalization): scored by L1"
+                 for g in prep.groups if g.name in fallback for name in [p.node.name for p in g.producers]}
+        report(result, graph, prep, removed, scores, notes)
+        if refitter is not None:
+            nodes = refitter.consumers(members)
+            for node in ctx.track(nodes, "refitting layers", len(nodes)):
+                before, after = refitter.refit(node, o.correction, removed)
+                record_error(result, node.name, before, after)
+                result.count("layers_refitted")
+            seen = {id(n) for n in nodes}
+            for m in members:
+                if m.role == "consumer" and id(m.node) not in seen:
+                    seen.add(id(m.node))
+                    result.skip(m.node.name, f"not refitted: {refitter.reason(m.node) or 'grouped input'}")
+        del np
+        return result

@@ -1,0 +1,280 @@
+// AVX-512 kernels (F, BW, DQ, VL):
+//  * 8x48 register-blocked GEMM micro-kernel (24 zmm accumulators),
+//  * codebook panel decode in registers (masked byte loads + vpshufb bit extraction; lookups with
+//    vpermps for <= 16 entries, vpermi2ps for 32, gathers beyond or across codebook groups),
+//  * batch-1..4 codebook GEMV for 1/2/4-bit codes that never materializes W: 16 code bytes are
+//    zero-extended to 16 dwords, shifted, and looked up with _mm512_permutexvar_ps (vpermps only
+//    reads the low 4 index bits, so a 16-entry codebook, replicated for 1/2 bits, needs no masking);
+//    the accumulators hold columns in the code stream's interleaved order and are put back in
+//    order once per column block.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "kernels.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi,bmi2,popcnt")
+
+namespace onnxcomp {
+namespace avx512 {
+namespace {
+
+constexpr int kMR = 8;
+constexpr int kNR = 48;
+
+template <int R>
+inline void micro_rows(int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                       bool accumulate) {
+  __m512 acc0[R], acc1[R], acc2[R];
+  for (int r = 0; r < R; ++r) {
+    acc0[r] = _mm512_setzero_ps();
+    acc1[r] = _mm512_setzero_ps();
+    acc2[r] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(b + k * kNR);
+    const __m512 b1 = _mm512_loadu_ps(b + k * kNR + 16);
+    const __m512 b2 = _mm512_loadu_ps(b + k * kNR + 32);
+    for (int r = 0; r < R; ++r) {
+      const __m512 av = _mm512_set1_ps(a[k * kMR + r]);
+      acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+      acc2[r] = _mm512_fmadd_ps(av, b2, acc2[r]);
+    }
+  }
+  const int c0 = std::min(cols, 16), c1 = std::max(0, std::min(cols - 16, 16)), c2 = std::max(0, cols - 32);
+  const __mmask16 m0 = static_cast<__mmask16>((1u << c0) - 1u);
+  const __mmask16 m1 = static_cast<__mmask16>((1u << c1) - 1u);
+  const __mmask16 m2 = static_cast<__mmask16>((1u << c2) - 1u);
+  for (int r = 0; r < R; ++r) {
+    float* cr = c + r * ldc;
+    if (accumulate) {
+      acc0[r] = _mm512_add_ps(acc0[r], _mm512_maskz_loadu_ps(m0, cr));
+      acc1[r] = _mm512_add_ps(acc1[r], _mm512_maskz_loadu_ps(m1, cr + 16));
+      acc2[r] = _mm512_add_ps(acc2[r], _mm512_maskz_loadu_ps(m2, cr + 32));
+    }
+    _mm512_mask_storeu_ps(cr, m0, acc0[r]);
+    _mm512_mask_storeu_ps(cr + 16, m1, acc1[r]);
+    _mm512_mask_storeu_ps(cr + 32, m2, acc2[r]);
+  }
+}
+
+void micro_kernel(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                  bool accumulate) {
+  switch (rows) {
+    case 1: micro_rows<1>(cols, kc, a, b, c, ldc, accumulate); break;
+    case 2: micro_rows<2>(cols, kc, a, b, c, ldc, accumulate); break;
+    case 3: micro_rows<3>(cols, kc, a, b, c, ldc, accumulate); break;
+    case 4: micro_rows<4>(cols, kc, a, b, c, ldc, accumulate); break;
+    case 5: micro_rows<5>(cols, kc, a, b, c, ldc, accumulate); break;
+    case 6: micro_rows<6>(cols, kc, a, b, c, ldc, accumulate); break;
+    case 7: micro_rows<7>(cols, kc, a, b, c, ldc, accumulate); break;
+    default: micro_rows<8>(cols, kc, a, b, c, ldc, accumulate); break;
+  }
+}
+
+#include "kernels_generic.h"
+
+// ---------------------------------------------------------------------------------------------
+// Codebook panel decode. 16 codes at `bits` bits occupy exactly 2*bits bytes starting on a byte
+// boundary (the panel columns start at multiples of 16).
+struct Unpack16 {
+  __m512i shuf, shift, mask;
+};
+
+inline Unpack16 make_unpack16(int bits) {
+  alignas(64) int8_t shuf[64];
+  alignas(64) int32_t shift[16];
+  for (int i = 0; i < 16; ++i) {
+    const int lo = (i * bits) >> 3;
+    for (int lane = 0; lane < 4; ++lane) {
+      (void)lane;
+    }
+    shift[i] = (i * bits) & 7;
+    shuf[4 * i + 0] = static_cast<int8_t>(lo);
+    shuf[4 * i + 1] = static_cast<int8_t>(lo + 1 < 16 ? lo + 1 : 0x80);
+    shuf[4 * i + 2] = static_cast<int8_t>(0x80);
+    shuf[4 * i + 3] = static_cast<int8_t>(0x80);
+  }
+  Unpack16 u;
+  u.shuf = _mm512_load_si512(shuf);
+  u.shift = _mm512_load_si512(shift);
+  u.mask = _mm512_set1_epi32((1 << bits) - 1);
+  return u;
+}
+
+inline __m512i unpack16(const Unpack16& u, const uint8_t* p, int nbytes) {
+  const __mmask16 lm = static_cast<__mmask16>((1u << nbytes) - 1u);
+  const __m128i src = _mm_maskz_loadu_epi8(lm, p);
+  const __m512i b = _mm512_broadcast_i32x4(src);
+  const __m512i s = _mm512_shuffle_epi8(b, u.shuf);
+  return _mm512_and_si512(_mm512_srlv_epi32(s, u.shift), u.mask);
+}
+
+void codebook_panel_avx512(const void* ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* panel) {
+  const CodebookWeights& w = *static_cast<const CodebookWeights*>(ctx);
+  if (nr != kNR || (n0 & 15) != 0) {
+    codebook_panel_generic(ctx, k0, kc, n0, nc, nr, panel);
+    return;
+  }
+  const int bits = w.bits;
+  const int64_t entries = int64_t{1} << bits;
+  const int64_t strips = (nc + kNR - 1) / kNR;
+  const int64_t nvec = strips * (kNR / 16);
+  const Unpack16 u = make_unpack16(bits);
+  // per-vector setup: group (or -1 when the 16 columns span groups) and gather offsets
+  int32_t* vgroup = reinterpret_cast<int32_t*>(scratch(static_cast<size_t>(nvec * 17 + 16), 1));
+  int32_t* voff = vgroup + nvec;  // [nvec][16]
+  for (int64_t v = 0; v < nvec; ++v) {
+    const int64_t first = n0 + 16 * v;
+    const int64_t last = std::min(first + 15, w.N - 1);
+    const int64_t g0 = std::min(first, w.N - 1) / w.group_size;
+    vgroup[v] = (g0 == last / w.group_size) ? static_cast<int32_t>(g0) : -1;
+    for (int j = 0; j < 16; ++j) {
+      const int64_t n = std::min(first + j, w.N - 1);
+      voff[v * 16 + j] = static_cast<int32_t>((n / w.group_size) * entries);
+    }
+  }
+  const __mmask16 cbmask = static_cast<__mmask16>(entries >= 16 ? 0xFFFF : ((1u << entries) - 1u));
+  for (int64_t kk = 0; kk < kc; ++kk) {
+    const uint8_t* row = w.codes + (k0 + kk) * w.row_bytes;
+    for (int64_t v = 0; v < nvec; ++v) {
+      float* dst = panel + ((v / 3) * kc + kk) * kNR + (v % 3) * 16;
+      const int64_t valid = std::min<int64_t>(16, nc - 16 * v);
+      if (valid <= 0) {
+        _mm512_storeu_ps(dst, _mm512_setzero_ps());
+        continue;
+      }
+      const int64_t col = n0 + 16 * v;
+      const int nbytes = static_cast<int>((valid * bits + 7) >> 3);
+      const __m512i idx = unpack16(u, row + ((col * bits) >> 3), nbytes);
+      const int32_t g = vgroup[v];
+      __m512 val;
+      if (g >= 0 && entries <= 16) {
+        val = _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(cbmask, w.codebook + g * entries));
+      } else if (g >= 0 && entries == 32) {
+        const float* cb = w.codebook + g * entries;
+        val = _mm512_permutex2var_ps(_mm512_loadu_ps(cb), idx, _mm512_loadu_ps(cb + 16));
+      } else {
+        const __m512i off = _mm512_add_epi32(idx, _mm512_loadu_si512(voff + v * 16));
+        val = _mm512_i32gather_ps(off, w.codebook, 4);
+      }
+      const __mmask16 vm = static_cast<__mmask16>((1u << valid) - 1u);
+      _mm512_storeu_ps(dst, _mm512_maskz_mov_ps(vm, val));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Register-decoding GEMV for 1/2/4-bit codes. One 16-byte chunk of a code row covers 16*cpb
+// columns (cpb = 8 / bits codes per byte); dword lane j of the zero-extended chunk holds byte j,
+// and after a right shift by t*bits its low 4 bits start with the code of column 16*c*cpb + j*cpb + t.
+template <int ROWS, int CHUNKS, int BITS>
+void gemv_block(const float* x, int64_t ldx, const CodebookWeights& w, const float* cb16, float* y,
+                int64_t ldy, int64_t col) {
+  constexpr int CPB = 8 / BITS;
+  constexpr int COLS = 16 * CPB;  // columns per chunk
+  __m512 acc[ROWS][CHUNKS][CPB];
+  for (int r = 0; r < ROWS; ++r)
+    for (int c = 0; c < CHUNKS; ++c)
+      for (int t = 0; t < CPB; ++t) acc[r][c][t] = _mm512_setzero_ps();
+  __m512 lut[CHUNKS];
+  for (int c = 0; c < CHUNKS; ++c) lut[c] = _mm512_loadu_ps(cb16 + ((col + c * COLS) / w.group_size) * 16);
+  const uint8_t* p = w.codes + ((col * BITS) >> 3);
+  const int64_t K = w.K;
+  const int64_t rb = w.row_bytes;
+  for (int64_t k = 0; k < K; ++k, p += rb) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + 8 * rb), _MM_HINT_T0);
+    __m512 xv[ROWS];
+    for (int r = 0; r < ROWS; ++r) xv[r] = _mm512_set1_ps(x[r * ldx + k]);
+    for (int c = 0; c < CHUNKS; ++c) {
+      const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * c)));
+      for (int t = 0; t < CPB; ++t) {
+        const __m512i idx = t == 0 ? v : _mm512_srli_epi32(v, t * BITS);
+        const __m512 wv = _mm512_permutexvar_ps(idx, lut[c]);
+        for (int r = 0; r < ROWS; ++r) acc[r][c][t] = _mm512_fmadd_ps(wv, xv[r], acc[r][c][t]);
+      }
+    }
+  }
+  alignas(64) float tmp[CPB][16];
+  for (int r = 0; r < ROWS; ++r) {
+    for (int c = 0; c < CHUNKS; ++c) {
+      float* yo = y + r * ldy + col + c * COLS;
+      if (CPB == 2) {
+        // interleave even/odd columns back into order
+        const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+        const __m512 a0 = _mm512_permutex2var_ps(acc[r][c][0], lo, acc[r][c][CPB - 1]);
+        const __m512 a1 = _mm512_permutex2var_ps(acc[r][c][0], hi, acc[r][c][CPB - 1]);
+        _mm512_storeu_ps(yo, _mm512_add_ps(_mm512_loadu_ps(yo), a0));
+        _mm512_storeu_ps(yo + 16, _mm512_add_ps(_mm512_loadu_ps(yo + 16), a1));
+      } else {
+        for (int t = 0; t < CPB; ++t) _mm512_store_ps(tmp[t], acc[r][c][t]);
+        for (int j = 0; j < 16; ++j)
+          for (int t = 0; t < CPB; ++t) yo[j * CPB + t] += tmp[t][j];
+      }
+    }
+  }
+}
+
+template <int ROWS, int BITS>
+int64_t gemv_rows(const float* x, int64_t ldx, const CodebookWeights& w, const float* cb16, float* y, int64_t ldy,
+                  int64_t n0, int64_t n1) {
+  constexpr int CPB = 8 / BITS;
+  constexpr int COLS = 16 * CPB;
+  constexpr int BIG = (ROWS * CPB * 4 <= 24) ? 4 : (ROWS * CPB * 2 <= 24 ? 2 : 1);
+  int64_t col = n0;
+  for (; col + BIG * COLS <= n1; col += BIG * COLS) gemv_block<ROWS, BIG, BITS>(x, ldx, w, cb16, y, ldy, col);
+  for (; col + COLS <= n1; col += COLS) gemv_block<ROWS, 1, BITS>(x, ldx, w, cb16, y, ldy, col);
+  return col;
+}
+
+template <int BITS>
+int64_t gemv_bits(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, const float* cb16, float* y,
+                  int64_t ldy, int64_t n0, int64_t n1) {
+  int64_t done = n0;
+  for (int64_t m = 0; m < M;) {
+    const int64_t rows = (M - m >= 2 && BITS > 1) ? 2 : 1;
+    if (rows == 2) {
+      done = gemv_rows<2, BITS>(x + m * ldx, ldx, w, cb16, y + m * ldy, ldy, n0, n1);
+    } else {
+      done = gemv_rows<1, BITS>(x + m * ldx, ldx, w, cb16, y + m * ldy, ldy, n0, n1);
+    }
+    m += rows;
+  }
+  return done;
+}
+
+int64_t codebook_gemv_avx512(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, float* y,
+                             int64_t ldy, int64_t n0, int64_t n1) {
+  const int bits = w.bits;
+  if ((bits != 1 && bits != 2 && bits != 4) || M < 1 || M > 4 || (n0 & 127) != 0 || w.K <= 0) return n0;
+  const int64_t chunk_cols = 16 * (8 / bits);
+  if (w.G != 1 && (w.group_size % chunk_cols) != 0) return n0;
+  // codebook rows replicated to 16 entries: cb16[g*16 + i] = codebook[g*entries + i % entries]
+  const int64_t entries = int64_t{1} << bits;
+  float* cb16 = scratch(static_cast<size_t>(w.G * 16), 1);
+  for (int64_t g = 0; g < w.G; ++g)
+    for (int i = 0; i < 16; ++i) cb16[g * 16 + i] = w.codebook[g * entries + (i % entries)];
+  switch (bits) {
+    case 4: return gemv_bits<4>(x, M, ldx, w, cb16, y, ldy, n0, n1);
+    case 2: return gemv_bits<2>(x, M, ldx, w, cb16, y, ldy, n0, n1);
+    default: return gemv_bits<1>(x, M, ldx, w, cb16, y, ldy, n0, n1);
+  }
+}
+
+}  // namespace
+
+extern const KernelTable table = {
+    "avx512", kMR, kNR, pack_a_generic, gemm_generic, codebook_panel_avx512, im2col_panel_generic,
+    codebook_gemv_avx512, sparse_gemv_generic,
+};
+
+}  // namespace avx512
+}  // namespace onnxcomp
+
+#pragma GCC pop_options

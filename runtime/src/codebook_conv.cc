@@ -189,8 +189,10 @@ struct CodebookConvOp : Ort::CustomOpBase<CodebookConvOp, CodebookConvKernel, tr
   size_t GetOutputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
 
-  static OrtStatusPtr InferOutputShape(Ort::ShapeInferContext& ctx) {
+  CodebookConvOp() { install_shape_inference(this); }
+  static OrtStatusPtr InferShape(OrtShapeInferContext* raw) {
     try {
+      Ort::ShapeInferContext ctx(&Ort::GetApi(), raw);
       if (ctx.GetInputCount() < 1) return nullptr;
       const Ort::ShapeInferContext::Shape xs = ctx.GetInputShape(0);
       std::vector<int64_t> ws = ctx.GetAttrInts("weight_shape");
@@ -226,8 +228,7 @@ struct CodebookConvOp : Ort::CustomOpBase<CodebookConvOp, CodebookConvKernel, tr
           return nullptr;  // spatial size unknown until run time
         }
       }
-      Ort::Status s = ctx.SetOutputShape(0, out);
-      return s.release();
+      return set_output_shape(raw, out);
     } catch (const std::exception& e) {
       return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, cat(kDomain, ".CodebookConv: shape inference: ", e.what()).c_str());
     }

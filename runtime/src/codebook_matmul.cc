@@ -91,7 +91,8 @@ struct CodebookMatMulOp : Ort::CustomOpBase<CodebookMatMulOp, CodebookMatMulKern
   }
   size_t GetOutputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-  static OrtStatusPtr InferOutputShape(Ort::ShapeInferContext& ctx) { return infer_matmul_shape(ctx, "CodebookMatMul"); }
+  CodebookMatMulOp() { install_shape_inference(this); }
+  static OrtStatusPtr InferShape(OrtShapeInferContext* raw) { return infer_matmul_shape(raw, "CodebookMatMul"); }
 };
 
 }  // namespace

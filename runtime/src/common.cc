@@ -150,8 +150,36 @@ std::vector<float> pad_codebook(const float* cb, int64_t G, int64_t C, int bits)
   return out;
 }
 
-OrtStatusPtr infer_matmul_shape(Ort::ShapeInferContext& ctx, const char* op) {
+OrtStatusPtr set_output_shape(OrtShapeInferContext* ctx, const Ort::ShapeInferContext::Shape& shape) {
+  // Like Ort::ShapeInferContext::SetOutputShape, but marks symbolic dims with -1 (the API-29 C++
+  // wrapper uses -2, which newer onnxruntime releases reject).
+  const OrtApi& api = Ort::GetApi();
+  std::vector<int64_t> dims;
+  std::vector<const char*> syms;
+  for (const auto& d : shape) {
+    if (d.IsInt()) {
+      dims.push_back(d.AsInt() >= 0 ? d.AsInt() : -1);
+      syms.push_back("");
+    } else {
+      dims.push_back(-1);
+      syms.push_back(d.AsSym() ? d.AsSym() : "");
+    }
+  }
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  OrtStatus* st = api.CreateTensorTypeAndShapeInfo(&info);
+  if (st) return st;
+  if (!(st = api.SetTensorElementType(info, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)) &&
+      !(st = api.SetDimensions(info, dims.data(), dims.size())) &&
+      !(st = api.SetSymbolicDimensions(info, syms.data(), syms.size()))) {
+    st = api.ShapeInferContext_SetOutputTypeShape(ctx, 0, info);
+  }
+  api.ReleaseTensorTypeAndShapeInfo(info);
+  return st;
+}
+
+OrtStatusPtr infer_matmul_shape(OrtShapeInferContext* raw, const char* op) {
   try {
+    Ort::ShapeInferContext ctx(&Ort::GetApi(), raw);
     if (ctx.GetInputCount() < 1) return nullptr;
     Ort::ShapeInferContext::Shape shape = ctx.GetInputShape(0);
     if (shape.empty()) return nullptr;  // unknown rank
@@ -160,8 +188,7 @@ OrtStatusPtr infer_matmul_shape(Ort::ShapeInferContext& ctx, const char* op) {
       return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT,
                                         cat(kDomain, ".", op, ": attribute N=", n, " must be in [1, 2^40]").c_str());
     shape.back() = Ort::ShapeInferContext::SymbolicInteger(n);
-    Ort::Status st = ctx.SetOutputShape(0, shape);
-    return st.release();
+    return set_output_shape(raw, shape);
   } catch (const std::exception& e) {
     return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, cat(kDomain, ".", op, ": shape inference: ", e.what()).c_str());
   }

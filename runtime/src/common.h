@@ -143,7 +143,17 @@ std::vector<float> pad_codebook(const float* cb, int64_t G, int64_t C, int bits)
 void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, const CodebookWeights& w,
                          const float* bias, float* y);
 
+// Sets output 0 (float32) of a shape-inference context.
+OrtStatusPtr set_output_shape(OrtShapeInferContext* ctx, const Ort::ShapeInferContext::Shape& shape);
 // Output shape for a matmul-style op: X's shape with the last dim replaced by N.
-OrtStatusPtr infer_matmul_shape(Ort::ShapeInferContext& ctx, const char* op);
+OrtStatusPtr infer_matmul_shape(OrtShapeInferContext* raw, const char* op);
+
+// Installs a shape-inference callback that receives the raw context (see set_output_shape).
+template <typename Op>
+void install_shape_inference(Op* op) {
+  op->OrtCustomOp::InferOutputShapeFn = [](const OrtCustomOp*, OrtShapeInferContext* raw) -> OrtStatusPtr {
+    return Op::InferShape(raw);
+  };
+}
 
 }  // namespace onnxcomp

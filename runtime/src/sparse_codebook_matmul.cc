@@ -174,9 +174,8 @@ struct SparseCodebookMatMulOp : Ort::CustomOpBase<SparseCodebookMatMulOp, Sparse
   }
   size_t GetOutputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-  static OrtStatusPtr InferOutputShape(Ort::ShapeInferContext& ctx) {
-    return infer_matmul_shape(ctx, "SparseCodebookMatMul");
-  }
+  SparseCodebookMatMulOp() { install_shape_inference(this); }
+  static OrtStatusPtr InferShape(OrtShapeInferContext* raw) { return infer_matmul_shape(raw, "SparseCodebookMatMul"); }
 };
 
 }  // namespace

@@ -104,7 +104,9 @@ class _Body:
 
     def const(self, value: np.ndarray, stem: str = "c") -> str:
         out = self.tmp(stem)
-        self.nodes.append(helper.make_node("Constant", [], [out], value=numpy_helper.from_array(np.asarray(value))))
+        self.nodes.append(
+            helper.make_node("Constant", [], [out], value=numpy_helper.from_array(np.asarray(value)))
+        )
         return out
 
     def unpack(self, packed: str, rows: int, n: int, bits: int) -> str:
@@ -116,8 +118,12 @@ class _Body:
         x = self.op("Reshape", [x, self.const(np.array([rows, nbytes * 8], np.int64))])
         x = self.op(
             "Slice",
-            [x, self.const(np.array([0], np.int64)), self.const(np.array([n * bits], np.int64)),
-             self.const(np.array([1], np.int64))],
+            [
+                x,
+                self.const(np.array([0], np.int64)),
+                self.const(np.array([n * bits], np.int64)),
+                self.const(np.array([1], np.int64)),
+            ],
         )
         x = self.op("Reshape", [x, self.const(np.array([rows, n, bits], np.int64))])
         x = self.op("Cast", [x], to=_I64)
@@ -133,13 +139,19 @@ class _Body:
 
 def _model(node_inputs, node_attrs, op_type, inits, graph_inputs, body: _Body, fn_inputs, out_shape, name):
     fn = helper.make_function(
-        DOMAIN, op_type, fn_inputs, ["Y"], body.nodes,
+        DOMAIN,
+        op_type,
+        fn_inputs,
+        ["Y"],
+        body.nodes,
         opset_imports=[helper.make_opsetid("", OPSET)],
         attributes=sorted(node_attrs),
     )
     node = helper.make_node(op_type, node_inputs, ["Y"], domain=DOMAIN, name=name, **node_attrs)
     graph = helper.make_graph(
-        [node], "g", graph_inputs,
+        [node],
+        "g",
+        graph_inputs,
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, out_shape)],
         initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
     )
@@ -157,7 +169,9 @@ def _split_inputs(tensors: dict, as_inputs: set[str], x_shape):
     for k, v in tensors.items():
         if k in as_inputs:
             graph_inputs.append(
-                helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype), list(v.shape))
+                helper.make_tensor_value_info(
+                    k, helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype), list(v.shape)
+                )
             )
         else:
             inits[k] = v
@@ -171,8 +185,9 @@ def _bias_and_out(body: _Body, y: str, has_bias: bool) -> None:
 
 
 # --------------------------------------------------------------------------------------- builders
-def codebook_matmul(x_shape, codebook, codes, *, bits, n, group_size=None, bias=None, attrs=None,
-                    as_inputs=(), name="cbmm"):
+def codebook_matmul(
+    x_shape, codebook, codes, *, bits, n, group_size=None, bias=None, attrs=None, as_inputs=(), name="cbmm"
+):
     """One CodebookMatMul node. codes: packed uint8 [K, ceil(n*bits/8)]."""
     k = codes.shape[0]
     gs = group_size or n
@@ -192,8 +207,9 @@ def codebook_matmul(x_shape, codebook, codes, *, bits, n, group_size=None, bias=
     return _model(names, node_attrs, "CodebookMatMul", inits, ginputs, body, names, None, name)
 
 
-def ternary_matmul(x_shape, scales, codes, *, n, group_size=None, bias=None, attrs=None, as_inputs=(),
-                   name="tmm"):
+def ternary_matmul(
+    x_shape, scales, codes, *, n, group_size=None, bias=None, attrs=None, as_inputs=(), name="tmm"
+):
     k = codes.shape[0]
     gs = group_size or n
     node_attrs = {"N": n}
@@ -201,10 +217,24 @@ def ternary_matmul(x_shape, scales, codes, *, n, group_size=None, bias=None, att
         node_attrs["group_size"] = group_size
     node_attrs.update(attrs or {})
     body = _Body()
-    ap = body.op("Slice", ["scales", body.const(np.array([0], np.int64)), body.const(np.array([1], np.int64)),
-                           body.const(np.array([1], np.int64))])
-    an = body.op("Slice", ["scales", body.const(np.array([1], np.int64)), body.const(np.array([2], np.int64)),
-                           body.const(np.array([1], np.int64))])
+    ap = body.op(
+        "Slice",
+        [
+            "scales",
+            body.const(np.array([0], np.int64)),
+            body.const(np.array([1], np.int64)),
+            body.const(np.array([1], np.int64)),
+        ],
+    )
+    an = body.op(
+        "Slice",
+        [
+            "scales",
+            body.const(np.array([1], np.int64)),
+            body.const(np.array([2], np.int64)),
+            body.const(np.array([1], np.int64)),
+        ],
+    )
     zero = body.op("Mul", [ap, body.const(np.array(0.0, np.float32))])
     cb = body.op("Concat", [zero, ap, body.op("Neg", [an]), zero], axis=1)
     idx = body.unpack("codes", k, n, 2)
@@ -218,8 +248,23 @@ def ternary_matmul(x_shape, scales, codes, *, n, group_size=None, bias=None, att
     return _model(names, node_attrs, "TernaryMatMul", inits, ginputs, body, names, None, name)
 
 
-def codebook_conv(x_shape, codebook, codes, *, bits, weight_shape, group_size=None, bias=None, strides=None,
-                  pads=None, dilations=None, group=1, attrs=None, as_inputs=(), name="cbconv"):
+def codebook_conv(
+    x_shape,
+    codebook,
+    codes,
+    *,
+    bits,
+    weight_shape,
+    group_size=None,
+    bias=None,
+    strides=None,
+    pads=None,
+    dilations=None,
+    group=1,
+    attrs=None,
+    as_inputs=(),
+    name="cbconv",
+):
     m = weight_shape[0]
     ckk = int(np.prod(weight_shape[1:]))
     gs = group_size or m
@@ -252,8 +297,22 @@ def codebook_conv(x_shape, codebook, codes, *, bits, weight_shape, group_size=No
     return _model(names, node_attrs, "CodebookConv", inits, ginputs, body, names, None, name)
 
 
-def sparse_codebook_matmul(x_shape, codebook, row_ptr, deltas, codes, *, bits, index_bits, n, group_size=None,
-                           bias=None, attrs=None, as_inputs=(), name="spmm"):
+def sparse_codebook_matmul(
+    x_shape,
+    codebook,
+    row_ptr,
+    deltas,
+    codes,
+    *,
+    bits,
+    index_bits,
+    n,
+    group_size=None,
+    bias=None,
+    attrs=None,
+    as_inputs=(),
+    name="spmm",
+):
     """deltas / codes: packed uint8 flat rows (E entries each)."""
     k = len(row_ptr) - 1
     e = int(row_ptr[-1])
@@ -270,9 +329,16 @@ def sparse_codebook_matmul(x_shape, codebook, row_ptr, deltas, codes, *, bits, i
     ec = body.op("Reshape", [ec, c([-1])])
     rp = body.op("Cast", ["row_ptr"], to=_I64)
     # row of each entry: cumulative count of row starts at or before it
-    marks = body.op("ScatterElements", [body.const(np.zeros(e + 1, np.int64)),
-                                        body.op("Slice", [rp, c([1]), c([k]), c([0])]),
-                                        body.const(np.ones(max(k - 1, 0), np.int64))], axis=0, reduction="add")
+    marks = body.op(
+        "ScatterElements",
+        [
+            body.const(np.zeros(e + 1, np.int64)),
+            body.op("Slice", [rp, c([1]), c([k]), c([0])]),
+            body.const(np.ones(max(k - 1, 0), np.int64)),
+        ],
+        axis=0,
+        reduction="add",
+    )
     row = body.op("Slice", [body.op("CumSum", [marks, c(0)]), c([0]), c([e]), c([0])])
     steps = body.op("Add", [d, c(1)])
     excl = body.op("CumSum", [steps, c(0)], exclusive=1)
@@ -281,7 +347,9 @@ def sparse_codebook_matmul(x_shape, codebook, row_ptr, deltas, codes, *, bits, i
     pos = body.op("Add", [body.op("Sub", [excl, base]), d])
     grp = body.op("Div", [pos, c(gs)])
     flat_cb = body.op("Reshape", ["codebook", c([-1])])
-    vals = body.op("Gather", [flat_cb, body.op("Add", [body.op("Mul", [grp, c(codebook.shape[1])]), ec])], axis=0)
+    vals = body.op(
+        "Gather", [flat_cb, body.op("Add", [body.op("Mul", [grp, c(codebook.shape[1])]), ec])], axis=0
+    )
     widx = body.op("Add", [body.op("Mul", [row, c(n)]), pos])
     wflat = body.op("ScatterElements", [body.const(np.zeros(k * n, np.float32)), widx, vals], axis=0)
     w = body.op("Reshape", [wflat, c([k, n])])

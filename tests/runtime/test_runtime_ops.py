@@ -70,14 +70,14 @@ def test_codebook_matmul_small_codebook_and_runtime_weights():
     """A codebook with fewer than 2^bits entries; weights fed as graph inputs (validated per run)."""
     rng = np.random.default_rng(5)
     k, n, bits = 40, 70, 5
-    cb, codes, packed = oplib.random_codebook_problem(rng, k, n, bits, entries=11)
+    cb, _codes, packed = oplib.random_codebook_problem(rng, k, n, bits, entries=11)
     model = oplib.codebook_matmul([2, k], cb, packed, bits=bits, n=n, as_inputs={"codebook", "codes"})
     x = _x(rng, (2, k))
     check(model, {"X": x, "codebook": cb, "codes": packed})
 
 
 # -------------------------------------------------------------------------------- TernaryMatMul
-@pytest.mark.parametrize("batch", BATCHES + [(2,)])
+@pytest.mark.parametrize("batch", [*BATCHES, (2,)])
 @pytest.mark.parametrize("group_size", [None, 1, 3, 128])
 @pytest.mark.parametrize("n", [61, 1024])
 def test_ternary_matmul(batch, group_size, n):
@@ -87,7 +87,9 @@ def test_ternary_matmul(batch, group_size, n):
     scales = np.abs(rng.standard_normal((g, 2))).astype(np.float32)
     codes = rng.integers(0, 3, size=(k, n))
     bias = rng.standard_normal(n).astype(np.float32)
-    model = oplib.ternary_matmul([*batch, k], scales, oplib.pack_bits(codes, 2), n=n, group_size=group_size, bias=bias)
+    model = oplib.ternary_matmul(
+        [*batch, k], scales, oplib.pack_bits(codes, 2), n=n, group_size=group_size, bias=bias
+    )
     x = _x(rng, (*batch, k))
     y = check(model, {"X": x})
     cb = np.stack([np.zeros(g), scales[:, 0], -scales[:, 1], np.zeros(g)], 1).astype(np.float32)
@@ -119,8 +121,19 @@ def test_codebook_conv(case, bits):
     gcount = -(-m // (group_size or m))
     cb = rng.standard_normal((gcount, 1 << bits)).astype(np.float32)
     bias = rng.standard_normal(m).astype(np.float32) if case % 2 == 0 else None
-    model = oplib.codebook_conv(list(x_shape), cb, packed, bits=bits, weight_shape=list(ws), group_size=group_size,
-                                bias=bias, strides=strides, pads=pads, dilations=dil, group=group)
+    model = oplib.codebook_conv(
+        list(x_shape),
+        cb,
+        packed,
+        bits=bits,
+        weight_shape=list(ws),
+        group_size=group_size,
+        bias=bias,
+        strides=strides,
+        pads=pads,
+        dilations=dil,
+        group=group,
+    )
     check(model, {"X": _x(rng, x_shape)})
 
 
@@ -133,8 +146,9 @@ def test_sparse_codebook_matmul(density, index_bits, batch):
     k, n, bits = 57, 300, 4
     cb, row_ptr, deltas, ecodes, dp, cp = oplib.random_sparse_problem(rng, k, n, bits, index_bits, density)
     bias = rng.standard_normal(n).astype(np.float32)
-    model = oplib.sparse_codebook_matmul([*batch, k], cb, row_ptr, dp, cp, bits=bits, index_bits=index_bits, n=n,
-                                         bias=bias)
+    model = oplib.sparse_codebook_matmul(
+        [*batch, k], cb, row_ptr, dp, cp, bits=bits, index_bits=index_bits, n=n, bias=bias
+    )
     x = _x(rng, (*batch, k))
     x[..., ::3] = 0.0  # zero activations skip their rows
     if row_ptr[-1] == 0:
@@ -153,8 +167,9 @@ def test_sparse_codebook_matmul_bits_groups(bits, group_size):
     rng = np.random.default_rng(bits + (group_size or 0))
     k, n = 33, 129
     cb, row_ptr, deltas, ecodes, dp, cp = oplib.random_sparse_problem(rng, k, n, bits, 4, 0.2, group_size)
-    model = oplib.sparse_codebook_matmul([3, k], cb, row_ptr, dp, cp, bits=bits, index_bits=4, n=n,
-                                         group_size=group_size)
+    model = oplib.sparse_codebook_matmul(
+        [3, k], cb, row_ptr, dp, cp, bits=bits, index_bits=4, n=n, group_size=group_size
+    )
     x = _x(rng, (3, k))
     y = check(model, {"X": x})
     ref = x @ oplib.decode_sparse(cb, row_ptr, deltas, ecodes, n, group_size or n)
@@ -165,8 +180,9 @@ def test_sparse_large_threads_and_runtime_layout():
     rng = np.random.default_rng(11)
     k, n, bits = 700, 1500, 4
     cb, row_ptr, deltas, ecodes, dp, cp = oplib.random_sparse_problem(rng, k, n, bits, 4, 0.15)
-    model = oplib.sparse_codebook_matmul([1, k], cb, row_ptr, dp, cp, bits=bits, index_bits=4, n=n,
-                                         as_inputs={"row_ptr", "deltas", "codes"})
+    model = oplib.sparse_codebook_matmul(
+        [1, k], cb, row_ptr, dp, cp, bits=bits, index_bits=4, n=n, as_inputs={"row_ptr", "deltas", "codes"}
+    )
     x = _x(rng, (1, k))
     from rtutil import run
 

@@ -15,6 +15,7 @@ namespace onnxcomp {
 namespace {
 
 constexpr int64_t kColumnTask = 768;
+constexpr int64_t kMaxConvAttr = int64_t{1} << 31;  // bound for sizes, strides, pads, dilations
 
 struct CodebookConvKernel {
   std::string label;
@@ -31,7 +32,7 @@ struct CodebookConvKernel {
     if (ws.size() < 3 || ws.size() > 5)
       fail("attribute weight_shape=", shape_str(ws), " must be (M, C/group, k1[, k2[, k3]])");
     for (int64_t d : ws)
-      if (d < 1 || d > kMaxDim) fail("attribute weight_shape=", shape_str(ws), " must hold positive sizes");
+      if (d < 1 || d > kMaxConvAttr) fail("attribute weight_shape=", shape_str(ws), " must hold sizes in [1, 2^31]");
     M = ws[0];
     Cg = ws[1];
     S = static_cast<int64_t>(ws.size()) - 2;
@@ -53,11 +54,12 @@ struct CodebookConvKernel {
       fail("attribute dilations needs ", S, " values, got ", dilations.size());
     if (static_cast<int64_t>(pads.size()) != 2 * S) fail("attribute pads needs ", 2 * S, " values, got ", pads.size());
     for (int64_t v : strides)
-      if (v < 1 || v > kMaxDim) fail("attribute strides=", shape_str(strides), " must be positive");
+      if (v < 1 || v > kMaxConvAttr) fail("attribute strides=", shape_str(strides), " must be positive (and <= 2^31)");
     for (int64_t v : dilations)
-      if (v < 1 || v > kMaxDim) fail("attribute dilations=", shape_str(dilations), " must be positive");
+      if (v < 1 || v > kMaxConvAttr)
+        fail("attribute dilations=", shape_str(dilations), " must be positive (and <= 2^31)");
     for (int64_t v : pads)
-      if (v < 0 || v > kMaxDim) fail("attribute pads=", shape_str(pads), " must be non-negative");
+      if (v < 0 || v > kMaxConvAttr) fail("attribute pads=", shape_str(pads), " must be non-negative (and <= 2^31)");
     std::string auto_pad;
     try {
       auto_pad = Ort::ConstKernelInfo(info).GetAttribute<std::string>("auto_pad");
@@ -109,7 +111,7 @@ struct CodebookConvKernel {
       for (int64_t i = 0; i < S; ++i) {
         const int64_t j = 3 - S + i;
         const int64_t in = x.shape[2 + i];
-        const int64_t span = dilations[i] * (kernel[i] - 1) + 1;
+        const int64_t span = checked_mul(dilations[i], kernel[i] - 1, "dilated kernel") + 1;
         const int64_t padded = in + pads[i] + pads[S + i];
         if (padded < span)
           fail("spatial dim ", i, ": input ", in, " + pads ", pads[i], "+", pads[S + i], " is smaller than the dilated kernel ", span);
@@ -122,7 +124,8 @@ struct CodebookConvKernel {
         yshape.push_back(geo.out[j]);
       }
       geo.kernel_size = KS;
-      geo.out_size = geo.out[0] * geo.out[1] * geo.out[2];
+      geo.out_size = checked_mul(checked_mul(geo.out[0], geo.out[1], "output size"), geo.out[2], "output size");
+      checked_mul(checked_mul(geo.out_size, M, "output size"), batch, "output size");
       const int64_t OS = geo.out_size;
       const int64_t in_size = geo.in[0] * geo.in[1] * geo.in[2];
 
@@ -219,7 +222,10 @@ struct CodebookConvOp : Ort::CustomOpBase<CodebookConvOp, CodebookConvKernel, tr
       out.emplace_back(ws[0]);
       for (size_t i = 0; i < S; ++i) {
         const auto& d = xs[2 + i];
-        if (d.IsInt() && d.AsInt() >= 0 && st[i] > 0 && di[i] > 0 && pa[i] >= 0 && pa[S + i] >= 0) {
+        if (d.IsInt() && d.AsInt() >= 0 && d.AsInt() <= kMaxDim && st[i] > 0 && di[i] > 0 && pa[i] >= 0 && pa[S + i] >= 0) {
+          if (di[i] > (int64_t{1} << 31) || ws[2 + i] < 1 || ws[2 + i] > (int64_t{1} << 31) || st[i] > (int64_t{1} << 31) ||
+              pa[i] > (int64_t{1} << 31) || pa[S + i] > (int64_t{1} << 31))
+            return nullptr;  // rejected with details when the kernel is created
           const int64_t span = di[i] * (ws[2 + i] - 1) + 1;
           const int64_t padded = d.AsInt() + pa[i] + pa[S + i];
           if (padded < span) return nullptr;  // reported at run time with the details

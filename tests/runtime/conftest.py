@@ -24,3 +24,7 @@ def runtime_lib() -> Path:
                 pytest.fail(msg)
             pytest.skip(msg)
     return runtime.library_path()
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "slow: long-running test (still part of CI)")

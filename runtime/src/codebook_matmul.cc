@@ -15,6 +15,7 @@ struct CodebookMatMulKernel {
   int bits = 0;
   int64_t N = 0, group_size = 0;
   ConstInput const_codes;
+  std::vector<uint8_t> packed;  // prepacked copy of constant codes (AVX-512 kernels)
 
   CodebookMatMulKernel(const OrtKernelInfo* info) : label(node_label("CodebookMatMul", info)) {
     Attrs a{info};
@@ -22,6 +23,7 @@ struct CodebookMatMulKernel {
     N = a.required_int("N", 1, kMaxDim);
     group_size = a.optional_int("group_size", N, 1, kMaxDim);
     const_codes.init(info, 2);
+    if (kernels().codebook_gemv != nullptr && std::string(kernels().name) == "avx512") packed = maybe_prepack(const_codes, N, bits);
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
@@ -71,7 +73,8 @@ struct CodebookMatMulKernel {
       yshape.back() = N;
       Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
       float* y = yv.GetTensorMutableData<float>();
-      CodebookWeights w{codes.as<uint8_t>(), cbp, K, N, row_bytes, group_size, G, bits};
+      CodebookWeights w{codes.as<uint8_t>(), cbp, K, N, row_bytes, group_size, G, bits, nullptr};
+      if (!packed.empty() && codes.data == const_codes.data) w.packed = packed.data();
       run_codebook_matmul(ctx, x.as<float>(), M, w, bias_data, y);
     });
   }

@@ -110,7 +110,10 @@ void ConstInput::init(const OrtKernelInfo* info, size_t index) {
     if (index >= n) return;
     int is_const = 0;
     Ort::ConstValue v = Ort::ConstKernelInfo(info).GetTensorConstantInput(index, &is_const);
-    if (is_const && v && v.IsTensor()) data = v.GetTensorRawData();
+    if (is_const && v && v.IsTensor()) {
+      data = v.GetTensorRawData();
+      shape = v.GetTensorTypeAndShapeInfo().GetShape();
+    }
   } catch (...) {
     data = nullptr;
   }
@@ -141,6 +144,13 @@ uint32_t max_code(const uint8_t* codes, int64_t rows, int64_t row_bytes, int64_t
     for (uint8_t c : buf) mx = std::max<uint32_t>(mx, c);
   }
   return mx;
+}
+
+std::vector<uint8_t> maybe_prepack(const ConstInput& codes, int64_t N, int bits) {
+  if (codes.data == nullptr || !prepack_supported(bits) || codes.shape.size() != 2) return {};
+  const int64_t K = codes.shape[0], row_bytes = ceil_div(N * bits, 8);
+  if (K <= 0 || codes.shape[1] != row_bytes) return {};
+  return prepack_codes(static_cast<const uint8_t*>(codes.data), K, N, row_bytes, bits);
 }
 
 std::vector<float> pad_codebook(const float* cb, int64_t G, int64_t C, int bits) {
@@ -196,7 +206,7 @@ OrtStatusPtr infer_matmul_shape(OrtShapeInferContext* raw, const char* op) {
 
 // ---- the codebook matmul driver -----------------------------------------------------------------
 namespace {
-constexpr int64_t kColumnTask = 768;  // columns per parallel task (a multiple of 384 = lcm(48*8, 128))
+constexpr int64_t kColumnTask = 1024;  // columns per parallel task (whole prepacked blocks, 16-aligned)
 constexpr int64_t kRowBlock = 512;    // rows of X packed at a time on the GEMM path
 constexpr int64_t kGemvMaxRows = 4;
 }  // namespace

@@ -89,6 +89,7 @@ const char* type_name(ONNXTensorElementDataType t);
 // and then skipped as long as compute sees the same buffer again.
 struct ConstInput {
   const void* data = nullptr;
+  std::vector<int64_t> shape;
   std::atomic<bool> validated{false};
   void init(const OrtKernelInfo* info, size_t index);
   bool skip(const void* p) const { return p != nullptr && p == data && validated.load(std::memory_order_acquire); }
@@ -135,6 +136,9 @@ inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
 void unpack_row(const uint8_t* row, int64_t j0, int64_t count, int bits, uint8_t* out);
 // Largest code in a [rows, row_bytes] packed matrix of `n` codes per row.
 uint32_t max_code(const uint8_t* codes, int64_t rows, int64_t row_bytes, int64_t n, int bits);
+// Prepacked codes for a constant [K, ceil(N*bits/8)] codes input (empty when not applicable).
+std::vector<uint8_t> maybe_prepack(const ConstInput& codes, int64_t N, int bits);
+
 // Copies a [G, C] codebook into [G, 2^bits] (zeros past C).
 std::vector<float> pad_codebook(const float* cb, int64_t G, int64_t C, int bits);
 

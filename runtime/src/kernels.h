@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace onnxcomp {
 
@@ -26,7 +27,19 @@ struct CodebookWeights {
   int64_t group_size;
   int64_t G;
   int bits;
+  // Optional prepacked copy of the codes for bits 1, 2, 4 (see prepack_codes), or nullptr.
+  const uint8_t* packed = nullptr;
 };
+
+// Prepacked code layout (made once per constant codes tensor; same size as the codes, plus
+// padding): column blocks of 64 * (8 / bits) columns; block b holds, for each row k, 64 contiguous
+// bytes at packed[(b * K + k) * 64]: 4 chunks of 16 bytes, and byte j of chunk c carries the codes
+// of columns b*BC + c*16*cpb + t*16 + j at bit t*bits (t < cpb = 8 / bits). Zero-extending a chunk
+// to 16 dwords and shifting right by t*bits puts 16 consecutive columns, in order, into the low bits
+// of the lanes. Columns past N hold code 0. Streaming a block is sequential in memory.
+inline int64_t prepack_block_cols(int bits) { return 64 * (8 / bits); }
+bool prepack_supported(int bits);
+std::vector<uint8_t> prepack_codes(const uint8_t* codes, int64_t K, int64_t N, int64_t row_bytes, int bits);
 
 // EIE-style sparse rows: row k holds entries [row_ptr[k], row_ptr[k + 1]); entry e advances the
 // column by delta(e) + 1 (starting at -1) and carries code(e). Positions were checked to be < N.

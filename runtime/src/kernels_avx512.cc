@@ -107,18 +107,82 @@ inline Unpack16 make_unpack16(int bits) {
   return u;
 }
 
-inline __m512i unpack16(const Unpack16& u, const uint8_t* p, int nbytes) {
-  const __mmask16 lm = static_cast<__mmask16>((1u << nbytes) - 1u);
-  const __m128i src = _mm_maskz_loadu_epi8(lm, p);
+inline __m512i unpack16(const Unpack16& u, const uint8_t* p, int nbytes, bool full16) {
+  // full16: 16 bytes from p are inside the buffer (cheaper than a masked load)
+  const __m128i src = full16 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))
+                             : _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << nbytes) - 1u), p);
   const __m512i b = _mm512_broadcast_i32x4(src);
   const __m512i s = _mm512_shuffle_epi8(b, u.shuf);
   return _mm512_and_si512(_mm512_srlv_epi32(s, u.shift), u.mask);
+}
+
+// Replicated 16-entry codebook rows (cb16[g*16 + i] = codebook[g*entries + i % entries]) for the
+// vpermps lookups of 1/2/4-bit codes, which leave higher code bits in index bits 1..3.
+const float* replicated_codebook(const CodebookWeights& w, int slot) {
+  const int64_t entries = int64_t{1} << w.bits;
+  if (entries == 16) return w.codebook;
+  float* cb16 = scratch(static_cast<size_t>(w.G * 16), slot);
+  for (int64_t g = 0; g < w.G; ++g)
+    for (int i = 0; i < 16; ++i) cb16[g * 16 + i] = w.codebook[g * entries + (i % entries)];
+  return cb16;
+}
+
+// Panel decode from the prepacked layout.
+void codebook_panel_packed(const CodebookWeights& w, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* panel) {
+  const int bits = w.bits;
+  const int cpb = 8 / bits;
+  const int64_t bc = prepack_block_cols(bits);
+  const int64_t entries = int64_t{1} << bits;
+  const int64_t strips = (nc + kNR - 1) / kNR;
+  const int64_t nvec = strips * (kNR / 16);
+  const float* cb16 = replicated_codebook(w, 2);
+  int64_t* vsrc = reinterpret_cast<int64_t*>(scratch(static_cast<size_t>(nvec * 21 + 16), 1));
+  int32_t* vshift = reinterpret_cast<int32_t*>(vsrc + nvec);
+  int32_t* vgroup = vshift + nvec;
+  int32_t* voff = vgroup + nvec;  // [nvec][16]
+  for (int64_t v = 0; v < nvec; ++v) {
+    const int64_t col = std::min(n0 + 16 * v, w.N - 1) & ~int64_t{15};
+    const int64_t b = col / bc, within = col % bc;
+    vsrc[v] = (b * w.K) * 64 + (within / (16 * cpb)) * 16;
+    vshift[v] = static_cast<int32_t>(((within / 16) % cpb) * bits);
+    const int64_t last = std::min(col + 15, w.N - 1);
+    vgroup[v] = (col / w.group_size == last / w.group_size) ? static_cast<int32_t>(col / w.group_size) : -1;
+    for (int j = 0; j < 16; ++j)
+      voff[v * 16 + j] = static_cast<int32_t>((std::min(col + j, w.N - 1) / w.group_size) * entries);
+  }
+  const __m512i cmask = _mm512_set1_epi32(static_cast<int>(entries - 1));
+  for (int64_t kk = 0; kk < kc; ++kk) {
+    const uint8_t* rowp = w.packed + (k0 + kk) * 64;
+    for (int64_t v = 0; v < nvec; ++v) {
+      float* dst = panel + ((v / 3) * kc + kk) * kNR + (v % 3) * 16;
+      const int64_t valid = std::min<int64_t>(16, nc - 16 * v);
+      if (valid <= 0) {
+        _mm512_storeu_ps(dst, _mm512_setzero_ps());
+        continue;
+      }
+      const __m512i raw = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rowp + vsrc[v])));
+      const __m512i idx = _mm512_srlv_epi32(raw, _mm512_set1_epi32(vshift[v]));
+      __m512 val;
+      const int32_t g = vgroup[v];
+      if (g >= 0) {
+        val = _mm512_permutexvar_ps(idx, _mm512_loadu_ps(cb16 + g * 16));
+      } else {
+        const __m512i off = _mm512_add_epi32(_mm512_and_si512(idx, cmask), _mm512_loadu_si512(voff + v * 16));
+        val = _mm512_i32gather_ps(off, w.codebook, 4);
+      }
+      _mm512_storeu_ps(dst, _mm512_maskz_mov_ps(static_cast<__mmask16>((1u << valid) - 1u), val));
+    }
+  }
 }
 
 void codebook_panel_avx512(const void* ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* panel) {
   const CodebookWeights& w = *static_cast<const CodebookWeights*>(ctx);
   if (nr != kNR || (n0 & 15) != 0) {
     codebook_panel_generic(ctx, k0, kc, n0, nc, nr, panel);
+    return;
+  }
+  if (w.packed != nullptr) {
+    codebook_panel_packed(w, k0, kc, n0, nc, panel);
     return;
   }
   const int bits = w.bits;
@@ -140,8 +204,13 @@ void codebook_panel_avx512(const void* ctx, int64_t k0, int64_t kc, int64_t n0, 
     }
   }
   const __mmask16 cbmask = static_cast<__mmask16>(entries >= 16 ? 0xFFFF : ((1u << entries) - 1u));
+  const int64_t seg_bytes = (nc * bits + 7) >> 3;  // bytes of one row inside this panel
   for (int64_t kk = 0; kk < kc; ++kk) {
     const uint8_t* row = w.codes + (k0 + kk) * w.row_bytes;
+    if (kk + 8 < kc) {
+      const char* pf = reinterpret_cast<const char*>(row + 8 * w.row_bytes + ((n0 * bits) >> 3));
+      for (int64_t off = 0; off < seg_bytes; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
+    }
     for (int64_t v = 0; v < nvec; ++v) {
       float* dst = panel + ((v / 3) * kc + kk) * kNR + (v % 3) * 16;
       const int64_t valid = std::min<int64_t>(16, nc - 16 * v);
@@ -151,7 +220,8 @@ void codebook_panel_avx512(const void* ctx, int64_t k0, int64_t kc, int64_t n0, 
       }
       const int64_t col = n0 + 16 * v;
       const int nbytes = static_cast<int>((valid * bits + 7) >> 3);
-      const __m512i idx = unpack16(u, row + ((col * bits) >> 3), nbytes);
+      const int64_t byte0 = (col * bits) >> 3;
+      const __m512i idx = unpack16(u, row + byte0, nbytes, byte0 + 16 <= w.row_bytes);
       const int32_t g = vgroup[v];
       __m512 val;
       if (g >= 0 && entries <= 16) {
@@ -233,6 +303,77 @@ int64_t gemv_rows(const float* x, int64_t ldx, const CodebookWeights& w, const f
   return col;
 }
 
+// GEMV over the prepacked layout: columns come out in order, one block (64 code bytes per row,
+// contiguous over k) at a time; CH of its 4 chunks per pass.
+template <int ROWS, int CH, int BITS>
+void gemv_packed_pass(const float* x, int64_t ldx, const CodebookWeights& w, const float* cb16, bool one_group,
+                      float* y, int64_t ldy, int64_t block, int64_t c0, int64_t n1) {
+  constexpr int CPB = 8 / BITS;
+  const int64_t bc = prepack_block_cols(BITS);
+  const int64_t col0 = block * bc + c0 * 16 * CPB;
+  __m512 acc[ROWS][CH][CPB];
+  __m512 lut[CH][CPB];
+  for (int c = 0; c < CH; ++c)
+    for (int t = 0; t < CPB; ++t) {
+      const int64_t col = std::min(col0 + (c * CPB + t) * 16, w.N - 1);
+      lut[c][t] = _mm512_loadu_ps(cb16 + (one_group ? 0 : (col / w.group_size) * 16));
+      for (int r = 0; r < ROWS; ++r) acc[r][c][t] = _mm512_setzero_ps();
+    }
+  const uint8_t* p = w.packed + block * w.K * 64 + c0 * 16;
+  const int64_t K = w.K;
+  for (int64_t k = 0; k < K; ++k, p += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + 1024), _MM_HINT_T0);
+    __m512 xv[ROWS];
+    for (int r = 0; r < ROWS; ++r) xv[r] = _mm512_set1_ps(x[r * ldx + k]);
+    for (int c = 0; c < CH; ++c) {
+      const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * c)));
+      for (int t = 0; t < CPB; ++t) {
+        const __m512i idx = t == 0 ? v : _mm512_srli_epi32(v, t * BITS);
+        const __m512 wv = _mm512_permutexvar_ps(idx, lut[c][t]);
+        for (int r = 0; r < ROWS; ++r) acc[r][c][t] = _mm512_fmadd_ps(wv, xv[r], acc[r][c][t]);
+      }
+    }
+  }
+  for (int r = 0; r < ROWS; ++r)
+    for (int c = 0; c < CH; ++c)
+      for (int t = 0; t < CPB; ++t) {
+        const int64_t col = col0 + (c * CPB + t) * 16;
+        if (col >= n1) continue;
+        const __mmask16 m = static_cast<__mmask16>(n1 - col >= 16 ? 0xFFFF : ((1u << (n1 - col)) - 1u));
+        float* yo = y + r * ldy + col;
+        _mm512_mask_storeu_ps(yo, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, yo), acc[r][c][t]));
+      }
+}
+
+template <int ROWS, int BITS>
+void gemv_packed_rows(const float* x, int64_t ldx, const CodebookWeights& w, const float* cb16, bool one_group,
+                      float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  constexpr int CPB = 8 / BITS;
+  constexpr int CH = (ROWS * CPB * 4 <= 16) ? 4 : (ROWS * CPB * 2 <= 16 ? 2 : 1);
+  const int64_t bc = prepack_block_cols(BITS);
+  for (int64_t b = n0 / bc; b * bc < n1; ++b)
+    for (int c0 = 0; c0 < 4; c0 += CH) {
+      if (b * bc + c0 * 16 * CPB >= n1) break;
+      gemv_packed_pass<ROWS, CH, BITS>(x, ldx, w, cb16, one_group, y, ldy, b, c0, n1);
+    }
+}
+
+template <int BITS>
+void gemv_packed(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, float* y, int64_t ldy,
+                 int64_t n0, int64_t n1) {
+  const float* cb16 = replicated_codebook(w, 1);
+  const bool one_group = w.G == 1;
+  for (int64_t m = 0; m < M;) {
+    if (M - m >= 2) {
+      gemv_packed_rows<2, BITS>(x + m * ldx, ldx, w, cb16, one_group, y + m * ldy, ldy, n0, n1);
+      m += 2;
+    } else {
+      gemv_packed_rows<1, BITS>(x + m * ldx, ldx, w, cb16, one_group, y + m * ldy, ldy, n0, n1);
+      m += 1;
+    }
+  }
+}
+
 template <int BITS>
 int64_t gemv_bits(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, const float* cb16, float* y,
                   int64_t ldy, int64_t n0, int64_t n1) {
@@ -253,6 +394,14 @@ int64_t codebook_gemv_avx512(const float* x, int64_t M, int64_t ldx, const Codeb
                              int64_t ldy, int64_t n0, int64_t n1) {
   const int bits = w.bits;
   if ((bits != 1 && bits != 2 && bits != 4) || M < 1 || M > 4 || (n0 & 127) != 0 || w.K <= 0) return n0;
+  if (w.packed != nullptr && (w.G == 1 || w.group_size % 16 == 0) && n0 % prepack_block_cols(bits) == 0) {
+    switch (bits) {
+      case 4: gemv_packed<4>(x, M, ldx, w, y, ldy, n0, n1); break;
+      case 2: gemv_packed<2>(x, M, ldx, w, y, ldy, n0, n1); break;
+      default: gemv_packed<1>(x, M, ldx, w, y, ldy, n0, n1); break;
+    }
+    return n1;
+  }
   const int64_t chunk_cols = 16 * (8 / bits);
   if (w.G != 1 && (w.group_size % chunk_cols) != 0) return n0;
   // codebook rows replicated to 16 entries: cb16[g*16 + i] = codebook[g*entries + i % entries]

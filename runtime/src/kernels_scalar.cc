@@ -43,6 +43,32 @@ int64_t no_gemv(const float*, int64_t, int64_t, const CodebookWeights&, float*, 
 
 }  // namespace
 
+}  // namespace scalar
+
+bool prepack_supported(int bits) { return bits == 1 || bits == 2 || bits == 4; }
+
+std::vector<uint8_t> prepack_codes(const uint8_t* codes, int64_t K, int64_t N, int64_t row_bytes, int bits) {
+  const int cpb = 8 / bits;
+  const int64_t bc = prepack_block_cols(bits);
+  const int64_t nblocks = (N + bc - 1) / bc;
+  std::vector<uint8_t> out(static_cast<size_t>(nblocks * K * 64 + 64), 0);
+  std::vector<uint8_t> row(static_cast<size_t>(nblocks * bc), 0);
+  for (int64_t k = 0; k < K; ++k) {
+    scalar::unpack_codes(codes + k * row_bytes, 0, N, bits, row.data());
+    for (int64_t b = 0; b < nblocks; ++b) {
+      uint8_t* dst = out.data() + (b * K + k) * 64;
+      for (int j = 0; j < 64; ++j) {
+        const int c = j / 16, jj = j % 16;
+        uint32_t byte = 0;
+        for (int t = 0; t < cpb; ++t) byte |= static_cast<uint32_t>(row[b * bc + c * 16 * cpb + t * 16 + jj]) << (t * bits);
+        dst[j] = static_cast<uint8_t>(byte);
+      }
+    }
+  }
+  return out;
+}
+
+namespace scalar {
 extern const KernelTable table = {
     "scalar", kMR, kNR, pack_a_generic, gemm_generic, codebook_panel_generic, im2col_panel_generic,
     no_gemv, sparse_gemv_generic,

@@ -33,12 +33,14 @@ struct TernaryMatMulKernel {
   std::string label;
   int64_t N = 0, group_size = 0;
   ConstInput const_codes;
+  std::vector<uint8_t> packed;  // prepacked copy of constant codes (AVX-512 kernels)
 
   TernaryMatMulKernel(const OrtKernelInfo* info) : label(node_label("TernaryMatMul", info)) {
     Attrs a{info};
     N = a.required_int("N", 1, kMaxDim);
     group_size = a.optional_int("group_size", N, 1, kMaxDim);
     const_codes.init(info, 2);
+    if (kernels().codebook_gemv != nullptr && std::string(kernels().name) == "avx512") packed = maybe_prepack(const_codes, N, 2);
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
@@ -89,7 +91,8 @@ struct TernaryMatMulKernel {
       yshape.back() = N;
       Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
       float* y = yv.GetTensorMutableData<float>();
-      CodebookWeights w{codes.as<uint8_t>(), cb.data(), K, N, row_bytes, group_size, G, 2};
+      CodebookWeights w{codes.as<uint8_t>(), cb.data(), K, N, row_bytes, group_size, G, 2, nullptr};
+      if (!packed.empty() && codes.data == const_codes.data) w.packed = packed.data();
       run_codebook_matmul(ctx, x.as<float>(), M, w, bias_data, y);
     });
   }

@@ -190,3 +190,16 @@ def test_sparse_large_threads_and_runtime_layout():
     y = run(model, feeds, native=True, threads=2)
     ref = x @ oplib.decode_sparse(cb, row_ptr, deltas, ecodes, n, n)
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 3])
+@pytest.mark.parametrize("m", [1, 2, 4, 6])
+def test_codebook_matmul_runtime_codes(bits, m):
+    """Codes fed at run time (no prepacked copy): the raw-layout kernels."""
+    rng = np.random.default_rng(bits * 10 + m)
+    k, n, gs = 39, 1100, 128
+    cb, codes, packed = oplib.random_codebook_problem(rng, k, n, bits, gs)
+    model = oplib.codebook_matmul([m, k], cb, packed, bits=bits, n=n, group_size=gs, as_inputs={"codes"})
+    x = _x(rng, (m, k))
+    y = check(model, {"X": x, "codes": packed})
+    np.testing.assert_allclose(y, x @ oplib.decode_codebook(cb, codes, gs), rtol=1e-4, atol=1e-4)

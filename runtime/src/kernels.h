@@ -53,6 +53,19 @@ struct SparseWeights {
   int bits, index_bits;
 };
 
+// Prepacked sparse layout for batch-1..4 runs (bits <= 4; built once from constant EIE inputs):
+// output columns in groups of 16 (one zmm of accumulators) and rows in windows of 32 (two zmm of x,
+// looked up with vpermi2ps). For column group cg and row window kw, steps [step_ptr[i], step_ptr[i+1])
+// (i = cg * NW + kw) hold 16 uint16 lanes each: lane j is an entry of column cg*16 + j encoded as
+// k % 32 | code << 5, or kPad (contributes 0) where that column has fewer entries in the window.
+struct SparseWindows {
+  static constexpr uint16_t kPad = 1u << 9;
+  const uint16_t* data;
+  const int64_t* step_ptr;  // [NG * NW + 1]
+  const float* cb16;        // [G, 16] codebook rows, zero padded
+  int64_t K, N, NG, NW, group_size;
+};
+
 // Convolution geometry for the implicit im2col panel (1 to 3 spatial dims, padded to 3).
 struct ConvGeometry {
   int64_t C;            // channels of this group
@@ -83,6 +96,9 @@ struct KernelTable {
                            int64_t ldy, int64_t n0, int64_t n1);
   // y[n] += sum_k x[k] * W[k, n] over rows k in [k0, k1) with x[k] != 0, for one row of X.
   void (*sparse_gemv)(const float* x, const SparseWeights& w, int64_t k0, int64_t k1, float* y);
+  // y[cg*16 : cg1*16] += x @ W over column groups [cg0, cg1) of a SparseWindows layout (nullptr:
+  // not available in this kernel set).
+  void (*sparse_windows_gemv)(const float* x, const SparseWindows& s, int64_t cg0, int64_t cg1, float* y);
 };
 
 const KernelTable& kernels();                      // best table for this CPU (ONNXCOMP_ISA may cap it)

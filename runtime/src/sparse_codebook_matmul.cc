@@ -13,11 +13,69 @@
 namespace onnxcomp {
 namespace {
 
+// Prepacked copy of constant, validated sparse weights for the windowed AVX-512 kernel.
+struct WindowsPack {
+  std::vector<uint16_t> data;
+  std::vector<int64_t> step_ptr;
+  std::vector<float> cb16;
+  int64_t NG = 0, NW = 0;
+};
+
+// Builds the windowed layout, or returns false when it does not apply or would be too large.
+bool build_windows(const SparseWeights& w, const float* codebook, int64_t C, WindowsPack* out) {
+  if (w.bits > 4 || (w.G != 1 && w.group_size % 16 != 0) || w.K <= 0) return false;
+  const int64_t NG = ceil_div(w.N, 16), NW = ceil_div(w.K, 32);
+  const uint32_t dmask = (1u << w.index_bits) - 1u;
+  auto for_each_entry = [&](auto&& f) {
+    for (int64_t k = 0; k < w.K; ++k) {
+      int64_t p = -1;
+      for (int64_t e = w.row_ptr[k]; e < w.row_ptr[k + 1]; ++e) {
+        const int64_t db = e * w.index_bits;
+        p += static_cast<int64_t>((static_cast<uint32_t>(w.deltas[db >> 3]) >> (db & 7)) & dmask) + 1;
+        const int64_t cb = e * w.bits;
+        const int sh = static_cast<int>(cb & 7);
+        uint32_t code = static_cast<uint32_t>(w.codes[cb >> 3]) >> sh;
+        if (sh + w.bits > 8) code |= static_cast<uint32_t>(w.codes[(cb >> 3) + 1]) << (8 - sh);
+        code &= (1u << w.bits) - 1u;
+        f(k, p, code);
+      }
+    }
+  };
+  std::vector<uint32_t> cnt(static_cast<size_t>(NG * NW * 16), 0);
+  for_each_entry([&](int64_t k, int64_t p, uint32_t) { ++cnt[static_cast<size_t>(((p >> 4) * NW + (k >> 5)) * 16 + (p & 15))]; });
+  out->step_ptr.assign(static_cast<size_t>(NG * NW + 1), 0);
+  for (int64_t i = 0; i < NG * NW; ++i) {
+    uint32_t mx = 0;
+    for (int j = 0; j < 16; ++j) mx = std::max(mx, cnt[static_cast<size_t>(i * 16 + j)]);
+    out->step_ptr[static_cast<size_t>(i + 1)] = out->step_ptr[static_cast<size_t>(i)] + mx;
+  }
+  const int64_t steps = out->step_ptr.back();
+  // padded layout: 32 bytes a step; give up beyond twice the size of dense 4-bit codes
+  if (steps * 32 > std::max<int64_t>(w.K * w.N, 1 << 16)) return false;
+  out->data.assign(static_cast<size_t>(steps * 16), SparseWindows::kPad);
+  std::fill(cnt.begin(), cnt.end(), 0u);
+  for_each_entry([&](int64_t k, int64_t p, uint32_t code) {
+    const int64_t i = (p >> 4) * NW + (k >> 5);
+    const int lane = static_cast<int>(p & 15);
+    const int64_t slot = out->step_ptr[static_cast<size_t>(i)] + cnt[static_cast<size_t>(i * 16 + lane)]++;
+    out->data[static_cast<size_t>(slot * 16 + lane)] = static_cast<uint16_t>((k & 31) | (code << 5));
+  });
+  out->cb16.assign(static_cast<size_t>(w.G * 16), 0.0f);
+  for (int64_t g = 0; g < w.G; ++g)
+    for (int64_t c = 0; c < C; ++c) out->cb16[static_cast<size_t>(g * 16 + c)] = codebook[g * C + c];
+  out->NG = NG;
+  out->NW = NW;
+  return true;
+}
+
 struct SparseCodebookMatMulKernel {
   std::string label;
   int bits = 0, index_bits = 0;
   int64_t N = 0, group_size = 0;
-  ConstInput const_row_ptr, const_deltas, const_codes;
+  ConstInput const_row_ptr, const_deltas, const_codes, const_codebook;
+  std::mutex pack_mutex;
+  std::atomic<int> pack_state{0};  // 0: not tried, 1: built, 2: not applicable
+  WindowsPack pack;
 
   SparseCodebookMatMulKernel(const OrtKernelInfo* info) : label(node_label("SparseCodebookMatMul", info)) {
     Attrs a{info};
@@ -29,6 +87,7 @@ struct SparseCodebookMatMulKernel {
     const_row_ptr.init(info, 2);
     const_deltas.init(info, 3);
     const_codes.init(info, 4);
+    const_codebook.init(info, 1);
   }
 
   void validate_layout(const int32_t* row_ptr, const uint8_t* deltas, int64_t K) const {
@@ -124,6 +183,29 @@ struct SparseCodebookMatMulKernel {
       SparseWeights w{row_ptr, deltas.as<uint8_t>(), codes.as<uint8_t>(), cbp, K, N, E, group_size, G, bits, index_bits};
       const KernelTable& kt = kernels();
       const float* xd = x.as<float>();
+      // windowed kernel for constant weights (once validated), batch <= 4
+      const bool constant = rp.data == const_row_ptr.data && deltas.data == const_deltas.data &&
+                            codes.data == const_codes.data && cb.data == const_codebook.data && rp.data != nullptr &&
+                            deltas.data != nullptr && codes.data != nullptr && cb.data != nullptr;
+      if (constant && M <= 4 && kt.sparse_windows_gemv != nullptr && pack_state.load(std::memory_order_acquire) != 2) {
+        if (pack_state.load(std::memory_order_acquire) == 0) {
+          std::lock_guard<std::mutex> lock(pack_mutex);
+          if (pack_state.load(std::memory_order_relaxed) == 0)
+            pack_state.store(build_windows(w, cb.as<float>(), C, &pack) ? 1 : 2, std::memory_order_release);
+        }
+        if (pack_state.load(std::memory_order_acquire) == 1) {
+          SparseWindows sw{pack.data.data(), pack.step_ptr.data(), pack.cb16.data(), K, N, pack.NG, pack.NW, group_size};
+          constexpr int64_t kGroupsPerTask = 64;
+          const int64_t tasks = ceil_div(pack.NG, kGroupsPerTask);
+          for (int64_t m = 0; m < M; ++m) {
+            parallel_for(ctx, static_cast<size_t>(tasks), [&](size_t t) {
+              const int64_t g0 = static_cast<int64_t>(t) * kGroupsPerTask;
+              kt.sparse_windows_gemv(xd + m * K, sw, g0, std::min(pack.NG, g0 + kGroupsPerTask), y + m * N);
+            });
+          }
+          return;
+        }
+      }
       if (M > 1) {
         parallel_for(ctx, static_cast<size_t>(M), [&](size_t m) {
           kt.sparse_gemv(xd + static_cast<int64_t>(m) * K, w, 0, K, y + static_cast<int64_t>(m) * N);

@@ -54,16 +54,21 @@ struct SparseWeights {
 };
 
 // Prepacked sparse layout for batch-1..4 runs (bits <= 4; built once from constant EIE inputs):
-// output columns in groups of 16 (one zmm of accumulators) and rows in windows of 32 (two zmm of x,
-// looked up with vpermi2ps). For column group cg and row window kw, steps [step_ptr[i], step_ptr[i+1])
-// (i = cg * NW + kw) hold 16 uint16 lanes each: lane j is an entry of column cg*16 + j encoded as
-// k % 32 | code << 5, or kPad (contributes 0) where that column has fewer entries in the window.
+// output columns in groups of 16 (one zmm of accumulators) and rows in windows of `window` rows
+// (x held in one or two zmm and looked up with vpermps / vpermi2ps). Column group cg owns steps
+// [step_ptr[cg], step_ptr[cg+1]); step i reads x window step_win[i] (rows step_win[i] * window ...)
+// and holds 16 lanes: lane j is an entry of column cg*16 + j, or padding where that column has
+// fewer entries in the window. x must be readable (zero padded) up to NW * window floats.
+//  * lane_bytes 1, window 16: byte k % 16 | code << 4; padding 0 (needs codebook entry 0 == 0.0)
+//  * lane_bytes 2, window 32: uint16 k % 32 | code << 5; padding kPad (selects a zero weight)
 struct SparseWindows {
   static constexpr uint16_t kPad = 1u << 9;
-  const uint16_t* data;
-  const int64_t* step_ptr;  // [NG * NW + 1]
+  const void* data;
+  const int64_t* step_ptr;  // [NG + 1]
+  const uint16_t* step_win;  // [steps]
   const float* cb16;        // [G, 16] codebook rows, zero padded
   int64_t K, N, NG, NW, group_size;
+  int lane_bytes, window;
 };
 
 // Convolution geometry for the implicit im2col panel (1 to 3 spatial dims, padded to 3).

@@ -420,48 +420,53 @@ int64_t codebook_gemv_avx512(const float* x, int64_t M, int64_t ldx, const Codeb
 // Sparse windows: per step, vpermi2ps fetches each lane's x from the 32-row window held in two
 // registers and a second vpermi2ps its weight from the group's codebook (index bit 4 = padding
 // selects the zero register); four accumulators hide the FMA latency.
-void sparse_windows_avx512(const float* x, const SparseWindows& s, int64_t cg0, int64_t cg1, float* y) {
+template <int LANE_BYTES>
+inline __m512 sparse_step(const uint8_t* d, const float* x, uint16_t win, __m512 lut, __m512 zero, __m512 acc) {
+  if (LANE_BYTES == 1) {
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d)));
+    const __m512 xw = _mm512_loadu_ps(x + win * 16);
+    return _mm512_fmadd_ps(_mm512_permutexvar_ps(v, xw), _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut), acc);
+  } else {
+    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(d)));
+    const float* xp = x + win * 32;
+    const __m512 xv = _mm512_permutex2var_ps(_mm512_loadu_ps(xp), v, _mm512_loadu_ps(xp + 16));
+    return _mm512_fmadd_ps(xv, _mm512_permutex2var_ps(lut, _mm512_srli_epi32(v, 5), zero), acc);
+  }
+}
+
+template <int LANE_BYTES>
+void sparse_windows_t(const float* x, const SparseWindows& s, int64_t cg0, int64_t cg1, float* y) {
   const __m512 zero = _mm512_setzero_ps();
+  const uint8_t* data = static_cast<const uint8_t*>(s.data);
+  constexpr int64_t kStep = 16 * LANE_BYTES;
   for (int64_t cg = cg0; cg < cg1; ++cg) {
     const int64_t col = cg * 16;
     const __m512 lut = _mm512_loadu_ps(s.cb16 + (col / s.group_size) * 16);
     __m512 a0 = zero, a1 = zero, a2 = zero, a3 = zero;
-    const int64_t* sp = s.step_ptr + cg * s.NW;
-    for (int64_t kw = 0; kw < s.NW; ++kw) {
-      const int64_t b = sp[kw];
-      int64_t n = sp[kw + 1] - b;
-      if (n == 0) continue;
-      const int64_t k0 = kw * 32;
-      const int64_t rem = std::min<int64_t>(32, s.K - k0);
-      const __mmask16 m0 = static_cast<__mmask16>(rem >= 16 ? 0xFFFF : ((1u << rem) - 1u));
-      const __mmask16 m1 = static_cast<__mmask16>(rem >= 32 ? 0xFFFF : (rem > 16 ? ((1u << (rem - 16)) - 1u) : 0u));
-      const __m512 xlo = _mm512_maskz_loadu_ps(m0, x + k0);
-      const __m512 xhi = _mm512_maskz_loadu_ps(m1, x + k0 + 16);
-      const uint16_t* d = s.data + b * 16;
-      for (; n >= 4; n -= 4, d += 64) {
-        const __m512i v0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(d)));
-        const __m512i v1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(d + 16)));
-        const __m512i v2 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(d + 32)));
-        const __m512i v3 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(d + 48)));
-        a0 = _mm512_fmadd_ps(_mm512_permutex2var_ps(xlo, v0, xhi),
-                             _mm512_permutex2var_ps(lut, _mm512_srli_epi32(v0, 5), zero), a0);
-        a1 = _mm512_fmadd_ps(_mm512_permutex2var_ps(xlo, v1, xhi),
-                             _mm512_permutex2var_ps(lut, _mm512_srli_epi32(v1, 5), zero), a1);
-        a2 = _mm512_fmadd_ps(_mm512_permutex2var_ps(xlo, v2, xhi),
-                             _mm512_permutex2var_ps(lut, _mm512_srli_epi32(v2, 5), zero), a2);
-        a3 = _mm512_fmadd_ps(_mm512_permutex2var_ps(xlo, v3, xhi),
-                             _mm512_permutex2var_ps(lut, _mm512_srli_epi32(v3, 5), zero), a3);
-      }
-      for (; n > 0; --n, d += 16) {
-        const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(d)));
-        a0 = _mm512_fmadd_ps(_mm512_permutex2var_ps(xlo, v, xhi),
-                             _mm512_permutex2var_ps(lut, _mm512_srli_epi32(v, 5), zero), a0);
-      }
+    int64_t i = s.step_ptr[cg];
+    const int64_t e = s.step_ptr[cg + 1];
+    const uint8_t* d = data + i * kStep;
+    const uint16_t* win = s.step_win;
+    for (; i + 4 <= e; i += 4, d += 4 * kStep) {
+      _mm_prefetch(reinterpret_cast<const char*>(d + 1024), _MM_HINT_T0);
+      a0 = sparse_step<LANE_BYTES>(d, x, win[i], lut, zero, a0);
+      a1 = sparse_step<LANE_BYTES>(d + kStep, x, win[i + 1], lut, zero, a1);
+      a2 = sparse_step<LANE_BYTES>(d + 2 * kStep, x, win[i + 2], lut, zero, a2);
+      a3 = sparse_step<LANE_BYTES>(d + 3 * kStep, x, win[i + 3], lut, zero, a3);
     }
+    for (; i < e; ++i, d += kStep) a0 = sparse_step<LANE_BYTES>(d, x, win[i], lut, zero, a0);
     const __m512 sum = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
     const int64_t left = s.N - col;
     const __mmask16 m = static_cast<__mmask16>(left >= 16 ? 0xFFFF : ((1u << left) - 1u));
     _mm512_mask_storeu_ps(y + col, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + col), sum));
+  }
+}
+
+void sparse_windows_avx512(const float* x, const SparseWindows& s, int64_t cg0, int64_t cg1, float* y) {
+  if (s.lane_bytes == 1) {
+    sparse_windows_t<1>(x, s, cg0, cg1, y);
+  } else {
+    sparse_windows_t<2>(x, s, cg0, cg1, y);
   }
 }
 

@@ -15,16 +15,26 @@ namespace {
 
 // Prepacked copy of constant, validated sparse weights for the windowed AVX-512 kernel.
 struct WindowsPack {
-  std::vector<uint16_t> data;
+  std::vector<uint8_t> data;
   std::vector<int64_t> step_ptr;
+  std::vector<uint16_t> step_win;
   std::vector<float> cb16;
   int64_t NG = 0, NW = 0;
+  int lane_bytes = 0, window = 0;
 };
 
 // Builds the windowed layout, or returns false when it does not apply or would be too large.
+// Byte lanes (16-row windows) when every codebook row has entry 0 == 0.0 (the contract's reserved
+// zero, used as padding), else 16-bit lanes (32-row windows).
 bool build_windows(const SparseWeights& w, const float* codebook, int64_t C, WindowsPack* out) {
   if (w.bits > 4 || (w.G != 1 && w.group_size % 16 != 0) || w.K <= 0) return false;
-  const int64_t NG = ceil_div(w.N, 16), NW = ceil_div(w.K, 32);
+  bool zero0 = true;
+  for (int64_t g = 0; g < w.G; ++g) zero0 = zero0 && codebook[g * C] == 0.0f;
+  const int lane_bytes = zero0 ? 1 : 2;
+  const int window = zero0 ? 16 : 32;
+  const int wshift = zero0 ? 4 : 5;
+  const int64_t NG = ceil_div(w.N, 16), NW = ceil_div(w.K, window);
+  if (NW > 65535) return false;
   const uint32_t dmask = (1u << w.index_bits) - 1u;
   auto for_each_entry = [&](auto&& f) {
     for (int64_t k = 0; k < w.K; ++k) {
@@ -42,29 +52,51 @@ bool build_windows(const SparseWeights& w, const float* codebook, int64_t C, Win
     }
   };
   std::vector<uint32_t> cnt(static_cast<size_t>(NG * NW * 16), 0);
-  for_each_entry([&](int64_t k, int64_t p, uint32_t) { ++cnt[static_cast<size_t>(((p >> 4) * NW + (k >> 5)) * 16 + (p & 15))]; });
-  out->step_ptr.assign(static_cast<size_t>(NG * NW + 1), 0);
+  for_each_entry([&](int64_t k, int64_t p, uint32_t code) {
+    if (zero0 && code == 0) return;  // explicit zeros (EIE fillers) need no lane
+    ++cnt[static_cast<size_t>(((p >> 4) * NW + (k >> wshift)) * 16 + (p & 15))];
+  });
+  // first step of each (group, window), steps in group-major order
+  std::vector<int64_t> first(static_cast<size_t>(NG * NW + 1), 0);
   for (int64_t i = 0; i < NG * NW; ++i) {
     uint32_t mx = 0;
     for (int j = 0; j < 16; ++j) mx = std::max(mx, cnt[static_cast<size_t>(i * 16 + j)]);
-    out->step_ptr[static_cast<size_t>(i + 1)] = out->step_ptr[static_cast<size_t>(i)] + mx;
+    first[static_cast<size_t>(i + 1)] = first[static_cast<size_t>(i)] + mx;
   }
-  const int64_t steps = out->step_ptr.back();
-  // padded layout: 32 bytes a step; give up beyond twice the size of dense 4-bit codes
-  if (steps * 32 > std::max<int64_t>(w.K * w.N, 1 << 16)) return false;
-  out->data.assign(static_cast<size_t>(steps * 16), SparseWindows::kPad);
+  const int64_t steps = first.back();
+  // give up beyond twice the size of dense 4-bit codes (dense weights are better served densely)
+  if (steps * 16 * lane_bytes > std::max<int64_t>(w.K * w.N, 1 << 16)) return false;
+  out->step_ptr.assign(static_cast<size_t>(NG + 1), 0);
+  for (int64_t g = 0; g <= NG; ++g) out->step_ptr[static_cast<size_t>(g)] = first[static_cast<size_t>(g * NW)];
+  out->step_win.assign(static_cast<size_t>(steps), 0);
+  for (int64_t i = 0; i < NG * NW; ++i)
+    for (int64_t t = first[static_cast<size_t>(i)]; t < first[static_cast<size_t>(i + 1)]; ++t)
+      out->step_win[static_cast<size_t>(t)] = static_cast<uint16_t>(i % NW);
+  out->data.assign(static_cast<size_t>(steps * 16 * lane_bytes), 0);
+  if (!zero0) {
+    uint16_t* d16 = reinterpret_cast<uint16_t*>(out->data.data());
+    std::fill(d16, d16 + steps * 16, SparseWindows::kPad);
+  }
   std::fill(cnt.begin(), cnt.end(), 0u);
   for_each_entry([&](int64_t k, int64_t p, uint32_t code) {
-    const int64_t i = (p >> 4) * NW + (k >> 5);
+    if (zero0 && code == 0) return;
+    const int64_t i = (p >> 4) * NW + (k >> wshift);
     const int lane = static_cast<int>(p & 15);
-    const int64_t slot = out->step_ptr[static_cast<size_t>(i)] + cnt[static_cast<size_t>(i * 16 + lane)]++;
-    out->data[static_cast<size_t>(slot * 16 + lane)] = static_cast<uint16_t>((k & 31) | (code << 5));
+    const int64_t slot = first[static_cast<size_t>(i)] + cnt[static_cast<size_t>(i * 16 + lane)]++;
+    const uint32_t v = static_cast<uint32_t>(k & (window - 1)) | (code << wshift);
+    if (zero0) {
+      out->data[static_cast<size_t>(slot * 16 + lane)] = static_cast<uint8_t>(v);
+    } else {
+      std::memcpy(out->data.data() + (slot * 16 + lane) * 2, &v, 2);
+    }
   });
   out->cb16.assign(static_cast<size_t>(w.G * 16), 0.0f);
   for (int64_t g = 0; g < w.G; ++g)
     for (int64_t c = 0; c < C; ++c) out->cb16[static_cast<size_t>(g * 16 + c)] = codebook[g * C + c];
   out->NG = NG;
   out->NW = NW;
+  out->lane_bytes = lane_bytes;
+  out->window = window;
   return true;
 }
 
@@ -194,13 +226,16 @@ struct SparseCodebookMatMulKernel {
             pack_state.store(build_windows(w, cb.as<float>(), C, &pack) ? 1 : 2, std::memory_order_release);
         }
         if (pack_state.load(std::memory_order_acquire) == 1) {
-          SparseWindows sw{pack.data.data(), pack.step_ptr.data(), pack.cb16.data(), K, N, pack.NG, pack.NW, group_size};
+          SparseWindows sw{pack.data.data(), pack.step_ptr.data(), pack.step_win.data(), pack.cb16.data(), K, N,
+                           pack.NG,          pack.NW,      group_size,          pack.lane_bytes,   pack.window};
           constexpr int64_t kGroupsPerTask = 64;
           const int64_t tasks = ceil_div(pack.NG, kGroupsPerTask);
+          std::vector<float> xpad(static_cast<size_t>(pack.NW * pack.window + 16), 0.0f);
           for (int64_t m = 0; m < M; ++m) {
+            std::memcpy(xpad.data(), xd + m * K, static_cast<size_t>(K) * sizeof(float));
             parallel_for(ctx, static_cast<size_t>(tasks), [&](size_t t) {
               const int64_t g0 = static_cast<int64_t>(t) * kGroupsPerTask;
-              kt.sparse_windows_gemv(xd + m * K, sw, g0, std::min(pack.NG, g0 + kGroupsPerTask), y + m * N);
+              kt.sparse_windows_gemv(xpad.data(), sw, g0, std::min(pack.NG, g0 + kGroupsPerTask), y + m * N);
             });
           }
           return;

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import oplib
@@ -30,6 +31,16 @@ def _symbolic(model):
             d.Clear()
             d.dim_param = f"d{i}_{j}"
     return model
+
+
+def _freeze(model, feeds):
+    """Turns every weight input into a constant initializer (exercises the prepacked paths)."""
+    weights = {k: v for k, v in feeds.items() if k != "X"}
+    keep = [vi for vi in model.graph.input if vi.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(v), k) for k, v in weights.items())
+    return model, {"X": feeds["X"]}
 
 
 def _run(model, feeds):
@@ -130,7 +141,7 @@ def case_codebook(rng, stats):
         if bias is not None:
             feeds["B"] = bias
         ref_w = (lambda: oplib.decode_codebook(cb, codes, gs)) if valid else None
-    _finish(_symbolic(model), feeds, ref_w, bias, stats)
+    _finish(_symbolic(model), feeds, ref_w, bias, stats, rng)
 
 
 def case_sparse(rng, stats):
@@ -141,6 +152,8 @@ def case_sparse(rng, stats):
     gs = int(rng.choice([n, 1, int(rng.integers(1, n + 5))]))
     density = float(rng.choice([0.0, 0.05, 0.3, 1.0]))
     cb, row_ptr, deltas, ecodes, dp, cp = oplib.random_sparse_problem(rng, k, n, bits, ib, density, gs)
+    if rng.random() < 0.3:
+        cb[:, 0] = 0.5  # entry 0 not reserved: the 16-bit window layout
     attrs = {}
     valid = True
     r = rng.random()
@@ -183,7 +196,7 @@ def case_sparse(rng, stats):
     )
     feeds = {"X": x, "codebook": cb, "row_ptr": row_ptr, "deltas": dp, "codes": cp}
     ref_w = (lambda: oplib.decode_sparse(cb, row_ptr, deltas, ecodes, n, gs)) if valid else None
-    _finish(_symbolic(model), feeds, ref_w, None, stats)
+    _finish(_symbolic(model), feeds, ref_w, None, stats, rng)
 
 
 def case_conv(rng, stats):
@@ -242,11 +255,15 @@ def case_conv(rng, stats):
         as_inputs={"codebook", "codes", "B"},
     )
     feeds = {"X": rng.standard_normal(x_shape).astype(np.float32), "codebook": cb, "codes": packed, "B": bias}
-    _finish(_symbolic(model), feeds, None, None, stats)
+    _finish(_symbolic(model), feeds, None, None, stats, rng)
 
 
-def _finish(model, feeds, ref_w, bias, stats):
+def _finish(model, feeds, ref_w, bias, stats, rng=None):
     stats["cases"] += 1
+    ref_feeds = feeds
+    if rng is not None and rng.random() < 0.5:
+        model, feeds = _freeze(model, feeds)
+        stats["frozen"] += 1
     try:
         y = _run(model, feeds)
     except Exception as e:  # an onnxruntime error status is the expected answer to bad input
@@ -258,7 +275,7 @@ def _finish(model, feeds, ref_w, bias, stats):
         stats["errors"] += 1
         return
     if ref_w is not None:
-        ref = feeds["X"] @ ref_w() + (0 if bias is None else bias)
+        ref = ref_feeds["X"] @ ref_w() + (0 if bias is None else bias)
         np.testing.assert_allclose(y, ref, rtol=1e-3, atol=1e-3)
         stats["checked"] += 1
 
@@ -267,14 +284,14 @@ def main() -> int:
     seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
     rng = np.random.default_rng(seed)
-    stats = {"cases": 0, "errors": 0, "checked": 0}
+    stats = {"cases": 0, "errors": 0, "checked": 0, "frozen": 0}
     cases = [case_codebook, case_sparse, case_conv]
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         cases[int(rng.integers(0, len(cases)))](rng, stats)
     print(
-        f"fuzz: {stats['cases']} cases, {stats['errors']} errors reported cleanly, "
-        f"{stats['checked']} checked against numpy"
+        f"fuzz: {stats['cases']} cases ({stats['frozen']} with constant weights), {stats['errors']} errors "
+        f"reported cleanly, {stats['checked']} checked against numpy"
     )
     return 0
 

@@ -4,7 +4,7 @@ Builds the runtime with -fsanitize=address,undefined into a temporary directory,
 fuzz_driver.py in a python process with libasan (and libstdc++, so that ASan can intercept C++
 exceptions) preloaded, once per kernel set (scalar, AVX2, AVX-512). Passes when every case either
 ran correctly or was rejected with an onnxruntime error, and no sanitizer reported anything.
-Takes about 1.5 minutes (ONNXCOMP_FUZZ_SECONDS sets the time per kernel set, default 20).
+Takes about 1.5 minutes (ONNXCOMP_FUZZ_SECONDS sets the time per kernel set, default 15).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def test_fuzz_under_asan(asan_library, isa):
     libasan = _gcc_lib("libasan.so")
     libstdcxx = _gcc_lib("libstdc++.so.6")
     assert os.path.isabs(libasan), f"libasan not found ({libasan})"
-    seconds = os.environ.get("ONNXCOMP_FUZZ_SECONDS", "20")
+    seconds = os.environ.get("ONNXCOMP_FUZZ_SECONDS", "15")
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),

@@ -7,6 +7,7 @@
 // GEMM (the unfolded input is produced panel by panel, never materialized).
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 #include "common.h"
 #include "ops.h"
@@ -139,12 +140,12 @@ struct CodebookConvKernel {
         const_codes.mark(codes.data);
       }
       const float* cbd = cb.as<float>();
-      std::vector<float> wf(static_cast<size_t>(M * CKK));
+      std::unique_ptr<float[]> wf(new float[static_cast<size_t>(M * CKK)]);
       std::vector<uint8_t> row(static_cast<size_t>(CKK));
       for (int64_t m = 0; m < M; ++m) {
         unpack_row(cp + m * row_bytes, 0, CKK, bits, row.data());
         const float* cbr = cbd + (m / group_size) * C_cb;
-        float* wr = wf.data() + m * CKK;
+        float* wr = wf.get() + m * CKK;
         for (int64_t j = 0; j < CKK; ++j) wr[j] = cbr[row[static_cast<size_t>(j)]];
       }
 
@@ -159,8 +160,8 @@ struct CodebookConvKernel {
       if (batch == 0 || OS == 0) return;
       const KernelTable& kt = kernels();
       const int64_t apanel = ceil_div(Mg, kt.mr) * kt.mr * CKK;
-      std::vector<float> packed(static_cast<size_t>(group * apanel));
-      for (int64_t g = 0; g < group; ++g) kt.pack_a(Mg, CKK, wf.data() + g * Mg * CKK, CKK, packed.data() + g * apanel);
+      std::unique_ptr<float[]> packed(new float[static_cast<size_t>(group * apanel)]);
+      for (int64_t g = 0; g < group; ++g) kt.pack_a(Mg, CKK, wf.get() + g * Mg * CKK, CKK, packed.get() + g * apanel);
       const int64_t ctasks = ceil_div(OS, kColumnTask);
       const float* xd = x.as<float>();
       parallel_for(ctx, static_cast<size_t>(batch * group * ctasks), [&](size_t t) {
@@ -171,7 +172,7 @@ struct CodebookConvKernel {
         ConvGeometry gg = geo;
         gg.x = xd + (n * C + g * Cg) * in_size;
         float* yg = y + (n * M + g * Mg) * OS;
-        kt.gemm(Mg, CKK, packed.data() + g * apanel, kt.im2col_panel, &gg, yg, OS, c0, std::min(OS, c0 + kColumnTask), true);
+        kt.gemm(Mg, CKK, packed.get() + g * apanel, kt.im2col_panel, &gg, yg, OS, c0, std::min(OS, c0 + kColumnTask), true);
       });
     });
   }

@@ -121,6 +121,21 @@ void ConstInput::init(const OrtKernelInfo* info, size_t index) {
 
 void unpack_row(const uint8_t* row, int64_t j0, int64_t count, int bits, uint8_t* out) {
   const uint8_t* p = row + ((j0 * bits) >> 3);
+  if (bits == 8) {
+    std::memcpy(out, p, static_cast<size_t>(count));
+    return;
+  }
+  if (bits == 4 || bits == 2 || bits == 1) {
+    const int cpb = 8 / bits;
+    const uint32_t mask = (1u << bits) - 1u;
+    int64_t i = 0;
+    for (; i + cpb <= count; i += cpb) {
+      const uint32_t b = p[i / cpb];
+      for (int t = 0; t < cpb; ++t) out[i + t] = static_cast<uint8_t>((b >> (t * bits)) & mask);
+    }
+    for (; i < count; ++i) out[i] = static_cast<uint8_t>((p[i / cpb] >> ((i % cpb) * bits)) & mask);
+    return;
+  }
   const uint32_t mask = (1u << bits) - 1u;
   uint32_t acc = 0;
   int have = 0;

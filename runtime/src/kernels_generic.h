@@ -7,7 +7,7 @@
 //                     int64_t ldc, bool accumulate);
 // computing C[0:rows, 0:cols] (+)= A_panel(kc x kMR) @ B_strip(kc x kNR).
 
-constexpr int64_t kKC = 256;               // rows of B per panel
+constexpr int64_t kKC = 128;               // rows of B per panel
 constexpr int64_t kNC = kNR * 8;           // columns of B per panel (kKC * kNC floats stay in L2)
 
 inline float* scratch(size_t n, int slot) {

@@ -203,3 +203,30 @@ def test_codebook_matmul_runtime_codes(bits, m):
     x = _x(rng, (m, k))
     y = check(model, {"X": x, "codes": packed})
     np.testing.assert_allclose(y, x @ oplib.decode_codebook(cb, codes, gs), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("zero_entry0", [True, False])
+@pytest.mark.parametrize("m", [1, 3])
+def test_sparse_windows_threads(zero_entry0, m):
+    """Constant weights (windowed layout, byte or 16-bit lanes) on two threads, K and N not multiples."""
+    rng = np.random.default_rng(21 + m)
+    k, n, bits = 301, 1203, 4
+    cb, row_ptr, deltas, ecodes, dp, cp = oplib.random_sparse_problem(rng, k, n, bits, 4, 0.1, 32)
+    if not zero_entry0:
+        cb[:, 0] = 0.25  # fillers then carry a value: no byte lanes
+    model = oplib.sparse_codebook_matmul(
+        [m, k], cb, row_ptr, dp, cp, bits=bits, index_bits=4, n=n, group_size=32
+    )
+    x = _x(rng, (m, k))
+    y = check(model, {"X": x}, threads=2)
+    ref = x @ oplib.decode_sparse(cb, row_ptr, deltas, ecodes, n, 32)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_threads():
+    rng = np.random.default_rng(8)
+    cb, _, packed = oplib.random_codebook_problem(rng, 24, 16 * 9, 4)
+    model = oplib.codebook_conv(
+        [3, 16, 30, 30], cb, packed, bits=4, weight_shape=[24, 16, 3, 3], pads=[1, 1, 1, 1]
+    )
+    check(model, {"X": _x(rng, (3, 16, 30, 30))}, threads=2)

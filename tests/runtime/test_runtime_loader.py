@@ -160,3 +160,26 @@ def test_every_isa_matches(isa):
     got = out.stdout.strip().splitlines()[-1]
     if supported[isa] and got != isa:
         pytest.skip(f"this CPU has no {isa}: ran {got}")
+
+
+def test_baseline_code_is_plain_x86_64(runtime_lib):
+    """Only the dispatched kernels (avx2::, avx512::) may use AVX/BMI instructions, so the library
+    loads and registers on any x86-64 CPU."""
+    import shutil
+
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump not available")
+    out = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", "-C", str(runtime_lib)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    fn, bad = "", set()
+    simd = ("\tv", "\tshlx", "\tshrx", "\tsarx", "\tandn", "\tbzhi", "\tpdep", "\tpext", "\ttzcnt", "\tlzcnt")
+    for line in out.splitlines():
+        if line.endswith(">:"):
+            fn = line
+        elif any(s in line for s in simd) and "avx512::" not in fn and "avx2::" not in fn:
+            bad.add(fn)
+    assert not bad, sorted(bad)[:10]

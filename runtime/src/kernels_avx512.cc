@@ -322,7 +322,7 @@ void gemv_packed_pass(const float* x, int64_t ldx, const CodebookWeights& w, con
   const uint8_t* p = w.packed + block * w.K * 64 + c0 * 16;
   const int64_t K = w.K;
   for (int64_t k = 0; k < K; ++k, p += 64) {
-    _mm_prefetch(reinterpret_cast<const char*>(p + 1024), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(p + 4096), _MM_HINT_T0);
     __m512 xv[ROWS];
     for (int r = 0; r < ROWS; ++r) xv[r] = _mm512_set1_ps(x[r * ldx + k]);
     for (int c = 0; c < CH; ++c) {
@@ -448,7 +448,7 @@ void sparse_windows_t(const float* x, const SparseWindows& s, int64_t cg0, int64
     const uint8_t* d = data + i * kStep;
     const uint16_t* win = s.step_win;
     for (; i + 4 <= e; i += 4, d += 4 * kStep) {
-      _mm_prefetch(reinterpret_cast<const char*>(d + 1024), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(d + 4096), _MM_HINT_T0);
       a0 = sparse_step<LANE_BYTES>(d, x, win[i], lut, zero, a0);
       a1 = sparse_step<LANE_BYTES>(d + kStep, x, win[i + 1], lut, zero, a1);
       a2 = sparse_step<LANE_BYTES>(d + 2 * kStep, x, win[i + 2], lut, zero, a2);

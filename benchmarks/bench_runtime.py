@@ -323,9 +323,7 @@ def main() -> int:
                     goal=(">= 10x", 10.0),
                     check_tol=1e-4,
                 )
-            xr = np.maximum(rng.standard_normal((1, k)), 0).astype(
-                np.float32
-            )  # post-ReLU: half the rows skipped
+            xr = np.maximum(rng.standard_normal((1, k)), 0).astype(np.float32)  # post-ReLU
             compare(
                 "  same, idx8, ReLU'd input (50% zero activations)",
                 dense_matmul(ws, 1),
@@ -335,6 +333,17 @@ def main() -> int:
                 results,
                 check_tol=1e-4,
             )
+            if k == shapes[0][0]:
+                x32 = rng.standard_normal((32, k)).astype(np.float32)
+                compare(
+                    f"SparseCodebookMatMul 90% sparse 4-bit idx8 {k}x{n} b32",
+                    dense_matmul(ws, 32),
+                    sparse_matmul(scb, row_ptr, deltas, ecodes, k, n, 32, 8),
+                    {"X": x32},
+                    max(5, reps // 2),
+                    results,
+                    check_tol=1e-4,
+                )
         del w, codes
 
     if want("conv"):

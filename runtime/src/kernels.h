@@ -101,9 +101,11 @@ struct KernelTable {
                            int64_t ldy, int64_t n0, int64_t n1);
   // y[n] += sum_k x[k] * W[k, n] over rows k in [k0, k1) with x[k] != 0, for one row of X.
   void (*sparse_gemv)(const float* x, const SparseWeights& w, int64_t k0, int64_t k1, float* y);
-  // y[cg*16 : cg1*16] += x @ W over column groups [cg0, cg1) of a SparseWindows layout (nullptr:
-  // not available in this kernel set).
-  void (*sparse_windows_gemv)(const float* x, const SparseWindows& s, int64_t cg0, int64_t cg1, float* y);
+  // Y[r, cg0*16 : cg1*16] += X[r] @ W for rows r < rows (1..4) over column groups [cg0, cg1) of a
+  // SparseWindows layout; X rows are ldx apart and zero padded to NW * window (nullptr: not
+  // available in this kernel set).
+  void (*sparse_windows_gemv)(const float* x, int64_t ldx, int rows, const SparseWindows& s, int64_t cg0,
+                              int64_t cg1, float* y, int64_t ldy);
 };
 
 const KernelTable& kernels();                      // best table for this CPU (ONNXCOMP_ISA may cap it)

@@ -420,53 +420,75 @@ int64_t codebook_gemv_avx512(const float* x, int64_t M, int64_t ldx, const Codeb
 // Sparse windows: per step, vpermi2ps fetches each lane's x from the 32-row window held in two
 // registers and a second vpermi2ps its weight from the group's codebook (index bit 4 = padding
 // selects the zero register); four accumulators hide the FMA latency.
-template <int LANE_BYTES>
-inline __m512 sparse_step(const uint8_t* d, const float* x, uint16_t win, __m512 lut, __m512 zero, __m512 acc) {
+// One step for R rows of X: decode the 16 lanes once, then one x lookup and FMA per row.
+template <int LANE_BYTES, int R>
+inline void sparse_step(const uint8_t* d, const float* x, int64_t ldx, uint16_t win, __m512 lut, __m512 zero,
+                        __m512* acc) {
   if (LANE_BYTES == 1) {
     const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d)));
-    const __m512 xw = _mm512_loadu_ps(x + win * 16);
-    return _mm512_fmadd_ps(_mm512_permutexvar_ps(v, xw), _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut), acc);
+    const __m512 wv = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
+    for (int r = 0; r < R; ++r)
+      acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(v, _mm512_loadu_ps(x + r * ldx + win * 16)), wv, acc[r]);
   } else {
     const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(d)));
-    const float* xp = x + win * 32;
-    const __m512 xv = _mm512_permutex2var_ps(_mm512_loadu_ps(xp), v, _mm512_loadu_ps(xp + 16));
-    return _mm512_fmadd_ps(xv, _mm512_permutex2var_ps(lut, _mm512_srli_epi32(v, 5), zero), acc);
+    const __m512 wv = _mm512_permutex2var_ps(lut, _mm512_srli_epi32(v, 5), zero);
+    for (int r = 0; r < R; ++r) {
+      const float* xp = x + r * ldx + win * 32;
+      acc[r] = _mm512_fmadd_ps(_mm512_permutex2var_ps(_mm512_loadu_ps(xp), v, _mm512_loadu_ps(xp + 16)), wv, acc[r]);
+    }
   }
 }
 
-template <int LANE_BYTES>
-void sparse_windows_t(const float* x, const SparseWindows& s, int64_t cg0, int64_t cg1, float* y) {
+template <int LANE_BYTES, int R>
+void sparse_windows_t(const float* x, int64_t ldx, const SparseWindows& s, int64_t cg0, int64_t cg1, float* y,
+                      int64_t ldy) {
   const __m512 zero = _mm512_setzero_ps();
   const uint8_t* data = static_cast<const uint8_t*>(s.data);
   constexpr int64_t kStep = 16 * LANE_BYTES;
+  constexpr int U = R == 1 ? 4 : (R == 2 ? 2 : 1);  // independent accumulators per row
   for (int64_t cg = cg0; cg < cg1; ++cg) {
     const int64_t col = cg * 16;
     const __m512 lut = _mm512_loadu_ps(s.cb16 + (col / s.group_size) * 16);
-    __m512 a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+    __m512 acc[U][R];
+    for (int u = 0; u < U; ++u)
+      for (int r = 0; r < R; ++r) acc[u][r] = zero;
     int64_t i = s.step_ptr[cg];
     const int64_t e = s.step_ptr[cg + 1];
     const uint8_t* d = data + i * kStep;
     const uint16_t* win = s.step_win;
-    for (; i + 4 <= e; i += 4, d += 4 * kStep) {
+    for (; i + U <= e; i += U, d += U * kStep) {
       _mm_prefetch(reinterpret_cast<const char*>(d + 4096), _MM_HINT_T0);
-      a0 = sparse_step<LANE_BYTES>(d, x, win[i], lut, zero, a0);
-      a1 = sparse_step<LANE_BYTES>(d + kStep, x, win[i + 1], lut, zero, a1);
-      a2 = sparse_step<LANE_BYTES>(d + 2 * kStep, x, win[i + 2], lut, zero, a2);
-      a3 = sparse_step<LANE_BYTES>(d + 3 * kStep, x, win[i + 3], lut, zero, a3);
+      for (int u = 0; u < U; ++u) sparse_step<LANE_BYTES, R>(d + u * kStep, x, ldx, win[i + u], lut, zero, acc[u]);
     }
-    for (; i < e; ++i, d += kStep) a0 = sparse_step<LANE_BYTES>(d, x, win[i], lut, zero, a0);
-    const __m512 sum = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+    for (; i < e; ++i, d += kStep) sparse_step<LANE_BYTES, R>(d, x, ldx, win[i], lut, zero, acc[0]);
     const int64_t left = s.N - col;
     const __mmask16 m = static_cast<__mmask16>(left >= 16 ? 0xFFFF : ((1u << left) - 1u));
-    _mm512_mask_storeu_ps(y + col, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + col), sum));
+    for (int r = 0; r < R; ++r) {
+      __m512 sum = acc[0][r];
+      for (int u = 1; u < U; ++u) sum = _mm512_add_ps(sum, acc[u][r]);
+      float* yo = y + r * ldy + col;
+      _mm512_mask_storeu_ps(yo, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, yo), sum));
+    }
   }
 }
 
-void sparse_windows_avx512(const float* x, const SparseWindows& s, int64_t cg0, int64_t cg1, float* y) {
+template <int LANE_BYTES>
+void sparse_windows_rows(const float* x, int64_t ldx, int rows, const SparseWindows& s, int64_t cg0, int64_t cg1,
+                         float* y, int64_t ldy) {
+  switch (rows) {
+    case 1: sparse_windows_t<LANE_BYTES, 1>(x, ldx, s, cg0, cg1, y, ldy); break;
+    case 2: sparse_windows_t<LANE_BYTES, 2>(x, ldx, s, cg0, cg1, y, ldy); break;
+    case 3: sparse_windows_t<LANE_BYTES, 3>(x, ldx, s, cg0, cg1, y, ldy); break;
+    default: sparse_windows_t<LANE_BYTES, 4>(x, ldx, s, cg0, cg1, y, ldy); break;
+  }
+}
+
+void sparse_windows_avx512(const float* x, int64_t ldx, int rows, const SparseWindows& s, int64_t cg0, int64_t cg1,
+                           float* y, int64_t ldy) {
   if (s.lane_bytes == 1) {
-    sparse_windows_t<1>(x, s, cg0, cg1, y);
+    sparse_windows_rows<1>(x, ldx, rows, s, cg0, cg1, y, ldy);
   } else {
-    sparse_windows_t<2>(x, s, cg0, cg1, y);
+    sparse_windows_rows<2>(x, ldx, rows, s, cg0, cg1, y, ldy);
   }
 }
 

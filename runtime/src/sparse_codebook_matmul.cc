@@ -215,11 +215,11 @@ struct SparseCodebookMatMulKernel {
       SparseWeights w{row_ptr, deltas.as<uint8_t>(), codes.as<uint8_t>(), cbp, K, N, E, group_size, G, bits, index_bits};
       const KernelTable& kt = kernels();
       const float* xd = x.as<float>();
-      // windowed kernel for constant weights (once validated), batch <= 4
+      // windowed kernel for constant weights (once validated), 4 rows of X per pass
       const bool constant = rp.data == const_row_ptr.data && deltas.data == const_deltas.data &&
                             codes.data == const_codes.data && cb.data == const_codebook.data && rp.data != nullptr &&
                             deltas.data != nullptr && codes.data != nullptr && cb.data != nullptr;
-      if (constant && M <= 4 && kt.sparse_windows_gemv != nullptr && pack_state.load(std::memory_order_acquire) != 2) {
+      if (constant && kt.sparse_windows_gemv != nullptr && pack_state.load(std::memory_order_acquire) != 2) {
         if (pack_state.load(std::memory_order_acquire) == 0) {
           std::lock_guard<std::mutex> lock(pack_mutex);
           if (pack_state.load(std::memory_order_relaxed) == 0)
@@ -230,12 +230,15 @@ struct SparseCodebookMatMulKernel {
                            pack.NG,          pack.NW,      group_size,          pack.lane_bytes,   pack.window};
           constexpr int64_t kGroupsPerTask = 64;
           const int64_t tasks = ceil_div(pack.NG, kGroupsPerTask);
-          std::vector<float> xpad(static_cast<size_t>(pack.NW * pack.window + 16), 0.0f);
-          for (int64_t m = 0; m < M; ++m) {
-            std::memcpy(xpad.data(), xd + m * K, static_cast<size_t>(K) * sizeof(float));
+          const int64_t ldx = pack.NW * pack.window + 16;
+          std::vector<float> xpad(static_cast<size_t>(4 * ldx), 0.0f);
+          for (int64_t m = 0; m < M; m += 4) {
+            const int rows = static_cast<int>(std::min<int64_t>(4, M - m));
+            for (int r = 0; r < rows; ++r)
+              std::memcpy(xpad.data() + r * ldx, xd + (m + r) * K, static_cast<size_t>(K) * sizeof(float));
             parallel_for(ctx, static_cast<size_t>(tasks), [&](size_t t) {
               const int64_t g0 = static_cast<int64_t>(t) * kGroupsPerTask;
-              kt.sparse_windows_gemv(xpad.data(), sw, g0, std::min(pack.NG, g0 + kGroupsPerTask), y + m * N);
+              kt.sparse_windows_gemv(xpad.data(), ldx, rows, sw, g0, std::min(pack.NG, g0 + kGroupsPerTask), y + m * N, N);
             });
           }
           return;

@@ -179,7 +179,7 @@ def case_sparse(rng, stats):
     elif r < 0.75:
         row_ptr = row_ptr[:-1].copy()
         valid = False
-    x = rng.standard_normal((int(rng.integers(1, 4)), k)).astype(np.float32)
+    x = rng.standard_normal((int(rng.integers(1, 7)), k)).astype(np.float32)
     x[:, rng.random(k) < 0.3] = 0.0
     model = oplib.sparse_codebook_matmul(
         list(x.shape),

@@ -140,13 +140,21 @@ void im2col_panel_generic(const void* ctx, int64_t k0, int64_t kc, int64_t n0, i
           for (int64_t q = 0; q < run; ++q) dst[j + q] = 0.0f;
         } else {
           const float* xrow = xc + (iz * g.in[1] + iy) * g.in[2];
-          int64_t ix = ox * g.s[2] + dx;
-          if (g.s[2] == 1 && ix >= 0 && ix + run <= g.in[2]) {
-            for (int64_t q = 0; q < run; ++q) dst[j + q] = xrow[ix + q];
-          } else {
-            for (int64_t q = 0; q < run; ++q, ix += g.s[2]) {
-              dst[j + q] = (ix >= 0 && ix < g.in[2]) ? xrow[ix] : 0.0f;
+          const int64_t ix = ox * g.s[2] + dx;
+          float* out = dst + j;
+          if (g.s[2] == 1) {
+            // [zeros left of the input][contiguous copy][zeros right of it]
+            const int64_t lead = std::min<int64_t>(run, std::max<int64_t>(0, -ix));
+            const int64_t body = std::max<int64_t>(0, std::min<int64_t>(run, g.in[2] - ix) - lead);
+            for (int64_t q = 0; q < lead; ++q) out[q] = 0.0f;
+            if (body > 0) {
+              const float* src = xrow + ix + lead;
+              for (int64_t q = 0; q < body; ++q) out[lead + q] = src[q];
             }
+            for (int64_t q = lead + body; q < run; ++q) out[q] = 0.0f;
+          } else {
+            int64_t xi = ix;
+            for (int64_t q = 0; q < run; ++q, xi += g.s[2]) out[q] = (xi >= 0 && xi < g.in[2]) ? xrow[xi] : 0.0f;
           }
         }
         j += run;

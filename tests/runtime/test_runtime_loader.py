@@ -183,3 +183,43 @@ def test_baseline_code_is_plain_x86_64(runtime_lib):
         elif any(s in line for s in simd) and "avx512::" not in fn and "avx2::" not in fn:
             bad.add(fn)
     assert not bad, sorted(bad)[:10]
+
+
+def test_registration_refuses_old_onnxruntime(runtime_lib):
+    """RegisterCustomOps called by a runtime without C API 29 answers with a clear error status.
+
+    Simulated with ctypes: a fake OrtApiBase that knows no API 29 and calls itself 1.28.0, backed by
+    the real onnxruntime library for the older API (to create and read the status)."""
+    import glob
+
+    import onnxruntime
+
+    capi = Path(onnxruntime.__file__).parent / "capi"
+    libs = sorted(glob.glob(str(capi / "libonnxruntime.so*")))
+    if not libs:
+        pytest.skip("no libonnxruntime.so in the onnxruntime package")
+    ort_lib = ctypes.CDLL(libs[0])
+
+    get_api_t = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_uint32)
+    version_t = ctypes.CFUNCTYPE(ctypes.c_void_p)
+
+    class ApiBase(ctypes.Structure):
+        _fields_ = [("GetApi", get_api_t), ("GetVersionString", version_t)]
+
+    ort_lib.OrtGetApiBase.restype = ctypes.POINTER(ApiBase)
+    real = ort_lib.OrtGetApiBase().contents
+
+    def fake_get_api(version):
+        return None if version >= 29 else real.GetApi(version)
+
+    old_version = ctypes.create_string_buffer(b"1.28.0")
+    fake = ApiBase(get_api_t(fake_get_api), version_t(lambda: ctypes.addressof(old_version)))
+    ours = ctypes.CDLL(str(runtime_lib))
+    ours.RegisterCustomOps.restype = ctypes.c_void_p
+    ours.RegisterCustomOps.argtypes = [ctypes.c_void_p, ctypes.POINTER(ApiBase)]
+    status = ours.RegisterCustomOps(None, ctypes.byref(fake))
+    assert status, "registration must fail on an old runtime"
+    api1 = ctypes.cast(real.GetApi(1), ctypes.POINTER(ctypes.c_void_p))
+    get_message = ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_void_p)(api1[2])  # OrtApi::GetErrorMessage
+    msg = get_message(status).decode()
+    assert "needs onnxruntime >= 1.29" in msg and "1.28.0" in msg, msg

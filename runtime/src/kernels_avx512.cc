@@ -457,7 +457,7 @@ void sparse_windows_t(const float* x, int64_t ldx, const SparseWindows& s, int64
     const uint8_t* d = data + i * kStep;
     const uint16_t* win = s.step_win;
     for (; i + U <= e; i += U, d += U * kStep) {
-      _mm_prefetch(reinterpret_cast<const char*>(d + 4096), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(d + 8192), _MM_HINT_T0);
       for (int u = 0; u < U; ++u) sparse_step<LANE_BYTES, R>(d + u * kStep, x, ldx, win[i + u], lut, zero, acc[u]);
     }
     for (; i < e; ++i, d += kStep) sparse_step<LANE_BYTES, R>(d, x, ldx, win[i], lut, zero, acc[0]);

@@ -139,15 +139,15 @@ struct CodebookConvKernel {
           fail("code ", mx, " is out of range for a codebook of ", C_cb, " entries");
         const_codes.mark(codes.data);
       }
+      std::vector<float> padded;
       const float* cbd = cb.as<float>();
-      std::unique_ptr<float[]> wf(new float[static_cast<size_t>(M * CKK)]);
-      std::vector<uint8_t> row(static_cast<size_t>(CKK));
-      for (int64_t m = 0; m < M; ++m) {
-        unpack_row(cp + m * row_bytes, 0, CKK, bits, row.data());
-        const float* cbr = cbd + (m / group_size) * C_cb;
-        float* wr = wf.get() + m * CKK;
-        for (int64_t j = 0; j < CKK; ++j) wr[j] = cbr[row[static_cast<size_t>(j)]];
+      if (C_cb < entries) {
+        padded = pad_codebook(cbd, G, C_cb, bits);
+        cbd = padded.data();
       }
+      const KernelTable& kt = kernels();
+      std::unique_ptr<float[]> wf(new float[static_cast<size_t>(M * CKK)]);
+      kt.decode_rows(cp, row_bytes, M, CKK, bits, cbd, group_size, wf.get());
 
       Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
       float* y = yv.GetTensorMutableData<float>();
@@ -158,7 +158,6 @@ struct CodebookConvKernel {
           std::fill(yr, yr + OS, bias_data ? bias_data[m] : 0.0f);
         }
       if (batch == 0 || OS == 0) return;
-      const KernelTable& kt = kernels();
       const int64_t apanel = ceil_div(Mg, kt.mr) * kt.mr * CKK;
       std::unique_ptr<float[]> packed(new float[static_cast<size_t>(group * apanel)]);
       for (int64_t g = 0; g < group; ++g) kt.pack_a(Mg, CKK, wf.get() + g * Mg * CKK, CKK, packed.get() + g * apanel);

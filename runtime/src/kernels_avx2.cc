@@ -83,7 +83,7 @@ int64_t no_gemv(const float*, int64_t, int64_t, const CodebookWeights&, float*, 
 
 extern const KernelTable table = {
     "avx2", kMR, kNR, pack_a_generic, gemm_generic, codebook_panel_generic, im2col_panel_generic,
-    no_gemv, sparse_gemv_generic, nullptr,
+    no_gemv, sparse_gemv_generic, decode_rows_generic, nullptr,
 };
 
 }  // namespace avx2

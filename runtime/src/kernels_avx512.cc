@@ -239,6 +239,34 @@ void codebook_panel_avx512(const void* ctx, int64_t k0, int64_t kc, int64_t n0, 
   }
 }
 
+void decode_rows_avx512(const uint8_t* codes, int64_t row_bytes, int64_t rows, int64_t n, int bits,
+                        const float* codebook, int64_t group_size, float* out) {
+  const int64_t entries = int64_t{1} << bits;
+  const Unpack16 u = make_unpack16(bits);
+  const __mmask16 cbmask = static_cast<__mmask16>(entries >= 16 ? 0xFFFF : ((1u << entries) - 1u));
+  for (int64_t m = 0; m < rows; ++m) {
+    const uint8_t* row = codes + m * row_bytes;
+    const float* cb = codebook + (m / group_size) * entries;
+    const __m512 lo = entries <= 16 ? _mm512_maskz_loadu_ps(cbmask, cb) : _mm512_loadu_ps(cb);
+    const __m512 hi = entries == 32 ? _mm512_loadu_ps(cb + 16) : lo;
+    float* o = out + m * n;
+    for (int64_t j = 0; j < n; j += 16) {
+      const int64_t valid = std::min<int64_t>(16, n - j);
+      const int64_t byte0 = (j * bits) >> 3;
+      const __m512i idx = unpack16(u, row + byte0, static_cast<int>((valid * bits + 7) >> 3), byte0 + 16 <= row_bytes);
+      __m512 val;
+      if (entries <= 16) {
+        val = _mm512_permutexvar_ps(idx, lo);
+      } else if (entries == 32) {
+        val = _mm512_permutex2var_ps(lo, idx, hi);
+      } else {
+        val = _mm512_i32gather_ps(idx, cb, 4);
+      }
+      _mm512_mask_storeu_ps(o + j, static_cast<__mmask16>(valid >= 16 ? 0xFFFF : ((1u << valid) - 1u)), val);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Register-decoding GEMV for 1/2/4-bit codes. One 16-byte chunk of a code row covers 16*cpb
 // columns (cpb = 8 / bits codes per byte); dword lane j of the zero-extended chunk holds byte j,
@@ -496,7 +524,7 @@ void sparse_windows_avx512(const float* x, int64_t ldx, int rows, const SparseWi
 
 extern const KernelTable table = {
     "avx512", kMR, kNR, pack_a_generic, gemm_generic, codebook_panel_avx512, im2col_panel_generic,
-    codebook_gemv_avx512, sparse_gemv_generic, sparse_windows_avx512,
+    codebook_gemv_avx512, sparse_gemv_generic, decode_rows_avx512, sparse_windows_avx512,
 };
 
 }  // namespace avx512

@@ -71,7 +71,7 @@ std::vector<uint8_t> prepack_codes(const uint8_t* codes, int64_t K, int64_t N, i
 namespace scalar {
 extern const KernelTable table = {
     "scalar", kMR, kNR, pack_a_generic, gemm_generic, codebook_panel_generic, im2col_panel_generic,
-    no_gemv, sparse_gemv_generic, nullptr,
+    no_gemv, sparse_gemv_generic, decode_rows_generic, nullptr,
 };
 
 }  // namespace scalar

@@ -146,8 +146,6 @@ struct CodebookConvKernel {
         cbd = padded.data();
       }
       const KernelTable& kt = kernels();
-      std::unique_ptr<float[]> wf(new float[static_cast<size_t>(M * CKK)]);
-      kt.decode_rows(cp, row_bytes, M, CKK, bits, cbd, group_size, wf.get());
 
       Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
       float* y = yv.GetTensorMutableData<float>();
@@ -160,7 +158,16 @@ struct CodebookConvKernel {
       if (batch == 0 || OS == 0) return;
       const int64_t apanel = ceil_div(Mg, kt.mr) * kt.mr * CKK;
       std::unique_ptr<float[]> packed(new float[static_cast<size_t>(group * apanel)]);
-      for (int64_t g = 0; g < group; ++g) kt.pack_a(Mg, CKK, wf.get() + g * Mg * CKK, CKK, packed.get() + g * apanel);
+      {
+        // decode the filter a micro-panel of rows at a time (cache-hot), straight into packed form
+        std::unique_ptr<float[]> rows(new float[static_cast<size_t>(kt.mr * CKK)]);
+        for (int64_t g = 0; g < group; ++g)
+          for (int64_t i = 0; i < Mg; i += kt.mr) {
+            const int64_t r = std::min<int64_t>(kt.mr, Mg - i);
+            kt.decode_rows(cp, row_bytes, g * Mg + i, r, CKK, bits, cbd, group_size, rows.get());
+            kt.pack_a(r, CKK, rows.get(), CKK, packed.get() + g * apanel + (i / kt.mr) * kt.mr * CKK);
+          }
+      }
       const int64_t ctasks = ceil_div(OS, kColumnTask);
       const float* xd = x.as<float>();
       parallel_for(ctx, static_cast<size_t>(batch * group * ctasks), [&](size_t t) {

@@ -101,9 +101,9 @@ struct KernelTable {
                            int64_t ldy, int64_t n0, int64_t n1);
   // y[n] += sum_k x[k] * W[k, n] over rows k in [k0, k1) with x[k] != 0, for one row of X.
   void (*sparse_gemv)(const float* x, const SparseWeights& w, int64_t k0, int64_t k1, float* y);
-  // out[m, j] = codebook[(m / group_size) * 2^bits + code(m, j)] for m < rows, j < n: decodes whole
-  // code rows (the convolution filter) into floats.
-  void (*decode_rows)(const uint8_t* codes, int64_t row_bytes, int64_t rows, int64_t n, int bits,
+  // out[i, j] = codebook[(m / group_size) * 2^bits + code(m, j)] for m = row0 + i, i < rows, j < n:
+  // decodes whole code rows (the convolution filter) into floats.
+  void (*decode_rows)(const uint8_t* codes, int64_t row_bytes, int64_t row0, int64_t rows, int64_t n, int bits,
                       const float* codebook, int64_t group_size, float* out);
   // Y[r, cg0*16 : cg1*16] += X[r] @ W for rows r < rows (1..4) over column groups [cg0, cg1) of a
   // SparseWindows layout; X rows are ldx apart and zero padded to NW * window (nullptr: not

@@ -239,17 +239,18 @@ void codebook_panel_avx512(const void* ctx, int64_t k0, int64_t kc, int64_t n0, 
   }
 }
 
-void decode_rows_avx512(const uint8_t* codes, int64_t row_bytes, int64_t rows, int64_t n, int bits,
+void decode_rows_avx512(const uint8_t* codes, int64_t row_bytes, int64_t row0, int64_t rows, int64_t n, int bits,
                         const float* codebook, int64_t group_size, float* out) {
   const int64_t entries = int64_t{1} << bits;
   const Unpack16 u = make_unpack16(bits);
   const __mmask16 cbmask = static_cast<__mmask16>(entries >= 16 ? 0xFFFF : ((1u << entries) - 1u));
-  for (int64_t m = 0; m < rows; ++m) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t m = row0 + i;
     const uint8_t* row = codes + m * row_bytes;
     const float* cb = codebook + (m / group_size) * entries;
     const __m512 lo = entries <= 16 ? _mm512_maskz_loadu_ps(cbmask, cb) : _mm512_loadu_ps(cb);
     const __m512 hi = entries == 32 ? _mm512_loadu_ps(cb + 16) : lo;
-    float* o = out + m * n;
+    float* o = out + i * n;
     for (int64_t j = 0; j < n; j += 16) {
       const int64_t valid = std::min<int64_t>(16, n - j);
       const int64_t byte0 = (j * bits) >> 3;

@@ -232,14 +232,15 @@ void sparse_gemv_generic(const float* x, const SparseWeights& w, int64_t k0, int
   }
 }
 
-void decode_rows_generic(const uint8_t* codes, int64_t row_bytes, int64_t rows, int64_t n, int bits,
+void decode_rows_generic(const uint8_t* codes, int64_t row_bytes, int64_t row0, int64_t rows, int64_t n, int bits,
                          const float* codebook, int64_t group_size, float* out) {
   const int64_t entries = int64_t{1} << bits;
   uint8_t* buf = reinterpret_cast<uint8_t*>(scratch(static_cast<size_t>(n / 4 + 16), 2));
-  for (int64_t m = 0; m < rows; ++m) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t m = row0 + i;
     unpack_codes(codes + m * row_bytes, 0, n, bits, buf);
     const float* cb = codebook + (m / group_size) * entries;
-    float* o = out + m * n;
+    float* o = out + i * n;
     for (int64_t j = 0; j < n; ++j) o[j] = cb[buf[j]];
   }
 }

@@ -1,0 +1,258 @@
+// CodebookConv: Y = Conv(X, W) + B with W[m].ravel()[j] = codebook[m // group_size, code(m, j)].
+// Inputs: X float [N, C, *spatial] (1 to 3 spatial dims), codebook float [G, C' <= 2^bits],
+// codes uint8 [M, ceil(C/group * prod(k) * bits / 8)], B float [M] (optional).
+// Attributes: bits, group_size (over output channels, default M), weight_shape (M, C/group, k...),
+// and the Conv attributes dilations, group, kernel_shape, pads, strides (explicit pads only).
+// The filter is decoded once per run into a float buffer; the convolution is an implicit-im2col
+// GEMM (the unfolded input is produced panel by panel, never materialized).
+#include <algorithm>
+#include <cstring>
+#include <memory>
+
+#include "common.h"
+#include "ops.h"
+
+namespace onnxcomp {
+namespace {
+
+constexpr int64_t kColumnTask = 768;
+constexpr int64_t kMaxConvAttr = int64_t{1} << 31;  // bound for sizes, strides, pads, dilations
+
+struct CodebookConvKernel {
+  std::string label;
+  int bits = 0;
+  int64_t M = 0, Cg = 0, group = 1, group_size = 0, S = 0, KS = 1;
+  std::vector<int64_t> kernel, strides, dilations, pads;
+  ConstInput const_codes;
+
+  CodebookConvKernel(const OrtKernelInfo* info) : label(node_label("CodebookConv", info)) {
+    Attrs a{info};
+    bits = static_cast<int>(a.required_int("bits", 1, 8));
+    std::vector<int64_t> ws;
+    if (!a.get_ints("weight_shape", &ws)) fail("attribute 'weight_shape' (ints) is required");
+    if (ws.size() < 3 || ws.size() > 5)
+      fail("attribute weight_shape=", shape_str(ws), " must be (M, C/group, k1[, k2[, k3]])");
+    for (int64_t d : ws)
+      if (d < 1 || d > kMaxConvAttr) fail("attribute weight_shape=", shape_str(ws), " must hold sizes in [1, 2^31]");
+    M = ws[0];
+    Cg = ws[1];
+    S = static_cast<int64_t>(ws.size()) - 2;
+    kernel.assign(ws.begin() + 2, ws.end());
+    KS = 1;
+    for (int64_t k : kernel) KS = checked_mul(KS, k, "weight_shape");
+    checked_mul(Cg, KS, "weight_shape");
+    group = a.optional_int("group", 1, 1, kMaxDim);
+    if (M % group != 0) fail("M=", M, " (weight_shape[0]) is not divisible by group=", group);
+    group_size = a.optional_int("group_size", M, 1, kMaxDim);
+    std::vector<int64_t> ks;
+    if (a.get_ints("kernel_shape", &ks) && ks != kernel)
+      fail("attribute kernel_shape=", shape_str(ks), " does not match weight_shape=", shape_str(ws));
+    if (!a.get_ints("strides", &strides)) strides.assign(S, 1);
+    if (!a.get_ints("dilations", &dilations)) dilations.assign(S, 1);
+    if (!a.get_ints("pads", &pads)) pads.assign(2 * S, 0);
+    if (static_cast<int64_t>(strides.size()) != S) fail("attribute strides needs ", S, " values, got ", strides.size());
+    if (static_cast<int64_t>(dilations.size()) != S)
+      fail("attribute dilations needs ", S, " values, got ", dilations.size());
+    if (static_cast<int64_t>(pads.size()) != 2 * S) fail("attribute pads needs ", 2 * S, " values, got ", pads.size());
+    for (int64_t v : strides)
+      if (v < 1 || v > kMaxConvAttr) fail("attribute strides=", shape_str(strides), " must be positive (and <= 2^31)");
+    for (int64_t v : dilations)
+      if (v < 1 || v > kMaxConvAttr)
+        fail("attribute dilations=", shape_str(dilations), " must be positive (and <= 2^31)");
+    for (int64_t v : pads)
+      if (v < 0 || v > kMaxConvAttr) fail("attribute pads=", shape_str(pads), " must be non-negative (and <= 2^31)");
+    std::string auto_pad;
+    try {
+      auto_pad = Ort::ConstKernelInfo(info).GetAttribute<std::string>("auto_pad");
+    } catch (...) {
+    }
+    if (!auto_pad.empty() && auto_pad != "NOTSET") fail("attribute auto_pad=", auto_pad, " is not supported (use explicit pads)");
+    const_codes.init(info, 2);
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    return guarded(label, [&] {
+      Ort::KernelContext ctx(context);
+      const Input x = get_input(ctx, 0);
+      const Input cb = get_input(ctx, 1);
+      const Input codes = get_input(ctx, 2);
+      const Input bias = get_input(ctx, 3);
+      expect(x, "X", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+      expect(cb, "codebook", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+      expect(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
+      if (static_cast<int64_t>(x.shape.size()) != 2 + S)
+        fail("X must have rank ", 2 + S, " (N, C, ", S, " spatial dims) for weight_shape with ", S,
+             " kernel dims, got ", shape_str(x.shape));
+      const int64_t batch = x.shape[0], C = x.shape[1];
+      if (C != Cg * group)
+        fail("X has ", C, " channels, but weight_shape[1]*group = ", Cg, "*", group, " = ", Cg * group);
+      const int64_t G = ceil_div(M, group_size);
+      const int64_t entries = int64_t{1} << bits;
+      if (cb.shape.size() != 2 || cb.shape[0] != G || cb.shape[1] < 1 || cb.shape[1] > entries)
+        fail("codebook must have shape [G=", G, ", C] with 1 <= C <= 2^bits=", entries, " (M=", M,
+             ", group_size=", group_size, "), got ", shape_str(cb.shape));
+      const int64_t CKK = Cg * KS;
+      const int64_t row_bytes = ceil_div(CKK * bits, 8);
+      if (codes.shape.size() != 2 || codes.shape[0] != M || codes.shape[1] != row_bytes)
+        fail("codes must have shape [M=", M, ", ceil(C/group*prod(kernel)*bits/8)=", row_bytes, "], got ",
+             shape_str(codes.shape));
+      const float* bias_data = nullptr;
+      if (bias.present) {
+        expect(bias, "B", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+        if (bias.shape.size() != 1 || bias.shape[0] != M) fail("B must have shape [M=", M, "], got ", shape_str(bias.shape));
+        bias_data = bias.as<float>();
+      }
+      ConvGeometry geo{};
+      geo.C = Cg;
+      for (int i = 0; i < 3; ++i) {
+        geo.in[i] = geo.out[i] = geo.k[i] = geo.s[i] = geo.d[i] = 1;
+        geo.pad[i] = 0;
+      }
+      std::vector<int64_t> yshape{batch, M};
+      for (int64_t i = 0; i < S; ++i) {
+        const int64_t j = 3 - S + i;
+        const int64_t in = x.shape[2 + i];
+        const int64_t span = checked_mul(dilations[i], kernel[i] - 1, "dilated kernel") + 1;
+        const int64_t padded = in + pads[i] + pads[S + i];
+        if (padded < span)
+          fail("spatial dim ", i, ": input ", in, " + pads ", pads[i], "+", pads[S + i], " is smaller than the dilated kernel ", span);
+        geo.in[j] = in;
+        geo.out[j] = (padded - span) / strides[i] + 1;
+        geo.k[j] = kernel[i];
+        geo.s[j] = strides[i];
+        geo.d[j] = dilations[i];
+        geo.pad[j] = pads[i];
+        yshape.push_back(geo.out[j]);
+      }
+      geo.kernel_size = KS;
+      geo.out_size = checked_mul(checked_mul(geo.out[0], geo.out[1], "output size"), geo.out[2], "output size");
+      checked_mul(checked_mul(geo.out_size, M, "output size"), batch, "output size");
+      const int64_t OS = geo.out_size;
+      const int64_t in_size = geo.in[0] * geo.in[1] * geo.in[2];
+
+      // decode the filter
+      const uint8_t* cp = codes.as<uint8_t>();
+      const int64_t C_cb = cb.shape[1];
+      if (C_cb < entries && !const_codes.skip(codes.data)) {
+        const uint32_t mx = max_code(cp, M, row_bytes, CKK, bits);
+        if (mx >= static_cast<uint32_t>(C_cb))
+          fail("code ", mx, " is out of range for a codebook of ", C_cb, " entries");
+        const_codes.mark(codes.data);
+      }
+      std::vector<float> padded;
+      const float* cbd = cb.as<float>();
+      if (C_cb < entries) {
+        padded = pad_codebook(cbd, G, C_cb, bits);
+        cbd = padded.data();
+      }
+      const KernelTable& kt = kernels();
+
+      Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
+      float* y = yv.GetTensorMutableData<float>();
+      const int64_t Mg = M / group;
+      for (int64_t n = 0; n < batch; ++n)
+        for (int64_t m = 0; m < M; ++m) {
+          float* yr = y + (n * M + m) * OS;
+          std::fill(yr, yr + OS, bias_data ? bias_data[m] : 0.0f);
+        }
+      if (batch == 0 || OS == 0) return;
+      const int64_t apanel = ceil_div(Mg, kt.mr) * kt.mr * CKK;
+      std::unique_ptr<float[]> packed(new float[static_cast<size_t>(group * apanel)]);
+      {
+        // decode the filter a micro-panel of rows at a time (cache-hot), straight into packed form
+        std::unique_ptr<float[]> rows(new float[static_cast<size_t>(kt.mr * CKK)]);
+        for (int64_t g = 0; g < group; ++g)
+          for (int64_t i = 0; i < Mg; i += kt.mr) {
+            const int64_t r = std::min<int64_t>(kt.mr, Mg - i);
+            kt.decode_rows(cp, row_bytes, g * Mg + i, r, CKK, bits, cbd, group_size, rows.get());
+            kt.pack_a(r, CKK, rows.get(), CKK, packed.get() + g * apanel + (i / kt.mr) * kt.mr * CKK);
+          }
+      }
+      const int64_t ctasks = ceil_div(OS, kColumnTask);
+      const float* xd = x.as<float>();
+      parallel_for(ctx, static_cast<size_t>(batch * group * ctasks), [&](size_t t) {
+        const int64_t ti = static_cast<int64_t>(t);
+        const int64_t n = ti / (group * ctasks);
+        const int64_t g = (ti / ctasks) % group;
+        const int64_t c0 = (ti % ctasks) * kColumnTask;
+        ConvGeometry gg = geo;
+        gg.x = xd + (n * C + g * Cg) * in_size;
+        float* yg = y + (n * M + g * Mg) * OS;
+        kt.gemm(Mg, CKK, packed.get() + g * apanel, kt.im2col_panel, &gg, yg, OS, c0, std::min(OS, c0 + kColumnTask), true);
+      });
+    });
+  }
+};
+
+struct CodebookConvOp : Ort::CustomOpBase<CodebookConvOp, CodebookConvKernel, true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    return guarded(node_label("CodebookConv", info), [&] { *kernel = new CodebookConvKernel(info); });
+  }
+  const char* GetName() const { return "CodebookConv"; }
+  size_t GetInputTypeCount() const { return 4; }
+  ONNXTensorElementDataType GetInputType(size_t i) const {
+    return i == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i == 3 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+
+  CodebookConvOp() { install_shape_inference(this); }
+  static OrtStatusPtr InferShape(OrtShapeInferContext* raw) {
+    try {
+      Ort::ShapeInferContext ctx(&Ort::GetApi(), raw);
+      if (ctx.GetInputCount() < 1) return nullptr;
+      const Ort::ShapeInferContext::Shape xs = ctx.GetInputShape(0);
+      std::vector<int64_t> ws = ctx.GetAttrInts("weight_shape");
+      if (ws.size() < 3 || ws.size() > 5) {
+        return Ort::GetApi().CreateStatus(
+            ORT_INVALID_ARGUMENT, cat(kDomain, ".CodebookConv: attribute weight_shape=", shape_str(ws),
+                                      " must be (M, C/group, k1[, k2[, k3]])").c_str());
+      }
+      const size_t S = ws.size() - 2;
+      if (xs.size() != S + 2) return nullptr;  // unknown rank: checked at run time
+      auto ints_or = [&](const char* name, size_t n, int64_t dflt) {
+        std::vector<int64_t> v;
+        try {
+          v = ctx.GetAttrInts(name);
+        } catch (...) {
+          v.assign(n, dflt);
+        }
+        if (v.size() != n) v.assign(n, -1);
+        return v;
+      };
+      const std::vector<int64_t> st = ints_or("strides", S, 1), di = ints_or("dilations", S, 1), pa = ints_or("pads", 2 * S, 0);
+      Ort::ShapeInferContext::Shape out;
+      out.push_back(xs[0]);
+      out.emplace_back(ws[0]);
+      for (size_t i = 0; i < S; ++i) {
+        const auto& d = xs[2 + i];
+        if (d.IsInt() && d.AsInt() >= 0 && d.AsInt() <= kMaxDim && st[i] > 0 && di[i] > 0 && pa[i] >= 0 && pa[S + i] >= 0) {
+          if (di[i] > (int64_t{1} << 31) || ws[2 + i] < 1 || ws[2 + i] > (int64_t{1} << 31) || st[i] > (int64_t{1} << 31) ||
+              pa[i] > (int64_t{1} << 31) || pa[S + i] > (int64_t{1} << 31))
+            return nullptr;  // rejected with details when the kernel is created
+          const int64_t span = di[i] * (ws[2 + i] - 1) + 1;
+          const int64_t padded = d.AsInt() + pa[i] + pa[S + i];
+          if (padded < span) return nullptr;  // reported at run time with the details
+          out.emplace_back((padded - span) / st[i] + 1);
+        } else {
+          return nullptr;  // spatial size unknown until run time
+        }
+      }
+      return set_output_shape(raw, out);
+    } catch (const std::exception& e) {
+      return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, cat(kDomain, ".CodebookConv: shape inference: ", e.what()).c_str());
+    }
+  }
+};
+
+}  // namespace
+
+const OrtCustomOp* codebook_conv_op() {
+  static const CodebookConvOp op;
+  return &op;
+}
+
+}  // namespace onnxcomp

@@ -1,0 +1,108 @@
+// CodebookMatMul: Y = X @ W + B with W[k, n] = codebook[n // group_size, code(k, n)].
+// Inputs: X float [..., K], codebook float [G, C <= 2^bits], codes uint8 [K, ceil(N*bits/8)],
+// B float [N] (optional). Attributes: bits (1..8), N (> 0), group_size (> 0, default N).
+#include <algorithm>
+#include <cstring>
+
+#include "common.h"
+#include "ops.h"
+
+namespace onnxcomp {
+namespace {
+
+struct CodebookMatMulKernel {
+  std::string label;
+  int bits = 0;
+  int64_t N = 0, group_size = 0;
+  ConstInput const_codes;
+  std::vector<uint8_t> packed;  // prepacked copy of constant codes (AVX-512 kernels)
+
+  CodebookMatMulKernel(const OrtKernelInfo* info) : label(node_label("CodebookMatMul", info)) {
+    Attrs a{info};
+    bits = static_cast<int>(a.required_int("bits", 1, 8));
+    N = a.required_int("N", 1, kMaxDim);
+    group_size = a.optional_int("group_size", N, 1, kMaxDim);
+    const_codes.init(info, 2);
+    if (kernels().codebook_gemv != nullptr && std::string(kernels().name) == "avx512") packed = maybe_prepack(const_codes, N, bits);
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    return guarded(label, [&] {
+      Ort::KernelContext ctx(context);
+      const Input x = get_input(ctx, 0);
+      const Input cb = get_input(ctx, 1);
+      const Input codes = get_input(ctx, 2);
+      const Input bias = get_input(ctx, 3);
+      expect(x, "X", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+      expect(cb, "codebook", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+      expect(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
+      if (x.shape.empty()) fail("X must have rank >= 1, got a scalar");
+      const int64_t K = x.shape.back();
+      int64_t M = 1;
+      for (size_t i = 0; i + 1 < x.shape.size(); ++i) M *= x.shape[i];
+      const int64_t G = ceil_div(N, group_size);
+      const int64_t entries = int64_t{1} << bits;
+      if (cb.shape.size() != 2 || cb.shape[0] != G || cb.shape[1] < 1 || cb.shape[1] > entries)
+        fail("codebook must have shape [G=", G, ", C] with 1 <= C <= 2^bits=", entries, " (N=", N,
+             ", group_size=", group_size, "), got ", shape_str(cb.shape));
+      const int64_t row_bytes = ceil_div(N * bits, 8);
+      if (codes.shape.size() != 2 || codes.shape[0] != K || codes.shape[1] != row_bytes)
+        fail("codes must have shape [K=", K, ", ceil(N*bits/8)=", row_bytes, "] (X is ", shape_str(x.shape),
+             ", N=", N, ", bits=", bits, "), got ", shape_str(codes.shape));
+      const float* bias_data = nullptr;
+      if (bias.present) {
+        expect(bias, "B", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+        if (bias.count != N || bias.shape.size() > 2 || (bias.shape.size() == 2 && bias.shape[0] != 1))
+          fail("B must have shape [N=", N, "] or [1, N], got ", shape_str(bias.shape));
+        bias_data = bias.as<float>();
+      }
+      const int64_t C = cb.shape[1];
+      std::vector<float> padded;
+      const float* cbp = cb.as<float>();
+      if (C < entries) {
+        if (!const_codes.skip(codes.data)) {
+          const uint32_t mx = max_code(codes.as<uint8_t>(), K, row_bytes, N, bits);
+          if (mx >= static_cast<uint32_t>(C))
+            fail("code ", mx, " is out of range for a codebook of ", C, " entries");
+          const_codes.mark(codes.data);
+        }
+        padded = pad_codebook(cbp, G, C, bits);
+        cbp = padded.data();
+      }
+      std::vector<int64_t> yshape = x.shape;
+      yshape.back() = N;
+      Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
+      float* y = yv.GetTensorMutableData<float>();
+      CodebookWeights w{codes.as<uint8_t>(), cbp, K, N, row_bytes, group_size, G, bits, nullptr};
+      if (!packed.empty() && codes.data == const_codes.data) w.packed = packed.data();
+      run_codebook_matmul(ctx, x.as<float>(), M, w, bias_data, y);
+    });
+  }
+};
+
+struct CodebookMatMulOp : Ort::CustomOpBase<CodebookMatMulOp, CodebookMatMulKernel, true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    return guarded(node_label("CodebookMatMul", info), [&] { *kernel = new CodebookMatMulKernel(info); });
+  }
+  const char* GetName() const { return "CodebookMatMul"; }
+  size_t GetInputTypeCount() const { return 4; }
+  ONNXTensorElementDataType GetInputType(size_t i) const {
+    return i == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i == 3 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+  CodebookMatMulOp() { install_shape_inference(this); }
+  static OrtStatusPtr InferShape(OrtShapeInferContext* raw) { return infer_matmul_shape(raw, "CodebookMatMul"); }
+};
+
+}  // namespace
+
+const OrtCustomOp* codebook_matmul_op() {
+  static const CodebookMatMulOp op;
+  return &op;
+}
+
+}  // namespace onnxcomp

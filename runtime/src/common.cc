@@ -1,0 +1,260 @@
+#include "common.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace onnxcomp {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  os << "]";
+  return os.str();
+}
+
+bool Attrs::get_int(const char* name, int64_t* out) const {
+  const OrtApi& api = Ort::GetApi();
+  int64_t v = 0;
+  OrtStatus* st = api.KernelInfoGetAttribute_int64(info, name, &v);
+  if (st != nullptr) {
+    api.ReleaseStatus(st);
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+bool Attrs::get_ints(const char* name, std::vector<int64_t>* out) const {
+  const OrtApi& api = Ort::GetApi();
+  size_t size = 0;
+  OrtStatus* st = api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size);
+  if (st != nullptr) {
+    api.ReleaseStatus(st);
+    return false;
+  }
+  out->assign(size, 0);
+  if (size > 0) {
+    st = api.KernelInfoGetAttributeArray_int64(info, name, out->data(), &size);
+    if (st != nullptr) {
+      api.ReleaseStatus(st);
+      return false;
+    }
+    out->resize(size);
+  }
+  return true;
+}
+
+int64_t Attrs::required_int(const char* name, int64_t lo, int64_t hi) const {
+  int64_t v = 0;
+  if (!get_int(name, &v)) fail("attribute '", name, "' (int) is required");
+  if (v < lo || v > hi) fail("attribute ", name, "=", v, " is out of range [", lo, ", ", hi, "]");
+  return v;
+}
+
+int64_t Attrs::optional_int(const char* name, int64_t dflt, int64_t lo, int64_t hi) const {
+  int64_t v = dflt;
+  get_int(name, &v);
+  if (v < lo || v > hi) fail("attribute ", name, "=", v, " is out of range [", lo, ", ", hi, "]");
+  return v;
+}
+
+std::string node_label(const char* op, const OrtKernelInfo* info) {
+  std::string name;
+  try {
+    name = Ort::ConstKernelInfo(info).GetNodeName();
+  } catch (...) {
+  }
+  return cat(kDomain, ".", op, " node '", name, "'");
+}
+
+const char* type_name(ONNXTensorElementDataType t) {
+  switch (t) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return "float32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return "uint8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: return "int8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return "int32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return "int64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return "float64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return "float16";
+    default: return "another type";
+  }
+}
+
+Input get_input(Ort::KernelContext& ctx, size_t index) {
+  Input in;
+  if (index >= ctx.GetInputCount()) return in;
+  Ort::ConstValue v = ctx.GetInput(index);
+  if (!v) return in;
+  if (!v.IsTensor()) fail("input ", index, " is not a tensor");
+  auto info = v.GetTensorTypeAndShapeInfo();
+  in.present = true;
+  in.type = info.GetElementType();
+  in.shape = info.GetShape();
+  in.count = static_cast<int64_t>(info.GetElementCount());
+  in.data = v.GetTensorRawData();
+  return in;
+}
+
+const Input& expect(const Input& in, const char* what, ONNXTensorElementDataType type) {
+  if (!in.present) fail("input '", what, "' is missing");
+  if (in.type != type) fail("input '", what, "' must be ", type_name(type), ", got ", type_name(in.type));
+  if (in.count > 0 && in.data == nullptr) fail("input '", what, "' has no data");
+  return in;
+}
+
+void ConstInput::init(const OrtKernelInfo* info, size_t index) {
+  data = nullptr;
+  try {
+    size_t n = Ort::ConstKernelInfo(info).GetInputCount();
+    if (index >= n) return;
+    int is_const = 0;
+    Ort::ConstValue v = Ort::ConstKernelInfo(info).GetTensorConstantInput(index, &is_const);
+    if (is_const && v && v.IsTensor()) {
+      data = v.GetTensorRawData();
+      shape = v.GetTensorTypeAndShapeInfo().GetShape();
+    }
+  } catch (...) {
+    data = nullptr;
+  }
+}
+
+void unpack_row(const uint8_t* row, int64_t j0, int64_t count, int bits, uint8_t* out) {
+  const uint8_t* p = row + ((j0 * bits) >> 3);
+  if (bits == 8) {
+    std::memcpy(out, p, static_cast<size_t>(count));
+    return;
+  }
+  if (bits == 4 || bits == 2 || bits == 1) {
+    const int cpb = 8 / bits;
+    const uint32_t mask = (1u << bits) - 1u;
+    int64_t i = 0;
+    for (; i + cpb <= count; i += cpb) {
+      const uint32_t b = p[i / cpb];
+      for (int t = 0; t < cpb; ++t) out[i + t] = static_cast<uint8_t>((b >> (t * bits)) & mask);
+    }
+    for (; i < count; ++i) out[i] = static_cast<uint8_t>((p[i / cpb] >> ((i % cpb) * bits)) & mask);
+    return;
+  }
+  const uint32_t mask = (1u << bits) - 1u;
+  uint32_t acc = 0;
+  int have = 0;
+  int64_t byte = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    while (have < bits) {
+      acc |= static_cast<uint32_t>(p[byte++]) << have;
+      have += 8;
+    }
+    out[i] = static_cast<uint8_t>(acc & mask);
+    acc >>= bits;
+    have -= bits;
+  }
+}
+
+uint32_t max_code(const uint8_t* codes, int64_t rows, int64_t row_bytes, int64_t n, int bits) {
+  std::vector<uint8_t> buf(static_cast<size_t>(n));
+  uint32_t mx = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    unpack_row(codes + r * row_bytes, 0, n, bits, buf.data());
+    for (uint8_t c : buf) mx = std::max<uint32_t>(mx, c);
+  }
+  return mx;
+}
+
+std::vector<uint8_t> maybe_prepack(const ConstInput& codes, int64_t N, int bits) {
+  if (codes.data == nullptr || !prepack_supported(bits) || codes.shape.size() != 2) return {};
+  const int64_t K = codes.shape[0], row_bytes = ceil_div(N * bits, 8);
+  if (K <= 0 || codes.shape[1] != row_bytes) return {};
+  return prepack_codes(static_cast<const uint8_t*>(codes.data), K, N, row_bytes, bits);
+}
+
+std::vector<float> pad_codebook(const float* cb, int64_t G, int64_t C, int bits) {
+  const int64_t E = int64_t{1} << bits;
+  std::vector<float> out(static_cast<size_t>(G * E), 0.0f);
+  for (int64_t g = 0; g < G; ++g) std::memcpy(out.data() + g * E, cb + g * C, static_cast<size_t>(C) * sizeof(float));
+  return out;
+}
+
+OrtStatusPtr set_output_shape(OrtShapeInferContext* ctx, const Ort::ShapeInferContext::Shape& shape) {
+  // Like Ort::ShapeInferContext::SetOutputShape, but marks symbolic dims with -1 (the API-29 C++
+  // wrapper uses -2, which newer onnxruntime releases reject).
+  const OrtApi& api = Ort::GetApi();
+  std::vector<int64_t> dims;
+  std::vector<const char*> syms;
+  for (const auto& d : shape) {
+    if (d.IsInt()) {
+      dims.push_back(d.AsInt() >= 0 ? d.AsInt() : -1);
+      syms.push_back("");
+    } else {
+      dims.push_back(-1);
+      syms.push_back(d.AsSym() ? d.AsSym() : "");
+    }
+  }
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  OrtStatus* st = api.CreateTensorTypeAndShapeInfo(&info);
+  if (st) return st;
+  if (!(st = api.SetTensorElementType(info, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)) &&
+      !(st = api.SetDimensions(info, dims.data(), dims.size())) &&
+      !(st = api.SetSymbolicDimensions(info, syms.data(), syms.size()))) {
+    st = api.ShapeInferContext_SetOutputTypeShape(ctx, 0, info);
+  }
+  api.ReleaseTensorTypeAndShapeInfo(info);
+  return st;
+}
+
+OrtStatusPtr infer_matmul_shape(OrtShapeInferContext* raw, const char* op) {
+  try {
+    Ort::ShapeInferContext ctx(&Ort::GetApi(), raw);
+    if (ctx.GetInputCount() < 1) return nullptr;
+    Ort::ShapeInferContext::Shape shape = ctx.GetInputShape(0);
+    if (shape.empty()) return nullptr;  // unknown rank
+    int64_t n = ctx.GetAttrInt("N");
+    if (n <= 0 || n > kMaxDim)
+      return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT,
+                                        cat(kDomain, ".", op, ": attribute N=", n, " must be in [1, 2^40]").c_str());
+    shape.back() = Ort::ShapeInferContext::SymbolicInteger(n);
+    return set_output_shape(raw, shape);
+  } catch (const std::exception& e) {
+    return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, cat(kDomain, ".", op, ": shape inference: ", e.what()).c_str());
+  }
+}
+
+// ---- the codebook matmul driver -----------------------------------------------------------------
+namespace {
+constexpr int64_t kColumnTask = 1024;  // columns per parallel task (whole prepacked blocks, 16-aligned)
+constexpr int64_t kRowBlock = 512;    // rows of X packed at a time on the GEMM path
+constexpr int64_t kGemvMaxRows = 4;
+}  // namespace
+
+void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, const CodebookWeights& w,
+                         const float* bias, float* y) {
+  const int64_t N = w.N, K = w.K;
+  if (M == 0 || N == 0) return;
+  for (int64_t m = 0; m < M; ++m) {
+    if (bias != nullptr) {
+      std::memcpy(y + m * N, bias, static_cast<size_t>(N) * sizeof(float));
+    } else {
+      std::fill(y + m * N, y + m * N + N, 0.0f);
+    }
+  }
+  if (K == 0) return;
+  const KernelTable& kt = kernels();
+  const int64_t ntasks = ceil_div(N, kColumnTask);
+  for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
+    const int64_t mb = std::min(kRowBlock, M - m0);
+    const float* xb = x + m0 * K;
+    float* yb = y + m0 * N;
+    std::vector<float> packed(static_cast<size_t>(ceil_div(mb, kt.mr) * kt.mr * K));
+    kt.pack_a(mb, K, xb, K, packed.data());
+    const bool try_gemv = mb <= kGemvMaxRows;
+    parallel_for(ctx, static_cast<size_t>(ntasks), [&](size_t t) {
+      const int64_t n0 = static_cast<int64_t>(t) * kColumnTask;
+      const int64_t n1 = std::min(N, n0 + kColumnTask);
+      int64_t done = n0;
+      if (try_gemv) done = kt.codebook_gemv(xb, mb, K, w, yb, N, n0, n1);
+      if (done < n1) kt.gemm(mb, K, packed.data(), kt.codebook_panel, &w, yb, N, done, n1, true);
+    });
+  }
+}
+
+}  // namespace onnxcomp

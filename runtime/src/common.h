@@ -1,0 +1,163 @@
+// Shared helpers for the com.onnxcomp op implementations: error reporting, attribute and input
+// access with validation, thread-pool fan-out, and the constant-input validation cache.
+#pragma once
+
+#include <onnxruntime_cxx_api.h>
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels.h"
+
+namespace onnxcomp {
+
+constexpr const char* kDomain = "com.onnxcomp";
+// upper bound for any size derived from attributes (keeps all index arithmetic far from overflow)
+constexpr int64_t kMaxDim = int64_t{1} << 40;
+
+struct OpError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+template <typename... A>
+std::string cat(A&&... parts) {
+  std::ostringstream os;
+  (os << ... << parts);
+  return os.str();
+}
+
+template <typename... A>
+[[noreturn]] void fail(A&&... parts) {
+  throw OpError(cat(std::forward<A>(parts)...));
+}
+
+std::string shape_str(const std::vector<int64_t>& s);
+
+// Runs f and converts any exception into an onnxruntime status whose message names the node.
+template <typename F>
+OrtStatusPtr guarded(const std::string& where, F&& f) noexcept {
+  try {
+    f();
+    return nullptr;
+  } catch (const Ort::Exception& e) {
+    return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(), cat(where, ": ", e.what()).c_str());
+  } catch (const std::bad_alloc&) {
+    return Ort::GetApi().CreateStatus(ORT_FAIL, cat(where, ": out of memory").c_str());
+  } catch (const std::exception& e) {
+    return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, cat(where, ": ", e.what()).c_str());
+  } catch (...) {
+    return Ort::GetApi().CreateStatus(ORT_FAIL, cat(where, ": unknown error").c_str());
+  }
+}
+
+// ---- attributes --------------------------------------------------------------------------------
+struct Attrs {
+  const OrtKernelInfo* info;
+  bool get_int(const char* name, int64_t* out) const;
+  bool get_ints(const char* name, std::vector<int64_t>* out) const;
+  int64_t required_int(const char* name, int64_t lo, int64_t hi) const;
+  int64_t optional_int(const char* name, int64_t dflt, int64_t lo, int64_t hi) const;
+};
+
+std::string node_label(const char* op, const OrtKernelInfo* info);
+
+// ---- inputs ------------------------------------------------------------------------------------
+struct Input {
+  bool present = false;
+  const void* data = nullptr;
+  std::vector<int64_t> shape;
+  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  int64_t count = 0;
+  template <typename T>
+  const T* as() const { return static_cast<const T*>(data); }
+};
+
+Input get_input(Ort::KernelContext& ctx, size_t index);
+// Checks presence and element type; `what` names the input in messages.
+const Input& expect(const Input& in, const char* what, ONNXTensorElementDataType type);
+const char* type_name(ONNXTensorElementDataType t);
+
+// Constant-initializer inputs seen at kernel creation: a validation of their content is done once
+// and then skipped as long as compute sees the same buffer again.
+struct ConstInput {
+  const void* data = nullptr;
+  std::vector<int64_t> shape;
+  std::atomic<bool> validated{false};
+  void init(const OrtKernelInfo* info, size_t index);
+  bool skip(const void* p) const { return p != nullptr && p == data && validated.load(std::memory_order_acquire); }
+  void mark(const void* p) {
+    if (p != nullptr && p == data) validated.store(true, std::memory_order_release);
+  }
+};
+
+// ---- threading ---------------------------------------------------------------------------------
+template <typename F>
+void parallel_for(Ort::KernelContext& ctx, size_t n, F&& f) {
+  if (n == 0) return;
+  if (n == 1) {
+    f(size_t{0});
+    return;
+  }
+  struct Job {
+    F* f;
+    std::mutex mu;
+    std::exception_ptr err;
+  } job{&f, {}, {}};
+  ctx.ParallelFor(
+      [](void* d, size_t i) {
+        Job* j = static_cast<Job*>(d);
+        try {
+          (*j->f)(i);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(j->mu);
+          if (!j->err) j->err = std::current_exception();
+        }
+      },
+      n, 0, &job);
+  if (job.err) std::rethrow_exception(job.err);
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
+  if (a < 0 || b < 0 || (a != 0 && b > kMaxDim / a)) fail(what, " is too large");
+  return a * b;
+}
+
+// ---- codebook helpers shared by the ops ---------------------------------------------------------
+// Unpacks codes j0 .. j0+count-1 of a packed row ((j0 * bits) % 8 == 0).
+void unpack_row(const uint8_t* row, int64_t j0, int64_t count, int bits, uint8_t* out);
+// Largest code in a [rows, row_bytes] packed matrix of `n` codes per row.
+uint32_t max_code(const uint8_t* codes, int64_t rows, int64_t row_bytes, int64_t n, int bits);
+// Prepacked codes for a constant [K, ceil(N*bits/8)] codes input (empty when not applicable).
+std::vector<uint8_t> maybe_prepack(const ConstInput& codes, int64_t N, int bits);
+
+// Copies a [G, C] codebook into [G, 2^bits] (zeros past C).
+std::vector<float> pad_codebook(const float* cb, int64_t G, int64_t C, int bits);
+
+// Y[..., N] = X[..., K] @ W + bias for a codebook-decoded W (shared by CodebookMatMul and
+// TernaryMatMul). y is fully written.
+void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, const CodebookWeights& w,
+                         const float* bias, float* y);
+
+// Sets output 0 (float32) of a shape-inference context.
+OrtStatusPtr set_output_shape(OrtShapeInferContext* ctx, const Ort::ShapeInferContext::Shape& shape);
+// Output shape for a matmul-style op: X's shape with the last dim replaced by N.
+OrtStatusPtr infer_matmul_shape(OrtShapeInferContext* raw, const char* op);
+
+// Installs a shape-inference callback that receives the raw context (see set_output_shape).
+template <typename Op>
+void install_shape_inference(Op* op) {
+  op->OrtCustomOp::InferOutputShapeFn = [](const OrtCustomOp*, OrtShapeInferContext* raw) -> OrtStatusPtr {
+    return Op::InferShape(raw);
+  };
+}
+
+}  // namespace onnxcomp

@@ -1,0 +1,123 @@
+// Compute kernels behind the com.onnxcomp ops. Plain data in, plain data out: everything here has
+// already been validated by the op (shapes, attribute ranges, code and index ranges), so the kernels
+// only need to stay inside the extents described by their arguments.
+//
+// Every kernel exists once per instruction set (scalar, AVX2+FMA, AVX-512); cpu.cc picks one table at
+// load time with __builtin_cpu_supports. The SIMD variants are compiled with function-level
+// target attributes (#pragma GCC target), so the library itself stays baseline x86-64.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace onnxcomp {
+
+// Fills a packed B panel for columns [n0, n0 + nc) and rows [k0, k0 + kc) of a logical K x N matrix.
+// Layout: ceil(nc / nr) strips of nr columns; strip s holds row kk at panel[(s * kc + kk) * nr + j]
+// for column n0 + s * nr + j. Columns at or beyond n0 + nc are written as 0.
+using PanelFn = void (*)(const void* ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* panel);
+
+// W[k, n] = codebook[(n / group_size) * entries + code(k, n)]; codes[k] packed at `bits` bits.
+struct CodebookWeights {
+  const uint8_t* codes;   // [K, row_bytes]
+  const float* codebook;  // [G, entries], entries == 1 << bits (padded by the op when smaller)
+  int64_t K, N;
+  int64_t row_bytes;      // ceil(N * bits / 8)
+  int64_t group_size;
+  int64_t G;
+  int bits;
+  // Optional prepacked copy of the codes for bits 1, 2, 4 (see prepack_codes), or nullptr.
+  const uint8_t* packed = nullptr;
+};
+
+// Prepacked code layout (made once per constant codes tensor; same size as the codes, plus
+// padding): column blocks of 64 * (8 / bits) columns; block b holds, for each row k, 64 contiguous
+// bytes at packed[(b * K + k) * 64]: 4 chunks of 16 bytes, and byte j of chunk c carries the codes
+// of columns b*BC + c*16*cpb + t*16 + j at bit t*bits (t < cpb = 8 / bits). Zero-extending a chunk
+// to 16 dwords and shifting right by t*bits puts 16 consecutive columns, in order, into the low bits
+// of the lanes. Columns past N hold code 0. Streaming a block is sequential in memory.
+inline int64_t prepack_block_cols(int bits) { return 64 * (8 / bits); }
+bool prepack_supported(int bits);
+std::vector<uint8_t> prepack_codes(const uint8_t* codes, int64_t K, int64_t N, int64_t row_bytes, int bits);
+
+// EIE-style sparse rows: row k holds entries [row_ptr[k], row_ptr[k + 1]); entry e advances the
+// column by delta(e) + 1 (starting at -1) and carries code(e). Positions were checked to be < N.
+struct SparseWeights {
+  const int32_t* row_ptr;  // [K + 1]
+  const uint8_t* deltas;   // E entries at index_bits
+  const uint8_t* codes;    // E entries at bits
+  const float* codebook;   // [G, entries]
+  int64_t K, N, E;
+  int64_t group_size, G;
+  int bits, index_bits;
+};
+
+// Prepacked sparse layout for batch-1..4 runs (bits <= 4; built once from constant EIE inputs):
+// output columns in groups of 16 (one zmm of accumulators) and rows in windows of `window` rows
+// (x held in one or two zmm and looked up with vpermps / vpermi2ps). Column group cg owns steps
+// [step_ptr[cg], step_ptr[cg+1]); step i reads x window step_win[i] (rows step_win[i] * window ...)
+// and holds 16 lanes: lane j is an entry of column cg*16 + j, or padding where that column has
+// fewer entries in the window. x must be readable (zero padded) up to NW * window floats.
+//  * lane_bytes 1, window 16: byte k % 16 | code << 4; padding 0 (needs codebook entry 0 == 0.0)
+//  * lane_bytes 2, window 32: uint16 k % 32 | code << 5; padding kPad (selects a zero weight)
+struct SparseWindows {
+  static constexpr uint16_t kPad = 1u << 9;
+  const void* data;
+  const int64_t* step_ptr;  // [NG + 1]
+  const uint16_t* step_win;  // [steps]
+  const float* cb16;        // [G, 16] codebook rows, zero padded
+  int64_t K, N, NG, NW, group_size;
+  int lane_bytes, window;
+};
+
+// Convolution geometry for the implicit im2col panel (1 to 3 spatial dims, padded to 3).
+struct ConvGeometry {
+  int64_t C;            // channels of this group
+  int64_t in[3];        // input spatial extents
+  int64_t out[3];       // output spatial extents
+  int64_t k[3], s[3], d[3], pad[3];
+  int64_t out_size;     // prod(out)
+  int64_t kernel_size;  // prod(k)
+  const float* x;       // this image, this group's first channel: [C, in...]
+};
+
+struct KernelTable {
+  const char* name;
+  int mr, nr;  // GEMM micro-tile
+  // Packs rows of A (M x K, row-major, lda) into MR-row panels over the whole K: panel i holds
+  // A[i*mr + r, k] at out[i * K * mr + k * mr + r] (rows past M are 0). Size: ceil(M/mr)*mr*K floats.
+  void (*pack_a)(int64_t M, int64_t K, const float* a, int64_t lda, float* out);
+  // C[:, n0:n1] = (accumulate ? C : 0) + A_packed @ B[:, n0:n1], B supplied panel by panel.
+  void (*gemm)(int64_t M, int64_t K, const float* a_packed, PanelFn fill_b, const void* b_ctx, float* c,
+               int64_t ldc, int64_t n0, int64_t n1, bool accumulate);
+  // B panel providers
+  void (*codebook_panel)(const void* ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* panel);
+  void (*im2col_panel)(const void* ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* panel);
+  // Y[m, n0:n] += X[m, :] @ W[:, n0:n] for m in [0, M), decoding in registers, for the leading
+  // columns this kernel covers; returns n (n0 when it covers nothing; the caller runs gemm on the rest).
+  // n0 must be a multiple of 128.
+  int64_t (*codebook_gemv)(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, float* y,
+                           int64_t ldy, int64_t n0, int64_t n1);
+  // y[n] += sum_k x[k] * W[k, n] over rows k in [k0, k1) with x[k] != 0, for one row of X.
+  void (*sparse_gemv)(const float* x, const SparseWeights& w, int64_t k0, int64_t k1, float* y);
+  // out[i, j] = codebook[(m / group_size) * 2^bits + code(m, j)] for m = row0 + i, i < rows, j < n:
+  // decodes whole code rows (the convolution filter) into floats.
+  void (*decode_rows)(const uint8_t* codes, int64_t row_bytes, int64_t row0, int64_t rows, int64_t n, int bits,
+                      const float* codebook, int64_t group_size, float* out);
+  // Y[r, cg0*16 : cg1*16] += X[r] @ W for rows r < rows (1..4) over column groups [cg0, cg1) of a
+  // SparseWindows layout; X rows are ldx apart and zero padded to NW * window (nullptr: not
+  // available in this kernel set).
+  void (*sparse_windows_gemv)(const float* x, int64_t ldx, int rows, const SparseWindows& s, int64_t cg0,
+                              int64_t cg1, float* y, int64_t ldy);
+};
+
+const KernelTable& kernels();                      // best table for this CPU (ONNXCOMP_ISA may cap it)
+const KernelTable& kernels_for(const char* isa);   // "scalar", "avx2", "avx512"; nullptr-like fallback
+bool isa_supported(const char* isa);
+
+namespace scalar { extern const KernelTable table; }
+namespace avx2 { extern const KernelTable table; }
+namespace avx512 { extern const KernelTable table; }
+
+}  // namespace onnxcomp

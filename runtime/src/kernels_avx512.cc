@@ -1,0 +1,534 @@
+// AVX-512 kernels (F, BW, DQ, VL):
+//  * 8x48 register-blocked GEMM micro-kernel (24 zmm accumulators),
+//  * codebook panel decode in registers (masked byte loads + vpshufb bit extraction; lookups with
+//    vpermps for <= 16 entries, vpermi2ps for 32, gathers beyond or across codebook groups),
+//  * batch-1..4 codebook GEMV for 1/2/4-bit codes that never materializes W: 16 code bytes are
+//    zero-extended to 16 dwords, shifted, and looked up with _mm512_permutexvar_ps (vpermps only
+//    reads the low 4 index bits, so a 16-entry codebook, replicated for 1/2 bits, needs no masking);
+//    the accumulators hold columns in the code stream's interleaved order and are put back in
+//    order once per column block.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "kernels.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi,bmi2,popcnt")
+
+namespace onnxcomp {
+namespace avx512 {
+namespace {
+
+constexpr int kMR = 8;
+constexpr int kNR = 48;
+
+template <int R>
+inline void micro_rows(int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                       bool accumulate) {
+  __m512 acc0[R], acc1[R], acc2[R];
+  for (int r = 0; r < R; ++r) {
+    acc0[r] = _mm512_setzero_ps();
+    acc1[r] = _mm512_setzero_ps();
+    acc2[r] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(b + k * kNR);
+    const __m512 b1 = _mm512_loadu_ps(b + k * kNR + 16);
+    const __m512 b2 = _mm512_loadu_ps(b + k * kNR + 32);
+    for (int r = 0; r < R; ++r) {
+      const __m512 av = _mm512_set1_ps(a[k * kMR + r]);
+      acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+      acc2[r] = _mm512_fmadd_ps(av, b2, acc2[r]);
+    }
+  }
+  const int c0 = std::min(cols, 16), c1 = std::max(0, std::min(cols - 16, 16)), c2 = std::max(0, cols - 32);
+  const __mmask16 m0 = static_cast<__mmask16>((1u << c0) - 1u);
+  const __mmask16 m1 = static_cast<__mmask16>((1u << c1) - 1u);
+  const __mmask16 m2 = static_cast<__mmask16>((1u << c2) - 1u);
+  for (int r = 0; r < R; ++r) {
+    float* cr = c + r * ldc;
+    if (accumulate) {
+      acc0[r] = _mm512_add_ps(acc0[r], _mm512_maskz_loadu_ps(m0, cr));
+      acc1[r] = _mm512_add_ps(acc1[r], _mm512_maskz_loadu_ps(m1, cr + 16));
+      acc2[r] = _mm512_add_ps(acc2[r], _mm512_maskz_loadu_ps(m2, cr + 32));
+    }
+    _mm512_mask_storeu_ps(cr, m0, acc0[r]);
+    _mm512_mask_storeu_ps(cr + 16, m1, acc1[r]);
+    _mm512_mask_storeu_ps(cr + 32, m2, acc2[r]);
+  }
+}
+
+void micro_kernel(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                  bool accumulate) {
+  switch (rows) {
+    case 1: micro_rows<1>(cols, kc, a, b, c, ldc, accumulate); break;
+    case 2: micro_rows<2>(cols, kc, a, b, c, ldc, accumulate); break;
+    case 3: micro_rows<3>(cols, kc, a, b, c, ldc, accumulate); break;
+    case 4: micro_rows<4>(cols, kc, a, b, c, ldc, accumulate); break;
+    case 5: micro_rows<5>(cols, kc, a, b, c, ldc, accumulate); break;
+    case 6: micro_rows<6>(cols, kc, a, b, c, ldc, accumulate); break;
+    case 7: micro_rows<7>(cols, kc, a, b, c, ldc, accumulate); break;
+    default: micro_rows<8>(cols, kc, a, b, c, ldc, accumulate); break;
+  }
+}
+
+#include "kernels_generic.h"
+
+// ---------------------------------------------------------------------------------------------
+// Codebook panel decode. 16 codes at `bits` bits occupy exactly 2*bits bytes starting on a byte
+// boundary (the panel columns start at multiples of 16).
+struct Unpack16 {
+  __m512i shuf, shift, mask;
+};
+
+inline Unpack16 make_unpack16(int bits) {
+  alignas(64) int8_t shuf[64];
+  alignas(64) int32_t shift[16];
+  for (int i = 0; i < 16; ++i) {
+    const int lo = (i * bits) >> 3;
+    for (int lane = 0; lane < 4; ++lane) {
+      (void)lane;
+    }
+    shift[i] = (i * bits) & 7;
+    shuf[4 * i + 0] = static_cast<int8_t>(lo);
+    shuf[4 * i + 1] = static_cast<int8_t>(lo + 1 < 16 ? lo + 1 : 0x80);
+    shuf[4 * i + 2] = static_cast<int8_t>(0x80);
+    shuf[4 * i + 3] = static_cast<int8_t>(0x80);
+  }
+  Unpack16 u;
+  u.shuf = _mm512_load_si512(shuf);
+  u.shift = _mm512_load_si512(shift);
+  u.mask = _mm512_set1_epi32((1 << bits) - 1);
+  return u;
+}
+
+inline __m512i unpack16(const Unpack16& u, const uint8_t* p, int nbytes, bool full16) {
+  // full16: 16 bytes from p are inside the buffer (cheaper than a masked load)
+  const __m128i src = full16 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))
+                             : _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << nbytes) - 1u), p);
+  const __m512i b = _mm512_broadcast_i32x4(src);
+  const __m512i s = _mm512_shuffle_epi8(b, u.shuf);
+  return _mm512_and_si512(_mm512_srlv_epi32(s, u.shift), u.mask);
+}
+
+// Replicated 16-entry codebook rows (cb16[g*16 + i] = codebook[g*entries + i % entries]) for the
+// vpermps lookups of 1/2/4-bit codes, which leave higher code bits in index bits 1..3.
+const float* replicated_codebook(const CodebookWeights& w, int slot) {
+  const int64_t entries = int64_t{1} << w.bits;
+  if (entries == 16) return w.codebook;
+  float* cb16 = scratch(static_cast<size_t>(w.G * 16), slot);
+  for (int64_t g = 0; g < w.G; ++g)
+    for (int i = 0; i < 16; ++i) cb16[g * 16 + i] = w.codebook[g * entries + (i % entries)];
+  return cb16;
+}
+
+// Panel decode from the prepacked layout.
+void codebook_panel_packed(const CodebookWeights& w, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* panel) {
+  const int bits = w.bits;
+  const int cpb = 8 / bits;
+  const int64_t bc = prepack_block_cols(bits);
+  const int64_t entries = int64_t{1} << bits;
+  const int64_t strips = (nc + kNR - 1) / kNR;
+  const int64_t nvec = strips * (kNR / 16);
+  const float* cb16 = replicated_codebook(w, 2);
+  int64_t* vsrc = reinterpret_cast<int64_t*>(scratch(static_cast<size_t>(nvec * 21 + 16), 1));
+  int32_t* vshift = reinterpret_cast<int32_t*>(vsrc + nvec);
+  int32_t* vgroup = vshift + nvec;
+  int32_t* voff = vgroup + nvec;  // [nvec][16]
+  for (int64_t v = 0; v < nvec; ++v) {
+    const int64_t col = std::min(n0 + 16 * v, w.N - 1) & ~int64_t{15};
+    const int64_t b = col / bc, within = col % bc;
+    vsrc[v] = (b * w.K) * 64 + (within / (16 * cpb)) * 16;
+    vshift[v] = static_cast<int32_t>(((within / 16) % cpb) * bits);
+    const int64_t last = std::min(col + 15, w.N - 1);
+    vgroup[v] = (col / w.group_size == last / w.group_size) ? static_cast<int32_t>(col / w.group_size) : -1;
+    for (int j = 0; j < 16; ++j)
+      voff[v * 16 + j] = static_cast<int32_t>((std::min(col + j, w.N - 1) / w.group_size) * entries);
+  }
+  const __m512i cmask = _mm512_set1_epi32(static_cast<int>(entries - 1));
+  for (int64_t kk = 0; kk < kc; ++kk) {
+    const uint8_t* rowp = w.packed + (k0 + kk) * 64;
+    for (int64_t v = 0; v < nvec; ++v) {
+      float* dst = panel + ((v / 3) * kc + kk) * kNR + (v % 3) * 16;
+      const int64_t valid = std::min<int64_t>(16, nc - 16 * v);
+      if (valid <= 0) {
+        _mm512_storeu_ps(dst, _mm512_setzero_ps());
+        continue;
+      }
+      const __m512i raw = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rowp + vsrc[v])));
+      const __m512i idx = _mm512_srlv_epi32(raw, _mm512_set1_epi32(vshift[v]));
+      __m512 val;
+      const int32_t g = vgroup[v];
+      if (g >= 0) {
+        val = _mm512_permutexvar_ps(idx, _mm512_loadu_ps(cb16 + g * 16));
+      } else {
+        const __m512i off = _mm512_add_epi32(_mm512_and_si512(idx, cmask), _mm512_loadu_si512(voff + v * 16));
+        val = _mm512_i32gather_ps(off, w.codebook, 4);
+      }
+      _mm512_storeu_ps(dst, _mm512_maskz_mov_ps(static_cast<__mmask16>((1u << valid) - 1u), val));
+    }
+  }
+}
+
+void codebook_panel_avx512(const void* ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* panel) {
+  const CodebookWeights& w = *static_cast<const CodebookWeights*>(ctx);
+  if (nr != kNR || (n0 & 15) != 0) {
+    codebook_panel_generic(ctx, k0, kc, n0, nc, nr, panel);
+    return;
+  }
+  if (w.packed != nullptr) {
+    codebook_panel_packed(w, k0, kc, n0, nc, panel);
+    return;
+  }
+  const int bits = w.bits;
+  const int64_t entries = int64_t{1} << bits;
+  const int64_t strips = (nc + kNR - 1) / kNR;
+  const int64_t nvec = strips * (kNR / 16);
+  const Unpack16 u = make_unpack16(bits);
+  // per-vector setup: group (or -1 when the 16 columns span groups) and gather offsets
+  int32_t* vgroup = reinterpret_cast<int32_t*>(scratch(static_cast<size_t>(nvec * 17 + 16), 1));
+  int32_t* voff = vgroup + nvec;  // [nvec][16]
+  for (int64_t v = 0; v < nvec; ++v) {
+    const int64_t first = n0 + 16 * v;
+    const int64_t last = std::min(first + 15, w.N - 1);
+    const int64_t g0 = std::min(first, w.N - 1) / w.group_size;
+    vgroup[v] = (g0 == last / w.group_size) ? static_cast<int32_t>(g0) : -1;
+    for (int j = 0; j < 16; ++j) {
+      const int64_t n = std::min(first + j, w.N - 1);
+      voff[v * 16 + j] = static_cast<int32_t>((n / w.group_size) * entries);
+    }
+  }
+  const __mmask16 cbmask = static_cast<__mmask16>(entries >= 16 ? 0xFFFF : ((1u << entries) - 1u));
+  const int64_t seg_bytes = (nc * bits + 7) >> 3;  // bytes of one row inside this panel
+  for (int64_t kk = 0; kk < kc; ++kk) {
+    const uint8_t* row = w.codes + (k0 + kk) * w.row_bytes;
+    if (kk + 8 < kc) {
+      const char* pf = reinterpret_cast<const char*>(row + 8 * w.row_bytes + ((n0 * bits) >> 3));
+      for (int64_t off = 0; off < seg_bytes; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
+    }
+    for (int64_t v = 0; v < nvec; ++v) {
+      float* dst = panel + ((v / 3) * kc + kk) * kNR + (v % 3) * 16;
+      const int64_t valid = std::min<int64_t>(16, nc - 16 * v);
+      if (valid <= 0) {
+        _mm512_storeu_ps(dst, _mm512_setzero_ps());
+        continue;
+      }
+      const int64_t col = n0 + 16 * v;
+      const int nbytes = static_cast<int>((valid * bits + 7) >> 3);
+      const int64_t byte0 = (col * bits) >> 3;
+      const __m512i idx = unpack16(u, row + byte0, nbytes, byte0 + 16 <= w.row_bytes);
+      const int32_t g = vgroup[v];
+      __m512 val;
+      if (g >= 0 && entries <= 16) {
+        val = _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(cbmask, w.codebook + g * entries));
+      } else if (g >= 0 && entries == 32) {
+        const float* cb = w.codebook + g * entries;
+        val = _mm512_permutex2var_ps(_mm512_loadu_ps(cb), idx, _mm512_loadu_ps(cb + 16));
+      } else {
+        const __m512i off = _mm512_add_epi32(idx, _mm512_loadu_si512(voff + v * 16));
+        val = _mm512_i32gather_ps(off, w.codebook, 4);
+      }
+      const __mmask16 vm = static_cast<__mmask16>((1u << valid) - 1u);
+      _mm512_storeu_ps(dst, _mm512_maskz_mov_ps(vm, val));
+    }
+  }
+}
+
+void decode_rows_avx512(const uint8_t* codes, int64_t row_bytes, int64_t row0, int64_t rows, int64_t n, int bits,
+                        const float* codebook, int64_t group_size, float* out) {
+  const int64_t entries = int64_t{1} << bits;
+  const Unpack16 u = make_unpack16(bits);
+  const __mmask16 cbmask = static_cast<__mmask16>(entries >= 16 ? 0xFFFF : ((1u << entries) - 1u));
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t m = row0 + i;
+    const uint8_t* row = codes + m * row_bytes;
+    const float* cb = codebook + (m / group_size) * entries;
+    const __m512 lo = entries <= 16 ? _mm512_maskz_loadu_ps(cbmask, cb) : _mm512_loadu_ps(cb);
+    const __m512 hi = entries == 32 ? _mm512_loadu_ps(cb + 16) : lo;
+    float* o = out + i * n;
+    for (int64_t j = 0; j < n; j += 16) {
+      const int64_t valid = std::min<int64_t>(16, n - j);
+      const int64_t byte0 = (j * bits) >> 3;
+      const __m512i idx = unpack16(u, row + byte0, static_cast<int>((valid * bits + 7) >> 3), byte0 + 16 <= row_bytes);
+      __m512 val;
+      if (entries <= 16) {
+        val = _mm512_permutexvar_ps(idx, lo);
+      } else if (entries == 32) {
+        val = _mm512_permutex2var_ps(lo, idx, hi);
+      } else {
+        val = _mm512_i32gather_ps(idx, cb, 4);
+      }
+      _mm512_mask_storeu_ps(o + j, static_cast<__mmask16>(valid >= 16 ? 0xFFFF : ((1u << valid) - 1u)), val);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Register-decoding GEMV for 1/2/4-bit codes. One 16-byte chunk of a code row covers 16*cpb
+// columns (cpb = 8 / bits codes per byte); dword lane j of the zero-extended chunk holds byte j,
+// and after a right shift by t*bits its low 4 bits start with the code of column 16*c*cpb + j*cpb + t.
+template <int ROWS, int CHUNKS, int BITS>
+void gemv_block(const float* x, int64_t ldx, const CodebookWeights& w, const float* cb16, float* y,
+                int64_t ldy, int64_t col) {
+  constexpr int CPB = 8 / BITS;
+  constexpr int COLS = 16 * CPB;  // columns per chunk
+  __m512 acc[ROWS][CHUNKS][CPB];
+  for (int r = 0; r < ROWS; ++r)
+    for (int c = 0; c < CHUNKS; ++c)
+      for (int t = 0; t < CPB; ++t) acc[r][c][t] = _mm512_setzero_ps();
+  __m512 lut[CHUNKS];
+  for (int c = 0; c < CHUNKS; ++c) lut[c] = _mm512_loadu_ps(cb16 + ((col + c * COLS) / w.group_size) * 16);
+  const uint8_t* p = w.codes + ((col * BITS) >> 3);
+  const int64_t K = w.K;
+  const int64_t rb = w.row_bytes;
+  for (int64_t k = 0; k < K; ++k, p += rb) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + 8 * rb), _MM_HINT_T0);
+    __m512 xv[ROWS];
+    for (int r = 0; r < ROWS; ++r) xv[r] = _mm512_set1_ps(x[r * ldx + k]);
+    for (int c = 0; c < CHUNKS; ++c) {
+      const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * c)));
+      for (int t = 0; t < CPB; ++t) {
+        const __m512i idx = t == 0 ? v : _mm512_srli_epi32(v, t * BITS);
+        const __m512 wv = _mm512_permutexvar_ps(idx, lut[c]);
+        for (int r = 0; r < ROWS; ++r) acc[r][c][t] = _mm512_fmadd_ps(wv, xv[r], acc[r][c][t]);
+      }
+    }
+  }
+  alignas(64) float tmp[CPB][16];
+  for (int r = 0; r < ROWS; ++r) {
+    for (int c = 0; c < CHUNKS; ++c) {
+      float* yo = y + r * ldy + col + c * COLS;
+      if (CPB == 2) {
+        // interleave even/odd columns back into order
+        const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+        const __m512 a0 = _mm512_permutex2var_ps(acc[r][c][0], lo, acc[r][c][CPB - 1]);
+        const __m512 a1 = _mm512_permutex2var_ps(acc[r][c][0], hi, acc[r][c][CPB - 1]);
+        _mm512_storeu_ps(yo, _mm512_add_ps(_mm512_loadu_ps(yo), a0));
+        _mm512_storeu_ps(yo + 16, _mm512_add_ps(_mm512_loadu_ps(yo + 16), a1));
+      } else {
+        for (int t = 0; t < CPB; ++t) _mm512_store_ps(tmp[t], acc[r][c][t]);
+        for (int j = 0; j < 16; ++j)
+          for (int t = 0; t < CPB; ++t) yo[j * CPB + t] += tmp[t][j];
+      }
+    }
+  }
+}
+
+template <int ROWS, int BITS>
+int64_t gemv_rows(const float* x, int64_t ldx, const CodebookWeights& w, const float* cb16, float* y, int64_t ldy,
+                  int64_t n0, int64_t n1) {
+  constexpr int CPB = 8 / BITS;
+  constexpr int COLS = 16 * CPB;
+  constexpr int BIG = (ROWS * CPB * 4 <= 24) ? 4 : (ROWS * CPB * 2 <= 24 ? 2 : 1);
+  int64_t col = n0;
+  for (; col + BIG * COLS <= n1; col += BIG * COLS) gemv_block<ROWS, BIG, BITS>(x, ldx, w, cb16, y, ldy, col);
+  for (; col + COLS <= n1; col += COLS) gemv_block<ROWS, 1, BITS>(x, ldx, w, cb16, y, ldy, col);
+  return col;
+}
+
+// GEMV over the prepacked layout: columns come out in order, one block (64 code bytes per row,
+// contiguous over k) at a time; CH of its 4 chunks per pass.
+template <int ROWS, int CH, int BITS>
+void gemv_packed_pass(const float* x, int64_t ldx, const CodebookWeights& w, const float* cb16, bool one_group,
+                      float* y, int64_t ldy, int64_t block, int64_t c0, int64_t n1) {
+  constexpr int CPB = 8 / BITS;
+  const int64_t bc = prepack_block_cols(BITS);
+  const int64_t col0 = block * bc + c0 * 16 * CPB;
+  __m512 acc[ROWS][CH][CPB];
+  __m512 lut[CH][CPB];
+  for (int c = 0; c < CH; ++c)
+    for (int t = 0; t < CPB; ++t) {
+      const int64_t col = std::min(col0 + (c * CPB + t) * 16, w.N - 1);
+      lut[c][t] = _mm512_loadu_ps(cb16 + (one_group ? 0 : (col / w.group_size) * 16));
+      for (int r = 0; r < ROWS; ++r) acc[r][c][t] = _mm512_setzero_ps();
+    }
+  const uint8_t* p = w.packed + block * w.K * 64 + c0 * 16;
+  const int64_t K = w.K;
+  for (int64_t k = 0; k < K; ++k, p += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + 4096), _MM_HINT_T0);
+    __m512 xv[ROWS];
+    for (int r = 0; r < ROWS; ++r) xv[r] = _mm512_set1_ps(x[r * ldx + k]);
+    for (int c = 0; c < CH; ++c) {
+      const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * c)));
+      for (int t = 0; t < CPB; ++t) {
+        const __m512i idx = t == 0 ? v : _mm512_srli_epi32(v, t * BITS);
+        const __m512 wv = _mm512_permutexvar_ps(idx, lut[c][t]);
+        for (int r = 0; r < ROWS; ++r) acc[r][c][t] = _mm512_fmadd_ps(wv, xv[r], acc[r][c][t]);
+      }
+    }
+  }
+  for (int r = 0; r < ROWS; ++r)
+    for (int c = 0; c < CH; ++c)
+      for (int t = 0; t < CPB; ++t) {
+        const int64_t col = col0 + (c * CPB + t) * 16;
+        if (col >= n1) continue;
+        const __mmask16 m = static_cast<__mmask16>(n1 - col >= 16 ? 0xFFFF : ((1u << (n1 - col)) - 1u));
+        float* yo = y + r * ldy + col;
+        _mm512_mask_storeu_ps(yo, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, yo), acc[r][c][t]));
+      }
+}
+
+template <int ROWS, int BITS>
+void gemv_packed_rows(const float* x, int64_t ldx, const CodebookWeights& w, const float* cb16, bool one_group,
+                      float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  constexpr int CPB = 8 / BITS;
+  constexpr int CH = (ROWS * CPB * 4 <= 16) ? 4 : (ROWS * CPB * 2 <= 16 ? 2 : 1);
+  const int64_t bc = prepack_block_cols(BITS);
+  for (int64_t b = n0 / bc; b * bc < n1; ++b)
+    for (int c0 = 0; c0 < 4; c0 += CH) {
+      if (b * bc + c0 * 16 * CPB >= n1) break;
+      gemv_packed_pass<ROWS, CH, BITS>(x, ldx, w, cb16, one_group, y, ldy, b, c0, n1);
+    }
+}
+
+template <int BITS>
+void gemv_packed(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, float* y, int64_t ldy,
+                 int64_t n0, int64_t n1) {
+  const float* cb16 = replicated_codebook(w, 1);
+  const bool one_group = w.G == 1;
+  for (int64_t m = 0; m < M;) {
+    if (M - m >= 2) {
+      gemv_packed_rows<2, BITS>(x + m * ldx, ldx, w, cb16, one_group, y + m * ldy, ldy, n0, n1);
+      m += 2;
+    } else {
+      gemv_packed_rows<1, BITS>(x + m * ldx, ldx, w, cb16, one_group, y + m * ldy, ldy, n0, n1);
+      m += 1;
+    }
+  }
+}
+
+template <int BITS>
+int64_t gemv_bits(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, const float* cb16, float* y,
+                  int64_t ldy, int64_t n0, int64_t n1) {
+  int64_t done = n0;
+  for (int64_t m = 0; m < M;) {
+    const int64_t rows = (M - m >= 2 && BITS > 1) ? 2 : 1;
+    if (rows == 2) {
+      done = gemv_rows<2, BITS>(x + m * ldx, ldx, w, cb16, y + m * ldy, ldy, n0, n1);
+    } else {
+      done = gemv_rows<1, BITS>(x + m * ldx, ldx, w, cb16, y + m * ldy, ldy, n0, n1);
+    }
+    m += rows;
+  }
+  return done;
+}
+
+int64_t codebook_gemv_avx512(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, float* y,
+                             int64_t ldy, int64_t n0, int64_t n1) {
+  const int bits = w.bits;
+  if ((bits != 1 && bits != 2 && bits != 4) || M < 1 || M > 4 || (n0 & 127) != 0 || w.K <= 0) return n0;
+  if (w.packed != nullptr && (w.G == 1 || w.group_size % 16 == 0) && n0 % prepack_block_cols(bits) == 0) {
+    switch (bits) {
+      case 4: gemv_packed<4>(x, M, ldx, w, y, ldy, n0, n1); break;
+      case 2: gemv_packed<2>(x, M, ldx, w, y, ldy, n0, n1); break;
+      default: gemv_packed<1>(x, M, ldx, w, y, ldy, n0, n1); break;
+    }
+    return n1;
+  }
+  const int64_t chunk_cols = 16 * (8 / bits);
+  if (w.G != 1 && (w.group_size % chunk_cols) != 0) return n0;
+  // codebook rows replicated to 16 entries: cb16[g*16 + i] = codebook[g*entries + i % entries]
+  const int64_t entries = int64_t{1} << bits;
+  float* cb16 = scratch(static_cast<size_t>(w.G * 16), 1);
+  for (int64_t g = 0; g < w.G; ++g)
+    for (int i = 0; i < 16; ++i) cb16[g * 16 + i] = w.codebook[g * entries + (i % entries)];
+  switch (bits) {
+    case 4: return gemv_bits<4>(x, M, ldx, w, cb16, y, ldy, n0, n1);
+    case 2: return gemv_bits<2>(x, M, ldx, w, cb16, y, ldy, n0, n1);
+    default: return gemv_bits<1>(x, M, ldx, w, cb16, y, ldy, n0, n1);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sparse windows: per step, vpermi2ps fetches each lane's x from the 32-row window held in two
+// registers and a second vpermi2ps its weight from the group's codebook (index bit 4 = padding
+// selects the zero register); four accumulators hide the FMA latency.
+// One step for R rows of X: decode the 16 lanes once, then one x lookup and FMA per row.
+template <int LANE_BYTES, int R>
+inline void sparse_step(const uint8_t* d, const float* x, int64_t ldx, uint16_t win, __m512 lut, __m512 zero,
+                        __m512* acc) {
+  if (LANE_BYTES == 1) {
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d)));
+    const __m512 wv = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
+    for (int r = 0; r < R; ++r)
+      acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(v, _mm512_loadu_ps(x + r * ldx + win * 16)), wv, acc[r]);
+  } else {
+    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(d)));
+    const __m512 wv = _mm512_permutex2var_ps(lut, _mm512_srli_epi32(v, 5), zero);
+    for (int r = 0; r < R; ++r) {
+      const float* xp = x + r * ldx + win * 32;
+      acc[r] = _mm512_fmadd_ps(_mm512_permutex2var_ps(_mm512_loadu_ps(xp), v, _mm512_loadu_ps(xp + 16)), wv, acc[r]);
+    }
+  }
+}
+
+template <int LANE_BYTES, int R>
+void sparse_windows_t(const float* x, int64_t ldx, const SparseWindows& s, int64_t cg0, int64_t cg1, float* y,
+                      int64_t ldy) {
+  const __m512 zero = _mm512_setzero_ps();
+  const uint8_t* data = static_cast<const uint8_t*>(s.data);
+  constexpr int64_t kStep = 16 * LANE_BYTES;
+  constexpr int U = R == 1 ? 4 : (R == 2 ? 2 : 1);  // independent accumulators per row
+  for (int64_t cg = cg0; cg < cg1; ++cg) {
+    const int64_t col = cg * 16;
+    const __m512 lut = _mm512_loadu_ps(s.cb16 + (col / s.group_size) * 16);
+    __m512 acc[U][R];
+    for (int u = 0; u < U; ++u)
+      for (int r = 0; r < R; ++r) acc[u][r] = zero;
+    int64_t i = s.step_ptr[cg];
+    const int64_t e = s.step_ptr[cg + 1];
+    const uint8_t* d = data + i * kStep;
+    const uint16_t* win = s.step_win;
+    for (; i + U <= e; i += U, d += U * kStep) {
+      _mm_prefetch(reinterpret_cast<const char*>(d + 8192), _MM_HINT_T0);
+      for (int u = 0; u < U; ++u) sparse_step<LANE_BYTES, R>(d + u * kStep, x, ldx, win[i + u], lut, zero, acc[u]);
+    }
+    for (; i < e; ++i, d += kStep) sparse_step<LANE_BYTES, R>(d, x, ldx, win[i], lut, zero, acc[0]);
+    const int64_t left = s.N - col;
+    const __mmask16 m = static_cast<__mmask16>(left >= 16 ? 0xFFFF : ((1u << left) - 1u));
+    for (int r = 0; r < R; ++r) {
+      __m512 sum = acc[0][r];
+      for (int u = 1; u < U; ++u) sum = _mm512_add_ps(sum, acc[u][r]);
+      float* yo = y + r * ldy + col;
+      _mm512_mask_storeu_ps(yo, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, yo), sum));
+    }
+  }
+}
+
+template <int LANE_BYTES>
+void sparse_windows_rows(const float* x, int64_t ldx, int rows, const SparseWindows& s, int64_t cg0, int64_t cg1,
+                         float* y, int64_t ldy) {
+  switch (rows) {
+    case 1: sparse_windows_t<LANE_BYTES, 1>(x, ldx, s, cg0, cg1, y, ldy); break;
+    case 2: sparse_windows_t<LANE_BYTES, 2>(x, ldx, s, cg0, cg1, y, ldy); break;
+    case 3: sparse_windows_t<LANE_BYTES, 3>(x, ldx, s, cg0, cg1, y, ldy); break;
+    default: sparse_windows_t<LANE_BYTES, 4>(x, ldx, s, cg0, cg1, y, ldy); break;
+  }
+}
+
+void sparse_windows_avx512(const float* x, int64_t ldx, int rows, const SparseWindows& s, int64_t cg0, int64_t cg1,
+                           float* y, int64_t ldy) {
+  if (s.lane_bytes == 1) {
+    sparse_windows_rows<1>(x, ldx, rows, s, cg0, cg1, y, ldy);
+  } else {
+    sparse_windows_rows<2>(x, ldx, rows, s, cg0, cg1, y, ldy);
+  }
+}
+
+}  // namespace
+
+extern const KernelTable table = {
+    "avx512", kMR, kNR, pack_a_generic, gemm_generic, codebook_panel_avx512, im2col_panel_generic,
+    codebook_gemv_avx512, sparse_gemv_generic, decode_rows_avx512, sparse_windows_avx512,
+};
+
+}  // namespace avx512
+}  // namespace onnxcomp
+
+#pragma GCC pop_options

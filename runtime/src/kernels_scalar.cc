@@ -1,0 +1,78 @@
+// Portable kernels (baseline x86-64 / any CPU): the reference implementation every SIMD variant
+// falls back to.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "kernels.h"
+
+namespace onnxcomp {
+namespace scalar {
+namespace {
+
+constexpr int kMR = 4;
+constexpr int kNR = 16;
+
+void micro_kernel(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                  bool accumulate) {
+  float acc[kMR][kNR] = {};
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* bk = b + k * kNR;
+    const float* ak = a + k * kMR;
+    for (int r = 0; r < kMR; ++r) {
+      const float av = ak[r];
+      for (int j = 0; j < kNR; ++j) acc[r][j] += av * bk[j];
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+    float* cr = c + r * ldc;
+    if (accumulate) {
+      for (int j = 0; j < cols; ++j) cr[j] += acc[r][j];
+    } else {
+      for (int j = 0; j < cols; ++j) cr[j] = acc[r][j];
+    }
+  }
+}
+
+#include "kernels_generic.h"
+
+int64_t no_gemv(const float*, int64_t, int64_t, const CodebookWeights&, float*, int64_t, int64_t n0, int64_t) {
+  return n0;
+}
+
+}  // namespace
+
+}  // namespace scalar
+
+bool prepack_supported(int bits) { return bits == 1 || bits == 2 || bits == 4; }
+
+std::vector<uint8_t> prepack_codes(const uint8_t* codes, int64_t K, int64_t N, int64_t row_bytes, int bits) {
+  const int cpb = 8 / bits;
+  const int64_t bc = prepack_block_cols(bits);
+  const int64_t nblocks = (N + bc - 1) / bc;
+  std::vector<uint8_t> out(static_cast<size_t>(nblocks * K * 64 + 64), 0);
+  std::vector<uint8_t> row(static_cast<size_t>(nblocks * bc), 0);
+  for (int64_t k = 0; k < K; ++k) {
+    scalar::unpack_codes(codes + k * row_bytes, 0, N, bits, row.data());
+    for (int64_t b = 0; b < nblocks; ++b) {
+      uint8_t* dst = out.data() + (b * K + k) * 64;
+      for (int j = 0; j < 64; ++j) {
+        const int c = j / 16, jj = j % 16;
+        uint32_t byte = 0;
+        for (int t = 0; t < cpb; ++t) byte |= static_cast<uint32_t>(row[b * bc + c * 16 * cpb + t * 16 + jj]) << (t * bits);
+        dst[j] = static_cast<uint8_t>(byte);
+      }
+    }
+  }
+  return out;
+}
+
+namespace scalar {
+extern const KernelTable table = {
+    "scalar", kMR, kNR, pack_a_generic, gemm_generic, codebook_panel_generic, im2col_panel_generic,
+    no_gemv, sparse_gemv_generic, decode_rows_generic, nullptr,
+};
+
+}  // namespace scalar
+}  // namespace onnxcomp

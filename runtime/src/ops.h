@@ -1,0 +1,11 @@
+// The custom ops of the com.onnxcomp domain (one source file each).
+#pragma once
+
+#include <onnxruntime_cxx_api.h>
+
+namespace onnxcomp {
+const OrtCustomOp* codebook_matmul_op();
+const OrtCustomOp* codebook_conv_op();
+const OrtCustomOp* sparse_codebook_matmul_op();
+const OrtCustomOp* ternary_matmul_op();
+}  // namespace onnxcomp

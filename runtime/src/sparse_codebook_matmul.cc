@@ -1,0 +1,308 @@
+// SparseCodebookMatMul (EIE-style): Y = X @ W + B with W [K, N] stored by rows of K, so a zero
+// activation x_k skips its whole row. Row k holds entries [row_ptr[k], row_ptr[k+1]); starting at
+// position -1, entry e moves to p += delta(e) + 1 and sets W[k, p] = codebook[p // group_size, code(e)].
+// Inputs: X float [..., K], codebook float [G, C <= 2^bits], row_ptr int32 [K+1], deltas uint8
+// (E entries at index_bits), codes uint8 (E entries at bits), B float [N] (optional).
+// Attributes: bits (1..8), index_bits (4 or 8), N (> 0), group_size (> 0, default N).
+#include <algorithm>
+#include <cstring>
+
+#include "common.h"
+#include "ops.h"
+
+namespace onnxcomp {
+namespace {
+
+// Prepacked copy of constant, validated sparse weights for the windowed AVX-512 kernel.
+struct WindowsPack {
+  std::vector<uint8_t> data;
+  std::vector<int64_t> step_ptr;
+  std::vector<uint16_t> step_win;
+  std::vector<float> cb16;
+  int64_t NG = 0, NW = 0;
+  int lane_bytes = 0, window = 0;
+};
+
+// Builds the windowed layout, or returns false when it does not apply or would be too large.
+// Byte lanes (16-row windows) when every codebook row has entry 0 == 0.0 (the contract's reserved
+// zero, used as padding), else 16-bit lanes (32-row windows).
+bool build_windows(const SparseWeights& w, const float* codebook, int64_t C, WindowsPack* out) {
+  if (w.bits > 4 || (w.G != 1 && w.group_size % 16 != 0) || w.K <= 0) return false;
+  bool zero0 = true;
+  for (int64_t g = 0; g < w.G; ++g) zero0 = zero0 && codebook[g * C] == 0.0f;
+  const int lane_bytes = zero0 ? 1 : 2;
+  const int window = zero0 ? 16 : 32;
+  const int wshift = zero0 ? 4 : 5;
+  const int64_t NG = ceil_div(w.N, 16), NW = ceil_div(w.K, window);
+  if (NW > 65535) return false;
+  const uint32_t dmask = (1u << w.index_bits) - 1u;
+  auto for_each_entry = [&](auto&& f) {
+    for (int64_t k = 0; k < w.K; ++k) {
+      int64_t p = -1;
+      for (int64_t e = w.row_ptr[k]; e < w.row_ptr[k + 1]; ++e) {
+        const int64_t db = e * w.index_bits;
+        p += static_cast<int64_t>((static_cast<uint32_t>(w.deltas[db >> 3]) >> (db & 7)) & dmask) + 1;
+        const int64_t cb = e * w.bits;
+        const int sh = static_cast<int>(cb & 7);
+        uint32_t code = static_cast<uint32_t>(w.codes[cb >> 3]) >> sh;
+        if (sh + w.bits > 8) code |= static_cast<uint32_t>(w.codes[(cb >> 3) + 1]) << (8 - sh);
+        code &= (1u << w.bits) - 1u;
+        f(k, p, code);
+      }
+    }
+  };
+  std::vector<uint32_t> cnt(static_cast<size_t>(NG * NW * 16), 0);
+  for_each_entry([&](int64_t k, int64_t p, uint32_t code) {
+    if (zero0 && code == 0) return;  // explicit zeros (EIE fillers) need no lane
+    ++cnt[static_cast<size_t>(((p >> 4) * NW + (k >> wshift)) * 16 + (p & 15))];
+  });
+  // first step of each (group, window), steps in group-major order
+  std::vector<int64_t> first(static_cast<size_t>(NG * NW + 1), 0);
+  for (int64_t i = 0; i < NG * NW; ++i) {
+    uint32_t mx = 0;
+    for (int j = 0; j < 16; ++j) mx = std::max(mx, cnt[static_cast<size_t>(i * 16 + j)]);
+    first[static_cast<size_t>(i + 1)] = first[static_cast<size_t>(i)] + mx;
+  }
+  const int64_t steps = first.back();
+  // give up beyond twice the size of dense 4-bit codes (dense weights are better served densely)
+  if (steps * 16 * lane_bytes > std::max<int64_t>(w.K * w.N, 1 << 16)) return false;
+  out->step_ptr.assign(static_cast<size_t>(NG + 1), 0);
+  for (int64_t g = 0; g <= NG; ++g) out->step_ptr[static_cast<size_t>(g)] = first[static_cast<size_t>(g * NW)];
+  out->step_win.assign(static_cast<size_t>(steps), 0);
+  for (int64_t i = 0; i < NG * NW; ++i)
+    for (int64_t t = first[static_cast<size_t>(i)]; t < first[static_cast<size_t>(i + 1)]; ++t)
+      out->step_win[static_cast<size_t>(t)] = static_cast<uint16_t>(i % NW);
+  out->data.assign(static_cast<size_t>(steps * 16 * lane_bytes), 0);
+  if (!zero0) {
+    uint16_t* d16 = reinterpret_cast<uint16_t*>(out->data.data());
+    std::fill(d16, d16 + steps * 16, SparseWindows::kPad);
+  }
+  std::fill(cnt.begin(), cnt.end(), 0u);
+  for_each_entry([&](int64_t k, int64_t p, uint32_t code) {
+    if (zero0 && code == 0) return;
+    const int64_t i = (p >> 4) * NW + (k >> wshift);
+    const int lane = static_cast<int>(p & 15);
+    const int64_t slot = first[static_cast<size_t>(i)] + cnt[static_cast<size_t>(i * 16 + lane)]++;
+    const uint32_t v = static_cast<uint32_t>(k & (window - 1)) | (code << wshift);
+    if (zero0) {
+      out->data[static_cast<size_t>(slot * 16 + lane)] = static_cast<uint8_t>(v);
+    } else {
+      std::memcpy(out->data.data() + (slot * 16 + lane) * 2, &v, 2);
+    }
+  });
+  out->cb16.assign(static_cast<size_t>(w.G * 16), 0.0f);
+  for (int64_t g = 0; g < w.G; ++g)
+    for (int64_t c = 0; c < C; ++c) out->cb16[static_cast<size_t>(g * 16 + c)] = codebook[g * C + c];
+  out->NG = NG;
+  out->NW = NW;
+  out->lane_bytes = lane_bytes;
+  out->window = window;
+  return true;
+}
+
+struct SparseCodebookMatMulKernel {
+  std::string label;
+  int bits = 0, index_bits = 0;
+  int64_t N = 0, group_size = 0;
+  ConstInput const_row_ptr, const_deltas, const_codes, const_codebook;
+  std::mutex pack_mutex;
+  std::atomic<int> pack_state{0};  // 0: not tried, 1: built, 2: not applicable
+  WindowsPack pack;
+
+  SparseCodebookMatMulKernel(const OrtKernelInfo* info) : label(node_label("SparseCodebookMatMul", info)) {
+    Attrs a{info};
+    bits = static_cast<int>(a.required_int("bits", 1, 8));
+    index_bits = static_cast<int>(a.required_int("index_bits", 4, 8));
+    if (index_bits != 4 && index_bits != 8) fail("attribute index_bits=", index_bits, " must be 4 or 8");
+    N = a.required_int("N", 1, kMaxDim);
+    group_size = a.optional_int("group_size", N, 1, kMaxDim);
+    const_row_ptr.init(info, 2);
+    const_deltas.init(info, 3);
+    const_codes.init(info, 4);
+    const_codebook.init(info, 1);
+  }
+
+  void validate_layout(const int32_t* row_ptr, const uint8_t* deltas, int64_t K) const {
+    const uint32_t dmask = (1u << index_bits) - 1u;
+    for (int64_t k = 0; k < K; ++k) {
+      int64_t p = -1;
+      for (int64_t e = row_ptr[k]; e < row_ptr[k + 1]; ++e) {
+        const int64_t db = e * index_bits;
+        p += static_cast<int64_t>((static_cast<uint32_t>(deltas[db >> 3]) >> (db & 7)) & dmask) + 1;
+        if (p >= N) fail("row ", k, ": entry ", e, " decodes to column ", p, " >= N=", N);
+      }
+    }
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    return guarded(label, [&] {
+      Ort::KernelContext ctx(context);
+      const Input x = get_input(ctx, 0);
+      const Input cb = get_input(ctx, 1);
+      const Input rp = get_input(ctx, 2);
+      const Input deltas = get_input(ctx, 3);
+      const Input codes = get_input(ctx, 4);
+      const Input bias = get_input(ctx, 5);
+      expect(x, "X", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+      expect(cb, "codebook", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+      expect(rp, "row_ptr", ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32);
+      expect(deltas, "deltas", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
+      expect(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
+      if (x.shape.empty()) fail("X must have rank >= 1, got a scalar");
+      const int64_t K = x.shape.back();
+      int64_t M = 1;
+      for (size_t i = 0; i + 1 < x.shape.size(); ++i) M *= x.shape[i];
+      const int64_t G = ceil_div(N, group_size);
+      const int64_t entries = int64_t{1} << bits;
+      if (cb.shape.size() != 2 || cb.shape[0] != G || cb.shape[1] < 1 || cb.shape[1] > entries)
+        fail("codebook must have shape [G=", G, ", C] with 1 <= C <= 2^bits=", entries, " (N=", N,
+             ", group_size=", group_size, "), got ", shape_str(cb.shape));
+      if (rp.shape.size() != 1 || rp.shape[0] != K + 1)
+        fail("row_ptr must have shape [K+1=", K + 1, "] (X is ", shape_str(x.shape), "), got ", shape_str(rp.shape));
+      const int32_t* row_ptr = rp.as<int32_t>();
+      const bool layout_known = const_row_ptr.skip(rp.data) && const_deltas.skip(deltas.data);
+      if (!layout_known) {
+        if (row_ptr[0] != 0) fail("row_ptr[0] must be 0, got ", row_ptr[0]);
+        for (int64_t k = 0; k < K; ++k)
+          if (row_ptr[k + 1] < row_ptr[k])
+            fail("row_ptr must be non-decreasing: row_ptr[", k + 1, "]=", row_ptr[k + 1], " < row_ptr[", k,
+                 "]=", row_ptr[k]);
+      }
+      const int64_t E = row_ptr[K];
+      if (deltas.count < ceil_div(E * index_bits, 8))
+        fail("deltas holds ", deltas.count, " bytes, but row_ptr[K]=", E, " entries at index_bits=", index_bits,
+             " need ", ceil_div(E * index_bits, 8));
+      if (codes.count < ceil_div(E * bits, 8))
+        fail("codes holds ", codes.count, " bytes, but row_ptr[K]=", E, " entries at bits=", bits, " need ",
+             ceil_div(E * bits, 8));
+      if (!layout_known) {
+        validate_layout(row_ptr, deltas.as<uint8_t>(), K);
+        const_row_ptr.mark(rp.data);
+        const_deltas.mark(deltas.data);
+      }
+      const float* bias_data = nullptr;
+      if (bias.present) {
+        expect(bias, "B", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+        if (bias.count != N || bias.shape.size() > 2 || (bias.shape.size() == 2 && bias.shape[0] != 1))
+          fail("B must have shape [N=", N, "] or [1, N], got ", shape_str(bias.shape));
+        bias_data = bias.as<float>();
+      }
+      const int64_t C = cb.shape[1];
+      std::vector<float> padded;
+      const float* cbp = cb.as<float>();
+      if (C < entries) {
+        if (!const_codes.skip(codes.data)) {
+          const uint32_t mx = E > 0 ? max_code(codes.as<uint8_t>(), 1, 0, E, bits) : 0;
+          if (mx >= static_cast<uint32_t>(C))
+            fail("code ", mx, " is out of range for a codebook of ", C, " entries");
+          const_codes.mark(codes.data);
+        }
+        padded = pad_codebook(cbp, G, C, bits);
+        cbp = padded.data();
+      }
+      std::vector<int64_t> yshape = x.shape;
+      yshape.back() = N;
+      Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
+      float* y = yv.GetTensorMutableData<float>();
+      for (int64_t m = 0; m < M; ++m) {
+        if (bias_data) {
+          std::memcpy(y + m * N, bias_data, static_cast<size_t>(N) * sizeof(float));
+        } else {
+          std::fill(y + m * N, y + m * N + N, 0.0f);
+        }
+      }
+      if (M == 0 || K == 0 || E == 0) return;
+      SparseWeights w{row_ptr, deltas.as<uint8_t>(), codes.as<uint8_t>(), cbp, K, N, E, group_size, G, bits, index_bits};
+      const KernelTable& kt = kernels();
+      const float* xd = x.as<float>();
+      // windowed kernel for constant weights (once validated), 4 rows of X per pass
+      const bool constant = rp.data == const_row_ptr.data && deltas.data == const_deltas.data &&
+                            codes.data == const_codes.data && cb.data == const_codebook.data && rp.data != nullptr &&
+                            deltas.data != nullptr && codes.data != nullptr && cb.data != nullptr;
+      if (constant && kt.sparse_windows_gemv != nullptr && pack_state.load(std::memory_order_acquire) != 2) {
+        if (pack_state.load(std::memory_order_acquire) == 0) {
+          std::lock_guard<std::mutex> lock(pack_mutex);
+          if (pack_state.load(std::memory_order_relaxed) == 0)
+            pack_state.store(build_windows(w, cb.as<float>(), C, &pack) ? 1 : 2, std::memory_order_release);
+        }
+        if (pack_state.load(std::memory_order_acquire) == 1) {
+          SparseWindows sw{pack.data.data(), pack.step_ptr.data(), pack.step_win.data(), pack.cb16.data(), K, N,
+                           pack.NG,          pack.NW,      group_size,          pack.lane_bytes,   pack.window};
+          constexpr int64_t kGroupsPerTask = 64;
+          const int64_t tasks = ceil_div(pack.NG, kGroupsPerTask);
+          const int64_t ldx = pack.NW * pack.window + 16;
+          std::vector<float> xpad(static_cast<size_t>(4 * ldx), 0.0f);
+          for (int64_t m = 0; m < M; m += 4) {
+            const int rows = static_cast<int>(std::min<int64_t>(4, M - m));
+            for (int r = 0; r < rows; ++r)
+              std::memcpy(xpad.data() + r * ldx, xd + (m + r) * K, static_cast<size_t>(K) * sizeof(float));
+            parallel_for(ctx, static_cast<size_t>(tasks), [&](size_t t) {
+              const int64_t g0 = static_cast<int64_t>(t) * kGroupsPerTask;
+              kt.sparse_windows_gemv(xpad.data(), ldx, rows, sw, g0, std::min(pack.NG, g0 + kGroupsPerTask), y + m * N, N);
+            });
+          }
+          return;
+        }
+      }
+      if (M > 1) {
+        parallel_for(ctx, static_cast<size_t>(M), [&](size_t m) {
+          kt.sparse_gemv(xd + static_cast<int64_t>(m) * K, w, 0, K, y + static_cast<int64_t>(m) * N);
+        });
+        return;
+      }
+      // one row: split K into tasks of similar entry counts, each with a private accumulator
+      const int64_t tasks = std::min<int64_t>({8, K, std::max<int64_t>(1, E / 65536)});
+      if (tasks <= 1) {
+        kt.sparse_gemv(xd, w, 0, K, y);
+        return;
+      }
+      std::vector<int64_t> bounds(static_cast<size_t>(tasks + 1), K);
+      bounds[0] = 0;
+      for (int64_t t = 1, k = 0; t < tasks; ++t) {
+        const int64_t target = E * t / tasks;
+        while (k < K && row_ptr[k] < target) ++k;
+        bounds[static_cast<size_t>(t)] = k;
+      }
+      std::vector<float> partial(static_cast<size_t>(tasks * N), 0.0f);
+      parallel_for(ctx, static_cast<size_t>(tasks), [&](size_t t) {
+        kt.sparse_gemv(xd, w, bounds[t], bounds[t + 1], partial.data() + static_cast<int64_t>(t) * N);
+      });
+      for (int64_t t = 0; t < tasks; ++t) {
+        const float* pt = partial.data() + t * N;
+        for (int64_t n = 0; n < N; ++n) y[n] += pt[n];
+      }
+    });
+  }
+};
+
+struct SparseCodebookMatMulOp : Ort::CustomOpBase<SparseCodebookMatMulOp, SparseCodebookMatMulKernel, true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    return guarded(node_label("SparseCodebookMatMul", info), [&] { *kernel = new SparseCodebookMatMulKernel(info); });
+  }
+  const char* GetName() const { return "SparseCodebookMatMul"; }
+  size_t GetInputTypeCount() const { return 6; }
+  ONNXTensorElementDataType GetInputType(size_t i) const {
+    switch (i) {
+      case 2: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+      case 3:
+      case 4: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+      default: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    }
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i == 5 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+  SparseCodebookMatMulOp() { install_shape_inference(this); }
+  static OrtStatusPtr InferShape(OrtShapeInferContext* raw) { return infer_matmul_shape(raw, "SparseCodebookMatMul"); }
+};
+
+}  // namespace
+
+const OrtCustomOp* sparse_codebook_matmul_op() {
+  static const SparseCodebookMatMulOp op;
+  return &op;
+}
+
+}  // namespace onnxcomp

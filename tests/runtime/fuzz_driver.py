@@ -1,0 +1,300 @@
+"""Random and malformed inputs for every com.onnxcomp op (run by test_asan_fuzz.py under ASan/UBSan).
+
+Usage: python fuzz_driver.py SEED SECONDS
+Every case either runs (and, when valid, matches a numpy decode of the weights) or fails with an
+onnxruntime error; the sanitizers abort the process on any out-of-bounds access or undefined
+behaviour. Prints "fuzz: N cases, E errors reported cleanly, V checked against numpy".
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from onnx import numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import oplib
+
+from onnxcomp import runtime
+
+BAD_INTS = [0, -1, -(2**31), 2**31 + 1, 2**40 + 1, 2**62, 9, 3, 1]
+
+
+def _symbolic(model):
+    """Every graph input gets symbolic dims so that any shape can be fed."""
+    for i, vi in enumerate(model.graph.input):
+        for j, d in enumerate(vi.type.tensor_type.shape.dim):
+            d.Clear()
+            d.dim_param = f"d{i}_{j}"
+    return model
+
+
+def _freeze(model, feeds):
+    """Turns every weight input into a constant initializer (exercises the prepacked paths)."""
+    weights = {k: v for k, v in feeds.items() if k != "X"}
+    keep = [vi for vi in model.graph.input if vi.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(v), k) for k, v in weights.items())
+    return model, {"X": feeds["X"]}
+
+
+def _run(model, feeds):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    so.log_severity_level = 4
+    runtime.register(so)
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+def _mutate_bytes(rng, a: np.ndarray) -> np.ndarray:
+    a = a.copy()
+    flat = a.reshape(-1)
+    if flat.size:
+        for _ in range(int(rng.integers(1, 4))):
+            flat[int(rng.integers(0, flat.size))] = rng.integers(0, 256)
+    return a
+
+
+def _reshape_wrong(rng, a: np.ndarray) -> np.ndarray:
+    kind = int(rng.integers(0, 3))
+    if kind == 0 and a.size:
+        return a.reshape(-1)[:-1].copy()
+    if kind == 1:
+        return np.concatenate([a.reshape(-1), np.zeros(int(rng.integers(1, 9)), a.dtype)])
+    return a.reshape(-1).copy()
+
+
+def case_codebook(rng, stats):
+    bits = int(rng.integers(1, 9))
+    k = int(rng.integers(0, 40))
+    n = int(rng.integers(1, 300))
+    gs = int(rng.choice([n, 1, int(rng.integers(1, n + 5))]))
+    batch = [int(rng.integers(0, 5)) for _ in range(int(rng.integers(0, 3)))]
+    cb, codes, packed = oplib.random_codebook_problem(rng, k, n, bits, gs)
+    bias = rng.standard_normal(n).astype(np.float32) if rng.random() < 0.5 else None
+    attrs = {}
+    x = rng.standard_normal((*batch, k)).astype(np.float32)
+    valid = True
+    r = rng.random()
+    if r < 0.1:
+        attrs[str(rng.choice(["bits", "N", "group_size"]))] = int(rng.choice(BAD_INTS))
+        valid = False
+    elif r < 0.2:
+        packed = _reshape_wrong(rng, packed)
+        valid = False
+    elif r < 0.3:
+        cb = rng.standard_normal((int(rng.integers(0, 4)), int(rng.integers(0, 300)))).astype(np.float32)
+        valid = False
+    elif r < 0.35 and bias is not None:
+        bias = bias[: int(rng.integers(0, n))]
+        valid = False
+    elif r < 0.45:
+        x = rng.standard_normal((*batch, int(rng.integers(0, 50)))).astype(np.float32)
+        valid = x.shape[-1] == k
+    elif r < 0.55:
+        cb = cb[:, : int(rng.integers(1, cb.shape[1] + 1))].copy()  # smaller codebook: codes may exceed it
+        valid = False
+    elif r < 0.6:
+        x = np.float32(1.0).reshape(())
+        valid = False
+    ternary = rng.random() < 0.25
+    if ternary:
+        g = -(-n // gs)
+        scales = np.abs(rng.standard_normal((g, 2))).astype(np.float32)
+        tcodes = rng.integers(0, 4 if rng.random() < 0.5 else 3, size=(k, n))
+        tpacked = oplib.pack_bits(tcodes, 2) if valid or rng.random() < 0.5 else _reshape_wrong(rng, packed)
+        model = oplib.ternary_matmul(
+            list(x.shape),
+            scales,
+            oplib.pack_bits(np.zeros((1, 1), np.int64), 2),
+            n=n,
+            group_size=gs,
+            bias=bias,
+            attrs={k2: v for k2, v in attrs.items() if k2 != "bits"},
+            as_inputs={"scales", "codes", "B"},
+        )
+        feeds = {"X": x, "scales": scales, "codes": tpacked}
+        if bias is not None:
+            feeds["B"] = bias
+        valid = valid and not (tcodes == 3).any()
+        cbf = np.stack([np.zeros(g), scales[:, 0], -scales[:, 1], np.zeros(g)], 1).astype(np.float32)
+        ref_w = (lambda: oplib.decode_codebook(cbf, tcodes, gs)) if valid else None
+    else:
+        model = oplib.codebook_matmul(
+            list(x.shape),
+            np.zeros((1, 1), np.float32),
+            np.zeros((1, 1), np.uint8),
+            bits=bits,
+            n=n,
+            group_size=gs,
+            bias=bias,
+            attrs=attrs,
+            as_inputs={"codebook", "codes", "B"},
+        )
+        feeds = {"X": x, "codebook": cb, "codes": packed}
+        if bias is not None:
+            feeds["B"] = bias
+        ref_w = (lambda: oplib.decode_codebook(cb, codes, gs)) if valid else None
+    _finish(_symbolic(model), feeds, ref_w, bias, stats, rng)
+
+
+def case_sparse(rng, stats):
+    bits = int(rng.integers(1, 9))
+    ib = int(rng.choice([4, 8]))
+    k = int(rng.integers(1, 30))
+    n = int(rng.integers(1, 200))
+    gs = int(rng.choice([n, 1, int(rng.integers(1, n + 5))]))
+    density = float(rng.choice([0.0, 0.05, 0.3, 1.0]))
+    cb, row_ptr, deltas, ecodes, dp, cp = oplib.random_sparse_problem(rng, k, n, bits, ib, density, gs)
+    if rng.random() < 0.3:
+        cb[:, 0] = 0.5  # entry 0 not reserved: the 16-bit window layout
+    attrs = {}
+    valid = True
+    r = rng.random()
+    if r < 0.1:
+        attrs[str(rng.choice(["bits", "N", "group_size", "index_bits"]))] = int(rng.choice(BAD_INTS))
+        valid = False
+    elif r < 0.25:
+        row_ptr = row_ptr.copy()
+        row_ptr[int(rng.integers(0, len(row_ptr)))] = int(rng.choice([-5, 2**31 - 1, -(2**31), 1, 1000]))
+        valid = False
+    elif r < 0.4:
+        dp = _mutate_bytes(rng, dp)  # positions may run past N
+        valid = False
+    elif r < 0.5:
+        dp = dp[: int(rng.integers(0, dp.size + 1))].copy()
+        valid = False
+    elif r < 0.6:
+        cp = cp[: int(rng.integers(0, cp.size + 1))].copy()
+        valid = False
+    elif r < 0.7:
+        cb = cb[:, : int(rng.integers(1, cb.shape[1] + 1))].copy()
+        valid = False
+    elif r < 0.75:
+        row_ptr = row_ptr[:-1].copy()
+        valid = False
+    x = rng.standard_normal((int(rng.integers(1, 7)), k)).astype(np.float32)
+    x[:, rng.random(k) < 0.3] = 0.0
+    model = oplib.sparse_codebook_matmul(
+        list(x.shape),
+        np.zeros((1, 1), np.float32),
+        np.zeros(2, np.int32),
+        np.zeros(1, np.uint8),
+        np.zeros(1, np.uint8),
+        bits=bits,
+        index_bits=ib,
+        n=n,
+        group_size=gs,
+        attrs=attrs,
+        as_inputs={"codebook", "row_ptr", "deltas", "codes"},
+    )
+    feeds = {"X": x, "codebook": cb, "row_ptr": row_ptr, "deltas": dp, "codes": cp}
+    ref_w = (lambda: oplib.decode_sparse(cb, row_ptr, deltas, ecodes, n, gs)) if valid else None
+    _finish(_symbolic(model), feeds, ref_w, None, stats, rng)
+
+
+def case_conv(rng, stats):
+    bits = int(rng.integers(1, 9))
+    s = int(rng.integers(1, 4))
+    group = int(rng.choice([1, 2]))
+    cg = int(rng.integers(1, 4))
+    m = group * int(rng.integers(1, 5))
+    ks = [int(rng.integers(1, 4)) for _ in range(s)]
+    ws = [m, cg, *ks]
+    x_shape = [int(rng.integers(1, 3)), cg * group] + [int(rng.integers(1, 9)) for _ in range(s)]
+    strides = [int(rng.integers(1, 3)) for _ in range(s)]
+    pads = [int(rng.integers(0, 3)) for _ in range(2 * s)]
+    dil = [int(rng.integers(1, 3)) for _ in range(s)]
+    gs = int(rng.choice([m, 1, 2]))
+    ckk = int(np.prod(ws[1:]))
+    g = -(-m // gs)
+    cb = rng.standard_normal((g, 1 << bits)).astype(np.float32)
+    packed = oplib.pack_bits(rng.integers(0, 1 << bits, size=(m, ckk)), bits)
+    attrs = {}
+    r = rng.random()
+    if r < 0.3:
+        name = str(rng.choice(["strides", "pads", "dilations", "weight_shape", "kernel_shape"]))
+        vals = {"strides": strides, "pads": pads, "dilations": dil, "weight_shape": ws, "kernel_shape": ks}[
+            name
+        ]
+        vals = list(vals)
+        vals[int(rng.integers(0, len(vals)))] = int(rng.choice(BAD_INTS))
+        if rng.random() < 0.3 and len(vals) > 1:
+            vals = vals[:-1]
+        attrs[name] = vals
+    elif r < 0.4:
+        attrs[str(rng.choice(["group", "bits", "group_size"]))] = int(rng.choice(BAD_INTS))
+    elif r < 0.5:
+        packed = _reshape_wrong(rng, packed)
+    elif r < 0.6:
+        x_shape = x_shape[:-1] if rng.random() < 0.5 else [*x_shape, 2]
+    elif r < 0.7:
+        x_shape[1] += 1
+    elif r < 0.75:
+        attrs["auto_pad"] = "SAME_UPPER"
+    bias = rng.standard_normal(m if rng.random() < 0.8 else m + 1).astype(np.float32)
+    model = oplib.codebook_conv(
+        [1] * len(x_shape),
+        cb,
+        np.zeros((1, 1), np.uint8),
+        bits=bits,
+        weight_shape=ws,
+        group_size=gs,
+        bias=bias,
+        strides=strides,
+        pads=pads,
+        dilations=dil,
+        group=group,
+        attrs=attrs,
+        as_inputs={"codebook", "codes", "B"},
+    )
+    feeds = {"X": rng.standard_normal(x_shape).astype(np.float32), "codebook": cb, "codes": packed, "B": bias}
+    _finish(_symbolic(model), feeds, None, None, stats, rng)
+
+
+def _finish(model, feeds, ref_w, bias, stats, rng=None):
+    stats["cases"] += 1
+    ref_feeds = feeds
+    if rng is not None and rng.random() < 0.5:
+        model, feeds = _freeze(model, feeds)
+        stats["frozen"] += 1
+    try:
+        y = _run(model, feeds)
+    except Exception as e:  # an onnxruntime error status is the expected answer to bad input
+        msg = str(e)
+        if "Segmentation" in msg or "AddressSanitizer" in msg:
+            raise
+        if ref_w is not None:
+            raise AssertionError(f"a valid case failed: {msg}") from e
+        stats["errors"] += 1
+        return
+    if ref_w is not None:
+        ref = ref_feeds["X"] @ ref_w() + (0 if bias is None else bias)
+        np.testing.assert_allclose(y, ref, rtol=1e-3, atol=1e-3)
+        stats["checked"] += 1
+
+
+def main() -> int:
+    seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
+    rng = np.random.default_rng(seed)
+    stats = {"cases": 0, "errors": 0, "checked": 0, "frozen": 0}
+    cases = [case_codebook, case_sparse, case_conv]
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        cases[int(rng.integers(0, len(cases)))](rng, stats)
+    print(
+        f"fuzz: {stats['cases']} cases ({stats['frozen']} with constant weights), {stats['errors']} errors "
+        f"reported cleanly, {stats['checked']} checked against numpy"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -57,7 +57,21 @@ def _candidates() -> list[Path]:
     build_dir = _source_build_dir()
     if build_dir is not None:
         out.append(build_dir / LIBRARY_NAME)
+        installed = _installed_library()  # a source checkout imported while the wheel is also installed
+        if installed is not None and installed not in out:
+            out.append(installed)
     return out
+
+
+def _installed_library() -> Path | None:
+    """Where the installed distribution put the library, if onnxcomp is installed."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("onnxcomp")
+    except metadata.PackageNotFoundError:
+        return None
+    return Path(str(dist.locate_file(f"onnxcomp/{LIBRARY_NAME}"))).resolve()
 
 
 def library_path() -> Path:

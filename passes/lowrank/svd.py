@@ -162,25 +162,10 @@ def _plan_gemm(node: gs.Node) -> _Plan | str:
 
 
 def _rebuild_gemm(graph: gs.Graph, node: gs.Node, a: np.ndarray, b: np.ndarray, ctx: PassContext) -> list[gs.Node]:
-    import onnx_graphsurgeon as gs
-
-    # Y = alpha * X @ W + beta * C, W = A @ B  =>  Y = Gemm(MatMul(X, A), B; alpha, beta, C)
-    orig = node.name
-    mid = gs.Variable(unique_name(graph, f"{node.name}_lowrank_mid"), dtype=a.dtype)
-    first = gs.Node(
-        "MatMul",
-        unique_name(graph, f"{node.name}_lowrank_u"),
-        inputs=[node.inputs[0], make_constant(graph, f"{node.inputs[1].name}_u", a)],
-        outputs=[mid],
-    )
-    node.inputs[0] = mid
-    node.inputs[1] = make_constant(graph, f"{node.inputs[1].name}_v", b)
+    # Y = alpha * X @ W + beta * C, W = A @ B  =>  Y = Gemm(MatMul(X, A), B; alpha, beta, C), B not transposed
+    nodes = _rebuild_matmul(graph, node, a, b, ctx)
     node.attrs["transB"] = 0
-    node.name = unique_name(graph, f"{node.name}_lowrank_v")
-    graph.nodes.append(first)
-    ctx.tag(first, "lowrank", [orig])
-    ctx.tag(node, "lowrank", [orig])
-    return [first, node]
+    return nodes
 
 
 def _plan_conv(node: gs.Node) -> _Plan | str:

@@ -257,4 +257,12 @@ void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, con
   }
 }
 
+float* thread_scratch(size_t n, int slot) {
+  // onnxruntime's pool threads are long lived: each keeps its buffers between runs
+  static thread_local std::vector<float> buf[3];
+  std::vector<float>& b = buf[slot];
+  if (b.size() < n + 16) b.assign(n + 16, 0.0f);
+  return b.data();
+}
+
 }  // namespace onnxcomp

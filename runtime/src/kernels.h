@@ -116,6 +116,9 @@ const KernelTable& kernels();                      // best table for this CPU (O
 const KernelTable& kernels_for(const char* isa);   // "scalar", "avx2", "avx512"; nullptr-like fallback
 bool isa_supported(const char* isa);
 
+// A per-thread float buffer of at least n elements (slot 0..2), reused across calls on the same thread.
+float* thread_scratch(size_t n, int slot);
+
 namespace scalar { extern const KernelTable table; }
 namespace avx2 { extern const KernelTable table; }
 namespace avx512 { extern const KernelTable table; }

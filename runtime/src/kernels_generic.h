@@ -10,13 +10,10 @@
 constexpr int64_t kKC = 128;               // rows of B per panel
 constexpr int64_t kNC = kNR * 8;           // columns of B per panel (kKC * kNC floats stay in L2)
 
-inline float* scratch(size_t n, int slot) {
-  // per-thread growable scratch buffers (onnxruntime's pool threads are long lived)
-  static thread_local std::vector<float> buf[3];
-  std::vector<float>& b = buf[slot];
-  if (b.size() < n + 16) b.assign(n + 16, 0.0f);
-  return b.data();
-}
+// Per-thread scratch buffers live in common.cc (compiled for baseline x86-64): growing a std::vector here
+// would instantiate its library templates inside the ISA pragma region, and the linker may keep that AVX
+// copy of the shared (COMDAT) template for every caller, breaking the library on CPUs without AVX.
+inline float* scratch(size_t n, int slot) { return thread_scratch(n, slot); }
 
 inline uint32_t read_code(const uint8_t* row, int64_t j, int bits) {
   const int64_t bit = j * bits;

@@ -1,0 +1,133 @@
+"""Fast weighted 1-D k-means (Lloyd's algorithm on sorted unique values).
+
+In one dimension a Lloyd assignment step is a set of cut points: with sorted centroids c_0 < ... < c_{k-1},
+value u belongs to cluster i iff b_{i-1} < u <= b_i with b_i = (c_i + c_{i+1}) / 2 (ties go to the lower
+centroid, as an argmin over distances does). On the sorted unique values u (with their summed sample weights
+W), every cluster is a contiguous slice, so its weight, weighted sum and weighted sum of squares are
+differences of prefix sums: one Lloyd iteration costs O(k log n) instead of O(n k). Sorting once dominates.
+
+Iterations run until the assignment no longer changes (a fixed point of Lloyd's algorithm), so the inertia
+is never above that of a generic Lloyd implementation stopped by a tolerance from the same initialization.
+An empty cluster is moved onto the value farthest from its centroid (as scikit-learn relocates them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import numpy as np
+
+Init = Literal["linear", "density"]
+
+
+@dataclasses.dataclass
+class KMeans1D:
+    centroids: np.ndarray  # float64 [k], sorted
+    labels: np.ndarray  # int64, same shape as the input values
+    inertia: float  # sum of w * (v - c[label])**2
+    iterations: int
+
+
+def init_centroids(values: np.ndarray, k: int, init: Init = "linear", weights: np.ndarray | None = None) -> np.ndarray:
+    """Deep Compression's linear initialization (evenly spaced over [min, max]) or density (weighted quantiles)."""
+    import numpy as np
+
+    v = np.asarray(values, np.float64).ravel()
+    if init == "linear":
+        return np.linspace(v.min(), v.max(), k)
+    if init == "density":
+        order = np.argsort(v, kind="stable")
+        w = np.ones_like(v) if weights is None else np.asarray(weights, np.float64).ravel()[order]
+        cdf = np.cumsum(w)
+        targets = (np.arange(k) + 0.5) / k * cdf[-1]
+        return v[order][np.minimum(np.searchsorted(cdf, targets), v.size - 1)]
+    raise ValueError(f"unknown init {init!r}")
+
+
+def kmeans_1d(values: np.ndarray, k: int, *, weights: np.ndarray | None = None, init: Init | np.ndarray = "linear",
+              max_iter: int = 300) -> KMeans1D:
+    """Weighted 1-D k-means; returns sorted centroids and each value's label."""
+    import numpy as np
+
+    v = np.asarray(values).ravel()
+    if v.size == 0:
+        raise ValueError("k-means needs at least one value")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    w_all = None if weights is None else np.asarray(weights, np.float64).ravel()
+    if w_all is not None and w_all.shape != v.shape:
+        raise ValueError("weights must have one entry per value")
+    u, inv = np.unique(v, return_inverse=True)
+    u = u.astype(np.float64)
+    inv = inv.ravel()
+    wu = np.bincount(inv, minlength=u.size).astype(np.float64) if w_all is None else np.bincount(
+        inv, weights=w_all, minlength=u.size)
+    if u.size <= k:
+        # every distinct value gets its own centroid: exact
+        centroids = np.concatenate([u, np.full(k - u.size, u[-1])])
+        return KMeans1D(centroids, inv.astype(np.int64).reshape(np.shape(values)), 0.0, 0)
+    cw = np.concatenate([[0.0], np.cumsum(wu)])
+    cwv = np.concatenate([[0.0], np.cumsum(wu * u)])
+    cwv2 = np.concatenate([[0.0], np.cumsum(wu * u * u)])
+    c = np.sort(np.asarray(init, np.float64).ravel() if isinstance(init, np.ndarray) else
+                init_centroids(v, k, init, w_all))
+    if c.size != k:
+        raise ValueError(f"init has {c.size} centroids, expected {k}")
+    cuts = None
+    it = 0
+    for it in range(1, max_iter + 1):  # noqa: B007
+        bounds = (c[:-1] + c[1:]) / 2
+        new_cuts = np.concatenate([[0], np.searchsorted(u, bounds, side="right"), [u.size]])
+        if cuts is not None and np.array_equal(new_cuts, cuts):
+            break
+        cuts = new_cuts
+        sw = cw[cuts[1:]] - cw[cuts[:-1]]
+        sv = cwv[cuts[1:]] - cwv[cuts[:-1]]
+        empty = sw <= 0
+        c = np.where(empty, c, sv / np.where(empty, 1.0, sw))
+        if empty.any():
+            c = _relocate(u, cuts, c, empty)
+        c = np.sort(c)
+    bounds = (c[:-1] + c[1:]) / 2
+    cuts = np.concatenate([[0], np.searchsorted(u, bounds, side="right"), [u.size]])
+    sw = cw[cuts[1:]] - cw[cuts[:-1]]
+    sv = cwv[cuts[1:]] - cwv[cuts[:-1]]
+    sv2 = cwv2[cuts[1:]] - cwv2[cuts[:-1]]
+    # sum w (u - c)^2 = sv2 - 2 c sv + c^2 sw per cluster
+    inertia = float(np.sum(sv2 - 2 * c * sv + c * c * sw))
+    labels_u = np.repeat(np.arange(k), np.diff(cuts))
+    labels = labels_u[inv].reshape(np.shape(values))
+    return KMeans1D(c, labels.astype(np.int64), max(inertia, 0.0), it)
+
+
+def _relocate(u: np.ndarray, cuts: np.ndarray, c: np.ndarray, empty: np.ndarray) -> np.ndarray:
+    """Move each empty centroid onto the unique value farthest from its own centroid."""
+    import numpy as np
+
+    c = c.copy()
+    lo, hi = cuts[:-1], cuts[1:] - 1
+    nonempty = ~empty
+    # the farthest member of a contiguous cluster is one of its two ends
+    cand = np.concatenate([lo[nonempty], hi[nonempty]])
+    owner = np.concatenate([np.flatnonzero(nonempty)] * 2)
+    dist = (u[cand] - c[owner]) ** 2
+    order = np.argsort(-dist, kind="stable")
+    taken: set[float] = set(c[nonempty].tolist())
+    picks = iter(order)
+    for i in np.flatnonzero(empty):
+        for j in picks:
+            value = float(u[cand[j]])
+            if value not in taken:
+                c[i] = value
+                taken.add(value)
+                break
+    return c
+
+
+def sq_error(values: np.ndarray, recon: np.ndarray, weights: np.ndarray | None = None) -> float:
+    import numpy as np
+
+    d = (np.asarray(values, np.float64) - np.asarray(recon, np.float64)) ** 2
+    return float(d.sum() if weights is None else (d * weights).sum())

@@ -1,0 +1,125 @@
+"""kmeans: weight sharing through per-layer k-means codebooks (Deep Compression stage 2)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Literal
+
+from onnxcomp.errors import UsageError
+from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
+
+from . import _common as common
+from . import _encoding as enc
+from ._common import ShareOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+
+
+@register_pass
+class KMeans(Pass):
+    """MatMul / Gemm / Conv  =>  CodebookMatMul / SparseCodebookMatMul / CodebookConv with k-means codebooks (lossy).
+
+    Every weight becomes a ``bits``-bit index into a codebook of 2**bits floats (one per layer, or one per
+    ``group_size`` output channels), found by 1-D k-means from Deep Compression's linear initialization
+    (centroids evenly spaced over [min, max]). With calibration data and ``weighted``, each weight counts
+    with the activation energy of its input feature, E[x_k**2], so the codebook fits the weights that
+    matter for the outputs. Weights that are exactly zero (e.g. after ``prune-weights``) keep a reserved
+    code 0 = 0.0 and stay exactly zero; such MatMul layers are stored EIE-style (SparseCodebookMatMul,
+    relative row indices) when that is smaller (``sparse=auto``). Codes are bit-packed on disk; the model
+    runs in plain onnxruntime through the ops' function bodies, which onnxruntime folds into float weights
+    at load time.
+    """
+
+    name = "kmeans"
+    lossless = False
+
+    @dataclasses.dataclass
+    class Options(ShareOptions):
+        bits: int = opt(4, "code bits per weight, 1..8 (codebooks of 2**bits entries)")
+        bits_per_layer: dict[str, int] = opt({}, "bits for layers matching a name pattern, e.g. fc*:2;conv1:8")
+        group_size: int = opt(0, "output channels sharing one codebook (0: one codebook per layer)")
+        init: Literal["linear", "density"] = opt("linear", "centroid initialization: linear (Deep Compression) "
+                                                 "or density (weighted quantiles)")
+        weighted: bool = opt(True, "with calibration data, weight k-means by input-feature activation energy")
+        sparse: Literal["auto", "never", "always"] = opt(
+            "auto", "EIE sparse layout for MatMul layers with zeros: auto = when it stores fewer bytes")
+        max_iter: int = opt(300, "maximum Lloyd iterations")
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        o = self.options
+        result = self.new_result()
+        for b in [o.bits, *o.bits_per_layer.values()]:
+            if not 1 <= int(b) <= 8:
+                raise UsageError(f"kmeans: bits must be 1..8, got {b}")
+        if o.group_size < 0:
+            raise UsageError("kmeans: group_size must be >= 0")
+        targets = prepare(graph, ctx, o, result)
+        if not targets:
+            return common.finish(graph, ctx, result, o.inline)
+        energy = common.input_energy(graph, ctx, targets, o.calib_samples) if o.weighted else {}
+        for t in ctx.track(targets, "kmeans", total=len(targets)):
+            bits = common.bits_for(t, o.bits, o.bits_per_layer)
+            e = kmeans_encode(t.w2, bits, o.group_size, t.out_axis, o.init, energy.get(id(t)), o.max_iter)
+            if not saves_bytes(t, e):
+                result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
+                continue
+            w_hat = e.decoded(t.out_axis)
+            sparsity = float((t.w2 == 0).mean())
+            em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
+            common.record(result, t, f"kmeans {bits}-bit", e, em, common.rel_error(t.w2, w_hat), sparsity)
+        return common.finish(graph, ctx, result, o.inline)
+
+
+def prepare(graph: gs.Graph, ctx: PassContext, o: common.SelectOptions, result: PassResult,
+            ops: tuple[str, ...] = ("MatMul", "Gemm", "Conv")) -> list[common.Target]:
+    """Targets after making sure the model's opset can hold the function bodies (upgrading it if needed)."""
+    from onnxcomp.graph import opset_version
+
+    probe = PassResult(name=result.name)
+    if not common.collect_targets(graph, o, probe, ops):
+        result.skips.extend(probe.skips)
+        return []
+    if opset_version(graph) < enc.MIN_OPSET and not enc.ensure_opset(graph, ctx, result):
+        return []
+    return common.collect_targets(graph, o, result, ops)
+
+
+def saves_bytes(t: common.Target, e: common.Encoded) -> bool:
+    rows, cols = t.w2.shape
+    return 4 * e.table.size + rows * enc.packed_row_bytes(cols, e.bits) < 4 * t.params
+
+
+def kmeans_encode(w2: np.ndarray, bits: int, group_size: int, out_axis: int, init: str = "linear",
+                  weights: np.ndarray | None = None, max_iter: int = 300) -> common.Encoded:
+    """k-means codebook per group of output channels; exact zeros keep code 0 when the layer has any."""
+    import numpy as np
+
+    from ._kmeans import kmeans_1d
+
+    n_out = w2.shape[out_axis]
+    gsz = group_size if 0 < group_size < n_out else n_out
+    groups = -(-n_out // gsz)
+    levels = 1 << bits
+    zero_code = bool(np.any(w2 == 0))
+    first = 1 if zero_code else 0
+    table = np.zeros((groups, levels), np.float32)
+    codes = np.zeros(w2.shape, np.int64)
+    if weights is not None:
+        weights = np.asarray(weights, np.float64)
+        weights = weights + 1e-9 * max(float(weights.max()), 1e-30)  # keep every weight in play
+    for g in range(groups):
+        sl = (slice(None), slice(g * gsz, (g + 1) * gsz)) if out_axis == 1 else (slice(g * gsz, (g + 1) * gsz),)
+        block = w2[sl]
+        mask = block != 0 if zero_code else np.ones(block.shape, bool)
+        if not mask.any():
+            continue
+        km = kmeans_1d(block[mask], levels - first, weights=None if weights is None else weights[sl][mask],
+                       init=init, max_iter=max_iter)  # type: ignore[arg-type]
+        table[g, first:] = km.centroids.astype(np.float32)
+        sub = np.zeros(block.shape, np.int64)
+        sub[mask] = km.labels + first
+        codes[sl] = sub
+    return common.Encoded(table, codes, bits, gsz, zero_code=zero_code)

@@ -274,7 +274,8 @@ def bits_for(t: Target, default: int, per_layer: dict[str, int]) -> int:
 
 
 # ============================================================================================ calibration
-def input_energy(graph: gs.Graph, ctx: PassContext, targets: list[Target], max_samples: int) -> dict[int, np.ndarray]:
+def input_energy(graph: gs.Graph, ctx: PassContext, targets: list[Target], max_samples: int,
+                 acts: dict[str, np.ndarray] | None = None) -> dict[int, np.ndarray]:
     """Per target: the mean squared activation of each input feature, broadcast to the storage matrix.
 
     MatMul: e[k] = mean over all other axes of x[..., k]**2, element weight of W[k, n] = e[k].
@@ -285,8 +286,8 @@ def input_energy(graph: gs.Graph, ctx: PassContext, targets: list[Target], max_s
 
     if ctx.calib is None or not targets:
         return {}
-    names = sorted({t.x.name for t in targets})
-    acts = ctx.capture(graph, names, max_samples=max_samples)
+    if acts is None:
+        acts = layer_inputs(graph, ctx, targets, max_samples)
     out: dict[int, np.ndarray] = {}
     for t in targets:
         a = np.asarray(acts[t.x.name], np.float64)
@@ -303,6 +304,52 @@ def input_energy(graph: gs.Graph, ctx: PassContext, targets: list[Target], max_s
             ch = (np.arange(m)[:, None] // (m // group)) * cg + (np.arange(per)[None, :] // kk)
             out[id(t)] = e[ch]
     return out
+
+
+def layer_inputs(graph: gs.Graph, ctx: PassContext, targets: list[Target], max_samples: int) -> dict[str, np.ndarray]:
+    """The activation input of every target on the calibration data ({} without calibration data)."""
+    if ctx.calib is None or not targets:
+        return {}
+    return ctx.capture(graph, sorted({t.x.name for t in targets}), max_samples=max_samples)
+
+
+def im2col(x: np.ndarray, t: Target, max_rows: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Per conv group: the input patches [positions, C/group * prod(kernel)] in W[m].ravel() order.
+
+    MatMul targets: one matrix [positions, K]. At most ``max_rows`` positions (a random subset).
+    """
+    import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    if t.kind == "matmul":
+        rows = x.reshape(-1, x.shape[-1])
+        if rows.shape[0] > max_rows:
+            rows = rows[rng.choice(rows.shape[0], max_rows, replace=False)]
+        return [rows.astype(np.float64)]
+    a = t.conv_attrs
+    nd = x.ndim - 2
+    pads = a["pads"]
+    width = [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)]
+    xp = np.pad(x, width)
+    span = [(k - 1) * d + 1 for k, d in zip(a["kernel_shape"], a["dilations"], strict=True)]
+    win = sliding_window_view(xp, span, axis=tuple(range(2, 2 + nd)))  # [N, C, out..., span...]
+    sl = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in a["strides"]) + tuple(
+        slice(None, None, d) for d in a["dilations"])
+    win = win[sl]
+    n, c = win.shape[:2]
+    out_sp = win.shape[2:2 + nd]
+    # [N, out..., C, kernel...] -> [positions, C * prod(kernel)]
+    win = np.moveaxis(win, 1, 1 + nd).reshape(n * int(np.prod(out_sp)), -1)
+    if win.shape[0] > max_rows:
+        win = win[rng.choice(win.shape[0], max_rows, replace=False)]
+    group = int(a["group"])
+    per = win.shape[1] // group
+    return [win[:, g * per:(g + 1) * per].astype(np.float64) for g in range(group)]
+
+
+def gram(blocks: list[np.ndarray]) -> list[np.ndarray]:
+    """H = X^T X / rows per block."""
+    return [b.T @ b / max(1, b.shape[0]) for b in blocks]
 
 
 # ============================================================================================ encodings
@@ -372,10 +419,10 @@ def emit_encoded(graph: gs.Graph, ctx: PassContext, t: Target, e: Encoded, *, pa
     huff = table_bytes + extra_fixed + _stream_bytes(streams, "store") + bias_bytes
     consts = [make_constant(graph, f"{w_name}_{'deltas' if layout is not None and i == 0 else 'codes'}", s)
               for i, s in enumerate(streams)]
-    bias = t.bias
-    if bias is None and t.kind == "matmul":
-        bias = np.zeros(t.outputs, np.float32)  # the MatMul function bodies add B unconditionally
-    b_const = [make_constant(graph, f"{w_name}_bias", np.asarray(bias, np.float32))] if bias is not None else []
+    # B is always written: the MatMul bodies add it unconditionally, and a Conv with an empty bias input
+    # keeps onnxruntime from fusing a following BatchNormalization and from its NCHWc layout.
+    bias = t.bias if t.bias is not None else np.zeros(t.outputs, np.float32)
+    b_const = [make_constant(graph, f"{w_name}_bias", np.asarray(bias, np.float32))]
     n = t.outputs
     if t.kind == "conv":
         table = tables[0] if not e.ternary else make_constant(graph, f"{w_name}_codebook",

@@ -715,6 +715,8 @@ def inline_functions(graph: gs.Graph, ctx: PassContext) -> int:
     if not graph.functions:
         return 0
     model = export_model(graph, ctx)
+    import onnx.inliner
+
     inlined = onnx.inliner.inline_local_functions(model)
     del inlined.functions[:]
     ops = [o for o in inlined.opset_import if o.domain != DOMAIN or

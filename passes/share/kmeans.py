@@ -47,6 +47,9 @@ class KMeans(Pass):
         sparse: Literal["auto", "never", "always"] = opt(
             "auto", "EIE sparse layout for MatMul layers with zeros: auto = when it stores fewer bytes")
         max_iter: int = opt(300, "maximum Lloyd iterations")
+        refine: bool = opt(True, "with calibration data, re-fit the codebook values by least squares on the "
+                                 "layer outputs (the codes stay): min sum_j (w_j' - w_j)^T X^T X (w_j' - w_j)")
+        max_refine_flops: float = opt(2e10, "skip the refinement of layers costing more than this")
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         o = self.options
@@ -59,17 +62,26 @@ class KMeans(Pass):
         targets = prepare(graph, ctx, o, result)
         if not targets:
             return common.finish(graph, ctx, result, o.inline)
-        energy = common.input_energy(graph, ctx, targets, o.calib_samples) if o.weighted else {}
+        acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if (o.weighted or o.refine) else {}
+        energy = common.input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
+        rng = ctx.rng(11)
         for t in ctx.track(targets, "kmeans", total=len(targets)):
             bits = common.bits_for(t, o.bits, o.bits_per_layer)
             e = kmeans_encode(t.w2, bits, o.group_size, t.out_axis, o.init, energy.get(id(t)), o.max_iter)
             if not saves_bytes(t, e):
                 result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
                 continue
+            decision = f"kmeans {bits}-bit"
+            if o.refine and acts:
+                if refine_flops(t, e) > o.max_refine_flops:
+                    result.skip(t.name, "codebook refinement skipped: too expensive (max_refine_flops)")
+                else:
+                    e.table = refine_codebook(t, e, acts[t.x.name], rng)
+                    decision += " + lsq codebook"
             w_hat = e.decoded(t.out_axis)
             sparsity = float((t.w2 == 0).mean())
             em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
-            common.record(result, t, f"kmeans {bits}-bit", e, em, common.rel_error(t.w2, w_hat), sparsity)
+            common.record(result, t, decision, e, em, common.rel_error(t.w2, w_hat), sparsity)
         return common.finish(graph, ctx, result, o.inline)
 
 
@@ -123,3 +135,49 @@ def kmeans_encode(w2: np.ndarray, bits: int, group_size: int, out_axis: int, ini
         sub[mask] = km.labels + first
         codes[sl] = sub
     return common.Encoded(table, codes, bits, gsz, zero_code=zero_code)
+
+
+def refine_flops(t: common.Target, e: common.Encoded) -> float:
+    rows, cols = t.w2.shape
+    inputs = rows if t.kind == "matmul" else cols
+    return 2.0 * inputs * inputs * t.outputs * e.table.shape[1]
+
+
+def refine_codebook(t: common.Target, e: common.Encoded, x: np.ndarray, rng: np.random.Generator,
+                    damp: float = 1e-3) -> np.ndarray:
+    """Codebook values minimizing sum_j (w_j' - w_j)^T H (w_j' - w_j) for the fixed codes (H = X^T X).
+
+    With one-hot codes O_j [inputs, L] of output j, w_j' = O_j c_g: per codebook group g,
+    A = sum_j O_j^T H O_j, b = sum_j O_j^T H w_j, c_g = A^-1 b (ridge ``damp`` towards the k-means values;
+    the reserved zero code stays 0).
+    """
+    import numpy as np
+
+    levels = e.table.shape[1]
+    hs = common.gram(common.im2col(x, t, 20000, rng))
+    w = t.w2.astype(np.float64)
+    # per output j: its weights [outputs, inputs] and codes
+    wo = w.T if t.kind == "matmul" else w
+    co = e.codes.T if t.kind == "matmul" else e.codes
+    per_group_h = wo.shape[0] // len(hs)
+    table = e.table.astype(np.float64).copy()
+    first = 1 if e.zero_code else 0
+    for g in range(table.shape[0]):
+        a = np.zeros((levels, levels))
+        b = np.zeros(levels)
+        outs = range(g * e.group_size, min((g + 1) * e.group_size, wo.shape[0]))
+        # batch the outputs sharing an H block
+        for h_idx in sorted({j // per_group_h for j in outs}):
+            js = [j for j in outs if j // per_group_h == h_idx]
+            h = hs[h_idx]
+            onehot = np.zeros((len(js), h.shape[0], levels))
+            np.put_along_axis(onehot, co[js][:, :, None], 1.0, axis=2)
+            ho = np.einsum("kq,jql->jkl", h, onehot)
+            a += np.einsum("jkl,jkm->lm", onehot, ho)
+            b += np.einsum("jkl,jk->l", ho, wo[js])
+        idx = np.arange(first, levels)
+        sub = a[np.ix_(idx, idx)]
+        reg = damp * max(float(np.mean(np.diag(sub))), 1e-12)
+        sol = np.linalg.solve(sub + reg * np.eye(idx.size), b[idx] + reg * table[g, idx])
+        table[g, idx] = sol
+    return table.astype(np.float32)

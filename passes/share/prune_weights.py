@@ -39,7 +39,12 @@ class PruneWeights(Pass):
         criterion: Literal["auto", "magnitude", "wanda"] = opt(
             "auto", "score: |w|, or Wanda's |w| * ||x|| (auto: wanda when calibration data is given)")
         scope: Literal["layer", "output", "global"] = opt("layer", "where the lowest scores are compared")
-        calib_samples: int = opt(256, "calibration samples used for activation norms")
+        update: Literal["none", "lsq"] = opt(
+            "none", "lsq: with calibration data, re-fit the kept weights of each output by least squares so the "
+            "layer output on the calibration inputs changes least (optimal brain surgeon update for the mask)")
+        damp: float = opt(0.01, "lsq: ridge added to the input Gram matrix, relative to its mean diagonal")
+        max_update_flops: float = opt(2e10, "lsq: skip the update of layers whose solves cost more than this")
+        calib_samples: int = opt(256, "calibration samples used for activation statistics")
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         import numpy as np
@@ -57,7 +62,11 @@ class PruneWeights(Pass):
         targets = common.collect_targets(graph, o, result)
         if not targets:
             return result
-        energy = common.input_energy(graph, ctx, targets, o.calib_samples) if criterion == "wanda" else {}
+        if o.update == "lsq" and ctx.calib is None:
+            raise UsageError("prune-weights: update=lsq needs calibration data (--calib)")
+        acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if ctx.calib is not None and (
+            criterion == "wanda" or o.update == "lsq") else {}
+        energy = common.input_energy(graph, ctx, targets, o.calib_samples, acts) if criterion == "wanda" else {}
         scores = {id(t): score(t.w2, energy.get(id(t))) for t in targets}
         if o.scope == "global":
             masks = _exact_global(scores, int(round(o.ratio * sum(s.size for s in scores.values()))))
@@ -66,16 +75,26 @@ class PruneWeights(Pass):
             for t in targets:
                 ratio = _ratio_for(t, o)
                 masks[id(t)] = keep_mask(scores[id(t)], ratio, t.out_axis if o.scope == "output" else None)
+        rng = ctx.rng(7)
         for t in targets:
             keep = masks[id(t)]
             w = np.asarray(t.weight.values)
-            keep_orig = t.weight_as_original(keep).reshape(w.shape)
-            pruned = np.where(keep_orig, w, np.zeros((), w.dtype)).astype(w.dtype)
+            w2_new = np.where(keep, t.w2, 0).astype(np.float32)
+            decision = f"{criterion} {o.scope}"
+            if o.update == "lsq":
+                refit = lsq_update(t, keep, acts[t.x.name], o.damp, o.max_update_flops, rng)
+                if refit is None:
+                    result.skip(t.name, "lsq update skipped: too expensive (max_update_flops)")
+                else:
+                    w2_new, decision = refit, decision + " + lsq"
+            w_new = t.weight_as_original(w2_new).reshape(w.shape)
+            if t.node.op == "Gemm" and float(t.node.attrs.get("alpha", 1.0)) != 1.0:
+                w_new = w_new / np.float32(t.node.attrs["alpha"])  # the storage matrix holds alpha * W
+            pruned = np.where(t.weight_as_original(keep).reshape(w.shape), w_new, 0).astype(w.dtype)
             before_nz = int(np.count_nonzero(w))
             t.weight.values = pruned
             after_nz = int(np.count_nonzero(pruned))
-            w2_new = np.where(keep, t.w2, 0).astype(np.float32)
-            result.layer(t.name, op=t.node.op, decision=f"{criterion} {o.scope}", params_before=before_nz,
+            result.layer(t.name, op=t.node.op, decision=decision, params_before=before_nz,
                          params_after=after_nz, error=common.rel_error(t.w2, w2_new),
                          extra={"sparsity": round(1 - after_nz / max(1, w.size), 6), "weights": int(w.size)})
             ctx.tag(t.node, self.name, [t.node.name])
@@ -85,6 +104,38 @@ class PruneWeights(Pass):
         zeros = sum(int(t.params - np.count_nonzero(t.weight.values)) for t in targets)
         result.counters["sparsity"] = round(zeros / max(1, total), 4)
         return result
+
+
+def lsq_update(t: common.Target, keep: np.ndarray, x: np.ndarray, damp: float, max_flops: float,
+               rng: np.random.Generator) -> np.ndarray | None:
+    """Kept weights re-fit per output: w_S <- w_S + H_SS^-1 H_SR w_R (the pruned part's effect moved onto S).
+
+    Minimizes (w' - w)^T H (w' - w) with w'_R = 0, H = X^T X of the layer's inputs on the calibration data
+    (+ ``damp`` * mean(diag H) * I): the least-squares change of every output on those inputs.
+    """
+    import numpy as np
+
+    w2 = t.w2.astype(np.float64)
+    # one row per output: [outputs, inputs]
+    wo = w2.T if t.kind == "matmul" else w2
+    ko = keep.T if t.kind == "matmul" else keep
+    flops = float(sum(int(k.sum()) ** 3 for k in ko)) / 3
+    if flops > max_flops:
+        return None
+    blocks = common.gram(common.im2col(x, t, 20000, rng))
+    per_group = wo.shape[0] // len(blocks)
+    out = np.where(ko, wo, 0.0)
+    for j in range(wo.shape[0]):
+        h = blocks[j // per_group]
+        s_idx, r_idx = np.flatnonzero(ko[j]), np.flatnonzero(~ko[j])
+        if s_idx.size == 0 or r_idx.size == 0:
+            continue
+        hss = h[np.ix_(s_idx, s_idx)]
+        hss = hss + damp * max(float(np.mean(np.diag(h))), 1e-12) * np.eye(s_idx.size)
+        rhs = h[np.ix_(s_idx, r_idx)] @ wo[j, r_idx]
+        out[j, s_idx] = wo[j, s_idx] + np.linalg.solve(hss, rhs)
+    out = out.T if t.kind == "matmul" else out
+    return out.astype(np.float32)
 
 
 def _ratio_for(t: common.Target, o: PruneWeights.Options) -> float:

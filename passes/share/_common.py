@@ -266,6 +266,25 @@ def collect_targets(graph: gs.Graph, opts: SelectOptions, result: PassResult,
     return kept
 
 
+def prepare(graph: gs.Graph, ctx: PassContext, o: SelectOptions, result: PassResult,
+            ops: tuple[str, ...] = ("MatMul", "Gemm", "Conv")) -> list[Target]:
+    """Targets after making sure the model's opset can hold the function bodies (upgrading it if needed)."""
+    from onnxcomp.graph import opset_version
+
+    probe = type(result)(name=result.name)
+    if not collect_targets(graph, o, probe, ops):
+        result.skips.extend(probe.skips)
+        return []
+    if opset_version(graph) < enc.MIN_OPSET and not enc.ensure_opset(graph, ctx, result):
+        return []
+    return collect_targets(graph, o, result, ops)
+
+
+def saves_bytes(t: Target, e: Encoded) -> bool:
+    rows, cols = t.w2.shape
+    return 4 * e.table.size + rows * enc.packed_row_bytes(cols, e.bits) < 4 * t.params
+
+
 def bits_for(t: Target, default: int, per_layer: dict[str, int]) -> int:
     for pattern, bits in per_layer.items():
         if _matches([pattern], t.node.name, t.weight.name):

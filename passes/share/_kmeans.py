@@ -8,7 +8,7 @@ differences of prefix sums: one Lloyd iteration costs O(k log n) instead of O(n 
 
 Iterations run until the assignment no longer changes (a fixed point of Lloyd's algorithm), so the inertia
 is never above that of a generic Lloyd implementation stopped by a tolerance from the same initialization.
-An empty cluster is moved onto the value farthest from its centroid (as scikit-learn relocates them).
+An empty cluster takes the value farthest from its centroid (as scikit-learn relocates them).
 """
 
 from __future__ import annotations
@@ -81,15 +81,14 @@ def kmeans_1d(values: np.ndarray, k: int, *, weights: np.ndarray | None = None, 
         bounds = (c[:-1] + c[1:]) / 2
         new_cuts = np.concatenate([[0], np.searchsorted(u, bounds, side="right"), [u.size]])
         if cuts is not None and np.array_equal(new_cuts, cuts):
-            break
+            break  # assignment unchanged: c are the means of these clusters
         cuts = new_cuts
         sw = cw[cuts[1:]] - cw[cuts[:-1]]
         sv = cwv[cuts[1:]] - cwv[cuts[:-1]]
         empty = sw <= 0
-        c = np.where(empty, c, sv / np.where(empty, 1.0, sw))
         if empty.any():
-            c = _relocate(u, cuts, c, empty)
-        c = np.sort(c)
+            _relocate(u, wu, cuts, c, sw, sv, empty)
+        c = np.sort(sv / sw)
     bounds = (c[:-1] + c[1:]) / 2
     cuts = np.concatenate([[0], np.searchsorted(u, bounds, side="right"), [u.size]])
     sw = cw[cuts[1:]] - cw[cuts[:-1]]
@@ -102,28 +101,36 @@ def kmeans_1d(values: np.ndarray, k: int, *, weights: np.ndarray | None = None, 
     return KMeans1D(c, labels.astype(np.int64), max(inertia, 0.0), it)
 
 
-def _relocate(u: np.ndarray, cuts: np.ndarray, c: np.ndarray, empty: np.ndarray) -> np.ndarray:
-    """Move each empty centroid onto the unique value farthest from its own centroid."""
+def _relocate(u: np.ndarray, wu: np.ndarray, cuts: np.ndarray, c: np.ndarray, sw: np.ndarray, sv: np.ndarray,
+              empty: np.ndarray) -> None:
+    """Empty clusters take the values farthest from their current centroid (as scikit-learn relocates them).
+
+    The chosen value leaves its cluster: its weight and weighted sum move to the empty cluster (in place on
+    ``sw`` and ``sv``).
+    """
     import numpy as np
 
-    c = c.copy()
-    lo, hi = cuts[:-1], cuts[1:] - 1
-    nonempty = ~empty
-    # the farthest member of a contiguous cluster is one of its two ends
-    cand = np.concatenate([lo[nonempty], hi[nonempty]])
-    owner = np.concatenate([np.flatnonzero(nonempty)] * 2)
-    dist = (u[cand] - c[owner]) ** 2
-    order = np.argsort(-dist, kind="stable")
-    taken: set[float] = set(c[nonempty].tolist())
-    picks = iter(order)
-    for i in np.flatnonzero(empty):
-        for j in picks:
-            value = float(u[cand[j]])
-            if value not in taken:
-                c[i] = value
-                taken.add(value)
-                break
-    return c
+    n_empty = int(empty.sum())
+    cand, owner = [], []
+    for i in np.flatnonzero(~empty):
+        lo, hi = int(cuts[i]), int(cuts[i + 1])
+        # the farthest members of a contiguous cluster are at its two ends
+        idx = np.unique(np.concatenate([np.arange(lo, min(hi, lo + n_empty)), np.arange(max(lo, hi - n_empty), hi)]))
+        cand.append(idx)
+        owner.append(np.full(idx.size, i))
+    cand_a, owner_a = np.concatenate(cand), np.concatenate(owner)
+    dist = (u[cand_a] - c[owner_a]) ** 2
+    order = np.argsort(-dist, kind="stable")[:n_empty]
+    for e, j in zip(np.flatnonzero(empty), order, strict=False):
+        q, i = cand_a[j], owner_a[j]
+        if sw[i] - wu[q] <= 0:
+            continue  # never empty another cluster
+        sw[i] -= wu[q]
+        sv[i] -= wu[q] * u[q]
+        sw[e], sv[e] = wu[q], wu[q] * u[q]
+    still = sw <= 0
+    if still.any():  # nothing left to move: keep the old centroid
+        sw[still], sv[still] = 1.0, c[still]
 
 
 def sq_error(values: np.ndarray, recon: np.ndarray, weights: np.ndarray | None = None) -> float:

@@ -9,7 +9,6 @@ from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pas
 
 from . import _common as common
 from ._common import ShareOptions
-from .kmeans import prepare
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,7 +38,7 @@ class Binary(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         o = self.options
         result = self.new_result()
-        targets = prepare(graph, ctx, o, result)
+        targets = common.prepare(graph, ctx, o, result)
         energy = common.input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
         for t in ctx.track(targets, "binary", total=len(targets)):
             e = binary_encode(t.w2, t.out_axis, o.per_channel, energy.get(id(t)))

@@ -59,7 +59,7 @@ class KMeans(Pass):
                 raise UsageError(f"kmeans: bits must be 1..8, got {b}")
         if o.group_size < 0:
             raise UsageError("kmeans: group_size must be >= 0")
-        targets = prepare(graph, ctx, o, result)
+        targets = common.prepare(graph, ctx, o, result)
         if not targets:
             return common.finish(graph, ctx, result, o.inline)
         acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if (o.weighted or o.refine) else {}
@@ -68,7 +68,7 @@ class KMeans(Pass):
         for t in ctx.track(targets, "kmeans", total=len(targets)):
             bits = common.bits_for(t, o.bits, o.bits_per_layer)
             e = kmeans_encode(t.w2, bits, o.group_size, t.out_axis, o.init, energy.get(id(t)), o.max_iter)
-            if not saves_bytes(t, e):
+            if not common.saves_bytes(t, e):
                 result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
                 continue
             decision = f"kmeans {bits}-bit"
@@ -83,25 +83,6 @@ class KMeans(Pass):
             em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
             common.record(result, t, decision, e, em, common.rel_error(t.w2, w_hat), sparsity)
         return common.finish(graph, ctx, result, o.inline)
-
-
-def prepare(graph: gs.Graph, ctx: PassContext, o: common.SelectOptions, result: PassResult,
-            ops: tuple[str, ...] = ("MatMul", "Gemm", "Conv")) -> list[common.Target]:
-    """Targets after making sure the model's opset can hold the function bodies (upgrading it if needed)."""
-    from onnxcomp.graph import opset_version
-
-    probe = PassResult(name=result.name)
-    if not common.collect_targets(graph, o, probe, ops):
-        result.skips.extend(probe.skips)
-        return []
-    if opset_version(graph) < enc.MIN_OPSET and not enc.ensure_opset(graph, ctx, result):
-        return []
-    return common.collect_targets(graph, o, result, ops)
-
-
-def saves_bytes(t: common.Target, e: common.Encoded) -> bool:
-    rows, cols = t.w2.shape
-    return 4 * e.table.size + rows * enc.packed_row_bytes(cols, e.bits) < 4 * t.params
 
 
 def kmeans_encode(w2: np.ndarray, bits: int, group_size: int, out_axis: int, init: str = "linear",

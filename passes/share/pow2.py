@@ -10,7 +10,6 @@ from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pas
 
 from . import _common as common
 from ._common import ShareOptions
-from .kmeans import prepare
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,7 +48,7 @@ class Pow2(Pass):
             if not 2 <= int(b) <= 8:
                 raise UsageError(f"pow2: bits must be 2..8, got {b}")
         result = self.new_result()
-        targets = prepare(graph, ctx, o, result)
+        targets = common.prepare(graph, ctx, o, result)
         energy = common.input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
         for t in ctx.track(targets, "pow2", total=len(targets)):
             bits = common.bits_for(t, o.bits, o.bits_per_layer)

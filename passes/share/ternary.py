@@ -10,7 +10,6 @@ from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pas
 
 from . import _common as common
 from ._common import ShareOptions
-from .kmeans import prepare
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,7 +45,7 @@ class Ternary(Pass):
         if o.threshold < 0:
             raise UsageError("ternary: threshold must be >= 0")
         result = self.new_result()
-        targets = prepare(graph, ctx, o, result)
+        targets = common.prepare(graph, ctx, o, result)
         energy = common.input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
         for t in ctx.track(targets, "ternary", total=len(targets)):
             e = ternary_encode(t.w2, t.out_axis, o.method, o.threshold, o.per_channel, energy.get(id(t)),

@@ -434,8 +434,9 @@ def emit_encoded(graph: gs.Graph, ctx: PassContext, t: Target, e: Encoded, *, pa
         streams = [enc.pack_codes(e.codes, e.bits)]
     extra_fixed = 4 * layout.row_ptr.size if layout is not None else 0
     table_bytes = 4 * int(np.asarray(e.table).size)
-    packed = table_bytes + extra_fixed + sum(s.size for s in streams) + bias_bytes
-    huff = table_bytes + extra_fixed + _stream_bytes(streams, "store") + bias_bytes
+    bias_after = 4 * t.outputs  # B is always written (zeros when the layer had none)
+    packed = table_bytes + extra_fixed + sum(s.size for s in streams) + bias_after
+    huff = table_bytes + extra_fixed + _stream_bytes(streams, "store") + bias_after
     consts = [make_constant(graph, f"{w_name}_{'deltas' if layout is not None and i == 0 else 'codes'}", s)
               for i, s in enumerate(streams)]
     # B is always written: the MatMul bodies add it unconditionally, and a Conv with an empty bias input

@@ -402,7 +402,8 @@ def _fn_huffman_decode(opset: int) -> onnx.FunctionProto:
     f = _Body()
     win = HUFFMAN_WINDOW
     shape = f.attr("shape", "ints")
-    count = f.op("Unsqueeze", f.op("Size", f.op("ConstantOfShape", shape)), f.const([0]))
+    count = f.op("Unsqueeze", f.op("Size", f.op("ConstantOfShape", shape, value=onnx.numpy_helper.from_array(
+        np.zeros(1, np.uint8)))), f.const([0]))
     syms = f.op("Gather", "table", f.const(0, "int32"), axis=0)
     lens = f.op("Cast", f.op("Gather", "table", f.const(1, "int32"), axis=0), to=6)
     pow2 = f.const([1 << i for i in range(win + 1)], "int32")
@@ -416,29 +417,34 @@ def _fn_huffman_decode(opset: int) -> onnx.FunctionProto:
     lut = f.op("Slice", idx, f.const([0]), f.const([1 << win]))
     lut_sym = f.op("Gather", syms, lut)
     lut_len = f.op("Gather", lens, lut)
-    nbytes = f.op("Cast", f.op("Shape", "stream"), to=6)
-    nbits = f.op("Mul", nbytes, f.const([8], "int32"))
-    i = f.op("Range", f.const(0, "int32"), f.op("Squeeze", nbits, f.const([0])), f.const(1, "int32"))
-    byte = f.op("Div", i, f.const(8, "int32"))
-    sh = f.op("Mod", i, f.const(8, "int32"))
-    lastb = f.op("Sub", nbytes, f.const([1], "int32"))
-    b0 = f.op("Cast", f.op("Gather", "stream", byte), to=6)
-    b1 = f.op("Cast", f.op("Gather", "stream", f.op("Min", f.op("Add", byte, f.const(1, "int32")), lastb)), to=6)
-    b2 = f.op("Cast", f.op("Gather", "stream", f.op("Min", f.op("Add", byte, f.const(2, "int32")), lastb)), to=6)
-    word = f.op("Add", f.op("Add", f.op("Mul", b0, f.const(1 << 16, "int32")), f.op("Mul", b1, f.const(256, "int32"))),
+    # 24-bit big-endian word at every byte q: stream[q] stream[q+1] stream[q+2] (clamped at the end; the
+    # clamped bytes only feed window bits past the last code, which the lookup table ignores)
+    # (Cast after Squeeze: onnxruntime mistypes Squeeze(Cast(Shape)) as int64 when inferring Range)
+    nbytes = f.op("Cast", f.op("Squeeze", f.op("Shape", "stream"), f.const([0])), to=6)
+    q = f.op("Range", f.const(0, "int32"), nbytes, f.const(1, "int32"))
+    lastb = f.op("Sub", nbytes, f.const(1, "int32"))
+    b0 = f.op("Cast", "stream", to=6)
+    b1 = f.op("Cast", f.op("Gather", "stream", f.op("Min", f.op("Add", q, f.const(1, "int32")), lastb)), to=6)
+    b2 = f.op("Cast", f.op("Gather", "stream", f.op("Min", f.op("Add", q, f.const(2, "int32")), lastb)), to=6)
+    word = f.op("Add", f.op("Mul", f.op("Add", f.op("Mul", b0, f.const(256, "int32")), b1), f.const(256, "int32")),
                 b2)
-    window = f.op("Mod", f.op("Div", word, f.op("Gather", pow2, f.op("Sub", f.const(8, "int32"), sh))),
-                  f.const(1 << win, "int32"))
-    nxt = f.op("Min", f.op("Add", i, f.op("Gather", lut_len, window)), nbits)
-    jump = f.op("Concat", nxt, nbits, axis=0)  # sentinel: position T maps to itself
-    sym_at = f.op("Concat", f.op("Gather", lut_sym, window), f.const([0], "uint8"), axis=0)
+    # the 16-bit window starting at bit 8q + r (MSB first) is (word >> (8 - r)) & 0xFFFF: [bytes, 8] -> [T]
+    window = f.op("Reshape", f.op("Mod", f.op("Div", f.op("Unsqueeze", word, f.const([1])),
+                                              f.const([1 << (8 - r) for r in range(8)], "int32")),
+                                  f.const(1 << win, "int32")), f.const([-1]))
+    nbits = f.op("Mul", nbytes, f.const(8, "int32"))
+    i = f.op("Range", f.const(0, "int32"), nbits, f.const(1, "int32"))
+    # next code start; positions T .. T+16 (past the stream) all lead to the sentinel T
+    tail = f.op("Expand", nbits, f.const([win + 1]))
+    jump = f.op("Concat", f.op("Add", i, f.op("Gather", lut_len, window)), tail, axis=0)
+    sym_at = f.op("Gather", lut_sym, window)
     pos = f.op("Unsqueeze", "offsets", f.const([1]))
     for step in range(HUFFMAN_CHUNK_LOG2):
         pos = f.op("Concat", pos, f.op("Gather", jump, pos), axis=1)
         if step + 1 < HUFFMAN_CHUNK_LOG2:
             jump = f.op("Gather", jump, jump)
     starts = f.op("Slice", f.op("Reshape", pos, f.const([-1])), f.const([0]), count)
-    f.op("Reshape", f.op("Gather", sym_at, starts), shape, out="Y")
+    f.op("Reshape", f.op("Gather", sym_at, starts), shape, out="Y")  # starts < T for the first count symbols
     return f.function("HuffmanDecode", ["stream", "table", "offsets"], ["Y"], ["shape"], opset)
 
 

@@ -422,7 +422,8 @@ def emit_encoded(graph: gs.Graph, ctx: PassContext, t: Target, e: Encoded, *, pa
                             np.asarray(e.table, np.float32))]
     streams: list[np.ndarray] = []
     layout = None
-    if t.kind == "matmul" and e.zero_code and not e.ternary and sparse != "never":
+    if t.kind == "matmul" and e.zero_code and not e.ternary and sparse != "never" and (
+            sparse == "always" or _sparse_may_win(e, huffman)):
         candidate = enc.best_sparse(e.codes, e.bits)
         s_streams = [enc.pack_codes(candidate.deltas, candidate.index_bits)[0],
                      enc.pack_codes(candidate.codes, e.bits)[0]]
@@ -476,6 +477,17 @@ def emit_encoded(graph: gs.Graph, ctx: PassContext, t: Target, e: Encoded, *, pa
     if huffman == "store":
         stored = packed - huffman_store(graph, ctx, node, pass_name)
     return Emitted(fmt, before, packed, huff, stored)
+
+
+def _sparse_may_win(e: Encoded, huffman: str) -> bool:
+    """Cheap bound before building the EIE layout: every entry costs at least bits + 4 bits (+ row pointers)."""
+    import numpy as np
+
+    nnz = int(np.count_nonzero(e.codes))
+    rows, cols = e.codes.shape
+    if huffman == "store":
+        return nnz <= 0.5 * e.codes.size
+    return 4 * (rows + 1) + nnz * (e.bits + 4) // 8 < rows * enc.packed_row_bytes(cols, e.bits)
 
 
 def _stream_bytes(streams: list[np.ndarray], huffman: str) -> int:

@@ -1,10 +1,11 @@
-"""Fast weighted 1-D k-means (Lloyd's algorithm on sorted unique values).
+"""Fast weighted 1-D k-means (Lloyd's algorithm on the sorted values).
 
 In one dimension a Lloyd assignment step is a set of cut points: with sorted centroids c_0 < ... < c_{k-1},
 value u belongs to cluster i iff b_{i-1} < u <= b_i with b_i = (c_i + c_{i+1}) / 2 (ties go to the lower
-centroid, as an argmin over distances does). On the sorted unique values u (with their summed sample weights
-W), every cluster is a contiguous slice, so its weight, weighted sum and weighted sum of squares are
-differences of prefix sums: one Lloyd iteration costs O(k log n) instead of O(n k). Sorting once dominates.
+centroid, as an argmin over distances does). On the sorted values (with their sample weights), every
+cluster is a contiguous slice, so its weight, weighted sum and weighted sum of squares are differences of
+prefix sums: one Lloyd iteration costs O(k log n) instead of O(n k). Sorting once dominates; the final
+labels are one binary search per value over the k - 1 boundaries.
 
 Iterations run until the assignment no longer changes (a fixed point of Lloyd's algorithm), so the inertia
 is never above that of a generic Lloyd implementation stopped by a tolerance from the same initialization.
@@ -59,18 +60,24 @@ def kmeans_1d(values: np.ndarray, k: int, *, weights: np.ndarray | None = None, 
     w_all = None if weights is None else np.asarray(weights, np.float64).ravel()
     if w_all is not None and w_all.shape != v.shape:
         raise ValueError("weights must have one entry per value")
-    u, inv = np.unique(v, return_inverse=True)
-    u = u.astype(np.float64)
-    inv = inv.ravel()
-    wu = np.bincount(inv, minlength=u.size).astype(np.float64) if w_all is None else np.bincount(
-        inv, weights=w_all, minlength=u.size)
-    if u.size <= k:
+    # sorted values (duplicates allowed: a cluster is a slice of them) and their weights
+    if w_all is None:
+        u = np.sort(v).astype(np.float64)
+        wu = None
+    else:
+        order = np.argsort(v, kind="stable")
+        u, wu = v[order].astype(np.float64), w_all[order]
+    n_distinct = 1 + int(np.count_nonzero(u[1:] != u[:-1]))
+    if n_distinct <= k:
         # every distinct value gets its own centroid: exact
-        centroids = np.concatenate([u, np.full(k - u.size, u[-1])])
-        return KMeans1D(centroids, inv.astype(np.int64).reshape(np.shape(values)), 0.0, 0)
-    cw = np.concatenate([[0.0], np.cumsum(wu)])
-    cwv = np.concatenate([[0.0], np.cumsum(wu * u)])
-    cwv2 = np.concatenate([[0.0], np.cumsum(wu * u * u)])
+        distinct = np.unique(u)
+        centroids = np.concatenate([distinct, np.full(k - distinct.size, distinct[-1])])
+        labels = np.searchsorted(distinct, np.asarray(values, np.float64))
+        return KMeans1D(centroids, labels.astype(np.int64), 0.0, 0)
+    wu_ = np.ones_like(u) if wu is None else wu
+    cw = np.concatenate([[0.0], np.cumsum(wu_)])
+    cwv = np.concatenate([[0.0], np.cumsum(wu_ * u)])
+    cwv2 = np.concatenate([[0.0], np.cumsum(wu_ * u * u)])
     c = np.sort(np.asarray(init, np.float64).ravel() if isinstance(init, np.ndarray) else
                 init_centroids(v, k, init, w_all))
     if c.size != k:
@@ -87,7 +94,7 @@ def kmeans_1d(values: np.ndarray, k: int, *, weights: np.ndarray | None = None, 
         sv = cwv[cuts[1:]] - cwv[cuts[:-1]]
         empty = sw <= 0
         if empty.any():
-            _relocate(u, wu, cuts, c, sw, sv, empty)
+            _relocate(u, wu_, cuts, c, sw, sv, empty)
         c = np.sort(sv / sw)
     bounds = (c[:-1] + c[1:]) / 2
     cuts = np.concatenate([[0], np.searchsorted(u, bounds, side="right"), [u.size]])
@@ -96,9 +103,9 @@ def kmeans_1d(values: np.ndarray, k: int, *, weights: np.ndarray | None = None, 
     sv2 = cwv2[cuts[1:]] - cwv2[cuts[:-1]]
     # sum w (u - c)^2 = sv2 - 2 c sv + c^2 sw per cluster
     inertia = float(np.sum(sv2 - 2 * c * sv + c * c * sw))
-    labels_u = np.repeat(np.arange(k), np.diff(cuts))
-    labels = labels_u[inv].reshape(np.shape(values))
-    return KMeans1D(c, labels.astype(np.int64), max(inertia, 0.0), it)
+    # label = number of boundaries strictly below the value (ties go to the lower centroid)
+    labels = np.searchsorted(bounds, v, side="left")
+    return KMeans1D(c, labels.astype(np.int64).reshape(np.shape(values)), max(inertia, 0.0), it)
 
 
 def _relocate(u: np.ndarray, wu: np.ndarray, cuts: np.ndarray, c: np.ndarray, sw: np.ndarray, sv: np.ndarray,

@@ -26,8 +26,8 @@ class KMeans(Pass):
     ``group_size`` output channels), found by 1-D k-means from Deep Compression's linear initialization
     (centroids evenly spaced over [min, max]). With calibration data and ``weighted``, each weight counts
     with the activation energy of its input feature, E[x_k**2], so the codebook fits the weights that
-    matter for the outputs. Weights that are exactly zero (e.g. after ``prune-weights``) keep a reserved
-    code 0 = 0.0 and stay exactly zero; such MatMul layers are stored EIE-style (SparseCodebookMatMul,
+    matter for the outputs. In layers with at least 1% exact zeros (e.g. after ``prune-weights``) the zeros
+    keep a reserved code 0 = 0.0 and stay exactly zero; such MatMul layers are stored EIE-style (SparseCodebookMatMul,
     relative row indices) when that is smaller (``sparse=auto``). Codes are bit-packed on disk; the model
     runs in plain onnxruntime through the ops' function bodies, which onnxruntime folds into float weights
     at load time.
@@ -85,9 +85,12 @@ class KMeans(Pass):
         return common.finish(graph, ctx, result, o.inline)
 
 
+ZERO_CODE_MIN = 0.01  # layers with at least 1% exact zeros (pruned) keep code 0 = 0.0
+
+
 def kmeans_encode(w2: np.ndarray, bits: int, group_size: int, out_axis: int, init: str = "linear",
                   weights: np.ndarray | None = None, max_iter: int = 300) -> common.Encoded:
-    """k-means codebook per group of output channels; exact zeros keep code 0 when the layer has any."""
+    """k-means codebook per group of output channels; exact zeros keep code 0 in pruned layers."""
     import numpy as np
 
     from ._kmeans import kmeans_1d
@@ -96,7 +99,7 @@ def kmeans_encode(w2: np.ndarray, bits: int, group_size: int, out_axis: int, ini
     gsz = group_size if 0 < group_size < n_out else n_out
     groups = -(-n_out // gsz)
     levels = 1 << bits
-    zero_code = bool(np.any(w2 == 0))
+    zero_code = float(np.mean(w2 == 0)) >= ZERO_CODE_MIN
     first = 1 if zero_code else 0
     table = np.zeros((groups, levels), np.float32)
     codes = np.zeros(w2.shape, np.int64)

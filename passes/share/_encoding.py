@@ -265,14 +265,16 @@ class _Body:
 
 
 def _unpack(f: _Body, packed: str, bits: str, n: str) -> tuple[str, str]:
-    """Body nodes: packed uint8 [R, nbytes] -> (int64 codes [R, n], int64 j = Range(n)).
+    """Body nodes: packed uint8 [R, nbytes] -> (int64 codes [R, n], int64 j = Range(n) as [1, n]).
 
     code j = ((byte[lo] + 256 * byte[hi]) // 2**(pos % 8)) % 2**bits with pos = j*bits, lo = pos // 8,
     hi = min(lo + 1, nbytes - 1): a code spans at most two bytes (bits <= 8), and when it lies in the last
     byte alone, the clamped high byte only contributes bits that the modulo drops.
+    Long index vectors are kept 2-D ([1, n]): onnx shape inference with data propagation spends time and
+    memory proportional to the length of every 1-D integer tensor of static shape.
     """
     c1, c8 = f.const(1), f.const(8)
-    j = f.op("Range", f.const(0), n, c1)
+    j = f.op("Reshape", f.op("Range", f.const(0), n, c1), f.const([1, -1]))
     pos = f.op("Mul", j, bits)
     lo = f.op("Div", pos, c8)
     hi = f.op("Min", f.op("Add", lo, c1), f.op("Sub", f.op("Shape", packed, start=1, end=2), c1))
@@ -280,7 +282,7 @@ def _unpack(f: _Body, packed: str, bits: str, n: str) -> tuple[str, str]:
                 f.op("Mul", f.op("Cast", f.op("Gather", packed, hi, axis=1), to=7), f.const(256)))
     pow2 = f.const([1 << i for i in range(9)])
     code = f.op("Mod", f.op("Div", word, f.op("Gather", pow2, f.op("Mod", pos, c8))), _levels(f, bits))
-    return code, j
+    return f.op("Reshape", code, f.const([0, -1])), j  # [R, 1, n] -> [R, n]
 
 
 def _levels(f: _Body, bits: str) -> str:
@@ -362,27 +364,29 @@ def _fn_sparse_codebook_matmul(opset: int) -> onnx.FunctionProto:
     ptr = f.op("Cast", "row_ptr", to=7)
     e = f.op("Gather", ptr, f.const(-1))
     flat = f.const([1, -1])
+    # every per-entry vector is a row [1, E] (see _unpack)
     deltas, _ = _unpack(f, f.op("Reshape", "deltas", flat), ibits, e)
     codes, _ = _unpack(f, f.op("Reshape", "codes", flat), bits, e)
-    deltas = f.op("Reshape", deltas, f.const([-1]))
-    codes = f.op("Reshape", codes, f.const([-1]))
     k = f.op("Sub", f.op("Shape", ptr), f.const([1]))
-    inner = f.op("Slice", ptr, f.const([1]), f.const([-1]))  # row_ptr[1:K]
-    zeros_e = f.op("ConstantOfShape", f.op("Add", f.op("Unsqueeze", e, f.const([0])), f.const([1])),
+    inner = f.op("Reshape", f.op("Slice", ptr, f.const([1]), f.const([-1])), flat)  # row_ptr[1:K]
+    e1 = f.op("Unsqueeze", e, f.const([0]))
+    zeros_e = f.op("ConstantOfShape", f.op("Concat", f.const([1]), f.op("Add", e1, f.const([1])), axis=0),
                    value=onnx.numpy_helper.from_array(np.zeros(1, np.int64)))
     ones = f.op("ConstantOfShape", f.op("Shape", inner), value=onnx.numpy_helper.from_array(np.ones(1, np.int64)))
-    marks = f.op("ScatterElements", zeros_e, inner, ones, axis=0, reduction="add")
-    rowid = f.op("Slice", f.op("CumSum", marks, f.const(0)), f.const([0]), f.op("Unsqueeze", e, f.const([0])))
-    incl = f.op("CumSum", f.op("Add", deltas, f.const(1)), f.const(0))
-    excl = f.op("Concat", f.const([0]), incl, axis=0)
-    pos = f.op("Sub", f.op("Sub", incl, f.op("Gather", excl, f.op("Gather", ptr, rowid))), f.const(1))
+    marks = f.op("ScatterElements", zeros_e, inner, ones, axis=1, reduction="add")
+    rowid = f.op("Slice", f.op("CumSum", marks, f.const(1)), f.const([0]), e1, f.const([1]))
+    incl = f.op("CumSum", f.op("Add", deltas, f.const(1)), f.const(1))
+    excl = f.op("Concat", f.const(np.zeros((1, 1), np.int64)), incl, axis=1)
+    start = f.op("GatherElements", excl, f.op("Gather", ptr, rowid), axis=1)
+    pos = f.op("Sub", f.op("Sub", incl, start), f.const(1))
     index = f.op("Add", codes, f.op("Mul", f.op("Div", pos, gsz), _levels(f, bits)))
     values = f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), index)
-    size = f.op("Mul", k, f.op("Unsqueeze", n, f.const([0])))
-    dense = f.op("ConstantOfShape", size, value=onnx.numpy_helper.from_array(np.zeros(1, np.float32)))
+    n1 = f.op("Unsqueeze", n, f.const([0]))
+    dense = f.op("ConstantOfShape", f.op("Concat", f.const([1]), f.op("Mul", k, n1), axis=0),
+                 value=onnx.numpy_helper.from_array(np.zeros(1, np.float32)))
     target = f.op("Add", f.op("Mul", rowid, n), pos)
-    w_flat = f.op("ScatterElements", dense, target, values, axis=0)
-    w = f.op("Reshape", w_flat, f.op("Concat", k, f.op("Unsqueeze", n, f.const([0])), axis=0))
+    w_flat = f.op("ScatterElements", dense, target, values, axis=1)
+    w = f.op("Reshape", w_flat, f.op("Concat", k, n1, axis=0))
     _matmul_bias(f, "X", w, "B", "Y")
     return f.function("SparseCodebookMatMul", ["X", "codebook", "row_ptr", "deltas", "codes", "B"], ["Y"],
                       ["bits", "index_bits", "N", "group_size"], opset)
@@ -417,34 +421,45 @@ def _fn_huffman_decode(opset: int) -> onnx.FunctionProto:
     lut = f.op("Slice", idx, f.const([0]), f.const([1 << win]))
     lut_sym = f.op("Gather", syms, lut)
     lut_len = f.op("Gather", lens, lut)
+    # Every stream-sized vector is a row [1, X] (see _unpack: 1-D ones are slow in onnx shape inference).
     # 24-bit big-endian word at every byte q: stream[q] stream[q+1] stream[q+2] (clamped at the end; the
     # clamped bytes only feed window bits past the last code, which the lookup table ignores)
+    row = f.const([1, -1])
+    stream = f.op("Reshape", "stream", row)
     # (Cast after Squeeze: onnxruntime mistypes Squeeze(Cast(Shape)) as int64 when inferring Range)
     nbytes = f.op("Cast", f.op("Squeeze", f.op("Shape", "stream"), f.const([0])), to=6)
-    q = f.op("Range", f.const(0, "int32"), nbytes, f.const(1, "int32"))
+    q = f.op("Reshape", f.op("Range", f.const(0, "int32"), nbytes, f.const(1, "int32")), row)
     lastb = f.op("Sub", nbytes, f.const(1, "int32"))
-    b0 = f.op("Cast", "stream", to=6)
-    b1 = f.op("Cast", f.op("Gather", "stream", f.op("Min", f.op("Add", q, f.const(1, "int32")), lastb)), to=6)
-    b2 = f.op("Cast", f.op("Gather", "stream", f.op("Min", f.op("Add", q, f.const(2, "int32")), lastb)), to=6)
-    word = f.op("Add", f.op("Mul", f.op("Add", f.op("Mul", b0, f.const(256, "int32")), b1), f.const(256, "int32")),
-                b2)
-    # the 16-bit window starting at bit 8q + r (MSB first) is (word >> (8 - r)) & 0xFFFF: [bytes, 8] -> [T]
-    window = f.op("Reshape", f.op("Mod", f.op("Div", f.op("Unsqueeze", word, f.const([1])),
+
+    def byte(offset: int) -> str:
+        idx = f.op("Min", f.op("Add", q, f.const(offset, "int32")), lastb)
+        return f.op("Cast", f.op("GatherElements", stream, idx, axis=1), to=6)
+
+    c256 = f.const(256, "int32")
+    word = f.op("Add", f.op("Mul", f.op("Add", f.op("Mul", f.op("Cast", stream, to=6), c256), byte(1)), c256),
+                byte(2))
+    # the 16-bit window starting at bit 8q + r (MSB first) is (word >> (8 - r)) & 0xFFFF: [1, bytes, 8] -> [1, T]
+    window = f.op("Reshape", f.op("Mod", f.op("Div", f.op("Unsqueeze", word, f.const([2])),
                                               f.const([1 << (8 - r) for r in range(8)], "int32")),
-                                  f.const(1 << win, "int32")), f.const([-1]))
+                                  f.const(1 << win, "int32")), row)
     nbits = f.op("Mul", nbytes, f.const(8, "int32"))
-    i = f.op("Range", f.const(0, "int32"), nbits, f.const(1, "int32"))
+    i = f.op("Reshape", f.op("Range", f.const(0, "int32"), nbits, f.const(1, "int32")), row)
     # next code start; positions T .. T+16 (past the stream) all lead to the sentinel T
-    tail = f.op("Expand", nbits, f.const([win + 1]))
-    jump = f.op("Concat", f.op("Add", i, f.op("Gather", lut_len, window)), tail, axis=0)
+    tail = f.op("Expand", nbits, f.const([1, win + 1]))
+    jump = f.op("Concat", f.op("Add", i, f.op("Gather", lut_len, window)), tail, axis=1)
     sym_at = f.op("Gather", lut_sym, window)
-    pos = f.op("Unsqueeze", "offsets", f.const([1]))
+    # P holds [k = 0 for every chunk, k = 1 for every chunk, ...]: P <- [P, J[P]], J <- J[J]
+    pos = f.op("Reshape", "offsets", row)
     for step in range(HUFFMAN_CHUNK_LOG2):
-        pos = f.op("Concat", pos, f.op("Gather", jump, pos), axis=1)
+        pos = f.op("Concat", pos, f.op("GatherElements", jump, pos, axis=1), axis=1)
         if step + 1 < HUFFMAN_CHUNK_LOG2:
-            jump = f.op("Gather", jump, jump)
-    starts = f.op("Slice", f.op("Reshape", pos, f.const([-1])), f.const([0]), count)
-    f.op("Reshape", f.op("Gather", sym_at, starts), shape, out="Y")  # starts < T for the first count symbols
+            jump = f.op("GatherElements", jump, jump, axis=1)
+    # [2**CHUNK, chunks] -> chunk-major order = symbol order
+    pos = f.op("Reshape", f.op("Transpose", f.op("Reshape", pos, f.const([1 << HUFFMAN_CHUNK_LOG2, -1])),
+                                perm=[1, 0]), row)
+    starts = f.op("Slice", pos, f.const([0]), count, f.const([1]))
+    # starts < T for the first count symbols
+    f.op("Reshape", f.op("GatherElements", sym_at, starts, axis=1), shape, out="Y")
     return f.function("HuffmanDecode", ["stream", "table", "offsets"], ["Y"], ["shape"], opset)
 
 

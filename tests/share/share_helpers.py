@@ -37,9 +37,14 @@ def make_model(nodes, inits, inputs, outputs, opset=18, functions=(), domains=Tr
 
 
 def run(model: onnx.ModelProto, feeds: dict, optimize: bool = False) -> list[np.ndarray]:
+    """Outputs under onnxruntime. Unoptimized sessions also turn off weight prepacking: a constant weight is
+    otherwise prepacked (a different GEMM summation order) while a decoded one is not, which differs in the
+    last bit although the weights are identical."""
     so = ort.SessionOptions()
     so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                    else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    if not optimize:
+        so.add_session_config_entry("session.disable_prepacking", "1")
     so.log_severity_level = 3
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
@@ -82,3 +87,11 @@ def with_decoded_weights(original: onnx.ModelProto, compressed: onnx.ModelProto)
         name = node.input[1]
         inits[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(w).astype(np.float32), name))
     return m
+
+
+def assert_exact(a: onnx.ModelProto, b: onnx.ModelProto, feeds: dict) -> None:
+    """Every output of ``b`` bit-equal to ``a``'s (optimizations and prepacking off)."""
+    ra, rb = run(a, feeds), run(b, feeds)
+    assert len(ra) == len(rb)
+    for x, y in zip(ra, rb, strict=True):
+        np.testing.assert_array_equal(y, x)

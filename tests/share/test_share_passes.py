@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
-from share_helpers import custom_nodes, decoded_weights, enc, make_model, run, with_decoded_weights
+from share_helpers import assert_exact, custom_nodes, decoded_weights, enc, make_model, run, with_decoded_weights
 
 from models import builders
 from onnxcomp import io
@@ -41,7 +41,7 @@ def test_outputs_equal_the_model_with_decoded_weights(name, spec):
     assert custom_nodes(out) and len(out.functions) >= 1
     feeds = _feeds(model)
     # bit-exact against the numpy-decoded reference (same ops: MatMul + Add / Conv)
-    assert_same_outputs(enc.decode_model(out), out, feeds, exact=True)
+    assert_exact(enc.decode_model(out), out, feeds)
     # the original graph (Gemm, MatMul, Conv) with its weights replaced by the decoded ones
     ref = with_decoded_weights(io.normalize(model), out)
     assert_same_outputs(ref, out, feeds, rtol=1e-5, atol=1e-6)
@@ -243,8 +243,7 @@ def test_opset13_model_is_upgraded():
     assert {o.domain: o.version for o in out.opset_import}[""] >= enc.MIN_OPSET
     assert report.passes[0].counters["opset_upgraded_to"] == enc.UPGRADE_OPSET
     onnx.checker.check_model(out)
-    assert_same_outputs(with_decoded_weights(model, out), out, {"x": rng.standard_normal((3, 8)).astype(np.float32)},
-                        exact=True)
+    assert_exact(with_decoded_weights(model, out), out, {"x": rng.standard_normal((3, 8)).astype(np.float32)})
 
 
 @pytest.mark.parametrize("how", ["option", "pass"])
@@ -259,7 +258,7 @@ def test_inline_writes_only_standard_ops(how, name):
     assert not out.functions
     assert all(n.domain in ("", "ai.onnx") for n in out.graph.node)
     assert enc.DOMAIN not in {o.domain for o in out.opset_import}
-    assert_same_outputs(ref, out, _feeds(model), exact=True)
+    assert_exact(ref, out, _feeds(model))
     if name == "mlp":  # the weights stay compressed on disk (the decode nodes cost ~4 kB per layer)
         assert len(io.serialize(out)) < 0.15 * len(io.serialize(model))
 
@@ -271,7 +270,7 @@ def test_huffman_pass_is_lossless_and_smaller():
     assert report.passes[0].counters["tensors_coded"] >= 2
     assert "HuffmanDecode" in {n.op_type for n in custom_nodes(coded)}
     assert len(io.serialize(coded)) < 0.7 * len(io.serialize(packed))
-    assert_same_outputs(packed, coded, _feeds(model), exact=True)
+    assert_exact(packed, coded, _feeds(model))
     # the reported Huffman size is what the stored form saves
     layers = report.passes[0].layers
     assert sum(r.extra["bytes_packed"] - r.extra["bytes_huffman"] for r in layers) == \

@@ -50,8 +50,10 @@ DIGITS_CONFIGS = [
     ("pow2 (4-bit, shifts only)", "pow2(bits=4)"),
     ("prune 80% + kmeans 4-bit + Huffman", PRUNE_SHARE_HUFFMAN),
 ]
-VGG_SPEC = ("prune-weights(ratio=0.96,ratio_per_layer=features*:0.65),"
-            "kmeans(bits=5,bits_per_layer=features*:8,huffman=store)")
+VGG_SPEC = (
+    "prune-weights(ratio=0.96,ratio_per_layer=features*:0.65),"
+    "kmeans(bits=5,bits_per_layer=features*:8,huffman=store)"
+)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -79,10 +81,15 @@ def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
         scale = gamma / np.sqrt(var + eps)
         w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
         b = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if len(conv.input) > 2 else 0.0
-        inits[conv.input[1]].CopyFrom(numpy_helper.from_array(
-            (w * scale.reshape(-1, *[1] * (w.ndim - 1))).astype(np.float32), conv.input[1]))
+        inits[conv.input[1]].CopyFrom(
+            numpy_helper.from_array(
+                (w * scale.reshape(-1, *[1] * (w.ndim - 1))).astype(np.float32), conv.input[1]
+            )
+        )
         bias_name = conv.input[1] + "_bn_bias"
-        m.graph.initializer.append(numpy_helper.from_array(((b - mean) * scale + beta).astype(np.float32), bias_name))
+        m.graph.initializer.append(
+            numpy_helper.from_array(((b - mean) * scale + beta).astype(np.float32), bias_name)
+        )
         del conv.input[2:]
         conv.input.append(bias_name)
         conv.output[0] = bn.output[0]
@@ -105,8 +112,9 @@ def digits_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
 
     digits = load_digits()
     images = digits.images.astype(np.float32) / 16.0
-    x_train, x_test, _, y_test = train_test_split(images, digits.target, test_size=450, random_state=0,
-                                                  stratify=digits.target)
+    x_train, x_test, _, y_test = train_test_split(
+        images, digits.target, test_size=450, random_state=0, stratify=digits.target
+    )
     mean, std = x_train.mean(), x_train.std()
     x_test = ((x_test - mean) / std)[:, None].astype(np.float32)
     if np.allclose(x_test, heldout, atol=1e-5) and np.array_equal(y_test, labels):
@@ -126,10 +134,13 @@ def saved_size(model: onnx.ModelProto, tmp: Path, name: str) -> int:
     return io.file_size(path)
 
 
-def latency_ratio(original: onnx.ModelProto, compressed: onnx.ModelProto, feeds: dict[str, np.ndarray],
-                  runs: int = 200) -> tuple[float, float, float]:
-    fns = {"original": bench.model_runner(original, feeds, threads=1, runtime=False),
-           "compressed": bench.model_runner(compressed, feeds, threads=1, runtime=False)}
+def latency_ratio(
+    original: onnx.ModelProto, compressed: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int = 200
+) -> tuple[float, float, float]:
+    fns = {
+        "original": bench.model_runner(original, feeds, threads=1, runtime=False),
+        "compressed": bench.model_runner(compressed, feeds, threads=1, runtime=False),
+    }
     t = bench.interleaved(fns, runs=runs, warmup=max(5, runs // 10), min_seconds=1.0)
     a, b = t["original"].median_ms, t["compressed"].median_ms
     return a, b, b / a
@@ -151,8 +162,10 @@ def digits_table(tmp: Path) -> list[list[str]]:
     prepared = original if have_fuse_bn else fold_batchnorm(original)
     prefix = "fuse-bn," if have_fuse_bn else ""
     print(f"\n## Digits CNN ({DIGITS.name}, {orig_bytes:,} bytes, held-out accuracy {100 * base_acc:.2f}%)")
-    print(f"calibration: {source}; BatchNormalization folded first "
-          f"({'fuse-bn pass' if have_fuse_bn else 'fuse-bn not installed: folded by this script'})\n")
+    print(
+        f"calibration: {source}; BatchNormalization folded first "
+        f"({'fuse-bn pass' if have_fuse_bn else 'fuse-bn not installed: folded by this script'})\n"
+    )
     rows = []
     lat_rows = []
     for label, spec in DIGITS_CONFIGS:
@@ -166,16 +179,40 @@ def digits_table(tmp: Path) -> list[list[str]]:
         acc = accuracy(out, x, y)
         share = report.passes[-1]
         w_ratio = share.counters.get("bytes_before", 0) / max(1, share.counters.get("bytes_stored", 1))
-        rows.append([label, f"{size:,}", f"{orig_bytes / size:.2f}x", f"{w_ratio:.1f}x", f"{100 * acc:.2f}",
-                     f"{100 * (acc - base_acc):+.2f}", f"{seconds:.1f}"])
+        rows.append(
+            [
+                label,
+                f"{size:,}",
+                f"{orig_bytes / size:.2f}x",
+                f"{w_ratio:.1f}x",
+                f"{100 * acc:.2f}",
+                f"{100 * (acc - base_acc):+.2f}",
+                f"{seconds:.1f}",
+            ]
+        )
         if spec in ("kmeans(bits=4)", PRUNE_SHARE_HUFFMAN, "ternary"):
             for batch in (1, 64):
                 a, b, r = latency_ratio(original, out, {"input": x[:batch]})
                 lat_rows.append([f"digits, {label}", str(batch), f"{a:.4f}", f"{b:.4f}", f"{r:.3f}"])
-    print(table(["config", "bytes on disk", "file ratio", "weights ratio", "accuracy %", "delta (points)",
-                 "optimize s"], rows))
-    print("\nweights ratio: the layers' float32 weights + biases vs their stored encoding (codebooks, packed or "
-          "Huffman-coded codes, biases); file ratio: whole files on disk.")
+    print(
+        table(
+            [
+                "config",
+                "bytes on disk",
+                "file ratio",
+                "weights ratio",
+                "accuracy %",
+                "delta (points)",
+                "optimize s",
+            ],
+            rows,
+        )
+    )
+    print(
+        "\nweights ratio: the layers' float32 weights + biases vs their stored encoding (codebooks, packed "
+        "or "
+        "Huffman-coded codes, biases); file ratio: whole files on disk."
+    )
     per_layer(prepared, prefix + PRUNE_SHARE_HUFFMAN, calib)
     return lat_rows
 
@@ -187,14 +224,49 @@ def per_layer(model: onnx.ModelProto, spec: str, calib: np.ndarray) -> None:
     rows = []
     for r in share.layers:
         e = r.extra
-        rows.append([r.name, str(e["bits"]), str(e["codebook_size"]), f"{100 * e['sparsity']:.1f}%", e["format"],
-                     f"{e['bytes_before']:,}", f"{e['bytes_packed']:,}", f"{e['bytes_huffman']:,}",
-                     f"{r.error:.4f}"])
+        rows.append(
+            [
+                r.name,
+                str(e["bits"]),
+                str(e["codebook_size"]),
+                f"{100 * e['sparsity']:.1f}%",
+                e["format"],
+                f"{e['bytes_before']:,}",
+                f"{e['bytes_packed']:,}",
+                f"{e['bytes_huffman']:,}",
+                f"{r.error:.4f}",
+            ]
+        )
     c = share.counters
-    rows.append(["total", "", "", "", "", f"{int(c['bytes_before']):,}", f"{int(c['bytes_packed']):,}",
-                 f"{int(c['bytes_huffman']):,}", ""])
-    print(table(["layer", "bits", "codebook", "sparsity", "format", "bytes before", "packed", "Huffman",
-                 "rel. error"], rows))
+    rows.append(
+        [
+            "total",
+            "",
+            "",
+            "",
+            "",
+            f"{int(c['bytes_before']):,}",
+            f"{int(c['bytes_packed']):,}",
+            f"{int(c['bytes_huffman']):,}",
+            "",
+        ]
+    )
+    print(
+        table(
+            [
+                "layer",
+                "bits",
+                "codebook",
+                "sparsity",
+                "format",
+                "bytes before",
+                "packed",
+                "Huffman",
+                "rel. error",
+            ],
+            rows,
+        )
+    )
 
 
 def vgg_table(tmp: Path) -> None:
@@ -207,15 +279,36 @@ def vgg_table(tmp: Path) -> None:
     size = saved_size(out, tmp, "vgg16_dc")
     share = report.passes[-1]
     print(f"pipeline: {VGG_SPEC}\n")
-    rows = [[f"{builders.param_count(model):,}", f"{orig:,}", f"{size:,}", f"{orig / size:.1f}x",
-             f"{share.counters['bytes_before'] / share.counters['bytes_stored']:.1f}x", f"{seconds:.0f}"]]
-    print(table(["params", "original bytes", "compressed bytes", "file ratio", "weights ratio", "optimize s"],
-                rows))
+    rows = [
+        [
+            f"{builders.param_count(model):,}",
+            f"{orig:,}",
+            f"{size:,}",
+            f"{orig / size:.1f}x",
+            f"{share.counters['bytes_before'] / share.counters['bytes_stored']:.1f}x",
+            f"{seconds:.0f}",
+        ]
+    ]
+    print(
+        table(
+            ["params", "original bytes", "compressed bytes", "file ratio", "weights ratio", "optimize s"],
+            rows,
+        )
+    )
     rows = []
     for r in share.layers:
         e = r.extra
-        rows.append([r.name, str(e["bits"]), f"{100 * e['sparsity']:.1f}%", e["format"].split("(")[0],
-                     f"{e['bytes_before']:,}", f"{e['bytes_packed']:,}", f"{e['bytes_stored']:,}"])
+        rows.append(
+            [
+                r.name,
+                str(e["bits"]),
+                f"{100 * e['sparsity']:.1f}%",
+                e["format"].split("(")[0],
+                f"{e['bytes_before']:,}",
+                f"{e['bytes_packed']:,}",
+                f"{e['bytes_stored']:,}",
+            ]
+        )
     print()
     print(table(["layer", "bits", "sparsity", "format", "bytes before", "packed", "stored (Huffman)"], rows))
 
@@ -226,21 +319,35 @@ def speed_table() -> list[list[str]]:
     t0 = time.perf_counter()
     out, report = optimize(model, "kmeans(bits=4)")
     total = time.perf_counter() - t0
-    print(table(["params", "kmeans pass s", "optimize() total s", "file ratio"],
-                [[f"{builders.param_count(model):,}", f"{report.passes[0].seconds:.1f}", f"{total:.1f}",
-                  f"{len(io.serialize(model)) / len(io.serialize(out)):.2f}x"]]))
+    print(
+        table(
+            ["params", "kmeans pass s", "optimize() total s", "file ratio"],
+            [
+                [
+                    f"{builders.param_count(model):,}",
+                    f"{report.passes[0].seconds:.1f}",
+                    f"{total:.1f}",
+                    f"{len(io.serialize(model)) / len(io.serialize(out)):.2f}x",
+                ]
+            ],
+        )
+    )
     feeds = builders.random_inputs(model, batch=1)
     a, b, r = latency_ratio(model, out, feeds, runs=60)
     rows = [["mlp 26M, kmeans 4-bit", "1", f"{a:.3f}", f"{b:.3f}", f"{r:.3f}"]]
     conv = builders.resnet(depth=18, width=0.5, image_size=64)
     out, _ = optimize(conv, "prune-weights(ratio=0.7),kmeans(bits=4),huffman")
     a, b, r = latency_ratio(conv, out, builders.random_inputs(conv, batch=1), runs=100)
-    rows.append(["resnet18 x0.5 @64, prune 70% + kmeans 4 + Huffman", "1", f"{a:.3f}", f"{b:.3f}", f"{r:.3f}"])
+    rows.append(
+        ["resnet18 x0.5 @64, prune 70% + kmeans 4 + Huffman", "1", f"{a:.3f}", f"{b:.3f}", f"{r:.3f}"]
+    )
     return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--skip-vgg", action="store_true", help="skip the VGG-16 Deep Compression run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

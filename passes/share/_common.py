@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 class SelectOptions:
     """Which layers a weight pass touches."""
 
-    layers: list[str] = opt([], "only these layers (node or weight names, glob patterns); empty = all")
-    protect: list[str] = opt([], "never touch these layers (node or weight names, glob patterns)")
+    layers: list[str] = opt([], "only these layers (node or weight names, glob patterns); empty = all")  # noqa: RUF009
+    protect: list[str] = opt([], "never touch these layers (node or weight names, glob patterns)")  # noqa: RUF009
     protect_first_last: bool = opt(False, "leave the first and the last weighted layer as they are")
     min_params: int = opt(0, "skip layers with fewer weights than this")
 
@@ -48,10 +48,15 @@ class ShareOptions(SelectOptions):
     """Options of the passes that emit com.onnxcomp ops."""
 
     huffman: Literal["report", "store"] = opt(
-        "report", "report: report the Huffman-coded size per layer; store: also write the code bytes "
-        "Huffman-coded on disk (a HuffmanDecode op that onnxruntime folds at load time)")
-    inline: bool = opt(False, "write only standard ONNX ops (function bodies inlined) for runtimes without "
-                              "model-local function support")
+        "report",
+        "report: report the Huffman-coded size per layer; store: also write the code bytes "
+        "Huffman-coded on disk (a HuffmanDecode op that onnxruntime folds at load time)",
+    )
+    inline: bool = opt(
+        False,
+        "write only standard ONNX ops (function bodies inlined) for runtimes without "
+        "model-local function support",
+    )
     calib_samples: int = opt(256, "calibration samples used for activation statistics")
 
 
@@ -141,8 +146,12 @@ def _matmul_target(graph: gs.Graph, node: gs.Node) -> Target | str:
         other = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
         b = const_value(other)
         xs = static_shape(x)
-        if b is not None and b.dtype.kind == "f" and b.size == n and (
-                b.ndim == 1 or (b.ndim == 2 and b.shape[0] == 1 and xs is not None and len(xs) >= 2)):
+        if (
+            b is not None
+            and b.dtype.kind == "f"
+            and b.size == n
+            and (b.ndim == 1 or (b.ndim == 2 and b.shape[0] == 1 and xs is not None and len(xs) >= 2))
+        ):
             bias, absorbed = b.reshape(n).astype(np.float32), add
     return Target(node, "matmul", w, np.asarray(w.values, np.float32), bias, x, absorbed=absorbed)
 
@@ -205,7 +214,9 @@ def _conv_target(graph: gs.Graph, node: gs.Node) -> Target | str:
     return Target(node, "conv", w, wv.reshape(m, -1), bias, x, conv_attrs=attrs, weight_shape=tuple(wv.shape))
 
 
-def conv_attributes(node: gs.Node, wshape: tuple[int, ...], xshape: tuple[int, ...] | None) -> dict[str, Any] | str:
+def conv_attributes(
+    node: gs.Node, wshape: tuple[int, ...], xshape: tuple[int, ...] | None
+) -> dict[str, Any] | str:
     """The Conv attributes with defaults filled in and auto_pad turned into explicit pads."""
     nd = len(wshape) - 2
     a = node.attrs
@@ -229,16 +240,25 @@ def conv_attributes(node: gs.Node, wshape: tuple[int, ...], xshape: tuple[int, .
             pads[i], pads[i + nd] = (small, big) if auto == "SAME_UPPER" else (big, small)
     elif auto != "NOTSET":
         return f"unknown auto_pad {auto!r}"
-    return {"dilations": dil, "group": int(a.get("group", 1)), "kernel_shape": kernel, "pads": pads,
-            "strides": strides}
+    return {
+        "dilations": dil,
+        "group": int(a.get("group", 1)),
+        "kernel_shape": kernel,
+        "pads": pads,
+        "strides": strides,
+    }
 
 
 def _matches(patterns: list[str], *names: str) -> bool:
     return any(fnmatch.fnmatchcase(n, p) for p in patterns for n in names if n)
 
 
-def collect_targets(graph: gs.Graph, opts: SelectOptions, result: PassResult,
-                    ops: tuple[str, ...] = ("MatMul", "Gemm", "Conv")) -> list[Target]:
+def collect_targets(
+    graph: gs.Graph,
+    opts: SelectOptions,
+    result: PassResult,
+    ops: tuple[str, ...] = ("MatMul", "Gemm", "Conv"),
+) -> list[Target]:
     """Every supported layer, in graph order, filtered by the selection options (skips recorded)."""
     found: list[Target] = []
     for node in list(graph.nodes):
@@ -266,8 +286,13 @@ def collect_targets(graph: gs.Graph, opts: SelectOptions, result: PassResult,
     return kept
 
 
-def prepare(graph: gs.Graph, ctx: PassContext, o: SelectOptions, result: PassResult,
-            ops: tuple[str, ...] = ("MatMul", "Gemm", "Conv")) -> list[Target]:
+def prepare(
+    graph: gs.Graph,
+    ctx: PassContext,
+    o: SelectOptions,
+    result: PassResult,
+    ops: tuple[str, ...] = ("MatMul", "Gemm", "Conv"),
+) -> list[Target]:
     """Targets after making sure the model's opset can hold the function bodies (upgrading it if needed)."""
     from onnxcomp.graph import opset_version
 
@@ -293,8 +318,13 @@ def bits_for(t: Target, default: int, per_layer: dict[str, int]) -> int:
 
 
 # ============================================================================================ calibration
-def input_energy(graph: gs.Graph, ctx: PassContext, targets: list[Target], max_samples: int,
-                 acts: dict[str, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+def input_energy(
+    graph: gs.Graph,
+    ctx: PassContext,
+    targets: list[Target],
+    max_samples: int,
+    acts: dict[str, np.ndarray] | None = None,
+) -> dict[int, np.ndarray]:
     """Per target: the mean squared activation of each input feature, broadcast to the storage matrix.
 
     MatMul: e[k] = mean over all other axes of x[..., k]**2, element weight of W[k, n] = e[k].
@@ -325,7 +355,9 @@ def input_energy(graph: gs.Graph, ctx: PassContext, targets: list[Target], max_s
     return out
 
 
-def layer_inputs(graph: gs.Graph, ctx: PassContext, targets: list[Target], max_samples: int) -> dict[str, np.ndarray]:
+def layer_inputs(
+    graph: gs.Graph, ctx: PassContext, targets: list[Target], max_samples: int
+) -> dict[str, np.ndarray]:
     """The activation input of every target on the calibration data ({} without calibration data)."""
     if ctx.calib is None or not targets:
         return {}
@@ -352,18 +384,22 @@ def im2col(x: np.ndarray, t: Target, max_rows: int, rng: np.random.Generator) ->
     xp = np.pad(x, width)
     span = [(k - 1) * d + 1 for k, d in zip(a["kernel_shape"], a["dilations"], strict=True)]
     win = sliding_window_view(xp, span, axis=tuple(range(2, 2 + nd)))  # [N, C, out..., span...]
-    sl = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in a["strides"]) + tuple(
-        slice(None, None, d) for d in a["dilations"])
+    sl = (
+        slice(None),
+        slice(None),
+        *(slice(None, None, s) for s in a["strides"]),
+        *(slice(None, None, d) for d in a["dilations"]),
+    )
     win = win[sl]
-    n, c = win.shape[:2]
-    out_sp = win.shape[2:2 + nd]
+    n = win.shape[0]
+    out_sp = win.shape[2 : 2 + nd]
     # [N, out..., C, kernel...] -> [positions, C * prod(kernel)]
     win = np.moveaxis(win, 1, 1 + nd).reshape(n * int(np.prod(out_sp)), -1)
     if win.shape[0] > max_rows:
         win = win[rng.choice(win.shape[0], max_rows, replace=False)]
     group = int(a["group"])
     per = win.shape[1] // group
-    return [win[:, g * per:(g + 1) * per].astype(np.float64) for g in range(group)]
+    return [win[:, g * per : (g + 1) * per].astype(np.float64) for g in range(group)]
 
 
 def gram(blocks: list[np.ndarray]) -> list[np.ndarray]:
@@ -408,8 +444,16 @@ class Emitted:
     bytes_stored: int
 
 
-def emit_encoded(graph: gs.Graph, ctx: PassContext, t: Target, e: Encoded, *, pass_name: str,
-                 sparse: Literal["auto", "never", "always"] = "never", huffman: str = "report") -> Emitted:
+def emit_encoded(
+    graph: gs.Graph,
+    ctx: PassContext,
+    t: Target,
+    e: Encoded,
+    *,
+    pass_name: str,
+    sparse: Literal["auto", "never", "always"] = "never",
+    huffman: str = "report",
+) -> Emitted:
     """Replace the target by the com.onnxcomp node of its encoding; returns the byte accounting."""
     import numpy as np
 
@@ -418,18 +462,29 @@ def emit_encoded(graph: gs.Graph, ctx: PassContext, t: Target, e: Encoded, *, pa
     w_name = t.weight.name
     bias_bytes = 0 if t.bias is None else 4 * t.bias.size
     before = 4 * t.params + bias_bytes
-    tables = [make_constant(graph, f"{w_name}_{'scales' if e.ternary else 'codebook'}",
-                            np.asarray(e.table, np.float32))]
+    tables = [
+        make_constant(
+            graph, f"{w_name}_{'scales' if e.ternary else 'codebook'}", np.asarray(e.table, np.float32)
+        )
+    ]
     streams: list[np.ndarray] = []
     layout = None
-    if t.kind == "matmul" and e.zero_code and not e.ternary and sparse != "never" and (
-            sparse == "always" or _sparse_may_win(e, huffman)):
+    if (
+        t.kind == "matmul"
+        and e.zero_code
+        and not e.ternary
+        and sparse != "never"
+        and (sparse == "always" or _sparse_may_win(e, huffman))
+    ):
         candidate = enc.best_sparse(e.codes, e.bits)
-        s_streams = [enc.pack_codes(candidate.deltas, candidate.index_bits)[0],
-                     enc.pack_codes(candidate.codes, e.bits)[0]]
+        s_streams = [
+            enc.pack_codes(candidate.deltas, candidate.index_bits)[0],
+            enc.pack_codes(candidate.codes, e.bits)[0],
+        ]
         d_streams = [enc.pack_codes(e.codes, e.bits)]
-        if sparse == "always" or _stream_bytes(s_streams, huffman) + 4 * candidate.row_ptr.size < _stream_bytes(
-                d_streams, huffman):
+        if sparse == "always" or _stream_bytes(
+            s_streams, huffman
+        ) + 4 * candidate.row_ptr.size < _stream_bytes(d_streams, huffman):
             layout, streams = candidate, s_streams
     if layout is None:
         streams = [enc.pack_codes(e.codes, e.bits)]
@@ -438,33 +493,59 @@ def emit_encoded(graph: gs.Graph, ctx: PassContext, t: Target, e: Encoded, *, pa
     bias_after = 4 * t.outputs  # B is always written (zeros when the layer had none)
     packed = table_bytes + extra_fixed + sum(s.size for s in streams) + bias_after
     huff = table_bytes + extra_fixed + _stream_bytes(streams, "store") + bias_after
-    consts = [make_constant(graph, f"{w_name}_{'deltas' if layout is not None and i == 0 else 'codes'}", s)
-              for i, s in enumerate(streams)]
+    consts = [
+        make_constant(graph, f"{w_name}_{'deltas' if layout is not None and i == 0 else 'codes'}", s)
+        for i, s in enumerate(streams)
+    ]
     # B is always written: the MatMul bodies add it unconditionally, and a Conv with an empty bias input
     # keeps onnxruntime from fusing a following BatchNormalization and from its NCHWc layout.
     bias = t.bias if t.bias is not None else np.zeros(t.outputs, np.float32)
     b_const = [make_constant(graph, f"{w_name}_bias", np.asarray(bias, np.float32))]
     n = t.outputs
     if t.kind == "conv":
-        table = tables[0] if not e.ternary else make_constant(graph, f"{w_name}_codebook",
-                                                              enc.ternary_lut(e.table))
-        attrs = {"bits": 2 if e.ternary else e.bits, "group_size": e.group_size,
-                 "weight_shape": list(t.weight_shape), **t.conv_attrs}
+        table = (
+            tables[0]
+            if not e.ternary
+            else make_constant(graph, f"{w_name}_codebook", enc.ternary_lut(e.table))
+        )
+        attrs = {
+            "bits": 2 if e.ternary else e.bits,
+            "group_size": e.group_size,
+            "weight_shape": list(t.weight_shape),
+            **t.conv_attrs,
+        }
         node = enc.emit(graph, t.node, "CodebookConv", [t.x, table, *consts, *b_const], attrs, "codebook")
         fmt = "conv"
     elif e.ternary:
-        node = enc.emit(graph, t.node, "TernaryMatMul", [t.x, tables[0], *consts, *b_const],
-                        {"N": n, "group_size": e.group_size}, "ternary")
+        node = enc.emit(
+            graph,
+            t.node,
+            "TernaryMatMul",
+            [t.x, tables[0], *consts, *b_const],
+            {"N": n, "group_size": e.group_size},
+            "ternary",
+        )
         fmt = "ternary"
     elif layout is not None:
         row_ptr = make_constant(graph, f"{w_name}_row_ptr", layout.row_ptr)
-        node = enc.emit(graph, t.node, "SparseCodebookMatMul", [t.x, tables[0], row_ptr, *consts, *b_const],
-                        {"bits": e.bits, "index_bits": layout.index_bits, "N": n, "group_size": e.group_size},
-                        "sparse")
+        node = enc.emit(
+            graph,
+            t.node,
+            "SparseCodebookMatMul",
+            [t.x, tables[0], row_ptr, *consts, *b_const],
+            {"bits": e.bits, "index_bits": layout.index_bits, "N": n, "group_size": e.group_size},
+            "sparse",
+        )
         fmt = f"sparse(index_bits={layout.index_bits}, fillers={layout.fillers})"
     else:
-        node = enc.emit(graph, t.node, "CodebookMatMul", [t.x, tables[0], *consts, *b_const],
-                        {"bits": e.bits, "N": n, "group_size": e.group_size}, "codebook")
+        node = enc.emit(
+            graph,
+            t.node,
+            "CodebookMatMul",
+            [t.x, tables[0], *consts, *b_const],
+            {"bits": e.bits, "N": n, "group_size": e.group_size},
+            "codebook",
+        )
         fmt = "dense"
     if t.absorbed is not None:
         # MatMul + Add(bias): the new node writes the Add's output
@@ -480,7 +561,7 @@ def emit_encoded(graph: gs.Graph, ctx: PassContext, t: Target, e: Encoded, *, pa
 
 
 def _sparse_may_win(e: Encoded, huffman: str) -> bool:
-    """Cheap bound before building the EIE layout: every entry costs at least bits + 4 bits (+ row pointers)."""
+    """Cheap bound before building the EIE layout: an entry costs at least bits + 4 bits (+ row pointers)."""
     import numpy as np
 
     nnz = int(np.count_nonzero(e.codes))
@@ -521,13 +602,21 @@ def huffman_store(graph: gs.Graph, ctx: PassContext, node: gs.Node, pass_name: s
             continue
         coded = _huffman.encode(values)
         base = tensor.name
-        ins = [make_constant(graph, f"{base}_huff", coded.stream), make_constant(graph, f"{base}_huff_table",
-                                                                                 coded.table),
-               make_constant(graph, f"{base}_huff_offsets", coded.offsets)]
+        ins = [
+            make_constant(graph, f"{base}_huff", coded.stream),
+            make_constant(graph, f"{base}_huff_table", coded.table),
+            make_constant(graph, f"{base}_huff_offsets", coded.offsets),
+        ]
         out = gs.Variable(unique_name(graph, f"{base}_decoded"), dtype=np.uint8, shape=list(values.shape))
         enc.ensure_function(graph, "HuffmanDecode")
-        dec = gs.Node("HuffmanDecode", unique_name(graph, f"{base}_huffman"), attrs={"shape": list(values.shape)},
-                      inputs=ins, outputs=[out], domain=enc.DOMAIN)
+        dec = gs.Node(
+            "HuffmanDecode",
+            unique_name(graph, f"{base}_huffman"),
+            attrs={"shape": list(values.shape)},
+            inputs=ins,
+            outputs=[out],
+            domain=enc.DOMAIN,
+        )
         graph.nodes.append(dec)
         ctx.tag(dec, pass_name, [base])
         node.inputs[i] = out
@@ -535,15 +624,38 @@ def huffman_store(graph: gs.Graph, ctx: PassContext, node: gs.Node, pass_name: s
     return saved
 
 
-def record(result: PassResult, t: Target, decision: str, e: Encoded, em: Emitted, error: float,
-           sparsity: float, **extra: Any) -> None:
-    """The per-layer report row: bits, codebook size, sparsity, bytes before/after (packed, Huffman), error."""
-    result.layer(t.name, op=t.node.op, decision=decision, params_before=t.params, params_after=t.params,
-                 error=error,
-                 extra={"bits": e.bits, "codebook_size": 3 if e.ternary else 1 << e.bits,
-                        "groups": int(e.table.shape[0]), "sparsity": round(sparsity, 6), "format": em.format,
-                        "bytes_before": em.bytes_before, "bytes_packed": em.bytes_packed,
-                        "bytes_huffman": em.bytes_huffman, "bytes_stored": em.bytes_stored, **extra})
+def record(
+    result: PassResult,
+    t: Target,
+    decision: str,
+    e: Encoded,
+    em: Emitted,
+    error: float,
+    sparsity: float,
+    **extra: Any,
+) -> None:
+    """The per-layer report row: bits, codebook size, sparsity, bytes before/after (packed, Huffman),
+    reconstruction error."""
+    result.layer(
+        t.name,
+        op=t.node.op,
+        decision=decision,
+        params_before=t.params,
+        params_after=t.params,
+        error=error,
+        extra={
+            "bits": e.bits,
+            "codebook_size": 3 if e.ternary else 1 << e.bits,
+            "groups": int(e.table.shape[0]),
+            "sparsity": round(sparsity, 6),
+            "format": em.format,
+            "bytes_before": em.bytes_before,
+            "bytes_packed": em.bytes_packed,
+            "bytes_huffman": em.bytes_huffman,
+            "bytes_stored": em.bytes_stored,
+            **extra,
+        },
+    )
     result.count("layers")
     result.count("bytes_before", em.bytes_before)
     result.count("bytes_packed", em.bytes_packed)

@@ -1,4 +1,4 @@
-"""The com.onnxcomp weight encodings: bit packing, EIE sparse rows, Huffman streams, function bodies, emitters.
+"""The com.onnxcomp weight encodings: bit packing, EIE sparse rows, function bodies, numpy decoders, emitters.
 
 This module is the executable form of the op contract (/work/contract.md, runtime/OPS.md):
 
@@ -125,7 +125,7 @@ class SparseRows:
 def eie_encode(codes: np.ndarray, index_bits: int) -> SparseRows:
     """Codes [K, N] (0 = zero weight) -> rows of (delta, code) entries, fillers inserted for long gaps.
 
-    Row k lists its non-zero columns c_0 < c_1 < ...; entry i stores delta_i = c_i - c_{i-1} - 1 (c_{-1} = -1).
+    Row k lists its non-zero columns c_0 < c_1 < ...; entry i stores delta_i = c_i - c_{i-1} - 1, c_{-1} = -1.
     A delta above 2**index_bits - 1 is split: f = delta // 2**index_bits filler entries (delta = max, code 0)
     advance the position by 2**index_bits each, then the real entry stores delta % 2**index_bits.
     """
@@ -256,12 +256,14 @@ class _Body:
             a.type = typ
             node.attribute.append(a)
 
-    def function(self, name: str, inputs: list[str], outputs: list[str], attributes: list[str],
-                 opset: int) -> onnx.FunctionProto:
+    def function(
+        self, name: str, inputs: list[str], outputs: list[str], attributes: list[str], opset: int
+    ) -> onnx.FunctionProto:
         from onnx import helper
 
-        return helper.make_function(DOMAIN, name, inputs, outputs, self.nodes, [helper.make_opsetid("", opset)],
-                                    attributes=attributes)
+        return helper.make_function(
+            DOMAIN, name, inputs, outputs, self.nodes, [helper.make_opsetid("", opset)], attributes=attributes
+        )
 
 
 def _unpack(f: _Body, packed: str, bits: str, n: str) -> tuple[str, str]:
@@ -278,8 +280,11 @@ def _unpack(f: _Body, packed: str, bits: str, n: str) -> tuple[str, str]:
     pos = f.op("Mul", j, bits)
     lo = f.op("Div", pos, c8)
     hi = f.op("Min", f.op("Add", lo, c1), f.op("Sub", f.op("Shape", packed, start=1, end=2), c1))
-    word = f.op("Add", f.op("Cast", f.op("Gather", packed, lo, axis=1), to=7),
-                f.op("Mul", f.op("Cast", f.op("Gather", packed, hi, axis=1), to=7), f.const(256)))
+    word = f.op(
+        "Add",
+        f.op("Cast", f.op("Gather", packed, lo, axis=1), to=7),
+        f.op("Mul", f.op("Cast", f.op("Gather", packed, hi, axis=1), to=7), f.const(256)),
+    )
     pow2 = f.const([1 << i for i in range(9)])
     code = f.op("Mod", f.op("Div", word, f.op("Gather", pow2, f.op("Mod", pos, c8))), _levels(f, bits))
     return f.op("Reshape", code, f.const([0, -1])), j  # [R, 1, n] -> [R, n]
@@ -305,7 +310,9 @@ def _fn_codebook_matmul(opset: int) -> onnx.FunctionProto:
     index = f.op("Add", codes, f.op("Mul", f.op("Div", j, gsz), _levels(f, bits)))
     w = f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), index)
     _matmul_bias(f, "X", w, "B", "Y")
-    return f.function("CodebookMatMul", ["X", "codebook", "codes", "B"], ["Y"], ["bits", "N", "group_size"], opset)
+    return f.function(
+        "CodebookMatMul", ["X", "codebook", "codes", "B"], ["Y"], ["bits", "N", "group_size"], opset
+    )
 
 
 def _fn_ternary_matmul(opset: int) -> onnx.FunctionProto:
@@ -316,8 +323,11 @@ def _fn_ternary_matmul(opset: int) -> onnx.FunctionProto:
     n, gsz = f.attr("N"), f.attr("group_size")
     bits = f.const(2)
     g = f.op("Shape", "scales", start=0, end=1)
-    zeros = f.op("ConstantOfShape", f.op("Concat", g, f.const([1]), axis=0),
-                 value=onnx.numpy_helper.from_array(__import__("numpy").zeros(1, "float32")))
+    zeros = f.op(
+        "ConstantOfShape",
+        f.op("Concat", g, f.const([1]), axis=0),
+        value=onnx.numpy_helper.from_array(__import__("numpy").zeros(1, "float32")),
+    )
     a_p = f.op("Slice", "scales", f.const([0]), f.const([1]), f.const([1]))
     a_n = f.op("Neg", f.op("Slice", "scales", f.const([1]), f.const([2]), f.const([1])))
     lut = f.op("Concat", zeros, a_p, a_n, zeros, axis=1)
@@ -346,14 +356,21 @@ def _fn_codebook_conv(opset: int) -> onnx.FunctionProto:
     w = f.op("Reshape", f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), index), shape)
     f.op("Conv", "X", w, "B", out="Y")
     a = onnx.AttributeProto
-    f.ref_attrs(len(f.nodes) - 1, {"dilations": a.INTS, "group": a.INT, "kernel_shape": a.INTS, "pads": a.INTS,
-                                   "strides": a.INTS})
-    return f.function("CodebookConv", ["X", "codebook", "codes", "B"], ["Y"],
-                      ["bits", "group_size", "weight_shape", *CONV_ATTRS], opset)
+    f.ref_attrs(
+        len(f.nodes) - 1,
+        {"dilations": a.INTS, "group": a.INT, "kernel_shape": a.INTS, "pads": a.INTS, "strides": a.INTS},
+    )
+    return f.function(
+        "CodebookConv",
+        ["X", "codebook", "codes", "B"],
+        ["Y"],
+        ["bits", "group_size", "weight_shape", *CONV_ATTRS],
+        opset,
+    )
 
 
 def _fn_sparse_codebook_matmul(opset: int) -> onnx.FunctionProto:
-    # Row k: p = -1; for e in row_ptr[k]..row_ptr[k+1]: p += delta[e] + 1; W[k, p] = codebook[p // gs, code[e]].
+    # Row k: p = -1; for e in row_ptr[k]..row_ptr[k+1]: p += delta[e] + 1; W[k, p] = cb[p // gs, code[e]].
     # Vectorized: rowid[e] = #{k >= 1 : row_ptr[k] <= e} (scatter-add of ones at row_ptr[1:K], then CumSum);
     # S = CumSum(delta + 1); p[e] = S[e] - S_excl[row_ptr[rowid[e]]] - 1.
     import numpy as np
@@ -370,9 +387,14 @@ def _fn_sparse_codebook_matmul(opset: int) -> onnx.FunctionProto:
     k = f.op("Sub", f.op("Shape", ptr), f.const([1]))
     inner = f.op("Reshape", f.op("Slice", ptr, f.const([1]), f.const([-1])), flat)  # row_ptr[1:K]
     e1 = f.op("Unsqueeze", e, f.const([0]))
-    zeros_e = f.op("ConstantOfShape", f.op("Concat", f.const([1]), f.op("Add", e1, f.const([1])), axis=0),
-                   value=onnx.numpy_helper.from_array(np.zeros(1, np.int64)))
-    ones = f.op("ConstantOfShape", f.op("Shape", inner), value=onnx.numpy_helper.from_array(np.ones(1, np.int64)))
+    zeros_e = f.op(
+        "ConstantOfShape",
+        f.op("Concat", f.const([1]), f.op("Add", e1, f.const([1])), axis=0),
+        value=onnx.numpy_helper.from_array(np.zeros(1, np.int64)),
+    )
+    ones = f.op(
+        "ConstantOfShape", f.op("Shape", inner), value=onnx.numpy_helper.from_array(np.ones(1, np.int64))
+    )
     marks = f.op("ScatterElements", zeros_e, inner, ones, axis=1, reduction="add")
     rowid = f.op("Slice", f.op("CumSum", marks, f.const(1)), f.const([0]), e1, f.const([1]))
     incl = f.op("CumSum", f.op("Add", deltas, f.const(1)), f.const(1))
@@ -382,14 +404,22 @@ def _fn_sparse_codebook_matmul(opset: int) -> onnx.FunctionProto:
     index = f.op("Add", codes, f.op("Mul", f.op("Div", pos, gsz), _levels(f, bits)))
     values = f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), index)
     n1 = f.op("Unsqueeze", n, f.const([0]))
-    dense = f.op("ConstantOfShape", f.op("Concat", f.const([1]), f.op("Mul", k, n1), axis=0),
-                 value=onnx.numpy_helper.from_array(np.zeros(1, np.float32)))
+    dense = f.op(
+        "ConstantOfShape",
+        f.op("Concat", f.const([1]), f.op("Mul", k, n1), axis=0),
+        value=onnx.numpy_helper.from_array(np.zeros(1, np.float32)),
+    )
     target = f.op("Add", f.op("Mul", rowid, n), pos)
     w_flat = f.op("ScatterElements", dense, target, values, axis=1)
     w = f.op("Reshape", w_flat, f.op("Concat", k, n1, axis=0))
     _matmul_bias(f, "X", w, "B", "Y")
-    return f.function("SparseCodebookMatMul", ["X", "codebook", "row_ptr", "deltas", "codes", "B"], ["Y"],
-                      ["bits", "index_bits", "N", "group_size"], opset)
+    return f.function(
+        "SparseCodebookMatMul",
+        ["X", "codebook", "row_ptr", "deltas", "codes", "B"],
+        ["Y"],
+        ["bits", "index_bits", "N", "group_size"],
+        opset,
+    )
 
 
 def _fn_huffman_decode(opset: int) -> onnx.FunctionProto:
@@ -406,15 +436,26 @@ def _fn_huffman_decode(opset: int) -> onnx.FunctionProto:
     f = _Body()
     win = HUFFMAN_WINDOW
     shape = f.attr("shape", "ints")
-    count = f.op("Unsqueeze", f.op("Size", f.op("ConstantOfShape", shape, value=onnx.numpy_helper.from_array(
-        np.zeros(1, np.uint8)))), f.const([0]))
+    count = f.op(
+        "Unsqueeze",
+        f.op(
+            "Size", f.op("ConstantOfShape", shape, value=onnx.numpy_helper.from_array(np.zeros(1, np.uint8)))
+        ),
+        f.const([0]),
+    )
     syms = f.op("Gather", "table", f.const(0, "int32"), axis=0)
     lens = f.op("Cast", f.op("Gather", "table", f.const(1, "int32"), axis=0), to=6)
     pow2 = f.const([1 << i for i in range(win + 1)], "int32")
     span = f.op("Gather", pow2, f.op("Sub", f.const(win, "int32"), lens))
     ends = f.op("CumSum", span, f.const(0, "int32"))
-    zeros = f.op("ConstantOfShape", f.const([(1 << win) + 1]), value=onnx.numpy_helper.from_array(np.zeros(1, np.int32)))
-    ones = f.op("ConstantOfShape", f.op("Shape", ends), value=onnx.numpy_helper.from_array(np.ones(1, np.int32)))
+    zeros = f.op(
+        "ConstantOfShape",
+        f.const([(1 << win) + 1]),
+        value=onnx.numpy_helper.from_array(np.zeros(1, np.int32)),
+    )
+    ones = f.op(
+        "ConstantOfShape", f.op("Shape", ends), value=onnx.numpy_helper.from_array(np.ones(1, np.int32))
+    )
     marks = f.op("ScatterElements", zeros, ends, ones, axis=0, reduction="add")
     last = f.op("Sub", f.op("Shape", syms), f.const([1]))
     idx = f.op("Min", f.op("Cast", f.op("CumSum", marks, f.const(0, "int32")), to=7), last)
@@ -436,12 +477,23 @@ def _fn_huffman_decode(opset: int) -> onnx.FunctionProto:
         return f.op("Cast", f.op("GatherElements", stream, idx, axis=1), to=6)
 
     c256 = f.const(256, "int32")
-    word = f.op("Add", f.op("Mul", f.op("Add", f.op("Mul", f.op("Cast", stream, to=6), c256), byte(1)), c256),
-                byte(2))
-    # the 16-bit window starting at bit 8q + r (MSB first) is (word >> (8 - r)) & 0xFFFF: [1, bytes, 8] -> [1, T]
-    window = f.op("Reshape", f.op("Mod", f.op("Div", f.op("Unsqueeze", word, f.const([2])),
-                                              f.const([1 << (8 - r) for r in range(8)], "int32")),
-                                  f.const(1 << win, "int32")), row)
+    word = f.op(
+        "Add", f.op("Mul", f.op("Add", f.op("Mul", f.op("Cast", stream, to=6), c256), byte(1)), c256), byte(2)
+    )
+    # the 16-bit window at bit 8q + r (MSB first) is (word >> (8 - r)) & 0xFFFF: [1, bytes, 8] -> [1, T]
+    window = f.op(
+        "Reshape",
+        f.op(
+            "Mod",
+            f.op(
+                "Div",
+                f.op("Unsqueeze", word, f.const([2])),
+                f.const([1 << (8 - r) for r in range(8)], "int32"),
+            ),
+            f.const(1 << win, "int32"),
+        ),
+        row,
+    )
     nbits = f.op("Mul", nbytes, f.const(8, "int32"))
     i = f.op("Reshape", f.op("Range", f.const(0, "int32"), nbits, f.const(1, "int32")), row)
     # next code start; positions T .. T+16 (past the stream) all lead to the sentinel T
@@ -455,8 +507,11 @@ def _fn_huffman_decode(opset: int) -> onnx.FunctionProto:
         if step + 1 < HUFFMAN_CHUNK_LOG2:
             jump = f.op("GatherElements", jump, jump, axis=1)
     # [2**CHUNK, chunks] -> chunk-major order = symbol order
-    pos = f.op("Reshape", f.op("Transpose", f.op("Reshape", pos, f.const([1 << HUFFMAN_CHUNK_LOG2, -1])),
-                                perm=[1, 0]), row)
+    pos = f.op(
+        "Reshape",
+        f.op("Transpose", f.op("Reshape", pos, f.const([1 << HUFFMAN_CHUNK_LOG2, -1])), perm=[1, 0]),
+        row,
+    )
     starts = f.op("Slice", pos, f.const([0]), count, f.const([1]))
     # starts < T for the first count symbols
     f.op("Reshape", f.op("GatherElements", sym_at, starts, axis=1), shape, out="Y")
@@ -587,8 +642,9 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         if node.op_type == "HuffmanDecode":
             shape = [int(s) for s in _attrs(node)["shape"]]
-            dec = _huffman.decode_stream(value(node.input[0]), value(node.input[1]), value(node.input[2]),
-                                         int(np.prod(shape)))
+            dec = _huffman.decode_stream(
+                value(node.input[0]), value(node.input[1]), value(node.input[2]), int(np.prod(shape))
+            )
             values[node.output[0]] = dec.reshape(shape)
             new_inits.append(numpy_helper.from_array(values[node.output[0]], node.output[0]))
             continue
@@ -608,7 +664,9 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
             new_nodes.append(helper.make_node("Conv", ins, list(node.output), name=node.name, **conv_attrs))
         else:
             mm = f"{node.name}__XW"
-            new_nodes.append(helper.make_node("MatMul", [node.input[0], w_name], [mm], name=f"{node.name}__mm"))
+            new_nodes.append(
+                helper.make_node("MatMul", [node.input[0], w_name], [mm], name=f"{node.name}__mm")
+            )
             if b is None:
                 b = np.zeros(w.shape[1], np.float32)
             new_inits.append(numpy_helper.from_array(np.asarray(b, np.float32), b_name))
@@ -627,10 +685,9 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-
 # ============================================================================================ gs emitters
 def ensure_function(graph: gs.Graph, op_type: str) -> None:
-    """Add the model-local function of ``op_type`` to the graph once (importing the graph's ai.onnx version)."""
+    """Add the model-local function of ``op_type`` to the graph once (it imports the graph's ai.onnx)."""
     from onnx_graphsurgeon.importers.onnx_importer import OnnxImporter
 
     from onnxcomp.graph import opset_version
@@ -654,8 +711,9 @@ def _ensure_domain(graph: gs.Graph) -> None:
         graph.import_domains = domains
 
 
-def emit(graph: gs.Graph, old: gs.Node, op_type: str, inputs: list[Any], attrs: dict[str, Any],
-         suffix: str) -> gs.Node:
+def emit(
+    graph: gs.Graph, old: gs.Node, op_type: str, inputs: list[Any], attrs: dict[str, Any], suffix: str
+) -> gs.Node:
     """Replace ``old`` by a com.onnxcomp node writing the same output tensor(s)."""
     import onnx_graphsurgeon as gs
 
@@ -665,14 +723,20 @@ def emit(graph: gs.Graph, old: gs.Node, op_type: str, inputs: list[Any], attrs: 
     outputs = list(old.outputs)
     old.inputs.clear()
     old.outputs.clear()
-    node = gs.Node(op_type, unique_name(graph, f"{old.name}_{suffix}"), attrs=attrs, inputs=inputs,
-                   outputs=outputs, domain=DOMAIN)
+    node = gs.Node(
+        op_type,
+        unique_name(graph, f"{old.name}_{suffix}"),
+        attrs=attrs,
+        inputs=inputs,
+        outputs=outputs,
+        domain=DOMAIN,
+    )
     graph.nodes.append(node)
     return node
 
 
 def ensure_opset(graph: gs.Graph, ctx: PassContext, result: PassResult) -> bool:
-    """Function bodies need ai.onnx >= MIN_OPSET: upgrade the graph in place (verified), or skip with reason."""
+    """Function bodies need ai.onnx >= MIN_OPSET: upgrade the graph (verified) or skip with a reason."""
     from onnxcomp.graph import opset_version
 
     have = opset_version(graph)
@@ -681,8 +745,11 @@ def ensure_opset(graph: gs.Graph, ctx: PassContext, result: PassResult) -> bool:
     try:
         upgrade_opset(graph, ctx, UPGRADE_OPSET)
     except (ValueError, RuntimeError) as err:
-        result.skip("model", f"the com.onnxcomp function bodies need ai.onnx opset >= {MIN_OPSET}; the model "
-                             f"has {have} and onnx.version_converter could not upgrade it losslessly ({err})")
+        result.skip(
+            "model",
+            f"the com.onnxcomp function bodies need ai.onnx opset >= {MIN_OPSET}; the model "
+            f"has {have} and onnx.version_converter could not upgrade it losslessly ({err})",
+        )
         return False
     result.count("opset_upgraded_to", UPGRADE_OPSET)
     return True
@@ -732,7 +799,9 @@ def inline_functions(graph: gs.Graph, ctx: PassContext) -> int:
 
     from onnxcomp.graph import export_model, import_model
 
-    calls = sum(1 for n in graph.nodes if any(n.op == f.name and n.domain == f.domain for f in graph.functions))
+    calls = sum(
+        1 for n in graph.nodes if any(n.op == f.name and n.domain == f.domain for f in graph.functions)
+    )
     if not graph.functions:
         return 0
     model = export_model(graph, ctx)
@@ -740,8 +809,11 @@ def inline_functions(graph: gs.Graph, ctx: PassContext) -> int:
 
     inlined = onnx.inliner.inline_local_functions(model)
     del inlined.functions[:]
-    ops = [o for o in inlined.opset_import if o.domain != DOMAIN or
-           any(n.domain == DOMAIN for n in inlined.graph.node)]
+    ops = [
+        o
+        for o in inlined.opset_import
+        if o.domain != DOMAIN or any(n.domain == DOMAIN for n in inlined.graph.node)
+    ]
     del inlined.opset_import[:]
     inlined.opset_import.extend(ops)
     new = import_model(inlined)

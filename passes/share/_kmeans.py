@@ -31,8 +31,10 @@ class KMeans1D:
     iterations: int
 
 
-def init_centroids(values: np.ndarray, k: int, init: Init = "linear", weights: np.ndarray | None = None) -> np.ndarray:
-    """Deep Compression's linear initialization (evenly spaced over [min, max]) or density (weighted quantiles)."""
+def init_centroids(
+    values: np.ndarray, k: int, init: Init = "linear", weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Deep Compression's linear initialization (evenly spaced over [min, max]) or density (quantiles)."""
     import numpy as np
 
     v = np.asarray(values, np.float64).ravel()
@@ -47,8 +49,14 @@ def init_centroids(values: np.ndarray, k: int, init: Init = "linear", weights: n
     raise ValueError(f"unknown init {init!r}")
 
 
-def kmeans_1d(values: np.ndarray, k: int, *, weights: np.ndarray | None = None, init: Init | np.ndarray = "linear",
-              max_iter: int = 300) -> KMeans1D:
+def kmeans_1d(
+    values: np.ndarray,
+    k: int,
+    *,
+    weights: np.ndarray | None = None,
+    init: Init | np.ndarray = "linear",
+    max_iter: int = 300,
+) -> KMeans1D:
     """Weighted 1-D k-means; returns sorted centroids and each value's label."""
     import numpy as np
 
@@ -78,8 +86,11 @@ def kmeans_1d(values: np.ndarray, k: int, *, weights: np.ndarray | None = None, 
     cw = np.concatenate([[0.0], np.cumsum(wu_)])
     cwv = np.concatenate([[0.0], np.cumsum(wu_ * u)])
     cwv2 = np.concatenate([[0.0], np.cumsum(wu_ * u * u)])
-    c = np.sort(np.asarray(init, np.float64).ravel() if isinstance(init, np.ndarray) else
-                init_centroids(v, k, init, w_all))
+    c = np.sort(
+        np.asarray(init, np.float64).ravel()
+        if isinstance(init, np.ndarray)
+        else init_centroids(v, k, init, w_all)
+    )
     if c.size != k:
         raise ValueError(f"init has {c.size} centroids, expected {k}")
     cuts = None
@@ -108,8 +119,15 @@ def kmeans_1d(values: np.ndarray, k: int, *, weights: np.ndarray | None = None, 
     return KMeans1D(c, labels.astype(np.int64).reshape(np.shape(values)), max(inertia, 0.0), it)
 
 
-def _relocate(u: np.ndarray, wu: np.ndarray, cuts: np.ndarray, c: np.ndarray, sw: np.ndarray, sv: np.ndarray,
-              empty: np.ndarray) -> None:
+def _relocate(
+    u: np.ndarray,
+    wu: np.ndarray,
+    cuts: np.ndarray,
+    c: np.ndarray,
+    sw: np.ndarray,
+    sv: np.ndarray,
+    empty: np.ndarray,
+) -> None:
     """Empty clusters take the values farthest from their current centroid (as scikit-learn relocates them).
 
     The chosen value leaves its cluster: its weight and weighted sum move to the empty cluster (in place on
@@ -122,7 +140,9 @@ def _relocate(u: np.ndarray, wu: np.ndarray, cuts: np.ndarray, c: np.ndarray, sw
     for i in np.flatnonzero(~empty):
         lo, hi = int(cuts[i]), int(cuts[i + 1])
         # the farthest members of a contiguous cluster are at its two ends
-        idx = np.unique(np.concatenate([np.arange(lo, min(hi, lo + n_empty)), np.arange(max(lo, hi - n_empty), hi)]))
+        idx = np.unique(
+            np.concatenate([np.arange(lo, min(hi, lo + n_empty)), np.arange(max(lo, hi - n_empty), hi)])
+        )
         cand.append(idx)
         owner.append(np.full(idx.size, i))
     cand_a, owner_a = np.concatenate(cand), np.concatenate(owner)

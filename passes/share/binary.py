@@ -33,7 +33,9 @@ class Binary(Pass):
     @dataclasses.dataclass
     class Options(ShareOptions):
         per_channel: bool = opt(True, "one scale per output channel (else one per layer)")
-        weighted: bool = opt(True, "with calibration data, weight the scale by input-feature activation energy")
+        weighted: bool = opt(
+            True, "with calibration data, weight the scale by input-feature activation energy"
+        )
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         o = self.options
@@ -48,15 +50,19 @@ class Binary(Pass):
         return common.finish(graph, ctx, result, o.inline)
 
 
-def binary_encode(w2: np.ndarray, out_axis: int, per_channel: bool = True,
-                  weights: np.ndarray | None = None) -> common.Encoded:
+def binary_encode(
+    w2: np.ndarray, out_axis: int, per_channel: bool = True, weights: np.ndarray | None = None
+) -> common.Encoded:
     import numpy as np
 
     n_out = w2.shape[out_axis]
     gsz = 1 if per_channel else n_out
     wg = np.moveaxis(w2.astype(np.float64), out_axis, 0).reshape(n_out // gsz, -1)
-    s = np.ones_like(wg) if weights is None else np.moveaxis(np.asarray(weights, np.float64), out_axis,
-                                                             0).reshape(wg.shape) + 1e-12
+    s = (
+        np.ones_like(wg)
+        if weights is None
+        else np.moveaxis(np.asarray(weights, np.float64), out_axis, 0).reshape(wg.shape) + 1e-12
+    )
     a = (s * np.abs(wg)).sum(1) / s.sum(1)  # argmin_a sum s (|w| - a)^2
     table = np.stack([-a, a], axis=1).astype(np.float32)
     codes = (w2 >= 0).astype(np.int64)

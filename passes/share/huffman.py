@@ -44,8 +44,12 @@ class Huffman(Pass):
             if not saved:
                 result.skip(node.name, f"Huffman coding would not save {self.options.min_gain} bytes")
                 continue
-            result.layer(node.name, op=node.op, decision="huffman",
-                         extra={"bytes_packed": before, "bytes_huffman": before - saved})
+            result.layer(
+                node.name,
+                op=node.op,
+                decision="huffman",
+                extra={"bytes_packed": before, "bytes_huffman": before - saved},
+            )
             result.count("tensors_coded")
             result.count("bytes_saved", saved)
         return result

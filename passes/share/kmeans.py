@@ -9,7 +9,6 @@ from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 from . import _common as common
-from . import _encoding as enc
 from ._common import ShareOptions
 
 if TYPE_CHECKING:
@@ -17,20 +16,20 @@ if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
 
 
-
 @register_pass
 class KMeans(Pass):
-    """MatMul / Gemm / Conv  =>  CodebookMatMul / SparseCodebookMatMul / CodebookConv with k-means codebooks (lossy).
+    """MatMul / Gemm / Conv  =>  CodebookMatMul / SparseCodebookMatMul / CodebookConv: k-means (lossy).
 
     Every weight becomes a ``bits``-bit index into a codebook of 2**bits floats (one per layer, or one per
     ``group_size`` output channels), found by 1-D k-means from Deep Compression's linear initialization
-    (centroids evenly spaced over [min, max]). With calibration data and ``weighted``, each weight counts
-    with the activation energy of its input feature, E[x_k**2], so the codebook fits the weights that
-    matter for the outputs. In layers with at least 1% exact zeros (e.g. after ``prune-weights``) the zeros
-    keep a reserved code 0 = 0.0 and stay exactly zero; such MatMul layers are stored EIE-style (SparseCodebookMatMul,
-    relative row indices) when that is smaller (``sparse=auto``). Codes are bit-packed on disk; the model
-    runs in plain onnxruntime through the ops' function bodies, which onnxruntime folds into float weights
-    at load time.
+    (centroids evenly spaced over [min, max]). With calibration data, ``weighted`` counts each weight with
+    the activation energy E[x_k**2] of its input feature, and ``refine`` then re-fits the codebook values
+    by least squares on the layer outputs, sum_j (w_j' - w_j)^T X^T X (w_j' - w_j), the codes fixed.
+    In layers with at least 1% exact zeros (e.g. after ``prune-weights``) the zeros keep a reserved code
+    0 = 0.0 and stay exactly zero; such MatMul layers are stored EIE-style (SparseCodebookMatMul, relative
+    row indices) when that is smaller (``sparse=auto``). Codes are bit-packed on disk; the model runs in
+    plain onnxruntime through the ops' function bodies, which onnxruntime folds into float weights at
+    load time.
     """
 
     name = "kmeans"
@@ -39,16 +38,23 @@ class KMeans(Pass):
     @dataclasses.dataclass
     class Options(ShareOptions):
         bits: int = opt(4, "code bits per weight, 1..8 (codebooks of 2**bits entries)")
-        bits_per_layer: dict[str, int] = opt({}, "bits for layers matching a name pattern, e.g. fc*:2;conv1:8")
+        bits_per_layer: dict[str, int] = opt(  # noqa: RUF009
+            {}, "bits for layers matching a name pattern, e.g. fc*:2;conv1:8"
+        )
         group_size: int = opt(0, "output channels sharing one codebook (0: one codebook per layer)")
-        init: Literal["linear", "density"] = opt("linear", "centroid initialization: linear (Deep Compression) "
-                                                 "or density (weighted quantiles)")
+        init: Literal["linear", "density"] = opt(
+            "linear", "centroid initialization: linear (Deep Compression) or density (weighted quantiles)"
+        )
         weighted: bool = opt(True, "with calibration data, weight k-means by input-feature activation energy")
         sparse: Literal["auto", "never", "always"] = opt(
-            "auto", "EIE sparse layout for MatMul layers with zeros: auto = when it stores fewer bytes")
+            "auto", "EIE sparse layout for MatMul layers with zeros: auto = when it stores fewer bytes"
+        )
         max_iter: int = opt(300, "maximum Lloyd iterations")
-        refine: bool = opt(True, "with calibration data, re-fit the codebook values by least squares on the "
-                                 "layer outputs (the codes stay): min sum_j (w_j' - w_j)^T X^T X (w_j' - w_j)")
+        refine: bool = opt(
+            True,
+            "with calibration data, re-fit the codebook values by least squares on the "
+            "layer outputs (the codes stay): min sum_j (w_j' - w_j)^T X^T X (w_j' - w_j)",
+        )
         max_refine_flops: float = opt(2e10, "skip the refinement of layers costing more than this")
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
@@ -63,7 +69,9 @@ class KMeans(Pass):
         if not targets:
             return common.finish(graph, ctx, result, o.inline)
         acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if (o.weighted or o.refine) else {}
-        energy = common.input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
+        energy = (
+            common.input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
+        )
         rng = ctx.rng(11)
         for t in ctx.track(targets, "kmeans", total=len(targets)):
             bits = common.bits_for(t, o.bits, o.bits_per_layer)
@@ -80,7 +88,9 @@ class KMeans(Pass):
                     decision += " + lsq codebook"
             w_hat = e.decoded(t.out_axis)
             sparsity = float((t.w2 == 0).mean())
-            em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
+            em = common.emit_encoded(
+                graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman
+            )
             common.record(result, t, decision, e, em, common.rel_error(t.w2, w_hat), sparsity)
         return common.finish(graph, ctx, result, o.inline)
 
@@ -88,8 +98,15 @@ class KMeans(Pass):
 ZERO_CODE_MIN = 0.01  # layers with at least 1% exact zeros (pruned) keep code 0 = 0.0
 
 
-def kmeans_encode(w2: np.ndarray, bits: int, group_size: int, out_axis: int, init: str = "linear",
-                  weights: np.ndarray | None = None, max_iter: int = 300) -> common.Encoded:
+def kmeans_encode(
+    w2: np.ndarray,
+    bits: int,
+    group_size: int,
+    out_axis: int,
+    init: str = "linear",
+    weights: np.ndarray | None = None,
+    max_iter: int = 300,
+) -> common.Encoded:
     """k-means codebook per group of output channels; exact zeros keep code 0 in pruned layers."""
     import numpy as np
 
@@ -107,13 +124,22 @@ def kmeans_encode(w2: np.ndarray, bits: int, group_size: int, out_axis: int, ini
         weights = np.asarray(weights, np.float64)
         weights = weights + 1e-9 * max(float(weights.max()), 1e-30)  # keep every weight in play
     for g in range(groups):
-        sl = (slice(None), slice(g * gsz, (g + 1) * gsz)) if out_axis == 1 else (slice(g * gsz, (g + 1) * gsz),)
+        sl = (
+            (slice(None), slice(g * gsz, (g + 1) * gsz))
+            if out_axis == 1
+            else (slice(g * gsz, (g + 1) * gsz),)
+        )
         block = w2[sl]
         mask = block != 0 if zero_code else np.ones(block.shape, bool)
         if not mask.any():
             continue
-        km = kmeans_1d(block[mask], levels - first, weights=None if weights is None else weights[sl][mask],
-                       init=init, max_iter=max_iter)  # type: ignore[arg-type]
+        km = kmeans_1d(
+            block[mask],
+            levels - first,
+            weights=None if weights is None else weights[sl][mask],
+            init=init,
+            max_iter=max_iter,
+        )  # type: ignore[arg-type]
         table[g, first:] = km.centroids.astype(np.float32)
         sub = np.zeros(block.shape, np.int64)
         sub[mask] = km.labels + first
@@ -127,8 +153,9 @@ def refine_flops(t: common.Target, e: common.Encoded) -> float:
     return 2.0 * inputs * inputs * t.outputs * e.table.shape[1]
 
 
-def refine_codebook(t: common.Target, e: common.Encoded, x: np.ndarray, rng: np.random.Generator,
-                    damp: float = 1e-3) -> np.ndarray:
+def refine_codebook(
+    t: common.Target, e: common.Encoded, x: np.ndarray, rng: np.random.Generator, damp: float = 1e-3
+) -> np.ndarray:
     """Codebook values minimizing sum_j (w_j' - w_j)^T H (w_j' - w_j) for the fixed codes (H = X^T X).
 
     With one-hot codes O_j [inputs, L] of output j, w_j' = O_j c_g: per codebook group g,

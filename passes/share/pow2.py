@@ -33,11 +33,12 @@ class Pow2(Pass):
     @dataclasses.dataclass
     class Options(ShareOptions):
         bits: int = opt(4, "code bits, 2..8: (2**bits - 1) // 2 exponents")
-        bits_per_layer: dict[str, int] = opt({}, "bits for layers matching a name pattern")
+        bits_per_layer: dict[str, int] = opt({}, "bits for layers matching a name pattern")  # noqa: RUF009
         max_exp: int | None = opt(None, "largest exponent k (default: from max|w| per layer, as INQ)")
         scale: Literal["none", "lsq"] = opt("none", "none: pure powers of two; lsq: a fitted scale per layer")
-        sparse: Literal["auto", "never", "always"] = opt("auto", "EIE sparse layout for MatMul layers with "
-                                                         "many zeros (auto: when smaller)")
+        sparse: Literal["auto", "never", "always"] = opt(
+            "auto", "EIE sparse layout for MatMul layers with many zeros (auto: when smaller)"
+        )
         weighted: bool = opt(True, "with calibration data, weight the scale fit by input-feature energy")
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
@@ -54,9 +55,20 @@ class Pow2(Pass):
             bits = common.bits_for(t, o.bits, o.bits_per_layer)
             e, (kmin, kmax), s = pow2_encode(t.w2, bits, t.out_axis, o.max_exp, o.scale, energy.get(id(t)))
             w_hat = e.decoded(t.out_axis)
-            em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
-            common.record(result, t, f"pow2 {bits}-bit", e, em, common.rel_error(t.w2, w_hat),
-                          float(np.mean(e.codes == 0)), exponents=[kmin, kmax], scale=s)
+            em = common.emit_encoded(
+                graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman
+            )
+            common.record(
+                result,
+                t,
+                f"pow2 {bits}-bit",
+                e,
+                em,
+                common.rel_error(t.w2, w_hat),
+                float(np.mean(e.codes == 0)),
+                exponents=[kmin, kmax],
+                scale=s,
+            )
         return common.finish(graph, ctx, result, o.inline)
 
 
@@ -70,14 +82,20 @@ def _round_pow2(x: np.ndarray, kmin: int, kmax: int) -> tuple[np.ndarray, np.nda
     lo = np.clip(lo, kmin, kmax)
     # nearer of 2**lo and 2**(lo+1) (linear distance), clipped into the range
     up = np.minimum(lo + 1, kmax)
-    k = np.where(np.abs(a - 2.0 ** up) < np.abs(a - 2.0 ** lo), up, lo)
-    zero = a < 2.0 ** kmin / 2  # nearer to 0 than to the smallest power
+    k = np.where(np.abs(a - 2.0**up) < np.abs(a - 2.0**lo), up, lo)
+    zero = a < 2.0**kmin / 2  # nearer to 0 than to the smallest power
     idx = np.where(zero, -1, (k - kmin)).astype(np.int64)
     return idx, np.sign(x)
 
 
-def pow2_encode(w2: np.ndarray, bits: int, out_axis: int = 1, max_exp: int | None = None, scale: str = "none",
-                weights: np.ndarray | None = None) -> tuple[common.Encoded, tuple[int, int], float]:
+def pow2_encode(
+    w2: np.ndarray,
+    bits: int,
+    out_axis: int = 1,
+    max_exp: int | None = None,
+    scale: str = "none",
+    weights: np.ndarray | None = None,
+) -> tuple[common.Encoded, tuple[int, int], float]:
     """Codebook [1, 2**bits]: code 0 = 0, codes 1..n = +s*2**k (k ascending), n+1..2n = -s*2**k."""
     import numpy as np
 
@@ -115,7 +133,7 @@ def pow2_encode(w2: np.ndarray, bits: int, out_axis: int = 1, max_exp: int | Non
     kmin = kmax - n_exp + 1
     levels = s * 2.0 ** np.arange(kmin, kmax + 1)
     table = np.zeros((1, 1 << bits), np.float32)
-    table[0, 1:n_exp + 1] = levels
-    table[0, n_exp + 1:2 * n_exp + 1] = -levels
+    table[0, 1 : n_exp + 1] = levels
+    table[0, n_exp + 1 : 2 * n_exp + 1] = -levels
     codes = np.where(idx < 0, 0, np.where(sign > 0, idx + 1, idx + 1 + n_exp)).astype(np.int64)
     return common.Encoded(table, codes, bits, w2.shape[out_axis], zero_code=True), (kmin, kmax), s

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
 
 
-
 @register_pass
 class PruneWeights(Pass):
     """MatMul / Gemm / Conv weight  =>  the same weight with its lowest-scored entries set to 0 (lossy).
@@ -35,13 +34,18 @@ class PruneWeights(Pass):
     @dataclasses.dataclass
     class Options(SelectOptions):
         ratio: float = opt(0.5, "fraction of weights set to zero, 0..1")
-        ratio_per_layer: dict[str, float] = opt({}, "ratio for layers matching a name pattern (scope layer/output)")
+        ratio_per_layer: dict[str, float] = opt(  # noqa: RUF009
+            {}, "ratio for layers matching a name pattern (scope layer/output)"
+        )
         criterion: Literal["auto", "magnitude", "wanda"] = opt(
-            "auto", "score: |w|, or Wanda's |w| * ||x|| (auto: wanda when calibration data is given)")
+            "auto", "score: |w|, or Wanda's |w| * ||x|| (auto: wanda when calibration data is given)"
+        )
         scope: Literal["layer", "output", "global"] = opt("layer", "where the lowest scores are compared")
         update: Literal["none", "lsq"] = opt(
-            "none", "lsq: with calibration data, re-fit the kept weights of each output by least squares so the "
-            "layer output on the calibration inputs changes least (optimal brain surgeon update for the mask)")
+            "none",
+            "lsq: with calibration data, re-fit the kept weights of each output by least squares so the "
+            "layer output on the calibration inputs changes least (optimal brain surgeon update of the mask)",
+        )
         damp: float = opt(0.01, "lsq: ridge added to the input Gram matrix, relative to its mean diagonal")
         max_update_flops: float = opt(2e10, "lsq: skip the update of layers whose solves cost more than this")
         calib_samples: int = opt(256, "calibration samples used for activation statistics")
@@ -64,12 +68,17 @@ class PruneWeights(Pass):
             return result
         if o.update == "lsq" and ctx.calib is None:
             raise UsageError("prune-weights: update=lsq needs calibration data (--calib)")
-        acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if ctx.calib is not None and (
-            criterion == "wanda" or o.update == "lsq") else {}
-        energy = common.input_energy(graph, ctx, targets, o.calib_samples, acts) if criterion == "wanda" else {}
+        acts = (
+            common.layer_inputs(graph, ctx, targets, o.calib_samples)
+            if ctx.calib is not None and (criterion == "wanda" or o.update == "lsq")
+            else {}
+        )
+        energy = (
+            common.input_energy(graph, ctx, targets, o.calib_samples, acts) if criterion == "wanda" else {}
+        )
         scores = {id(t): score(t.w2, energy.get(id(t))) for t in targets}
         if o.scope == "global":
-            masks = _exact_global(scores, int(round(o.ratio * sum(s.size for s in scores.values()))))
+            masks = _exact_global(scores, round(o.ratio * sum(s.size for s in scores.values())))
         else:
             masks = {}
             for t in targets:
@@ -94,9 +103,15 @@ class PruneWeights(Pass):
             before_nz = int(np.count_nonzero(w))
             t.weight.values = pruned
             after_nz = int(np.count_nonzero(pruned))
-            result.layer(t.name, op=t.node.op, decision=decision, params_before=before_nz,
-                         params_after=after_nz, error=common.rel_error(t.w2, w2_new),
-                         extra={"sparsity": round(1 - after_nz / max(1, w.size), 6), "weights": int(w.size)})
+            result.layer(
+                t.name,
+                op=t.node.op,
+                decision=decision,
+                params_before=before_nz,
+                params_after=after_nz,
+                error=common.rel_error(t.w2, w2_new),
+                extra={"sparsity": round(1 - after_nz / max(1, w.size), 6), "weights": int(w.size)},
+            )
             ctx.tag(t.node, self.name, [t.node.name])
             result.count("layers")
             result.count("weights_zeroed", before_nz - after_nz)
@@ -106,8 +121,9 @@ class PruneWeights(Pass):
         return result
 
 
-def lsq_update(t: common.Target, keep: np.ndarray, x: np.ndarray, damp: float, max_flops: float,
-               rng: np.random.Generator) -> np.ndarray | None:
+def lsq_update(
+    t: common.Target, keep: np.ndarray, x: np.ndarray, damp: float, max_flops: float, rng: np.random.Generator
+) -> np.ndarray | None:
     """Kept weights re-fit per output: w_S <- w_S + H_SS^-1 H_SR w_R (the pruned part's effect moved onto S).
 
     Minimizes (w' - w)^T H (w' - w) with w'_R = 0, H = X^T X of the layer's inputs on the calibration data
@@ -159,7 +175,7 @@ def keep_mask(scores: np.ndarray, ratio: float, axis: int | None) -> np.ndarray:
 
     if axis is None:
         flat = scores.ravel()
-        k = int(round(ratio * flat.size))
+        k = round(ratio * flat.size)
         keep = np.ones(flat.size, bool)
         if k:
             keep[np.argpartition(flat, k - 1)[:k]] = False
@@ -167,7 +183,7 @@ def keep_mask(scores: np.ndarray, ratio: float, axis: int | None) -> np.ndarray:
     moved = np.moveaxis(scores, axis, 0)
     keep = np.ones(moved.shape, bool)
     per = moved.reshape(moved.shape[0], -1)
-    k = int(round(ratio * per.shape[1]))
+    k = round(ratio * per.shape[1])
     if k:
         idx = np.argpartition(per, k - 1, axis=1)[:, :k]
         flat_keep = keep.reshape(per.shape)
@@ -187,7 +203,7 @@ def _exact_global(scores: dict[int, np.ndarray], k: int) -> dict[int, np.ndarray
     if k:
         keep[np.argpartition(every, k - 1)[:k]] = False
     out, start = {}, 0
-    for key, size in zip(keys, sizes):
-        out[key] = keep[start:start + size].reshape(scores[key].shape)
+    for key, size in zip(keys, sizes, strict=True):
+        out[key] = keep[start : start + size].reshape(scores[key].shape)
         start += size
     return out

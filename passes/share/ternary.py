@@ -34,7 +34,9 @@ class Ternary(Pass):
 
     @dataclasses.dataclass
     class Options(ShareOptions):
-        method: Literal["twn", "lsq"] = opt("lsq", "twn: symmetric TWN scale; lsq: asymmetric least-squares scales")
+        method: Literal["twn", "lsq"] = opt(
+            "lsq", "twn: symmetric TWN scale; lsq: asymmetric least-squares scales"
+        )
         threshold: float = opt(0.7, "TWN threshold factor: D = threshold * mean|w|")
         per_channel: bool = opt(True, "one (a_p, a_n) per output channel (else per layer)")
         weighted: bool = opt(True, "with calibration data, weight the fit by input-feature activation energy")
@@ -48,24 +50,43 @@ class Ternary(Pass):
         targets = common.prepare(graph, ctx, o, result)
         energy = common.input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
         for t in ctx.track(targets, "ternary", total=len(targets)):
-            e = ternary_encode(t.w2, t.out_axis, o.method, o.threshold, o.per_channel, energy.get(id(t)),
-                               o.max_iter)
+            e = ternary_encode(
+                t.w2, t.out_axis, o.method, o.threshold, o.per_channel, energy.get(id(t)), o.max_iter
+            )
             w_hat = e.decoded(t.out_axis)
             em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, huffman=o.huffman)
-            common.record(result, t, f"ternary {o.method}", e, em, common.rel_error(t.w2, w_hat),
-                          float((e.codes == 0).mean()))
+            common.record(
+                result,
+                t,
+                f"ternary {o.method}",
+                e,
+                em,
+                common.rel_error(t.w2, w_hat),
+                float((e.codes == 0).mean()),
+            )
         return common.finish(graph, ctx, result, o.inline)
 
 
-def ternary_encode(w2: np.ndarray, out_axis: int, method: str = "lsq", threshold: float = 0.7,
-                   per_channel: bool = True, weights: np.ndarray | None = None, max_iter: int = 50) -> common.Encoded:
+def ternary_encode(
+    w2: np.ndarray,
+    out_axis: int,
+    method: str = "lsq",
+    threshold: float = 0.7,
+    per_channel: bool = True,
+    weights: np.ndarray | None = None,
+    max_iter: int = 50,
+) -> common.Encoded:
     import numpy as np
 
     n_out = w2.shape[out_axis]
     gsz = 1 if per_channel else n_out
     # groups along the output axis: view as [groups, elements per group]
     wg = np.moveaxis(w2.astype(np.float64), out_axis, 0).reshape(n_out // gsz, -1)
-    sg = None if weights is None else np.moveaxis(np.asarray(weights, np.float64), out_axis, 0).reshape(wg.shape)
+    sg = (
+        None
+        if weights is None
+        else np.moveaxis(np.asarray(weights, np.float64), out_axis, 0).reshape(wg.shape)
+    )
     s = np.ones_like(wg) if sg is None else sg + 1e-12
     delta = threshold * np.abs(wg).mean(axis=1, keepdims=True)
     pos, neg = wg > delta, wg < -delta

@@ -17,7 +17,8 @@ from onnxcomp.passes.share import _encoding as enc  # noqa: E402
 def make_model(nodes, inits, inputs, outputs, opset=18, functions=(), domains=True, ir_version=9):
     """A model from helper nodes; ``inputs``/``outputs`` are (name, shape) pairs of float tensors."""
     graph = helper.make_graph(
-        nodes, "g",
+        nodes,
+        "g",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
@@ -41,8 +42,9 @@ def run(model: onnx.ModelProto, feeds: dict, optimize: bool = False) -> list[np.
     otherwise prepacked (a different GEMM summation order) while a decoded one is not, which differs in the
     last bit although the weights are identical."""
     so = ort.SessionOptions()
-    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    so.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
     if not optimize:
         so.add_session_config_entry("session.disable_prepacking", "1")
     so.log_severity_level = 3
@@ -78,7 +80,9 @@ def with_decoded_weights(original: onnx.ModelProto, compressed: onnx.ModelProto)
     for out, w in decoded_weights(compressed).items():
         node = producers[out]
         if node.op_type == "Add":
-            node = next(producers[i] for i in node.input if i in producers and producers[i].op_type == "MatMul")
+            node = next(
+                producers[i] for i in node.input if i in producers and producers[i].op_type == "MatMul"
+            )
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Gemm":
             assert attrs.get("alpha", 1.0) == 1.0

@@ -20,22 +20,38 @@ LABELS = ROOT / "models" / "digits_labels.npy"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "onnxcomp", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "onnxcomp", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.skipif(not DIGITS.exists(), reason="bundled digits model missing")
 def test_cli_kmeans_on_digits(tmp_path):
     out, report = tmp_path / "d4.onnx", tmp_path / "r.json"
-    r = _cli("optimize", str(DIGITS), str(out), "--passes", "kmeans(bits=4)", "--calib", str(HELDOUT),
-             "--labels", str(LABELS), "--verify", "--min-cosine", "0.99", "--report", str(report))
+    r = _cli(
+        "optimize",
+        str(DIGITS),
+        str(out),
+        "--passes",
+        "kmeans(bits=4)",
+        "--calib",
+        str(HELDOUT),
+        "--labels",
+        str(LABELS),
+        "--verify",
+        "--min-cosine",
+        "0.99",
+        "--report",
+        str(report),
+    )
     assert r.returncode == 0, r.stderr + r.stdout
     assert "top-1 accuracy" in r.stdout
     data = json.loads(report.read_text())
     (share,) = data["passes"]
     assert share["name"] == "kmeans" and len(share["layers"]) == 6
     assert {"bits", "codebook_size", "sparsity", "bytes_before", "bytes_packed", "bytes_huffman"} <= set(
-        share["layers"][0]["extra"])
+        share["layers"][0]["extra"]
+    )
     before, after = data["model"]["bytes_before"], data["model"]["bytes_after"]
     assert before == DIGITS.stat().st_size and after == out.stat().st_size
     assert before / after > 6.5  # 4-bit codes: ~1/8 of float32, plus graph and BatchNormalization
@@ -50,9 +66,16 @@ def test_cli_kmeans_on_digits(tmp_path):
 @pytest.mark.skipif(not DIGITS.exists(), reason="bundled digits model missing")
 def test_cli_deep_compression_pipeline_and_pass_listing(tmp_path):
     out = tmp_path / "dc.onnx"
-    r = _cli("optimize", str(DIGITS), str(out), "--passes",
-             "prune-weights(ratio=0.8,scope=global,update=lsq),kmeans(bits=4,huffman=store)", "--calib", str(HELDOUT),
-             "-q")
+    r = _cli(
+        "optimize",
+        str(DIGITS),
+        str(out),
+        "--passes",
+        "prune-weights(ratio=0.8,scope=global,update=lsq),kmeans(bits=4,huffman=store)",
+        "--calib",
+        str(HELDOUT),
+        "-q",
+    )
     assert r.returncode == 0, r.stderr + r.stdout
     assert DIGITS.stat().st_size / out.stat().st_size > 10
     assert "HuffmanDecode" in {n.op_type for n in custom_nodes(io.load_model(out))}

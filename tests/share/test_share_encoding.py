@@ -21,7 +21,7 @@ def test_pack_roundtrip_all_widths(bits, rows, n, seed):
     np.testing.assert_array_equal(enc.unpack_codes(packed, bits, n), codes)
     # unused trailing bits are zero: the row's stream beyond n*bits is all 0
     stream = np.unpackbits(packed, axis=1, bitorder="little")
-    assert not stream[:, n * bits:].any()
+    assert not stream[:, n * bits :].any()
 
 
 def test_pack_layout_is_little_endian_and_straddles():
@@ -45,8 +45,13 @@ def _sparse_codes(rng, k, n, density, levels=16):
     return codes
 
 
-@given(k=st.integers(1, 6), n=st.integers(1, 600), density=st.floats(0.0, 1.0), ib=st.sampled_from([4, 8]),
-       seed=st.integers(0, 2**16))
+@given(
+    k=st.integers(1, 6),
+    n=st.integers(1, 600),
+    density=st.floats(0.0, 1.0),
+    ib=st.sampled_from([4, 8]),
+    seed=st.integers(0, 2**16),
+)
 def test_eie_roundtrip(k, n, density, ib, seed):
     codes = _sparse_codes(np.random.default_rng(seed), k, n, density)
     lay = enc.eie_encode(codes, ib)
@@ -76,8 +81,9 @@ def test_eie_decode_rejects_positions_past_the_row():
 # ------------------------------------------------------------------------------------------ function bodies
 def _model(op, inputs, inits, attrs, x_shape, opset=18):
     node = helper.make_node(op, ["x", *inputs], ["y"], domain=enc.DOMAIN, name="n", **attrs)
-    return make_model([node], inits, [("x", x_shape)], [("y", None)], opset=opset,
-                      functions=[enc.function_proto(op, opset)])
+    return make_model(
+        [node], inits, [("x", x_shape)], [("y", None)], opset=opset, functions=[enc.function_proto(op, opset)]
+    )
 
 
 def _check_exact(model, feeds):
@@ -96,9 +102,13 @@ def test_codebook_matmul_body_equals_numpy(bits):
     k, n, gsz = 13, 37, 10  # 4 codebook groups, the last one partial
     cb = rng.standard_normal((4, 1 << bits)).astype(np.float32)
     codes = rng.integers(0, 1 << bits, (k, n))
-    m = _model("CodebookMatMul", ["cb", "codes", "b"],
-               {"cb": cb, "codes": enc.pack_codes(codes, bits), "b": rng.standard_normal(n).astype(np.float32)},
-               {"bits": bits, "N": n, "group_size": gsz}, ["batch", 2, k])
+    m = _model(
+        "CodebookMatMul",
+        ["cb", "codes", "b"],
+        {"cb": cb, "codes": enc.pack_codes(codes, bits), "b": rng.standard_normal(n).astype(np.float32)},
+        {"bits": bits, "N": n, "group_size": gsz},
+        ["batch", 2, k],
+    )
     w, _ = enc.DECODERS["CodebookMatMul"][0](m.graph.node[0], [None, cb, enc.pack_codes(codes, bits), None])
     np.testing.assert_array_equal(w, cb[np.arange(n) // gsz, codes])
     _check_exact(m, {"x": rng.standard_normal((3, 2, k)).astype(np.float32)})
@@ -116,10 +126,19 @@ def test_sparse_codebook_matmul_body_equals_numpy(ib):
     assert ib == 8 or lay.fillers > 0
     cb = rng.standard_normal((-(-n // gsz), 1 << bits)).astype(np.float32)
     cb[:, 0] = 0
-    m = _model("SparseCodebookMatMul", ["cb", "rp", "d", "c", "b"],
-               {"cb": cb, "rp": lay.row_ptr, "d": enc.pack_codes(lay.deltas, ib)[0],
-                "c": enc.pack_codes(lay.codes, bits)[0], "b": rng.standard_normal(n).astype(np.float32)},
-               {"bits": bits, "index_bits": ib, "N": n, "group_size": gsz}, ["batch", k])
+    m = _model(
+        "SparseCodebookMatMul",
+        ["cb", "rp", "d", "c", "b"],
+        {
+            "cb": cb,
+            "rp": lay.row_ptr,
+            "d": enc.pack_codes(lay.deltas, ib)[0],
+            "c": enc.pack_codes(lay.codes, bits)[0],
+            "b": rng.standard_normal(n).astype(np.float32),
+        },
+        {"bits": bits, "index_bits": ib, "N": n, "group_size": gsz},
+        ["batch", k],
+    )
     _check_exact(m, {"x": rng.standard_normal((2, k)).astype(np.float32)})
     ref = enc.decode_model(m)
     w = next(t for t in ref.graph.initializer if t.name == "n__W")
@@ -129,10 +148,19 @@ def test_sparse_codebook_matmul_body_equals_numpy(ib):
 def test_sparse_codebook_matmul_all_zero_weight():
     n, k = 20, 4
     lay = enc.eie_encode(np.zeros((k, n), np.int64), 4)
-    m = _model("SparseCodebookMatMul", ["cb", "rp", "d", "c", "b"],
-               {"cb": np.zeros((1, 4), np.float32), "rp": lay.row_ptr, "d": np.zeros(0, np.uint8),
-                "c": np.zeros(0, np.uint8), "b": np.arange(n, dtype=np.float32)},
-               {"bits": 2, "index_bits": 4, "N": n, "group_size": n}, [1, k])
+    m = _model(
+        "SparseCodebookMatMul",
+        ["cb", "rp", "d", "c", "b"],
+        {
+            "cb": np.zeros((1, 4), np.float32),
+            "rp": lay.row_ptr,
+            "d": np.zeros(0, np.uint8),
+            "c": np.zeros(0, np.uint8),
+            "b": np.arange(n, dtype=np.float32),
+        },
+        {"bits": 2, "index_bits": 4, "N": n, "group_size": n},
+        [1, k],
+    )
     y = run(m, {"x": np.ones((1, k), np.float32)})[0]
     np.testing.assert_array_equal(y, np.arange(n, dtype=np.float32)[None])
 
@@ -142,9 +170,13 @@ def test_ternary_matmul_body_equals_numpy_and_code3_is_zero():
     k, n = 11, 7
     scales = np.abs(rng.standard_normal((n, 2))).astype(np.float32)
     codes = rng.integers(0, 4, (k, n))  # includes the invalid code 3: the body yields 0
-    m = _model("TernaryMatMul", ["s", "c", "b"],
-               {"s": scales, "c": enc.pack_codes(codes, 2), "b": np.zeros(n, np.float32)},
-               {"N": n, "group_size": 1}, ["batch", k])
+    m = _model(
+        "TernaryMatMul",
+        ["s", "c", "b"],
+        {"s": scales, "c": enc.pack_codes(codes, 2), "b": np.zeros(n, np.float32)},
+        {"N": n, "group_size": 1},
+        ["batch", k],
+    )
     _check_exact(m, {"x": rng.standard_normal((4, k)).astype(np.float32)})
     x = np.eye(k, dtype=np.float32)
     w = run(m, {"x": x})[0]
@@ -152,11 +184,36 @@ def test_ternary_matmul_body_equals_numpy_and_code3_is_zero():
     np.testing.assert_array_equal(w, lut[np.arange(n)[None, :], codes].astype(np.float32))
 
 
-@pytest.mark.parametrize("case", [
-    dict(m=12, c=6, group=3, k=(3, 2), pads=[1, 0, 1, 1], strides=[2, 1], dil=[1, 2], bits=3, gsz=5, bias=True),
-    dict(m=8, c=8, group=8, k=(3, 3), pads=[1, 1, 1, 1], strides=[1, 1], dil=[1, 1], bits=4, gsz=1, bias=False),
-    dict(m=5, c=3, group=1, k=(2,), pads=[0, 1], strides=[1], dil=[1], bits=8, gsz=5, bias=True),
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(
+            m=12,
+            c=6,
+            group=3,
+            k=(3, 2),
+            pads=[1, 0, 1, 1],
+            strides=[2, 1],
+            dil=[1, 2],
+            bits=3,
+            gsz=5,
+            bias=True,
+        ),
+        dict(
+            m=8,
+            c=8,
+            group=8,
+            k=(3, 3),
+            pads=[1, 1, 1, 1],
+            strides=[1, 1],
+            dil=[1, 1],
+            bits=4,
+            gsz=1,
+            bias=False,
+        ),
+        dict(m=5, c=3, group=1, k=(2,), pads=[0, 1], strides=[1], dil=[1], bits=8, gsz=5, bias=True),
+    ],
+)
 def test_codebook_conv_body_equals_numpy(case):
     rng = np.random.default_rng(case["m"])
     m_, c, g, k, bits = case["m"], case["c"], case["group"], case["k"], case["bits"]
@@ -168,9 +225,17 @@ def test_codebook_conv_body_equals_numpy(case):
     if case["bias"]:
         inits["b"] = rng.standard_normal(m_).astype(np.float32)
         ins.append("b")
-    attrs = dict(bits=bits, group_size=case["gsz"], weight_shape=ws, dilations=case["dil"], group=g,
-                 kernel_shape=list(k), pads=case["pads"], strides=case["strides"])
-    spatial = [9, 8][:len(k)]
+    attrs = dict(
+        bits=bits,
+        group_size=case["gsz"],
+        weight_shape=ws,
+        dilations=case["dil"],
+        group=g,
+        kernel_shape=list(k),
+        pads=case["pads"],
+        strides=case["strides"],
+    )
+    spatial = [9, 8][: len(k)]
     m = _model("CodebookConv", ins, inits, attrs, [2, c, *spatial])
     _check_exact(m, {"x": rng.standard_normal((2, c, *spatial)).astype(np.float32)})
 

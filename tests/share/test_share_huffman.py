@@ -7,9 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from onnx import helper
-from share_helpers import enc, make_model, run
-
 from onnxcomp.passes.share import _huffman as huff
+from share_helpers import enc, make_model, run
 
 
 def _sequential_decode(coded: huff.Coded) -> np.ndarray:
@@ -42,8 +41,11 @@ def _data(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.full(n, 7, np.uint8)  # one symbol
 
 
-@given(kind=st.sampled_from(["uniform", "geometric", "zipf", "single"]), n=st.integers(1, 3000),
-       seed=st.integers(0, 2**16))
+@given(
+    kind=st.sampled_from(["uniform", "geometric", "zipf", "single"]),
+    n=st.integers(1, 3000),
+    seed=st.integers(0, 2**16),
+)
 def test_encode_decode_roundtrip(kind, n, seed):
     data = _data(kind, n, np.random.default_rng(seed))
     coded = huff.encode(data)
@@ -75,14 +77,26 @@ def test_skewed_data_codes_far_below_eight_bits():
     assert huff.coded_size(data) < 0.2 * data.size
 
 
-@pytest.mark.parametrize("kind,n,shape", [("geometric", 5000, [50, 100]), ("zipf", 3073, [3073]),
-                                           ("single", 1, [1]), ("uniform", 2048, [2, 4, 256])])
+@pytest.mark.parametrize(
+    "kind,n,shape",
+    [
+        ("geometric", 5000, [50, 100]),
+        ("zipf", 3073, [3073]),
+        ("single", 1, [1]),
+        ("uniform", 2048, [2, 4, 256]),
+    ],
+)
 def test_huffman_decode_function_body(kind, n, shape):
     data = _data(kind, n, np.random.default_rng(n))
     coded = huff.encode(data)
     node = helper.make_node("HuffmanDecode", ["s", "t", "o"], ["y8"], domain=enc.DOMAIN, shape=shape)
     cast = helper.make_node("Cast", ["y8"], ["y"], to=1)
-    m = make_model([node, cast], {"s": coded.stream, "t": coded.table, "o": coded.offsets}, [], [("y", shape)],
-                   functions=[enc.function_proto("HuffmanDecode", 18)])
+    m = make_model(
+        [node, cast],
+        {"s": coded.stream, "t": coded.table, "o": coded.offsets},
+        [],
+        [("y", shape)],
+        functions=[enc.function_proto("HuffmanDecode", 18)],
+    )
     np.testing.assert_array_equal(run(m, {})[0], data.reshape(shape).astype(np.float32))
     np.testing.assert_array_equal(run(m, {}, optimize=True)[0], data.reshape(shape).astype(np.float32))

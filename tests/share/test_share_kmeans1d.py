@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.cluster import KMeans
-
 from onnxcomp.passes.share._kmeans import init_centroids, kmeans_1d
+from sklearn.cluster import KMeans
 
 
 def _sk_inertia(v, k, init, weights=None):
@@ -15,10 +14,18 @@ def _sk_inertia(v, k, init, weights=None):
     return km.inertia_
 
 
-@pytest.mark.parametrize("dist,k,weighted", [
-    ("normal", 16, False), ("normal", 4, True), ("laplace", 8, False), ("laplace", 32, True),
-    ("bimodal", 15, False), ("uniform", 2, True), ("normal", 256, False),
-])
+@pytest.mark.parametrize(
+    "dist,k,weighted",
+    [
+        ("normal", 16, False),
+        ("normal", 4, True),
+        ("laplace", 8, False),
+        ("laplace", 32, True),
+        ("bimodal", 15, False),
+        ("uniform", 2, True),
+        ("normal", 256, False),
+    ],
+)
 def test_inertia_not_worse_than_sklearn(dist, k, weighted):
     rng = np.random.default_rng(k)
     n = 4000

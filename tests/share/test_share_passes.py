@@ -7,7 +7,15 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
-from share_helpers import assert_exact, custom_nodes, decoded_weights, enc, make_model, run, with_decoded_weights
+from share_helpers import (
+    assert_exact,
+    custom_nodes,
+    decoded_weights,
+    enc,
+    make_model,
+    run,
+    with_decoded_weights,
+)
 
 from models import builders
 from onnxcomp import io
@@ -32,8 +40,17 @@ MODELS = {
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-@pytest.mark.parametrize("spec", ["kmeans(bits=3)", "kmeans(bits=5,group_size=4)", "ternary", "binary", "pow2",
-                                  "prune-weights(ratio=0.9),kmeans(bits=4,sparse=always)"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "kmeans(bits=3)",
+        "kmeans(bits=5,group_size=4)",
+        "ternary",
+        "binary",
+        "pow2",
+        "prune-weights(ratio=0.9),kmeans(bits=4,sparse=always)",
+    ],
+)
 def test_outputs_equal_the_model_with_decoded_weights(name, spec):
     model = MODELS[name]()
     out, report = optimize(model, spec)
@@ -57,8 +74,8 @@ def test_exactly_equal_where_the_original_ops_are_kept():
     feeds = _feeds(model)
     names = [n for n in convs if n in decoded_weights(out)]
     assert names
-    a = dict(zip(names, run(_with_outputs(ref, names), feeds)[-len(names):], strict=True))
-    b = dict(zip(names, run(_with_outputs(out, names), feeds)[-len(names):], strict=True))
+    a = dict(zip(names, run(_with_outputs(ref, names), feeds)[-len(names) :], strict=True))
+    b = dict(zip(names, run(_with_outputs(out, names), feeds)[-len(names) :], strict=True))
     for n in names:
         np.testing.assert_array_equal(a[n], b[n])
 
@@ -92,9 +109,9 @@ def test_kmeans_error_falls_with_bits(bits):
     out, report = optimize(model, f"kmeans(bits={bits})")
     (layer,) = report.passes[0].layers
     # Lloyd-Max quantizer of a Gaussian: distortion ~ 2.7 * 4**-bits (relative MSE), sqrt for Frobenius
-    assert layer.error < 1.3 * np.sqrt(2.7 * 4.0 ** -bits) + 1e-3
+    assert layer.error < 1.3 * np.sqrt(2.7 * 4.0**-bits) + 1e-3
     w_hat = next(iter(decoded_weights(out).values()))
-    assert len(np.unique(w_hat)) <= 2 ** bits
+    assert len(np.unique(w_hat)) <= 2**bits
 
 
 def test_pruned_zeros_stay_exactly_zero_and_sparse_layout():
@@ -139,7 +156,7 @@ def test_ternary_value_sets_and_lsq_beats_twn():
         for w_hat in decoded_weights(out).values():
             for col in w_hat.T:  # per output channel: {-a_n, 0, +a_p}
                 values = np.unique(col)
-                assert len(values) <= 3 and 0.0 in values or len(values) <= 2
+                assert (len(values) <= 3 and 0.0 in values) or len(values) <= 2
                 if method == "twn":
                     nz = np.abs(values[values != 0])
                     assert np.allclose(nz, nz[0])
@@ -207,10 +224,17 @@ def test_gemm_transa_and_matrix_bias_are_skipped_with_reasons():
     rng = np.random.default_rng(3)
     n1 = helper.make_node("Gemm", ["x", "b"], ["h"], name="ta", transA=1)
     n2 = helper.make_node("Gemm", ["h", "b2", "c2"], ["y"], name="mat_c")
-    model = make_model([n1, n2], {"b": rng.standard_normal((4, 5)).astype(np.float32),
-                                  "b2": rng.standard_normal((5, 3)).astype(np.float32),
-                                  "c2": rng.standard_normal((6, 3)).astype(np.float32)},
-                       [("x", [4, 6])], [("y", [6, 3])], opset=17)
+    model = make_model(
+        [n1, n2],
+        {
+            "b": rng.standard_normal((4, 5)).astype(np.float32),
+            "b2": rng.standard_normal((5, 3)).astype(np.float32),
+            "c2": rng.standard_normal((6, 3)).astype(np.float32),
+        },
+        [("x", [4, 6])],
+        [("y", [6, 3])],
+        opset=17,
+    )
     out, report = optimize(model, "kmeans(bits=2)")
     reasons = {s.node: s.reason for s in report.passes[0].skips}
     assert "transA" in reasons["ta"] and "per-column" in reasons["mat_c"]
@@ -220,7 +244,7 @@ def test_gemm_transa_and_matrix_bias_are_skipped_with_reasons():
 def test_layer_selection_options():
     model = builders.mlp()
     nodes = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
-    out, report = optimize(model, f"kmeans(bits=4,protect={nodes[1]},protect_first_last=true)")
+    _, report = optimize(model, f"kmeans(bits=4,protect={nodes[1]},protect_first_last=true)")
     done = {layer.name for layer in report.passes[0].layers}
     assert done == set(nodes[2:-1])
     reasons = {s.node: s.reason for s in report.passes[0].skips}
@@ -235,10 +259,18 @@ def test_layer_selection_options():
 
 def test_opset13_model_is_upgraded():
     rng = np.random.default_rng(4)
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"),
-             helper.make_node("ReduceMean", ["h"], ["y"], name="mean", axes=[1], keepdims=1)]
-    model = make_model(nodes, {"w": rng.standard_normal((8, 16)).astype(np.float32)},
-                       [("x", ["b", 8])], [("y", ["b", 1])], opset=13, ir_version=7)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"),
+        helper.make_node("ReduceMean", ["h"], ["y"], name="mean", axes=[1], keepdims=1),
+    ]
+    model = make_model(
+        nodes,
+        {"w": rng.standard_normal((8, 16)).astype(np.float32)},
+        [("x", ["b", 8])],
+        [("y", ["b", 1])],
+        opset=13,
+        ir_version=7,
+    )
     out, report = optimize(model, "kmeans(bits=4)")
     assert {o.domain: o.version for o in out.opset_import}[""] >= enc.MIN_OPSET
     assert report.passes[0].counters["opset_upgraded_to"] == enc.UPGRADE_OPSET
@@ -251,8 +283,11 @@ def test_opset13_model_is_upgraded():
 def test_inline_writes_only_standard_ops(how, name):
     model = builders.mobilenet(image_size=(9, 9)) if name == "mobilenet" else builders.mlp(256, (512, 256))
     ref, _ = optimize(model, "prune-weights(ratio=0.7),kmeans(bits=4),huffman")
-    spec = ("prune-weights(ratio=0.7),kmeans(bits=4,inline=true,huffman=store)" if how == "option"
-            else "prune-weights(ratio=0.7),kmeans(bits=4),huffman,inline-functions")
+    spec = (
+        "prune-weights(ratio=0.7),kmeans(bits=4,inline=true,huffman=store)"
+        if how == "option"
+        else "prune-weights(ratio=0.7),kmeans(bits=4),huffman,inline-functions"
+    )
     out, _ = optimize(model, spec)
     onnx.checker.check_model(out)
     assert not out.functions
@@ -273,8 +308,10 @@ def test_huffman_pass_is_lossless_and_smaller():
     assert_exact(packed, coded, _feeds(model))
     # the reported Huffman size is what the stored form saves
     layers = report.passes[0].layers
-    assert sum(r.extra["bytes_packed"] - r.extra["bytes_huffman"] for r in layers) == \
-        report.passes[0].counters["bytes_saved"]
+    assert (
+        sum(r.extra["bytes_packed"] - r.extra["bytes_huffman"] for r in layers)
+        == report.passes[0].counters["bytes_saved"]
+    )
 
 
 def test_report_has_the_per_layer_columns():

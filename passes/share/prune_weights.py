@@ -88,7 +88,9 @@ class PruneWeights(Pass):
         for t in targets:
             keep = masks[id(t)]
             w = np.asarray(t.weight.values)
+            keep_orig = t.weight_as_original(keep).reshape(w.shape)
             w2_new = np.where(keep, t.w2, 0).astype(np.float32)
+            w_new = w  # kept weights stay bit-identical unless re-fit
             decision = f"{criterion} {o.scope}"
             if o.update == "lsq":
                 refit = lsq_update(t, keep, acts[t.x.name], o.damp, o.max_update_flops, rng)
@@ -96,10 +98,12 @@ class PruneWeights(Pass):
                     result.skip(t.name, "lsq update skipped: too expensive (max_update_flops)")
                 else:
                     w2_new, decision = refit, decision + " + lsq"
-            w_new = t.weight_as_original(w2_new).reshape(w.shape)
-            if t.node.op == "Gemm" and float(t.node.attrs.get("alpha", 1.0)) != 1.0:
-                w_new = w_new / np.float32(t.node.attrs["alpha"])  # the storage matrix holds alpha * W
-            pruned = np.where(t.weight_as_original(keep).reshape(w.shape), w_new, 0).astype(w.dtype)
+                    w_new = t.weight_as_original(w2_new).reshape(w.shape)
+                    if t.node.op == "Gemm" and float(t.node.attrs.get("alpha", 1.0)) != 1.0:
+                        w_new = w_new / np.float32(
+                            t.node.attrs["alpha"]
+                        )  # the storage matrix holds alpha * W
+            pruned = np.where(keep_orig, w_new, 0).astype(w.dtype)
             before_nz = int(np.count_nonzero(w))
             t.weight.values = pruned
             after_nz = int(np.count_nonzero(pruned))

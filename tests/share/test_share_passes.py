@@ -381,3 +381,32 @@ def test_bits_out_of_range_is_a_usage_error():
         optimize(builders.mlp(), "kmeans(bits=9)")
     with pytest.raises(UsageError):
         optimize(builders.mlp(), "pow2(bits=1)")
+
+
+def test_prune_keeps_the_kept_weights_bit_identical():
+    rng = np.random.default_rng(7)
+    b = rng.standard_normal((30, 40)).astype(np.float32)
+    node = helper.make_node("Gemm", ["x", "b"], ["y"], name="g", alpha=0.3, transB=1)
+    model = make_model([node], {"b": b}, [("x", ["n", 40])], [("y", ["n", 30])], opset=17)
+    out, _ = optimize(model, "prune-weights(ratio=0.5)")
+    pruned = _weights(out)["b"]
+    kept = pruned != 0
+    assert kept.mean() == 0.5
+    np.testing.assert_array_equal(pruned[kept], b[kept])
+    assert np.abs(b[~kept]).max() <= np.abs(b[kept]).min()
+
+
+def test_conv_auto_pad_same_becomes_explicit_pads():
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((6, 3, 3, 2)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="c", auto_pad="SAME_UPPER", strides=[2, 1])
+    model = make_model([node], {"w": w}, [("x", [1, 3, 7, 6])], [("y", [1, 6, 4, 6])], opset=17)
+    out, _ = optimize(model, "kmeans(bits=6)")
+    (conv,) = custom_nodes(out)
+    attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+    assert attrs["pads"] == [1, 0, 1, 1] and attrs["strides"] == [2, 1]
+    x = {"x": rng.standard_normal((1, 3, 7, 6)).astype(np.float32)}
+    assert_exact(with_decoded_weights(model, out), out, x)
+    dynamic = make_model([node], {"w": w}, [("x", [1, 3, "h", "w"])], [("y", None)], opset=17)
+    _, report = optimize(dynamic, "kmeans(bits=6)")
+    assert "auto_pad" in report.passes[0].skips[0].reason

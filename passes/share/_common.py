@@ -462,11 +462,13 @@ def emit_encoded(
     w_name = t.weight.name
     bias_bytes = 0 if t.bias is None else 4 * t.bias.size
     before = 4 * t.params + bias_bytes
-    tables = [
-        make_constant(
-            graph, f"{w_name}_{'scales' if e.ternary else 'codebook'}", np.asarray(e.table, np.float32)
-        )
-    ]
+    # ternary convolutions are CodebookConv with codebook rows [0, a_p, -a_n, 0]
+    table_value = enc.ternary_lut(e.table) if e.ternary and t.kind == "conv" else e.table
+    table = make_constant(
+        graph,
+        f"{w_name}_{'scales' if e.ternary and t.kind == 'matmul' else 'codebook'}",
+        np.asarray(table_value, np.float32),
+    )
     streams: list[np.ndarray] = []
     layout = None
     if (
@@ -489,7 +491,7 @@ def emit_encoded(
     if layout is None:
         streams = [enc.pack_codes(e.codes, e.bits)]
     extra_fixed = 4 * layout.row_ptr.size if layout is not None else 0
-    table_bytes = 4 * int(np.asarray(e.table).size)
+    table_bytes = 4 * int(np.asarray(table_value).size)
     bias_after = 4 * t.outputs  # B is always written (zeros when the layer had none)
     packed = table_bytes + extra_fixed + sum(s.size for s in streams) + bias_after
     huff = table_bytes + extra_fixed + _stream_bytes(streams, "store") + bias_after
@@ -503,11 +505,6 @@ def emit_encoded(
     b_const = [make_constant(graph, f"{w_name}_bias", np.asarray(bias, np.float32))]
     n = t.outputs
     if t.kind == "conv":
-        table = (
-            tables[0]
-            if not e.ternary
-            else make_constant(graph, f"{w_name}_codebook", enc.ternary_lut(e.table))
-        )
         attrs = {
             "bits": 2 if e.ternary else e.bits,
             "group_size": e.group_size,
@@ -521,7 +518,7 @@ def emit_encoded(
             graph,
             t.node,
             "TernaryMatMul",
-            [t.x, tables[0], *consts, *b_const],
+            [t.x, table, *consts, *b_const],
             {"N": n, "group_size": e.group_size},
             "ternary",
         )
@@ -532,7 +529,7 @@ def emit_encoded(
             graph,
             t.node,
             "SparseCodebookMatMul",
-            [t.x, tables[0], row_ptr, *consts, *b_const],
+            [t.x, table, row_ptr, *consts, *b_const],
             {"bits": e.bits, "index_bits": layout.index_bits, "N": n, "group_size": e.group_size},
             "sparse",
         )
@@ -542,7 +539,7 @@ def emit_encoded(
             graph,
             t.node,
             "CodebookMatMul",
-            [t.x, tables[0], *consts, *b_const],
+            [t.x, table, *consts, *b_const],
             {"bits": e.bits, "N": n, "group_size": e.group_size},
             "codebook",
         )

@@ -75,7 +75,7 @@ class Target:
 
     @property
     def name(self) -> str:
-        return self.node.name
+        return label(self.node)
 
     @property
     def out_axis(self) -> int:
@@ -117,8 +117,8 @@ def _weight_reason(graph: gs.Graph, node: gs.Node, w: Any) -> str | None:
         return "the weight is not a constant"
     if any(c is not node for c in w.outputs):
         return f"weight {w.name} is shared with other nodes"
-    if w.values.dtype.kind != "f":
-        return f"weight {w.name} is {w.values.dtype}, not floating point"
+    if w.values.dtype != "float32":
+        return f"weight {w.name} is {w.values.dtype} (the com.onnxcomp ops are float32)"
     return None
 
 
@@ -249,6 +249,13 @@ def conv_attributes(
     }
 
 
+def label(node: gs.Node) -> str:
+    """A node's name, or (unnamed nodes) its op and first output."""
+    if node.name:
+        return str(node.name)
+    return f"{node.op}->{node.outputs[0].name}" if node.outputs else str(node.op)
+
+
 def _matches(patterns: list[str], *names: str) -> bool:
     return any(fnmatch.fnmatchcase(n, p) for p in patterns for n in names if n)
 
@@ -266,7 +273,7 @@ def collect_targets(
             continue
         t = TARGETS[node.op](graph, node)
         if isinstance(t, str):
-            result.skip(node.name, t)
+            result.skip(label(node), t)
             continue
         found.append(t)
     edge = {id(found[0].node), id(found[-1].node)} if found and opts.protect_first_last else set()
@@ -550,7 +557,7 @@ def emit_encoded(
         t.absorbed.inputs.clear()
         t.absorbed.outputs.clear()
         node.outputs[0] = out
-    ctx.tag(node, pass_name, [t.node.name, t.absorbed.name if t.absorbed is not None else ""])
+    ctx.tag(node, pass_name, [t.name, t.absorbed.name if t.absorbed is not None else ""])
     stored = packed
     if huffman == "store":
         stored = packed - huffman_store(graph, ctx, node, pass_name)

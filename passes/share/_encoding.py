@@ -652,7 +652,7 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
             raise ValueError(f"unknown com.onnxcomp op {node.op_type!r}")
         decoder, std = DECODERS[node.op_type]
         w, b = decoder(node, [value(i) if k else None for k, i in enumerate(node.input)])
-        w_name, b_name = f"{node.name}__W", f"{node.name}__B"
+        w_name, b_name = f"{node.output[0]}__W", f"{node.output[0]}__B"
         new_inits.append(numpy_helper.from_array(np.asarray(w, np.float32), w_name))
         if std == "Conv":
             a = _attrs(node)
@@ -663,7 +663,7 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
                 ins.append(b_name)
             new_nodes.append(helper.make_node("Conv", ins, list(node.output), name=node.name, **conv_attrs))
         else:
-            mm = f"{node.name}__XW"
+            mm = f"{node.output[0]}__XW"
             new_nodes.append(
                 helper.make_node("MatMul", [node.input[0], w_name], [mm], name=f"{node.name}__mm")
             )
@@ -725,7 +725,7 @@ def emit(
     old.outputs.clear()
     node = gs.Node(
         op_type,
-        unique_name(graph, f"{old.name}_{suffix}"),
+        unique_name(graph, f"{old.name or (old.outputs[0].name if old.outputs else op_type)}_{suffix}"),
         attrs=attrs,
         inputs=inputs,
         outputs=outputs,

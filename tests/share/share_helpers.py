@@ -63,7 +63,7 @@ def decoded_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     out = {}
     for node in custom_nodes(model):
         if node.op_type in enc.DECODERS:
-            out[node.output[0]] = inits[f"{node.name}__W"]
+            out[node.output[0]] = inits[f"{node.output[0]}__W"]
     return out
 
 

@@ -141,7 +141,7 @@ def test_sparse_codebook_matmul_body_equals_numpy(ib):
     )
     _check_exact(m, {"x": rng.standard_normal((2, k)).astype(np.float32)})
     ref = enc.decode_model(m)
-    w = next(t for t in ref.graph.initializer if t.name == "n__W")
+    w = next(t for t in ref.graph.initializer if t.name == "y__W")
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(w), cb[np.arange(n) // gsz, codes])
 
 

@@ -256,46 +256,57 @@ class _Body:
             a.type = typ
             node.attribute.append(a)
 
+    def call(self, op_type: str, *inputs: str, n_out: int = 1) -> list[str]:
+        """A node calling another com.onnxcomp function (a function-only helper)."""
+        from onnx import helper
+
+        outs = [self._tmp() for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, domain=DOMAIN))
+        self.calls_domain = True
+        return outs
+
     def function(
         self, name: str, inputs: list[str], outputs: list[str], attributes: list[str], opset: int
     ) -> onnx.FunctionProto:
         from onnx import helper
 
-        return helper.make_function(
-            DOMAIN, name, inputs, outputs, self.nodes, [helper.make_opsetid("", opset)], attributes=attributes
-        )
+        imports = [helper.make_opsetid("", opset)]
+        if getattr(self, "calls_domain", False):
+            imports.append(helper.make_opsetid(DOMAIN, 1))
+        return helper.make_function(DOMAIN, name, inputs, outputs, self.nodes, imports, attributes=attributes)
 
 
-def _unpack(f: _Body, packed: str, bits: str, n: str) -> tuple[str, str]:
-    """Body nodes: packed uint8 [R, nbytes] -> (int64 codes [R, n], int64 j = Range(n) as [1, n]).
+def _unpack(f: _Body, packed: str, bits: str, n: str) -> tuple[str, str, str]:
+    """Body node calling UnpackCodes: (int64 codes [R, n], int64 j [1, n], int64 2**bits)."""
+    codes, j, levels = f.call("UnpackCodes", packed, bits, n, n_out=3)
+    return codes, j, levels
 
-    code j = ((byte[lo] + 256 * byte[hi]) // 2**(pos % 8)) % 2**bits with pos = j*bits, lo = pos // 8,
-    hi = min(lo + 1, nbytes - 1): a code spans at most two bytes (bits <= 8), and when it lies in the last
-    byte alone, the clamped high byte only contributes bits that the modulo drops.
-    Long index vectors are kept 2-D ([1, n]): onnx shape inference with data propagation spends time and
-    memory proportional to the length of every 1-D integer tensor of static shape.
-    """
+
+def _fn_unpack_codes(opset: int) -> onnx.FunctionProto:
+    # Helper of the other bodies (function-only): packed uint8 [R, nbytes], bits and count n (int64 scalars)
+    #   -> codes int64 [R, n], cols = Range(n) as int64 [1, n], levels = 2**bits.
+    # (Formal names have 4+ letters: the body's temporaries are named a, b, ..., zz.)
+    # code j = ((byte[lo] + 256 * byte[hi]) // 2**(pos % 8)) % 2**bits with pos = j*bits, lo = pos // 8,
+    # hi = min(lo + 1, nbytes - 1): a code spans at most two bytes (bits <= 8), and when it lies in the last
+    # byte alone, the clamped high byte only contributes bits that the modulo drops.
+    # Long index vectors are kept 2-D ([1, n]): onnx shape inference with data propagation spends time and
+    # memory proportional to the length of every 1-D integer tensor of static shape.
+    f = _Body()
     c1, c8 = f.const(1), f.const(8)
-    j = f.op("Reshape", f.op("Range", f.const(0), n, c1), f.const([1, -1]))
-    pos = f.op("Mul", j, bits)
+    j = f.op("Reshape", f.op("Range", f.const(0), "count", c1), f.const([1, -1]), out="cols")
+    pos = f.op("Mul", j, "bits")
     lo = f.op("Div", pos, c8)
-    hi = f.op("Min", f.op("Add", lo, c1), f.op("Sub", f.op("Shape", packed, start=1, end=2), c1))
+    hi = f.op("Min", f.op("Add", lo, c1), f.op("Sub", f.op("Shape", "packed", start=1, end=2), c1))
     word = f.op(
         "Add",
-        f.op("Cast", f.op("Gather", packed, lo, axis=1), to=7),
-        f.op("Mul", f.op("Cast", f.op("Gather", packed, hi, axis=1), to=7), f.const(256)),
+        f.op("Cast", f.op("Gather", "packed", lo, axis=1), to=7),
+        f.op("Mul", f.op("Cast", f.op("Gather", "packed", hi, axis=1), to=7), f.const(256)),
     )
     pow2 = f.const([1 << i for i in range(9)])
-    code = f.op("Mod", f.op("Div", word, f.op("Gather", pow2, f.op("Mod", pos, c8))), _levels(f, bits))
-    return f.op("Reshape", code, f.const([0, -1])), j  # [R, 1, n] -> [R, n]
-
-
-def _levels(f: _Body, bits: str) -> str:
-    """2**bits as an int64 scalar (shared with :func:`_unpack`)."""
-    key = ("levels", bits)
-    if key not in f._consts:
-        f._consts[key] = f.op("Gather", f.const([1 << i for i in range(9)]), bits)
-    return f._consts[key]
+    levels = f.op("Gather", pow2, "bits", out="levels")
+    code = f.op("Mod", f.op("Div", word, f.op("Gather", pow2, f.op("Mod", pos, c8))), levels)
+    f.op("Reshape", code, f.const([0, -1]), out="codes")  # [R, 1, n] -> [R, n]
+    return f.function("UnpackCodes", ["packed", "bits", "count"], ["codes", "cols", "levels"], [], opset)
 
 
 def _matmul_bias(f: _Body, x: str, w: str, b: str, y: str) -> None:
@@ -306,8 +317,8 @@ def _fn_codebook_matmul(opset: int) -> onnx.FunctionProto:
     # W[k, n] = codebook[n // group_size, code(k, n)];  Y = X @ W + B
     f = _Body()
     bits, n, gsz = f.attr("bits"), f.attr("N"), f.attr("group_size")
-    codes, j = _unpack(f, "codes", bits, n)
-    index = f.op("Add", codes, f.op("Mul", f.op("Div", j, gsz), _levels(f, bits)))
+    codes, j, levels = _unpack(f, "codes", bits, n)
+    index = f.op("Add", codes, f.op("Mul", f.op("Div", j, gsz), levels))
     w = f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), index)
     _matmul_bias(f, "X", w, "B", "Y")
     return f.function(
@@ -331,7 +342,7 @@ def _fn_ternary_matmul(opset: int) -> onnx.FunctionProto:
     a_p = f.op("Slice", "scales", f.const([0]), f.const([1]), f.const([1]))
     a_n = f.op("Neg", f.op("Slice", "scales", f.const([1]), f.const([2]), f.const([1])))
     lut = f.op("Concat", zeros, a_p, a_n, zeros, axis=1)
-    codes, j = _unpack(f, "codes", bits, n)
+    codes, j, _ = _unpack(f, "codes", bits, n)
     index = f.op("Add", codes, f.op("Mul", f.op("Div", j, gsz), f.const(4)))
     w = f.op("Gather", f.op("Reshape", lut, f.const([-1])), index)
     _matmul_bias(f, "X", w, "B", "Y")
@@ -348,10 +359,10 @@ def _fn_codebook_conv(opset: int) -> onnx.FunctionProto:
     f = _Body()
     bits, gsz, shape = f.attr("bits"), f.attr("group_size"), f.attr("weight_shape", "ints")
     per_row = f.op("Size", f.op("ConstantOfShape", f.op("Slice", shape, f.const([1]), f.const([1 << 30]))))
-    codes, _ = _unpack(f, "codes", bits, per_row)
+    codes, _, levels = _unpack(f, "codes", bits, per_row)
     m = f.op("Gather", shape, f.const(0))
     rows = f.op("Range", f.const(0), m, f.const(1))
-    offset = f.op("Mul", f.op("Div", rows, gsz), _levels(f, bits))
+    offset = f.op("Mul", f.op("Div", rows, gsz), levels)
     index = f.op("Add", codes, f.op("Unsqueeze", offset, f.const([1])))
     w = f.op("Reshape", f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), index), shape)
     f.op("Conv", "X", w, "B", out="Y")
@@ -382,8 +393,8 @@ def _fn_sparse_codebook_matmul(opset: int) -> onnx.FunctionProto:
     e = f.op("Gather", ptr, f.const(-1))
     flat = f.const([1, -1])
     # every per-entry vector is a row [1, E] (see _unpack)
-    deltas, _ = _unpack(f, f.op("Reshape", "deltas", flat), ibits, e)
-    codes, _ = _unpack(f, f.op("Reshape", "codes", flat), bits, e)
+    deltas, _, _ = _unpack(f, f.op("Reshape", "deltas", flat), ibits, e)
+    codes, _, levels = _unpack(f, f.op("Reshape", "codes", flat), bits, e)
     k = f.op("Sub", f.op("Shape", ptr), f.const([1]))
     inner = f.op("Reshape", f.op("Slice", ptr, f.const([1]), f.const([-1])), flat)  # row_ptr[1:K]
     e1 = f.op("Unsqueeze", e, f.const([0]))
@@ -401,7 +412,7 @@ def _fn_sparse_codebook_matmul(opset: int) -> onnx.FunctionProto:
     excl = f.op("Concat", f.const(np.zeros((1, 1), np.int64)), incl, axis=1)
     start = f.op("GatherElements", excl, f.op("Gather", ptr, rowid), axis=1)
     pos = f.op("Sub", f.op("Sub", incl, start), f.const(1))
-    index = f.op("Add", codes, f.op("Mul", f.op("Div", pos, gsz), _levels(f, bits)))
+    index = f.op("Add", codes, f.op("Mul", f.op("Div", pos, gsz), levels))
     values = f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), index)
     n1 = f.op("Unsqueeze", n, f.const([0]))
     dense = f.op(
@@ -519,12 +530,27 @@ def _fn_huffman_decode(opset: int) -> onnx.FunctionProto:
 
 
 FUNCTIONS: dict[str, Callable[[int], onnx.FunctionProto]] = {
+    "UnpackCodes": _fn_unpack_codes,
     "CodebookMatMul": _fn_codebook_matmul,
     "CodebookConv": _fn_codebook_conv,
     "SparseCodebookMatMul": _fn_sparse_codebook_matmul,
     "TernaryMatMul": _fn_ternary_matmul,
     "HuffmanDecode": _fn_huffman_decode,
 }
+
+
+# function-only helpers a body calls (added to the model with it)
+HELPERS: dict[str, tuple[str, ...]] = {
+    "CodebookMatMul": ("UnpackCodes",),
+    "CodebookConv": ("UnpackCodes",),
+    "SparseCodebookMatMul": ("UnpackCodes",),
+    "TernaryMatMul": ("UnpackCodes",),
+}
+
+
+def function_protos(op_type: str, opset: int) -> list[onnx.FunctionProto]:
+    """The function of ``op_type`` and of the helpers it calls: what a model using the op must carry."""
+    return [function_proto(h, opset) for h in HELPERS.get(op_type, ())] + [function_proto(op_type, opset)]
 
 
 def function_proto(op_type: str, opset: int) -> onnx.FunctionProto:
@@ -692,6 +718,8 @@ def ensure_function(graph: gs.Graph, op_type: str) -> None:
 
     from onnxcomp.graph import opset_version
 
+    for helper in HELPERS.get(op_type, ()):
+        ensure_function(graph, helper)
     for fn in graph.functions:
         if fn.name == op_type and fn.domain == DOMAIN:
             return

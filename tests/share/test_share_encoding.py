@@ -82,7 +82,7 @@ def test_eie_decode_rejects_positions_past_the_row():
 def _model(op, inputs, inits, attrs, x_shape, opset=18):
     node = helper.make_node(op, ["x", *inputs], ["y"], domain=enc.DOMAIN, name="n", **attrs)
     return make_model(
-        [node], inits, [("x", x_shape)], [("y", None)], opset=opset, functions=[enc.function_proto(op, opset)]
+        [node], inits, [("x", x_shape)], [("y", None)], opset=opset, functions=enc.function_protos(op, opset)
     )
 
 
@@ -244,5 +244,20 @@ def test_function_bodies_import_the_model_opset():
     for opset in (16, 17, 21):
         for op in enc.FUNCTIONS:
             f = enc.function_proto(op, opset)
-            assert [(o.domain, o.version) for o in f.opset_import] == [("", opset)]
-            assert f.domain == enc.DOMAIN and f.name == op
+            imports = {o.domain: o.version for o in f.opset_import}
+            assert imports[""] == opset and f.domain == enc.DOMAIN and f.name == op
+            called = {n.op_type for n in f.node if n.domain == enc.DOMAIN}
+            assert called == set(enc.HELPERS.get(op, ()))
+            assert imports.get(enc.DOMAIN) == (1 if called else None)
+
+
+def test_function_bodies_are_ssa_and_check():
+    for op in enc.FUNCTIONS:
+        f = enc.function_proto(op, 18)
+        outs = [o for n in f.node for o in n.output]
+        assert len(outs) == len(set(outs)), op
+        assert not set(outs) & set(f.input), op
+        assert set(f.output) <= set(outs), op
+    for op in enc.FUNCTIONS:
+        m = make_model([], {}, [], [], functions=enc.function_protos(op, 18))
+        onnx.checker.check_model(m, full_check=True)

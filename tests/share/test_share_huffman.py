@@ -96,7 +96,7 @@ def test_huffman_decode_function_body(kind, n, shape):
         {"s": coded.stream, "t": coded.table, "o": coded.offsets},
         [],
         [("y", shape)],
-        functions=[enc.function_proto("HuffmanDecode", 18)],
+        functions=enc.function_protos("HuffmanDecode", 18),
     )
     np.testing.assert_array_equal(run(m, {})[0], data.reshape(shape).astype(np.float32))
     np.testing.assert_array_equal(run(m, {}, optimize=True)[0], data.reshape(shape).astype(np.float32))

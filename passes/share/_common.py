@@ -576,14 +576,27 @@ def _sparse_may_win(e: Encoded, huffman: str) -> bool:
 
 
 def _stream_bytes(streams: list[np.ndarray], huffman: str) -> int:
-    from . import _huffman
 
     if huffman != "store":
         return sum(int(s.size) for s in streams)
-    return sum(min(int(s.size), _huffman.coded_size(s)) for s in streams)
+    return sum(_huffman_or_packed(s) for s in streams)
 
 
-def huffman_store(graph: gs.Graph, ctx: PassContext, node: gs.Node, pass_name: str, min_gain: int = 1) -> int:
+def _huffman_or_packed(stream: np.ndarray) -> int:
+    from . import _huffman
+
+    coded = _huffman.coded_size(stream)
+    return coded if int(stream.size) - coded >= HUFFMAN_MIN_GAIN else int(stream.size)
+
+
+# A HuffmanDecode node and its three initializers cost about 300 bytes of graph: code a tensor only when
+# the coded stream (with its table and chunk offsets) is at least this much smaller than the packed bytes.
+HUFFMAN_MIN_GAIN = 256
+
+
+def huffman_store(
+    graph: gs.Graph, ctx: PassContext, node: gs.Node, pass_name: str, min_gain: int = HUFFMAN_MIN_GAIN
+) -> int:
     """Huffman-code the packed uint8 constant inputs of a com.onnxcomp node (HuffmanDecode in front).
 
     Returns the bytes saved (coded stream + table + chunk offsets vs the packed bytes); tensors that would

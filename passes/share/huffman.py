@@ -31,7 +31,11 @@ class Huffman(Pass):
 
     @dataclasses.dataclass
     class Options:
-        min_gain: int = opt(64, "code a tensor only when this saves at least this many bytes")
+        min_gain: int = opt(
+            common.HUFFMAN_MIN_GAIN,
+            "code a tensor only when that saves at least this many bytes "
+            "(a HuffmanDecode node and its initializers cost ~300 bytes of graph)",
+        )
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         result = self.new_result()

@@ -1,0 +1,69 @@
+"""binary: weights a * sign(w) with one scale per output channel."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Literal
+
+from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
+
+from . import _common as common
+from ._common import ShareOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+__all__ = ["Binary", "Literal"]
+
+
+@register_pass
+class Binary(Pass):
+    """MatMul / Gemm / Conv  =>  CodebookMatMul / CodebookConv with 1-bit weights {-a, +a} (lossy).
+
+    W ~ a * sign(W) with a = mean |w| per output channel (or per layer), the least-squares scale for the
+    sign pattern (BinaryConnect / XNOR-Net weights); with calibration data and ``weighted``,
+    a = sum(e * |w|) / sum(e) with e the input-feature activation energy. Stored as a 1-bit codebook op
+    (codebook [channels, 2] = [-a, +a]): 1/32 of float32 plus the scales.
+    """
+
+    name = "binary"
+    lossless = False
+
+    @dataclasses.dataclass
+    class Options(ShareOptions):
+        per_channel: bool = opt(True, "one scale per output channel (else one per layer)")
+        weighted: bool = opt(
+            True, "with calibration data, weight the scale by input-feature activation energy"
+        )
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        o = self.options
+        result = self.new_result()
+        targets = common.prepare(graph, ctx, o, result)
+        energy = common.input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
+        for t in ctx.track(targets, "binary", total=len(targets)):
+            e = binary_encode(t.w2, t.out_axis, o.per_channel, energy.get(id(t)))
+            w_hat = e.decoded(t.out_axis)
+            em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, huffman=o.huffman)
+            common.record(result, t, "binary", e, em, common.rel_error(t.w2, w_hat), 0.0)
+        return common.finish(graph, ctx, result, o.inline)
+
+
+def binary_encode(
+    w2: np.ndarray, out_axis: int, per_channel: bool = True, weights: np.ndarray | None = None
+) -> common.Encoded:
+    import numpy as np
+
+    n_out = w2.shape[out_axis]
+    gsz = 1 if per_channel else n_out
+    wg = np.moveaxis(w2.astype(np.float64), out_axis, 0).reshape(n_out // gsz, -1)
+    s = (
+        np.ones_like(wg)
+        if weights is None
+        else np.moveaxis(np.asarray(weights, np.float64), out_axis, 0).reshape(wg.shape) + 1e-12
+    )
+    a = (s * np.abs(wg)).sum(1) / s.sum(1)  # argmin_a sum s (|w| - a)^2
+    table = np.stack([-a, a], axis=1).astype(np.float32)
+    codes = (w2 >= 0).astype(np.int64)
+    return common.Encoded(table, codes, 1, gsz)

@@ -1,0 +1,194 @@
+"""kmeans: weight sharing through per-layer k-means codebooks (Deep Compression stage 2)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Literal
+
+from onnxcomp.errors import UsageError
+from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
+
+from . import _common as common
+from ._common import ShareOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+
+@register_pass
+class KMeans(Pass):
+    """MatMul / Gemm / Conv  =>  CodebookMatMul / SparseCodebookMatMul / CodebookConv: k-means (lossy).
+
+    Every weight becomes a ``bits``-bit index into a codebook of 2**bits floats (one per layer, or one per
+    ``group_size`` output channels), found by 1-D k-means from Deep Compression's linear initialization
+    (centroids evenly spaced over [min, max]). With calibration data, ``weighted`` counts each weight with
+    the activation energy E[x_k**2] of its input feature, and ``refine`` then re-fits the codebook values
+    by least squares on the layer outputs, sum_j (w_j' - w_j)^T X^T X (w_j' - w_j), the codes fixed.
+    In layers with at least 1% exact zeros (e.g. after ``prune-weights``) the zeros keep a reserved code
+    0 = 0.0 and stay exactly zero; such MatMul layers are stored EIE-style (SparseCodebookMatMul, relative
+    row indices) when that is smaller (``sparse=auto``). Codes are bit-packed on disk; the model runs in
+    plain onnxruntime through the ops' function bodies, which onnxruntime folds into float weights at
+    load time.
+    """
+
+    name = "kmeans"
+    lossless = False
+
+    @dataclasses.dataclass
+    class Options(ShareOptions):
+        bits: int = opt(4, "code bits per weight, 1..8 (codebooks of 2**bits entries)")
+        bits_per_layer: dict[str, int] = opt(  # noqa: RUF009
+            {}, "bits for layers matching a name pattern, e.g. fc*:2;conv1:8"
+        )
+        group_size: int = opt(0, "output channels sharing one codebook (0: one codebook per layer)")
+        init: Literal["linear", "density"] = opt(
+            "linear", "centroid initialization: linear (Deep Compression) or density (weighted quantiles)"
+        )
+        weighted: bool = opt(True, "with calibration data, weight k-means by input-feature activation energy")
+        sparse: Literal["auto", "never", "always"] = opt(
+            "auto", "EIE sparse layout for MatMul layers with zeros: auto = when it stores fewer bytes"
+        )
+        max_iter: int = opt(300, "maximum Lloyd iterations")
+        refine: bool = opt(
+            True,
+            "with calibration data, re-fit the codebook values by least squares on the "
+            "layer outputs (the codes stay): min sum_j (w_j' - w_j)^T X^T X (w_j' - w_j)",
+        )
+        max_refine_flops: float = opt(2e10, "skip the refinement of layers costing more than this")
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        o = self.options
+        result = self.new_result()
+        for b in [o.bits, *o.bits_per_layer.values()]:
+            if not 1 <= int(b) <= 8:
+                raise UsageError(f"kmeans: bits must be 1..8, got {b}")
+        if o.group_size < 0:
+            raise UsageError("kmeans: group_size must be >= 0")
+        targets = common.prepare(graph, ctx, o, result)
+        if not targets:
+            return common.finish(graph, ctx, result, o.inline)
+        acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if (o.weighted or o.refine) else {}
+        energy = (
+            common.input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
+        )
+        rng = ctx.rng(11)
+        for t in ctx.track(targets, "kmeans", total=len(targets)):
+            bits = common.bits_for(t, o.bits, o.bits_per_layer)
+            e = kmeans_encode(t.w2, bits, o.group_size, t.out_axis, o.init, energy.get(id(t)), o.max_iter)
+            if not common.saves_bytes(t, e):
+                result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
+                continue
+            decision = f"kmeans {bits}-bit"
+            if o.refine and acts:
+                if refine_flops(t, e) > o.max_refine_flops:
+                    result.skip(t.name, "codebook refinement skipped: too expensive (max_refine_flops)")
+                else:
+                    e.table = refine_codebook(t, e, acts[t.x.name], rng)
+                    decision += " + lsq codebook"
+            w_hat = e.decoded(t.out_axis)
+            sparsity = float((t.w2 == 0).mean())
+            em = common.emit_encoded(
+                graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman
+            )
+            common.record(result, t, decision, e, em, common.rel_error(t.w2, w_hat), sparsity)
+        return common.finish(graph, ctx, result, o.inline)
+
+
+ZERO_CODE_MIN = 0.01  # layers with at least 1% exact zeros (pruned) keep code 0 = 0.0
+
+
+def kmeans_encode(
+    w2: np.ndarray,
+    bits: int,
+    group_size: int,
+    out_axis: int,
+    init: str = "linear",
+    weights: np.ndarray | None = None,
+    max_iter: int = 300,
+) -> common.Encoded:
+    """k-means codebook per group of output channels; exact zeros keep code 0 in pruned layers."""
+    import numpy as np
+
+    from ._kmeans import kmeans_1d
+
+    n_out = w2.shape[out_axis]
+    gsz = group_size if 0 < group_size < n_out else n_out
+    groups = -(-n_out // gsz)
+    levels = 1 << bits
+    zero_code = float(np.mean(w2 == 0)) >= ZERO_CODE_MIN
+    first = 1 if zero_code else 0
+    table = np.zeros((groups, levels), np.float32)
+    codes = np.zeros(w2.shape, np.int64)
+    if weights is not None:
+        weights = np.asarray(weights, np.float64)
+        weights = weights + 1e-9 * max(float(weights.max()), 1e-30)  # keep every weight in play
+    for g in range(groups):
+        sl = (
+            (slice(None), slice(g * gsz, (g + 1) * gsz))
+            if out_axis == 1
+            else (slice(g * gsz, (g + 1) * gsz),)
+        )
+        block = w2[sl]
+        mask = block != 0 if zero_code else np.ones(block.shape, bool)
+        if not mask.any():
+            continue
+        km = kmeans_1d(
+            block[mask],
+            levels - first,
+            weights=None if weights is None else weights[sl][mask],
+            init=init,
+            max_iter=max_iter,
+        )  # type: ignore[arg-type]
+        table[g, first:] = km.centroids.astype(np.float32)
+        sub = np.zeros(block.shape, np.int64)
+        sub[mask] = km.labels + first
+        codes[sl] = sub
+    return common.Encoded(table, codes, bits, gsz, zero_code=zero_code)
+
+
+def refine_flops(t: common.Target, e: common.Encoded) -> float:
+    rows, cols = t.w2.shape
+    inputs = rows if t.kind == "matmul" else cols
+    return 2.0 * inputs * inputs * t.outputs * e.table.shape[1]
+
+
+def refine_codebook(
+    t: common.Target, e: common.Encoded, x: np.ndarray, rng: np.random.Generator, damp: float = 1e-3
+) -> np.ndarray:
+    """Codebook values minimizing sum_j (w_j' - w_j)^T H (w_j' - w_j) for the fixed codes (H = X^T X).
+
+    With one-hot codes O_j [inputs, L] of output j, w_j' = O_j c_g: per codebook group g,
+    A = sum_j O_j^T H O_j, b = sum_j O_j^T H w_j, c_g = A^-1 b (ridge ``damp`` towards the k-means values;
+    the reserved zero code stays 0).
+    """
+    import numpy as np
+
+    levels = e.table.shape[1]
+    hs = common.gram(common.im2col(x, t, 20000, rng))
+    w = t.w2.astype(np.float64)
+    # per output j: its weights [outputs, inputs] and codes
+    wo = w.T if t.kind == "matmul" else w
+    co = e.codes.T if t.kind == "matmul" else e.codes
+    per_group_h = wo.shape[0] // len(hs)
+    table = e.table.astype(np.float64).copy()
+    first = 1 if e.zero_code else 0
+    for g in range(table.shape[0]):
+        a = np.zeros((levels, levels))
+        b = np.zeros(levels)
+        outs = range(g * e.group_size, min((g + 1) * e.group_size, wo.shape[0]))
+        # batch the outputs sharing an H block
+        for h_idx in sorted({j // per_group_h for j in outs}):
+            js = [j for j in outs if j // per_group_h == h_idx]
+            h = hs[h_idx]
+            onehot = np.zeros((len(js), h.shape[0], levels))
+            np.put_along_axis(onehot, co[js][:, :, None], 1.0, axis=2)
+            ho = np.einsum("kq,jql->jkl", h, onehot)
+            a += np.einsum("jkl,jkm->lm", onehot, ho)
+            b += np.einsum("jkl,jk->l", ho, wo[js])
+        idx = np.arange(first, levels)
+        sub = a[np.ix_(idx, idx)]
+        reg = damp * max(float(np.mean(np.diag(sub))), 1e-12)
+        sol = np.linalg.solve(sub + reg * np.eye(idx.size), b[idx] + reg * table[g, idx])
+        table[g, idx] = sol
+    return table.astype(np.float32)

@@ -1,0 +1,139 @@
+"""pow2: weights rounded to {0, +-s * 2**k} (shift-only multiplies: INQ, ADMM low-bit)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Literal
+
+from onnxcomp.errors import UsageError
+from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
+
+from . import _common as common
+from ._common import ShareOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+
+@register_pass
+class Pow2(Pass):
+    """MatMul / Gemm / Conv  =>  CodebookMatMul / CodebookConv with weights in {0, +-s * 2**k} (lossy).
+
+    Each weight becomes the nearest value of {0} U {+-s * 2**k : k_min <= k <= k_max}: multiplies turn into
+    shifts (INQ, the ADMM low-bit paper). With ``bits`` bits there are (2**bits - 1) // 2 exponents; the top
+    one follows INQ, k_max = floor(log2(4/3 * max|w| / s)), unless ``max_exp`` fixes it. ``scale=none`` keeps
+    s = 1 (pure powers of two); ``scale=lsq`` fits one float s per layer (a grid over one octave, then
+    alternating least squares), which the ADMM paper allows. Stored as a codebook op, code 0 = 0.0.
+    """
+
+    name = "pow2"
+    lossless = False
+
+    @dataclasses.dataclass
+    class Options(ShareOptions):
+        bits: int = opt(4, "code bits, 2..8: (2**bits - 1) // 2 exponents")
+        bits_per_layer: dict[str, int] = opt({}, "bits for layers matching a name pattern")  # noqa: RUF009
+        max_exp: int | None = opt(None, "largest exponent k (default: from max|w| per layer, as INQ)")
+        scale: Literal["none", "lsq"] = opt("none", "none: pure powers of two; lsq: a fitted scale per layer")
+        sparse: Literal["auto", "never", "always"] = opt(
+            "auto", "EIE sparse layout for MatMul layers with many zeros (auto: when smaller)"
+        )
+        weighted: bool = opt(True, "with calibration data, weight the scale fit by input-feature energy")
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        import numpy as np
+
+        o = self.options
+        for b in [o.bits, *o.bits_per_layer.values()]:
+            if not 2 <= int(b) <= 8:
+                raise UsageError(f"pow2: bits must be 2..8, got {b}")
+        result = self.new_result()
+        targets = common.prepare(graph, ctx, o, result)
+        energy = common.input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
+        for t in ctx.track(targets, "pow2", total=len(targets)):
+            bits = common.bits_for(t, o.bits, o.bits_per_layer)
+            e, (kmin, kmax), s = pow2_encode(t.w2, bits, t.out_axis, o.max_exp, o.scale, energy.get(id(t)))
+            w_hat = e.decoded(t.out_axis)
+            em = common.emit_encoded(
+                graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman
+            )
+            common.record(
+                result,
+                t,
+                f"pow2 {bits}-bit",
+                e,
+                em,
+                common.rel_error(t.w2, w_hat),
+                float(np.mean(e.codes == 0)),
+                exponents=[kmin, kmax],
+                scale=s,
+            )
+        return common.finish(graph, ctx, result, o.inline)
+
+
+def _round_pow2(x: np.ndarray, kmin: int, kmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest of {0, +-2**k, kmin <= k <= kmax} to x: (exponent index 0..n-1 or -1 for zero, sign)."""
+    import numpy as np
+
+    a = np.abs(x)
+    with np.errstate(divide="ignore"):
+        lo = np.floor(np.log2(np.where(a > 0, a, 1.0)))
+    lo = np.clip(lo, kmin, kmax)
+    # nearer of 2**lo and 2**(lo+1) (linear distance), clipped into the range
+    up = np.minimum(lo + 1, kmax)
+    k = np.where(np.abs(a - 2.0**up) < np.abs(a - 2.0**lo), up, lo)
+    zero = a < 2.0**kmin / 2  # nearer to 0 than to the smallest power
+    idx = np.where(zero, -1, (k - kmin)).astype(np.int64)
+    return idx, np.sign(x)
+
+
+def pow2_encode(
+    w2: np.ndarray,
+    bits: int,
+    out_axis: int = 1,
+    max_exp: int | None = None,
+    scale: str = "none",
+    weights: np.ndarray | None = None,
+) -> tuple[common.Encoded, tuple[int, int], float]:
+    """Codebook [1, 2**bits]: code 0 = 0, codes 1..n = +s*2**k (k ascending), n+1..2n = -s*2**k."""
+    import numpy as np
+
+    n_exp = (1 << bits) // 2 - 1  # (2**bits - 1) // 2 exponents, each with both signs, plus 0
+    w = w2.astype(np.float64)
+    sw = np.ones_like(w) if weights is None else np.asarray(weights, np.float64) + 1e-12
+    wmax = float(np.abs(w).max()) or 1.0
+
+    def quantize(s: float) -> tuple[np.ndarray, np.ndarray, int, float]:
+        kmax = int(np.floor(np.log2(4.0 / 3.0 * wmax / s))) if max_exp is None else int(max_exp)
+        kmin = kmax - n_exp + 1
+        idx, sign = _round_pow2(w / s, kmin, kmax)
+        q = np.where(idx >= 0, sign * 2.0 ** (idx + kmin), 0.0)
+        err = float((sw * (w - s * q) ** 2).sum())
+        return idx, sign, kmax, err
+
+    s = 1.0
+    if scale == "lsq":
+        # s and 2s give the same levels shifted by one exponent: search one octave, then refine s by LS
+        grid = 2.0 ** (np.arange(32) / 32.0)
+        s = float(min(grid, key=lambda c: quantize(c)[3]))
+        for _ in range(20):
+            idx, sign, kmax, _ = quantize(s)
+            q = np.where(idx >= 0, sign * 2.0 ** (idx + kmax - n_exp + 1), 0.0)
+            den = float((sw * q * q).sum())
+            if den <= 0:
+                break
+            new = float((sw * w * q).sum()) / den  # argmin_s sum sw (w - s q)^2
+            if abs(new - s) <= 1e-9 * s:
+                break
+            s = new
+    elif scale != "none":
+        raise UsageError(f"pow2: unknown scale {scale!r}")
+    idx, sign, kmax, _ = quantize(s)
+    kmin = kmax - n_exp + 1
+    levels = s * 2.0 ** np.arange(kmin, kmax + 1)
+    table = np.zeros((1, 1 << bits), np.float32)
+    table[0, 1 : n_exp + 1] = levels
+    table[0, n_exp + 1 : 2 * n_exp + 1] = -levels
+    codes = np.where(idx < 0, 0, np.where(sign > 0, idx + 1, idx + 1 + n_exp)).astype(np.int64)
+    return common.Encoded(table, codes, bits, w2.shape[out_axis], zero_code=True), (kmin, kmax), s

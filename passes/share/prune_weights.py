@@ -1,0 +1,213 @@
+"""prune-weights: unstructured sparsity by magnitude or by Wanda's activation-aware score."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Literal
+
+from onnxcomp.errors import UsageError
+from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
+
+from . import _common as common
+from ._common import SelectOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+
+@register_pass
+class PruneWeights(Pass):
+    """MatMul / Gemm / Conv weight  =>  the same weight with its lowest-scored entries set to 0 (lossy).
+
+    Deep Compression stage 1, post-training. Score per weight: |w| (``criterion=magnitude``) or, with
+    calibration data, Wanda's |w| * ||x_k|| where ||x_k|| is the RMS of the weight's input feature
+    (``criterion=wanda``; ``auto`` uses it when calibration data is given). The ``ratio`` lowest scores are
+    zeroed per layer (``scope=layer``), per output channel (``scope=output``, Wanda's comparison group) or
+    over all selected layers together (``scope=global``). The model keeps its ops and float weights: the
+    zeros pay off in ``kmeans`` (reserved zero code, EIE sparse layout) and Huffman coding.
+    """
+
+    name = "prune-weights"
+    lossless = False
+
+    @dataclasses.dataclass
+    class Options(SelectOptions):
+        ratio: float = opt(0.5, "fraction of weights set to zero, 0..1")
+        ratio_per_layer: dict[str, float] = opt(  # noqa: RUF009
+            {}, "ratio for layers matching a name pattern (scope layer/output)"
+        )
+        criterion: Literal["auto", "magnitude", "wanda"] = opt(
+            "auto", "score: |w|, or Wanda's |w| * ||x|| (auto: wanda when calibration data is given)"
+        )
+        scope: Literal["layer", "output", "global"] = opt("layer", "where the lowest scores are compared")
+        update: Literal["none", "lsq"] = opt(
+            "none",
+            "lsq: with calibration data, re-fit the kept weights of each output by least squares so the "
+            "layer output on the calibration inputs changes least (optimal brain surgeon update of the mask)",
+        )
+        damp: float = opt(0.01, "lsq: ridge added to the input Gram matrix, relative to its mean diagonal")
+        max_update_flops: float = opt(2e10, "lsq: skip the update of layers whose solves cost more than this")
+        calib_samples: int = opt(256, "calibration samples used for activation statistics")
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        import numpy as np
+
+        o = self.options
+        result = self.new_result()
+        for r in [o.ratio, *o.ratio_per_layer.values()]:
+            if not 0.0 <= float(r) < 1.0:
+                raise UsageError(f"prune-weights: ratio must be in [0, 1), got {r}")
+        criterion = o.criterion
+        if criterion == "auto":
+            criterion = "wanda" if ctx.calib is not None else "magnitude"
+        if criterion == "wanda" and ctx.calib is None:
+            raise UsageError("prune-weights: criterion=wanda needs calibration data (--calib)")
+        targets = common.collect_targets(graph, o, result)
+        if not targets:
+            return result
+        if o.update == "lsq" and ctx.calib is None:
+            raise UsageError("prune-weights: update=lsq needs calibration data (--calib)")
+        acts = (
+            common.layer_inputs(graph, ctx, targets, o.calib_samples)
+            if ctx.calib is not None and (criterion == "wanda" or o.update == "lsq")
+            else {}
+        )
+        energy = (
+            common.input_energy(graph, ctx, targets, o.calib_samples, acts) if criterion == "wanda" else {}
+        )
+        scores = {id(t): score(t.w2, energy.get(id(t))) for t in targets}
+        if o.scope == "global":
+            masks = _exact_global(scores, round(o.ratio * sum(s.size for s in scores.values())))
+        else:
+            masks = {}
+            for t in targets:
+                ratio = _ratio_for(t, o)
+                masks[id(t)] = keep_mask(scores[id(t)], ratio, t.out_axis if o.scope == "output" else None)
+        rng = ctx.rng(7)
+        for t in targets:
+            keep = masks[id(t)]
+            w = np.asarray(t.weight.values)
+            keep_orig = t.weight_as_original(keep).reshape(w.shape)
+            w2_new = np.where(keep, t.w2, 0).astype(np.float32)
+            w_new = w  # kept weights stay bit-identical unless re-fit
+            decision = f"{criterion} {o.scope}"
+            if o.update == "lsq":
+                refit = lsq_update(t, keep, acts[t.x.name], o.damp, o.max_update_flops, rng)
+                if refit is None:
+                    result.skip(t.name, "lsq update skipped: too expensive (max_update_flops)")
+                else:
+                    w2_new, decision = refit, decision + " + lsq"
+                    w_new = t.weight_as_original(w2_new).reshape(w.shape)
+                    if t.node.op == "Gemm" and float(t.node.attrs.get("alpha", 1.0)) != 1.0:
+                        w_new = w_new / np.float32(
+                            t.node.attrs["alpha"]
+                        )  # the storage matrix holds alpha * W
+            pruned = np.where(keep_orig, w_new, 0).astype(w.dtype)
+            before_nz = int(np.count_nonzero(w))
+            t.weight.values = pruned
+            after_nz = int(np.count_nonzero(pruned))
+            result.layer(
+                t.name,
+                op=t.node.op,
+                decision=decision,
+                params_before=before_nz,
+                params_after=after_nz,
+                error=common.rel_error(t.w2, w2_new),
+                extra={"sparsity": round(1 - after_nz / max(1, w.size), 6), "weights": int(w.size)},
+            )
+            ctx.tag(t.node, self.name, [t.node.name])
+            result.count("layers")
+            result.count("weights_zeroed", before_nz - after_nz)
+        total = sum(t.params for t in targets)
+        zeros = sum(int(t.params - np.count_nonzero(t.weight.values)) for t in targets)
+        result.counters["sparsity"] = round(zeros / max(1, total), 4)
+        return result
+
+
+def lsq_update(
+    t: common.Target, keep: np.ndarray, x: np.ndarray, damp: float, max_flops: float, rng: np.random.Generator
+) -> np.ndarray | None:
+    """Kept weights re-fit per output: w_S <- w_S + H_SS^-1 H_SR w_R (the pruned part's effect moved onto S).
+
+    Minimizes (w' - w)^T H (w' - w) with w'_R = 0, H = X^T X of the layer's inputs on the calibration data
+    (+ ``damp`` * mean(diag H) * I): the least-squares change of every output on those inputs.
+    """
+    import numpy as np
+
+    w2 = t.w2.astype(np.float64)
+    # one row per output: [outputs, inputs]
+    wo = w2.T if t.kind == "matmul" else w2
+    ko = keep.T if t.kind == "matmul" else keep
+    flops = float(sum(int(k.sum()) ** 3 for k in ko)) / 3
+    if flops > max_flops:
+        return None
+    blocks = common.gram(common.im2col(x, t, 20000, rng))
+    per_group = wo.shape[0] // len(blocks)
+    out = np.where(ko, wo, 0.0)
+    for j in range(wo.shape[0]):
+        h = blocks[j // per_group]
+        s_idx, r_idx = np.flatnonzero(ko[j]), np.flatnonzero(~ko[j])
+        if s_idx.size == 0 or r_idx.size == 0:
+            continue
+        hss = h[np.ix_(s_idx, s_idx)]
+        hss = hss + damp * max(float(np.mean(np.diag(h))), 1e-12) * np.eye(s_idx.size)
+        rhs = h[np.ix_(s_idx, r_idx)] @ wo[j, r_idx]
+        out[j, s_idx] = wo[j, s_idx] + np.linalg.solve(hss, rhs)
+    out = out.T if t.kind == "matmul" else out
+    return out.astype(np.float32)
+
+
+def _ratio_for(t: common.Target, o: PruneWeights.Options) -> float:
+    for pattern, ratio in o.ratio_per_layer.items():
+        if common._matches([pattern], t.node.name, t.weight.name):
+            return float(ratio)
+    return float(o.ratio)
+
+
+def score(w2: np.ndarray, energy: np.ndarray | None) -> np.ndarray:
+    """|w|, or Wanda's |w| * RMS(x_k) of the weight's input feature."""
+    import numpy as np
+
+    s = np.abs(w2.astype(np.float64))
+    return s if energy is None else s * np.sqrt(energy)
+
+
+def keep_mask(scores: np.ndarray, ratio: float, axis: int | None) -> np.ndarray:
+    """True for the weights kept: exactly round(ratio * n) lowest scores dropped per layer or per slice."""
+    import numpy as np
+
+    if axis is None:
+        flat = scores.ravel()
+        k = round(ratio * flat.size)
+        keep = np.ones(flat.size, bool)
+        if k:
+            keep[np.argpartition(flat, k - 1)[:k]] = False
+        return keep.reshape(scores.shape)
+    moved = np.moveaxis(scores, axis, 0)
+    keep = np.ones(moved.shape, bool)
+    per = moved.reshape(moved.shape[0], -1)
+    k = round(ratio * per.shape[1])
+    if k:
+        idx = np.argpartition(per, k - 1, axis=1)[:, :k]
+        flat_keep = keep.reshape(per.shape)
+        np.put_along_axis(flat_keep, idx, False, axis=1)
+        keep = flat_keep.reshape(moved.shape)
+    return np.moveaxis(keep, 0, axis)
+
+
+def _exact_global(scores: dict[int, np.ndarray], k: int) -> dict[int, np.ndarray]:
+    """Exactly k lowest scores over all layers dropped (ties broken by position)."""
+    import numpy as np
+
+    keys = list(scores)
+    sizes = [scores[key].size for key in keys]
+    every = np.concatenate([scores[key].ravel() for key in keys])
+    keep = np.ones(every.size, bool)
+    if k:
+        keep[np.argpartition(every, k - 1)[:k]] = False
+    out, start = {}, 0
+    for key, size in zip(keys, sizes, strict=True):
+        out[key] = keep[start : start + size].reshape(scores[key].shape)
+        start += size
+    return out

@@ -1,0 +1,115 @@
+"""ternary: weights in {-a_n, 0, +a_p} (TWN threshold rule, or least-squares asymmetric scales)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Literal
+
+from onnxcomp.errors import UsageError
+from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
+
+from . import _common as common
+from ._common import ShareOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+
+@register_pass
+class Ternary(Pass):
+    """MatMul / Gemm / Conv  =>  TernaryMatMul / CodebookConv with weights in {-a_n, 0, +a_p} (lossy).
+
+    ``method=twn`` (Ternary Weight Networks): threshold D = ``threshold`` * mean|w|, codes +1 where w > D,
+    -1 where w < -D, else 0, one scale a_p = a_n = mean |w| over |w| > D (the least-squares scale for that
+    assignment). ``method=lsq`` fits asymmetric scales post-training, as trained ternary quantization learns
+    them: starting from the TWN assignment, a_p = mean of w over w > D_p and a_n = mean of -w over
+    w < -D_n, then D_p = a_p / 2 and D_n = a_n / 2 (nearest value), repeated until the assignment is stable;
+    each step lowers the squared error, activation-energy weighted with calibration data. Scales per output
+    channel (``per_channel``) or per layer. Codes are 2 bits packed (1/16 of float32).
+    """
+
+    name = "ternary"
+    lossless = False
+
+    @dataclasses.dataclass
+    class Options(ShareOptions):
+        method: Literal["twn", "lsq"] = opt(
+            "lsq", "twn: symmetric TWN scale; lsq: asymmetric least-squares scales"
+        )
+        threshold: float = opt(0.7, "TWN threshold factor: D = threshold * mean|w|")
+        per_channel: bool = opt(True, "one (a_p, a_n) per output channel (else per layer)")
+        weighted: bool = opt(True, "with calibration data, weight the fit by input-feature activation energy")
+        max_iter: int = opt(50, "maximum lsq refinement steps")
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        o = self.options
+        if o.threshold < 0:
+            raise UsageError("ternary: threshold must be >= 0")
+        result = self.new_result()
+        targets = common.prepare(graph, ctx, o, result)
+        energy = common.input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
+        for t in ctx.track(targets, "ternary", total=len(targets)):
+            e = ternary_encode(
+                t.w2, t.out_axis, o.method, o.threshold, o.per_channel, energy.get(id(t)), o.max_iter
+            )
+            w_hat = e.decoded(t.out_axis)
+            em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, huffman=o.huffman)
+            common.record(
+                result,
+                t,
+                f"ternary {o.method}",
+                e,
+                em,
+                common.rel_error(t.w2, w_hat),
+                float((e.codes == 0).mean()),
+            )
+        return common.finish(graph, ctx, result, o.inline)
+
+
+def ternary_encode(
+    w2: np.ndarray,
+    out_axis: int,
+    method: str = "lsq",
+    threshold: float = 0.7,
+    per_channel: bool = True,
+    weights: np.ndarray | None = None,
+    max_iter: int = 50,
+) -> common.Encoded:
+    import numpy as np
+
+    n_out = w2.shape[out_axis]
+    gsz = 1 if per_channel else n_out
+    # groups along the output axis: view as [groups, elements per group]
+    wg = np.moveaxis(w2.astype(np.float64), out_axis, 0).reshape(n_out // gsz, -1)
+    sg = (
+        None
+        if weights is None
+        else np.moveaxis(np.asarray(weights, np.float64), out_axis, 0).reshape(wg.shape)
+    )
+    s = np.ones_like(wg) if sg is None else sg + 1e-12
+    delta = threshold * np.abs(wg).mean(axis=1, keepdims=True)
+    pos, neg = wg > delta, wg < -delta
+
+    def mean_where(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        den = (s * mask).sum(1, keepdims=True)
+        return np.where(den > 0, (s * values * mask).sum(1, keepdims=True) / np.maximum(den, 1e-300), 0.0)
+
+    if method == "twn":
+        a = mean_where(np.abs(wg), pos | neg)
+        a_p = a_n = a
+    elif method == "lsq":
+        a_p, a_n = mean_where(wg, pos), mean_where(-wg, neg)
+        for _ in range(max_iter):
+            new_pos, new_neg = (wg > a_p / 2) & (a_p > 0), (wg < -a_n / 2) & (a_n > 0)
+            if np.array_equal(new_pos, pos) and np.array_equal(new_neg, neg):
+                break
+            pos, neg = new_pos, new_neg
+            a_p, a_n = mean_where(wg, pos), mean_where(-wg, neg)
+    else:
+        raise UsageError(f"ternary: unknown method {method!r}")
+    codes_g = np.where(pos, 1, np.where(neg, 2, 0)).astype(np.int64)
+    shape = np.moveaxis(w2, out_axis, 0).shape
+    codes = np.moveaxis(codes_g.reshape(shape), 0, out_axis)
+    scales = np.concatenate([a_p, a_n], axis=1).astype(np.float32)
+    return common.Encoded(scales, np.ascontiguousarray(codes), 2, gsz, ternary=True, zero_code=True)

@@ -1,0 +1,102 @@
+"""Canonical Huffman coding of code bytes: lengths, stream format, numpy and ONNX (HuffmanDecode) decoding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from onnx import helper
+from onnxcomp.passes.share import _huffman as huff
+from share_helpers import enc, make_model, run
+
+
+def _sequential_decode(coded: huff.Coded) -> np.ndarray:
+    """Bit-by-bit decoding from the table alone (independent of the lookup-table decoders)."""
+    symbols, lengths = coded.table[0].astype(int), coded.table[1].astype(int)
+    codes, code, prev = {}, 0, 0
+    for i, (s, ln) in enumerate(zip(symbols, lengths, strict=True)):
+        if i:
+            code = (code + 1) << (ln - prev)
+        codes[(ln, code)] = s
+        prev = ln
+    bits = np.unpackbits(coded.stream, bitorder="big")
+    out, p = [], 0
+    for _ in range(coded.count):
+        value, ln = 0, 0
+        while (ln, value) not in codes:
+            value, ln, p = 2 * value + int(bits[p]), ln + 1, p + 1
+            assert ln <= huff.MAX_LEN
+        out.append(codes[(ln, value)])
+    return np.array(out, np.uint8)
+
+
+def _data(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    if kind == "uniform":
+        return rng.integers(0, 256, n).astype(np.uint8)
+    if kind == "geometric":
+        return np.minimum(rng.geometric(0.35, n), 255).astype(np.uint8)
+    if kind == "zipf":  # very skewed: forces the 16-bit length limit
+        return np.minimum(rng.zipf(1.2, n), 255).astype(np.uint8)
+    return np.full(n, 7, np.uint8)  # one symbol
+
+
+@given(
+    kind=st.sampled_from(["uniform", "geometric", "zipf", "single"]),
+    n=st.integers(1, 3000),
+    seed=st.integers(0, 2**16),
+)
+def test_encode_decode_roundtrip(kind, n, seed):
+    data = _data(kind, n, np.random.default_rng(seed))
+    coded = huff.encode(data)
+    assert coded.table[1].max() <= huff.MAX_LEN
+    assert np.all(np.diff(coded.table[1].astype(int)) >= 0)
+    assert coded.nbytes == huff.coded_size(data)
+    assert coded.offsets.shape == (-(-n // huff.CHUNK),)
+    np.testing.assert_array_equal(_sequential_decode(coded), data)
+    np.testing.assert_array_equal(huff.decode_stream(coded.stream, coded.table, coded.offsets, n), data)
+
+
+def test_code_lengths_are_optimal_and_limited():
+    counts = np.zeros(256, np.int64)
+    counts[:6] = [45, 13, 12, 16, 9, 5]
+    lengths = huff.code_lengths(counts)
+    assert int((counts * lengths).sum()) == 224  # textbook Huffman cost of this histogram
+    fib = np.zeros(256, np.int64)
+    a, b = 1, 1
+    for i in range(30):  # Fibonacci counts make a maximally deep tree (depth 29 without a limit)
+        fib[i] = a
+        a, b = b, a + b
+    lengths = huff.code_lengths(fib)
+    assert lengths.max() <= huff.MAX_LEN
+    assert sum(2.0 ** -lengths[lengths > 0]) <= 1.0  # Kraft: a prefix code exists
+
+
+def test_skewed_data_codes_far_below_eight_bits():
+    data = np.where(np.random.default_rng(0).random(20000) < 0.9, 0, 17).astype(np.uint8)
+    assert huff.coded_size(data) < 0.2 * data.size
+
+
+@pytest.mark.parametrize(
+    "kind,n,shape",
+    [
+        ("geometric", 5000, [50, 100]),
+        ("zipf", 3073, [3073]),
+        ("single", 1, [1]),
+        ("uniform", 2048, [2, 4, 256]),
+    ],
+)
+def test_huffman_decode_function_body(kind, n, shape):
+    data = _data(kind, n, np.random.default_rng(n))
+    coded = huff.encode(data)
+    node = helper.make_node("HuffmanDecode", ["s", "t", "o"], ["y8"], domain=enc.DOMAIN, shape=shape)
+    cast = helper.make_node("Cast", ["y8"], ["y"], to=1)
+    m = make_model(
+        [node, cast],
+        {"s": coded.stream, "t": coded.table, "o": coded.offsets},
+        [],
+        [("y", shape)],
+        functions=enc.function_protos("HuffmanDecode", 18),
+    )
+    np.testing.assert_array_equal(run(m, {})[0], data.reshape(shape).astype(np.float32))
+    np.testing.assert_array_equal(run(m, {}, optimize=True)[0], data.reshape(shape).astype(np.float32))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from share_helpers import custom_nodes, enc, run
+from tests.share.share_helpers import custom_nodes, enc, run
 
 from onnxcomp import io
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from onnx import helper
-from share_helpers import enc, make_model, run
+from tests.share.share_helpers import enc, make_model, run
 
 
 # ------------------------------------------------------------------------------------------ bit packing

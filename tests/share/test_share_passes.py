@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
-from share_helpers import (
+from tests.share.share_helpers import (
     assert_exact,
     custom_nodes,
     decoded_weights,

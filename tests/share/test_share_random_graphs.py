@@ -10,7 +10,7 @@ import onnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import helper
-from share_helpers import assert_exact, custom_nodes, decoded_weights, enc, make_model, with_decoded_weights
+from tests.share.share_helpers import assert_exact, custom_nodes, decoded_weights, enc, make_model, with_decoded_weights
 
 from onnxcomp.api import optimize
 from tests.util import assert_same_outputs

@@ -98,8 +98,10 @@ def optimize(
     report = Report(pipeline=",".join(str(s) for s in specs), passes=results)
     report.before = cost.summarize(_concrete(norm, shapes))
     report.after = cost.summarize(_concrete(out, shapes))
-    # bytes on disk of a file input; an in-memory model has none (ByteSize would cost a serialization)
-    report.bytes_before = io.file_size(model) if isinstance(model, (str, os.PathLike)) else None
+    if isinstance(model, (str, os.PathLike)):
+        report.bytes_before = io.file_size(model)
+    else:
+        report.source = original  # sized only if the report is read (ByteSize costs a pass over the weights)
     report.bytes_after = len(data) if data is not None else None
     report.serialized = data
     verify_settings = settings.get("verify", {})

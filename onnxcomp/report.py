@@ -23,11 +23,24 @@ class Report:
     passes: list[PassResult] = dataclasses.field(default_factory=list)
     before: ModelCost | None = None
     after: ModelCost | None = None
-    bytes_before: int | None = None
+    bytes_before_: int | None = dataclasses.field(default=None, repr=False)
     bytes_after: int | None = None
     verification: VerifyResult | None = None
     seconds: float = 0.0
     serialized: bytes | None = dataclasses.field(default=None, repr=False)  # the output's bytes (not in JSON)
+    source: Any = dataclasses.field(default=None, repr=False)  # the input ModelProto, sized on first use
+
+    @property
+    def bytes_before(self) -> int | None:
+        """Bytes of the input: its file size, or (in-memory input) its serialized size, computed when asked."""
+        if self.bytes_before_ is None and self.source is not None:
+            self.bytes_before_ = self.source.ByteSize()
+            self.source = None
+        return self.bytes_before_
+
+    @bytes_before.setter
+    def bytes_before(self, value: int | None) -> None:
+        self.bytes_before_ = value
 
     @property
     def lossless(self) -> bool:

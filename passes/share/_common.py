@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 class SelectOptions:
     """Which layers a weight pass touches."""
 
-    layers: list[str] = opt([], "only these layers (node or weight names, glob patterns); empty = all")  # noqa: RUF009
-    protect: list[str] = opt([], "never touch these layers (node or weight names, glob patterns)")  # noqa: RUF009
+    layers: list[str] = opt([], "only these layers (node or weight names, glob patterns); empty = all")
+    protect: list[str] = opt([], "never touch these layers (node or weight names, glob patterns)")
     protect_first_last: bool = opt(False, "leave the first and the last weighted layer as they are")
     min_params: int = opt(0, "skip layers with fewer weights than this")
 

@@ -38,7 +38,7 @@ class KMeans(Pass):
     @dataclasses.dataclass
     class Options(ShareOptions):
         bits: int = opt(4, "code bits per weight, 1..8 (codebooks of 2**bits entries)")
-        bits_per_layer: dict[str, int] = opt(  # noqa: RUF009
+        bits_per_layer: dict[str, int] = opt(
             {}, "bits for layers matching a name pattern, e.g. fc*:2;conv1:8"
         )
         group_size: int = opt(0, "output channels sharing one codebook (0: one codebook per layer)")

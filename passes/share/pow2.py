@@ -33,7 +33,7 @@ class Pow2(Pass):
     @dataclasses.dataclass
     class Options(ShareOptions):
         bits: int = opt(4, "code bits, 2..8: (2**bits - 1) // 2 exponents")
-        bits_per_layer: dict[str, int] = opt({}, "bits for layers matching a name pattern")  # noqa: RUF009
+        bits_per_layer: dict[str, int] = opt({}, "bits for layers matching a name pattern")
         max_exp: int | None = opt(None, "largest exponent k (default: from max|w| per layer, as INQ)")
         scale: Literal["none", "lsq"] = opt("none", "none: pure powers of two; lsq: a fitted scale per layer")
         sparse: Literal["auto", "never", "always"] = opt(

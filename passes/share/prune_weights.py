@@ -34,7 +34,7 @@ class PruneWeights(Pass):
     @dataclasses.dataclass
     class Options(SelectOptions):
         ratio: float = opt(0.5, "fraction of weights set to zero, 0..1")
-        ratio_per_layer: dict[str, float] = opt(  # noqa: RUF009
+        ratio_per_layer: dict[str, float] = opt(
             {}, "ratio for layers matching a name pattern (scope layer/output)"
         )
         criterion: Literal["auto", "magnitude", "wanda"] = opt(

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.share.share_helpers import custom_nodes, enc, run
 
 from onnxcomp import io
+from tests.share.share_helpers import custom_nodes, enc, run
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "models" / "digits_cnn.onnx"

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from onnx import helper
+
 from tests.share.share_helpers import enc, make_model, run
 
 

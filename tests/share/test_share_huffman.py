@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from onnx import helper
 from onnxcomp.passes.share import _huffman as huff
+
 from tests.share.share_helpers import enc, make_model, run
 
 

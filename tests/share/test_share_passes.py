@@ -7,6 +7,11 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
+
+from models import builders
+from onnxcomp import io
+from onnxcomp.api import optimize
+from onnxcomp.errors import UsageError
 from tests.share.share_helpers import (
     assert_exact,
     custom_nodes,
@@ -16,11 +21,6 @@ from tests.share.share_helpers import (
     run,
     with_decoded_weights,
 )
-
-from models import builders
-from onnxcomp import io
-from onnxcomp.api import optimize
-from onnxcomp.errors import UsageError
 from tests.util import assert_same_outputs
 
 

@@ -10,9 +10,9 @@ import onnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import helper
-from tests.share.share_helpers import assert_exact, custom_nodes, decoded_weights, enc, make_model, with_decoded_weights
 
 from onnxcomp.api import optimize
+from tests.share.share_helpers import assert_exact, custom_nodes, decoded_weights, enc, make_model, with_decoded_weights
 from tests.util import assert_same_outputs
 
 

@@ -90,7 +90,7 @@ def compare_arrays(name: str, ref: np.ndarray, new: np.ndarray, tol: Tolerance) 
     a = ref.astype(np.float64).ravel()
     b = new.astype(np.float64).ravel()
     finite_a, finite_b = np.isfinite(a), np.isfinite(b)
-    if not np.array_equal(finite_a, finite_b) or not np.array_equal(a[~finite_a], b[~finite_b]):
+    if not np.array_equal(finite_a, finite_b) or not np.array_equal(a[~finite_a], b[~finite_b], equal_nan=True):
         return OutputMetrics(name, float("inf"), float("inf"), 0.0, 0.0, False, "non-finite values differ")
     a, b = a[finite_a], b[finite_b]
     if a.size == 0:

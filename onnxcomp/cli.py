@@ -104,6 +104,10 @@ def optimize(
         raise UsageError(f"output path {output} is the input file; choose another output path")
     if not output.parent.exists():
         raise UsageError(f"output directory {output.parent} does not exist")
+    if report is not None and report.is_dir():
+        raise UsageError(f"--report {report} is a directory")
+    if report is not None and not report.parent.exists():
+        raise UsageError(f"--report: directory {report.parent} does not exist")
     tol = None
     if atol is not None or rtol is not None or min_cosine is not None:
         tol = Tolerance(atol=atol, rtol=rtol, min_cosine=min_cosine)

@@ -235,3 +235,11 @@ def test_inspect_diff_bench_verify_commands(tmp_path, capsys, model_path):
     assert code == 0 and "speedup" in stdout
     code, stdout, _ = _run(capsys, "passes")
     assert code == 0 and "fold-constants" in stdout
+
+
+def test_bad_report_path_is_a_usage_error_before_any_output(tmp_path, capsys, model_path):
+    out = tmp_path / "o.onnx"
+    for rep in (tmp_path / "missing" / "r.json", tmp_path):
+        code, _, err = _run(capsys, "optimize", model_path, out, "--passes", SPEC, "--report", rep)
+        assert code == 2 and err.startswith("error: ") and "Traceback" not in err, err
+        assert not out.exists()

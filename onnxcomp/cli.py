@@ -104,10 +104,7 @@ def optimize(
         raise UsageError(f"output path {output} is the input file; choose another output path")
     if not output.parent.exists():
         raise UsageError(f"output directory {output.parent} does not exist")
-    if report is not None and report.is_dir():
-        raise UsageError(f"--report {report} is a directory")
-    if report is not None and not report.parent.exists():
-        raise UsageError(f"--report: directory {report.parent} does not exist")
+    _check_writable(report, "--report")
     tol = None
     if atol is not None or rtol is not None or min_cosine is not None:
         tol = Tolerance(atol=atol, rtol=rtol, min_cosine=min_cosine)
@@ -169,6 +166,14 @@ def list_passes() -> None:
     console.print(f"default pipeline: {DEFAULT_PIPELINE}")
 
 
+def _check_writable(path: Path | None, option: str) -> None:
+    """A file a command will write (a report): refused up front, before any work, when it cannot be."""
+    if path is not None and path.is_dir():
+        raise UsageError(f"{option} {path} is a directory")
+    if path is not None and not path.parent.exists():
+        raise UsageError(f"{option}: directory {path.parent} does not exist")
+
+
 @app.command()
 def inspect(
     input: Annotated[Path, typer.Argument(help="Model to inspect.")],
@@ -178,6 +183,8 @@ def inspect(
 ) -> None:
     """Per-layer table: op, output shape, params, FLOPs, bytes moved, arithmetic intensity, roofline bound."""
     import json
+
+    _check_writable(json_out, "--json")
 
     from rich.table import Table
 
@@ -273,6 +280,8 @@ def diff(
 ) -> None:
     """What changed: nodes removed/added/rewritten, op counts, params, FLOPs, size."""
     import json
+
+    _check_writable(json_out, "--json")
 
     from rich.table import Table
 

@@ -243,3 +243,9 @@ def test_bad_report_path_is_a_usage_error_before_any_output(tmp_path, capsys, mo
         code, _, err = _run(capsys, "optimize", model_path, out, "--passes", SPEC, "--report", rep)
         assert code == 2 and err.startswith("error: ") and "Traceback" not in err, err
         assert not out.exists()
+
+
+def test_bad_json_paths_of_inspect_and_diff_exit_2(tmp_path, capsys, model_path):
+    for args in (("inspect", model_path), ("diff", model_path, model_path)):
+        code, _, err = _run(capsys, *args, "--json", tmp_path / "missing" / "r.json")
+        assert code == 2 and err.startswith("error: ") and "Traceback" not in err, (args, err)

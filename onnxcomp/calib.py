@@ -156,6 +156,18 @@ def generate_inputs(
     return out
 
 
+def first_samples(feeds: Mapping[str, np.ndarray], model: onnx.ModelProto, n: int) -> dict[str, np.ndarray]:
+    """The first ``n`` samples of every input whose batch dimension is dynamic; inputs with a fixed batch
+    dimension (onnxruntime accepts no other size) and scalars are fed whole."""
+    specs = input_specs(model)
+    out = {}
+    for k, v in feeds.items():
+        dims = specs.get(k, (None, []))[1]
+        fixed = bool(dims) and isinstance(dims[0], int)
+        out[k] = v if fixed or v.ndim == 0 else v[:n]
+    return out
+
+
 def capture_activations(
     model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], names: list[str], max_samples: int | None = None
 ) -> dict[str, np.ndarray]:
@@ -171,7 +183,7 @@ def capture_activations(
         if n not in outs:
             m.graph.output.append(onnx.ValueInfoProto(name=n))
     if max_samples is not None:
-        feeds = {k: v[:max_samples] for k, v in feeds.items()}
+        feeds = first_samples(feeds, m, max_samples)
     sess = session(m, optimize=False)
     values = run(sess, dict(feeds), list(names))
     return dict(zip(names, values))

@@ -362,10 +362,12 @@ class Refitter:
         self.samples = samples
         self.ridge = ridge
         self.rng = ctx.rng(seed_salt)
-        calib = ctx.calib or {}
-        self.feeds = {k: v[:max_calib] for k, v in calib.items()}
+        from onnxcomp.calib import first_samples
+
+        model = export_plain(graph, ctx)
+        self.feeds = first_samples(ctx.calib or {}, model, max_calib)
         wanted = [m.node.outputs[0].name for m in plan.members if m.role == "consumer"]
-        self.original = Capturer(export_plain(graph, ctx), wanted)  # one session for every reference
+        self.original = Capturer(model, wanted)  # one session for every reference
         self._reference: dict[str, np.ndarray] = {}
         self.producer_of = {id(p.node): p for g in plan.groups for p in g.producers}
         self.order = {id(n): i for i, n in enumerate(graph.nodes)}

@@ -116,3 +116,23 @@ def test_runs_on_a_mobilenet_with_se_blocks_and_depthwise_followers():
     test = builders.random_inputs(model, batch=4, seed=2)
     shapes = [v.shape for v in outputs(model, test).values()]
     assert [v.shape for v in outputs(pruned, test).values()] == shapes
+
+
+def test_fixed_batch_larger_than_max_calib():
+    """A model with a fixed batch of 6 and max_calib=4: the calibration data cannot be cut to 4 samples
+    (onnxruntime refuses a batch of 4); the pass runs on all 6 instead of failing."""
+    rng = np.random.default_rng(3)
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((3, 8, 1, 1)).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], name="c1"), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], name="c2")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 3, 7, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 3, 5, 5])], [w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    calib = {"x": rng.standard_normal((6, 3, 7, 7)).astype(np.float32)}
+    for spec in ("prune-channels(ratio=0.5,round_to=1,max_calib=4)",
+                 "prune-filters(ratio=0.5,round_to=1,reconstruct=true,max_calib=4)"):
+        out, rep = optimize(model, spec, calib=calib)
+        assert rep.passes[0].counters["channels_removed"] == 4, spec
+        assert outputs(out, calib)["y"].shape == (6, 3, 5, 5)

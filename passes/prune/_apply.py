@@ -145,11 +145,23 @@ def apply_removal(graph: gs.Graph, plan: ChannelPlan, removed: np.ndarray, ctx: 
                   pass_name: str = "") -> int:
     """Remove the channels ``removed`` (bool mask over global channels); returns the number of edits."""
     edits = 0
+    # a weight read by several members (two Convs sharing one initializer) that lose the same positions is
+    # sliced once and stays shared: (source, kind, axis, groups, kept positions) -> (source, sliced tensor)
+    sliced: dict[tuple, tuple] = {}
     for m in plan.members:
         keep = plan.keep(m.elems, removed)
         if keep.all():
             continue
-        EDITS[m.kind](graph, m, keep)
+        key = None
+        if m.kind in ("param", "grouped_in"):
+            src = m.node.inputs[m.input]
+            key = (id(src), m.kind, m.axis, m.info.get("groups"), keep.tobytes())
+        if key is not None and key in sliced:
+            m.node.inputs[m.input] = sliced[key][1]
+        else:
+            EDITS[m.kind](graph, m, keep)
+            if key is not None:
+                sliced[key] = (src, m.node.inputs[m.input])  # src kept alive: its id stays unique
         m.elems = m.elems[keep]
         edits += 1
         if ctx is not None:

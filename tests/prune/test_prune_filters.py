@@ -216,3 +216,28 @@ def test_cli_digits_with_verify(tmp_path, capsys):
     data = json.loads(report.read_text())
     assert data["verification"]["ok"] and data["verification"]["accuracy_new"] >= 0.97
     assert data["passes"][0]["counters"]["channels_removed"] == 8 + 8 + 16 + 16
+
+
+def test_shared_weight_stays_shared():
+    """Two Convs read one weight: both lose the same filters, and the pruned weight is stored once (the
+    model gets smaller, not larger), with the outputs unchanged where the removed filters are zero."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    w1[[1, 6]] = 0
+    inits = [numpy_helper.from_array(w1, "w1"),
+             numpy_helper.from_array(rng.standard_normal((3, 8, 1, 1)).astype(np.float32), "w2"),
+             numpy_helper.from_array(rng.standard_normal((3, 8, 1, 1)).astype(np.float32), "w3")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="a"),
+             helper.make_node("Conv", ["x", "w1"], ["c2"], name="b", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]), helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r1", "w2"], ["y1"]), helper.make_node("Conv", ["r2", "w3"], ["y2"])]
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "g", [vi("x", TensorProto.FLOAT, [1, 3, 7, 7])],
+                              [vi("y1", TensorProto.FLOAT, [1, 3, 5, 5]), vi("y2", TensorProto.FLOAT, [1, 3, 7, 7])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    out, _ = optimize(model, "prune-filters(ratio=0.25,round_to=1)")
+    assert _params(out) == _params(model) - 2 * 27 - 2 * 3 * 2
+    assert_same_outputs(model, out, {"x": rng.standard_normal((1, 3, 7, 7)).astype(np.float32)})

@@ -125,9 +125,9 @@ def report(result: PassResult, graph: gs.Graph, prep: Prepared, removed: np.ndar
             extra["in_channels"] = [before_in, after_in]
             if after_in < before_in:
                 decision.append(f"inputs {before_in}->{after_in}")
-        if node.name in notes:
-            extra["note"] = notes[node.name]
-        result.layer(node.name, op=node.op, decision=", ".join(decision),
+        if label(node) in notes:
+            extra["note"] = notes[label(node)]
+        result.layer(label(node), op=node.op, decision=", ".join(decision),
                      params_before=b.params, params_after=a.params if a else None,
                      flops_before=b.flops, flops_after=a.flops if a else None, extra=extra)
     flops_after = sum(c.flops for c in after.values())
@@ -139,6 +139,14 @@ def report(result: PassResult, graph: gs.Graph, prep: Prepared, removed: np.ndar
                            params_after=params_after)
     if prep.base_flops:
         result.counters["flops_removed"] = round(1.0 - flops_after / prep.base_flops, 4)
+
+
+def label(node: gs.Node) -> str:
+    """A node's name for reports, notes and errors: its name, else op(first output) (unique per node)."""
+    if node.name:
+        return node.name
+    out = next((t.name for t in node.outputs if t.name), "")
+    return f"{node.op}({out})" if out else node.op
 
 
 def record_error(result: PassResult, name: str, before: float, after: float) -> None:

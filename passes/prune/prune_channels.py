@@ -54,7 +54,7 @@ class PruneChannels(Pass):
         import numpy as np
 
         from ._apply import apply_removal
-        from ._common import check_options, decide, prepare, record_error, report
+        from ._common import check_options, decide, label, prepare, record_error, report
         from ._recon import Refitter
         from ._select import Schedule, choose, scores_for
 
@@ -89,7 +89,7 @@ class PruneChannels(Pass):
             if scores is None:
                 scores = l1[g.id]
                 for p in g.producers:
-                    notes[p.node.name] = "no refittable consumer: channels chosen by L1"
+                    notes[label(p.node)] = "no refittable consumer: channels chosen by L1"
             used[g.id] = scores
             local = choose(g, scores, n_remove, 1, o.min_channels)
             step = np.zeros(plan.n_channels, dtype=bool)
@@ -100,8 +100,8 @@ class PruneChannels(Pass):
             if o.reconstruct:
                 for node in consumers:
                     before, after = refitter.refit(node, "lstsq", removed)
-                    first = errors.get(node.name, (before, after))[0]
-                    errors[node.name] = (first, after)
+                    first = errors.get(label(node), (before, after))[0]
+                    errors[label(node)] = (first, after)
         for g in prep.groups:
             used.setdefault(g.id, l1[g.id])
         report(result, graph, prep, removed, used, notes)

@@ -62,7 +62,7 @@ class PruneFilters(Pass):
         import numpy as np
 
         from ._apply import apply_removal
-        from ._common import check_options, decide, prepare, record_error, report
+        from ._common import check_options, decide, label, prepare, record_error, report
         from ._recon import Refitter
         from ._select import Schedule, scores_for
 
@@ -87,18 +87,18 @@ class PruneFilters(Pass):
         members = [m for g in touched for m in g.members]
         apply_removal(graph, prep.plan, removed, ctx, self.name)
         notes = {name: f"criterion {o.criterion} unavailable (no BatchNormalization): scored by L1"
-                 for g in prep.groups if g.name in fallback for name in [p.node.name for p in g.producers]}
+                 for g in prep.groups if g.name in fallback for name in [label(p.node) for p in g.producers]}
         report(result, graph, prep, removed, scores, notes)
         if refitter is not None:
             nodes = refitter.consumers(members)
             for node in ctx.track(nodes, "refitting layers", len(nodes)):
                 before, after = refitter.refit(node, o.correction, removed)
-                record_error(result, node.name, before, after)
+                record_error(result, label(node), before, after)
                 result.count("layers_refitted")
             seen = {id(n) for n in nodes}
             for m in members:
                 if m.role == "consumer" and id(m.node) not in seen:
                     seen.add(id(m.node))
-                    result.skip(m.node.name, f"not refitted: {refitter.reason(m.node) or 'grouped input'}")
+                    result.skip(label(m.node), f"not refitted: {refitter.reason(m.node) or 'grouped input'}")
         del np
         return result

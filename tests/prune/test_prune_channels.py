@@ -136,3 +136,25 @@ def test_fixed_batch_larger_than_max_calib():
         out, rep = optimize(model, spec, calib=calib)
         assert rep.passes[0].counters["channels_removed"] == 4, spec
         assert outputs(out, calib)["y"].shape == (6, 3, 5, 5)
+
+
+def test_unnamed_layers_get_their_own_records_and_errors():
+    """Nodes without names (common in exported models): each layer's record, refit error and count is its
+    own, not merged under the empty name."""
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 1, 1)), ("w3", (3, 8, 1, 1)))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"]), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"]), helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w3"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 9, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    calib = {"x": rng.standard_normal((4, 3, 9, 9)).astype(np.float32)}
+    _, rep = optimize(model, "prune-channels(ratio=0.5,round_to=1,samples=256)", calib=calib)
+    res = rep.passes[0]
+    names = [r.name for r in res.layers]
+    assert len(names) == 3 and len(set(names)) == 3 and all(names), names
+    assert res.counters["layers_refitted"] == 2
+    assert sum(r.error is not None for r in res.layers) == 2

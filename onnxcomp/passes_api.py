@@ -297,6 +297,8 @@ def build_options(cls: type[Pass], raw: dict[str, Any]) -> Any:
         if name not in fields:
             valid = ", ".join(fields) or "none"
             raise UsageError(f"pass {cls.name!r} has no option {key!r}; valid options: {valid}")
+        if name in values:
+            raise UsageError(f"pass {cls.name!r}: option {key!r} is given twice")
         try:
             values[name] = coerce(value, hints[name])
         except (TypeError, ValueError) as err:

@@ -83,6 +83,8 @@ def parse_spec(spec: str) -> list[PassSpec]:
                 key, eq, value = kv.partition("=")
                 if not eq or not key.strip():
                     raise UsageError(f"pass spec {item!r}: options are key=value, got {kv.strip()!r}")
+                if key.strip() in options:
+                    raise UsageError(f"pass spec {item!r}: option {key.strip()!r} is given twice")
                 options[key.strip()] = value.strip()
         elif ")" in name:
             raise UsageError(f"pass spec {item!r}: unbalanced ')'")

@@ -9,7 +9,7 @@ import pytest
 
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, build_options, coerce, get_pass, opt, registry
-from onnxcomp.pipeline import DEFAULT_PIPELINE, load_recipe, parse_spec
+from onnxcomp.pipeline import DEFAULT_PIPELINE, instantiate, load_recipe, parse_spec
 
 
 def test_parse_spec_with_options_and_nesting():
@@ -114,3 +114,10 @@ def test_bad_recipes(tmp_path, text):
     r.write_text(text)
     with pytest.raises(UsageError):
         load_recipe(r)
+
+
+@pytest.mark.parametrize("spec", ["fuse-bn(conv=true,conv=false)", "fold-constants(max-elements=1,max_elements=2)"])
+def test_option_given_twice_is_refused(spec):
+    # the last value silently won: a typo'd pipeline ran with options the user did not mean
+    with pytest.raises(UsageError, match="twice"):
+        instantiate(parse_spec(spec))

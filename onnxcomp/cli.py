@@ -332,6 +332,8 @@ def bench(
     from onnxcomp.bench import interleaved, model_runner
     from onnxcomp.calib import generate_inputs
 
+    if runs < 1 or warmup < 0 or threads < 0:
+        raise UsageError("bench: --runs must be at least 1, --warmup and --threads at least 0")
     shapes = io.parse_input_shapes(input_shape)
     models = {str(a): io.normalize(io.load_model(a), shapes)}
     if b is not None:

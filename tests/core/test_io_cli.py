@@ -249,3 +249,9 @@ def test_bad_json_paths_of_inspect_and_diff_exit_2(tmp_path, capsys, model_path)
     for args in (("inspect", model_path), ("diff", model_path, model_path)):
         code, _, err = _run(capsys, *args, "--json", tmp_path / "missing" / "r.json")
         assert code == 2 and err.startswith("error: ") and "Traceback" not in err, (args, err)
+
+
+@pytest.mark.parametrize("args", [("--runs", "0"), ("--runs", "-2"), ("--warmup", "-1"), ("--threads", "-1")])
+def test_bench_bad_counts_exit_2(capsys, model_path, args):
+    code, _, err = _run(capsys, "bench", model_path, *args)
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err, err

@@ -139,11 +139,29 @@ def load_recipe(path: str | os.PathLike[str]) -> tuple[list[PassSpec], dict[str,
             raise UsageError(f"{p}: [[pass]] #{i + 1} has no name")
         opts = {k: v for k, v in table.items() if k != "name"}
         specs.append(PassSpec(str(table["name"]), opts))
-    unknown = set(data) - {"pass", "verify", "optimize"}
+    unknown = set(data) - {"pass", "verify"}
     if unknown:
-        raise UsageError(f"{p}: unknown recipe sections {', '.join(sorted(unknown))}; valid: pass, verify, optimize")
-    settings = {k: data[k] for k in ("verify", "optimize") if k in data}
+        raise UsageError(f"{p}: unknown recipe sections {', '.join(sorted(unknown))}; valid: pass, verify")
+    settings = {k: data[k] for k in ("verify",) if k in data}
+    _check_verify_settings(p, settings.get("verify", {}))
     return specs, settings
+
+
+def _check_verify_settings(p: Path, table: Any) -> None:
+    """[verify]: known keys with values of the right type (a typo must not silently skip verification)."""
+    if not isinstance(table, dict):
+        raise UsageError(f"{p}: [verify] must be a table")
+    unknown = set(table) - {"enabled", "atol", "rtol", "min_cosine"}
+    if unknown:
+        raise UsageError(
+            f"{p}: [verify]: unknown settings {', '.join(sorted(unknown))}; valid: enabled, atol, rtol, min_cosine"
+        )
+    if not isinstance(table.get("enabled", False), bool):
+        raise UsageError(f"{p}: [verify] enabled must be true or false")
+    for key in ("atol", "rtol", "min_cosine"):
+        value = table.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"{p}: [verify] {key} must be a number")
 
 
 def instantiate(specs: list[PassSpec]) -> list[Pass]:

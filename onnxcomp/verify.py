@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from onnxcomp.errors import InputError
+from onnxcomp.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,6 +28,13 @@ class Tolerance:
     atol: float | None = 1e-5  # absolute, in units of max|ref|: err <= atol*scale + rtol*scale
     rtol: float | None = 1e-4
     min_cosine: float | None = 0.99999
+
+    def __post_init__(self) -> None:
+        # NaN makes every comparison false (verification would pass whatever the outputs)
+        for key in ("atol", "rtol", "min_cosine"):
+            v = getattr(self, key)
+            if v is not None and (v != v or (key != "min_cosine" and v < 0)):
+                raise UsageError(f"tolerance {key}={v}: must be a number" + ("" if key == "min_cosine" else " >= 0"))
 
     @classmethod
     def lossless(cls) -> Tolerance:

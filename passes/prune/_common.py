@@ -35,9 +35,20 @@ class Prepared:
     in_channels: dict[int, tuple[Any, int]]  # id(member) -> (member, positions before)
 
 
-def check_options(ratio: float, round_to: int, min_channels: int, target_flops: float | None) -> None:
+def check_options(ratio: float, round_to: int, min_channels: int, target_flops: float | None, *,
+                  ratios: dict[str, float] | None = None, counts: dict[str, int] | None = None,
+                  ridge: float = 0.0) -> None:
+    """Option ranges, checked before any work (``counts``: options that must be at least 1)."""
     if not 0.0 <= ratio <= 1.0:
         raise UsageError(f"ratio must be in [0, 1], got {ratio}")
+    for pattern, r in (ratios or {}).items():
+        if not 0.0 <= r <= 1.0:
+            raise UsageError(f"ratios: {pattern}:{r} must be in [0, 1]")
+    for key, n in (counts or {}).items():
+        if n < 1:
+            raise UsageError(f"{key} must be at least 1, got {n}")
+    if not ridge >= 0.0:
+        raise UsageError(f"ridge must be >= 0, got {ridge}")
     if round_to < 1 or min_channels < 1:
         raise UsageError("round_to and min_channels must be at least 1")
     if target_flops is not None and not 0.0 < target_flops < 1.0:

@@ -59,7 +59,8 @@ class PruneChannels(Pass):
         from ._select import Schedule, choose, scores_for
 
         o = self.options
-        check_options(o.ratio, o.round_to, o.min_channels, o.target_flops)
+        check_options(o.ratio, o.round_to, o.min_channels, o.target_flops, ratios=dict(o.ratios), ridge=o.ridge,
+                      counts={"samples": o.samples, "max_calib": o.max_calib, "max_outputs": o.max_outputs})
         result = self.new_result()
         prep = prepare(graph, result, list(o.protect))
         if not prep.groups:

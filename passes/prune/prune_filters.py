@@ -67,7 +67,8 @@ class PruneFilters(Pass):
         from ._select import Schedule, scores_for
 
         o = self.options
-        check_options(o.ratio, o.round_to, o.min_channels, o.target_flops)
+        check_options(o.ratio, o.round_to, o.min_channels, o.target_flops, ratios=dict(o.ratios), ridge=o.ridge,
+                      counts={"samples": o.samples, "max_calib": o.max_calib})
         result = self.new_result()
         prep = prepare(graph, result, list(o.protect))
         if not prep.groups:

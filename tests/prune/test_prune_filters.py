@@ -241,3 +241,17 @@ def test_shared_weight_stays_shared():
     out, _ = optimize(model, "prune-filters(ratio=0.25,round_to=1)")
     assert _params(out) == _params(model) - 2 * 27 - 2 * 3 * 2
     assert_same_outputs(model, out, {"x": rng.standard_normal((1, 3, 7, 7)).astype(np.float32)})
+
+
+@pytest.mark.parametrize("spec", [
+    "prune-filters(ratios=*:1.5)", "prune-filters(ratios=*:-0.1)", "prune-filters(reconstruct=true,samples=0)",
+    "prune-filters(reconstruct=true,max_calib=0)", "prune-filters(reconstruct=true,ridge=-1)",
+    "prune-channels(samples=0)", "prune-channels(max_calib=0)", "prune-channels(max_outputs=0)",
+    "prune-channels(ridge=-1)",
+])
+def test_out_of_range_options_are_usage_errors(spec):
+    # these failed deep inside numpy (exit 1, "pass failed: ValueError") or were silently clamped
+    data = np.load(DIGITS_HELDOUT)
+    calib = {k: data[k][:8] for k in data.files}
+    with pytest.raises(UsageError):
+        optimize(onnx.load(DIGITS_MODEL), spec, calib=calib)

@@ -54,6 +54,10 @@ def optimize(
     from onnxcomp.report import Report
 
     t0 = time.perf_counter()
+    if hardware not in cost.HARDWARE:
+        raise UsageError(f"unknown hardware {hardware!r}; valid: {', '.join(cost.HARDWARE)}")
+    if not isinstance(seed, int) or seed < 0:
+        raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
     original = io.as_model(model)
     settings: dict[str, Any] = {}
     if recipe is not None:

@@ -255,3 +255,12 @@ def test_bad_json_paths_of_inspect_and_diff_exit_2(tmp_path, capsys, model_path)
 def test_bench_bad_counts_exit_2(capsys, model_path, args):
     code, _, err = _run(capsys, "bench", model_path, *args)
     assert code == 2 and err.startswith("error: ") and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("args", [("--seed", "-1"), ("--hardware", "bogus")])
+def test_bad_seed_and_hardware_exit_2(tmp_path, capsys, model_path, args):
+    # a negative seed failed inside numpy (exit 1); an unknown hardware profile was silently accepted
+    out = tmp_path / "o.onnx"
+    code, _, err = _run(capsys, "optimize", model_path, out, "--passes", SPEC, "--verify", *args)
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err, err
+    assert not out.exists()

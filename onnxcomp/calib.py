@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from onnxcomp.errors import InputError
+from onnxcomp.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -138,6 +138,8 @@ def generate_inputs(
     """Random inputs for data-free verification (dynamic dims: ``input_shapes`` or ``default_dim``)."""
     import numpy as np
 
+    if not isinstance(seed, int) or seed < 0:
+        raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
     rng = np.random.default_rng(seed)
     out = {}
     for name, (dtype, dims) in input_specs(model).items():

@@ -264,3 +264,8 @@ def test_bad_seed_and_hardware_exit_2(tmp_path, capsys, model_path, args):
     code, _, err = _run(capsys, "optimize", model_path, out, "--passes", SPEC, "--verify", *args)
     assert code == 2 and err.startswith("error: ") and "Traceback" not in err, err
     assert not out.exists()
+
+
+def test_verify_command_negative_seed_exit_2(capsys, model_path):
+    code, _, err = _run(capsys, "verify", model_path, model_path, "--seed", "-1")
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err, err

@@ -73,6 +73,11 @@ class LowRank(Pass):
                 result.skip(node.name, plan_or_reason)
                 continue
             plan = plan_or_reason
+            weight = node.inputs[1]
+            if any(c is not node for c in weight.outputs):
+                # each consumer would get its own factors while the others keep W: the model would grow
+                result.skip(node.name, f"weight {weight.name} is shared with other nodes")
+                continue
             w = plan.matrix.astype(np.float64)
             rows, cols = w.shape
             if w.size < o.min_params:

@@ -134,3 +134,17 @@ def test_weight_shared_by_two_layers_is_not_duplicated():
     assert rep.passes[0].counters.get("params_removed", 0) == w.size - params
     assert {s.node for s in rep.passes[0].skips} == {"a", "b"}
     assert all("shared" in s.reason for s in rep.passes[0].skips)
+
+
+@pytest.mark.parametrize("spec", ["lowrank(rank=0)", "lowrank(energy=0)", "lowrank(energy=1.5)"])
+def test_invalid_options_are_usage_errors(spec):
+    from onnxcomp.errors import UsageError
+
+    rng = np.random.default_rng(5)
+    m = mlp(
+        rng.standard_normal((6, 5)).astype(np.float32),
+        rng.standard_normal((5, 3)).astype(np.float32),
+        np.zeros(3, np.float32),
+    )
+    with pytest.raises(UsageError):
+        optimize(m, spec)

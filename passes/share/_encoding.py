@@ -753,7 +753,7 @@ def emit(
     old.outputs.clear()
     node = gs.Node(
         op_type,
-        unique_name(graph, f"{old.name or (old.outputs[0].name if old.outputs else op_type)}_{suffix}"),
+        unique_name(graph, f"{old.name or (outputs[0].name if outputs else op_type)}_{suffix}"),
         attrs=attrs,
         inputs=inputs,
         outputs=outputs,

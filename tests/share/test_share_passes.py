@@ -410,3 +410,16 @@ def test_conv_auto_pad_same_becomes_explicit_pads():
     dynamic = make_model([node], {"w": w}, [("x", [1, 3, "h", "w"])], [("y", None)], opset=17)
     _, report = optimize(dynamic, "kmeans(bits=6)")
     assert "auto_pad" in report.passes[0].skips[0].reason
+
+
+def test_unnamed_node_gets_a_name_derived_from_its_output():
+    rng = np.random.default_rng(9)
+    m = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["logits"])],
+        {"w": rng.standard_normal((40, 24)).astype(np.float32)},
+        [("x", [2, 40])],
+        [("logits", [2, 24])],
+    )
+    out, _ = optimize(m, "kmeans(bits=2)")
+    (node,) = custom_nodes(out)
+    assert node.name.startswith("logits_"), node.name

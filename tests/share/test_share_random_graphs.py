@@ -110,8 +110,14 @@ def _check(model, feeds, spec):
     if spec.startswith("prune-weights"):  # the reference is the pruned model
         prune, spec = spec.split("),", 1)
         model, _ = optimize(model, prune + ")")
-    out, _ = optimize(model, spec)
+    out, report = optimize(model, spec)
     onnx.checker.check_model(out)
+    # every layer is encoded or skipped with a reason; ternary/binary/pow2 encode every layer they support
+    layers = sum(n.op_type in ("MatMul", "Gemm", "Conv") for n in model.graph.node)
+    encoded = sum(n.op_type in enc.DECODERS for n in custom_nodes(out))
+    assert encoded + len(report.passes[-1].skips) == layers
+    if spec.split("(")[0] in ("ternary", "binary", "pow2"):
+        assert encoded == layers
     assert_exact(enc.decode_model(out), out, feeds)
     assert_same_outputs(with_decoded_weights(model, out), out, feeds, rtol=1e-5, atol=1e-5)
     for w in decoded_weights(out).values():

@@ -317,11 +317,16 @@ def saves_bytes(t: Target, e: Encoded) -> bool:
     return 4 * e.table.size + rows * enc.packed_row_bytes(cols, e.bits) < 4 * t.params
 
 
-def bits_for(t: Target, default: int, per_layer: dict[str, int]) -> int:
-    for pattern, bits in per_layer.items():
+def per_layer_value(t: Target, default: Any, per_layer: dict[str, Any]) -> Any:
+    """The value of the first pattern of ``per_layer`` matching the layer's node or weight name, else default."""
+    for pattern, value in per_layer.items():
         if _matches([pattern], t.node.name, t.weight.name):
-            return int(bits)
+            return value
     return default
+
+
+def bits_for(t: Target, default: int, per_layer: dict[str, int]) -> int:
+    return int(per_layer_value(t, default, per_layer))
 
 
 # ============================================================================================ calibration

@@ -423,3 +423,14 @@ def test_unnamed_node_gets_a_name_derived_from_its_output():
     out, _ = optimize(m, "kmeans(bits=2)")
     (node,) = custom_nodes(out)
     assert node.name.startswith("logits_"), node.name
+
+
+def test_prune_ratio_per_layer():
+    model = builders.mlp(in_features=32, hidden=(64, 48))
+    _, report = optimize(model, "prune-weights(ratio=0.25)")
+    names = [row.name for row in report.passes[0].layers]
+    assert len(names) >= 2
+    _, report = optimize(model, f"prune-weights(ratio=0.25,ratio_per_layer={names[0]}:0.75)")
+    sparsity = {row.name: row.extra["sparsity"] for row in report.passes[0].layers}
+    assert sparsity[names[0]] == pytest.approx(0.75, abs=1e-3)
+    assert all(sparsity[n] == pytest.approx(0.25, abs=1e-3) for n in names[1:])

@@ -313,8 +313,10 @@ def prepare(
 
 
 def saves_bytes(t: Target, e: Encoded) -> bool:
+    """Table plus packed codes smaller than the float32 weight (ternary convolutions store [G, 4] tables)."""
     rows, cols = t.w2.shape
-    return 4 * e.table.size + rows * enc.packed_row_bytes(cols, e.bits) < 4 * t.params
+    table = e.table.shape[0] * (4 if e.ternary and t.kind == "conv" else e.table.shape[1])
+    return 4 * table + rows * enc.packed_row_bytes(cols, e.bits) < 4 * t.params
 
 
 def per_layer_value(t: Target, default: Any, per_layer: dict[str, Any]) -> Any:

@@ -434,3 +434,19 @@ def test_prune_ratio_per_layer():
     sparsity = {row.name: row.extra["sparsity"] for row in report.passes[0].layers}
     assert sparsity[names[0]] == pytest.approx(0.75, abs=1e-3)
     assert all(sparsity[n] == pytest.approx(0.25, abs=1e-3) for n in names[1:])
+
+
+@pytest.mark.parametrize("spec", ["pow2(bits=8)", "ternary", "binary"])
+def test_layers_the_encoding_would_enlarge_are_skipped(spec):
+    # a [1, 6] weight: 24 bytes of float32; a 256-entry pow2 codebook, or per-channel scales, cost more
+    rng = np.random.default_rng(12)
+    m = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="tiny")],
+        {"w": rng.standard_normal((1, 6)).astype(np.float32)},
+        [("x", [2, 1])],
+        [("y", [2, 6])],
+    )
+    out, report = optimize(m, spec)
+    assert not custom_nodes(out)
+    assert [s.node for s in report.passes[0].skips] == ["tiny"]
+    assert "smaller" in report.passes[0].skips[0].reason

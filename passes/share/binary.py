@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
@@ -13,8 +13,6 @@ from ._common import ShareOptions
 if TYPE_CHECKING:
     import numpy as np
     import onnx_graphsurgeon as gs
-
-__all__ = ["Binary", "Literal"]
 
 
 @register_pass

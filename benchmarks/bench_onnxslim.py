@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # the bundled `models` package (an installed onnxcomp wins over the source tree)
 
-PIPELINE = "fold-constants,eliminate,fuse-bn,fuse-affine,eliminate"
+PIPELINE = "fold-constants,eliminate(duplicate_nodes=false),fuse-bn,fuse-affine,eliminate"
 
 
 def _copy(model):

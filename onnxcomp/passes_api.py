@@ -270,7 +270,9 @@ def option_fields(cls: type[Pass]) -> list[dataclasses.Field]:
 
 def option_types(cls: type[Pass]) -> dict[str, Any]:
     module = sys.modules.get(cls.__module__)
-    return typing.get_type_hints(cls.Options, globalns=vars(module) if module else None)
+    # localns, not globalns: each base Options resolves its annotations in its own module first (a pass
+    # inheriting ShareOptions need not import the typing names the base uses)
+    return typing.get_type_hints(cls.Options, localns=vars(module) if module else None)
 
 
 def describe_type(tp: Any) -> str:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PIPELINE = "fold-constants,eliminate,fuse-bn,fuse-affine,eliminate"
+DEFAULT_PIPELINE = "fold-constants,eliminate(duplicate_nodes=false),fuse-bn,fuse-affine,eliminate"
 
 
 @dataclasses.dataclass

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from onnxcomp.errors import UsageError
 from onnxcomp.graph import const_value, is_const, is_empty, make_constant, unique_name
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
@@ -57,11 +58,9 @@ class LowRank(Pass):
         result = self.new_result()
         o = self.options
         if o.rank is not None and o.rank < 1:
-            result.skip("*", f"rank must be >= 1, got {o.rank}")
-            return result
+            raise UsageError(f"lowrank: rank must be >= 1, got {o.rank}")
         if not 0.0 < o.energy <= 1.0:
-            result.skip("*", f"energy must be in (0, 1], got {o.energy}")
-            return result
+            raise UsageError(f"lowrank: energy must be in (0, 1], got {o.energy}")
         candidates = [n for n in graph.nodes if n.op in set(o.ops) and n.domain in ("", "ai.onnx", None)]
         for node in ctx.track(candidates, "lowrank", len(candidates)):
             if any(fnmatch.fnmatchcase(node.name, p) for p in o.protect):
@@ -73,6 +72,11 @@ class LowRank(Pass):
                 result.skip(node.name, plan_or_reason)
                 continue
             plan = plan_or_reason
+            weight = node.inputs[1]
+            if any(c is not node for c in weight.outputs):
+                # each consumer would get its own factors while the others keep W: the model would grow
+                result.skip(node.name, f"weight {weight.name} is shared with other nodes")
+                continue
             w = plan.matrix.astype(np.float64)
             rows, cols = w.shape
             if w.size < o.min_params:

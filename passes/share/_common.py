@@ -313,15 +313,22 @@ def prepare(
 
 
 def saves_bytes(t: Target, e: Encoded) -> bool:
+    """Table plus packed codes smaller than the float32 weight (ternary convolutions store [G, 4] tables)."""
     rows, cols = t.w2.shape
-    return 4 * e.table.size + rows * enc.packed_row_bytes(cols, e.bits) < 4 * t.params
+    table = e.table.shape[0] * (4 if e.ternary and t.kind == "conv" else e.table.shape[1])
+    return 4 * table + rows * enc.packed_row_bytes(cols, e.bits) < 4 * t.params
+
+
+def per_layer_value(t: Target, default: Any, per_layer: dict[str, Any]) -> Any:
+    """The value of the first pattern of ``per_layer`` matching the layer's node or weight name, else default."""
+    for pattern, value in per_layer.items():
+        if _matches([pattern], t.node.name, t.weight.name):
+            return value
+    return default
 
 
 def bits_for(t: Target, default: int, per_layer: dict[str, int]) -> int:
-    for pattern, bits in per_layer.items():
-        if _matches([pattern], t.node.name, t.weight.name):
-            return int(bits)
-    return default
+    return int(per_layer_value(t, default, per_layer))
 
 
 # ============================================================================================ calibration

@@ -309,6 +309,12 @@ def _fn_unpack_codes(opset: int) -> onnx.FunctionProto:
     return f.function("UnpackCodes", ["packed", "bits", "count"], ["codes", "cols", "levels"], [], opset)
 
 
+def _row_width(f: _Body, codebook: str) -> str:
+    # entries per codebook row, C (2**bits as the passes write it; a codebook may hold 1 <= C < 2**bits):
+    # group g's entries start at g * C in the flattened codebook
+    return f.op("Shape", codebook, start=1, end=2)
+
+
 def _matmul_bias(f: _Body, x: str, w: str, b: str, y: str) -> None:
     f.op("Add", f.op("MatMul", x, w), b, out=y)
 
@@ -317,8 +323,8 @@ def _fn_codebook_matmul(opset: int) -> onnx.FunctionProto:
     # W[k, n] = codebook[n // group_size, code(k, n)];  Y = X @ W + B
     f = _Body()
     bits, n, gsz = f.attr("bits"), f.attr("N"), f.attr("group_size")
-    codes, j, levels = _unpack(f, "codes", bits, n)
-    index = f.op("Add", codes, f.op("Mul", f.op("Div", j, gsz), levels))
+    codes, j, _ = _unpack(f, "codes", bits, n)
+    index = f.op("Add", codes, f.op("Mul", f.op("Div", j, gsz), _row_width(f, "codebook")))
     w = f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), index)
     _matmul_bias(f, "X", w, "B", "Y")
     return f.function(
@@ -359,10 +365,10 @@ def _fn_codebook_conv(opset: int) -> onnx.FunctionProto:
     f = _Body()
     bits, gsz, shape = f.attr("bits"), f.attr("group_size"), f.attr("weight_shape", "ints")
     per_row = f.op("Size", f.op("ConstantOfShape", f.op("Slice", shape, f.const([1]), f.const([1 << 30]))))
-    codes, _, levels = _unpack(f, "codes", bits, per_row)
+    codes, _, _ = _unpack(f, "codes", bits, per_row)
     m = f.op("Gather", shape, f.const(0))
     rows = f.op("Range", f.const(0), m, f.const(1))
-    offset = f.op("Mul", f.op("Div", rows, gsz), levels)
+    offset = f.op("Mul", f.op("Div", rows, gsz), _row_width(f, "codebook"))
     index = f.op("Add", codes, f.op("Unsqueeze", offset, f.const([1])))
     w = f.op("Reshape", f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), index), shape)
     f.op("Conv", "X", w, "B", out="Y")
@@ -394,7 +400,7 @@ def _fn_sparse_codebook_matmul(opset: int) -> onnx.FunctionProto:
     flat = f.const([1, -1])
     # every per-entry vector is a row [1, E] (see _unpack)
     deltas, _, _ = _unpack(f, f.op("Reshape", "deltas", flat), ibits, e)
-    codes, _, levels = _unpack(f, f.op("Reshape", "codes", flat), bits, e)
+    codes, _, _ = _unpack(f, f.op("Reshape", "codes", flat), bits, e)
     k = f.op("Sub", f.op("Shape", ptr), f.const([1]))
     inner = f.op("Reshape", f.op("Slice", ptr, f.const([1]), f.const([-1])), flat)  # row_ptr[1:K]
     e1 = f.op("Unsqueeze", e, f.const([0]))
@@ -412,7 +418,7 @@ def _fn_sparse_codebook_matmul(opset: int) -> onnx.FunctionProto:
     excl = f.op("Concat", f.const(np.zeros((1, 1), np.int64)), incl, axis=1)
     start = f.op("GatherElements", excl, f.op("Gather", ptr, rowid), axis=1)
     pos = f.op("Sub", f.op("Sub", incl, start), f.const(1))
-    index = f.op("Add", codes, f.op("Mul", f.op("Div", pos, gsz), levels))
+    index = f.op("Add", codes, f.op("Mul", f.op("Div", pos, gsz), _row_width(f, "codebook")))
     values = f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), index)
     n1 = f.op("Unsqueeze", n, f.const([0]))
     dense = f.op(
@@ -753,7 +759,7 @@ def emit(
     old.outputs.clear()
     node = gs.Node(
         op_type,
-        unique_name(graph, f"{old.name or (old.outputs[0].name if old.outputs else op_type)}_{suffix}"),
+        unique_name(graph, f"{old.name or (outputs[0].name if outputs else op_type)}_{suffix}"),
         attrs=attrs,
         inputs=inputs,
         outputs=outputs,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
@@ -13,8 +13,6 @@ from ._common import ShareOptions
 if TYPE_CHECKING:
     import numpy as np
     import onnx_graphsurgeon as gs
-
-__all__ = ["Binary", "Literal"]
 
 
 @register_pass
@@ -44,6 +42,9 @@ class Binary(Pass):
         energy = common.input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
         for t in ctx.track(targets, "binary", total=len(targets)):
             e = binary_encode(t.w2, t.out_axis, o.per_channel, energy.get(id(t)))
+            if not common.saves_bytes(t, e):
+                result.skip(t.name, f"{t.params} weights: 1-bit codes and their scales would not make it smaller")
+                continue
             w_hat = e.decoded(t.out_axis)
             em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, huffman=o.huffman)
             common.record(result, t, "binary", e, em, common.rel_error(t.w2, w_hat), 0.0)

@@ -54,6 +54,9 @@ class Pow2(Pass):
         for t in ctx.track(targets, "pow2", total=len(targets)):
             bits = common.bits_for(t, o.bits, o.bits_per_layer)
             e, (kmin, kmax), s = pow2_encode(t.w2, bits, t.out_axis, o.max_exp, o.scale, energy.get(id(t)))
+            if not common.saves_bytes(t, e):
+                result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
+                continue
             w_hat = e.decoded(t.out_axis)
             em = common.emit_encoded(
                 graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman

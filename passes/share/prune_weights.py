@@ -159,10 +159,7 @@ def lsq_update(
 
 
 def _ratio_for(t: common.Target, o: PruneWeights.Options) -> float:
-    for pattern, ratio in o.ratio_per_layer.items():
-        if common._matches([pattern], t.node.name, t.weight.name):
-            return float(ratio)
-    return float(o.ratio)
+    return float(common.per_layer_value(t, o.ratio, o.ratio_per_layer))
 
 
 def score(w2: np.ndarray, energy: np.ndarray | None) -> np.ndarray:

@@ -111,3 +111,40 @@ def test_skips_with_reasons():
     )
     assert any("keeps" in s.reason for s in rep.passes[0].skips)
     assert onnx.checker.check_model(m) is None
+
+
+def test_weight_shared_by_two_layers_is_not_duplicated():
+    # two MatMuls reading one weight: factorizing each would store two pairs of factors (a larger model)
+    rng = np.random.default_rng(4)
+    w = (rng.standard_normal((64, 4)) @ rng.standard_normal((4, 64))).astype(np.float32)
+    g = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["y1"], name="a"),
+            helper.make_node("MatMul", ["x2", "w"], ["y2"], name="b"),
+        ],
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3, 64]) for n in ("x", "x2")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3, 64]) for n in ("y1", "y2")],
+        [numpy_helper.from_array(w, "w")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    out, rep = optimize(m, "lowrank(rank=24,min_params=100)")
+    params = sum(int(np.prod(t.dims)) for t in out.graph.initializer)
+    assert params <= w.size
+    assert rep.passes[0].counters.get("params_removed", 0) == w.size - params
+    assert {s.node for s in rep.passes[0].skips} == {"a", "b"}
+    assert all("shared" in s.reason for s in rep.passes[0].skips)
+
+
+@pytest.mark.parametrize("spec", ["lowrank(rank=0)", "lowrank(energy=0)", "lowrank(energy=1.5)"])
+def test_invalid_options_are_usage_errors(spec):
+    from onnxcomp.errors import UsageError
+
+    rng = np.random.default_rng(5)
+    m = mlp(
+        rng.standard_normal((6, 5)).astype(np.float32),
+        rng.standard_normal((5, 3)).astype(np.float32),
+        np.zeros(3, np.float32),
+    )
+    with pytest.raises(UsageError):
+        optimize(m, spec)

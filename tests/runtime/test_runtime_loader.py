@@ -152,14 +152,32 @@ _ISA_SCRIPT = textwrap.dedent(
 def test_every_isa_matches(isa):
     import onnxcomp  # noqa: F401
 
-    supported = {"scalar": True, "avx2": True, "avx512": True}
     code = _ISA_SCRIPT.format(tests=str(Path(__file__).resolve().parent))
     env = {**os.environ, "ONNXCOMP_ISA": isa, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     got = out.stdout.strip().splitlines()[-1]
-    if supported[isa] and got != isa:
+    if got != isa:
+        # only a CPU without the instructions may run another table (an ignored ONNXCOMP_ISA must fail)
+        assert not _cpu_has(isa), f"ONNXCOMP_ISA={isa} ran the {got} kernels on a CPU that has {isa}"
         pytest.skip(f"this CPU has no {isa}: ran {got}")
+
+
+# CPU flags each kernel table needs (runtime/src/cpu.cc isa_supported)
+_ISA_FLAGS = {
+    "scalar": set(),
+    "avx2": {"avx2", "fma"},
+    "avx512": {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma"},
+}
+
+
+def _cpu_has(isa: str) -> bool:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return isa == "scalar"
+    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+    return _ISA_FLAGS[isa] <= flags
 
 
 def test_baseline_code_is_plain_x86_64(runtime_lib):

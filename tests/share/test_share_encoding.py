@@ -262,3 +262,46 @@ def test_function_bodies_are_ssa_and_check():
     for op in enc.FUNCTIONS:
         m = make_model([], {}, [], [], functions=enc.function_protos(op, 18))
         onnx.checker.check_model(m, full_check=True)
+
+
+@pytest.mark.parametrize("op", ["CodebookMatMul", "SparseCodebookMatMul", "CodebookConv"])
+def test_codebook_narrower_than_two_to_the_bits(op):
+    # runtime/OPS.md: a codebook may have C < 2**bits entries per row (every code < C); the native kernels
+    # and the numpy decoders accept it, so the bodies must index group g's row at g * C, not g * 2**bits
+    rng = np.random.default_rng(11)
+    bits, c_entries, gsz = 5, 11, 4
+    if op == "CodebookConv":
+        ws = [10, 3, 2, 2]
+        codes = rng.integers(0, c_entries, (ws[0], 12))
+        cb = rng.standard_normal((3, c_entries)).astype(np.float32)
+        inits = {"cb": cb, "codes": enc.pack_codes(codes, bits), "b": np.zeros(ws[0], np.float32)}
+        attrs = dict(
+            bits=bits, group_size=gsz, weight_shape=ws, dilations=[1, 1], group=1, kernel_shape=[2, 2],
+            pads=[0, 0, 0, 0], strides=[1, 1],
+        )
+        m = _model(op, ["cb", "codes", "b"], inits, attrs, [1, 3, 5, 4])
+        feeds = {"x": rng.standard_normal((1, 3, 5, 4)).astype(np.float32)}
+    else:
+        k, n = 7, 10
+        codes = rng.integers(0, c_entries, (k, n))
+        cb = rng.standard_normal((3, c_entries)).astype(np.float32)
+        attrs = {"bits": bits, "N": n, "group_size": gsz}
+        if op == "CodebookMatMul":
+            ins = ["cb", "codes", "b"]
+            inits = {"cb": cb, "codes": enc.pack_codes(codes, bits)}
+        else:
+            codes[rng.random(codes.shape) < 0.5] = 0
+            cb[:, 0] = 0
+            lay = enc.eie_encode(codes, 4)
+            ins = ["cb", "rp", "d", "c", "b"]
+            inits = {
+                "cb": cb,
+                "rp": lay.row_ptr,
+                "d": enc.pack_codes(lay.deltas, 4)[0],
+                "c": enc.pack_codes(lay.codes, bits)[0],
+            }
+            attrs["index_bits"] = 4
+        inits["b"] = np.zeros(n, np.float32)
+        m = _model(op, ins, inits, attrs, [2, k])
+        feeds = {"x": rng.standard_normal((2, k)).astype(np.float32)}
+    _check_exact(m, feeds)

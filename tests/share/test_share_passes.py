@@ -410,3 +410,43 @@ def test_conv_auto_pad_same_becomes_explicit_pads():
     dynamic = make_model([node], {"w": w}, [("x", [1, 3, "h", "w"])], [("y", None)], opset=17)
     _, report = optimize(dynamic, "kmeans(bits=6)")
     assert "auto_pad" in report.passes[0].skips[0].reason
+
+
+def test_unnamed_node_gets_a_name_derived_from_its_output():
+    rng = np.random.default_rng(9)
+    m = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["logits"])],
+        {"w": rng.standard_normal((40, 24)).astype(np.float32)},
+        [("x", [2, 40])],
+        [("logits", [2, 24])],
+    )
+    out, _ = optimize(m, "kmeans(bits=2)")
+    (node,) = custom_nodes(out)
+    assert node.name.startswith("logits_"), node.name
+
+
+def test_prune_ratio_per_layer():
+    model = builders.mlp(in_features=32, hidden=(64, 48))
+    _, report = optimize(model, "prune-weights(ratio=0.25)")
+    names = [row.name for row in report.passes[0].layers]
+    assert len(names) >= 2
+    _, report = optimize(model, f"prune-weights(ratio=0.25,ratio_per_layer={names[0]}:0.75)")
+    sparsity = {row.name: row.extra["sparsity"] for row in report.passes[0].layers}
+    assert sparsity[names[0]] == pytest.approx(0.75, abs=1e-3)
+    assert all(sparsity[n] == pytest.approx(0.25, abs=1e-3) for n in names[1:])
+
+
+@pytest.mark.parametrize("spec", ["pow2(bits=8)", "ternary", "binary"])
+def test_layers_the_encoding_would_enlarge_are_skipped(spec):
+    # a [1, 6] weight: 24 bytes of float32; a 256-entry pow2 codebook, or per-channel scales, cost more
+    rng = np.random.default_rng(12)
+    m = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="tiny")],
+        {"w": rng.standard_normal((1, 6)).astype(np.float32)},
+        [("x", [2, 1])],
+        [("y", [2, 6])],
+    )
+    out, report = optimize(m, spec)
+    assert not custom_nodes(out)
+    assert [s.node for s in report.passes[0].skips] == ["tiny"]
+    assert "smaller" in report.passes[0].skips[0].reason

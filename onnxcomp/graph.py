@@ -220,6 +220,30 @@ def nodes_by_op(graph: gs.Graph, ops: Iterable[str]) -> list[gs.Node]:
     return [n for n in graph.nodes if n.op in wanted and n.domain in ("", "ai.onnx", None)]
 
 
+def subgraph_nodes(graph: gs.Graph, ops: Iterable[str] | None = None) -> list[tuple[gs.Node, str]]:
+    """Nodes inside If/Loop/Scan bodies (nested ones included), optionally only standard ops of ``ops``,
+    each with where it lives ("If If_0 then_branch"), so that passes that rewrite the main graph only can
+    say what they left alone."""
+    import onnx_graphsurgeon as gs
+
+    wanted = set(ops) if ops is not None else None
+    found: list[tuple[gs.Node, str]] = []
+    for node in graph.nodes:
+        for attr, value in node.attrs.items():
+            bodies = value if isinstance(value, list) else [value]
+            for body in bodies:
+                if not isinstance(body, gs.Graph):
+                    continue
+                where = f"{node.op} {node.name or '(unnamed)'} {attr}"
+                found.extend(
+                    (n, where)
+                    for n in body.nodes
+                    if wanted is None or (n.op in wanted and n.domain in ("", "ai.onnx", None))
+                )
+                found.extend(subgraph_nodes(body, wanted))
+    return found
+
+
 def single_consumer(tensor: Any, graph: gs.Graph) -> gs.Node | None:
     """The only consumer of ``tensor``, when it has exactly one and is not a graph output."""
     if len(tensor.outputs) != 1 or is_graph_output(graph, tensor):

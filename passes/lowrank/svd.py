@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from onnxcomp.graph import const_value, is_const, is_empty, make_constant, unique_name
+from onnxcomp.graph import const_value, is_const, is_empty, make_constant, subgraph_nodes, unique_name
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 if TYPE_CHECKING:
@@ -63,6 +63,8 @@ class LowRank(Pass):
             result.skip("*", f"energy must be in (0, 1], got {o.energy}")
             return result
         candidates = [n for n in graph.nodes if n.op in set(o.ops) and n.domain in ("", "ai.onnx", None)]
+        for node, where in subgraph_nodes(graph, o.ops):
+            result.skip(node.name, f"inside the {where} subgraph (only main-graph layers are factorized)")
         for node in ctx.track(candidates, "lowrank", len(candidates)):
             if any(fnmatch.fnmatchcase(node.name, p) for p in o.protect):
                 result.skip(node.name, "protected")

@@ -76,3 +76,59 @@ def test_bias_add_read_twice_or_varying_spatially_is_left_alone():
     out, res = apply(b.model(), "fuse-bn", _x((1, 3, 5, 7)), rtol=RTOL, atol=ATOL)
     assert ops(out)["BatchNormalization"] == 2 and ops(out)["Add"] == 2
     assert "no foldable op before it" in reasons(res)
+
+
+# ------------------------------------------------ lossy passes: layers inside If/Loop/Scan bodies are reported
+def _if_model():
+    """Silero VAD's shape: every weighted layer lives in the branches of an If on a scalar input."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def branch(name, seed):
+        w = numpy_helper.from_array(rng.standard_normal((16, 32)).astype(np.float32), f"{name}_w")
+        mm = helper.make_node("MatMul", ["h", f"{name}_w"], [f"{name}_y"], name=f"{name}_matmul")
+        out = helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, None)
+        return helper.make_graph([mm], name, [], [out], [w])
+
+    w0 = numpy_helper.from_array(rng.standard_normal((64, 16)).astype(np.float32) / 8, "w0")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w0"], ["h"], name="main_matmul"),
+        helper.make_node("If", ["flag"], ["y"], name="if0", then_branch=branch("then", 1),
+                         else_branch=branch("else", 2)),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64]),
+         helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w0],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize(
+    "spec", ["kmeans(bits=4)", "ternary", "prune-weights", "lowrank(min_params=1,rank=1)", "prune-filters"]
+)
+def test_lossy_passes_report_layers_inside_subgraphs(spec):
+    from tests.util import run_pipeline
+
+    out, report = run_pipeline(_if_model(), spec)
+    skips = {s.node: s.reason for s in report.passes[-1].skips}
+    for name, where in (("then_matmul", "then_branch"), ("else_matmul", "else_branch")):
+        assert f"If if0 {where} subgraph" in skips.get(name, ""), skips
+    assert "only main-graph" not in skips.get("main_matmul", "")
+
+
+def test_weight_sharing_on_a_graph_with_an_if_exports():
+    """onnx-graphsurgeon's toposort recursed forever on a graph with both functions and an If."""
+    from tests.util import assert_same_outputs, run_pipeline
+
+    model = _if_model()
+    out, report = run_pipeline(model, "kmeans(bits=8)")
+    assert report.passes[-1].counters["layers"] == 1 and len(out.functions) >= 1
+    feeds = {"x": np.random.default_rng(1).standard_normal((4, 64)).astype(np.float32)}
+    for flag in (True, False):
+        feeds["flag"] = np.array(flag)
+        assert_same_outputs(model, out, feeds, rtol=0.05, atol=0.05)

@@ -149,3 +149,25 @@ def test_lossless_verification_of_a_near_zero_output():
     assert not big.ok and "cosine" in big.why
     # ... and for lossy tolerances (no atol)
     assert not compare_arrays("p", ref, new, Tolerance(atol=None, rtol=None, min_cosine=0.99999)).ok
+
+
+# ------------------------------------------------ cost: weights stored in Constant nodes (Paddle, spox exports)
+def test_cost_counts_weights_held_in_constant_nodes():
+    """PP-OCRv5 and Silero VAD keep their weights in Constant nodes: the report said 'params 0 -> 1.17M'."""
+    from onnx import helper, numpy_helper
+
+    from onnxcomp import cost
+
+    model = _if_model()
+    as_inits = cost.summarize(model)
+    nodes = [helper.make_node("Constant", [], [t.name], value=t) for t in model.graph.initializer]
+    model.graph.node.insert(0, nodes[0])
+    del model.graph.initializer[:]
+    for branch in (a.g for a in model.graph.node[-1].attribute):
+        for t in list(branch.initializer):
+            branch.node.insert(0, helper.make_node("Constant", [], [t.name], value=t))
+        del branch.initializer[:]
+    as_constants = cost.summarize(model)
+    assert as_constants.params == as_inits.params == 64 * 16 + 2 * 16 * 32
+    assert as_constants.weight_bytes == as_inits.weight_bytes == 4 * as_inits.params
+    assert numpy_helper.to_array(model.graph.node[0].attribute[0].t).shape == (64, 16)

@@ -108,6 +108,17 @@ def test_default_pipeline_is_lossless_and_folds(key):
     assert fused == bns
 
 
+@pytest.mark.parametrize("key", KEYS)
+def test_default_pipeline_passes_its_own_verification(key):
+    """``onnxcomp optimize IN OUT --verify``: on generated inputs (dynamic dims 1: a 1x1 page for the OCR
+    models), or, for the VAD (whose sample-rate input picks a branch), on real inputs."""
+    calib = FEEDS[key]()[0] if key == "silero_vad" else None
+    _, report = optimize(_path(key), verify=True, calib=calib)
+    assert report.verification.ok and report.verification.source == (
+        "calibration data" if calib else "generated inputs"
+    )
+
+
 # What the pipeline folds in each model (measured; a change here is a change in the passes' reach).
 FOLDED = {
     "ocr_det": {"fuse-bn": 3, "fuse-affine": 100},  # incl. the ConvTranspose -> Add(bias) -> BN of the head

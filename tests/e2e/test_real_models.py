@@ -119,6 +119,16 @@ def test_default_pipeline_passes_its_own_verification(key):
     )
 
 
+@pytest.mark.parametrize("key", ["ocr_rec", "magika"])
+def test_default_pipeline_with_static_input_shapes(key):
+    """With the input shapes given, fold-constants folds the Shape -> Reshape chains (attention, LayerNorm)."""
+    feeds = FEEDS[key]()[0]
+    model, report = optimize(_path(key), input_shapes={k: v.shape for k, v in feeds.items()})
+    assert report.passes[0].counters.get("shapes_folded", 0) >= 1
+    assert len(model.graph.node) < len(_default(key)[0].graph.node)
+    _assert_close(_reference(key)[0], run_model(model, feeds))
+
+
 # What the pipeline folds in each model (measured; a change here is a change in the passes' reach).
 FOLDED = {
     "ocr_det": {"fuse-bn": 3, "fuse-affine": 100},  # incl. the ConvTranspose -> Add(bias) -> BN of the head

@@ -112,8 +112,9 @@ def test_default_pipeline_is_lossless_and_folds(key):
 def test_default_pipeline_passes_its_own_verification(key):
     """``onnxcomp optimize IN OUT --verify``: on generated inputs (dynamic dims 1: a 1x1 page for the OCR
     models), or, for the VAD (whose sample-rate input picks a branch), on real inputs."""
+    path = _path(key)
     calib = FEEDS[key]()[0] if key == "silero_vad" else None
-    _, report = optimize(_path(key), verify=True, calib=calib)
+    _, report = optimize(path, verify=True, calib=calib)
     assert report.verification.ok and report.verification.source == (
         "calibration data" if calib else "generated inputs"
     )
@@ -122,8 +123,9 @@ def test_default_pipeline_passes_its_own_verification(key):
 @pytest.mark.parametrize("key", ["ocr_rec", "magika"])
 def test_default_pipeline_with_static_input_shapes(key):
     """With the input shapes given, fold-constants folds the Shape -> Reshape chains (attention, LayerNorm)."""
+    path = _path(key)
     feeds = FEEDS[key]()[0]
-    model, report = optimize(_path(key), input_shapes={k: v.shape for k, v in feeds.items()})
+    model, report = optimize(path, input_shapes={k: v.shape for k, v in feeds.items()})
     assert report.passes[0].counters.get("shapes_folded", 0) >= 1
     assert len(model.graph.node) < len(_default(key)[0].graph.node)
     _assert_close(_reference(key)[0], run_model(model, feeds))

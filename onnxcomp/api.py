@@ -49,7 +49,7 @@ def optimize(
     from onnxcomp import cost, io
     from onnxcomp.calib import check_arrays, load_arrays
     from onnxcomp.fold import fold
-    from onnxcomp.graph import export_model, import_model
+    from onnxcomp.graph import export_model, import_model, toposort
     from onnxcomp.passes_api import PassContext
     from onnxcomp.report import Report
 
@@ -88,7 +88,7 @@ def optimize(
     )
     graph = import_model(norm)
     fold(graph)  # weight subgraphs (Constant, ConstantOfShape, ...) become initializers
-    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    toposort(graph.cleanup(remove_unused_graph_inputs=False))
     results = run_passes(graph, pass_objs, ctx)
     out = export_model(graph, ctx)
     del out.graph.value_info[:]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -212,6 +212,21 @@ def analyze(model: onnx.ModelProto) -> list[LayerCost]:
     return out
 
 
+def _weight_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Initializers and Constant-node tensors (exporters such as Paddle's and spox store weights in Constant
+    nodes), those inside If/Loop/Scan bodies included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for a in node.attribute:
+            if a.type == 4 and node.op_type == "Constant" and node.domain in ("", "ai.onnx"):  # TENSOR
+                yield a.t
+            elif a.type == 5:  # GRAPH
+                yield from _weight_tensors(a.g)
+            elif a.type == 10:  # GRAPHS
+                for g in a.graphs:
+                    yield from _weight_tensors(g)
+
+
 def _init_bytes(t: onnx.TensorProto) -> int:
     """Stored bytes of an initializer (from dims and type: reading raw_data would copy it)."""
     size = _ITEMSIZE.get(t.data_type)
@@ -256,8 +271,9 @@ def concrete(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | 
 def summarize(model: onnx.ModelProto) -> ModelCost:
     """Totals of a shape-inferred model (use :func:`concrete` first when inputs have dynamic dims)."""
     layers = analyze(model)
-    weight_bytes = sum(_init_bytes(t) for t in model.graph.initializer)
-    params = sum(_n(tuple(t.dims)) for t in model.graph.initializer)
+    weights = list(_weight_tensors(model.graph))
+    weight_bytes = sum(_init_bytes(t) for t in weights)
+    params = sum(_n(tuple(t.dims)) for t in weights)
     return ModelCost(
         params, sum(c.flops for c in layers), sum(c.bytes for c in layers), weight_bytes, len(model.graph.node)
     )

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from onnxcomp.graph import is_const, is_empty
+from onnxcomp.graph import is_const, is_empty, toposort
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,7 +42,7 @@ class FoldResult:
 
 def foldable_nodes(graph: gs.Graph, max_elements: int = 1 << 26) -> list[gs.Node]:
     """Nodes computable from constants alone, in topological order."""
-    graph.toposort()
+    toposort(graph)
     const_tensors: set[int] = set()
     out: list[gs.Node] = []
     for node in graph.nodes:

@@ -220,6 +220,62 @@ def nodes_by_op(graph: gs.Graph, ops: Iterable[str]) -> list[gs.Node]:
     return [n for n in graph.nodes if n.op in wanted and n.domain in ("", "ai.onnx", None)]
 
 
+def toposort(graph: gs.Graph) -> gs.Graph:
+    """``graph.toposort()`` that also works on graphs with both model-local functions and If/Loop/Scan bodies.
+
+    onnx-graphsurgeon (0.5, 0.6) sorts functions by walking the *main* graph's subgraphs from inside
+    themselves, which recurses without end as soon as the graph has a subgraph and a function (a kmeans'd
+    model with an If). There the nodes are sorted by onnx-graphsurgeon and the functions here: every function
+    after the functions its body calls.
+    """
+    if not graph.functions or not any(True for _ in graph.subgraphs()):
+        return graph.toposort()
+    graph.toposort(mode="nodes")
+    by_id = {(f.domain, f.name): f for f in graph.functions}
+    ordered: list[Any] = []
+    state: dict[tuple[str, str], bool] = {}  # False: being visited, True: placed
+
+    def place(key: tuple[str, str]) -> None:
+        if state.get(key) is not None:
+            return  # placed, or a call cycle (invalid ONNX; the checker reports it)
+        state[key] = False
+        for node in by_id[key].nodes:
+            callee = (node.domain, node.op)
+            if callee in by_id:
+                place(callee)
+        state[key] = True
+        ordered.append(by_id[key])
+
+    for key in by_id:
+        place(key)
+    graph.functions = ordered
+    return graph
+
+
+def subgraph_nodes(graph: gs.Graph, ops: Iterable[str] | None = None) -> list[tuple[gs.Node, str]]:
+    """Nodes inside If/Loop/Scan bodies (nested ones included), optionally only standard ops of ``ops``,
+    each with where it lives ("If If_0 then_branch"), so that passes that rewrite the main graph only can
+    say what they left alone."""
+    import onnx_graphsurgeon as gs
+
+    wanted = set(ops) if ops is not None else None
+    found: list[tuple[gs.Node, str]] = []
+    for node in graph.nodes:
+        for attr, value in node.attrs.items():
+            bodies = value if isinstance(value, list) else [value]
+            for body in bodies:
+                if not isinstance(body, gs.Graph):
+                    continue
+                where = f"{node.op} {node.name or '(unnamed)'} {attr}"
+                found.extend(
+                    (n, where)
+                    for n in body.nodes
+                    if wanted is None or (n.op in wanted and n.domain in ("", "ai.onnx", None))
+                )
+                found.extend(subgraph_nodes(body, wanted))
+    return found
+
+
 def single_consumer(tensor: Any, graph: gs.Graph) -> gs.Node | None:
     """The only consumer of ``tensor``, when it has exactly one and is not a graph output."""
     if len(tensor.outputs) != 1 or is_graph_output(graph, tensor):

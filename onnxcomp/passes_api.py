@@ -180,10 +180,12 @@ class Pass:
 
     def __call__(self, graph: gs.Graph, ctx: PassContext | None = None) -> PassResult:
         """Run the pass and its epilogue (cleanup + toposort), timing it."""
+        from onnxcomp.graph import toposort
+
         ctx = ctx or PassContext()
         t0 = time.perf_counter()
         result = self.run(graph, ctx)
-        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        toposort(graph.cleanup(remove_unused_graph_inputs=False))
         result.seconds = time.perf_counter() - t0
         result.lossless = self.lossless
         result.options = dataclasses.asdict(self.options)

@@ -33,7 +33,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from onnxcomp.graph import const_value, is_empty, opset_version
+from onnxcomp.graph import const_value, is_empty, opset_version, toposort
 
 if TYPE_CHECKING:
     import numpy as np
@@ -427,7 +427,7 @@ def where(node: gs.Node) -> str:
 
 def analyze_channels(graph: gs.Graph) -> ChannelPlan:
     """Channel dependency groups of ``graph`` (sorted topologically in place)."""
-    graph.toposort()
+    toposort(graph)
     an = Analyzer(graph)
     for node in graph.nodes:
         an.visit(node)

@@ -9,7 +9,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from onnxcomp.fold import NONDETERMINISTIC
-from onnxcomp.graph import bypass, const_value, is_empty, is_graph_output, opset_version, producer, shape_of
+from onnxcomp.graph import (
+    bypass,
+    const_value,
+    is_empty,
+    is_graph_output,
+    opset_version,
+    producer,
+    shape_of,
+    toposort,
+)
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 if TYPE_CHECKING:
@@ -572,7 +581,7 @@ def _cleanup(graph: gs.Graph) -> int:
     """Remove dead nodes (cleanup + toposort); returns how many, not counting nodes emptied by a rewrite."""
     shells = sum(1 for n in graph.nodes if not n.outputs)
     n = len(graph.nodes)
-    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    toposort(graph.cleanup(remove_unused_graph_inputs=False))
     return n - len(graph.nodes) - shells
 
 

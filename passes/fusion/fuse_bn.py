@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.graph import const_value, is_empty, is_graph_output, param_count, shape_of
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._affine import STANDARD, TARGETS, Rewriter, bn_affine, find_target, float_const, fold, label
+from ._affine import STANDARD, TARGETS, Rewriter, bn_affine, channel_vector, find_target, float_const, fold, label
+from .fuse_affine import affine_form, scale_shift
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,7 +25,9 @@ class FuseBatchNorm(Pass):
     s = gamma / sqrt(var + eps) and t = beta - mean * s, folded into the op before it:
     W' = W * s (per output channel; for ConvTranspose per group column), b' = (b - mean) * s + beta.
     A MatMul with a constant 2-D weight becomes Gemm (2-D input) or MatMul + Add. The op's output must be read
-    by the BatchNormalization only and not be a graph output. With ``before``, a BatchNormalization whose
+    by the BatchNormalization only and not be a graph output. A bias written as its own Add between the op and
+    the BatchNormalization (Conv/ConvTranspose/Gemm -> Add(per-channel constant) -> BN, as Paddle exports
+    them) is folded into the op's bias first (B' = B + c). With ``before``, a BatchNormalization whose
     output feeds only Conv (no padding: padded zeros are not normalized), Gemm (transA=0) or 2-D MatMul is
     folded into those consumers instead: W' = W * s over input channels, b' = b + sum(W * t).
     The math is done in float64 and cast to the weight dtype once; shared weights are copied, not mutated.
@@ -60,6 +64,8 @@ class FuseBatchNorm(Pass):
                 continue
             s, t = bn_affine(bn)
             match, why = find_target(graph, bn.inputs[0], ops)
+            if match is None and self._absorb_bias_add(rw, bn, ops):
+                match, why = find_target(graph, bn.inputs[0], ops)
             if match is None and self.options.clone_shared and self._clone_shared(rw, bn, ops):
                 match, why = find_target(graph, bn.inputs[0], ops)
             if match is not None:
@@ -89,6 +95,27 @@ class FuseBatchNorm(Pass):
                 why = why or f"no foldable op before it, and not after it: {why_after}"
             result.skip(label(bn), why or "no Conv/ConvTranspose/Gemm/MatMul produces its input")
         return result
+
+    def _absorb_bias_add(self, rw: Rewriter, bn: gs.Node, ops: set[str]) -> bool:
+        """P -> Add/Sub(per-channel constant c) -> BN  =>  P' -> BN with P's bias B' = B + c (or B - c)."""
+        graph, x = rw.graph, bn.inputs[0]
+        add = x.inputs[0] if x.inputs else None
+        if add is None or id(add) not in self._main or len(x.outputs) != 1 or is_graph_output(graph, x):
+            return False
+        form = affine_form(add)
+        if form is None or form.kind not in ("add", "sub") or form.c.dtype.kind != "f":
+            return False
+        # MatMul + bias Add is already one target of find_target; the others own a bias input
+        match, _ = find_target(graph, form.x, ops - {"MatMul"})
+        if match is None or id(match.node) not in self._main:
+            return False
+        target = TARGETS[match.node.op]
+        v = channel_vector(form.c, target.out_rank(match.node), target.axis, target.channels(match.node))
+        if v is None or not all(map(math.isfinite, v)):
+            return False
+        s, t = scale_shift(form.kind, v)  # s = 1, t = +-c: y = P(x) + t
+        fold(rw, match, s, t, add, self.options.matmul_to_gemm)
+        return True
 
     def _clone_shared(self, rw: Rewriter, bn: gs.Node, ops: set[str]) -> bool:
         """Op -> {BN1, BN2, ...} (only BNs): BN1 gets its own copy of the op (weights shared until folded)."""

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from onnxcomp.errors import UsageError
-from onnxcomp.graph import const_value, is_const, is_empty, make_constant, unique_name
+from onnxcomp.graph import const_value, is_const, is_empty, make_constant, subgraph_nodes, unique_name
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 if TYPE_CHECKING:
@@ -62,6 +62,8 @@ class LowRank(Pass):
         if not 0.0 < o.energy <= 1.0:
             raise UsageError(f"lowrank: energy must be in (0, 1], got {o.energy}")
         candidates = [n for n in graph.nodes if n.op in set(o.ops) and n.domain in ("", "ai.onnx", None)]
+        for node, where in subgraph_nodes(graph, o.ops):
+            result.skip(node.name, f"inside the {where} subgraph (only main-graph layers are factorized)")
         for node in ctx.track(candidates, "lowrank", len(candidates)):
             if any(fnmatch.fnmatchcase(node.name, p) for p in o.protect):
                 result.skip(node.name, "protected")

@@ -58,6 +58,7 @@ def check_options(ratio: float, round_to: int, min_channels: int, target_flops: 
 def prepare(graph: gs.Graph, result: PassResult, protect: list[str]) -> Prepared:
     """Channel groups (protected ones blocked, blocked ones reported as skips) and the cost model."""
     from onnxcomp.analysis.channels import analyze_channels
+    from onnxcomp.graph import subgraph_nodes
 
     from ._cost import CostModel, current_costs
 
@@ -71,6 +72,8 @@ def prepare(graph: gs.Graph, result: PassResult, protect: list[str]) -> Prepared
         if not g.prunable:
             result.skip(g.name, "; ".join(g.blocked))
             result.count("groups_blocked")
+    for node, where in subgraph_nodes(graph, ("Conv", "ConvTranspose", "Gemm", "MatMul")):
+        result.skip(node.name, f"inside the {where} subgraph (only main-graph layers are pruned)")
     groups = [g for g in plan.groups if g.prunable]
     base = current_costs(graph)
     ins = {id(m): (m, len(m.elems)) for m in plan.members if m.role == "consumer"}

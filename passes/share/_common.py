@@ -267,6 +267,8 @@ def collect_targets(
     ops: tuple[str, ...] = ("MatMul", "Gemm", "Conv"),
 ) -> list[Target]:
     """Every supported layer, in graph order, filtered by the selection options (skips recorded)."""
+    from onnxcomp.graph import subgraph_nodes
+
     found: list[Target] = []
     for node in list(graph.nodes):
         if node.op not in ops or node.domain not in ("", "ai.onnx", None):
@@ -276,6 +278,8 @@ def collect_targets(
             result.skip(label(node), t)
             continue
         found.append(t)
+    for node, where in subgraph_nodes(graph, ops):
+        result.skip(label(node), f"inside the {where} subgraph (only main-graph layers are compressed)")
     edge = {id(found[0].node), id(found[-1].node)} if found and opts.protect_first_last else set()
     kept = []
     for t in found:

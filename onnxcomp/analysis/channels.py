@@ -208,6 +208,15 @@ class Analyzer:
         shape = self.shape(tensor)
         return len(shape) if shape is not None else None
 
+    def input_layout(self, node: gs.Node) -> tuple[Layout, int] | None:
+        """The channel layout and rank of the node's first input; None when there is no layout or the rank is
+        unknown (then the layout is blocked: its channel axis cannot be followed through the node)."""
+        lay, rank = self.layout(node.inputs[0]), self.rank(node.inputs[0])
+        if lay is None or rank is None:
+            self.block(lay, f"unknown rank at {where(node)}")
+            return None
+        return lay, rank
+
     def dim(self, tensor: Any, axis: int) -> int | None:
         shape = self.shape(tensor)
         if shape is None or not -len(shape) <= axis < len(shape):
@@ -600,11 +609,10 @@ def _reduce(an: Analyzer, node: gs.Node) -> None:
 @channel_rule("Softmax", "LogSoftmax", "Hardmax")
 def _softmax(an: Analyzer, node: gs.Node) -> None:
     """Normalizing over another axis keeps channels independent; over the channel axis it does not."""
-    lay = an.layout(node.inputs[0])
-    rank = an.rank(node.inputs[0])
-    if lay is None or rank is None:
-        an.block(lay, f"unknown rank at {where(node)}")
+    found = an.input_layout(node)
+    if found is None:
         return
+    lay, rank = found
     old = an.opset < 13
     axis = _norm_axis(int(node.attrs.get("axis", 1 if old else -1)), rank)
     if (old and lay.axis >= axis) or (not old and lay.axis == axis):
@@ -615,12 +623,11 @@ def _softmax(an: Analyzer, node: gs.Node) -> None:
 
 @channel_rule("LayerNormalization")
 def _layernorm(an: Analyzer, node: gs.Node) -> None:
-    lay = an.layout(node.inputs[0])
     an.block_inputs(node, [0])
-    rank = an.rank(node.inputs[0])
-    if lay is None or rank is None:
-        an.block(lay, f"unknown rank at {where(node)}")
+    found = an.input_layout(node)
+    if found is None:
         return
+    lay, rank = found
     axis = _norm_axis(int(node.attrs.get("axis", -1)), rank)
     if lay.axis >= axis:
         an.block(lay, f"{where(node)} normalizes over the channel axis")
@@ -633,11 +640,10 @@ def _layernorm(an: Analyzer, node: gs.Node) -> None:
 # ------------------------------------------------------------------------------------- axis movers
 @channel_rule("Transpose")
 def _transpose(an: Analyzer, node: gs.Node) -> None:
-    lay = an.layout(node.inputs[0])
-    rank = an.rank(node.inputs[0])
-    if lay is None or rank is None:
-        an.block(lay, f"unknown rank at {where(node)}")
+    found = an.input_layout(node)
+    if found is None:
         return
+    lay, rank = found
     perm = list(node.attrs.get("perm", list(range(rank))[::-1]))
     an.set_layout(node.outputs[0], Layout(perm.index(lay.axis), lay.elems))
 
@@ -811,12 +817,11 @@ def _concat(an: Analyzer, node: gs.Node) -> None:
 @channel_rule("Split")
 def _split(an: Analyzer, node: gs.Node) -> None:
     """On the channel axis: each output takes its range (keeps >= 1 channel); elsewhere: identity."""
-    lay = an.layout(node.inputs[0])
     an.block_inputs(node, [0])
-    rank = an.rank(node.inputs[0])
-    if lay is None or rank is None:
-        an.block(lay, f"unknown rank at {where(node)}")
+    found = an.input_layout(node)
+    if found is None:
         return
+    lay, rank = found
     axis = _norm_axis(int(node.attrs.get("axis", 0)), rank)
     outs = node.outputs
     if axis != lay.axis:
@@ -847,12 +852,11 @@ def _split(an: Analyzer, node: gs.Node) -> None:
 @channel_rule("Slice")
 def _slice(an: Analyzer, node: gs.Node) -> None:
     """A unit-step slice of the channel axis keeps its range (>= 1 channel); other axes: identity."""
-    lay = an.layout(node.inputs[0])
     an.block_inputs(node, [0])
-    rank = an.rank(node.inputs[0])
-    if lay is None or rank is None:
-        an.block(lay, f"unknown rank at {where(node)}")
+    found = an.input_layout(node)
+    if found is None:
         return
+    lay, rank = found
     if an.opset >= 10:
         starts, ends, axes, steps = (_ints(node, "", i) for i in (1, 2, 3, 4))
     else:
@@ -907,12 +911,11 @@ def _resize(an: Analyzer, node: gs.Node) -> None:
     """Resizing other axes keeps channels (a constant ``sizes`` input is rewritten)."""
     import numpy as np
 
-    lay = an.layout(node.inputs[0])
     an.block_inputs(node, [0])
-    rank = an.rank(node.inputs[0])
-    if lay is None or rank is None:
-        an.block(lay, f"unknown rank at {where(node)}")
+    found = an.input_layout(node)
+    if found is None:
         return
+    lay, rank = found
     axes = [_norm_axis(int(a), rank) for a in node.attrs.get("axes", range(rank))]
     if lay.axis not in axes:
         an.set_layout(node.outputs[0], lay)

@@ -33,18 +33,12 @@ struct CodebookMatMulKernel {
       const Input cb = get_input(ctx, 1);
       const Input codes = get_input(ctx, 2);
       const Input bias = get_input(ctx, 3);
-      expect(x, "X", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
-      expect(cb, "codebook", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
       expect(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
-      if (x.shape.empty()) fail("X must have rank >= 1, got a scalar");
-      const int64_t K = x.shape.back();
-      int64_t M = 1;
-      for (size_t i = 0; i + 1 < x.shape.size(); ++i) M *= x.shape[i];
+      const MatMulDims dims = matmul_x(x);
+      const int64_t M = dims.M, K = dims.K;
       const int64_t G = ceil_div(N, group_size);
+      check_codebook(cb, N, group_size, bits);
       const int64_t entries = int64_t{1} << bits;
-      if (cb.shape.size() != 2 || cb.shape[0] != G || cb.shape[1] < 1 || cb.shape[1] > entries)
-        fail("codebook must have shape [G=", G, ", C] with 1 <= C <= 2^bits=", entries, " (N=", N,
-             ", group_size=", group_size, "), got ", shape_str(cb.shape));
       const int64_t row_bytes = ceil_div(N * bits, 8);
       if (codes.shape.size() != 2 || codes.shape[0] != K || codes.shape[1] != row_bytes)
         fail("codes must have shape [K=", K, ", ceil(N*bits/8)=", row_bytes, "] (X is ", shape_str(x.shape),

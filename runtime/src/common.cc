@@ -81,6 +81,23 @@ const char* type_name(ONNXTensorElementDataType t) {
   }
 }
 
+MatMulDims matmul_x(const Input& x) {
+  expect(x, "X", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+  if (x.shape.empty()) fail("X must have rank >= 1, got a scalar");
+  int64_t M = 1;
+  for (size_t i = 0; i + 1 < x.shape.size(); ++i) M *= x.shape[i];
+  return {M, x.shape.back()};
+}
+
+void check_codebook(const Input& cb, int64_t N, int64_t group_size, int bits) {
+  expect(cb, "codebook", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+  const int64_t G = ceil_div(N, group_size);
+  const int64_t entries = int64_t{1} << bits;
+  if (cb.shape.size() != 2 || cb.shape[0] != G || cb.shape[1] < 1 || cb.shape[1] > entries)
+    fail("codebook must have shape [G=", G, ", C] with 1 <= C <= 2^bits=", entries, " (N=", N,
+         ", group_size=", group_size, "), got ", shape_str(cb.shape));
+}
+
 Input get_input(Ort::KernelContext& ctx, size_t index) {
   Input in;
   if (index >= ctx.GetInputCount()) return in;

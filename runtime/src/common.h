@@ -85,6 +85,15 @@ Input get_input(Ort::KernelContext& ctx, size_t index);
 const Input& expect(const Input& in, const char* what, ONNXTensorElementDataType type);
 const char* type_name(ONNXTensorElementDataType t);
 
+// X of a matmul op, float32 [..., K]: returns {M = product of the leading dims, K}.
+struct MatMulDims {
+  int64_t M;
+  int64_t K;
+};
+MatMulDims matmul_x(const Input& x);
+// A codebook input of shape [G = ceil(N / group_size), C] with 1 <= C <= 2^bits.
+void check_codebook(const Input& cb, int64_t N, int64_t group_size, int bits);
+
 // Constant-initializer inputs seen at kernel creation: a validation of their content is done once
 // and then skipped as long as compute sees the same buffer again.
 struct ConstInput {

@@ -143,20 +143,14 @@ struct SparseCodebookMatMulKernel {
       const Input deltas = get_input(ctx, 3);
       const Input codes = get_input(ctx, 4);
       const Input bias = get_input(ctx, 5);
-      expect(x, "X", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
-      expect(cb, "codebook", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
       expect(rp, "row_ptr", ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32);
       expect(deltas, "deltas", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
       expect(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
-      if (x.shape.empty()) fail("X must have rank >= 1, got a scalar");
-      const int64_t K = x.shape.back();
-      int64_t M = 1;
-      for (size_t i = 0; i + 1 < x.shape.size(); ++i) M *= x.shape[i];
+      const MatMulDims dims = matmul_x(x);
+      const int64_t M = dims.M, K = dims.K;
       const int64_t G = ceil_div(N, group_size);
+      check_codebook(cb, N, group_size, bits);
       const int64_t entries = int64_t{1} << bits;
-      if (cb.shape.size() != 2 || cb.shape[0] != G || cb.shape[1] < 1 || cb.shape[1] > entries)
-        fail("codebook must have shape [G=", G, ", C] with 1 <= C <= 2^bits=", entries, " (N=", N,
-             ", group_size=", group_size, "), got ", shape_str(cb.shape));
       if (rp.shape.size() != 1 || rp.shape[0] != K + 1)
         fail("row_ptr must have shape [K+1=", K + 1, "] (X is ", shape_str(x.shape), "), got ", shape_str(rp.shape));
       const int32_t* row_ptr = rp.as<int32_t>();

@@ -50,13 +50,10 @@ struct TernaryMatMulKernel {
       const Input scales = get_input(ctx, 1);
       const Input codes = get_input(ctx, 2);
       const Input bias = get_input(ctx, 3);
-      expect(x, "X", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
       expect(scales, "scales", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
       expect(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
-      if (x.shape.empty()) fail("X must have rank >= 1, got a scalar");
-      const int64_t K = x.shape.back();
-      int64_t M = 1;
-      for (size_t i = 0; i + 1 < x.shape.size(); ++i) M *= x.shape[i];
+      const MatMulDims dims = matmul_x(x);
+      const int64_t M = dims.M, K = dims.K;
       const int64_t G = ceil_div(N, group_size);
       if (scales.shape.size() != 2 || scales.shape[0] != G || scales.shape[1] != 2)
         fail("scales must have shape [G=", G, ", 2] (N=", N, ", group_size=", group_size, "), got ",

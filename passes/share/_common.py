@@ -54,8 +54,7 @@ class ShareOptions(SelectOptions):
     )
     inline: bool = opt(
         False,
-        "write only standard ONNX ops (function bodies inlined) for runtimes without "
-        "model-local function support",
+        "write only standard ONNX ops (function bodies inlined) for runtimes without model-local function support",
     )
     calib_samples: int = opt(256, "calibration samples used for activation statistics")
 
@@ -487,7 +486,7 @@ def emit_encoded(
         f"{w_name}_{'scales' if e.ternary and t.kind == 'matmul' else 'codebook'}",
         np.asarray(table_value, np.float32),
     )
-    streams: list[np.ndarray] = []
+    streams: list[tuple[np.ndarray, tuple[int, int] | None]] = []  # packed, code layout
     layout = None
     if (
         t.kind == "matmul"
@@ -498,24 +497,24 @@ def emit_encoded(
     ):
         candidate = enc.best_sparse(e.codes, e.bits)
         s_streams = [
-            enc.pack_codes(candidate.deltas, candidate.index_bits)[0],
-            enc.pack_codes(candidate.codes, e.bits)[0],
+            (enc.pack_codes(candidate.deltas, candidate.index_bits)[0], None),
+            (enc.pack_codes(candidate.codes, e.bits)[0], None),
         ]
-        d_streams = [enc.pack_codes(e.codes, e.bits)]
+        d_streams = [(enc.pack_codes(e.codes, e.bits), (e.bits, e.codes.shape[1]))]
         if sparse == "always" or _stream_bytes(
             s_streams, huffman
         ) + 4 * candidate.row_ptr.size < _stream_bytes(d_streams, huffman):
             layout, streams = candidate, s_streams
     if layout is None:
-        streams = [enc.pack_codes(e.codes, e.bits)]
+        streams = [(enc.pack_codes(e.codes, e.bits), (e.bits, e.codes.shape[1]))]
     extra_fixed = 4 * layout.row_ptr.size if layout is not None else 0
     table_bytes = 4 * int(np.asarray(table_value).size)
     bias_after = 4 * t.outputs  # B is always written (zeros when the layer had none)
-    packed = table_bytes + extra_fixed + sum(s.size for s in streams) + bias_after
+    packed = table_bytes + extra_fixed + sum(s.size for s, _ in streams) + bias_after
     huff = table_bytes + extra_fixed + _stream_bytes(streams, "store") + bias_after
     consts = [
         make_constant(graph, f"{w_name}_{'deltas' if layout is not None and i == 0 else 'codes'}", s)
-        for i, s in enumerate(streams)
+        for i, (s, _) in enumerate(streams)
     ]
     # B is always written: the MatMul bodies add it unconditionally, and a Conv with an empty bias input
     # keeps onnxruntime from fusing a following BatchNormalization and from its NCHWc layout.
@@ -586,23 +585,44 @@ def _sparse_may_win(e: Encoded, huffman: str) -> bool:
     return 4 * (rows + 1) + nnz * (e.bits + 4) // 8 < rows * enc.packed_row_bytes(cols, e.bits)
 
 
-def _stream_bytes(streams: list[np.ndarray], huffman: str) -> int:
-
+def _stream_bytes(streams: list[tuple[np.ndarray, tuple[int, int] | None]], huffman: str) -> int:
+    """Stored bytes of packed streams, each with its code layout (bits, codes per row) or None."""
     if huffman != "store":
-        return sum(int(s.size) for s in streams)
-    return sum(_huffman_or_packed(s) for s in streams)
+        return sum(int(s.size) for s, _ in streams)
+    return sum(_huffman_or_packed(s, layout) for s, layout in streams)
 
 
-def _huffman_or_packed(stream: np.ndarray) -> int:
-    from . import _huffman
-
-    coded = _huffman.coded_size(stream)
+def _huffman_or_packed(stream: np.ndarray, layout: tuple[int, int] | None) -> int:
+    coded = huffman_form(stream, layout)[0]
     return coded if int(stream.size) - coded >= HUFFMAN_MIN_GAIN else int(stream.size)
 
 
 # A HuffmanDecode node and its three initializers cost about 300 bytes of graph: code a tensor only when
 # the coded stream (with its table and chunk offsets) is at least this much smaller than the packed bytes.
 HUFFMAN_MIN_GAIN = 256
+# What a RunLengthDecode node adds to the graph (name, attributes, one more tensor name): the zero-run form
+# is chosen only when it is smaller by more than this.
+RUN_LENGTH_NODE_BYTES = 96
+
+
+def huffman_form(packed: np.ndarray, layout: tuple[int, int] | None) -> tuple[int, np.ndarray | None]:
+    """(coded bytes, zero-run symbols or None): the smaller of two Huffman codings of a packed tensor.
+
+    Either the packed bytes themselves are the Huffman symbols, or, for packed codes (``layout`` = (bits,
+    codes per row), bits <= 7), the zero-run symbols of :func:`enc.run_length_encode` (Deep Compression's
+    "relative index" coding, which gets close to the entropy of a pruned layer: a byte symbol cannot cost
+    less than one bit, a long zero run in one symbol can). The coded bytes of the zero-run form include
+    :data:`RUN_LENGTH_NODE_BYTES`.
+    """
+    from . import _huffman
+
+    size, symbols = _huffman.coded_size(packed), None
+    if layout is not None and layout[0] <= 7 and packed.size:
+        bits, n = layout
+        runs = enc.run_length_encode(enc.unpack_codes(packed, bits, n), bits)
+        if runs.size and _huffman.coded_size(runs) + RUN_LENGTH_NODE_BYTES < size:
+            size, symbols = _huffman.coded_size(runs) + RUN_LENGTH_NODE_BYTES, runs
+    return size, symbols
 
 
 def huffman_store(
@@ -610,8 +630,10 @@ def huffman_store(
 ) -> int:
     """Huffman-code the packed uint8 constant inputs of a com.onnxcomp node (HuffmanDecode in front).
 
-    Returns the bytes saved (coded stream + table + chunk offsets vs the packed bytes); tensors that would
-    not shrink by at least ``min_gain`` bytes stay packed.
+    The packed codes of a weight op are coded as zero-run symbols when that is smaller (HuffmanDecode ->
+    RunLengthDecode in front, see :func:`huffman_form`). Returns the bytes saved (coded stream + table +
+    chunk offsets vs the packed bytes); tensors that would not shrink by at least ``min_gain`` bytes stay
+    packed.
     """
     import numpy as np
     import onnx_graphsurgeon as gs
@@ -620,15 +642,19 @@ def huffman_store(
 
     from . import _huffman
 
+    code_input = enc.CODE_LAYOUT.get(node.op)
     saved = 0
     for i, tensor in enumerate(list(node.inputs)):
         if not is_const(tensor) or tensor.values.dtype != np.uint8 or tensor.values.size == 0:
             continue
         values = np.asarray(tensor.values)
-        gain = values.size - _huffman.coded_size(values)
-        if gain < min_gain:
+        layout = None
+        if code_input is not None and code_input[0] == i and values.ndim == 2:
+            layout = code_input[1](node.attrs)
+        size, runs = huffman_form(values, layout)
+        if values.size - size < min_gain:
             continue
-        coded = _huffman.encode(values)
+        coded = _huffman.encode(values if runs is None else runs)
         base = tensor.name
         ins = [
             make_constant(graph, f"{base}_huff", coded.stream),
@@ -636,13 +662,27 @@ def huffman_store(
             make_constant(graph, f"{base}_huff_offsets", coded.offsets),
         ]
         out = gs.Variable(unique_name(graph, f"{base}_decoded"), dtype=np.uint8, shape=list(values.shape))
+        decoded = out
+        if runs is not None:
+            decoded = gs.Variable(unique_name(graph, f"{base}_runs"), dtype=np.uint8, shape=[int(runs.size)])
+            enc.ensure_function(graph, "RunLengthDecode")
+            rl = gs.Node(
+                "RunLengthDecode",
+                unique_name(graph, f"{base}_zero_runs"),
+                attrs={"bits": int(layout[0]), "shape": [int(values.shape[0]), int(layout[1])]},
+                inputs=[decoded],
+                outputs=[out],
+                domain=enc.DOMAIN,
+            )
+            graph.nodes.append(rl)
+            ctx.tag(rl, pass_name, [base])
         enc.ensure_function(graph, "HuffmanDecode")
         dec = gs.Node(
             "HuffmanDecode",
             unique_name(graph, f"{base}_huffman"),
-            attrs={"shape": list(values.shape)},
+            attrs={"shape": list(decoded.shape)},
             inputs=ins,
-            outputs=[out],
+            outputs=[decoded],
             domain=enc.DOMAIN,
         )
         graph.nodes.append(dec)

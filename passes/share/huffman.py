@@ -20,9 +20,12 @@ class Huffman(Pass):
 
     Every packed uint8 input of a com.onnxcomp op (codes, EIE deltas) is replaced by a canonical Huffman
     stream over its bytes (lengths <= 16 bits, a [2, n] symbol/length table, one int32 bit offset per 1024
-    bytes) and a ``HuffmanDecode`` node that rebuilds the identical bytes. HuffmanDecode's function body
-    is standard ops that onnxruntime constant-folds at load time, so the file gets smaller while the
-    session is the same. Run it after kmeans / pow2 / ternary / binary (or use their ``huffman=store``).
+    bytes) and a ``HuffmanDecode`` node that rebuilds the identical bytes. The codes of a pruned layer are
+    coded instead as EIE-style (zero run, code) byte symbols, with a ``RunLengthDecode`` node after the
+    HuffmanDecode, when that is smaller (Deep Compression's relative-index coding: one symbol stands for a
+    run of zeros and a code, where a packed byte symbol cannot cost less than one bit). Both function
+    bodies are standard ops that onnxruntime constant-folds at load time, so the file gets smaller while
+    the session is the same. Run it after kmeans / pow2 / ternary / binary (or use their ``huffman=store``).
     A tensor is coded only when that saves at least ``min_gain`` bytes.
     """
 

@@ -450,3 +450,36 @@ def test_layers_the_encoding_would_enlarge_are_skipped(spec):
     assert not custom_nodes(out)
     assert [s.node for s in report.passes[0].skips] == ["tiny"]
     assert "smaller" in report.passes[0].skips[0].reason
+
+
+@pytest.mark.parametrize("kind", ["conv", "matmul"])
+def test_huffman_codes_zero_runs_of_pruned_layers(kind):
+    # a 95%-pruned layer: its packed codes are coded as (zero run, code) symbols, which cost less than
+    # Huffman over the packed bytes (a byte symbol cannot cost less than one bit)
+    from onnxcomp.passes.share import _common as common
+    from onnxcomp.passes.share import _huffman
+
+    model = builders.mlp(in_features=256, hidden=(512,)) if kind == "matmul" else builders.vgg(width=0.25)
+    pruned, _ = optimize(model, "prune-weights(ratio=0.95)")
+    packed, _ = optimize(pruned, "kmeans(bits=4,sparse=never)")
+    coded, report = optimize(packed, "huffman")
+    ops = [n.op_type for n in custom_nodes(coded)]
+    assert "RunLengthDecode" in ops
+    assert_exact(packed, coded, _feeds(model))
+    np.testing.assert_array_equal(
+        np.concatenate([t.ravel() for t in decoded_weights(coded).values()]),
+        np.concatenate([t.ravel() for t in decoded_weights(packed).values()]),
+    )
+    # the chosen form is smaller than Huffman over the packed bytes, by what huffman_form says
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in packed.graph.initializer}
+    node = max(
+        (n for n in custom_nodes(packed) if n.op_type in enc.CODE_LAYOUT),
+        key=lambda n: inits[n.input[2]].size,
+    )
+    codes = inits[node.input[2]]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    layout = enc.CODE_LAYOUT[node.op_type][1](attrs)
+    size, runs = common.huffman_form(codes, layout)
+    assert runs is not None
+    assert size < _huffman.coded_size(codes)
+    assert report.passes[0].counters["bytes_saved"] > 0

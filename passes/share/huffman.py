@@ -45,20 +45,25 @@ class Huffman(Pass):
         nodes = [n for n in graph.nodes if n.domain == enc.DOMAIN and n.op in enc.DECODERS]
         if not nodes:
             result.skip("model", "no com.onnxcomp weight ops (run kmeans, pow2, ternary or binary first)")
+        packed = {n.name: sum(int(t.values.size) for t in n.inputs if _is_packed(t)) for n in nodes}
+        saved = common.huffman_store(graph, ctx, nodes, self.name, min_gain=self.options.min_gain)
         for node in nodes:
-            before = sum(int(t.values.size) for t in node.inputs if _is_packed(t))
-            saved = common.huffman_store(graph, ctx, node, self.name, min_gain=self.options.min_gain)
-            if not saved:
-                result.skip(node.name, f"Huffman coding would not save {self.options.min_gain} bytes")
+            if not saved.get(node.name):
+                result.skip(
+                    node.name,
+                    f"Huffman coding would not save {self.options.min_gain} bytes "
+                    "(or the model's coded tensors would not pay for the decoder's function body)",
+                )
                 continue
+            before = packed[node.name]
             result.layer(
                 node.name,
                 op=node.op,
                 decision="huffman",
-                extra={"bytes_packed": before, "bytes_huffman": before - saved},
+                extra={"bytes_packed": before, "bytes_huffman": before - saved[node.name]},
             )
             result.count("tensors_coded")
-            result.count("bytes_saved", saved)
+            result.count("bytes_saved", saved[node.name])
         return result
 
 

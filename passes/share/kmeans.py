@@ -67,7 +67,7 @@ class KMeans(Pass):
             raise UsageError("kmeans: group_size must be >= 0")
         targets = common.prepare(graph, ctx, o, result)
         if not targets:
-            return common.finish(graph, ctx, result, o.inline)
+            return common.finish(graph, ctx, result, o)
         acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if (o.weighted or o.refine) else {}
         energy = (
             common.input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
@@ -92,7 +92,7 @@ class KMeans(Pass):
                 graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman
             )
             common.record(result, t, decision, e, em, common.rel_error(t.w2, w_hat), sparsity)
-        return common.finish(graph, ctx, result, o.inline)
+        return common.finish(graph, ctx, result, o)
 
 
 ZERO_CODE_MIN = 0.01  # layers with at least 1% exact zeros (pruned) keep code 0 = 0.0

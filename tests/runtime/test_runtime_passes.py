@@ -96,7 +96,7 @@ CASES = {
         "HuffmanDecode",
     ),
     "huffman-zero-runs-conv": (
-        lambda r: _conv(r, 32, 64, (3, 3), 1, zeros=0.97),
+        lambda r: _conv(r, 64, 128, (3, 3), 1, zeros=0.97),
         "kmeans(bits=3,huffman=store)",
         "RunLengthDecode",
     ),

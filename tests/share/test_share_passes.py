@@ -483,3 +483,29 @@ def test_huffman_codes_zero_runs_of_pruned_layers(kind):
     assert runs is not None
     assert size < _huffman.coded_size(codes)
     assert report.passes[0].counters["bytes_saved"] > 0
+
+
+def test_huffman_store_pays_for_the_decoder_body():
+    # one small pruned layer: Huffman saves a few hundred bytes of codes, less than the ~3.5 kB function body
+    # of HuffmanDecode the model would have to carry, so the store leaves it packed and says why
+    model = builders.mlp(in_features=48, hidden=(64,))
+    pruned, _ = optimize(model, "prune-weights(ratio=0.9)")
+    packed, _ = optimize(pruned, "kmeans(bits=4,sparse=never)")
+    coded, report = optimize(packed, "huffman(min_gain=1)")
+    assert "HuffmanDecode" not in {n.op_type for n in custom_nodes(coded)}
+    assert not any(f.name == "HuffmanDecode" for f in coded.functions)
+    assert report.passes[0].skips and "function body" in report.passes[0].skips[0].reason
+    assert len(io.serialize(coded)) <= len(io.serialize(packed))
+    # huffman=store decides the same way, and still reports the per-layer Huffman size
+    stored, rep = optimize(pruned, "kmeans(bits=4,sparse=never,huffman=store)")
+    assert "HuffmanDecode" not in {n.op_type for n in custom_nodes(stored)}
+    rows = rep.passes[0].layers
+    assert any(r.extra["bytes_huffman"] < r.extra["bytes_packed"] for r in rows)
+    assert all(r.extra["bytes_stored"] == r.extra["bytes_packed"] for r in rows)
+    # a large layer pays for it: coded, and its stored bytes are what the file saves
+    big = builders.mlp(in_features=512, hidden=(512,))
+    out, rep = optimize(big, "prune-weights(ratio=0.9),kmeans(bits=4,sparse=never,huffman=store)")
+    assert "HuffmanDecode" in {n.op_type for n in custom_nodes(out)}
+    rows = rep.passes[-1].layers
+    assert any(r.extra["bytes_stored"] < r.extra["bytes_packed"] for r in rows)
+    assert rep.passes[-1].counters["bytes_stored"] == sum(r.extra["bytes_stored"] for r in rows)

@@ -501,7 +501,9 @@ def emit_encoded(
             (enc.pack_codes(candidate.deltas, candidate.index_bits)[0], None),
             (enc.pack_codes(candidate.codes, e.bits)[0], None),
         ]
-        d_streams = [(enc.pack_codes(e.codes, e.bits), (e.bits, e.codes.shape[1]))]
+        # the dense side is costed without the zero-run form: at equal-ish size the EIE layout wins, since
+        # the native runtime skips its zeros and its decode at load touches only the nonzero entries
+        d_streams = [(enc.pack_codes(e.codes, e.bits), None)]
         if sparse == "always" or _stream_bytes(
             s_streams, huffman
         ) + 4 * candidate.row_ptr.size < _stream_bytes(d_streams, huffman):

@@ -609,18 +609,19 @@ def _fn_run_length_decode(opset: int) -> onnx.FunctionProto:
         "ConstantOfShape", f.op("Concat", f.const([1]), f.op("ReduceProd", shape), axis=0), value=zero
     )
     codes = f.op("Reshape", f.op("ScatterElements", flat, end, f.op("Mod", s, levels), axis=1), shape)
-    n = f.op("Gather", shape, f.const(1))
-    c8 = f.const(8)
-    pos = f.op("Mul", f.op("Reshape", f.op("Range", f.const(0), n, f.const(1)), row), bits)
+    # positions in int32: the [R, n] index tensors of the scatters are the largest temporaries
+    n = f.op("Cast", f.op("Gather", shape, f.const(1)), to=6)
+    bits32 = f.op("Cast", bits, to=6)
+    c8 = f.const(8, "int32")
+    pos = f.op("Mul", f.op("Reshape", f.op("Range", f.const(0, "int32"), n, one), row), bits32)
     lo = f.op("Div", pos, c8)
-    nbytes = f.op("Div", f.op("Add", f.op("Mul", n, bits), f.const(7)), c8)
-    hi = f.op("Min", f.op("Add", lo, f.const(1)), f.op("Sub", nbytes, f.const(1)))
+    nbytes = f.op("Div", f.op("Add", f.op("Mul", n, bits32), f.const(7, "int32")), c8)
+    hi = f.op("Min", f.op("Add", lo, one), f.op("Sub", nbytes, one))
     shifted = f.op("Mul", codes, f.op("Gather", pow2, f.op("Mod", pos, c8)))
     c256 = f.const(256, "int32")
     full = f.op("Shape", codes)
-    out = f.op(
-        "ConstantOfShape", f.op("Concat", rows, f.op("Unsqueeze", nbytes, f.const([0])), axis=0), value=zero
-    )
+    width = f.op("Cast", f.op("Unsqueeze", nbytes, f.const([0])), to=7)
+    out = f.op("ConstantOfShape", f.op("Concat", rows, width, axis=0), value=zero)
     for idx, part in ((lo, "Mod"), (hi, "Div")):
         out = f.op(
             "ScatterElements",

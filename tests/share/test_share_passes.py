@@ -509,3 +509,13 @@ def test_huffman_store_pays_for_the_decoder_body():
     rows = rep.passes[-1].layers
     assert any(r.extra["bytes_stored"] < r.extra["bytes_packed"] for r in rows)
     assert rep.passes[-1].counters["bytes_stored"] == sum(r.extra["bytes_stored"] for r in rows)
+
+
+def test_huffman_store_keeps_the_eie_layout_of_very_sparse_matmuls():
+    # the zero-run form would make the dense layout about as small, but the EIE layout is what the native
+    # runtime runs fastest (it skips the zeros) and what decodes at load in memory proportional to the nonzeros
+    model = builders.mlp(in_features=512, hidden=(512,))
+    out, _ = optimize(model, "prune-weights(ratio=0.96),kmeans(bits=5,huffman=store)")
+    ops = {n.op_type for n in custom_nodes(out)}
+    assert "SparseCodebookMatMul" in ops and "HuffmanDecode" in ops
+    assert "RunLengthDecode" not in ops

@@ -387,14 +387,36 @@ def im2col(x: np.ndarray, t: Target, max_rows: int, rng: np.random.Generator) ->
 
     MatMul targets: one matrix [positions, K]. At most ``max_rows`` positions (a random subset).
     """
+    rows = _patch_rows(x, t)
+    if rows.shape[0] > max_rows:
+        rows = rows[rng.choice(rows.shape[0], max_rows, replace=False)]
+    return _group_blocks(rows, t)
+
+
+def im2col_pair(
+    x_cur: np.ndarray, x_orig: np.ndarray, t: Target, max_rows: int, rng: np.random.Generator
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``im2col`` of a layer's current and original inputs over the SAME positions (one random subset).
+
+    Row i of both results is the same (sample, output position) patch, so X_cur^T X_orig pairs the
+    current input of a position with the original input of that position.
+    """
+    if x_cur.shape != x_orig.shape:
+        raise ValueError(f"current input {x_cur.shape} and original input {x_orig.shape} differ in shape")
+    cur, orig = _patch_rows(x_cur, t), _patch_rows(x_orig, t)
+    if cur.shape[0] > max_rows:
+        pick = rng.choice(cur.shape[0], max_rows, replace=False)
+        cur, orig = cur[pick], orig[pick]
+    return _group_blocks(cur, t), _group_blocks(orig, t)
+
+
+def _patch_rows(x: np.ndarray, t: Target) -> np.ndarray:
+    """All input patches of a layer as rows [positions, C * prod(kernel)] (MatMul: [positions, K])."""
     import numpy as np
     from numpy.lib.stride_tricks import sliding_window_view
 
     if t.kind == "matmul":
-        rows = x.reshape(-1, x.shape[-1])
-        if rows.shape[0] > max_rows:
-            rows = rows[rng.choice(rows.shape[0], max_rows, replace=False)]
-        return [rows.astype(np.float64)]
+        return x.reshape(-1, x.shape[-1])
     a = t.conv_attrs
     nd = x.ndim - 2
     pads = a["pads"]
@@ -412,17 +434,60 @@ def im2col(x: np.ndarray, t: Target, max_rows: int, rng: np.random.Generator) ->
     n = win.shape[0]
     out_sp = win.shape[2 : 2 + nd]
     # [N, out..., C, kernel...] -> [positions, C * prod(kernel)]
-    win = np.moveaxis(win, 1, 1 + nd).reshape(n * int(np.prod(out_sp)), -1)
-    if win.shape[0] > max_rows:
-        win = win[rng.choice(win.shape[0], max_rows, replace=False)]
-    group = int(a["group"])
-    per = win.shape[1] // group
-    return [win[:, g * per : (g + 1) * per].astype(np.float64) for g in range(group)]
+    return np.moveaxis(win, 1, 1 + nd).reshape(n * int(np.prod(out_sp)), -1)
+
+
+def _group_blocks(rows: np.ndarray, t: Target) -> list[np.ndarray]:
+    """Patch rows split into the conv groups' column blocks (one block for MatMul), as float64."""
+    import numpy as np
+
+    group = int(t.conv_attrs["group"]) if t.kind == "conv" else 1
+    per = rows.shape[1] // group
+    return [rows[:, g * per : (g + 1) * per].astype(np.float64) for g in range(group)]
 
 
 def gram(blocks: list[np.ndarray]) -> list[np.ndarray]:
     """H = X^T X / rows per block."""
     return [b.T @ b / max(1, b.shape[0]) for b in blocks]
+
+
+def cross_gram(cur: list[np.ndarray], orig: list[np.ndarray]) -> list[np.ndarray]:
+    """H_co = X_cur^T X_orig / rows per block (rows of the two paired, see ``im2col_pair``)."""
+    return [c.T @ o / max(1, c.shape[0]) for c, o in zip(cur, orig, strict=True)]
+
+
+# ============================================================================================ sequential
+def sequential_waves(graph: gs.Graph, targets: list[Target]) -> list[list[Target]]:
+    """Targets grouped for sequential calibration, in dependency order.
+
+    A target's level is the largest number of targets on any path from a graph input to its activation
+    input; wave k holds the targets of level k. No target depends on a target of its own or a later wave,
+    so one capture of the current graph gives the current inputs of a whole wave (e.g. the Q/K/V
+    projections reading one tensor). Expects ``graph`` topologically sorted.
+    """
+    level: dict[str, int] = {}  # tensor name -> targets on the longest path producing it
+    is_target = {id(t.node): t for t in targets}
+    node_level: dict[int, int] = {}
+    for node in graph.nodes:
+        inputs = max((level.get(i.name, 0) for i in node.inputs), default=0)
+        node_level[id(node)] = inputs
+        for o in node.outputs:
+            level[o.name] = inputs + (1 if id(node) in is_target else 0)
+    waves: dict[int, list[Target]] = {}
+    for t in targets:
+        waves.setdefault(node_level.get(id(t.node), 0), []).append(t)
+    return [waves[k] for k in sorted(waves)]
+
+
+def current_inputs(
+    graph: gs.Graph, ctx: PassContext, wave: list[Target], max_samples: int
+) -> dict[str, np.ndarray]:
+    """The activation inputs of ``wave`` captured from the graph as it is now (earlier layers changed).
+
+    Cleans and sorts the graph first: replaced nodes are dead until the pipeline's own cleanup.
+    """
+    graph.cleanup().toposort()
+    return ctx.capture(graph, sorted({t.x.name for t in wave}), max_samples=max_samples)
 
 
 # ============================================================================================ encodings

@@ -49,6 +49,14 @@ class PruneWeights(Pass):
         damp: float = opt(0.01, "lsq: ridge added to the input Gram matrix, relative to its mean diagonal")
         max_update_flops: float = opt(2e10, "lsq: skip the update of layers whose solves cost more than this")
         calib_samples: int = opt(256, "calibration samples used for activation statistics")
+        sequential: bool = opt(
+            False,
+            "with calibration data (criterion=wanda and/or update=lsq): process the layers in dependency "
+            "order; each layer's Wanda mask uses its input in the graph pruned so far, and the lsq update "
+            "fits that input to the ORIGINAL layer output, so a layer also corrects the error of the "
+            "layers before it. Costs one onnxruntime run over the calibration data per layer level "
+            "(a wave of layers reading no pruned layer's output); slow on big models",
+        )
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         import numpy as np
@@ -63,75 +71,127 @@ class PruneWeights(Pass):
             criterion = "wanda" if ctx.calib is not None else "magnitude"
         if criterion == "wanda" and ctx.calib is None:
             raise UsageError("prune-weights: criterion=wanda needs calibration data (--calib)")
+        if o.sequential and ctx.calib is None:
+            raise UsageError("prune-weights: sequential=true needs calibration data (--calib)")
         targets = common.collect_targets(graph, o, result)
         if not targets:
             return result
         if o.update == "lsq" and ctx.calib is None:
             raise UsageError("prune-weights: update=lsq needs calibration data (--calib)")
-        acts = (
-            common.layer_inputs(graph, ctx, targets, o.calib_samples)
-            if ctx.calib is not None and (criterion == "wanda" or o.update == "lsq")
-            else {}
-        )
+        uses_acts = ctx.calib is not None and (criterion == "wanda" or o.update == "lsq")
+        # X_orig: every layer's input in the graph as it came in, captured before anything changes
+        acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
         energy = (
             common.input_energy(graph, ctx, targets, o.calib_samples, acts) if criterion == "wanda" else {}
         )
         scores = {id(t): score(t.w2, energy.get(id(t))) for t in targets}
+        drops: dict[int, int] = {}  # weights each layer loses
         if o.scope == "global":
             masks = _exact_global(scores, round(o.ratio * sum(s.size for s in scores.values())))
+            drops = {key: int((~m).sum()) for key, m in masks.items()}
         else:
             masks = {}
             for t in targets:
                 ratio = _ratio_for(t, o)
                 masks[id(t)] = keep_mask(scores[id(t)], ratio, t.out_axis if o.scope == "output" else None)
+        sequential = o.sequential and uses_acts
+        waves = common.sequential_waves(graph, targets) if sequential else [[t] for t in targets]
         rng = ctx.rng(7)
-        for t in targets:
-            keep = masks[id(t)]
-            w = np.asarray(t.weight.values)
-            keep_orig = t.weight_as_original(keep).reshape(w.shape)
-            w2_new = np.where(keep, t.w2, 0).astype(np.float32)
-            w_new = w  # kept weights stay bit-identical unless re-fit
-            decision = f"{criterion} {o.scope}"
-            if o.update == "lsq":
-                refit = lsq_update(t, keep, acts[t.x.name], o.damp, o.max_update_flops, rng)
-                if refit is None:
-                    result.skip(t.name, "lsq update skipped: too expensive (max_update_flops)")
-                else:
-                    w2_new, decision = refit, decision + " + lsq"
-                    w_new = t.weight_as_original(w2_new).reshape(w.shape)
-                    if t.node.op == "Gemm" and float(t.node.attrs.get("alpha", 1.0)) != 1.0:
-                        w_new = w_new / np.float32(
-                            t.node.attrs["alpha"]
-                        )  # the storage matrix holds alpha * W
-            pruned = np.where(keep_orig, w_new, 0).astype(w.dtype)
-            before_nz = int(np.count_nonzero(w))
-            t.weight.values = pruned
-            after_nz = int(np.count_nonzero(pruned))
-            result.layer(
-                t.name,
-                op=t.node.op,
-                decision=decision,
-                params_before=before_nz,
-                params_after=after_nz,
-                error=common.rel_error(t.w2, w2_new),
-                extra={"sparsity": round(1 - after_nz / max(1, w.size), 6), "weights": int(w.size)},
-            )
-            ctx.tag(t.node, self.name, [t.node.name])
-            result.count("layers")
-            result.count("weights_zeroed", before_nz - after_nz)
+        changed = False
+        for wave in waves:
+            cur = acts
+            if sequential and changed:
+                # X_cur: the wave's inputs with every earlier layer already pruned (and re-fit)
+                cur = common.current_inputs(graph, ctx, wave, o.calib_samples)
+            for t in wave:
+                keep = masks[id(t)]
+                if cur is not acts and criterion == "wanda":
+                    # the mask from the current inputs' energy; scope=global keeps its per-layer count
+                    e_cur = common.input_energy(graph, ctx, [t], o.calib_samples, cur)[id(t)]
+                    s_cur = score(t.w2, e_cur)
+                    if o.scope == "global":
+                        keep = keep_count(s_cur, drops[id(t)])
+                    else:
+                        axis = t.out_axis if o.scope == "output" else None
+                        keep = keep_mask(s_cur, _ratio_for(t, o), axis)
+                x_orig = acts[t.x.name] if sequential else None
+                changed |= self._prune(t, keep, criterion, cur.get(t.x.name), x_orig, rng, result, ctx)
         total = sum(t.params for t in targets)
         zeros = sum(int(t.params - np.count_nonzero(t.weight.values)) for t in targets)
         result.counters["sparsity"] = round(zeros / max(1, total), 4)
         return result
 
+    def _prune(
+        self,
+        t: common.Target,
+        keep: np.ndarray,
+        criterion: str,
+        x: np.ndarray | None,
+        x_orig: np.ndarray | None,
+        rng: np.random.Generator,
+        result: PassResult,
+        ctx: PassContext,
+    ) -> bool:
+        """Zero one layer's dropped weights (re-fitting the kept ones with update=lsq); True if it changed."""
+        import numpy as np
+
+        o = self.options
+        w = np.asarray(t.weight.values)
+        keep_orig = t.weight_as_original(keep).reshape(w.shape)
+        w2_new = np.where(keep, t.w2, 0).astype(np.float32)
+        w_new = w  # kept weights stay bit-identical unless re-fit
+        decision = f"{criterion} {o.scope}" + (" sequential" if x_orig is not None else "")
+        if o.update == "lsq":
+            assert x is not None
+            refit = lsq_update(t, keep, x, o.damp, o.max_update_flops, rng, x_orig)
+            if refit is None:
+                result.skip(t.name, "lsq update skipped: too expensive (max_update_flops)")
+            else:
+                w2_new, decision = refit, decision + " + lsq"
+                w_new = t.weight_as_original(w2_new).reshape(w.shape)
+                if t.node.op == "Gemm" and float(t.node.attrs.get("alpha", 1.0)) != 1.0:
+                    w_new = w_new / np.float32(t.node.attrs["alpha"])  # the storage matrix holds alpha * W
+        pruned = np.where(keep_orig, w_new, 0).astype(w.dtype)
+        before_nz = int(np.count_nonzero(w))
+        changed = not np.array_equal(pruned, w)
+        t.weight.values = pruned
+        after_nz = int(np.count_nonzero(pruned))
+        result.layer(
+            t.name,
+            op=t.node.op,
+            decision=decision,
+            params_before=before_nz,
+            params_after=after_nz,
+            error=common.rel_error(t.w2, w2_new),
+            extra={"sparsity": round(1 - after_nz / max(1, w.size), 6), "weights": int(w.size)},
+        )
+        ctx.tag(t.node, self.name, [t.node.name])
+        result.count("layers")
+        result.count("weights_zeroed", before_nz - after_nz)
+        return changed
+
 
 def lsq_update(
-    t: common.Target, keep: np.ndarray, x: np.ndarray, damp: float, max_flops: float, rng: np.random.Generator
+    t: common.Target,
+    keep: np.ndarray,
+    x: np.ndarray,
+    damp: float,
+    max_flops: float,
+    rng: np.random.Generator,
+    x_orig: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """Kept weights re-fit per output: w_S <- w_S + H_SS^-1 H_SR w_R (the pruned part's effect moved onto S).
+    """Kept weights re-fit per output by least squares on the layer's outputs (the dropped ones stay 0).
 
-    Minimizes (w' - w)^T H (w' - w) with w'_R = 0, H = X^T X of the layer's inputs on the calibration data
-    (+ ``damp`` * mean(diag H) * I): the least-squares change of every output on those inputs.
+    Without ``x_orig``: w_S <- w_S + (H_SS + l I)^-1 H_SR w_R (the pruned part's effect moved onto S),
+    the minimum of (w' - w)^T H (w' - w) with w'_R = 0, H = X^T X / n, l = ``damp`` * mean(diag H).
+
+    With ``x_orig`` (sequential, true targets): x is the layer's current input X_c (earlier layers
+    already pruned) and x_orig its input X_o in the original graph; minimizes
+    ||X_c w' - X_o w||^2 / n + l ||w'_S - w_S||^2 over w'_S (w'_R = 0):
+    w'_S = w_S + (H_cc[S,S] + l I)^-1 (H_co[S,:] w - H_cc[S,S] w_S), H_cc = X_c^T X_c / n,
+    H_co = X_c^T X_o / n over the same sampled positions. With X_c = X_o this is the update above; the
+    ridge pulls towards the original weights, not towards 0. Outputs with nothing pruned are re-fit too
+    (they can still correct the earlier layers' error).
     """
     import numpy as np
 
@@ -142,20 +202,45 @@ def lsq_update(
     flops = float(sum(int(k.sum()) ** 3 for k in ko)) / 3
     if flops > max_flops:
         return None
-    blocks = common.gram(common.im2col(x, t, 20000, rng))
+    if x_orig is None:
+        blocks = common.gram(common.im2col(x, t, 20000, rng))
+        goal = None
+    else:
+        cur, orig = common.im2col_pair(x, x_orig, t, 20000, rng)
+        blocks = common.gram(cur)
+        cross = common.cross_gram(cur, orig)
     per_group = wo.shape[0] // len(blocks)
+    if x_orig is not None:
+        # H_co w_j for every output j: [outputs, inputs of its group]
+        goal = np.concatenate(
+            [wo[g * per_group : (g + 1) * per_group] @ cross[g].T for g in range(len(blocks))]
+        )
     out = np.where(ko, wo, 0.0)
     for j in range(wo.shape[0]):
         h = blocks[j // per_group]
         s_idx, r_idx = np.flatnonzero(ko[j]), np.flatnonzero(~ko[j])
-        if s_idx.size == 0 or r_idx.size == 0:
+        if s_idx.size == 0 or (r_idx.size == 0 and goal is None):
             continue
         hss = h[np.ix_(s_idx, s_idx)]
         hss = hss + damp * max(float(np.mean(np.diag(h))), 1e-12) * np.eye(s_idx.size)
-        rhs = h[np.ix_(s_idx, r_idx)] @ wo[j, r_idx]
+        if goal is None:
+            rhs = h[np.ix_(s_idx, r_idx)] @ wo[j, r_idx]
+        else:
+            rhs = goal[j, s_idx] - h[np.ix_(s_idx, s_idx)] @ wo[j, s_idx]
         out[j, s_idx] = wo[j, s_idx] + np.linalg.solve(hss, rhs)
     out = out.T if t.kind == "matmul" else out
     return out.astype(np.float32)
+
+
+def keep_count(scores: np.ndarray, k: int) -> np.ndarray:
+    """True for the weights kept: exactly the ``k`` lowest scores of the layer dropped."""
+    import numpy as np
+
+    flat = scores.ravel()
+    keep = np.ones(flat.size, bool)
+    if k:
+        keep[np.argpartition(flat, k - 1)[:k]] = False
+    return keep.reshape(scores.shape)
 
 
 def _ratio_for(t: common.Target, o: PruneWeights.Options) -> float:
@@ -175,12 +260,7 @@ def keep_mask(scores: np.ndarray, ratio: float, axis: int | None) -> np.ndarray:
     import numpy as np
 
     if axis is None:
-        flat = scores.ravel()
-        k = round(ratio * flat.size)
-        keep = np.ones(flat.size, bool)
-        if k:
-            keep[np.argpartition(flat, k - 1)[:k]] = False
-        return keep.reshape(scores.shape)
+        return keep_count(scores, round(ratio * scores.size))
     moved = np.moveaxis(scores, axis, 0)
     keep = np.ones(moved.shape, bool)
     per = moved.reshape(moved.shape[0], -1)

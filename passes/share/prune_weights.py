@@ -114,7 +114,7 @@ class PruneWeights(Pass):
                     else:
                         axis = t.out_axis if o.scope == "output" else None
                         keep = keep_mask(s_cur, _ratio_for(t, o), axis)
-                x_orig = acts[t.x.name] if sequential else None
+                x_orig = acts[t.x.name] if cur is not acts else None
                 changed |= self._prune(t, keep, criterion, cur.get(t.x.name), x_orig, rng, result, ctx)
         total = sum(t.params for t in targets)
         zeros = sum(int(t.params - np.count_nonzero(t.weight.values)) for t in targets)

@@ -457,25 +457,39 @@ def cross_gram(cur: list[np.ndarray], orig: list[np.ndarray]) -> list[np.ndarray
 
 
 # ============================================================================================ sequential
-def sequential_waves(graph: gs.Graph, targets: list[Target]) -> list[list[Target]]:
+def sequential_waves(targets: list[Target]) -> list[list[Target]]:
     """Targets grouped for sequential calibration, in dependency order.
 
     A target's level is the largest number of targets on any path from a graph input to its activation
     input; wave k holds the targets of level k. No target depends on a target of its own or a later wave,
     so one capture of the current graph gives the current inputs of a whole wave (e.g. the Q/K/V
-    projections reading one tensor). Expects ``graph`` topologically sorted.
+    projections reading one tensor).
     """
-    level: dict[str, int] = {}  # tensor name -> targets on the longest path producing it
-    is_target = {id(t.node): t for t in targets}
-    node_level: dict[int, int] = {}
-    for node in graph.nodes:
-        inputs = max((level.get(i.name, 0) for i in node.inputs), default=0)
-        node_level[id(node)] = inputs
-        for o in node.outputs:
-            level[o.name] = inputs + (1 if id(node) in is_target else 0)
+    is_target = {id(t.node) for t in targets}
+    level: dict[int, int] = {}  # id(tensor) -> targets on the longest path producing it
+
+    def node_input_level(node: gs.Node) -> int:
+        return max((level[id(i)] for i in node.inputs), default=0)
+
+    for t in targets:
+        stack = [t.x]
+        while stack:  # depth-first over the producers, each tensor's level once its inputs have theirs
+            tensor = stack[-1]
+            if id(tensor) in level:
+                stack.pop()
+                continue
+            node = tensor.inputs[0] if tensor.inputs else None
+            pending = [] if node is None else [i for i in node.inputs if id(i) not in level]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            level[id(tensor)] = (
+                0 if node is None else node_input_level(node) + (1 if id(node) in is_target else 0)
+            )
     waves: dict[int, list[Target]] = {}
     for t in targets:
-        waves.setdefault(node_level.get(id(t.node), 0), []).append(t)
+        waves.setdefault(level[id(t.x)], []).append(t)
     return [waves[k] for k in sorted(waves)]
 
 
@@ -484,9 +498,12 @@ def current_inputs(
 ) -> dict[str, np.ndarray]:
     """The activation inputs of ``wave`` captured from the graph as it is now (earlier layers changed).
 
-    Cleans and sorts the graph first: replaced nodes are dead until the pipeline's own cleanup.
+    Cleans and sorts the graph first (as the pipeline does after a pass): replaced nodes are dead and new
+    ones appended at the end.
     """
-    graph.cleanup().toposort()
+    from onnxcomp.graph import toposort
+
+    toposort(graph.cleanup(remove_unused_graph_inputs=False))
     return ctx.capture(graph, sorted({t.x.name for t in wave}), max_samples=max_samples)
 
 

@@ -84,7 +84,7 @@ class KMeans(Pass):
             common.input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
         )
         sequential = o.sequential and bool(acts)
-        waves = common.sequential_waves(graph, targets) if sequential else [targets]
+        waves = common.sequential_waves(targets) if sequential else [targets]
         rng = ctx.rng(11)
         steps = [(k, t) for k, wave in enumerate(waves) for t in wave]
         cur, at, changed = acts, 0, False

@@ -95,7 +95,7 @@ class PruneWeights(Pass):
                 ratio = _ratio_for(t, o)
                 masks[id(t)] = keep_mask(scores[id(t)], ratio, t.out_axis if o.scope == "output" else None)
         sequential = o.sequential and uses_acts
-        waves = common.sequential_waves(graph, targets) if sequential else [[t] for t in targets]
+        waves = common.sequential_waves(targets) if sequential else [[t] for t in targets]
         rng = ctx.rng(7)
         changed = False
         for wave in waves:

@@ -104,18 +104,25 @@ class PruneWeights(Pass):
                 # X_cur: the wave's inputs with every earlier layer already pruned (and re-fit)
                 cur = common.current_inputs(graph, ctx, wave, o.calib_samples)
             for t in wave:
+                x = cur.get(t.x.name)
+                x_orig = acts[t.x.name] if cur is not acts else None
+                grams = None
                 keep = masks[id(t)]
-                if cur is not acts and criterion == "wanda":
+                if x_orig is not None and criterion == "wanda":
                     # the mask from the current inputs' energy; scope=global keeps its per-layer count
                     e_cur = common.input_energy(graph, ctx, [t], o.calib_samples, cur)[id(t)]
-                    s_cur = score(t.w2, e_cur)
+                    ref = t.w2
+                    if o.update == "lsq":
+                        # scored against the weights the layer would best have on its current input
+                        grams = paired_grams(t, x, x_orig, rng)
+                        ref = dense_refit(t, *grams, o.damp, o.max_update_flops)
+                    s_cur = score(t.w2 if ref is None else ref, e_cur)
                     if o.scope == "global":
                         keep = keep_count(s_cur, drops[id(t)])
                     else:
                         axis = t.out_axis if o.scope == "output" else None
                         keep = keep_mask(s_cur, _ratio_for(t, o), axis)
-                x_orig = acts[t.x.name] if cur is not acts else None
-                changed |= self._prune(t, keep, criterion, cur.get(t.x.name), x_orig, rng, result, ctx)
+                changed |= self._prune(t, keep, criterion, x, x_orig, grams, rng, result, ctx)
         total = sum(t.params for t in targets)
         zeros = sum(int(t.params - np.count_nonzero(t.weight.values)) for t in targets)
         result.counters["sparsity"] = round(zeros / max(1, total), 4)
@@ -128,6 +135,7 @@ class PruneWeights(Pass):
         criterion: str,
         x: np.ndarray | None,
         x_orig: np.ndarray | None,
+        grams: tuple[list[np.ndarray], list[np.ndarray] | None] | None,
         rng: np.random.Generator,
         result: PassResult,
         ctx: PassContext,
@@ -143,7 +151,7 @@ class PruneWeights(Pass):
         decision = f"{criterion} {o.scope}" + (" sequential" if x_orig is not None else "")
         if o.update == "lsq":
             assert x is not None
-            refit = lsq_update(t, keep, x, o.damp, o.max_update_flops, rng, x_orig)
+            refit = lsq_update(t, keep, x, o.damp, o.max_update_flops, rng, x_orig, grams)
             if refit is None:
                 result.skip(t.name, "lsq update skipped: too expensive (max_update_flops)")
             else:
@@ -179,6 +187,7 @@ def lsq_update(
     max_flops: float,
     rng: np.random.Generator,
     x_orig: np.ndarray | None = None,
+    grams: tuple[list[np.ndarray], list[np.ndarray] | None] | None = None,
 ) -> np.ndarray | None:
     """Kept weights re-fit per output by least squares on the layer's outputs (the dropped ones stay 0).
 
@@ -191,7 +200,8 @@ def lsq_update(
     w'_S = w_S + (H_cc[S,S] + l I)^-1 (H_co[S,:] w - H_cc[S,S] w_S), H_cc = X_c^T X_c / n,
     H_co = X_c^T X_o / n over the same sampled positions. With X_c = X_o this is the update above; the
     ridge pulls towards the original weights, not towards 0. Outputs with nothing pruned are re-fit too
-    (they can still correct the earlier layers' error).
+    (they can still correct the earlier layers' error). ``grams``: ``paired_grams(t, x, x_orig)`` if
+    already computed.
     """
     import numpy as np
 
@@ -202,15 +212,10 @@ def lsq_update(
     flops = float(sum(int(k.sum()) ** 3 for k in ko)) / 3
     if flops > max_flops:
         return None
-    if x_orig is None:
-        blocks = common.gram(common.im2col(x, t, 20000, rng))
-        goal = None
-    else:
-        cur, orig = common.im2col_pair(x, x_orig, t, 20000, rng)
-        blocks = common.gram(cur)
-        cross = common.cross_gram(cur, orig)
+    blocks, cross = grams if grams is not None else paired_grams(t, x, x_orig, rng)
     per_group = wo.shape[0] // len(blocks)
-    if x_orig is not None:
+    goal = None
+    if cross is not None:
         # H_co w_j for every output j: [outputs, inputs of its group]
         goal = np.concatenate(
             [wo[g * per_group : (g + 1) * per_group] @ cross[g].T for g in range(len(blocks))]
@@ -230,6 +235,44 @@ def lsq_update(
         out[j, s_idx] = wo[j, s_idx] + np.linalg.solve(hss, rhs)
     out = out.T if t.kind == "matmul" else out
     return out.astype(np.float32)
+
+
+def paired_grams(
+    t: common.Target, x: np.ndarray, x_orig: np.ndarray | None, rng: np.random.Generator
+) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Per group: H_cc = X_c^T X_c / n and (with ``x_orig``) H_co = X_c^T X_o / n over the same positions."""
+    if x_orig is None:
+        return common.gram(common.im2col(x, t, 20000, rng)), None
+    cur, orig = common.im2col_pair(x, x_orig, t, 20000, rng)
+    return common.gram(cur), common.cross_gram(cur, orig)
+
+
+def dense_refit(
+    t: common.Target, h: list[np.ndarray], cross: list[np.ndarray] | None, damp: float, max_flops: float
+) -> np.ndarray | None:
+    """The storage matrix W* minimizing ||X_c W* - X_o W||^2 / n + l ||W* - W||^2 (nothing pruned).
+
+    W*_j = w_j + (H_cc + l I)^-1 (H_co w_j - H_cc w_j) per output j; None when the solves would cost more
+    than ``max_flops``. Up to a constant, ||X_c w' - X_o w||^2 = (w' - W*_j)^T H_cc (w' - W*_j): what a
+    pruned w' loses is measured from W*, not from the original weights.
+    """
+    import numpy as np
+
+    if cross is None:
+        return t.w2
+    k = h[0].shape[0]
+    if len(h) * k**3 / 3 > max_flops:
+        return None
+    w2 = t.w2.astype(np.float64)
+    wo = w2.T if t.kind == "matmul" else w2
+    per = wo.shape[0] // len(h)
+    out = np.empty_like(wo)
+    for g, (hg, cg) in enumerate(zip(h, cross, strict=True)):
+        w = wo[g * per : (g + 1) * per]
+        reg = hg + damp * max(float(np.mean(np.diag(hg))), 1e-12) * np.eye(k)
+        # rows: (H_co w_j - H_cc w_j)^T (H_cc + l I)^-1 (H symmetric)
+        out[g * per : (g + 1) * per] = w + np.linalg.solve(reg, (w @ cg.T - w @ hg).T).T
+    return out.T if t.kind == "matmul" else out
 
 
 def keep_count(scores: np.ndarray, k: int) -> np.ndarray:

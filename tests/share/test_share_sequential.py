@@ -221,3 +221,23 @@ def test_sequential_kmeans_after_sequential_prune_keeps_zeros_and_runs():
     assert sum(int((w == 0).sum()) for w in decoded.values()) == round(0.8 * (24 * 32 + 32 * 32 + 32 * 8))
     assert all("sequential" in layer.decision for layer in report.passes[1].layers[1:])
     assert _out_error(model, out, calib) < 0.5
+
+
+def test_dense_refit_is_the_ridge_least_squares_fit_and_the_identity_without_upstream_change():
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((9, 5)).astype(np.float32)
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="m")
+    graph = import_model(make_model([node], {"w": w}, [("x", ["N", 9])], [("y", ["N", 5])]))
+    t = common.TARGETS["MatMul"](graph, graph.nodes[0])
+    xo = rng.standard_normal((40, 9)).astype(np.float32)
+    xc = (xo + 0.4 * rng.standard_normal(xo.shape)).astype(np.float32)
+    h, cross = prune_mod.paired_grams(t, xc, xo, np.random.default_rng(0))
+    got = prune_mod.dense_refit(t, h, cross, 1e-2, 1e12)
+    a = xc.astype(np.float64)
+    lam = 1e-2 * np.mean(np.diag(a.T @ a / 40))
+    expected = np.linalg.solve(
+        a.T @ a / 40 + lam * np.eye(9), a.T @ (xo @ w.astype(np.float64)) / 40 + lam * w
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
+    assert prune_mod.dense_refit(t, h, None, 1e-2, 1e12) is t.w2
+    assert prune_mod.dense_refit(t, h, cross, 1e-2, 10.0) is None  # too expensive

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from onnx import helper, numpy_helper
 from onnxcomp.passes.share import _common as common
+from onnxcomp.passes.share import _lsq as lsq
 from onnxcomp.passes.share import kmeans as kmeans_mod
-from onnxcomp.passes.share import prune_weights as prune_mod
 
 from models import builders
 from onnxcomp.api import optimize
@@ -141,7 +141,7 @@ def test_sequential_conv_lsq_solves_the_paired_normal_equations():
     xc = (xo + 0.3 * rng.standard_normal(xo.shape)).astype(np.float32)
     keep = rng.random(t.w2.shape) < 0.6
     damp = 1e-3
-    got = prune_mod.lsq_update(t, keep, xc, damp, 1e12, np.random.default_rng(0), x_orig=xo)
+    got = lsq.lsq_update(t, keep, xc, damp, 1e12, np.random.default_rng(0), x_orig=xo)
     assert np.all(got[~keep] == 0)
     pc = common.im2col(xc, t, 10**6, np.random.default_rng(0))
     po = common.im2col(xo, t, 10**6, np.random.default_rng(0))
@@ -231,13 +231,13 @@ def test_dense_refit_is_the_ridge_least_squares_fit_and_the_identity_without_ups
     t = common.TARGETS["MatMul"](graph, graph.nodes[0])
     xo = rng.standard_normal((40, 9)).astype(np.float32)
     xc = (xo + 0.4 * rng.standard_normal(xo.shape)).astype(np.float32)
-    h, cross = prune_mod.paired_grams(t, xc, xo, np.random.default_rng(0))
-    got = prune_mod.dense_refit(t, h, cross, 1e-2, 1e12)
+    h, cross = lsq.paired_grams(t, xc, xo, np.random.default_rng(0))
+    got = lsq.dense_refit(t, h, cross, 1e-2, 1e12)
     a = xc.astype(np.float64)
     lam = 1e-2 * np.mean(np.diag(a.T @ a / 40))
     expected = np.linalg.solve(
         a.T @ a / 40 + lam * np.eye(9), a.T @ (xo @ w.astype(np.float64)) / 40 + lam * w
     )
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
-    assert prune_mod.dense_refit(t, h, None, 1e-2, 1e12) is t.w2
-    assert prune_mod.dense_refit(t, h, cross, 1e-2, 10.0) is None  # too expensive
+    assert lsq.dense_refit(t, h, None, 1e-2, 1e12) is t.w2
+    assert lsq.dense_refit(t, h, cross, 1e-2, 10.0) is None  # too expensive

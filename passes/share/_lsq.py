@@ -59,7 +59,7 @@ def dense_refit(
 def lsq_update(
     t: common.Target,
     keep: np.ndarray,
-    x: np.ndarray,
+    x: np.ndarray | None,
     damp: float,
     max_flops: float,
     rng: np.random.Generator,
@@ -89,7 +89,11 @@ def lsq_update(
     flops = float(sum(int(k.sum()) ** 3 for k in ko)) / 3
     if flops > max_flops:
         return None
-    blocks, cross = grams if grams is not None else paired_grams(t, x, x_orig, rng)
+    if grams is None:
+        if x is None:
+            raise ValueError("lsq_update needs the layer input x or its grams")
+        grams = paired_grams(t, x, x_orig, rng)
+    blocks, cross = grams
     per_group = wo.shape[0] // len(blocks)
     goal = None
     if cross is not None:
@@ -112,3 +116,17 @@ def lsq_update(
         out[j, s_idx] = wo[j, s_idx] + np.linalg.solve(hss, rhs)
     out = out.T if t.kind == "matmul" else out
     return out.astype(np.float32)
+
+
+def support_refit(
+    t: common.Target, grams: tuple[list[np.ndarray], list[np.ndarray] | None], damp: float, max_flops: float
+) -> np.ndarray | None:
+    """The float storage matrix re-fit on its nonzeros to the original outputs (``lsq_update`` with the
+    mask of the nonzero weights, ``dense_refit`` when there are no zeros); None when too expensive."""
+    import numpy as np
+
+    h, cross = grams
+    keep = t.w2 != 0
+    if keep.all():
+        return dense_refit(t, h, cross, damp, max_flops)
+    return lsq_update(t, keep, None, damp, max_flops, np.random.default_rng(0), grams=grams)

@@ -9,6 +9,7 @@ from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 from . import _common as common
+from . import _lsq
 from ._common import ShareOptions
 
 if TYPE_CHECKING:
@@ -114,16 +115,25 @@ class KMeans(Pass):
         """Cluster, refine and emit one layer; True if it was replaced."""
         o = self.options
         bits = common.bits_for(t, o.bits, o.bits_per_layer)
-        e = kmeans_encode(t.w2, bits, o.group_size, t.out_axis, o.init, energy, o.max_iter)
+        w2, grams = t.w2, None
+        if x_orig is not None and x is not None:
+            # sequential: first the float weights that best give the original output on the current input
+            grams = _lsq.paired_grams(t, x, x_orig, rng)
+            refit = _lsq.support_refit(t, grams, DAMP, o.max_refine_flops)
+            if refit is None:
+                result.skip(t.name, "sequential weight re-fit skipped: too expensive (max_refine_flops)")
+            else:
+                w2 = refit
+        e = kmeans_encode(w2, bits, o.group_size, t.out_axis, o.init, energy, o.max_iter)
         if not common.saves_bytes(t, e):
             result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
             return False
-        decision = f"kmeans {bits}-bit"
+        decision = f"kmeans {bits}-bit" + (" of the sequential re-fit" if w2 is not t.w2 else "")
         if o.refine and x is not None:
             if refine_flops(t, e) > o.max_refine_flops:
                 result.skip(t.name, "codebook refinement skipped: too expensive (max_refine_flops)")
             else:
-                e.table = refine_codebook(t, e, x, rng, x_orig=x_orig)
+                e.table = refine_codebook(t, e, x, rng, x_orig=x_orig, grams=grams)
                 decision += " + lsq codebook" + (" sequential" if x_orig is not None else "")
         w_hat = e.decoded(t.out_axis)
         sparsity = float((t.w2 == 0).mean())
@@ -133,6 +143,7 @@ class KMeans(Pass):
 
 
 ZERO_CODE_MIN = 0.01  # layers with at least 1% exact zeros (pruned) keep code 0 = 0.0
+DAMP = 0.01  # sequential weight re-fit: ridge relative to the mean diagonal of the input Gram matrix
 
 
 def kmeans_encode(
@@ -197,6 +208,7 @@ def refine_codebook(
     rng: np.random.Generator,
     damp: float = 1e-3,
     x_orig: np.ndarray | None = None,
+    grams: tuple[list[np.ndarray], list[np.ndarray] | None] | None = None,
 ) -> np.ndarray:
     """Codebook values minimizing sum_j (w_j' - w_j)^T H (w_j' - w_j) for the fixed codes (H = X^T X).
 
@@ -207,17 +219,13 @@ def refine_codebook(
     With ``x_orig`` (sequential, true targets): x is the layer's current input X_c (earlier layers already
     quantized), x_orig its input X_o in the original graph, and the fit is
     min sum_j ||X_c O_j c_g - X_o w_j||^2: A = sum_j O_j^T H_cc O_j, b = sum_j O_j^T H_co w_j with
-    H_cc = X_c^T X_c, H_co = X_c^T X_o over the same sampled positions.
+    H_cc = X_c^T X_c, H_co = X_c^T X_o over the same sampled positions (``grams``:
+    ``_lsq.paired_grams(t, x, x_orig)`` if already computed).
     """
     import numpy as np
 
     levels = e.table.shape[1]
-    if x_orig is None:
-        hs = common.gram(common.im2col(x, t, 20000, rng))
-        cross = None
-    else:
-        cur, orig = common.im2col_pair(x, x_orig, t, 20000, rng)
-        hs, cross = common.gram(cur), common.cross_gram(cur, orig)
+    hs, cross = grams if grams is not None else _lsq.paired_grams(t, x, x_orig, rng)
     w = t.w2.astype(np.float64)
     # per output j: its weights [outputs, inputs] and codes
     wo = w.T if t.kind == "matmul" else w

@@ -241,3 +241,16 @@ def test_dense_refit_is_the_ridge_least_squares_fit_and_the_identity_without_ups
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
     assert lsq.dense_refit(t, h, None, 1e-2, 1e12) is t.w2
     assert lsq.dense_refit(t, h, cross, 1e-2, 10.0) is None  # too expensive
+
+
+def test_sequential_kmeans_refits_the_weights_and_has_a_lower_output_error():
+    model, calib = _mlp_calib()
+    held_out = _mlp_calib(rows=200)[1]
+    errs, reports = {}, {}
+    for seq in ("false", "true"):
+        out, reports[seq] = optimize(model, f"kmeans(bits=2,sequential={seq})", calib=calib)
+        errs[seq] = (_out_error(model, out, calib), _out_error(model, out, held_out))
+    assert errs["true"][0] < 0.7 * errs["false"][0]
+    assert errs["true"][1] < 0.85 * errs["false"][1]
+    decisions = [layer.decision for layer in reports["true"].passes[0].layers]
+    assert "re-fit" not in decisions[0] and all("re-fit" in d for d in decisions[1:])

@@ -31,6 +31,13 @@ class KMeans(Pass):
     row indices) when that is smaller (``sparse=auto``). Codes are bit-packed on disk; the model runs in
     plain onnxruntime through the ops' function bodies, which onnxruntime folds into float weights at
     load time.
+
+    ``sequential`` (on by default when calibration data is given) takes the layers in dependency order,
+    as SparseGPT/OBC's sequential mode: each layer is quantized on its input X_c in the graph quantized
+    so far, towards its output X_o W in the original graph. Its float weights are first re-fit by least
+    squares on their nonzeros (min ||X_c W' - X_o W||^2, zeros stay zero), then clustered (weighted by
+    the energy of X_c), and ``refine`` fits the codebook to the same target with the codes fixed, so
+    every layer also makes up for the error of the layers before it.
     """
 
     name = "kmeans"
@@ -57,13 +64,14 @@ class KMeans(Pass):
             "layer outputs (the codes stay): min sum_j (w_j' - w_j)^T X^T X (w_j' - w_j)",
         )
         max_refine_flops: float = opt(2e10, "skip the refinement of layers costing more than this")
-        sequential: bool = opt(
-            False,
-            "with calibration data (weighted and/or refine): process the layers in dependency order; "
-            "each layer's k-means weights use its input in the graph quantized so far, and its codebook "
-            "is fitted so that this input gives the ORIGINAL layer output, so a layer also corrects the "
-            "error of the layers before it. Costs one onnxruntime run over the calibration data per "
-            "layer level; slow on big models",
+        sequential: bool | None = opt(
+            None,
+            "take the layers in dependency order; re-fit each layer's weights, then cluster and refine, "
+            "on its input in the graph quantized so far towards its ORIGINAL output (it also corrects "
+            "the earlier layers). Default (unset): on when calibration data is given; true without "
+            "calibration data is an error. Costs one onnxruntime run over the calibration data per "
+            "layer level plus a dense least-squares solve per layer: on big models that can add "
+            "minutes, set false to save it",
         )
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
@@ -80,11 +88,12 @@ class KMeans(Pass):
         if not targets:
             return common.finish(graph, ctx, result, o.inline)
         # X_orig: every layer's input in the graph as it came in, captured before anything changes
-        acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if (o.weighted or o.refine) else {}
+        sequential = o.sequential is not False and ctx.calib is not None  # unset: on with calibration data
+        uses_acts = o.weighted or o.refine or sequential
+        acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
         energy = (
             common.input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
         )
-        sequential = o.sequential and bool(acts)
         waves = common.sequential_waves(targets) if sequential else [targets]
         rng = ctx.rng(11)
         steps = [(k, t) for k, wave in enumerate(waves) for t in wave]

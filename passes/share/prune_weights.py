@@ -27,6 +27,18 @@ class PruneWeights(Pass):
     zeroed per layer (``scope=layer``), per output channel (``scope=output``, Wanda's comparison group) or
     over all selected layers together (``scope=global``). The model keeps its ops and float weights: the
     zeros pay off in ``kmeans`` (reserved zero code, EIE sparse layout) and Huffman coding.
+
+    ``update=lsq`` re-fits the kept weights by least squares on the calibration inputs. ``sequential``
+    (with update=lsq; on by default when calibration data is given) does it as SparseGPT/OBC's
+    sequential mode: the layers are taken in dependency order and every layer is fitted on its input
+    X_c in the graph pruned so far, towards its output X_o W in the original graph, so it also makes up
+    for the error of the layers before it. Its mask is then scored against W* (the weights that best map
+    X_c to X_o W, from which the least-squares loss of a pruned w' is measured) with the energy of X_c.
+    With ``scope=global`` the comparison over all layers needs every score up front, before any layer is
+    changed: it fixes how many weights each layer loses from the first (original-input) scores, and each
+    layer then drops that many of its own current scores, so the total sparsity is exactly ``ratio``.
+    Without update=lsq the layers keep their original weights and the original-input Wanda mask is kept
+    (a mask chosen on the current inputs alone measured worse: digits CNN, 80% global, 88.4% -> 52.0%).
     """
 
     name = "prune-weights"
@@ -50,13 +62,14 @@ class PruneWeights(Pass):
         damp: float = opt(0.01, "lsq: ridge added to the input Gram matrix, relative to its mean diagonal")
         max_update_flops: float = opt(2e10, "lsq: skip the update of layers whose solves cost more than this")
         calib_samples: int = opt(256, "calibration samples used for activation statistics")
-        sequential: bool = opt(
-            False,
-            "with calibration data (criterion=wanda and/or update=lsq): process the layers in dependency "
-            "order; each layer's Wanda mask uses its input in the graph pruned so far, and the lsq update "
-            "fits that input to the ORIGINAL layer output, so a layer also corrects the error of the "
-            "layers before it. Costs one onnxruntime run over the calibration data per layer level "
-            "(a wave of layers reading no pruned layer's output); slow on big models",
+        sequential: bool | None = opt(
+            None,
+            "update=lsq: take the layers in dependency order, fit each on its input in the graph pruned "
+            "so far towards its ORIGINAL output (it also corrects the earlier layers) and score its mask "
+            "on that input. Default (unset): on when calibration data is given; true without "
+            "calibration data is an error. Costs one onnxruntime run over the calibration data per "
+            "layer level (a wave of layers reading no other pruned layer's output): on big models "
+            "that can add minutes, set false to save it",
         )
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
@@ -74,6 +87,8 @@ class PruneWeights(Pass):
             raise UsageError("prune-weights: criterion=wanda needs calibration data (--calib)")
         if o.sequential and ctx.calib is None:
             raise UsageError("prune-weights: sequential=true needs calibration data (--calib)")
+        # unset: on with calibration data; only the lsq update uses it (see the class docstring)
+        sequential = o.sequential is not False and o.update == "lsq" and ctx.calib is not None
         targets = common.collect_targets(graph, o, result)
         if not targets:
             return result
@@ -95,7 +110,6 @@ class PruneWeights(Pass):
             for t in targets:
                 ratio = _ratio_for(t, o)
                 masks[id(t)] = keep_mask(scores[id(t)], ratio, t.out_axis if o.scope == "output" else None)
-        sequential = o.sequential and uses_acts
         waves = common.sequential_waves(targets) if sequential else [[t] for t in targets]
         rng = ctx.rng(7)
         changed = False

@@ -92,8 +92,9 @@ def test_the_layer_after_a_pruned_one_is_the_least_squares_fit_to_the_original_o
 def test_sequential_mask_sparsity_is_exact(scope):
     model, calib = _mlp_calib()
     ratio = 0.65
-    seq, _ = optimize(model, f"prune-weights(ratio={ratio},scope={scope},sequential=true)", calib=calib)
-    shot, _ = optimize(model, f"prune-weights(ratio={ratio},scope={scope})", calib=calib)
+    spec = f"prune-weights(ratio={ratio},scope={scope},update=lsq,sequential=%s)"
+    seq, _ = optimize(model, spec % "true", calib=calib)
+    shot, _ = optimize(model, spec % "false", calib=calib)
     ws, w0 = _weights(seq), _weights(shot)
     names = [n for n, v in _weights(model).items() if v.ndim == 2]
     for name in names:
@@ -204,12 +205,26 @@ def test_waves_share_one_capture_per_level():
         assert ctx.captures == [["s", "x"], ["s"]], name
 
 
-def test_sequential_without_calibration_data_is_a_usage_error():
+def test_sequential_without_calibration_data_is_a_usage_error_unless_left_unset():
     model = builders.mlp(in_features=8, hidden=(8,))
     with pytest.raises(UsageError, match="sequential"):
         optimize(model, "prune-weights(criterion=magnitude,sequential=true)")
     with pytest.raises(UsageError, match="sequential"):
         optimize(model, "kmeans(bits=4,sequential=true)")
+    optimize(model, "prune-weights(ratio=0.5),kmeans(bits=4)")  # unset: off without calibration data
+
+
+def test_sequential_is_on_by_default_with_calibration_data_and_only_for_the_lsq_update():
+    model, calib = _mlp_calib()
+    _, report = optimize(model, "prune-weights(ratio=0.6,update=lsq),kmeans(bits=3)", calib=calib)
+    for p in report.passes:
+        decisions = [layer.decision for layer in p.layers]
+        assert "sequential" not in decisions[0] and all("sequential" in d for d in decisions[1:]), decisions
+    # without the lsq update a layer keeps its weights and its original-input Wanda mask
+    a, _ = optimize(model, "prune-weights(ratio=0.6,sequential=true)", calib=calib)
+    b, _ = optimize(model, "prune-weights(ratio=0.6,sequential=false)", calib=calib)
+    for name, w in _weights(a).items():
+        np.testing.assert_array_equal(w, _weights(b)[name])
 
 
 def test_sequential_kmeans_after_sequential_prune_keeps_zeros_and_runs():

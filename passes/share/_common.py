@@ -410,6 +410,21 @@ def im2col_pair(
     return _group_blocks(cur, t), _group_blocks(orig, t)
 
 
+def positions(x: np.ndarray, t: Target) -> int:
+    """The number of im2col rows of a layer input: samples x output positions (MatMul: all but the last axis)."""
+    import numpy as np
+
+    if t.kind == "matmul":
+        return int(np.prod(x.shape[:-1]))
+    a = t.conv_attrs
+    nd = x.ndim - 2
+    count = int(x.shape[0])
+    for i in range(nd):
+        span = (a["kernel_shape"][i] - 1) * a["dilations"][i] + 1
+        count *= (x.shape[2 + i] + a["pads"][i] + a["pads"][i + nd] - span) // a["strides"][i] + 1
+    return count
+
+
 def _patch_rows(x: np.ndarray, t: Target) -> np.ndarray:
     """All input patches of a layer as rows [positions, C * prod(kernel)] (MatMul: [positions, K])."""
     import numpy as np

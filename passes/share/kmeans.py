@@ -37,7 +37,9 @@ class KMeans(Pass):
     so far, towards its output X_o W in the original graph. Its float weights are first re-fit by least
     squares on their nonzeros (min ||X_c W' - X_o W||^2, zeros stay zero), then clustered (weighted by
     the energy of X_c), and ``refine`` fits the codebook to the same target with the codes fixed, so
-    every layer also makes up for the error of the layers before it.
+    every layer also makes up for the error of the layers before it. A layer with fewer than 2 sampled
+    input positions per nonzero weight of an output is quantized one-shot (on its original input;
+    counter ``layers_one_shot``), as the re-fit would fit the calibration samples rather than the model.
     """
 
     name = "kmeans"
@@ -95,6 +97,7 @@ class KMeans(Pass):
             common.input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
         )
         waves = common.sequential_waves(targets) if sequential else [targets]
+        energy0 = energy  # on the original inputs
         rng = ctx.rng(11)
         steps = [(k, t) for k, wave in enumerate(waves) for t in wave]
         cur, at, changed = acts, 0, False
@@ -106,8 +109,14 @@ class KMeans(Pass):
                     cur = common.current_inputs(graph, ctx, waves[k], o.calib_samples)
                     if o.weighted:
                         energy = common.input_energy(graph, ctx, waves[k], o.calib_samples, cur)
-            x_orig = acts[t.x.name] if cur is not acts else None
-            changed |= self._encode(graph, ctx, t, cur.get(t.x.name), x_orig, energy.get(id(t)), rng, result)
+            x, x_orig, e_t = cur.get(t.x.name), None, energy.get(id(t))
+            if cur is not acts:
+                x_orig = acts[t.x.name]
+                if not _lsq.enough_rows(t, x, int((t.w2 != 0).sum(axis=1 - t.out_axis).max())):
+                    # too few calibration positions per weight: quantized one-shot, on its original input
+                    x, x_orig, e_t = x_orig, None, energy0.get(id(t))
+                    result.count("layers_one_shot")
+            changed |= self._encode(graph, ctx, t, x, x_orig, e_t, rng, result)
         return common.finish(graph, ctx, result, o.inline)
 
     def _encode(

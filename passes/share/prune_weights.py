@@ -9,6 +9,7 @@ from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 from . import _common as common
+from . import _lsq
 from ._common import SelectOptions
 from ._lsq import dense_refit, lsq_update, paired_grams
 
@@ -37,6 +38,9 @@ class PruneWeights(Pass):
     With ``scope=global`` the comparison over all layers needs every score up front, before any layer is
     changed: it fixes how many weights each layer loses from the first (original-input) scores, and each
     layer then drops that many of its own current scores, so the total sparsity is exactly ``ratio``.
+    A layer with fewer than 2 sampled input positions per kept weight of an output is fitted one-shot
+    (on its original input; counter ``layers_one_shot``): chasing the earlier layers' error with so few
+    positions fits the calibration samples, not the model.
     Without update=lsq the layers keep their original weights and the original-input Wanda mask is kept
     (a mask chosen on the current inputs alone measured worse: digits CNN, 80% global, 88.4% -> 52.0%).
     """
@@ -123,6 +127,10 @@ class PruneWeights(Pass):
                 x_orig = acts[t.x.name] if cur is not acts else None
                 grams = None
                 keep = masks[id(t)]
+                if x_orig is not None and not _lsq.enough_rows(t, x, _max_kept(t, keep)):
+                    # too few calibration positions per kept weight: fitted one-shot, on its original input
+                    x, x_orig = x_orig, None
+                    result.count("layers_one_shot")
                 if x_orig is not None and criterion == "wanda":
                     # the mask from the current inputs' energy; scope=global keeps its per-layer count
                     e_cur = common.input_energy(graph, ctx, [t], o.calib_samples, cur)[id(t)]
@@ -192,6 +200,11 @@ class PruneWeights(Pass):
         result.count("layers")
         result.count("weights_zeroed", before_nz - after_nz)
         return changed
+
+
+def _max_kept(t: common.Target, keep: np.ndarray) -> int:
+    """The most weights any output keeps."""
+    return int(keep.sum(axis=1 - t.out_axis).max()) if keep.size else 0
 
 
 def keep_count(scores: np.ndarray, k: int) -> np.ndarray:

@@ -269,3 +269,30 @@ def test_sequential_kmeans_refits_the_weights_and_has_a_lower_output_error():
     assert errs["true"][1] < 0.85 * errs["false"][1]
     decisions = [layer.decision for layer in reports["true"].passes[0].layers]
     assert "re-fit" not in decisions[0] and all("re-fit" in d for d in decisions[1:])
+
+
+def test_a_layer_with_too_few_calibration_rows_per_weight_is_fitted_one_shot():
+    model, calib = _linear_chain()
+    few = {"x": calib["x"][:15]}  # mm2 keeps its 10 inputs per output: 15 rows < 2 per weight
+    spec = "prune-weights(ratio=0,ratio_per_layer=mm1:0.5,update=lsq,sequential=true)"
+    out, report = optimize(model, spec, calib=few)
+    np.testing.assert_array_equal(_weights(out)["w2"], _weights(model)["w2"])
+    assert report.passes[0].counters["layers_one_shot"] == 1
+    assert "sequential" not in report.passes[0].layers[1].decision
+    out, report = optimize(model, spec, calib={"x": calib["x"][:20]})  # 20 rows: enough
+    assert not np.array_equal(_weights(out)["w2"], _weights(model)["w2"])
+    assert "layers_one_shot" not in report.passes[0].counters
+
+
+@pytest.mark.parametrize(
+    ("pads", "strides", "dilations"), [([0, 0, 0, 0], [1, 1], [1, 1]), ([1, 2, 0, 1], [2, 3], [2, 1])]
+)
+def test_positions_counts_the_im2col_rows(pads, strides, dilations):
+    w = np.zeros((2, 3, 3, 2), np.float32)
+    node = helper.make_node(
+        "Conv", ["x", "w"], ["y"], name="c", pads=pads, strides=strides, dilations=dilations
+    )
+    graph = import_model(make_model([node], {"w": w}, [("x", [4, 3, 11, 9])], [("y", None)]))
+    t = common.TARGETS["Conv"](graph, graph.nodes[0])
+    x = np.ones((4, 3, 11, 9), np.float32)
+    assert common.positions(x, t) == common.im2col(x, t, 10**6, np.random.default_rng(0))[0].shape[0]

@@ -73,7 +73,8 @@ class KMeans(Pass):
             "the earlier layers). Default (unset): on when calibration data is given; true without "
             "calibration data is an error. Costs one onnxruntime run over the calibration data per "
             "layer level plus a dense least-squares solve per layer: on big models that can add "
-            "minutes, set false to save it",
+            "minutes, set false to save it. Wants >= ~128 calibration samples (with fewer it can fit "
+            "the samples rather than the model)",
         )
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:

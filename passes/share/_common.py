@@ -54,8 +54,7 @@ class ShareOptions(SelectOptions):
     )
     inline: bool = opt(
         False,
-        "write only standard ONNX ops (function bodies inlined) for runtimes without "
-        "model-local function support",
+        "write only standard ONNX ops (function bodies inlined) for runtimes without model-local function support",
     )
     calib_samples: int = opt(256, "calibration samples used for activation statistics")
 
@@ -556,7 +555,8 @@ class Emitted:
     bytes_before: int
     bytes_packed: int
     bytes_huffman: int
-    bytes_stored: int
+    bytes_stored: int  # packed: the Huffman store (huffman=store) is decided for all layers in finish()
+    node: str  # the com.onnxcomp node written
 
 
 def emit_encoded(
@@ -584,7 +584,7 @@ def emit_encoded(
         f"{w_name}_{'scales' if e.ternary and t.kind == 'matmul' else 'codebook'}",
         np.asarray(table_value, np.float32),
     )
-    streams: list[np.ndarray] = []
+    streams: list[tuple[np.ndarray, tuple[int, int] | None]] = []  # packed, code layout
     layout = None
     if (
         t.kind == "matmul"
@@ -595,24 +595,26 @@ def emit_encoded(
     ):
         candidate = enc.best_sparse(e.codes, e.bits)
         s_streams = [
-            enc.pack_codes(candidate.deltas, candidate.index_bits)[0],
-            enc.pack_codes(candidate.codes, e.bits)[0],
+            (enc.pack_codes(candidate.deltas, candidate.index_bits)[0], None),
+            (enc.pack_codes(candidate.codes, e.bits)[0], None),
         ]
-        d_streams = [enc.pack_codes(e.codes, e.bits)]
+        # the dense side is costed without the zero-run form: at equal-ish size the EIE layout wins, since
+        # the native runtime skips its zeros and its decode at load touches only the nonzero entries
+        d_streams = [(enc.pack_codes(e.codes, e.bits), None)]
         if sparse == "always" or _stream_bytes(
             s_streams, huffman
         ) + 4 * candidate.row_ptr.size < _stream_bytes(d_streams, huffman):
             layout, streams = candidate, s_streams
     if layout is None:
-        streams = [enc.pack_codes(e.codes, e.bits)]
+        streams = [(enc.pack_codes(e.codes, e.bits), (e.bits, e.codes.shape[1]))]
     extra_fixed = 4 * layout.row_ptr.size if layout is not None else 0
     table_bytes = 4 * int(np.asarray(table_value).size)
     bias_after = 4 * t.outputs  # B is always written (zeros when the layer had none)
-    packed = table_bytes + extra_fixed + sum(s.size for s in streams) + bias_after
+    packed = table_bytes + extra_fixed + sum(s.size for s, _ in streams) + bias_after
     huff = table_bytes + extra_fixed + _stream_bytes(streams, "store") + bias_after
     consts = [
         make_constant(graph, f"{w_name}_{'deltas' if layout is not None and i == 0 else 'codes'}", s)
-        for i, s in enumerate(streams)
+        for i, (s, _) in enumerate(streams)
     ]
     # B is always written: the MatMul bodies add it unconditionally, and a Conv with an empty bias input
     # keeps onnxruntime from fusing a following BatchNormalization and from its NCHWc layout.
@@ -666,10 +668,7 @@ def emit_encoded(
         t.absorbed.outputs.clear()
         node.outputs[0] = out
     ctx.tag(node, pass_name, [t.name, t.absorbed.name if t.absorbed is not None else ""])
-    stored = packed
-    if huffman == "store":
-        stored = packed - huffman_store(graph, ctx, node, pass_name)
-    return Emitted(fmt, before, packed, huff, stored)
+    return Emitted(fmt, before, packed, huff, packed, node.name)
 
 
 def _sparse_may_win(e: Encoded, huffman: str) -> bool:
@@ -683,70 +682,165 @@ def _sparse_may_win(e: Encoded, huffman: str) -> bool:
     return 4 * (rows + 1) + nnz * (e.bits + 4) // 8 < rows * enc.packed_row_bytes(cols, e.bits)
 
 
-def _stream_bytes(streams: list[np.ndarray], huffman: str) -> int:
-
+def _stream_bytes(streams: list[tuple[np.ndarray, tuple[int, int] | None]], huffman: str) -> int:
+    """Stored bytes of packed streams, each with its code layout (bits, codes per row) or None."""
     if huffman != "store":
-        return sum(int(s.size) for s in streams)
-    return sum(_huffman_or_packed(s) for s in streams)
+        return sum(int(s.size) for s, _ in streams)
+    return sum(_huffman_or_packed(s, layout) for s, layout in streams)
 
 
-def _huffman_or_packed(stream: np.ndarray) -> int:
-    from . import _huffman
-
-    coded = _huffman.coded_size(stream)
+def _huffman_or_packed(stream: np.ndarray, layout: tuple[int, int] | None) -> int:
+    coded = huffman_form(stream, layout)[0]
     return coded if int(stream.size) - coded >= HUFFMAN_MIN_GAIN else int(stream.size)
 
 
 # A HuffmanDecode node and its three initializers cost about 300 bytes of graph: code a tensor only when
 # the coded stream (with its table and chunk offsets) is at least this much smaller than the packed bytes.
 HUFFMAN_MIN_GAIN = 256
+# What a RunLengthDecode node adds to the graph (name, attributes, one more tensor name): the zero-run form
+# is chosen only when it is smaller by more than this.
+RUN_LENGTH_NODE_BYTES = 96
+
+
+def huffman_form(packed: np.ndarray, layout: tuple[int, int] | None) -> tuple[int, np.ndarray | None]:
+    """(coded bytes, zero-run symbols or None): the smaller of two Huffman codings of a packed tensor.
+
+    Either the packed bytes themselves are the Huffman symbols, or, for packed codes (``layout`` = (bits,
+    codes per row), bits <= 7), the zero-run symbols of :func:`enc.run_length_encode` (Deep Compression's
+    "relative index" coding, which gets close to the entropy of a pruned layer: a byte symbol cannot cost
+    less than one bit, a long zero run in one symbol can). The coded bytes of the zero-run form include
+    :data:`RUN_LENGTH_NODE_BYTES`.
+    """
+    from . import _huffman
+
+    size, symbols = _huffman.coded_size(packed), None
+    if layout is not None and layout[0] <= 7 and packed.size:
+        bits, n = layout
+        runs = enc.run_length_encode(enc.unpack_codes(packed, bits, n), bits)
+        if runs.size and _huffman.coded_size(runs) + RUN_LENGTH_NODE_BYTES < size:
+            size, symbols = _huffman.coded_size(runs) + RUN_LENGTH_NODE_BYTES, runs
+    return size, symbols
+
+
+@dataclasses.dataclass
+class _Coding:
+    """How one packed input of a com.onnxcomp node is stored by the Huffman store."""
+
+    node: gs.Node
+    index: int
+    values: np.ndarray
+    layout: tuple[int, int] | None
+    gain: int  # packed bytes - coded bytes (stream, table, offsets; + RUN_LENGTH_NODE_BYTES for runs)
+    runs: np.ndarray | None  # zero-run symbols, or None: the packed bytes are the symbols
 
 
 def huffman_store(
-    graph: gs.Graph, ctx: PassContext, node: gs.Node, pass_name: str, min_gain: int = HUFFMAN_MIN_GAIN
-) -> int:
-    """Huffman-code the packed uint8 constant inputs of a com.onnxcomp node (HuffmanDecode in front).
+    graph: gs.Graph, ctx: PassContext, nodes: list[gs.Node], pass_name: str, min_gain: int = HUFFMAN_MIN_GAIN
+) -> dict[str, int]:
+    """Huffman-code the packed uint8 constant inputs of com.onnxcomp nodes (HuffmanDecode in front).
 
-    Returns the bytes saved (coded stream + table + chunk offsets vs the packed bytes); tensors that would
-    not shrink by at least ``min_gain`` bytes stay packed.
+    Per tensor, the smaller of the two codings of :func:`huffman_form` (the packed codes of a pruned layer
+    as zero runs: RunLengthDecode after the HuffmanDecode); a tensor that would not shrink by at least
+    ``min_gain`` bytes stays packed. The decoders' function bodies are stored once per model (HuffmanDecode
+    ~3.5 kB, RunLengthDecode ~1.5 kB): the zero-run form, and Huffman coding at all, are used only when the
+    coded tensors save more than the bodies the model does not carry yet. Returns the bytes saved per node
+    name (coded tensors vs packed, bodies not counted).
     """
     import numpy as np
-    import onnx_graphsurgeon as gs
 
-    from onnxcomp.graph import is_const, make_constant, unique_name
+    from onnxcomp.graph import is_const, opset_version
 
     from . import _huffman
 
-    saved = 0
-    for i, tensor in enumerate(list(node.inputs)):
-        if not is_const(tensor) or tensor.values.dtype != np.uint8 or tensor.values.size == 0:
-            continue
-        values = np.asarray(tensor.values)
-        gain = values.size - _huffman.coded_size(values)
-        if gain < min_gain:
-            continue
-        coded = _huffman.encode(values)
-        base = tensor.name
-        ins = [
-            make_constant(graph, f"{base}_huff", coded.stream),
-            make_constant(graph, f"{base}_huff_table", coded.table),
-            make_constant(graph, f"{base}_huff_offsets", coded.offsets),
-        ]
-        out = gs.Variable(unique_name(graph, f"{base}_decoded"), dtype=np.uint8, shape=list(values.shape))
-        enc.ensure_function(graph, "HuffmanDecode")
-        dec = gs.Node(
-            "HuffmanDecode",
-            unique_name(graph, f"{base}_huffman"),
-            attrs={"shape": list(values.shape)},
-            inputs=ins,
+    plans: list[tuple[_Coding, _Coding | None]] = []  # (coded bytes, coded zero runs if smaller)
+    for node in nodes:
+        code_input = enc.CODE_LAYOUT.get(node.op)
+        for i, tensor in enumerate(node.inputs):
+            if not is_const(tensor) or tensor.values.dtype != np.uint8 or tensor.values.size == 0:
+                continue
+            values = np.asarray(tensor.values)
+            layout = None
+            if code_input is not None and code_input[0] == i and values.ndim == 2:
+                layout = code_input[1](node.attrs)
+            plain = _Coding(node, i, values, layout, values.size - _huffman.coded_size(values), None)
+            size, runs = huffman_form(values, layout)
+            plans.append(
+                (
+                    plain,
+                    _Coding(node, i, values, layout, values.size - size, runs) if runs is not None else None,
+                )
+            )
+
+    present = {f.name for f in graph.functions if f.domain == enc.DOMAIN}
+
+    def body(op: str) -> int:
+        return 0 if op in present else len(enc.function_proto(op, opset_version(graph)).SerializeToString())
+
+    best: tuple[int, list[_Coding]] = (0, [])
+    for allow_runs in (False, True):
+        chosen = []
+        for plain, runs in plans:
+            c = runs if allow_runs and runs is not None and runs.gain > plain.gain else plain
+            if c.gain >= min_gain:
+                chosen.append(c)
+        net = sum(c.gain for c in chosen)
+        if chosen:
+            net -= body("HuffmanDecode")
+        if any(c.runs is not None for c in chosen):
+            net -= body("RunLengthDecode")
+        if net > best[0]:
+            best = (net, chosen)
+    saved: dict[str, int] = {}
+    for c in best[1]:
+        saved[c.node.name] = saved.get(c.node.name, 0) + _store_one(graph, ctx, c, pass_name)
+    return saved
+
+
+def _store_one(graph: gs.Graph, ctx: PassContext, c: _Coding, pass_name: str) -> int:
+    """Replace one packed input by HuffmanDecode (-> RunLengthDecode); returns the bytes saved."""
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    from onnxcomp.graph import make_constant, unique_name
+
+    from . import _huffman
+
+    coded = _huffman.encode(c.values if c.runs is None else c.runs)
+    base = c.node.inputs[c.index].name
+    ins = [
+        make_constant(graph, f"{base}_huff", coded.stream),
+        make_constant(graph, f"{base}_huff_table", coded.table),
+        make_constant(graph, f"{base}_huff_offsets", coded.offsets),
+    ]
+    out = gs.Variable(unique_name(graph, f"{base}_decoded"), dtype=np.uint8, shape=list(c.values.shape))
+    decoded = out
+    if c.runs is not None:
+        assert c.layout is not None
+        decoded = gs.Variable(unique_name(graph, f"{base}_runs"), dtype=np.uint8, shape=[int(c.runs.size)])
+        enc.ensure_function(graph, "RunLengthDecode")
+        rl = gs.Node(
+            "RunLengthDecode",
+            unique_name(graph, f"{base}_zero_runs"),
+            attrs={"bits": int(c.layout[0]), "shape": [int(c.values.shape[0]), int(c.layout[1])]},
+            inputs=[decoded],
             outputs=[out],
             domain=enc.DOMAIN,
         )
-        graph.nodes.append(dec)
-        ctx.tag(dec, pass_name, [base])
-        node.inputs[i] = out
-        saved += values.size - coded.nbytes
-    return saved
+        graph.nodes.append(rl)
+        ctx.tag(rl, pass_name, [base])
+    enc.ensure_function(graph, "HuffmanDecode")
+    dec = gs.Node(
+        "HuffmanDecode",
+        unique_name(graph, f"{base}_huffman"),
+        attrs={"shape": list(decoded.shape)},
+        inputs=ins,
+        outputs=[decoded],
+        domain=enc.DOMAIN,
+    )
+    graph.nodes.append(dec)
+    ctx.tag(dec, pass_name, [base])
+    c.node.inputs[c.index] = out
+    return int(c.values.size - coded.nbytes)
 
 
 def record(
@@ -778,6 +872,7 @@ def record(
             "bytes_packed": em.bytes_packed,
             "bytes_huffman": em.bytes_huffman,
             "bytes_stored": em.bytes_stored,
+            "node": em.node,
             **extra,
         },
     )
@@ -788,13 +883,22 @@ def record(
     result.count("bytes_stored", em.bytes_stored)
 
 
-def finish(graph: gs.Graph, ctx: PassContext, result: PassResult, inline: bool) -> PassResult:
-    """Totals (compression ratios) and the optional inlining into standard ops."""
+def finish(graph: gs.Graph, ctx: PassContext, result: PassResult, o: ShareOptions) -> PassResult:
+    """The Huffman store of every layer the pass encoded (``huffman=store``), totals (compression ratios)
+    and the optional inlining into standard ops."""
+    if o.huffman == "store" and result.layers:
+        by_name = {n.name: n for n in graph.nodes}
+        rows = [r for r in result.layers if r.extra.get("node") in by_name]
+        saved = huffman_store(graph, ctx, [by_name[r.extra["node"]] for r in rows], result.name)
+        for r in rows:
+            cut = saved.get(r.extra["node"], 0)
+            r.extra["bytes_stored"] -= cut
+            result.count("bytes_stored", -cut)
     before = result.counters.get("bytes_before", 0)
     for key in ("packed", "huffman", "stored"):
         after = result.counters.get(f"bytes_{key}", 0)
         if before and after:
             result.counters[f"ratio_{key}"] = round(before / after, 3)
-    if inline:
+    if o.inline:
         result.count("functions_inlined", enc.inline_functions(graph, ctx))
     return result

@@ -193,6 +193,56 @@ def best_sparse(codes: np.ndarray, bits: int) -> SparseRows:
     return a if sparse_bytes(a, bits) <= sparse_bytes(b, bits) else b
 
 
+# ============================================================================================ zero runs
+def max_zero_run(bits: int) -> int:
+    """Longest zero run one RunLengthDecode symbol holds before its code: 2**(8 - bits) - 1."""
+    return (1 << (8 - bits)) - 1
+
+
+def run_length_encode(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Codes (any shape, row-major, in [0, 2**bits), bits <= 7) -> uint8 symbols (zero run, code).
+
+    EIE's relative indexing in one byte: symbol = run * 2**bits + code stands for ``run`` zero codes then
+    ``code`` (run < 2**(8 - bits)). A gap longer than :func:`max_zero_run` takes filler symbols (a full run
+    followed by the zero code); trailing zeros end in a filler whose run makes the total exact.
+    """
+    import numpy as np
+
+    if not 1 <= bits <= 7:
+        raise ValueError(f"zero-run symbols need bits 1..7, got {bits}")
+    flat = np.asarray(codes, np.int64).ravel()
+    span = max_zero_run(bits) + 1  # positions one filler covers
+    nz = np.flatnonzero(flat)
+    # zeros before each nonzero code, and the trailing zeros (which end in a filler of their own)
+    gaps = np.diff(np.concatenate([[-1], nz])) - 1
+    tail = flat.size - 1 - (int(nz[-1]) if nz.size else -1)
+    fillers = gaps // span
+    seg = fillers + 1
+    start = np.concatenate([[0], np.cumsum(seg)[:-1]]).astype(np.int64)
+    tail_fill = -(-tail // span)  # ceil
+    total = int(seg.sum()) + tail_fill
+    out = np.full(total, (span - 1) << bits, np.uint8)  # full fillers by default
+    out[start + fillers] = ((gaps - fillers * span) << bits) + flat[nz]
+    if tail_fill:
+        out[-1] = (tail - (tail_fill - 1) * span - 1) << bits
+    return out
+
+
+def run_length_decode(symbols: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """uint8 symbols -> int64 codes [count] (the inverse of :func:`run_length_encode`)."""
+    import numpy as np
+
+    s = np.asarray(symbols, np.int64).ravel()
+    ends = np.cumsum((s >> bits) + 1)
+    if (int(ends[-1]) if ends.size else 0) != count:
+        raise ValueError(
+            f"zero-run symbols expand to {int(ends[-1]) if ends.size else 0} codes, expected {count}"
+        )
+    out = np.zeros(count, np.int64)
+    out[ends - 1] = s & ((1 << bits) - 1)
+    return out
+
+
 # ============================================================================================ function bodies
 class _Body:
     """A FunctionProto under construction: short tensor names, helpers for constants and attribute refs."""
@@ -535,6 +585,56 @@ def _fn_huffman_decode(opset: int) -> onnx.FunctionProto:
     return f.function("HuffmanDecode", ["stream", "table", "offsets"], ["Y"], ["shape"], opset)
 
 
+def _fn_run_length_decode(opset: int) -> onnx.FunctionProto:
+    # symbols uint8 [M], s = run * 2**bits + code: run zero codes, then code; attributes bits, shape = [R, n]
+    # -> Y uint8 [R, ceil(n * bits / 8)], the R * n codes packed per row. Expansion: the code of symbol i
+    # lands at CumSum(run + 1)_i - 1, one ScatterElements into zeros. Packing: code j of a row sits at bit
+    # p = j * bits; c << (p % 8) < 2**15 adds its low byte to byte p // 8 and its high byte to byte p // 8 + 1
+    # (clamped to the last byte, where the high byte is 0): two ScatterElements(reduction=add) (the codes'
+    # bits do not overlap, so add = or). Stream-sized vectors are rows [1, X] (see _unpack).
+    import numpy as np
+    import onnx
+
+    f = _Body()
+    bits, shape = f.attr("bits"), f.attr("shape", "ints")
+    row = f.const([1, -1])
+    zero = onnx.numpy_helper.from_array(np.zeros(1, np.int32))
+    s = f.op("Cast", f.op("Reshape", "symbols", row), to=6)
+    pow2 = f.const([1 << i for i in range(9)], "int32")
+    levels = f.op("Gather", pow2, bits)
+    one = f.const(1, "int32")
+    end = f.op("Sub", f.op("CumSum", f.op("Add", f.op("Div", s, levels), one), one), one)
+    rows = f.op("Slice", shape, f.const([0]), f.const([1]))
+    flat = f.op(
+        "ConstantOfShape", f.op("Concat", f.const([1]), f.op("ReduceProd", shape), axis=0), value=zero
+    )
+    codes = f.op("Reshape", f.op("ScatterElements", flat, end, f.op("Mod", s, levels), axis=1), shape)
+    # positions in int32: the [R, n] index tensors of the scatters are the largest temporaries
+    n = f.op("Cast", f.op("Gather", shape, f.const(1)), to=6)
+    bits32 = f.op("Cast", bits, to=6)
+    c8 = f.const(8, "int32")
+    pos = f.op("Mul", f.op("Reshape", f.op("Range", f.const(0, "int32"), n, one), row), bits32)
+    lo = f.op("Div", pos, c8)
+    nbytes = f.op("Div", f.op("Add", f.op("Mul", n, bits32), f.const(7, "int32")), c8)
+    hi = f.op("Min", f.op("Add", lo, one), f.op("Sub", nbytes, one))
+    shifted = f.op("Mul", codes, f.op("Gather", pow2, f.op("Mod", pos, c8)))
+    c256 = f.const(256, "int32")
+    full = f.op("Shape", codes)
+    width = f.op("Cast", f.op("Unsqueeze", nbytes, f.const([0])), to=7)
+    out = f.op("ConstantOfShape", f.op("Concat", rows, width, axis=0), value=zero)
+    for idx, part in ((lo, "Mod"), (hi, "Div")):
+        out = f.op(
+            "ScatterElements",
+            out,
+            f.op("Expand", idx, full),
+            f.op(part, shifted, c256),
+            axis=1,
+            reduction="add",
+        )
+    f.op("Cast", out, to=2, out="Y")
+    return f.function("RunLengthDecode", ["symbols"], ["Y"], ["bits", "shape"], opset)
+
+
 FUNCTIONS: dict[str, Callable[[int], onnx.FunctionProto]] = {
     "UnpackCodes": _fn_unpack_codes,
     "CodebookMatMul": _fn_codebook_matmul,
@@ -542,7 +642,24 @@ FUNCTIONS: dict[str, Callable[[int], onnx.FunctionProto]] = {
     "SparseCodebookMatMul": _fn_sparse_codebook_matmul,
     "TernaryMatMul": _fn_ternary_matmul,
     "HuffmanDecode": _fn_huffman_decode,
+    "RunLengthDecode": _fn_run_length_decode,
 }
+
+
+# The packed code input of a weight op and its layout (bits, codes per row) from the node's attributes: what
+# the Huffman store may rebuild from zero runs (RunLengthDecode). SparseCodebookMatMul stores no zero codes.
+CODE_LAYOUT: dict[str, tuple[int, Callable[[dict[str, Any]], tuple[int, int]]]] = {
+    "CodebookMatMul": (2, lambda a: (int(a["bits"]), int(a["N"]))),
+    "CodebookConv": (2, lambda a: (int(a["bits"]), _prod(a["weight_shape"][1:]))),
+    "TernaryMatMul": (2, lambda a: (2, int(a["N"]))),
+}
+
+
+def _prod(values: Any) -> int:
+    out = 1
+    for v in values:
+        out *= int(v)
+    return out
 
 
 # function-only helpers a body calls (added to the model with it)
@@ -643,8 +760,8 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with every com.onnxcomp node replaced by standard ops on numpy-decoded float weights.
 
     CodebookMatMul/TernaryMatMul/SparseCodebookMatMul -> MatMul + Add(B); CodebookConv -> Conv;
-    HuffmanDecode -> an initializer holding the decoded bytes. This is "the original model with its weights
-    replaced by the decoded weights", the reference of the exactness tests.
+    HuffmanDecode and RunLengthDecode -> an initializer holding the decoded bytes. This is "the original model
+    with its weights replaced by the decoded weights", the reference of the exactness tests.
     """
     import numpy as np
     import onnx
@@ -678,6 +795,13 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
                 value(node.input[0]), value(node.input[1]), value(node.input[2]), int(np.prod(shape))
             )
             values[node.output[0]] = dec.reshape(shape)
+            new_inits.append(numpy_helper.from_array(values[node.output[0]], node.output[0]))
+            continue
+        if node.op_type == "RunLengthDecode":
+            a = _attrs(node)
+            bits, (rows, n) = int(a["bits"]), [int(v) for v in a["shape"]]
+            codes = run_length_decode(value(node.input[0]), bits, rows * n).reshape(rows, n)
+            values[node.output[0]] = pack_codes(codes, bits)
             new_inits.append(numpy_helper.from_array(values[node.output[0]], node.output[0]))
             continue
         if node.op_type not in DECODERS:

@@ -43,12 +43,14 @@ class Binary(Pass):
         for t in ctx.track(targets, "binary", total=len(targets)):
             e = binary_encode(t.w2, t.out_axis, o.per_channel, energy.get(id(t)))
             if not common.saves_bytes(t, e):
-                result.skip(t.name, f"{t.params} weights: 1-bit codes and their scales would not make it smaller")
+                result.skip(
+                    t.name, f"{t.params} weights: 1-bit codes and their scales would not make it smaller"
+                )
                 continue
             w_hat = e.decoded(t.out_axis)
             em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, huffman=o.huffman)
             common.record(result, t, "binary", e, em, common.rel_error(t.w2, w_hat), 0.0)
-        return common.finish(graph, ctx, result, o.inline)
+        return common.finish(graph, ctx, result, o)
 
 
 def binary_encode(

@@ -20,9 +20,12 @@ class Huffman(Pass):
 
     Every packed uint8 input of a com.onnxcomp op (codes, EIE deltas) is replaced by a canonical Huffman
     stream over its bytes (lengths <= 16 bits, a [2, n] symbol/length table, one int32 bit offset per 1024
-    bytes) and a ``HuffmanDecode`` node that rebuilds the identical bytes. HuffmanDecode's function body
-    is standard ops that onnxruntime constant-folds at load time, so the file gets smaller while the
-    session is the same. Run it after kmeans / pow2 / ternary / binary (or use their ``huffman=store``).
+    bytes) and a ``HuffmanDecode`` node that rebuilds the identical bytes. The codes of a pruned layer are
+    coded instead as EIE-style (zero run, code) byte symbols, with a ``RunLengthDecode`` node after the
+    HuffmanDecode, when that is smaller (Deep Compression's relative-index coding: one symbol stands for a
+    run of zeros and a code, where a packed byte symbol cannot cost less than one bit). Both function
+    bodies are standard ops that onnxruntime constant-folds at load time, so the file gets smaller while
+    the session is the same. Run it after kmeans / pow2 / ternary / binary (or use their ``huffman=store``).
     A tensor is coded only when that saves at least ``min_gain`` bytes.
     """
 
@@ -42,20 +45,25 @@ class Huffman(Pass):
         nodes = [n for n in graph.nodes if n.domain == enc.DOMAIN and n.op in enc.DECODERS]
         if not nodes:
             result.skip("model", "no com.onnxcomp weight ops (run kmeans, pow2, ternary or binary first)")
+        packed = {n.name: sum(int(t.values.size) for t in n.inputs if _is_packed(t)) for n in nodes}
+        saved = common.huffman_store(graph, ctx, nodes, self.name, min_gain=self.options.min_gain)
         for node in nodes:
-            before = sum(int(t.values.size) for t in node.inputs if _is_packed(t))
-            saved = common.huffman_store(graph, ctx, node, self.name, min_gain=self.options.min_gain)
-            if not saved:
-                result.skip(node.name, f"Huffman coding would not save {self.options.min_gain} bytes")
+            if not saved.get(node.name):
+                result.skip(
+                    node.name,
+                    f"Huffman coding would not save {self.options.min_gain} bytes "
+                    "(or the model's coded tensors would not pay for the decoder's function body)",
+                )
                 continue
+            before = packed[node.name]
             result.layer(
                 node.name,
                 op=node.op,
                 decision="huffman",
-                extra={"bytes_packed": before, "bytes_huffman": before - saved},
+                extra={"bytes_packed": before, "bytes_huffman": before - saved[node.name]},
             )
             result.count("tensors_coded")
-            result.count("bytes_saved", saved)
+            result.count("bytes_saved", saved[node.name])
         return result
 
 

@@ -89,7 +89,7 @@ class KMeans(Pass):
             raise UsageError("kmeans: sequential=true needs calibration data (--calib)")
         targets = common.prepare(graph, ctx, o, result)
         if not targets:
-            return common.finish(graph, ctx, result, o.inline)
+            return common.finish(graph, ctx, result, o)
         # X_orig: every layer's input in the graph as it came in, captured before anything changes
         sequential = o.sequential is not False and ctx.calib is not None  # unset: on with calibration data
         uses_acts = o.weighted or o.refine or sequential
@@ -118,7 +118,7 @@ class KMeans(Pass):
                     x, x_orig, e_t = x_orig, None, energy0.get(id(t))
                     result.count("layers_one_shot")
             changed |= self._encode(graph, ctx, t, x, x_orig, e_t, rng, result)
-        return common.finish(graph, ctx, result, o.inline)
+        return common.finish(graph, ctx, result, o)
 
     def _encode(
         self,

@@ -72,7 +72,7 @@ class Pow2(Pass):
                 exponents=[kmin, kmax],
                 scale=s,
             )
-        return common.finish(graph, ctx, result, o.inline)
+        return common.finish(graph, ctx, result, o)
 
 
 def _round_pow2(x: np.ndarray, kmin: int, kmax: int) -> tuple[np.ndarray, np.ndarray]:

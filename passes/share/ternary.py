@@ -54,7 +54,9 @@ class Ternary(Pass):
                 t.w2, t.out_axis, o.method, o.threshold, o.per_channel, energy.get(id(t)), o.max_iter
             )
             if not common.saves_bytes(t, e):
-                result.skip(t.name, f"{t.params} weights: 2-bit codes and their scales would not make it smaller")
+                result.skip(
+                    t.name, f"{t.params} weights: 2-bit codes and their scales would not make it smaller"
+                )
                 continue
             w_hat = e.decoded(t.out_axis)
             em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, huffman=o.huffman)
@@ -67,7 +69,7 @@ class Ternary(Pass):
                 common.rel_error(t.w2, w_hat),
                 float((e.codes == 0).mean()),
             )
-        return common.finish(graph, ctx, result, o.inline)
+        return common.finish(graph, ctx, result, o)
 
 
 def ternary_encode(

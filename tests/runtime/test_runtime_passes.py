@@ -39,8 +39,9 @@ def _gemm(rng, k, n, c_shape):
     return model, {"x": rng.standard_normal((3, k)).astype(np.float32)}
 
 
-def _conv(rng, c, m, k, group, bias=True, **attrs):
+def _conv(rng, c, m, k, group, bias=True, zeros=0.0, **attrs):
     w = rng.standard_normal((m, c // group, *k)).astype(np.float32)
+    w[rng.random(w.shape) < zeros] = 0.0
     inits, ins = {"w": w}, ["x", "w"]
     if bias:
         inits["b"] = rng.standard_normal(m).astype(np.float32)
@@ -54,13 +55,21 @@ def _conv(rng, c, m, k, group, bias=True, **attrs):
 CASES = {
     "kmeans-1bit-groups": (lambda r: _matmul(r, 37, 29), "kmeans(bits=1,group_size=5)", "CodebookMatMul"),
     "kmeans-3bit-straddling": (lambda r: _matmul(r, 37, 29), "kmeans(bits=3,group_size=4)", "CodebookMatMul"),
-    "kmeans-7bit": (lambda r: _matmul(r, 300, 70, bias=False), "kmeans(bits=7,group_size=9)", "CodebookMatMul"),
+    "kmeans-7bit": (
+        lambda r: _matmul(r, 300, 70, bias=False),
+        "kmeans(bits=7,group_size=9)",
+        "CodebookMatMul",
+    ),
     "sparse-fillers-4": (
         lambda r: _matmul(r, 40, 300, zeros=0.97),
         "kmeans(bits=3,sparse=always,group_size=7)",
         "SparseCodebookMatMul",
     ),
-    "sparse-allzero": (lambda r: _matmul(r, 8, 9, zeros=1.0), "kmeans(bits=2,sparse=always)", "SparseCodebookMatMul"),
+    "sparse-allzero": (
+        lambda r: _matmul(r, 8, 9, zeros=1.0),
+        "kmeans(bits=2,sparse=always)",
+        "SparseCodebookMatMul",
+    ),
     "ternary-gemm-beta": (lambda r: _gemm(r, 20, 11, [1, 11]), "ternary", "TernaryMatMul"),
     "binary-gemm-scalar-c": (lambda r: _gemm(r, 20, 11, [1]), "binary(per_channel=false)", "CodebookMatMul"),
     "pow2-lsq": (lambda r: _matmul(r, 33, 17, batch=()), "pow2(bits=3,scale=lsq)", "CodebookMatMul"),
@@ -85,6 +94,11 @@ CASES = {
         lambda r: _matmul(r, 300, 200, zeros=0.9),
         "kmeans(bits=4,huffman=store)",
         "HuffmanDecode",
+    ),
+    "huffman-zero-runs-conv": (
+        lambda r: _conv(r, 64, 128, (3, 3), 1, zeros=0.97),
+        "kmeans(bits=3,huffman=store)",
+        "RunLengthDecode",
     ),
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -101,3 +102,76 @@ def test_huffman_decode_function_body(kind, n, shape):
     )
     np.testing.assert_array_equal(run(m, {})[0], data.reshape(shape).astype(np.float32))
     np.testing.assert_array_equal(run(m, {}, optimize=True)[0], data.reshape(shape).astype(np.float32))
+
+
+# ------------------------------------------------------------------------------------- zero runs (RunLengthDecode)
+def _sparse_codes(rows: int, n: int, bits: int, density: float, rng: np.random.Generator) -> np.ndarray:
+    codes = rng.integers(1, 1 << bits, (rows, n))
+    return np.where(rng.random((rows, n)) < density, codes, 0)
+
+
+@given(
+    bits=st.integers(1, 7),
+    rows=st.integers(1, 9),
+    n=st.integers(1, 700),
+    density=st.sampled_from([0.0, 0.002, 0.05, 0.5, 1.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_run_length_roundtrip(bits, rows, n, density, seed):
+    codes = _sparse_codes(rows, n, bits, density, np.random.default_rng(seed))
+    symbols = enc.run_length_encode(codes, bits).astype(int)
+    # one symbol per nonzero code, plus fillers (a full run and the zero code) only where a gap needs them
+    code, run = symbols % (1 << bits), symbols >> bits
+    span = enc.max_zero_run(bits) + 1
+    nz = np.flatnonzero(codes.ravel())
+    gaps = np.diff(np.concatenate([[-1], nz])) - 1
+    tail = codes.size - 1 - (nz[-1] if nz.size else -1)
+    assert int(np.count_nonzero(code)) == nz.size
+    assert symbols.size == nz.size + int((gaps // span).sum()) + -(-tail // span)
+    assert np.all(run[code == 0][:-1] == span - 1)  # every zero-code symbol but the last is a full filler
+    np.testing.assert_array_equal(enc.run_length_decode(symbols, bits, codes.size), codes.ravel())
+
+
+def test_run_length_worked_example():
+    # bits 2 (runs < 64): codes 0 0 3 0 1 0 0 0 -> (2 zeros, 3), (1 zero, 1), (2 zeros, code 0)
+    np.testing.assert_array_equal(
+        enc.run_length_encode(np.array([0, 0, 3, 0, 1, 0, 0, 0]), 2), np.array([2 * 4 + 3, 1 * 4 + 1, 2 * 4])
+    )
+    # bits 4 (runs < 16): 40 zeros then code 5 = filler (15 zeros + zero code) twice, then (8 zeros, 5)
+    codes = np.zeros(41, int)
+    codes[40] = 5
+    np.testing.assert_array_equal(enc.run_length_encode(codes, 4), [0xF0, 0xF0, 0x85])
+    with pytest.raises(ValueError, match="expand to"):
+        enc.run_length_decode(np.array([5, 3], np.uint8), 2, 5)
+    with pytest.raises(ValueError, match=r"bits 1\.\.7"):
+        enc.run_length_encode(np.zeros(3, int), 8)
+
+
+@pytest.mark.parametrize(
+    ("bits", "rows", "n", "density"),
+    [
+        (1, 3, 17, 0.3),
+        (2, 1, 1, 1.0),
+        (3, 5, 33, 0.1),
+        (4, 64, 1024, 0.05),
+        (5, 7, 9, 0.0),
+        (6, 2, 250, 0.9),
+        (7, 4, 301, 0.02),
+    ],
+)
+def test_run_length_decode_function_body(bits, rows, n, density):
+    codes = _sparse_codes(rows, n, bits, density, np.random.default_rng(bits * n))
+    symbols = enc.run_length_encode(codes, bits)
+    node = helper.make_node("RunLengthDecode", ["s"], ["y8"], domain=enc.DOMAIN, bits=bits, shape=[rows, n])
+    cast = helper.make_node("Cast", ["y8"], ["y"], to=1)
+    packed = enc.pack_codes(codes, bits)
+    m = make_model(
+        [node, cast],
+        {"s": symbols},
+        [],
+        [("y", list(packed.shape))],
+        functions=enc.function_protos("RunLengthDecode", 18),
+    )
+    onnx.checker.check_model(m, full_check=True)
+    for optimize in (False, True):
+        np.testing.assert_array_equal(run(m, {}, optimize=optimize)[0], packed.astype(np.float32))

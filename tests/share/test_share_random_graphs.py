@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from onnx import helper
 
 from onnxcomp.api import optimize
-from tests.share.share_helpers import assert_exact, custom_nodes, decoded_weights, enc, make_model, with_decoded_weights
+from tests.share.share_helpers import (
+    assert_exact,
+    custom_nodes,
+    decoded_weights,
+    enc,
+    make_model,
+    with_decoded_weights,
+)
 from tests.util import assert_same_outputs
 
 
@@ -63,17 +70,22 @@ def conv_stacks(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     c = cin = draw(st.sampled_from([2, 3, 4, 6]))
     h, w_ = draw(st.integers(5, 9)), draw(st.integers(5, 9))
+    size = [h, w_]  # spatial size of the current activation: every layer keeps it >= 1
     nodes, inits, x = [], {}, "x"
     for i in range(draw(st.integers(1, 2))):
         group = draw(st.sampled_from([g for g in (1, 2, 3, c) if c % g == 0]))
         m = group * draw(st.integers(1, 3))
-        k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        pads = [draw(st.integers(0, 1)) for _ in range(4)]
+        strides = [draw(st.integers(1, 2)), 1]
+        dilations = [1, draw(st.integers(1, 2))]
+        padded = [size[d] + pads[d] + pads[d + 2] for d in range(2)]
+        # kernel extent (k - 1) * dilation + 1 must fit in the padded input
+        k = tuple(draw(st.integers(1, min(3, (padded[d] - 1) // dilations[d] + 1))) for d in range(2))
         inits[f"w{i}"] = rng.standard_normal((m, c // group, *k)).astype(np.float32)
         ins = [x, f"w{i}"]
         if draw(st.booleans()):
             inits[f"b{i}"] = rng.standard_normal(m).astype(np.float32)
             ins.append(f"b{i}")
-        pads = [draw(st.integers(0, 1)) for _ in range(4)]
         nodes.append(
             helper.make_node(
                 "Conv",
@@ -82,10 +94,11 @@ def conv_stacks(draw):
                 name=f"conv{i}",
                 group=group,
                 pads=pads,
-                strides=[draw(st.integers(1, 2)), 1],
-                dilations=[1, draw(st.integers(1, 2))],
+                strides=strides,
+                dilations=dilations,
             )
         )
+        size = [(padded[d] - (k[d] - 1) * dilations[d] - 1) // strides[d] + 1 for d in range(2)]
         x, c = f"h{i}", m
     nodes.append(helper.make_node("Relu", [x], ["y"], name="relu"))
     model = make_model(nodes, inits, [("x", [1, cin, h, w_])], [("y", None)], opset=17)
@@ -102,6 +115,7 @@ SPECS = st.sampled_from(
         "pow2(bits={p})",
         "prune-weights(ratio=0.7),kmeans(bits={b},sparse=always)",
         "prune-weights(ratio=0.5),kmeans(bits={b},huffman=store)",
+        "prune-weights(ratio=0.9),kmeans(bits={b},sparse=never,huffman=store)",
     ]
 )
 
@@ -138,4 +152,4 @@ def test_random_dense_stacks(case, spec, bits, pbits):
 def test_random_conv_stacks(case, spec, bits, pbits):
     model, feeds = case
     out = _check(model, feeds, spec.format(b=bits, p=pbits))
-    assert all(n.op_type in ("CodebookConv", "HuffmanDecode") for n in custom_nodes(out))
+    assert all(n.op_type in ("CodebookConv", "HuffmanDecode", "RunLengthDecode") for n in custom_nodes(out))

@@ -386,14 +386,51 @@ def im2col(x: np.ndarray, t: Target, max_rows: int, rng: np.random.Generator) ->
 
     MatMul targets: one matrix [positions, K]. At most ``max_rows`` positions (a random subset).
     """
+    rows = _patch_rows(x, t)
+    if rows.shape[0] > max_rows:
+        rows = rows[rng.choice(rows.shape[0], max_rows, replace=False)]
+    return _group_blocks(rows, t)
+
+
+def im2col_pair(
+    x_cur: np.ndarray, x_orig: np.ndarray, t: Target, max_rows: int, rng: np.random.Generator
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``im2col`` of a layer's current and original inputs over the SAME positions (one random subset).
+
+    Row i of both results is the same (sample, output position) patch, so X_cur^T X_orig pairs the
+    current input of a position with the original input of that position.
+    """
+    if x_cur.shape != x_orig.shape:
+        raise ValueError(f"current input {x_cur.shape} and original input {x_orig.shape} differ in shape")
+    cur, orig = _patch_rows(x_cur, t), _patch_rows(x_orig, t)
+    if cur.shape[0] > max_rows:
+        pick = rng.choice(cur.shape[0], max_rows, replace=False)
+        cur, orig = cur[pick], orig[pick]
+    return _group_blocks(cur, t), _group_blocks(orig, t)
+
+
+def positions(x: np.ndarray, t: Target) -> int:
+    """The number of im2col rows of a layer input: samples x output positions (MatMul: all but the last axis)."""
+    import numpy as np
+
+    if t.kind == "matmul":
+        return int(np.prod(x.shape[:-1]))
+    a = t.conv_attrs
+    nd = x.ndim - 2
+    count = int(x.shape[0])
+    for i in range(nd):
+        span = (a["kernel_shape"][i] - 1) * a["dilations"][i] + 1
+        count *= (x.shape[2 + i] + a["pads"][i] + a["pads"][i + nd] - span) // a["strides"][i] + 1
+    return count
+
+
+def _patch_rows(x: np.ndarray, t: Target) -> np.ndarray:
+    """All input patches of a layer as rows [positions, C * prod(kernel)] (MatMul: [positions, K])."""
     import numpy as np
     from numpy.lib.stride_tricks import sliding_window_view
 
     if t.kind == "matmul":
-        rows = x.reshape(-1, x.shape[-1])
-        if rows.shape[0] > max_rows:
-            rows = rows[rng.choice(rows.shape[0], max_rows, replace=False)]
-        return [rows.astype(np.float64)]
+        return x.reshape(-1, x.shape[-1])
     a = t.conv_attrs
     nd = x.ndim - 2
     pads = a["pads"]
@@ -411,17 +448,77 @@ def im2col(x: np.ndarray, t: Target, max_rows: int, rng: np.random.Generator) ->
     n = win.shape[0]
     out_sp = win.shape[2 : 2 + nd]
     # [N, out..., C, kernel...] -> [positions, C * prod(kernel)]
-    win = np.moveaxis(win, 1, 1 + nd).reshape(n * int(np.prod(out_sp)), -1)
-    if win.shape[0] > max_rows:
-        win = win[rng.choice(win.shape[0], max_rows, replace=False)]
-    group = int(a["group"])
-    per = win.shape[1] // group
-    return [win[:, g * per : (g + 1) * per].astype(np.float64) for g in range(group)]
+    return np.moveaxis(win, 1, 1 + nd).reshape(n * int(np.prod(out_sp)), -1)
+
+
+def _group_blocks(rows: np.ndarray, t: Target) -> list[np.ndarray]:
+    """Patch rows split into the conv groups' column blocks (one block for MatMul), as float64."""
+    import numpy as np
+
+    group = int(t.conv_attrs["group"]) if t.kind == "conv" else 1
+    per = rows.shape[1] // group
+    return [rows[:, g * per : (g + 1) * per].astype(np.float64) for g in range(group)]
 
 
 def gram(blocks: list[np.ndarray]) -> list[np.ndarray]:
     """H = X^T X / rows per block."""
     return [b.T @ b / max(1, b.shape[0]) for b in blocks]
+
+
+def cross_gram(cur: list[np.ndarray], orig: list[np.ndarray]) -> list[np.ndarray]:
+    """H_co = X_cur^T X_orig / rows per block (rows of the two paired, see ``im2col_pair``)."""
+    return [c.T @ o / max(1, c.shape[0]) for c, o in zip(cur, orig, strict=True)]
+
+
+# ============================================================================================ sequential
+def sequential_waves(targets: list[Target]) -> list[list[Target]]:
+    """Targets grouped for sequential calibration, in dependency order.
+
+    A target's level is the largest number of targets on any path from a graph input to its activation
+    input; wave k holds the targets of level k. No target depends on a target of its own or a later wave,
+    so one capture of the current graph gives the current inputs of a whole wave (e.g. the Q/K/V
+    projections reading one tensor).
+    """
+    is_target = {id(t.node) for t in targets}
+    level: dict[int, int] = {}  # id(tensor) -> targets on the longest path producing it
+
+    def node_input_level(node: gs.Node) -> int:
+        return max((level[id(i)] for i in node.inputs), default=0)
+
+    for t in targets:
+        stack = [t.x]
+        while stack:  # depth-first over the producers, each tensor's level once its inputs have theirs
+            tensor = stack[-1]
+            if id(tensor) in level:
+                stack.pop()
+                continue
+            node = tensor.inputs[0] if tensor.inputs else None
+            pending = [] if node is None else [i for i in node.inputs if id(i) not in level]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            level[id(tensor)] = (
+                0 if node is None else node_input_level(node) + (1 if id(node) in is_target else 0)
+            )
+    waves: dict[int, list[Target]] = {}
+    for t in targets:
+        waves.setdefault(level[id(t.x)], []).append(t)
+    return [waves[k] for k in sorted(waves)]
+
+
+def current_inputs(
+    graph: gs.Graph, ctx: PassContext, wave: list[Target], max_samples: int
+) -> dict[str, np.ndarray]:
+    """The activation inputs of ``wave`` captured from the graph as it is now (earlier layers changed).
+
+    Cleans and sorts the graph first (as the pipeline does after a pass): replaced nodes are dead and new
+    ones appended at the end.
+    """
+    from onnxcomp.graph import toposort
+
+    toposort(graph.cleanup(remove_unused_graph_inputs=False))
+    return ctx.capture(graph, sorted({t.x.name for t in wave}), max_samples=max_samples)
 
 
 # ============================================================================================ encodings

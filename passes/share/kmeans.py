@@ -9,6 +9,7 @@ from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 from . import _common as common
+from . import _lsq
 from ._common import ShareOptions
 
 if TYPE_CHECKING:
@@ -30,6 +31,15 @@ class KMeans(Pass):
     row indices) when that is smaller (``sparse=auto``). Codes are bit-packed on disk; the model runs in
     plain onnxruntime through the ops' function bodies, which onnxruntime folds into float weights at
     load time.
+
+    ``sequential`` (on by default when calibration data is given) takes the layers in dependency order,
+    as SparseGPT/OBC's sequential mode: each layer is quantized on its input X_c in the graph quantized
+    so far, towards its output X_o W in the original graph. Its float weights are first re-fit by least
+    squares on their nonzeros (min ||X_c W' - X_o W||^2, zeros stay zero), then clustered (weighted by
+    the energy of X_c), and ``refine`` fits the codebook to the same target with the codes fixed, so
+    every layer also makes up for the error of the layers before it. A layer with fewer than 2 sampled
+    input positions per nonzero weight of an output is quantized one-shot (on its original input;
+    counter ``layers_one_shot``), as the re-fit would fit the calibration samples rather than the model.
     """
 
     name = "kmeans"
@@ -56,6 +66,16 @@ class KMeans(Pass):
             "layer outputs (the codes stay): min sum_j (w_j' - w_j)^T X^T X (w_j' - w_j)",
         )
         max_refine_flops: float = opt(2e10, "skip the refinement of layers costing more than this")
+        sequential: bool | None = opt(
+            None,
+            "take the layers in dependency order; re-fit each layer's weights, then cluster and refine, "
+            "on its input in the graph quantized so far towards its ORIGINAL output (it also corrects "
+            "the earlier layers). Default (unset): on when calibration data is given; true without "
+            "calibration data is an error. Costs one onnxruntime run over the calibration data per "
+            "layer level plus a dense least-squares solve per layer: on big models that can add "
+            "minutes, set false to save it. Wants >= ~128 calibration samples (with fewer it can fit "
+            "the samples rather than the model)",
+        )
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         o = self.options
@@ -65,37 +85,84 @@ class KMeans(Pass):
                 raise UsageError(f"kmeans: bits must be 1..8, got {b}")
         if o.group_size < 0:
             raise UsageError("kmeans: group_size must be >= 0")
+        if o.sequential and ctx.calib is None:
+            raise UsageError("kmeans: sequential=true needs calibration data (--calib)")
         targets = common.prepare(graph, ctx, o, result)
         if not targets:
             return common.finish(graph, ctx, result, o)
-        acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if (o.weighted or o.refine) else {}
+        # X_orig: every layer's input in the graph as it came in, captured before anything changes
+        sequential = o.sequential is not False and ctx.calib is not None  # unset: on with calibration data
+        uses_acts = o.weighted or o.refine or sequential
+        acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
         energy = (
             common.input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
         )
+        waves = common.sequential_waves(targets) if sequential else [targets]
+        energy0 = energy  # on the original inputs
         rng = ctx.rng(11)
-        for t in ctx.track(targets, "kmeans", total=len(targets)):
-            bits = common.bits_for(t, o.bits, o.bits_per_layer)
-            e = kmeans_encode(t.w2, bits, o.group_size, t.out_axis, o.init, energy.get(id(t)), o.max_iter)
-            if not common.saves_bytes(t, e):
-                result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
-                continue
-            decision = f"kmeans {bits}-bit"
-            if o.refine and acts:
-                if refine_flops(t, e) > o.max_refine_flops:
-                    result.skip(t.name, "codebook refinement skipped: too expensive (max_refine_flops)")
-                else:
-                    e.table = refine_codebook(t, e, acts[t.x.name], rng)
-                    decision += " + lsq codebook"
-            w_hat = e.decoded(t.out_axis)
-            sparsity = float((t.w2 == 0).mean())
-            em = common.emit_encoded(
-                graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman
-            )
-            common.record(result, t, decision, e, em, common.rel_error(t.w2, w_hat), sparsity)
+        steps = [(k, t) for k, wave in enumerate(waves) for t in wave]
+        cur, at, changed = acts, 0, False
+        for k, t in ctx.track(steps, "kmeans", total=len(steps)):
+            if k != at:
+                at = k
+                if changed:
+                    # X_cur: the wave's inputs with every earlier layer already quantized
+                    cur = common.current_inputs(graph, ctx, waves[k], o.calib_samples)
+                    if o.weighted:
+                        energy = common.input_energy(graph, ctx, waves[k], o.calib_samples, cur)
+            x, x_orig, e_t = cur.get(t.x.name), None, energy.get(id(t))
+            if cur is not acts:
+                x_orig = acts[t.x.name]
+                if not _lsq.enough_rows(t, x, int((t.w2 != 0).sum(axis=1 - t.out_axis).max())):
+                    # too few calibration positions per weight: quantized one-shot, on its original input
+                    x, x_orig, e_t = x_orig, None, energy0.get(id(t))
+                    result.count("layers_one_shot")
+            changed |= self._encode(graph, ctx, t, x, x_orig, e_t, rng, result)
         return common.finish(graph, ctx, result, o)
+
+    def _encode(
+        self,
+        graph: gs.Graph,
+        ctx: PassContext,
+        t: common.Target,
+        x: np.ndarray | None,
+        x_orig: np.ndarray | None,
+        energy: np.ndarray | None,
+        rng: np.random.Generator,
+        result: PassResult,
+    ) -> bool:
+        """Cluster, refine and emit one layer; True if it was replaced."""
+        o = self.options
+        bits = common.bits_for(t, o.bits, o.bits_per_layer)
+        w2, grams = t.w2, None
+        if x_orig is not None and x is not None:
+            # sequential: first the float weights that best give the original output on the current input
+            grams = _lsq.paired_grams(t, x, x_orig, rng)
+            refit = _lsq.support_refit(t, grams, DAMP, o.max_refine_flops)
+            if refit is None:
+                result.skip(t.name, "sequential weight re-fit skipped: too expensive (max_refine_flops)")
+            else:
+                w2 = refit
+        e = kmeans_encode(w2, bits, o.group_size, t.out_axis, o.init, energy, o.max_iter)
+        if not common.saves_bytes(t, e):
+            result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
+            return False
+        decision = f"kmeans {bits}-bit" + (" of the sequential re-fit" if w2 is not t.w2 else "")
+        if o.refine and x is not None:
+            if refine_flops(t, e) > o.max_refine_flops:
+                result.skip(t.name, "codebook refinement skipped: too expensive (max_refine_flops)")
+            else:
+                e.table = refine_codebook(t, e, x, rng, x_orig=x_orig, grams=grams)
+                decision += " + lsq codebook" + (" sequential" if x_orig is not None else "")
+        w_hat = e.decoded(t.out_axis)
+        sparsity = float((t.w2 == 0).mean())
+        em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
+        common.record(result, t, decision, e, em, common.rel_error(t.w2, w_hat), sparsity)
+        return True
 
 
 ZERO_CODE_MIN = 0.01  # layers with at least 1% exact zeros (pruned) keep code 0 = 0.0
+DAMP = 0.01  # sequential weight re-fit: ridge relative to the mean diagonal of the input Gram matrix
 
 
 def kmeans_encode(
@@ -154,18 +221,30 @@ def refine_flops(t: common.Target, e: common.Encoded) -> float:
 
 
 def refine_codebook(
-    t: common.Target, e: common.Encoded, x: np.ndarray, rng: np.random.Generator, damp: float = 1e-3
+    t: common.Target,
+    e: common.Encoded,
+    x: np.ndarray,
+    rng: np.random.Generator,
+    damp: float = 1e-3,
+    x_orig: np.ndarray | None = None,
+    grams: tuple[list[np.ndarray], list[np.ndarray] | None] | None = None,
 ) -> np.ndarray:
     """Codebook values minimizing sum_j (w_j' - w_j)^T H (w_j' - w_j) for the fixed codes (H = X^T X).
 
     With one-hot codes O_j [inputs, L] of output j, w_j' = O_j c_g: per codebook group g,
     A = sum_j O_j^T H O_j, b = sum_j O_j^T H w_j, c_g = A^-1 b (ridge ``damp`` towards the k-means values;
     the reserved zero code stays 0).
+
+    With ``x_orig`` (sequential, true targets): x is the layer's current input X_c (earlier layers already
+    quantized), x_orig its input X_o in the original graph, and the fit is
+    min sum_j ||X_c O_j c_g - X_o w_j||^2: A = sum_j O_j^T H_cc O_j, b = sum_j O_j^T H_co w_j with
+    H_cc = X_c^T X_c, H_co = X_c^T X_o over the same sampled positions (``grams``:
+    ``_lsq.paired_grams(t, x, x_orig)`` if already computed).
     """
     import numpy as np
 
     levels = e.table.shape[1]
-    hs = common.gram(common.im2col(x, t, 20000, rng))
+    hs, cross = grams if grams is not None else _lsq.paired_grams(t, x, x_orig, rng)
     w = t.w2.astype(np.float64)
     # per output j: its weights [outputs, inputs] and codes
     wo = w.T if t.kind == "matmul" else w
@@ -185,7 +264,11 @@ def refine_codebook(
             np.put_along_axis(onehot, co[js][:, :, None], 1.0, axis=2)
             ho = np.einsum("kq,jql->jkl", h, onehot)
             a += np.einsum("jkl,jkm->lm", onehot, ho)
-            b += np.einsum("jkl,jk->l", ho, wo[js])
+            if cross is None:
+                b += np.einsum("jkl,jk->l", ho, wo[js])
+            else:
+                # O_j^T H_co w_j
+                b += np.einsum("jkl,jk->l", onehot, wo[js] @ cross[h_idx].T)
         idx = np.arange(first, levels)
         sub = a[np.ix_(idx, idx)]
         reg = damp * max(float(np.mean(np.diag(sub))), 1e-12)

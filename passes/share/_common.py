@@ -700,6 +700,7 @@ HUFFMAN_MIN_GAIN = 256
 # What a RunLengthDecode node adds to the graph (name, attributes, one more tensor name): the zero-run form
 # is chosen only when it is smaller by more than this.
 RUN_LENGTH_NODE_BYTES = 96
+RUN_LENGTH_MIN_ZEROS = 0.5
 
 
 def huffman_form(packed: np.ndarray, layout: tuple[int, int] | None) -> tuple[int, np.ndarray | None]:
@@ -709,14 +710,21 @@ def huffman_form(packed: np.ndarray, layout: tuple[int, int] | None) -> tuple[in
     codes per row), bits <= 7), the zero-run symbols of :func:`enc.run_length_encode` (Deep Compression's
     "relative index" coding, which gets close to the entropy of a pruned layer: a byte symbol cannot cost
     less than one bit, a long zero run in one symbol can). The coded bytes of the zero-run form include
-    :data:`RUN_LENGTH_NODE_BYTES`.
+    :data:`RUN_LENGTH_NODE_BYTES`. The zero-run form is only tried when at least :data:`RUN_LENGTH_MIN_ZEROS`
+    of the codes are zero (pruned layers): with fewer, one symbol per nonzero code is no gain over a byte
+    symbol holding 8 / bits codes, and building it costs ~40 ns per code.
     """
+    import numpy as np
+
     from . import _huffman
 
     size, symbols = _huffman.coded_size(packed), None
     if layout is not None and layout[0] <= 7 and packed.size:
         bits, n = layout
-        runs = enc.run_length_encode(enc.unpack_codes(packed, bits, n), bits)
+        codes = enc.unpack_codes(packed, bits, n)
+        if np.count_nonzero(codes) > (1 - RUN_LENGTH_MIN_ZEROS) * codes.size:
+            return size, symbols
+        runs = enc.run_length_encode(codes, bits)
         if runs.size and _huffman.coded_size(runs) + RUN_LENGTH_NODE_BYTES < size:
             size, symbols = _huffman.coded_size(runs) + RUN_LENGTH_NODE_BYTES, runs
     return size, symbols

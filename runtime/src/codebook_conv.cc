@@ -3,11 +3,17 @@
 // codes uint8 [M, ceil(C/group * prod(k) * bits / 8)], B float [M] (optional).
 // Attributes: bits, group_size (over output channels, default M), weight_shape (M, C/group, k...),
 // and the Conv attributes dilations, group, kernel_shape, pads, strides (explicit pads only).
-// The filter is decoded once per run into a float buffer; the convolution is an implicit-im2col
-// GEMM (the unfolded input is produced panel by panel, never materialized).
+// Convolutions are compute-bound: the codes save file size and memory traffic of the weights, not time.
+// When codes and codebook are constant initializers (the usual case) the filter is decoded once, at the
+// first run, into a float tensor, and onnxruntime's own Conv kernel is invoked on it (InvokeOp), so the
+// op runs at onnxruntime's speed. Otherwise (or if the Conv kernel cannot be created) the filter is
+// decoded on every run into packed panels of an implicit-im2col GEMM (the unfolded input is produced
+// panel by panel, never materialized).
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <memory>
+#include <mutex>
 
 #include "common.h"
 #include "ops.h"
@@ -23,7 +29,13 @@ struct CodebookConvKernel {
   int bits = 0;
   int64_t M = 0, Cg = 0, group = 1, group_size = 0, S = 0, KS = 1;
   std::vector<int64_t> kernel, strides, dilations, pads;
-  ConstInput const_codes;
+  ConstInput const_codes, const_codebook;
+  // onnxruntime's Conv, invoked on the filter decoded once from constant codes and codebook
+  Ort::Op conv_op{nullptr};
+  std::vector<float> weight, zero_bias;
+  Ort::Value weight_value{nullptr}, zero_bias_value{nullptr};
+  std::atomic<bool> decoded{false};
+  std::mutex decode_mu;
 
   CodebookConvKernel(const OrtKernelInfo* info) : label(node_label("CodebookConv", info)) {
     Attrs a{info};
@@ -68,6 +80,41 @@ struct CodebookConvKernel {
     }
     if (!auto_pad.empty() && auto_pad != "NOTSET") fail("attribute auto_pad=", auto_pad, " is not supported (use explicit pads)");
     const_codes.init(info, 2);
+    const_codebook.init(info, 1);
+    if (const_codes.data != nullptr && const_codebook.data != nullptr) {
+      try {
+        std::vector<Ort::OpAttr> attrs;
+        const int64_t grp = group;
+        attrs.emplace_back("dilations", dilations.data(), static_cast<int>(S), OrtOpAttrType::ORT_OP_ATTR_INTS);
+        attrs.emplace_back("group", &grp, 1, OrtOpAttrType::ORT_OP_ATTR_INT);
+        attrs.emplace_back("kernel_shape", kernel.data(), static_cast<int>(S), OrtOpAttrType::ORT_OP_ATTR_INTS);
+        attrs.emplace_back("pads", pads.data(), static_cast<int>(2 * S), OrtOpAttrType::ORT_OP_ATTR_INTS);
+        attrs.emplace_back("strides", strides.data(), static_cast<int>(S), OrtOpAttrType::ORT_OP_ATTR_INTS);
+        const char* type_names[] = {"T"};
+        const ONNXTensorElementDataType types[] = {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT};
+        conv_op = Ort::Op::Create(info, "Conv", "", 11, type_names, types, 1, attrs.data(), attrs.size(), 3, 1);
+      } catch (...) {
+        conv_op = Ort::Op{nullptr};  // the built-in GEMM path below
+      }
+    }
+  }
+
+  // The float filter [M, C/group, k...] decoded from the constant codes (once; cbd: the codebook padded to
+  // 2^bits entries), as an onnxruntime tensor for the invoked Conv.
+  void decode_weight(const uint8_t* cp, int64_t row_bytes, int64_t CKK, const float* cbd) {
+    if (decoded.load(std::memory_order_acquire)) return;
+    std::lock_guard<std::mutex> lock(decode_mu);
+    if (decoded.load(std::memory_order_relaxed)) return;
+    weight.assign(static_cast<size_t>(M * CKK), 0.0f);
+    kernels().decode_rows(cp, row_bytes, 0, M, CKK, bits, cbd, group_size, weight.data());
+    zero_bias.assign(static_cast<size_t>(M), 0.0f);
+    std::vector<int64_t> wshape{M, Cg};
+    wshape.insert(wshape.end(), kernel.begin(), kernel.end());
+    const Ort::MemoryInfo mem = Ort::MemoryInfo::CreateCpu(OrtDeviceAllocator, OrtMemTypeDefault);
+    weight_value = Ort::Value::CreateTensor<float>(mem, weight.data(), weight.size(), wshape.data(), wshape.size());
+    const int64_t bshape[1] = {M};
+    zero_bias_value = Ort::Value::CreateTensor<float>(mem, zero_bias.data(), zero_bias.size(), bshape, 1);
+    decoded.store(true, std::memory_order_release);
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
@@ -148,6 +195,17 @@ struct CodebookConvKernel {
       const KernelTable& kt = kernels();
 
       Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
+      const bool constant = const_codes.data != nullptr && codes.data == const_codes.data &&
+                            const_codebook.data != nullptr && cb.data == const_codebook.data;
+      if (conv_op && constant && batch > 0 && OS > 0) {
+        decode_weight(cp, row_bytes, CKK, cbd);
+        const OrtValue* ins[3] = {nullptr, weight_value, zero_bias_value};
+        Ort::ThrowOnError(Ort::GetApi().KernelContext_GetInput(context, 0, &ins[0]));
+        if (bias.present) Ort::ThrowOnError(Ort::GetApi().KernelContext_GetInput(context, 3, &ins[2]));
+        OrtValue* outs[1] = {yv};
+        conv_op.Invoke(context, ins, 3, outs, 1);
+        return;
+      }
       float* y = yv.GetTensorMutableData<float>();
       const int64_t Mg = M / group;
       for (int64_t n = 0; n < batch; ++n)
@@ -157,15 +215,15 @@ struct CodebookConvKernel {
         }
       if (batch == 0 || OS == 0) return;
       const int64_t apanel = ceil_div(Mg, kt.mr) * kt.mr * CKK;
-      std::unique_ptr<float[]> packed(new float[static_cast<size_t>(group * apanel)]);
+      // decode the filter a micro-panel of rows at a time (cache-hot), straight into packed form
+      std::unique_ptr<float[]> panels(new float[static_cast<size_t>(group * apanel)]);
       {
-        // decode the filter a micro-panel of rows at a time (cache-hot), straight into packed form
         std::unique_ptr<float[]> rows(new float[static_cast<size_t>(kt.mr * CKK)]);
         for (int64_t g = 0; g < group; ++g)
           for (int64_t i = 0; i < Mg; i += kt.mr) {
             const int64_t r = std::min<int64_t>(kt.mr, Mg - i);
             kt.decode_rows(cp, row_bytes, g * Mg + i, r, CKK, bits, cbd, group_size, rows.get());
-            kt.pack_a(r, CKK, rows.get(), CKK, packed.get() + g * apanel + (i / kt.mr) * kt.mr * CKK);
+            kt.pack_a(r, CKK, rows.get(), CKK, panels.get() + g * apanel + (i / kt.mr) * kt.mr * CKK);
           }
       }
       const int64_t ctasks = ceil_div(OS, kColumnTask);
@@ -178,7 +236,7 @@ struct CodebookConvKernel {
         ConvGeometry gg = geo;
         gg.x = xd + (n * C + g * Cg) * in_size;
         float* yg = y + (n * M + g * Mg) * OS;
-        kt.gemm(Mg, CKK, packed.get() + g * apanel, kt.im2col_panel, &gg, yg, OS, c0, std::min(OS, c0 + kColumnTask), true);
+        kt.gemm(Mg, CKK, panels.get() + g * apanel, kt.im2col_panel, &gg, yg, OS, c0, std::min(OS, c0 + kColumnTask), true);
       });
     });
   }

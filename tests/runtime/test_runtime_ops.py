@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import oplib
 import pytest
-from rtutil import check
+from rtutil import check, make_session
+from rtutil import run as run_once
 
 pytestmark = pytest.mark.usefixtures("runtime_lib")
 
@@ -112,7 +113,10 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("case", range(len(CONV_CASES)))
 @pytest.mark.parametrize("bits", [1, 3, 4, 8])
-def test_codebook_conv(case, bits):
+@pytest.mark.parametrize("constant", [True, False])
+def test_codebook_conv(case, bits, constant):
+    # constant codes and codebook: decoded once, onnxruntime's Conv invoked on the filter; codes fed as
+    # graph inputs: decoded every run into the implicit-im2col GEMM
     x_shape, ws, strides, pads, dil, group = CONV_CASES[case]
     rng = np.random.default_rng(case * 10 + bits)
     m, ckk = ws[0], int(np.prod(ws[1:]))
@@ -133,8 +137,18 @@ def test_codebook_conv(case, bits):
         pads=pads,
         dilations=dil,
         group=group,
+        as_inputs=() if constant else ("codes",),
     )
-    check(model, {"X": _x(rng, x_shape)})
+    feeds = {"X": _x(rng, x_shape)} if constant else {"X": _x(rng, x_shape), "codes": packed}
+    y = check(model, feeds)
+    if constant:  # later runs of a session reuse the filter decoded at its first run
+        sess = make_session(model, native=True)
+        np.testing.assert_array_equal(sess.run(None, feeds)[0], y)
+        x2 = {"X": _x(rng, x_shape)}
+        scale = max(1.0, float(np.abs(y).max()))
+        np.testing.assert_allclose(
+            sess.run(None, x2)[0], run_once(model, x2, native=False), rtol=1e-4, atol=2e-5 * scale
+        )
 
 
 # ------------------------------------------------------------------------- SparseCodebookMatMul

@@ -519,3 +519,15 @@ def test_huffman_store_keeps_the_eie_layout_of_very_sparse_matmuls():
     ops = {n.op_type for n in custom_nodes(out)}
     assert "SparseCodebookMatMul" in ops and "HuffmanDecode" in ops
     assert "RunLengthDecode" not in ops
+
+
+def test_zero_runs_of_ternary_codes():
+    # TernaryMatMul codes are 2-bit: a pruned ternary layer is stored as zero runs too, and decodes exactly
+    model = builders.mlp(in_features=512, hidden=(512,))
+    pruned, _ = optimize(model, "prune-weights(ratio=0.95)")
+    packed, _ = optimize(pruned, "ternary")
+    coded, _ = optimize(packed, "huffman")
+    ops = [n.op_type for n in custom_nodes(coded)]
+    assert "TernaryMatMul" in ops and "RunLengthDecode" in ops
+    assert_exact(packed, coded, _feeds(model))
+    assert len(io.serialize(coded)) < 0.5 * len(io.serialize(packed))

@@ -35,6 +35,15 @@ def enough_rows(t: common.Target, x: np.ndarray, params: int) -> bool:
     return min(MAX_ROWS, common.positions(x, t)) >= MIN_ROWS_PER_WEIGHT * params
 
 
+def dense_solve_flops(t: common.Target) -> float:
+    """Cost of the dense re-fit's solves, groups * k^3 / 3 (k: inputs per group). The sequential fits check
+    it against the pass's flop limit before computing the k x k Gram matrices (rows * k^2 flops, 8 * k^2
+    bytes each): too expensive layers are fitted one-shot."""
+    k = t.w2.shape[0] if t.kind == "matmul" else t.w2.shape[1]
+    groups = 1 if t.kind == "matmul" else int(t.conv_attrs["group"])
+    return groups * float(k) ** 3 / 3
+
+
 def paired_grams(
     t: common.Target, x: np.ndarray, x_orig: np.ndarray | None, rng: np.random.Generator
 ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:

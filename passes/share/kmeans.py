@@ -37,7 +37,8 @@ class KMeans(Pass):
     so far, towards its output X_o W in the original graph. Its float weights are first re-fit by least
     squares on their nonzeros (min ||X_c W' - X_o W||^2, zeros stay zero), then clustered (weighted by
     the energy of X_c), and ``refine`` fits the codebook to the same target with the codes fixed, so
-    every layer also makes up for the error of the layers before it. A layer with fewer than 2 sampled
+    every layer also makes up for the error of the layers before it. A layer whose re-fit would cost more
+    than ``max_refine_flops``, or with fewer than 2 sampled
     input positions per nonzero weight of an output is quantized one-shot (on its original input;
     counter ``layers_one_shot``), as the re-fit would fit the calibration samples rather than the model.
     """
@@ -113,8 +114,12 @@ class KMeans(Pass):
             x, x_orig, e_t = cur.get(t.x.name), None, energy.get(id(t))
             if cur is not acts:
                 x_orig = acts[t.x.name]
-                if not _lsq.enough_rows(t, x, int((t.w2 != 0).sum(axis=1 - t.out_axis).max())):
-                    # too few calibration positions per weight: quantized one-shot, on its original input
+                if (
+                    not _lsq.enough_rows(t, x, int((t.w2 != 0).sum(axis=1 - t.out_axis).max()))
+                    or _lsq.dense_solve_flops(t) > o.max_refine_flops
+                ):
+                    # too few calibration positions per weight, or too large a layer for the re-fit:
+                    # quantized one-shot, on its original input
                     x, x_orig, e_t = x_orig, None, energy0.get(id(t))
                     result.count("layers_one_shot")
             changed |= self._encode(graph, ctx, t, x, x_orig, e_t, rng, result)

@@ -38,7 +38,8 @@ class PruneWeights(Pass):
     With ``scope=global`` the comparison over all layers needs every score up front, before any layer is
     changed: it fixes how many weights each layer loses from the first (original-input) scores, and each
     layer then drops that many of its own current scores, so the total sparsity is exactly ``ratio``.
-    A layer with fewer than 2 sampled input positions per kept weight of an output is fitted one-shot
+    A layer whose dense re-fit would cost more than ``max_update_flops`` (its k x k Gram matrices alone
+    are large), or with fewer than 2 sampled input positions per kept weight of an output, is fitted one-shot
     (on its original input; counter ``layers_one_shot``): chasing the earlier layers' error with so few
     positions fits the calibration samples, not the model.
     Without update=lsq the layers keep their original weights and the original-input Wanda mask is kept
@@ -128,8 +129,12 @@ class PruneWeights(Pass):
                 x_orig = acts[t.x.name] if cur is not acts else None
                 grams = None
                 keep = masks[id(t)]
-                if x_orig is not None and not _lsq.enough_rows(t, x, _max_kept(t, keep)):
-                    # too few calibration positions per kept weight: fitted one-shot, on its original input
+                if x_orig is not None and (
+                    not _lsq.enough_rows(t, x, _max_kept(t, keep))
+                    or (o.update == "lsq" and _lsq.dense_solve_flops(t) > o.max_update_flops)
+                ):
+                    # too few calibration positions per kept weight, or too large a layer for the dense
+                    # re-fit: fitted one-shot, on its original input
                     x, x_orig = x_orig, None
                     result.count("layers_one_shot")
                 if x_orig is not None and criterion == "wanda":

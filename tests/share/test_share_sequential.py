@@ -296,3 +296,25 @@ def test_positions_counts_the_im2col_rows(pads, strides, dilations):
     t = common.TARGETS["Conv"](graph, graph.nodes[0])
     x = np.ones((4, 3, 11, 9), np.float32)
     assert common.positions(x, t) == common.im2col(x, t, 10**6, np.random.default_rng(0))[0].shape[0]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "prune-weights(ratio=0.5,update=lsq,max_update_flops=10)",
+        "kmeans(bits=3,max_refine_flops=10)",
+    ],
+)
+def test_too_large_a_refit_is_one_shot_without_computing_the_grams(spec, monkeypatch):
+    # the k x k Gram matrices of a large layer cost memory and time before any flop limit on the solves is
+    # checked: over the limit, a layer is fitted one-shot and the paired (current/original) grams never built
+    from onnxcomp.passes.share import prune_weights as prune_mod
+
+    def boom(*args, **kwargs):
+        raise AssertionError("paired grams computed for a layer over the flop limit")
+
+    monkeypatch.setattr(lsq, "paired_grams", boom)
+    monkeypatch.setattr(prune_mod, "paired_grams", boom)
+    model, calib = _mlp_calib()
+    _, report = optimize(model, spec, calib=calib)
+    assert report.passes[0].counters["layers_one_shot"] >= 1  # every layer after the first wave

@@ -3,6 +3,9 @@
 FLOPs count a multiply-add as 2. Bytes moved = every input (activations and weights) read once + every
 output written once, at its element size: the compulsory traffic, a lower bound that ignores cache reuse.
 Roofline time = max(FLOPs / peak_flops, bytes / bandwidth) on a :class:`Hardware` profile.
+A node computed from constants only (a weight decode: DequantizeLinear of an initializer, the com.onnxcomp
+HuffmanDecode / RunLengthDecode, a Transpose of a weight) costs no FLOPs and no bytes: onnxruntime folds it
+at session creation, it never runs per inference.
 Per-op knowledge lives in the ``FLOPS`` registry keyed by op type.
 """
 
@@ -169,8 +172,17 @@ def _attr(node: Any, name: str, default: Any) -> Any:
     return default
 
 
+# ops whose output is not a function of their inputs: never constant-folded
+NOT_FOLDED = frozenset(
+    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+)
+
+
 def analyze(model: onnx.ModelProto) -> list[LayerCost]:
-    """Cost of every top-level node of a shape-inferred model (value_info must hold the shapes)."""
+    """Cost of every top-level node of a shape-inferred model (value_info must hold the shapes).
+
+    Nodes computed from constants only are folded at load time: 0 FLOPs and 0 bytes moved per inference.
+    """
     shapes: dict[str, tuple[Shape | None, int]] = {}
     for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
         tt = vi.type.tensor_type
@@ -185,8 +197,15 @@ def analyze(model: onnx.ModelProto) -> list[LayerCost]:
     for t in model.graph.initializer:
         shapes[t.name] = (tuple(t.dims), t.data_type)
         inits[t.name] = t
+    folded = set(inits)  # tensors known at load time: initializers and the outputs of folded nodes
     out = []
     for node in model.graph.node:
+        if node.op_type not in NOT_FOLDED and all(not i or i in folded for i in node.input):
+            folded.update(o for o in node.output if o)
+            params = sum(_n(tuple(inits[i].dims)) for i in node.input if i in inits)
+            outs = [shapes.get(o, (None, 1))[0] for o in node.output]
+            out.append(LayerCost(node.name or node.output[0], node.op_type, outs[0] if outs else None, params, 0, 0))
+            continue
         ins = [shapes.get(i, (None, 1))[0] if i else None for i in node.input]
         outs = [shapes.get(o, (None, 1))[0] for o in node.output]
         params = sum(_n(tuple(inits[i].dims)) for i in node.input if i in inits)

@@ -829,7 +829,11 @@ def _store_one(graph: gs.Graph, ctx: PassContext, c: _Coding, pass_name: str) ->
         rl = gs.Node(
             "RunLengthDecode",
             unique_name(graph, f"{base}_zero_runs"),
-            attrs={"bits": int(c.layout[0]), "shape": [int(c.values.shape[0]), int(c.layout[1])]},
+            attrs={
+                "bits": int(c.layout[0]),
+                "count": int(c.layout[1]),
+                "shape": [int(v) for v in c.values.shape],
+            },
             inputs=[decoded],
             outputs=[out],
             domain=enc.DOMAIN,

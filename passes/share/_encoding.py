@@ -586,8 +586,9 @@ def _fn_huffman_decode(opset: int) -> onnx.FunctionProto:
 
 
 def _fn_run_length_decode(opset: int) -> onnx.FunctionProto:
-    # symbols uint8 [M], s = run * 2**bits + code: run zero codes, then code; attributes bits, shape = [R, n]
-    # -> Y uint8 [R, ceil(n * bits / 8)], the R * n codes packed per row. Expansion: the code of symbol i
+    # symbols uint8 [M], s = run * 2**bits + code: run zero codes, then code; attributes bits, count = n codes
+    # per row, shape = Y's shape [R, ceil(n * bits / 8)] -> Y, the R * n codes packed per row (Y is built on
+    # ConstantOfShape(shape), so onnx shape inference knows its shape). Expansion: the code of symbol i
     # lands at CumSum(run + 1)_i - 1, one ScatterElements into zeros. Packing: code j of a row sits at bit
     # p = j * bits; c << (p % 8) < 2**15 adds its low byte to byte p // 8 and its high byte to byte p // 8 + 1
     # (clamped to the last byte, where the high byte is 0): two ScatterElements(reduction=add) (the codes'
@@ -596,7 +597,7 @@ def _fn_run_length_decode(opset: int) -> onnx.FunctionProto:
     import onnx
 
     f = _Body()
-    bits, shape = f.attr("bits"), f.attr("shape", "ints")
+    bits, count, shape = f.attr("bits"), f.attr("count"), f.attr("shape", "ints")
     row = f.const([1, -1])
     zero = onnx.numpy_helper.from_array(np.zeros(1, np.int32))
     s = f.op("Cast", f.op("Reshape", "symbols", row), to=6)
@@ -604,24 +605,31 @@ def _fn_run_length_decode(opset: int) -> onnx.FunctionProto:
     levels = f.op("Gather", pow2, bits)
     one = f.const(1, "int32")
     end = f.op("Sub", f.op("CumSum", f.op("Add", f.op("Div", s, levels), one), one), one)
-    rows = f.op("Slice", shape, f.const([0]), f.const([1]))
-    flat = f.op(
-        "ConstantOfShape", f.op("Concat", f.const([1]), f.op("ReduceProd", shape), axis=0), value=zero
+    code_shape = f.op(
+        "Concat",
+        f.op("Slice", shape, f.const([0]), f.const([1])),
+        f.op("Unsqueeze", count, f.const([0])),
+        axis=0,
     )
-    codes = f.op("Reshape", f.op("ScatterElements", flat, end, f.op("Mod", s, levels), axis=1), shape)
+    flat = f.op(
+        "ConstantOfShape", f.op("Concat", f.const([1]), f.op("ReduceProd", code_shape), axis=0), value=zero
+    )
+    codes = f.op("Reshape", f.op("ScatterElements", flat, end, f.op("Mod", s, levels), axis=1), code_shape)
     # positions in int32: the [R, n] index tensors of the scatters are the largest temporaries
-    n = f.op("Cast", f.op("Gather", shape, f.const(1)), to=6)
     bits32 = f.op("Cast", bits, to=6)
     c8 = f.const(8, "int32")
-    pos = f.op("Mul", f.op("Reshape", f.op("Range", f.const(0, "int32"), n, one), row), bits32)
+    pos = f.op(
+        "Mul",
+        f.op("Reshape", f.op("Range", f.const(0, "int32"), f.op("Cast", count, to=6), one), row),
+        bits32,
+    )
     lo = f.op("Div", pos, c8)
-    nbytes = f.op("Div", f.op("Add", f.op("Mul", n, bits32), f.const(7, "int32")), c8)
-    hi = f.op("Min", f.op("Add", lo, one), f.op("Sub", nbytes, one))
+    last = f.op("Sub", f.op("Cast", f.op("Gather", shape, f.const(1)), to=6), one)
+    hi = f.op("Min", f.op("Add", lo, one), last)
     shifted = f.op("Mul", codes, f.op("Gather", pow2, f.op("Mod", pos, c8)))
     c256 = f.const(256, "int32")
     full = f.op("Shape", codes)
-    width = f.op("Cast", f.op("Unsqueeze", nbytes, f.const([0])), to=7)
-    out = f.op("ConstantOfShape", f.op("Concat", rows, width, axis=0), value=zero)
+    out = f.op("ConstantOfShape", shape, value=zero)
     for idx, part in ((lo, "Mod"), (hi, "Div")):
         out = f.op(
             "ScatterElements",
@@ -632,7 +640,7 @@ def _fn_run_length_decode(opset: int) -> onnx.FunctionProto:
             reduction="add",
         )
     f.op("Cast", out, to=2, out="Y")
-    return f.function("RunLengthDecode", ["symbols"], ["Y"], ["bits", "shape"], opset)
+    return f.function("RunLengthDecode", ["symbols"], ["Y"], ["bits", "count", "shape"], opset)
 
 
 FUNCTIONS: dict[str, Callable[[int], onnx.FunctionProto]] = {
@@ -799,7 +807,7 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         if node.op_type == "RunLengthDecode":
             a = _attrs(node)
-            bits, (rows, n) = int(a["bits"]), [int(v) for v in a["shape"]]
+            bits, n, rows = int(a["bits"]), int(a["count"]), int(a["shape"][0])
             codes = run_length_decode(value(node.input[0]), bits, rows * n).reshape(rows, n)
             values[node.output[0]] = pack_codes(codes, bits)
             new_inits.append(numpy_helper.from_array(values[node.output[0]], node.output[0]))

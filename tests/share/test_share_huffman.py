@@ -162,9 +162,11 @@ def test_run_length_worked_example():
 def test_run_length_decode_function_body(bits, rows, n, density):
     codes = _sparse_codes(rows, n, bits, density, np.random.default_rng(bits * n))
     symbols = enc.run_length_encode(codes, bits)
-    node = helper.make_node("RunLengthDecode", ["s"], ["y8"], domain=enc.DOMAIN, bits=bits, shape=[rows, n])
-    cast = helper.make_node("Cast", ["y8"], ["y"], to=1)
     packed = enc.pack_codes(codes, bits)
+    node = helper.make_node(
+        "RunLengthDecode", ["s"], ["y8"], domain=enc.DOMAIN, bits=bits, count=n, shape=list(packed.shape)
+    )
+    cast = helper.make_node("Cast", ["y8"], ["y"], to=1)
     m = make_model(
         [node, cast],
         {"s": symbols},
@@ -173,5 +175,9 @@ def test_run_length_decode_function_body(bits, rows, n, density):
         functions=enc.function_protos("RunLengthDecode", 18),
     )
     onnx.checker.check_model(m, full_check=True)
+    # onnx shape inference knows Y's shape (Netron shows it; inspect costs it)
+    inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
+    y8 = next(v for v in inferred.graph.value_info if v.name == "y8")
+    assert [d.dim_value for d in y8.type.tensor_type.shape.dim] == list(packed.shape)
     for optimize in (False, True):
         np.testing.assert_array_equal(run(m, {}, optimize=optimize)[0], packed.astype(np.float32))

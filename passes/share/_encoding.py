@@ -327,18 +327,20 @@ class _Body:
 
 
 def _unpack(f: _Body, packed: str, bits: str, n: str) -> tuple[str, str, str]:
-    """Body node calling UnpackCodes: (int64 codes [R, n], int64 j [1, n], int64 2**bits)."""
+    """Body node calling UnpackCodes: (int32 codes [R, n], int64 j [1, n], int64 2**bits)."""
     codes, j, levels = f.call("UnpackCodes", packed, bits, n, n_out=3)
     return codes, j, levels
 
 
 def _fn_unpack_codes(opset: int) -> onnx.FunctionProto:
     # Helper of the other bodies (function-only): packed uint8 [R, nbytes], bits and count n (int64 scalars)
-    #   -> codes int64 [R, n], cols = Range(n) as int64 [1, n], levels = 2**bits.
+    #   -> codes int32 [R, n], cols = Range(n) as int64 [1, n], levels = 2**bits (int64).
     # (Formal names have 4+ letters: the body's temporaries are named a, b, ..., zz.)
     # code j = ((byte[lo] + 256 * byte[hi]) // 2**(pos % 8)) % 2**bits with pos = j*bits, lo = pos // 8,
     # hi = min(lo + 1, nbytes - 1): a code spans at most two bytes (bits <= 8), and when it lies in the last
     # byte alone, the clamped high byte only contributes bits that the modulo drops.
+    # The [R, n] arithmetic is int32: onnxruntime keeps every folded temporary until folding ends, so the
+    # peak memory of loading a model in plain onnxruntime is about the bytes of these [R, n] tensors.
     # Long index vectors are kept 2-D ([1, n]): onnx shape inference with data propagation spends time and
     # memory proportional to the length of every 1-D integer tensor of static shape.
     f = _Body()
@@ -349,12 +351,14 @@ def _fn_unpack_codes(opset: int) -> onnx.FunctionProto:
     hi = f.op("Min", f.op("Add", lo, c1), f.op("Sub", f.op("Shape", "packed", start=1, end=2), c1))
     word = f.op(
         "Add",
-        f.op("Cast", f.op("Gather", "packed", lo, axis=1), to=7),
-        f.op("Mul", f.op("Cast", f.op("Gather", "packed", hi, axis=1), to=7), f.const(256)),
+        f.op("Cast", f.op("Gather", "packed", lo, axis=1), to=6),
+        f.op("Mul", f.op("Cast", f.op("Gather", "packed", hi, axis=1), to=6), f.const(256, "int32")),
     )
     pow2 = f.const([1 << i for i in range(9)])
-    levels = f.op("Gather", pow2, "bits", out="levels")
-    code = f.op("Mod", f.op("Div", word, f.op("Gather", pow2, f.op("Mod", pos, c8))), levels)
+    pow2_32 = f.const([1 << i for i in range(9)], "int32")
+    f.op("Gather", pow2, "bits", out="levels")
+    shift = f.op("Gather", pow2_32, f.op("Mod", pos, c8))
+    code = f.op("Mod", f.op("Div", word, shift), f.op("Gather", pow2_32, "bits"))
     f.op("Reshape", code, f.const([0, -1]), out="codes")  # [R, 1, n] -> [R, n]
     return f.function("UnpackCodes", ["packed", "bits", "count"], ["codes", "cols", "levels"], [], opset)
 
@@ -374,8 +378,8 @@ def _fn_codebook_matmul(opset: int) -> onnx.FunctionProto:
     f = _Body()
     bits, n, gsz = f.attr("bits"), f.attr("N"), f.attr("group_size")
     codes, j, _ = _unpack(f, "codes", bits, n)
-    index = f.op("Add", codes, f.op("Mul", f.op("Div", j, gsz), _row_width(f, "codebook")))
-    w = f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), index)
+    offset = f.op("Cast", f.op("Mul", f.op("Div", j, gsz), _row_width(f, "codebook")), to=6)  # [1, N]
+    w = f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), f.op("Add", codes, offset))
     _matmul_bias(f, "X", w, "B", "Y")
     return f.function(
         "CodebookMatMul", ["X", "codebook", "codes", "B"], ["Y"], ["bits", "N", "group_size"], opset
@@ -399,8 +403,8 @@ def _fn_ternary_matmul(opset: int) -> onnx.FunctionProto:
     a_n = f.op("Neg", f.op("Slice", "scales", f.const([1]), f.const([2]), f.const([1])))
     lut = f.op("Concat", zeros, a_p, a_n, zeros, axis=1)
     codes, j, _ = _unpack(f, "codes", bits, n)
-    index = f.op("Add", codes, f.op("Mul", f.op("Div", j, gsz), f.const(4)))
-    w = f.op("Gather", f.op("Reshape", lut, f.const([-1])), index)
+    offset = f.op("Cast", f.op("Mul", f.op("Div", j, gsz), f.const(4)), to=6)  # [1, N]
+    w = f.op("Gather", f.op("Reshape", lut, f.const([-1])), f.op("Add", codes, offset))
     _matmul_bias(f, "X", w, "B", "Y")
     return f.function("TernaryMatMul", ["X", "scales", "codes", "B"], ["Y"], ["N", "group_size"], opset)
 
@@ -418,7 +422,7 @@ def _fn_codebook_conv(opset: int) -> onnx.FunctionProto:
     codes, _, _ = _unpack(f, "codes", bits, per_row)
     m = f.op("Gather", shape, f.const(0))
     rows = f.op("Range", f.const(0), m, f.const(1))
-    offset = f.op("Mul", f.op("Div", rows, gsz), _row_width(f, "codebook"))
+    offset = f.op("Cast", f.op("Mul", f.op("Div", rows, gsz), _row_width(f, "codebook")), to=6)  # [M]
     index = f.op("Add", codes, f.op("Unsqueeze", offset, f.const([1])))
     w = f.op("Reshape", f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), index), shape)
     f.op("Conv", "X", w, "B", out="Y")
@@ -449,8 +453,9 @@ def _fn_sparse_codebook_matmul(opset: int) -> onnx.FunctionProto:
     e = f.op("Gather", ptr, f.const(-1))
     flat = f.const([1, -1])
     # every per-entry vector is a row [1, E] (see _unpack)
-    deltas, _, _ = _unpack(f, f.op("Reshape", "deltas", flat), ibits, e)
-    codes, _, _ = _unpack(f, f.op("Reshape", "codes", flat), bits, e)
+    # entry-sized vectors in int64 (positions are cumulative over the whole weight)
+    deltas = f.op("Cast", _unpack(f, f.op("Reshape", "deltas", flat), ibits, e)[0], to=7)
+    codes = f.op("Cast", _unpack(f, f.op("Reshape", "codes", flat), bits, e)[0], to=7)
     k = f.op("Sub", f.op("Shape", ptr), f.const([1]))
     inner = f.op("Reshape", f.op("Slice", ptr, f.const([1]), f.const([-1])), flat)  # row_ptr[1:K]
     e1 = f.op("Unsqueeze", e, f.const([0]))

@@ -326,15 +326,15 @@ class _Body:
         return helper.make_function(DOMAIN, name, inputs, outputs, self.nodes, imports, attributes=attributes)
 
 
-def _unpack(f: _Body, packed: str, bits: str, n: str) -> tuple[str, str, str]:
-    """Body node calling UnpackCodes: (int32 codes [R, n], int64 j [1, n], int64 2**bits)."""
-    codes, j, levels = f.call("UnpackCodes", packed, bits, n, n_out=3)
-    return codes, j, levels
+def _unpack(f: _Body, packed: str, bits: str, n: str) -> tuple[str, str]:
+    """Body node calling UnpackCodes: (int32 codes [R, n], int64 j [1, n])."""
+    codes, j = f.call("UnpackCodes", packed, bits, n, n_out=2)
+    return codes, j
 
 
 def _fn_unpack_codes(opset: int) -> onnx.FunctionProto:
     # Helper of the other bodies (function-only): packed uint8 [R, nbytes], bits and count n (int64 scalars)
-    #   -> codes int32 [R, n], cols = Range(n) as int64 [1, n], levels = 2**bits (int64).
+    #   -> codes int32 [R, n], cols = Range(n) as int64 [1, n].
     # (Formal names have 4+ letters: the body's temporaries are named a, b, ..., zz.)
     # code j = ((byte[lo] + 256 * byte[hi]) // 2**(pos % 8)) % 2**bits with pos = j*bits, lo = pos // 8,
     # hi = min(lo + 1, nbytes - 1): a code spans at most two bytes (bits <= 8), and when it lies in the last
@@ -354,13 +354,11 @@ def _fn_unpack_codes(opset: int) -> onnx.FunctionProto:
         f.op("Cast", f.op("Gather", "packed", lo, axis=1), to=6),
         f.op("Mul", f.op("Cast", f.op("Gather", "packed", hi, axis=1), to=6), f.const(256, "int32")),
     )
-    pow2 = f.const([1 << i for i in range(9)])
-    pow2_32 = f.const([1 << i for i in range(9)], "int32")
-    f.op("Gather", pow2, "bits", out="levels")
-    shift = f.op("Gather", pow2_32, f.op("Mod", pos, c8))
-    code = f.op("Mod", f.op("Div", word, shift), f.op("Gather", pow2_32, "bits"))
+    pow2 = f.const([1 << i for i in range(9)], "int32")
+    shift = f.op("Gather", pow2, f.op("Mod", pos, c8))
+    code = f.op("Mod", f.op("Div", word, shift), f.op("Gather", pow2, "bits"))
     f.op("Reshape", code, f.const([0, -1]), out="codes")  # [R, 1, n] -> [R, n]
-    return f.function("UnpackCodes", ["packed", "bits", "count"], ["codes", "cols", "levels"], [], opset)
+    return f.function("UnpackCodes", ["packed", "bits", "count"], ["codes", "cols"], [], opset)
 
 
 def _row_width(f: _Body, codebook: str) -> str:
@@ -377,7 +375,7 @@ def _fn_codebook_matmul(opset: int) -> onnx.FunctionProto:
     # W[k, n] = codebook[n // group_size, code(k, n)];  Y = X @ W + B
     f = _Body()
     bits, n, gsz = f.attr("bits"), f.attr("N"), f.attr("group_size")
-    codes, j, _ = _unpack(f, "codes", bits, n)
+    codes, j = _unpack(f, "codes", bits, n)
     offset = f.op("Cast", f.op("Mul", f.op("Div", j, gsz), _row_width(f, "codebook")), to=6)  # [1, N]
     w = f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), f.op("Add", codes, offset))
     _matmul_bias(f, "X", w, "B", "Y")
@@ -402,7 +400,7 @@ def _fn_ternary_matmul(opset: int) -> onnx.FunctionProto:
     a_p = f.op("Slice", "scales", f.const([0]), f.const([1]), f.const([1]))
     a_n = f.op("Neg", f.op("Slice", "scales", f.const([1]), f.const([2]), f.const([1])))
     lut = f.op("Concat", zeros, a_p, a_n, zeros, axis=1)
-    codes, j, _ = _unpack(f, "codes", bits, n)
+    codes, j = _unpack(f, "codes", bits, n)
     offset = f.op("Cast", f.op("Mul", f.op("Div", j, gsz), f.const(4)), to=6)  # [1, N]
     w = f.op("Gather", f.op("Reshape", lut, f.const([-1])), f.op("Add", codes, offset))
     _matmul_bias(f, "X", w, "B", "Y")
@@ -419,7 +417,7 @@ def _fn_codebook_conv(opset: int) -> onnx.FunctionProto:
     f = _Body()
     bits, gsz, shape = f.attr("bits"), f.attr("group_size"), f.attr("weight_shape", "ints")
     per_row = f.op("Size", f.op("ConstantOfShape", f.op("Slice", shape, f.const([1]), f.const([1 << 30]))))
-    codes, _, _ = _unpack(f, "codes", bits, per_row)
+    codes, _ = _unpack(f, "codes", bits, per_row)
     m = f.op("Gather", shape, f.const(0))
     rows = f.op("Range", f.const(0), m, f.const(1))
     offset = f.op("Cast", f.op("Mul", f.op("Div", rows, gsz), _row_width(f, "codebook")), to=6)  # [M]

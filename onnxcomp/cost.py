@@ -200,29 +200,26 @@ def analyze(model: onnx.ModelProto) -> list[LayerCost]:
     folded = set(inits)  # tensors known at load time: initializers and the outputs of folded nodes
     out = []
     for node in model.graph.node:
-        if node.op_type not in NOT_FOLDED and all(not i or i in folded for i in node.input):
-            folded.update(o for o in node.output if o)
-            params = sum(_n(tuple(inits[i].dims)) for i in node.input if i in inits)
-            outs = [shapes.get(o, (None, 1))[0] for o in node.output]
-            out.append(LayerCost(node.name or node.output[0], node.op_type, outs[0] if outs else None, params, 0, 0))
-            continue
-        ins = [shapes.get(i, (None, 1))[0] if i else None for i in node.input]
         outs = [shapes.get(o, (None, 1))[0] for o in node.output]
         params = sum(_n(tuple(inits[i].dims)) for i in node.input if i in inits)
-        nbytes = 0
-        for name in [*node.input, *node.output]:
-            if not name:
-                continue
-            shape, et = shapes.get(name, (None, 1))
-            if name in inits:
-                nbytes += _init_bytes(inits[name])
-            elif shape is not None:
-                nbytes += _n(shape) * _ITEMSIZE.get(et, 4)
-        fn = FLOPS.get(node.op_type)
-        try:
-            flops = fn(node, ins, outs) if fn else 0
-        except (TypeError, ValueError, IndexError):
-            flops = 0
+        flops = nbytes = 0
+        if node.op_type not in NOT_FOLDED and all(not i or i in folded for i in node.input):
+            folded.update(o for o in node.output if o)  # computed once, at session creation
+        else:
+            for name in [*node.input, *node.output]:
+                if not name:
+                    continue
+                shape, et = shapes.get(name, (None, 1))
+                if name in inits:
+                    nbytes += _init_bytes(inits[name])
+                elif shape is not None:
+                    nbytes += _n(shape) * _ITEMSIZE.get(et, 4)
+            fn = FLOPS.get(node.op_type)
+            ins = [shapes.get(i, (None, 1))[0] if i else None for i in node.input]
+            try:
+                flops = fn(node, ins, outs) if fn else 0
+            except (TypeError, ValueError, IndexError):
+                flops = 0
         out.append(
             LayerCost(
                 node.name or node.output[0], node.op_type, outs[0] if outs else None, params, int(flops), int(nbytes)

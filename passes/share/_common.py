@@ -707,27 +707,37 @@ def huffman_form(packed: np.ndarray, layout: tuple[int, int] | None) -> tuple[in
     """(coded bytes, zero-run symbols or None): the smaller of two Huffman codings of a packed tensor.
 
     Either the packed bytes themselves are the Huffman symbols, or, for packed codes (``layout`` = (bits,
-    codes per row), bits <= 7), the zero-run symbols of :func:`enc.run_length_encode` (Deep Compression's
-    "relative index" coding, which gets close to the entropy of a pruned layer: a byte symbol cannot cost
-    less than one bit, a long zero run in one symbol can). The coded bytes of the zero-run form include
-    :data:`RUN_LENGTH_NODE_BYTES`. The zero-run form is only tried when at least :data:`RUN_LENGTH_MIN_ZEROS`
-    of the codes are zero (pruned layers): with fewer, one symbol per nonzero code is no gain over a byte
-    symbol holding 8 / bits codes, and building it costs ~40 ns per code.
+    codes per row)), the zero-run symbols of :func:`zero_run_form`.
+    """
+    from . import _huffman
+
+    size = _huffman.coded_size(packed)
+    runs = zero_run_form(packed, layout)
+    return (runs[0], runs[1]) if runs is not None and runs[0] < size else (size, None)
+
+
+def zero_run_form(packed: np.ndarray, layout: tuple[int, int] | None) -> tuple[int, np.ndarray] | None:
+    """(Huffman-coded bytes + :data:`RUN_LENGTH_NODE_BYTES`, symbols) of packed codes as zero runs, or None.
+
+    For packed codes (``layout`` = (bits, codes per row), bits <= 7): the (zero run, code) symbols of
+    :func:`enc.run_length_encode` (Deep Compression's "relative index" coding, which gets close to the
+    entropy of a pruned layer: a byte symbol cannot cost less than one bit, a long zero run in one symbol
+    can). Only tried when at least :data:`RUN_LENGTH_MIN_ZEROS` of the codes are zero (pruned layers): with
+    fewer, one symbol per nonzero code is no gain over a byte symbol holding 8 / bits codes, and building
+    it costs ~40 ns per code.
     """
     import numpy as np
 
     from . import _huffman
 
-    size, symbols = _huffman.coded_size(packed), None
-    if layout is not None and layout[0] <= 7 and packed.size:
-        bits, n = layout
-        codes = enc.unpack_codes(packed, bits, n)
-        if np.count_nonzero(codes) > (1 - RUN_LENGTH_MIN_ZEROS) * codes.size:
-            return size, symbols
-        runs = enc.run_length_encode(codes, bits)
-        if runs.size and _huffman.coded_size(runs) + RUN_LENGTH_NODE_BYTES < size:
-            size, symbols = _huffman.coded_size(runs) + RUN_LENGTH_NODE_BYTES, runs
-    return size, symbols
+    if layout is None or layout[0] > 7 or not packed.size:
+        return None
+    bits, n = layout
+    codes = enc.unpack_codes(packed, bits, n)
+    if np.count_nonzero(codes) > (1 - RUN_LENGTH_MIN_ZEROS) * codes.size:
+        return None
+    runs = enc.run_length_encode(codes, bits)
+    return (_huffman.coded_size(runs) + RUN_LENGTH_NODE_BYTES, runs) if runs.size else None
 
 
 @dataclasses.dataclass
@@ -771,13 +781,9 @@ def huffman_store(
             if code_input is not None and code_input[0] == i and values.ndim == 2:
                 layout = code_input[1](node.attrs)
             plain = _Coding(node, i, values, layout, values.size - _huffman.coded_size(values), None)
-            size, runs = huffman_form(values, layout)
-            plans.append(
-                (
-                    plain,
-                    _Coding(node, i, values, layout, values.size - size, runs) if runs is not None else None,
-                )
-            )
+            runs = zero_run_form(values, layout)
+            zr = None if runs is None else _Coding(node, i, values, layout, values.size - runs[0], runs[1])
+            plans.append((plain, zr))
 
     present = {f.name for f in graph.functions if f.domain == enc.DOMAIN}
 

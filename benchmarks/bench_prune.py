@@ -49,8 +49,10 @@ def main() -> None:
     from onnxcomp.passes_api import load_pass_library
 
     load_pass_library()
-    header = (f"{'model':14s} {'round_to':>8s} {'GFLOPs':>15s} {'FLOPs ratio':>11s} {'params':>17s} "
-              f"{'ms orig':>8s} {'ms pruned':>9s} {'speedup':>8s} {'efficiency':>10s}")
+    header = (
+        f"{'model':14s} {'round_to':>8s} {'GFLOPs':>15s} {'FLOPs ratio':>11s} {'params':>17s} "
+        f"{'ms orig':>8s} {'ms pruned':>9s} {'speedup':>8s} {'efficiency':>10s}"
+    )
     print(header)
     print("-" * len(header))
     for name in args.models.split(","):
@@ -68,11 +70,14 @@ def main() -> None:
             ms = {k: statistics.median(b[k].median_ms for b in blocks) for k in runners}
             speedup = statistics.median(b["orig"].median_ms / b["pruned"].median_ms for b in blocks)
             ratio = before.flops / after.flops
-            print(f"{name:14s} {round_to:8d} {before.flops / 1e9:6.3f} -> {after.flops / 1e9:5.3f} "
-                  f"{ratio:11.2f} "
-                  f"{before.params / 1e6:6.2f}M -> {after.params / 1e6:5.2f}M "
-                  f"{ms['orig']:8.2f} {ms['pruned']:9.2f} {speedup:7.2f}x "
-                  f"{speedup / ratio:10.2f}   (pass {seconds:.1f}s)", flush=True)
+            print(
+                f"{name:14s} {round_to:8d} {before.flops / 1e9:6.3f} -> {after.flops / 1e9:5.3f} "
+                f"{ratio:11.2f} "
+                f"{before.params / 1e6:6.2f}M -> {after.params / 1e6:5.2f}M "
+                f"{ms['orig']:8.2f} {ms['pruned']:9.2f} {speedup:7.2f}x "
+                f"{speedup / ratio:10.2f}   (pass {seconds:.1f}s)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

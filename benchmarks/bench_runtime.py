@@ -267,9 +267,7 @@ def main() -> int:
     reps = args.reps or (5 if args.quick else 30)
     rng = np.random.default_rng(0)
     lib = runtime.library_path()
-    print(
-        f"onnxruntime {ort.__version__}; runtime {lib}; 1 intra-op thread; {reps} interleaved runs, medians"
-    )
+    print(f"onnxruntime {ort.__version__}; runtime {lib}; 1 intra-op thread; {reps} interleaved runs, medians")
     results: list[dict] = []
     shapes = [(4096, 4096), (25088, 4096)] if not args.quick else [(1024, 1024)]
 

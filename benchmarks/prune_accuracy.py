@@ -30,8 +30,7 @@ def training_images(n: int):
 
     digits = load_digits()
     images = digits.images.astype(np.float32) / 16.0
-    x_train, _, _, _ = train_test_split(images, digits.target, test_size=450, random_state=0,
-                                        stratify=digits.target)
+    x_train, _, _, _ = train_test_split(images, digits.target, test_size=450, random_state=0, stratify=digits.target)
     mean, std = x_train.mean(), x_train.std()
     return ((x_train - mean) / std)[:n, None].astype(np.float32)
 
@@ -68,14 +67,14 @@ def main() -> None:
         ("L1 filter norm", f"prune-filters(target_flops={{t}},criterion=l1,{exact})", False),
         ("BN |gamma|", f"prune-filters(target_flops={{t}},criterion=bn,{exact})", False),
         ("prune-channels (LASSO + least squares)", f"prune-channels(target_flops={{t}},{exact})", False),
-        ("L1 + bias correction", f"prune-filters(target_flops={{t}},reconstruct=true,correction=bias,{exact})",
-         False),
-        ("L1 + BatchNorm re-estimation", f"prune-filters(target_flops={{t}},reconstruct=true,correction=bn,{exact})",
-         False),
-        ("L1 + least-squares reconstruction",
-         f"prune-filters(target_flops={{t}},reconstruct=true,{exact})", False),
-        ("prune-channels, no reconstruction",
-         f"prune-channels(target_flops={{t}},reconstruct=false,{exact})", False),
+        ("L1 + bias correction", f"prune-filters(target_flops={{t}},reconstruct=true,correction=bias,{exact})", False),
+        (
+            "L1 + BatchNorm re-estimation",
+            f"prune-filters(target_flops={{t}},reconstruct=true,correction=bn,{exact})",
+            False,
+        ),
+        ("L1 + least-squares reconstruction", f"prune-filters(target_flops={{t}},reconstruct=true,{exact})", False),
+        ("prune-channels, no reconstruction", f"prune-channels(target_flops={{t}},reconstruct=false,{exact})", False),
     ]
     print(f"digits CNN: {accuracy(model):.2%} held-out accuracy unpruned ({len(y_test)} images)")
     cols = "".join(f"{f'{t:.0%} FLOPs removed':>24s}" for t in targets)

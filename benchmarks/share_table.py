@@ -59,8 +59,7 @@ DIGITS_CONFIGS = [
     ("prune channels + 88% of weights + kmeans 4-bit + Huffman", FULL_PIPELINE),
 ]
 VGG_SPEC = (
-    "prune-weights(ratio=0.96,ratio_per_layer=features*:0.65),"
-    "kmeans(bits=5,bits_per_layer=features*:8,huffman=store)"
+    "prune-weights(ratio=0.96,ratio_per_layer=features*:0.65),kmeans(bits=5,bits_per_layer=features*:8,huffman=store)"
 )
 
 
@@ -90,14 +89,10 @@ def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
         w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
         b = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if len(conv.input) > 2 else 0.0
         inits[conv.input[1]].CopyFrom(
-            numpy_helper.from_array(
-                (w * scale.reshape(-1, *[1] * (w.ndim - 1))).astype(np.float32), conv.input[1]
-            )
+            numpy_helper.from_array((w * scale.reshape(-1, *[1] * (w.ndim - 1))).astype(np.float32), conv.input[1])
         )
         bias_name = conv.input[1] + "_bn_bias"
-        m.graph.initializer.append(
-            numpy_helper.from_array(((b - mean) * scale + beta).astype(np.float32), bias_name)
-        )
+        m.graph.initializer.append(numpy_helper.from_array(((b - mean) * scale + beta).astype(np.float32), bias_name))
         del conv.input[2:]
         conv.input.append(bias_name)
         conv.output[0] = bn.output[0]
@@ -350,16 +345,12 @@ def speed_table() -> list[list[str]]:
     conv = builders.resnet(depth=18, width=0.5, image_size=64)
     out, _ = optimize(conv, "prune-weights(ratio=0.7),kmeans(bits=4),huffman")
     a, b, r = latency_ratio(conv, out, builders.random_inputs(conv, batch=1), runs=100)
-    rows.append(
-        ["resnet18 x0.5 @64, prune 70% + kmeans 4 + Huffman", "1", f"{a:.3f}", f"{b:.3f}", f"{r:.3f}"]
-    )
+    rows.append(["resnet18 x0.5 @64, prune 70% + kmeans 4 + Huffman", "1", f"{a:.3f}", f"{b:.3f}", f"{r:.3f}"])
     return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-vgg", action="store_true", help="skip the VGG-16 Deep Compression run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -262,9 +262,7 @@ class GraphBuilder:
             if np.prod(t.dims) > 64
         ]
         light = helper.make_model(
-            helper.make_graph(
-                self.nodes, self.name, self.inputs + declared, untyped_outputs, initializer=small
-            ),
+            helper.make_graph(self.nodes, self.name, self.inputs + declared, untyped_outputs, initializer=small),
             opset_imports=opset_ids,
             ir_version=ir_version,
         )
@@ -282,9 +280,7 @@ class GraphBuilder:
                 else:
                     raise RuntimeError(f"{self.name}: output {out} dim {i} not inferred")
             typed_outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, shape))
-        graph = helper.make_graph(
-            self.nodes, self.name, self.inputs, typed_outputs, initializer=self.initializers
-        )
+        graph = helper.make_graph(self.nodes, self.name, self.inputs, typed_outputs, initializer=self.initializers)
         return helper.make_model(
             graph,
             opset_imports=opset_ids,
@@ -382,9 +378,7 @@ def resnet(
             name = f"layer{stage + 1}.{b}"
             if bottleneck:
                 y = g.conv_bn_act(x, f"{name}.conv1", cin, planes, 1, "relu", bn_name=f"{name}.bn1")
-                y = g.conv_bn_act(
-                    y, f"{name}.conv2", planes, planes, 3, "relu", stride, bn_name=f"{name}.bn2"
-                )
+                y = g.conv_bn_act(y, f"{name}.conv2", planes, planes, 3, "relu", stride, bn_name=f"{name}.bn2")
                 y = g.conv(y, f"{name}.conv3", planes, cout, 1)
                 y = g.batchnorm(y, f"{name}.bn3", cout, branch_gamma_scale)
             else:

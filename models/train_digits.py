@@ -38,9 +38,7 @@ class DigitsCNN(nn.Module):
     def __init__(self, channels: int = 32, hidden: int = 64, num_classes: int = 10) -> None:
         super().__init__()
         wide = 2 * channels
-        self.stem = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()
-        )
+        self.stem = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU())
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
@@ -66,9 +64,7 @@ def load_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     digits = load_digits()
     images = digits.images.astype(np.float32) / 16.0
     labels = digits.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=450, random_state=0, stratify=labels
-    )
+    x_train, x_test, y_train, y_test = train_test_split(images, labels, test_size=450, random_state=0, stratify=labels)
     mean, std = x_train.mean(), x_train.std()
     x_train = ((x_train - mean) / std)[:, None].astype(np.float32)
     x_test = ((x_test - mean) / std)[:, None].astype(np.float32)
@@ -79,9 +75,7 @@ def train(x_train: np.ndarray, y_train: np.ndarray, epochs: int) -> DigitsCNN:
     torch.manual_seed(SEED)
     model = DigitsCNN()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=3e-3, total_steps=epochs * ((len(x_train) + 63) // 64)
-    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * ((len(x_train) + 63) // 64))
     xs, ys = torch.from_numpy(x_train), torch.from_numpy(y_train)
     gen = torch.Generator().manual_seed(SEED)
     for epoch in range(epochs):
@@ -126,9 +120,7 @@ def export(model: DigitsCNN, path: Path) -> None:
     ops = [n.op_type for n in proto.graph.node]
     producers = {out: n.op_type for n in proto.graph.node for out in n.output}
     bn_after_conv = sum(
-        1
-        for n in proto.graph.node
-        if n.op_type == "BatchNormalization" and producers.get(n.input[0]) == "Conv"
+        1 for n in proto.graph.node if n.op_type == "BatchNormalization" and producers.get(n.input[0]) == "Conv"
     )
     if bn_after_conv != 4:
         raise RuntimeError(f"expected 4 Conv->BatchNormalization pairs, got {bn_after_conv}: {ops}")
@@ -136,9 +128,7 @@ def export(model: DigitsCNN, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--out-dir", type=Path, default=HERE)
     args = parser.parse_args()

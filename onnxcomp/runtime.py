@@ -175,9 +175,7 @@ def session(
     return ort.InferenceSession(source, so, providers=providers or ["CPUExecutionProvider"])
 
 
-def build(
-    build_dir: str | os.PathLike | None = None, *, build_type: str = "Release", quiet: bool = False
-) -> Path:
+def build(build_dir: str | os.PathLike | None = None, *, build_type: str = "Release", quiet: bool = False) -> Path:
     """Builds the runtime from a source checkout with CMake (into build/runtime by default)."""
     src = _REPO_ROOT / "runtime"
     if not (src / "CMakeLists.txt").is_file():

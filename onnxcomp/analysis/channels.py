@@ -290,8 +290,9 @@ class Analyzer:
                 return True
         return False
 
-    def member(self, node: gs.Node, kind: str, role: str, elems: np.ndarray, input: int = -1, axis: int = 0,
-               **info: Any) -> None:
+    def member(
+        self, node: gs.Node, kind: str, role: str, elems: np.ndarray, input: int = -1, axis: int = 0, **info: Any
+    ) -> None:
         self.members.append(Member(node, kind, role, elems, input, axis, dict(info)))
 
     def segment(self, elems: np.ndarray) -> None:
@@ -393,8 +394,9 @@ class Analyzer:
         return ChannelPlan(groups, self.members, self.layouts, elem_channel, offset)
 
     @staticmethod
-    def _add_partition(groups: list[ChannelGroup], chan_group: np.ndarray, elem_channel: np.ndarray,
-                       parts: list[np.ndarray], at: str) -> None:
+    def _add_partition(
+        groups: list[ChannelGroup], chan_group: np.ndarray, elem_channel: np.ndarray, parts: list[np.ndarray], at: str
+    ) -> None:
         import numpy as np
 
         allpos = np.concatenate(parts)
@@ -410,8 +412,7 @@ class Analyzer:
         flat = np.concatenate(chans)
         uniq, mult = np.unique(flat, return_counts=True)
         rows_u = [np.unique(c) for c in chans]
-        if (mult != mult[0]).any() or sum(len(r) for r in rows_u) != len(uniq) or \
-                len({len(r) for r in rows_u}) != 1:
+        if (mult != mult[0]).any() or sum(len(r) for r in rows_u) != len(uniq) or len({len(r) for r in rows_u}) != 1:
             g.block(f"{at}: coupled channels fall in different convolution groups")
             return
         # a channel repeated (depthwise multiplier) counts once: equal channels <=> equal positions per row
@@ -469,8 +470,9 @@ def _static(dims: Sequence[Any]) -> bool:
     return all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims)
 
 
-def _param_member(an: Analyzer, node: gs.Node, index: int, axis: int, elems: np.ndarray, role: str,
-                  lay_for_block: np.ndarray) -> bool:
+def _param_member(
+    an: Analyzer, node: gs.Node, index: int, axis: int, elems: np.ndarray, role: str, lay_for_block: np.ndarray
+) -> bool:
     """Record slicing of constant input ``index`` along ``axis``; block when it is not a constant."""
     if index >= len(node.inputs) or is_empty(node.inputs[index]):
         return True
@@ -487,11 +489,60 @@ def _param_member(an: Analyzer, node: gs.Node, index: int, axis: int, elems: np.
 
 # ---------------------------------------------------------------------------------- element-wise ops
 ELEMENTWISE = (
-    "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Swish", "Tanh", "Gelu",
-    "Elu", "Selu", "Celu", "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Erf", "Abs", "Neg", "Sqrt",
-    "Exp", "Log", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Identity", "Cast", "Dropout",
-    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Greater", "Less",
-    "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Not", "IsNaN", "IsInf",
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Clip",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Swish",
+    "Tanh",
+    "Gelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Softplus",
+    "Softsign",
+    "Mish",
+    "ThresholdedRelu",
+    "Erf",
+    "Abs",
+    "Neg",
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Reciprocal",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "Sin",
+    "Cos",
+    "Identity",
+    "Cast",
+    "Dropout",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Max",
+    "Min",
+    "Sum",
+    "Mean",
+    "Where",
+    "Equal",
+    "Greater",
+    "Less",
+    "GreaterOrEqual",
+    "LessOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Not",
+    "IsNaN",
+    "IsInf",
 )
 
 
@@ -579,8 +630,18 @@ def _channel_op(an: Analyzer, node: gs.Node) -> None:
 _REDUCE_AXES_INPUT_SINCE = {"ReduceSum": 13}
 
 
-@channel_rule("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-              "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
+@channel_rule(
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+)
 def _reduce(an: Analyzer, node: gs.Node) -> None:
     """Reduction over other axes keeps the channels (the axis moves when keepdims=0)."""
     lay = an.layout(node.inputs[0])
@@ -744,8 +805,9 @@ def _reshape(an: Analyzer, node: gs.Node) -> None:
         if known:
             out[out.index(None)] = _prod(in_shape) // known
     total = _prod(tail)
-    b = next((j for j in range(len(out)) if out[j] not in (None, 1) and _static(out[j:])
-              and _prod(out[j:]) == total), None)  # type: ignore[arg-type]
+    b = next(
+        (j for j in range(len(out)) if out[j] not in (None, 1) and _static(out[j:]) and _prod(out[j:]) == total), None
+    )  # type: ignore[arg-type]
     if b is None:
         an.block(lay, f"{where(node)} splits or moves the channel axis")
         return
@@ -756,7 +818,7 @@ def _reshape(an: Analyzer, node: gs.Node) -> None:
     first = (q * inner_out) // inner_in
     last = ((q + 1) * inner_out - 1) // inner_in
     for j in np.nonzero(first != last)[0]:
-        seg = lay.elems[first[j]: last[j] + 1]
+        seg = lay.elems[first[j] : last[j] + 1]
         if not (seg == seg[0]).all():
             an.block(lay, f"{where(node)} splits the channel axis over several axes (heads, channel shuffle)")
             return
@@ -842,7 +904,7 @@ def _split(an: Analyzer, node: gs.Node) -> None:
         return
     start = 0
     for t, s in zip(outs, sizes, strict=True):
-        part = lay.elems[start: start + s]
+        part = lay.elems[start : start + s]
         an.set_layout(t, Layout(axis, part))
         an.segment(part)
         start += s
@@ -877,7 +939,7 @@ def _slice(an: Analyzer, node: gs.Node) -> None:
     start, end = starts[k], ends[k]
     start = min(max(start + n if start < 0 else start, 0), n)
     end = min(max(end + n if end < 0 else end, 0), n)
-    part = lay.elems[start: max(start, end)]
+    part = lay.elems[start : max(start, end)]
     if not part.size:
         an.block(lay, f"{where(node)} takes no channel")
         return

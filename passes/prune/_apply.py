@@ -72,7 +72,7 @@ def _grouped_in(graph: gs.Graph, m: Member, keep: np.ndarray) -> None:
     if not (counts == counts[0]).all():
         raise ValueError(f"{m.node.name}: groups keep different channel counts {counts.tolist()}")
     rows = w.shape[0] // groups
-    parts = [w[q * rows: (q + 1) * rows][:, mask[q]] for q in range(groups)]
+    parts = [w[q * rows : (q + 1) * rows][:, mask[q]] for q in range(groups)]
     set_const(graph, m.node, m.input, np.concatenate(parts, axis=0))
 
 
@@ -96,7 +96,7 @@ def _split(graph: gs.Graph, m: Member, keep: np.ndarray) -> None:
 
     sizes, start, new = m.info["sizes"], 0, []
     for s in sizes:
-        new.append(int(keep[start: start + s].sum()))
+        new.append(int(keep[start : start + s].sum()))
         start += s
     m.info["sizes"] = new
     node = m.node
@@ -141,8 +141,9 @@ def _resize(graph: gs.Graph, m: Member, keep: np.ndarray) -> None:
     set_const(graph, m.node, m.input, sizes)
 
 
-def apply_removal(graph: gs.Graph, plan: ChannelPlan, removed: np.ndarray, ctx: PassContext | None = None,
-                  pass_name: str = "") -> int:
+def apply_removal(
+    graph: gs.Graph, plan: ChannelPlan, removed: np.ndarray, ctx: PassContext | None = None, pass_name: str = ""
+) -> int:
     """Remove the channels ``removed`` (bool mask over global channels); returns the number of edits."""
     edits = 0
     # a weight read by several members (two Convs sharing one initializer) that lose the same positions is

@@ -35,9 +35,16 @@ class Prepared:
     in_channels: dict[int, tuple[Any, int]]  # id(member) -> (member, positions before)
 
 
-def check_options(ratio: float, round_to: int, min_channels: int, target_flops: float | None, *,
-                  ratios: dict[str, float] | None = None, counts: dict[str, int] | None = None,
-                  ridge: float = 0.0) -> None:
+def check_options(
+    ratio: float,
+    round_to: int,
+    min_channels: int,
+    target_flops: float | None,
+    *,
+    ratios: dict[str, float] | None = None,
+    counts: dict[str, int] | None = None,
+    ridge: float = 0.0,
+) -> None:
     """Option ranges, checked before any work (``counts``: options that must be at least 1)."""
     if not 0.0 <= ratio <= 1.0:
         raise UsageError(f"ratio must be in [0, 1], got {ratio}")
@@ -64,8 +71,9 @@ def prepare(graph: gs.Graph, result: PassResult, protect: list[str]) -> Prepared
 
     plan = analyze_channels(graph)
     for g in plan.groups:
-        hit = next((pat for pat in protect for p in g.producers
-                    if matches(p.node.name, pat) or matches(p.output, pat)), None)
+        hit = next(
+            (pat for pat in protect for p in g.producers if matches(p.node.name, pat) or matches(p.output, pat)), None
+        )
         if hit is not None:
             g.block(f"protected (protect={hit})")
     for g in plan.groups:
@@ -80,25 +88,37 @@ def prepare(graph: gs.Graph, result: PassResult, protect: list[str]) -> Prepared
     return Prepared(plan, groups, CostModel(graph, plan), base, sum(c.flops for c in base.values()), ins)
 
 
-def decide(prep: Prepared, schedule: Schedule, scores: dict[int, np.ndarray], target_flops: float | None,
-           result: PassResult) -> np.ndarray:
+def decide(
+    prep: Prepared, schedule: Schedule, scores: dict[int, np.ndarray], target_flops: float | None, result: PassResult
+) -> np.ndarray:
     """The global removal mask: the schedule as given, or searched to remove ``target_flops`` of FLOPs."""
     if target_flops is None:
         return schedule.removal(prep.plan, prep.groups, scores)
     if prep.base_flops <= 0:
-        raise UsageError("target_flops needs the model's FLOPs, which need static shapes: "
-                         "pass --input-shape NAME:1x3x224x224")
-    t, removed, achieved = search_flops(prep.cost, schedule, prep.plan, prep.groups, scores, target_flops,
-                                        prep.base_flops)
+        raise UsageError(
+            "target_flops needs the model's FLOPs, which need static shapes: pass --input-shape NAME:1x3x224x224"
+        )
+    t, removed, achieved = search_flops(
+        prep.cost, schedule, prep.plan, prep.groups, scores, target_flops, prep.base_flops
+    )
     result.counters["search_ratio"] = round(t, 4)
     if abs(achieved - target_flops) > 0.02:
-        result.skip("target_flops", f"asked to remove {target_flops:.1%} of FLOPs, reached {achieved:.1%} "
-                    "(blocked groups, min_channels or round_to limit it)")
+        result.skip(
+            "target_flops",
+            f"asked to remove {target_flops:.1%} of FLOPs, reached {achieved:.1%} "
+            "(blocked groups, min_channels or round_to limit it)",
+        )
     return removed
 
 
-def report(result: PassResult, graph: gs.Graph, prep: Prepared, removed: np.ndarray,
-           scores: dict[int, np.ndarray], notes: dict[str, str] | None = None) -> None:
+def report(
+    result: PassResult,
+    graph: gs.Graph,
+    prep: Prepared,
+    removed: np.ndarray,
+    scores: dict[int, np.ndarray],
+    notes: dict[str, str] | None = None,
+) -> None:
     """Per-layer records (channels, params, FLOPs before/after, score summary) and model totals, from the
     graph as it is now (call after the removal is applied)."""
     from ._cost import current_costs
@@ -129,7 +149,7 @@ def report(result: PassResult, graph: gs.Graph, prep: Prepared, removed: np.ndar
             if g.id in scores and g.prunable:
                 s = scores[g.id]
                 extra.update(score_min=float(s.min()), score_mean=float(s.mean()), score_max=float(s.max()))
-                gone = removed[g.offset: g.offset + g.size]
+                gone = removed[g.offset : g.offset + g.size]
                 if gone.any():
                     extra["removed_score_max"] = float(s[gone].max())
             decision.append(f"filters {len(p.elems)}->{kept}" if kept < len(p.elems) else "filters kept")
@@ -141,16 +161,24 @@ def report(result: PassResult, graph: gs.Graph, prep: Prepared, removed: np.ndar
                 decision.append(f"inputs {before_in}->{after_in}")
         if label(node) in notes:
             extra["note"] = notes[label(node)]
-        result.layer(label(node), op=node.op, decision=", ".join(decision),
-                     params_before=b.params, params_after=a.params if a else None,
-                     flops_before=b.flops, flops_after=a.flops if a else None, extra=extra)
+        result.layer(
+            label(node),
+            op=node.op,
+            decision=", ".join(decision),
+            params_before=b.params,
+            params_after=a.params if a else None,
+            flops_before=b.flops,
+            flops_after=a.flops if a else None,
+            extra=extra,
+        )
     flops_after = sum(c.flops for c in after.values())
     params_before = sum(c.params for c in prep.base.values())
     params_after = sum(c.params for c in after.values())
     result.count("channels_removed", int(removed.sum()))
-    result.count("groups_pruned", sum(1 for g in prep.groups if removed[g.offset: g.offset + g.size].any()))
-    result.counters.update(flops_before=prep.base_flops, flops_after=flops_after, params_before=params_before,
-                           params_after=params_after)
+    result.count("groups_pruned", sum(1 for g in prep.groups if removed[g.offset : g.offset + g.size].any()))
+    result.counters.update(
+        flops_before=prep.base_flops, flops_after=flops_after, params_before=params_before, params_after=params_after
+    )
     if prep.base_flops:
         result.counters["flops_removed"] = round(1.0 - flops_after / prep.base_flops, 4)
 

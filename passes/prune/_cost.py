@@ -67,8 +67,7 @@ class CostModel:
                 if is_empty(t):
                     ins.append(None)
                     continue
-                ins.append((_base_shape(t), overrides.get((id(node), i), []), plan.layouts.get(t.name),
-                            is_const(t)))
+                ins.append((_base_shape(t), overrides.get((id(node), i), []), plan.layouts.get(t.name), is_const(t)))
             outs = [(_base_shape(t), [], plan.layouts.get(t.name), False) for t in node.outputs]
             self.entries.append((node, _NodeShim(node) if fn else None, fn, ins, outs))
 
@@ -107,8 +106,9 @@ class CostModel:
         out = []
         for node, shim, fn, ins, outs in self.entries:
             in_shapes = [self._shape(s, removed) for s in ins]
-            params = sum(math.prod(sh) for s, sh in zip(ins, in_shapes, strict=True)
-                         if s is not None and s[3] and sh is not None)
+            params = sum(
+                math.prod(sh) for s, sh in zip(ins, in_shapes, strict=True) if s is not None and s[3] and sh is not None
+            )
             flops = 0
             if fn is not None:
                 out_shapes = [self._shape(s, removed) for s in outs]

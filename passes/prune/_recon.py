@@ -295,8 +295,9 @@ class _MatMul(_Rows):
 
 
 # ---------------------------------------------------------------------------------------------- solvers
-def ridge_refit(p: np.ndarray, t: np.ndarray, w0: np.ndarray, b0: np.ndarray | None, fit_bias: bool,
-                ridge: float) -> tuple[np.ndarray, np.ndarray | None]:
+def ridge_refit(
+    p: np.ndarray, t: np.ndarray, w0: np.ndarray, b0: np.ndarray | None, fit_bias: bool, ridge: float
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``min ||p w^T + b - t||^2 + lam ||w - w0||^2`` with ``lam = ridge * mean(diag(p^T p))``.
 
     p [S, F], t [S, O], w0 [O, F]; returns (w [O, F], b [O] or None). Normal equations in float64.
@@ -335,8 +336,7 @@ def lasso_ranking(gram: np.ndarray, xy: np.ndarray, n_rows: int, n_keep: int) ->
     n = len(xy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        _, _, coefs = lars_path_gram(Xy=xy, Gram=gram, n_samples=max(n_rows, 1), method="lasso",
-                                     max_iter=4 * n + 10)
+        _, _, coefs = lars_path_gram(Xy=xy, Gram=gram, n_samples=max(n_rows, 1), method="lasso", max_iter=4 * n + 10)
     nz = coefs != 0
     entered = np.where(nz.any(axis=1), nz.argmax(axis=1), coefs.shape[1] + 1).astype(np.float64)
     score = -entered
@@ -354,8 +354,17 @@ class Refitter:
     """Compares consumer layers of the graph being pruned with the same layers of the original model on
     calibration data, and refits them (least squares or bias correction) or ranks channels (LASSO)."""
 
-    def __init__(self, graph: gs.Graph, plan: Any, ctx: PassContext, *, samples: int, max_calib: int,
-                 ridge: float, seed_salt: int) -> None:
+    def __init__(
+        self,
+        graph: gs.Graph,
+        plan: Any,
+        ctx: PassContext,
+        *,
+        samples: int,
+        max_calib: int,
+        ridge: float,
+        seed_salt: int,
+    ) -> None:
         self.graph = graph
         self.plan = plan
         self.ctx = ctx
@@ -508,8 +517,15 @@ class Refitter:
                 return
 
     # -- LASSO ----------------------------------------------------------------------------------
-    def lasso_scores(self, group: Any, members: list[Any], removed: np.ndarray, n_keep: int,
-                     max_outputs: int = 128, max_rows: int = 1 << 15) -> np.ndarray | None:
+    def lasso_scores(
+        self,
+        group: Any,
+        members: list[Any],
+        removed: np.ndarray,
+        n_keep: int,
+        max_outputs: int = 128,
+        max_rows: int = 1 << 15,
+    ) -> np.ndarray | None:
         """He et al.'s channel selection for one group over all its refittable consumers."""
         import numpy as np
 
@@ -546,10 +562,10 @@ class Refitter:
             onehot[np.nonzero(mine)[0], chans[mine] - group.offset] = 1.0
             step = max(1, (1 << 22) // max(1, w.shape[0] * w.shape[1] * w.shape[2]))
             for s in range(0, len(p), step):
-                contrib = np.einsum("sck,ock->soc", p[s: s + step], w, optimize=True)
+                contrib = np.einsum("sck,ock->soc", p[s : s + step], w, optimize=True)
                 z = (contrib @ onehot).reshape(-1, size)
                 rest = contrib[..., ~mine].sum(axis=-1).reshape(-1)
-                target = (t[s: s + step].reshape(-1) - rest).astype(np.float32)
+                target = (t[s : s + step].reshape(-1) - rest).astype(np.float32)
                 gram += (z.T @ z).astype(np.float64)
                 xy += (z.T @ target).astype(np.float64)
                 rows += len(target)

@@ -33,8 +33,9 @@ def criterion(name: str) -> Callable[[Criterion], Criterion]:
     return deco
 
 
-def _per_channel(plan: ChannelPlan, group: ChannelGroup, pairs: Iterable[tuple[np.ndarray, np.ndarray]]
-                 ) -> np.ndarray | None:
+def _per_channel(
+    plan: ChannelPlan, group: ChannelGroup, pairs: Iterable[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray | None:
     """Mean of per-position values over the positions of each channel (None when no position scored)."""
     import numpy as np
 
@@ -100,8 +101,9 @@ def _random(plan: ChannelPlan, group: ChannelGroup, rng: np.random.Generator) ->
     return rng.random(group.size)
 
 
-def scores_for(plan: ChannelPlan, groups: list[ChannelGroup], name: str, rng: np.random.Generator
-               ) -> tuple[dict[int, np.ndarray], list[str]]:
+def scores_for(
+    plan: ChannelPlan, groups: list[ChannelGroup], name: str, rng: np.random.Generator
+) -> tuple[dict[int, np.ndarray], list[str]]:
     """Scores per group id; groups the criterion cannot score (no BatchNormalization) fall back to L1."""
     out, fallback = {}, []
     for g in groups:
@@ -123,8 +125,9 @@ def round_keep(keep: int, n: int, round_to: int, min_channels: int) -> int:
     return min(keep, n)
 
 
-def choose(group: ChannelGroup, scores: np.ndarray, n_remove: int, round_to: int = 1, min_channels: int = 1
-           ) -> np.ndarray:
+def choose(
+    group: ChannelGroup, scores: np.ndarray, n_remove: int, round_to: int = 1, min_channels: int = 1
+) -> np.ndarray:
     """Local mask of the lowest-scored channels to remove, ``n_remove`` of them (after rounding the kept
     count), keeping at least ``min_channels`` in every segment and removing the same number from every
     row of a partition (grouped convolutions)."""
@@ -206,8 +209,9 @@ class Schedule:
                 return value
         return default
 
-    def counts(self, groups: list[ChannelGroup], scores: dict[int, np.ndarray], t: float | None = None
-               ) -> dict[int, int]:
+    def counts(
+        self, groups: list[ChannelGroup], scores: dict[int, np.ndarray], t: float | None = None
+    ) -> dict[int, int]:
         """Channels to remove per group id; ``t`` replaces the ratio (and the threshold) in a FLOPs search."""
         import numpy as np
 
@@ -228,19 +232,21 @@ class Schedule:
         lowest = owner[np.argsort(everything, kind="stable")[:k]]
         return {g.id: int((lowest == g.id).sum()) for g in groups}
 
-    def mask(self, plan: ChannelPlan, groups: list[ChannelGroup], scores: dict[int, np.ndarray],
-             counts: dict[int, int]) -> np.ndarray:
+    def mask(
+        self, plan: ChannelPlan, groups: list[ChannelGroup], scores: dict[int, np.ndarray], counts: dict[int, int]
+    ) -> np.ndarray:
         """Global removal mask: the lowest-scored ``counts[g]`` channels of every group (constraints kept)."""
         import numpy as np
 
         removed = np.zeros(plan.n_channels, dtype=bool)
         for g in groups:
             local = choose(g, scores[g.id], counts.get(g.id, 0), self.round_to, self.min_channels)
-            removed[g.offset: g.offset + g.size] = local
+            removed[g.offset : g.offset + g.size] = local
         return removed
 
-    def removal(self, plan: ChannelPlan, groups: list[ChannelGroup], scores: dict[int, np.ndarray],
-                t: float | None = None) -> np.ndarray:
+    def removal(
+        self, plan: ChannelPlan, groups: list[ChannelGroup], scores: dict[int, np.ndarray], t: float | None = None
+    ) -> np.ndarray:
         return self.mask(plan, groups, scores, self.counts(groups, scores, t))
 
     def normalized(self, s: np.ndarray) -> np.ndarray:
@@ -252,9 +258,18 @@ def matches(name: str, pattern: str) -> bool:
     return name == pattern or fnmatch.fnmatchcase(name, pattern)
 
 
-def search_flops(cost: CostModel, schedule: Schedule, plan: ChannelPlan, groups: list[ChannelGroup],
-                 scores: dict[int, np.ndarray], target: float, base_flops: int, hi: float = 0.95,
-                 steps: int = 30, tol: float = 0.002) -> tuple[float, np.ndarray, float]:
+def search_flops(
+    cost: CostModel,
+    schedule: Schedule,
+    plan: ChannelPlan,
+    groups: list[ChannelGroup],
+    scores: dict[int, np.ndarray],
+    target: float,
+    base_flops: int,
+    hi: float = 0.95,
+    steps: int = 30,
+    tol: float = 0.002,
+) -> tuple[float, np.ndarray, float]:
     """Remove ``target`` of the FLOPs: bisection on the schedule parameter ``t`` (the ratio), then a greedy
     refinement that moves single groups by one step (``round_to`` channels) towards the target.
     Returns (t, removal mask, achieved fraction)."""

@@ -59,8 +59,15 @@ class PruneChannels(Pass):
         from ._select import Schedule, choose, scores_for
 
         o = self.options
-        check_options(o.ratio, o.round_to, o.min_channels, o.target_flops, ratios=dict(o.ratios), ridge=o.ridge,
-                      counts={"samples": o.samples, "max_calib": o.max_calib, "max_outputs": o.max_outputs})
+        check_options(
+            o.ratio,
+            o.round_to,
+            o.min_channels,
+            o.target_flops,
+            ratios=dict(o.ratios),
+            ridge=o.ridge,
+            counts={"samples": o.samples, "max_calib": o.max_calib, "max_outputs": o.max_outputs},
+        )
         result = self.new_result()
         prep = prepare(graph, result, list(o.protect))
         if not prep.groups:
@@ -68,12 +75,12 @@ class PruneChannels(Pass):
         plan = prep.plan
         # how many channels per group: the schedule on L1 scores (which ones: the LASSO, below)
         l1, _ = scores_for(plan, prep.groups, "l1", ctx.rng(41))
-        schedule = Schedule(scope="layer", ratio=o.ratio, ratios=dict(o.ratios), round_to=o.round_to,
-                            min_channels=o.min_channels)
+        schedule = Schedule(
+            scope="layer", ratio=o.ratio, ratios=dict(o.ratios), round_to=o.round_to, min_channels=o.min_channels
+        )
         planned = decide(prep, schedule, l1, o.target_flops, result)
-        counts = {g.id: int(planned[g.offset: g.offset + g.size].sum()) for g in prep.groups}
-        refitter = Refitter(graph, plan, ctx, samples=o.samples, max_calib=o.max_calib, ridge=o.ridge,
-                            seed_salt=42)
+        counts = {g.id: int(planned[g.offset : g.offset + g.size].sum()) for g in prep.groups}
+        refitter = Refitter(graph, plan, ctx, samples=o.samples, max_calib=o.max_calib, ridge=o.ridge, seed_salt=42)
         order = {id(n): i for i, n in enumerate(graph.nodes)}
 
         def position(g):  # groups in the order of their first consumer (front to back)
@@ -94,7 +101,7 @@ class PruneChannels(Pass):
             used[g.id] = scores
             local = choose(g, scores, n_remove, 1, o.min_channels)
             step = np.zeros(plan.n_channels, dtype=bool)
-            step[g.offset: g.offset + g.size] = local
+            step[g.offset : g.offset + g.size] = local
             consumers = refitter.consumers(g.members)
             apply_removal(graph, plan, step, ctx, self.name)
             removed |= step

@@ -67,28 +67,47 @@ class PruneFilters(Pass):
         from ._select import Schedule, scores_for
 
         o = self.options
-        check_options(o.ratio, o.round_to, o.min_channels, o.target_flops, ratios=dict(o.ratios), ridge=o.ridge,
-                      counts={"samples": o.samples, "max_calib": o.max_calib})
+        check_options(
+            o.ratio,
+            o.round_to,
+            o.min_channels,
+            o.target_flops,
+            ratios=dict(o.ratios),
+            ridge=o.ridge,
+            counts={"samples": o.samples, "max_calib": o.max_calib},
+        )
         result = self.new_result()
         prep = prepare(graph, result, list(o.protect))
         if not prep.groups:
             return result
         scores, fallback = scores_for(prep.plan, prep.groups, o.criterion, ctx.rng(31))
-        schedule = Schedule(scope=o.scope, ratio=o.ratio, ratios=dict(o.ratios), threshold=o.threshold,
-                            normalize=o.normalize, round_to=o.round_to, min_channels=o.min_channels)
+        schedule = Schedule(
+            scope=o.scope,
+            ratio=o.ratio,
+            ratios=dict(o.ratios),
+            threshold=o.threshold,
+            normalize=o.normalize,
+            round_to=o.round_to,
+            min_channels=o.min_channels,
+        )
         removed = decide(prep, schedule, scores, o.target_flops, result)
         refitter = None
         if o.reconstruct:
             if ctx.calib is None:
                 result.skip("reconstruct", "no calibration data (--calib): consumer layers are not refitted")
             elif removed.any():
-                refitter = Refitter(graph, prep.plan, ctx, samples=o.samples, max_calib=o.max_calib,
-                                    ridge=o.ridge, seed_salt=32)
-        touched = [g for g in prep.groups if removed[g.offset: g.offset + g.size].any()]
+                refitter = Refitter(
+                    graph, prep.plan, ctx, samples=o.samples, max_calib=o.max_calib, ridge=o.ridge, seed_salt=32
+                )
+        touched = [g for g in prep.groups if removed[g.offset : g.offset + g.size].any()]
         members = [m for g in touched for m in g.members]
         apply_removal(graph, prep.plan, removed, ctx, self.name)
-        notes = {name: f"criterion {o.criterion} unavailable (no BatchNormalization): scored by L1"
-                 for g in prep.groups if g.name in fallback for name in [label(p.node) for p in g.producers]}
+        notes = {
+            name: f"criterion {o.criterion} unavailable (no BatchNormalization): scored by L1"
+            for g in prep.groups
+            if g.name in fallback
+            for name in [label(p.node) for p in g.producers]
+        }
         report(result, graph, prep, removed, scores, notes)
         if refitter is not None:
             nodes = refitter.consumers(members)

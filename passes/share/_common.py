@@ -213,9 +213,7 @@ def _conv_target(graph: gs.Graph, node: gs.Node) -> Target | str:
     return Target(node, "conv", w, wv.reshape(m, -1), bias, x, conv_attrs=attrs, weight_shape=tuple(wv.shape))
 
 
-def conv_attributes(
-    node: gs.Node, wshape: tuple[int, ...], xshape: tuple[int, ...] | None
-) -> dict[str, Any] | str:
+def conv_attributes(node: gs.Node, wshape: tuple[int, ...], xshape: tuple[int, ...] | None) -> dict[str, Any] | str:
     """The Conv attributes with defaults filled in and auto_pad turned into explicit pads."""
     nd = len(wshape) - 2
     a = node.attrs
@@ -372,9 +370,7 @@ def input_energy(
     return out
 
 
-def layer_inputs(
-    graph: gs.Graph, ctx: PassContext, targets: list[Target], max_samples: int
-) -> dict[str, np.ndarray]:
+def layer_inputs(graph: gs.Graph, ctx: PassContext, targets: list[Target], max_samples: int) -> dict[str, np.ndarray]:
     """The activation input of every target on the calibration data ({} without calibration data)."""
     if ctx.calib is None or not targets:
         return {}
@@ -498,18 +494,14 @@ def sequential_waves(targets: list[Target]) -> list[list[Target]]:
                 stack.extend(pending)
                 continue
             stack.pop()
-            level[id(tensor)] = (
-                0 if node is None else node_input_level(node) + (1 if id(node) in is_target else 0)
-            )
+            level[id(tensor)] = 0 if node is None else node_input_level(node) + (1 if id(node) in is_target else 0)
     waves: dict[int, list[Target]] = {}
     for t in targets:
         waves.setdefault(level[id(t.x)], []).append(t)
     return [waves[k] for k in sorted(waves)]
 
 
-def current_inputs(
-    graph: gs.Graph, ctx: PassContext, wave: list[Target], max_samples: int
-) -> dict[str, np.ndarray]:
+def current_inputs(graph: gs.Graph, ctx: PassContext, wave: list[Target], max_samples: int) -> dict[str, np.ndarray]:
     """The activation inputs of ``wave`` captured from the graph as it is now (earlier layers changed).
 
     Cleans and sorts the graph first (as the pipeline does after a pass): replaced nodes are dead and new
@@ -601,9 +593,9 @@ def emit_encoded(
         # the dense side is costed without the zero-run form: at equal-ish size the EIE layout wins, since
         # the native runtime skips its zeros and its decode at load touches only the nonzero entries
         d_streams = [(enc.pack_codes(e.codes, e.bits), None)]
-        if sparse == "always" or _stream_bytes(
-            s_streams, huffman
-        ) + 4 * candidate.row_ptr.size < _stream_bytes(d_streams, huffman):
+        if sparse == "always" or _stream_bytes(s_streams, huffman) + 4 * candidate.row_ptr.size < _stream_bytes(
+            d_streams, huffman
+        ):
             layout, streams = candidate, s_streams
     if layout is None:
         streams = [(enc.pack_codes(e.codes, e.bits), (e.bits, e.codes.shape[1]))]

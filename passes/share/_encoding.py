@@ -235,9 +235,7 @@ def run_length_decode(symbols: np.ndarray, bits: int, count: int) -> np.ndarray:
     s = np.asarray(symbols, np.int64).ravel()
     ends = np.cumsum((s >> bits) + 1)
     if (int(ends[-1]) if ends.size else 0) != count:
-        raise ValueError(
-            f"zero-run symbols expand to {int(ends[-1]) if ends.size else 0} codes, expected {count}"
-        )
+        raise ValueError(f"zero-run symbols expand to {int(ends[-1]) if ends.size else 0} codes, expected {count}")
     out = np.zeros(count, np.int64)
     out[ends - 1] = s & ((1 << bits) - 1)
     return out
@@ -379,9 +377,7 @@ def _fn_codebook_matmul(opset: int) -> onnx.FunctionProto:
     offset = f.op("Cast", f.op("Mul", f.op("Div", j, gsz), _row_width(f, "codebook")), to=6)  # [1, N]
     w = f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), f.op("Add", codes, offset))
     _matmul_bias(f, "X", w, "B", "Y")
-    return f.function(
-        "CodebookMatMul", ["X", "codebook", "codes", "B"], ["Y"], ["bits", "N", "group_size"], opset
-    )
+    return f.function("CodebookMatMul", ["X", "codebook", "codes", "B"], ["Y"], ["bits", "N", "group_size"], opset)
 
 
 def _fn_ternary_matmul(opset: int) -> onnx.FunctionProto:
@@ -462,9 +458,7 @@ def _fn_sparse_codebook_matmul(opset: int) -> onnx.FunctionProto:
         f.op("Concat", f.const([1]), f.op("Add", e1, f.const([1])), axis=0),
         value=onnx.numpy_helper.from_array(np.zeros(1, np.int64)),
     )
-    ones = f.op(
-        "ConstantOfShape", f.op("Shape", inner), value=onnx.numpy_helper.from_array(np.ones(1, np.int64))
-    )
+    ones = f.op("ConstantOfShape", f.op("Shape", inner), value=onnx.numpy_helper.from_array(np.ones(1, np.int64)))
     marks = f.op("ScatterElements", zeros_e, inner, ones, axis=1, reduction="add")
     rowid = f.op("Slice", f.op("CumSum", marks, f.const(1)), f.const([0]), e1, f.const([1]))
     incl = f.op("CumSum", f.op("Add", deltas, f.const(1)), f.const(1))
@@ -508,9 +502,7 @@ def _fn_huffman_decode(opset: int) -> onnx.FunctionProto:
     shape = f.attr("shape", "ints")
     count = f.op(
         "Unsqueeze",
-        f.op(
-            "Size", f.op("ConstantOfShape", shape, value=onnx.numpy_helper.from_array(np.zeros(1, np.uint8)))
-        ),
+        f.op("Size", f.op("ConstantOfShape", shape, value=onnx.numpy_helper.from_array(np.zeros(1, np.uint8)))),
         f.const([0]),
     )
     syms = f.op("Gather", "table", f.const(0, "int32"), axis=0)
@@ -523,9 +515,7 @@ def _fn_huffman_decode(opset: int) -> onnx.FunctionProto:
         f.const([(1 << win) + 1]),
         value=onnx.numpy_helper.from_array(np.zeros(1, np.int32)),
     )
-    ones = f.op(
-        "ConstantOfShape", f.op("Shape", ends), value=onnx.numpy_helper.from_array(np.ones(1, np.int32))
-    )
+    ones = f.op("ConstantOfShape", f.op("Shape", ends), value=onnx.numpy_helper.from_array(np.ones(1, np.int32)))
     marks = f.op("ScatterElements", zeros, ends, ones, axis=0, reduction="add")
     last = f.op("Sub", f.op("Shape", syms), f.const([1]))
     idx = f.op("Min", f.op("Cast", f.op("CumSum", marks, f.const(0, "int32")), to=7), last)
@@ -547,9 +537,7 @@ def _fn_huffman_decode(opset: int) -> onnx.FunctionProto:
         return f.op("Cast", f.op("GatherElements", stream, idx, axis=1), to=6)
 
     c256 = f.const(256, "int32")
-    word = f.op(
-        "Add", f.op("Mul", f.op("Add", f.op("Mul", f.op("Cast", stream, to=6), c256), byte(1)), c256), byte(2)
-    )
+    word = f.op("Add", f.op("Mul", f.op("Add", f.op("Mul", f.op("Cast", stream, to=6), c256), byte(1)), c256), byte(2))
     # the 16-bit window at bit 8q + r (MSB first) is (word >> (8 - r)) & 0xFFFF: [1, bytes, 8] -> [1, T]
     window = f.op(
         "Reshape",
@@ -614,9 +602,7 @@ def _fn_run_length_decode(opset: int) -> onnx.FunctionProto:
         f.op("Unsqueeze", count, f.const([0])),
         axis=0,
     )
-    flat = f.op(
-        "ConstantOfShape", f.op("Concat", f.const([1]), f.op("ReduceProd", code_shape), axis=0), value=zero
-    )
+    flat = f.op("ConstantOfShape", f.op("Concat", f.const([1]), f.op("ReduceProd", code_shape), axis=0), value=zero)
     codes = f.op("Reshape", f.op("ScatterElements", flat, end, f.op("Mod", s, levels), axis=1), code_shape)
     # positions in int32: the [R, n] index tensors of the scatters are the largest temporaries
     bits32 = f.op("Cast", bits, to=6)
@@ -831,9 +817,7 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
             new_nodes.append(helper.make_node("Conv", ins, list(node.output), name=node.name, **conv_attrs))
         else:
             mm = f"{node.output[0]}__XW"
-            new_nodes.append(
-                helper.make_node("MatMul", [node.input[0], w_name], [mm], name=f"{node.name}__mm")
-            )
+            new_nodes.append(helper.make_node("MatMul", [node.input[0], w_name], [mm], name=f"{node.name}__mm"))
             if b is None:
                 b = np.zeros(w.shape[1], np.float32)
             new_inits.append(numpy_helper.from_array(np.asarray(b, np.float32), b_name))
@@ -880,9 +864,7 @@ def _ensure_domain(graph: gs.Graph) -> None:
         graph.import_domains = domains
 
 
-def emit(
-    graph: gs.Graph, old: gs.Node, op_type: str, inputs: list[Any], attrs: dict[str, Any], suffix: str
-) -> gs.Node:
+def emit(graph: gs.Graph, old: gs.Node, op_type: str, inputs: list[Any], attrs: dict[str, Any], suffix: str) -> gs.Node:
     """Replace ``old`` by a com.onnxcomp node writing the same output tensor(s)."""
     import onnx_graphsurgeon as gs
 
@@ -968,9 +950,7 @@ def inline_functions(graph: gs.Graph, ctx: PassContext) -> int:
 
     from onnxcomp.graph import export_model, import_model
 
-    calls = sum(
-        1 for n in graph.nodes if any(n.op == f.name and n.domain == f.domain for f in graph.functions)
-    )
+    calls = sum(1 for n in graph.nodes if any(n.op == f.name and n.domain == f.domain for f in graph.functions))
     if not graph.functions:
         return 0
     model = export_model(graph, ctx)
@@ -978,11 +958,7 @@ def inline_functions(graph: gs.Graph, ctx: PassContext) -> int:
 
     inlined = onnx.inliner.inline_local_functions(model)
     del inlined.functions[:]
-    ops = [
-        o
-        for o in inlined.opset_import
-        if o.domain != DOMAIN or any(n.domain == DOMAIN for n in inlined.graph.node)
-    ]
+    ops = [o for o in inlined.opset_import if o.domain != DOMAIN or any(n.domain == DOMAIN for n in inlined.graph.node)]
     del inlined.opset_import[:]
     inlined.opset_import.extend(ops)
     new = import_model(inlined)

@@ -31,9 +31,7 @@ class KMeans1D:
     iterations: int
 
 
-def init_centroids(
-    values: np.ndarray, k: int, init: Init = "linear", weights: np.ndarray | None = None
-) -> np.ndarray:
+def init_centroids(values: np.ndarray, k: int, init: Init = "linear", weights: np.ndarray | None = None) -> np.ndarray:
     """Deep Compression's linear initialization (evenly spaced over [min, max]) or density (quantiles)."""
     import numpy as np
 
@@ -87,9 +85,7 @@ def kmeans_1d(
     cwv = np.concatenate([[0.0], np.cumsum(wu_ * u)])
     cwv2 = np.concatenate([[0.0], np.cumsum(wu_ * u * u)])
     c = np.sort(
-        np.asarray(init, np.float64).ravel()
-        if isinstance(init, np.ndarray)
-        else init_centroids(v, k, init, w_all)
+        np.asarray(init, np.float64).ravel() if isinstance(init, np.ndarray) else init_centroids(v, k, init, w_all)
     )
     if c.size != k:
         raise ValueError(f"init has {c.size} centroids, expected {k}")
@@ -140,9 +136,7 @@ def _relocate(
     for i in np.flatnonzero(~empty):
         lo, hi = int(cuts[i]), int(cuts[i + 1])
         # the farthest members of a contiguous cluster are at its two ends
-        idx = np.unique(
-            np.concatenate([np.arange(lo, min(hi, lo + n_empty)), np.arange(max(lo, hi - n_empty), hi)])
-        )
+        idx = np.unique(np.concatenate([np.arange(lo, min(hi, lo + n_empty)), np.arange(max(lo, hi - n_empty), hi)]))
         cand.append(idx)
         owner.append(np.full(idx.size, i))
     cand_a, owner_a = np.concatenate(cand), np.concatenate(owner)

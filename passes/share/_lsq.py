@@ -124,9 +124,7 @@ def lsq_update(
     goal = None
     if cross is not None:
         # H_co w_j for every output j: [outputs, inputs of its group]
-        goal = np.concatenate(
-            [wo[g * per_group : (g + 1) * per_group] @ cross[g].T for g in range(len(blocks))]
-        )
+        goal = np.concatenate([wo[g * per_group : (g + 1) * per_group] @ cross[g].T for g in range(len(blocks))])
     out = np.where(ko, wo, 0.0)
     for j in range(wo.shape[0]):
         h = blocks[j // per_group]

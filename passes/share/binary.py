@@ -31,9 +31,7 @@ class Binary(Pass):
     @dataclasses.dataclass
     class Options(ShareOptions):
         per_channel: bool = opt(True, "one scale per output channel (else one per layer)")
-        weighted: bool = opt(
-            True, "with calibration data, weight the scale by input-feature activation energy"
-        )
+        weighted: bool = opt(True, "with calibration data, weight the scale by input-feature activation energy")
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         o = self.options
@@ -43,9 +41,7 @@ class Binary(Pass):
         for t in ctx.track(targets, "binary", total=len(targets)):
             e = binary_encode(t.w2, t.out_axis, o.per_channel, energy.get(id(t)))
             if not common.saves_bytes(t, e):
-                result.skip(
-                    t.name, f"{t.params} weights: 1-bit codes and their scales would not make it smaller"
-                )
+                result.skip(t.name, f"{t.params} weights: 1-bit codes and their scales would not make it smaller")
                 continue
             w_hat = e.decoded(t.out_axis)
             em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, huffman=o.huffman)

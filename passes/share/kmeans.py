@@ -49,9 +49,7 @@ class KMeans(Pass):
     @dataclasses.dataclass
     class Options(ShareOptions):
         bits: int = opt(4, "code bits per weight, 1..8 (codebooks of 2**bits entries)")
-        bits_per_layer: dict[str, int] = opt(
-            {}, "bits for layers matching a name pattern, e.g. fc*:2;conv1:8"
-        )
+        bits_per_layer: dict[str, int] = opt({}, "bits for layers matching a name pattern, e.g. fc*:2;conv1:8")
         group_size: int = opt(0, "output channels sharing one codebook (0: one codebook per layer)")
         init: Literal["linear", "density"] = opt(
             "linear", "centroid initialization: linear (Deep Compression) or density (weighted quantiles)"
@@ -95,9 +93,7 @@ class KMeans(Pass):
         sequential = o.sequential is not False and ctx.calib is not None  # unset: on with calibration data
         uses_acts = o.weighted or o.refine or sequential
         acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
-        energy = (
-            common.input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
-        )
+        energy = common.input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
         waves = common.sequential_waves(targets) if sequential else [targets]
         energy0 = energy  # on the original inputs
         rng = ctx.rng(11)
@@ -196,11 +192,7 @@ def kmeans_encode(
         weights = np.asarray(weights, np.float64)
         weights = weights + 1e-9 * max(float(weights.max()), 1e-30)  # keep every weight in play
     for g in range(groups):
-        sl = (
-            (slice(None), slice(g * gsz, (g + 1) * gsz))
-            if out_axis == 1
-            else (slice(g * gsz, (g + 1) * gsz),)
-        )
+        sl = (slice(None), slice(g * gsz, (g + 1) * gsz)) if out_axis == 1 else (slice(g * gsz, (g + 1) * gsz),)
         block = w2[sl]
         mask = block != 0 if zero_code else np.ones(block.shape, bool)
         if not mask.any():

@@ -58,9 +58,7 @@ class Pow2(Pass):
                 result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
                 continue
             w_hat = e.decoded(t.out_axis)
-            em = common.emit_encoded(
-                graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman
-            )
+            em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
             common.record(
                 result,
                 t,

@@ -52,9 +52,7 @@ class PruneWeights(Pass):
     @dataclasses.dataclass
     class Options(SelectOptions):
         ratio: float = opt(0.5, "fraction of weights set to zero, 0..1")
-        ratio_per_layer: dict[str, float] = opt(
-            {}, "ratio for layers matching a name pattern (scope layer/output)"
-        )
+        ratio_per_layer: dict[str, float] = opt({}, "ratio for layers matching a name pattern (scope layer/output)")
         criterion: Literal["auto", "magnitude", "wanda"] = opt(
             "auto", "score: |w|, or Wanda's |w| * ||x|| (auto: wanda when calibration data is given)"
         )
@@ -103,9 +101,7 @@ class PruneWeights(Pass):
         uses_acts = ctx.calib is not None and (criterion == "wanda" or o.update == "lsq")
         # X_orig: every layer's input in the graph as it came in, captured before anything changes
         acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
-        energy = (
-            common.input_energy(graph, ctx, targets, o.calib_samples, acts) if criterion == "wanda" else {}
-        )
+        energy = common.input_energy(graph, ctx, targets, o.calib_samples, acts) if criterion == "wanda" else {}
         scores = {id(t): score(t.w2, energy.get(id(t))) for t in targets}
         drops: dict[int, int] = {}  # weights each layer loses
         if o.scope == "global":

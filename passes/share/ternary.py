@@ -34,9 +34,7 @@ class Ternary(Pass):
 
     @dataclasses.dataclass
     class Options(ShareOptions):
-        method: Literal["twn", "lsq"] = opt(
-            "lsq", "twn: symmetric TWN scale; lsq: asymmetric least-squares scales"
-        )
+        method: Literal["twn", "lsq"] = opt("lsq", "twn: symmetric TWN scale; lsq: asymmetric least-squares scales")
         threshold: float = opt(0.7, "TWN threshold factor: D = threshold * mean|w|")
         per_channel: bool = opt(True, "one (a_p, a_n) per output channel (else per layer)")
         weighted: bool = opt(True, "with calibration data, weight the fit by input-feature activation energy")
@@ -50,13 +48,9 @@ class Ternary(Pass):
         targets = common.prepare(graph, ctx, o, result)
         energy = common.input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
         for t in ctx.track(targets, "ternary", total=len(targets)):
-            e = ternary_encode(
-                t.w2, t.out_axis, o.method, o.threshold, o.per_channel, energy.get(id(t)), o.max_iter
-            )
+            e = ternary_encode(t.w2, t.out_axis, o.method, o.threshold, o.per_channel, energy.get(id(t)), o.max_iter)
             if not common.saves_bytes(t, e):
-                result.skip(
-                    t.name, f"{t.params} weights: 2-bit codes and their scales would not make it smaller"
-                )
+                result.skip(t.name, f"{t.params} weights: 2-bit codes and their scales would not make it smaller")
                 continue
             w_hat = e.decoded(t.out_axis)
             em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, huffman=o.huffman)
@@ -87,11 +81,7 @@ def ternary_encode(
     gsz = 1 if per_channel else n_out
     # groups along the output axis: view as [groups, elements per group]
     wg = np.moveaxis(w2.astype(np.float64), out_axis, 0).reshape(n_out // gsz, -1)
-    sg = (
-        None
-        if weights is None
-        else np.moveaxis(np.asarray(weights, np.float64), out_axis, 0).reshape(wg.shape)
-    )
+    sg = None if weights is None else np.moveaxis(np.asarray(weights, np.float64), out_axis, 0).reshape(wg.shape)
     s = np.ones_like(wg) if sg is None else sg + 1e-12
     delta = threshold * np.abs(wg).mean(axis=1, keepdims=True)
     pos, neg = wg > delta, wg < -delta

@@ -23,10 +23,11 @@ def group(plan, producer: str):
 
 def small(nodes, inits, out_shape=None, in_shape=(1, 3, 5, 5), opset=17, outputs=("y",)):
     graph = helper.make_graph(
-        nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
+        nodes,
+        "t",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
         [helper.make_tensor_value_info(o, TensorProto.FLOAT, out_shape) for o in outputs],
-        [numpy_helper.from_array(v.astype(np.float32) if v.dtype.kind == "f" else v, k)
-         for k, v in inits.items()],
+        [numpy_helper.from_array(v.astype(np.float32) if v.dtype.kind == "f" else v, k) for k, v in inits.items()],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
@@ -37,11 +38,43 @@ def w(*shape):
 
 def test_required_ops_have_rules():
     required = [
-        "BatchNormalization", "InstanceNormalization", "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid",
-        "HardSigmoid", "HardSwish", "Gelu", "Tanh", "Mul", "Add", "Sub", "Sum", "MaxPool", "AveragePool",
+        "BatchNormalization",
+        "InstanceNormalization",
+        "Relu",
+        "LeakyRelu",
+        "PRelu",
+        "Clip",
+        "Sigmoid",
+        "HardSigmoid",
+        "HardSwish",
+        "Gelu",
+        "Tanh",
+        "Mul",
+        "Add",
+        "Sub",
+        "Sum",
+        "MaxPool",
+        "AveragePool",
         "GlobalAveragePool",
-        "ReduceMean", "Pad", "Resize", "Upsample", "Dropout", "Identity", "Cast", "Concat", "Split", "Slice",
-        "Flatten", "Reshape", "Conv", "ConvTranspose", "Gemm", "MatMul", "Transpose", "Squeeze", "Unsqueeze",
+        "ReduceMean",
+        "Pad",
+        "Resize",
+        "Upsample",
+        "Dropout",
+        "Identity",
+        "Cast",
+        "Concat",
+        "Split",
+        "Slice",
+        "Flatten",
+        "Reshape",
+        "Conv",
+        "ConvTranspose",
+        "Gemm",
+        "MatMul",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
     ]
     assert [op for op in required if op not in CHANNEL_RULES] == []
 
@@ -92,8 +125,13 @@ def test_concat_offsets_and_split_segments():
         helper.make_node("Conv", ["s1", "w1"], ["y1"], name="c1", kernel_shape=[1, 1]),
         helper.make_node("Add", ["y0", "y1"], ["y"], name="add"),
     ]
-    inits = {"wa": w(4, 3, 1, 1), "wb": w(2, 3, 1, 1), "w0": w(5, 6, 1, 1), "w1": w(5, 3, 1, 1),
-             "sizes": np.array([6, 3], np.int64)}
+    inits = {
+        "wa": w(4, 3, 1, 1),
+        "wb": w(2, 3, 1, 1),
+        "w0": w(5, 6, 1, 1),
+        "w1": w(5, 3, 1, 1),
+        "sizes": np.array([6, 3], np.int64),
+    }
     plan = plan_of(small(nodes, inits))
     ga, gb = group(plan, "a"), group(plan, "b")
     cat = plan.channels(plan.layouts["cat"].elems)

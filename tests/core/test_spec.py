@@ -123,12 +123,15 @@ def test_option_given_twice_is_refused(spec):
         instantiate(parse_spec(spec))
 
 
-@pytest.mark.parametrize("section", [
-    "[verify]\nenable = true\n",  # typo of 'enabled': verification silently did not run
-    "[verify]\nenabled = 'yes'\n",
-    "[verify]\nmin_cosine = 'high'\n",
-    "[optimize]\nseed = 3\n",  # accepted and never read
-])
+@pytest.mark.parametrize(
+    "section",
+    [
+        "[verify]\nenable = true\n",  # typo of 'enabled': verification silently did not run
+        "[verify]\nenabled = 'yes'\n",
+        "[verify]\nmin_cosine = 'high'\n",
+        "[optimize]\nseed = 3\n",  # accepted and never read
+    ],
+)
 def test_recipe_settings_are_checked_when_read(tmp_path, section):
     r = tmp_path / "r.toml"
     r.write_text("[[pass]]\nname = 'eliminate'\n\n" + section)

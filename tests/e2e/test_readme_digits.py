@@ -18,10 +18,23 @@ def test_readme_command_on_bundled_model(tmp_path):
     cmd = [exe] if exe else [sys.executable, "-m", "onnxcomp"]
     out, rep = tmp_path / "digits.opt.onnx", tmp_path / "digits.report.json"
     proc = subprocess.run(
-        [*cmd, "optimize", str(MODELS_DIR / "digits_cnn.onnx"), str(out),
-         "--calib", str(MODELS_DIR / "digits_heldout.npz"), "--labels", str(MODELS_DIR / "digits_labels.npy"),
-         "--verify", "--report", str(rep)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            *cmd,
+            "optimize",
+            str(MODELS_DIR / "digits_cnn.onnx"),
+            str(out),
+            "--calib",
+            str(MODELS_DIR / "digits_heldout.npz"),
+            "--labels",
+            str(MODELS_DIR / "digits_labels.npy"),
+            "--verify",
+            "--report",
+            str(rep),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "top-1 accuracy: original 99.56%  optimized 99.56%" in proc.stdout

@@ -81,9 +81,7 @@ def test_valid_and_runs(builder, kwargs, shapes):
         assert out.std() > 0
 
 
-@pytest.mark.parametrize(
-    "builder", ["resnet", "mobilenet", "branchy", "mlp", "transformer_block", "vgg", "yolo"]
-)
+@pytest.mark.parametrize("builder", ["resnet", "mobilenet", "branchy", "mlp", "transformer_block", "vgg", "yolo"])
 def test_deterministic(builder):
     first = builders.build(builder, seed=3).SerializeToString()
     assert builders.build(builder, seed=3).SerializeToString() == first
@@ -117,14 +115,11 @@ def test_node_kinds():
     mobile = builders.mobilenet()
     assert {"HardSwish", "HardSigmoid", "Clip", "Mul", "Add", "GlobalAveragePool"} <= ops(mobile)
     assert any(
-        n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
-        for n in mobile.graph.node
+        n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute) for n in mobile.graph.node
     )
     assert {"Concat", "Split", "MaxPool"} <= ops(builders.branchy())
     assert {"MatMul", "Add", "Gemm", "Relu", "Erf"} <= ops(builders.mlp())
-    assert {"LayerNormalization", "Reshape", "Transpose", "Softmax", "MatMul"} <= ops(
-        builders.transformer_block()
-    )
+    assert {"LayerNormalization", "Reshape", "Transpose", "Softmax", "MatMul"} <= ops(builders.transformer_block())
     assert {"Sigmoid", "Mul", "Split", "Concat", "Resize", "MaxPool"} <= ops(builders.yolo())
 
 

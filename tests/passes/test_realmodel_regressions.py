@@ -17,8 +17,12 @@ def _x(shape, seed=0):
 
 def _bn_params(b, c):
     r = b.rng
-    return [b.const(r.uniform(0.5, 1.5, c)), b.const(r.normal(0, 0.2, c)), b.const(r.normal(0, 0.2, c)),
-            b.const(r.uniform(0.5, 2.0, c))]
+    return [
+        b.const(r.uniform(0.5, 1.5, c)),
+        b.const(r.normal(0, 0.2, c)),
+        b.const(r.normal(0, 0.2, c)),
+        b.const(r.uniform(0.5, 2.0, c)),
+    ]
 
 
 # ------------------------------------------------ fuse-bn: Conv/ConvTranspose/Gemm -> Add(bias) -> BN (Paddle)
@@ -94,14 +98,19 @@ def _if_model():
     w0 = numpy_helper.from_array(rng.standard_normal((64, 16)).astype(np.float32) / 8, "w0")
     nodes = [
         helper.make_node("MatMul", ["x", "w0"], ["h"], name="main_matmul"),
-        helper.make_node("If", ["flag"], ["y"], name="if0", then_branch=branch("then", 1),
-                         else_branch=branch("else", 2)),
+        helper.make_node(
+            "If", ["flag"], ["y"], name="if0", then_branch=branch("then", 1), else_branch=branch("else", 2)
+        ),
     ]
     graph = helper.make_graph(
-        nodes, "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64]),
-         helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w0],
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64]),
+            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w0],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -40,22 +40,21 @@ class Net:
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], base: str | None = None, n_out: int = 1,
-           **attrs) -> str | list[str]:
+    def op(self, op_type: str, inputs: list[str], base: str | None = None, n_out: int = 1, **attrs) -> str | list[str]:
         name = self.name(base or op_type.lower())
         outs = [name] if n_out == 1 else [f"{name}_{i}" for i in range(n_out)]
         self.nodes.append(helper.make_node(op_type, inputs, outs, name=name, **attrs))
         return outs[0] if n_out == 1 else outs
 
-    def conv(self, x: str, cin: int, cout: int, k: int = 3, group: int = 1, bias: bool = False,
-             stride: int = 1) -> str:
+    def conv(self, x: str, cin: int, cout: int, k: int = 3, group: int = 1, bias: bool = False, stride: int = 1) -> str:
         fan_in = cin // group * k * k
         w = (self.rng.standard_normal((cout, cin // group, k, k)) / np.sqrt(fan_in)).astype(np.float32)
         ins = [x, self.const("w", w)]
         if bias:
             ins.append(self.const("b", self.rng.standard_normal(cout).astype(np.float32) * 0.1))
-        return self.op("Conv", ins, "conv", kernel_shape=[k, k], pads=[k // 2] * 4, group=group,
-                       strides=[stride, stride])
+        return self.op(
+            "Conv", ins, "conv", kernel_shape=[k, k], pads=[k // 2] * 4, group=group, strides=[stride, stride]
+        )
 
     def bn(self, x: str, c: int) -> str:
         r = self.rng
@@ -97,13 +96,28 @@ class Net:
         return model
 
 
-BLOCKS = ("conv", "residual", "concat", "split", "dw", "grouped", "se", "se_gemm", "affine", "pool", "pad",
-          "resize", "sum3", "slice", "transpose", "deconv")
+BLOCKS = (
+    "conv",
+    "residual",
+    "concat",
+    "split",
+    "dw",
+    "grouped",
+    "se",
+    "se_gemm",
+    "affine",
+    "pool",
+    "pad",
+    "resize",
+    "sum3",
+    "slice",
+    "transpose",
+    "deconv",
+)
 
 
 @st.composite
-def random_cnn(draw: st.DrawFn, max_blocks: int = 5, opsets: tuple[int, ...] = (11, 13, 17, 18)
-               ) -> onnx.ModelProto:
+def random_cnn(draw: st.DrawFn, max_blocks: int = 5, opsets: tuple[int, ...] = (11, 13, 17, 18)) -> onnx.ModelProto:
     seed = draw(st.integers(0, 2**16))
     net = Net(seed, draw(st.sampled_from(opsets)))
     h = draw(st.sampled_from([5, 7]))
@@ -119,8 +133,9 @@ def random_cnn(draw: st.DrawFn, max_blocks: int = 5, opsets: tuple[int, ...] = (
         act = draw(st.sampled_from(ACTS))
         if kind == "conv":
             cout = draw(st.integers(2, 12))
-            x = net.act(net.bn(net.conv(x, c, cout, draw(st.sampled_from([1, 3])), bias=draw(st.booleans())),
-                               cout), act, cout)
+            x = net.act(
+                net.bn(net.conv(x, c, cout, draw(st.sampled_from([1, 3])), bias=draw(st.booleans())), cout), act, cout
+            )
             c = cout
         elif kind == "residual":
             mid = draw(st.integers(2, 10))
@@ -215,8 +230,12 @@ def random_cnn(draw: st.DrawFn, max_blocks: int = 5, opsets: tuple[int, ...] = (
         elif kind == "deconv":
             cout = draw(st.integers(2, 8))
             wt = (net.rng.standard_normal((c, cout, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
-            x = net.op("ConvTranspose", [x, net.const("wt", wt), net.const("bt", np.zeros(cout, np.float32))],
-                       kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+            x = net.op(
+                "ConvTranspose",
+                [x, net.const("wt", wt), net.const("bt", np.zeros(cout, np.float32))],
+                kernel_shape=[3, 3],
+                pads=[1, 1, 1, 1],
+            )
             x = net.act(net.bn(x, cout), act, cout)
             c = cout
     outputs = []
@@ -265,7 +284,7 @@ def zero_consumers(plan, removed: np.ndarray) -> int:
             rows = w.shape[0] // groups
             for c in np.nonzero(gone)[0]:
                 q, local = divmod(int(c), per)
-                w[q * rows: (q + 1) * rows, local] = 0
+                w[q * rows : (q + 1) * rows, local] = 0
         m.node.inputs[m.input].values = w
         n += int(gone.sum())
     return n

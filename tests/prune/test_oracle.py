@@ -37,7 +37,7 @@ def prune_with_oracle(model: onnx.ModelProto, ratios, seed: int = 0):
     removed = np.zeros(plan.n_channels, dtype=bool)
     rng = np.random.default_rng(seed)
     for g, ratio in zip([g for g in plan.groups if g.prunable], ratios, strict=False):
-        removed[g.offset: g.offset + g.size] = choose(g, rng.random(g.size), round(ratio * g.size))
+        removed[g.offset : g.offset + g.size] = choose(g, rng.random(g.size), round(ratio * g.size))
     zero_consumers(plan, removed)
     reference = _export(graph)
     apply_removal(graph, plan, removed)
@@ -48,8 +48,11 @@ def prune_with_oracle(model: onnx.ModelProto, ratios, seed: int = 0):
 @settings(max_examples=40)
 def test_random_graphs_zeroed_channels_prune_exactly(model, ratios, seed):
     reference, pruned, n = prune_with_oracle(model, ratios, seed)
-    feeds = {"input": np.random.default_rng(seed).standard_normal(
-        [2, *[d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]]).astype(np.float32)}
+    feeds = {
+        "input": np.random.default_rng(seed)
+        .standard_normal([2, *[d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]])
+        .astype(np.float32)
+    }
     assert_same_outputs(reference, pruned, feeds, rtol=1e-4, atol=1e-5)
     if n:
         assert _params(pruned) < _params(reference)
@@ -60,7 +63,9 @@ def _model(nodes, inits, opset, in_shape=(2, 4, 6, 5), outputs=("y",)):
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
-        nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
+        nodes,
+        "t",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
         [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
     )
@@ -81,38 +86,77 @@ def _op_cases():
     cases = {}
     # Split without sizes: equal parts (opset 13) and num_outputs (opset 18)
     for opset, attrs in ((13, {}), (18, {"num_outputs": 2})):
-        nodes = [conv, helper.make_node("Split", ["c"], ["s0", "s1"], name="split", axis=1, **attrs),
-                 helper.make_node("Conv", ["s1", "ws"], ["t"], name="convs", kernel_shape=[3, 3], pads=[1] * 4),
-                 helper.make_node("Concat", ["s0", "t"], ["h"], name="cat", axis=1), *head]
-        cases[f"split-equal-{opset}"] = (nodes, {"w0": _w(8, 4, 1, 1), "ws": _w(4, 4, 3, 3), "w1": _w(3, 8, 1, 1)},
-                                         opset)
+        nodes = [
+            conv,
+            helper.make_node("Split", ["c"], ["s0", "s1"], name="split", axis=1, **attrs),
+            helper.make_node("Conv", ["s1", "ws"], ["t"], name="convs", kernel_shape=[3, 3], pads=[1] * 4),
+            helper.make_node("Concat", ["s0", "t"], ["h"], name="cat", axis=1),
+            *head,
+        ]
+        cases[f"split-equal-{opset}"] = (
+            nodes,
+            {"w0": _w(8, 4, 1, 1), "ws": _w(4, 4, 3, 3), "w1": _w(3, 8, 1, 1)},
+            opset,
+        )
     # Slice with attributes (opset 9) and Upsample (opset 9)
-    nodes = [conv, helper.make_node("Slice", ["c"], ["s"], name="slice", axes=[1], starts=[2], ends=[100]),
-             helper.make_node("Upsample", ["s", "scales"], ["h"], name="up", mode="nearest"), *head]
-    cases["slice-upsample-9"] = (nodes, {"w0": _w(8, 4, 1, 1), "w1": _w(3, 6, 1, 1),
-                                         "scales": np.array([1, 1, 2, 2], np.float32)}, 9)
+    nodes = [
+        conv,
+        helper.make_node("Slice", ["c"], ["s"], name="slice", axes=[1], starts=[2], ends=[100]),
+        helper.make_node("Upsample", ["s", "scales"], ["h"], name="up", mode="nearest"),
+        *head,
+    ]
+    cases["slice-upsample-9"] = (
+        nodes,
+        {"w0": _w(8, 4, 1, 1), "w1": _w(3, 6, 1, 1), "scales": np.array([1, 1, 2, 2], np.float32)},
+        9,
+    )
     # Resize with a sizes input, Pad with attributes (opset 10 has no Resize sizes: use 13 / pads input)
-    nodes = [conv, helper.make_node("Resize", ["c", "", "", "sizes"], ["r"], name="resize", mode="nearest"),
-             helper.make_node("Pad", ["r", "pads"], ["h"], name="pad"), *head]
-    cases["resize-sizes-pad-13"] = (nodes, {"w0": _w(8, 4, 1, 1), "w1": _w(3, 8, 1, 1),
-                                            "sizes": np.array([2, 8, 9, 7], np.int64),
-                                            "pads": np.array([0, 0, 1, 1, 0, 0, 0, 2], np.int64)}, 13)
+    nodes = [
+        conv,
+        helper.make_node("Resize", ["c", "", "", "sizes"], ["r"], name="resize", mode="nearest"),
+        helper.make_node("Pad", ["r", "pads"], ["h"], name="pad"),
+        *head,
+    ]
+    cases["resize-sizes-pad-13"] = (
+        nodes,
+        {
+            "w0": _w(8, 4, 1, 1),
+            "w1": _w(3, 8, 1, 1),
+            "sizes": np.array([2, 8, 9, 7], np.int64),
+            "pads": np.array([0, 0, 1, 1, 0, 0, 0, 2], np.int64),
+        },
+        13,
+    )
     # squeeze-excitation through ReduceMean(keepdims=0) -> Gemm -> Unsqueeze, InstanceNorm, Dropout
     for opset in (11, 13):
         axes_in = opset >= 13
-        nodes = [conv,
-                 helper.make_node("InstanceNormalization", ["c", "g", "b"], ["n"], name="inorm"),
-                 helper.make_node("Dropout", ["n"], ["d"], name="drop"),
-                 helper.make_node("ReduceMean", ["d"], ["m"], name="mean", axes=[2, 3], keepdims=0),
-                 helper.make_node("Gemm", ["m", "f1"], ["e1"], name="fc1", transB=1),
-                 helper.make_node("Relu", ["e1"], ["e2"], name="relu"),
-                 helper.make_node("Gemm", ["e2", "f2"], ["e3"], name="fc2"),
-                 helper.make_node("Sigmoid", ["e3"], ["e4"], name="gate"),
-                 helper.make_node("Unsqueeze", ["e4", "axes"] if axes_in else ["e4"], ["e5"], name="unsq",
-                                  **({} if axes_in else {"axes": [2, 3]})),
-                 helper.make_node("Mul", ["d", "e5"], ["h"], name="scale"), *head]
-        inits = {"w0": _w(8, 4, 1, 1), "g": _w(8), "b": _w(8, seed=1), "f1": _w(3, 8), "f2": _w(3, 8),
-                 "w1": _w(3, 8, 1, 1)}
+        nodes = [
+            conv,
+            helper.make_node("InstanceNormalization", ["c", "g", "b"], ["n"], name="inorm"),
+            helper.make_node("Dropout", ["n"], ["d"], name="drop"),
+            helper.make_node("ReduceMean", ["d"], ["m"], name="mean", axes=[2, 3], keepdims=0),
+            helper.make_node("Gemm", ["m", "f1"], ["e1"], name="fc1", transB=1),
+            helper.make_node("Relu", ["e1"], ["e2"], name="relu"),
+            helper.make_node("Gemm", ["e2", "f2"], ["e3"], name="fc2"),
+            helper.make_node("Sigmoid", ["e3"], ["e4"], name="gate"),
+            helper.make_node(
+                "Unsqueeze",
+                ["e4", "axes"] if axes_in else ["e4"],
+                ["e5"],
+                name="unsq",
+                **({} if axes_in else {"axes": [2, 3]}),
+            ),
+            helper.make_node("Mul", ["d", "e5"], ["h"], name="scale"),
+            *head,
+        ]
+        inits = {
+            "w0": _w(8, 4, 1, 1),
+            "g": _w(8),
+            "b": _w(8, seed=1),
+            "f1": _w(3, 8),
+            "f2": _w(3, 8),
+            "w1": _w(3, 8, 1, 1),
+        }
         if axes_in:
             inits["axes"] = np.array([2, 3], np.int64)
         cases[f"se-squeeze-{opset}"] = (nodes, inits, opset)

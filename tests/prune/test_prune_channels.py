@@ -23,21 +23,26 @@ def _conv_model(attrs: dict, x_shape, w_shape):
     b = rng.standard_normal(w_shape[0]).astype(np.float32)
     node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", **attrs)
     graph = helper.make_graph(
-        [node], "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+        [node],
+        "c",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.mark.parametrize("attrs", [
-    dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 2, 1]),
-    dict(kernel_shape=[3, 2], dilations=[2, 1], pads=[2, 0, 1, 1]),
-    dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
-    dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_LOWER"),
-    dict(kernel_shape=[1, 1], auto_pad="VALID"),
-])
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 2, 1]),
+        dict(kernel_shape=[3, 2], dilations=[2, 1], pads=[2, 0, 1, 1]),
+        dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+        dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_LOWER"),
+        dict(kernel_shape=[1, 1], auto_pad="VALID"),
+    ],
+)
 def test_conv_patches_reproduce_the_convolution(attrs):
     kh, kw = attrs["kernel_shape"]
     model = _conv_model(attrs, (2, 3, 9, 7), (4, 3, kh, kw))
@@ -84,8 +89,9 @@ def test_channels_that_contribute_nothing_are_chosen_and_removed_exactly():
     model, n = zero_channels(onnx.load(DIGITS_MODEL), 0.25, seed=3)
     x = np.load(DIGITS_HELDOUT)["input"][:100]
     for reconstruct in ("false", "true"):
-        pruned, report = optimize(model, f"prune-channels(ratio=0.25,round_to=1,reconstruct={reconstruct})",
-                                  calib={"input": x})
+        pruned, report = optimize(
+            model, f"prune-channels(ratio=0.25,round_to=1,reconstruct={reconstruct})", calib={"input": x}
+        )
         assert report.passes[0].counters["channels_removed"] == n
         assert_same_outputs(model, pruned, {"input": x}, rtol=1e-4, atol=1e-4)
 
@@ -124,15 +130,24 @@ def test_fixed_batch_larger_than_max_calib():
     rng = np.random.default_rng(3)
     w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(rng.standard_normal((3, 8, 1, 1)).astype(np.float32), "w2")
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], name="c1"), helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("Conv", ["r", "w2"], ["y"], name="c2")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c"], name="c1"),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["y"], name="c2"),
+    ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 3, 7, 7])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 3, 5, 5])], [w1, w2])
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 3, 7, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 3, 5, 5])],
+        [w1, w2],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     calib = {"x": rng.standard_normal((6, 3, 7, 7)).astype(np.float32)}
-    for spec in ("prune-channels(ratio=0.5,round_to=1,max_calib=4)",
-                 "prune-filters(ratio=0.5,round_to=1,reconstruct=true,max_calib=4)"):
+    for spec in (
+        "prune-channels(ratio=0.5,round_to=1,max_calib=4)",
+        "prune-filters(ratio=0.5,round_to=1,reconstruct=true,max_calib=4)",
+    ):
         out, rep = optimize(model, spec, calib=calib)
         assert rep.passes[0].counters["channels_removed"] == 4, spec
         assert outputs(out, calib)["y"].shape == (6, 3, 5, 5)
@@ -142,14 +157,24 @@ def test_unnamed_layers_get_their_own_records_and_errors():
     """Nodes without names (common in exported models): each layer's record, refit error and count is its
     own, not merged under the empty name."""
     rng = np.random.default_rng(5)
-    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
-             for n, s in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 1, 1)), ("w3", (3, 8, 1, 1)))]
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"]), helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "w2"], ["c2"]), helper.make_node("Relu", ["c2"], ["r2"]),
-             helper.make_node("Conv", ["r2", "w3"], ["y"])]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+        for n, s in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 1, 1)), ("w3", (3, 8, 1, 1)))
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3"], ["y"]),
+    ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 9, 9])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 9, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     calib = {"x": rng.standard_normal((4, 3, 9, 9)).astype(np.float32)}
     _, rep = optimize(model, "prune-channels(ratio=0.5,round_to=1,samples=256)", calib=calib)

@@ -30,7 +30,7 @@ def zero_channels(model: onnx.ModelProto, ratio: float, seed: int = 0) -> tuple[
     removed = np.zeros(plan.n_channels, dtype=bool)
     for g in plan.groups:
         if g.prunable:
-            removed[g.offset: g.offset + g.size] = choose(g, rng.random(g.size), round(ratio * g.size))
+            removed[g.offset : g.offset + g.size] = choose(g, rng.random(g.size), round(ratio * g.size))
     for m in plan.members:
         if m.role == "producer" or (m.node.op == "BatchNormalization" and m.input == 1):
             gone = ~plan.keep(m.elems, removed)
@@ -87,8 +87,11 @@ def test_round_to_min_channels_protect_and_ratios():
     model = builders.resnet(depth=18, width=0.5)
 
     def conv_channels(m):
-        return {n.name: int(next(t.dims[0] for t in m.graph.initializer if t.name == n.input[1]))
-                for n in m.graph.node if n.op_type == "Conv"}
+        return {
+            n.name: int(next(t.dims[0] for t in m.graph.initializer if t.name == n.input[1]))
+            for n in m.graph.node
+            if n.op_type == "Conv"
+        }
 
     before = conv_channels(model)
     rounded = conv_channels(optimize(model, "prune-filters(ratio=0.4,round_to=8)")[0])
@@ -143,8 +146,11 @@ def test_real_architectures_prune_what_is_safe_and_say_what_they_skip(name):
     assert {k: v.shape for k, v in ref.items()} == {k: v.shape for k, v in new.items()}
     assert res.counters["channels_removed"] > 0 and _params(pruned) < _params(model)
     reasons = " ".join(s.reason for s in res.skips)
-    expected = {"yolo": "reaches graph output p5", "mobilenet": "reaches graph output classifier.out",
-                "transformer_block": "splits the channel axis"}[name]
+    expected = {
+        "yolo": "reaches graph output p5",
+        "mobilenet": "reaches graph output classifier.out",
+        "transformer_block": "splits the channel axis",
+    }[name]
     assert expected in reasons
 
 
@@ -159,8 +165,11 @@ def test_model_zoo_graphs_run(name):
         assert any("splits the channel axis" in s.reason for s in res.skips)
     else:
         assert res.counters["channels_removed"] > 0
-    feeds = {i.name: np.zeros([d.dim_value or 1 for d in i.type.tensor_type.shape.dim], np.float32)
-             for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}}
+    feeds = {
+        i.name: np.zeros([d.dim_value or 1 for d in i.type.tensor_type.shape.dim], np.float32)
+        for i in model.graph.input
+        if i.name not in {t.name for t in model.graph.initializer}
+    }
     shapes = [v.shape for v in outputs(model, feeds).values()]
     assert [v.shape for v in outputs(pruned, feeds).values()] == shapes
 
@@ -198,8 +207,12 @@ def test_reconstruct_without_calibration_says_so():
 
 def test_bad_options_are_usage_errors():
     model = onnx.load(DIGITS_MODEL)
-    for spec in ("prune-filters(ratio=1.5)", "prune-filters(target_flops=1.0)", "prune-filters(round_to=0)",
-                 "prune-filters(criterion=l3)"):
+    for spec in (
+        "prune-filters(ratio=1.5)",
+        "prune-filters(target_flops=1.0)",
+        "prune-filters(round_to=0)",
+        "prune-filters(criterion=l3)",
+    ):
         with pytest.raises(UsageError):
             optimize(model, spec)
 
@@ -207,10 +220,25 @@ def test_bad_options_are_usage_errors():
 def test_cli_digits_with_verify(tmp_path, capsys):
     out = tmp_path / "pruned.onnx"
     report = tmp_path / "report.json"
-    code = main(["optimize", str(DIGITS_MODEL), str(out), "--passes",
-                 "prune-filters(ratio=0.25,round_to=8,reconstruct=true)", "--calib", str(DIGITS_HELDOUT),
-                 "--labels", str(DIGITS_LABELS), "--verify", "--min-cosine", "0.95", "--report", str(report),
-                 "--quiet"])
+    code = main(
+        [
+            "optimize",
+            str(DIGITS_MODEL),
+            str(out),
+            "--passes",
+            "prune-filters(ratio=0.25,round_to=8,reconstruct=true)",
+            "--calib",
+            str(DIGITS_HELDOUT),
+            "--labels",
+            str(DIGITS_LABELS),
+            "--verify",
+            "--min-cosine",
+            "0.95",
+            "--report",
+            str(report),
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert out.stat().st_size < DIGITS_MODEL.stat().st_size * 0.7
     data = json.loads(report.read_text())
@@ -226,29 +254,47 @@ def test_shared_weight_stays_shared():
     rng = np.random.default_rng(0)
     w1 = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
     w1[[1, 6]] = 0
-    inits = [numpy_helper.from_array(w1, "w1"),
-             numpy_helper.from_array(rng.standard_normal((3, 8, 1, 1)).astype(np.float32), "w2"),
-             numpy_helper.from_array(rng.standard_normal((3, 8, 1, 1)).astype(np.float32), "w3")]
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="a"),
-             helper.make_node("Conv", ["x", "w1"], ["c2"], name="b", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c1"], ["r1"]), helper.make_node("Relu", ["c2"], ["r2"]),
-             helper.make_node("Conv", ["r1", "w2"], ["y1"]), helper.make_node("Conv", ["r2", "w3"], ["y2"])]
+    inits = [
+        numpy_helper.from_array(w1, "w1"),
+        numpy_helper.from_array(rng.standard_normal((3, 8, 1, 1)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.standard_normal((3, 8, 1, 1)).astype(np.float32), "w3"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="a"),
+        helper.make_node("Conv", ["x", "w1"], ["c2"], name="b", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r1", "w2"], ["y1"]),
+        helper.make_node("Conv", ["r2", "w3"], ["y2"]),
+    ]
     vi = helper.make_tensor_value_info
-    graph = helper.make_graph(nodes, "g", [vi("x", TensorProto.FLOAT, [1, 3, 7, 7])],
-                              [vi("y1", TensorProto.FLOAT, [1, 3, 5, 5]), vi("y2", TensorProto.FLOAT, [1, 3, 7, 7])],
-                              inits)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [vi("x", TensorProto.FLOAT, [1, 3, 7, 7])],
+        [vi("y1", TensorProto.FLOAT, [1, 3, 5, 5]), vi("y2", TensorProto.FLOAT, [1, 3, 7, 7])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     out, _ = optimize(model, "prune-filters(ratio=0.25,round_to=1)")
     assert _params(out) == _params(model) - 2 * 27 - 2 * 3 * 2
     assert_same_outputs(model, out, {"x": rng.standard_normal((1, 3, 7, 7)).astype(np.float32)})
 
 
-@pytest.mark.parametrize("spec", [
-    "prune-filters(ratios=*:1.5)", "prune-filters(ratios=*:-0.1)", "prune-filters(reconstruct=true,samples=0)",
-    "prune-filters(reconstruct=true,max_calib=0)", "prune-filters(reconstruct=true,ridge=-1)",
-    "prune-channels(samples=0)", "prune-channels(max_calib=0)", "prune-channels(max_outputs=0)",
-    "prune-channels(ridge=-1)",
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "prune-filters(ratios=*:1.5)",
+        "prune-filters(ratios=*:-0.1)",
+        "prune-filters(reconstruct=true,samples=0)",
+        "prune-filters(reconstruct=true,max_calib=0)",
+        "prune-filters(reconstruct=true,ridge=-1)",
+        "prune-channels(samples=0)",
+        "prune-channels(max_calib=0)",
+        "prune-channels(max_outputs=0)",
+        "prune-channels(ridge=-1)",
+    ],
+)
 def test_out_of_range_options_are_usage_errors(spec):
     # these failed deep inside numpy (exit 1, "pass failed: ValueError") or were silently clamped
     data = np.load(DIGITS_HELDOUT)

@@ -220,9 +220,7 @@ def case_conv(rng, stats):
     r = rng.random()
     if r < 0.3:
         name = str(rng.choice(["strides", "pads", "dilations", "weight_shape", "kernel_shape"]))
-        vals = {"strides": strides, "pads": pads, "dilations": dil, "weight_shape": ws, "kernel_shape": ks}[
-            name
-        ]
+        vals = {"strides": strides, "pads": pads, "dilations": dil, "weight_shape": ws, "kernel_shape": ks}[name]
         vals = list(vals)
         vals[int(rng.integers(0, len(vals)))] = int(rng.choice(BAD_INTS))
         if rng.random() < 0.3 and len(vals) > 1:

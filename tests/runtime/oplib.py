@@ -104,9 +104,7 @@ class _Body:
 
     def const(self, value: np.ndarray, stem: str = "c") -> str:
         out = self.tmp(stem)
-        self.nodes.append(
-            helper.make_node("Constant", [], [out], value=numpy_helper.from_array(np.asarray(value)))
-        )
+        self.nodes.append(helper.make_node("Constant", [], [out], value=numpy_helper.from_array(np.asarray(value))))
         return out
 
     def unpack(self, packed: str, rows: int, n: int, bits: int) -> str:
@@ -169,9 +167,7 @@ def _split_inputs(tensors: dict, as_inputs: set[str], x_shape):
     for k, v in tensors.items():
         if k in as_inputs:
             graph_inputs.append(
-                helper.make_tensor_value_info(
-                    k, helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype), list(v.shape)
-                )
+                helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype), list(v.shape))
             )
         else:
             inits[k] = v
@@ -207,9 +203,7 @@ def codebook_matmul(
     return _model(names, node_attrs, "CodebookMatMul", inits, ginputs, body, names, None, name)
 
 
-def ternary_matmul(
-    x_shape, scales, codes, *, n, group_size=None, bias=None, attrs=None, as_inputs=(), name="tmm"
-):
+def ternary_matmul(x_shape, scales, codes, *, n, group_size=None, bias=None, attrs=None, as_inputs=(), name="tmm"):
     k = codes.shape[0]
     gs = group_size or n
     node_attrs = {"N": n}
@@ -347,9 +341,7 @@ def sparse_codebook_matmul(
     pos = body.op("Add", [body.op("Sub", [excl, base]), d])
     grp = body.op("Div", [pos, c(gs)])
     flat_cb = body.op("Reshape", ["codebook", c([-1])])
-    vals = body.op(
-        "Gather", [flat_cb, body.op("Add", [body.op("Mul", [grp, c(codebook.shape[1])]), ec])], axis=0
-    )
+    vals = body.op("Gather", [flat_cb, body.op("Add", [body.op("Mul", [grp, c(codebook.shape[1])]), ec])], axis=0)
     widx = body.op("Add", [body.op("Mul", [row, c(n)]), pos])
     wflat = body.op("ScatterElements", [body.const(np.zeros(k * n, np.float32)), widx, vals], axis=0)
     w = body.op("Reshape", [wflat, c([k, n])])

@@ -25,9 +25,7 @@ pytestmark = pytest.mark.slow
 
 def _gcc_lib(name: str) -> str:
     cxx = os.environ.get("CXX") or shutil.which("g++") or "g++"
-    out = subprocess.run(
-        [cxx, f"-print-file-name={name}"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    out = subprocess.run([cxx, f"-print-file-name={name}"], capture_output=True, text=True, check=True).stdout.strip()
     return out
 
 

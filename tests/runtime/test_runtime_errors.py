@@ -56,9 +56,7 @@ def test_codebook_matmul_missing_attribute():
 def test_codebook_matmul_wrong_k():
     cb, packed = _cbmm()
     model = oplib.codebook_matmul(["b", "k"], cb, packed, bits=4, n=30)
-    _raises(
-        model, {"X": _x((2, 21))}, r"codes must have shape \[K=21, ceil\(N\*bits/8\)=15\].*got \[20, 15\]"
-    )
+    _raises(model, {"X": _x((2, 21))}, r"codes must have shape \[K=21, ceil\(N\*bits/8\)=15\].*got \[20, 15\]")
 
 
 def test_codebook_matmul_n_mismatch_codes():
@@ -84,9 +82,7 @@ def test_codebook_matmul_code_out_of_small_codebook():
     codes[4, 9] = 12
     cb = rng.standard_normal((1, 12)).astype(np.float32)
     for as_inputs in [(), ("codes",)]:
-        model = oplib.codebook_matmul(
-            [2, 20], cb, oplib.pack_bits(codes, 4), bits=4, n=30, as_inputs=as_inputs
-        )
+        model = oplib.codebook_matmul([2, 20], cb, oplib.pack_bits(codes, 4), bits=4, n=30, as_inputs=as_inputs)
         feeds = {"X": _x((2, 20))}
         if as_inputs:
             feeds["codes"] = oplib.pack_bits(codes, 4)
@@ -208,9 +204,7 @@ def test_sparse_code_out_of_small_codebook():
     e[2] = 9
     cp = oplib.pack_bits(e, 4)
     model = _sparse_model(cb[:, :8].copy(), row_ptr, dp, cp)
-    _raises(
-        model, _sparse_feeds(row_ptr, dp, cp), r"code (9|1[0-5]) is out of range for a codebook of 8 entries"
-    )
+    _raises(model, _sparse_feeds(row_ptr, dp, cp), r"code (9|1[0-5]) is out of range for a codebook of 8 entries")
 
 
 # --------------------------------------------------------------------------------- CodebookConv

@@ -27,12 +27,8 @@ def _model(k=16, n=24, x_shape=None):
 
 
 def test_import_is_lazy():
-    code = (
-        "import sys, onnxcomp.runtime; assert 'onnxruntime' not in sys.modules and 'onnx' not in sys.modules"
-    )
-    subprocess.run(
-        [sys.executable, "-c", code], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
-    )
+    code = "import sys, onnxcomp.runtime; assert 'onnxruntime' not in sys.modules and 'onnx' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
 def test_library_path_and_env_override(monkeypatch, runtime_lib):

@@ -88,9 +88,7 @@ def test_ternary_matmul(batch, group_size, n):
     scales = np.abs(rng.standard_normal((g, 2))).astype(np.float32)
     codes = rng.integers(0, 3, size=(k, n))
     bias = rng.standard_normal(n).astype(np.float32)
-    model = oplib.ternary_matmul(
-        [*batch, k], scales, oplib.pack_bits(codes, 2), n=n, group_size=group_size, bias=bias
-    )
+    model = oplib.ternary_matmul([*batch, k], scales, oplib.pack_bits(codes, 2), n=n, group_size=group_size, bias=bias)
     x = _x(rng, (*batch, k))
     y = check(model, {"X": x})
     cb = np.stack([np.zeros(g), scales[:, 0], -scales[:, 1], np.zeros(g)], 1).astype(np.float32)
@@ -228,9 +226,7 @@ def test_sparse_windows_threads(zero_entry0, m):
     cb, row_ptr, deltas, ecodes, dp, cp = oplib.random_sparse_problem(rng, k, n, bits, 4, 0.1, 32)
     if not zero_entry0:
         cb[:, 0] = 0.25  # fillers then carry a value: no byte lanes
-    model = oplib.sparse_codebook_matmul(
-        [m, k], cb, row_ptr, dp, cp, bits=bits, index_bits=4, n=n, group_size=32
-    )
+    model = oplib.sparse_codebook_matmul([m, k], cb, row_ptr, dp, cp, bits=bits, index_bits=4, n=n, group_size=32)
     x = _x(rng, (m, k))
     y = check(model, {"X": x}, threads=2)
     ref = x @ oplib.decode_sparse(cb, row_ptr, deltas, ecodes, n, 32)
@@ -240,7 +236,5 @@ def test_sparse_windows_threads(zero_entry0, m):
 def test_conv_threads():
     rng = np.random.default_rng(8)
     cb, _, packed = oplib.random_codebook_problem(rng, 24, 16 * 9, 4)
-    model = oplib.codebook_conv(
-        [3, 16, 30, 30], cb, packed, bits=4, weight_shape=[24, 16, 3, 3], pads=[1, 1, 1, 1]
-    )
+    model = oplib.codebook_conv([3, 16, 30, 30], cb, packed, bits=4, weight_shape=[24, 16, 3, 3], pads=[1, 1, 1, 1])
     check(model, {"X": _x(rng, (3, 16, 30, 30))}, threads=2)

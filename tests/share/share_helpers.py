@@ -80,9 +80,7 @@ def with_decoded_weights(original: onnx.ModelProto, compressed: onnx.ModelProto)
     for out, w in decoded_weights(compressed).items():
         node = producers[out]
         if node.op_type == "Add":
-            node = next(
-                producers[i] for i in node.input if i in producers and producers[i].op_type == "MatMul"
-            )
+            node = next(producers[i] for i in node.input if i in producers and producers[i].op_type == "MatMul")
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Gemm":
             assert attrs.get("alpha", 1.0) == 1.0

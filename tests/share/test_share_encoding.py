@@ -276,8 +276,14 @@ def test_codebook_narrower_than_two_to_the_bits(op):
         cb = rng.standard_normal((3, c_entries)).astype(np.float32)
         inits = {"cb": cb, "codes": enc.pack_codes(codes, bits), "b": np.zeros(ws[0], np.float32)}
         attrs = dict(
-            bits=bits, group_size=gsz, weight_shape=ws, dilations=[1, 1], group=1, kernel_shape=[2, 2],
-            pads=[0, 0, 0, 0], strides=[1, 1],
+            bits=bits,
+            group_size=gsz,
+            weight_shape=ws,
+            dilations=[1, 1],
+            group=1,
+            kernel_shape=[2, 2],
+            pads=[0, 0, 0, 0],
+            strides=[1, 1],
         )
         m = _model(op, ["cb", "codes", "b"], inits, attrs, [1, 3, 5, 4])
         feeds = {"x": rng.standard_normal((1, 3, 5, 4)).astype(np.float32)}

@@ -37,9 +37,7 @@ def dense_stacks(draw):
             inits[f"w{i}"] = w.T.copy() if trans_b else w
             ins = ["x" if i == 0 else x, f"w{i}"]
             if draw(st.booleans()):
-                inits[f"c{i}"] = rng.standard_normal(draw(st.sampled_from([(n,), (1, n), (1,)]))).astype(
-                    np.float32
-                )
+                inits[f"c{i}"] = rng.standard_normal(draw(st.sampled_from([(n,), (1, n), (1,)]))).astype(np.float32)
                 ins.append(f"c{i}")
             nodes.append(
                 helper.make_node(

@@ -250,9 +250,7 @@ def test_dense_refit_is_the_ridge_least_squares_fit_and_the_identity_without_ups
     got = lsq.dense_refit(t, h, cross, 1e-2, 1e12)
     a = xc.astype(np.float64)
     lam = 1e-2 * np.mean(np.diag(a.T @ a / 40))
-    expected = np.linalg.solve(
-        a.T @ a / 40 + lam * np.eye(9), a.T @ (xo @ w.astype(np.float64)) / 40 + lam * w
-    )
+    expected = np.linalg.solve(a.T @ a / 40 + lam * np.eye(9), a.T @ (xo @ w.astype(np.float64)) / 40 + lam * w)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
     assert lsq.dense_refit(t, h, None, 1e-2, 1e12) is t.w2
     assert lsq.dense_refit(t, h, cross, 1e-2, 10.0) is None  # too expensive
@@ -289,9 +287,7 @@ def test_a_layer_with_too_few_calibration_rows_per_weight_is_fitted_one_shot():
 )
 def test_positions_counts_the_im2col_rows(pads, strides, dilations):
     w = np.zeros((2, 3, 3, 2), np.float32)
-    node = helper.make_node(
-        "Conv", ["x", "w"], ["y"], name="c", pads=pads, strides=strides, dilations=dilations
-    )
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="c", pads=pads, strides=strides, dilations=dilations)
     graph = import_model(make_model([node], {"w": w}, [("x", [4, 3, 11, 9])], [("y", None)]))
     t = common.TARGETS["Conv"](graph, graph.nodes[0])
     x = np.ones((4, 3, 11, 9), np.float32)

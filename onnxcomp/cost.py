@@ -17,6 +17,8 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from onnxcomp.graph import AI_ONNX
+
 if TYPE_CHECKING:
     import onnx
 
@@ -235,7 +237,7 @@ def _weight_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     yield from graph.initializer
     for node in graph.node:
         for a in node.attribute:
-            if a.type == 4 and node.op_type == "Constant" and node.domain in ("", "ai.onnx"):  # TENSOR
+            if a.type == 4 and node.op_type == "Constant" and node.domain in AI_ONNX:  # TENSOR
                 yield a.t
             elif a.type == 5:  # GRAPH
                 yield from _weight_tensors(a.g)

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from onnxcomp.graph import is_const, is_empty, toposort
+from onnxcomp.graph import is_const, is_empty, is_standard, toposort
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,7 +46,7 @@ def foldable_nodes(graph: gs.Graph, max_elements: int = 1 << 26) -> list[gs.Node
     const_tensors: set[int] = set()
     out: list[gs.Node] = []
     for node in graph.nodes:
-        if node.domain not in ("", "ai.onnx", None) or node.op in NONDETERMINISTIC or node.op in SUBGRAPH_OPS:
+        if not is_standard(node) or node.op in NONDETERMINISTIC or node.op in SUBGRAPH_OPS:
             continue
         if node.op == "Constant" or all(is_empty(t) or is_const(t) or id(t) in const_tensors for t in node.inputs):
             if not node.outputs:

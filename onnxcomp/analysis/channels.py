@@ -33,7 +33,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from onnxcomp.graph import const_value, is_empty, opset_version, toposort
+from onnxcomp.graph import const_value, is_empty, is_standard, opset_version, toposort
 
 if TYPE_CHECKING:
     import numpy as np
@@ -303,7 +303,7 @@ class Analyzer:
 
     # -- walking ---------------------------------------------------------------------------------
     def visit(self, node: gs.Node) -> None:
-        rule = CHANNEL_RULES.get(node.op) if node.domain in ("", "ai.onnx", None) else None
+        rule = CHANNEL_RULES.get(node.op) if is_standard(node) else None
         has = any(self.layout(t) is not None for t in node.inputs)
         if rule is None:
             if has:

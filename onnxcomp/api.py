@@ -1,6 +1,6 @@
 """The Python API: ``onnxcomp.optimize(model_or_path, passes=..., calib=..., verify=...)``.
 
-Data flow (DESIGN.md): load -> normalize -> graph IR -> fold weight subgraphs -> passes (each followed by
+Data flow (docs/design.md): load -> normalize -> graph IR -> fold weight subgraphs -> passes (each followed by
 cleanup + toposort) -> export -> check -> verify -> report. Saving is the caller's (``save_model``), so the
 CLI can refuse to write a model that failed verification.
 """

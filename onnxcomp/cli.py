@@ -130,11 +130,11 @@ def optimize(
         if rep is not None and not quiet:
             rep.render(console, layers=False)
         if rep is not None and report is not None:
-            io._atomic_write(report, rep.to_json().encode())
+            io.atomic_write(report, rep.to_json().encode())
         raise
     rep.bytes_after = io.save_model(out, output, protect=input, data=rep.serialized)
     if report is not None:
-        io._atomic_write(report, rep.to_json().encode())
+        io.atomic_write(report, rep.to_json().encode())
     if not quiet:
         rep.render(console)
         console.print(f"wrote {output} ({rep.bytes_after:,} bytes)")
@@ -189,7 +189,7 @@ def inspect(
     from rich.table import Table
 
     from onnxcomp import cost, io
-    from onnxcomp.report import _num
+    from onnxcomp.report import format_count
 
     if hardware not in cost.HARDWARE:
         raise UsageError(f"unknown hardware {hardware!r}; valid: {', '.join(cost.HARDWARE)}")
@@ -212,9 +212,9 @@ def inspect(
             c.name,
             c.op,
             "x".join(map(str, c.out_shape)) if c.out_shape else "?",
-            _num(c.params),
-            _num(c.flops),
-            _num(c.bytes),
+            format_count(c.params),
+            format_count(c.flops),
+            format_count(c.bytes),
             f"{c.intensity:.1f}",
             c.bound(hw),
             f"{c.seconds(hw) * 1e6:.1f}",
@@ -222,7 +222,8 @@ def inspect(
     console.print(t)
     s = cost.summarize(model)
     console.print(
-        f"nodes {s.nodes}  params {_num(s.params)}  FLOPs {_num(s.flops)}  weight bytes {_num(s.weight_bytes)}"
+        f"nodes {s.nodes}  params {format_count(s.params)}  FLOPs {format_count(s.flops)}"
+        f"  weight bytes {format_count(s.weight_bytes)}"
         f"  est. {sum(c.seconds(hw) for c in layers) * 1e3:.3f} ms"
     )
     if json_out is not None:
@@ -241,7 +242,7 @@ def inspect(
             for c in layers
         ]
         doc = {"inputs": plan.to_dict()["inputs"], "layers": rows, "summary": s.to_dict()}
-        io._atomic_write(json_out, json.dumps(doc, indent=2).encode())
+        io.atomic_write(json_out, json.dumps(doc, indent=2).encode())
 
 
 @app.command("verify")
@@ -321,7 +322,7 @@ def diff(
 
     from onnxcomp import io
     from onnxcomp.diff import diff_models
-    from onnxcomp.report import _num
+    from onnxcomp.report import format_count
     from onnxcomp.shapes import resolve
 
     shapes = io.parse_input_shapes(input_shape)
@@ -342,7 +343,7 @@ def diff(
         ("weight bytes", d.weight_bytes),
         ("file bytes", (io.file_size(a), io.file_size(b))),
     ):
-        t.add_row(label, _num(x), _num(y), f"{x / y:.2f}x" if x is not None and y else "-")
+        t.add_row(label, format_count(x), format_count(y), f"{x / y:.2f}x" if x is not None and y else "-")
     for op, (x, y) in d.op_counts.items():
         t.add_row(f"#{op}", str(x), str(y), "")
     console.print(t)
@@ -354,7 +355,7 @@ def diff(
                 + (" ..." if len(rows) > limit else "")
             )
     if json_out is not None:
-        io._atomic_write(json_out, json.dumps(d.to_dict(), indent=2).encode())
+        io.atomic_write(json_out, json.dumps(d.to_dict(), indent=2).encode())
 
 
 @app.command()

@@ -17,8 +17,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TWO_GB = 2**31 - 1
-
 
 def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.ModelProto:
     """Load an ONNX file (and its external data) or raise :class:`InputError` with a one-line reason."""
@@ -297,7 +295,7 @@ def save_model(
             data = None
     if data is None or _has_external(model):
         return _save_external(model, out)
-    _atomic_write(out, data)
+    atomic_write(out, data)
     return len(data)
 
 
@@ -333,7 +331,9 @@ def _save_external(model: onnx.ModelProto, out: Path) -> int:
     return total
 
 
-def _atomic_write(out: Path, data: bytes) -> None:
+def atomic_write(out: Path, data: bytes) -> None:
+    """Write ``data`` to ``out`` through a temporary file in the same directory and a rename: readers see the
+    old file or the new one, never a partial one."""
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -627,9 +627,6 @@ def _channel_op(an: Analyzer, node: gs.Node) -> None:
     an.set_layout(node.outputs[0], lay)
 
 
-_REDUCE_AXES_INPUT_SINCE = {"ReduceSum": 13}
-
-
 @channel_rule(
     "ReduceMean",
     "ReduceSum",

@@ -7,10 +7,11 @@ CLI can refuse to write a model that failed verification.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.errors import InputError, UsageError, VerificationError
@@ -73,7 +74,9 @@ def optimize(
     pass_objs = instantiate(specs)  # unknown passes/options fail here, before any work
 
     shapes = dict(input_shapes or {})
-    norm = io.normalize(original, shapes)
+    stages: dict[str, float] = {"load": time.perf_counter() - t0}
+    with _timed(stages, "normalize"):
+        norm = io.normalize(original, shapes)
     calib_arrays = None
     if calib is not None:
         calib_arrays = load_arrays(calib, norm) if isinstance(calib, (str, os.PathLike)) else check_arrays(calib, norm)
@@ -86,22 +89,28 @@ def optimize(
         progress=progress,
         model_meta=_model_meta(original),
     )
-    graph = import_model(norm)
-    fold(graph)  # weight subgraphs (Constant, ConstantOfShape, ...) become initializers
-    toposort(graph.cleanup(remove_unused_graph_inputs=False))
+    with _timed(stages, "import"):
+        graph = import_model(norm)
+        fold(graph)  # weight subgraphs (Constant, ConstantOfShape, ...) become initializers
+        toposort(graph.cleanup(remove_unused_graph_inputs=False))
     results = run_passes(graph, pass_objs, ctx)
-    out = export_model(graph, ctx)
-    del out.graph.value_info[:]
-    out = io.infer_shapes(out)
-    data = _serialized(out)  # once, for the checker, the onnxruntime load check, the report and the save
-    io.check_model(data if data is not None else out, "optimized model")
+    with _timed(stages, "export"):
+        out = export_model(graph, ctx)
+    with _timed(stages, "shape inference"):
+        del out.graph.value_info[:]
+        out = io.infer_shapes(out)
+    with _timed(stages, "check"):
+        data = _serialized(out)  # once, for the checker, the onnxruntime load check, the report and the save
+        io.check_model(data if data is not None else out, "optimized model")
     run_verify = verify or settings.get("verify", {}).get("enabled", False)
     if not run_verify:  # verification loads the model in onnxruntime itself
-        _check_loads(out, data)
+        with _timed(stages, "onnxruntime load"):
+            _check_loads(out, data)
 
-    report = Report(pipeline=",".join(str(s) for s in specs), passes=results)
-    report.before = cost.summarize(_concrete(norm, shapes))
-    report.after = cost.summarize(_concrete(out, shapes))
+    report = Report(pipeline=",".join(str(s) for s in specs), passes=results, stages=stages)
+    with _timed(stages, "cost"):
+        report.before = cost.summarize(_concrete(norm, shapes))
+        report.after = cost.summarize(_concrete(out, shapes))
     if isinstance(model, (str, os.PathLike)):
         report.bytes_before = io.file_size(model)
     else:
@@ -117,13 +126,24 @@ def optimize(
             or _tolerance_from(verify_settings)
             or (Tolerance.lossless() if report.lossless else Tolerance.lossy())
         )
-        report.verification = verify_models(norm, out, calib_arrays, shapes, tol, labels, seed)
+        with _timed(stages, "verify"):
+            report.verification = verify_models(norm, out, calib_arrays, shapes, tol, labels, seed)
     report.seconds = time.perf_counter() - t0
     if report.verification is not None and not report.verification.ok:
         err = VerificationError("verification failed: " + "; ".join(report.verification.failures()))
         err.report = report  # type: ignore[attr-defined]
         raise err
     return out, report
+
+
+@contextlib.contextmanager
+def _timed(stages: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall time of the block to ``stages[name]`` (the report's per-stage times)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
 
 
 def verify_models(

@@ -27,6 +27,7 @@ class Report:
     bytes_after: int | None = None
     verification: VerifyResult | None = None
     seconds: float = 0.0
+    stages: dict[str, float] = dataclasses.field(default_factory=dict)  # non-pass stages: name -> seconds
     serialized: bytes | None = dataclasses.field(default=None, repr=False)  # the output's bytes (not in JSON)
     source: Any = dataclasses.field(default=None, repr=False)  # the input ModelProto, sized on first use
 
@@ -52,6 +53,7 @@ class Report:
                 "pipeline": self.pipeline,
                 "lossless": self.lossless,
                 "seconds": round(self.seconds, 4),
+                "stages": {k: round(v, 4) for k, v in self.stages.items()},
                 "model": {
                     "before": self.before.to_dict() if self.before else None,
                     "after": self.after.to_dict() if self.after else None,

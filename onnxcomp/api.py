@@ -49,7 +49,7 @@ def optimize(
     """
     from onnxcomp import cost, io
     from onnxcomp.calib import check_arrays, load_arrays
-    from onnxcomp.fold import fold
+    from onnxcomp.fold import LOAD_FILL_ELEMENTS, fold, foldable_nodes
     from onnxcomp.graph import export_model, import_model, toposort
     from onnxcomp.passes_api import PassContext
     from onnxcomp.report import Report
@@ -91,7 +91,9 @@ def optimize(
     )
     with _timed(stages, "import"):
         graph = import_model(norm)
-        fold(graph)  # weight subgraphs (Constant, ConstantOfShape, ...) become initializers
+        # weight subgraphs (Constant nodes, shape arithmetic, small fills) become initializers; larger constant
+        # fills are fold-constants' to materialize or keep (its materialize-fills, max-fill-elements options)
+        fold(graph, foldable_nodes(graph, max_fill_elements=LOAD_FILL_ELEMENTS))
         toposort(graph.cleanup(remove_unused_graph_inputs=False))
     results = run_passes(graph, pass_objs, ctx)
     with _timed(stages, "export"):

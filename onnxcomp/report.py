@@ -44,6 +44,14 @@ class Report:
         self.bytes_before_ = value
 
     @property
+    def file_growth(self) -> float | None:
+        """bytes after / bytes before when the output file is larger than the input (else None)."""
+        before, after = self.bytes_before, self.bytes_after
+        if before and after and after > before:
+            return after / before
+        return None
+
+    @property
     def lossless(self) -> bool:
         return all(p.lossless for p in self.passes)
 
@@ -59,6 +67,7 @@ class Report:
                     "after": self.after.to_dict() if self.after else None,
                     "bytes_before": self.bytes_before,
                     "bytes_after": self.bytes_after,
+                    "file_growth": round(self.file_growth, 4) if self.file_growth else None,
                 },
                 "passes": [p.to_dict() for p in self.passes],
                 "verification": self.verification.to_dict() if self.verification else None,
@@ -107,6 +116,13 @@ class Report:
             for label, a, b in rows:
                 m.add_row(label, _num(a), _num(b), f"{a / b:.2f}x" if b else "-")
             console.print(m)
+        growth = self.file_growth
+        if growth is not None and growth > 1.1 and self.bytes_after - self.bytes_before > 64 * 1024:
+            console.print(
+                f"note: the output file is {growth:.2f}x the size of the input "
+                f"({self.bytes_before:,} -> {self.bytes_after:,} bytes)",
+                highlight=False,
+            )
         if self.verification is not None:
             render_verification(console, self.verification)
 

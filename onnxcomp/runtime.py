@@ -25,17 +25,21 @@ __all__ = [
     "DOMAIN",
     "LIBRARY_NAME",
     "RuntimeNotBuiltError",
+    "RuntimeStatus",
     "available",
     "build",
+    "build_info",
     "library_path",
     "register",
     "session",
+    "status",
     "uses_runtime_ops",
 ]
 
 DOMAIN = "com.onnxcomp"
 LIBRARY_NAME = "libonnxcomp_ops.so"
 ENV_LIBRARY = "ONNXCOMP_RUNTIME_LIBRARY"
+BUILD_INFO = "runtime_build.json"  # written by runtime/CMakeLists.txt beside the library: built or not, and why
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _REPO_ROOT = _PACKAGE_DIR.parent
@@ -104,6 +108,74 @@ def available() -> bool:
     except RuntimeNotBuiltError:
         return False
     return True
+
+
+def build_info() -> dict[str, str] | None:
+    """What the build recorded in runtime_build.json (``{"runtime": "built" | "not built", "reason": ...}``).
+
+    Read beside the library in use, else from the first place the library is looked for that has the file;
+    None when no build left one (a source checkout never built).
+    """
+    import json
+
+    places = []
+    try:
+        places.append(library_path().parent)
+    except RuntimeNotBuiltError:
+        pass
+    places += [p.parent for p in _candidates()]
+    for place in places:
+        f = place / BUILD_INFO
+        if f.is_file():
+            try:
+                data = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict):
+                return {str(k): str(v) for k, v in data.items()} | {"file": str(f)}
+    return None
+
+
+class RuntimeStatus:
+    """The native runtime as this installation has it: built or not (and why), the library, its kernels' ISA."""
+
+    def __init__(self, library: Path | None, reason: str, isa: str | None) -> None:
+        self.library, self.reason, self.isa = library, reason, isa
+
+    @property
+    def built(self) -> bool:
+        return self.library is not None
+
+    def describe(self) -> str:
+        if self.library is None:
+            return f"not built ({self.reason}); compressed models run through their standard-op function bodies"
+        return f"built ({self.library}), kernels: {self.isa or 'unknown'}"
+
+
+def status() -> RuntimeStatus:
+    """The runtime's status: the library found (and the ISA its kernels dispatch to on this CPU), or why not."""
+    try:
+        lib = library_path()
+    except RuntimeNotBuiltError as err:
+        info = build_info()
+        if info is not None and info.get("runtime") == "not built" and info.get("reason"):
+            return RuntimeStatus(None, f"at install: {info['reason']}", None)
+        return RuntimeStatus(None, str(err), None)
+    return RuntimeStatus(lib, "", kernel_isa(lib))
+
+
+def kernel_isa(lib: Path) -> str | None:
+    """The instruction set the library's kernels dispatch to on this CPU (its ``OnnxcompKernelIsa()``):
+    "avx512", "avx2" or "scalar" (capped by $ONNXCOMP_ISA); None when the library cannot be loaded."""
+    import ctypes
+
+    try:
+        handle = ctypes.CDLL(str(lib))
+        fn = handle.OnnxcompKernelIsa
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_char_p
+    return fn().decode()
 
 
 def register(session_options: Any) -> Any:
@@ -203,6 +275,9 @@ def _main(argv: list[str]) -> int:
     if cmd == "build":
         print(build(argv[1] if len(argv) > 1 else None))
         return 0
+    if cmd == "status":
+        print(status().describe())
+        return 0
     if cmd == "path":
         try:
             print(library_path())
@@ -210,7 +285,7 @@ def _main(argv: list[str]) -> int:
             print(e, file=sys.stderr)
             return 1
         return 0
-    print("usage: python -m onnxcomp.runtime [path | build [BUILD_DIR]]", file=sys.stderr)
+    print("usage: python -m onnxcomp.runtime [path | status | build [BUILD_DIR]]", file=sys.stderr)
     return 2
 
 

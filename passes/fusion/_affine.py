@@ -169,8 +169,20 @@ class Target:
 
 def _weight_reason(node: gs.Node, index: int, what: str = "weight") -> str | None:
     if len(node.inputs) <= index or float_const(node.inputs[index]) is None:
-        return f"its {what} is not a floating-point constant"
+        return f"its {what} is not a floating-point constant" + (
+            fill_note(node.inputs[index]) if len(node.inputs) > index else ""
+        )
     return None
+
+
+def fill_note(tensor: Any) -> str:
+    """`` (a constant fill kept ...)`` when ``tensor`` is a large fill that fold-constants kept, else ""."""
+    from onnxcomp.fold import kept_fill
+
+    fill = kept_fill(tensor)
+    if fill is None:
+        return ""
+    return f" ({fill.op} fill kept as is to keep the model small; fold-constants(materialize-fills=true) folds it)"
 
 
 def _bias_reason(node: gs.Node, index: int) -> str | None:

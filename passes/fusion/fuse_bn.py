@@ -9,7 +9,18 @@ from typing import TYPE_CHECKING, Any
 from onnxcomp.graph import const_value, is_empty, is_graph_output, param_count, shape_of
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._affine import STANDARD, TARGETS, Rewriter, bn_affine, channel_vector, find_target, float_const, fold, label
+from ._affine import (
+    STANDARD,
+    TARGETS,
+    Rewriter,
+    bn_affine,
+    channel_vector,
+    fill_note,
+    find_target,
+    float_const,
+    fold,
+    label,
+)
 from .fuse_affine import affine_form, scale_shift
 
 if TYPE_CHECKING:
@@ -189,7 +200,7 @@ def _before_reason(graph: gs.Graph, c: gs.Node, y: Any, x: Any, channels: int) -
         return "it reads the normalized tensor as a weight"
     w = float_const(c.inputs[1]) if len(c.inputs) > 1 else None
     if w is None:
-        return "its weight is not a floating-point constant"
+        return "its weight is not a floating-point constant" + (fill_note(c.inputs[1]) if len(c.inputs) > 1 else "")
     if len(c.inputs) > 2 and not is_empty(c.inputs[2]) and float_const(c.inputs[2]) is None:
         return "its bias is not a floating-point constant"
     if c.op == "Conv":

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.errors import InputError, UsageError, VerificationError
@@ -75,11 +76,19 @@ def optimize(
 
     shapes = dict(input_shapes or {})
     stages: dict[str, float] = {"load": time.perf_counter() - t0}
+    # A model loaded here from a path is ours: normalized in place, and, when nothing needs it after the
+    # passes (no verification), its weights are handed over to the result one by one at export. Models of
+    # several GB are then never held twice.
+    owned = isinstance(model, (str, os.PathLike))
+    run_verify = verify or settings.get("verify", {}).get("enabled", False)
+    meta = _model_meta(original)
     with _timed(stages, "normalize"):
-        norm = io.normalize(original, shapes)
+        norm = io.normalize(original, shapes, copy=not owned)
     calib_arrays = None
     if calib is not None:
         calib_arrays = load_arrays(calib, norm) if isinstance(calib, (str, os.PathLike)) else check_arrays(calib, norm)
+    with _timed(stages, "cost"):
+        before = cost.summarize(_concrete(norm, shapes))
 
     ctx = PassContext(
         calib=calib_arrays,
@@ -87,7 +96,7 @@ def optimize(
         hardware=hardware,
         seed=seed,
         progress=progress,
-        model_meta=_model_meta(original),
+        model_meta=meta,
     )
     with _timed(stages, "import"):
         graph = import_model(norm)
@@ -97,21 +106,28 @@ def optimize(
         toposort(graph.cleanup(remove_unused_graph_inputs=False))
     results = run_passes(graph, pass_objs, ctx)
     with _timed(stages, "export"):
-        out = export_model(graph, ctx)
+        out = export_model(graph, ctx, release=owned and not run_verify)
+        del graph
     with _timed(stages, "shape inference"):
         del out.graph.value_info[:]
         out = io.infer_shapes(out)
     with _timed(stages, "check"):
         data = _serialized(out)  # once, for the checker, the onnxruntime load check, the report and the save
-        io.check_model(data if data is not None else out, "optimized model")
-    run_verify = verify or settings.get("verify", {}).get("enabled", False)
-    if not run_verify:  # verification loads the model in onnxruntime itself
-        with _timed(stages, "onnxruntime load"):
-            _check_loads(out, data)
+        if data is not None:
+            io.check_model(data, "optimized model")
+            if not run_verify:  # verification loads the model in onnxruntime itself
+                with _timed(stages, "onnxruntime load"):
+                    _check_loads(out, data)
+        else:  # over protobuf's limit: written once with external data, checked and loaded from that file
+            with io.model_file(out) as path:
+                io.check_model(str(path), "optimized model")
+                if not run_verify:
+                    with _timed(stages, "onnxruntime load"):
+                        _check_loads(out, path=path)
 
     report = Report(pipeline=",".join(str(s) for s in specs), passes=results, stages=stages)
+    report.before = before
     with _timed(stages, "cost"):
-        report.before = cost.summarize(_concrete(norm, shapes))
         report.after = cost.summarize(_concrete(out, shapes))
     if isinstance(model, (str, os.PathLike)):
         report.bytes_before = io.file_size(model)
@@ -212,16 +228,20 @@ def _serialized(model: onnx.ModelProto) -> bytes | None:
 
     try:
         return io.serialize(model)
-    except ValueError:
+    except io.TooLargeError:
         return None
 
 
-def _check_loads(model: onnx.ModelProto, data: bytes | None = None) -> None:
-    from onnxcomp.ort import session, uses_custom_ops
+def _check_loads(model: onnx.ModelProto, data: bytes | None = None, path: Path | None = None) -> None:
+    from onnxcomp.ort import _runtime_available, session, uses_custom_ops
 
+    custom = uses_custom_ops(model)
     try:
-        # bytes skip a second serialization; a model with com.onnxcomp ops goes as a proto so that the
-        # session registers the native runtime when it is available
-        session(data if data is not None and not uses_custom_ops(model) else model, optimize=False)
+        if path is not None:  # a model written with external data
+            session(path, optimize=False, runtime=custom and _runtime_available())
+        else:
+            # bytes skip a second serialization; a model with com.onnxcomp ops goes as a proto so that the
+            # session registers the native runtime when it is available
+            session(data if data is not None and not custom else model, optimize=False)
     except InputError as err:
         raise InputError(f"the optimized model does not load in onnxruntime: {err}") from err

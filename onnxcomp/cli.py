@@ -271,7 +271,7 @@ def inspect(
         raise UsageError(f"unknown hardware {hardware!r}; valid: {', '.join(cost.HARDWARE)}")
     hw = cost.HARDWARE[hardware]
     shapes = io.parse_input_shapes(input_shape)
-    model = cost.concrete(io.normalize(io.load_model(input), shapes), shapes)
+    model = cost.concrete(io.normalize(io.load_model(input, weights=False), shapes, copy=False), shapes)
     layers = cost.analyze(model)
     console = _console()
     t = Table(title=f"{input.name} on {hw.name}", title_justify="left")
@@ -338,7 +338,7 @@ def verify_cmd(
     from onnxcomp.verify import Tolerance, load_labels
 
     shapes = io.parse_input_shapes(input_shape)
-    ma, mb = io.normalize(io.load_model(a), shapes), io.normalize(io.load_model(b), shapes)
+    ma, mb = io.normalize(io.load_model(a), shapes, copy=False), io.normalize(io.load_model(b), shapes, copy=False)
     feeds = load_arrays(inputs, ma) if inputs is not None else None
     lab = load_labels(str(labels)) if labels is not None else None
     res = verify_models(ma, mb, feeds, shapes, Tolerance(atol, rtol, min_cosine), lab, seed)
@@ -365,7 +365,7 @@ def diff(
     from onnxcomp.diff import diff_models
     from onnxcomp.report import _num
 
-    ma, mb = io.normalize(io.load_model(a)), io.normalize(io.load_model(b))
+    ma, mb = io.normalize(io.load_model(a), copy=False), io.normalize(io.load_model(b), copy=False)
     d = diff_models(ma, mb)
     console = _console()
     t = Table(title=f"{a.name} -> {b.name}", title_justify="left")
@@ -411,11 +411,11 @@ def bench(
     if runs < 1 or warmup < 0 or threads < 0:
         raise UsageError("bench: --runs must be at least 1, --warmup and --threads at least 0")
     shapes = io.parse_input_shapes(input_shape)
-    models = {str(a): io.normalize(io.load_model(a), shapes)}
+    models = {str(a): io.normalize(io.load_model(a), shapes, copy=False)}
     if b is not None:
         if str(b) == str(a):
             raise UsageError("bench A B: A and B are the same file")
-        models[str(b)] = io.normalize(io.load_model(b), shapes)
+        models[str(b)] = io.normalize(io.load_model(b), shapes, copy=False)
     feeds = generate_inputs(next(iter(models.values())), shapes)
     fns = {name: model_runner(m, feeds, threads=threads) for name, m in models.items()}
     timings = interleaved(fns, runs=runs, warmup=warmup)

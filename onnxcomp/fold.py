@@ -106,6 +106,15 @@ def kept_fill(tensor: gs.Tensor) -> gs.Node | None:
     return prod if all(is_empty(t) or is_const(t) for t in prod.inputs) else None
 
 
+def fill_note(tensor: gs.Tensor) -> str:
+    """`` (a ... fill kept as is ...)`` when ``tensor`` is a large constant fill that was not materialized (a
+    pass that needs a weight's values says so in its skip reason), else ""."""
+    fill = kept_fill(tensor)
+    if fill is None:
+        return ""
+    return f" ({fill.op} fill kept as is to keep the model small; fold-constants(materialize-fills=true) folds it)"
+
+
 def fold(graph: gs.Graph, nodes: list[gs.Node] | None = None) -> FoldResult:
     """Replace the outputs of ``nodes`` (default: all foldable, large fills kept) by constants; the nodes
     become dead."""

@@ -24,11 +24,71 @@ CUSTOM_DOMAIN = "com.onnxcomp"
 
 
 def import_model(model: onnx.ModelProto) -> gs.Graph:
-    """ModelProto -> gs.Graph (the model should be normalized first, see :func:`onnxcomp.io.normalize`)."""
+    """ModelProto -> gs.Graph (the model should be normalized first, see :func:`onnxcomp.io.normalize`).
+
+    Initializers whose data stayed in their files (a model over 2 GB, :func:`onnxcomp.io.on_disk`) are read
+    from the file when a pass asks for their values; untouched, they are exported as the same file reference.
+    """
     quiet_graphsurgeon()
+    import onnx
     import onnx_graphsurgeon as gs
 
-    return gs.import_onnx(model)
+    graph = gs.import_onnx(model)
+    for t in graph.tensors().values():
+        lazy = getattr(t, "_values", None)
+        if isinstance(t, gs.Constant) and _is_lazy(lazy) and lazy.tensor.data_location == onnx.TensorProto.EXTERNAL:
+            t._values = _file_values(lazy.tensor)
+            t.data_location = None  # new values a pass gives it are stored in the model, not in that file
+    return graph
+
+
+def _is_lazy(values: Any) -> bool:
+    from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
+
+    return isinstance(values, LazyValues) and not isinstance(values, SparseValues)
+
+
+def _file_values(tensor: onnx.TensorProto) -> Any:
+    """onnx-graphsurgeon LazyValues that read an external tensor from its (absolute) file location."""
+    from onnx_graphsurgeon.ir.tensor import LazyValues
+
+    class FileValues(LazyValues):
+        def load(self) -> Any:
+            import numpy as np
+            import onnx
+            from onnx import numpy_helper
+
+            info = {e.key: e.value for e in self.tensor.external_data}
+            with open(info["location"], "rb") as f:
+                f.seek(int(info.get("offset", 0)))
+                data = f.read(int(info["length"])) if "length" in info else f.read()
+            t = onnx.TensorProto()
+            t.data_type = self.tensor.data_type
+            t.dims.extend(self.tensor.dims)
+            t.raw_data = data
+            return np.array(numpy_helper.to_array(t))
+
+        def sample(self, n: int) -> bytes | None:
+            """The bytes of ``n`` evenly spaced elements, read through a memory map (a few pages, not the
+            whole tensor); None for element types numpy cannot map."""
+            import numpy as np
+            import onnx
+
+            try:
+                dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.tensor.data_type))
+            except (KeyError, TypeError, ValueError):
+                return None
+            if dtype.kind not in "biuf":
+                return None
+            info = {e.key: e.value for e in self.tensor.external_data}
+            count = int(np.prod(self.tensor.dims))
+            if count == 0:
+                return b""
+            flat = np.memmap(info["location"], dtype=dtype, mode="r", offset=int(info.get("offset", 0)), shape=(count,))
+            index = np.linspace(0, count - 1, min(n, count)).astype(np.int64) if count > n else slice(None)
+            return np.array(flat[index]).tobytes()
+
+    return FileValues(tensor)
 
 
 def quiet_graphsurgeon() -> None:
@@ -38,12 +98,31 @@ def quiet_graphsurgeon() -> None:
     gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
 
 
-def export_model(graph: gs.Graph, ctx: PassContext | None = None) -> onnx.ModelProto:
-    """gs.Graph -> ModelProto, keeping opset imports, IR version, metadata and provenance tags."""
+def export_model(graph: gs.Graph, ctx: PassContext | None = None, *, release: bool = False) -> onnx.ModelProto:
+    """gs.Graph -> ModelProto, keeping opset imports, IR version, metadata and provenance tags.
+
+    Initializers still held by the imported model (weights no pass touched) are copied into the result once,
+    tensor by tensor (onnx-graphsurgeon's export would copy them twice, through make_graph and make_model,
+    and rename the source tensors). ``release=True`` empties each source tensor once copied: the imported
+    model is then spent, and the weights are never held twice (models of several GB).
+    """
     import onnx
     import onnx_graphsurgeon as gs
 
-    model = gs.export_onnx(graph, do_type_check=False)
+    sources = _stub_lazy_constants(graph)
+    try:
+        model = gs.export_onnx(graph, do_type_check=False)
+    finally:
+        for const, lazy in sources.values():
+            const._values = lazy
+    for t in model.graph.initializer:
+        entry = sources.get(t.name)
+        if entry is not None:
+            src = entry[1].tensor
+            t.CopyFrom(src)
+            t.name = entry[0].name
+            if release:
+                src.Clear()
     meta = ctx.model_meta if ctx is not None else {}
     if meta.get("ir_version"):
         model.ir_version = max(model.ir_version if model.ir_version else 0, meta["ir_version"])
@@ -63,6 +142,29 @@ def export_model(graph: gs.Graph, ctx: PassContext | None = None) -> onnx.ModelP
             if tag:
                 node.doc_string = tag
     return model
+
+
+def _stub_lazy_constants(graph: gs.Graph) -> dict[str, tuple[gs.Constant, Any]]:
+    """Main-graph constants whose values are still the imported TensorProto (not loaded into numpy) get a
+    data-less stand-in for the export; returns {name: (constant, its LazyValues)} to put the data back."""
+    import onnx
+    import onnx_graphsurgeon as gs
+    from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
+
+    # a constant read inside an If/Loop/Scan body is exported with the body too: left as it is
+    in_bodies = {id(t) for sub in graph.subgraphs(recursive=True) for n in sub.nodes for t in n.inputs}
+    out: dict[str, tuple[gs.Constant, Any]] = {}
+    for name, t in graph.tensors().items():
+        lazy = getattr(t, "_values", None)
+        if not isinstance(t, gs.Constant) or type(lazy) is not LazyValues or isinstance(lazy, SparseValues):
+            continue
+        if id(t) in in_bodies:
+            continue
+        src = lazy.tensor
+        stub = onnx.TensorProto(name=name, data_type=src.data_type, dims=list(src.dims))
+        out[name] = (t, lazy)
+        t._values = LazyValues(stub)
+    return out
 
 
 def _fix_opset_imports(model: onnx.ModelProto, original: dict[str, int]) -> None:
@@ -98,6 +200,20 @@ def const_value(tensor: Any) -> np.ndarray | None:
     if isinstance(tensor, gs.Constant):
         return tensor.values
     return None
+
+
+def peek_values(tensor: Any) -> np.ndarray:
+    """A constant's values, without keeping them in the graph.
+
+    onnx-graphsurgeon converts an imported initializer to numpy on first access and keeps the array: the
+    weight is then held twice (the model's TensorProto and the array) and re-encoded at export. A pass that
+    only reads a weight (hashing, sampling, checking) reads it here; a weight no pass changes stays the
+    imported TensorProto to the end.
+    """
+    lazy = getattr(tensor, "_values", None)
+    if _is_lazy(lazy):
+        return lazy.load()
+    return tensor.values
 
 
 def is_const(tensor: Any) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.errors import InputError
@@ -22,13 +23,13 @@ def uses_custom_ops(model: onnx.ModelProto) -> bool:
 
 
 def session(
-    model: onnx.ModelProto | bytes,
+    model: onnx.ModelProto | bytes | str | os.PathLike[str],
     *,
     optimize: bool = False,
     threads: int | None = None,
     runtime: bool | None = None,
 ) -> ort.InferenceSession:
-    """An InferenceSession on CPU.
+    """An InferenceSession on CPU, of a model (over protobuf's limit: through a file), its bytes or its path.
 
     ``optimize=False`` disables onnxruntime's graph optimizations so they can neither hide nor cause a
     difference (verification). ``runtime``: register libonnxcomp_ops.so (None: when the model uses
@@ -52,11 +53,30 @@ def session(
         from onnxcomp import runtime as rt
 
         rt.register(so)
-    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     try:
-        return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+        if isinstance(model, onnx.ModelProto):
+            return _session_of(model, so)
+        source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model
+        return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
+    except InputError:
+        raise
     except Exception as err:  # onnxruntime raises its own exception types
         raise InputError(f"onnxruntime cannot load the model: {' '.join(str(err).split())[:400]}") from err
+
+
+def _session_of(model: onnx.ModelProto, so: ort.SessionOptions) -> ort.InferenceSession:
+    """A session from the model's bytes or, over protobuf's limit, from a temporary file with external data
+    (onnxruntime reads the weights from the file at load; the file is removed once the session exists)."""
+    import onnxruntime as ort
+
+    from onnxcomp import io
+
+    try:
+        data = io.serialize(model)
+    except io.TooLargeError:
+        with io.model_file(model) as path:
+            return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
 
 def _runtime_available() -> bool:

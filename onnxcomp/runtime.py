@@ -241,7 +241,15 @@ def session(
     else:
         model = _load_model(model_or_path)
         needs = uses_runtime_ops(model)
-        source = model.SerializeToString()
+        from onnxcomp import io
+
+        try:
+            source = io.serialize(model)
+        except io.TooLargeError:  # over protobuf's limit: onnxruntime reads it from a file with external data
+            if needs:
+                register(so)
+            with io.model_file(model) as path:
+                return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
     if needs:
         register(so)
     return ort.InferenceSession(source, so, providers=providers or ["CPUExecutionProvider"])

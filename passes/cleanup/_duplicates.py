@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.fold import NONDETERMINISTIC
-from onnxcomp.graph import is_empty, is_graph_output
+from onnxcomp.graph import is_empty, is_graph_output, peek_values
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,6 +66,13 @@ def _sample(values: np.ndarray, n: int = 64) -> bytes:
     return flat[np.linspace(0, flat.size - 1, n).astype(np.int64)].tobytes()
 
 
+def _sample_of(t: gs.Constant, n: int = 64) -> bytes:
+    """:func:`_sample` of a constant; a weight still in its file is sampled there, not read whole."""
+    sample = getattr(getattr(t, "_values", None), "sample", None)
+    quick = sample(n) if sample is not None else None
+    return quick if quick is not None else _sample(peek_values(t), n)
+
+
 def _digest(values: np.ndarray) -> bytes:
     import numpy as np
 
@@ -94,14 +101,14 @@ def merge_initializers(graph: gs.Graph, result: PassResult) -> bool:
     for key, bucket in buckets.items():
         if len(bucket) > 1:
             for t in bucket:
-                groups.setdefault((*key, _sample(t.values)), []).append(t)
+                groups.setdefault((*key, _sample_of(t)), []).append(t)
     changed = False
     for group in groups.values():
         if len(group) < 2:
             continue
         keep: dict[bytes, gs.Constant] = {}
         for t in group:
-            first = keep.setdefault(_digest(t.values), t)
+            first = keep.setdefault(_digest(peek_values(t)), t)
             if first is not t:
                 _rewire(t, first)
                 result.count("duplicate_initializers")

@@ -31,7 +31,6 @@ from tests.util import LIGHT_DIR, assert_same_outputs, outputs
 NAMES = sorted(p.stem.removeprefix("light_") for p in LIGHT_DIR.glob("light_*.onnx"))
 RTOL = {"densenet121": 2e-3}  # onnx's model_test tolerances; 1e-3 for the others
 ATOL = 1e-7
-SLOW = {"vgg19", "zfnet512", "bvlc_alexnet"}  # materialized: 200-550 MB of fully-connected weights
 MATERIALIZED = DEFAULT_PIPELINE.replace("fold-constants", "fold-constants(materialize-fills=true)", 1)
 WITH_BN = ("densenet121", "inception_v2", "resnet50", "shufflenet")
 
@@ -97,9 +96,7 @@ def test_light_model(name):
         assert any("ConstantOfShape fill kept as is" in s.reason for s in fuse_bn.skips)
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in (*WITH_BN, *SLOW)]
-)
+@pytest.mark.parametrize("name", WITH_BN)
 def test_light_model_materialized_fills_fold_every_bn(name):
     path = LIGHT_DIR / f"light_{name}.onnx"
     model = _with_logits(onnx.load(str(path)))

@@ -140,3 +140,13 @@ def test_fill_with_unknown_shape_is_folded_as_before():
     b.output("y", [2, 3])
     out, _ = apply(b.model(), DEFAULT, {"x": np.ones((2, 3), np.float32)})
     assert ops(out).get("ConstantOfShape") is None  # Shape of a static tensor folds, and so does the small fill
+
+
+def test_prune_filters_names_the_kept_fill():
+    import onnx
+
+    from tests.util import LIGHT_DIR
+
+    model = onnx.load(str(LIGHT_DIR / "light_squeezenet.onnx"))
+    _, report = optimize(model, "prune-filters(ratio=0.3,round_to=1)")
+    assert "fill kept as is to keep the model small" in reasons(report.passes[0])

@@ -54,11 +54,11 @@ def load_model(path: str | os.PathLike[str], *, check: bool = True, weights: boo
         raise InputError(f"{p}: not a valid ONNX model (no graph: truncated or not ONNX)")
     if check:
         check_model(str(p), str(p))  # onnx checks the file itself: no re-serialization, external data found
-    if not weights:
-        return model
-    if model.ByteSize() + _external_bytes(model) > PROTO_LIMIT:
-        # Over protobuf's limit once loaded: the weights stay in their files (see on_disk).
-        _pin_external(model, p.parent)
+    if not weights or model.ByteSize() + _external_bytes(model) > PROTO_LIMIT:
+        if weights:  # over protobuf's limit once loaded: the weights stay in their files (see on_disk)
+            _pin_external(model, p.parent)
+        if check and not _has_external(model):  # every weight is in the file: the com.onnxcomp checks can run
+            check_compressed_ops(model, str(p))
         return model
     try:
         from onnx.external_data_helper import load_external_data_for_model
@@ -66,6 +66,8 @@ def load_model(path: str | os.PathLike[str], *, check: bool = True, weights: boo
         load_external_data_for_model(model, str(p.parent))
     except (OSError, ValueError, onnx.checker.ValidationError) as err:
         raise InputError(f"{p}: cannot load external data ({_one_line(err)})") from err
+    if check:
+        check_compressed_ops(model, str(p))
     return model
 
 
@@ -126,9 +128,11 @@ def on_disk(model: onnx.ModelProto) -> bool:
 
 
 def as_model(model_or_path: Any) -> onnx.ModelProto:
+    """The model of a ModelProto, serialized bytes or a path (:func:`load_model`); com.onnxcomp ops checked."""
     import onnx
 
     if isinstance(model_or_path, onnx.ModelProto):
+        check_compressed_ops(model_or_path)
         return model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
         return load_model(model_or_path)
@@ -138,6 +142,7 @@ def as_model(model_or_path: Any) -> onnx.ModelProto:
             m.ParseFromString(bytes(model_or_path))
         except Exception as err:
             raise InputError(f"not a valid ONNX model ({_one_line(err)})") from err
+        check_compressed_ops(m)
         return m
     raise UsageError(f"expected an onnx.ModelProto or a path, got {type(model_or_path).__name__}")
 
@@ -160,6 +165,16 @@ def check_model(model: onnx.ModelProto | bytes | str, where: str = "model") -> N
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:
         raise InputError(f"{where}: invalid ONNX model ({_one_line(err)})") from err
+
+
+def check_compressed_ops(model: onnx.ModelProto, where: str = "model") -> None:
+    """The native runtime's checks of every com.onnxcomp node (codes, layouts, attributes), as an InputError."""
+    from onnxcomp.ops import validate_model
+
+    try:
+        validate_model(model)
+    except ValueError as err:
+        raise InputError(f"{where}: {_one_line(err)}") from err
 
 
 def _one_line(err: BaseException) -> str:
@@ -207,7 +222,8 @@ def set_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...
         if len(dims) and len(dims) != len(shape):
             raise UsageError(f"--input-shape {name}: rank {len(shape)} but the model's input has rank {len(dims)}")
         for d, (old, new) in enumerate(zip(list(dims) or [None] * len(shape), shape)):
-            if old is not None and old.HasField("dim_value") and old.dim_value != new:
+            # dim_value -1 or 0 (Paddle's and some converters' way of writing a dynamic dim) is dynamic
+            if old is not None and old.HasField("dim_value") and old.dim_value > 0 and old.dim_value != new:
                 raise UsageError(f"--input-shape {name}: dim {d} is fixed to {old.dim_value} in the model, got {new}")
         del vi.type.tensor_type.shape.dim[:]
         for s in shape:
@@ -279,8 +295,40 @@ def _copy_fields(src: Any, dst: Any, skip: str) -> None:
             setattr(dst, field.name, value)
 
 
+def upgrade_opset(
+    model: onnx.ModelProto,
+    target: int,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
+) -> onnx.ModelProto:
+    """The model converted to ai.onnx ``target`` by onnx.version_converter, checked to give identical outputs
+    under onnxruntime on generated inputs. Raises ValueError when it cannot be converted losslessly."""
+    import numpy as np
+    import onnx
+
+    from onnxcomp.calib import generate_inputs
+    from onnxcomp.verify import run_model
+
+    try:
+        after = onnx.version_converter.convert_version(model, target)
+        onnx.checker.check_model(after)
+    except Exception as err:  # the converter raises assorted C++ errors
+        raise ValueError(" ".join(str(err).split())[:200]) from err
+    try:
+        feeds = generate_inputs(normalize(model, input_shapes), input_shapes, seed=seed)
+        ref, new = run_model(model, feeds), run_model(after, feeds)
+    except InputError as err:
+        raise ValueError(str(err)) from err
+    for name, r in ref.items():
+        if not np.array_equal(r, new[name], equal_nan=True):
+            raise ValueError(f"output {name!r} changed after conversion")
+    return after
+
+
 def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
     """``["input:1x3x224x224", ...]`` -> ``{"input": (1, 3, 224, 224)}``."""
+    from onnxcomp.calib import check_elements
+
     out: dict[str, tuple[int, ...]] = {}
     for spec in specs or []:
         name, sep, dims = spec.rpartition(":")
@@ -291,7 +339,13 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
         except ValueError as err:
             raise UsageError(f"--input-shape {spec!r}: dimensions must be integers separated by 'x'") from err
         if any(d <= 0 for d in shape):
-            raise UsageError(f"--input-shape {spec!r}: dimensions must be positive")
+            raise UsageError(
+                f"--input-shape {spec!r}: dimensions must be positive sizes (-1 or 0 cannot keep a dim dynamic: "
+                "give the size to use, e.g. 1 for the batch; inputs left out keep their dynamic dims)"
+            )
+        if name in out:
+            raise UsageError(f"--input-shape {spec!r}: input {name!r} is given twice")
+        check_elements(shape, f"--input-shape {spec}")
         out[name] = shape
     return out
 

@@ -15,11 +15,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CUSTOM_DOMAIN = "com.onnxcomp"
-
 
 def uses_custom_ops(model: onnx.ModelProto) -> bool:
-    return any(n.domain == CUSTOM_DOMAIN for n in model.graph.node)
+    from onnxcomp.ops import DOMAIN
+
+    return any(n.domain == DOMAIN for n in model.graph.node)
 
 
 def session(
@@ -38,6 +38,10 @@ def session(
     import onnx
     import onnxruntime as ort
 
+    from onnxcomp.determinism import session_threads
+
+    if threads is None:
+        threads = session_threads()  # 1 while passes decide the output (see onnxcomp.determinism)
     so = ort.SessionOptions()
     so.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL

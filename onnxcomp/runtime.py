@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from onnxcomp.ops.spec import DOMAIN
+
 __all__ = [
     "DOMAIN",
     "LIBRARY_NAME",
@@ -36,7 +38,6 @@ __all__ = [
     "uses_runtime_ops",
 ]
 
-DOMAIN = "com.onnxcomp"
 LIBRARY_NAME = "libonnxcomp_ops.so"
 ENV_LIBRARY = "ONNXCOMP_RUNTIME_LIBRARY"
 BUILD_INFO = "runtime_build.json"  # written by runtime/CMakeLists.txt beside the library: built or not, and why

@@ -134,6 +134,7 @@ def verify_models(
     tolerance: Tolerance,
     labels: np.ndarray | None = None,
     seed: int = 0,
+    runtime: bool | str | None = None,
 ) -> Any:
     from onnxcomp.calib import generate_inputs
     from onnxcomp.verify import verify
@@ -143,7 +144,7 @@ def verify_models(
     else:
         feeds, source = generate_inputs(reference, input_shapes, seed=seed), "generated inputs"
         labels = None
-    return verify(reference, candidate, feeds, tolerance=tolerance, labels=labels, source=source)
+    return verify(reference, candidate, feeds, tolerance=tolerance, labels=labels, source=source, runtime=runtime)
 
 
 def _tolerance_from(settings: Mapping[str, Any]) -> Tolerance | None:

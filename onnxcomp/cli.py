@@ -29,6 +29,26 @@ InputShapeOpt = Annotated[
     typer.Option("--input-shape", help="Concrete shape for a dynamic input, NAME:1x3x224x224 (repeatable)."),
 ]
 
+RuntimeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--runtime",
+        help="ort (plain onnxruntime, function bodies), ops (libonnxcomp_ops.so) or ep (OnnxcompExecutionProvider); "
+        "default: ops for models with com.onnxcomp ops when the library is built, else ort.",
+    ),
+]
+_RUNTIME_HELP = {
+    "ort": "plain onnxruntime",
+    "ops": "onnxruntime + libonnxcomp_ops.so custom ops",
+    "ep": "onnxruntime + OnnxcompExecutionProvider",
+}
+
+
+def _runtime_name(runtime: str | None) -> str | None:
+    if runtime is not None and runtime not in _RUNTIME_HELP:
+        raise UsageError(f"--runtime must be one of {', '.join(_RUNTIME_HELP)}, got {runtime!r}")
+    return runtime
+
 
 def _console(stderr: bool = False) -> Any:
     """Rich console; when output is not a terminal (CI logs, pipes), wide enough for the tables."""
@@ -252,6 +272,7 @@ def verify_cmd(
     rtol: Annotated[float | None, typer.Option(help="Tolerance relative to max|ref|.")] = 1e-4,
     min_cosine: Annotated[float | None, typer.Option(help="Minimum cosine similarity per output.")] = 0.99999,
     seed: Annotated[int, typer.Option(help="Seed for generated inputs.")] = 0,
+    runtime: RuntimeOpt = None,
 ) -> None:
     """Compare every output of B with A; exit 3 when beyond tolerance."""
     from onnxcomp import io
@@ -265,7 +286,11 @@ def verify_cmd(
     ma, mb = io.normalize(io.load_model(a), shapes), io.normalize(io.load_model(b), shapes)
     feeds = load_arrays(inputs, ma) if inputs is not None else None
     lab = load_labels(str(labels)) if labels is not None else None
-    res = verify_models(ma, mb, feeds, shapes, Tolerance(atol, rtol, min_cosine), lab, seed)
+    from onnxcomp.ort import resolve_runtime
+
+    rt = resolve_runtime(mb, _runtime_name(runtime))
+    res = verify_models(ma, mb, feeds, shapes, Tolerance(atol, rtol, min_cosine), lab, seed, runtime=rt)
+    _console().print(f"B runs on runtime: {rt} ({_RUNTIME_HELP[rt]}); A on ort")
     render_verification(_console(), res)
     if not res.ok:
         raise VerificationError("verification failed: " + "; ".join(res.failures()))
@@ -324,6 +349,7 @@ def bench(
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
     runs: Annotated[int, typer.Option(help="Timed runs per model.")] = 50,
     warmup: Annotated[int, typer.Option(help="Untimed runs per model first.")] = 5,
+    runtime: RuntimeOpt = None,
 ) -> None:
     """Latency of A (and B) in onnxruntime: same process, interleaved runs, medians and ratio."""
     from rich.table import Table
@@ -340,16 +366,21 @@ def bench(
         if str(b) == str(a):
             raise UsageError("bench A B: A and B are the same file")
         models[str(b)] = io.normalize(io.load_model(b), shapes)
+    from onnxcomp.ort import resolve_runtime
+
     feeds = generate_inputs(next(iter(models.values())), shapes)
-    fns = {name: model_runner(m, feeds, threads=threads) for name, m in models.items()}
+    used = {name: resolve_runtime(m, _runtime_name(runtime)) for name, m in models.items()}
+    fns = {name: model_runner(m, feeds, threads=threads, runtime=used[name]) for name, m in models.items()}
     timings = interleaved(fns, runs=runs, warmup=warmup)
     t = Table(title=f"latency, {threads} thread(s), {runs} interleaved runs", title_justify="left")
-    for c in ("model", "median ms", "p10 ms", "p90 ms"):
-        t.add_column(c, justify="left" if c == "model" else "right")
+    for c in ("model", "runtime", "median ms", "p10 ms", "p90 ms"):
+        t.add_column(c, justify="left" if c in ("model", "runtime") else "right")
     for tm in timings.values():
-        t.add_row(tm.name, f"{tm.median_ms:.3f}", f"{tm.p10_ms:.3f}", f"{tm.p90_ms:.3f}")
+        t.add_row(tm.name, used[tm.name], f"{tm.median_ms:.3f}", f"{tm.p10_ms:.3f}", f"{tm.p90_ms:.3f}")
     console = _console()
     console.print(t)
+    for name in sorted(set(used.values())):
+        console.print(f"runtime {name}: {_RUNTIME_HELP[name]}")
     if b is not None:
         ta, tb = timings[str(a)], timings[str(b)]
         console.print(f"speedup B vs A: {ta.median_ms / tb.median_ms:.3f}x")

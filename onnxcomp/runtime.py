@@ -12,7 +12,7 @@ Three runtimes run a compressed model (:func:`session`, ``runtime=``):
 - ``"ops"``: the custom-op library registered: native kernels for every com.onnxcomp op;
 - ``"ep"``: the execution provider registered: it claims the compressed matmuls and their weight decoders
   where its kernels win and declines the rest, which then runs as under ``"ort"`` (the custom-op library
-  also joins when the model has weight decoders, so that those the EP declines are decoded natively).
+  also joins when the model has big weight decoders, so that those the EP declines are decoded natively).
 
 Where a library is looked for, first hit wins (the EP library the same way, with ``$ONNXCOMP_EP_LIBRARY``):
 
@@ -206,10 +206,20 @@ def uses_runtime_ops(model_or_path: Any) -> bool:
     return any(f.domain != DOMAIN and any(n.domain == DOMAIN for n in f.node) for f in model.functions)
 
 
-def uses_decoders(model_or_path: Any) -> bool:
-    """True when the model's main graph has HuffmanDecode or RunLengthDecode nodes."""
+# Coded bytes above which folding the decoders' function bodies at load gets slow (~80 bytes of temporaries per
+# coded bit: 1 MB of streams folds through ~0.6 GB)
+DECODER_FOLD_LIMIT = 1 << 18
+
+
+def coded_decoder_bytes(model_or_path: Any) -> int:
+    """Bytes of the constant streams and symbols read by the main graph's HuffmanDecode / RunLengthDecode nodes."""
     model = _load_model(model_or_path)
-    return any(n.domain == DOMAIN and n.op_type in ("HuffmanDecode", "RunLengthDecode") for n in model.graph.node)
+    sizes = {t.name: len(t.raw_data) for t in model.graph.initializer}
+    total = 0
+    for n in model.graph.node:
+        if n.domain == DOMAIN and n.op_type in ("HuffmanDecode", "RunLengthDecode") and n.input:
+            total += sizes.get(n.input[0], 0)
+    return total
 
 
 def session(
@@ -226,7 +236,7 @@ def session(
       ops (RuntimeNotBuiltError if it does and the library is missing);
     - ``runtime="ep"``: the OnnxcompExecutionProvider is added; nodes it declines fall back to onnxruntime's
       own kernels through the ops' folded function bodies (the custom-op library is registered too when the
-      model has HuffmanDecode / RunLengthDecode nodes);
+      model's HuffmanDecode / RunLengthDecode nodes read more than 256 kB, which would fold slowly);
     - ``runtime="ort"``: plain onnxruntime.
 
     ``threads`` sets intra-op threads (None: onnxruntime's default); ``optimize=False`` turns
@@ -246,9 +256,11 @@ def session(
     source: Any = (
         os.fspath(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model.SerializeToString()
     )
-    # under the EP, the custom-op library joins only for weight decoders (HuffmanDecode, RunLengthDecode): the EP
-    # decodes those feeding the matmuls it claims; others would otherwise fold at load through their slow bodies
-    if (runtime == "ops" and uses_runtime_ops(model)) or (runtime == "ep" and uses_decoders(model)):
+    # under the EP, the custom-op library joins only for big weight decoders (HuffmanDecode, RunLengthDecode): the
+    # EP decodes those feeding the matmuls it claims; the others would fold at load through their slow bodies
+    if (runtime == "ops" and uses_runtime_ops(model)) or (
+        runtime == "ep" and coded_decoder_bytes(model) > DECODER_FOLD_LIMIT
+    ):
         register(so)
     if runtime == "ep":
         so.log_severity_level = 3  # onnxruntime warns that shape ops stay on CPU: expected

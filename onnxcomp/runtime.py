@@ -100,10 +100,11 @@ def _find(name: str, env_var: str) -> Path:
         if not p.is_file():
             raise RuntimeNotBuiltError(f"{env_var}={env} does not name a file")
         return p.resolve()
-    for p in _candidates(name):
+    candidates = _candidates() if name == LIBRARY_NAME else _candidates(name)
+    for p in candidates:
         if p.is_file():
             return p
-    looked = ", ".join(str(p) for p in _candidates(name))
+    looked = ", ".join(str(p) for p in candidates)
     hint = (
         "build it with `python -m onnxcomp.runtime build`"
         if _source_build_dir() is not None

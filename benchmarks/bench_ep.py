@@ -122,11 +122,16 @@ def _mm_models(k: int, n: int, rows: int, rng):
     )
     from onnxcomp.passes.share import _encoding as enc
 
-    node = helper.make_node("CodebookMatMul", ["X", "cb", "codes"], ["Y"], domain=DOMAIN, bits=4, N=n, group_size=n)
+    node = helper.make_node(
+        "CodebookMatMul", ["X", "cb", "codes", "B"], ["Y"], domain=DOMAIN, bits=4, N=n, group_size=n
+    )
+    inits = [
+        numpy_helper.from_array(cb, "cb"),
+        numpy_helper.from_array(packed, "codes"),
+        numpy_helper.from_array(np.zeros(n, np.float32), "B"),
+    ]
     comp = helper.make_model(
-        helper.make_graph(
-            [node], "cmm", [x], [y], [numpy_helper.from_array(cb, "cb"), numpy_helper.from_array(packed, "codes")]
-        ),
+        helper.make_graph([node], "cmm", [x], [y], inits),
         opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, 1)],
         functions=enc.function_protos("CodebookMatMul", 18),
     )

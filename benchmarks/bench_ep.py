@@ -120,7 +120,7 @@ def _mm_models(k: int, n: int, rows: int, rng):
         ),
         opset_imports=[helper.make_opsetid("", 18)],
     )
-    from onnxcomp.passes.share import _encoding as enc
+    from onnxcomp import ops as enc
 
     node = helper.make_node(
         "CodebookMatMul", ["X", "cb", "codes", "B"], ["Y"], domain=DOMAIN, bits=4, N=n, group_size=n

@@ -7,9 +7,10 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnxcomp.passes.share import _encoding as enc
-from onnxcomp.passes.share import _huffman as huff
 from rtutil import make_session
+
+from onnxcomp import ops as enc
+from onnxcomp.ops import huffman as huff
 
 pytestmark = pytest.mark.usefixtures("runtime_lib")
 

@@ -12,11 +12,11 @@ import onnxruntime as ort
 import oplib
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnxcomp.passes.share import _encoding as enc
-from onnxcomp.passes.share import _huffman as huff
 from rtutil import run
 
+from onnxcomp import ops as enc
 from onnxcomp import runtime
+from onnxcomp.ops import huffman as huff
 
 pytestmark = pytest.mark.usefixtures("runtime_lib")
 

@@ -349,3 +349,36 @@ def test_sparse_matmul_almost_empty_huge_layer_runs(memory_cap):
     want = np.zeros((1, n), np.float32)
     want[0, :32] = codebook[0, codes]
     np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("op", ["HuffmanDecode", "RunLengthDecode"])
+def test_decoder_with_an_absurd_shape_attribute(op, memory_cap):
+    """A decoder's output is allocated from its `shape` attribute (at kernel creation for constant inputs)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxcomp import ops
+
+    shape = [2**20, 2**20]
+    if op == "HuffmanDecode":
+        coded = ops.huffman.encode(np.zeros(4, np.uint8))
+        inputs = {"stream": coded.stream, "table": coded.table, "offsets": coded.offsets}
+        attrs = {"shape": shape}
+    else:
+        inputs = {"symbols": ops.run_length_encode(np.zeros((1, 8), np.int64), 4)}
+        attrs = {"bits": 4, "count": 2**21, "shape": shape}
+    node = helper.make_node(op, list(inputs), ["Y"], domain="com.onnxcomp", name="dec", **attrs)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [],
+        [helper.make_tensor_value_info("Y", TensorProto.UINT8, shape)],
+        [numpy_helper.from_array(v, k) for k, v in inputs.items()],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.onnxcomp", 1)],
+        functions=ops.function_protos(op, 18),
+    )
+    model.ir_version = 10
+    with pytest.raises(Exception, match=r"attribute shape \[1048576, 1048576\] would have more than 2\^34 elements"):
+        make_session(model, native=True).run(None, {})

@@ -29,6 +29,102 @@ InputShapeOpt = Annotated[
     typer.Option("--input-shape", help="Concrete shape for a dynamic input, NAME:1x3x224x224 (repeatable)."),
 ]
 
+RuntimeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--runtime",
+        help="ort (plain onnxruntime, function bodies), ops (libonnxcomp_ops.so) or ep (OnnxcompExecutionProvider); "
+        "default: ops for models with com.onnxcomp ops when the library is built, else ort.",
+    ),
+]
+_RUNTIME_HELP = {
+    "ort": "plain onnxruntime",
+    "ops": "onnxruntime + libonnxcomp_ops.so custom ops",
+    "ep": "onnxruntime + OnnxcompExecutionProvider",
+}
+
+
+def _runtime_name(runtime: str | None) -> str | None:
+    if runtime is not None and runtime not in _RUNTIME_HELP:
+        raise UsageError(f"--runtime must be one of {', '.join(_RUNTIME_HELP)}, got {runtime!r}")
+    return runtime
+
+
+def _version_text() -> str:
+    """onnxcomp's version, the native runtime's status (library, kernel ISA, or why it is not built),
+    the onnxruntime and onnx versions (read from the installed metadata: nothing heavy is imported)."""
+    import platform
+    from importlib import metadata
+
+    from onnxcomp import __version__, runtime
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return "\n".join(
+        [
+            f"onnxcomp {__version__}",
+            f"native runtime: {runtime.status().describe()}",
+            f"onnxruntime {version('onnxruntime')}, onnx {version('onnx')}, python {platform.python_version()}",
+        ]
+    )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(_version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_show_version, help="Show versions and the native runtime's status."
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
+def _runtime_notice() -> None:
+    """Once per installation, on the first command: say that the install went on without the native runtime.
+
+    pip hides the build's output unless it fails (or -v), so the first command says it (on stderr); a marker
+    in the onnxcomp cache directory keeps later commands quiet.
+    """
+    import hashlib
+    import os
+
+    from onnxcomp import runtime
+
+    info = runtime.build_info()
+    if info is None or info.get("runtime") != "not built" or runtime.available():
+        return
+    cache = Path(
+        os.environ.get("ONNXCOMP_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "onnxcomp"
+    )
+    key = hashlib.sha256(f"{info['file']}:{info.get('reason', '')}".encode()).hexdigest()[:16]
+    marker = cache / f"runtime-notice-{key}"
+    if marker.exists():
+        return
+    _console(stderr=True).print(
+        f"note: this onnxcomp was installed without its native runtime ({info.get('reason', 'unknown reason')}); "
+        "compressed models run through their standard-op function bodies. See `onnxcomp --version`.",
+        markup=False,
+        soft_wrap=True,
+    )
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass  # a read-only cache: the note shows again next time
+
 
 def _console(stderr: bool = False) -> Any:
     """Rich console; when output is not a terminal (CI logs, pipes), wide enough for the tables."""
@@ -197,7 +293,7 @@ def inspect(
     from onnxcomp.shapes import resolve
 
     shapes = io.parse_input_shapes(input_shape)
-    norm = io.normalize(io.load_model(input), shapes)
+    norm = io.normalize(io.load_model(input, weights=False), shapes, copy=False)  # dims suffice: no weights read
     plan = resolve(norm, shapes)
     plan.require("inspect")
     model = cost.concrete(norm, plan.shapes())
@@ -268,6 +364,7 @@ def verify_cmd(
         bool, typer.Option("--lossy", help="B is a lossy compression of A: check cosine >= 0.9 only.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for generated inputs.")] = 0,
+    runtime: RuntimeOpt = None,
 ) -> None:
     """Compare every output of B with A; exit 3 when beyond tolerance.
 
@@ -290,16 +387,20 @@ def verify_cmd(
     else:
         tol = Tolerance.lossy() if lossy else Tolerance.lossless()
     shapes = io.parse_input_shapes(input_shape)
-    ma, mb = io.normalize(io.load_model(a), shapes), io.normalize(io.load_model(b), shapes)
+    ma, mb = io.normalize(io.load_model(a), shapes, copy=False), io.normalize(io.load_model(b), shapes, copy=False)
     feeds = load_arrays(inputs, ma) if inputs is not None else None
     lab = load_labels(str(labels)) if labels is not None else None
     if lab is not None and feeds is None:
         raise UsageError("--labels needs --inputs (the inputs the labels belong to)")
+    from onnxcomp.ort import resolve_runtime
+
+    rt = resolve_runtime(mb, _runtime_name(runtime))
     plan = resolve(ma, shapes, feeds)
     plan.require("verify")
     console = _console()
     console.print(plan.summary(), soft_wrap=True, markup=False, highlight=False)
-    res = verify_models(ma, mb, feeds, plan, tol, lab, seed)
+    res = verify_models(ma, mb, feeds, plan, tol, lab, seed, runtime=rt)
+    console.print(f"B runs on runtime: {rt} ({_RUNTIME_HELP[rt]}); A on ort")
     render_verification(console, res)
     if not res.ok:
         raise VerificationError("verification failed: " + "; ".join(res.failures()))
@@ -326,7 +427,7 @@ def diff(
     from onnxcomp.shapes import resolve
 
     shapes = io.parse_input_shapes(input_shape)
-    ma, mb = io.normalize(io.load_model(a), shapes), io.normalize(io.load_model(b), shapes)
+    ma, mb = io.normalize(io.load_model(a), shapes, copy=False), io.normalize(io.load_model(b), shapes, copy=False)
     plan = resolve(ma, shapes)
     d = diff_models(ma, mb, plan)
     console = _console()
@@ -366,6 +467,7 @@ def bench(
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
     runs: Annotated[int, typer.Option(help="Timed runs per model.")] = 50,
     warmup: Annotated[int, typer.Option(help="Untimed runs per model first.")] = 5,
+    runtime: RuntimeOpt = None,
 ) -> None:
     """Latency of A (and B) in onnxruntime: same process, interleaved runs, medians and ratio."""
     from rich.table import Table
@@ -378,25 +480,30 @@ def bench(
     if runs < 1 or warmup < 0 or threads < 0:
         raise UsageError("bench: --runs must be at least 1, --warmup and --threads at least 0")
     shapes = io.parse_input_shapes(input_shape)
-    models = {str(a): io.normalize(io.load_model(a), shapes)}
+    models = {str(a): io.normalize(io.load_model(a), shapes, copy=False)}
     if b is not None:
         if str(b) == str(a):
             raise UsageError("bench A B: A and B are the same file")
-        models[str(b)] = io.normalize(io.load_model(b), shapes)
+        models[str(b)] = io.normalize(io.load_model(b), shapes, copy=False)
+    from onnxcomp.ort import resolve_runtime
+
     first = next(iter(models.values()))
     plan = resolve(first, shapes)
     plan.require("bench")
     feeds = generate_inputs(first, plan.shapes())
-    fns = {name: model_runner(m, feeds, threads=threads) for name, m in models.items()}
+    used = {name: resolve_runtime(m, _runtime_name(runtime)) for name, m in models.items()}
+    fns = {name: model_runner(m, feeds, threads=threads, runtime=used[name]) for name, m in models.items()}
     timings = interleaved(fns, runs=runs, warmup=warmup)
     t = Table(title=f"latency, {threads} thread(s), {runs} interleaved runs", title_justify="left")
-    for c in ("model", "median ms", "p10 ms", "p90 ms"):
-        t.add_column(c, justify="left" if c == "model" else "right")
+    for c in ("model", "runtime", "median ms", "p10 ms", "p90 ms"):
+        t.add_column(c, justify="left" if c in ("model", "runtime") else "right")
     for tm in timings.values():
-        t.add_row(tm.name, f"{tm.median_ms:.3f}", f"{tm.p10_ms:.3f}", f"{tm.p90_ms:.3f}")
+        t.add_row(tm.name, used[tm.name], f"{tm.median_ms:.3f}", f"{tm.p10_ms:.3f}", f"{tm.p90_ms:.3f}")
     console = _console()
     console.print(plan.summary(), soft_wrap=True, markup=False, highlight=False)
     console.print(t)
+    for name in sorted(set(used.values())):
+        console.print(f"runtime {name}: {_RUNTIME_HELP[name]}")
     if b is not None:
         ta, tb = timings[str(a)], timings[str(b)]
         console.print(f"speedup B vs A: {ta.median_ms / tb.median_ms:.3f}x")
@@ -414,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
         args.remove("--debug")
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if "--version" not in args:
+            _runtime_notice()
         app(args=args, prog_name="onnxcomp")
     except SystemExit as e:
         code = e.code

@@ -22,6 +22,10 @@ namespace onnxcomp {
 constexpr const char* kDomain = "com.onnxcomp";
 // upper bound for any size derived from attributes (keeps all index arithmetic far from overflow)
 constexpr int64_t kMaxDim = int64_t{1} << 40;
+// upper bound for the elements of any tensor an op allocates (its output, decoded weights, scratch):
+// 2^34 elements, 64 GiB of float32. A size an attribute or an empty input can claim without backing
+// data (N = 2^40 with K = 0) is refused with INVALID_ARGUMENT before anything is allocated.
+constexpr int64_t kMaxElements = int64_t{1} << 34;
 
 struct OpError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -139,6 +143,9 @@ inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
   if (a < 0 || b < 0 || (a != 0 && b > kMaxDim / a)) fail(what, " is too large");
   return a * b;
 }
+// Elements of a tensor of `shape` the op is about to allocate: the overflow-checked product of the dims,
+// refused (INVALID_ARGUMENT, naming `what`) beyond kMaxElements.
+int64_t checked_elements(const std::vector<int64_t>& shape, const char* what);
 
 // ---- codebook helpers shared by the ops ---------------------------------------------------------
 // Unpacks codes j0 .. j0+count-1 of a packed row ((j0 * bits) % 8 == 0).
@@ -155,6 +162,22 @@ std::vector<float> pad_codebook(const float* cb, int64_t G, int64_t C, int bits)
 // TernaryMatMul). y is fully written.
 void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, const CodebookWeights& w,
                          const float* bias, float* y);
+
+// SparseCodebookMatMul (sparse_codebook_matmul.cc): the windowed layout of constant, validated weights for the
+// AVX-512 batch-1..4 kernel, its builder (false when it does not apply or would be too large), the layout check
+// (every entry's column < N; row_ptr already checked), and the driver (y fully written; pack may be null).
+struct WindowsPack {
+  std::vector<uint8_t> data;
+  std::vector<int64_t> step_ptr;
+  std::vector<uint16_t> step_win;
+  std::vector<float> cb16;
+  int64_t NG = 0, NW = 0;
+  int lane_bytes = 0, window = 0;
+};
+bool build_windows(const SparseWeights& w, const float* codebook, int64_t C, WindowsPack* out);
+void validate_sparse_layout(const int32_t* row_ptr, const uint8_t* deltas, int64_t K, int index_bits, int64_t N);
+void run_sparse_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, const SparseWeights& w,
+                       const WindowsPack* pack, const float* bias, float* y);
 
 // Sets output 0 (float32) of a shape-inference context.
 OrtStatusPtr set_output_shape(OrtShapeInferContext* ctx, const Ort::ShapeInferContext::Shape& shape);

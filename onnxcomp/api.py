@@ -255,9 +255,10 @@ def _serialized(model: onnx.ModelProto) -> bytes | None:
 
 
 def _check_loads(model: onnx.ModelProto, data: bytes | None = None, path: Path | None = None) -> None:
-    from onnxcomp.ort import _runtime_available, session, uses_custom_ops
+    from onnxcomp.ops import uses_ops
+    from onnxcomp.ort import _runtime_available, session
 
-    custom = uses_custom_ops(model)
+    custom = uses_ops(model)
     try:
         if path is not None:  # a model written with external data
             session(path, optimize=False, runtime=custom and _runtime_available())

@@ -61,7 +61,7 @@ class FoldConstants(Pass):
                 if shape is not None and int(np.prod(shape)) > self.options.max_elements:
                     big.append(n)
         for n in big:
-            result.skip(n.name, f"output larger than max_elements={self.options.max_elements}")
+            result.skip(n.name, f"output larger than max-elements={self.options.max_elements}")
         keep = [n for n in nodes if n not in big]
         folded = fold(graph, keep)
         result.count("nodes_folded", len([n for n in keep if n.name in set(folded.folded)]))

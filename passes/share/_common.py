@@ -14,11 +14,11 @@ Codebook groups (``group_size``) run over output channels: columns for MatMul, r
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from onnxcomp.names import any_match
 from onnxcomp.passes_api import opt
 
 from . import _encoding as enc
@@ -255,7 +255,7 @@ def label(node: gs.Node) -> str:
 
 
 def _matches(patterns: list[str], *names: str) -> bool:
-    return any(fnmatch.fnmatchcase(n, p) for p in patterns for n in names if n)
+    return any_match(patterns, *names) is not None
 
 
 def collect_targets(
@@ -287,9 +287,9 @@ def collect_targets(
         if _matches(opts.protect, *names):
             result.skip(t.name, "protected by name")
         elif id(t.node) in edge:
-            result.skip(t.name, "first or last weighted layer (protect_first_last)")
+            result.skip(t.name, "first or last weighted layer (protect-first-last)")
         elif t.params < opts.min_params:
-            result.skip(t.name, f"{t.params} weights < min_params={opts.min_params}")
+            result.skip(t.name, f"{t.params} weights < min-params={opts.min_params}")
         else:
             kept.append(t)
     return kept

@@ -6,7 +6,8 @@ Roofline time = max(FLOPs / peak_flops, bytes / bandwidth) on a :class:`Hardware
 A node computed from constants only (a weight decode: DequantizeLinear of an initializer, the com.onnxcomp
 HuffmanDecode / RunLengthDecode, a Transpose of a weight) costs no FLOPs and no bytes: onnxruntime folds it
 at session creation, it never runs per inference.
-Per-op knowledge lives in the ``FLOPS`` registry keyed by op type.
+Per-op knowledge lives in the ``FLOPS`` registry keyed by op type (the com.onnxcomp ops: their op records,
+:mod:`onnxcomp.ops`).
 """
 
 from __future__ import annotations
@@ -104,21 +105,6 @@ def _matmul(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int
     trans_a = _attr(node, "transA", 0) if node.op_type == "Gemm" else 0
     k = a[-2] if trans_a and len(a) >= 2 else a[-1]
     return 2 * _n(y) * int(k) + (_n(y) if len(ins) > 2 else 0)
-
-
-@flops_for("CodebookMatMul", "SparseCodebookMatMul", "TernaryMatMul")
-def _custom_matmul(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
-    a, y = ins[0], outs[0]
-    if a is None or y is None:
-        return 0
-    return 2 * _n(y) * int(a[-1])
-
-
-@flops_for("CodebookConv")
-def _custom_conv(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
-    w = [int(v) for v in _attr(node, "weight_shape", [])]
-    y = outs[0]
-    return 2 * _n(y) * _n(tuple(w[1:])) if y is not None and w else 0
 
 
 @flops_for("BatchNormalization", "InstanceNormalization", "LayerNormalization")
@@ -221,7 +207,7 @@ def analyze(model: onnx.ModelProto) -> list[LayerCost]:
                     nbytes += _init_bytes(inits[name])
                 elif shape is not None:
                     nbytes += _n(shape) * _ITEMSIZE.get(et, 4)
-            fn = FLOPS.get(node.op_type)
+            fn = _flop_fn(node)
             ins = [shapes.get(i, (None, 1))[0] if i else None for i in node.input]
             try:
                 flops = fn(node, ins, outs) if fn else 0
@@ -240,6 +226,19 @@ def _constant_tensor(node: Any) -> onnx.TensorProto | None:
     if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
         return None
     return next((a.t for a in node.attribute if a.name == "value" and a.type == 4), None)  # TENSOR
+
+
+def _flop_fn(node: onnx.NodeProto) -> FlopFn | None:
+    """The FLOP count of a node: the registry for standard ops, the op record for com.onnxcomp ops."""
+    from onnxcomp import ops
+
+    if node.domain == ops.DOMAIN:
+        spec = ops.OPS.get(node.op_type)
+        if spec is None or spec.flops is None:
+            return None
+        count = spec.flops
+        return lambda n, ins, outs: count(ops.node_attributes(n), ins, outs)
+    return FLOPS.get(node.op_type)
 
 
 def _weight_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:

@@ -124,13 +124,13 @@ def test_readme_synopsis_options_exist():
 
     from onnxcomp.cli import app
 
-    commands = typer.main.get_command(app).commands
+    group = typer.main.get_command(app)
     (synopsis,) = [b for b in _blocks("") if b.startswith("onnxcomp optimize IN OUT")]
     current = None
     for line in synopsis.splitlines():
         words = line.split("#")[0].split()
-        if words and words[0] == "onnxcomp":
-            current = commands[words[1]]
+        if words and words[0] == "onnxcomp":  # a command, or an option of onnxcomp itself (--version)
+            current = group if words[1].startswith("-") else group.commands[words[1]]
         valid = {o for p in current.params for o in p.opts}
         for opt in re.findall(r"--[a-z][a-z-]*", " ".join(words)):
             assert opt in valid, (current.name, opt)

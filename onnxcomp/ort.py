@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.errors import InputError
@@ -22,13 +25,13 @@ def uses_custom_ops(model: onnx.ModelProto) -> bool:
 
 
 def session(
-    model: onnx.ModelProto | bytes,
+    model: onnx.ModelProto | bytes | str | os.PathLike[str],
     *,
     optimize: bool = False,
     threads: int | None = None,
     runtime: bool | str | None = None,
 ) -> ort.InferenceSession:
-    """An InferenceSession on CPU.
+    """An InferenceSession on CPU, of a model (over protobuf's limit: through a file), its bytes or its path.
 
     ``optimize=False`` disables onnxruntime's graph optimizations so they can neither hide nor cause a
     difference (verification). ``runtime``: ``"ops"`` or True registers libonnxcomp_ops.so (required);
@@ -47,24 +50,55 @@ def session(
     so.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
-    so.log_severity_level = 3
+    # onnxruntime's own logger prints colored multi-line errors to stderr before the exception that says the
+    # same; onnxcomp reports that exception as one line, so only fatal log records remain
+    _quiet_logger(ort)
+    so.log_severity_level = 4
     if threads is not None:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load_model_from_string(model)
+    if isinstance(model, (str, os.PathLike)):
+        proto = onnx.load(os.fspath(model), load_external_data=False)
+    else:
+        proto = model if isinstance(model, onnx.ModelProto) else onnx.load_model_from_string(model)
     name = resolve_runtime(proto, runtime)
     from onnxcomp import runtime as rt
 
     if name == "ops" or (name == "ep" and rt.coded_decoder_bytes(proto) > rt.DECODER_FOLD_LIMIT):
         rt.register(so)
-    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     try:
-        if name == "ep":
-            so.add_provider_for_devices(rt.register_ep(), {})
-            return ort.InferenceSession(data, so)
-        return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+        with _source(model) as data:
+            if name == "ep":
+                so.add_provider_for_devices(rt.register_ep(), {})
+                return ort.InferenceSession(data, so)
+            return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    except InputError:
+        raise
     except Exception as err:  # onnxruntime raises its own exception types
         raise InputError(f"onnxruntime cannot load the model: {' '.join(str(err).split())[:400]}") from err
+
+
+@contextlib.contextmanager
+def _source(model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> Iterator[bytes | str]:
+    """What onnxruntime is given: the model's bytes, its path, or, for a model over protobuf's limit (or with
+    its weights left in their files), a temporary file written with external data (onnxruntime reads the
+    weights at load; the file is removed once the session exists)."""
+    import onnx
+
+    from onnxcomp import io
+
+    if isinstance(model, (str, os.PathLike)):
+        yield os.fspath(model)
+    elif not isinstance(model, onnx.ModelProto):
+        yield model
+    else:
+        try:
+            data = io.serialize(model)
+        except io.TooLargeError:
+            with io.model_file(model) as path:
+                yield str(path)
+            return
+        yield data
 
 
 def resolve_runtime(model: onnx.ModelProto, runtime: bool | str | None) -> str:
@@ -86,8 +120,22 @@ def _runtime_available() -> bool:
     return rt.available()
 
 
+def _quiet_logger(ort: Any) -> None:
+    global _LOGGER_QUIET
+    if not _LOGGER_QUIET:
+        ort.set_default_logger_severity(4)
+        _LOGGER_QUIET = True
+
+
+_LOGGER_QUIET = False
+
+
 def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[Any]:
+    import onnxruntime as ort
+
+    ro = ort.RunOptions()
+    ro.log_severity_level = 4  # kernel errors come back as the exception below, in one line
     try:
-        return sess.run(outputs, feeds)
+        return sess.run(outputs, feeds, ro)
     except Exception as err:
         raise InputError(f"onnxruntime failed to run the model: {' '.join(str(err).split())[:400]}") from err

@@ -320,6 +320,11 @@ def saves_bytes(t: Target, e: Encoded) -> bool:
     return 4 * table + rows * enc.packed_row_bytes(cols, e.bits) < 4 * t.params
 
 
+def inputs_per_output(t: Target) -> int:
+    """The inputs one output channel reads: K for MatMul, C/group * prod(kernel) for Conv."""
+    return int(t.w2.shape[1 - t.out_axis])
+
+
 def per_layer_value(t: Target, default: Any, per_layer: dict[str, Any]) -> Any:
     """The value of the first pattern of ``per_layer`` matching the layer's node or weight name, else default."""
     for pattern, value in per_layer.items():

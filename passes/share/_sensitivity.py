@@ -78,4 +78,3 @@ def _is_float(v: object) -> bool:
     import numpy as np
 
     return isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.size > 0
-

@@ -18,7 +18,9 @@ def _layers(seed: int, n: int) -> tuple[list[list[Option]], np.ndarray]:
     rng = np.random.default_rng(seed)
     params = np.round(10 ** rng.uniform(3, 6, n)).astype(int)
     sens = 10 ** rng.uniform(-2, 2, n)
-    layers = [[Option(p * b + 32 * 2**b, s * 4.0**-b * rng.uniform(0.8, 1.2)) for b in BITS] for p, s in zip(params, sens)]
+    layers = [
+        [Option(p * b + 32 * 2**b, s * 4.0**-b * rng.uniform(0.8, 1.2)) for b in BITS] for p, s in zip(params, sens)
+    ]
     return layers, params
 
 

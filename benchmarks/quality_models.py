@@ -300,7 +300,7 @@ class Bench:
 # ---- layout detector (PP-PicoDet, GFL head): boxes from 4 strides, per-class NMS
 LAYOUT_STRIDES = (8, 16, 32, 64)
 LAYOUT_SIZE = (800, 608)
-LAYOUT_CONF = 0.4
+LAYOUT_CONF = 0.5  # rapid-layout's default conf_thresh
 
 
 def picodet_boxes(outs: list[np.ndarray], conf: float = LAYOUT_CONF, nms: float = 0.5) -> list[tuple[int, np.ndarray]]:

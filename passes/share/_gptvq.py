@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 DAMP = 0.01  # lambda of H + lambda * mean(diag H) * I
 LAZY_BLOCK = 128  # GPTQ's lazy batch: columns updated together
+ATOMS_ABOVE = 8192  # rows longer than this are clustered as ATOMS runs of sorted values
+ATOMS = 4096
+ATOM_TAIL = 256  # values at each end kept as atoms of their own
 STARTS = ("linear", "quantile", "kmeans++", "kmeans++", "kmeans++", "kmeans++")
 
 
@@ -135,10 +138,28 @@ def row_kmeans(
     order = np.argsort(v, axis=1, kind="stable")
     u = np.take_along_axis(v, order, axis=1)
     wu = np.take_along_axis(w, order, axis=1)
+    if n <= k:
+        # every value its own centroid (the largest repeated): exact
+        c = np.concatenate([u, np.repeat(u[:, -1:], k - n, axis=1)], axis=1)
+        return RowKMeans(c, nearest(v, c), np.zeros(r))
     zeros = np.zeros((r, 1))
     cw = np.concatenate([zeros, np.cumsum(wu, axis=1)], axis=1)
     cwv = np.concatenate([zeros, np.cumsum(wu * u, axis=1)], axis=1)
     cwv2 = np.concatenate([zeros, np.cumsum(wu * u * u, axis=1)], axis=1)
+    if n > ATOMS_ABOVE:
+        # long rows: Lloyd on atoms, runs of sorted values (single values in the tails, where outliers
+        # are, equal counts in between); a cluster is then a run of atoms, its sums exact
+        edges = np.unique(
+            np.concatenate([np.arange(ATOM_TAIL), n - np.arange(ATOM_TAIL), np.linspace(0, n, ATOMS, dtype=np.int64)])
+        )
+        edges = edges[(edges >= 0) & (edges <= n)]
+        cw, cwv, cwv2 = cw[:, edges], cwv[:, edges], cwv2[:, edges]
+        wu = np.diff(cw, axis=1)
+        u = np.diff(cwv, axis=1) / np.where(wu > 0, wu, 1.0)
+        # an atom of zero weight sits at its first value (keeps u sorted)
+        u = np.where(wu > 0, u, np.take_along_axis(np.take_along_axis(v, order, axis=1), edges[None, :-1], 1))
+        u = np.maximum.accumulate(u, axis=1)
+        n = u.shape[1]
     keys, lo, span = _row_keys(u)
     ends = np.full((r, 1), n)
 
@@ -285,42 +306,43 @@ def output_error(w: np.ndarray, q: np.ndarray, hs: list[np.ndarray]) -> float:
     """tr((W - Q) H (W - Q)^T) / tr(W H W^T), rows split evenly over the conv groups' Hessians."""
     import numpy as np
 
-    per = w.shape[0] // len(hs)
-    num = den = 0.0
-    for g, h in enumerate(hs):
-        d = (w - q)[g * per : (g + 1) * per]
-        wg = w[g * per : (g + 1) * per]
-        num += float(np.sum((d @ h) * d))
-        den += float(np.sum((wg @ h) * wg))
+    g = len(hs)
+    h = np.stack(hs)
+    w3 = w.reshape(g, w.shape[0] // g, -1)
+    d3 = (w - q).reshape(w3.shape)
+    num = float(np.sum((d3 @ h) * d3))
+    den = float(np.sum((w3 @ h) * w3))
     return num / den if den > 0 else num
 
 
-def _inverse_factor(h: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarray]:
-    """(act-order permutation, upper Cholesky factor U of (H_pp + l I)^-1) for one Hessian."""
+def _inverse_factors(hs: list[np.ndarray], damp: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per Hessian (all of one size): the act-order permutation [G, n] and the upper Cholesky factor U of
+    (H_pp + l I)^-1 [G, n, n] (batched over the conv groups)."""
     import numpy as np
 
-    n = h.shape[0]
-    h = h.astype(np.float64).copy()
-    dead = np.diag(h) <= 0
+    h = np.stack([np.asarray(x, np.float64) for x in hs])
+    n = h.shape[1]
+    diag = np.diagonal(h, axis1=1, axis2=2).copy()
+    dead = diag <= 0
+    gi, ii = np.nonzero(dead)
+    h[gi, ii, ii] = 1.0  # inputs that are always zero: any weight does (GPTQ's rule)
     # scale-free: U of (c H)^-1 is U / sqrt(c), and GPTQ uses only its ratios and relative 1/U_ii^2
-    h /= max(float(np.mean(np.diag(h))), 1e-300)
-    h[dead, dead] = 1.0  # inputs that are always zero: any weight does (GPTQ's rule)
-    perm = np.argsort(-np.diag(h), kind="stable")
-    hp = h[np.ix_(perm, perm)]
-    reg = damp * max(float(np.mean(np.diag(hp))), 1e-12)
+    h /= np.maximum(np.diagonal(h, axis1=1, axis2=2).mean(axis=1), 1e-300)[:, None, None]
+    perm = np.argsort(-np.diagonal(h, axis1=1, axis2=2), axis=1, kind="stable")
+    hp = np.take_along_axis(np.take_along_axis(h, perm[:, :, None], 1), perm[:, None, :], 2)
+    eye = np.eye(n)
     for attempt in range(6):
         try:
-            lower = np.linalg.cholesky(hp + reg * (10**attempt) * np.eye(n))
+            lower = np.linalg.cholesky(hp + damp * (10**attempt) * eye)
             break
         except np.linalg.LinAlgError:
             continue
     else:
-        raise ValueError("the layer's Hessian is not positive definite even with damping")
-    # (L L^T)^-1 = L^-T L^-1; its upper Cholesky factor U (Hinv = U^T U) is chol(Hinv)^T
-    linv = np.linalg.solve(lower, np.eye(n))
-    hinv = linv.T @ linv
-    u = np.linalg.cholesky(hinv).T
-    return perm, u
+        raise ValueError("a layer Hessian is not positive definite even with damping")
+    # (L L^T)^-1 = L^-T L^-1; its upper Cholesky factor U (Hinv = U^T U)
+    linv = np.linalg.solve(lower, np.broadcast_to(eye, lower.shape))
+    hinv = np.swapaxes(linv, 1, 2) @ linv
+    return perm, np.swapaxes(np.linalg.cholesky(hinv), 1, 2)
 
 
 def compensated_quantize(
@@ -355,16 +377,10 @@ def compensated_quantize(
     keep = w != 0 if zero_code else np.ones(w.shape, bool)
 
     # per conv group: order and inverse factor; element weights 1/U_ii^2 in the original column order
-    perms, factors = [], []
-    elem_w = np.empty_like(w)
-    for g, h in enumerate(hs):
-        perm, u = _inverse_factor(h, damp)
-        perms.append(perm)
-        factors.append(u)
-        inv_d2 = np.empty(n)
-        inv_d2[perm] = 1.0 / np.diag(u) ** 2
-        elem_w[g * per : (g + 1) * per] = inv_d2[None, :]
-    elem_w = elem_w * keep
+    perm, factor = _inverse_factors(hs, damp)
+    inv_d2 = np.empty((groups, n))
+    np.put_along_axis(inv_d2, perm, 1.0 / np.diagonal(factor, axis1=1, axis2=2) ** 2, axis=1)
+    elem_w = np.repeat(inv_d2, per, axis=0) * keep
 
     # codebooks per group of rows: weighted k-means over the group's weights (pruned ones weigh 0)
     book_rows = -(-r // gsz)
@@ -381,46 +397,40 @@ def compensated_quantize(
     codebook[:, first:] = km.centroids
     row_book = np.repeat(km.centroids, gsz, axis=0)[:r]  # [R, levels - first], sorted
 
-    def quantize(cols: np.ndarray, books: np.ndarray) -> np.ndarray:
-        idx = nearest(cols, books)
-        return idx
-
     # plain: nearest centroid of the original weights
-    plain_codes = quantize(w, row_book) + first
+    plain_codes = nearest(w, row_book) + first
     if zero_code:
         plain_codes = np.where(keep, plain_codes, 0)
     plain_q = np.take_along_axis(np.repeat(codebook, gsz, axis=0)[:r], plain_codes, axis=1)
 
-    # GPTQ, each conv group in its own order
-    codes = np.zeros((r, n), np.int64)
-    for g in range(groups):
-        sl = slice(g * per, (g + 1) * per)
-        perm, u = perms[g], factors[g]
-        wg = w[sl][:, perm].copy()
-        kg = keep[sl][:, perm]
-        books = row_book[sl]
-        cg = np.zeros((per, n), np.int64)
-        for i1 in range(0, n, LAZY_BLOCK):
-            i2 = min(i1 + LAZY_BLOCK, n)
-            blk = wg[:, i1:i2]  # a view: updated in place
-            err = np.zeros((per, i2 - i1))
-            for i in range(i2 - i1):
-                col = blk[:, i : i + 1]
-                idx = quantize(col, books)[:, 0]
-                q = np.take_along_axis(books, idx[:, None], axis=1)[:, 0]
-                mask = kg[:, i1 + i]
-                q = np.where(mask, q, 0.0)
-                cg[:, i1 + i] = np.where(mask, idx + first, 0)
-                e = (blk[:, i] - q) / u[i1 + i, i1 + i]
-                err[:, i] = e
-                blk[:, i:] -= e[:, None] * u[i1 + i, i1 + i : i2][None, :]
-                if zero_code:
-                    blk[:, i:] *= kg[:, i1 + i : i2]
-            if i2 < n:
-                wg[:, i2:] -= err @ u[i1:i2, i2:]
-                if zero_code:
-                    wg[:, i2:] *= kg[:, i2:]
-        codes[sl][:, perm] = cg
+    # GPTQ, every conv group in its own order, all groups at once: W [G, per, n] in permuted columns
+    w3 = np.take_along_axis(w.reshape(groups, per, n), perm[:, None, :], axis=2)
+    k3 = np.take_along_axis(keep.reshape(groups, per, n), perm[:, None, :], axis=2)
+    books = row_book  # [R, levels - first], row g * per + j
+    c3 = np.zeros((groups, per, n), np.int64)
+    for i1 in range(0, n, LAZY_BLOCK):
+        i2 = min(i1 + LAZY_BLOCK, n)
+        err = np.zeros((groups, per, i2 - i1))
+        for i in range(i1, i2):
+            col = w3[:, :, i].reshape(r, 1)
+            idx = nearest(col, books)[:, 0]
+            q = np.take_along_axis(books, idx[:, None], axis=1)[:, 0].reshape(groups, per)
+            mask = k3[:, :, i]
+            q = np.where(mask, q, 0.0)
+            c3[:, :, i] = np.where(mask, idx.reshape(groups, per) + first, 0)
+            e = (w3[:, :, i] - q) / factor[:, i, i][:, None]
+            err[:, :, i - i1] = e
+            # w_{i:i2} -= e * U_{i, i:i2}
+            w3[:, :, i:i2] -= e[:, :, None] * factor[:, None, i, i:i2]
+            if zero_code:
+                w3[:, :, i:i2] *= k3[:, :, i:i2]
+        if i2 < n:
+            w3[:, :, i2:] -= err @ factor[:, i1:i2, i2:]
+            if zero_code:
+                w3[:, :, i2:] *= k3[:, :, i2:]
+    codes3 = np.empty_like(c3)
+    np.put_along_axis(codes3, perm[:, None, :], c3, axis=2)
+    codes = codes3.reshape(r, n)
     gptq_q = np.take_along_axis(np.repeat(codebook, gsz, axis=0)[:r], codes, axis=1)
 
     err_plain = output_error(w, plain_q, hs)

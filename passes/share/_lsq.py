@@ -49,7 +49,7 @@ def paired_grams(
 ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """Per group: H_cc = X_c^T X_c / n and (with ``x_orig``) H_co = X_c^T X_o / n over the same positions."""
     if x_orig is None:
-        return common.gram(common.im2col(x, t, MAX_ROWS, rng)), None
+        return common.im2col_grams(x, t, MAX_ROWS, rng), None
     cur, orig = common.im2col_pair(x, x_orig, t, MAX_ROWS, rng)
     return common.gram(cur), common.cross_gram(cur, orig)
 

@@ -95,7 +95,8 @@ class KMeans(Pass):
             "take the layers in dependency order; re-fit each layer's weights, then cluster and refine, "
             "on its input in the graph quantized so far towards its ORIGINAL output (it also corrects "
             "the earlier layers). Default (unset): on when calibration data is given; true without "
-            "calibration data is an error. Costs one onnxruntime run over the calibration data per "
+            "calibration data is an error. With the compensated mode (the default with calibration data) it is "
+            "off unless set. Costs one onnxruntime run over the calibration data per "
             "layer level plus a dense least-squares solve per layer: on big models that can add "
             "minutes, set false to save it. Wants >= ~128 calibration samples (with fewer it can fit "
             "the samples rather than the model)",
@@ -125,8 +126,10 @@ class KMeans(Pass):
         if budget:
             self._bits = self._allocate(graph, ctx, targets, budget, result)
         # X_orig: every layer's input in the graph as it came in, captured before anything changes
-        sequential = o.sequential is not False and ctx.calib is not None  # unset: on with calibration data
         compensate = o.compensate is not False and ctx.calib is not None
+        # unset: on with calibration data unless the compensated mode corrects the errors (one-shot GPTQ
+        # is about as good and needs no capture of the model per layer level)
+        sequential = ctx.calib is not None and (o.sequential or (o.sequential is None and not compensate))
         uses_acts = o.weighted or o.refine or sequential or compensate
         acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
         energy = common.input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}

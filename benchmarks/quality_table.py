@@ -136,13 +136,13 @@ def stored_bits(model: onnx.ModelProto) -> tuple[float, int]:
         if "weight_shape" in attrs:
             weights = int(np.prod(attrs["weight_shape"]))
         elif n.op_type == "CodebookGather":
-            weights = int(np.prod(attrs["table_shape"]))
+            weights = shape(n.input[1])[0] * int(attrs["D"])  # codes [V, packed]
         elif n.op_type == "SparseCodebookMatMul":
             weights = (shape(n.input[2])[0] - 1) * int(attrs["N"])  # row_ptr has K + 1 entries
         else:
             weights = shape(n.input[2])[0] * int(attrs["N"])  # codes [K, packed]
         # inputs: X, then the encoded weight tensors, then (last) the bias
-        enc_inputs = n.input[1:-1] if n.op_type != "CodebookGather" else n.input[1:]
+        enc_inputs = n.input[1:-1] if n.op_type != "CodebookGather" else n.input[:2]
         total_bytes += sum(size(i) for i in enc_inputs)
         total_weights += weights
     return (8.0 * total_bytes / total_weights if total_weights else float("nan")), total_weights

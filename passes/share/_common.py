@@ -334,6 +334,14 @@ def per_layer_value(t: Target, default: Any, per_layer: dict[str, Any]) -> Any:
     return default
 
 
+def per_layer_value_of(default: Any, per_layer: dict[str, Any], *names: str) -> Any:
+    """``per_layer_value`` for anything named (e.g. an embedding table: its node and table names)."""
+    for pattern, value in per_layer.items():
+        if _matches([pattern], *names):
+            return value
+    return default
+
+
 def bits_for(t: Target, default: int, per_layer: dict[str, int]) -> int:
     return int(per_layer_value(t, default, per_layer))
 

@@ -403,6 +403,29 @@ def _fn_ternary_matmul(opset: int) -> onnx.FunctionProto:
     return f.function("TernaryMatMul", ["X", "scales", "codes", "B"], ["Y"], ["N", "group_size"], opset)
 
 
+def _fn_codebook_gather(opset: int) -> onnx.FunctionProto:
+    # Y[..., d] = codebook[r // group_size, code(r, d)] with r = indices[...] (negative: + V): Gather(table,
+    # indices, axis=0) on a table of V rows of D values; only the gathered rows are unpacked and decoded
+    # (the indices are data, so this is not folded at load: it runs per inference on the rows it needs)
+    f = _Body()
+    bits, d, gsz = f.attr("bits"), f.attr("D"), f.attr("group_size")
+    flat = f.op("Reshape", "indices", f.const([-1]))
+    v = f.op("Cast", f.op("Shape", "codes", start=0, end=1), to=7)
+    idx = f.op("Cast", flat, to=7)
+    idx = f.op("Where", f.op("Less", idx, f.const(0)), f.op("Add", idx, v), idx)
+    rows = f.op("Gather", "codes", idx, axis=0)  # [I, packed]
+    codes, _ = _unpack(f, rows, bits, d)  # [I, D]
+    offset = f.op("Cast", f.op("Mul", f.op("Div", idx, gsz), _row_width(f, "codebook")), to=6)  # [I]
+    vals = f.op(
+        "Gather",
+        f.op("Reshape", "codebook", f.const([-1])),
+        f.op("Add", codes, f.op("Unsqueeze", offset, f.const([1]))),
+    )
+    shape = f.op("Concat", f.op("Shape", "indices"), f.op("Reshape", d, f.const([1])), axis=0)
+    f.op("Reshape", vals, shape, out="Y")
+    return f.function("CodebookGather", ["codebook", "codes", "indices"], ["Y"], ["bits", "D", "group_size"], opset)
+
+
 CONV_ATTRS = ("dilations", "group", "kernel_shape", "pads", "strides")
 
 
@@ -640,6 +663,7 @@ FUNCTIONS: dict[str, Callable[[int], onnx.FunctionProto]] = {
     "TernaryMatMul": _fn_ternary_matmul,
     "HuffmanDecode": _fn_huffman_decode,
     "RunLengthDecode": _fn_run_length_decode,
+    "CodebookGather": _fn_codebook_gather,
 }
 
 
@@ -649,6 +673,7 @@ CODE_LAYOUT: dict[str, tuple[int, Callable[[dict[str, Any]], tuple[int, int]]]] 
     "CodebookMatMul": (2, lambda a: (int(a["bits"]), int(a["N"]))),
     "CodebookConv": (2, lambda a: (int(a["bits"]), _prod(a["weight_shape"][1:]))),
     "TernaryMatMul": (2, lambda a: (2, int(a["N"]))),
+    "CodebookGather": (1, lambda a: (int(a["bits"]), int(a["D"]))),
 }
 
 
@@ -665,6 +690,7 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "CodebookConv": ("UnpackCodes",),
     "SparseCodebookMatMul": ("UnpackCodes",),
     "TernaryMatMul": ("UnpackCodes",),
+    "CodebookGather": ("UnpackCodes",),
 }
 
 
@@ -744,12 +770,19 @@ def _dec_codebook_conv(node: onnx.NodeProto, v: list[Any]) -> tuple[np.ndarray, 
     return w.reshape(shape), v[3] if len(v) > 3 else None
 
 
+def _dec_codebook_gather(node: onnx.NodeProto, v: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+    a = _attrs(node)
+    codes = unpack_codes(v[1], int(a["bits"]), int(a["D"]))
+    return decode_codebook(v[0], codes, int(a.get("group_size", codes.shape[0])), axis=0), None
+
+
 # op type -> (numpy decoder (node, input values) -> (weight, bias), standard op it computes)
 DECODERS: dict[str, tuple[Callable[..., tuple[Any, Any]], str]] = {
     "CodebookMatMul": (_dec_codebook_matmul, "MatMul"),
     "TernaryMatMul": (_dec_ternary_matmul, "MatMul"),
     "SparseCodebookMatMul": (_dec_sparse_matmul, "MatMul"),
     "CodebookConv": (_dec_codebook_conv, "Conv"),
+    "CodebookGather": (_dec_codebook_gather, "Gather"),
 }
 
 
@@ -804,10 +837,16 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
         if node.op_type not in DECODERS:
             raise ValueError(f"unknown com.onnxcomp op {node.op_type!r}")
         decoder, std = DECODERS[node.op_type]
-        w, b = decoder(node, [value(i) if k else None for k, i in enumerate(node.input)])
+        data_inputs = {"Gather": (0, 1)}.get(std, ())  # inputs that are constants (others: the activation X)
+        w, b = decoder(
+            node,
+            [value(i) if (k in data_inputs if data_inputs else k) else None for k, i in enumerate(node.input)],
+        )
         w_name, b_name = f"{node.output[0]}__W", f"{node.output[0]}__B"
         new_inits.append(numpy_helper.from_array(np.asarray(w, np.float32), w_name))
-        if std == "Conv":
+        if std == "Gather":
+            new_nodes.append(helper.make_node("Gather", [w_name, node.input[2]], list(node.output), name=node.name))
+        elif std == "Conv":
             a = _attrs(node)
             conv_attrs = {k: a[k] for k in CONV_ATTRS if k in a}
             ins = [node.input[0], w_name]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 from . import _common as common
-from . import _lsq
+from . import _gather, _lsq
 from ._common import ShareOptions
 
 if TYPE_CHECKING:
@@ -79,6 +79,11 @@ class KMeans(Pass):
         target_ratio: float = opt(0.0, "budget as a compression ratio of the compressed layers: target-bits = 32 / R")
         candidate_bits: list[int] = opt([2, 3, 4, 5, 6, 8], "bit widths the budget mode chooses from")
         sensitivity_samples: int = opt(8, "calibration samples of each sensitivity measurement (budget mode)")
+        embeddings: bool = opt(
+            True,
+            "also compress constant Gather tables (token / position embeddings, float32 [V, D], axis 0) as "
+            "CodebookGather: the same codebooks over table rows, only the gathered rows decoded at run time",
+        )
         compensate: bool | None = opt(
             None,
             "error-compensated quantization (GPTQ's order on the k-means codebook, as GPTVQ): inputs "
@@ -119,12 +124,17 @@ class KMeans(Pass):
         if not o.candidate_bits or any(not 1 <= int(b) <= 8 for b in o.candidate_bits):
             raise UsageError(f"kmeans: candidate_bits must be in 1..8, got {o.candidate_bits}")
         targets = common.prepare(graph, ctx, o, result)
-        if not targets:
+        tables = self._tables(graph, ctx, result) if o.embeddings else []
+        if not targets and not tables:
             return common.finish(graph, ctx, result, o)
         budget = o.target_bits or (32.0 / o.target_ratio if o.target_ratio else 0.0)
         self._bits: dict[int, int] = {}
         if budget:
-            self._bits = self._allocate(graph, ctx, targets, budget, result)
+            self._bits = self._allocate(graph, ctx, [*targets, *tables], budget, result)
+        for tt in tables:
+            self._encode_table(graph, ctx, tt, result)
+        if not targets:
+            return common.finish(graph, ctx, result, o)
         # X_orig: every layer's input in the graph as it came in, captured before anything changes
         compensate = o.compensate is not False and ctx.calib is not None
         # unset: on with calibration data unless the compensated mode corrects the errors (one-shot GPTQ
@@ -160,8 +170,32 @@ class KMeans(Pass):
             changed |= self._encode(graph, ctx, t, x, x_orig, e_t, rng, result, compensate)
         return common.finish(graph, ctx, result, o)
 
+    def _tables(self, graph: gs.Graph, ctx: PassContext, result: PassResult) -> list[_gather.TableTarget]:
+        """The embedding tables to encode (the opset raised for the function bodies if needed)."""
+        from onnxcomp.graph import opset_version
+
+        from . import _encoding as enc
+
+        tables = _gather.table_targets(graph, self.options, result)
+        if tables and opset_version(graph) < enc.MIN_OPSET and not enc.ensure_opset(graph, ctx, result):
+            return []
+        return tables
+
+    def _encode_table(self, graph: gs.Graph, ctx: PassContext, t: _gather.TableTarget, result: PassResult) -> None:
+        o = self.options
+        bits = self._bits.get(id(t)) or int(
+            common.per_layer_value_of(o.bits, o.bits_per_layer, t.node.name, t.table.name)
+        )
+        e = kmeans_encode(t.w2, bits, o.group_size, 0, o.init, None, o.max_iter)
+        if _gather.table_bytes(t, e) >= 4 * t.params:
+            result.skip(t.name, f"{t.params} table values: a {bits}-bit codebook would not make it smaller")
+            return
+        em = _gather.emit_table(graph, ctx, t, e, self.name)
+        err = common.rel_error(t.w2, e.decoded(0))
+        common.record(result, t, f"kmeans {bits}-bit embedding table", e, em, err, float((t.w2 == 0).mean()))
+
     def _allocate(
-        self, graph: gs.Graph, ctx: PassContext, targets: list[common.Target], budget: float, result: PassResult
+        self, graph: gs.Graph, ctx: PassContext, targets: list[Any], budget: float, result: PassResult
     ) -> dict[int, int]:
         """Bits per layer (by id) meeting ``budget`` stored bits per weight with the least predicted error."""
         import numpy as np
@@ -171,19 +205,21 @@ class KMeans(Pass):
         o = self.options
         cands = sorted({int(b) for b in o.candidate_bits})
         energy = {}
-        if ctx.calib is not None and o.weighted:
-            energy = common.input_energy(graph, ctx, targets, o.calib_samples)
+        layers_only = [t for t in targets if isinstance(t, common.Target)]
+        if ctx.calib is not None and o.weighted and layers_only:
+            energy = common.input_energy(graph, ctx, layers_only, o.calib_samples)
         probe = None
         if ctx.calib is not None:
-            probe = _sensitivity.OutputErrors(graph, ctx, [t.weight.name for t in targets], o.sensitivity_samples)
+            probe = _sensitivity.OutputErrors(graph, ctx, [weight_name(t) for t in targets], o.sensitivity_samples)
         layers = []
         for t in ctx.track(targets, "kmeans sensitivity", total=len(targets)):
             opts = []
+            axis = 0 if isinstance(t, _gather.TableTarget) else t.out_axis
             for b in cands:
-                e = kmeans_encode(t.w2, b, o.group_size, t.out_axis, o.init, energy.get(id(t)), o.max_iter)
-                w_hat = e.decoded(t.out_axis)
+                e = kmeans_encode(t.w2, b, o.group_size, axis, o.init, energy.get(id(t)), o.max_iter)
+                w_hat = e.decoded(axis)
                 if probe is not None:
-                    err = probe.error(t.weight.name, original_weight(t, w_hat))
+                    err = probe.error(weight_name(t), original_weight(t, w_hat))
                 else:
                     err = _sensitivity.weight_proxy(t.w2, w_hat)
                 opts.append(_budget.Option(8.0 * stored_bytes(t, b, e.table.shape[0]), err))
@@ -319,10 +355,16 @@ def stored_bytes(t: common.Target, bits: int, groups: int) -> int:
     return 4 * groups * (1 << bits) + rows * packed_row_bytes(cols, bits)
 
 
-def original_weight(t: common.Target, w2: np.ndarray) -> np.ndarray:
+def weight_name(t: common.Target | _gather.TableTarget) -> str:
+    return t.table.name if isinstance(t, _gather.TableTarget) else t.weight.name
+
+
+def original_weight(t: common.Target | _gather.TableTarget, w2: np.ndarray) -> np.ndarray:
     """A storage matrix as the node's weight initializer (Gemm's folded alpha divided out again)."""
     import numpy as np
 
+    if isinstance(t, _gather.TableTarget):
+        return np.asarray(w2, np.float32)
     w = t.weight_as_original(w2)
     alpha = float(t.node.attrs.get("alpha", 1.0)) if t.node.op == "Gemm" else 1.0
     return np.asarray(w / np.float32(alpha) if alpha != 1.0 else w, np.float32)

@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnxcomp.passes.share import _encoding as enc
 
 from onnxcomp.api import optimize
-from onnxcomp.passes.share import _encoding as enc
 from tests.share.share_helpers import run
 
 

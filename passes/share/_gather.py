@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from . import _common as common
-from . import _encoding as enc
+from onnxcomp import ops
+from onnxcomp.analysis.weights import SelectOptions, label, matches
+
+from ._emit import Emitted, Encoded
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,7 +33,7 @@ class TableTarget:
 
     @property
     def name(self) -> str:
-        return common.label(self.node)
+        return label(self.node)
 
     @property
     def params(self) -> int:
@@ -55,7 +57,7 @@ def _reason(graph: gs.Graph, node: gs.Node) -> str | None:
     return None
 
 
-def table_targets(graph: gs.Graph, opts: common.SelectOptions, result: PassResult) -> list[TableTarget]:
+def table_targets(graph: gs.Graph, opts: SelectOptions, result: PassResult) -> list[TableTarget]:
     """Every constant float32 [V, D] Gather table (axis 0) of the main graph, filtered by the selection options."""
     import numpy as np
 
@@ -68,9 +70,9 @@ def table_targets(graph: gs.Graph, opts: common.SelectOptions, result: PassResul
         table, indices = node.inputs
         t = TableTarget(node, table, np.asarray(table.values, np.float32), indices)
         names = (node.name, table.name)
-        if opts.layers and not common._matches(opts.layers, *names):
+        if opts.layers and not matches(opts.layers, *names):
             continue
-        if common._matches(opts.protect, *names):
+        if matches(opts.protect, *names):
             result.skip(t.name, "protected by name")
         elif t.params < max(opts.min_params, 1024):
             continue
@@ -79,12 +81,12 @@ def table_targets(graph: gs.Graph, opts: common.SelectOptions, result: PassResul
     return found
 
 
-def table_bytes(t: TableTarget, e: common.Encoded) -> int:
+def table_bytes(t: TableTarget, e: Encoded) -> int:
     rows, cols = t.w2.shape
-    return 4 * int(e.table.size) + rows * enc.packed_row_bytes(cols, e.bits)
+    return 4 * int(e.table.size) + rows * ops.packed_row_bytes(cols, e.bits)
 
 
-def emit_table(graph: gs.Graph, ctx: PassContext, t: TableTarget, e: common.Encoded, pass_name: str) -> common.Emitted:
+def emit_table(graph: gs.Graph, ctx: PassContext, t: TableTarget, e: Encoded, pass_name: str) -> Emitted:
     """Replace the Gather by CodebookGather(codebook, codes, indices); returns the byte accounting."""
     import numpy as np
 
@@ -92,9 +94,9 @@ def emit_table(graph: gs.Graph, ctx: PassContext, t: TableTarget, e: common.Enco
 
     before = 4 * t.params
     book = make_constant(graph, f"{t.table.name}_codebook", np.asarray(e.table, np.float32))
-    codes = make_constant(graph, f"{t.table.name}_codes", enc.pack_codes(e.codes, e.bits))
+    codes = make_constant(graph, f"{t.table.name}_codes", ops.pack_codes(e.codes, e.bits))
     attrs = {"bits": e.bits, "D": int(t.w2.shape[1]), "group_size": e.group_size}
-    node = enc.emit(graph, t.node, "CodebookGather", [book, codes, t.indices], attrs, "codebook")
+    node = ops.emit(graph, t.node, "CodebookGather", [book, codes, t.indices], attrs, "codebook")
     ctx.tag(node, pass_name, [t.name])
     stored = table_bytes(t, e)
-    return common.Emitted("gather", before, stored, stored, stored, node.name)
+    return Emitted("gather", before, stored, stored, stored, node.name)

@@ -6,12 +6,25 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
+from onnxcomp.analysis.weights import Target, bits_for, inputs_per_output, per_layer_value_of
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from . import _common as common
-from . import _gather, _lsq
-from ._common import ShareOptions
+from . import _gather
+from ._calibration import (
+    MAX_ROWS,
+    current_inputs,
+    dense_solve_flops,
+    enough_rows,
+    input_energy,
+    layer_inputs,
+    paired_grams,
+    positions,
+    sequential_waves,
+    support_refit,
+)
+from ._emit import Encoded, ShareOptions, emit_encoded, prepare, saves_bytes
+from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
     import numpy as np
@@ -123,10 +136,10 @@ class KMeans(Pass):
             raise UsageError("kmeans: give one of target_bits > 0 or target_ratio > 0")
         if not o.candidate_bits or any(not 1 <= int(b) <= 8 for b in o.candidate_bits):
             raise UsageError(f"kmeans: candidate_bits must be in 1..8, got {o.candidate_bits}")
-        targets = common.prepare(graph, ctx, o, result)
+        targets = prepare(graph, ctx, o, result)
         tables = self._tables(graph, ctx, result) if o.embeddings else []
         if not targets and not tables:
-            return common.finish(graph, ctx, result, o)
+            return finish(graph, ctx, result, o)
         budget = o.target_bits or (32.0 / o.target_ratio if o.target_ratio else 0.0)
         self._bits: dict[int, int] = {}
         if budget:
@@ -134,16 +147,16 @@ class KMeans(Pass):
         for tt in tables:
             self._encode_table(graph, ctx, tt, result)
         if not targets:
-            return common.finish(graph, ctx, result, o)
+            return finish(graph, ctx, result, o)
         # X_orig: every layer's input in the graph as it came in, captured before anything changes
         compensate = o.compensate is not False and ctx.calib is not None
         # unset: on with calibration data unless the compensated mode corrects the errors (one-shot GPTQ
         # is about as good and needs no capture of the model per layer level)
         sequential = ctx.calib is not None and (o.sequential or (o.sequential is None and not compensate))
         uses_acts = o.weighted or o.refine or sequential or compensate
-        acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
-        energy = common.input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
-        waves = common.sequential_waves(targets) if sequential else [targets]
+        acts = layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
+        energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
+        waves = sequential_waves(targets) if sequential else [targets]
         energy0 = energy  # on the original inputs
         rng = ctx.rng(11)
         steps = [(k, t) for k, wave in enumerate(waves) for t in wave]
@@ -153,46 +166,43 @@ class KMeans(Pass):
                 at = k
                 if changed:
                     # X_cur: the wave's inputs with every earlier layer already quantized
-                    cur = common.current_inputs(graph, ctx, waves[k], o.calib_samples)
+                    cur = current_inputs(graph, ctx, waves[k], o.calib_samples)
                     if o.weighted:
-                        energy = common.input_energy(graph, ctx, waves[k], o.calib_samples, cur)
+                        energy = input_energy(graph, ctx, waves[k], o.calib_samples, cur)
             x, x_orig, e_t = cur.get(t.x.name), None, energy.get(id(t))
             if cur is not acts:
                 x_orig = acts[t.x.name]
                 if (
-                    not _lsq.enough_rows(t, x, int((t.w2 != 0).sum(axis=1 - t.out_axis).max()))
-                    or _lsq.dense_solve_flops(t) > o.max_refine_flops
+                    not enough_rows(t, x, int((t.w2 != 0).sum(axis=1 - t.out_axis).max()))
+                    or dense_solve_flops(t) > o.max_refine_flops
                 ):
                     # too few calibration positions per weight, or too large a layer for the re-fit:
                     # quantized one-shot, on its original input
                     x, x_orig, e_t = x_orig, None, energy0.get(id(t))
                     result.count("layers_one_shot")
             changed |= self._encode(graph, ctx, t, x, x_orig, e_t, rng, result, compensate)
-        return common.finish(graph, ctx, result, o)
+        return finish(graph, ctx, result, o)
 
     def _tables(self, graph: gs.Graph, ctx: PassContext, result: PassResult) -> list[_gather.TableTarget]:
         """The embedding tables to encode (the opset raised for the function bodies if needed)."""
+        from onnxcomp import ops
         from onnxcomp.graph import opset_version
 
-        from . import _encoding as enc
-
         tables = _gather.table_targets(graph, self.options, result)
-        if tables and opset_version(graph) < enc.MIN_OPSET and not enc.ensure_opset(graph, ctx, result):
+        if tables and opset_version(graph) < ops.MIN_OPSET and not ops.ensure_opset(graph, ctx, result):
             return []
         return tables
 
     def _encode_table(self, graph: gs.Graph, ctx: PassContext, t: _gather.TableTarget, result: PassResult) -> None:
         o = self.options
-        bits = self._bits.get(id(t)) or int(
-            common.per_layer_value_of(o.bits, o.bits_per_layer, t.node.name, t.table.name)
-        )
+        bits = self._bits.get(id(t)) or int(per_layer_value_of(o.bits, o.bits_per_layer, t.node.name, t.table.name))
         e = kmeans_encode(t.w2, bits, o.group_size, 0, o.init, None, o.max_iter)
         if _gather.table_bytes(t, e) >= 4 * t.params:
             result.skip(t.name, f"{t.params} table values: a {bits}-bit codebook would not make it smaller")
             return
         em = _gather.emit_table(graph, ctx, t, e, self.name)
-        err = common.rel_error(t.w2, e.decoded(0))
-        common.record(result, t, f"kmeans {bits}-bit embedding table", e, em, err, float((t.w2 == 0).mean()))
+        err = rel_error(t.w2, e.decoded(0))
+        record(result, t, f"kmeans {bits}-bit embedding table", e, em, err, float((t.w2 == 0).mean()))
 
     def _allocate(
         self, graph: gs.Graph, ctx: PassContext, targets: list[Any], budget: float, result: PassResult
@@ -205,9 +215,9 @@ class KMeans(Pass):
         o = self.options
         cands = sorted({int(b) for b in o.candidate_bits})
         energy = {}
-        layers_only = [t for t in targets if isinstance(t, common.Target)]
+        layers_only = [t for t in targets if isinstance(t, Target)]
         if ctx.calib is not None and o.weighted and layers_only:
-            energy = common.input_energy(graph, ctx, layers_only, o.calib_samples)
+            energy = input_energy(graph, ctx, layers_only, o.calib_samples)
         probe = None
         if ctx.calib is not None:
             probe = _sensitivity.OutputErrors(graph, ctx, [weight_name(t) for t in targets], o.sensitivity_samples)
@@ -244,7 +254,7 @@ class KMeans(Pass):
         self,
         graph: gs.Graph,
         ctx: PassContext,
-        t: common.Target,
+        t: Target,
         x: np.ndarray | None,
         x_orig: np.ndarray | None,
         energy: np.ndarray | None,
@@ -254,12 +264,12 @@ class KMeans(Pass):
     ) -> bool:
         """Cluster, refine and emit one layer; True if it was replaced."""
         o = self.options
-        bits = self._bits.get(id(t)) or common.bits_for(t, o.bits, o.bits_per_layer)
+        bits = self._bits.get(id(t)) or bits_for(t, o.bits, o.bits_per_layer)
         w2, grams = t.w2, None
         if x_orig is not None and x is not None:
             # sequential: first the float weights that best give the original output on the current input
-            grams = _lsq.paired_grams(t, x, x_orig, rng)
-            refit = _lsq.support_refit(t, grams, DAMP, o.max_refine_flops)
+            grams = paired_grams(t, x, x_orig, rng)
+            refit = support_refit(t, grams, DAMP, o.max_refine_flops)
             if refit is None:
                 result.skip(t.name, "sequential weight re-fit skipped: too expensive (max_refine_flops)")
             else:
@@ -267,12 +277,12 @@ class KMeans(Pass):
         e, how = None, ""
         if compensate and x is not None:
             # H = X^T X of rank < inputs: GPTQ would fit the calibration samples (issue 13's SE convs)
-            if _lsq.dense_solve_flops(t) > o.max_refine_flops:
+            if dense_solve_flops(t) > o.max_refine_flops:
                 result.count("layers_plain_too_large")
                 how = " (plain: Hessian factorization over max_refine_flops)"
-            elif min(_lsq.MAX_ROWS, common.positions(x, t)) >= common.inputs_per_output(t):
+            elif min(MAX_ROWS, positions(x, t)) >= inputs_per_output(t):
                 if grams is None:
-                    grams = _lsq.paired_grams(t, x, None, rng)
+                    grams = paired_grams(t, x, None, rng)
                 e, gptq = compensated_encode(t, w2, bits, o.group_size, grams[0], rng)
                 how = " compensated" if gptq else " (plain: lower output error than compensated)"
                 result.count("layers_compensated" if gptq else "layers_plain_better")
@@ -281,7 +291,7 @@ class KMeans(Pass):
                 how = " (plain: fewer calibration positions than inputs)"
         if e is None:
             e = kmeans_encode(w2, bits, o.group_size, t.out_axis, o.init, energy, o.max_iter)
-        if not common.saves_bytes(t, e):
+        if not saves_bytes(t, e):
             result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
             return False
         decision = f"kmeans {bits}-bit{how}" + (" of the sequential re-fit" if w2 is not t.w2 else "")
@@ -293,8 +303,8 @@ class KMeans(Pass):
                 decision += " + lsq codebook" + (" sequential" if x_orig is not None else "")
         w_hat = e.decoded(t.out_axis)
         sparsity = float((t.w2 == 0).mean())
-        em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
-        common.record(result, t, decision, e, em, common.rel_error(t.w2, w_hat), sparsity)
+        em = emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
+        record(result, t, decision, e, em, rel_error(t.w2, w_hat), sparsity)
         return True
 
 
@@ -310,7 +320,7 @@ def kmeans_encode(
     init: str = "linear",
     weights: np.ndarray | None = None,
     max_iter: int = 300,
-) -> common.Encoded:
+) -> Encoded:
     """k-means codebook per group of output channels; exact zeros keep code 0 in pruned layers."""
     import numpy as np
 
@@ -344,22 +354,22 @@ def kmeans_encode(
         sub = np.zeros(block.shape, np.int64)
         sub[mask] = km.labels + first
         codes[sl] = sub
-    return common.Encoded(table, codes, bits, gsz, zero_code=zero_code)
+    return Encoded(table, codes, bits, gsz, zero_code=zero_code)
 
 
-def stored_bytes(t: common.Target, bits: int, groups: int) -> int:
+def stored_bytes(t: Target, bits: int, groups: int) -> int:
     """Bytes of a dense encoding as emitted: fp32 codebook [groups, 2**bits] + bit-packed code rows."""
-    from ._encoding import packed_row_bytes
+    from onnxcomp.ops import packed_row_bytes
 
     rows, cols = t.w2.shape
     return 4 * groups * (1 << bits) + rows * packed_row_bytes(cols, bits)
 
 
-def weight_name(t: common.Target | _gather.TableTarget) -> str:
+def weight_name(t: Target | _gather.TableTarget) -> str:
     return t.table.name if isinstance(t, _gather.TableTarget) else t.weight.name
 
 
-def original_weight(t: common.Target | _gather.TableTarget, w2: np.ndarray) -> np.ndarray:
+def original_weight(t: Target | _gather.TableTarget, w2: np.ndarray) -> np.ndarray:
     """A storage matrix as the node's weight initializer (Gemm's folded alpha divided out again)."""
     import numpy as np
 
@@ -371,13 +381,13 @@ def original_weight(t: common.Target | _gather.TableTarget, w2: np.ndarray) -> n
 
 
 def compensated_encode(
-    t: common.Target,
+    t: Target,
     w2: np.ndarray,
     bits: int,
     group_size: int,
     hs: list[np.ndarray],
     rng: np.random.Generator,
-) -> tuple[common.Encoded, bool]:
+) -> tuple[Encoded, bool]:
     """GPTQ-ordered k-means codebooks of a storage matrix (see ``_gptvq``); (encoding, compensated?)."""
     import numpy as np
 
@@ -389,19 +399,19 @@ def compensated_encode(
     zero_code = float(np.mean(w2 == 0)) >= ZERO_CODE_MIN
     res = _gptvq.compensated_quantize(wo, hs, bits, gsz, zero_code=zero_code, rng=rng)
     codes = res.codes.T if t.kind == "matmul" else res.codes
-    e = common.Encoded(res.codebook.astype(np.float32), np.ascontiguousarray(codes), bits, gsz, zero_code=zero_code)
+    e = Encoded(res.codebook.astype(np.float32), np.ascontiguousarray(codes), bits, gsz, zero_code=zero_code)
     return e, res.compensated
 
 
-def refine_flops(t: common.Target, e: common.Encoded) -> float:
+def refine_flops(t: Target, e: Encoded) -> float:
     rows, cols = t.w2.shape
     inputs = rows if t.kind == "matmul" else cols
     return 2.0 * inputs * inputs * t.outputs * e.table.shape[1]
 
 
 def refine_codebook(
-    t: common.Target,
-    e: common.Encoded,
+    t: Target,
+    e: Encoded,
     x: np.ndarray,
     rng: np.random.Generator,
     damp: float = 1e-3,
@@ -418,12 +428,12 @@ def refine_codebook(
     quantized), x_orig its input X_o in the original graph, and the fit is
     min sum_j ||X_c O_j c_g - X_o w_j||^2: A = sum_j O_j^T H_cc O_j, b = sum_j O_j^T H_co w_j with
     H_cc = X_c^T X_c, H_co = X_c^T X_o over the same sampled positions (``grams``:
-    ``_lsq.paired_grams(t, x, x_orig)`` if already computed).
+    ``paired_grams(t, x, x_orig)`` if already computed).
     """
     import numpy as np
 
     levels = e.table.shape[1]
-    hs, cross = grams if grams is not None else _lsq.paired_grams(t, x, x_orig, rng)
+    hs, cross = grams if grams is not None else paired_grams(t, x, x_orig, rng)
     w = t.w2.astype(np.float64)
     # per output j: its weights [outputs, inputs] and codes
     wo = w.T if t.kind == "matmul" else w

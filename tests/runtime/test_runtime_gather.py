@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from rtutil import check, run
 
-from onnxcomp.passes.share import _encoding as enc
+from onnxcomp import ops as enc
 
 
 def _model(v, d, bits, group, index_type=TensorProto.INT64, c=None, seed=0, codes=None):

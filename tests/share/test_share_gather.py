@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnxcomp.passes.share import _encoding as enc
 
+from onnxcomp import ops as enc
 from onnxcomp.api import optimize
 from tests.share.share_helpers import run
 

@@ -77,6 +77,8 @@ ROWS = [
     Row("kmeans4-ch-calib", "kmeans 4-bit per channel calibrated, compensated", "kmeans(bits=4,group-size=1)", True),
     Row("budget4", "kmeans budget 4.0 bits data-free", "kmeans(target-bits=4)", False),
     Row("budget4-calib", "kmeans budget 4.0 bits calibrated", "kmeans(target-bits=4)", True),
+    Row("budget4.5-calib", "kmeans budget 4.5 bits calibrated", "kmeans(target-bits=4.5)", True),
+    Row("budget5-calib", "kmeans budget 5.0 bits calibrated", "kmeans(target-bits=5)", True),
     Row("lowrank", "lowrank 2x fewer params data-free", "lowrank(param-ratio=0.5)", False),
     Row("lowrank-calib", "lowrank 2x fewer params calibrated", "lowrank(param-ratio=0.5)", True),
     Row("prune-ch30-calib", "prune-channels 30% FLOPs calibrated", "prune-channels(target-flops=0.3)", True),

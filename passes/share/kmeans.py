@@ -127,7 +127,7 @@ class KMeans(Pass):
             if not 1 <= int(b) <= 8:
                 raise UsageError(f"kmeans: bits must be 1..8, got {b}")
         if o.group_size < 0:
-            raise UsageError("kmeans: group_size must be >= 0")
+            raise UsageError("kmeans: group-size must be >= 0")
         if o.sequential and ctx.calib is None:
             raise UsageError("kmeans: sequential=true needs calibration data (--calib)")
         if o.compensate and ctx.calib is None:
@@ -271,7 +271,7 @@ class KMeans(Pass):
             grams = paired_grams(t, x, x_orig, rng)
             refit = support_refit(t, grams, DAMP, o.max_refine_flops)
             if refit is None:
-                result.skip(t.name, "sequential weight re-fit skipped: too expensive (max_refine_flops)")
+                result.skip(t.name, "sequential weight re-fit skipped: too expensive (max-refine-flops)")
             else:
                 w2 = refit
         e, how = None, ""
@@ -297,7 +297,7 @@ class KMeans(Pass):
         decision = f"kmeans {bits}-bit{how}" + (" of the sequential re-fit" if w2 is not t.w2 else "")
         if o.refine and x is not None:
             if refine_flops(t, e) > o.max_refine_flops:
-                result.skip(t.name, "codebook refinement skipped: too expensive (max_refine_flops)")
+                result.skip(t.name, "codebook refinement skipped: too expensive (max-refine-flops)")
             else:
                 e.table = refine_codebook(t, e, x, rng, x_orig=x_orig, grams=grams)
                 decision += " + lsq codebook" + (" sequential" if x_orig is not None else "")

@@ -97,6 +97,7 @@ _OP_MODULES = (
     "ternary_matmul",
     "huffman_decode",
     "run_length_decode",
+    "codebook_gather",
 )
 for _name in _OP_MODULES:
     importlib.import_module(f"{__name__}.defs.{_name}")

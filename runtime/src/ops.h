@@ -10,4 +10,5 @@ const OrtCustomOp* sparse_codebook_matmul_op();
 const OrtCustomOp* ternary_matmul_op();
 const OrtCustomOp* huffman_decode_op();
 const OrtCustomOp* run_length_decode_op();
+const OrtCustomOp* codebook_gather_op();
 }  // namespace onnxcomp

@@ -37,10 +37,12 @@ def session(
     import onnx
     import onnxruntime as ort
 
-    from onnxcomp.determinism import session_threads
+    from onnxcomp.determinism import native_kernels_allowed, session_threads
 
     if threads is None:
         threads = session_threads()  # 1 while passes decide the output (see onnxcomp.determinism)
+    if runtime is None and not native_kernels_allowed():
+        runtime = "ort"  # decisions never depend on the native runtime's presence, version or ISA
     so = ort.SessionOptions()
     so.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL

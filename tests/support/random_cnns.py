@@ -5,8 +5,10 @@ Concat of branches, channel Split + Concat (C2f-like), depthwise and grouped con
 (conv or Gemm form), per-channel Mul/Add, pooling, Pad, Resize; then a head: GAP/Flatten/Reshape into
 Gemm or MatMul, or a 1x1 conv output, sometimes with a second graph output.
 
-``zero_consumers(graph, plan, removed)`` sets to zero the consumer weights that read the channels about to
-be removed: after that, removing them must not change any output (the exactness oracle).
+``zero_channels(model, ratio)`` makes a share of every group's channels contribute nothing (zero filters,
+BN gamma and consumer weights); ``zero_consumers(graph, plan, removed)`` sets to zero the consumer weights
+that read the channels about to be removed: after that, removing them must not change any output (the
+exactness oracle).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import numpy as np
 import onnx
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+from onnxcomp.passes.prune import choose
 
-from onnxcomp.graph import const_value
+from onnxcomp.analysis.channels import PRODUCER, analyze_channels
+from onnxcomp.graph import const_value, export_model, import_model
+from onnxcomp.io import normalize
 
 ACTS = ("relu", "silu", "hardswish", "leakyrelu", "sigmoid", "clip", "prelu", "tanh", "none")
 
@@ -288,3 +293,27 @@ def zero_consumers(plan, removed: np.ndarray) -> int:
         m.node.inputs[m.input].values = w
         n += int(gone.sum())
     return n
+
+
+def zero_channels(model: onnx.ModelProto, ratio: float, seed: int = 0) -> tuple[onnx.ModelProto, int]:
+    """A copy of ``model`` in which ``ratio`` of every prunable group's channels contribute nothing and score
+    lowest under every criterion: zero filters (L1/L2), zero BN gamma (bn), zero consumer weights."""
+    graph = import_model(normalize(model))
+    plan = analyze_channels(graph)
+    rng = np.random.default_rng(seed)
+    removed = np.zeros(plan.n_channels, dtype=bool)
+    for g in plan.groups:
+        if g.prunable:
+            removed[g.offset : g.offset + g.size] = choose(g, rng.random(g.size), round(ratio * g.size))
+    for m in plan.members:
+        if m.role == PRODUCER or (m.node.op == "BatchNormalization" and m.input == 1):
+            gone = ~plan.keep(m.elems, removed)
+            t = m.node.inputs[m.input]
+            values = const_value(t).copy()
+            index = [slice(None)] * values.ndim
+            index[m.axis] = np.nonzero(gone)[0]
+            values[tuple(index)] = 0
+            t.values = values
+    zero_consumers(plan, removed)
+    graph.cleanup().toposort()
+    return export_model(graph), int(removed.sum())

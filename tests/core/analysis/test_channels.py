@@ -200,3 +200,16 @@ def test_yolo_heads_blocked_everything_else_prunable(opset):
     assert all(r[0].startswith("reaches graph output p") for r in blocked.values())
     c2f = group(plan, "model.2.cv1.conv")
     assert {p.node.name for p in c2f.producers} == {"model.2.cv1.conv", "model.2.m.0.cv2.conv"}
+
+
+def test_a_member_of_an_unknown_kind_or_role_is_refused():
+    import onnx_graphsurgeon as gs
+
+    from onnxcomp.analysis.channels import CONSUMER, PARAM, Member
+
+    node = gs.Node("Conv", "c")
+    Member(node, PARAM, CONSUMER, np.zeros(2, np.int64))  # the known ones
+    with pytest.raises(ValueError, match="unknown kind 'params'"):
+        Member(node, "params", CONSUMER, np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match="role 'reader'"):
+        Member(node, PARAM, "reader", np.zeros(2, np.int64))

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from onnx import helper
 
 from onnxcomp import ops
-from tests.share.share_helpers import make_model, run
+from tests.support.compressed import make_model, run
 
 
 # ------------------------------------------------------------------------------------------ bit packing

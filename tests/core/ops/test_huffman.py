@@ -11,7 +11,7 @@ from onnx import helper
 
 from onnxcomp import ops
 from onnxcomp.ops import huffman as huff
-from tests.share.share_helpers import make_model, run
+from tests.support.compressed import make_model, run
 
 
 def _sequential_decode(coded: huff.Coded) -> np.ndarray:

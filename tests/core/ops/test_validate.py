@@ -21,7 +21,7 @@ from onnxcomp import io, ops
 from onnxcomp.api import optimize
 from onnxcomp.cli import main
 from onnxcomp.errors import InputError
-from tests.util import MODELS_DIR
+from tests.support.run import MODELS_DIR
 
 
 @functools.cache

@@ -10,9 +10,9 @@ from onnx import TensorProto, helper
 from onnxcomp.graph import import_model
 from onnxcomp.io import normalize
 from onnxcomp.passes_api import PassContext, get_pass
-from tests.core import modelgen
-from tests.passes.common import apply, init, ops, reasons, run_on_graph
-from tests.passes.graphgen import Builder
+from tests.support import models
+from tests.support.random_graphs import Builder
+from tests.support.run import apply, init, op_counts, reasons, run_on_graph
 
 INT_MAX = 2**31 - 1
 
@@ -39,7 +39,7 @@ def test_identity_chain_removed_and_graph_output_name_kept():
     b.node("Identity", [b.node("Relu", [a])], outputs=["y"])
     b.output("y", [3, 5])
     out, res = apply(b.model(), "eliminate", _feeds((3, 5)), exact=True)
-    assert ops(out) == {"Relu": 1}
+    assert op_counts(out) == {"Relu": 1}
     assert [o.name for o in out.graph.output] == ["y"] and out.graph.node[0].output == ["y"]
     assert res.counters["identity"] == 3
 
@@ -50,7 +50,7 @@ def test_identity_from_input_to_output_is_kept_with_reason():
     b.node("Identity", ["x"], outputs=["y"])
     b.output("y", [3, 5])
     out, res = apply(b.model(), "eliminate", _feeds((3, 5)), exact=True)
-    assert ops(out) == {"Identity": 1}
+    assert op_counts(out) == {"Identity": 1}
     assert "graph output fed directly by a graph input" in reasons(res)
 
 
@@ -62,7 +62,7 @@ def test_identity_onto_another_graph_output_is_kept():
     b.output("y1", [3, 5])
     b.output("y2", [3, 5])
     out, res = apply(b.model(), "eliminate", _feeds((3, 5)), exact=True)
-    assert ops(out) == {"Relu": 1, "Identity": 1}
+    assert op_counts(out) == {"Relu": 1, "Identity": 1}
     assert res.skips
 
 
@@ -76,7 +76,7 @@ def test_inference_dropout_removed(opset):
 
     model = _unary(lambda b, x: build(b, x)[0] if isinstance(build(b, x), list) else build(b, x), opset=opset)
     out, res = apply(model, "eliminate", _feeds(), exact=True)
-    assert "Dropout" not in ops(out)
+    assert "Dropout" not in op_counts(out)
     assert res.counters["dropout"] >= 1
 
 
@@ -87,7 +87,7 @@ def test_dropout_with_used_mask_is_kept():
     b.output("y", [3, 4, 5])
     b.output("mask", [3, 4, 5], TensorProto.BOOL)
     out, res = apply(b.model(), "eliminate", _feeds(), exact=True)
-    assert ops(out) == {"Dropout": 1}
+    assert op_counts(out) == {"Dropout": 1}
     assert "mask output is used" in reasons(res)
 
 
@@ -108,20 +108,20 @@ def test_training_mode_dropout_is_kept(mode):
 def test_noop_reshape_removed(target):
     model = _unary(lambda b, x: b.node("Reshape", [x, b.const(target, dtype=np.int64)]))
     out, _ = apply(model, "eliminate", _feeds(), exact=True)
-    assert ops(out) == {"Relu": 1}
+    assert op_counts(out) == {"Relu": 1}
 
 
 @pytest.mark.parametrize("target", [[3, 20], [4, 3, 5], [3, 5, 4]])
 def test_real_reshape_kept(target):
     model = _unary(lambda b, x: b.node("Reshape", [x, b.const(target, dtype=np.int64)]))
     out, _ = apply(model, "eliminate", _feeds(), exact=True)
-    assert ops(out) == {"Reshape": 1, "Relu": 1}
+    assert op_counts(out) == {"Reshape": 1, "Relu": 1}
 
 
 def test_noop_reshape_with_dynamic_batch_removed():
     model = _unary(lambda b, x: b.node("Reshape", [x, b.const([-1, 4], dtype=np.int64)]), shape=["N", 4])
     out, _ = apply(model, "eliminate", _feeds((3, 4)), exact=True)
-    assert ops(out) == {"Relu": 1}
+    assert op_counts(out) == {"Relu": 1}
 
 
 def test_reshape_chain_merged():
@@ -131,7 +131,7 @@ def test_reshape_chain_merged():
         )
 
     out, res = apply(_unary(build), "eliminate", _feeds(), exact=True)
-    assert ops(out) == {"Reshape": 1, "Relu": 1}
+    assert op_counts(out) == {"Reshape": 1, "Relu": 1}
     assert res.counters["reshape_merged"] == 1
 
 
@@ -142,7 +142,7 @@ def test_reshape_chain_copying_a_dim_not_merged():
         )
 
     out, _ = apply(_unary(build), "eliminate", _feeds(), exact=True)
-    assert ops(out)["Reshape"] == 2
+    assert op_counts(out)["Reshape"] == 2
 
 
 def test_noop_reshape_writing_a_graph_output():
@@ -154,14 +154,14 @@ def test_noop_reshape_writing_a_graph_output():
     b.output("y", [3, 4, 5])
     b.output("z", [3, 4, 5])
     out, _ = apply(b.model(), "eliminate", _feeds(), exact=True)
-    assert ops(out) == {"Relu": 1, "Neg": 1}
+    assert op_counts(out) == {"Relu": 1, "Neg": 1}
     assert [o.name for o in out.graph.output] == ["y", "z"]
 
 
 # ------------------------------------------------------------------------------------------ Transpose
 def test_identity_transpose_removed():
     out, _ = apply(_unary(lambda b, x: b.node("Transpose", [x], perm=[0, 1, 2])), "eliminate", _feeds(), exact=True)
-    assert ops(out) == {"Relu": 1}
+    assert op_counts(out) == {"Relu": 1}
 
 
 def test_transpose_pair_cancelled():
@@ -169,7 +169,7 @@ def test_transpose_pair_cancelled():
         return b.node("Transpose", [b.node("Transpose", [x], perm=[2, 0, 1])], perm=[1, 2, 0])
 
     out, res = apply(_unary(build), "eliminate", _feeds(), exact=True)
-    assert ops(out) == {"Relu": 1}
+    assert op_counts(out) == {"Relu": 1}
     assert res.counters["dead_nodes"] == 1  # the first Transpose, dead after the bypass
 
 
@@ -178,13 +178,13 @@ def test_transpose_pair_composed():
         return b.node("Transpose", [b.node("Transpose", [x], perm=[2, 0, 1])], perm=[0, 2, 1])
 
     out, res = apply(_unary(build, out_shape=None), "eliminate", _feeds(), exact=True)
-    assert ops(out) == {"Transpose": 1, "Relu": 1}
+    assert op_counts(out) == {"Transpose": 1, "Relu": 1}
     assert res.counters["transpose_merged"] == 1
 
 
 def test_transpose_without_perm_reverses():
     out, _ = apply(_unary(lambda b, x: b.node("Transpose", [x])), "eliminate", _feeds(), exact=True)
-    assert ops(out) == {"Transpose": 1, "Relu": 1}
+    assert op_counts(out) == {"Transpose": 1, "Relu": 1}
 
 
 # ------------------------------------------------------------------------------------------ Cast, Pad, Slice...
@@ -195,7 +195,7 @@ def test_cast_to_same_type_removed_other_kept():
         return b.node("Cast", [b.node("Cast", [like], to=TensorProto.INT32)], to=TensorProto.FLOAT)
 
     out, res = apply(_unary(build), "eliminate", _feeds(), exact=True)
-    assert ops(out) == {"Cast": 2, "Relu": 1}
+    assert op_counts(out) == {"Cast": 2, "Relu": 1}
     assert res.counters["cast"] == 2
 
 
@@ -207,13 +207,13 @@ def test_zero_pad_removed(opset):
         return b.node("Pad", [x, b.const([0] * 6, dtype=np.int64)])
 
     out, _ = apply(_unary(build, opset=opset), "eliminate", _feeds(), exact=True)
-    assert ops(out) == {"Relu": 1}
+    assert op_counts(out) == {"Relu": 1}
 
 
 def test_nonzero_pad_kept():
     model = _unary(lambda b, x: b.node("Pad", [x, b.const([0, 0, 1, 0, 0, 0], dtype=np.int64)]))
     out, _ = apply(model, "eliminate", _feeds(), exact=True)
-    assert ops(out)["Pad"] == 1
+    assert op_counts(out)["Pad"] == 1
 
 
 @pytest.mark.parametrize(
@@ -241,7 +241,7 @@ def test_slice(starts, ends, axes, steps, noop, opset):
         return b.node("Slice", ins)
 
     out, _ = apply(_unary(build, opset=opset), "eliminate", _feeds(), exact=True)
-    assert ("Slice" not in ops(out)) == noop
+    assert ("Slice" not in op_counts(out)) == noop
 
 
 def test_slice_to_the_end_of_a_dynamic_dim_removed():
@@ -249,7 +249,7 @@ def test_slice_to_the_end_of_a_dynamic_dim_removed():
         return b.node("Slice", [x, *(b.const(v, dtype=np.int64) for v in ([0], [INT_MAX], [0]))])
 
     out, _ = apply(_unary(build, shape=["N", 4]), "eliminate", _feeds((3, 4)), exact=True)
-    assert ops(out) == {"Relu": 1}
+    assert op_counts(out) == {"Relu": 1}
 
 
 @pytest.mark.parametrize(
@@ -258,7 +258,7 @@ def test_slice_to_the_end_of_a_dynamic_dim_removed():
 def test_expand(target, noop):
     model = _unary(lambda b, x: b.node("Expand", [x, b.const(target, dtype=np.int64)]), shape=(3, 1, 5))
     out, _ = apply(model, "eliminate", _feeds((3, 1, 5)), exact=True)
-    assert ("Expand" not in ops(out)) == noop
+    assert ("Expand" not in op_counts(out)) == noop
 
 
 def test_single_input_concat_and_single_output_split_removed():
@@ -266,7 +266,7 @@ def test_single_input_concat_and_single_output_split_removed():
         return b.node("Split", [b.node("Concat", [x], axis=1)], axis=1)
 
     out, res = apply(_unary(build), "eliminate", _feeds(), exact=True)
-    assert ops(out) == {"Relu": 1}
+    assert op_counts(out) == {"Relu": 1}
     assert res.counters["concat"] == 1 and res.counters["split"] == 1
 
 
@@ -294,7 +294,7 @@ def test_squeeze_unsqueeze_pairs(opset, first, a1, a2, noop):
 
     model = _unary(lambda b, x: node(b, second, node(b, first, x, a1), a2), shape=(3, 1, 5), opset=opset)
     out, _ = apply(model, "eliminate", _feeds((3, 1, 5)), exact=True)
-    assert (ops(out) == {"Relu": 1}) == noop
+    assert (op_counts(out) == {"Relu": 1}) == noop
 
 
 @pytest.mark.parametrize(
@@ -317,7 +317,7 @@ def test_neutral_arithmetic(op, value, const_first, noop):
         return b.node(op, [c, x] if const_first else [x, c])
 
     out, _ = apply(_unary(build), "eliminate", _feeds(), exact=True)
-    assert (ops(out) == {"Relu": 1}) == noop
+    assert (op_counts(out) == {"Relu": 1}) == noop
 
 
 # ------------------------------------------------------------------------------------------ duplicates
@@ -348,7 +348,7 @@ def test_duplicate_nodes_merged_in_cascade():
     b.node("Sum", [t1, t2, b.node("Transpose", [t3], perm=[1, 0])], outputs=["y"])
     b.output("y", [4, 3])
     out, res = apply(b.model(), "eliminate", _feeds((3, 4)), exact=True)
-    assert ops(out) == {"Relu": 1, "Exp": 1, "Transpose": 1, "Sum": 1}
+    assert op_counts(out) == {"Relu": 1, "Exp": 1, "Transpose": 1, "Sum": 1}
     assert res.counters["duplicate_nodes"] == 4
 
 
@@ -361,7 +361,7 @@ def test_duplicate_writing_graph_output_is_the_one_kept():
     b.output("z", [3, 4])
     b.output("y", [3, 4])
     out, _ = apply(b.model(), "eliminate", _feeds((3, 4)), exact=True)
-    assert ops(out) == {"Relu": 1, "Exp": 1}
+    assert op_counts(out) == {"Relu": 1, "Exp": 1}
     assert [o.name for o in out.graph.output] == ["z", "y"]
 
 
@@ -373,7 +373,7 @@ def test_duplicates_both_writing_graph_outputs_kept():
     b.output("y1", [3, 4])
     b.output("y2", [3, 4])
     out, res = apply(b.model(), "eliminate", _feeds((3, 4)), exact=True)
-    assert ops(out) == {"Relu": 2}
+    assert op_counts(out) == {"Relu": 2}
     assert "both write graph outputs" in reasons(res)
 
 
@@ -433,7 +433,7 @@ KIND_OPS = {
 
 def test_every_kind_removed_by_default():
     out, res = apply(_unary(_all_kinds), "eliminate", _feeds(), exact=True)
-    assert ops(out) == {"Relu": 1}
+    assert op_counts(out) == {"Relu": 1}
     for kind in KIND_OPS:
         assert res.counters.get(kind, 0) >= 1, kind
 
@@ -441,8 +441,8 @@ def test_every_kind_removed_by_default():
 @pytest.mark.parametrize("kind", sorted(KIND_OPS))
 def test_each_kind_can_be_disabled(kind):
     out, _ = apply(_unary(_all_kinds), f"eliminate({kind}=false)", _feeds(), exact=True)
-    assert ops(out)[KIND_OPS[kind]] == 1
-    assert sum(ops(out).values()) == 2 + (kind == "squeeze_pairs")
+    assert op_counts(out)[KIND_OPS[kind]] == 1
+    assert sum(op_counts(out).values()) == 2 + (kind == "squeeze_pairs")
 
 
 def test_duplicate_options_can_be_disabled():
@@ -451,11 +451,11 @@ def test_duplicate_options_can_be_disabled():
     b.node("Add", [b.node("Mul", [x, b.const([2.0])]), b.node("Mul", [x, b.const([2.0])])], outputs=["y"])
     b.output("y", [3, 4])
     out, _ = apply(b.model(), "eliminate(duplicate_initializers=false)", _feeds((3, 4)), exact=True)
-    assert ops(out) == {"Mul": 2, "Add": 1} and len(out.graph.initializer) == 2
+    assert op_counts(out) == {"Mul": 2, "Add": 1} and len(out.graph.initializer) == 2
     out, _ = apply(b.model(), "eliminate(duplicate_nodes=false)", _feeds((3, 4)), exact=True)
-    assert ops(out) == {"Mul": 2, "Add": 1} and len(out.graph.initializer) == 1
+    assert op_counts(out) == {"Mul": 2, "Add": 1} and len(out.graph.initializer) == 1
     out, _ = apply(b.model(), "eliminate", _feeds((3, 4)), exact=True)
-    assert ops(out) == {"Mul": 1, "Add": 1}
+    assert op_counts(out) == {"Mul": 1, "Add": 1}
 
 
 # ------------------------------------------------------------------------------------------ subgraphs, functions
@@ -465,9 +465,9 @@ def _if_feeds(cond):
 
 @pytest.mark.parametrize("cond", [True, False])
 def test_outer_identity_read_inside_if_branches_removed(cond):
-    model = modelgen.with_if_subgraph()  # both branches read the outer Identity's output
+    model = models.with_if_subgraph()  # both branches read the outer Identity's output
     out, res = apply(model, "eliminate", _if_feeds(cond), exact=True)
-    assert "Identity" not in ops(out)
+    assert "Identity" not in op_counts(out)
     assert res.counters["identity"] == 1
     for branch in out.graph.node[0].attribute:
         assert branch.g.node[0].input[0] == "x"  # the capture now reads the graph input
@@ -550,7 +550,7 @@ def test_loop_body_with_pass_through_condition():
 
 
 def test_local_function_preserved():
-    model = modelgen.with_local_function()
+    model = models.with_local_function()
     out, _ = apply(model, "eliminate", {"x": np.ones((3, 5), np.float32)}, exact=True)
     assert [f.name for f in out.functions] == ["Scale2"]
     assert [n.op_type for n in out.functions[0].node] == ["Constant", "Mul"]
@@ -571,12 +571,12 @@ def test_subgraphs_option_leaves_bodies_alone():
 
 def test_light_model_dropout_and_duplicates():
     """squeezenet (opset 9, IR 3): the inference Dropout removed, equal-valued weights shared."""
-    from tests.util import LIGHT_DIR
+    from tests.support.run import LIGHT_DIR
 
     model = onnx.load(str(LIGHT_DIR / "light_squeezenet.onnx"))
     feeds = {"data_0": np.random.default_rng(0).random((1, 3, 224, 224), np.float32)}
     out, res = apply(model, "fold-constants,eliminate", feeds)
-    assert "Dropout" not in ops(out)
+    assert "Dropout" not in op_counts(out)
     assert res.counters["dropout"] == 1 and res.counters["duplicate_initializers"] >= 1
 
 

@@ -11,8 +11,8 @@ from onnx import numpy_helper
 
 from onnxcomp.api import optimize
 from onnxcomp.fold import MAX_FILL_ELEMENTS
-from tests.passes.common import apply, ops, reasons
-from tests.passes.graphgen import Builder
+from tests.support.random_graphs import Builder
+from tests.support.run import apply, op_counts, reasons
 
 DEFAULT = "fold-constants,eliminate(duplicate_nodes=false),fuse-bn,fuse-affine,eliminate"
 MATERIALIZED = DEFAULT.replace("fold-constants", "fold-constants(materialize-fills=true)")
@@ -50,7 +50,7 @@ def test_large_fill_is_kept_and_the_file_stays_small(how):
     k, n = 1024, 512  # 524,288 elements: 2 MB of float32 once materialized
     model = _matmul_on_fill(k, n, how)
     out, report = optimize(model)
-    assert how in ops(out)
+    assert how in op_counts(out)
     assert max(int(np.prod(t.dims)) for t in out.graph.initializer) <= 16
     assert len(report.serialized) < 10_000  # was 2 MB
     fold = report.passes[0]
@@ -62,7 +62,7 @@ def test_large_fill_is_kept_and_the_file_stays_small(how):
 def test_materialize_fills_folds_it():
     model = _matmul_on_fill(1024, 512)
     out, _ = apply(model, MATERIALIZED, _feeds(1024))
-    assert "ConstantOfShape" not in ops(out)
+    assert "ConstantOfShape" not in op_counts(out)
     assert np.allclose(numpy_helper.to_array(out.graph.initializer[0]), 0.01)
 
 
@@ -70,14 +70,14 @@ def test_small_fill_is_materialized():
     k, n = 64, 32
     assert k * n <= MAX_FILL_ELEMENTS
     out, report = apply(_matmul_on_fill(k, n), DEFAULT, _feeds(k))
-    assert "ConstantOfShape" not in ops(out)
+    assert "ConstantOfShape" not in op_counts(out)
     assert report.counters.get("fills_kept") is None  # (the last pass's result: eliminate)
 
 
 def test_max_fill_elements_option():
     model = _matmul_on_fill(64, 32)  # 2,048 elements: loading the model leaves fills over 1,024 to the pass
     out, report = optimize(model, "fold-constants(max-fill-elements=1500)")
-    assert "ConstantOfShape" in ops(out) and report.passes[0].counters["fills_kept"] == 1
+    assert "ConstantOfShape" in op_counts(out) and report.passes[0].counters["fills_kept"] == 1
 
 
 def test_fill_of_a_growing_expand_only():
@@ -89,7 +89,7 @@ def test_fill_of_a_growing_expand_only():
     b.output("y", [300, 400])
     out, report = optimize(b.model())
     # Expand 300 -> 600 elements is folded; Tile 600 -> 120,000 is a fill and kept
-    assert ops(out).get("Expand") is None and ops(out)["Tile"] == 1
+    assert op_counts(out).get("Expand") is None and op_counts(out)["Tile"] == 1
     assert report.passes[0].counters["fills_kept"] == 1
 
 
@@ -107,12 +107,12 @@ def test_fuse_bn_skips_a_fill_weighted_conv_and_says_why():
     model = _conv_bn_on_fill()
     feeds = {"x": np.random.default_rng(1).standard_normal((1, 64, 5, 5)).astype(np.float32)}
     out, report = optimize(model)
-    assert "BatchNormalization" in ops(out)
+    assert "BatchNormalization" in op_counts(out)
     fuse_bn = next(p for p in report.passes if p.name == "fuse-bn")
     assert "ConstantOfShape fill kept as is to keep the model small" in reasons(fuse_bn)
     assert "fold-constants(materialize-fills=true) folds it" in reasons(fuse_bn)
     out, _ = apply(model, MATERIALIZED, feeds, rtol=1e-4, atol=1e-5)
-    assert "BatchNormalization" not in ops(out)
+    assert "BatchNormalization" not in op_counts(out)
 
 
 def test_report_notes_file_growth(tmp_path, capsys):
@@ -139,13 +139,13 @@ def test_fill_with_unknown_shape_is_folded_as_before():
     b.node("Add", [x, b.node("ConstantOfShape", [shape])], outputs=["y"])
     b.output("y", [2, 3])
     out, _ = apply(b.model(), DEFAULT, {"x": np.ones((2, 3), np.float32)})
-    assert ops(out).get("ConstantOfShape") is None  # Shape of a static tensor folds, and so does the small fill
+    assert op_counts(out).get("ConstantOfShape") is None  # Shape of a static tensor folds, and so does the small fill
 
 
 def test_prune_filters_names_the_kept_fill():
     import onnx
 
-    from tests.util import LIGHT_DIR
+    from tests.support.run import LIGHT_DIR
 
     model = onnx.load(str(LIGHT_DIR / "light_squeezenet.onnx"))
     _, report = optimize(model, "prune-filters(ratio=0.3,round_to=1)")

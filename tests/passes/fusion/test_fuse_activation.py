@@ -7,9 +7,8 @@ import pytest
 from onnx import TensorProto
 
 from onnxcomp.pipeline import DEFAULT_PIPELINE
-from tests.passes.common import apply, ops, reasons
-from tests.passes.graphgen import Builder
-from tests.util import outputs
+from tests.support.random_graphs import Builder
+from tests.support.run import apply, op_counts, outputs, reasons
 
 SHAPE = (3, 3, 7, 9)
 
@@ -73,7 +72,7 @@ def test_clip_opset11_constant_bounds(lo, hi):
     b.node("Clip", ins, outputs=["y"])
     b.output("y")
     out, _ = apply(b.model(), "fuse-activation", _x(), rtol=1e-6, atol=1e-6)
-    assert ops(out) == {"FusedConv": 1}
+    assert op_counts(out) == {"FusedConv": 1}
 
 
 def test_clip_with_dynamic_bound_skipped():
@@ -83,7 +82,7 @@ def test_clip_with_dynamic_bound_skipped():
     b.node("Clip", [b.conv(x, 3, 5), b.const(0.0), hi], outputs=["y"])
     b.output("y")
     out, res = apply(b.model(), "fuse-activation", {**_x(), "hi": np.array(2.0, np.float32)})
-    assert ops(out) == {"Conv": 1, "Clip": 1}
+    assert op_counts(out) == {"Conv": 1, "Clip": 1}
     assert "min/max are not constant" in reasons(res)
 
 
@@ -97,7 +96,7 @@ def test_shared_or_graph_output_conv_skipped():
     b.output("y2")
     b.output(c1)
     out, res = apply(b.model(), "fuse-activation", _x())
-    assert ops(out) == {"Conv": 2, "Relu": 2, "Add": 1}
+    assert op_counts(out) == {"Conv": 2, "Relu": 2, "Add": 1}
     assert len(res.skips) == 2
 
 
@@ -107,7 +106,7 @@ def test_non_float32_conv_skipped():
     w = b.const(np.ones((2, 3, 3, 3)), dtype=np.float64)
     b.node("Relu", [b.node("Conv", [x, w])], outputs=["y"])
     b.output("y", None, TensorProto.DOUBLE)
-    from tests.passes.common import run_on_graph
+    from tests.support.run import run_on_graph
 
     graph, res = run_on_graph(b.model(), "fuse-activation")
     assert [n.op for n in graph.nodes] == ["Conv", "Relu"]
@@ -123,7 +122,7 @@ def test_after_default_pipeline_and_with_ort_optimizations():
     b.output("y")
     model = b.model()
     out, _ = apply(model, DEFAULT_PIPELINE + ",fuse-activation", _x(), rtol=1e-5, atol=1e-5)
-    assert ops(out) == {"FusedConv": 1}
+    assert op_counts(out) == {"FusedConv": 1}
     from onnxcomp.ort import session
 
     ref = outputs(model, _x())["y"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.passes.common import apply, init, ops, reasons
-from tests.passes.graphgen import Builder
+from tests.support.random_graphs import Builder
+from tests.support.run import apply, init, op_counts, reasons
 
 RTOL, ATOL = 1e-5, 1e-5
 SHAPE = (3, 3, 7, 9)
@@ -37,7 +37,7 @@ def _conv_then(ops_consts, opset=13, bias=True):
 @pytest.mark.parametrize("bias", [True, False])
 def test_conv_then_per_channel_op(op, shape, bias):
     out, res = apply(_conv_then([(op, shape, False)], bias=bias), "fuse-affine", _x(), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 1}
+    assert op_counts(out) == {"Conv": 1}
     assert res.counters["fused"] == 1
     assert out.graph.node[0].output == ["y"]
 
@@ -45,13 +45,13 @@ def test_conv_then_per_channel_op(op, shape, bias):
 @pytest.mark.parametrize("op", ["Mul", "Add", "Sub"])
 def test_constant_first_operand(op):  # c * x, c + x, c - x
     out, _ = apply(_conv_then([(op, (5, 1, 1), True)]), "fuse-affine", _x(), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 1}
+    assert op_counts(out) == {"Conv": 1}
 
 
 def test_chain_folds_into_one_conv():
     chain = [("Mul", (5, 1, 1), False), ("Add", (1, 5, 1, 1), False), ("Sub", (), True), ("Div", (5, 1, 1), False)]
     out, res = apply(_conv_then(chain), "fuse-affine", _x(), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 1}
+    assert op_counts(out) == {"Conv": 1}
     assert res.counters["fused"] == 4
     assert out.graph.node[0].doc_string == "onnxcomp fuse-affine from Mul_7, Add_10, Sub_13, Div_15"
 
@@ -63,7 +63,7 @@ def test_provenance_accumulates_across_passes():
     b.node("Mul", [t, _sign_const(b, (5, 1, 1))], outputs=["y"], name="scale")
     b.output("y")
     out, _ = apply(b.model(), "fuse-bn,fuse-affine", _x(), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 1}
+    assert op_counts(out) == {"Conv": 1}
     assert out.graph.node[0].doc_string == ("onnxcomp fuse-bn from bn; onnxcomp fuse-affine from scale")
 
 
@@ -74,7 +74,7 @@ def test_non_channel_constant_skipped(shape):
     b.node("Mul", [b.conv(x, 3, 5, pads=[1, 1, 1, 1]), _sign_const(b, shape)], outputs=["y"])
     b.output("y")
     out, res = apply(b.model(), "fuse-affine", _x(), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 1, "Mul": 1}
+    assert op_counts(out) == {"Conv": 1, "Mul": 1}
     assert "non-channel axis" in reasons(res)
 
 
@@ -86,7 +86,7 @@ def test_div_by_zero_and_non_finite_skipped():
     b.output("y")
     model = b.model()
     out, res = apply(model, "fuse-affine", _x(), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 2, "Div": 1, "Mul": 1}
+    assert op_counts(out) == {"Conv": 2, "Div": 1, "Mul": 1}
     assert "zeros (Div), infinities or NaNs" in reasons(res)
 
 
@@ -101,7 +101,7 @@ def test_conv_output_graph_output_or_shared_skipped():
     b.output("z")
     b.output(c1)
     out, res = apply(b.model(), "fuse-affine", _x(), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 2, "Mul": 1, "Add": 2}
+    assert op_counts(out) == {"Conv": 2, "Mul": 1, "Add": 2}
     assert "is a graph output" in reasons(res) and "also read by other nodes" in reasons(res)
 
 
@@ -115,7 +115,7 @@ def test_shared_conv_weights_not_mutated():
     b.output("z")
     model = b.model()
     out, _ = apply(model, "fuse-affine", _x(), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 2}
+    assert op_counts(out) == {"Conv": 2}
     np.testing.assert_array_equal(init(out, "W"), init(model, "W"))
 
 
@@ -129,7 +129,7 @@ def test_conv_transpose_then_mul_add(group):
     b.node("Add", [t, _sign_const(b, (3 * group, 1, 1))], outputs=["y"])
     b.output("y")
     out, _ = apply(b.model(), "fuse-affine", _x((3, 4, 5, 7)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"ConvTranspose": 1}
+    assert op_counts(out) == {"ConvTranspose": 1}
 
 
 @pytest.mark.parametrize("trans_b", [0, 1])
@@ -141,7 +141,7 @@ def test_gemm_then_mul_add(trans_b, shape):
     b.node("Sub", [b.node("Mul", [g, _sign_const(b, shape)]), _sign_const(b, shape)], outputs=["y"])
     b.output("y")
     out, _ = apply(b.model(), "fuse-affine", _x((3, 4)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Gemm": 1}
+    assert op_counts(out) == {"Gemm": 1}
 
 
 def test_matmul_3d_mul_folded_add_kept_then_folded_into_bias():
@@ -152,7 +152,7 @@ def test_matmul_3d_mul_folded_add_kept_then_folded_into_bias():
     b.node("Div", [b.node("Mul", [a, _sign_const(b, (1, 5))]), _sign_const(b, ())], outputs=["y"])
     b.output("y")
     out, res = apply(b.model(), "fuse-affine", _x((2, 3, 4)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"MatMul": 1, "Add": 1}
+    assert op_counts(out) == {"MatMul": 1, "Add": 1}
     assert res.counters["fused"] == 3
 
 
@@ -163,7 +163,7 @@ def test_matmul_row_constant_over_unknown_rank_is_safe():
     b.node("Mul", [b.node("MatMul", [x, b.weight((4, 5))]), _sign_const(b, (3, 5))], outputs=["y"])
     b.output("y")
     out, _ = apply(b.model(), "fuse-affine", _x((2, 3, 4)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"MatMul": 1, "Mul": 1}
+    assert op_counts(out) == {"MatMul": 1, "Mul": 1}
 
 
 def test_batchnorm_then_mul_add_folded_into_bn():
@@ -175,9 +175,9 @@ def test_batchnorm_then_mul_add_folded_into_bn():
     b.node("Relu", [b.node("Add", [n, _sign_const(b, (3, 1, 1))])], outputs=["y"])
     b.output("y")
     out, _ = apply(b.model(), "fuse-affine", _x(), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"BatchNormalization": 1, "Relu": 1}
+    assert op_counts(out) == {"BatchNormalization": 1, "Relu": 1}
     out, _ = apply(b.model(), "fuse-affine(batchnorm=false)", _x(), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"BatchNormalization": 1, "Mul": 1, "Add": 1, "Relu": 1}
+    assert op_counts(out) == {"BatchNormalization": 1, "Mul": 1, "Add": 1, "Relu": 1}
 
 
 # ------------------------------------------------------------------------------------------ chains, options
@@ -190,7 +190,7 @@ def test_constant_chains_merged_without_a_linear_op():
     b.node("Sub", [_sign_const(b, ()), t], outputs=["y"])  # c - x does not merge
     b.output("y")
     out, res = apply(b.model(), "fuse-affine", _x(), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Relu": 1, "Mul": 1, "Add": 1, "Sub": 1}
+    assert op_counts(out) == {"Relu": 1, "Mul": 1, "Add": 1, "Sub": 1}
     assert res.counters["chains_merged"] == 2
 
 
@@ -201,14 +201,14 @@ def test_chain_merge_that_would_grow_the_constant_skipped():
     b.node("Mul", [t, _sign_const(b, (1, 7, 9))], outputs=["y"])  # merged constant would be [3, 7, 9]
     b.output("y")
     out, _ = apply(b.model(), "fuse-affine", _x(), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Relu": 1, "Mul": 2}
+    assert op_counts(out) == {"Relu": 1, "Mul": 2}
 
 
 @pytest.mark.parametrize(("options", "left"), [("mul=false", {"Mul": 1, "Add": 1}), ("add=false", {"Add": 1})])
 def test_options_disable_kinds(options, left):
     model = _conv_then([("Mul", (5, 1, 1), False), ("Add", (5, 1, 1), False)])
     out, _ = apply(model, f"fuse-affine({options})", _x(), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 1, **left}
+    assert op_counts(out) == {"Conv": 1, **left}
 
 
 def test_merge_chains_option():
@@ -217,7 +217,7 @@ def test_merge_chains_option():
     b.node("Mul", [b.node("Mul", [b.node("Relu", [x]), b.const(2.0)]), b.const(3.0)], outputs=["y"])
     b.output("y")
     out, _ = apply(b.model(), "fuse-affine(merge_chains=false)", _x())
-    assert ops(out) == {"Relu": 1, "Mul": 2}
+    assert op_counts(out) == {"Relu": 1, "Mul": 2}
 
 
 def test_integer_constants_ignored():
@@ -227,7 +227,7 @@ def test_integer_constants_ignored():
     b.output("y", None, 7)
     feeds = {"x": np.arange(12, dtype=np.int64).reshape(3, 4)}
     out, _ = apply(b.model(), "fuse-affine", feeds, exact=True)
-    assert ops(out) == {"Mul": 2}
+    assert op_counts(out) == {"Mul": 2}
 
 
 def test_matmul_with_input_of_unknown_rank_only_takes_vectors():
@@ -240,7 +240,7 @@ def test_matmul_with_input_of_unknown_rank_only_takes_vectors():
     b.output("y", ["a", "b"])
     feeds = {**_x((4,)), "s": np.array([4], np.int64)}
     out, _ = apply(b.model(), "fuse-affine", feeds, rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Reshape": 1, "MatMul": 1, "Mul": 1, "Add": 1}
+    assert op_counts(out) == {"Reshape": 1, "MatMul": 1, "Mul": 1, "Add": 1}
 
 
 def test_subtract_chains_merged():
@@ -251,5 +251,5 @@ def test_subtract_chains_merged():
     b.node("Sub", [t, _sign_const(b, ())], outputs=["y"])
     b.output("y")
     out, res = apply(b.model(), "fuse-affine", _x(), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Relu": 1, "Add": 1}
+    assert op_counts(out) == {"Relu": 1, "Add": 1}
     assert res.counters["chains_merged"] == 2

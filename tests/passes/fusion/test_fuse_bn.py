@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from tests.passes.common import apply, init, ops, reasons, run_on_graph
-from tests.passes.graphgen import Builder
+from tests.support.random_graphs import Builder
+from tests.support.run import apply, init, op_counts, reasons, run_on_graph
 
 RTOL, ATOL = 1e-5, 1e-5
 
@@ -32,7 +32,7 @@ def _conv_bn(opset=17, bias=True, group=1, n=1, cin=3, cout=5, hw=(7, 9), **conv
 def test_conv_bn_opsets(opset, bias):
     model, feeds = _conv_bn(opset, bias=bias, n=3)
     out, res = apply(model, "fuse-bn", feeds, rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 1, "Relu": 1}
+    assert op_counts(out) == {"Conv": 1, "Relu": 1}
     assert res.counters["fused"] == 1
     conv = out.graph.node[0]
     assert len(conv.input) == 3  # a bias is always needed after folding the BN shift
@@ -51,7 +51,7 @@ def test_conv_bn_opsets(opset, bias):
 def test_conv_bn_groups_strides_dilations(group, cin, cout, attrs):
     model, feeds = _conv_bn(group=group, cin=cin, cout=cout, n=3, **attrs)
     out, _ = apply(model, "fuse-bn", feeds, rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 1, "Relu": 1}
+    assert op_counts(out) == {"Conv": 1, "Relu": 1}
 
 
 @pytest.mark.parametrize("rank", [3, 5])
@@ -63,7 +63,7 @@ def test_conv1d_and_conv3d(rank):
     b.node("BatchNormalization", [b.node("Conv", [x, w]), *_bn_params(b, 5)], outputs=["y"])
     b.output("y")
     out, _ = apply(b.model(), "fuse-bn", _x((2, 3, *spatial)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 1}
+    assert op_counts(out) == {"Conv": 1}
 
 
 def _bn_params(b, c):
@@ -90,7 +90,7 @@ def test_bn_math_with_extreme_statistics():
     b.node("BatchNormalization", [c, *params], outputs=["y"], epsilon=1e-6)
     b.output("y")
     out, _ = apply(b.model(), "fuse-bn", _x((1, 3, 7, 9)), rtol=1e-5, atol=1e-5)
-    assert ops(out) == {"Conv": 1}  # folded, not skipped
+    assert op_counts(out) == {"Conv": 1}  # folded, not skipped
 
 
 # ------------------------------------------------------------------------------------------ ConvTranspose
@@ -105,7 +105,7 @@ def test_conv_transpose_bn(group, bias):
     b.node("BatchNormalization", [t, *_bn_params(b, cog * group)], outputs=["y"])
     b.output("y")
     out, _ = apply(b.model(), "fuse-bn", _x((3, cin, 5, 7)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"ConvTranspose": 1}
+    assert op_counts(out) == {"ConvTranspose": 1}
 
 
 # ------------------------------------------------------------------------------------------ Gemm, MatMul
@@ -123,7 +123,7 @@ def test_gemm_bn(trans_a, trans_b, cshape):
     b.node("BatchNormalization", [g, *_bn_params(b, n)], outputs=["y"])
     b.output("y")
     out, _ = apply(b.model(), "fuse-bn", _x((k, m) if trans_a else (m, k)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Gemm": 1}
+    assert op_counts(out) == {"Gemm": 1}
 
 
 @pytest.mark.parametrize("to_gemm", [True, False])
@@ -133,7 +133,7 @@ def test_matmul_bn_2d(to_gemm):
     b.node("BatchNormalization", [b.node("MatMul", [x, b.weight((4, 5))]), *_bn_params(b, 5)], outputs=["y"])
     b.output("y")
     out, _ = apply(b.model(), f"fuse-bn(matmul_to_gemm={str(to_gemm).lower()})", _x((3, 4)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == ({"Gemm": 1} if to_gemm else {"MatMul": 1, "Add": 1})
+    assert op_counts(out) == ({"Gemm": 1} if to_gemm else {"MatMul": 1, "Add": 1})
     assert out.graph.node[-1].output == ["y"]
 
 
@@ -144,7 +144,7 @@ def test_matmul_with_bias_add_bn():
     b.node("BatchNormalization", [mm, *_bn_params(b, 5)], outputs=["y"])
     b.output("y")
     out, _ = apply(b.model(), "fuse-bn", _x((3, 4)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"MatMul": 1, "Add": 1}
+    assert op_counts(out) == {"MatMul": 1, "Add": 1}
 
 
 def test_matmul_3d_bn_over_the_wrong_axis_skipped():
@@ -153,7 +153,7 @@ def test_matmul_3d_bn_over_the_wrong_axis_skipped():
     b.node("BatchNormalization", [b.node("MatMul", [x, b.weight((4, 5))]), *_bn_params(b, 5)], outputs=["y"])
     b.output("y")
     out, res = apply(b.model(), "fuse-bn", _x((2, 5, 4)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"MatMul": 1, "BatchNormalization": 1}
+    assert op_counts(out) == {"MatMul": 1, "BatchNormalization": 1}
     assert "feature axis" in reasons(res)
 
 
@@ -169,7 +169,7 @@ def test_bn_before_conv_without_padding(group, attrs):
     b.node("Relu", [y], outputs=["y"])
     b.output("y")
     out, res = apply(b.model(), "fuse-bn", _x((3, 3, 7, 9)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 1, "Relu": 1}
+    assert op_counts(out) == {"Conv": 1, "Relu": 1}
     assert res.counters["fused_before"] == 1
 
 
@@ -184,7 +184,7 @@ def test_bn_before_1x1_same_conv_and_two_consumers():
     b.output("y1")
     b.output("y2")
     out, _ = apply(b.model(), "fuse-bn", _x((1, 3, 7, 9)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 2, "Relu": 2}
+    assert op_counts(out) == {"Conv": 2, "Relu": 2}
 
 
 @pytest.mark.parametrize("attrs", [{"pads": [1, 1, 1, 1]}, {"auto_pad": "SAME_UPPER"}, {"pads": [0, 0, 0, 1]}])
@@ -194,7 +194,7 @@ def test_bn_before_padded_conv_skipped(attrs):
     b.node("Relu", [b.conv(b.bn(x, 3), 3, 4, **attrs)], outputs=["y"])
     b.output("y")
     out, res = apply(b.model(), "fuse-bn", _x((1, 3, 7, 9)), rtol=RTOL, atol=ATOL)
-    assert ops(out)["BatchNormalization"] == 1
+    assert op_counts(out)["BatchNormalization"] == 1
     assert "pads its input" in reasons(res)
 
 
@@ -207,7 +207,7 @@ def test_bn_before_gemm(trans_b, with_c):
     b.node("Gemm", ins, transB=trans_b, alpha=0.6, beta=1.7, outputs=["y"])
     b.output("y")
     out, _ = apply(b.model(), "fuse-bn", _x((3, 4)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Gemm": 1}
+    assert op_counts(out) == {"Gemm": 1}
 
 
 def test_bn_before_gemm_with_trans_a_skipped():
@@ -216,7 +216,7 @@ def test_bn_before_gemm_with_trans_a_skipped():
     b.node("Gemm", [b.bn(x, 4), b.weight((4, 5))], transA=1, outputs=["y"])
     b.output("y")
     out, res = apply(b.model(), "fuse-bn", _x((4, 4)), rtol=RTOL, atol=ATOL)
-    assert ops(out)["BatchNormalization"] == 1 and "transA" in reasons(res)
+    assert op_counts(out)["BatchNormalization"] == 1 and "transA" in reasons(res)
 
 
 def test_bn_before_matmul():
@@ -225,7 +225,7 @@ def test_bn_before_matmul():
     b.node("MatMul", [b.bn(x, 4), b.weight((4, 5))], outputs=["y"])
     b.output("y")
     out, _ = apply(b.model(), "fuse-bn", _x((3, 4)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Gemm": 1}
+    assert op_counts(out) == {"Gemm": 1}
 
 
 def test_before_option_off():
@@ -234,7 +234,7 @@ def test_before_option_off():
     b.node("Relu", [b.conv(b.bn(x, 3), 3, 4)], outputs=["y"])
     b.output("y")
     out, _ = apply(b.model(), "fuse-bn(before=false)", _x((1, 3, 7, 9)))
-    assert ops(out)["BatchNormalization"] == 1
+    assert op_counts(out)["BatchNormalization"] == 1
 
 
 # ------------------------------------------------------------------------------------------ skips
@@ -246,7 +246,7 @@ def test_conv_output_is_graph_output_skipped():
     b.output("y")
     b.output(c)
     out, res = apply(b.model(), "fuse-bn", _x((1, 3, 7, 9)))
-    assert ops(out) == {"Conv": 1, "BatchNormalization": 1}
+    assert op_counts(out) == {"Conv": 1, "BatchNormalization": 1}
     assert "is a graph output" in reasons(res)
 
 
@@ -258,7 +258,7 @@ def test_conv_output_read_twice_skipped():
     b.node("Add", [n, b.node("Relu", [c])], outputs=["y"])
     b.output("y")
     out, res = apply(b.model(), "fuse-bn", _x((1, 3, 7, 9)))
-    assert ops(out)["BatchNormalization"] == 1
+    assert op_counts(out)["BatchNormalization"] == 1
     assert "also read by other nodes" in reasons(res)
 
 
@@ -270,7 +270,7 @@ def test_dynamic_conv_weight_skipped():
     b.output("y")
     feeds = {**_x((1, 3, 7, 9)), "w": np.ones((4, 3, 3, 3), np.float32)}
     out, res = apply(b.model(), "fuse-bn", feeds)
-    assert ops(out)["BatchNormalization"] == 1
+    assert op_counts(out)["BatchNormalization"] == 1
     assert "weight is not a floating-point constant" in reasons(res)
 
 
@@ -283,7 +283,7 @@ def test_non_constant_bn_params_skipped():
     b.output("y")
     feeds = {**_x((1, 3, 7, 9)), "mean": np.zeros(4, np.float32)}
     out, res = apply(b.model(), "fuse-bn", feeds)
-    assert ops(out)["BatchNormalization"] == 1
+    assert op_counts(out)["BatchNormalization"] == 1
     assert "mean is not a floating-point constant" in reasons(res)
 
 
@@ -323,7 +323,7 @@ def test_shared_weights_are_copied_not_mutated():
     b.output(c2)  # the second conv keeps reading the original W and B
     model = b.model()
     out, res = apply(model, "fuse-bn", _x((1, 3, 7, 9)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 3, "Relu": 1}
+    assert op_counts(out) == {"Conv": 3, "Relu": 1}
     np.testing.assert_array_equal(init(out, "W"), init(model, "W"))
     np.testing.assert_array_equal(init(out, "B"), np.ones(4, np.float32))
     assert res.counters["fused"] == 2
@@ -338,9 +338,9 @@ def test_clone_shared_conv_feeding_only_bns():
     b.output("y1")
     b.output("y2")
     out, res = apply(b.model(), "fuse-bn", _x((1, 3, 7, 9)))
-    assert ops(out) == {"Conv": 1, "BatchNormalization": 2} and "also read" in reasons(res)
+    assert op_counts(out) == {"Conv": 1, "BatchNormalization": 2} and "also read" in reasons(res)
     out, res = apply(b.model(), "fuse-bn(clone_shared=true)", _x((1, 3, 7, 9)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 2}
+    assert op_counts(out) == {"Conv": 2}
     assert res.counters["fused"] == 2
 
 

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxcomp.api import optimize
-from tests.util import assert_same_outputs, op_types, outputs
+from tests.support.run import assert_same_outputs, op_types, outputs
 
 
 def _low_rank(rng, rows, cols, rank):

@@ -7,14 +7,13 @@ import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnxcomp.passes.prune._apply import apply_removal
-from onnxcomp.passes.prune._select import choose
+from onnxcomp.passes.prune import apply_removal, choose
 
 from onnxcomp.analysis.channels import analyze_channels
 from onnxcomp.graph import export_model, import_model
 from onnxcomp.io import infer_shapes, normalize
-from tests.prune.graphs import random_cnn, zero_consumers
-from tests.util import assert_same_outputs
+from tests.support.random_cnns import random_cnn, zero_consumers
+from tests.support.run import assert_same_outputs
 
 
 def _export(graph) -> onnx.ModelProto:
@@ -177,3 +176,11 @@ def test_op_forms_prune_exactly(case):
     assert n > 0
     feeds = {"x": np.random.default_rng(0).standard_normal((2, 4, 6, 5)).astype(np.float32)}
     assert_same_outputs(reference, pruned, feeds, rtol=1e-4, atol=1e-5)
+
+
+def test_every_member_kind_of_the_channel_analysis_has_an_edit():
+    from onnxcomp.passes.prune import EDITS
+
+    from onnxcomp.analysis.channels import MEMBER_KINDS
+
+    assert set(EDITS) == MEMBER_KINDS

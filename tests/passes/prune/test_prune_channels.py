@@ -6,16 +6,15 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnxcomp.passes.prune._adapters import ADAPTERS
-from onnxcomp.passes.prune._recon import lasso_ranking, ridge_refit
+from onnxcomp.passes.prune import ADAPTERS, lasso_ranking, ridge_refit
 
 from models import DIGITS_HELDOUT, DIGITS_LABELS, DIGITS_MODEL, builders
 from onnxcomp.api import optimize
 from onnxcomp.errors import UsageError
 from onnxcomp.graph import import_model
 from onnxcomp.io import normalize
-from tests.prune.test_prune_filters import zero_channels
-from tests.util import assert_same_outputs, outputs
+from tests.support.random_cnns import zero_channels
+from tests.support.run import assert_same_outputs, outputs
 
 
 def _conv_model(attrs: dict, x_shape, w_shape):

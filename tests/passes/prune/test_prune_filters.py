@@ -7,7 +7,6 @@ import json
 import numpy as np
 import onnx
 import pytest
-from onnxcomp.passes.prune._select import choose
 
 from models import DIGITS_HELDOUT, DIGITS_LABELS, DIGITS_MODEL, builders
 from onnxcomp import cost
@@ -15,34 +14,10 @@ from onnxcomp.analysis.channels import analyze_channels
 from onnxcomp.api import optimize
 from onnxcomp.cli import main
 from onnxcomp.errors import UsageError
-from onnxcomp.graph import const_value, export_model, import_model
+from onnxcomp.graph import import_model
 from onnxcomp.io import infer_shapes, normalize
-from tests.prune.graphs import zero_consumers
-from tests.util import LIGHT_DIR, assert_same_outputs, outputs
-
-
-def zero_channels(model: onnx.ModelProto, ratio: float, seed: int = 0) -> tuple[onnx.ModelProto, int]:
-    """A copy of ``model`` in which ``ratio`` of every prunable group's channels contribute nothing and score
-    lowest under every criterion: zero filters (L1/L2), zero BN gamma (bn), zero consumer weights."""
-    graph = import_model(normalize(model))
-    plan = analyze_channels(graph)
-    rng = np.random.default_rng(seed)
-    removed = np.zeros(plan.n_channels, dtype=bool)
-    for g in plan.groups:
-        if g.prunable:
-            removed[g.offset : g.offset + g.size] = choose(g, rng.random(g.size), round(ratio * g.size))
-    for m in plan.members:
-        if m.role == "producer" or (m.node.op == "BatchNormalization" and m.input == 1):
-            gone = ~plan.keep(m.elems, removed)
-            t = m.node.inputs[m.input]
-            values = const_value(t).copy()
-            index = [slice(None)] * values.ndim
-            index[m.axis] = np.nonzero(gone)[0]
-            values[tuple(index)] = 0
-            t.values = values
-    zero_consumers(plan, removed)
-    graph.cleanup().toposort()
-    return export_model(graph), int(removed.sum())
+from tests.support.random_cnns import zero_channels
+from tests.support.run import LIGHT_DIR, assert_same_outputs, outputs
 
 
 def _params(model: onnx.ModelProto) -> int:

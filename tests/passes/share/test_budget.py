@@ -7,7 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
-from onnxcomp.passes.share._budget import BudgetError, Option, allocate
+from onnxcomp.passes.share import BudgetError, Option, allocate
 
 BITS = (2, 3, 4, 5, 6, 8)
 

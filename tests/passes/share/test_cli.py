@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from onnxcomp import io, ops
-from tests.share.share_helpers import custom_nodes, run
+from tests.support.compressed import custom_nodes, run
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "models" / "digits_cnn.onnx"

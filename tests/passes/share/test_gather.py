@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxcomp import ops as enc
 from onnxcomp.api import optimize
-from tests.share.share_helpers import run
+from tests.support.compressed import run
 
 
 def _embedding_model(v: int = 300, d: int = 20, seed: int = 0, index_shape=("N", "L")):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnxcomp.passes.share._gptvq import compensated_quantize, output_error, row_kmeans
+from onnxcomp.passes.share import compensated_quantize, output_error, row_kmeans
 from sklearn.cluster import KMeans
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnxcomp.passes.share._kmeans import init_centroids, kmeans_1d
+from onnxcomp.passes.share import init_centroids, kmeans_1d
 from sklearn.cluster import KMeans
 
 

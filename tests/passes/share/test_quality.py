@@ -13,7 +13,7 @@ from onnx import helper, numpy_helper
 
 from onnxcomp.api import optimize
 from onnxcomp.errors import UsageError
-from tests.share.share_helpers import make_model, run
+from tests.support.compressed import make_model, run
 
 
 def _mlp(seed: int = 0, dims=(24, 48, 40, 10), correlated: bool = True):

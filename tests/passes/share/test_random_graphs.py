@@ -13,14 +13,14 @@ from onnx import helper
 
 from onnxcomp import ops
 from onnxcomp.api import optimize
-from tests.share.share_helpers import (
+from tests.support.compressed import (
     assert_exact,
     custom_nodes,
     decoded_weights,
     make_model,
     with_decoded_weights,
 )
-from tests.util import assert_same_outputs
+from tests.support.run import assert_same_outputs
 
 
 @st.composite

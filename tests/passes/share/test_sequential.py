@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from onnx import helper, numpy_helper
-from onnxcomp.passes.share import _calibration as lsq
+from onnxcomp.passes import share
 from onnxcomp.passes.share import kmeans as kmeans_mod
 
 from models import builders
@@ -15,7 +15,7 @@ from onnxcomp.api import optimize
 from onnxcomp.errors import UsageError
 from onnxcomp.graph import import_model
 from onnxcomp.passes_api import PassContext, PassResult, get_pass
-from tests.share.share_helpers import decoded_weights, make_model, run
+from tests.support.compressed import decoded_weights, make_model, run
 
 
 def _weights(model) -> dict[str, np.ndarray]:
@@ -119,8 +119,8 @@ def test_im2col_pair_takes_the_same_positions_from_both_inputs():
     graph = import_model(make_model([node], {"w": w}, [("x", [5, 4, 9, 9])], [("y", [5, 6, 9, 9])]))
     t = weights.TARGETS["Conv"](graph, graph.nodes[0])
     x_orig = rng.standard_normal((5, 4, 9, 9)).astype(np.float32)
-    cur, orig = lsq.im2col_pair(2 * x_orig, x_orig, t, 100, np.random.default_rng(0))
-    full = lsq.im2col(x_orig, t, 10**6, np.random.default_rng(0))
+    cur, orig = share.im2col_pair(2 * x_orig, x_orig, t, 100, np.random.default_rng(0))
+    full = share.im2col(x_orig, t, 10**6, np.random.default_rng(0))
     assert len(cur) == len(orig) == 2  # one block per conv group
     for c, o, f in zip(cur, orig, full, strict=True):
         assert c.shape == o.shape == (100, 18)
@@ -128,7 +128,7 @@ def test_im2col_pair_takes_the_same_positions_from_both_inputs():
         assert not np.array_equal(o, f[:100])  # a random subset of the 405 positions, not the first ones
         assert {r.tobytes() for r in o} <= {r.tobytes() for r in f}
     with pytest.raises(ValueError):
-        lsq.im2col_pair(x_orig[:2], x_orig, t, 100, np.random.default_rng(0))
+        share.im2col_pair(x_orig[:2], x_orig, t, 100, np.random.default_rng(0))
 
 
 def test_sequential_conv_lsq_solves_the_paired_normal_equations():
@@ -142,10 +142,10 @@ def test_sequential_conv_lsq_solves_the_paired_normal_equations():
     xc = (xo + 0.3 * rng.standard_normal(xo.shape)).astype(np.float32)
     keep = rng.random(t.w2.shape) < 0.6
     damp = 1e-3
-    got = lsq.lsq_update(t, keep, xc, damp, 1e12, np.random.default_rng(0), x_orig=xo)
+    got = share.lsq_update(t, keep, xc, damp, 1e12, np.random.default_rng(0), x_orig=xo)
     assert np.all(got[~keep] == 0)
-    pc = lsq.im2col(xc, t, 10**6, np.random.default_rng(0))
-    po = lsq.im2col(xo, t, 10**6, np.random.default_rng(0))
+    pc = share.im2col(xc, t, 10**6, np.random.default_rng(0))
+    po = share.im2col(xo, t, 10**6, np.random.default_rng(0))
     for j in range(4):
         g = j // 2
         s = np.flatnonzero(keep[j])
@@ -190,7 +190,7 @@ def test_waves_share_one_capture_per_level():
     model = make_model(nodes, ws, [("x", ["N", 8])], [("y", ["N", 8])])
     graph = import_model(model)
     targets = weights.collect_targets(graph, weights.SelectOptions(), PassResult(name="test"))
-    assert [[t.name for t in wave] for wave in lsq.sequential_waves(targets)] == [["a", "b"], ["c"]]
+    assert [[t.name for t in wave] for wave in share.sequential_waves(targets)] == [["a", "b"], ["c"]]
 
     class Counting(PassContext):
         def capture(self, graph, names, max_samples=None):
@@ -256,14 +256,14 @@ def test_dense_refit_is_the_ridge_least_squares_fit_and_the_identity_without_ups
     t = weights.TARGETS["MatMul"](graph, graph.nodes[0])
     xo = rng.standard_normal((40, 9)).astype(np.float32)
     xc = (xo + 0.4 * rng.standard_normal(xo.shape)).astype(np.float32)
-    h, cross = lsq.paired_grams(t, xc, xo, np.random.default_rng(0))
-    got = lsq.dense_refit(t, h, cross, 1e-2, 1e12)
+    h, cross = share.paired_grams(t, xc, xo, np.random.default_rng(0))
+    got = share.dense_refit(t, h, cross, 1e-2, 1e12)
     a = xc.astype(np.float64)
     lam = 1e-2 * np.mean(np.diag(a.T @ a / 40))
     expected = np.linalg.solve(a.T @ a / 40 + lam * np.eye(9), a.T @ (xo @ w.astype(np.float64)) / 40 + lam * w)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
-    assert lsq.dense_refit(t, h, None, 1e-2, 1e12) is t.w2
-    assert lsq.dense_refit(t, h, cross, 1e-2, 10.0) is None  # too expensive
+    assert share.dense_refit(t, h, None, 1e-2, 1e12) is t.w2
+    assert share.dense_refit(t, h, cross, 1e-2, 10.0) is None  # too expensive
 
 
 def test_sequential_kmeans_refits_the_weights_and_has_a_lower_output_error():
@@ -301,7 +301,7 @@ def test_positions_counts_the_im2col_rows(pads, strides, dilations):
     graph = import_model(make_model([node], {"w": w}, [("x", [4, 3, 11, 9])], [("y", None)]))
     t = weights.TARGETS["Conv"](graph, graph.nodes[0])
     x = np.ones((4, 3, 11, 9), np.float32)
-    assert lsq.positions(x, t) == lsq.im2col(x, t, 10**6, np.random.default_rng(0))[0].shape[0]
+    assert share.positions(x, t) == share.im2col(x, t, 10**6, np.random.default_rng(0))[0].shape[0]
 
 
 @pytest.mark.parametrize(
@@ -319,7 +319,8 @@ def test_too_large_a_refit_is_one_shot_without_computing_the_grams(spec, monkeyp
     def boom(*args, **kwargs):
         raise AssertionError("paired grams computed for a layer over the flop limit")
 
-    monkeypatch.setattr(lsq, "paired_grams", boom)
+    # the passes' own references (the helper module's are not looked up by them)
+    monkeypatch.setattr(kmeans_mod, "paired_grams", boom)
     monkeypatch.setattr(prune_mod, "paired_grams", boom)
     model, calib = _mlp_calib()
     _, report = optimize(model, spec, calib=calib)

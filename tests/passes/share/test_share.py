@@ -1,5 +1,6 @@
-"""The weight-sharing passes end to end: exactness against the decoded weights, value sets, error bounds,
-sizes on disk, layer selection, Gemm/Conv handling, opset upgrade, inlining, Huffman storage."""
+"""The weight-sharing family as a whole (what every share pass does): exactness against the decoded weights,
+sizes on disk, layer selection, Gemm/Conv handling, opset upgrade, inlining, the per-layer report. Each pass's
+own behaviour is in test_<pass>.py."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from onnx import helper, numpy_helper
 from models import builders
 from onnxcomp import io, ops
 from onnxcomp.api import optimize
-from onnxcomp.errors import UsageError
-from tests.share.share_helpers import (
+from tests.support.compressed import (
     assert_exact,
     custom_nodes,
     decoded_weights,
@@ -20,7 +20,7 @@ from tests.share.share_helpers import (
     run,
     with_decoded_weights,
 )
-from tests.util import assert_same_outputs
+from tests.support.run import assert_same_outputs
 
 
 def _feeds(model: onnx.ModelProto, batch: int = 3, seed: int = 1) -> dict[str, np.ndarray]:
@@ -97,110 +97,6 @@ def test_codes_are_packed_on_disk_about_one_eighth_at_four_bits():
     (layer,) = report.passes[0].layers
     assert layer.extra["bytes_packed"] == 512 * 768 // 2 + 16 * 4 + 768 * 4
     assert 0 < layer.error < 0.12  # 4-bit k-means of a Gaussian: ~0.1 relative Frobenius error
-
-
-@pytest.mark.parametrize("bits", [1, 2, 3, 4, 6, 8])
-def test_kmeans_error_falls_with_bits(bits):
-    rng = np.random.default_rng(bits)
-    w = rng.standard_normal((64, 96)).astype(np.float32)
-    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")
-    model = make_model([node], {"w": w}, [("x", ["b", 64])], [("y", ["b", 96])], opset=17)
-    out, report = optimize(model, f"kmeans(bits={bits})")
-    (layer,) = report.passes[0].layers
-    # Lloyd-Max quantizer of a Gaussian: distortion ~ 2.7 * 4**-bits (relative MSE), sqrt for Frobenius
-    assert layer.error < 1.3 * np.sqrt(2.7 * 4.0**-bits) + 1e-3
-    w_hat = next(iter(decoded_weights(out).values()))
-    assert len(np.unique(w_hat)) <= 2**bits
-
-
-def test_pruned_zeros_stay_exactly_zero_and_sparse_layout():
-    model = builders.mlp(in_features=64, hidden=(128, 96))
-    pruned, _ = optimize(model, "prune-weights(ratio=0.8)")
-    out, report = optimize(pruned, "kmeans(bits=4)")
-    dec = decoded_weights(out)
-    orig = {n.output[0]: n for n in io.normalize(pruned).graph.node}
-    w = _weights(pruned)
-    for name, w_hat in dec.items():
-        node = orig[name]
-        if node.op_type == "Add":
-            node = next(m for m in io.normalize(pruned).graph.node if m.output[0] in node.input)
-        wo = w[node.input[1]]
-        if node.op_type == "Gemm":
-            wo = wo.T
-        np.testing.assert_array_equal(w_hat == 0, wo == 0)
-    formats = {layer.name: layer.extra["format"] for layer in report.passes[0].layers}
-    assert any(f.startswith("sparse") for f in formats.values()), formats
-    assert {n.op_type for n in custom_nodes(out)} >= {"SparseCodebookMatMul"}
-
-
-def test_sparse_option():
-    model = builders.mlp(in_features=64, hidden=(128,))
-    pruned, _ = optimize(model, "prune-weights(ratio=0.5)")
-    never, _ = optimize(pruned, "kmeans(bits=4,sparse=never)")
-    always, _ = optimize(pruned, "kmeans(bits=4,sparse=always)")
-    assert "SparseCodebookMatMul" not in {n.op_type for n in custom_nodes(never)}
-    assert "SparseCodebookMatMul" in {n.op_type for n in custom_nodes(always)}
-    auto, _ = optimize(pruned, "kmeans(bits=4)")  # 50% sparse: the EIE layout is larger at 4 bits
-    assert "SparseCodebookMatMul" not in {n.op_type for n in custom_nodes(auto)}
-    feeds = _feeds(model)
-    assert_same_outputs(never, always, feeds, rtol=1e-5, atol=1e-6)
-
-
-def test_ternary_value_sets_and_lsq_beats_twn():
-    model = builders.mlp(in_features=48, hidden=(64,))
-    errors = {}
-    for method in ("twn", "lsq"):
-        out, report = optimize(model, f"ternary(method={method})")
-        errors[method] = sum(layer.error for layer in report.passes[0].layers)
-        for w_hat in decoded_weights(out).values():
-            for col in w_hat.T:  # per output channel: {-a_n, 0, +a_p}
-                values = np.unique(col)
-                assert (len(values) <= 3 and 0.0 in values) or len(values) <= 2
-                if method == "twn":
-                    nz = np.abs(values[values != 0])
-                    assert np.allclose(nz, nz[0])
-    assert errors["lsq"] <= errors["twn"] + 1e-9
-    assert {n.op_type for n in custom_nodes(out)} == {"TernaryMatMul"}
-
-
-def test_ternary_conv_uses_codebook_conv():
-    out, _ = optimize(builders.mobilenet(image_size=(9, 9)), "ternary(per_channel=false)")
-    assert {n.op_type for n in custom_nodes(out)} == {"CodebookConv", "TernaryMatMul"}
-    for node in custom_nodes(out):
-        if node.op_type == "CodebookConv":
-            cb = _weights(out)[node.input[1]]
-            assert cb.shape == (1, 4) and cb[0, 0] == 0 and cb[0, 3] == 0 and cb[0, 1] >= 0 >= cb[0, 2]
-
-
-def test_binary_is_per_channel_sign_times_mean_abs():
-    w = np.random.default_rng(0).standard_normal((20, 6)).astype(np.float32)
-    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")
-    model = make_model([node], {"w": w}, [("x", ["b", 20])], [("y", ["b", 6])], opset=17)
-    out, _ = optimize(model, "binary")
-    (w_hat,) = decoded_weights(out).values()
-    np.testing.assert_allclose(w_hat, np.sign(w) * np.abs(w).mean(0, keepdims=True), rtol=1e-6)
-
-
-@pytest.mark.parametrize("scale", ["none", "lsq"])
-def test_pow2_values_are_signed_powers_of_two(scale):
-    w = (np.random.default_rng(1).standard_normal((40, 30)) * 0.2).astype(np.float32)
-    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")
-    model = make_model([node], {"w": w}, [("x", ["b", 40])], [("y", ["b", 30])], opset=17)
-    out, report = optimize(model, f"pow2(bits=4,scale={scale})")
-    (w_hat,) = decoded_weights(out).values()
-    (layer,) = report.passes[0].layers
-    kmin, kmax = layer.extra["exponents"]
-    s = layer.extra["scale"]
-    assert kmax - kmin + 1 == 7
-    nz = w_hat[w_hat != 0] / s
-    k = np.log2(np.abs(nz))
-    np.testing.assert_allclose(k, np.round(k), atol=1e-5)
-    assert k.min() >= kmin - 1e-6 and k.max() <= kmax + 1e-6
-    if scale == "none":
-        assert s == 1.0
-    inside = (np.abs(w) >= s * 2.0**kmin) & (np.abs(w) <= s * 2.0**kmax)
-    # the nearest power of two is never more than 1/3 off (worst case: 1.5 * 2**k)
-    assert np.all(np.abs(w - w_hat)[inside] <= np.abs(w)[inside] / 3 + 1e-7)
 
 
 def test_gemm_alpha_beta_transb_and_bias_shapes():
@@ -297,22 +193,6 @@ def test_inline_writes_only_standard_ops(how, name):
         assert len(io.serialize(out)) < 0.15 * len(io.serialize(model))
 
 
-def test_huffman_pass_is_lossless_and_smaller():
-    model = builders.mlp(in_features=64, hidden=(256, 128))
-    packed, _ = optimize(model, "prune-weights(ratio=0.8),kmeans(bits=4,sparse=never)")
-    coded, report = optimize(packed, "huffman")
-    assert report.passes[0].counters["tensors_coded"] >= 2
-    assert "HuffmanDecode" in {n.op_type for n in custom_nodes(coded)}
-    assert len(io.serialize(coded)) < 0.7 * len(io.serialize(packed))
-    assert_exact(packed, coded, _feeds(model))
-    # the reported Huffman size is what the stored form saves
-    layers = report.passes[0].layers
-    assert (
-        sum(r.extra["bytes_packed"] - r.extra["bytes_huffman"] for r in layers)
-        == report.passes[0].counters["bytes_saved"]
-    )
-
-
 def test_report_has_the_per_layer_columns():
     _, report = optimize(builders.mlp(), "kmeans(bits=3)")
     p = report.passes[0]
@@ -322,77 +202,6 @@ def test_report_has_the_per_layer_columns():
         assert layer.error is not None and layer.error > 0
     assert p.counters["ratio_packed"] > 5
     assert report.bytes_after < report.bytes_before
-
-
-def test_prune_weights_ratios_and_scopes():
-    model = builders.mlp(in_features=40, hidden=(50,))
-    out, report = optimize(model, "prune-weights(ratio=0.6,scope=output)")
-    for node in io.normalize(out).graph.node:
-        if node.op_type in ("MatMul", "Gemm"):
-            w = _weights(out)[node.input[1]]
-            if node.op_type == "Gemm":
-                w = w.T
-            zeros_per_output = (w == 0).sum(0)
-            assert np.all(zeros_per_output == round(0.6 * w.shape[0]))
-    out, report = optimize(model, "prune-weights(ratio=0.75,scope=global)")
-    assert report.passes[0].counters["sparsity"] == 0.75
-    with pytest.raises(UsageError):
-        optimize(model, "prune-weights(criterion=wanda)")
-
-
-def test_wanda_and_lsq_update_use_the_calibration_data():
-    model = builders.mlp(in_features=32, hidden=(64,))
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((64, 32)).astype(np.float32)
-    x[:, :16] *= 10.0  # the first half of the input features carries most of the energy
-    calib = {"input": x}
-    ref = run(model, calib)[0]
-
-    def err(spec):
-        out, _ = optimize(model, spec, calib=calib)
-        return float(np.linalg.norm(run(out, calib)[0] - ref))
-
-    magnitude = err("prune-weights(ratio=0.5,criterion=magnitude)")
-    wanda = err("prune-weights(ratio=0.5,criterion=wanda)")
-    lsq = err("prune-weights(ratio=0.5,criterion=wanda,update=lsq)")
-    assert wanda < magnitude and lsq < wanda
-
-
-def test_kmeans_weighted_and_refined_codebooks_fit_the_outputs_better():
-    model = builders.mlp(in_features=32, hidden=(64,))
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal((64, 32)).astype(np.float32) * np.linspace(0.1, 10, 32).astype(np.float32)
-    calib = {"input": x}
-    ref = run(model, calib)[0]
-
-    def err(spec, c=calib):
-        out, _ = optimize(model, spec, calib=c)
-        return float(np.linalg.norm(run(out, calib)[0] - ref))
-
-    plain = err("kmeans(bits=2)", None)
-    weighted = err("kmeans(bits=2,refine=false)")
-    refined = err("kmeans(bits=2)")
-    assert weighted < plain and refined < weighted
-
-
-def test_bits_out_of_range_is_a_usage_error():
-    with pytest.raises(UsageError):
-        optimize(builders.mlp(), "kmeans(bits=9)")
-    with pytest.raises(UsageError):
-        optimize(builders.mlp(), "pow2(bits=1)")
-
-
-def test_prune_keeps_the_kept_weights_bit_identical():
-    rng = np.random.default_rng(7)
-    b = rng.standard_normal((30, 40)).astype(np.float32)
-    node = helper.make_node("Gemm", ["x", "b"], ["y"], name="g", alpha=0.3, transB=1)
-    model = make_model([node], {"b": b}, [("x", ["n", 40])], [("y", ["n", 30])], opset=17)
-    out, _ = optimize(model, "prune-weights(ratio=0.5)")
-    pruned = _weights(out)["b"]
-    kept = pruned != 0
-    assert kept.mean() == 0.5
-    np.testing.assert_array_equal(pruned[kept], b[kept])
-    assert np.abs(b[~kept]).max() <= np.abs(b[kept]).min()
 
 
 def test_conv_auto_pad_same_becomes_explicit_pads():
@@ -424,17 +233,6 @@ def test_unnamed_node_gets_a_name_derived_from_its_output():
     assert node.name.startswith("logits_"), node.name
 
 
-def test_prune_ratio_per_layer():
-    model = builders.mlp(in_features=32, hidden=(64, 48))
-    _, report = optimize(model, "prune-weights(ratio=0.25)")
-    names = [row.name for row in report.passes[0].layers]
-    assert len(names) >= 2
-    _, report = optimize(model, f"prune-weights(ratio=0.25,ratio_per_layer={names[0]}:0.75)")
-    sparsity = {row.name: row.extra["sparsity"] for row in report.passes[0].layers}
-    assert sparsity[names[0]] == pytest.approx(0.75, abs=1e-3)
-    assert all(sparsity[n] == pytest.approx(0.25, abs=1e-3) for n in names[1:])
-
-
 @pytest.mark.parametrize("spec", ["pow2(bits=8)", "ternary", "binary"])
 def test_layers_the_encoding_would_enlarge_are_skipped(spec):
     # a [1, 6] weight: 24 bytes of float32; a 256-entry pow2 codebook, or per-channel scales, cost more
@@ -449,85 +247,3 @@ def test_layers_the_encoding_would_enlarge_are_skipped(spec):
     assert not custom_nodes(out)
     assert [s.node for s in report.passes[0].skips] == ["tiny"]
     assert "smaller" in report.passes[0].skips[0].reason
-
-
-@pytest.mark.parametrize("kind", ["conv", "matmul"])
-def test_huffman_codes_zero_runs_of_pruned_layers(kind):
-    # a 95%-pruned layer: its packed codes are coded as (zero run, code) symbols, which cost less than
-    # Huffman over the packed bytes (a byte symbol cannot cost less than one bit)
-    from onnxcomp.passes.share import huffman as huffman_pass
-
-    from onnxcomp.ops import huffman as _huffman
-
-    model = builders.mlp(in_features=256, hidden=(512,)) if kind == "matmul" else builders.vgg(width=0.25)
-    pruned, _ = optimize(model, "prune-weights(ratio=0.95)")
-    packed, _ = optimize(pruned, "kmeans(bits=4,sparse=never)")
-    coded, report = optimize(packed, "huffman")
-    op_types = [n.op_type for n in custom_nodes(coded)]
-    assert "RunLengthDecode" in op_types
-    assert_exact(packed, coded, _feeds(model))
-    np.testing.assert_array_equal(
-        np.concatenate([t.ravel() for t in decoded_weights(coded).values()]),
-        np.concatenate([t.ravel() for t in decoded_weights(packed).values()]),
-    )
-    # the chosen form is smaller than Huffman over the packed bytes, by what huffman_form says
-    inits = {t.name: onnx.numpy_helper.to_array(t) for t in packed.graph.initializer}
-    node = max(
-        (n for n in custom_nodes(packed) if ops.get_op(n.op_type).code_input),
-        key=lambda n: inits[n.input[2]].size,
-    )
-    codes = inits[node.input[2]]
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    layout = ops.get_op(node.op_type).code_input[1](attrs)
-    size, runs = huffman_pass.huffman_form(codes, layout)
-    assert runs is not None
-    assert size < _huffman.coded_size(codes)
-    assert report.passes[0].counters["bytes_saved"] > 0
-
-
-def test_huffman_store_pays_for_the_decoder_body():
-    # one small pruned layer: Huffman saves a few hundred bytes of codes, less than the ~3.5 kB function body
-    # of HuffmanDecode the model would have to carry, so the store leaves it packed and says why
-    model = builders.mlp(in_features=48, hidden=(64,))
-    pruned, _ = optimize(model, "prune-weights(ratio=0.9)")
-    packed, _ = optimize(pruned, "kmeans(bits=4,sparse=never)")
-    coded, report = optimize(packed, "huffman(min_gain=1)")
-    assert "HuffmanDecode" not in {n.op_type for n in custom_nodes(coded)}
-    assert not any(f.name == "HuffmanDecode" for f in coded.functions)
-    assert report.passes[0].skips and "function body" in report.passes[0].skips[0].reason
-    assert len(io.serialize(coded)) <= len(io.serialize(packed))
-    # huffman=store decides the same way, and still reports the per-layer Huffman size
-    stored, rep = optimize(pruned, "kmeans(bits=4,sparse=never,huffman=store)")
-    assert "HuffmanDecode" not in {n.op_type for n in custom_nodes(stored)}
-    rows = rep.passes[0].layers
-    assert any(r.extra["bytes_huffman"] < r.extra["bytes_packed"] for r in rows)
-    assert all(r.extra["bytes_stored"] == r.extra["bytes_packed"] for r in rows)
-    # a large layer pays for it: coded, and its stored bytes are what the file saves
-    big = builders.mlp(in_features=512, hidden=(512,))
-    out, rep = optimize(big, "prune-weights(ratio=0.9),kmeans(bits=4,sparse=never,huffman=store)")
-    assert "HuffmanDecode" in {n.op_type for n in custom_nodes(out)}
-    rows = rep.passes[-1].layers
-    assert any(r.extra["bytes_stored"] < r.extra["bytes_packed"] for r in rows)
-    assert rep.passes[-1].counters["bytes_stored"] == sum(r.extra["bytes_stored"] for r in rows)
-
-
-def test_huffman_store_keeps_the_eie_layout_of_very_sparse_matmuls():
-    # the zero-run form would make the dense layout about as small, but the EIE layout is what the native
-    # runtime runs fastest (it skips the zeros) and what decodes at load in memory proportional to the nonzeros
-    model = builders.mlp(in_features=512, hidden=(512,))
-    out, _ = optimize(model, "prune-weights(ratio=0.96),kmeans(bits=5,huffman=store)")
-    op_types = {n.op_type for n in custom_nodes(out)}
-    assert "SparseCodebookMatMul" in op_types and "HuffmanDecode" in op_types
-    assert "RunLengthDecode" not in op_types
-
-
-def test_zero_runs_of_ternary_codes():
-    # TernaryMatMul codes are 2-bit: a pruned ternary layer is stored as zero runs too, and decodes exactly
-    model = builders.mlp(in_features=512, hidden=(512,))
-    pruned, _ = optimize(model, "prune-weights(ratio=0.95)")
-    packed, _ = optimize(pruned, "ternary")
-    coded, _ = optimize(packed, "huffman")
-    op_types = [n.op_type for n in custom_nodes(coded)]
-    assert "TernaryMatMul" in op_types and "RunLengthDecode" in op_types
-    assert_exact(packed, coded, _feeds(model))
-    assert len(io.serialize(coded)) < 0.5 * len(io.serialize(packed))

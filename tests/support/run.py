@@ -16,7 +16,7 @@ from onnxcomp.passes_api import PassContext, PassResult, get_pass
 from onnxcomp.verify import run_model
 
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
 
 def run_pipeline(model: onnx.ModelProto, spec: str, **kw) -> tuple[onnx.ModelProto, object]:

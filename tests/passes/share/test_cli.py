@@ -13,7 +13,7 @@ import pytest
 from onnxcomp import io, ops
 from tests.support.compressed import custom_nodes, run
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DIGITS = ROOT / "models" / "digits_cnn.onnx"
 HELDOUT = ROOT / "models" / "digits_heldout.npz"
 LABELS = ROOT / "models" / "digits_labels.npy"

@@ -21,7 +21,16 @@ import importlib
 from typing import TYPE_CHECKING
 
 from .decode import decode_model
-from .emit import MIN_OPSET, UPGRADE_OPSET, emit, ensure_domain, ensure_function, ensure_opset, inline_functions
+from .emit import (
+    MIN_OPSET,
+    UPGRADE_OPSET,
+    emit,
+    ensure_domain,
+    ensure_function,
+    ensure_opset,
+    inline_functions,
+    raise_opset,
+)
 from .packing import (
     SparseRows,
     best_sparse,
@@ -83,6 +92,7 @@ __all__ = [
     "node_attributes",
     "pack_codes",
     "packed_row_bytes",
+    "raise_opset",
     "register_op",
     "run_length_decode",
     "run_length_encode",

@@ -70,22 +70,29 @@ def emit(graph: gs.Graph, old: gs.Node, op_type: str, inputs: list[Any], attrs: 
 
 def ensure_opset(graph: gs.Graph, ctx: PassContext, result: PassResult) -> bool:
     """Function bodies need ai.onnx >= MIN_OPSET: upgrade the graph (verified) or skip with a reason."""
+    reason = raise_opset(graph, ctx, result)
+    if reason is not None:
+        result.skip("model", reason)
+    return reason is None
+
+
+def raise_opset(graph: gs.Graph, ctx: PassContext, result: PassResult) -> str | None:
+    """Upgrade a graph below MIN_OPSET to UPGRADE_OPSET (outputs checked equal; counted in ``result``); returns
+    why it cannot be upgraded, else None."""
     from onnxcomp.graph import opset_version
 
     have = opset_version(graph)
     if have >= MIN_OPSET:
-        return True
+        return None
     try:
         upgrade_opset(graph, ctx, UPGRADE_OPSET)
     except (ValueError, RuntimeError) as err:
-        result.skip(
-            "model",
+        return (
             f"the com.onnxcomp function bodies need ai.onnx opset >= {MIN_OPSET}; the model "
-            f"has {have} and onnx.version_converter could not upgrade it losslessly ({err})",
+            f"has {have} and onnx.version_converter could not upgrade it losslessly ({err})"
         )
-        return False
     result.count("opset_upgraded_to", UPGRADE_OPSET)
-    return True
+    return None
 
 
 def upgrade_opset(graph: gs.Graph, ctx: PassContext, target: int) -> None:

@@ -274,14 +274,24 @@ def row_kmeans(
 
 
 def nearest(values: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Per row: the index of the nearest of its sorted centroids (ties to the lower one)."""
+    """Per row: the index of the nearest of its sorted centroids (ties to the lower one).
+
+    The index is the count of decision bounds (midpoints) strictly below the value: one binary search when
+    all rows share one codebook, else k - 1 comparisons per value for small codebooks, else one search over
+    row-offset keys (``_row_keys``) for all rows at once.
+    """
     import numpy as np
 
     bounds = (centroids[:, :-1] + centroids[:, 1:]) / 2  # [R, k-1]
     if bounds.shape[1] == 0:
         return np.zeros(values.shape, np.int64)
-    # count of bounds strictly below the value: k - 1 comparisons per value (k <= 256)
-    return np.sum(values[:, :, None] > bounds[:, None, :], axis=2).astype(np.int64)
+    if bounds.shape[0] == 1:
+        return np.searchsorted(bounds[0], values, side="left").astype(np.int64)
+    if bounds.shape[1] <= 16:
+        return np.sum(values[:, :, None] > bounds[:, None, :], axis=2).astype(np.int64)
+    keys, lo, span = _row_keys(bounds)
+    pos = np.searchsorted(keys.ravel(), _key(values, lo, span).ravel(), side="left").reshape(values.shape)
+    return (pos - (np.arange(bounds.shape[0]) * bounds.shape[1])[:, None]).astype(np.int64)
 
 
 # ============================================================================================ GPTQ
@@ -302,26 +312,43 @@ class Compensated:
         return np.take_along_axis(book, self.codes, axis=1)
 
 
-def output_error(w: np.ndarray, q: np.ndarray, hs: list[np.ndarray]) -> float:
-    """tr((W - Q) H (W - Q)^T) / tr(W H W^T), rows split evenly over the conv groups' Hessians."""
+def output_error(
+    w: np.ndarray, q: np.ndarray, hs: list[np.ndarray], den: float | None = None, dtype: type = float
+) -> float:
+    """tr((W - Q) H (W - Q)^T) / tr(W H W^T), rows split evenly over the conv groups' Hessians (products
+    in ``dtype``: float64, or np.float32 at half the time; ``den``: tr(W H W^T) if already known)."""
     import numpy as np
 
     g = len(hs)
-    h = np.stack(hs)
-    w3 = w.reshape(g, w.shape[0] // g, -1)
-    d3 = (w - q).reshape(w3.shape)
-    num = float(np.sum((d3 @ h) * d3))
-    den = float(np.sum((w3 @ h) * w3))
+    h = np.stack(hs).astype(dtype)
+    d3 = (w - q).reshape(g, w.shape[0] // g, -1).astype(dtype)
+    num = float(np.sum((d3 @ h) * d3, dtype=np.float64))
+    den = trace_whw(w, hs) if den is None else den
     return num / den if den > 0 else num
 
 
-def _inverse_factors(hs: list[np.ndarray], damp: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per Hessian (all of one size): the act-order permutation [G, n] and the upper Cholesky factor U of
-    (H_pp + l I)^-1 [G, n, n] (batched over the conv groups)."""
+def trace_whw(w: np.ndarray, hs: list[np.ndarray]) -> float:
+    """tr(W H W^T), rows split evenly over the conv groups' Hessians."""
     import numpy as np
 
+    w3 = w.reshape(len(hs), w.shape[0] // len(hs), -1)
+    return float(np.sum((w3 @ np.stack(hs)) * w3))
+
+
+def inverse_factors(hs: list[np.ndarray], damp: float = DAMP) -> tuple[np.ndarray, np.ndarray]:
+    """Per Hessian (all of one size): the act-order permutation [G, n] and the upper Cholesky factor U of
+    (H_pp + l I)^-1 [G, n, n].
+
+    # J: the order reversal;  J (H + l I) J = L L^T  =>  (H + l I)^-1 = (J L^-1 J)^T (J L^-1 J)
+    so U = J L^-1 J (upper triangular, positive diagonal): one Cholesky factor and one triangular inverse.
+    """
+    import numpy as np
+    import scipy.linalg  # noqa: F401  (loaded before the limit below, which covers loaded libraries only)
+    from threadpoolctl import threadpool_limits
+
+    from onnxcomp.determinism import session_threads
+
     h = np.stack([np.asarray(x, np.float64) for x in hs])
-    n = h.shape[1]
     diag = np.diagonal(h, axis1=1, axis2=2).copy()
     dead = diag <= 0
     gi, ii = np.nonzero(dead)
@@ -329,20 +356,32 @@ def _inverse_factors(hs: list[np.ndarray], damp: float) -> tuple[np.ndarray, np.
     # scale-free: U of (c H)^-1 is U / sqrt(c), and GPTQ uses only its ratios and relative 1/U_ii^2
     h /= np.maximum(np.diagonal(h, axis1=1, axis2=2).mean(axis=1), 1e-300)[:, None, None]
     perm = np.argsort(-np.diagonal(h, axis1=1, axis2=2), axis=1, kind="stable")
-    hp = np.take_along_axis(np.take_along_axis(h, perm[:, :, None], 1), perm[:, None, :], 2)
-    eye = np.eye(n)
+    rev = perm[:, ::-1]  # act order, reversed
+    hr = np.take_along_axis(np.take_along_axis(h, rev[:, :, None], 1), rev[:, None, :], 2)
+    factor = np.empty_like(hr)
+    # scipy's own OpenBLAS, loaded after onnxcomp.determinism.pinned() limited the others: limit it here
+    with threadpool_limits(limits=session_threads()):
+        for g in range(hr.shape[0]):
+            _factor_into(factor, hr, g, damp)
+    return perm, factor
+
+
+def _factor_into(factor: np.ndarray, hr: np.ndarray, g: int, damp: float) -> None:
+    """factor[g] = J L^-1 J for J (H + l I) J = L L^T, the damping raised tenfold while not definite."""
+    import numpy as np
+    from scipy.linalg import lapack
+
+    n = hr.shape[1]
     for attempt in range(6):
-        try:
-            lower = np.linalg.cholesky(hp + damp * (10**attempt) * eye)
-            break
-        except np.linalg.LinAlgError:
-            continue
-    else:
-        raise ValueError("a layer Hessian is not positive definite even with damping")
-    # (L L^T)^-1 = L^-T L^-1; its upper Cholesky factor U (Hinv = U^T U)
-    linv = np.linalg.solve(lower, np.broadcast_to(eye, lower.shape))
-    hinv = np.swapaxes(linv, 1, 2) @ linv
-    return perm, np.swapaxes(np.linalg.cholesky(hinv), 1, 2)
+        a = hr[g].copy()
+        a[np.diag_indices(n)] += damp * (10**attempt)
+        lower, info = lapack.dpotrf(a, lower=1, clean=1)
+        if info == 0:
+            lower_inv, info = lapack.dtrtri(lower, lower=1)
+        if info == 0 and np.all(np.isfinite(lower_inv)):
+            factor[g] = lower_inv[::-1, ::-1]
+            return
+    raise ValueError("a layer Hessian is not positive definite even with damping")
 
 
 def compensated_quantize(
@@ -354,13 +393,15 @@ def compensated_quantize(
     zero_code: bool = False,
     damp: float = DAMP,
     rng: np.random.Generator | None = None,
+    factors: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Compensated:
     """GPTQ with k-means codebooks: rows of ``w`` [R, n] (one per output channel) quantized to 2**bits
     centroids per ``group_size`` consecutive rows, the error compensated with the Hessians ``hs`` (one
     [n, n] per conv group, rows split evenly over them).
 
     ``zero_code``: exact zeros (pruned weights) keep code 0 = 0.0 and are not updated; the other
-    weights use codes 1.. .
+    weights use codes 1.. . ``factors``: ``inverse_factors(hs, damp)`` if already computed (layers that
+    read one input share their Hessian).
     """
     import numpy as np
 
@@ -377,7 +418,7 @@ def compensated_quantize(
     keep = w != 0 if zero_code else np.ones(w.shape, bool)
 
     # per conv group: order and inverse factor; element weights 1/U_ii^2 in the original column order
-    perm, factor = _inverse_factors(hs, damp)
+    perm, factor = factors if factors is not None else inverse_factors(hs, damp)
     inv_d2 = np.empty((groups, n))
     np.put_along_axis(inv_d2, perm, 1.0 / np.diagonal(factor, axis1=1, axis2=2) ** 2, axis=1)
     elem_w = np.repeat(inv_d2, per, axis=0) * keep
@@ -398,43 +439,50 @@ def compensated_quantize(
     row_book = np.repeat(km.centroids, gsz, axis=0)[:r]  # [R, levels - first], sorted
 
     # plain: nearest centroid of the original weights
-    plain_codes = nearest(w, row_book) + first
+    plain_codes = nearest(w, km.centroids[:1] if book_rows == 1 else row_book) + first
     if zero_code:
         plain_codes = np.where(keep, plain_codes, 0)
     plain_q = np.take_along_axis(np.repeat(codebook, gsz, axis=0)[:r], plain_codes, axis=1)
 
     # GPTQ, every conv group in its own order, all groups at once: W [G, per, n] in permuted columns
     w3 = np.take_along_axis(w.reshape(groups, per, n), perm[:, None, :], axis=2)
-    k3 = np.take_along_axis(keep.reshape(groups, per, n), perm[:, None, :], axis=2)
-    books = row_book  # [R, levels - first], row g * per + j
+    k3 = np.take_along_axis(keep.reshape(groups, per, n), perm[:, None, :], axis=2) if zero_code else None
+    shared = book_rows == 1  # one codebook for the layer: nearest is one binary search
+    books = km.centroids[:1] if shared else row_book  # [1 or R, levels - first], sorted per row
+    rows_i = np.arange(r)
     c3 = np.zeros((groups, per, n), np.int64)
     for i1 in range(0, n, LAZY_BLOCK):
         i2 = min(i1 + LAZY_BLOCK, n)
         err = np.zeros((groups, per, i2 - i1))
         for i in range(i1, i2):
-            col = w3[:, :, i].reshape(r, 1)
-            idx = nearest(col, books)[:, 0]
-            q = np.take_along_axis(books, idx[:, None], axis=1)[:, 0].reshape(groups, per)
-            mask = k3[:, :, i]
-            q = np.where(mask, q, 0.0)
-            c3[:, :, i] = np.where(mask, idx.reshape(groups, per) + first, 0)
+            col = w3[:, :, i].reshape(r)
+            idx = nearest(col[None, :] if shared else col[:, None], books).reshape(r)
+            q = (books[0, idx] if shared else books[rows_i, idx]).reshape(groups, per)
+            if k3 is not None:
+                q = np.where(k3[:, :, i], q, 0.0)
+                idx = np.where(k3[:, :, i].reshape(r), idx + first, 0)
+            c3[:, :, i] = idx.reshape(groups, per)
             e = (w3[:, :, i] - q) / factor[:, i, i][:, None]
             err[:, :, i - i1] = e
-            # w_{i:i2} -= e * U_{i, i:i2}
-            w3[:, :, i:i2] -= e[:, :, None] * factor[:, None, i, i:i2]
-            if zero_code:
-                w3[:, :, i:i2] *= k3[:, :, i:i2]
+            # w_{i+1:i2} -= e * U_{i, i+1:i2}
+            w3[:, :, i + 1 : i2] -= e[:, :, None] * factor[:, None, i, i + 1 : i2]
+            if k3 is not None:
+                w3[:, :, i + 1 : i2] *= k3[:, :, i + 1 : i2]
         if i2 < n:
             w3[:, :, i2:] -= err @ factor[:, i1:i2, i2:]
-            if zero_code:
+            if k3 is not None:
                 w3[:, :, i2:] *= k3[:, :, i2:]
     codes3 = np.empty_like(c3)
     np.put_along_axis(codes3, perm[:, None, :], c3, axis=2)
     codes = codes3.reshape(r, n)
     gptq_q = np.take_along_axis(np.repeat(codebook, gsz, axis=0)[:r], codes, axis=1)
 
-    err_plain = output_error(w, plain_q, hs)
-    err_gptq = output_error(w, gptq_q, hs)
+    den = trace_whw(w, hs)
+    err_plain = output_error(w, plain_q, hs, den, np.float32)
+    err_gptq = output_error(w, gptq_q, hs, den, np.float32)
+    if abs(err_gptq - err_plain) <= 1e-4 * max(err_gptq, err_plain):
+        # too close for float32 products to tell: exact, so that the kept one is never the worse
+        err_plain, err_gptq = output_error(w, plain_q, hs, den), output_error(w, gptq_q, hs, den)
     if err_gptq <= err_plain:
         return Compensated(codebook, codes, True, err_gptq, err_plain)
     return Compensated(codebook, plain_codes, False, err_plain, err_plain)

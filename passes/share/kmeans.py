@@ -142,6 +142,7 @@ class KMeans(Pass):
             return finish(graph, ctx, result, o)
         budget = o.target_bits or (32.0 / o.target_ratio if o.target_ratio else 0.0)
         self._bits: dict[int, int] = {}
+        self._hessian: dict[str, Any] = {}
         if budget:
             self._bits = self._allocate(graph, ctx, [*targets, *tables], budget, result)
         for tt in tables:
@@ -250,6 +251,18 @@ class KMeans(Pass):
         logger.info("kmeans budget %.3f bits: %.3f stored (%s)", budget, stored / params, how)
         return {id(t): cands[c] for t, c in zip(targets, choice, strict=True)}
 
+    def _shared_hessian(self, t: Target, x: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
+        """A layer's input Gram matrices and their GPTQ inverse factors, reused by the next layers that read
+        the same input the same way (a transformer's Q, K and V projections; only the latest is kept)."""
+        from ._gptvq import inverse_factors
+
+        key = (t.kind, repr(sorted(t.conv_attrs.items())))
+        held = self._hessian
+        if held.get("x") is not x or held.get("key") != key:  # the array itself is held: no id reuse
+            grams = paired_grams(t, x, None, rng)
+            self._hessian = held = {"x": x, "key": key, "value": (grams, inverse_factors(grams[0]))}
+        return held["value"]
+
     def _encode(
         self,
         graph: gs.Graph,
@@ -281,9 +294,10 @@ class KMeans(Pass):
                 result.count("layers_plain_too_large")
                 how = " (plain: Hessian factorization over max_refine_flops)"
             elif min(MAX_ROWS, positions(x, t)) >= inputs_per_output(t):
+                factors = None
                 if grams is None:
-                    grams = paired_grams(t, x, None, rng)
-                e, gptq = compensated_encode(t, w2, bits, o.group_size, grams[0], rng)
+                    grams, factors = self._shared_hessian(t, x, rng)
+                e, gptq = compensated_encode(t, w2, bits, o.group_size, grams[0], rng, factors)
                 how = " compensated" if gptq else " (plain: lower output error than compensated)"
                 result.count("layers_compensated" if gptq else "layers_plain_better")
             else:
@@ -387,6 +401,7 @@ def compensated_encode(
     group_size: int,
     hs: list[np.ndarray],
     rng: np.random.Generator,
+    factors: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[Encoded, bool]:
     """GPTQ-ordered k-means codebooks of a storage matrix (see ``_gptvq``); (encoding, compensated?)."""
     import numpy as np
@@ -397,7 +412,7 @@ def compensated_encode(
     n_out = wo.shape[0]
     gsz = group_size if 0 < group_size < n_out else n_out
     zero_code = float(np.mean(w2 == 0)) >= ZERO_CODE_MIN
-    res = _gptvq.compensated_quantize(wo, hs, bits, gsz, zero_code=zero_code, rng=rng)
+    res = _gptvq.compensated_quantize(wo, hs, bits, gsz, zero_code=zero_code, rng=rng, factors=factors)
     codes = res.codes.T if t.kind == "matmul" else res.codes
     e = Encoded(res.codebook.astype(np.float32), np.ascontiguousarray(codes), bits, gsz, zero_code=zero_code)
     return e, res.compensated
@@ -434,33 +449,29 @@ def refine_codebook(
 
     levels = e.table.shape[1]
     hs, cross = grams if grams is not None else paired_grams(t, x, x_orig, rng)
-    w = t.w2.astype(np.float64)
-    # per output j: its weights [outputs, inputs] and codes
-    wo = w.T if t.kind == "matmul" else w
+    # per output j: its weights [outputs, inputs] and codes, split over the conv groups' H blocks
+    wo = t.w2.T if t.kind == "matmul" else t.w2
     co = e.codes.T if t.kind == "matmul" else e.codes
-    per_group_h = wo.shape[0] // len(hs)
+    g_h, (rows, n) = len(hs), wo.shape
+    h3 = np.stack(hs).astype(np.float32)  # [G, n, n]
+    c3 = co.reshape(g_h, rows // g_h, n)
+    w3 = wo.reshape(c3.shape).astype(np.float32)
+    books = e.table.shape[0]
+    # bin of (codebook group of row j, code c_jk): sums over the positions k with that code
+    key = ((np.arange(rows) // e.group_size).reshape(c3.shape[:2])[:, :, None] * levels + c3).ravel()
+    # b_l = sum_{j, k: c_jk = l} (H w_j)_k  (sequential: (H_co w_j)_k)
+    hw = w3 @ (h3 if cross is None else np.stack(cross).astype(np.float32).transpose(0, 2, 1))
+    b = np.bincount(key, hw.ravel().astype(np.float64), books * levels).reshape(books, levels)
+    # A_lm = sum_j P_l[j] H P_m[j]^T with P_l = [c_j. == l]: one product P_l H [G, rows, n] per code l
+    a = np.zeros((books, levels, levels))
+    for code in np.unique(c3):
+        q = (c3 == code).astype(np.float32) @ h3
+        a[:, code, :] = np.bincount(key, q.ravel().astype(np.float64), books * levels).reshape(books, levels)
     table = e.table.astype(np.float64).copy()
     first = 1 if e.zero_code else 0
-    for g in range(table.shape[0]):
-        a = np.zeros((levels, levels))
-        b = np.zeros(levels)
-        outs = range(g * e.group_size, min((g + 1) * e.group_size, wo.shape[0]))
-        # batch the outputs sharing an H block
-        for h_idx in sorted({j // per_group_h for j in outs}):
-            js = [j for j in outs if j // per_group_h == h_idx]
-            h = hs[h_idx]
-            onehot = np.zeros((len(js), h.shape[0], levels))
-            np.put_along_axis(onehot, co[js][:, :, None], 1.0, axis=2)
-            ho = np.einsum("kq,jql->jkl", h, onehot)
-            a += np.einsum("jkl,jkm->lm", onehot, ho)
-            if cross is None:
-                b += np.einsum("jkl,jk->l", ho, wo[js])
-            else:
-                # O_j^T H_co w_j
-                b += np.einsum("jkl,jk->l", onehot, wo[js] @ cross[h_idx].T)
-        idx = np.arange(first, levels)
-        sub = a[np.ix_(idx, idx)]
-        reg = damp * max(float(np.mean(np.diag(sub))), 1e-12)
-        sol = np.linalg.solve(sub + reg * np.eye(idx.size), b[idx] + reg * table[g, idx])
-        table[g, idx] = sol
+    idx = np.arange(first, levels)
+    sub = a[:, idx[:, None], idx[None, :]]
+    reg = damp * np.maximum(np.diagonal(sub, axis1=1, axis2=2).mean(axis=1), 1e-12)[:, None, None]
+    rhs = b[:, idx] + reg[:, :, 0] * table[:, idx]
+    table[:, idx] = np.linalg.solve(sub + reg * np.eye(idx.size), rhs[:, :, None])[:, :, 0]
     return table.astype(np.float32)

@@ -228,12 +228,12 @@ def optimize(
         if rep is not None and not quiet:
             rep.render(console, layers=False)
         if rep is not None and report is not None:
-            io._atomic_write(report, rep.to_json().encode())
+            io.atomic_write(report, rep.to_json().encode())
         raise
     rep.bytes_after = io.save_model(out, output, protect=input, data=rep.serialized)
     if report is not None:
         try:
-            io._atomic_write(report, rep.to_json().encode())
+            io.atomic_write(report, rep.to_json().encode())
         except BaseException:
             io.remove_model(output)  # both files or neither: no model without the report that was asked for
             raise
@@ -291,7 +291,7 @@ def inspect(
     from rich.table import Table
 
     from onnxcomp import cost, io
-    from onnxcomp.report import _num
+    from onnxcomp.report import format_count
 
     if hardware not in cost.HARDWARE:
         raise UsageError(f"unknown hardware {hardware!r}; valid: {', '.join(cost.HARDWARE)}")
@@ -314,9 +314,9 @@ def inspect(
             c.name,
             c.op,
             "x".join(map(str, c.out_shape)) if c.out_shape else "?",
-            _num(c.params),
-            _num(c.flops),
-            _num(c.bytes),
+            format_count(c.params),
+            format_count(c.flops),
+            format_count(c.bytes),
             f"{c.intensity:.1f}",
             c.bound(hw),
             f"{c.seconds(hw) * 1e6:.1f}",
@@ -324,7 +324,8 @@ def inspect(
     console.print(t)
     s = cost.summarize(model)
     console.print(
-        f"nodes {s.nodes}  params {_num(s.params)}  FLOPs {_num(s.flops)}  weight bytes {_num(s.weight_bytes)}"
+        f"nodes {s.nodes}  params {format_count(s.params)}  FLOPs {format_count(s.flops)}"
+        f"  weight bytes {format_count(s.weight_bytes)}"
         f"  est. {sum(c.seconds(hw) for c in layers) * 1e3:.3f} ms"
     )
     if json_out is not None:
@@ -343,7 +344,7 @@ def inspect(
             for c in layers
         ]
         doc = {"inputs": plan.to_dict()["inputs"], "layers": rows, "summary": s.to_dict()}
-        io._atomic_write(json_out, json.dumps(doc, indent=2).encode())
+        io.atomic_write(json_out, json.dumps(doc, indent=2).encode())
 
 
 @app.command("verify")
@@ -428,7 +429,7 @@ def diff(
 
     from onnxcomp import io
     from onnxcomp.diff import diff_models
-    from onnxcomp.report import _num
+    from onnxcomp.report import format_count
     from onnxcomp.shapes import resolve
 
     shapes = io.parse_input_shapes(input_shape)
@@ -449,7 +450,7 @@ def diff(
         ("weight bytes", d.weight_bytes),
         ("file bytes", (io.file_size(a), io.file_size(b))),
     ):
-        t.add_row(label, _num(x), _num(y), f"{x / y:.2f}x" if x is not None and y else "-")
+        t.add_row(label, format_count(x), format_count(y), f"{x / y:.2f}x" if x is not None and y else "-")
     for op, (x, y) in d.op_counts.items():
         t.add_row(f"#{op}", str(x), str(y), "")
     console.print(t)
@@ -461,7 +462,7 @@ def diff(
                 + (" ..." if len(rows) > limit else "")
             )
     if json_out is not None:
-        io._atomic_write(json_out, json.dumps(d.to_dict(), indent=2).encode())
+        io.atomic_write(json_out, json.dumps(d.to_dict(), indent=2).encode())
 
 
 @app.command()

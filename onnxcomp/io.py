@@ -409,8 +409,8 @@ def save_model(
         except TooLargeError:
             data = None
     if data is None or _has_external(model):
-        return _save_external(model, out)
-    _atomic_write(out, data)
+        return save_external(model, out)
+    atomic_write(out, data)
     return len(data)
 
 
@@ -433,7 +433,7 @@ def _has_external(model: onnx.ModelProto) -> bool:
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
-def _save_external(model: onnx.ModelProto, out: Path) -> int:
+def save_external(model: onnx.ModelProto, out: Path) -> int:
     """Weights to ``<out>.data`` (written first, atomically), then the graph file."""
     try:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=".onnxcomp-") as tmp:
@@ -581,9 +581,10 @@ def model_file(model: onnx.ModelProto) -> Iterator[Path]:
         yield path
 
 
-def _atomic_write(out: Path, data: bytes) -> None:
-    """Write ``data`` to ``out`` through a temp file and a rename, with the mode a plain write would give
-    (0666 less the umask; mkstemp creates 0600). OSError becomes a one-line UsageError."""
+def atomic_write(out: Path, data: bytes) -> None:
+    """Write ``data`` to ``out`` through a temp file and a rename (readers see the old file or the new one, never a
+    partial one), with the mode a plain write would give (0666 less the umask; mkstemp creates 0600). OSError
+    becomes a one-line UsageError."""
     try:
         fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     except OSError as err:

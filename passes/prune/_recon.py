@@ -18,56 +18,18 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from onnxcomp.analysis.channels import CONSUMER, PARAM, PRODUCER
 from onnxcomp.graph import const_value
 
 from ._adapters import ADAPTERS
 
 if TYPE_CHECKING:
     import numpy as np
-    import onnx
     import onnx_graphsurgeon as gs
 
     from onnxcomp.passes_api import PassContext
 
 logger = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------------------------- capture
-def export_plain(graph: gs.Graph, ctx: PassContext) -> onnx.ModelProto:
-    """The graph as a model without intermediate value_info (shapes are re-inferred by onnxruntime)."""
-    from onnxcomp.graph import export_model
-
-    model = export_model(graph, ctx)
-    del model.graph.value_info[:]
-    return model
-
-
-class Capturer:
-    """Runs a model with some intermediate tensors as extra outputs (onnxruntime graph optimizations on:
-    these are calibration statistics, not a verification) and returns them."""
-
-    def __init__(self, model: onnx.ModelProto, names: list[str]) -> None:
-        import onnx
-
-        from onnxcomp.ort import session
-
-        m = onnx.ModelProto()
-        m.CopyFrom(model)
-        have = {o.name for o in m.graph.output}
-        for name in dict.fromkeys(names):
-            if name not in have:
-                m.graph.output.append(onnx.ValueInfoProto(name=name))
-        self.session = session(m, optimize=True)
-
-    def run(self, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
-        from onnxcomp.ort import run
-
-        names = list(dict.fromkeys(names))
-        return dict(zip(names, run(self.session, dict(feeds), names), strict=True))
-
-
-def capture(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
-    return Capturer(model, names).run(feeds, names)
 
 
 # ---------------------------------------------------------------------------------------------- solvers
@@ -147,12 +109,14 @@ class Refitter:
         self.samples = samples
         self.ridge = ridge
         self.rng = ctx.rng(seed_salt)
-        from onnxcomp.calib import first_samples
+        from onnxcomp.calib import Capture, first_samples
+        from onnxcomp.graph import export_model
 
-        model = export_plain(graph, ctx)
+        model = export_model(graph, ctx)
+        self.max_calib = max_calib
         self.feeds = first_samples(ctx.calib or {}, model, max_calib)
-        wanted = [m.node.outputs[0].name for m in plan.members if m.role == "consumer"]
-        self.original = Capturer(model, wanted)  # one session for every reference
+        wanted = [m.node.outputs[0].name for m in plan.members if m.role == CONSUMER]
+        self.original = Capture(model, wanted)  # one session for every reference
         self._reference: dict[str, np.ndarray] = {}
         self.producer_of = {id(p.node): p for g in plan.groups for p in g.producers}
         self.order = {id(n): i for i, n in enumerate(graph.nodes)}
@@ -166,7 +130,7 @@ class Refitter:
 
     def consumers(self, members: list[Any]) -> list[gs.Node]:
         """Distinct refittable consumer nodes of ``members`` in topological order."""
-        nodes = {id(m.node): m.node for m in members if m.role == "consumer" and m.kind == "param"}
+        nodes = {id(m.node): m.node for m in members if m.role == CONSUMER and m.kind == PARAM}
         ok = [n for n in nodes.values() if self.reason(n) is None]
         return sorted(ok, key=lambda n: self.order.get(id(n), 0))
 
@@ -176,7 +140,7 @@ class Refitter:
         self._reference.clear()
 
     def current(self, names: list[str]) -> dict[str, np.ndarray]:
-        return capture(export_plain(self.graph, self.ctx), self.feeds, names)
+        return self.ctx.capture(self.graph, names, max_samples=self.max_calib)
 
     def reference(self, nodes: list[gs.Node], removed: np.ndarray) -> dict[str, np.ndarray]:
         """Original outputs of ``nodes``, restricted to the filters they still have."""
@@ -284,8 +248,8 @@ class Refitter:
         from onnxcomp.analysis.channels import Member
 
         for m in list(self.plan.members):
-            if m.node is node and m.kind == "param" and m.role == "producer" and m.input == 1:
-                new = Member(node, "param", "producer", m.elems, input=2, axis=0)
+            if m.node is node and m.kind == PARAM and m.role == PRODUCER and m.input == 1:
+                new = Member(node, PARAM, PRODUCER, m.elems, input=2, axis=0)
                 self.plan.members.append(new)
                 for g in self.plan.groups:
                     if any(x is m for x in g.members):
@@ -314,7 +278,7 @@ class Refitter:
         gram = np.zeros((size, size))
         xy = np.zeros(size)
         rows = 0
-        by_node = {id(m.node): m for m in members if m.role == "consumer" and m.kind == "param"}
+        by_node = {id(m.node): m for m in members if m.role == CONSUMER and m.kind == PARAM}
         for node in nodes:
             ad = ADAPTERS[node.op]
             m = by_node[id(node)]

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxcomp import runtime
+from onnxcomp import ops, runtime
 from onnxcomp.api import optimize
 from onnxcomp.verify import run_model
 from tests.e2e.realmodels import (
@@ -247,13 +247,12 @@ def test_lossy_pass(key, spec):
 @pytest.mark.parametrize("key", ["ocr_det", "ocr_cls", "ocr_rec"])
 def test_pruning_is_exact_when_removed_channels_are_unread(key):
     """Zero the consumer weights of 30% of every prunable group's channels; removing them changes nothing."""
-    from onnxcomp.passes.prune._apply import apply_removal
-    from onnxcomp.passes.prune._select import choose
+    from onnxcomp.passes.prune import apply_removal, choose
 
     from onnxcomp.analysis.channels import analyze_channels
     from onnxcomp.graph import export_model, import_model
     from onnxcomp.io import infer_shapes, normalize
-    from tests.prune.graphs import zero_consumers
+    from tests.support.random_cnns import zero_consumers
 
     def export(graph):
         graph.cleanup(remove_unused_graph_inputs=False).toposort()
@@ -288,7 +287,7 @@ RUNTIME_RTOL = {"ocr_det": 1e-3}
 @pytest.mark.parametrize("key", KEYS)
 def test_native_runtime_matches_function_bodies(key):
     model, report = optimize(_path(key), "kmeans(bits=4)")
-    custom = [n for n in model.graph.node if n.domain == "com.onnxcomp"]
+    custom = [n for n in model.graph.node if n.domain == ops.DOMAIN]
     if key == "silero_vad":
         assert not custom and report.passes[0].skips  # nothing to run: the weights are inside the If
         return

@@ -17,8 +17,9 @@ from ._calibration import (
     positions,
     sequential_waves,
 )
-from ._gptvq import compensated_quantize, inverse_factors, output_error, row_kmeans
+from ._gptvq import compensated_quantize, inverse_factors, output_error
 from ._kmeans import init_centroids, kmeans_1d
+from ._rowkmeans import row_kmeans
 
 __all__ = [
     "BudgetError",

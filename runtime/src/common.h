@@ -65,6 +65,8 @@ struct Attrs {
   bool get_ints(const char* name, std::vector<int64_t>* out) const;
   int64_t required_int(const char* name, int64_t lo, int64_t hi) const;
   int64_t optional_int(const char* name, int64_t dflt, int64_t lo, int64_t hi) const;
+  bool get_float(const char* name, float* out) const;
+  bool get_string(const char* name, std::string* out) const;
 };
 
 std::string node_label(const char* op, const OrtKernelInfo* info);

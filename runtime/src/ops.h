@@ -8,4 +8,5 @@ const OrtCustomOp* codebook_matmul_op();
 const OrtCustomOp* codebook_conv_op();
 const OrtCustomOp* sparse_codebook_matmul_op();
 const OrtCustomOp* ternary_matmul_op();
+const OrtCustomOp* winograd_conv_op();
 }  // namespace onnxcomp

@@ -2,13 +2,15 @@
 // Inputs: X float [N, C, *spatial] (1 to 3 spatial dims), codebook float [G, C' <= 2^bits],
 // codes uint8 [M, ceil(C/group * prod(k) * bits / 8)], B float [M] (optional).
 // Attributes: bits, group_size (over output channels, default M), weight_shape (M, C/group, k...),
-// and the Conv attributes dilations, group, kernel_shape, pads, strides (explicit pads only).
+// the Conv attributes dilations, group, kernel_shape, pads, strides (explicit pads only), and
+// winograd_tile (0: none, the default; 2, 4 or 6: Winograd F(m x m, 3 x 3) for 3x3 stride-1 one-group layers).
 // Convolutions are compute-bound: the codes save file size and memory traffic of the weights, not time.
 // When codes and codebook are constant initializers (the usual case) the filter is decoded once, at the
 // first run, into a float tensor, and onnxruntime's own Conv kernel is invoked on it (InvokeOp), so the
-// op runs at onnxruntime's speed. Otherwise (or if the Conv kernel cannot be created) the filter is
-// decoded on every run into packed panels of an implicit-im2col GEMM (the unfolded input is produced
-// panel by panel, never materialized).
+// op runs at onnxruntime's speed; with winograd_tile set (select-conv writes it), the filter is decoded and
+// Winograd-transformed once, when the kernel is created (conv/winograd.h). Otherwise (non-constant codes, or if
+// the Conv kernel cannot be created) the filter is decoded on every run and the convolution is the
+// implicit-im2col GEMM of conv/im2col.h.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -16,12 +18,13 @@
 #include <mutex>
 
 #include "common.h"
+#include "conv/im2col.h"
+#include "conv/winograd.h"
 #include "ops.h"
 
 namespace onnxcomp {
 namespace {
 
-constexpr int64_t kColumnTask = 768;
 constexpr int64_t kMaxConvAttr = int64_t{1} << 31;  // bound for sizes, strides, pads, dilations
 
 struct CodebookConvKernel {
@@ -36,6 +39,8 @@ struct CodebookConvKernel {
   Ort::Value weight_value{nullptr}, zero_bias_value{nullptr};
   std::atomic<bool> decoded{false};
   std::mutex decode_mu;
+  int winograd_tile = 0;
+  std::unique_ptr<conv::WinogradConv> winograd;  // the constant filter, transformed once
 
   CodebookConvKernel(const OrtKernelInfo* info) : label(node_label("CodebookConv", info)) {
     Attrs a{info};
@@ -79,9 +84,34 @@ struct CodebookConvKernel {
     } catch (...) {
     }
     if (!auto_pad.empty() && auto_pad != "NOTSET") fail("attribute auto_pad=", auto_pad, " is not supported (use explicit pads)");
+    winograd_tile = static_cast<int>(a.optional_int("winograd_tile", 0, 0, 6));
+    if (winograd_tile != 0) {
+      if (!conv::WinogradConv::tile_supported(winograd_tile)) fail("attribute winograd_tile=", winograd_tile, " must be 0, 2, 4 or 6");
+      if (S != 2 || kernel != std::vector<int64_t>{3, 3} || strides != std::vector<int64_t>{1, 1} ||
+          dilations != std::vector<int64_t>{1, 1} || group != 1)
+        fail("attribute winograd_tile needs a 3x3 kernel, strides 1, dilations 1 and group 1");
+    }
     const_codes.init(info, 2);
     const_codebook.init(info, 1);
-    if (const_codes.data != nullptr && const_codebook.data != nullptr) {
+    if (winograd_tile != 0 && const_codes.data != nullptr && const_codebook.data != nullptr) {
+      // decode (validated like at run time) and transform once
+      const int64_t G = ceil_div(M, group_size), entries = int64_t{1} << bits, CKK = Cg * KS;
+      const int64_t row_bytes = ceil_div(CKK * bits, 8);
+      const std::vector<int64_t>& cs = const_codebook.shape;
+      if (cs.size() != 2 || cs[0] != G || cs[1] < 1 || cs[1] > entries)
+        fail("codebook must have shape [G=", G, ", C] with 1 <= C <= 2^bits=", entries, ", got ", shape_str(cs));
+      if (const_codes.shape != std::vector<int64_t>{M, row_bytes})
+        fail("codes must have shape [M=", M, ", ", row_bytes, "], got ", shape_str(const_codes.shape));
+      const uint8_t* cp = static_cast<const uint8_t*>(const_codes.data);
+      if (cs[1] < entries && max_code(cp, M, row_bytes, CKK, bits) >= static_cast<uint32_t>(cs[1]))
+        fail("a code is out of range for a codebook of ", cs[1], " entries");
+      std::vector<float> padded = pad_codebook(static_cast<const float*>(const_codebook.data), G, cs[1], bits);
+      std::vector<float> w(static_cast<size_t>(M * CKK));
+      kernels().decode_rows(cp, row_bytes, 0, M, CKK, bits, padded.data(), group_size, w.data());
+      winograd.reset(new conv::WinogradConv(winograd_tile, Cg, M, w.data()));
+      const_codes.mark(const_codes.data);
+    }
+    if (const_codes.data != nullptr && const_codebook.data != nullptr && !winograd) {
       try {
         std::vector<Ort::OpAttr> attrs;
         const int64_t grp = group;
@@ -175,7 +205,6 @@ struct CodebookConvKernel {
       geo.out_size = checked_mul(checked_mul(geo.out[0], geo.out[1], "output size"), geo.out[2], "output size");
       checked_mul(checked_mul(geo.out_size, M, "output size"), batch, "output size");
       const int64_t OS = geo.out_size;
-      const int64_t in_size = geo.in[0] * geo.in[1] * geo.in[2];
 
       // decode the filter
       const uint8_t* cp = codes.as<uint8_t>();
@@ -207,37 +236,32 @@ struct CodebookConvKernel {
         return;
       }
       float* y = yv.GetTensorMutableData<float>();
-      const int64_t Mg = M / group;
-      for (int64_t n = 0; n < batch; ++n)
-        for (int64_t m = 0; m < M; ++m) {
-          float* yr = y + (n * M + m) * OS;
-          std::fill(yr, yr + OS, bias_data ? bias_data[m] : 0.0f);
-        }
-      if (batch == 0 || OS == 0) return;
-      const int64_t apanel = ceil_div(Mg, kt.mr) * kt.mr * CKK;
-      // decode the filter a micro-panel of rows at a time (cache-hot), straight into packed form
-      std::unique_ptr<float[]> panels(new float[static_cast<size_t>(group * apanel)]);
-      {
-        std::unique_ptr<float[]> rows(new float[static_cast<size_t>(kt.mr * CKK)]);
-        for (int64_t g = 0; g < group; ++g)
-          for (int64_t i = 0; i < Mg; i += kt.mr) {
-            const int64_t r = std::min<int64_t>(kt.mr, Mg - i);
-            kt.decode_rows(cp, row_bytes, g * Mg + i, r, CKK, bits, cbd, group_size, rows.get());
-            kt.pack_a(r, CKK, rows.get(), CKK, panels.get() + g * apanel + (i / kt.mr) * kt.mr * CKK);
-          }
+      OrtParallel par(ctx);
+      conv::Epilogue ep;
+      ep.bias = bias_data;
+      if (winograd && constant) {
+        const int64_t p4[4] = {pads[0], pads[1], pads[2], pads[3]};
+        winograd->run(x.as<float>(), conv::TensorLayout::nchw(), batch, x.shape[2], x.shape[3], p4, ep, y,
+                      conv::TensorLayout::nchw(), par);
+        return;
       }
-      const int64_t ctasks = ceil_div(OS, kColumnTask);
-      const float* xd = x.as<float>();
-      parallel_for(ctx, static_cast<size_t>(batch * group * ctasks), [&](size_t t) {
-        const int64_t ti = static_cast<int64_t>(t);
-        const int64_t n = ti / (group * ctasks);
-        const int64_t g = (ti / ctasks) % group;
-        const int64_t c0 = (ti % ctasks) * kColumnTask;
-        ConvGeometry gg = geo;
-        gg.x = xd + (n * C + g * Cg) * in_size;
-        float* yg = y + (n * M + g * Mg) * OS;
-        kt.gemm(Mg, CKK, panels.get() + g * apanel, kt.im2col_panel, &gg, yg, OS, c0, std::min(OS, c0 + kColumnTask), true);
-      });
+      // the filter, decoded for this run, through the im2col GEMM
+      std::vector<float> w(static_cast<size_t>(M * CKK));
+      kt.decode_rows(cp, row_bytes, 0, M, CKK, bits, cbd, group_size, w.data());
+      conv::ConvParams prm;
+      prm.C = C;
+      prm.M = M;
+      prm.group = group;
+      prm.spatial = static_cast<int>(S);
+      for (int64_t i = 0; i < S; ++i) {
+        prm.kernel[i] = kernel[i];
+        prm.strides[i] = strides[i];
+        prm.dilations[i] = dilations[i];
+        prm.pads[i] = pads[i];
+        prm.pads[S + i] = pads[S + i];
+      }
+      const conv::Im2colConv im2col(prm, w.data());
+      im2col.run(x.as<float>(), batch, x.shape.data() + 2, ep, y, par);
     });
   }
 };

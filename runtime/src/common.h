@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "conv/conv.h"
 #include "kernels.h"
 
 namespace onnxcomp {
@@ -135,6 +136,18 @@ void parallel_for(Ort::KernelContext& ctx, size_t n, F&& f) {
       n, 0, &job);
   if (job.err) std::rethrow_exception(job.err);
 }
+
+// conv::Parallel over onnxruntime's intra-op thread pool (for the conv/ kernel core).
+class OrtParallel final : public conv::Parallel {
+ public:
+  explicit OrtParallel(Ort::KernelContext& ctx) : ctx_(ctx) {}
+  void run(size_t n, void (*task)(void*, size_t), void* c) const override {
+    parallel_for(ctx_, n, [&](size_t i) { task(c, i); });
+  }
+
+ private:
+  Ort::KernelContext& ctx_;
+};
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {

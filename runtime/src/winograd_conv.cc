@@ -20,18 +20,6 @@ namespace {
 
 constexpr int64_t kMaxPad = int64_t{1} << 31;
 
-// conv::Parallel over onnxruntime's intra-op thread pool.
-class OrtParallel final : public conv::Parallel {
- public:
-  explicit OrtParallel(Ort::KernelContext& ctx) : ctx_(ctx) {}
-  void run(size_t n, void (*task)(void*, size_t), void* c) const override {
-    parallel_for(ctx_, n, [&](size_t i) { task(c, i); });
-  }
-
- private:
-  Ort::KernelContext& ctx_;
-};
-
 // The fused activation in the kernels' terms: leaky then clip, reduced to the cheapest equivalent form.
 conv::Epilogue make_epilogue(float leaky, float lo, float hi) {
   conv::Epilogue e;

@@ -201,3 +201,42 @@ def test_bad_inputs_are_rejected(x_shape, w_shape, word):
     sess = make_session(model, native=True)
     with pytest.raises(Exception, match=word):
         sess.run(None, {"X": np.zeros(x_shape, np.float32), "W": wt})
+
+
+@pytestmark_rt
+@pytest.mark.parametrize("tile", [2, 4, 6])
+@pytest.mark.parametrize("constant", [True, False])
+def test_codebook_conv_winograd_tile(tile, constant):
+    """CodebookConv with winograd_tile: constant codes are decoded and transformed once (at session creation);
+    non-constant ones take the im2col path. Both equal the function body."""
+    rng = np.random.default_rng(tile)
+    m, c, bits = 24, 19, 4
+    cb, _, packed = oplib.random_codebook_problem(rng, m, c * 9, bits)
+    cb *= np.float32(np.sqrt(2.0 / (9 * c)))
+    bias = rng.standard_normal(m).astype(np.float32)
+    model = oplib.codebook_conv(
+        [2, c, 17, 14],
+        cb,
+        packed,
+        bits=bits,
+        weight_shape=[m, c, 3, 3],
+        bias=bias,
+        pads=[1, 0, 2, 1],
+        attrs={"winograd_tile": tile},
+        as_inputs=() if constant else ("codes",),
+    )
+    feeds = {"X": rng.standard_normal((2, c, 17, 14)).astype(np.float32)}
+    if not constant:
+        feeds["codes"] = packed
+    assert_lossless(run(model, feeds, native=True), run(model, feeds, native=False))
+
+
+@pytestmark_rt
+def test_codebook_conv_winograd_tile_needs_a_3x3_stride_1_layer():
+    rng = np.random.default_rng(0)
+    cb, _, packed = oplib.random_codebook_problem(rng, 4, 4 * 9, 4)
+    model = oplib.codebook_conv(
+        [1, 4, 9, 9], cb, packed, bits=4, weight_shape=[4, 4, 3, 3], strides=[2, 2], attrs={"winograd_tile": 4}
+    )
+    with pytest.raises(Exception, match="winograd_tile"):
+        make_session(model, native=True)

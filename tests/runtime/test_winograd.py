@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -22,10 +21,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def _matrices_module():
-    spec = importlib.util.spec_from_file_location("winograd_matrices", REPO / "runtime/tools/winograd_matrices.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from onnxcomp import winograd
+
+    return winograd
 
 
 # ------------------------------------------------------------------------------------- matrices

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import onnx
 
     from onnxcomp.report import Report
+    from onnxcomp.shapes import InputShapes
     from onnxcomp.verify import Tolerance
 
 logger = logging.getLogger(__name__)
@@ -47,11 +48,14 @@ def optimize(
     the calibration data (or generated inputs) and raises :class:`VerificationError` beyond ``tolerance``.
     """
     from onnxcomp import cost, io
+    from onnxcomp import shapes as shp
     from onnxcomp.calib import check_arrays, load_arrays
+    from onnxcomp.determinism import pinned
     from onnxcomp.fold import fold
     from onnxcomp.graph import export_model, import_model, toposort
     from onnxcomp.passes_api import PassContext
     from onnxcomp.report import Report
+    from onnxcomp.weights import nonfinite_weights
 
     t0 = time.perf_counter()
     if hardware not in cost.HARDWARE:
@@ -77,6 +81,11 @@ def optimize(
     calib_arrays = None
     if calib is not None:
         calib_arrays = load_arrays(calib, norm) if isinstance(calib, (str, os.PathLike)) else check_arrays(calib, norm)
+    run_verify = verify or settings.get("verify", {}).get("enabled", False)
+    plan = shp.resolve(norm, shapes, calib_arrays)
+    if run_verify:
+        plan.require("verification")  # before any work: never verify on made-up dims
+    nonfinite = nonfinite_weights(norm)
 
     ctx = PassContext(
         calib=calib_arrays,
@@ -87,21 +96,22 @@ def optimize(
         model_meta=_model_meta(original),
     )
     graph = import_model(norm)
-    fold(graph)  # weight subgraphs (Constant, ConstantOfShape, ...) become initializers
-    toposort(graph.cleanup(remove_unused_graph_inputs=False))
-    results = run_passes(graph, pass_objs, ctx)
+    with pinned():  # the same bytes on any core count (onnxcomp.determinism)
+        fold(graph)  # weight subgraphs (Constant, ConstantOfShape, ...) become initializers
+        toposort(graph.cleanup(remove_unused_graph_inputs=False))
+        results = run_passes(graph, pass_objs, ctx)
     out = export_model(graph, ctx)
     del out.graph.value_info[:]
     out = io.infer_shapes(out)
     data = _serialized(out)  # once, for the checker, the onnxruntime load check, the report and the save
     io.check_model(data if data is not None else out, "optimized model")
-    run_verify = verify or settings.get("verify", {}).get("enabled", False)
     if not run_verify:  # verification loads the model in onnxruntime itself
         _check_loads(out, data)
 
-    report = Report(pipeline=",".join(str(s) for s in specs), passes=results)
-    report.before = cost.summarize(_concrete(norm, shapes))
-    report.after = cost.summarize(_concrete(out, shapes))
+    report = Report(pipeline=",".join(str(s) for s in specs), passes=results, inputs=plan)
+    report.warnings = [f"non-finite weights in the input model: {w.describe()}" for w in nonfinite]
+    report.before = _cost(norm, plan)
+    report.after = _cost(out, plan)
     if isinstance(model, (str, os.PathLike)):
         report.bytes_before = io.file_size(model)
     else:
@@ -117,7 +127,7 @@ def optimize(
             or _tolerance_from(verify_settings)
             or (Tolerance.lossless() if report.lossless else Tolerance.lossy())
         )
-        report.verification = verify_models(norm, out, calib_arrays, shapes, tol, labels, seed)
+        report.verification = verify_models(norm, out, calib_arrays, plan, tol, labels, seed)
     report.seconds = time.perf_counter() - t0
     if report.verification is not None and not report.verification.ok:
         err = VerificationError("verification failed: " + "; ".join(report.verification.failures()))
@@ -130,20 +140,26 @@ def verify_models(
     reference: onnx.ModelProto,
     candidate: onnx.ModelProto,
     calib: Mapping[str, np.ndarray] | None,
-    input_shapes: Mapping[str, tuple[int, ...]] | None,
+    input_shapes: InputShapes | Mapping[str, tuple[int, ...]] | None,
     tolerance: Tolerance,
     labels: np.ndarray | None = None,
     seed: int = 0,
 ) -> Any:
+    """Compare the models on ``calib`` or, without it, on inputs generated at ``input_shapes`` (a plan from
+    :func:`onnxcomp.shapes.resolve`, or the user's shapes, resolved here); the shapes go into the result."""
+    from onnxcomp import shapes as shp
     from onnxcomp.calib import generate_inputs
     from onnxcomp.verify import verify
 
+    plan = input_shapes if isinstance(input_shapes, shp.InputShapes) else shp.resolve(reference, input_shapes, calib)
     if calib is not None:
         feeds, source = dict(calib), "calibration data"
     else:
-        feeds, source = generate_inputs(reference, input_shapes, seed=seed), "generated inputs"
+        feeds, source = generate_inputs(reference, plan.shapes(), seed=seed), "generated inputs"
         labels = None
-    return verify(reference, candidate, feeds, tolerance=tolerance, labels=labels, source=source)
+    result = verify(reference, candidate, feeds, tolerance=tolerance, labels=labels, source=source)
+    result.inputs = plan.to_dict()["inputs"]
+    return result
 
 
 def _tolerance_from(settings: Mapping[str, Any]) -> Tolerance | None:
@@ -173,15 +189,19 @@ def _model_meta(model: onnx.ModelProto) -> dict[str, Any]:
     }
 
 
-def _concrete(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) -> onnx.ModelProto:
-    """cost.concrete, except for a shape-inferred model whose inputs are all static already (nothing to fix)."""
+def _cost(model: onnx.ModelProto, plan: InputShapes) -> Any:
+    """The model's cost at the plan's shapes; a shape-inferred model whose inputs already have exactly those
+    static shapes is summarized as it is (no second shape inference)."""
     from onnxcomp import cost
 
+    if not plan.complete:
+        return cost.model_cost(model, plan)
+    want = plan.cost_shapes()
     for vi in model.graph.input:
-        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
-        if not all(d > 0 for d in dims) or tuple(shapes.get(vi.name, dims)) != tuple(dims):
-            return cost.concrete(model, shapes)
-    return model
+        dims = tuple(d.dim_value if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim)
+        if vi.name in want and tuple(want[vi.name]) != dims:
+            return cost.model_cost(model, plan)
+    return cost.summarize(model)
 
 
 def _serialized(model: onnx.ModelProto) -> bytes | None:

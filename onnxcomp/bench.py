@@ -53,8 +53,9 @@ def model_runner(
     model: Any, feeds: Mapping[str, Any], *, threads: int = 1, optimize: bool = True, runtime: bool | None = None
 ) -> Callable[[], Any]:
     """A zero-argument callable running ``model`` once in onnxruntime (full graph optimizations)."""
-    from onnxcomp.ort import session
+    from onnxcomp.ort import run, session
 
     sess = session(model, optimize=optimize, threads=threads, runtime=runtime)
     feeds = dict(feeds)
+    run(sess, feeds)  # a model that cannot run fails here, as an input error, not inside the timing loop
     return lambda: sess.run(None, feeds)

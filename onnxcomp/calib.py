@@ -8,7 +8,7 @@ import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from onnxcomp.errors import InputError, UsageError
 
@@ -55,30 +55,76 @@ def input_specs(model: onnx.ModelProto) -> dict[str, tuple[str, list[int | str |
 
 
 def load_arrays(path: str | os.PathLike[str], model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Read ``.npz`` (arrays keyed by input name) or ``.npy`` (single-input models); never unpickles."""
-    import numpy as np
+    """Read ``.npz`` (arrays keyed by input name) or ``.npy`` (single-input models); never unpickles.
 
+    The file is recognized by its content (numpy's magic or a zip archive), and every array header is checked
+    against the bytes that really follow it before anything is allocated (a header may claim terabytes).
+    """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such calibration file")
     specs = input_specs(model)
     try:
-        if p.suffix == ".npy":
-            arr = np.load(p, allow_pickle=False)
+        with open(p, "rb") as f:
+            magic = f.read(6)
+        if magic == b"\x93NUMPY":
             if len(specs) != 1:
                 raise InputError(
                     f"{p}: a .npy file feeds single-input models; this model has inputs {', '.join(specs)}: "
                     "use an .npz keyed by input name"
                 )
-            arrays = {next(iter(specs)): arr}
+            with open(p, "rb") as f:
+                arrays = {next(iter(specs)): _read_npy(f, p.stat().st_size)}
+        elif magic.startswith(b"PK"):
+            arrays = _read_npz(p)
         else:
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
+            raise InputError(f"{p}: not a .npy or .npz file (write calibration data with numpy.save or numpy.savez)")
     except InputError:
         raise
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError) as err:
         raise InputError(f"{p}: cannot read calibration arrays ({' '.join(str(err).split())[:200]})") from err
     return check_arrays(arrays, model, where=str(p))
+
+
+def _read_npy(f: BinaryIO, size: int, what: str = "") -> np.ndarray:
+    """One array from an open .npy stream holding ``size`` bytes, its header checked before allocating
+    (ValueError when it claims more bytes than follow it, or holds Python objects)."""
+    import math
+
+    import numpy as np
+
+    fmt = np.lib.format
+    start = f.tell()
+    version = fmt.read_magic(f)
+    if version == (1, 0):
+        shape, _fortran, dtype = fmt.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _fortran, dtype = fmt.read_array_header_2_0(f)
+    else:
+        shape, _fortran, dtype = fmt._read_array_header(f, version)  # 3.0 (utf-8 names): no public reader
+    name = f" array {what!r}" if what else ""
+    if dtype.hasobject:
+        raise ValueError(f"array{name} holds Python objects (dtype {dtype}); onnxcomp loads numeric arrays only")
+    need = math.prod(shape) * dtype.itemsize
+    have = size - (f.tell() - start)
+    if need > have:
+        raise ValueError(
+            f"array{name}: its header claims shape {tuple(shape)} {dtype} ({need:,} bytes) but the file holds "
+            f"{max(have, 0):,} bytes after it (truncated or corrupt)"
+        )
+    f.seek(start)
+    return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def _read_npz(p: Path) -> dict[str, np.ndarray]:
+    arrays = {}
+    with zipfile.ZipFile(p) as z:
+        for info in z.infolist():
+            if not info.filename.endswith(".npy"):
+                raise ValueError(f"member {info.filename!r} is not a .npy array (not an .npz of arrays?)")
+            with z.open(info) as f:
+                arrays[info.filename[:-4]] = _read_npy(f, info.file_size, info.filename[:-4])
+    return arrays
 
 
 def check_arrays(
@@ -94,11 +140,21 @@ def check_arrays(
     missing = [n for n in specs if n not in arrays]
     if missing:
         raise InputError(f"{where}: missing arrays for model inputs {', '.join(missing)}")
+    from onnxcomp.weights import all_finite
+
     out = {}
+    batch: dict[str, int] = {}
     for name, (dtype, dims) in specs.items():
         a = np.asarray(arrays[name])
         if a.dtype == object:
             raise InputError(f"{where}: array {name!r} has dtype object; numeric arrays only")
+        if a.ndim and a.shape[0] == 0:
+            raise InputError(f"{where}: array {name!r} has no samples (shape {a.shape})")
+        if a.dtype.kind in "fc" and not all_finite(a):
+            bad = int((~np.isfinite(a)).sum())
+            raise InputError(f"{where}: array {name!r} holds {bad} NaN/Inf values; calibration data must be finite")
+        if dims and a.ndim and not isinstance(dims[0], int):
+            batch[name] = int(a.shape[0])
         if str(a.dtype) != dtype:
             if dtype == "float32" and a.dtype == np.float64:
                 a = a.astype(np.float32)
@@ -112,6 +168,9 @@ def check_arrays(
             if isinstance(d, int) and a.shape[i] != d:
                 raise InputError(f"{where}: array {name!r} has shape {a.shape}, the model expects {_fmt(dims)}")
         out[name] = np.ascontiguousarray(a)
+    if len(set(batch.values())) > 1:
+        sizes = ", ".join(f"{k}: {v}" for k, v in batch.items())
+        raise InputError(f"{where}: the arrays have different numbers of samples ({sizes})")
     return out
 
 
@@ -133,20 +192,34 @@ def generate_inputs(
     model: onnx.ModelProto,
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
     seed: int = 0,
-    default_dim: int = 1,
+    default_dim: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Random inputs for data-free verification (dynamic dims: ``input_shapes`` or ``default_dim``)."""
+    """Random inputs for data-free verification and benchmarks.
+
+    Dynamic dims come from ``input_shapes``, else from :func:`onnxcomp.shapes.resolve` (the model's own
+    records and the documented, announced defaults); a dim nothing sizes is an :class:`InputError` naming it.
+    ``default_dim`` (tests, internal checks) sizes every remaining dynamic dim instead.
+    """
     import numpy as np
+
+    from onnxcomp import shapes as shp
 
     if not isinstance(seed, int) or seed < 0:
         raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
     rng = np.random.default_rng(seed)
+    specs = input_specs(model)
+    if default_dim is None:
+        sized = shp.resolve(model, input_shapes).shapes()
+    else:
+        given = input_shapes or {}
+        sized = {
+            name: tuple(given[name]) if name in given else tuple(d if isinstance(d, int) else default_dim for d in dims)
+            for name, (_, dims) in specs.items()
+        }
     out = {}
-    for name, (dtype, dims) in input_specs(model).items():
-        if input_shapes and name in input_shapes:
-            shape = tuple(input_shapes[name])
-        else:
-            shape = tuple(d if isinstance(d, int) else default_dim for d in dims)
+    for name, (dtype, _) in specs.items():
+        shape = sized[name]
+        check_elements(shape, f"input {name!r}")
         if dtype.startswith("float"):
             out[name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == "bool":
@@ -156,6 +229,22 @@ def generate_inputs(
         else:
             raise InputError(f"cannot generate data for input {name!r} of type {dtype}; pass --calib")
     return out
+
+
+# Generated inputs larger than this are refused before allocating (a typo such as 1x3x224000x224000).
+MAX_GENERATED_ELEMENTS = 1 << 31
+
+
+def check_elements(shape: tuple[int, ...], what: str) -> None:
+    """UsageError when ``shape`` holds more than :data:`MAX_GENERATED_ELEMENTS` elements."""
+    import math
+
+    n = math.prod(shape)
+    if n > MAX_GENERATED_ELEMENTS:
+        raise UsageError(
+            f"{what}: shape {'x'.join(map(str, shape))} has {n:.3g} elements, more than onnxcomp generates "
+            f"({MAX_GENERATED_ELEMENTS:.3g}); use smaller dims (--input-shape) or pass the data (--calib)"
+        )
 
 
 def first_samples(feeds: Mapping[str, np.ndarray], model: onnx.ModelProto, n: int) -> dict[str, np.ndarray]:

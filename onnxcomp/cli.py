@@ -194,10 +194,16 @@ def inspect(
     if hardware not in cost.HARDWARE:
         raise UsageError(f"unknown hardware {hardware!r}; valid: {', '.join(cost.HARDWARE)}")
     hw = cost.HARDWARE[hardware]
+    from onnxcomp.shapes import resolve
+
     shapes = io.parse_input_shapes(input_shape)
-    model = cost.concrete(io.normalize(io.load_model(input), shapes), shapes)
+    norm = io.normalize(io.load_model(input), shapes)
+    plan = resolve(norm, shapes)
+    plan.require("inspect")
+    model = cost.concrete(norm, plan.shapes())
     layers = cost.analyze(model)
     console = _console()
+    console.print(plan.summary(), soft_wrap=True, markup=False, highlight=False)
     t = Table(title=f"{input.name} on {hw.name}", title_justify="left")
     for c in ("layer", "op", "output", "params", "FLOPs", "bytes", "FLOP/B", "bound", "est. us"):
         t.add_column(c, justify="left" if c in ("layer", "op", "output", "bound") else "right")
@@ -234,7 +240,8 @@ def inspect(
             }
             for c in layers
         ]
-        io._atomic_write(json_out, json.dumps({"layers": rows, "summary": s.to_dict()}, indent=2).encode())
+        doc = {"inputs": plan.to_dict()["inputs"], "layers": rows, "summary": s.to_dict()}
+        io._atomic_write(json_out, json.dumps(doc, indent=2).encode())
 
 
 @app.command("verify")
@@ -248,25 +255,51 @@ def verify_cmd(
         Path | None, typer.Option("--labels", help="Integer labels (.npy) for --inputs: top-1 accuracy.")
     ] = None,
     input_shape: InputShapeOpt = None,
-    atol: Annotated[float | None, typer.Option(help="Absolute tolerance (x max(1, max|ref|)).")] = 1e-5,
-    rtol: Annotated[float | None, typer.Option(help="Tolerance relative to max|ref|.")] = 1e-4,
-    min_cosine: Annotated[float | None, typer.Option(help="Minimum cosine similarity per output.")] = 0.99999,
+    atol: Annotated[
+        float | None, typer.Option(help="Absolute tolerance (x max(1, max|ref|)). Default 1e-5 (lossless).")
+    ] = None,
+    rtol: Annotated[float | None, typer.Option(help="Tolerance relative to max|ref|. Default 1e-4 (lossless).")] = None,
+    min_cosine: Annotated[
+        float | None,
+        typer.Option(help="Minimum cosine similarity per output. Alone, it is the only check (lossy models)."),
+    ] = None,
+    lossy: Annotated[
+        bool, typer.Option("--lossy", help="B is a lossy compression of A: check cosine >= 0.9 only.")
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed for generated inputs.")] = 0,
 ) -> None:
-    """Compare every output of B with A; exit 3 when beyond tolerance."""
+    """Compare every output of B with A; exit 3 when beyond tolerance.
+
+    Without tolerance options the check is lossless (max abs err <= 1e-5 * max(1, max|ref|) + 1e-4 * max|ref|,
+    cosine >= 0.99999); any of --atol/--rtol/--min-cosine replaces it (the others are then not checked), as in
+    ``optimize``; --lossy checks cosine >= 0.9.
+    """
     from onnxcomp import io
     from onnxcomp.api import verify_models
     from onnxcomp.calib import load_arrays
     from onnxcomp.errors import VerificationError
     from onnxcomp.report import render_verification
+    from onnxcomp.shapes import resolve
     from onnxcomp.verify import Tolerance, load_labels
 
+    if atol is not None or rtol is not None or min_cosine is not None:
+        if lossy:
+            raise UsageError("--lossy sets the tolerance itself: give it or --atol/--rtol/--min-cosine, not both")
+        tol = Tolerance(atol, rtol, min_cosine)
+    else:
+        tol = Tolerance.lossy() if lossy else Tolerance.lossless()
     shapes = io.parse_input_shapes(input_shape)
     ma, mb = io.normalize(io.load_model(a), shapes), io.normalize(io.load_model(b), shapes)
     feeds = load_arrays(inputs, ma) if inputs is not None else None
     lab = load_labels(str(labels)) if labels is not None else None
-    res = verify_models(ma, mb, feeds, shapes, Tolerance(atol, rtol, min_cosine), lab, seed)
-    render_verification(_console(), res)
+    if lab is not None and feeds is None:
+        raise UsageError("--labels needs --inputs (the inputs the labels belong to)")
+    plan = resolve(ma, shapes, feeds)
+    plan.require("verify")
+    console = _console()
+    console.print(plan.summary(), soft_wrap=True, markup=False, highlight=False)
+    res = verify_models(ma, mb, feeds, plan, tol, lab, seed)
+    render_verification(console, res)
     if not res.ok:
         raise VerificationError("verification failed: " + "; ".join(res.failures()))
 
@@ -275,6 +308,7 @@ def verify_cmd(
 def diff(
     a: Annotated[Path, typer.Argument(help="Original model.")],
     b: Annotated[Path, typer.Argument(help="Optimized model.")],
+    input_shape: InputShapeOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the diff as JSON.")] = None,
     limit: Annotated[int, typer.Option(help="Rows shown per section.")] = 30,
 ) -> None:
@@ -288,10 +322,17 @@ def diff(
     from onnxcomp import io
     from onnxcomp.diff import diff_models
     from onnxcomp.report import _num
+    from onnxcomp.shapes import resolve
 
-    ma, mb = io.normalize(io.load_model(a)), io.normalize(io.load_model(b))
-    d = diff_models(ma, mb)
+    shapes = io.parse_input_shapes(input_shape)
+    ma, mb = io.normalize(io.load_model(a), shapes), io.normalize(io.load_model(b), shapes)
+    plan = resolve(ma, shapes)
+    d = diff_models(ma, mb, plan)
     console = _console()
+    if plan.complete:
+        console.print(plan.summary(), soft_wrap=True, markup=False, highlight=False)
+    else:
+        console.print(plan.flops_note(), soft_wrap=True, markup=False, highlight=False)
     t = Table(title=f"{a.name} -> {b.name}", title_justify="left")
     for c in ("", "A", "B", "ratio"):
         t.add_column(c, justify="right" if c else "left")
@@ -301,7 +342,7 @@ def diff(
         ("weight bytes", d.weight_bytes),
         ("file bytes", (io.file_size(a), io.file_size(b))),
     ):
-        t.add_row(label, _num(x), _num(y), f"{x / y:.2f}x" if y else "-")
+        t.add_row(label, _num(x), _num(y), f"{x / y:.2f}x" if x is not None and y else "-")
     for op, (x, y) in d.op_counts.items():
         t.add_row(f"#{op}", str(x), str(y), "")
     console.print(t)
@@ -331,6 +372,7 @@ def bench(
     from onnxcomp import io
     from onnxcomp.bench import interleaved, model_runner
     from onnxcomp.calib import generate_inputs
+    from onnxcomp.shapes import resolve
 
     if runs < 1 or warmup < 0 or threads < 0:
         raise UsageError("bench: --runs must be at least 1, --warmup and --threads at least 0")
@@ -340,7 +382,10 @@ def bench(
         if str(b) == str(a):
             raise UsageError("bench A B: A and B are the same file")
         models[str(b)] = io.normalize(io.load_model(b), shapes)
-    feeds = generate_inputs(next(iter(models.values())), shapes)
+    first = next(iter(models.values()))
+    plan = resolve(first, shapes)
+    plan.require("bench")
+    feeds = generate_inputs(first, plan.shapes())
     fns = {name: model_runner(m, feeds, threads=threads) for name, m in models.items()}
     timings = interleaved(fns, runs=runs, warmup=warmup)
     t = Table(title=f"latency, {threads} thread(s), {runs} interleaved runs", title_justify="left")
@@ -349,6 +394,7 @@ def bench(
     for tm in timings.values():
         t.add_row(tm.name, f"{tm.median_ms:.3f}", f"{tm.p10_ms:.3f}", f"{tm.p90_ms:.3f}")
     console = _console()
+    console.print(plan.summary(), soft_wrap=True, markup=False, highlight=False)
     console.print(t)
     if b is not None:
         ta, tb = timings[str(a)], timings[str(b)]

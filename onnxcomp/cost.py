@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import onnx
+
+    from onnxcomp.shapes import InputShapes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,43 +255,62 @@ def _init_bytes(t: onnx.TensorProto) -> int:
 
 @dataclasses.dataclass
 class ModelCost:
+    """Totals of a model. ``flops`` and ``bytes`` are None when the input shapes are not known (dynamic dims
+    nothing sized): they are never computed on made-up dims."""
+
     params: int
-    flops: int
-    bytes: int
+    flops: int | None
+    bytes: int | None
     weight_bytes: int
     nodes: int
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | None]:
         return dataclasses.asdict(self)
 
 
-def concrete(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None) -> onnx.ModelProto:
-    """Weightless copy (initializers keep names, types and dims, not data) with dynamic input dims fixed
-    (``input_shapes``, else 1) and shapes inferred: everything :func:`analyze` and :func:`summarize` read."""
+def concrete(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> onnx.ModelProto:
+    """Weightless copy (initializers keep names, types and dims, not data) with the inputs' dims set from
+    ``input_shapes`` and shapes inferred: everything :func:`analyze` and :func:`summarize` read.
+
+    Dims ``input_shapes`` does not give stay dynamic (their layers' FLOPs are then unknown): size them with
+    :func:`onnxcomp.shapes.resolve` first, or use :func:`model_cost`.
+    """
     from onnxcomp.io import infer_shapes, weightless
 
     m = weightless(model)
     del m.graph.value_info[:]
     shapes = input_shapes or {}
     for vi in m.graph.input:
-        dims = vi.type.tensor_type.shape.dim
         fixed = shapes.get(vi.name)
-        for i, d in enumerate(dims):
-            if fixed is not None and i < len(fixed):
-                d.Clear()
-                d.dim_value = int(fixed[i])
-            elif not d.HasField("dim_value") or d.dim_value <= 0:
-                d.Clear()
-                d.dim_value = 1
+        if fixed is None:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        del dims[:]
+        for v in fixed:
+            dims.add().dim_value = int(v)
     return infer_shapes(m)
 
 
 def summarize(model: onnx.ModelProto) -> ModelCost:
-    """Totals of a shape-inferred model (use :func:`concrete` first when inputs have dynamic dims)."""
+    """Totals of a shape-inferred model with static input shapes (see :func:`concrete`, :func:`model_cost`)."""
     layers = analyze(model)
     weights = list(_weight_tensors(model.graph))
     weight_bytes = sum(_init_bytes(t) for t in weights)
     params = sum(_n(tuple(t.dims)) for t in weights)
     return ModelCost(
         params, sum(c.flops for c in layers), sum(c.bytes for c in layers), weight_bytes, len(model.graph.node)
+    )
+
+
+def model_cost(model: onnx.ModelProto, plan: InputShapes) -> ModelCost:
+    """Totals at the plan's cost shapes; FLOPs and bytes None when the plan has unsized dims."""
+    if plan.complete:
+        return summarize(concrete(model, plan.cost_shapes()))
+    weights = list(_weight_tensors(model.graph))
+    return ModelCost(
+        sum(_n(tuple(t.dims)) for t in weights),
+        None,
+        None,
+        sum(_init_bytes(t) for t in weights),
+        len(model.graph.node),
     )

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import onnx
 
+    from onnxcomp.shapes import InputShapes
+
 
 @dataclasses.dataclass
 class ModelDiff:
@@ -17,7 +19,7 @@ class ModelDiff:
     rewritten: list[tuple[str, str, str]]  # (name, op before, op after / what changed)
     op_counts: dict[str, tuple[int, int]]
     params: tuple[int, int]
-    flops: tuple[int, int]
+    flops: tuple[int | None, int | None]
     weight_bytes: tuple[int, int]
     serialized_bytes: tuple[int, int]
 
@@ -29,9 +31,14 @@ def _node_key(n: onnx.NodeProto, i: int) -> str:
     return n.name or f"{n.op_type}:{n.output[0] if n.output else i}"
 
 
-def diff_models(a: onnx.ModelProto, b: onnx.ModelProto) -> ModelDiff:
+def diff_models(a: onnx.ModelProto, b: onnx.ModelProto, plan: InputShapes | None = None) -> ModelDiff:
+    """Differences of ``b`` from ``a``; FLOPs at the plan's shapes (resolved from ``a`` when not given), None
+    when the plan leaves dims unsized."""
     from onnxcomp import cost
     from onnxcomp.io import serialize
+    from onnxcomp.shapes import resolve
+
+    plan = plan or resolve(a)
 
     na = {_node_key(n, i): n for i, n in enumerate(a.graph.node)}
     nb = {_node_key(n, i): n for i, n in enumerate(b.graph.node)}
@@ -47,7 +54,7 @@ def diff_models(a: onnx.ModelProto, b: onnx.ModelProto) -> ModelDiff:
     rewritten.sort()
     ca, cb = Counter(n.op_type for n in a.graph.node), Counter(n.op_type for n in b.graph.node)
     ops = {op: (ca.get(op, 0), cb.get(op, 0)) for op in sorted(ca.keys() | cb.keys()) if ca.get(op) != cb.get(op)}
-    sa, sb = cost.summarize(cost.concrete(a)), cost.summarize(cost.concrete(b))
+    sa, sb = cost.model_cost(a, plan), cost.model_cost(b, plan)
     return ModelDiff(
         removed,
         added,

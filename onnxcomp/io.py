@@ -121,7 +121,8 @@ def set_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...
         if len(dims) and len(dims) != len(shape):
             raise UsageError(f"--input-shape {name}: rank {len(shape)} but the model's input has rank {len(dims)}")
         for d, (old, new) in enumerate(zip(list(dims) or [None] * len(shape), shape)):
-            if old is not None and old.HasField("dim_value") and old.dim_value != new:
+            # dim_value -1 or 0 (Paddle's and some converters' way of writing a dynamic dim) is dynamic
+            if old is not None and old.HasField("dim_value") and old.dim_value > 0 and old.dim_value != new:
                 raise UsageError(f"--input-shape {name}: dim {d} is fixed to {old.dim_value} in the model, got {new}")
         del vi.type.tensor_type.shape.dim[:]
         for s in shape:
@@ -195,6 +196,8 @@ def _copy_fields(src: Any, dst: Any, skip: str) -> None:
 
 def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
     """``["input:1x3x224x224", ...]`` -> ``{"input": (1, 3, 224, 224)}``."""
+    from onnxcomp.calib import check_elements
+
     out: dict[str, tuple[int, ...]] = {}
     for spec in specs or []:
         name, sep, dims = spec.rpartition(":")
@@ -205,7 +208,13 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
         except ValueError as err:
             raise UsageError(f"--input-shape {spec!r}: dimensions must be integers separated by 'x'") from err
         if any(d <= 0 for d in shape):
-            raise UsageError(f"--input-shape {spec!r}: dimensions must be positive")
+            raise UsageError(
+                f"--input-shape {spec!r}: dimensions must be positive sizes (-1 or 0 cannot keep a dim dynamic: "
+                "give the size to use, e.g. 1 for the batch; inputs left out keep their dynamic dims)"
+            )
+        if name in out:
+            raise UsageError(f"--input-shape {spec!r}: input {name!r} is given twice")
+        check_elements(shape, f"--input-shape {spec}")
         out[name] = shape
     return out
 

@@ -37,6 +37,10 @@ def session(
     import onnx
     import onnxruntime as ort
 
+    from onnxcomp.determinism import session_threads
+
+    if threads is None:
+        threads = session_threads()  # 1 while passes decide the output (see onnxcomp.determinism)
     so = ort.SessionOptions()
     so.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL

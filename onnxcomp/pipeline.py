@@ -170,6 +170,14 @@ def instantiate(specs: list[PassSpec]) -> list[Pass]:
 
 
 def run_passes(graph: gs.Graph, passes: list[Pass], ctx: PassContext) -> list[PassResult]:
+    """Run the passes in order; their numerics are pinned to 1 thread (:mod:`onnxcomp.determinism`)."""
+    from onnxcomp.determinism import pinned
+
+    with pinned():
+        return _run_passes(graph, passes, ctx)
+
+
+def _run_passes(graph: gs.Graph, passes: list[Pass], ctx: PassContext) -> list[PassResult]:
     results = []
     for p in passes:
         if p.needs_calib and ctx.calib is None:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from onnxcomp.cost import ModelCost
+    from onnxcomp.shapes import InputShapes
     from onnxcomp.verify import VerifyResult
 
 
@@ -27,6 +28,8 @@ class Report:
     bytes_after: int | None = None
     verification: VerifyResult | None = None
     seconds: float = 0.0
+    inputs: InputShapes | None = None  # the input shapes verification and the cost summaries used
+    warnings: list[str] = dataclasses.field(default_factory=list)  # e.g. non-finite weights in the input
     serialized: bytes | None = dataclasses.field(default=None, repr=False)  # the output's bytes (not in JSON)
     source: Any = dataclasses.field(default=None, repr=False)  # the input ModelProto, sized on first use
 
@@ -58,6 +61,8 @@ class Report:
                     "bytes_before": self.bytes_before,
                     "bytes_after": self.bytes_after,
                 },
+                "inputs": self.inputs.to_dict() if self.inputs is not None else None,
+                "warnings": list(self.warnings),
                 "passes": [p.to_dict() for p in self.passes],
                 "verification": self.verification.to_dict() if self.verification else None,
             }
@@ -67,9 +72,14 @@ class Report:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False, default=str)
 
     def render(self, console: Console, *, layers: bool = True, max_skips: int = 8) -> None:
+        from rich.markup import escape
         from rich.table import Table
 
-        t = Table(title=f"onnxcomp: {self.pipeline}", title_justify="left")
+        # the pipeline on a line of its own: a table title wraps mid-word at the table's width
+        console.print(f"onnxcomp: {self.pipeline}", soft_wrap=True, markup=False, highlight=False)
+        for w in self.warnings:
+            console.print(f"[yellow]warning:[/yellow] {escape(w)}", soft_wrap=True)
+        t = Table()
         t.add_column("pass")
         t.add_column("lossless")
         t.add_column("result")
@@ -90,6 +100,10 @@ class Report:
                 console.print(f"[dim]  {name}: {s.node}: {s.reason}[/dim]", highlight=False)
             if len(skips) > max_skips:
                 console.print(f"[dim]  ... {len(skips) - max_skips} more in the JSON report[/dim]")
+        if self.inputs is not None and self.inputs.inputs:
+            console.print(self.inputs.summary(), soft_wrap=True, markup=False, highlight=False)
+        if self.inputs is not None and not self.inputs.complete:
+            console.print(self.inputs.flops_note(), soft_wrap=True, markup=False, highlight=False)
         if self.before and self.after:
             m = Table(title="model", title_justify="left")
             for c in ("", "before", "after", "ratio"):
@@ -103,7 +117,7 @@ class Report:
             if self.bytes_before and self.bytes_after:
                 rows.append(("file bytes", self.bytes_before, self.bytes_after))
             for label, a, b in rows:
-                m.add_row(label, _num(a), _num(b), f"{a / b:.2f}x" if b else "-")
+                m.add_row(label, _num(a), _num(b), f"{a / b:.2f}x" if a is not None and b else "-")
             console.print(m)
         if self.verification is not None:
             render_verification(console, self.verification)

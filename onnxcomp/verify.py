@@ -3,7 +3,10 @@
 Metrics per output: max absolute error, max relative error (|a-b| / (|a| + eps) over the elements
 where |a| is not tiny), cosine similarity, and, with labels, top-1 accuracy of both models.
 A comparison passes when ``max_abs <= atol + rtol * max|ref|`` for every output and the cosine is at least
-``min_cosine`` (not asked of an output whose differences are all within ``atol`` alone). Lossless
+``min_cosine`` (not asked of an output whose differences are all within ``atol`` alone). Non-finite values:
+NaN/Inf in the candidate where the reference is finite fails; NaN/Inf in the reference must be matched exactly
+(same positions, same values) and the metrics cover the finite rest; a reference that is NaN/Inf everywhere is
+an input error (there is nothing to compare). Lossless
 pipelines get tight defaults; lossy ones are checked by cosine only unless the user sets tolerances.
 """
 
@@ -64,6 +67,7 @@ class VerifyResult:
     accuracy_ref: float | None = None
     accuracy_new: float | None = None
     tolerance: Tolerance = dataclasses.field(default_factory=Tolerance)
+    inputs: dict[str, Any] = dataclasses.field(default_factory=dict)  # the input shapes used, and their source
 
     @property
     def ok(self) -> bool:
@@ -97,8 +101,26 @@ def compare_arrays(name: str, ref: np.ndarray, new: np.ndarray, tol: Tolerance) 
     a = ref.astype(np.float64).ravel()
     b = new.astype(np.float64).ravel()
     finite_a, finite_b = np.isfinite(a), np.isfinite(b)
+    if a.size and not finite_a.any():
+        # nothing to compare: equal NaNs would "pass" whatever the candidate computes
+        raise InputError(
+            f"output {name!r} of the original model is NaN/Inf everywhere on these inputs: nothing to compare "
+            "(check the model's weights and the inputs)"
+        )
+    bad = finite_a & ~finite_b
+    if bad.any():
+        return OutputMetrics(
+            name,
+            float("inf"),
+            float("inf"),
+            0.0,
+            0.0,
+            False,
+            f"{int(bad.sum())} NaN/Inf values where the original is finite",
+        )
     if not np.array_equal(finite_a, finite_b) or not np.array_equal(a[~finite_a], b[~finite_b], equal_nan=True):
         return OutputMetrics(name, float("inf"), float("inf"), 0.0, 0.0, False, "non-finite values differ")
+    # where both are finite (the non-finite positions match exactly)
     a, b = a[finite_a], b[finite_b]
     if a.size == 0:
         return OutputMetrics(name, 0.0, 0.0, 1.0, 0.0, True)

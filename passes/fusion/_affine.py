@@ -386,8 +386,9 @@ def bn_affine(node: gs.Node) -> tuple[np.ndarray, np.ndarray]:
 
     gamma, beta, mean, var = (const_value(node.inputs[i]).astype(np.float64) for i in range(1, 5))
     eps = float(node.attrs.get("epsilon", 1e-5))
-    s = gamma / np.sqrt(var + eps)
-    return s, beta - mean * s
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # var + eps <= 0: callers check s, t
+        s = gamma / np.sqrt(var + eps)
+        return s, beta - mean * s
 
 
 def find_target(graph: gs.Graph, tensor: Any, ops: set[str]) -> tuple[Match | None, str | None]:

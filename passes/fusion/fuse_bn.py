@@ -63,6 +63,11 @@ class FuseBatchNorm(Pass):
                 result.skip(label(bn), reason)
                 continue
             s, t = bn_affine(bn)
+            reason = _nonfinite_reason(bn, s, t)
+            if reason is not None:
+                result.skip(label(bn), reason)
+                result.count("left_unfused")
+                continue
             match, why = find_target(graph, bn.inputs[0], ops)
             if match is None and self._absorb_bias_add(rw, bn, ops):
                 match, why = find_target(graph, bn.inputs[0], ops)
@@ -179,6 +184,34 @@ class FuseBatchNorm(Pass):
         bn.outputs.clear()
         result.count("fused_before")
         return None
+
+
+def _nonfinite_reason(bn: gs.Node, s: np.ndarray, t: np.ndarray) -> str | None:
+    """Why folding ``bn`` would write non-finite weights, or None.
+
+    var + eps <= 0 makes 1 / sqrt(var + eps) NaN or Inf, and NaN/Inf parameters make s or t NaN/Inf: folded, a
+    channel's every weight would become NaN/Inf (0 * Inf = NaN even where the BN's own output is finite), so
+    the BN is left as it is and onnxruntime computes it as the original model does.
+    """
+    import numpy as np
+
+    var = const_value(bn.inputs[4]).astype(np.float64)
+    eps = float(bn.attrs.get("epsilon", 1e-5))
+    bad_var = np.nonzero(~(var + eps > 0))[0]
+    if bad_var.size:
+        return (
+            f"variance + epsilon <= 0 in {bad_var.size} channel(s) (first: {bad_var[:4].tolist()}): "
+            "1/sqrt(var + eps) is not finite, left unfused"
+        )
+    with np.errstate(over="ignore"):
+        finite = np.isfinite(s.astype(np.float32)) & np.isfinite(t.astype(np.float32))
+    bad = np.nonzero(~finite)[0]
+    if bad.size:
+        return (
+            f"its scale/shift is NaN/Inf in {bad.size} channel(s) (first: {bad[:4].tolist()}; NaN/Inf "
+            "parameters or float32 overflow): left unfused"
+        )
+    return None
 
 
 def _before_reason(graph: gs.Graph, c: gs.Node, y: Any, x: Any, channels: int) -> str | None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from onnxcomp.errors import UsageError
 from onnxcomp.graph import const_value, is_const, is_empty, make_constant, subgraph_nodes, unique_name
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
+from onnxcomp.weights import nonfinite_reason
 
 if TYPE_CHECKING:
     import numpy as np
@@ -83,6 +84,10 @@ class LowRank(Pass):
             rows, cols = w.shape
             if w.size < o.min_params:
                 result.skip(node.name, f"{w.size} weights < min_params={o.min_params}")
+                continue
+            bad = nonfinite_reason(w)
+            if bad is not None:  # an SVD of NaN/Inf does not converge
+                result.skip(node.name, bad)
                 continue
             u, s, vt = np.linalg.svd(w, full_matrices=False)
             r = o.rank if o.rank is not None else _rank_for_energy(s, o.energy)

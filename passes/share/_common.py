@@ -111,6 +111,7 @@ def target_for(*ops: str) -> Callable[[TargetFn], TargetFn]:
 
 def _weight_reason(graph: gs.Graph, node: gs.Node, w: Any) -> str | None:
     from onnxcomp.graph import is_const
+    from onnxcomp.weights import nonfinite_reason
 
     if not is_const(w):
         return "the weight is not a constant"
@@ -118,7 +119,7 @@ def _weight_reason(graph: gs.Graph, node: gs.Node, w: Any) -> str | None:
         return f"weight {w.name} is shared with other nodes"
     if w.values.dtype != "float32":
         return f"weight {w.name} is {w.values.dtype} (the com.onnxcomp ops are float32)"
-    return None
+    return nonfinite_reason(w.values)
 
 
 @target_for("MatMul")

@@ -1,0 +1,144 @@
+"""Issue 9 items 1 and 2: never verify or cost on made-up dims; Paddle-style -1 dims are dynamic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxcomp import io, shapes
+from onnxcomp.api import optimize
+from onnxcomp.errors import InputError
+from tests.hostile import models
+from tests.hostile.cli import assert_one_line_error, run, save
+
+
+def test_image_defaults_are_224_and_announced():
+    plan = shapes.resolve(io.normalize(models.conv()))
+    assert plan.shapes() == {"x": (1, 3, 224, 224)}
+    line = plan.summary()
+    assert "batch 1 (dim 0)" in line and "image H/W 224 (dims 2, 3)" in line
+    assert "--input-shape x:1x3x224x224" in line  # how to override
+
+
+def test_exporter_metadata_sizes_the_image():
+    plan = shapes.resolve(io.normalize(models.conv(imgsz="[64, 96]")))
+    assert plan.shapes() == {"x": (1, 3, 64, 96)}
+    assert "from the model's metadata" in plan.summary()
+
+
+def test_text_inputs_share_the_sequence_symbol_and_the_user_sets_it():
+    m = io.normalize(models.text())
+    assert shapes.resolve(m).shapes() == {"input_ids": (1, 128), "attention_mask": (1, 128)}
+    # the user's size for one input sizes every dim with the same symbol
+    got = shapes.resolve(m, {"input_ids": (2, 7)}).shapes()
+    assert got == {"input_ids": (2, 7), "attention_mask": (2, 7)}
+
+
+def test_calibration_shapes_win_and_cost_counts_one_sample():
+    m = io.normalize(models.conv())
+    plan = shapes.resolve(m, calib={"x": np.zeros((5, 3, 9, 11), np.float32)})
+    assert plan.shapes() == {"x": (5, 3, 9, 11)} and plan.cost_shapes() == {"x": (1, 3, 9, 11)}
+
+
+def test_unsized_dims_are_an_input_error_naming_them():
+    plan = shapes.resolve(io.normalize(models.signal()))
+    assert not plan.complete and plan.missing == {"x": ["dim 1 (L)"]}
+    with pytest.raises(InputError, match=r"'x' dim 1 \(L\).*--input-shape x:1xL"):
+        plan.require()
+
+
+@pytest.mark.parametrize("command", ["verify", "inspect", "bench", "optimize --verify"])
+def test_unsized_dims_exit_2_everywhere(tmp_path, capsys, command):
+    p = save(models.signal(), tmp_path / "sig.onnx")
+    args = {
+        "verify": ["verify", p, p],
+        "inspect": ["inspect", p],
+        "bench": ["bench", p, "--runs", "1"],
+        "optimize --verify": ["optimize", p, tmp_path / "o.onnx", "--verify"],
+    }[command]
+    code, _, err = run(capsys, *args)
+    assert_one_line_error(code, err)
+    assert "dim 1 (L)" in err and "--input-shape x:1xL" in err
+    assert not (tmp_path / "o.onnx").exists()
+    # with the size given, it works
+    code, _, err = run(capsys, *args, "--input-shape", "x:1x50")
+    assert code == 0, err
+
+
+def test_optimize_without_verify_reports_flops_unknown_not_made_up(tmp_path, capsys):
+    p = save(models.signal(), tmp_path / "sig.onnx")
+    code, stdout, err = run(capsys, "optimize", p, tmp_path / "o.onnx", "--report", tmp_path / "r.json")
+    assert code == 0, err
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["model"]["before"]["flops"] is None and rep["inputs"]["missing"] == {"x": ["dim 1 (L)"]}
+    assert "FLOPs not computed" in stdout
+
+
+def test_verification_runs_at_the_realistic_size_and_says_so(tmp_path, capsys):
+    # B differs from A only in the off-centre taps of a 3x3 kernel: on a 1x1 image (the old "dynamic dim = 1")
+    # those taps only ever read padding and B "verified" with cosine 1.000000
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    w2 = w.copy()
+    w2[:, :, 0, :] = 0.0
+    a, b = save(models.conv(weight=w), tmp_path / "a.onnx"), save(models.conv(weight=w2), tmp_path / "b.onnx")
+    code, stdout, err = run(capsys, "verify", a, b)
+    assert code == 3, stdout
+    assert "x 1x3x224x224" in stdout and "image H/W 224" in stdout
+    code, _, err = run(capsys, "verify", a, a)
+    assert code == 0, err
+
+
+def test_report_stores_the_shapes_and_the_cost_uses_them(tmp_path, capsys):
+    p = save(models.conv(), tmp_path / "m.onnx")
+    code, stdout, err = run(capsys, "optimize", p, tmp_path / "o.onnx", "--verify", "--report", tmp_path / "r.json")
+    assert code == 0, err
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["inputs"]["inputs"]["x"]["shape"] == [1, 3, 224, 224]
+    assert rep["verification"]["inputs"]["x"]["shape"] == [1, 3, 224, 224]
+    assert rep["model"]["before"]["flops"] == 2 * 4 * 224 * 224 * 27
+    assert "input shapes: x 1x3x224x224" in stdout
+
+
+def test_inspect_costs_at_the_announced_size(tmp_path, capsys):
+    p = save(models.conv(), tmp_path / "m.onnx")
+    code, stdout, err = run(capsys, "inspect", p, "--json", tmp_path / "i.json")
+    assert code == 0, err
+    assert "input shapes: x 1x3x224x224" in stdout
+    doc = json.loads((tmp_path / "i.json").read_text())
+    assert doc["summary"]["flops"] == 2 * 4 * 224 * 224 * 27 and doc["inputs"]["x"]["shape"] == [1, 3, 224, 224]
+
+
+# ------------------------------------------------------------------------------------- item 2: -1 dims
+def test_paddle_minus_one_dims_take_an_input_shape(tmp_path, capsys):
+    p = save(models.conv(dims=(-1, 3, -1, -1)), tmp_path / "paddle.onnx")
+    out = tmp_path / "o.onnx"
+    code, _, err = run(capsys, "optimize", p, out, "--input-shape", "x:1x3x48x192", "--verify")
+    assert code == 0, err
+    dims = [d.dim_value for d in onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 48, 192]
+    # without it, the -1 dims are dynamic dims like any other (image defaults, announced)
+    code, stdout, err = run(capsys, "verify", p, p)
+    assert code == 0 and "x 1x3x224x224" in stdout, err
+
+
+@pytest.mark.parametrize("spec", ["x:-1x3x48x192", "x:0x3x48x192"])
+def test_minus_one_in_the_users_spec_is_refused_clearly(tmp_path, capsys, spec):
+    p = save(models.conv(dims=(-1, 3, -1, -1)), tmp_path / "paddle.onnx")
+    code, _, err = run(capsys, "optimize", p, tmp_path / "o.onnx", "--input-shape", spec)
+    assert_one_line_error(code, err)
+    assert "cannot keep a dim dynamic" in err and "1 for the batch" in err
+
+
+def test_fixed_dims_still_refuse_another_size(tmp_path, capsys):
+    p = save(models.conv(dims=(1, 3, 8, 8)), tmp_path / "m.onnx")
+    code, _, err = run(capsys, "optimize", p, tmp_path / "o.onnx", "--input-shape", "x:1x3x9x8")
+    assert_one_line_error(code, err)
+    assert "dim 2 is fixed to 8" in err
+
+
+def test_api_optimize_verify_refuses_unsized_dims_before_any_work():
+    with pytest.raises(InputError, match="cannot size"):
+        optimize(models.signal(), "fold-constants", verify=True)

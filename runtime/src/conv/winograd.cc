@@ -44,8 +44,13 @@ void AlignedBuffer::resize(size_t n) {
 
 namespace {
 
-// Bytes of the transformed input and GEMM output of one tile block (kept in L2 while the block is worked on).
+// Tile blocks: the transformed input and GEMM output of a block (alpha^2 x tiles x (C + M) floats) should stay in
+// L2 (kBlockBytes), but every block streams all the transformed weights U once: when U is larger than L2, a block
+// gets at least kMinTilesBigU tiles (each U element then serves that many multiply-adds, and the block's V and M
+// live in L3 instead, which the GEMM, at C / 4 flops per byte of them, does not notice).
 constexpr int64_t kBlockBytes = 640 * 1024;
+constexpr int64_t kL2Bytes = 1024 * 1024;
+constexpr int64_t kMinTilesBigU = 48;
 constexpr int64_t kMaxBlockTiles = 96;
 
 int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
@@ -158,6 +163,7 @@ void WinogradConv::run(const float* x, const TensorLayout& xl, int64_t N, int64_
   const int64_t C = C_, M = M_, Cpad = Cpad_, Mpad = Mpad_;
   const int64_t per_tile = A2 * (Cpad + Mpad) * static_cast<int64_t>(sizeof(float));
   int64_t tb = std::clamp<int64_t>(kBlockBytes / per_tile / k.mr * k.mr, k.mr, kMaxBlockTiles);
+  if (static_cast<int64_t>(u_.size() * sizeof(float)) > kL2Bytes) tb = std::max(tb, kMinTilesBigU);
   tb = std::min(tb, round_up(T, k.mr));
   const int64_t nblocks = (T + tb - 1) / tb;
   // output channel vectors to write: NCHWc pads the last block with zeros

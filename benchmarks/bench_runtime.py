@@ -29,8 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import itertools
 
 from onnxcomp import runtime
-
-DOMAIN = "com.onnxcomp"
+from onnxcomp.ops import DOMAIN
 
 
 # ------------------------------------------------------------------------------------ encoders

@@ -6,7 +6,8 @@ Roofline time = max(FLOPs / peak_flops, bytes / bandwidth) on a :class:`Hardware
 A node computed from constants only (a weight decode: DequantizeLinear of an initializer, the com.onnxcomp
 HuffmanDecode / RunLengthDecode, a Transpose of a weight) costs no FLOPs and no bytes: onnxruntime folds it
 at session creation, it never runs per inference.
-Per-op knowledge lives in the ``FLOPS`` registry keyed by op type.
+Per-op knowledge lives in the ``FLOPS`` registry keyed by op type (the com.onnxcomp ops: their op records,
+:mod:`onnxcomp.ops`).
 """
 
 from __future__ import annotations
@@ -106,21 +107,6 @@ def _matmul(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int
     return 2 * _n(y) * int(k) + (_n(y) if len(ins) > 2 else 0)
 
 
-@flops_for("CodebookMatMul", "SparseCodebookMatMul", "TernaryMatMul")
-def _custom_matmul(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
-    a, y = ins[0], outs[0]
-    if a is None or y is None:
-        return 0
-    return 2 * _n(y) * int(a[-1])
-
-
-@flops_for("CodebookConv")
-def _custom_conv(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
-    w = [int(v) for v in _attr(node, "weight_shape", [])]
-    y = outs[0]
-    return 2 * _n(y) * _n(tuple(w[1:])) if y is not None and w else 0
-
-
 @flops_for("BatchNormalization", "InstanceNormalization", "LayerNormalization")
 def _norm(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -> int:
     return 2 * _n(outs[0])
@@ -216,7 +202,7 @@ def analyze(model: onnx.ModelProto) -> list[LayerCost]:
                     nbytes += _init_bytes(inits[name])
                 elif shape is not None:
                     nbytes += _n(shape) * _ITEMSIZE.get(et, 4)
-            fn = FLOPS.get(node.op_type)
+            fn = _flop_fn(node)
             ins = [shapes.get(i, (None, 1))[0] if i else None for i in node.input]
             try:
                 flops = fn(node, ins, outs) if fn else 0
@@ -228,6 +214,19 @@ def analyze(model: onnx.ModelProto) -> list[LayerCost]:
             )
         )
     return out
+
+
+def _flop_fn(node: onnx.NodeProto) -> FlopFn | None:
+    """The FLOP count of a node: the registry for standard ops, the op record for com.onnxcomp ops."""
+    from onnxcomp import ops
+
+    if node.domain == ops.DOMAIN:
+        spec = ops.OPS.get(node.op_type)
+        if spec is None or spec.flops is None:
+            return None
+        count = spec.flops
+        return lambda n, ins, outs: count(ops.node_attributes(n), ins, outs)
+    return FLOPS.get(node.op_type)
 
 
 def _weight_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:

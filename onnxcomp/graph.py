@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CUSTOM_DOMAIN = "com.onnxcomp"
-
 
 def import_model(model: onnx.ModelProto) -> gs.Graph:
     """ModelProto -> gs.Graph (the model should be normalized first, see :func:`onnxcomp.io.normalize`)."""
@@ -218,6 +216,16 @@ def static_shape(tensor: Any) -> tuple[int, ...] | None:
 def nodes_by_op(graph: gs.Graph, ops: Iterable[str]) -> list[gs.Node]:
     wanted = set(ops)
     return [n for n in graph.nodes if n.op in wanted and n.domain in ("", "ai.onnx", None)]
+
+
+def replace_graph(graph: gs.Graph, new: gs.Graph) -> None:
+    """Make ``graph`` (the object the pipeline holds) the same graph as ``new``."""
+    graph.nodes = new.nodes
+    graph.inputs = new.inputs
+    graph.outputs = new.outputs
+    graph.opset = new.opset
+    graph.import_domains = new.import_domains
+    graph.functions = list(new.functions)
 
 
 def toposort(graph: gs.Graph) -> gs.Graph:

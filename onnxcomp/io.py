@@ -47,13 +47,17 @@ def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.Mode
         load_external_data_for_model(model, str(p.parent))
     except (OSError, ValueError, onnx.checker.ValidationError) as err:
         raise InputError(f"{p}: cannot load external data ({_one_line(err)})") from err
+    if check:
+        check_compressed_ops(model, str(p))
     return model
 
 
 def as_model(model_or_path: Any) -> onnx.ModelProto:
+    """The model of a ModelProto, serialized bytes or a path (:func:`load_model`); com.onnxcomp ops checked."""
     import onnx
 
     if isinstance(model_or_path, onnx.ModelProto):
+        check_compressed_ops(model_or_path)
         return model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
         return load_model(model_or_path)
@@ -63,6 +67,7 @@ def as_model(model_or_path: Any) -> onnx.ModelProto:
             m.ParseFromString(bytes(model_or_path))
         except Exception as err:
             raise InputError(f"not a valid ONNX model ({_one_line(err)})") from err
+        check_compressed_ops(m)
         return m
     raise UsageError(f"expected an onnx.ModelProto or a path, got {type(model_or_path).__name__}")
 
@@ -80,6 +85,16 @@ def check_model(model: onnx.ModelProto | bytes | str, where: str = "model") -> N
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:
         raise InputError(f"{where}: invalid ONNX model ({_one_line(err)})") from err
+
+
+def check_compressed_ops(model: onnx.ModelProto, where: str = "model") -> None:
+    """The native runtime's checks of every com.onnxcomp node (codes, layouts, attributes), as an InputError."""
+    from onnxcomp.ops import validate_model
+
+    try:
+        validate_model(model)
+    except ValueError as err:
+        raise InputError(f"{where}: {_one_line(err)}") from err
 
 
 def _one_line(err: BaseException) -> str:
@@ -192,6 +207,36 @@ def _copy_fields(src: Any, dst: Any, skip: str) -> None:
             getattr(dst, field.name).CopyFrom(value)
         else:
             setattr(dst, field.name, value)
+
+
+def upgrade_opset(
+    model: onnx.ModelProto,
+    target: int,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
+) -> onnx.ModelProto:
+    """The model converted to ai.onnx ``target`` by onnx.version_converter, checked to give identical outputs
+    under onnxruntime on generated inputs. Raises ValueError when it cannot be converted losslessly."""
+    import numpy as np
+    import onnx
+
+    from onnxcomp.calib import generate_inputs
+    from onnxcomp.verify import run_model
+
+    try:
+        after = onnx.version_converter.convert_version(model, target)
+        onnx.checker.check_model(after)
+    except Exception as err:  # the converter raises assorted C++ errors
+        raise ValueError(" ".join(str(err).split())[:200]) from err
+    try:
+        feeds = generate_inputs(normalize(model, input_shapes), input_shapes, seed=seed)
+        ref, new = run_model(model, feeds), run_model(after, feeds)
+    except InputError as err:
+        raise ValueError(str(err)) from err
+    for name, r in ref.items():
+        if not np.array_equal(r, new[name], equal_nan=True):
+            raise ValueError(f"output {name!r} changed after conversion")
+    return after
 
 
 def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:

@@ -14,11 +14,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CUSTOM_DOMAIN = "com.onnxcomp"
-
 
 def uses_custom_ops(model: onnx.ModelProto) -> bool:
-    return any(n.domain == CUSTOM_DOMAIN for n in model.graph.node)
+    from onnxcomp.ops import DOMAIN
+
+    return any(n.domain == DOMAIN for n in model.graph.node)
 
 
 def session(

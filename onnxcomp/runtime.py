@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from onnxcomp.ops.spec import DOMAIN
+
 __all__ = [
     "DOMAIN",
     "LIBRARY_NAME",
@@ -33,7 +35,6 @@ __all__ = [
     "uses_runtime_ops",
 ]
 
-DOMAIN = "com.onnxcomp"
 LIBRARY_NAME = "libonnxcomp_ops.so"
 ENV_LIBRARY = "ONNXCOMP_RUNTIME_LIBRARY"
 

@@ -29,7 +29,7 @@ class InlineFunctions(Pass):
         pass
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        from onnxcomp.passes.share._encoding import inline_functions
+        from onnxcomp.ops import inline_functions
 
         result = self.new_result()
         if not graph.functions:

@@ -19,9 +19,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from onnxcomp import ops
 from onnxcomp.passes_api import opt
-
-from . import _encoding as enc
 
 if TYPE_CHECKING:
     import numpy as np
@@ -100,9 +99,9 @@ TargetFn = Callable[["gs.Graph", "gs.Node"], "Target | str"]
 TARGETS: dict[str, TargetFn] = {}
 
 
-def target_for(*ops: str) -> Callable[[TargetFn], TargetFn]:
+def target_for(*op_types: str) -> Callable[[TargetFn], TargetFn]:
     def deco(fn: TargetFn) -> TargetFn:
-        for op in ops:
+        for op in op_types:
             TARGETS[op] = fn
         return fn
 
@@ -262,21 +261,21 @@ def collect_targets(
     graph: gs.Graph,
     opts: SelectOptions,
     result: PassResult,
-    ops: tuple[str, ...] = ("MatMul", "Gemm", "Conv"),
+    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv"),
 ) -> list[Target]:
     """Every supported layer, in graph order, filtered by the selection options (skips recorded)."""
     from onnxcomp.graph import subgraph_nodes
 
     found: list[Target] = []
     for node in list(graph.nodes):
-        if node.op not in ops or node.domain not in ("", "ai.onnx", None):
+        if node.op not in op_types or node.domain not in ("", "ai.onnx", None):
             continue
         t = TARGETS[node.op](graph, node)
         if isinstance(t, str):
             result.skip(label(node), t)
             continue
         found.append(t)
-    for node, where in subgraph_nodes(graph, ops):
+    for node, where in subgraph_nodes(graph, op_types):
         result.skip(label(node), f"inside the {where} subgraph (only main-graph layers are compressed)")
     edge = {id(found[0].node), id(found[-1].node)} if found and opts.protect_first_last else set()
     kept = []
@@ -300,25 +299,25 @@ def prepare(
     ctx: PassContext,
     o: SelectOptions,
     result: PassResult,
-    ops: tuple[str, ...] = ("MatMul", "Gemm", "Conv"),
+    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv"),
 ) -> list[Target]:
     """Targets after making sure the model's opset can hold the function bodies (upgrading it if needed)."""
     from onnxcomp.graph import opset_version
 
     probe = type(result)(name=result.name)
-    if not collect_targets(graph, o, probe, ops):
+    if not collect_targets(graph, o, probe, op_types):
         result.skips.extend(probe.skips)
         return []
-    if opset_version(graph) < enc.MIN_OPSET and not enc.ensure_opset(graph, ctx, result):
+    if opset_version(graph) < ops.MIN_OPSET and not ops.ensure_opset(graph, ctx, result):
         return []
-    return collect_targets(graph, o, result, ops)
+    return collect_targets(graph, o, result, op_types)
 
 
 def saves_bytes(t: Target, e: Encoded) -> bool:
     """Table plus packed codes smaller than the float32 weight (ternary convolutions store [G, 4] tables)."""
     rows, cols = t.w2.shape
     table = e.table.shape[0] * (4 if e.ternary and t.kind == "conv" else e.table.shape[1])
-    return 4 * table + rows * enc.packed_row_bytes(cols, e.bits) < 4 * t.params
+    return 4 * table + rows * ops.packed_row_bytes(cols, e.bits) < 4 * t.params
 
 
 def per_layer_value(t: Target, default: Any, per_layer: dict[str, Any]) -> Any:
@@ -529,8 +528,8 @@ class Encoded:
     def decoded(self, out_axis: int) -> np.ndarray:
         import numpy as np
 
-        table = enc.ternary_lut(self.table) if self.ternary else self.table
-        return np.asarray(enc.decode_codebook(table, self.codes, self.group_size, out_axis), np.float32)
+        table = ops.ternary_lut(self.table) if self.ternary else self.table
+        return np.asarray(ops.decode_codebook(table, self.codes, self.group_size, out_axis), np.float32)
 
 
 def rel_error(w: np.ndarray, w_hat: np.ndarray) -> float:
@@ -571,7 +570,7 @@ def emit_encoded(
     bias_bytes = 0 if t.bias is None else 4 * t.bias.size
     before = 4 * t.params + bias_bytes
     # ternary convolutions are CodebookConv with codebook rows [0, a_p, -a_n, 0]
-    table_value = enc.ternary_lut(e.table) if e.ternary and t.kind == "conv" else e.table
+    table_value = ops.ternary_lut(e.table) if e.ternary and t.kind == "conv" else e.table
     table = make_constant(
         graph,
         f"{w_name}_{'scales' if e.ternary and t.kind == 'matmul' else 'codebook'}",
@@ -586,20 +585,20 @@ def emit_encoded(
         and sparse != "never"
         and (sparse == "always" or _sparse_may_win(e, huffman))
     ):
-        candidate = enc.best_sparse(e.codes, e.bits)
+        candidate = ops.best_sparse(e.codes, e.bits)
         s_streams = [
-            (enc.pack_codes(candidate.deltas, candidate.index_bits)[0], None),
-            (enc.pack_codes(candidate.codes, e.bits)[0], None),
+            (ops.pack_codes(candidate.deltas, candidate.index_bits)[0], None),
+            (ops.pack_codes(candidate.codes, e.bits)[0], None),
         ]
         # the dense side is costed without the zero-run form: at equal-ish size the EIE layout wins, since
         # the native runtime skips its zeros and its decode at load touches only the nonzero entries
-        d_streams = [(enc.pack_codes(e.codes, e.bits), None)]
+        d_streams = [(ops.pack_codes(e.codes, e.bits), None)]
         if sparse == "always" or _stream_bytes(s_streams, huffman) + 4 * candidate.row_ptr.size < _stream_bytes(
             d_streams, huffman
         ):
             layout, streams = candidate, s_streams
     if layout is None:
-        streams = [(enc.pack_codes(e.codes, e.bits), (e.bits, e.codes.shape[1]))]
+        streams = [(ops.pack_codes(e.codes, e.bits), (e.bits, e.codes.shape[1]))]
     extra_fixed = 4 * layout.row_ptr.size if layout is not None else 0
     table_bytes = 4 * int(np.asarray(table_value).size)
     bias_after = 4 * t.outputs  # B is always written (zeros when the layer had none)
@@ -621,10 +620,10 @@ def emit_encoded(
             "weight_shape": list(t.weight_shape),
             **t.conv_attrs,
         }
-        node = enc.emit(graph, t.node, "CodebookConv", [t.x, table, *consts, *b_const], attrs, "codebook")
+        node = ops.emit(graph, t.node, "CodebookConv", [t.x, table, *consts, *b_const], attrs, "codebook")
         fmt = "conv"
     elif e.ternary:
-        node = enc.emit(
+        node = ops.emit(
             graph,
             t.node,
             "TernaryMatMul",
@@ -635,7 +634,7 @@ def emit_encoded(
         fmt = "ternary"
     elif layout is not None:
         row_ptr = make_constant(graph, f"{w_name}_row_ptr", layout.row_ptr)
-        node = enc.emit(
+        node = ops.emit(
             graph,
             t.node,
             "SparseCodebookMatMul",
@@ -645,7 +644,7 @@ def emit_encoded(
         )
         fmt = f"sparse(index_bits={layout.index_bits}, fillers={layout.fillers})"
     else:
-        node = enc.emit(
+        node = ops.emit(
             graph,
             t.node,
             "CodebookMatMul",
@@ -672,7 +671,7 @@ def _sparse_may_win(e: Encoded, huffman: str) -> bool:
     rows, cols = e.codes.shape
     if huffman == "store":
         return nnz <= 0.5 * e.codes.size
-    return 4 * (rows + 1) + nnz * (e.bits + 4) // 8 < rows * enc.packed_row_bytes(cols, e.bits)
+    return 4 * (rows + 1) + nnz * (e.bits + 4) // 8 < rows * ops.packed_row_bytes(cols, e.bits)
 
 
 def _stream_bytes(streams: list[tuple[np.ndarray, tuple[int, int] | None]], huffman: str) -> int:
@@ -702,7 +701,7 @@ def huffman_form(packed: np.ndarray, layout: tuple[int, int] | None) -> tuple[in
     Either the packed bytes themselves are the Huffman symbols, or, for packed codes (``layout`` = (bits,
     codes per row)), the zero-run symbols of :func:`zero_run_form`.
     """
-    from . import _huffman
+    from onnxcomp.ops import huffman as _huffman
 
     size = _huffman.coded_size(packed)
     runs = zero_run_form(packed, layout)
@@ -713,7 +712,7 @@ def zero_run_form(packed: np.ndarray, layout: tuple[int, int] | None) -> tuple[i
     """(Huffman-coded bytes + :data:`RUN_LENGTH_NODE_BYTES`, symbols) of packed codes as zero runs, or None.
 
     For packed codes (``layout`` = (bits, codes per row), bits <= 7): the (zero run, code) symbols of
-    :func:`enc.run_length_encode` (Deep Compression's "relative index" coding, which gets close to the
+    :func:`ops.run_length_encode` (Deep Compression's "relative index" coding, which gets close to the
     entropy of a pruned layer: a byte symbol cannot cost less than one bit, a long zero run in one symbol
     can). Only tried when at least :data:`RUN_LENGTH_MIN_ZEROS` of the codes are zero (pruned layers): with
     fewer, one symbol per nonzero code is no gain over a byte symbol holding 8 / bits codes, and building
@@ -721,15 +720,15 @@ def zero_run_form(packed: np.ndarray, layout: tuple[int, int] | None) -> tuple[i
     """
     import numpy as np
 
-    from . import _huffman
+    from onnxcomp.ops import huffman as _huffman
 
     if layout is None or layout[0] > 7 or not packed.size:
         return None
     bits, n = layout
-    codes = enc.unpack_codes(packed, bits, n)
+    codes = ops.unpack_codes(packed, bits, n)
     if np.count_nonzero(codes) > (1 - RUN_LENGTH_MIN_ZEROS) * codes.size:
         return None
-    runs = enc.run_length_encode(codes, bits)
+    runs = ops.run_length_encode(codes, bits)
     return (_huffman.coded_size(runs) + RUN_LENGTH_NODE_BYTES, runs) if runs.size else None
 
 
@@ -760,12 +759,11 @@ def huffman_store(
     import numpy as np
 
     from onnxcomp.graph import is_const, opset_version
-
-    from . import _huffman
+    from onnxcomp.ops import huffman as _huffman
 
     plans: list[tuple[_Coding, _Coding | None]] = []  # (coded bytes, coded zero runs if smaller)
     for node in nodes:
-        code_input = enc.CODE_LAYOUT.get(node.op)
+        code_input = _code_input(node.op)
         for i, tensor in enumerate(node.inputs):
             if not is_const(tensor) or tensor.values.dtype != np.uint8 or tensor.values.size == 0:
                 continue
@@ -778,10 +776,10 @@ def huffman_store(
             zr = None if runs is None else _Coding(node, i, values, layout, values.size - runs[0], runs[1])
             plans.append((plain, zr))
 
-    present = {f.name for f in graph.functions if f.domain == enc.DOMAIN}
+    present = {f.name for f in graph.functions if f.domain == ops.DOMAIN}
 
     def body(op: str) -> int:
-        return 0 if op in present else len(enc.function_proto(op, opset_version(graph)).SerializeToString())
+        return 0 if op in present else len(ops.function_proto(op, opset_version(graph)).SerializeToString())
 
     best: tuple[int, list[_Coding]] = (0, [])
     for allow_runs in (False, True):
@@ -803,14 +801,19 @@ def huffman_store(
     return saved
 
 
+def _code_input(op_type: str) -> tuple[int, Callable[[dict[str, Any]], tuple[int, int]]] | None:
+    """The packed-code input of a com.onnxcomp op and its layout (what may be coded as zero runs)."""
+    spec = ops.OPS.get(op_type)
+    return spec.code_input if spec is not None else None
+
+
 def _store_one(graph: gs.Graph, ctx: PassContext, c: _Coding, pass_name: str) -> int:
     """Replace one packed input by HuffmanDecode (-> RunLengthDecode); returns the bytes saved."""
     import numpy as np
     import onnx_graphsurgeon as gs
 
     from onnxcomp.graph import make_constant, unique_name
-
-    from . import _huffman
+    from onnxcomp.ops import huffman as _huffman
 
     coded = _huffman.encode(c.values if c.runs is None else c.runs)
     base = c.node.inputs[c.index].name
@@ -824,7 +827,7 @@ def _store_one(graph: gs.Graph, ctx: PassContext, c: _Coding, pass_name: str) ->
     if c.runs is not None:
         assert c.layout is not None
         decoded = gs.Variable(unique_name(graph, f"{base}_runs"), dtype=np.uint8, shape=[int(c.runs.size)])
-        enc.ensure_function(graph, "RunLengthDecode")
+        ops.ensure_function(graph, "RunLengthDecode")
         rl = gs.Node(
             "RunLengthDecode",
             unique_name(graph, f"{base}_zero_runs"),
@@ -835,18 +838,18 @@ def _store_one(graph: gs.Graph, ctx: PassContext, c: _Coding, pass_name: str) ->
             },
             inputs=[decoded],
             outputs=[out],
-            domain=enc.DOMAIN,
+            domain=ops.DOMAIN,
         )
         graph.nodes.append(rl)
         ctx.tag(rl, pass_name, [base])
-    enc.ensure_function(graph, "HuffmanDecode")
+    ops.ensure_function(graph, "HuffmanDecode")
     dec = gs.Node(
         "HuffmanDecode",
         unique_name(graph, f"{base}_huffman"),
         attrs={"shape": list(decoded.shape)},
         inputs=ins,
         outputs=[decoded],
-        domain=enc.DOMAIN,
+        domain=ops.DOMAIN,
     )
     graph.nodes.append(dec)
     ctx.tag(dec, pass_name, [base])
@@ -911,5 +914,5 @@ def finish(graph: gs.Graph, ctx: PassContext, result: PassResult, o: ShareOption
         if before and after:
             result.counters[f"ratio_{key}"] = round(before / after, 3)
     if o.inline:
-        result.count("functions_inlined", enc.inline_functions(graph, ctx))
+        result.count("functions_inlined", ops.inline_functions(graph, ctx))
     return result

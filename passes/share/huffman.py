@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from onnxcomp import ops
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 from . import _common as common
-from . import _encoding as enc
 
 if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
@@ -42,7 +42,7 @@ class Huffman(Pass):
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         result = self.new_result()
-        nodes = [n for n in graph.nodes if n.domain == enc.DOMAIN and n.op in enc.DECODERS]
+        nodes = [n for n in graph.nodes if n.domain == ops.DOMAIN and ops.is_weight_op(n.op)]
         if not nodes:
             result.skip("model", "no com.onnxcomp weight ops (run kmeans, pow2, ternary or binary first)")
         packed = {n.name: sum(int(t.values.size) for t in n.inputs if _is_packed(t)) for n in nodes}

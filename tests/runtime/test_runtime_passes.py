@@ -3,7 +3,7 @@ their own bit packing, EIE layout, group sizes and Huffman streams) run natively
 function bodies and through the numpy decoders, and all three agree.
 
 (test_runtime_ops.py checks the kernels against the test-local bodies of oplib.py; this file checks them
-against what passes/share/_encoding.py actually writes.)"""
+against what onnxcomp.ops actually writes.)"""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import onnx
 import pytest
 from onnx import helper
 
+from onnxcomp import ops
 from onnxcomp.api import optimize
 from onnxcomp.verify import run_model
-from tests.share.share_helpers import custom_nodes, enc, make_model, run
+from tests.share.share_helpers import custom_nodes, make_model, run
 
 pytestmark = pytest.mark.usefixtures("runtime_lib")
 
@@ -110,7 +111,7 @@ def test_pass_outputs_native_equals_function_bodies_and_numpy(case):
     out, _ = optimize(model, spec)
     onnx.checker.check_model(out)
     assert op in {n.op_type for n in custom_nodes(out)}, [n.op_type for n in out.graph.node]
-    reference = run(enc.decode_model(out), feeds)
+    reference = run(ops.decode_model(out), feeds)
     body = run(out, feeds)
     native = list(run_model(out, feeds, runtime=True).values())
     for r, b, n in zip(reference, body, native, strict=True):

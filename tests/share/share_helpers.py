@@ -7,11 +7,10 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxcomp import ops
 from onnxcomp.passes_api import load_pass_library
 
 load_pass_library()
-
-from onnxcomp.passes.share import _encoding as enc  # noqa: E402
 
 
 def make_model(nodes, inits, inputs, outputs, opset=18, functions=(), domains=True, ir_version=9):
@@ -23,10 +22,10 @@ def make_model(nodes, inits, inputs, outputs, opset=18, functions=(), domains=Tr
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
     )
-    ops = [helper.make_opsetid("", opset)]
+    imports = [helper.make_opsetid("", opset)]
     if functions and domains:
-        ops.append(helper.make_opsetid(enc.DOMAIN, 1))
-    model = helper.make_model(graph, opset_imports=ops, functions=list(functions), ir_version=ir_version)
+        imports.append(helper.make_opsetid(ops.DOMAIN, 1))
+    model = helper.make_model(graph, opset_imports=imports, functions=list(functions), ir_version=ir_version)
     if any(s is None for _, s in outputs):
         # outputs declared without a shape get the inferred one (the checker wants a shape field)
         inferred = onnx.shape_inference.infer_shapes(model)
@@ -53,16 +52,16 @@ def run(model: onnx.ModelProto, feeds: dict, optimize: bool = False) -> list[np.
 
 
 def custom_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return [n for n in model.graph.node if n.domain == enc.DOMAIN]
+    return [n for n in model.graph.node if n.domain == ops.DOMAIN]
 
 
 def decoded_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Output tensor name of every com.onnxcomp weight op -> its decoded weight (numpy reference)."""
-    ref = enc.decode_model(model)
+    ref = ops.decode_model(model)
     inits = {t.name: numpy_helper.to_array(t) for t in ref.graph.initializer}
     out = {}
     for node in custom_nodes(model):
-        if node.op_type in enc.DECODERS:
+        if ops.is_weight_op(node.op_type):
             out[node.output[0]] = inits[f"{node.output[0]}__W"]
     return out
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxcomp import io
-from tests.share.share_helpers import custom_nodes, enc, run
+from onnxcomp import io, ops
+from tests.share.share_helpers import custom_nodes, run
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "models" / "digits_cnn.onnx"
@@ -60,7 +60,7 @@ def test_cli_kmeans_on_digits(tmp_path):
     model = io.load_model(out)
     assert {n.op_type for n in custom_nodes(model)} == {"CodebookConv", "CodebookMatMul"}
     x = np.load(HELDOUT)["input"][:7]
-    np.testing.assert_array_equal(run(model, {"input": x})[0], run(enc.decode_model(model), {"input": x})[0])
+    np.testing.assert_array_equal(run(model, {"input": x})[0], run(ops.decode_model(model), {"input": x})[0])
 
 
 @pytest.mark.skipif(not DIGITS.exists(), reason="bundled digits model missing")

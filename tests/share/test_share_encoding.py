@@ -9,17 +9,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from onnx import helper
 
-from tests.share.share_helpers import enc, make_model, run
+from onnxcomp import ops
+from tests.share.share_helpers import make_model, run
 
 
 # ------------------------------------------------------------------------------------------ bit packing
 @given(bits=st.integers(1, 8), rows=st.integers(1, 5), n=st.integers(1, 70), seed=st.integers(0, 2**16))
 def test_pack_roundtrip_all_widths(bits, rows, n, seed):
     codes = np.random.default_rng(seed).integers(0, 1 << bits, (rows, n))
-    packed = enc.pack_codes(codes, bits)
+    packed = ops.pack_codes(codes, bits)
     assert packed.dtype == np.uint8
     assert packed.shape == (rows, (n * bits + 7) // 8)
-    np.testing.assert_array_equal(enc.unpack_codes(packed, bits, n), codes)
+    np.testing.assert_array_equal(ops.unpack_codes(packed, bits, n), codes)
     # unused trailing bits are zero: the row's stream beyond n*bits is all 0
     stream = np.unpackbits(packed, axis=1, bitorder="little")
     assert not stream[:, n * bits :].any()
@@ -27,17 +28,17 @@ def test_pack_roundtrip_all_widths(bits, rows, n, seed):
 
 def test_pack_layout_is_little_endian_and_straddles():
     # 3-bit codes 5, 3, 7: stream bits (LSB first) 101 110 111 -> byte0 = bits 0..7, byte1 = bit 8
-    packed = enc.pack_codes(np.array([5, 3, 7]), 3)
+    packed = ops.pack_codes(np.array([5, 3, 7]), 3)
     bits = [1, 0, 1, 1, 1, 0, 1, 1, 1]
     expect0 = sum(b << i for i, b in enumerate(bits[:8]))
     assert packed.tolist() == [[expect0, bits[8]]]
     # 4-bit: code 0 in the low nibble
-    assert enc.pack_codes(np.array([[1, 2]]), 4).tolist() == [[0x21]]
+    assert ops.pack_codes(np.array([[1, 2]]), 4).tolist() == [[0x21]]
 
 
 def test_pack_rejects_out_of_range():
     with pytest.raises(ValueError):
-        enc.pack_codes(np.array([4]), 2)
+        ops.pack_codes(np.array([4]), 2)
 
 
 # ------------------------------------------------------------------------------------------ EIE
@@ -55,10 +56,10 @@ def _sparse_codes(rng, k, n, density, levels=16):
 )
 def test_eie_roundtrip(k, n, density, ib, seed):
     codes = _sparse_codes(np.random.default_rng(seed), k, n, density)
-    lay = enc.eie_encode(codes, ib)
+    lay = ops.eie_encode(codes, ib)
     assert lay.row_ptr.dtype == np.int32 and lay.row_ptr[0] == 0 and lay.row_ptr[-1] == lay.entries
     assert lay.deltas.max(initial=0) <= (1 << ib) - 1
-    np.testing.assert_array_equal(enc.eie_decode(lay.row_ptr, lay.deltas, lay.codes, n), codes)
+    np.testing.assert_array_equal(ops.eie_decode(lay.row_ptr, lay.deltas, lay.codes, n), codes)
 
 
 def test_eie_long_gaps_use_filler_entries():
@@ -66,31 +67,31 @@ def test_eie_long_gaps_use_filler_entries():
     codes[0, 99] = 7  # gap of 99 zeros: 99 // 16 = 6 fillers, then delta 99 % 16 = 3
     codes[1, 0] = 1  # first column: delta 0
     codes[2, 16] = 2  # gap exactly 16: one filler (advances 16), then delta 0
-    lay = enc.eie_encode(codes, 4)
+    lay = ops.eie_encode(codes, 4)
     assert lay.row_ptr.tolist() == [0, 7, 8, 10]
     assert lay.deltas.tolist() == [15] * 6 + [3] + [0] + [15, 0]
     assert lay.codes.tolist() == [0] * 6 + [7] + [1] + [0, 2]
     assert lay.fillers == 7
-    np.testing.assert_array_equal(enc.eie_decode(lay.row_ptr, lay.deltas, lay.codes, 100), codes)
+    np.testing.assert_array_equal(ops.eie_decode(lay.row_ptr, lay.deltas, lay.codes, 100), codes)
 
 
 def test_eie_decode_rejects_positions_past_the_row():
     with pytest.raises(ValueError):
-        enc.eie_decode(np.array([0, 1], np.int32), np.array([5]), np.array([1]), 5)
+        ops.eie_decode(np.array([0, 1], np.int32), np.array([5]), np.array([1]), 5)
 
 
 # ------------------------------------------------------------------------------------------ function bodies
 def _model(op, inputs, inits, attrs, x_shape, opset=18):
-    node = helper.make_node(op, ["x", *inputs], ["y"], domain=enc.DOMAIN, name="n", **attrs)
+    node = helper.make_node(op, ["x", *inputs], ["y"], domain=ops.DOMAIN, name="n", **attrs)
     return make_model(
-        [node], inits, [("x", x_shape)], [("y", None)], opset=opset, functions=enc.function_protos(op, opset)
+        [node], inits, [("x", x_shape)], [("y", None)], opset=opset, functions=ops.function_protos(op, opset)
     )
 
 
 def _check_exact(model, feeds):
     onnx.checker.check_model(model)
-    ref = enc.decode_model(model)
-    assert not any(n.domain == enc.DOMAIN for n in ref.graph.node)
+    ref = ops.decode_model(model)
+    assert not any(n.domain == ops.DOMAIN for n in ref.graph.node)
     got, want = run(model, feeds)[0], run(ref, feeds)[0]
     np.testing.assert_array_equal(got, want)
     # with onnxruntime's optimizations the decode is folded at load time; same values up to GEMM rounding
@@ -106,11 +107,13 @@ def test_codebook_matmul_body_equals_numpy(bits):
     m = _model(
         "CodebookMatMul",
         ["cb", "codes", "b"],
-        {"cb": cb, "codes": enc.pack_codes(codes, bits), "b": rng.standard_normal(n).astype(np.float32)},
+        {"cb": cb, "codes": ops.pack_codes(codes, bits), "b": rng.standard_normal(n).astype(np.float32)},
         {"bits": bits, "N": n, "group_size": gsz},
         ["batch", 2, k],
     )
-    w, _ = enc.DECODERS["CodebookMatMul"][0](m.graph.node[0], [None, cb, enc.pack_codes(codes, bits), None])
+    w, _ = ops.get_op("CodebookMatMul").reference(
+        ops.node_attributes(m.graph.node[0]), [None, cb, ops.pack_codes(codes, bits), None]
+    )
     np.testing.assert_array_equal(w, cb[np.arange(n) // gsz, codes])
     _check_exact(m, {"x": rng.standard_normal((3, 2, k)).astype(np.float32)})
 
@@ -123,7 +126,7 @@ def test_sparse_codebook_matmul_body_equals_numpy(ib):
     codes[4] = 0  # an empty row
     codes[0, 0] = 2
     codes[8, n - 1] = 5  # an entry in the last column
-    lay = enc.eie_encode(codes, ib)
+    lay = ops.eie_encode(codes, ib)
     assert ib == 8 or lay.fillers > 0
     cb = rng.standard_normal((-(-n // gsz), 1 << bits)).astype(np.float32)
     cb[:, 0] = 0
@@ -133,22 +136,22 @@ def test_sparse_codebook_matmul_body_equals_numpy(ib):
         {
             "cb": cb,
             "rp": lay.row_ptr,
-            "d": enc.pack_codes(lay.deltas, ib)[0],
-            "c": enc.pack_codes(lay.codes, bits)[0],
+            "d": ops.pack_codes(lay.deltas, ib)[0],
+            "c": ops.pack_codes(lay.codes, bits)[0],
             "b": rng.standard_normal(n).astype(np.float32),
         },
         {"bits": bits, "index_bits": ib, "N": n, "group_size": gsz},
         ["batch", k],
     )
     _check_exact(m, {"x": rng.standard_normal((2, k)).astype(np.float32)})
-    ref = enc.decode_model(m)
+    ref = ops.decode_model(m)
     w = next(t for t in ref.graph.initializer if t.name == "y__W")
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(w), cb[np.arange(n) // gsz, codes])
 
 
 def test_sparse_codebook_matmul_all_zero_weight():
     n, k = 20, 4
-    lay = enc.eie_encode(np.zeros((k, n), np.int64), 4)
+    lay = ops.eie_encode(np.zeros((k, n), np.int64), 4)
     m = _model(
         "SparseCodebookMatMul",
         ["cb", "rp", "d", "c", "b"],
@@ -174,7 +177,7 @@ def test_ternary_matmul_body_equals_numpy_and_code3_is_zero():
     m = _model(
         "TernaryMatMul",
         ["s", "c", "b"],
-        {"s": scales, "c": enc.pack_codes(codes, 2), "b": np.zeros(n, np.float32)},
+        {"s": scales, "c": ops.pack_codes(codes, 2), "b": np.zeros(n, np.float32)},
         {"N": n, "group_size": 1},
         ["batch", k],
     )
@@ -221,7 +224,7 @@ def test_codebook_conv_body_equals_numpy(case):
     ws = [m_, c // g, *k]
     cb = rng.standard_normal((-(-m_ // case["gsz"]), 1 << bits)).astype(np.float32)
     codes = rng.integers(0, 1 << bits, (m_, int(np.prod(ws[1:]))))
-    inits = {"cb": cb, "codes": enc.pack_codes(codes, bits)}
+    inits = {"cb": cb, "codes": ops.pack_codes(codes, bits)}
     ins = ["cb", "codes"]
     if case["bias"]:
         inits["b"] = rng.standard_normal(m_).astype(np.float32)
@@ -243,24 +246,24 @@ def test_codebook_conv_body_equals_numpy(case):
 
 def test_function_bodies_import_the_model_opset():
     for opset in (16, 17, 21):
-        for op in enc.FUNCTIONS:
-            f = enc.function_proto(op, opset)
+        for op in ops.OPS:
+            f = ops.function_proto(op, opset)
             imports = {o.domain: o.version for o in f.opset_import}
-            assert imports[""] == opset and f.domain == enc.DOMAIN and f.name == op
-            called = {n.op_type for n in f.node if n.domain == enc.DOMAIN}
-            assert called == set(enc.HELPERS.get(op, ()))
-            assert imports.get(enc.DOMAIN) == (1 if called else None)
+            assert imports[""] == opset and f.domain == ops.DOMAIN and f.name == op
+            called = {n.op_type for n in f.node if n.domain == ops.DOMAIN}
+            assert called == set(ops.get_op(op).helpers)
+            assert imports.get(ops.DOMAIN) == (1 if called else None)
 
 
 def test_function_bodies_are_ssa_and_check():
-    for op in enc.FUNCTIONS:
-        f = enc.function_proto(op, 18)
+    for op in ops.OPS:
+        f = ops.function_proto(op, 18)
         outs = [o for n in f.node for o in n.output]
         assert len(outs) == len(set(outs)), op
         assert not set(outs) & set(f.input), op
         assert set(f.output) <= set(outs), op
-    for op in enc.FUNCTIONS:
-        m = make_model([], {}, [], [], functions=enc.function_protos(op, 18))
+    for op in ops.OPS:
+        m = make_model([], {}, [], [], functions=ops.function_protos(op, 18))
         onnx.checker.check_model(m, full_check=True)
 
 
@@ -274,7 +277,7 @@ def test_codebook_narrower_than_two_to_the_bits(op):
         ws = [10, 3, 2, 2]
         codes = rng.integers(0, c_entries, (ws[0], 12))
         cb = rng.standard_normal((3, c_entries)).astype(np.float32)
-        inits = {"cb": cb, "codes": enc.pack_codes(codes, bits), "b": np.zeros(ws[0], np.float32)}
+        inits = {"cb": cb, "codes": ops.pack_codes(codes, bits), "b": np.zeros(ws[0], np.float32)}
         attrs = dict(
             bits=bits,
             group_size=gsz,
@@ -294,17 +297,17 @@ def test_codebook_narrower_than_two_to_the_bits(op):
         attrs = {"bits": bits, "N": n, "group_size": gsz}
         if op == "CodebookMatMul":
             ins = ["cb", "codes", "b"]
-            inits = {"cb": cb, "codes": enc.pack_codes(codes, bits)}
+            inits = {"cb": cb, "codes": ops.pack_codes(codes, bits)}
         else:
             codes[rng.random(codes.shape) < 0.5] = 0
             cb[:, 0] = 0
-            lay = enc.eie_encode(codes, 4)
+            lay = ops.eie_encode(codes, 4)
             ins = ["cb", "rp", "d", "c", "b"]
             inits = {
                 "cb": cb,
                 "rp": lay.row_ptr,
-                "d": enc.pack_codes(lay.deltas, 4)[0],
-                "c": enc.pack_codes(lay.codes, bits)[0],
+                "d": ops.pack_codes(lay.deltas, 4)[0],
+                "c": ops.pack_codes(lay.codes, bits)[0],
             }
             attrs["index_bits"] = 4
         inits["b"] = np.zeros(n, np.float32)

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from onnx import helper
-from onnxcomp.passes.share import _huffman as huff
 
-from tests.share.share_helpers import enc, make_model, run
+from onnxcomp import ops
+from onnxcomp.ops import huffman as huff
+from tests.share.share_helpers import make_model, run
 
 
 def _sequential_decode(coded: huff.Coded) -> np.ndarray:
@@ -91,14 +92,14 @@ def test_skewed_data_codes_far_below_eight_bits():
 def test_huffman_decode_function_body(kind, n, shape):
     data = _data(kind, n, np.random.default_rng(n))
     coded = huff.encode(data)
-    node = helper.make_node("HuffmanDecode", ["s", "t", "o"], ["y8"], domain=enc.DOMAIN, shape=shape)
+    node = helper.make_node("HuffmanDecode", ["s", "t", "o"], ["y8"], domain=ops.DOMAIN, shape=shape)
     cast = helper.make_node("Cast", ["y8"], ["y"], to=1)
     m = make_model(
         [node, cast],
         {"s": coded.stream, "t": coded.table, "o": coded.offsets},
         [],
         [("y", shape)],
-        functions=enc.function_protos("HuffmanDecode", 18),
+        functions=ops.function_protos("HuffmanDecode", 18),
     )
     np.testing.assert_array_equal(run(m, {})[0], data.reshape(shape).astype(np.float32))
     np.testing.assert_array_equal(run(m, {}, optimize=True)[0], data.reshape(shape).astype(np.float32))
@@ -119,32 +120,32 @@ def _sparse_codes(rows: int, n: int, bits: int, density: float, rng: np.random.G
 )
 def test_run_length_roundtrip(bits, rows, n, density, seed):
     codes = _sparse_codes(rows, n, bits, density, np.random.default_rng(seed))
-    symbols = enc.run_length_encode(codes, bits).astype(int)
+    symbols = ops.run_length_encode(codes, bits).astype(int)
     # one symbol per nonzero code, plus fillers (a full run and the zero code) only where a gap needs them
     code, run = symbols % (1 << bits), symbols >> bits
-    span = enc.max_zero_run(bits) + 1
+    span = ops.max_zero_run(bits) + 1
     nz = np.flatnonzero(codes.ravel())
     gaps = np.diff(np.concatenate([[-1], nz])) - 1
     tail = codes.size - 1 - (nz[-1] if nz.size else -1)
     assert int(np.count_nonzero(code)) == nz.size
     assert symbols.size == nz.size + int((gaps // span).sum()) + -(-tail // span)
     assert np.all(run[code == 0][:-1] == span - 1)  # every zero-code symbol but the last is a full filler
-    np.testing.assert_array_equal(enc.run_length_decode(symbols, bits, codes.size), codes.ravel())
+    np.testing.assert_array_equal(ops.run_length_decode(symbols, bits, codes.size), codes.ravel())
 
 
 def test_run_length_worked_example():
     # bits 2 (runs < 64): codes 0 0 3 0 1 0 0 0 -> (2 zeros, 3), (1 zero, 1), (2 zeros, code 0)
     np.testing.assert_array_equal(
-        enc.run_length_encode(np.array([0, 0, 3, 0, 1, 0, 0, 0]), 2), np.array([2 * 4 + 3, 1 * 4 + 1, 2 * 4])
+        ops.run_length_encode(np.array([0, 0, 3, 0, 1, 0, 0, 0]), 2), np.array([2 * 4 + 3, 1 * 4 + 1, 2 * 4])
     )
     # bits 4 (runs < 16): 40 zeros then code 5 = filler (15 zeros + zero code) twice, then (8 zeros, 5)
     codes = np.zeros(41, int)
     codes[40] = 5
-    np.testing.assert_array_equal(enc.run_length_encode(codes, 4), [0xF0, 0xF0, 0x85])
+    np.testing.assert_array_equal(ops.run_length_encode(codes, 4), [0xF0, 0xF0, 0x85])
     with pytest.raises(ValueError, match="expand to"):
-        enc.run_length_decode(np.array([5, 3], np.uint8), 2, 5)
+        ops.run_length_decode(np.array([5, 3], np.uint8), 2, 5)
     with pytest.raises(ValueError, match=r"bits 1\.\.7"):
-        enc.run_length_encode(np.zeros(3, int), 8)
+        ops.run_length_encode(np.zeros(3, int), 8)
 
 
 @pytest.mark.parametrize(
@@ -161,10 +162,10 @@ def test_run_length_worked_example():
 )
 def test_run_length_decode_function_body(bits, rows, n, density):
     codes = _sparse_codes(rows, n, bits, density, np.random.default_rng(bits * n))
-    symbols = enc.run_length_encode(codes, bits)
-    packed = enc.pack_codes(codes, bits)
+    symbols = ops.run_length_encode(codes, bits)
+    packed = ops.pack_codes(codes, bits)
     node = helper.make_node(
-        "RunLengthDecode", ["s"], ["y8"], domain=enc.DOMAIN, bits=bits, count=n, shape=list(packed.shape)
+        "RunLengthDecode", ["s"], ["y8"], domain=ops.DOMAIN, bits=bits, count=n, shape=list(packed.shape)
     )
     cast = helper.make_node("Cast", ["y8"], ["y"], to=1)
     m = make_model(
@@ -172,7 +173,7 @@ def test_run_length_decode_function_body(bits, rows, n, density):
         {"s": symbols},
         [],
         [("y", list(packed.shape))],
-        functions=enc.function_protos("RunLengthDecode", 18),
+        functions=ops.function_protos("RunLengthDecode", 18),
     )
     onnx.checker.check_model(m, full_check=True)
     # onnx shape inference knows Y's shape (Netron shows it; inspect costs it)

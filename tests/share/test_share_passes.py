@@ -9,14 +9,13 @@ import pytest
 from onnx import helper, numpy_helper
 
 from models import builders
-from onnxcomp import io
+from onnxcomp import io, ops
 from onnxcomp.api import optimize
 from onnxcomp.errors import UsageError
 from tests.share.share_helpers import (
     assert_exact,
     custom_nodes,
     decoded_weights,
-    enc,
     make_model,
     run,
     with_decoded_weights,
@@ -58,7 +57,7 @@ def test_outputs_equal_the_model_with_decoded_weights(name, spec):
     assert custom_nodes(out) and len(out.functions) >= 1
     feeds = _feeds(model)
     # bit-exact against the numpy-decoded reference (same ops: MatMul + Add / Conv)
-    assert_exact(enc.decode_model(out), out, feeds)
+    assert_exact(ops.decode_model(out), out, feeds)
     # the original graph (Gemm, MatMul, Conv) with its weights replaced by the decoded ones
     ref = with_decoded_weights(io.normalize(model), out)
     assert_same_outputs(ref, out, feeds, rtol=1e-5, atol=1e-6)
@@ -272,8 +271,8 @@ def test_opset13_model_is_upgraded():
         ir_version=7,
     )
     out, report = optimize(model, "kmeans(bits=4)")
-    assert {o.domain: o.version for o in out.opset_import}[""] >= enc.MIN_OPSET
-    assert report.passes[0].counters["opset_upgraded_to"] == enc.UPGRADE_OPSET
+    assert {o.domain: o.version for o in out.opset_import}[""] >= ops.MIN_OPSET
+    assert report.passes[0].counters["opset_upgraded_to"] == ops.UPGRADE_OPSET
     onnx.checker.check_model(out)
     assert_exact(with_decoded_weights(model, out), out, {"x": rng.standard_normal((3, 8)).astype(np.float32)})
 
@@ -292,7 +291,7 @@ def test_inline_writes_only_standard_ops(how, name):
     onnx.checker.check_model(out)
     assert not out.functions
     assert all(n.domain in ("", "ai.onnx") for n in out.graph.node)
-    assert enc.DOMAIN not in {o.domain for o in out.opset_import}
+    assert ops.DOMAIN not in {o.domain for o in out.opset_import}
     assert_exact(ref, out, _feeds(model))
     if name == "mlp":  # the weights stay compressed on disk (the decode nodes cost ~4 kB per layer)
         assert len(io.serialize(out)) < 0.15 * len(io.serialize(model))
@@ -457,14 +456,15 @@ def test_huffman_codes_zero_runs_of_pruned_layers(kind):
     # a 95%-pruned layer: its packed codes are coded as (zero run, code) symbols, which cost less than
     # Huffman over the packed bytes (a byte symbol cannot cost less than one bit)
     from onnxcomp.passes.share import _common as common
-    from onnxcomp.passes.share import _huffman
+
+    from onnxcomp.ops import huffman as _huffman
 
     model = builders.mlp(in_features=256, hidden=(512,)) if kind == "matmul" else builders.vgg(width=0.25)
     pruned, _ = optimize(model, "prune-weights(ratio=0.95)")
     packed, _ = optimize(pruned, "kmeans(bits=4,sparse=never)")
     coded, report = optimize(packed, "huffman")
-    ops = [n.op_type for n in custom_nodes(coded)]
-    assert "RunLengthDecode" in ops
+    op_types = [n.op_type for n in custom_nodes(coded)]
+    assert "RunLengthDecode" in op_types
     assert_exact(packed, coded, _feeds(model))
     np.testing.assert_array_equal(
         np.concatenate([t.ravel() for t in decoded_weights(coded).values()]),
@@ -473,12 +473,12 @@ def test_huffman_codes_zero_runs_of_pruned_layers(kind):
     # the chosen form is smaller than Huffman over the packed bytes, by what huffman_form says
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in packed.graph.initializer}
     node = max(
-        (n for n in custom_nodes(packed) if n.op_type in enc.CODE_LAYOUT),
+        (n for n in custom_nodes(packed) if ops.get_op(n.op_type).code_input),
         key=lambda n: inits[n.input[2]].size,
     )
     codes = inits[node.input[2]]
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    layout = enc.CODE_LAYOUT[node.op_type][1](attrs)
+    layout = ops.get_op(node.op_type).code_input[1](attrs)
     size, runs = common.huffman_form(codes, layout)
     assert runs is not None
     assert size < _huffman.coded_size(codes)
@@ -516,9 +516,9 @@ def test_huffman_store_keeps_the_eie_layout_of_very_sparse_matmuls():
     # runtime runs fastest (it skips the zeros) and what decodes at load in memory proportional to the nonzeros
     model = builders.mlp(in_features=512, hidden=(512,))
     out, _ = optimize(model, "prune-weights(ratio=0.96),kmeans(bits=5,huffman=store)")
-    ops = {n.op_type for n in custom_nodes(out)}
-    assert "SparseCodebookMatMul" in ops and "HuffmanDecode" in ops
-    assert "RunLengthDecode" not in ops
+    op_types = {n.op_type for n in custom_nodes(out)}
+    assert "SparseCodebookMatMul" in op_types and "HuffmanDecode" in op_types
+    assert "RunLengthDecode" not in op_types
 
 
 def test_zero_runs_of_ternary_codes():
@@ -527,7 +527,7 @@ def test_zero_runs_of_ternary_codes():
     pruned, _ = optimize(model, "prune-weights(ratio=0.95)")
     packed, _ = optimize(pruned, "ternary")
     coded, _ = optimize(packed, "huffman")
-    ops = [n.op_type for n in custom_nodes(coded)]
-    assert "TernaryMatMul" in ops and "RunLengthDecode" in ops
+    op_types = [n.op_type for n in custom_nodes(coded)]
+    assert "TernaryMatMul" in op_types and "RunLengthDecode" in op_types
     assert_exact(packed, coded, _feeds(model))
     assert len(io.serialize(coded)) < 0.5 * len(io.serialize(packed))

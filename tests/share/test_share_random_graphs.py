@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import helper
 
+from onnxcomp import ops
 from onnxcomp.api import optimize
 from tests.share.share_helpers import (
     assert_exact,
     custom_nodes,
     decoded_weights,
-    enc,
     make_model,
     with_decoded_weights,
 )
@@ -127,11 +127,11 @@ def _check(model, feeds, spec):
     # every layer is encoded or skipped with a reason (all layers here are supported: only tiny ones whose
     # encoding would be larger than float32 are left alone)
     layers = sum(n.op_type in ("MatMul", "Gemm", "Conv") for n in model.graph.node)
-    encoded = sum(n.op_type in enc.DECODERS for n in custom_nodes(out))
+    encoded = sum(ops.is_weight_op(n.op_type) for n in custom_nodes(out))
     skips = report.passes[-1].skips
     assert encoded + len(skips) == layers
     assert all("would not make it smaller" in s.reason for s in skips), [s.reason for s in skips]
-    assert_exact(enc.decode_model(out), out, feeds)
+    assert_exact(ops.decode_model(out), out, feeds)
     assert_same_outputs(with_decoded_weights(model, out), out, feeds, rtol=1e-5, atol=1e-5)
     for w in decoded_weights(out).values():
         assert np.isfinite(w).all()

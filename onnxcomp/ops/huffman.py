@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-MAX_LEN = 16
-CHUNK = 1024
+MAX_LEN = 16  # longest code, bits looked up at once by the decoders
+CHUNK_LOG2 = 10
+CHUNK = 1 << CHUNK_LOG2  # symbols per chunk (one int32 bit offset each)
 
 
 def code_lengths(counts: np.ndarray, max_len: int = MAX_LEN) -> np.ndarray:
@@ -137,22 +138,46 @@ def encode(data: np.ndarray) -> Coded:
     return Coded(stream, table, offsets, int(flat.size), total)
 
 
+def check_table(table: np.ndarray) -> None:
+    """A valid ``table``: uint8 [2, n], 1 <= n <= 256, lengths 1..16 non-decreasing, a prefix code (Kraft sum
+    of the canonical codes at most 1)."""
+    import numpy as np
+
+    if table.ndim != 2 or table.shape[0] != 2 or not 1 <= table.shape[1] <= 256:
+        raise ValueError(f"Huffman table must have shape [2, n] with 1 <= n <= 256, got {list(table.shape)}")
+    lens = np.asarray(table[1], np.int64)
+    if np.any(lens < 1) or np.any(lens > MAX_LEN) or np.any(np.diff(lens) < 0):
+        raise ValueError(f"invalid Huffman table: code lengths must be 1..{MAX_LEN} and non-decreasing")
+    if int(np.sum(1 << (MAX_LEN - lens))) > 1 << MAX_LEN:
+        raise ValueError("invalid Huffman table: the code lengths do not form a prefix code (Kraft sum > 1)")
+
+
 def decode_stream(stream: np.ndarray, table: np.ndarray, offsets: np.ndarray, count: int) -> np.ndarray:
-    """Numpy reference decoder: a 16-bit window lookup table, all chunks stepped together."""
+    """Numpy reference decoder: a 16-bit window lookup table, all chunks stepped together.
+
+    Raises ValueError on a corrupt stream: an invalid table, a bit pattern no code matches, a code running past
+    the stream's end, or chunk offsets that disagree with where the previous chunk ends.
+    """
     import numpy as np
 
     stream = np.asarray(stream, np.uint8).ravel()
     table = np.asarray(table, np.uint8)
+    check_table(table)
     symbols, lens = table[0].astype(np.int64), table[1].astype(np.int64)
-    if np.any(lens < 1) or np.any(lens > MAX_LEN) or np.any(np.diff(lens) < 0):
-        raise ValueError("invalid Huffman table")
+    offsets = np.asarray(offsets, np.int64).ravel()
+    chunks = -(-count // CHUNK)
+    if offsets.shape[0] != chunks:
+        raise ValueError(f"{offsets.shape[0]} chunk offsets for {count} symbols (expected {chunks})")
+    total = 8 * stream.size
+    if offsets.size and (offsets.min() < 0 or offsets.max() > total):
+        raise ValueError(f"chunk offsets outside the stream of {total} bits")
     # window w (16 bits, MSB first) -> canonical index: count of code interval ends <= w
     ends = np.cumsum(1 << (MAX_LEN - lens))
     lut = np.minimum(np.searchsorted(ends, np.arange(1 << MAX_LEN), side="right"), symbols.size - 1)
     bits = np.unpackbits(stream, bitorder="big")
     padded = np.concatenate([bits, np.zeros(MAX_LEN, np.uint8)])
     out = np.empty(count, np.uint8)
-    pos = np.asarray(offsets, np.int64).copy()
+    pos = offsets.copy()
     weights = 1 << np.arange(MAX_LEN - 1, -1, -1)
     idx = np.arange(count)
     for k in range(CHUNK):
@@ -160,8 +185,17 @@ def decode_stream(stream: np.ndarray, table: np.ndarray, offsets: np.ndarray, co
         if sel.size == 0:
             break
         p = pos[: sel.size]
+        if p.max() >= total:
+            raise ValueError(f"the Huffman stream ends before symbol {int(sel[np.argmax(p >= total)])}")
         window = padded[p[:, None] + np.arange(MAX_LEN)[None, :]].astype(np.int64) @ weights
+        if window.max() >= ends[-1]:
+            raise ValueError(f"no Huffman code matches the bits of symbol {int(sel[np.argmax(window >= ends[-1])])}")
         i = lut[window]
         out[sel] = symbols[i]
         pos[: sel.size] = p + lens[i]
+    if pos.size and pos.max() > total:
+        raise ValueError("the last Huffman code runs past the end of the stream")
+    if chunks > 1 and not np.array_equal(pos[:-1], offsets[1:]):
+        c = int(np.argmax(pos[:-1] != offsets[1:]))
+        raise ValueError(f"chunk offset {c + 1} ({int(offsets[c + 1])}) is not where chunk {c} ends ({int(pos[c])})")
     return out

@@ -1,0 +1,118 @@
+"""Writing com.onnxcomp ops into an onnx-graphsurgeon graph: nodes, their functions, the opset they need,
+and inlining them into standard ops."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .spec import DOMAIN, VERSION, function_proto, get_op
+
+if TYPE_CHECKING:
+    import onnx_graphsurgeon as gs
+
+    from onnxcomp.passes_api import PassContext, PassResult
+
+MIN_OPSET = 16  # ScatterElements(reduction=add), Shape(start, end), Unsqueeze(axes input)
+UPGRADE_OPSET = 18  # the version models below MIN_OPSET are converted to
+
+
+def ensure_function(graph: gs.Graph, op_type: str) -> None:
+    """Add the model-local function of ``op_type`` to the graph once (it imports the graph's ai.onnx)."""
+    from onnx_graphsurgeon.importers.onnx_importer import OnnxImporter
+
+    from onnxcomp.graph import opset_version
+
+    for helper in get_op(op_type).helpers:
+        ensure_function(graph, helper)
+    for fn in graph.functions:
+        if fn.name == op_type and fn.domain == DOMAIN:
+            return
+    proto = function_proto(op_type, opset_version(graph))
+    graph.functions.append(OnnxImporter.import_function(proto, model_opset=opset_version(graph)))
+    ensure_domain(graph)
+
+
+def ensure_domain(graph: gs.Graph) -> None:
+    import onnx
+
+    domains = list(graph.import_domains or [])
+    if not any(d.domain == DOMAIN for d in domains):
+        if not any(d.domain in ("", "ai.onnx") for d in domains):
+            domains.append(onnx.helper.make_opsetid("", int(graph.opset)))
+        domains.append(onnx.helper.make_opsetid(DOMAIN, VERSION))
+        graph.import_domains = domains
+
+
+def emit(graph: gs.Graph, old: gs.Node, op_type: str, inputs: list[Any], attrs: dict[str, Any], suffix: str) -> gs.Node:
+    """Replace ``old`` by a com.onnxcomp node writing the same output tensor(s)."""
+    import onnx_graphsurgeon as gs
+
+    from onnxcomp.graph import unique_name
+
+    ensure_function(graph, op_type)
+    outputs = list(old.outputs)
+    old.inputs.clear()
+    old.outputs.clear()
+    node = gs.Node(
+        op_type,
+        unique_name(graph, f"{old.name or (outputs[0].name if outputs else op_type)}_{suffix}"),
+        attrs=attrs,
+        inputs=inputs,
+        outputs=outputs,
+        domain=DOMAIN,
+    )
+    graph.nodes.append(node)
+    return node
+
+
+def ensure_opset(graph: gs.Graph, ctx: PassContext, result: PassResult) -> bool:
+    """Function bodies need ai.onnx >= MIN_OPSET: upgrade the graph (verified) or skip with a reason."""
+    from onnxcomp.graph import opset_version
+
+    have = opset_version(graph)
+    if have >= MIN_OPSET:
+        return True
+    try:
+        upgrade_opset(graph, ctx, UPGRADE_OPSET)
+    except (ValueError, RuntimeError) as err:
+        result.skip(
+            "model",
+            f"the com.onnxcomp function bodies need ai.onnx opset >= {MIN_OPSET}; the model "
+            f"has {have} and onnx.version_converter could not upgrade it losslessly ({err})",
+        )
+        return False
+    result.count("opset_upgraded_to", UPGRADE_OPSET)
+    return True
+
+
+def upgrade_opset(graph: gs.Graph, ctx: PassContext, target: int) -> None:
+    """Convert the graph to ai.onnx ``target`` (:func:`onnxcomp.io.upgrade_opset`: outputs checked equal)."""
+    from onnxcomp.graph import export_model, import_model, replace_graph
+    from onnxcomp.io import upgrade_opset as upgrade_model
+
+    after = upgrade_model(export_model(graph, ctx), target, ctx.input_shapes, seed=ctx.seed)
+    replace_graph(graph, import_model(after))
+
+
+def inline_functions(graph: gs.Graph, ctx: PassContext) -> int:
+    """Inline every model-local function (standard ops only); returns the number of nodes inlined."""
+    import onnx
+
+    from onnxcomp.graph import export_model, import_model, replace_graph
+
+    calls = sum(1 for n in graph.nodes if any(n.op == f.name and n.domain == f.domain for f in graph.functions))
+    if not graph.functions:
+        return 0
+    model = export_model(graph, ctx)
+    import onnx.inliner
+
+    inlined = onnx.inliner.inline_local_functions(model)
+    del inlined.functions[:]
+    ops = [o for o in inlined.opset_import if o.domain != DOMAIN or any(n.domain == DOMAIN for n in inlined.graph.node)]
+    del inlined.opset_import[:]
+    inlined.opset_import.extend(ops)
+    new = import_model(inlined)
+    replace_graph(graph, new)
+    graph.import_domains = [d for d in (graph.import_domains or []) if d.domain != DOMAIN]
+    ctx.model_meta.get("opset_import", {}).pop(DOMAIN, None)
+    return calls

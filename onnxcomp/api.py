@@ -144,6 +144,7 @@ def verify_models(
     tolerance: Tolerance,
     labels: np.ndarray | None = None,
     seed: int = 0,
+    runtime: bool | str | None = None,
 ) -> Any:
     """Compare the models on ``calib`` or, without it, on inputs generated at ``input_shapes`` (a plan from
     :func:`onnxcomp.shapes.resolve`, or the user's shapes, resolved here); the shapes go into the result."""
@@ -157,7 +158,7 @@ def verify_models(
     else:
         feeds, source = generate_inputs(reference, plan.shapes(), seed=seed), "generated inputs"
         labels = None
-    result = verify(reference, candidate, feeds, tolerance=tolerance, labels=labels, source=source)
+    result = verify(reference, candidate, feeds, tolerance=tolerance, labels=labels, source=source, runtime=runtime)
     result.inputs = plan.to_dict()["inputs"]
     return result
 

@@ -50,7 +50,7 @@ def _timing(name: str, s: Sequence[float]) -> Timing:
 
 
 def model_runner(
-    model: Any, feeds: Mapping[str, Any], *, threads: int = 1, optimize: bool = True, runtime: bool | None = None
+    model: Any, feeds: Mapping[str, Any], *, threads: int = 1, optimize: bool = True, runtime: bool | str | None = None
 ) -> Callable[[], Any]:
     """A zero-argument callable running ``model`` once in onnxruntime (full graph optimizations)."""
     from onnxcomp.ort import run, session

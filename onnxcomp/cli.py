@@ -29,6 +29,26 @@ InputShapeOpt = Annotated[
     typer.Option("--input-shape", help="Concrete shape for a dynamic input, NAME:1x3x224x224 (repeatable)."),
 ]
 
+RuntimeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--runtime",
+        help="ort (plain onnxruntime, function bodies), ops (libonnxcomp_ops.so) or ep (OnnxcompExecutionProvider); "
+        "default: ops for models with com.onnxcomp ops when the library is built, else ort.",
+    ),
+]
+_RUNTIME_HELP = {
+    "ort": "plain onnxruntime",
+    "ops": "onnxruntime + libonnxcomp_ops.so custom ops",
+    "ep": "onnxruntime + OnnxcompExecutionProvider",
+}
+
+
+def _runtime_name(runtime: str | None) -> str | None:
+    if runtime is not None and runtime not in _RUNTIME_HELP:
+        raise UsageError(f"--runtime must be one of {', '.join(_RUNTIME_HELP)}, got {runtime!r}")
+    return runtime
+
 
 def _console(stderr: bool = False) -> Any:
     """Rich console; when output is not a terminal (CI logs, pipes), wide enough for the tables."""
@@ -267,6 +287,7 @@ def verify_cmd(
         bool, typer.Option("--lossy", help="B is a lossy compression of A: check cosine >= 0.9 only.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for generated inputs.")] = 0,
+    runtime: RuntimeOpt = None,
 ) -> None:
     """Compare every output of B with A; exit 3 when beyond tolerance.
 
@@ -294,11 +315,15 @@ def verify_cmd(
     lab = load_labels(str(labels)) if labels is not None else None
     if lab is not None and feeds is None:
         raise UsageError("--labels needs --inputs (the inputs the labels belong to)")
+    from onnxcomp.ort import resolve_runtime
+
+    rt = resolve_runtime(mb, _runtime_name(runtime))
     plan = resolve(ma, shapes, feeds)
     plan.require("verify")
     console = _console()
     console.print(plan.summary(), soft_wrap=True, markup=False, highlight=False)
-    res = verify_models(ma, mb, feeds, plan, tol, lab, seed)
+    res = verify_models(ma, mb, feeds, plan, tol, lab, seed, runtime=rt)
+    console.print(f"B runs on runtime: {rt} ({_RUNTIME_HELP[rt]}); A on ort")
     render_verification(console, res)
     if not res.ok:
         raise VerificationError("verification failed: " + "; ".join(res.failures()))
@@ -365,6 +390,7 @@ def bench(
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
     runs: Annotated[int, typer.Option(help="Timed runs per model.")] = 50,
     warmup: Annotated[int, typer.Option(help="Untimed runs per model first.")] = 5,
+    runtime: RuntimeOpt = None,
 ) -> None:
     """Latency of A (and B) in onnxruntime: same process, interleaved runs, medians and ratio."""
     from rich.table import Table
@@ -382,20 +408,25 @@ def bench(
         if str(b) == str(a):
             raise UsageError("bench A B: A and B are the same file")
         models[str(b)] = io.normalize(io.load_model(b), shapes)
+    from onnxcomp.ort import resolve_runtime
+
     first = next(iter(models.values()))
     plan = resolve(first, shapes)
     plan.require("bench")
     feeds = generate_inputs(first, plan.shapes())
-    fns = {name: model_runner(m, feeds, threads=threads) for name, m in models.items()}
+    used = {name: resolve_runtime(m, _runtime_name(runtime)) for name, m in models.items()}
+    fns = {name: model_runner(m, feeds, threads=threads, runtime=used[name]) for name, m in models.items()}
     timings = interleaved(fns, runs=runs, warmup=warmup)
     t = Table(title=f"latency, {threads} thread(s), {runs} interleaved runs", title_justify="left")
-    for c in ("model", "median ms", "p10 ms", "p90 ms"):
-        t.add_column(c, justify="left" if c == "model" else "right")
+    for c in ("model", "runtime", "median ms", "p10 ms", "p90 ms"):
+        t.add_column(c, justify="left" if c in ("model", "runtime") else "right")
     for tm in timings.values():
-        t.add_row(tm.name, f"{tm.median_ms:.3f}", f"{tm.p10_ms:.3f}", f"{tm.p90_ms:.3f}")
+        t.add_row(tm.name, used[tm.name], f"{tm.median_ms:.3f}", f"{tm.p10_ms:.3f}", f"{tm.p90_ms:.3f}")
     console = _console()
     console.print(plan.summary(), soft_wrap=True, markup=False, highlight=False)
     console.print(t)
+    for name in sorted(set(used.values())):
+        console.print(f"runtime {name}: {_RUNTIME_HELP[name]}")
     if b is not None:
         ta, tb = timings[str(a)], timings[str(b)]
         console.print(f"speedup B vs A: {ta.median_ms / tb.median_ms:.3f}x")

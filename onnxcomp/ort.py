@@ -26,13 +26,15 @@ def session(
     *,
     optimize: bool = False,
     threads: int | None = None,
-    runtime: bool | None = None,
+    runtime: bool | str | None = None,
 ) -> ort.InferenceSession:
     """An InferenceSession on CPU.
 
     ``optimize=False`` disables onnxruntime's graph optimizations so they can neither hide nor cause a
-    difference (verification). ``runtime``: register libonnxcomp_ops.so (None: when the model uses
-    com.onnxcomp ops and the library is available; True: required; False: never, so function bodies run).
+    difference (verification). ``runtime``: ``"ops"`` or True registers libonnxcomp_ops.so (required);
+    ``"ort"`` or False never (function bodies run); ``"ep"`` adds the OnnxcompExecutionProvider (see
+    onnxcomp.runtime.session); None: ``"ops"`` when the model uses com.onnxcomp ops and the library is
+    available, else ``"ort"``.
     """
     import onnx
     import onnxruntime as ort
@@ -49,18 +51,31 @@ def session(
     if threads is not None:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-    proto = model if isinstance(model, onnx.ModelProto) else None
-    if runtime is None:
-        runtime = proto is not None and uses_custom_ops(proto) and _runtime_available()
-    if runtime:
-        from onnxcomp import runtime as rt
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load_model_from_string(model)
+    name = resolve_runtime(proto, runtime)
+    from onnxcomp import runtime as rt
 
+    if name == "ops" or (name == "ep" and rt.coded_decoder_bytes(proto) > rt.DECODER_FOLD_LIMIT):
         rt.register(so)
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     try:
+        if name == "ep":
+            so.add_provider_for_devices(rt.register_ep(), {})
+            return ort.InferenceSession(data, so)
         return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types
         raise InputError(f"onnxruntime cannot load the model: {' '.join(str(err).split())[:400]}") from err
+
+
+def resolve_runtime(model: onnx.ModelProto, runtime: bool | str | None) -> str:
+    """The runtime a session of ``model`` gets: "ort", "ops" or "ep" (see :func:`session`)."""
+    if runtime is None:
+        return "ops" if uses_custom_ops(model) and _runtime_available() else "ort"
+    if runtime is True or runtime is False:
+        return "ops" if runtime else "ort"
+    if runtime not in ("ort", "ops", "ep"):
+        raise InputError(f"runtime must be ort, ops or ep, got {runtime!r}")
+    return runtime
 
 
 def _runtime_available() -> bool:

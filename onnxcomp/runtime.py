@@ -1,10 +1,20 @@
-"""Loader for the native com.onnxcomp runtime (libonnxcomp_ops.so), an onnxruntime custom-op library.
+"""Loader for the native com.onnxcomp runtime: libonnxcomp_ops.so (an onnxruntime custom-op library) and
+libonnxcomp_ep.so (the OnnxcompExecutionProvider plugin execution provider).
 
 Models whose compressed layers use ``com.onnxcomp`` ops also carry each op's standard-op function
 body, so they run in plain onnxruntime; registering this library makes onnxruntime run the native
 kernels instead. onnxruntime is imported lazily (only by :func:`register` and :func:`session`).
 
-Where the library is looked for, first hit wins:
+Three runtimes run a compressed model (:func:`session`, ``runtime=``):
+
+- ``"ort"``: plain onnxruntime; each com.onnxcomp op runs its function body (onnxruntime folds the weight
+  decode at load, so convolutions run in its own kernels);
+- ``"ops"``: the custom-op library registered: native kernels for every com.onnxcomp op;
+- ``"ep"``: the execution provider registered: it claims the compressed matmuls and their weight decoders
+  where its kernels win and declines the rest, which then runs as under ``"ort"`` (the custom-op library
+  also joins when the model has big weight decoders, so that those the EP declines are decoded natively).
+
+Where a library is looked for, first hit wins (the EP library the same way, with ``$ONNXCOMP_EP_LIBRARY``):
 
 1. ``$ONNXCOMP_RUNTIME_LIBRARY`` (a path to the .so),
 2. next to this module (``onnxcomp/libonnxcomp_ops.so``, where ``pip install .`` puts it),
@@ -26,17 +36,26 @@ from onnxcomp.ops.spec import DOMAIN
 __all__ = [
     "DOMAIN",
     "LIBRARY_NAME",
+    "RUNTIMES",
     "RuntimeNotBuiltError",
     "available",
     "build",
+    "ep_available",
+    "get_ep_library_path",
+    "get_ep_name",
     "library_path",
     "register",
+    "register_ep",
     "session",
     "uses_runtime_ops",
 ]
 
 LIBRARY_NAME = "libonnxcomp_ops.so"
 ENV_LIBRARY = "ONNXCOMP_RUNTIME_LIBRARY"
+EP_LIBRARY_NAME = "libonnxcomp_ep.so"
+ENV_EP_LIBRARY = "ONNXCOMP_EP_LIBRARY"
+EP_NAME = "OnnxcompExecutionProvider"
+RUNTIMES = ("ort", "ops", "ep")
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _REPO_ROOT = _PACKAGE_DIR.parent
@@ -53,49 +72,95 @@ def _source_build_dir() -> Path | None:
     return None
 
 
-def _candidates() -> list[Path]:
-    out = [_PACKAGE_DIR / LIBRARY_NAME]
+def _candidates(name: str = LIBRARY_NAME) -> list[Path]:
+    out = [_PACKAGE_DIR / name]
     build_dir = _source_build_dir()
     if build_dir is not None:
-        out.append(build_dir / LIBRARY_NAME)
-        installed = _installed_library()  # a source checkout imported while the wheel is also installed
+        out.append(build_dir / name)
+        installed = _installed_library(name)  # a source checkout imported while the wheel is also installed
         if installed is not None and installed not in out:
             out.append(installed)
     return out
 
 
-def _installed_library() -> Path | None:
-    """Where the installed distribution put the library, if onnxcomp is installed."""
+def _installed_library(name: str = LIBRARY_NAME) -> Path | None:
+    """Where the installed distribution put a library, if onnxcomp is installed."""
     from importlib import metadata
 
     try:
         dist = metadata.distribution("onnxcomp")
     except metadata.PackageNotFoundError:
         return None
-    return Path(str(dist.locate_file(f"onnxcomp/{LIBRARY_NAME}"))).resolve()
+    return Path(str(dist.locate_file(f"onnxcomp/{name}"))).resolve()
 
 
-def library_path() -> Path:
-    """Path of libonnxcomp_ops.so; raises RuntimeNotBuiltError when there is none."""
-    env = os.environ.get(ENV_LIBRARY)
+def _find(name: str, env_var: str) -> Path:
+    env = os.environ.get(env_var)
     if env:
         p = Path(env).expanduser()
         if not p.is_file():
-            raise RuntimeNotBuiltError(f"{ENV_LIBRARY}={env} does not name a file")
+            raise RuntimeNotBuiltError(f"{env_var}={env} does not name a file")
         return p.resolve()
-    for p in _candidates():
+    candidates = _candidates() if name == LIBRARY_NAME else _candidates(name)
+    for p in candidates:
         if p.is_file():
             return p
-    looked = ", ".join(str(p) for p in _candidates())
+    looked = ", ".join(str(p) for p in candidates)
     hint = (
         "build it with `python -m onnxcomp.runtime build`"
         if _source_build_dir() is not None
         else "reinstall onnxcomp where the onnxruntime headers can be found (see runtime/README.md)"
     )
     raise RuntimeNotBuiltError(
-        f"the onnxcomp native runtime ({LIBRARY_NAME}) is not built: looked in {looked}; {hint}, "
-        f"or point {ENV_LIBRARY} at a built library"
+        f"the onnxcomp native runtime ({name}) is not built: looked in {looked}; {hint}, "
+        f"or point {env_var} at a built library"
     )
+
+
+def library_path() -> Path:
+    """Path of libonnxcomp_ops.so; raises RuntimeNotBuiltError when there is none."""
+    return _find(LIBRARY_NAME, ENV_LIBRARY)
+
+
+def get_ep_library_path() -> Path:
+    """Absolute path of libonnxcomp_ep.so (the execution provider); raises RuntimeNotBuiltError when there is none."""
+    return _find(EP_LIBRARY_NAME, ENV_EP_LIBRARY)
+
+
+def get_ep_name() -> str:
+    """The execution provider's name, as onnxruntime lists it: ``OnnxcompExecutionProvider``."""
+    return EP_NAME
+
+
+def ep_available() -> bool:
+    """True when libonnxcomp_ep.so can be found (it is not loaded)."""
+    try:
+        get_ep_library_path()
+    except RuntimeNotBuiltError:
+        return False
+    return True
+
+
+def register_ep() -> list[Any]:
+    """Registers the execution provider library with onnxruntime (process-wide, once) and returns its
+    ``OrtEpDevice`` list, for ``SessionOptions.add_provider_for_devices``.
+
+    Once registered, onnxruntime's automatic selection policies (``set_provider_selection_policy``) may
+    pick this EP for every policy-based session of the process; it only claims com.onnxcomp nodes.
+    """
+    import onnxruntime as ort
+
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
+    if not devices:
+        path = get_ep_library_path()
+        try:
+            ort.register_execution_provider_library(EP_NAME, str(path))
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise RuntimeNotBuiltError(f"onnxruntime cannot load {path}: {' '.join(str(err).split())[:300]}") from err
+        devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
+    if not devices:
+        raise RuntimeNotBuiltError(f"{EP_NAME} offers no device on this machine (it runs on x86-64 CPUs)")
+    return devices
 
 
 def available() -> bool:
@@ -143,36 +208,66 @@ def uses_runtime_ops(model_or_path: Any) -> bool:
     return any(f.domain != DOMAIN and any(n.domain == DOMAIN for n in f.node) for f in model.functions)
 
 
+# Coded bytes above which folding the decoders' function bodies at load gets slow (~80 bytes of temporaries per
+# coded bit: 1 MB of streams folds through ~0.6 GB)
+DECODER_FOLD_LIMIT = 1 << 18
+
+
+def coded_decoder_bytes(model_or_path: Any) -> int:
+    """Bytes of the constant streams and symbols read by the main graph's HuffmanDecode / RunLengthDecode nodes."""
+    model = _load_model(model_or_path)
+    sizes = {t.name: len(t.raw_data) for t in model.graph.initializer}
+    total = 0
+    for n in model.graph.node:
+        if n.domain == DOMAIN and n.op_type in ("HuffmanDecode", "RunLengthDecode") and n.input:
+            total += sizes.get(n.input[0], 0)
+    return total
+
+
 def session(
     model_or_path: Any,
     *,
     threads: int | None = None,
     optimize: bool = True,
     providers: list[str] | None = None,
+    runtime: str = "ops",
 ) -> Any:
-    """An ``onnxruntime.InferenceSession`` for a model, with the runtime registered when it uses
-    com.onnxcomp ops (and raising RuntimeNotBuiltError if it does and the runtime is missing).
+    """An ``onnxruntime.InferenceSession`` for a model on the chosen runtime (see the module docstring):
+
+    - ``runtime="ops"`` (default): the custom-op library is registered when the model uses com.onnxcomp
+      ops (RuntimeNotBuiltError if it does and the library is missing);
+    - ``runtime="ep"``: the OnnxcompExecutionProvider is added; nodes it declines fall back to onnxruntime's
+      own kernels through the ops' folded function bodies (the custom-op library is registered too when the
+      model's HuffmanDecode / RunLengthDecode nodes read more than 256 kB, which would fold slowly);
+    - ``runtime="ort"``: plain onnxruntime.
 
     ``threads`` sets intra-op threads (None: onnxruntime's default); ``optimize=False`` turns
     onnxruntime's graph optimizations off.
     """
     import onnxruntime as ort
 
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     so = ort.SessionOptions()
     if threads is not None:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
     if not optimize:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if isinstance(model_or_path, (str, os.PathLike)):
-        source: Any = os.fspath(model_or_path)
-        needs = uses_runtime_ops(source)
-    else:
-        model = _load_model(model_or_path)
-        needs = uses_runtime_ops(model)
-        source = model.SerializeToString()
-    if needs:
+    model = _load_model(model_or_path)
+    source: Any = (
+        os.fspath(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model.SerializeToString()
+    )
+    # under the EP, the custom-op library joins only for big weight decoders (HuffmanDecode, RunLengthDecode): the
+    # EP decodes those feeding the matmuls it claims; the others would fold at load through their slow bodies
+    if (runtime == "ops" and uses_runtime_ops(model)) or (
+        runtime == "ep" and coded_decoder_bytes(model) > DECODER_FOLD_LIMIT
+    ):
         register(so)
+    if runtime == "ep":
+        so.log_severity_level = 3  # onnxruntime warns that shape ops stay on CPU: expected
+        so.add_provider_for_devices(register_ep(), {})
+        return ort.InferenceSession(source, so)
     return ort.InferenceSession(source, so, providers=providers or ["CPUExecutionProvider"])
 
 
@@ -194,8 +289,8 @@ def build(build_dir: str | os.PathLike | None = None, *, build_type: str = "Rele
     subprocess.run(cfg, **kw)
     subprocess.run([cmake, "--build", str(out), "-j", str(os.cpu_count() or 1)], **kw)
     lib = out / LIBRARY_NAME
-    if not lib.is_file():
-        raise RuntimeNotBuiltError(f"the build did not produce {lib}; see the CMake messages above")
+    if not lib.is_file() or not (out / EP_LIBRARY_NAME).is_file():
+        raise RuntimeNotBuiltError(f"the build did not produce {lib} and {EP_LIBRARY_NAME}; see the CMake output")
     return lib
 
 
@@ -204,14 +299,14 @@ def _main(argv: list[str]) -> int:
     if cmd == "build":
         print(build(argv[1] if len(argv) > 1 else None))
         return 0
-    if cmd == "path":
+    if cmd in ("path", "ep-path"):
         try:
-            print(library_path())
+            print(library_path() if cmd == "path" else get_ep_library_path())
         except RuntimeNotBuiltError as e:
             print(e, file=sys.stderr)
             return 1
         return 0
-    print("usage: python -m onnxcomp.runtime [path | build [BUILD_DIR]]", file=sys.stderr)
+    print("usage: python -m onnxcomp.runtime [path | ep-path | build [BUILD_DIR]]", file=sys.stderr)
     return 2
 
 

@@ -149,7 +149,7 @@ def run_model(
     feeds: Mapping[str, np.ndarray],
     *,
     batch_size: int | None = 256,
-    runtime: bool | None = None,
+    runtime: bool | str | None = None,
 ) -> dict[str, np.ndarray]:
     """All outputs of ``model`` on ``feeds`` (onnxruntime optimizations off), batched along axis 0."""
     import numpy as np
@@ -177,7 +177,7 @@ def verify(
     tolerance: Tolerance | None = None,
     labels: np.ndarray | None = None,
     source: str = "generated inputs",
-    runtime: bool | None = None,
+    runtime: bool | str | None = None,
 ) -> VerifyResult:
     """Compare every output of ``candidate`` with ``reference`` on ``feeds``."""
     import numpy as np

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from . import _common as common
-from ._common import ShareOptions
+from ._calibration import input_energy
+from ._emit import Encoded, ShareOptions, emit_encoded, prepare, saves_bytes
+from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,22 +37,22 @@ class Binary(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         o = self.options
         result = self.new_result()
-        targets = common.prepare(graph, ctx, o, result)
-        energy = common.input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
+        targets = prepare(graph, ctx, o, result)
+        energy = input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
         for t in ctx.track(targets, "binary", total=len(targets)):
             e = binary_encode(t.w2, t.out_axis, o.per_channel, energy.get(id(t)))
-            if not common.saves_bytes(t, e):
+            if not saves_bytes(t, e):
                 result.skip(t.name, f"{t.params} weights: 1-bit codes and their scales would not make it smaller")
                 continue
             w_hat = e.decoded(t.out_axis)
-            em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, huffman=o.huffman)
-            common.record(result, t, "binary", e, em, common.rel_error(t.w2, w_hat), 0.0)
-        return common.finish(graph, ctx, result, o)
+            em = emit_encoded(graph, ctx, t, e, pass_name=self.name, huffman=o.huffman)
+            record(result, t, "binary", e, em, rel_error(t.w2, w_hat), 0.0)
+        return finish(graph, ctx, result, o)
 
 
 def binary_encode(
     w2: np.ndarray, out_axis: int, per_channel: bool = True, weights: np.ndarray | None = None
-) -> common.Encoded:
+) -> Encoded:
     import numpy as np
 
     n_out = w2.shape[out_axis]
@@ -65,4 +66,4 @@ def binary_encode(
     a = (s * np.abs(wg)).sum(1) / s.sum(1)  # argmin_a sum s (|w| - a)^2
     table = np.stack([-a, a], axis=1).astype(np.float32)
     codes = (w2 >= 0).astype(np.int64)
-    return common.Encoded(table, codes, 1, gsz)
+    return Encoded(table, codes, 1, gsz)

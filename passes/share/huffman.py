@@ -1,17 +1,191 @@
-"""huffman: Deep Compression stage 3, the packed code bytes of com.onnxcomp ops Huffman-coded on disk."""
+"""huffman: Deep Compression stage 3, the packed code bytes of com.onnxcomp ops Huffman-coded on disk.
+
+Also the Huffman store of the weight-sharing passes (``huffman=store``): :func:`huffman_store` codes the packed
+inputs of the nodes a pass wrote, :func:`huffman_form` says what coding would save (for their reports).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from onnxcomp import ops
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from . import _common as common
-
 if TYPE_CHECKING:
+    import numpy as np
     import onnx_graphsurgeon as gs
+
+# A HuffmanDecode node and its three initializers cost about 300 bytes of graph: code a tensor only when
+# the coded stream (with its table and chunk offsets) is at least this much smaller than the packed bytes.
+HUFFMAN_MIN_GAIN = 256
+# What a RunLengthDecode node adds to the graph (name, attributes, one more tensor name): the zero-run form
+# is chosen only when it is smaller by more than this.
+RUN_LENGTH_NODE_BYTES = 96
+RUN_LENGTH_MIN_ZEROS = 0.5
+
+
+def huffman_form(packed: np.ndarray, layout: tuple[int, int] | None) -> tuple[int, np.ndarray | None]:
+    """(coded bytes, zero-run symbols or None): the smaller of two Huffman codings of a packed tensor.
+
+    Either the packed bytes themselves are the Huffman symbols, or, for packed codes (``layout`` = (bits,
+    codes per row)), the zero-run symbols of :func:`zero_run_form`.
+    """
+    from onnxcomp.ops import huffman as _huffman
+
+    size = _huffman.coded_size(packed)
+    runs = zero_run_form(packed, layout)
+    return (runs[0], runs[1]) if runs is not None and runs[0] < size else (size, None)
+
+
+def zero_run_form(packed: np.ndarray, layout: tuple[int, int] | None) -> tuple[int, np.ndarray] | None:
+    """(Huffman-coded bytes + :data:`RUN_LENGTH_NODE_BYTES`, symbols) of packed codes as zero runs, or None.
+
+    For packed codes (``layout`` = (bits, codes per row), bits <= 7): the (zero run, code) symbols of
+    :func:`ops.run_length_encode` (Deep Compression's "relative index" coding, which gets close to the
+    entropy of a pruned layer: a byte symbol cannot cost less than one bit, a long zero run in one symbol
+    can). Only tried when at least :data:`RUN_LENGTH_MIN_ZEROS` of the codes are zero (pruned layers): with
+    fewer, one symbol per nonzero code is no gain over a byte symbol holding 8 / bits codes, and building
+    it costs ~40 ns per code.
+    """
+    import numpy as np
+
+    from onnxcomp.ops import huffman as _huffman
+
+    if layout is None or layout[0] > 7 or not packed.size:
+        return None
+    bits, n = layout
+    codes = ops.unpack_codes(packed, bits, n)
+    if np.count_nonzero(codes) > (1 - RUN_LENGTH_MIN_ZEROS) * codes.size:
+        return None
+    runs = ops.run_length_encode(codes, bits)
+    return (_huffman.coded_size(runs) + RUN_LENGTH_NODE_BYTES, runs) if runs.size else None
+
+
+@dataclasses.dataclass
+class _Coding:
+    """How one packed input of a com.onnxcomp node is stored by the Huffman store."""
+
+    node: gs.Node
+    index: int
+    values: np.ndarray
+    layout: tuple[int, int] | None
+    gain: int  # packed bytes - coded bytes (stream, table, offsets; + RUN_LENGTH_NODE_BYTES for runs)
+    runs: np.ndarray | None  # zero-run symbols, or None: the packed bytes are the symbols
+
+
+def huffman_store(
+    graph: gs.Graph, ctx: PassContext, nodes: list[gs.Node], pass_name: str, min_gain: int = HUFFMAN_MIN_GAIN
+) -> dict[str, int]:
+    """Huffman-code the packed uint8 constant inputs of com.onnxcomp nodes (HuffmanDecode in front).
+
+    Per tensor, the smaller of the two codings of :func:`huffman_form` (the packed codes of a pruned layer
+    as zero runs: RunLengthDecode after the HuffmanDecode); a tensor that would not shrink by at least
+    ``min_gain`` bytes stays packed. The decoders' function bodies are stored once per model (HuffmanDecode
+    ~3.5 kB, RunLengthDecode ~1.5 kB): the zero-run form, and Huffman coding at all, are used only when the
+    coded tensors save more than the bodies the model does not carry yet. Returns the bytes saved per node
+    name (coded tensors vs packed, bodies not counted).
+    """
+    import numpy as np
+
+    from onnxcomp.graph import is_const, opset_version
+    from onnxcomp.ops import huffman as _huffman
+
+    plans: list[tuple[_Coding, _Coding | None]] = []  # (coded bytes, coded zero runs if smaller)
+    for node in nodes:
+        code_input = _code_input(node.op)
+        for i, tensor in enumerate(node.inputs):
+            if not is_const(tensor) or tensor.values.dtype != np.uint8 or tensor.values.size == 0:
+                continue
+            values = np.asarray(tensor.values)
+            layout = None
+            if code_input is not None and code_input[0] == i and values.ndim == 2:
+                layout = code_input[1](node.attrs)
+            plain = _Coding(node, i, values, layout, values.size - _huffman.coded_size(values), None)
+            runs = zero_run_form(values, layout)
+            zr = None if runs is None else _Coding(node, i, values, layout, values.size - runs[0], runs[1])
+            plans.append((plain, zr))
+
+    present = {f.name for f in graph.functions if f.domain == ops.DOMAIN}
+
+    def body(op: str) -> int:
+        return 0 if op in present else len(ops.function_proto(op, opset_version(graph)).SerializeToString())
+
+    best: tuple[int, list[_Coding]] = (0, [])
+    for allow_runs in (False, True):
+        chosen = []
+        for plain, runs in plans:
+            c = runs if allow_runs and runs is not None and runs.gain > plain.gain else plain
+            if c.gain >= min_gain:
+                chosen.append(c)
+        net = sum(c.gain for c in chosen)
+        if chosen:
+            net -= body("HuffmanDecode")
+        if any(c.runs is not None for c in chosen):
+            net -= body("RunLengthDecode")
+        if net > best[0]:
+            best = (net, chosen)
+    saved: dict[str, int] = {}
+    for c in best[1]:
+        saved[c.node.name] = saved.get(c.node.name, 0) + _store_one(graph, ctx, c, pass_name)
+    return saved
+
+
+def _code_input(op_type: str) -> tuple[int, Callable[[dict[str, Any]], tuple[int, int]]] | None:
+    """The packed-code input of a com.onnxcomp op and its layout (what may be coded as zero runs)."""
+    spec = ops.OPS.get(op_type)
+    return spec.code_input if spec is not None else None
+
+
+def _store_one(graph: gs.Graph, ctx: PassContext, c: _Coding, pass_name: str) -> int:
+    """Replace one packed input by HuffmanDecode (-> RunLengthDecode); returns the bytes saved."""
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    from onnxcomp.graph import make_constant, unique_name
+    from onnxcomp.ops import huffman as _huffman
+
+    coded = _huffman.encode(c.values if c.runs is None else c.runs)
+    base = c.node.inputs[c.index].name
+    ins = [
+        make_constant(graph, f"{base}_huff", coded.stream),
+        make_constant(graph, f"{base}_huff_table", coded.table),
+        make_constant(graph, f"{base}_huff_offsets", coded.offsets),
+    ]
+    out = gs.Variable(unique_name(graph, f"{base}_decoded"), dtype=np.uint8, shape=list(c.values.shape))
+    decoded = out
+    if c.runs is not None:
+        assert c.layout is not None
+        decoded = gs.Variable(unique_name(graph, f"{base}_runs"), dtype=np.uint8, shape=[int(c.runs.size)])
+        ops.ensure_function(graph, "RunLengthDecode")
+        rl = gs.Node(
+            "RunLengthDecode",
+            unique_name(graph, f"{base}_zero_runs"),
+            attrs={
+                "bits": int(c.layout[0]),
+                "count": int(c.layout[1]),
+                "shape": [int(v) for v in c.values.shape],
+            },
+            inputs=[decoded],
+            outputs=[out],
+            domain=ops.DOMAIN,
+        )
+        graph.nodes.append(rl)
+        ctx.tag(rl, pass_name, [base])
+    ops.ensure_function(graph, "HuffmanDecode")
+    dec = gs.Node(
+        "HuffmanDecode",
+        unique_name(graph, f"{base}_huffman"),
+        attrs={"shape": list(decoded.shape)},
+        inputs=ins,
+        outputs=[decoded],
+        domain=ops.DOMAIN,
+    )
+    graph.nodes.append(dec)
+    ctx.tag(dec, pass_name, [base])
+    c.node.inputs[c.index] = out
+    return int(c.values.size - coded.nbytes)
 
 
 @register_pass
@@ -35,7 +209,7 @@ class Huffman(Pass):
     @dataclasses.dataclass
     class Options:
         min_gain: int = opt(
-            common.HUFFMAN_MIN_GAIN,
+            HUFFMAN_MIN_GAIN,
             "code a tensor only when that saves at least this many bytes "
             "(a HuffmanDecode node and its initializers cost ~300 bytes of graph)",
         )
@@ -46,7 +220,7 @@ class Huffman(Pass):
         if not nodes:
             result.skip("model", "no com.onnxcomp weight ops (run kmeans, pow2, ternary or binary first)")
         packed = {n.name: sum(int(t.values.size) for t in n.inputs if _is_packed(t)) for n in nodes}
-        saved = common.huffman_store(graph, ctx, nodes, self.name, min_gain=self.options.min_gain)
+        saved = huffman_store(graph, ctx, nodes, self.name, min_gain=self.options.min_gain)
         for node in nodes:
             if not saved.get(node.name):
                 result.skip(

@@ -5,12 +5,22 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Literal
 
+from onnxcomp.analysis.weights import Target, bits_for
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from . import _common as common
-from . import _lsq
-from ._common import ShareOptions
+from ._calibration import (
+    current_inputs,
+    dense_solve_flops,
+    enough_rows,
+    input_energy,
+    layer_inputs,
+    paired_grams,
+    sequential_waves,
+    support_refit,
+)
+from ._emit import Encoded, ShareOptions, emit_encoded, prepare, saves_bytes
+from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
     import numpy as np
@@ -86,15 +96,15 @@ class KMeans(Pass):
             raise UsageError("kmeans: group_size must be >= 0")
         if o.sequential and ctx.calib is None:
             raise UsageError("kmeans: sequential=true needs calibration data (--calib)")
-        targets = common.prepare(graph, ctx, o, result)
+        targets = prepare(graph, ctx, o, result)
         if not targets:
-            return common.finish(graph, ctx, result, o)
+            return finish(graph, ctx, result, o)
         # X_orig: every layer's input in the graph as it came in, captured before anything changes
         sequential = o.sequential is not False and ctx.calib is not None  # unset: on with calibration data
         uses_acts = o.weighted or o.refine or sequential
-        acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
-        energy = common.input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
-        waves = common.sequential_waves(targets) if sequential else [targets]
+        acts = layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
+        energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
+        waves = sequential_waves(targets) if sequential else [targets]
         energy0 = energy  # on the original inputs
         rng = ctx.rng(11)
         steps = [(k, t) for k, wave in enumerate(waves) for t in wave]
@@ -104,28 +114,28 @@ class KMeans(Pass):
                 at = k
                 if changed:
                     # X_cur: the wave's inputs with every earlier layer already quantized
-                    cur = common.current_inputs(graph, ctx, waves[k], o.calib_samples)
+                    cur = current_inputs(graph, ctx, waves[k], o.calib_samples)
                     if o.weighted:
-                        energy = common.input_energy(graph, ctx, waves[k], o.calib_samples, cur)
+                        energy = input_energy(graph, ctx, waves[k], o.calib_samples, cur)
             x, x_orig, e_t = cur.get(t.x.name), None, energy.get(id(t))
             if cur is not acts:
                 x_orig = acts[t.x.name]
                 if (
-                    not _lsq.enough_rows(t, x, int((t.w2 != 0).sum(axis=1 - t.out_axis).max()))
-                    or _lsq.dense_solve_flops(t) > o.max_refine_flops
+                    not enough_rows(t, x, int((t.w2 != 0).sum(axis=1 - t.out_axis).max()))
+                    or dense_solve_flops(t) > o.max_refine_flops
                 ):
                     # too few calibration positions per weight, or too large a layer for the re-fit:
                     # quantized one-shot, on its original input
                     x, x_orig, e_t = x_orig, None, energy0.get(id(t))
                     result.count("layers_one_shot")
             changed |= self._encode(graph, ctx, t, x, x_orig, e_t, rng, result)
-        return common.finish(graph, ctx, result, o)
+        return finish(graph, ctx, result, o)
 
     def _encode(
         self,
         graph: gs.Graph,
         ctx: PassContext,
-        t: common.Target,
+        t: Target,
         x: np.ndarray | None,
         x_orig: np.ndarray | None,
         energy: np.ndarray | None,
@@ -134,18 +144,18 @@ class KMeans(Pass):
     ) -> bool:
         """Cluster, refine and emit one layer; True if it was replaced."""
         o = self.options
-        bits = common.bits_for(t, o.bits, o.bits_per_layer)
+        bits = bits_for(t, o.bits, o.bits_per_layer)
         w2, grams = t.w2, None
         if x_orig is not None and x is not None:
             # sequential: first the float weights that best give the original output on the current input
-            grams = _lsq.paired_grams(t, x, x_orig, rng)
-            refit = _lsq.support_refit(t, grams, DAMP, o.max_refine_flops)
+            grams = paired_grams(t, x, x_orig, rng)
+            refit = support_refit(t, grams, DAMP, o.max_refine_flops)
             if refit is None:
                 result.skip(t.name, "sequential weight re-fit skipped: too expensive (max_refine_flops)")
             else:
                 w2 = refit
         e = kmeans_encode(w2, bits, o.group_size, t.out_axis, o.init, energy, o.max_iter)
-        if not common.saves_bytes(t, e):
+        if not saves_bytes(t, e):
             result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
             return False
         decision = f"kmeans {bits}-bit" + (" of the sequential re-fit" if w2 is not t.w2 else "")
@@ -157,8 +167,8 @@ class KMeans(Pass):
                 decision += " + lsq codebook" + (" sequential" if x_orig is not None else "")
         w_hat = e.decoded(t.out_axis)
         sparsity = float((t.w2 == 0).mean())
-        em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
-        common.record(result, t, decision, e, em, common.rel_error(t.w2, w_hat), sparsity)
+        em = emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
+        record(result, t, decision, e, em, rel_error(t.w2, w_hat), sparsity)
         return True
 
 
@@ -174,7 +184,7 @@ def kmeans_encode(
     init: str = "linear",
     weights: np.ndarray | None = None,
     max_iter: int = 300,
-) -> common.Encoded:
+) -> Encoded:
     """k-means codebook per group of output channels; exact zeros keep code 0 in pruned layers."""
     import numpy as np
 
@@ -208,18 +218,18 @@ def kmeans_encode(
         sub = np.zeros(block.shape, np.int64)
         sub[mask] = km.labels + first
         codes[sl] = sub
-    return common.Encoded(table, codes, bits, gsz, zero_code=zero_code)
+    return Encoded(table, codes, bits, gsz, zero_code=zero_code)
 
 
-def refine_flops(t: common.Target, e: common.Encoded) -> float:
+def refine_flops(t: Target, e: Encoded) -> float:
     rows, cols = t.w2.shape
     inputs = rows if t.kind == "matmul" else cols
     return 2.0 * inputs * inputs * t.outputs * e.table.shape[1]
 
 
 def refine_codebook(
-    t: common.Target,
-    e: common.Encoded,
+    t: Target,
+    e: Encoded,
     x: np.ndarray,
     rng: np.random.Generator,
     damp: float = 1e-3,
@@ -236,12 +246,12 @@ def refine_codebook(
     quantized), x_orig its input X_o in the original graph, and the fit is
     min sum_j ||X_c O_j c_g - X_o w_j||^2: A = sum_j O_j^T H_cc O_j, b = sum_j O_j^T H_co w_j with
     H_cc = X_c^T X_c, H_co = X_c^T X_o over the same sampled positions (``grams``:
-    ``_lsq.paired_grams(t, x, x_orig)`` if already computed).
+    ``paired_grams(t, x, x_orig)`` if already computed).
     """
     import numpy as np
 
     levels = e.table.shape[1]
-    hs, cross = grams if grams is not None else _lsq.paired_grams(t, x, x_orig, rng)
+    hs, cross = grams if grams is not None else paired_grams(t, x, x_orig, rng)
     w = t.w2.astype(np.float64)
     # per output j: its weights [outputs, inputs] and codes
     wo = w.T if t.kind == "matmul" else w

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Literal
 
+from onnxcomp.analysis.weights import bits_for
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from . import _common as common
-from ._common import ShareOptions
+from ._calibration import input_energy
+from ._emit import Encoded, ShareOptions, emit_encoded, prepare, saves_bytes
+from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,28 +51,28 @@ class Pow2(Pass):
             if not 2 <= int(b) <= 8:
                 raise UsageError(f"pow2: bits must be 2..8, got {b}")
         result = self.new_result()
-        targets = common.prepare(graph, ctx, o, result)
-        energy = common.input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
+        targets = prepare(graph, ctx, o, result)
+        energy = input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
         for t in ctx.track(targets, "pow2", total=len(targets)):
-            bits = common.bits_for(t, o.bits, o.bits_per_layer)
+            bits = bits_for(t, o.bits, o.bits_per_layer)
             e, (kmin, kmax), s = pow2_encode(t.w2, bits, t.out_axis, o.max_exp, o.scale, energy.get(id(t)))
-            if not common.saves_bytes(t, e):
+            if not saves_bytes(t, e):
                 result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
                 continue
             w_hat = e.decoded(t.out_axis)
-            em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
-            common.record(
+            em = emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
+            record(
                 result,
                 t,
                 f"pow2 {bits}-bit",
                 e,
                 em,
-                common.rel_error(t.w2, w_hat),
+                rel_error(t.w2, w_hat),
                 float(np.mean(e.codes == 0)),
                 exponents=[kmin, kmax],
                 scale=s,
             )
-        return common.finish(graph, ctx, result, o)
+        return finish(graph, ctx, result, o)
 
 
 def _round_pow2(x: np.ndarray, kmin: int, kmax: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +98,7 @@ def pow2_encode(
     max_exp: int | None = None,
     scale: str = "none",
     weights: np.ndarray | None = None,
-) -> tuple[common.Encoded, tuple[int, int], float]:
+) -> tuple[Encoded, tuple[int, int], float]:
     """Codebook [1, 2**bits]: code 0 = 0, codes 1..n = +s*2**k (k ascending), n+1..2n = -s*2**k."""
     import numpy as np
 
@@ -137,4 +139,4 @@ def pow2_encode(
     table[0, 1 : n_exp + 1] = levels
     table[0, n_exp + 1 : 2 * n_exp + 1] = -levels
     codes = np.where(idx < 0, 0, np.where(sign > 0, idx + 1, idx + 1 + n_exp)).astype(np.int64)
-    return common.Encoded(table, codes, bits, w2.shape[out_axis], zero_code=True), (kmin, kmax), s
+    return Encoded(table, codes, bits, w2.shape[out_axis], zero_code=True), (kmin, kmax), s

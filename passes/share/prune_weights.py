@@ -5,13 +5,22 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Literal
 
+from onnxcomp.analysis.weights import SelectOptions, Target, collect_targets, per_layer_value
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from . import _common as common
-from . import _lsq
-from ._common import SelectOptions
-from ._lsq import dense_refit, lsq_update, paired_grams
+from ._calibration import (
+    current_inputs,
+    dense_refit,
+    dense_solve_flops,
+    enough_rows,
+    input_energy,
+    layer_inputs,
+    lsq_update,
+    paired_grams,
+    sequential_waves,
+)
+from ._report import rel_error
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,15 +102,15 @@ class PruneWeights(Pass):
             raise UsageError("prune-weights: sequential=true needs calibration data (--calib)")
         # unset: on with calibration data; only the lsq update uses it (see the class docstring)
         sequential = o.sequential is not False and o.update == "lsq" and ctx.calib is not None
-        targets = common.collect_targets(graph, o, result)
+        targets = collect_targets(graph, o, result)
         if not targets:
             return result
         if o.update == "lsq" and ctx.calib is None:
             raise UsageError("prune-weights: update=lsq needs calibration data (--calib)")
         uses_acts = ctx.calib is not None and (criterion == "wanda" or o.update == "lsq")
         # X_orig: every layer's input in the graph as it came in, captured before anything changes
-        acts = common.layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
-        energy = common.input_energy(graph, ctx, targets, o.calib_samples, acts) if criterion == "wanda" else {}
+        acts = layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
+        energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if criterion == "wanda" else {}
         scores = {id(t): score(t.w2, energy.get(id(t))) for t in targets}
         drops: dict[int, int] = {}  # weights each layer loses
         if o.scope == "global":
@@ -112,22 +121,22 @@ class PruneWeights(Pass):
             for t in targets:
                 ratio = _ratio_for(t, o)
                 masks[id(t)] = keep_mask(scores[id(t)], ratio, t.out_axis if o.scope == "output" else None)
-        waves = common.sequential_waves(targets) if sequential else [[t] for t in targets]
+        waves = sequential_waves(targets) if sequential else [[t] for t in targets]
         rng = ctx.rng(7)
         changed = False
         for wave in waves:
             cur = acts
             if sequential and changed:
                 # X_cur: the wave's inputs with every earlier layer already pruned (and re-fit)
-                cur = common.current_inputs(graph, ctx, wave, o.calib_samples)
+                cur = current_inputs(graph, ctx, wave, o.calib_samples)
             for t in wave:
                 x = cur.get(t.x.name)
                 x_orig = acts[t.x.name] if cur is not acts else None
                 grams = None
                 keep = masks[id(t)]
                 if x_orig is not None and (
-                    not _lsq.enough_rows(t, x, _max_kept(t, keep))
-                    or (o.update == "lsq" and _lsq.dense_solve_flops(t) > o.max_update_flops)
+                    not enough_rows(t, x, _max_kept(t, keep))
+                    or (o.update == "lsq" and dense_solve_flops(t) > o.max_update_flops)
                 ):
                     # too few calibration positions per kept weight, or too large a layer for the dense
                     # re-fit: fitted one-shot, on its original input
@@ -135,7 +144,7 @@ class PruneWeights(Pass):
                     result.count("layers_one_shot")
                 if x_orig is not None and criterion == "wanda":
                     # the mask from the current inputs' energy; scope=global keeps its per-layer count
-                    e_cur = common.input_energy(graph, ctx, [t], o.calib_samples, cur)[id(t)]
+                    e_cur = input_energy(graph, ctx, [t], o.calib_samples, cur)[id(t)]
                     ref = t.w2
                     if o.update == "lsq":
                         # scored against the weights the layer would best have on its current input
@@ -155,7 +164,7 @@ class PruneWeights(Pass):
 
     def _prune(
         self,
-        t: common.Target,
+        t: Target,
         keep: np.ndarray,
         criterion: str,
         x: np.ndarray | None,
@@ -195,7 +204,7 @@ class PruneWeights(Pass):
             decision=decision,
             params_before=before_nz,
             params_after=after_nz,
-            error=common.rel_error(t.w2, w2_new),
+            error=rel_error(t.w2, w2_new),
             extra={"sparsity": round(1 - after_nz / max(1, w.size), 6), "weights": int(w.size)},
         )
         ctx.tag(t.node, self.name, [t.node.name])
@@ -204,7 +213,7 @@ class PruneWeights(Pass):
         return changed
 
 
-def _max_kept(t: common.Target, keep: np.ndarray) -> int:
+def _max_kept(t: Target, keep: np.ndarray) -> int:
     """The most weights any output keeps."""
     return int(keep.sum(axis=1 - t.out_axis).max()) if keep.size else 0
 
@@ -220,8 +229,8 @@ def keep_count(scores: np.ndarray, k: int) -> np.ndarray:
     return keep.reshape(scores.shape)
 
 
-def _ratio_for(t: common.Target, o: PruneWeights.Options) -> float:
-    return float(common.per_layer_value(t, o.ratio, o.ratio_per_layer))
+def _ratio_for(t: Target, o: PruneWeights.Options) -> float:
+    return float(per_layer_value(t, o.ratio, o.ratio_per_layer))
 
 
 def score(w2: np.ndarray, energy: np.ndarray | None) -> np.ndarray:

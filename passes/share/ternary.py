@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Literal
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from . import _common as common
-from ._common import ShareOptions
+from ._calibration import input_energy
+from ._emit import Encoded, ShareOptions, emit_encoded, prepare, saves_bytes
+from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,25 +46,25 @@ class Ternary(Pass):
         if o.threshold < 0:
             raise UsageError("ternary: threshold must be >= 0")
         result = self.new_result()
-        targets = common.prepare(graph, ctx, o, result)
-        energy = common.input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
+        targets = prepare(graph, ctx, o, result)
+        energy = input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
         for t in ctx.track(targets, "ternary", total=len(targets)):
             e = ternary_encode(t.w2, t.out_axis, o.method, o.threshold, o.per_channel, energy.get(id(t)), o.max_iter)
-            if not common.saves_bytes(t, e):
+            if not saves_bytes(t, e):
                 result.skip(t.name, f"{t.params} weights: 2-bit codes and their scales would not make it smaller")
                 continue
             w_hat = e.decoded(t.out_axis)
-            em = common.emit_encoded(graph, ctx, t, e, pass_name=self.name, huffman=o.huffman)
-            common.record(
+            em = emit_encoded(graph, ctx, t, e, pass_name=self.name, huffman=o.huffman)
+            record(
                 result,
                 t,
                 f"ternary {o.method}",
                 e,
                 em,
-                common.rel_error(t.w2, w_hat),
+                rel_error(t.w2, w_hat),
                 float((e.codes == 0).mean()),
             )
-        return common.finish(graph, ctx, result, o)
+        return finish(graph, ctx, result, o)
 
 
 def ternary_encode(
@@ -74,7 +75,7 @@ def ternary_encode(
     per_channel: bool = True,
     weights: np.ndarray | None = None,
     max_iter: int = 50,
-) -> common.Encoded:
+) -> Encoded:
     import numpy as np
 
     n_out = w2.shape[out_axis]
@@ -107,4 +108,4 @@ def ternary_encode(
     shape = np.moveaxis(w2, out_axis, 0).shape
     codes = np.moveaxis(codes_g.reshape(shape), 0, out_axis)
     scales = np.concatenate([a_p, a_n], axis=1).astype(np.float32)
-    return common.Encoded(scales, np.ascontiguousarray(codes), 2, gsz, ternary=True, zero_code=True)
+    return Encoded(scales, np.ascontiguousarray(codes), 2, gsz, ternary=True, zero_code=True)

@@ -5,14 +5,13 @@
 // the Conv attributes dilations, group, kernel_shape, pads, strides (explicit pads only), and
 // winograd_tile (0: none, the default; 2, 4 or 6: Winograd F(m x m, 3 x 3) for 3x3 stride-1 one-group layers).
 // Convolutions are compute-bound: the codes save file size and memory traffic of the weights, not time.
-// When codes and codebook are constant initializers (the usual case) the filter is decoded once, at the
-// first run, into a float tensor, and onnxruntime's own Conv kernel is invoked on it (InvokeOp), so the
-// op runs at onnxruntime's speed; with winograd_tile set (select-conv writes it), the filter is decoded and
-// Winograd-transformed once, when the kernel is created (conv/winograd.h). Otherwise (non-constant codes, or if
-// the Conv kernel cannot be created) the filter is decoded on every run and the convolution is the
-// implicit-im2col GEMM of conv/im2col.h.
+// The filter is decoded into a float tensor (once for constant codes and codebook, the usual case; otherwise
+// again only when their bytes change) and onnxruntime's own Conv kernel is invoked on it (InvokeOp), so the
+// op runs at onnxruntime's speed. With winograd_tile set (select-conv writes it) and constant codes and codebook,
+// the filter is decoded and Winograd-transformed once, when the kernel is created, and the layer runs as
+// WinogradConv (conv/winograd.h). If the Conv kernel cannot be created, the filter is decoded on every run and the
+// convolution is the implicit-im2col GEMM of conv/im2col.h.
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -33,11 +32,18 @@ struct CodebookConvKernel {
   int64_t M = 0, Cg = 0, group = 1, group_size = 0, S = 0, KS = 1;
   std::vector<int64_t> kernel, strides, dilations, pads;
   ConstInput const_codes, const_codebook;
-  // onnxruntime's Conv, invoked on the filter decoded once from constant codes and codebook
+  // onnxruntime's Conv, invoked on the decoded filter. The filter is decoded once for constant codes and
+  // codebook, and again only when their bytes change otherwise (codes fed by a HuffmanDecode or
+  // RunLengthDecode are the same bytes at every run).
   Ort::Op conv_op{nullptr};
-  std::vector<float> weight, zero_bias;
-  Ort::Value weight_value{nullptr}, zero_bias_value{nullptr};
-  std::atomic<bool> decoded{false};
+  struct Filter {
+    std::vector<float> weight, zero_bias;
+    Ort::Value weight_value{nullptr}, zero_bias_value{nullptr};
+    std::vector<uint8_t> codes_key;  // the codes and codebook bytes it was decoded from (non-constant inputs)
+    std::vector<float> codebook_key;
+    bool constant = false;
+  };
+  std::shared_ptr<const Filter> filter;
   std::mutex decode_mu;
   int winograd_tile = 0;
   std::unique_ptr<conv::WinogradConv> winograd;  // the constant filter, transformed once
@@ -111,7 +117,7 @@ struct CodebookConvKernel {
       winograd.reset(new conv::WinogradConv(winograd_tile, Cg, M, w.data()));
       const_codes.mark(const_codes.data);
     }
-    if (const_codes.data != nullptr && const_codebook.data != nullptr && !winograd) {
+    {  // onnxruntime's Conv: for everything but the constant filter of a Winograd layer
       try {
         std::vector<Ort::OpAttr> attrs;
         const int64_t grp = group;
@@ -129,22 +135,36 @@ struct CodebookConvKernel {
     }
   }
 
-  // The float filter [M, C/group, k...] decoded from the constant codes (once; cbd: the codebook padded to
-  // 2^bits entries), as an onnxruntime tensor for the invoked Conv.
-  void decode_weight(const uint8_t* cp, int64_t row_bytes, int64_t CKK, const float* cbd) {
-    if (decoded.load(std::memory_order_acquire)) return;
+  // The float filter [M, C/group, k...] decoded from the codes (cbd: the codebook padded to 2^bits entries), as
+  // an onnxruntime tensor for the invoked Conv; cached while the codes and codebook stay the same.
+  std::shared_ptr<const Filter> decoded_filter(const uint8_t* cp, int64_t row_bytes, int64_t CKK, const float* cbd,
+                                               const Input& codes, const Input& cb, bool constant) {
     std::lock_guard<std::mutex> lock(decode_mu);
-    if (decoded.load(std::memory_order_relaxed)) return;
-    weight.assign(static_cast<size_t>(M * CKK), 0.0f);
-    kernels().decode_rows(cp, row_bytes, 0, M, CKK, bits, cbd, group_size, weight.data());
-    zero_bias.assign(static_cast<size_t>(M), 0.0f);
+    if (filter) {
+      if (constant && filter->constant) return filter;
+      if (!constant && !filter->constant && filter->codes_key.size() == static_cast<size_t>(codes.count) &&
+          filter->codebook_key.size() == static_cast<size_t>(cb.count) &&
+          std::memcmp(filter->codes_key.data(), codes.data, static_cast<size_t>(codes.count)) == 0 &&
+          std::memcmp(filter->codebook_key.data(), cb.data, static_cast<size_t>(cb.count) * sizeof(float)) == 0)
+        return filter;
+    }
+    auto f = std::make_shared<Filter>();
+    f->constant = constant;
+    if (!constant) {
+      f->codes_key.assign(codes.as<uint8_t>(), codes.as<uint8_t>() + codes.count);
+      f->codebook_key.assign(cb.as<float>(), cb.as<float>() + cb.count);
+    }
+    f->weight.assign(static_cast<size_t>(M * CKK), 0.0f);
+    kernels().decode_rows(cp, row_bytes, 0, M, CKK, bits, cbd, group_size, f->weight.data());
+    f->zero_bias.assign(static_cast<size_t>(M), 0.0f);
     std::vector<int64_t> wshape{M, Cg};
     wshape.insert(wshape.end(), kernel.begin(), kernel.end());
     const Ort::MemoryInfo mem = Ort::MemoryInfo::CreateCpu(OrtDeviceAllocator, OrtMemTypeDefault);
-    weight_value = Ort::Value::CreateTensor<float>(mem, weight.data(), weight.size(), wshape.data(), wshape.size());
+    f->weight_value = Ort::Value::CreateTensor<float>(mem, f->weight.data(), f->weight.size(), wshape.data(), wshape.size());
     const int64_t bshape[1] = {M};
-    zero_bias_value = Ort::Value::CreateTensor<float>(mem, zero_bias.data(), zero_bias.size(), bshape, 1);
-    decoded.store(true, std::memory_order_release);
+    f->zero_bias_value = Ort::Value::CreateTensor<float>(mem, f->zero_bias.data(), f->zero_bias.size(), bshape, 1);
+    filter = f;
+    return filter;
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
@@ -226,9 +246,18 @@ struct CodebookConvKernel {
       Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
       const bool constant = const_codes.data != nullptr && codes.data == const_codes.data &&
                             const_codebook.data != nullptr && cb.data == const_codebook.data;
-      if (conv_op && constant && batch > 0 && OS > 0) {
-        decode_weight(cp, row_bytes, CKK, cbd);
-        const OrtValue* ins[3] = {nullptr, weight_value, zero_bias_value};
+      OrtParallel par(ctx);
+      conv::Epilogue ep;
+      ep.bias = bias_data;
+      if (winograd && constant) {
+        const int64_t p4[4] = {pads[0], pads[1], pads[2], pads[3]};
+        winograd->run(x.as<float>(), conv::TensorLayout::nchw(), batch, x.shape[2], x.shape[3], p4, ep,
+                      yv.GetTensorMutableData<float>(), conv::TensorLayout::nchw(), par);
+        return;
+      }
+      if (conv_op && batch > 0 && OS > 0) {
+        const std::shared_ptr<const Filter> f = decoded_filter(cp, row_bytes, CKK, cbd, codes, cb, constant);
+        const OrtValue* ins[3] = {nullptr, f->weight_value, f->zero_bias_value};
         Ort::ThrowOnError(Ort::GetApi().KernelContext_GetInput(context, 0, &ins[0]));
         if (bias.present) Ort::ThrowOnError(Ort::GetApi().KernelContext_GetInput(context, 3, &ins[2]));
         OrtValue* outs[1] = {yv};
@@ -236,15 +265,6 @@ struct CodebookConvKernel {
         return;
       }
       float* y = yv.GetTensorMutableData<float>();
-      OrtParallel par(ctx);
-      conv::Epilogue ep;
-      ep.bias = bias_data;
-      if (winograd && constant) {
-        const int64_t p4[4] = {pads[0], pads[1], pads[2], pads[3]};
-        winograd->run(x.as<float>(), conv::TensorLayout::nchw(), batch, x.shape[2], x.shape[3], p4, ep, y,
-                      conv::TensorLayout::nchw(), par);
-        return;
-      }
       // the filter, decoded for this run, through the im2col GEMM
       std::vector<float> w(static_cast<size_t>(M * CKK));
       kt.decode_rows(cp, row_bytes, 0, M, CKK, bits, cbd, group_size, w.data());

@@ -171,6 +171,22 @@ std::vector<float> pad_codebook(const float* cb, int64_t G, int64_t C, int bits)
 void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, const CodebookWeights& w,
                          const float* bias, float* y);
 
+// SparseCodebookMatMul (sparse_codebook_matmul.cc): the windowed layout of constant, validated weights for the
+// AVX-512 batch-1..4 kernel, its builder (false when it does not apply or would be too large), the layout check
+// (every entry's column < N; row_ptr already checked), and the driver (y fully written; pack may be null).
+struct WindowsPack {
+  std::vector<uint8_t> data;
+  std::vector<int64_t> step_ptr;
+  std::vector<uint16_t> step_win;
+  std::vector<float> cb16;
+  int64_t NG = 0, NW = 0;
+  int lane_bytes = 0, window = 0;
+};
+bool build_windows(const SparseWeights& w, const float* codebook, int64_t C, WindowsPack* out);
+void validate_sparse_layout(const int32_t* row_ptr, const uint8_t* deltas, int64_t K, int index_bits, int64_t N);
+void run_sparse_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, const SparseWeights& w,
+                       const WindowsPack* pack, const float* bias, float* y);
+
 // Sets output 0 (float32) of a shape-inference context.
 OrtStatusPtr set_output_shape(OrtShapeInferContext* ctx, const Ort::ShapeInferContext::Shape& shape);
 // Output shape for a matmul-style op: X's shape with the last dim replaced by N.

@@ -9,4 +9,6 @@ const OrtCustomOp* codebook_conv_op();
 const OrtCustomOp* sparse_codebook_matmul_op();
 const OrtCustomOp* ternary_matmul_op();
 const OrtCustomOp* winograd_conv_op();
+const OrtCustomOp* huffman_decode_op();
+const OrtCustomOp* run_length_decode_op();
 }  // namespace onnxcomp

@@ -11,17 +11,6 @@
 #include "ops.h"
 
 namespace onnxcomp {
-namespace {
-
-// Prepacked copy of constant, validated sparse weights for the windowed AVX-512 kernel.
-struct WindowsPack {
-  std::vector<uint8_t> data;
-  std::vector<int64_t> step_ptr;
-  std::vector<uint16_t> step_win;
-  std::vector<float> cb16;
-  int64_t NG = 0, NW = 0;
-  int lane_bytes = 0, window = 0;
-};
 
 // Builds the windowed layout, or returns false when it does not apply or would be too large.
 // Byte lanes (16-row windows) when every codebook row has entry 0 == 0.0 (the contract's reserved
@@ -100,6 +89,80 @@ bool build_windows(const SparseWeights& w, const float* codebook, int64_t C, Win
   return true;
 }
 
+void validate_sparse_layout(const int32_t* row_ptr, const uint8_t* deltas, int64_t K, int index_bits, int64_t N) {
+  const uint32_t dmask = (1u << index_bits) - 1u;
+  for (int64_t k = 0; k < K; ++k) {
+    int64_t p = -1;
+    for (int64_t e = row_ptr[k]; e < row_ptr[k + 1]; ++e) {
+      const int64_t db = e * index_bits;
+      p += static_cast<int64_t>((static_cast<uint32_t>(deltas[db >> 3]) >> (db & 7)) & dmask) + 1;
+      if (p >= N) fail("row ", k, ": entry ", e, " decodes to column ", p, " >= N=", N);
+    }
+  }
+}
+
+void run_sparse_matmul(Ort::KernelContext& ctx, const float* xd, int64_t M, const SparseWeights& w,
+                       const WindowsPack* pack, const float* bias_data, float* y) {
+  const int64_t N = w.N, K = w.K, E = w.E;
+  const int32_t* row_ptr = w.row_ptr;
+  for (int64_t m = 0; m < M; ++m) {
+    if (bias_data) {
+      std::memcpy(y + m * N, bias_data, static_cast<size_t>(N) * sizeof(float));
+    } else {
+      std::fill(y + m * N, y + m * N + N, 0.0f);
+    }
+  }
+  if (M == 0 || K == 0 || E == 0) return;
+  const KernelTable& kt = kernels();
+  if (pack != nullptr && kt.sparse_windows_gemv != nullptr) {
+    SparseWindows sw{pack->data.data(), pack->step_ptr.data(), pack->step_win.data(), pack->cb16.data(), K, N,
+                     pack->NG,          pack->NW,      w.group_size,          pack->lane_bytes,   pack->window};
+    constexpr int64_t kGroupsPerTask = 64;
+    const int64_t tasks = ceil_div(pack->NG, kGroupsPerTask);
+    const int64_t ldx = pack->NW * pack->window + 16;
+    std::vector<float> xpad(static_cast<size_t>(4 * ldx), 0.0f);
+    for (int64_t m = 0; m < M; m += 4) {
+      const int rows = static_cast<int>(std::min<int64_t>(4, M - m));
+      for (int r = 0; r < rows; ++r)
+        std::memcpy(xpad.data() + r * ldx, xd + (m + r) * K, static_cast<size_t>(K) * sizeof(float));
+      parallel_for(ctx, static_cast<size_t>(tasks), [&](size_t t) {
+        const int64_t g0 = static_cast<int64_t>(t) * kGroupsPerTask;
+        kt.sparse_windows_gemv(xpad.data(), ldx, rows, sw, g0, std::min(pack->NG, g0 + kGroupsPerTask), y + m * N, N);
+      });
+    }
+    return;
+  }
+  if (M > 1) {
+    parallel_for(ctx, static_cast<size_t>(M), [&](size_t m) {
+      kt.sparse_gemv(xd + static_cast<int64_t>(m) * K, w, 0, K, y + static_cast<int64_t>(m) * N);
+    });
+    return;
+  }
+  // one row: split K into tasks of similar entry counts, each with a private accumulator
+  const int64_t tasks = std::min<int64_t>({8, K, std::max<int64_t>(1, E / 65536)});
+  if (tasks <= 1) {
+    kt.sparse_gemv(xd, w, 0, K, y);
+    return;
+  }
+  std::vector<int64_t> bounds(static_cast<size_t>(tasks + 1), K);
+  bounds[0] = 0;
+  for (int64_t t = 1, k = 0; t < tasks; ++t) {
+    const int64_t target = E * t / tasks;
+    while (k < K && row_ptr[k] < target) ++k;
+    bounds[static_cast<size_t>(t)] = k;
+  }
+  std::vector<float> partial(static_cast<size_t>(tasks * N), 0.0f);
+  parallel_for(ctx, static_cast<size_t>(tasks), [&](size_t t) {
+    kt.sparse_gemv(xd, w, bounds[t], bounds[t + 1], partial.data() + static_cast<int64_t>(t) * N);
+  });
+  for (int64_t t = 0; t < tasks; ++t) {
+    const float* pt = partial.data() + t * N;
+    for (int64_t n = 0; n < N; ++n) y[n] += pt[n];
+  }
+}
+
+namespace {
+
 struct SparseCodebookMatMulKernel {
   std::string label;
   int bits = 0, index_bits = 0;
@@ -120,18 +183,6 @@ struct SparseCodebookMatMulKernel {
     const_deltas.init(info, 3);
     const_codes.init(info, 4);
     const_codebook.init(info, 1);
-  }
-
-  void validate_layout(const int32_t* row_ptr, const uint8_t* deltas, int64_t K) const {
-    const uint32_t dmask = (1u << index_bits) - 1u;
-    for (int64_t k = 0; k < K; ++k) {
-      int64_t p = -1;
-      for (int64_t e = row_ptr[k]; e < row_ptr[k + 1]; ++e) {
-        const int64_t db = e * index_bits;
-        p += static_cast<int64_t>((static_cast<uint32_t>(deltas[db >> 3]) >> (db & 7)) & dmask) + 1;
-        if (p >= N) fail("row ", k, ": entry ", e, " decodes to column ", p, " >= N=", N);
-      }
-    }
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
@@ -170,7 +221,7 @@ struct SparseCodebookMatMulKernel {
         fail("codes holds ", codes.count, " bytes, but row_ptr[K]=", E, " entries at bits=", bits, " need ",
              ceil_div(E * bits, 8));
       if (!layout_known) {
-        validate_layout(row_ptr, deltas.as<uint8_t>(), K);
+        validate_sparse_layout(row_ptr, deltas.as<uint8_t>(), K, index_bits, N);
         const_row_ptr.mark(rp.data);
         const_deltas.mark(deltas.data);
       }
@@ -198,73 +249,22 @@ struct SparseCodebookMatMulKernel {
       yshape.back() = N;
       Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
       float* y = yv.GetTensorMutableData<float>();
-      for (int64_t m = 0; m < M; ++m) {
-        if (bias_data) {
-          std::memcpy(y + m * N, bias_data, static_cast<size_t>(N) * sizeof(float));
-        } else {
-          std::fill(y + m * N, y + m * N + N, 0.0f);
-        }
-      }
-      if (M == 0 || K == 0 || E == 0) return;
       SparseWeights w{row_ptr, deltas.as<uint8_t>(), codes.as<uint8_t>(), cbp, K, N, E, group_size, G, bits, index_bits};
-      const KernelTable& kt = kernels();
-      const float* xd = x.as<float>();
       // windowed kernel for constant weights (once validated), 4 rows of X per pass
       const bool constant = rp.data == const_row_ptr.data && deltas.data == const_deltas.data &&
                             codes.data == const_codes.data && cb.data == const_codebook.data && rp.data != nullptr &&
                             deltas.data != nullptr && codes.data != nullptr && cb.data != nullptr;
-      if (constant && kt.sparse_windows_gemv != nullptr && pack_state.load(std::memory_order_acquire) != 2) {
+      const WindowsPack* use_pack = nullptr;
+      if (constant && M > 0 && K > 0 && E > 0 && kernels().sparse_windows_gemv != nullptr &&
+          pack_state.load(std::memory_order_acquire) != 2) {
         if (pack_state.load(std::memory_order_acquire) == 0) {
           std::lock_guard<std::mutex> lock(pack_mutex);
           if (pack_state.load(std::memory_order_relaxed) == 0)
             pack_state.store(build_windows(w, cb.as<float>(), C, &pack) ? 1 : 2, std::memory_order_release);
         }
-        if (pack_state.load(std::memory_order_acquire) == 1) {
-          SparseWindows sw{pack.data.data(), pack.step_ptr.data(), pack.step_win.data(), pack.cb16.data(), K, N,
-                           pack.NG,          pack.NW,      group_size,          pack.lane_bytes,   pack.window};
-          constexpr int64_t kGroupsPerTask = 64;
-          const int64_t tasks = ceil_div(pack.NG, kGroupsPerTask);
-          const int64_t ldx = pack.NW * pack.window + 16;
-          std::vector<float> xpad(static_cast<size_t>(4 * ldx), 0.0f);
-          for (int64_t m = 0; m < M; m += 4) {
-            const int rows = static_cast<int>(std::min<int64_t>(4, M - m));
-            for (int r = 0; r < rows; ++r)
-              std::memcpy(xpad.data() + r * ldx, xd + (m + r) * K, static_cast<size_t>(K) * sizeof(float));
-            parallel_for(ctx, static_cast<size_t>(tasks), [&](size_t t) {
-              const int64_t g0 = static_cast<int64_t>(t) * kGroupsPerTask;
-              kt.sparse_windows_gemv(xpad.data(), ldx, rows, sw, g0, std::min(pack.NG, g0 + kGroupsPerTask), y + m * N, N);
-            });
-          }
-          return;
-        }
+        if (pack_state.load(std::memory_order_acquire) == 1) use_pack = &pack;
       }
-      if (M > 1) {
-        parallel_for(ctx, static_cast<size_t>(M), [&](size_t m) {
-          kt.sparse_gemv(xd + static_cast<int64_t>(m) * K, w, 0, K, y + static_cast<int64_t>(m) * N);
-        });
-        return;
-      }
-      // one row: split K into tasks of similar entry counts, each with a private accumulator
-      const int64_t tasks = std::min<int64_t>({8, K, std::max<int64_t>(1, E / 65536)});
-      if (tasks <= 1) {
-        kt.sparse_gemv(xd, w, 0, K, y);
-        return;
-      }
-      std::vector<int64_t> bounds(static_cast<size_t>(tasks + 1), K);
-      bounds[0] = 0;
-      for (int64_t t = 1, k = 0; t < tasks; ++t) {
-        const int64_t target = E * t / tasks;
-        while (k < K && row_ptr[k] < target) ++k;
-        bounds[static_cast<size_t>(t)] = k;
-      }
-      std::vector<float> partial(static_cast<size_t>(tasks * N), 0.0f);
-      parallel_for(ctx, static_cast<size_t>(tasks), [&](size_t t) {
-        kt.sparse_gemv(xd, w, bounds[t], bounds[t + 1], partial.data() + static_cast<int64_t>(t) * N);
-      });
-      for (int64_t t = 0; t < tasks; ++t) {
-        const float* pt = partial.data() + t * N;
-        for (int64_t n = 0; n < N; ++n) y[n] += pt[n];
-      }
+      run_sparse_matmul(ctx, x.as<float>(), M, w, use_pack, bias_data, y);
     });
   }
 };

@@ -6,7 +6,8 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnxcomp.passes.prune._recon import ADAPTERS, lasso_ranking, ridge_refit
+from onnxcomp.passes.prune._adapters import ADAPTERS
+from onnxcomp.passes.prune._recon import lasso_ranking, ridge_refit
 
 from models import DIGITS_HELDOUT, DIGITS_LABELS, DIGITS_MODEL, builders
 from onnxcomp.api import optimize

@@ -206,7 +206,7 @@ def test_bad_inputs_are_rejected(x_shape, w_shape, word):
 @pytest.mark.parametrize("constant", [True, False])
 def test_codebook_conv_winograd_tile(tile, constant):
     """CodebookConv with winograd_tile: constant codes are decoded and transformed once (at session creation);
-    non-constant ones take the im2col path. Both equal the function body."""
+    non-constant ones run onnxruntime's Conv on the decoded filter. Both equal the function body."""
     rng = np.random.default_rng(tile)
     m, c, bits = 24, 19, 4
     cb, _, packed = oplib.random_codebook_problem(rng, m, c * 9, bits)

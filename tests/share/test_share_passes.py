@@ -455,7 +455,7 @@ def test_layers_the_encoding_would_enlarge_are_skipped(spec):
 def test_huffman_codes_zero_runs_of_pruned_layers(kind):
     # a 95%-pruned layer: its packed codes are coded as (zero run, code) symbols, which cost less than
     # Huffman over the packed bytes (a byte symbol cannot cost less than one bit)
-    from onnxcomp.passes.share import _common as common
+    from onnxcomp.passes.share import huffman as huffman_pass
 
     from onnxcomp.ops import huffman as _huffman
 
@@ -479,7 +479,7 @@ def test_huffman_codes_zero_runs_of_pruned_layers(kind):
     codes = inits[node.input[2]]
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     layout = ops.get_op(node.op_type).code_input[1](attrs)
-    size, runs = common.huffman_form(codes, layout)
+    size, runs = huffman_pass.huffman_form(codes, layout)
     assert runs is not None
     assert size < _huffman.coded_size(codes)
     assert report.passes[0].counters["bytes_saved"] > 0

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from onnx import helper, numpy_helper
-from onnxcomp.passes.share import _common as common
-from onnxcomp.passes.share import _lsq as lsq
+from onnxcomp.passes.share import _calibration as lsq
 from onnxcomp.passes.share import kmeans as kmeans_mod
 
 from models import builders
+from onnxcomp.analysis import weights
 from onnxcomp.api import optimize
 from onnxcomp.errors import UsageError
 from onnxcomp.graph import import_model
@@ -117,10 +117,10 @@ def test_im2col_pair_takes_the_same_positions_from_both_inputs():
     w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
     node = helper.make_node("Conv", ["x", "w"], ["y"], name="c", pads=[1, 1, 1, 1], group=2)
     graph = import_model(make_model([node], {"w": w}, [("x", [5, 4, 9, 9])], [("y", [5, 6, 9, 9])]))
-    t = common.TARGETS["Conv"](graph, graph.nodes[0])
+    t = weights.TARGETS["Conv"](graph, graph.nodes[0])
     x_orig = rng.standard_normal((5, 4, 9, 9)).astype(np.float32)
-    cur, orig = common.im2col_pair(2 * x_orig, x_orig, t, 100, np.random.default_rng(0))
-    full = common.im2col(x_orig, t, 10**6, np.random.default_rng(0))
+    cur, orig = lsq.im2col_pair(2 * x_orig, x_orig, t, 100, np.random.default_rng(0))
+    full = lsq.im2col(x_orig, t, 10**6, np.random.default_rng(0))
     assert len(cur) == len(orig) == 2  # one block per conv group
     for c, o, f in zip(cur, orig, full, strict=True):
         assert c.shape == o.shape == (100, 18)
@@ -128,7 +128,7 @@ def test_im2col_pair_takes_the_same_positions_from_both_inputs():
         assert not np.array_equal(o, f[:100])  # a random subset of the 405 positions, not the first ones
         assert {r.tobytes() for r in o} <= {r.tobytes() for r in f}
     with pytest.raises(ValueError):
-        common.im2col_pair(x_orig[:2], x_orig, t, 100, np.random.default_rng(0))
+        lsq.im2col_pair(x_orig[:2], x_orig, t, 100, np.random.default_rng(0))
 
 
 def test_sequential_conv_lsq_solves_the_paired_normal_equations():
@@ -137,15 +137,15 @@ def test_sequential_conv_lsq_solves_the_paired_normal_equations():
     w = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)  # group=2: 2 filters of 3 channels per group
     node = helper.make_node("Conv", ["x", "w"], ["y"], name="c", group=2)
     graph = import_model(make_model([node], {"w": w}, [("x", [8, 6, 5, 5])], [("y", [8, 4, 4, 4])]))
-    t = common.TARGETS["Conv"](graph, graph.nodes[0])
+    t = weights.TARGETS["Conv"](graph, graph.nodes[0])
     xo = rng.standard_normal((8, 6, 5, 5)).astype(np.float32)
     xc = (xo + 0.3 * rng.standard_normal(xo.shape)).astype(np.float32)
     keep = rng.random(t.w2.shape) < 0.6
     damp = 1e-3
     got = lsq.lsq_update(t, keep, xc, damp, 1e12, np.random.default_rng(0), x_orig=xo)
     assert np.all(got[~keep] == 0)
-    pc = common.im2col(xc, t, 10**6, np.random.default_rng(0))
-    po = common.im2col(xo, t, 10**6, np.random.default_rng(0))
+    pc = lsq.im2col(xc, t, 10**6, np.random.default_rng(0))
+    po = lsq.im2col(xo, t, 10**6, np.random.default_rng(0))
     for j in range(4):
         g = j // 2
         s = np.flatnonzero(keep[j])
@@ -163,7 +163,7 @@ def test_sequential_codebook_is_the_least_squares_fit_to_the_original_output():
     w = rng.standard_normal((10, 7)).astype(np.float32)
     node = helper.make_node("MatMul", ["x", "w"], ["y"], name="m")
     graph = import_model(make_model([node], {"w": w}, [("x", ["N", 10])], [("y", ["N", 7])]))
-    t = common.TARGETS["MatMul"](graph, graph.nodes[0])
+    t = weights.TARGETS["MatMul"](graph, graph.nodes[0])
     xo = rng.standard_normal((50, 10)).astype(np.float32)
     xc = (1.1 * xo + 0.2 * rng.standard_normal(xo.shape)).astype(np.float32)
     e = kmeans_mod.kmeans_encode(t.w2, 2, 0, t.out_axis)
@@ -189,8 +189,8 @@ def test_waves_share_one_capture_per_level():
     ]
     model = make_model(nodes, ws, [("x", ["N", 8])], [("y", ["N", 8])])
     graph = import_model(model)
-    targets = common.collect_targets(graph, common.SelectOptions(), PassResult(name="test"))
-    assert [[t.name for t in wave] for wave in common.sequential_waves(targets)] == [["a", "b"], ["c"]]
+    targets = weights.collect_targets(graph, weights.SelectOptions(), PassResult(name="test"))
+    assert [[t.name for t in wave] for wave in lsq.sequential_waves(targets)] == [["a", "b"], ["c"]]
 
     class Counting(PassContext):
         def capture(self, graph, names, max_samples=None):
@@ -243,7 +243,7 @@ def test_dense_refit_is_the_ridge_least_squares_fit_and_the_identity_without_ups
     w = rng.standard_normal((9, 5)).astype(np.float32)
     node = helper.make_node("MatMul", ["x", "w"], ["y"], name="m")
     graph = import_model(make_model([node], {"w": w}, [("x", ["N", 9])], [("y", ["N", 5])]))
-    t = common.TARGETS["MatMul"](graph, graph.nodes[0])
+    t = weights.TARGETS["MatMul"](graph, graph.nodes[0])
     xo = rng.standard_normal((40, 9)).astype(np.float32)
     xc = (xo + 0.4 * rng.standard_normal(xo.shape)).astype(np.float32)
     h, cross = lsq.paired_grams(t, xc, xo, np.random.default_rng(0))
@@ -289,9 +289,9 @@ def test_positions_counts_the_im2col_rows(pads, strides, dilations):
     w = np.zeros((2, 3, 3, 2), np.float32)
     node = helper.make_node("Conv", ["x", "w"], ["y"], name="c", pads=pads, strides=strides, dilations=dilations)
     graph = import_model(make_model([node], {"w": w}, [("x", [4, 3, 11, 9])], [("y", None)]))
-    t = common.TARGETS["Conv"](graph, graph.nodes[0])
+    t = weights.TARGETS["Conv"](graph, graph.nodes[0])
     x = np.ones((4, 3, 11, 9), np.float32)
-    assert common.positions(x, t) == common.im2col(x, t, 10**6, np.random.default_rng(0))[0].shape[0]
+    assert lsq.positions(x, t) == lsq.im2col(x, t, 10**6, np.random.default_rng(0))[0].shape[0]
 
 
 @pytest.mark.parametrize(

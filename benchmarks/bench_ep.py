@@ -1,0 +1,272 @@
+"""The onnxcomp execution provider vs onnxruntime: every issue-12 goal, with the runtime that produced each number.
+
+Per case, the fp32 original in plain onnxruntime is the baseline; the compressed model runs under each runtime
+(``ort``: plain onnxruntime with the ops' function bodies; ``ops``: libonnxcomp_ops.so registered; ``ep``: the
+OnnxcompExecutionProvider). All sessions of a case live in one process, 1 intra-op thread, runs interleaved
+(onnxcomp.bench.interleaved), medians; ratio = baseline median / runtime median (> 1: faster than the original).
+
+    python benchmarks/bench_ep.py                       # all cases
+    python benchmarks/bench_ep.py --only gemv,rows      # a subset: resnet18,digits,gemv,rows,sparse_head,load,
+                                                        #   mobilenet,yolo,transformer
+    python benchmarks/bench_ep.py --runs 20 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models import builders
+from onnxcomp import optimize, runtime
+from onnxcomp.bench import interleaved
+
+REPO = Path(__file__).resolve().parents[1]
+DOMAIN = "com.onnxcomp"
+RESULTS: list[dict] = []
+
+
+def _session(model: onnx.ModelProto, rt: str):
+    return runtime.session(model, threads=1, runtime=rt)
+
+
+def _feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in model.graph.input:
+        dims = [d.dim_value if d.dim_value > 0 else 1 for d in i.type.tensor_type.shape.dim]
+        out[i.name] = rng.standard_normal(dims).astype(np.float32)
+    return out
+
+
+def compare(case: str, base: onnx.ModelProto, comp: onnx.ModelProto, runtimes, runs: int, goals=None, feeds=None):
+    """Times the fp32 original (plain ORT) and the compressed model under each runtime, interleaved."""
+    goals = goals or {}
+    feeds = feeds or _feeds(base)
+    fns = {"fp32 (ort)": _session(base, "ort")}
+    for rt in runtimes:
+        fns[f"compressed ({rt})"] = _session(comp, rt)
+    ref = fns["fp32 (ort)"].run(None, feeds)[0]
+    for name, s in fns.items():
+        y = s.run(None, feeds)[0]
+        err = float(np.abs(y - ref).max() / max(1e-6, float(np.abs(ref).max())))
+        if "(ep)" in name or "(ops)" in name:
+            ort_y = fns.get("compressed (ort)")
+            if ort_y is not None:
+                y0 = ort_y.run(None, feeds)[0]
+                err = float(np.abs(y - y0).max() / max(1e-6, float(np.abs(y0).max())))
+                assert err < 1e-3, f"{case}: {name} differs from the compressed model under plain ORT ({err:.2e})"
+    t = interleaved({k: (lambda s=s: s.run(None, feeds)) for k, s in fns.items()}, runs=runs, warmup=3)
+    base_ms = t["fp32 (ort)"].median_ms
+    for name, tm in t.items():
+        ratio = base_ms / tm.median_ms
+        rt = name[name.index("(") + 1 : -1]
+        goal = goals.get(rt) if name != "fp32 (ort)" else None
+        verdict = "" if goal is None else f"  goal >= {goal:.2f}x: {'MET' if ratio >= goal else 'not met'}"
+        print(f"{case:<44} {name:<18} {tm.median_ms:9.3f} ms  {ratio:6.2f}x{verdict}", flush=True)
+        RESULTS.append(
+            {
+                "case": case,
+                "runtime": name,
+                "median_ms": tm.median_ms,
+                "ratio": ratio,
+                "goal": goal,
+                "met": None if goal is None else ratio >= goal,
+            }
+        )
+    print(flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ cases
+def case_resnet18(runs):
+    m = builders.build("resnet", depth=18, width=1.0, num_classes=1000, image_size=224, batch=1)
+    comp, _ = optimize(m, passes="fuse-bn,kmeans(bits=4)")
+    compare("ResNet-18 224, k-means 4-bit", m, comp, ("ort", "ops", "ep"), runs, {"ep": 1.0})
+
+
+def case_digits(runs):
+    base = onnx.load(REPO / "models" / "digits_cnn.onnx")
+    k4, _ = optimize(base, passes="kmeans(bits=4)")
+    compare("digits CNN, kmeans(bits=4)", base, k4, ("ort", "ops", "ep"), runs * 20, {"ep": 1.0})
+    dc, _ = optimize(
+        base,
+        passes="fuse-bn,prune-channels(ratio=0.3),prune-weights(ratio=0.88,scope=global,update=lsq),"
+        "kmeans(bits=4,huffman=store)",
+        calib=str(REPO / "models" / "digits_heldout.npz"),
+    )
+    compare("digits CNN, Deep Compression pipeline", base, dc, ("ort", "ops", "ep"), runs * 20, {"ep": 1.0})
+
+
+def _mm_models(k: int, n: int, rows: int, rng):
+    cb = np.sort(rng.standard_normal((1, 16)) / np.sqrt(k), axis=1).astype(np.float32)
+    codes = rng.integers(0, 16, size=(k, n), dtype=np.uint8)
+    w = cb[0][codes]
+    packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [rows, k])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [rows, n])
+    base = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("MatMul", ["X", "W"], ["Y"])], "mm", [x], [y], [numpy_helper.from_array(w, "W")]
+        ),
+        opset_imports=[helper.make_opsetid("", 18)],
+    )
+    from onnxcomp import ops as enc
+
+    node = helper.make_node(
+        "CodebookMatMul", ["X", "cb", "codes", "B"], ["Y"], domain=DOMAIN, bits=4, N=n, group_size=n
+    )
+    inits = [
+        numpy_helper.from_array(cb, "cb"),
+        numpy_helper.from_array(packed, "codes"),
+        numpy_helper.from_array(np.zeros(n, np.float32), "B"),
+    ]
+    comp = helper.make_model(
+        helper.make_graph([node], "cmm", [x], [y], inits),
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, 1)],
+        functions=enc.function_protos("CodebookMatMul", 18),
+    )
+    base.ir_version = comp.ir_version = 10
+    return base, comp
+
+
+def case_gemv(runs):
+    rng = np.random.default_rng(0)
+    base, comp = _mm_models(4096, 4096, 1, rng)
+    compare("CodebookMatMul 4-bit 4096x4096, 1 row", base, comp, ("ops", "ep"), runs * 4, {"ops": 6.0, "ep": 6.0})
+
+
+def case_rows(runs):
+    rng = np.random.default_rng(1)
+    for rows in (32, 256, 2048):
+        k = n = 4096 if rows <= 256 else 1024
+        base, comp = _mm_models(k, n, rows, rng)
+        compare(
+            f"CodebookMatMul 4-bit {k}x{n}, {rows} rows",
+            base,
+            comp,
+            ("ops", "ep"),
+            max(5, runs // 2),
+            {"ops": 1.0, "ep": 1.0},
+        )
+
+
+def case_sparse_head(runs):
+    """The VGG-16 classifier (fc6-fc8), 90% of the weights pruned, 4-bit k-means (SparseCodebookMatMul)."""
+    rng = np.random.default_rng(2)
+    dims = [25088, 4096, 4096, 1000]
+    nodes = [helper.make_node("Flatten", ["X"], ["h0"], axis=1)]
+    inits = []
+    for i in range(3):
+        w = rng.standard_normal((dims[i], dims[i + 1])).astype(np.float32) / np.sqrt(dims[i])
+        w[rng.random(w.shape) < 0.9] = 0.0
+        inits.append(numpy_helper.from_array(w, f"W{i}"))
+        inits.append(numpy_helper.from_array((rng.standard_normal(dims[i + 1]) * 0.01).astype(np.float32), f"B{i}"))
+        nodes.append(helper.make_node("Gemm", [f"h{i}", f"W{i}", f"B{i}"], [f"g{i}"]))
+        nodes.append(
+            helper.make_node("Relu", [f"g{i}"], [f"h{i + 1}"]) if i < 2 else helper.make_node("Identity", ["g2"], ["Y"])
+        )
+    graph = helper.make_graph(
+        nodes,
+        "head",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 512, 7, 7])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 1000])],
+        inits,
+    )
+    base = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    base.ir_version = 10
+    comp, _ = optimize(base, passes="kmeans(bits=4,sparse=always)")
+    feeds = {"X": np.maximum(rng.standard_normal((1, 512, 7, 7)), 0).astype(np.float32)}
+    compare("VGG-16 head 90% sparse, 4-bit", base, comp, ("ops", "ep"), runs, {"ops": 10.0, "ep": 10.0}, feeds)
+
+
+def case_models(names, runs):
+    specs = {
+        "mobilenet": lambda: builders.build("mobilenet", variant="v2", num_classes=1000, image_size=224, batch=1),
+        "yolo": lambda: builders.build("yolo", width=0.25, depth=0.33, image_size=320, batch=1),
+        "transformer": lambda: builders.build(
+            "transformer_block", dim=384, num_heads=6, num_blocks=4, seq_len=32, batch=8
+        ),
+    }
+    for name in names:
+        m = specs[name]()
+        comp, _ = optimize(m, passes="fuse-bn,kmeans(bits=4)")
+        compare(f"{name}, k-means 4-bit", m, comp, ("ort", "ops", "ep"), runs, {"ep": 0.98})
+
+
+def case_load(_runs):
+    """Load time and peak RSS of the Deep-Compressed VGG-16 in a fresh process per runtime."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "vgg16_dc.onnx"
+        spec = (
+            "prune-weights(ratio=0.96,ratio_per_layer=features*:0.65),"
+            "kmeans(bits=5,bits_per_layer=features*:8,huffman=store)"
+        )
+        onnx.save(optimize(builders.vgg16(batch=1), passes=spec)[0], path)
+        for rt in ("ops", "ep"):  # plain ORT folds the decoder bodies: ~26 s and ~13 GB, not rerun here
+            code = (
+                "import sys, time, resource; sys.path.insert(0, sys.argv[1]); from onnxcomp import runtime; "
+                "t = time.perf_counter(); runtime.session(sys.argv[2], threads=1, runtime=sys.argv[3]); "
+                "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)"
+            )
+            out = subprocess.run([sys.executable, "-c", code, str(REPO), str(path), rt], capture_output=True, text=True)
+            secs, gb = map(float, out.stdout.split())
+            met = secs < 5 and gb < 2
+            print(
+                f"{'Deep-Compressed VGG-16 load':<44} {rt:<18} {secs:9.2f} s  peak RSS {gb:.2f} GB  "
+                f"goal < 5 s, < 2 GB: "
+                f"{'MET' if met else 'not met'}"
+            )
+            RESULTS.append({"case": "VGG-16 DC load", "runtime": rt, "seconds": secs, "peak_rss_gb": gb, "met": met})
+    print()
+
+
+CASES = {
+    "resnet18": case_resnet18,
+    "digits": case_digits,
+    "gemv": case_gemv,
+    "rows": case_rows,
+    "sparse_head": case_sparse_head,
+    "load": case_load,
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--only", default="", help="comma-separated cases: " + ",".join([*CASES, "mobilenet", "yolo", "transformer"])
+    )
+    ap.add_argument("--runs", type=int, default=20, help="interleaved runs per case (tiny models run 20x more)")
+    ap.add_argument("--json", default=None, help="write the results to this file")
+    args = ap.parse_args()
+    only = [s for s in args.only.split(",") if s]
+    import onnxruntime as ort
+
+    print(
+        f"onnxruntime {ort.__version__}; ops {runtime.library_path()}; ep {runtime.get_ep_library_path()}; "
+        "1 intra-op thread, interleaved, medians\n"
+    )
+    t0 = time.perf_counter()
+    for name, fn in CASES.items():
+        if not only or name in only:
+            fn(args.runs)
+    models = [m for m in ("mobilenet", "yolo", "transformer") if not only or m in only]
+    if models:
+        case_models(models, args.runs)
+    print(f"total {time.perf_counter() - t0:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(RESULTS, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,259 @@
+"""Emitting an encoded weight as its com.onnxcomp node: the encoding, the storage format, the byte accounting.
+
+An :class:`Encoded` weight (codes into per-group tables) is written in one of the formats of ``FORMATS``, keyed
+by name: ``conv`` (CodebookConv, ternary included), ``ternary`` (TernaryMatMul), ``sparse`` (SparseCodebookMatMul,
+the EIE layout, when it stores fewer bytes) or ``dense`` (CodebookMatMul).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from onnxcomp import ops
+from onnxcomp.analysis.weights import SelectOptions, Target, collect_targets
+from onnxcomp.passes_api import opt
+
+from .huffman import HUFFMAN_MIN_GAIN, huffman_form
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    from onnxcomp.passes_api import PassContext, PassResult
+
+
+@dataclasses.dataclass
+class ShareOptions(SelectOptions):
+    """Options of the passes that emit com.onnxcomp ops."""
+
+    huffman: Literal["report", "store"] = opt(
+        "report",
+        "report: report the Huffman-coded size per layer; store: also write the code bytes "
+        "Huffman-coded on disk (a HuffmanDecode op that onnxruntime folds at load time)",
+    )
+    inline: bool = opt(
+        False,
+        "write only standard ONNX ops (function bodies inlined) for runtimes without model-local function support",
+    )
+    calib_samples: int = opt(256, "calibration samples used for activation statistics")
+
+
+def prepare(
+    graph: gs.Graph,
+    ctx: PassContext,
+    o: SelectOptions,
+    result: PassResult,
+    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv"),
+) -> list[Target]:
+    """Targets after making sure the model's opset can hold the function bodies (upgrading it if needed)."""
+    from onnxcomp.graph import opset_version
+
+    probe = type(result)(name=result.name)
+    if not collect_targets(graph, o, probe, op_types):
+        result.skips.extend(probe.skips)
+        return []
+    if opset_version(graph) < ops.MIN_OPSET and not ops.ensure_opset(graph, ctx, result):
+        return []
+    return collect_targets(graph, o, result, op_types)
+
+
+def saves_bytes(t: Target, e: Encoded) -> bool:
+    """Table plus packed codes smaller than the float32 weight (ternary convolutions store [G, 4] tables)."""
+    rows, cols = t.w2.shape
+    table = e.table.shape[0] * (4 if e.ternary and t.kind == "conv" else e.table.shape[1])
+    return 4 * table + rows * ops.packed_row_bytes(cols, e.bits) < 4 * t.params
+
+
+@dataclasses.dataclass
+class Encoded:
+    """A weight as codes into per-group tables (codebook [G, 2**bits], or ternary scales [G, 2])."""
+
+    table: np.ndarray
+    codes: np.ndarray  # int64, shape of the storage matrix
+    bits: int
+    group_size: int
+    ternary: bool = False
+    zero_code: bool = False  # code 0 decodes to exactly 0.0 in every group (sparse layout possible)
+
+    def decoded(self, out_axis: int) -> np.ndarray:
+        import numpy as np
+
+        table = ops.ternary_lut(self.table) if self.ternary else self.table
+        return np.asarray(ops.decode_codebook(table, self.codes, self.group_size, out_axis), np.float32)
+
+
+@dataclasses.dataclass
+class Emitted:
+    format: str
+    bytes_before: int
+    bytes_packed: int
+    bytes_huffman: int
+    bytes_stored: int  # packed: the Huffman store (huffman=store) is decided for all layers in finish()
+    node: str  # the com.onnxcomp node written
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+    """How a storage format is written: its op, node-name suffix, table, attributes and extra inputs."""
+
+    op_type: str
+    suffix: str
+    attrs: Callable[[Target, Encoded, ops.SparseRows | None], dict[str, Any]]
+    describe: Callable[[ops.SparseRows | None], str]  # the report's "format"
+    table_name: str = "codebook"
+    table: Callable[[Encoded], np.ndarray] = lambda e: e.table
+    # inputs between the table and the codes (SparseCodebookMatMul's row pointers)
+    extra_inputs: Callable[[gs.Graph, str, ops.SparseRows | None], list[Any]] = lambda graph, w_name, layout: []
+
+
+def _row_ptr(graph: gs.Graph, w_name: str, layout: ops.SparseRows | None) -> list[Any]:
+    from onnxcomp.graph import make_constant
+
+    assert layout is not None
+    return [make_constant(graph, f"{w_name}_row_ptr", layout.row_ptr)]
+
+
+FORMATS: dict[str, Format] = {
+    # ternary convolutions are CodebookConv with codebook rows [0, a_p, -a_n, 0]
+    "conv": Format(
+        "CodebookConv",
+        "codebook",
+        lambda t, e, _: {
+            "bits": 2 if e.ternary else e.bits,
+            "group_size": e.group_size,
+            "weight_shape": list(t.weight_shape),
+            **t.conv_attrs,
+        },
+        lambda _: "conv",
+        table=lambda e: ops.ternary_lut(e.table) if e.ternary else e.table,
+    ),
+    "ternary": Format(
+        "TernaryMatMul",
+        "ternary",
+        lambda t, e, _: {"N": t.outputs, "group_size": e.group_size},
+        lambda _: "ternary",
+        table_name="scales",
+    ),
+    "sparse": Format(
+        "SparseCodebookMatMul",
+        "sparse",
+        lambda t, e, s: {"bits": e.bits, "index_bits": s.index_bits, "N": t.outputs, "group_size": e.group_size},
+        lambda s: f"sparse(index_bits={s.index_bits}, fillers={s.fillers})",
+        extra_inputs=_row_ptr,
+    ),
+    "dense": Format(
+        "CodebookMatMul",
+        "codebook",
+        lambda t, e, _: {"bits": e.bits, "N": t.outputs, "group_size": e.group_size},
+        lambda _: "dense",
+    ),
+}
+
+
+def format_name(t: Target, e: Encoded, layout: ops.SparseRows | None) -> str:
+    """The storage format of an encoded layer (``layout``: the EIE rows when that layout was chosen)."""
+    if t.kind == "conv":
+        return "conv"
+    return "ternary" if e.ternary else "sparse" if layout is not None else "dense"
+
+
+def emit_encoded(
+    graph: gs.Graph,
+    ctx: PassContext,
+    t: Target,
+    e: Encoded,
+    *,
+    pass_name: str,
+    sparse: Literal["auto", "never", "always"] = "never",
+    huffman: str = "report",
+) -> Emitted:
+    """Replace the target by the com.onnxcomp node of its encoding; returns the byte accounting."""
+    import numpy as np
+
+    from onnxcomp.graph import make_constant
+
+    w_name = t.weight.name
+    bias_bytes = 0 if t.bias is None else 4 * t.bias.size
+    before = 4 * t.params + bias_bytes
+    layout, streams = _layout(t, e, sparse, huffman)
+    fmt = FORMATS[format_name(t, e, layout)]
+    table_value = fmt.table(e)
+    table = make_constant(graph, f"{w_name}_{fmt.table_name}", np.asarray(table_value, np.float32))
+    extra_fixed = 4 * layout.row_ptr.size if layout is not None else 0
+    table_bytes = 4 * int(np.asarray(table_value).size)
+    bias_after = 4 * t.outputs  # B is always written (zeros when the layer had none)
+    packed = table_bytes + extra_fixed + sum(s.size for s, _ in streams) + bias_after
+    huff = table_bytes + extra_fixed + _stream_bytes(streams, "store") + bias_after
+    consts = [
+        make_constant(graph, f"{w_name}_{'deltas' if layout is not None and i == 0 else 'codes'}", s)
+        for i, (s, _) in enumerate(streams)
+    ]
+    # B is always written: the MatMul bodies add it unconditionally, and a Conv with an empty bias input
+    # keeps onnxruntime from fusing a following BatchNormalization and from its NCHWc layout.
+    bias = t.bias if t.bias is not None else np.zeros(t.outputs, np.float32)
+    b_const = [make_constant(graph, f"{w_name}_bias", np.asarray(bias, np.float32))]
+    inputs = [t.x, table, *fmt.extra_inputs(graph, w_name, layout), *consts, *b_const]
+    node = ops.emit(graph, t.node, fmt.op_type, inputs, fmt.attrs(t, e, layout), fmt.suffix)
+    if t.absorbed is not None:
+        # MatMul + Add(bias): the new node writes the Add's output
+        out = t.absorbed.outputs[0]
+        t.absorbed.inputs.clear()
+        t.absorbed.outputs.clear()
+        node.outputs[0] = out
+    ctx.tag(node, pass_name, [t.name, t.absorbed.name if t.absorbed is not None else ""])
+    return Emitted(fmt.describe(layout), before, packed, huff, packed, node.name)
+
+
+Streams = list[tuple["np.ndarray", "tuple[int, int] | None"]]  # packed tensors, each with its code layout
+
+
+def _layout(t: Target, e: Encoded, sparse: str, huffman: str) -> tuple[ops.SparseRows | None, Streams]:
+    """The EIE rows when a MatMul's codes are stored sparse (None: dense), and the packed streams to store."""
+    if (
+        t.kind == "matmul"
+        and e.zero_code
+        and not e.ternary
+        and sparse != "never"
+        and (sparse == "always" or _sparse_may_win(e, huffman))
+    ):
+        candidate = ops.best_sparse(e.codes, e.bits)
+        s_streams: Streams = [
+            (ops.pack_codes(candidate.deltas, candidate.index_bits)[0], None),
+            (ops.pack_codes(candidate.codes, e.bits)[0], None),
+        ]
+        # the dense side is costed without the zero-run form: at equal-ish size the EIE layout wins, since
+        # the native runtime skips its zeros and its decode at load touches only the nonzero entries
+        d_streams: Streams = [(ops.pack_codes(e.codes, e.bits), None)]
+        if sparse == "always" or _stream_bytes(s_streams, huffman) + 4 * candidate.row_ptr.size < _stream_bytes(
+            d_streams, huffman
+        ):
+            return candidate, s_streams
+    return None, [(ops.pack_codes(e.codes, e.bits), (e.bits, e.codes.shape[1]))]
+
+
+def _sparse_may_win(e: Encoded, huffman: str) -> bool:
+    """Cheap bound before building the EIE layout: an entry costs at least bits + 4 bits (+ row pointers)."""
+    import numpy as np
+
+    nnz = int(np.count_nonzero(e.codes))
+    rows, cols = e.codes.shape
+    if huffman == "store":
+        return nnz <= 0.5 * e.codes.size
+    return 4 * (rows + 1) + nnz * (e.bits + 4) // 8 < rows * ops.packed_row_bytes(cols, e.bits)
+
+
+def _stream_bytes(streams: list[tuple[np.ndarray, tuple[int, int] | None]], huffman: str) -> int:
+    """Stored bytes of packed streams, each with its code layout (bits, codes per row) or None."""
+    if huffman != "store":
+        return sum(int(s.size) for s, _ in streams)
+    return sum(_huffman_or_packed(s, layout) for s, layout in streams)
+
+
+def _huffman_or_packed(stream: np.ndarray, layout: tuple[int, int] | None) -> int:
+    coded = huffman_form(stream, layout)[0]
+    return coded if int(stream.size) - coded >= HUFFMAN_MIN_GAIN else int(stream.size)
+
+
+# A HuffmanDecode node and its three initializers cost about 300 bytes of graph: code a tensor only when

@@ -1,0 +1,232 @@
+"""The OnnxcompExecutionProvider (libonnxcomp_ep.so): registration, what it claims, outputs equal to the CPU EP
+running the ops' function bodies, decoded weights, bad weights rejected naming the node, coexistence."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import oplib
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from rtutil import run
+
+from onnxcomp import ops as enc
+from onnxcomp import runtime
+from onnxcomp.ops import huffman as huff
+
+pytestmark = pytest.mark.usefixtures("runtime_lib")
+
+
+@pytest.fixture(scope="module")
+def ep_devices():
+    if not runtime.ep_available():
+        if os.environ.get("CI"):
+            pytest.fail("libonnxcomp_ep.so is not built")
+        pytest.skip("libonnxcomp_ep.so is not built")
+    return runtime.register_ep()
+
+
+def ep_session(model: onnx.ModelProto, *, min_weights: int = 0, threads: int = 1, profile: str | None = None):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    so.add_session_config_entry("ep.onnxcomp.min_weights", str(min_weights))
+    if profile is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile
+    so.add_provider_for_devices(runtime.register_ep(), {})
+    return ort.InferenceSession(model.SerializeToString(), so)
+
+
+def ep_nodes(model, feeds, tmp_path) -> list[str]:
+    """Names of the nodes the EP ran (from onnxruntime's profile)."""
+    sess = ep_session(model, profile=str(tmp_path / "prof"))
+    sess.run(None, feeds)
+    events = json.loads(open(sess.end_profiling()).read())
+    return [e["name"] for e in events if e.get("args", {}).get("provider") == runtime.get_ep_name()]
+
+
+def _x(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def test_names_and_paths(ep_devices):
+    assert runtime.get_ep_name() == "OnnxcompExecutionProvider"
+    assert runtime.get_ep_library_path().is_absolute()
+    assert ep_devices and all(d.ep_name == runtime.get_ep_name() for d in ep_devices)
+    assert len(runtime.register_ep()) == len(ep_devices)  # registering again is a no-op
+
+
+@pytest.mark.parametrize(
+    ("bits", "group_size", "rows"), [(4, None, 1), (4, 16, 3), (2, None, 2), (1, 64, 1), (3, None, 5)]
+)
+def test_codebook_matmul_equals_function_body(ep_devices, bits, group_size, rows, tmp_path):
+    rng = np.random.default_rng(bits)
+    k, n = 96, 200
+    cb, _, packed = oplib.random_codebook_problem(rng, k, n, bits, group_size=group_size)
+    bias = rng.standard_normal(n).astype(np.float32)
+    model = oplib.codebook_matmul(["b", k], cb, packed, bits=bits, n=n, group_size=group_size, bias=bias)
+    feeds = {"X": _x((rows, k))}
+    body = run(model, feeds, native=False)
+    got = ep_session(model).run(None, feeds)[0]
+    np.testing.assert_allclose(got, body, rtol=1e-4, atol=2e-5 * max(1.0, float(np.abs(body).max())))
+    assert ep_nodes(model, feeds, tmp_path), "the EP did not run the CodebookMatMul"
+
+
+def test_ternary_and_sparse_equal_function_bodies(ep_devices):
+    rng = np.random.default_rng(3)
+    k, n = 64, 80
+    codes = rng.integers(0, 3, size=(k, n)).astype(np.uint8)
+    scales = np.abs(rng.standard_normal((1, 2))).astype(np.float32)
+    model = oplib.ternary_matmul(["b", k], scales, oplib.pack_bits(codes, 2), n=n)
+    feeds = {"X": _x((2, k))}
+    np.testing.assert_allclose(
+        ep_session(model).run(None, feeds)[0], run(model, feeds, native=False), rtol=1e-4, atol=1e-4
+    )
+    for index_bits in (4, 8):
+        cb, row_ptr, deltas, ecodes, pdeltas, pcodes = oplib.random_sparse_problem(rng, 300, 100, 4, index_bits, 0.1)
+        model = oplib.sparse_codebook_matmul(
+            ["b", 300], cb, row_ptr, pdeltas, pcodes, bits=4, index_bits=index_bits, n=100
+        )
+        feeds = {"X": _x((3, 300))}
+        want = feeds["X"] @ oplib.decode_sparse(cb, row_ptr, deltas, ecodes, 100, 100)
+        np.testing.assert_allclose(ep_session(model).run(None, feeds)[0], want, rtol=1e-4, atol=1e-4)
+
+
+def _huffman_matmul(k=128, n=256, relu=True):
+    """HuffmanDecode(codes) -> CodebookMatMul -> Relu, with function bodies for all."""
+    rng = np.random.default_rng(5)
+    cb = np.sort(rng.standard_normal((1, 16)), axis=1).astype(np.float32)
+    codes = np.minimum(rng.geometric(0.3, size=(k, n)) - 1, 15).astype(np.uint8)
+    packed = enc.pack_codes(codes, 4)
+    coded = huff.encode(packed)
+    nodes = [
+        helper.make_node(
+            "HuffmanDecode",
+            ["stream", "table", "offsets"],
+            ["codes"],
+            domain="com.onnxcomp",
+            name="huff",
+            shape=list(packed.shape),
+        ),
+        helper.make_node(
+            "CodebookMatMul",
+            ["X", "cb", "codes", "B"],
+            ["mm"],
+            domain="com.onnxcomp",
+            name="cmm",
+            bits=4,
+            N=n,
+            group_size=n,
+        ),
+        helper.make_node("Relu", ["mm"], ["Y"]) if relu else helper.make_node("Identity", ["mm"], ["Y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(cb, "cb"),
+        numpy_helper.from_array(np.zeros(n, np.float32), "B"),
+        numpy_helper.from_array(coded.stream, "stream"),
+        numpy_helper.from_array(coded.table, "table"),
+        numpy_helper.from_array(coded.offsets, "offsets"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "hm",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["b", k])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["b", n])],
+        inits,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.onnxcomp", 1)],
+        functions=enc.function_protos("HuffmanDecode", 18) + enc.function_protos("CodebookMatMul", 18),
+    )
+    model.ir_version = 10
+    return model, cb, codes
+
+
+def test_decoded_weights_and_fused_relu(ep_devices, tmp_path):
+    model, cb, codes = _huffman_matmul()
+    feeds = {"X": _x((2, 128))}
+    want = np.maximum(feeds["X"] @ cb[0][codes], 0)
+    got = ep_session(model).run(None, feeds)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, run(model, feeds, native=False), rtol=1e-4, atol=1e-4)
+    names = ep_nodes(model, feeds, tmp_path)
+    assert len(names) == 1, names  # decoder, matmul and Relu compiled into one node
+
+
+def test_plan_declines_small_layers_and_many_static_rows(ep_devices, tmp_path):
+    rng = np.random.default_rng(0)
+    cb, _, packed = oplib.random_codebook_problem(rng, 64, 64, 4)
+    small = oplib.codebook_matmul(["b", 64], cb, packed, bits=4, n=64)
+    feeds = {"X": _x((1, 64))}
+    sess = ep_session(small, min_weights=1 << 20, profile=str(tmp_path / "p1"))
+    sess.run(None, feeds)
+    events = json.loads(open(sess.end_profiling()).read())
+    assert not [e for e in events if e.get("args", {}).get("provider") == runtime.get_ep_name()]
+    many = oplib.codebook_matmul([512, 64], cb, packed, bits=4, n=64)  # 512 static rows: ORT's GEMM wins
+    assert not ep_nodes(many, {"X": _x((512, 64))}, tmp_path)
+
+
+def test_corrupt_weights_fail_session_creation_naming_the_node(ep_devices):
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 3, size=(32, 40)).astype(np.uint8)
+    codes[5, 7] = 3
+    model = oplib.ternary_matmul(["b", 32], np.ones((1, 2), np.float32), oplib.pack_bits(codes, 2), n=40, name="tern")
+    with pytest.raises(
+        Exception, match=r"OnnxcompExecutionProvider.*TernaryMatMul node 'tern'.*code 3 at codes row 5, column 7"
+    ):
+        ep_session(model)
+    model, _, _ = _huffman_matmul()
+    table = next(t for t in model.graph.initializer if t.name == "table")
+    arr = numpy_helper.to_array(table).copy()
+    arr[1, :] = 1  # not a prefix code
+    table.CopyFrom(numpy_helper.from_array(arr, "table"))
+    with pytest.raises(Exception, match=r"OnnxcompExecutionProvider.*HuffmanDecode node 'huff'.*prefix code"):
+        ep_session(model)
+
+
+def test_wrong_x_at_run_time_is_an_error(ep_devices):
+    rng = np.random.default_rng(2)
+    cb, _, packed = oplib.random_codebook_problem(rng, 48, 40, 4)
+    model = oplib.codebook_matmul(["b", "k"], cb, packed, bits=4, n=40, name="cm")
+    sess = ep_session(model)
+    with pytest.raises(Exception, match=r"CodebookMatMul node 'cm'.*X has K=47"):
+        sess.run(None, {"X": _x((2, 47))})
+
+
+def test_threads_and_coexisting_sessions(ep_devices):
+    model, _, _ = _huffman_matmul(k=256, n=512)
+    feeds = {"X": _x((3, 256))}
+    plain = runtime.session(model, runtime="ort")
+    ops = runtime.session(model, runtime="ops")
+    one, two = ep_session(model, threads=1), ep_session(model, threads=2)
+    want = plain.run(None, feeds)[0]
+    for s in (ops, one, two, plain):
+        np.testing.assert_allclose(s.run(None, feeds)[0], want, rtol=1e-4, atol=1e-4)
+
+
+def test_automatic_policy_session(ep_devices):
+    model, _, _ = _huffman_matmul()
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.set_provider_selection_policy(ort.OrtExecutionProviderDevicePolicy.PREFER_CPU)
+    sess = ort.InferenceSession(model.SerializeToString(), so)
+    feeds = {"X": _x((1, 128))}
+    np.testing.assert_allclose(sess.run(None, feeds)[0], run(model, feeds, native=False), rtol=1e-4, atol=1e-4)
+
+
+def test_real_model_under_ep_equals_plain_onnxruntime(ep_devices):
+    import onnxcomp
+    from models import builders
+
+    m = builders.build("resnet", depth=18, width=0.5, num_classes=1000, image_size=64, batch=1)
+    comp, _ = onnxcomp.optimize(m, passes="fuse-bn,kmeans(bits=4)")
+    feeds = {comp.graph.input[0].name: _x((1, 3, 64, 64))}
+    want = runtime.session(comp, runtime="ort").run(None, feeds)[0]
+    got = runtime.session(comp, runtime="ep").run(None, feeds)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))

@@ -7,10 +7,12 @@ CLI can refuse to write a model that failed verification.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.errors import InputError, UsageError, VerificationError
@@ -51,7 +53,7 @@ def optimize(
     from onnxcomp import shapes as shp
     from onnxcomp.calib import check_arrays, load_arrays
     from onnxcomp.determinism import pinned
-    from onnxcomp.fold import fold
+    from onnxcomp.fold import LOAD_FILL_ELEMENTS, fold, foldable_nodes
     from onnxcomp.graph import export_model, import_model, toposort
     from onnxcomp.passes_api import PassContext
     from onnxcomp.report import Report
@@ -77,15 +79,24 @@ def optimize(
     pass_objs = instantiate(specs)  # unknown passes/options fail here, before any work
 
     shapes = dict(input_shapes or {})
-    norm = io.normalize(original, shapes)
+    stages: dict[str, float] = {"load": time.perf_counter() - t0}
+    # A model loaded here from a path is ours: normalized in place, and, when nothing needs it after the
+    # passes (no verification), its weights are handed over to the result one by one at export. Models of
+    # several GB are then never held twice.
+    owned = isinstance(model, (str, os.PathLike))
+    run_verify = verify or settings.get("verify", {}).get("enabled", False)
+    meta = _model_meta(original)
+    with _timed(stages, "normalize"):
+        norm = io.normalize(original, shapes, copy=not owned)
     calib_arrays = None
     if calib is not None:
         calib_arrays = load_arrays(calib, norm) if isinstance(calib, (str, os.PathLike)) else check_arrays(calib, norm)
-    run_verify = verify or settings.get("verify", {}).get("enabled", False)
     plan = shp.resolve(norm, shapes, calib_arrays)
     if run_verify:
         plan.require("verification")  # before any work: never verify on made-up dims
     nonfinite = nonfinite_weights(norm)
+    with _timed(stages, "cost"):
+        before = _cost(norm, plan)  # before the passes: the export may hand norm's weights over to the result
 
     ctx = PassContext(
         calib=calib_arrays,
@@ -93,25 +104,42 @@ def optimize(
         hardware=hardware,
         seed=seed,
         progress=progress,
-        model_meta=_model_meta(original),
+        model_meta=meta,
     )
-    graph = import_model(norm)
+    with _timed(stages, "import"):
+        graph = import_model(norm)
     with pinned():  # the same bytes on any core count (onnxcomp.determinism)
-        fold(graph)  # weight subgraphs (Constant, ConstantOfShape, ...) become initializers
-        toposort(graph.cleanup(remove_unused_graph_inputs=False))
+        with _timed(stages, "import"):
+            # weight subgraphs (Constant nodes, shape arithmetic, small fills) become initializers; larger
+            # constant fills are fold-constants' to materialize or keep (materialize-fills, max-fill-elements)
+            fold(graph, foldable_nodes(graph, max_fill_elements=LOAD_FILL_ELEMENTS))
+            toposort(graph.cleanup(remove_unused_graph_inputs=False))
         results = run_passes(graph, pass_objs, ctx)
-    out = export_model(graph, ctx)
-    del out.graph.value_info[:]
-    out = io.infer_shapes(out)
-    data = _serialized(out)  # once, for the checker, the onnxruntime load check, the report and the save
-    io.check_model(data if data is not None else out, "optimized model")
-    if not run_verify:  # verification loads the model in onnxruntime itself
-        _check_loads(out, data)
+    with _timed(stages, "export"):
+        out = export_model(graph, ctx, release=owned and not run_verify)
+        del graph
+    with _timed(stages, "shape inference"):
+        del out.graph.value_info[:]
+        out = io.infer_shapes(out)
+    with _timed(stages, "check"):
+        data = _serialized(out)  # once, for the checker, the onnxruntime load check, the report and the save
+        if data is not None:
+            io.check_model(data, "optimized model")
+            if not run_verify:  # verification loads the model in onnxruntime itself
+                with _timed(stages, "onnxruntime load"):
+                    _check_loads(out, data)
+        else:  # over protobuf's limit: written once with external data, checked and loaded from that file
+            with io.model_file(out) as path:
+                io.check_model(str(path), "optimized model")
+                if not run_verify:
+                    with _timed(stages, "onnxruntime load"):
+                        _check_loads(out, path=path)
 
-    report = Report(pipeline=",".join(str(s) for s in specs), passes=results, inputs=plan)
+    report = Report(pipeline=",".join(str(s) for s in specs), passes=results, inputs=plan, stages=stages)
     report.warnings = [f"non-finite weights in the input model: {w.describe()}" for w in nonfinite]
-    report.before = _cost(norm, plan)
-    report.after = _cost(out, plan)
+    report.before = before
+    with _timed(stages, "cost"):
+        report.after = _cost(out, plan)
     if isinstance(model, (str, os.PathLike)):
         report.bytes_before = io.file_size(model)
     else:
@@ -127,13 +155,24 @@ def optimize(
             or _tolerance_from(verify_settings)
             or (Tolerance.lossless() if report.lossless else Tolerance.lossy())
         )
-        report.verification = verify_models(norm, out, calib_arrays, plan, tol, labels, seed)
+        with _timed(stages, "verify"):
+            report.verification = verify_models(norm, out, calib_arrays, plan, tol, labels, seed)
     report.seconds = time.perf_counter() - t0
     if report.verification is not None and not report.verification.ok:
         err = VerificationError("verification failed: " + "; ".join(report.verification.failures()))
         err.report = report  # type: ignore[attr-defined]
         raise err
     return out, report
+
+
+@contextlib.contextmanager
+def _timed(stages: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall time of the block to ``stages[name]`` (the report's per-stage times)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
 
 
 def verify_models(
@@ -211,16 +250,20 @@ def _serialized(model: onnx.ModelProto) -> bytes | None:
 
     try:
         return io.serialize(model)
-    except ValueError:
+    except io.TooLargeError:
         return None
 
 
-def _check_loads(model: onnx.ModelProto, data: bytes | None = None) -> None:
-    from onnxcomp.ort import session, uses_custom_ops
+def _check_loads(model: onnx.ModelProto, data: bytes | None = None, path: Path | None = None) -> None:
+    from onnxcomp.ort import _runtime_available, session, uses_custom_ops
 
+    custom = uses_custom_ops(model)
     try:
-        # bytes skip a second serialization; a model with com.onnxcomp ops goes as a proto so that the
-        # session registers the native runtime when it is available
-        session(data if data is not None and not uses_custom_ops(model) else model, optimize=False)
+        if path is not None:  # a model written with external data
+            session(path, optimize=False, runtime=custom and _runtime_available())
+        else:
+            # bytes skip a second serialization; a model with com.onnxcomp ops goes as a proto so that the
+            # session registers the native runtime when it is available
+            session(data if data is not None and not custom else model, optimize=False)
     except InputError as err:
         raise InputError(f"the optimized model does not load in onnxruntime: {err}") from err

@@ -50,6 +50,82 @@ def _runtime_name(runtime: str | None) -> str | None:
     return runtime
 
 
+def _version_text() -> str:
+    """onnxcomp's version, the native runtime's status (library, kernel ISA, or why it is not built),
+    the onnxruntime and onnx versions (read from the installed metadata: nothing heavy is imported)."""
+    import platform
+    from importlib import metadata
+
+    from onnxcomp import __version__, runtime
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return "\n".join(
+        [
+            f"onnxcomp {__version__}",
+            f"native runtime: {runtime.status().describe()}",
+            f"onnxruntime {version('onnxruntime')}, onnx {version('onnx')}, python {platform.python_version()}",
+        ]
+    )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(_version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_show_version, help="Show versions and the native runtime's status."
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
+def _runtime_notice() -> None:
+    """Once per installation, on the first command: say that the install went on without the native runtime.
+
+    pip hides the build's output unless it fails (or -v), so the first command says it (on stderr); a marker
+    in the onnxcomp cache directory keeps later commands quiet.
+    """
+    import hashlib
+    import os
+
+    from onnxcomp import runtime
+
+    info = runtime.build_info()
+    if info is None or info.get("runtime") != "not built" or runtime.available():
+        return
+    cache = Path(
+        os.environ.get("ONNXCOMP_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "onnxcomp"
+    )
+    key = hashlib.sha256(f"{info['file']}:{info.get('reason', '')}".encode()).hexdigest()[:16]
+    marker = cache / f"runtime-notice-{key}"
+    if marker.exists():
+        return
+    _console(stderr=True).print(
+        f"note: this onnxcomp was installed without its native runtime ({info.get('reason', 'unknown reason')}); "
+        "compressed models run through their standard-op function bodies. See `onnxcomp --version`.",
+        markup=False,
+        soft_wrap=True,
+    )
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass  # a read-only cache: the note shows again next time
+
+
 def _console(stderr: bool = False) -> Any:
     """Rich console; when output is not a terminal (CI logs, pipes), wide enough for the tables."""
     from rich.console import Console
@@ -217,7 +293,7 @@ def inspect(
     from onnxcomp.shapes import resolve
 
     shapes = io.parse_input_shapes(input_shape)
-    norm = io.normalize(io.load_model(input), shapes)
+    norm = io.normalize(io.load_model(input, weights=False), shapes, copy=False)  # dims suffice: no weights read
     plan = resolve(norm, shapes)
     plan.require("inspect")
     model = cost.concrete(norm, plan.shapes())
@@ -310,7 +386,7 @@ def verify_cmd(
     else:
         tol = Tolerance.lossy() if lossy else Tolerance.lossless()
     shapes = io.parse_input_shapes(input_shape)
-    ma, mb = io.normalize(io.load_model(a), shapes), io.normalize(io.load_model(b), shapes)
+    ma, mb = io.normalize(io.load_model(a), shapes, copy=False), io.normalize(io.load_model(b), shapes, copy=False)
     feeds = load_arrays(inputs, ma) if inputs is not None else None
     lab = load_labels(str(labels)) if labels is not None else None
     if lab is not None and feeds is None:
@@ -350,7 +426,7 @@ def diff(
     from onnxcomp.shapes import resolve
 
     shapes = io.parse_input_shapes(input_shape)
-    ma, mb = io.normalize(io.load_model(a), shapes), io.normalize(io.load_model(b), shapes)
+    ma, mb = io.normalize(io.load_model(a), shapes, copy=False), io.normalize(io.load_model(b), shapes, copy=False)
     plan = resolve(ma, shapes)
     d = diff_models(ma, mb, plan)
     console = _console()
@@ -403,11 +479,11 @@ def bench(
     if runs < 1 or warmup < 0 or threads < 0:
         raise UsageError("bench: --runs must be at least 1, --warmup and --threads at least 0")
     shapes = io.parse_input_shapes(input_shape)
-    models = {str(a): io.normalize(io.load_model(a), shapes)}
+    models = {str(a): io.normalize(io.load_model(a), shapes, copy=False)}
     if b is not None:
         if str(b) == str(a):
             raise UsageError("bench A B: A and B are the same file")
-        models[str(b)] = io.normalize(io.load_model(b), shapes)
+        models[str(b)] = io.normalize(io.load_model(b), shapes, copy=False)
     from onnxcomp.ort import resolve_runtime
 
     first = next(iter(models.values()))
@@ -444,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
         args.remove("--debug")
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if "--version" not in args:
+            _runtime_notice()
         app(args=args, prog_name="onnxcomp")
     except SystemExit as e:
         code = e.code

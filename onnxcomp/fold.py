@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from onnxcomp.graph import is_const, is_empty, toposort
+from onnxcomp.graph import is_const, is_empty, static_shape, toposort
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,8 +28,19 @@ NONDETERMINISTIC = {
     "Bernoulli",
     "Dropout",  # folded by `eliminate` when inference-mode; never evaluated here
 }
-# Ops whose output is large from small inputs: folded only when the result feeds a weight input or is small.
+# Ops whose output can be far larger than their inputs: constant "fills" (ConstantOfShape, Expand of a scalar,
+# Tile of a constant, Range). Materializing a large one turns a few bytes of graph into megabytes of
+# initializers (the model zoo's light models, whose weights are fills: vgg19 grew from 10 KB to 513 MB). So a
+# fill with more than ``max_fill_elements`` output elements, FILL_GROWTH times its inputs' or more, is not
+# folded: it stays the node that computes it (onnxruntime computes it when it runs the model), and nodes
+# computed from it are not folded either. Smaller fills become initializers, and all of them when asked
+# (``fold-constants(materialize-fills=true)``). Passes that need a kept fill's values skip with that reason.
+# Loading a model (api.optimize, before the passes) folds fills up to LOAD_FILL_ELEMENTS only (shape
+# arithmetic, small masks): materializing more is fold-constants' decision, under its options.
 EXPANDING = {"ConstantOfShape", "Expand", "Tile", "Range"}
+FILL_GROWTH = 4
+MAX_FILL_ELEMENTS = 1 << 16
+LOAD_FILL_ELEMENTS = 1 << 10
 SUBGRAPH_OPS = {"If", "Loop", "Scan", "SequenceMap"}
 
 
@@ -40,8 +51,12 @@ class FoldResult:
     shapes: int = 0
 
 
-def foldable_nodes(graph: gs.Graph, max_elements: int = 1 << 26) -> list[gs.Node]:
-    """Nodes computable from constants alone, in topological order."""
+def foldable_nodes(graph: gs.Graph, max_fill_elements: int | None = MAX_FILL_ELEMENTS) -> list[gs.Node]:
+    """Nodes computable from constants alone, in topological order.
+
+    Large fills (:func:`large_fill`, more than ``max_fill_elements``; None: no limit) and the nodes computed
+    from them are left out.
+    """
     toposort(graph)
     const_tensors: set[int] = set()
     out: list[gs.Node] = []
@@ -51,14 +66,58 @@ def foldable_nodes(graph: gs.Graph, max_elements: int = 1 << 26) -> list[gs.Node
         if node.op == "Constant" or all(is_empty(t) or is_const(t) or id(t) in const_tensors for t in node.inputs):
             if not node.outputs:
                 continue
+            if max_fill_elements is not None and large_fill(node, max_fill_elements) is not None:
+                continue
             out.append(node)
             for t in node.outputs:
                 const_tensors.add(id(t))
     return out
 
 
+def large_fill(node: gs.Node, max_fill_elements: int = MAX_FILL_ELEMENTS) -> int | None:
+    """The output element count of ``node`` if it is a fill too large to materialize (see EXPANDING), else None.
+
+    A fill is an EXPANDING op whose static output has more than ``max_fill_elements`` elements and at least
+    FILL_GROWTH times as many as its inputs together. An output of unknown shape is not judged (folded).
+    """
+    import math
+
+    if node.op not in EXPANDING or node.domain not in ("", "ai.onnx", None) or not node.outputs:
+        return None
+    shape = static_shape(node.outputs[0])
+    if shape is None and node.op == "ConstantOfShape" and node.inputs and is_const(node.inputs[0]):
+        dims = node.inputs[0].values.reshape(-1)
+        shape = tuple(int(d) for d in dims) if all(d >= 0 for d in dims) else None
+    if shape is None:
+        return None
+    out = math.prod(shape)
+    inputs = sum(math.prod(s) for t in node.inputs if not is_empty(t) and (s := static_shape(t)) is not None)
+    if out > max_fill_elements and out >= FILL_GROWTH * max(inputs, 1):
+        return out
+    return None
+
+
+def kept_fill(tensor: gs.Tensor) -> gs.Node | None:
+    """The fill node computing ``tensor`` when it was kept from constant inputs (not materialized), else None:
+    passes that need a weight's values name it in their skip reason."""
+    prod = tensor.inputs[0] if getattr(tensor, "inputs", None) else None
+    if prod is None or prod.op not in EXPANDING or prod.domain not in ("", "ai.onnx", None):
+        return None
+    return prod if all(is_empty(t) or is_const(t) for t in prod.inputs) else None
+
+
+def fill_note(tensor: gs.Tensor) -> str:
+    """`` (a ... fill kept as is ...)`` when ``tensor`` is a large constant fill that was not materialized (a
+    pass that needs a weight's values says so in its skip reason), else ""."""
+    fill = kept_fill(tensor)
+    if fill is None:
+        return ""
+    return f" ({fill.op} fill kept as is to keep the model small; fold-constants(materialize-fills=true) folds it)"
+
+
 def fold(graph: gs.Graph, nodes: list[gs.Node] | None = None) -> FoldResult:
-    """Replace the outputs of ``nodes`` (default: all foldable) by constants; the nodes become dead."""
+    """Replace the outputs of ``nodes`` (default: all foldable, large fills kept) by constants; the nodes
+    become dead."""
     import onnx_graphsurgeon as gs
 
     result = FoldResult()
@@ -68,12 +127,13 @@ def fold(graph: gs.Graph, nodes: list[gs.Node] | None = None) -> FoldResult:
     node_set = {id(n) for n in nodes}
     # Tensors needed outside the folded region (or graph outputs): evaluate just those.
     graph_outputs = {id(t) for t in graph.outputs}
+    in_subgraphs = _subgraph_inputs(graph)
     wanted: list[gs.Variable] = []
     for n in nodes:
         for t in n.outputs:
             if isinstance(t, gs.Constant):
                 continue
-            if id(t) in graph_outputs or any(id(c) not in node_set for c in t.outputs) or _used_in_subgraph(graph, t):
+            if id(t) in graph_outputs or id(t) in in_subgraphs or any(id(c) not in node_set for c in t.outputs):
                 wanted.append(t)
     if not wanted:
         return result
@@ -85,12 +145,9 @@ def fold(graph: gs.Graph, nodes: list[gs.Node] | None = None) -> FoldResult:
     return result
 
 
-def _used_in_subgraph(graph: gs.Graph, tensor: gs.Tensor) -> bool:
-    for sub in graph.subgraphs(recursive=True):
-        for node in sub.nodes:
-            if any(t is tensor for t in node.inputs):
-                return True
-    return False
+def _subgraph_inputs(graph: gs.Graph) -> set[int]:
+    """ids of the tensors read by nodes inside If/Loop/Scan bodies (one walk, not one per tensor)."""
+    return {id(t) for sub in graph.subgraphs(recursive=True) for node in sub.nodes for t in node.inputs}
 
 
 def _to_constant(tensor: gs.Variable, value: np.ndarray) -> None:

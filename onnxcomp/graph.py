@@ -22,11 +22,71 @@ logger = logging.getLogger(__name__)
 
 
 def import_model(model: onnx.ModelProto) -> gs.Graph:
-    """ModelProto -> gs.Graph (the model should be normalized first, see :func:`onnxcomp.io.normalize`)."""
+    """ModelProto -> gs.Graph (the model should be normalized first, see :func:`onnxcomp.io.normalize`).
+
+    Initializers whose data stayed in their files (a model over 2 GB, :func:`onnxcomp.io.on_disk`) are read
+    from the file when a pass asks for their values; untouched, they are exported as the same file reference.
+    """
     quiet_graphsurgeon()
+    import onnx
     import onnx_graphsurgeon as gs
 
-    return gs.import_onnx(model)
+    graph = gs.import_onnx(model)
+    for t in graph.tensors().values():
+        lazy = getattr(t, "_values", None)
+        if isinstance(t, gs.Constant) and _is_lazy(lazy) and lazy.tensor.data_location == onnx.TensorProto.EXTERNAL:
+            t._values = _file_values(lazy.tensor)
+            t.data_location = None  # new values a pass gives it are stored in the model, not in that file
+    return graph
+
+
+def _is_lazy(values: Any) -> bool:
+    from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
+
+    return isinstance(values, LazyValues) and not isinstance(values, SparseValues)
+
+
+def _file_values(tensor: onnx.TensorProto) -> Any:
+    """onnx-graphsurgeon LazyValues that read an external tensor from its (absolute) file location."""
+    from onnx_graphsurgeon.ir.tensor import LazyValues
+
+    class FileValues(LazyValues):
+        def load(self) -> Any:
+            import numpy as np
+            import onnx
+            from onnx import numpy_helper
+
+            info = {e.key: e.value for e in self.tensor.external_data}
+            with open(info["location"], "rb") as f:
+                f.seek(int(info.get("offset", 0)))
+                data = f.read(int(info["length"])) if "length" in info else f.read()
+            t = onnx.TensorProto()
+            t.data_type = self.tensor.data_type
+            t.dims.extend(self.tensor.dims)
+            t.raw_data = data
+            return np.array(numpy_helper.to_array(t))
+
+        def sample(self, n: int) -> bytes | None:
+            """The bytes of ``n`` evenly spaced elements, read through a memory map (a few pages, not the
+            whole tensor); None for element types numpy cannot map."""
+            import numpy as np
+            import onnx
+
+            try:
+                dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.tensor.data_type))
+            except (KeyError, TypeError, ValueError):
+                return None
+            if dtype.kind not in "biuf":
+                return None
+            info = {e.key: e.value for e in self.tensor.external_data}
+            count = int(np.prod(self.tensor.dims))
+            if count == 0:
+                return b""
+            flat = np.memmap(info["location"], dtype=dtype, mode="r", offset=int(info.get("offset", 0)), shape=(count,))
+            index = np.linspace(0, count - 1, min(n, count)).astype(np.int64) if count > n else slice(None)
+            return np.array(flat[index]).tobytes()
+
+    return FileValues(tensor)
 
 
 def quiet_graphsurgeon() -> None:
@@ -36,12 +96,31 @@ def quiet_graphsurgeon() -> None:
     gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
 
 
-def export_model(graph: gs.Graph, ctx: PassContext | None = None) -> onnx.ModelProto:
-    """gs.Graph -> ModelProto, keeping opset imports, IR version, metadata and provenance tags."""
+def export_model(graph: gs.Graph, ctx: PassContext | None = None, *, release: bool = False) -> onnx.ModelProto:
+    """gs.Graph -> ModelProto, keeping opset imports, IR version, metadata and provenance tags.
+
+    Initializers still held by the imported model (weights no pass touched) are copied into the result once,
+    tensor by tensor (onnx-graphsurgeon's export would copy them twice, through make_graph and make_model,
+    and rename the source tensors). ``release=True`` empties each source tensor once copied: the imported
+    model is then spent, and the weights are never held twice (models of several GB).
+    """
     import onnx
     import onnx_graphsurgeon as gs
 
-    model = gs.export_onnx(graph, do_type_check=False)
+    sources = _stub_lazy_constants(graph)
+    try:
+        model = gs.export_onnx(graph, do_type_check=False)
+    finally:
+        for const, lazy in sources.values():
+            const._values = lazy
+    for t in model.graph.initializer:
+        entry = sources.get(t.name)
+        if entry is not None:
+            src = entry[1].tensor
+            t.CopyFrom(src)
+            t.name = entry[0].name
+            if release:
+                src.Clear()
     meta = ctx.model_meta if ctx is not None else {}
     if meta.get("ir_version"):
         model.ir_version = max(model.ir_version if model.ir_version else 0, meta["ir_version"])
@@ -61,6 +140,29 @@ def export_model(graph: gs.Graph, ctx: PassContext | None = None) -> onnx.ModelP
             if tag:
                 node.doc_string = tag
     return model
+
+
+def _stub_lazy_constants(graph: gs.Graph) -> dict[str, tuple[gs.Constant, Any]]:
+    """Main-graph constants whose values are still the imported TensorProto (not loaded into numpy) get a
+    data-less stand-in for the export; returns {name: (constant, its LazyValues)} to put the data back."""
+    import onnx
+    import onnx_graphsurgeon as gs
+    from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
+
+    # a constant read inside an If/Loop/Scan body is exported with the body too: left as it is
+    in_bodies = {id(t) for sub in graph.subgraphs(recursive=True) for n in sub.nodes for t in n.inputs}
+    out: dict[str, tuple[gs.Constant, Any]] = {}
+    for name, t in graph.tensors().items():
+        lazy = getattr(t, "_values", None)
+        if not isinstance(t, gs.Constant) or type(lazy) is not LazyValues or isinstance(lazy, SparseValues):
+            continue
+        if id(t) in in_bodies:
+            continue
+        src = lazy.tensor
+        stub = onnx.TensorProto(name=name, data_type=src.data_type, dims=list(src.dims))
+        out[name] = (t, lazy)
+        t._values = LazyValues(stub)
+    return out
 
 
 def _fix_opset_imports(model: onnx.ModelProto, original: dict[str, int]) -> None:
@@ -96,6 +198,20 @@ def const_value(tensor: Any) -> np.ndarray | None:
     if isinstance(tensor, gs.Constant):
         return tensor.values
     return None
+
+
+def peek_values(tensor: Any) -> np.ndarray:
+    """A constant's values, without keeping them in the graph.
+
+    onnx-graphsurgeon converts an imported initializer to numpy on first access and keeps the array: the
+    weight is then held twice (the model's TensorProto and the array) and re-encoded at export. A pass that
+    only reads a weight (hashing, sampling, checking) reads it here; a weight no pass changes stays the
+    imported TensorProto to the end.
+    """
+    lazy = getattr(tensor, "_values", None)
+    if _is_lazy(lazy):
+        return lazy.load()
+    return tensor.values
 
 
 def is_const(tensor: Any) -> bool:
@@ -151,16 +267,16 @@ def make_constant(graph: gs.Graph, base: str, values: np.ndarray) -> gs.Constant
 
 
 def replace_uses(graph: gs.Graph, old: Any, new: Any) -> None:
-    """Every consumer of ``old`` (nodes, subgraph captures) reads ``new`` instead (graph outputs excluded)."""
+    """Every consumer of ``old`` (nodes, subgraph captures) reads ``new`` instead (graph outputs excluded).
+
+    onnx-graphsurgeon keeps ``old.outputs`` in sync with every node input, subgraph nodes that capture
+    ``old`` from an outer scope included (they share the tensor object), so the consumers are found without
+    walking the graph: O(uses), not O(graph) per call.
+    """
     for node in list(old.outputs):
         for i, t in enumerate(node.inputs):
             if t is old:
                 node.inputs[i] = new
-    for sub in graph.subgraphs(recursive=True) if hasattr(graph, "subgraphs") else ():
-        for node in sub.nodes:
-            for i, t in enumerate(node.inputs):
-                if t is old:
-                    node.inputs[i] = new
 
 
 def bypass(graph: gs.Graph, node: gs.Node, keep: Any = None) -> str | None:
@@ -229,16 +345,25 @@ def replace_graph(graph: gs.Graph, new: gs.Graph) -> None:
 
 
 def toposort(graph: gs.Graph) -> gs.Graph:
-    """``graph.toposort()`` that also works on graphs with both model-local functions and If/Loop/Scan bodies.
+    """Topologically sort the graph's nodes (and its functions, If/Loop/Scan bodies) in place; returns it.
 
-    onnx-graphsurgeon (0.5, 0.6) sorts functions by walking the *main* graph's subgraphs from inside
-    themselves, which recurses without end as soon as the graph has a subgraph and a function (a kmeans'd
-    model with an If). There the nodes are sorted by onnx-graphsurgeon and the functions here: every function
-    after the functions its body calls.
+    The order is onnx-graphsurgeon's (``Graph.toposort``): every node gets a level, 1 + the highest level of
+    the nodes producing its inputs (outer-scope captures of its subgraphs included), and the nodes are sorted
+    stably by level, ties in the post-order of a depth-first walk from the nodes in list order. It is computed
+    here without recursion, in time linear in the graph: onnx-graphsurgeon recurses once per node of a chain
+    (a RecursionError on a long chain listed out of order) and costs seconds per call on 20,000 nodes.
+
+    Model-local functions are placed after the functions their bodies call (onnx-graphsurgeon 0.5, 0.6 sort
+    functions by walking the main graph's subgraphs from inside themselves, which recurses without end as soon
+    as the graph has a subgraph and a function, so that order is computed here when there are subgraphs).
     """
-    if not graph.functions or not any(True for _ in graph.subgraphs()):
-        return graph.toposort()
-    graph.toposort(mode="nodes")
+    for func in graph.functions:
+        _sort_nodes(func)
+    _sort_nodes(graph)
+    if not graph.functions:
+        return graph
+    if not any(True for _ in graph.subgraphs()):
+        return graph.toposort(mode="functions")
     by_id = {(f.domain, f.name): f for f in graph.functions}
     ordered: list[Any] = []
     state: dict[tuple[str, str], bool] = {}  # False: being visited, True: placed
@@ -258,6 +383,90 @@ def toposort(graph: gs.Graph) -> gs.Graph:
         place(key)
     graph.functions = ordered
     return graph
+
+
+def _sort_nodes(graph: gs.Graph) -> None:
+    """Sort ``graph.nodes`` (and its subgraphs' nodes) in onnx-graphsurgeon's level order, iteratively."""
+    import onnx_graphsurgeon as gs
+
+    nodes = list(graph.nodes)
+    bodies = {id(n): subs for n in nodes if (subs := _bodies(n))}
+    for subs in bodies.values():
+        for sub in subs:
+            _sort_nodes(sub)
+    # A tensor is local (its producers order this graph's nodes) when a node here produces it, it is a
+    # graph input, or it is a constant: by name, as onnx-graphsurgeon decides it.
+    local = {t.name for n in nodes for t in n.outputs if not t.is_empty()}
+    local.update(t.name for t in graph.inputs)
+    in_graph = {id(n) for n in nodes}
+
+    def producers(node: gs.Node) -> list[gs.Node]:
+        found: dict[int, gs.Node] = {}
+        tensors = list(node.inputs)
+        for sub in bodies.get(id(node), ()):
+            tensors.extend(_foreign_tensors(sub).values())
+        for t in tensors:
+            if t.inputs and (t.name in local or isinstance(t, gs.Constant)):
+                for p in t.inputs:
+                    if id(p) in in_graph:
+                        found.setdefault(id(p), p)
+        return list(found.values())
+
+    level: dict[int, int] = {}  # id(node) -> level; insertion order is the depth-first post-order
+    inputs: dict[int, list[gs.Node]] = {}
+    for root in nodes:
+        if id(root) in level:
+            continue
+        inputs[id(root)] = producers(root)
+        stack = [(root, iter(inputs[id(root)]))]
+        open_ids = {id(root)}
+        while stack:
+            node, pending = stack[-1]
+            for p in pending:
+                if id(p) in level:
+                    continue
+                if id(p) in open_ids:
+                    raise ValueError(f"cycle in graph {graph.name!r} through node {p.name or p.op!r}")
+                inputs[id(p)] = producers(p)
+                stack.append((p, iter(inputs[id(p)])))
+                open_ids.add(id(p))
+                break
+            else:
+                stack.pop()
+                open_ids.discard(id(node))
+                level[id(node)] = 1 + max((level[id(p)] for p in inputs[id(node)]), default=-1)
+    by_id = {id(n): n for n in nodes}
+    order = sorted(level, key=level.__getitem__)  # stable: ties keep the post-order
+    graph.nodes = [by_id[i] for i in order]
+
+
+def _bodies(node: gs.Node) -> list[gs.Graph]:
+    """The node's subgraphs (If/Loop/Scan bodies), from its attributes."""
+    import onnx_graphsurgeon as gs
+
+    found: list[gs.Graph] = []
+    for value in node.attrs.values():
+        if isinstance(value, gs.Graph):
+            found.append(value)
+        elif isinstance(value, list):
+            found.extend(v for v in value if isinstance(v, gs.Graph))
+    return found
+
+
+def _foreign_tensors(graph: gs.Graph) -> dict[str, Any]:
+    """Tensors a (sub)graph reads from enclosing scopes, nested bodies included (onnx-graphsurgeon's rule)."""
+    import onnx_graphsurgeon as gs
+
+    local = {t.name for n in graph.nodes for t in n.outputs if not t.is_empty()}
+    local.update(t.name for t in graph.inputs)
+    found: dict[str, Any] = {}
+    for node in graph.nodes:
+        for t in node.inputs:
+            if t.name not in local and not isinstance(t, gs.Constant):
+                found[t.name] = t
+        for sub in _bodies(node):
+            found.update((k, t) for k, t in _foreign_tensors(sub).items() if k not in local)
+    return found
 
 
 def subgraph_nodes(graph: gs.Graph, ops: Iterable[str] | None = None) -> list[tuple[gs.Node, str]]:

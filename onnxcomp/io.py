@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,11 +17,24 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TWO_GB = 2**31 - 1
+# protobuf cannot serialize a message larger than this. A model over it is never serialized whole: it is
+# written with external data, one tensor at a time (write_model), and onnxruntime and onnx.checker get its
+# path. A module attribute so that tests can lower it and exercise that path with small models.
+PROTO_LIMIT = 2**31 - 1
+EXTERNAL_THRESHOLD = 1024  # bytes: tensors at least this large go to the external data file
+_ALIGN = 4096  # external data offsets are page-aligned (onnxruntime can map them)
 
 
-def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.ModelProto:
-    """Load an ONNX file (and its external data) or raise :class:`InputError` with a one-line reason."""
+class TooLargeError(ValueError):
+    """The model is over PROTO_LIMIT: it cannot be serialized in memory."""
+
+
+def load_model(path: str | os.PathLike[str], *, check: bool = True, weights: bool = True) -> onnx.ModelProto:
+    """Load an ONNX file (and its external data) or raise :class:`InputError` with a one-line reason.
+
+    ``weights=False``: external data is not read (the initializers keep their names, types and dims: enough
+    for the cost model, and fast for models of several GB).
+    """
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -41,6 +54,12 @@ def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.Mode
         raise InputError(f"{p}: not a valid ONNX model (no graph: truncated or not ONNX)")
     if check:
         check_model(str(p), str(p))  # onnx checks the file itself: no re-serialization, external data found
+    if not weights or model.ByteSize() + _external_bytes(model) > PROTO_LIMIT:
+        if weights:  # over protobuf's limit once loaded: the weights stay in their files (see on_disk)
+            _pin_external(model, p.parent)
+        if check and not _has_external(model):  # every weight is in the file: the com.onnxcomp checks can run
+            check_compressed_ops(model, str(p))
+        return model
     try:
         from onnx.external_data_helper import load_external_data_for_model
 
@@ -50,6 +69,62 @@ def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.Mode
     if check:
         check_compressed_ops(model, str(p))
     return model
+
+
+def _external_bytes(model: onnx.ModelProto) -> int:
+    """Bytes the main graph's external initializers declare (their 'length' entries, else their dims)."""
+    import math
+
+    import onnx
+
+    total = 0
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: e.value for e in t.external_data}
+            try:
+                total += int(info["length"]) if "length" in info else math.prod(t.dims) * 4
+            except ValueError:
+                continue  # a bad length entry: the check on opening it says so
+    return total
+
+
+def _pin_external(model: onnx.ModelProto, base: Path) -> None:
+    """Leave external weights on disk: each location becomes the absolute path of its file, after the same
+    checks as loading it (inside the model's directory, no link, no '..', the data within the file)."""
+    import onnx
+
+    root = base.resolve()
+    for t in model.graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        where = f"{base / (info.get('location') or '?')}: tensor {t.name!r}"
+        location = info.get("location", "")
+        parts = Path(location).parts
+        if not location or Path(location).is_absolute() or ".." in parts:
+            raise InputError(f"{where}: external data must be a relative path inside the model's directory")
+        full = base / location
+        if any((base / Path(*parts[: i + 1])).is_symlink() for i in range(len(parts))):
+            raise InputError(f"{where}: external data must not be a symbolic link")
+        real = full.resolve()
+        if root not in real.parents or not real.is_file():
+            raise InputError(f"{where}: external data file not found inside the model's directory")
+        try:
+            offset, length = int(info.get("offset", 0)), info.get("length")
+            size = real.stat().st_size
+            if offset < 0 or offset > size or (length is not None and (int(length) < 0 or offset + int(length) > size)):
+                raise InputError(f"{where}: external data range is outside the file ({size:,} bytes)")
+        except ValueError as err:
+            raise InputError(f"{where}: bad external data offset/length") from err
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = str(real)
+
+
+def on_disk(model: onnx.ModelProto) -> bool:
+    """True when some main-graph initializer is not in memory but in a file (a model over protobuf's limit,
+    loaded by :func:`load_model`): such a model goes to onnxruntime and onnx.checker as a file, never as bytes."""
+    return _has_external(model)
 
 
 def as_model(model_or_path: Any) -> onnx.ModelProto:
@@ -73,15 +148,20 @@ def as_model(model_or_path: Any) -> onnx.ModelProto:
 
 
 def check_model(model: onnx.ModelProto | bytes | str, where: str = "model") -> None:
-    """onnx.checker on the model, its serialized bytes (saves serializing it again) or its file path."""
+    """onnx.checker on the model, its serialized bytes (saves serializing it again) or its file path.
+
+    A model over PROTO_LIMIT is written to a temporary file with external data and checked by path.
+    """
     import onnx
 
+    if not isinstance(model, (bytes, str)):
+        try:
+            model = serialize(model)
+        except TooLargeError:
+            with model_file(model) as path:
+                check_model(str(path), where)
+            return
     try:
-        if not isinstance(model, (bytes, str)):
-            try:
-                model = serialize(model)
-            except ValueError:  # over protobuf's 2 GB limit: the checker cannot take it in memory
-                return
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:
         raise InputError(f"{where}: invalid ONNX model ({_one_line(err)})") from err
@@ -103,18 +183,24 @@ def _one_line(err: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------------------------- normalize
-def normalize(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> onnx.ModelProto:
-    """Copy of ``model`` ready for the graph IR.
+def normalize(
+    model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] | None = None, *, copy: bool = True
+) -> onnx.ModelProto:
+    """Copy of ``model`` (``copy=False``: ``model`` itself, changed in place) ready for the graph IR.
 
     - initializers listed as graph inputs (IR < 4 exporters) become plain initializers (IR >= 4);
     - ``--input-shape`` overrides are applied to graph inputs;
     - shapes are inferred (onnx shape inference with data propagation) into value_info.
     Weight subgraphs (Constant, ConstantOfShape, ...) are folded by the pipeline's constant folding.
+    ``copy=False`` is for a model the caller owns (loaded from a file): no second copy of the weights.
     """
     import onnx
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
+    if copy:
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+    else:
+        m = model
     inits = {i.name for i in m.graph.initializer}
     if any(i.name in inits for i in m.graph.input):
         kept = [i for i in m.graph.input if i.name not in inits]
@@ -265,9 +351,31 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
 
 
 # ------------------------------------------------------------------------------------------------- save
+def fits(model: onnx.ModelProto) -> bool:
+    """True when the model can be serialized in memory (at most PROTO_LIMIT bytes; ByteSize reads no data)."""
+    return model.ByteSize() <= PROTO_LIMIT
+
+
 def serialize(model: onnx.ModelProto) -> bytes:
-    """Deterministic bytes (map fields sorted)."""
-    return model.SerializeToString(deterministic=True)
+    """Deterministic bytes (map fields sorted).
+
+    :class:`TooLargeError` for a model over PROTO_LIMIT, or whose weights are left in their files
+    (:func:`on_disk`): such a model is written with :func:`write_model` (or :func:`model_file`) instead.
+    """
+    if on_disk(model):
+        raise TooLargeError("the model's weights are in their files (a model over 2 GB): written with external data")
+    return _to_bytes(model)
+
+
+def _to_bytes(model: onnx.ModelProto) -> bytes:
+    from google.protobuf.message import EncodeError
+
+    if not fits(model):
+        raise TooLargeError(f"the model is {model.ByteSize():,} bytes, over protobuf's limit of {PROTO_LIMIT:,}")
+    try:
+        return model.SerializeToString(deterministic=True)
+    except (EncodeError, ValueError) as err:  # protobuf 7 (upb) raises EncodeError, older ones ValueError
+        raise TooLargeError(f"protobuf cannot serialize the model ({_one_line(err)})") from err
 
 
 def save_model(
@@ -290,15 +398,31 @@ def save_model(
         raise UsageError(f"output path {out} is a directory")
     if not out.parent.exists():
         raise UsageError(f"output directory {out.parent} does not exist")
+    data_file = out.parent / (out.name + ".data")
+    if data_file.exists() and any(_same_file(data_file, f) for f in _external_files(model)):
+        raise UsageError(f"output path {out}: its data file {data_file.name} holds the input's weights")
     if data is None and not _has_external(model):
         try:
             data = serialize(model)
-        except ValueError:  # over protobuf's 2 GB limit
+        except TooLargeError:
             data = None
     if data is None or _has_external(model):
         return _save_external(model, out)
     _atomic_write(out, data)
     return len(data)
+
+
+def _external_files(model: onnx.ModelProto) -> set[Path]:
+    """The files the model's external initializers are read from (absolute locations only)."""
+    import onnx
+
+    files = set()
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in t.external_data if e.key == "location"), "")
+            if location and Path(location).is_absolute():
+                files.add(Path(location))
+    return files
 
 
 def _has_external(model: onnx.ModelProto) -> bool:
@@ -309,28 +433,147 @@ def _has_external(model: onnx.ModelProto) -> bool:
 
 def _save_external(model: onnx.ModelProto, out: Path) -> int:
     """Weights to ``<out>.data`` (written first, atomically), then the graph file."""
-    import onnx
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    location = out.name + ".data"
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".onnxcomp-") as tmp:
         tmp_model = Path(tmp) / out.name
-        onnx.save_model(
-            m,
-            str(tmp_model),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=location,
-            size_threshold=1024,
-        )
-        data = Path(tmp) / location
-        total = tmp_model.stat().st_size
+        total = write_model(model, tmp_model)
+        data = Path(tmp) / (out.name + ".data")
         if data.exists():
-            total += data.stat().st_size
-            os.replace(data, out.parent / location)
+            os.replace(data, out.parent / data.name)
         os.replace(tmp_model, out)
     return total
+
+
+def write_model(model: onnx.ModelProto, path: Path, *, base_dir: Path | None = None, refer: bool = False) -> int:
+    """Write ``model`` to ``path`` with its large main-graph initializers in ``<path>.data``; returns bytes.
+
+    One tensor at a time: the model is never serialized whole, neither copied nor changed (unlike
+    ``onnx.save_model(save_as_external_data=True)``, which moves the data out of the model it is given).
+    Initializers of at least EXTERNAL_THRESHOLD bytes go to the data file, in graph order, at page-aligned
+    offsets; the rest stays in the graph file. Tensors already stored externally (a model loaded without its
+    weights) are copied from their files under ``base_dir``. Deterministic: the same model, the same bytes.
+    ``refer=True`` (a temporary file for onnxruntime or the checker): external tensors whose file is in
+    ``path``'s directory are referred to where they are, not copied.
+    """
+    import onnx
+
+    here = path.parent.resolve()
+    links = {str(f): f.name for f in _external_files(model) if f.parent == here} if refer else {}
+    skeleton = onnx.ModelProto()
+    _copy_fields(model, skeleton, skip="graph")
+    _copy_fields(model.graph, skeleton.graph, skip="initializer")
+    data_name = path.name + ".data"
+    written = 0
+    with open(path.parent / data_name, "wb") as f:
+        for t in model.graph.initializer:
+            external = t.data_location == onnx.TensorProto.EXTERNAL
+            if not external and _data_bytes(t) < EXTERNAL_THRESHOLD:
+                skeleton.graph.initializer.append(t)
+                continue
+            linked = (
+                links.get(next((e.value for e in t.external_data if e.key == "location"), "")) if external else None
+            )
+            if linked is not None:  # same bytes, same offsets, in the file beside the model
+                stub = skeleton.graph.initializer.add()
+                stub.CopyFrom(t)
+                for e in stub.external_data:
+                    if e.key == "location":
+                        e.value = linked
+                continue
+            f.write(b"\0" * ((-f.tell()) % _ALIGN))
+            offset = f.tell()
+            if external:
+                _copy_external(t, base_dir, f)
+            else:
+                f.write(_tensor_bytes(t))
+            stub = skeleton.graph.initializer.add()
+            for field, value in t.ListFields():  # everything but the data
+                if field.name in _META_FIELDS:
+                    if hasattr(value, "extend"):
+                        getattr(stub, field.name).extend(value)
+                    else:
+                        setattr(stub, field.name, value)
+            stub.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(f.tell() - offset))):
+                entry = stub.external_data.add()
+                entry.key, entry.value = key, value
+        written = f.tell()
+    if written == 0:
+        (path.parent / data_name).unlink()
+    graph_bytes = _to_bytes(skeleton)
+    path.write_bytes(graph_bytes)
+    return len(graph_bytes) + written
+
+
+_META_FIELDS = ("name", "dims", "data_type", "doc_string", "metadata_props")
+
+
+def _data_bytes(t: onnx.TensorProto) -> int:
+    """Bytes of a tensor's data, from its fields' sizes (no copy)."""
+    return t.ByteSize()
+
+
+def _tensor_bytes(t: onnx.TensorProto) -> bytes:
+    """The tensor's data as raw little-endian bytes (what an external data file holds)."""
+    if t.HasField("raw_data"):
+        return t.raw_data
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(t).tobytes()
+
+
+def _copy_external(t: onnx.TensorProto, base_dir: Path | None, f: Any) -> None:
+    """Append an externally stored tensor's bytes to ``f``, in chunks: from its absolute location (a model
+    loaded by :func:`load_model` with its weights left on disk) or from under ``base_dir``."""
+    info = {e.key: e.value for e in t.external_data}
+    location = info.get("location")
+    if location and Path(location).is_absolute():
+        src = Path(location)
+    elif base_dir is not None and location:
+        src = (base_dir / location).resolve()
+        if base_dir.resolve() not in src.parents:
+            raise InputError(f"tensor {t.name!r}: external data {location!r} is outside the model's directory")
+    else:
+        raise InputError(f"tensor {t.name!r}: external data without a location to copy it from")
+    offset, length = int(info.get("offset", 0)), info.get("length")
+    with open(src, "rb") as g:
+        g.seek(offset)
+        left = int(length) if length is not None else None
+        while left is None or left > 0:
+            chunk = g.read(1 << 24 if left is None else min(1 << 24, left))
+            if not chunk:
+                break
+            f.write(chunk)
+            if left is not None:
+                left -= len(chunk)
+
+
+@contextlib.contextmanager
+def model_file(model: onnx.ModelProto) -> Iterator[Path]:
+    """A temporary copy of ``model`` on disk (external data: no whole serialization), removed afterwards.
+
+    What onnxruntime and onnx.checker get for a model over PROTO_LIMIT: a path, not bytes. A model whose
+    weights are in their files is written (when that directory is writable) as a hidden graph file beside
+    them that refers to them, with only the weights the passes changed in its own data file: no copy of
+    gigabytes of unchanged weights (relative locations in the model's directory are what onnxruntime and
+    the checker accept).
+    """
+    files = _external_files(model)
+    where = next(iter(files)).parent if len({f.parent for f in files}) == 1 else None
+    if where is not None and os.access(where, os.W_OK):
+        fd, name = tempfile.mkstemp(dir=where, prefix=".onnxcomp-check-", suffix=".onnx")
+        os.close(fd)
+        path = Path(name)
+        try:
+            write_model(model, path, refer=True)
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+            (path.parent / (path.name + ".data")).unlink(missing_ok=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="onnxcomp-model-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        write_model(model, path)
+        yield path
 
 
 def _atomic_write(out: Path, data: bytes) -> None:

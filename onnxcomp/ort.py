@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.errors import InputError
@@ -22,13 +25,13 @@ def uses_custom_ops(model: onnx.ModelProto) -> bool:
 
 
 def session(
-    model: onnx.ModelProto | bytes,
+    model: onnx.ModelProto | bytes | str | os.PathLike[str],
     *,
     optimize: bool = False,
     threads: int | None = None,
     runtime: bool | str | None = None,
 ) -> ort.InferenceSession:
-    """An InferenceSession on CPU.
+    """An InferenceSession on CPU, of a model (over protobuf's limit: through a file), its bytes or its path.
 
     ``optimize=False`` disables onnxruntime's graph optimizations so they can neither hide nor cause a
     difference (verification). ``runtime``: ``"ops"`` or True registers libonnxcomp_ops.so (required);
@@ -51,20 +54,48 @@ def session(
     if threads is not None:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load_model_from_string(model)
+    if isinstance(model, (str, os.PathLike)):
+        proto = onnx.load(os.fspath(model), load_external_data=False)
+    else:
+        proto = model if isinstance(model, onnx.ModelProto) else onnx.load_model_from_string(model)
     name = resolve_runtime(proto, runtime)
     from onnxcomp import runtime as rt
 
     if name == "ops" or (name == "ep" and rt.coded_decoder_bytes(proto) > rt.DECODER_FOLD_LIMIT):
         rt.register(so)
-    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     try:
-        if name == "ep":
-            so.add_provider_for_devices(rt.register_ep(), {})
-            return ort.InferenceSession(data, so)
-        return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+        with _source(model) as data:
+            if name == "ep":
+                so.add_provider_for_devices(rt.register_ep(), {})
+                return ort.InferenceSession(data, so)
+            return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    except InputError:
+        raise
     except Exception as err:  # onnxruntime raises its own exception types
         raise InputError(f"onnxruntime cannot load the model: {' '.join(str(err).split())[:400]}") from err
+
+
+@contextlib.contextmanager
+def _source(model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> Iterator[bytes | str]:
+    """What onnxruntime is given: the model's bytes, its path, or, for a model over protobuf's limit (or with
+    its weights left in their files), a temporary file written with external data (onnxruntime reads the
+    weights at load; the file is removed once the session exists)."""
+    import onnx
+
+    from onnxcomp import io
+
+    if isinstance(model, (str, os.PathLike)):
+        yield os.fspath(model)
+    elif not isinstance(model, onnx.ModelProto):
+        yield model
+    else:
+        try:
+            data = io.serialize(model)
+        except io.TooLargeError:
+            with io.model_file(model) as path:
+                yield str(path)
+            return
+        yield data
 
 
 def resolve_runtime(model: onnx.ModelProto, runtime: bool | str | None) -> str:

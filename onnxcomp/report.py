@@ -28,6 +28,7 @@ class Report:
     bytes_after: int | None = None
     verification: VerifyResult | None = None
     seconds: float = 0.0
+    stages: dict[str, float] = dataclasses.field(default_factory=dict)  # non-pass stages: name -> seconds
     inputs: InputShapes | None = None  # the input shapes verification and the cost summaries used
     warnings: list[str] = dataclasses.field(default_factory=list)  # e.g. non-finite weights in the input
     serialized: bytes | None = dataclasses.field(default=None, repr=False)  # the output's bytes (not in JSON)
@@ -46,6 +47,14 @@ class Report:
         self.bytes_before_ = value
 
     @property
+    def file_growth(self) -> float | None:
+        """bytes after / bytes before when the output file is larger than the input (else None)."""
+        before, after = self.bytes_before, self.bytes_after
+        if before and after and after > before:
+            return after / before
+        return None
+
+    @property
     def lossless(self) -> bool:
         return all(p.lossless for p in self.passes)
 
@@ -55,11 +64,13 @@ class Report:
                 "pipeline": self.pipeline,
                 "lossless": self.lossless,
                 "seconds": round(self.seconds, 4),
+                "stages": {k: round(v, 4) for k, v in self.stages.items()},
                 "model": {
                     "before": self.before.to_dict() if self.before else None,
                     "after": self.after.to_dict() if self.after else None,
                     "bytes_before": self.bytes_before,
                     "bytes_after": self.bytes_after,
+                    "file_growth": round(self.file_growth, 4) if self.file_growth else None,
                 },
                 "inputs": self.inputs.to_dict() if self.inputs is not None else None,
                 "warnings": list(self.warnings),
@@ -119,6 +130,13 @@ class Report:
             for label, a, b in rows:
                 m.add_row(label, _num(a), _num(b), f"{a / b:.2f}x" if a is not None and b else "-")
             console.print(m)
+        growth = self.file_growth
+        if growth is not None and growth > 1.1 and self.bytes_after - self.bytes_before > 64 * 1024:
+            console.print(
+                f"note: the output file is {growth:.2f}x the size of the input "
+                f"({self.bytes_before:,} -> {self.bytes_after:,} bytes)",
+                highlight=False,
+            )
         if self.verification is not None:
             render_verification(console, self.verification)
 

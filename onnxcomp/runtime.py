@@ -38,8 +38,10 @@ __all__ = [
     "LIBRARY_NAME",
     "RUNTIMES",
     "RuntimeNotBuiltError",
+    "RuntimeStatus",
     "available",
     "build",
+    "build_info",
     "ep_available",
     "get_ep_library_path",
     "get_ep_name",
@@ -47,11 +49,13 @@ __all__ = [
     "register",
     "register_ep",
     "session",
+    "status",
     "uses_runtime_ops",
 ]
 
 LIBRARY_NAME = "libonnxcomp_ops.so"
 ENV_LIBRARY = "ONNXCOMP_RUNTIME_LIBRARY"
+BUILD_INFO = "runtime_build.json"  # written by runtime/CMakeLists.txt beside the library: built or not, and why
 EP_LIBRARY_NAME = "libonnxcomp_ep.so"
 ENV_EP_LIBRARY = "ONNXCOMP_EP_LIBRARY"
 EP_NAME = "OnnxcompExecutionProvider"
@@ -172,6 +176,74 @@ def available() -> bool:
     return True
 
 
+def build_info() -> dict[str, str] | None:
+    """What the build recorded in runtime_build.json (``{"runtime": "built" | "not built", "reason": ...}``).
+
+    Read beside the library in use, else from the first place the library is looked for that has the file;
+    None when no build left one (a source checkout never built).
+    """
+    import json
+
+    places = []
+    try:
+        places.append(library_path().parent)
+    except RuntimeNotBuiltError:
+        pass
+    places += [p.parent for p in _candidates()]
+    for place in places:
+        f = place / BUILD_INFO
+        if f.is_file():
+            try:
+                data = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict):
+                return {str(k): str(v) for k, v in data.items()} | {"file": str(f)}
+    return None
+
+
+class RuntimeStatus:
+    """The native runtime as this installation has it: built or not (and why), the library, its kernels' ISA."""
+
+    def __init__(self, library: Path | None, reason: str, isa: str | None) -> None:
+        self.library, self.reason, self.isa = library, reason, isa
+
+    @property
+    def built(self) -> bool:
+        return self.library is not None
+
+    def describe(self) -> str:
+        if self.library is None:
+            return f"not built ({self.reason}); compressed models run through their standard-op function bodies"
+        return f"built ({self.library}), kernels: {self.isa or 'unknown'}"
+
+
+def status() -> RuntimeStatus:
+    """The runtime's status: the library found (and the ISA its kernels dispatch to on this CPU), or why not."""
+    try:
+        lib = library_path()
+    except RuntimeNotBuiltError as err:
+        info = build_info()
+        if info is not None and info.get("runtime") == "not built" and info.get("reason"):
+            return RuntimeStatus(None, f"at install: {info['reason']}", None)
+        return RuntimeStatus(None, str(err), None)
+    return RuntimeStatus(lib, "", kernel_isa(lib))
+
+
+def kernel_isa(lib: Path) -> str | None:
+    """The instruction set the library's kernels dispatch to on this CPU (its ``OnnxcompKernelIsa()``):
+    "avx512", "avx2" or "scalar" (capped by $ONNXCOMP_ISA); None when the library cannot be loaded."""
+    import ctypes
+
+    try:
+        handle = ctypes.CDLL(str(lib))
+        fn = handle.OnnxcompKernelIsa
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_char_p
+    return fn().decode()
+
+
 def register(session_options: Any) -> Any:
     """Registers the com.onnxcomp kernels with an ``onnxruntime.SessionOptions``; returns it."""
     session_options.register_custom_ops_library(str(library_path()))
@@ -255,9 +327,6 @@ def session(
     if not optimize:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     model = _load_model(model_or_path)
-    source: Any = (
-        os.fspath(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model.SerializeToString()
-    )
     # under the EP, the custom-op library joins only for big weight decoders (HuffmanDecode, RunLengthDecode): the
     # EP decodes those feeding the matmuls it claims; the others would fold at load through their slow bodies
     if (runtime == "ops" and uses_runtime_ops(model)) or (
@@ -267,8 +336,13 @@ def session(
     if runtime == "ep":
         so.log_severity_level = 3  # onnxruntime warns that shape ops stay on CPU: expected
         so.add_provider_for_devices(register_ep(), {})
-        return ort.InferenceSession(source, so)
-    return ort.InferenceSession(source, so, providers=providers or ["CPUExecutionProvider"])
+    from onnxcomp.ort import _source
+
+    # the path, the bytes, or for a model over protobuf's limit a temporary file with external data
+    with _source(model_or_path if isinstance(model_or_path, (str, os.PathLike)) else model) as source:
+        if runtime == "ep":
+            return ort.InferenceSession(source, so)
+        return ort.InferenceSession(source, so, providers=providers or ["CPUExecutionProvider"])
 
 
 def build(build_dir: str | os.PathLike | None = None, *, build_type: str = "Release", quiet: bool = False) -> Path:
@@ -299,6 +373,9 @@ def _main(argv: list[str]) -> int:
     if cmd == "build":
         print(build(argv[1] if len(argv) > 1 else None))
         return 0
+    if cmd == "status":
+        print(status().describe())
+        return 0
     if cmd in ("path", "ep-path"):
         try:
             print(library_path() if cmd == "path" else get_ep_library_path())
@@ -306,7 +383,7 @@ def _main(argv: list[str]) -> int:
             print(e, file=sys.stderr)
             return 1
         return 0
-    print("usage: python -m onnxcomp.runtime [path | ep-path | build [BUILD_DIR]]", file=sys.stderr)
+    print("usage: python -m onnxcomp.runtime [path | ep-path | status | build [BUILD_DIR]]", file=sys.stderr)
     return 2
 
 

@@ -33,6 +33,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from onnxcomp.fold import fill_note
 from onnxcomp.graph import const_value, is_empty, opset_version, toposort
 
 if TYPE_CHECKING:
@@ -1020,7 +1021,8 @@ def _conv(an: Analyzer, node: gs.Node) -> None:
     w = const_value(node.inputs[1]) if len(node.inputs) > 1 else None
     y = node.outputs[0]
     if w is None or w.ndim < 3:
-        an.block(lay, f"weights of {where(node)} are not constant")
+        note = fill_note(node.inputs[1]) if len(node.inputs) > 1 else ""
+        an.block(lay, f"weights of {where(node)} are not constant{note}")
         return
     group = int(node.attrs.get("group", 1))
     cout, cin_g = int(w.shape[0]), int(w.shape[1])

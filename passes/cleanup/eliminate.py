@@ -1,419 +1,28 @@
-"""eliminate: no-op nodes, duplicate initializers, duplicate nodes, dead nodes  =>  removed (lossless)."""
+"""eliminate: no-op nodes, duplicate initializers, duplicate nodes, dead nodes  =>  removed (lossless).
+
+The pass runs three pieces, each in its own module, in rounds until nothing changes:
+``_noops.remove_noops`` (one handler per op type), ``_duplicates.merge_initializers`` and
+``_duplicates.merge_nodes`` (CSE); dead nodes are removed (and counted) between rounds.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING
 
-from onnxcomp.fold import NONDETERMINISTIC
-from onnxcomp.graph import (
-    bypass,
-    const_value,
-    is_empty,
-    is_graph_output,
-    opset_version,
-    producer,
-    shape_of,
-    toposort,
-)
+from onnxcomp.graph import opset_version, toposort
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
+from ._duplicates import label, merge_initializers, merge_nodes
+from ._noops import remove_noops
+
 if TYPE_CHECKING:
-    import numpy as np
     import onnx_graphsurgeon as gs
 
 logger = logging.getLogger(__name__)
 
-STANDARD = ("", "ai.onnx", None)
-# Deterministic domains whose nodes may be merged when they compute the same thing from the same inputs.
-CSE_DOMAINS = ("", "ai.onnx", None, "com.onnxcomp")
-# Exporters write "to the end" as INT_MAX / INT64_MAX; no real dimension reaches this.
-_TO_END = 2**31 - 1
 _MAX_ROUNDS = 10
-
-
-class Action(NamedTuple):
-    """What a no-op handler found: bypass the node onto ``value``, it rewrote the node, or a skip reason."""
-
-    kind: str  # "bypass" | "rewrote" | "skip"
-    value: Any = None
-
-
-def _bypass(tensor: Any) -> Action:
-    return Action("bypass", tensor)
-
-
-def _skip(reason: str) -> Action:
-    return Action("skip", reason)
-
-
-REWROTE = Action("rewrote")
-
-
-def _used(graph: gs.Graph, tensor: Any) -> bool:
-    return not is_empty(tensor) and (bool(tensor.outputs) or is_graph_output(graph, tensor))
-
-
-def _ints(values: Any) -> list[int] | None:
-    if values is None:
-        return None
-    import numpy as np
-
-    return [int(v) for v in np.asarray(values).reshape(-1)]
-
-
-def _attr_or_input(node: gs.Node, attr: str, index: int, opset: int, since: int) -> tuple[bool, list[int] | None]:
-    """An int list given as attribute (opset < ``since``) or constant input ``index`` (opset >= ``since``).
-
-    Returns (known, values): known False when the input is dynamic; values None when it is absent.
-    """
-    if opset < since or attr in node.attrs:
-        return True, (_ints(node.attrs[attr]) if attr in node.attrs else None)
-    if len(node.inputs) <= index or is_empty(node.inputs[index]):
-        return True, None
-    value = const_value(node.inputs[index])
-    return (False, None) if value is None else (True, _ints(value))
-
-
-def _producer_in(node_or_tensor: Any, op: str) -> gs.Node | None:
-    prod = producer(node_or_tensor)
-    if prod is not None and prod.op == op and prod.domain in STANDARD and prod.outputs:
-        return prod
-    return None
-
-
-def _norm_axes(axes: list[int], rank: int | None) -> list[int] | None:
-    if any(a < 0 for a in axes):
-        if rank is None:
-            return None
-        axes = [a + rank if a < 0 else a for a in axes]
-    return sorted(axes)
-
-
-# ------------------------------------------------------------------------------------------ no-op handlers
-# Each handler gets (graph, node, opset) and returns None when the node is not a no-op, an Action otherwise.
-def _identity(graph: gs.Graph, node: gs.Node, opset: int) -> Action | None:
-    return _bypass(node.inputs[0])
-
-
-def _dropout(graph: gs.Graph, node: gs.Node, opset: int) -> Action | None:
-    # Inference: output = data. Before opset 12 ratio/is_test are attributes that do not matter in inference;
-    # since 12, training_mode (input 2) must be absent or a constant false.
-    if len(node.outputs) > 1 and _used(graph, node.outputs[1]):
-        return _skip("its mask output is used")
-    if opset >= 12 and len(node.inputs) > 2 and not is_empty(node.inputs[2]):
-        mode = const_value(node.inputs[2])
-        if mode is None:
-            return _skip("training_mode is not a constant")
-        if bool(mode.reshape(-1)[0]):
-            return _skip("training_mode is true (random dropout at run time)")
-    return _bypass(node.inputs[0])
-
-
-def _reshape(graph: gs.Graph, node: gs.Node, opset: int) -> Action | None:
-    known, target = _attr_or_input(node, "shape", 1, opset, 5)
-    if not known or target is None:
-        return None
-    allowzero = int(node.attrs.get("allowzero", 0))
-    x = node.inputs[0]
-    inner = _producer_in(x, "Reshape")
-    if inner is not None and (allowzero or 0 not in target):
-        # Reshape(Reshape(x, s1), s2) = Reshape(x, s2): s2 does not copy dims from the intermediate.
-        node.inputs[0] = inner.inputs[0]
-        return REWROTE
-    shape = shape_of(x)
-    if shape is None or len(shape) != len(target):
-        return None
-    inferred = 0
-    for d, xd in zip(target, shape):
-        if d == 0 and not allowzero:
-            continue  # copies the input dim
-        if d == -1:
-            inferred += 1  # equals the input dim when every other dim matches
-            continue
-        if not (isinstance(xd, int) and xd == d):
-            return None
-    return _bypass(x) if inferred <= 1 else None
-
-
-def _transpose(graph: gs.Graph, node: gs.Node, opset: int) -> Action | None:
-    x = node.inputs[0]
-    perm = _perm(node, x)
-    if perm is None:
-        return None
-    if perm == list(range(len(perm))):
-        return _bypass(x)
-    inner = _producer_in(x, "Transpose")
-    if inner is None:
-        return None
-    first = _perm(inner, inner.inputs[0])
-    if first is None or len(first) != len(perm):
-        return None
-    # y = T(x, p1): y[i] = x[p1[i]];  z = T(y, p2): z[i] = y[p2[i]] = x[p1[p2[i]]]
-    composed = [first[p] for p in perm]
-    if composed == list(range(len(composed))):
-        return _bypass(inner.inputs[0])
-    node.inputs[0] = inner.inputs[0]
-    node.attrs["perm"] = composed
-    return REWROTE
-
-
-def _perm(node: gs.Node, x: Any) -> list[int] | None:
-    if "perm" in node.attrs:
-        return [int(p) for p in node.attrs["perm"]]
-    shape = shape_of(x)
-    return list(reversed(range(len(shape)))) if shape is not None else None
-
-
-def _dtype_matches(tensor: Any, onnx_type: int) -> bool:
-    import numpy as np
-    import onnx
-
-    dtype = getattr(tensor, "dtype", None)
-    if dtype is None:
-        return False
-    if isinstance(dtype, int):
-        return dtype == onnx_type
-    try:
-        return np.dtype(dtype) == np.dtype(onnx.helper.tensor_dtype_to_np_dtype(onnx_type))
-    except (TypeError, KeyError, ValueError):
-        return False
-
-
-def _cast(graph: gs.Graph, node: gs.Node, opset: int) -> Action | None:
-    return _bypass(node.inputs[0]) if _dtype_matches(node.inputs[0], int(node.attrs["to"])) else None
-
-
-def _cast_like(graph: gs.Graph, node: gs.Node, opset: int) -> Action | None:
-    import numpy as np
-
-    a, b = node.inputs[0].dtype, node.inputs[1].dtype
-    if a is None or b is None:
-        return None
-    same = a == b if isinstance(a, int) or isinstance(b, int) else np.dtype(a) == np.dtype(b)
-    return _bypass(node.inputs[0]) if same else None
-
-
-def _pad(graph: gs.Graph, node: gs.Node, opset: int) -> Action | None:
-    known, pads = _attr_or_input(node, "pads", 1, opset, 11)
-    if known and pads is not None and not any(pads):
-        return _bypass(node.inputs[0])
-    return None
-
-
-def _slice(graph: gs.Graph, node: gs.Node, opset: int) -> Action | None:
-    if opset < 10:
-        starts, ends = _ints(node.attrs.get("starts")), _ints(node.attrs.get("ends"))
-        axes, steps = _ints(node.attrs.get("axes")), None
-    else:
-        vals = []
-        for i in range(1, 5):
-            if len(node.inputs) <= i or is_empty(node.inputs[i]):
-                vals.append(None)
-                continue
-            v = const_value(node.inputs[i])
-            if v is None:
-                return None
-            vals.append(_ints(v))
-        starts, ends, axes, steps = vals
-    if starts is None or ends is None:
-        return None
-    shape = shape_of(node.inputs[0])
-    rank = len(shape) if shape is not None else None
-    axes = _norm_axes(axes, rank) if axes is not None else list(range(len(starts)))
-    if axes is None:
-        return None
-    for i, axis in enumerate(axes):
-        if (steps[i] if steps else 1) != 1:
-            return None
-        s, e = starts[i], ends[i]
-        dim = shape[axis] if shape is not None and axis < len(shape) else None
-        if isinstance(dim, int):
-            s = min(max(s + dim if s < 0 else s, 0), dim)
-            e = min(max(e + dim if e < 0 else e, 0), dim)
-            if s != 0 or e != dim:
-                return None
-        elif not ((s == 0 or s <= -_TO_END) and e >= _TO_END):
-            return None
-    return _bypass(node.inputs[0])
-
-
-def _expand(graph: gs.Graph, node: gs.Node, opset: int) -> Action | None:
-    target = _ints(const_value(node.inputs[1]))
-    shape = shape_of(node.inputs[0])
-    if target is None or shape is None or len(target) > len(shape):
-        return None
-    # out = broadcast(x.shape, target) equals x.shape when every target dim is 1 or x's dim
-    for d, xd in zip(reversed(target), reversed(shape)):
-        if d != 1 and not (isinstance(xd, int) and xd == d):
-            return None
-    return _bypass(node.inputs[0])
-
-
-def _concat(graph: gs.Graph, node: gs.Node, opset: int) -> Action | None:
-    return _bypass(node.inputs[0]) if len(node.inputs) == 1 else None
-
-
-def _split(graph: gs.Graph, node: gs.Node, opset: int) -> Action | None:
-    # A split into one piece is the whole tensor (the split sizes, if given, must sum to the dim).
-    return _bypass(node.inputs[0]) if len(node.outputs) == 1 else None
-
-
-def _squeeze_axes(node: gs.Node, opset: int) -> tuple[bool, list[int] | None]:
-    return _attr_or_input(node, "axes", 1, opset, 13)
-
-
-def _unsqueeze(graph: gs.Graph, node: gs.Node, opset: int) -> Action | None:
-    # Unsqueeze(Squeeze(x, a), a) = x: Squeeze only removes dims of size 1, Unsqueeze puts them back.
-    inner = _producer_in(node.inputs[0], "Squeeze")
-    if inner is None:
-        return None
-    x = inner.inputs[0]
-    shape = shape_of(x)
-    rank = len(shape) if shape is not None else None
-    known1, a1 = _squeeze_axes(inner, opset)
-    known2, a2 = _squeeze_axes(node, opset)
-    if not known1 or not known2 or a2 is None:
-        return None
-    if a1 is None:  # squeeze every dim of size 1
-        if shape is None or any(not isinstance(d, int) for d in shape):
-            return None
-        a1 = [i for i, d in enumerate(shape) if d == 1]
-    n1 = _norm_axes(a1, rank)
-    n2 = _norm_axes(a2, None if rank is None else rank - len(a1) + len(a2))
-    if n1 is None or n2 is None or n1 != n2:
-        return None
-    return _bypass(x)
-
-
-def _squeeze(graph: gs.Graph, node: gs.Node, opset: int) -> Action | None:
-    # Squeeze(Unsqueeze(x, a), a) = x.
-    inner = _producer_in(node.inputs[0], "Unsqueeze")
-    if inner is None:
-        return None
-    x = inner.inputs[0]
-    known1, a1 = _squeeze_axes(inner, opset)
-    known2, a2 = _squeeze_axes(node, opset)
-    if not known1 or not known2 or a1 is None:
-        return None
-    shape = shape_of(x)
-    rank_y = len(shape) + len(a1) if shape is not None else None
-    if a2 is None:  # squeeze every dim of size 1 of y: only the inserted ones if x has no dim of size 1
-        if shape is None or any(not isinstance(d, int) or d == 1 for d in shape):
-            return None
-        a2 = list(a1)
-    n1, n2 = _norm_axes(a1, rank_y), _norm_axes(a2, rank_y)
-    if n1 is None or n2 is None or n1 != n2:
-        return None
-    return _bypass(x)
-
-
-# x * 1, 1 * x, x / 1, x + 0, 0 + x, x - 0. (x + 0.0 maps -0.0 to +0.0; removing it keeps -0.0, equal under ==.)
-_NEUTRAL: dict[str, tuple[float, bool]] = {  # op -> (neutral value, commutative)
-    "Mul": (1.0, True),
-    "Div": (1.0, False),
-    "Add": (0.0, True),
-    "Sub": (0.0, False),
-}
-
-
-def _neutral(graph: gs.Graph, node: gs.Node, opset: int) -> Action | None:
-    import numpy as np
-
-    value, commutative = _NEUTRAL[node.op]
-    pairs = [(0, 1), (1, 0)] if commutative else [(0, 1)]
-    for xi, ci in pairs:
-        c = const_value(node.inputs[ci])
-        x = node.inputs[xi]
-        if c is None or c.dtype.kind not in "fiu" or c.size == 0 or not np.all(c == value):
-            continue
-        shape = shape_of(x)
-        if shape is None or c.ndim > len(shape):
-            continue
-        if all(d == 1 or (isinstance(xd, int) and xd == d) for d, xd in zip(reversed(c.shape), reversed(shape))):
-            return _bypass(x)
-    return None
-
-
-Handler = Callable[[Any, Any, int], "Action | None"]
-
-# op type -> (option that enables it, handler)
-NOOP_HANDLERS: dict[str, tuple[str, Handler]] = {
-    "Identity": ("identity", _identity),
-    "Dropout": ("dropout", _dropout),
-    "Reshape": ("reshape", _reshape),
-    "Transpose": ("transpose", _transpose),
-    "Cast": ("cast", _cast),
-    "CastLike": ("cast", _cast_like),
-    "Pad": ("pad", _pad),
-    "Slice": ("slice", _slice),
-    "Expand": ("expand", _expand),
-    "Concat": ("concat", _concat),
-    "Split": ("split", _split),
-    "Squeeze": ("squeeze_pairs", _squeeze),
-    "Unsqueeze": ("squeeze_pairs", _unsqueeze),
-    "Mul": ("neutral", _neutral),
-    "Div": ("neutral", _neutral),
-    "Add": ("neutral", _neutral),
-    "Sub": ("neutral", _neutral),
-}
-
-
-# ------------------------------------------------------------------------------------------ duplicates
-def _hashable(value: Any) -> Any:
-    """A hashable key for an attribute value, or raise TypeError (subgraphs, attribute references)."""
-    import numpy as np
-    import onnx_graphsurgeon as gs
-
-    if isinstance(value, (bool, int, float, str, bytes)) or value is None:
-        return (type(value).__name__, value)
-    if isinstance(value, (list, tuple)):
-        return ("list", tuple(_hashable(v) for v in value))
-    if isinstance(value, np.ndarray):
-        return ("array", value.dtype.str, value.shape, value.tobytes())
-    if isinstance(value, gs.Constant):
-        v = value.values
-        return ("tensor", v.dtype.str, v.shape, np.ascontiguousarray(v).tobytes())
-    if isinstance(value, np.generic):
-        return ("scalar", value.dtype.str, value.item())
-    raise TypeError(f"unhashable attribute {type(value).__name__}")
-
-
-def _node_key(node: gs.Node) -> tuple[Any, ...] | None:
-    try:
-        attrs = tuple(sorted((k, _hashable(v)) for k, v in node.attrs.items()))
-    except TypeError:
-        return None
-    inputs = tuple(None if is_empty(t) else id(t) for t in node.inputs)
-    outputs = tuple(is_empty(t) for t in node.outputs)
-    return (node.op, node.domain or "", inputs, outputs, attrs)
-
-
-def _rewire(old: Any, new: Any) -> None:
-    """Every consumer of ``old`` (subgraph nodes included: they share the tensor object) reads ``new``."""
-    for consumer in list(old.outputs):
-        for i, t in enumerate(consumer.inputs):
-            if t is old:
-                consumer.inputs[i] = new
-
-
-def _sample(values: np.ndarray, n: int = 64) -> bytes:
-    """The bytes of ``n`` evenly spaced elements (all of them for small tensors)."""
-    import numpy as np
-
-    flat = values.reshape(-1)
-    if flat.size <= n:
-        return flat.tobytes()
-    return flat[np.linspace(0, flat.size - 1, n).astype(np.int64)].tobytes()
-
-
-def _digest(values: np.ndarray) -> bytes:
-    import numpy as np
-
-    return hashlib.blake2b(memoryview(np.ascontiguousarray(values)).cast("B"), digest_size=32).digest()
 
 
 @register_pass
@@ -455,126 +64,35 @@ class Eliminate(Pass):
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         result = self.new_result()
-        self._skipped: set[tuple[str, str]] = set()
+        reported: set[tuple[str, str]] = set()
+
+        def skip(node: gs.Node, reason: str) -> None:
+            key = (label(node), reason)
+            if key not in reported:
+                reported.add(key)
+                result.skip(*key)
+
+        def enabled(kind: str) -> bool:
+            return bool(getattr(self.options, kind))
+
         opset = opset_version(graph)
         dead = _cleanup(graph)
         for _ in range(_MAX_ROUNDS):
             graphs = [graph, *(graph.subgraphs(recursive=True) if self.options.subgraphs else ())]
             changed = False
             for g in graphs:
-                changed |= self._noops(g, opset, result)
+                changed |= remove_noops(g, opset, enabled, result, skip)
             if self.options.duplicate_initializers:
-                changed |= self._dedup_constants(graph, result)
+                changed |= merge_initializers(graph, result)
             if self.options.duplicate_nodes:
                 for g in graphs:
-                    changed |= self._dedup_nodes(g, result)
-            # nodes that became dead through the rewrites (e.g. the first of a cancelled Transpose pair)
-            dead += _cleanup(graph)
+                    changed |= merge_nodes(g, result, skip)
             if not changed:
                 break
+            # nodes that became dead through the rewrites (e.g. the first of a cancelled Transpose pair)
+            dead += _cleanup(graph)
         result.count("dead_nodes", dead)
         return result
-
-    def _skip(self, result: PassResult, node: gs.Node, reason: str) -> None:
-        label = _label(node)
-        if (label, reason) not in self._skipped:
-            self._skipped.add((label, reason))
-            result.skip(label, reason)
-
-    def _noops(self, graph: gs.Graph, opset: int, result: PassResult) -> bool:
-        changed = False
-        for node in list(graph.nodes):
-            entry = NOOP_HANDLERS.get(node.op)
-            if entry is None or not node.outputs or not node.inputs or node.domain not in STANDARD:
-                continue
-            kind, handler = entry
-            if not getattr(self.options, kind):
-                continue
-            action = handler(graph, node, opset)
-            if action is None:
-                continue
-            if action.kind == "skip":
-                self._skip(result, node, f"{node.op} kept: {action.value}")
-                continue
-            if action.kind == "rewrote":
-                result.count(f"{kind}_merged")
-                changed = True
-                continue
-            if any(_used(graph, t) for t in node.outputs[1:]):
-                self._skip(result, node, f"{node.op} kept: a secondary output is used")
-                continue
-            why = bypass(graph, node, action.value)
-            if why is not None:
-                self._skip(result, node, f"{node.op} is a no-op but {why}")
-                continue
-            result.count(kind)
-            changed = True
-        return changed
-
-    def _dedup_constants(self, graph: gs.Graph, result: PassResult) -> bool:
-        """Initializers with equal dtype, shape and bytes -> the first in node order."""
-        import onnx_graphsurgeon as gs
-
-        outputs = {id(t) for t in graph.outputs}
-        order: list[gs.Constant] = []
-        seen: set[int] = set()
-        for node in graph.nodes:
-            for t in node.inputs:
-                if isinstance(t, gs.Constant) and id(t) not in seen and id(t) not in outputs:
-                    seen.add(id(t))
-                    order.append(t)
-        buckets: dict[tuple[Any, ...], list[gs.Constant]] = {}
-        for t in order:
-            export = getattr(t, "_export_dtype", None)
-            buckets.setdefault((t.dtype.str, tuple(t.shape), str(export)), []).append(t)
-        # Within a (dtype, shape) bucket, a strided sample of the values splits unequal tensors apart cheaply;
-        # only tensors whose samples agree are hashed in full.
-        groups: dict[tuple[Any, ...], list[gs.Constant]] = {}
-        for key, bucket in buckets.items():
-            if len(bucket) > 1:
-                for t in bucket:
-                    groups.setdefault((*key, _sample(t.values)), []).append(t)
-        changed = False
-        for group in groups.values():
-            if len(group) < 2:
-                continue
-            keep: dict[bytes, gs.Constant] = {}
-            for t in group:
-                first = keep.setdefault(_digest(t.values), t)
-                if first is not t:
-                    _rewire(t, first)
-                    result.count("duplicate_initializers")
-                    changed = True
-        return changed
-
-    def _dedup_nodes(self, graph: gs.Graph, result: PassResult) -> bool:
-        """Common subexpression elimination in topological order (merges cascade in one sweep)."""
-        table: dict[tuple[Any, ...], gs.Node] = {}
-        changed = False
-        for node in list(graph.nodes):
-            if not node.outputs or node.domain not in CSE_DOMAINS or node.op in NONDETERMINISTIC:
-                continue
-            key = _node_key(node)
-            if key is None:
-                continue
-            first = table.setdefault(key, node)
-            if first is node:
-                continue
-            keep, drop = first, node
-            if any(is_graph_output(graph, t) for t in drop.outputs):
-                if any(is_graph_output(graph, t) for t in keep.outputs):
-                    self._skip(result, node, f"duplicate of {_label(first)} but both write graph outputs")
-                    continue
-                keep, drop = drop, keep  # keep the one whose outputs are graph outputs
-                table[key] = keep
-            for old, new in zip(drop.outputs, keep.outputs):
-                if not is_empty(old):
-                    _rewire(old, new)
-            drop.inputs.clear()
-            drop.outputs.clear()
-            result.count("duplicate_nodes")
-            changed = True
-        return changed
 
 
 def _cleanup(graph: gs.Graph) -> int:
@@ -583,10 +101,3 @@ def _cleanup(graph: gs.Graph) -> int:
     n = len(graph.nodes)
     toposort(graph.cleanup(remove_unused_graph_inputs=False))
     return n - len(graph.nodes) - shells
-
-
-def _label(node: gs.Node) -> str:
-    if node.name:
-        return node.name
-    out = next((t.name for t in node.outputs if t.name), "")
-    return f"{node.op}({out})" if out else node.op

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from onnxcomp.fold import fold, foldable_nodes
-from onnxcomp.graph import static_shape
+from onnxcomp.fold import MAX_FILL_ELEMENTS, fold, foldable_nodes, large_fill
+from onnxcomp.graph import is_const, is_empty, static_shape
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 if TYPE_CHECKING:
@@ -20,7 +20,9 @@ class FoldConstants(Pass):
     Every node whose inputs are all constants is evaluated once with onnxruntime (graph optimizations off,
     so the values are exactly what the original model computes at run time) and replaced by its value.
     ``Shape`` (and ``Size``) of a tensor whose inferred shape is fully static becomes a constant, which lets
-    exporter shape arithmetic (Shape -> Gather -> Concat -> Reshape) fold away.
+    exporter shape arithmetic (Shape -> Gather -> Concat -> Reshape) fold away. Constant fills
+    (ConstantOfShape, Expand, Tile, Range) with more than ``max-fill-elements`` outputs are kept as they are,
+    so that a compact model does not grow by their size (``materialize-fills=true`` folds them too).
     """
 
     name = "fold-constants"
@@ -30,6 +32,10 @@ class FoldConstants(Pass):
     class Options:
         fold_shapes: bool = opt(True, "replace Shape/Size of statically shaped tensors by constants")
         max_elements: int = opt(1 << 26, "do not materialize constants with more elements than this")
+        materialize_fills: bool = opt(
+            False, "also materialize large constant fills (ConstantOfShape/Expand/Tile/Range outputs)"
+        )
+        max_fill_elements: int = opt(MAX_FILL_ELEMENTS, "constant fills up to this many elements are materialized")
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         import numpy as np
@@ -51,7 +57,8 @@ class FoldConstants(Pass):
                 node.outputs.clear()
                 out.to_constant(value)
                 result.count("shapes_folded")
-        nodes = foldable_nodes(graph)
+        limit = None if self.options.materialize_fills else self.options.max_fill_elements
+        nodes = foldable_nodes(graph, max_fill_elements=limit)
         big = []
         for n in nodes:
             if n.op == "Constant":
@@ -62,9 +69,20 @@ class FoldConstants(Pass):
                     big.append(n)
         for n in big:
             result.skip(n.name, f"output larger than max_elements={self.options.max_elements}")
-        keep = [n for n in nodes if n not in big]
+        big_ids = {id(n) for n in big}
+        keep = [n for n in nodes if id(n) not in big_ids]
         folded = fold(graph, keep)
-        result.count("nodes_folded", len([n for n in keep if n.name in set(folded.folded)]))
+        done = set(folded.folded)
+        result.count("nodes_folded", sum(1 for n in keep if n.name in done))
         for name, reason in folded.failed.items():
             result.skip(name, f"could not evaluate: {reason}")
+        if limit is not None:  # the fills left computed from constants (their inputs are folded by now)
+            for n in graph.nodes:
+                size = large_fill(n, limit) if all(is_empty(t) or is_const(t) for t in n.inputs) else None
+                if size is not None:
+                    result.count("fills_kept")
+                    result.skip(
+                        n.name or n.op,
+                        f"a constant fill of {size:,} elements kept as is (materialize-fills=true folds it)",
+                    )
         return result

@@ -21,7 +21,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from onnxcomp.graph import const_value, is_empty, is_graph_output, shape_of, unique_name
+from onnxcomp.fold import fill_note
+from onnxcomp.graph import const_value, is_const, is_empty, is_graph_output, peek_values, shape_of, unique_name
 
 if TYPE_CHECKING:
     import numpy as np
@@ -106,12 +107,22 @@ class Rewriter:
             node.inputs.append(new)
 
 
+def is_float_const(tensor: Any) -> bool:
+    """A floating-point constant with a numpy dtype: decided from its type, its values are not read."""
+    import numpy as np
+
+    if not is_const(tensor) or getattr(tensor, "_export_dtype", None) is not None:
+        return False
+    try:
+        return np.dtype(tensor.dtype).kind == "f"
+    except TypeError:
+        return False
+
+
 def float_const(tensor: Any) -> np.ndarray | None:
-    """The value of a floating-point constant with a numpy dtype, else None."""
-    value = const_value(tensor)
-    if value is None or value.dtype.kind != "f" or getattr(tensor, "_export_dtype", None) is not None:
-        return None
-    return value
+    """The value of a floating-point constant with a numpy dtype, else None (read without keeping a copy in
+    the graph: checks must not hold every weight twice, see graph.peek_values)."""
+    return peek_values(tensor) if is_float_const(tensor) else None
 
 
 def scaled(w: np.ndarray, factor: np.ndarray) -> np.ndarray:
@@ -168,13 +179,15 @@ class Target:
 
 
 def _weight_reason(node: gs.Node, index: int, what: str = "weight") -> str | None:
-    if len(node.inputs) <= index or float_const(node.inputs[index]) is None:
-        return f"its {what} is not a floating-point constant"
+    if len(node.inputs) <= index or not is_float_const(node.inputs[index]):
+        return f"its {what} is not a floating-point constant" + (
+            fill_note(node.inputs[index]) if len(node.inputs) > index else ""
+        )
     return None
 
 
 def _bias_reason(node: gs.Node, index: int) -> str | None:
-    if len(node.inputs) > index and not is_empty(node.inputs[index]) and float_const(node.inputs[index]) is None:
+    if len(node.inputs) > index and not is_empty(node.inputs[index]) and not is_float_const(node.inputs[index]):
         return "its bias is not a floating-point constant"
     return None
 
@@ -332,7 +345,7 @@ def _matmul_apply(rw: Rewriter, m: Match, s: np.ndarray, t: np.ndarray, gemm: bo
 # BatchNormalization(X, scale, B, mean, var): y = (x - mean) / sqrt(var + eps) * scale + B
 def _bn_check(graph: gs.Graph, node: gs.Node) -> str | None:
     for i, what in ((1, "scale"), (2, "bias"), (3, "mean"), (4, "variance")):
-        if len(node.inputs) <= i or float_const(node.inputs[i]) is None:
+        if len(node.inputs) <= i or not is_float_const(node.inputs[i]):
             return f"its {what} is not a floating-point constant"
     return bn_mode_reason(graph, node)
 

@@ -6,10 +6,21 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
+from onnxcomp.fold import fill_note
 from onnxcomp.graph import const_value, is_empty, is_graph_output, param_count, shape_of
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._affine import STANDARD, TARGETS, Rewriter, bn_affine, channel_vector, find_target, float_const, fold, label
+from ._affine import (
+    STANDARD,
+    TARGETS,
+    Rewriter,
+    bn_affine,
+    channel_vector,
+    find_target,
+    fold,
+    is_float_const,
+    label,
+)
 from .fuse_affine import affine_form, scale_shift
 
 if TYPE_CHECKING:
@@ -220,10 +231,10 @@ def _before_reason(graph: gs.Graph, c: gs.Node, y: Any, x: Any, channels: int) -
         return f"{c.op} is not Conv, Gemm or MatMul"
     if c.inputs[0] is not y or sum(1 for i in c.inputs if i is y) != 1:
         return "it reads the normalized tensor as a weight"
-    w = float_const(c.inputs[1]) if len(c.inputs) > 1 else None
-    if w is None:
-        return "its weight is not a floating-point constant"
-    if len(c.inputs) > 2 and not is_empty(c.inputs[2]) and float_const(c.inputs[2]) is None:
+    if len(c.inputs) < 2 or not is_float_const(c.inputs[1]):
+        return "its weight is not a floating-point constant" + (fill_note(c.inputs[1]) if len(c.inputs) > 1 else "")
+    w = c.inputs[1]  # its shape only: the values are read when folding
+    if len(c.inputs) > 2 and not is_empty(c.inputs[2]) and not is_float_const(c.inputs[2]):
         return "its bias is not a floating-point constant"
     if c.op == "Conv":
         if int(w.shape[1]) * int(c.attrs.get("group", 1)) != channels:
@@ -234,7 +245,7 @@ def _before_reason(graph: gs.Graph, c: gs.Node, y: Any, x: Any, channels: int) -
     shape = shape_of(x)
     if shape is None or len(shape) != 2:
         return "its input is not known to be 2-D (the BN channel axis must be the contraction axis)"
-    if w.ndim != 2:
+    if len(w.shape) != 2:
         return "its weight is not 2-D"
     if c.op == "Gemm":
         if int(c.attrs.get("transA", 0)):
@@ -245,7 +256,7 @@ def _before_reason(graph: gs.Graph, c: gs.Node, y: Any, x: Any, channels: int) -
     return None if k == channels else "channel count mismatch"
 
 
-def _conv_pads(c: gs.Node, w: np.ndarray) -> bool:
+def _conv_pads(c: gs.Node, w: Any) -> bool:
     """True when the Conv may pad its input."""
     auto_pad = c.attrs.get("auto_pad", "NOTSET")
     if isinstance(auto_pad, bytes):

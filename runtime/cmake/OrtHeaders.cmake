@@ -13,10 +13,13 @@
 
 set(ONNXCOMP_ORT_VERSION "1.29.0")
 set(ONNXCOMP_ORT_MIN_API 29)
+# The URLs are cache variables so that a mirror (or, in tests, an unreachable address) can be given.
 set(ONNXCOMP_ORT_RELEASE_URL
-    "https://github.com/microsoft/onnxruntime/releases/download/v${ONNXCOMP_ORT_VERSION}/onnxruntime-linux-x64-${ONNXCOMP_ORT_VERSION}.tgz")
+    "https://github.com/microsoft/onnxruntime/releases/download/v${ONNXCOMP_ORT_VERSION}/onnxruntime-linux-x64-${ONNXCOMP_ORT_VERSION}.tgz"
+    CACHE STRING "onnxruntime release archive holding the headers")
 set(ONNXCOMP_ORT_NPM_URL
-    "https://registry.npmjs.org/com.github.asus4.onnxruntime/-/com.github.asus4.onnxruntime-0.4.9.tgz")
+    "https://registry.npmjs.org/com.github.asus4.onnxruntime/-/com.github.asus4.onnxruntime-0.4.9.tgz"
+    CACHE STRING "npm tarball holding the onnxruntime headers (sha256 pinned)")
 set(ONNXCOMP_ORT_NPM_SHA256 "e59788788818fdde1b2e522e766a21ba0f7d8391de55737abf81e32cc801785d")
 # sha256 of the onnxruntime 1.29.0 headers we compile against (checked for every downloaded or cached copy)
 set(ONNXCOMP_ORT_HEADER_SHA256
@@ -145,9 +148,17 @@ if(NOT ONNXCOMP_ORT_INCLUDE_DIR AND NOT _onnxcomp_no_download)
   set(_tgz "${_onnxcomp_tmp}/onnxruntime-npm.tgz")
   message(STATUS "onnxcomp: fetching onnxruntime ${ONNXCOMP_ORT_VERSION} headers from the npm registry "
                  "(com.github.asus4.onnxruntime 0.4.9, ~150 MB)")
-  file(DOWNLOAD "${ONNXCOMP_ORT_NPM_URL}" "${_tgz}" TIMEOUT 900 INACTIVITY_TIMEOUT 60
-       EXPECTED_HASH SHA256=${ONNXCOMP_ORT_NPM_SHA256} STATUS st)
+  # The hash is checked here rather than with EXPECTED_HASH: with EXPECTED_HASH a failed download (offline)
+  # is a "HASH mismatch" configure error, where it must only mean "no runtime".
+  file(DOWNLOAD "${ONNXCOMP_ORT_NPM_URL}" "${_tgz}" TIMEOUT 900 INACTIVITY_TIMEOUT 60 STATUS st)
   list(GET st 0 rc)
+  if(rc EQUAL 0)
+    file(SHA256 "${_tgz}" got)
+    if(NOT got STREQUAL ONNXCOMP_ORT_NPM_SHA256)
+      set(rc 1)
+      set(st "1;\"sha256 ${got} is not the pinned ${ONNXCOMP_ORT_NPM_SHA256}\"")
+    endif()
+  endif()
   if(rc EQUAL 0)
     set(_x "${_onnxcomp_tmp}/npm")
     file(REMOVE_RECURSE "${_x}")

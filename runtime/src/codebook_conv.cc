@@ -222,8 +222,8 @@ struct CodebookConvKernel {
         yshape.push_back(geo.out[j]);
       }
       geo.kernel_size = KS;
-      geo.out_size = checked_mul(checked_mul(geo.out[0], geo.out[1], "output size"), geo.out[2], "output size");
-      checked_mul(checked_mul(geo.out_size, M, "output size"), batch, "output size");
+      checked_elements(yshape, "output Y");
+      geo.out_size = checked_elements({geo.out[0], geo.out[1], geo.out[2]}, "output Y's spatial size");
       const int64_t OS = geo.out_size;
 
       // decode the filter

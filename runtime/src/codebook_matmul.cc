@@ -65,6 +65,7 @@ struct CodebookMatMulKernel {
       }
       std::vector<int64_t> yshape = x.shape;
       yshape.back() = N;
+      checked_elements(yshape, "output Y");
       Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
       float* y = yv.GetTensorMutableData<float>();
       CodebookWeights w{codes.as<uint8_t>(), cbp, K, N, row_bytes, group_size, G, bits, nullptr};

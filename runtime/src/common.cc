@@ -112,12 +112,24 @@ const char* type_name(ONNXTensorElementDataType t) {
   }
 }
 
+int64_t checked_elements(const std::vector<int64_t>& shape, const char* what) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) fail(what, " ", shape_str(shape), " has a negative dimension");
+    if (d != 0 && n > kMaxElements / d)
+      fail(what, " ", shape_str(shape), " would have more than 2^34 elements: refused before allocating");
+    n *= d;
+  }
+  if (n > kMaxElements) fail(what, " ", shape_str(shape), " would have more than 2^34 elements: refused before allocating");
+  return n;
+}
+
 MatMulDims matmul_x(const Input& x) {
   expect(x, "X", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
   if (x.shape.empty()) fail("X must have rank >= 1, got a scalar");
-  int64_t M = 1;
-  for (size_t i = 0; i + 1 < x.shape.size(); ++i) M *= x.shape[i];
-  return {M, x.shape.back()};
+  // the leading dims of an empty X (K = 0) are not backed by data: their product is checked too
+  const std::vector<int64_t> lead(x.shape.begin(), x.shape.end() - 1);
+  return {checked_elements(lead, "X's leading dims"), x.shape.back()};
 }
 
 void check_codebook(const Input& cb, int64_t N, int64_t group_size, int bits) {
@@ -200,6 +212,7 @@ void unpack_row(const uint8_t* row, int64_t j0, int64_t count, int bits, uint8_t
 }
 
 uint32_t max_code(const uint8_t* codes, int64_t rows, int64_t row_bytes, int64_t n, int bits) {
+  if (rows <= 0 || n <= 0) return 0;  // no codes (n is then not backed by data: nothing to allocate)
   std::vector<uint8_t> buf(static_cast<size_t>(n));
   uint32_t mx = 0;
   for (int64_t r = 0; r < rows; ++r) {
@@ -218,7 +231,7 @@ std::vector<uint8_t> maybe_prepack(const ConstInput& codes, int64_t N, int bits)
 
 std::vector<float> pad_codebook(const float* cb, int64_t G, int64_t C, int bits) {
   const int64_t E = int64_t{1} << bits;
-  std::vector<float> out(static_cast<size_t>(G * E), 0.0f);
+  std::vector<float> out(static_cast<size_t>(checked_elements({G, E}, "padded codebook")), 0.0f);
   for (int64_t g = 0; g < G; ++g) std::memcpy(out.data() + g * E, cb + g * C, static_cast<size_t>(C) * sizeof(float));
   return out;
 }

@@ -23,6 +23,10 @@ namespace onnxcomp {
 constexpr const char* kDomain = "com.onnxcomp";
 // upper bound for any size derived from attributes (keeps all index arithmetic far from overflow)
 constexpr int64_t kMaxDim = int64_t{1} << 40;
+// upper bound for the elements of any tensor an op allocates (its output, decoded weights, scratch):
+// 2^34 elements, 64 GiB of float32. A size an attribute or an empty input can claim without backing
+// data (N = 2^40 with K = 0) is refused with INVALID_ARGUMENT before anything is allocated.
+constexpr int64_t kMaxElements = int64_t{1} << 34;
 
 struct OpError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -154,6 +158,9 @@ inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
   if (a < 0 || b < 0 || (a != 0 && b > kMaxDim / a)) fail(what, " is too large");
   return a * b;
 }
+// Elements of a tensor of `shape` the op is about to allocate: the overflow-checked product of the dims,
+// refused (INVALID_ARGUMENT, naming `what`) beyond kMaxElements.
+int64_t checked_elements(const std::vector<int64_t>& shape, const char* what);
 
 // ---- codebook helpers shared by the ops ---------------------------------------------------------
 // Unpacks codes j0 .. j0+count-1 of a packed row ((j0 * bits) % 8 == 0).

@@ -33,14 +33,10 @@ OrtStatusPtr set_uint8_shape(OrtShapeInferContext* ctx, const std::vector<int64_
   return st;
 }
 
-// Output shape from the `shape` attribute (validated: non-negative dims, product bounded).
+// Output shape from the `shape` attribute (validated: non-negative dims, product overflow-checked and at most
+// kMaxElements: the output is allocated from it, possibly at kernel creation).
 std::vector<int64_t> shape_attr(const std::vector<int64_t>& shape, int64_t* count) {
-  int64_t n = 1;
-  for (int64_t d : shape) {
-    if (d < 0) fail("attribute shape=", shape_str(shape), " has a negative dim");
-    n = checked_mul(n, d, "attribute shape");
-  }
-  *count = n;
+  *count = checked_elements(shape, "attribute shape");
   return shape;
 }
 

@@ -24,6 +24,9 @@ bool build_windows(const SparseWeights& w, const float* codebook, int64_t C, Win
   const int wshift = zero0 ? 4 : 5;
   const int64_t NG = ceil_div(w.N, 16), NW = ceil_div(w.K, window);
   if (NW > 65535) return false;
+  // a grid of 16 counters per (column group, row window) is only worth it when it is not much larger than
+  // the entries (and it must not be an allocation an almost empty layer with huge N and K can ask for)
+  if (NG > kMaxElements / (16 * NW) || NG * NW * 16 > std::max<int64_t>(64 * w.E, int64_t{1} << 24)) return false;
   const uint32_t dmask = (1u << w.index_bits) - 1u;
   auto for_each_entry = [&](auto&& f) {
     for (int64_t k = 0; k < w.K; ++k) {
@@ -139,7 +142,8 @@ void run_sparse_matmul(Ort::KernelContext& ctx, const float* xd, int64_t M, cons
     return;
   }
   // one row: split K into tasks of similar entry counts, each with a private accumulator
-  const int64_t tasks = std::min<int64_t>({8, K, std::max<int64_t>(1, E / 65536)});
+  // (each task adds a private row of N partial sums: not when N dwarfs the entries)
+  const int64_t tasks = N > 4 * E ? 1 : std::min<int64_t>({8, K, std::max<int64_t>(1, E / 65536)});
   if (tasks <= 1) {
     kt.sparse_gemv(xd, w, 0, K, y);
     return;
@@ -247,6 +251,7 @@ struct SparseCodebookMatMulKernel {
       }
       std::vector<int64_t> yshape = x.shape;
       yshape.back() = N;
+      checked_elements(yshape, "output Y");
       Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
       float* y = yv.GetTensorMutableData<float>();
       SparseWeights w{row_ptr, deltas.as<uint8_t>(), codes.as<uint8_t>(), cbp, K, N, E, group_size, G, bits, index_bits};

@@ -86,6 +86,7 @@ struct TernaryMatMulKernel {
       }
       std::vector<int64_t> yshape = x.shape;
       yshape.back() = N;
+      checked_elements(yshape, "output Y");
       Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
       float* y = yv.GetTensorMutableData<float>();
       CodebookWeights w{codes.as<uint8_t>(), cb.data(), K, N, row_bytes, group_size, G, 2, nullptr};

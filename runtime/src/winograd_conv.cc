@@ -82,7 +82,7 @@ struct WinogradConvKernel {
       const std::vector<int64_t>& ws = const_w.shape;
       if (ws.size() != 4 || ws[0] < 1 || ws[1] < 1 || ws[2] != 3 || ws[3] != 3)
         fail("W must have shape [M, C, 3, 3], got ", shape_str(ws));
-      checked_mul(checked_mul(ws[0], ws[1], "W"), 9 * (tile + 2) * (tile + 2), "W");
+      checked_elements({ws[0], ws[1], (tile + 2) * (tile + 2)}, "transformed W");
       plan.reset(new conv::WinogradConv(tile, ws[1], ws[0], static_cast<const float*>(const_w.data)));
       const_w.mark(const_w.data);
     }
@@ -111,13 +111,14 @@ struct WinogradConvKernel {
       if (OH < 1 || OW < 1)
         fail("input ", H, "x", Wd, " with pads ", shape_str({pads[0], pads[1], pads[2], pads[3]}),
              " is smaller than the 3x3 kernel");
-      checked_mul(checked_mul(checked_mul(N, M, "output size"), OH, "output size"), OW, "output size");
-      Ort::UnownedValue yv = ctx.GetOutput(0, std::vector<int64_t>{N, M, OH, OW});
+      const std::vector<int64_t> yshape{N, M, OH, OW};
+      checked_elements(yshape, "output Y");
+      Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
       if (N == 0) return;
       const conv::WinogradConv* p = plan.get();
       std::unique_ptr<conv::WinogradConv> local;
       if (p == nullptr || w.data != const_w.data) {
-        checked_mul(checked_mul(M, C, "W"), 9 * (tile + 2) * (tile + 2), "W");
+        checked_elements({M, C, (tile + 2) * (tile + 2)}, "transformed W");
         local.reset(new conv::WinogradConv(tile, C, M, w.as<float>()));
         p = local.get();
       }

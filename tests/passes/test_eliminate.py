@@ -7,6 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from onnxcomp.graph import import_model
+from onnxcomp.io import normalize
+from onnxcomp.passes_api import PassContext, get_pass
 from tests.core import modelgen
 from tests.passes.common import apply, init, ops, reasons, run_on_graph
 from tests.passes.graphgen import Builder
@@ -575,3 +578,23 @@ def test_light_model_dropout_and_duplicates():
     out, res = apply(model, "fold-constants,eliminate", feeds)
     assert "Dropout" not in ops(out)
     assert res.counters["dropout"] == 1 and res.counters["duplicate_initializers"] >= 1
+
+
+# ------------------------------------------------------------------------------------------ scale
+def test_long_identity_chain_is_linear():
+    """20,000 Identity nodes in seconds (each bypass used to walk the whole graph: > 300 s before)."""
+    import time
+
+    b = Builder()
+    t = b.input("x", [2, 3])
+    for _ in range(20_000):
+        t = b.node("Identity", [t])
+    b.node("Relu", [t], outputs=["y"])
+    b.output("y", [2, 3])
+    graph = import_model(normalize(b.model()))
+    start = time.process_time()
+    result = get_pass("eliminate")()(graph, PassContext())
+    seconds = time.process_time() - start
+    assert [n.op for n in graph.nodes] == ["Relu"] and graph.nodes[0].inputs[0].name == "x"
+    assert result.counters["identity"] == 20_000
+    assert seconds < 60, f"eliminate took {seconds:.1f} s of CPU on a 20,000-node chain"

@@ -256,6 +256,47 @@ def case_conv(rng, stats):
     _finish(_symbolic(model), feeds, None, None, stats, rng)
 
 
+def case_absurd(rng, stats):
+    """Sizes claimed without data behind them: a huge N (or huge leading dims of X) with K = 0, huge conv
+    pads on a tiny input. Must be refused with INVALID_ARGUMENT before anything is allocated (under ASan a
+    multi-TiB request aborts the process)."""
+    kind = int(rng.integers(0, 4))
+    huge = int(rng.choice([2**35, 2**40, 2**40 - 1]))
+    empty = np.zeros(0, np.uint8)
+    if kind == 0:
+        model = oplib.codebook_matmul(
+            [1, 0], np.zeros((1, 16), np.float32), np.zeros((0, 1), np.uint8), bits=4, n=2, attrs={"N": huge},
+            as_inputs={"codes"},
+        )  # fmt: skip
+        feeds = {"X": np.zeros((1, 0), np.float32), "codes": np.zeros((0, -(-huge * 4 // 8)), np.uint8)}
+    elif kind == 1:
+        model = oplib.codebook_matmul(
+            [1, 1, 0], np.zeros((1, 16), np.float32), np.zeros((0, 1), np.uint8), bits=4, n=2, as_inputs={"codes"}
+        )
+        feeds = {"X": np.zeros((2**20, 2**20, 0), np.float32), "codes": np.zeros((0, 1), np.uint8)}
+    elif kind == 2:
+        rp = np.zeros(1, np.int32)
+        model = oplib.sparse_codebook_matmul(
+            [1, 0], np.zeros((1, 16), np.float32), rp, empty, empty, bits=4, index_bits=4, n=2, attrs={"N": huge},
+            as_inputs={"row_ptr", "deltas", "codes"},
+        )  # fmt: skip
+        feeds = {"X": np.zeros((1, 0), np.float32), "row_ptr": rp, "deltas": empty, "codes": empty}
+    else:
+        cb = np.zeros((1, 16), np.float32)
+        packed = np.zeros((8, 1), np.uint8)
+        model = oplib.codebook_conv([1, 1, 1], cb, packed, bits=4, weight_shape=[8, 1, 1], pads=[2**31, 2**31])
+        feeds = {"X": np.ones((1, 1, 1), np.float32)}
+    stats["cases"] += 1
+    try:
+        _run(_symbolic(model), feeds)
+    except Exception as e:
+        if "INVALID_ARGUMENT" not in str(e) or "2^34" not in str(e):
+            raise AssertionError(f"an absurd size was not refused up front: {e}") from e
+        stats["errors"] += 1
+        return
+    raise AssertionError("an absurd size ran")
+
+
 def _conv3x3_ref(x, w, b, pads):
     """Direct 3x3 stride-1 convolution in float64 (numpy), pads (top, left, bottom, right)."""
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
@@ -370,7 +411,7 @@ def main() -> int:
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
     rng = np.random.default_rng(seed)
     stats = {"cases": 0, "errors": 0, "checked": 0, "frozen": 0}
-    cases = [case_codebook, case_sparse, case_conv, case_winograd]
+    cases = [case_codebook, case_sparse, case_conv, case_winograd] * 3 + [case_absurd]
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         cases[int(rng.integers(0, len(cases)))](rng, stats)

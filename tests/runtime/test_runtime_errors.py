@@ -245,3 +245,140 @@ def test_conv_codes_shape():
         {"X": _x((1, 3, 8, 8))},
         r"codes must have shape \[M=4, ceil\(C/group\*prod\(kernel\)\*bits/8\)=14\]",
     )
+
+
+# ------------------------------------------------------------------------------------ absurd sizes
+# Sizes an attribute (or an empty input) claims without data behind them are refused before anything is
+# allocated: outputs, decoded weights and scratch are capped at 2^34 elements, dim products overflow-checked.
+# Each case runs under an address-space cap (current size + 4 GiB), so that a regression fails fast instead
+# of taking the machine's memory.
+@pytest.fixture
+def memory_cap():
+    resource = pytest.importorskip("resource")
+    vm = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = vm + (4 << 30)
+    if hard != resource.RLIM_INFINITY and hard < cap:
+        pytest.skip("the address-space limit is already below the cap")
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _symbolic(model):
+    for vi in model.graph.input:
+        for j, d in enumerate(vi.type.tensor_type.shape.dim):
+            d.Clear()
+            d.dim_param = f"{vi.name}_{j}"
+    return model
+
+
+def test_codebook_matmul_huge_n_with_empty_k(memory_cap):
+    """N = 2^40 and K = 0: no codes back N, and Y would be 4 TiB."""
+    n = 2**40
+    model = _symbolic(
+        oplib.codebook_matmul(
+            [1, 0], np.zeros((1, 16), np.float32), np.zeros((0, 1), np.uint8), bits=4, n=2, attrs={"N": n},
+            as_inputs=("codes",),
+        )
+    )  # fmt: skip
+    feeds = {"X": np.zeros((1, 0), np.float32), "codes": np.zeros((0, n // 2), np.uint8)}
+    _raises(model, feeds, r"INVALID_ARGUMENT.*output Y \[1, 1099511627776\] would have more than 2\^34 elements")
+
+
+def test_codebook_matmul_huge_leading_dims_with_empty_k(memory_cap):
+    """X of shape [2^20, 2^20, 0] holds no data: M = 2^40 rows of nothing, refused."""
+    model = _symbolic(oplib.codebook_matmul([1, 1, 0], *_empty_codebook(), bits=4, n=2, as_inputs=("codes",)))
+    feeds = {"X": np.zeros((2**20, 2**20, 0), np.float32), "codes": np.zeros((0, 1), np.uint8)}
+    _raises(model, feeds, r"INVALID_ARGUMENT.*X's leading dims .* more than 2\^34 elements")
+
+
+def _empty_codebook():
+    return np.zeros((1, 16), np.float32), np.zeros((0, 1), np.uint8)
+
+
+def test_ternary_matmul_huge_n_with_empty_k(memory_cap):
+    n = 2**40
+    model = _symbolic(
+        oplib.ternary_matmul(
+            [1, 0], np.ones((1, 2), np.float32), np.zeros((0, 1), np.uint8), n=2, attrs={"N": n},
+            as_inputs=("codes",),
+        )
+    )  # fmt: skip
+    feeds = {"X": np.zeros((1, 0), np.float32), "codes": np.zeros((0, n // 4), np.uint8)}
+    _raises(model, feeds, r"INVALID_ARGUMENT.*output Y \[1, 1099511627776\] would have more than 2\^34 elements")
+
+
+def test_sparse_matmul_huge_n_with_empty_k(memory_cap):
+    cb = np.zeros((1, 16), np.float32)
+    empty = np.zeros(0, np.uint8)
+    rp = np.zeros(1, np.int32)
+    model = _symbolic(
+        oplib.sparse_codebook_matmul(
+            [1, 0], cb, rp, empty, empty, bits=4, index_bits=4, n=2, attrs={"N": 2**40},
+            as_inputs=("row_ptr", "deltas", "codes"),
+        )
+    )  # fmt: skip
+    feeds = {"X": np.zeros((1, 0), np.float32), "row_ptr": rp, "deltas": empty, "codes": empty}
+    _raises(model, feeds, r"INVALID_ARGUMENT.*output Y \[1, 1099511627776\] would have more than 2\^34 elements")
+
+
+def test_conv_huge_pads(memory_cap):
+    """pads of 2^31 on a 1-wide input: a [1, 8, 2^32 + 1] output (128 GiB) from 4 bytes of input."""
+    rng = np.random.default_rng(5)
+    cb, _, packed = oplib.random_codebook_problem(rng, 8, 1, 4)
+    model = oplib.codebook_conv([1, 1, 1], cb, packed, bits=4, weight_shape=[8, 1, 1], pads=[2**31, 2**31])
+    _raises(model, {"X": _x((1, 1, 1))}, r"INVALID_ARGUMENT.*output Y \[1, 8, 4294967297\] would have more than 2\^34")
+
+
+def test_sparse_matmul_almost_empty_huge_layer_runs(memory_cap):
+    """32 entries in a 2^17 x 2^21 layer: the windowed layout's counter grid (2^34 counters) is not built."""
+    k, n = 2**17, 2**21
+    codebook = np.arange(16, dtype=np.float32)[None, :]  # entry 0 == 0: byte lanes
+    row_ptr = np.full(k + 1, 32, np.int32)
+    row_ptr[0] = 0
+    deltas = np.zeros(32, np.int64)  # positions 0..31 of row 0
+    codes = np.arange(32) % 15 + 1
+    model = oplib.sparse_codebook_matmul(
+        [1, k], codebook, row_ptr, oplib.pack_bits(deltas, 4), oplib.pack_bits(codes, 4), bits=4, index_bits=4, n=32,
+        attrs={"N": n}, as_inputs=(),
+    )  # fmt: skip
+    y = run(model, {"X": np.ones((1, k), np.float32)}, native=True)
+    want = np.zeros((1, n), np.float32)
+    want[0, :32] = codebook[0, codes]
+    np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("op", ["HuffmanDecode", "RunLengthDecode"])
+def test_decoder_with_an_absurd_shape_attribute(op, memory_cap):
+    """A decoder's output is allocated from its `shape` attribute (at kernel creation for constant inputs)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxcomp import ops
+
+    shape = [2**20, 2**20]
+    if op == "HuffmanDecode":
+        coded = ops.huffman.encode(np.zeros(4, np.uint8))
+        inputs = {"stream": coded.stream, "table": coded.table, "offsets": coded.offsets}
+        attrs = {"shape": shape}
+    else:
+        inputs = {"symbols": ops.run_length_encode(np.zeros((1, 8), np.int64), 4)}
+        attrs = {"bits": 4, "count": 2**21, "shape": shape}
+    node = helper.make_node(op, list(inputs), ["Y"], domain="com.onnxcomp", name="dec", **attrs)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [],
+        [helper.make_tensor_value_info("Y", TensorProto.UINT8, shape)],
+        [numpy_helper.from_array(v, k) for k, v in inputs.items()],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.onnxcomp", 1)],
+        functions=ops.function_protos(op, 18),
+    )
+    model.ir_version = 10
+    with pytest.raises(Exception, match=r"attribute shape \[1048576, 1048576\] would have more than 2\^34 elements"):
+        make_session(model, native=True).run(None, {})

@@ -22,6 +22,7 @@ factor (G is applied once, to the constant weights, in double precision). 2-D: Y
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from fractions import Fraction
@@ -86,6 +87,7 @@ def construct(m: int, r: int = R, points: list[Fraction] | None = None) -> tuple
     return at, g, bt
 
 
+@functools.cache
 def transform_ops(m: int) -> tuple[int, int]:
     """Additions and multiply-adds per tile and channel of the input transform BT d BT^T and of the output
     transform AT M AT^T, as the native kernels do them (every non-zero coefficient is one operation; a row's

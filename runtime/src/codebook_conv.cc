@@ -7,10 +7,11 @@
 // Convolutions are compute-bound: the codes save file size and memory traffic of the weights, not time.
 // The filter is decoded into a float tensor (once for constant codes and codebook, the usual case; otherwise
 // again only when their bytes change) and onnxruntime's own Conv kernel is invoked on it (InvokeOp), so the
-// op runs at onnxruntime's speed. With winograd_tile set (select-conv writes it) and constant codes and codebook,
-// the filter is decoded and Winograd-transformed once, when the kernel is created, and the layer runs as
-// WinogradConv (conv/winograd.h). If the Conv kernel cannot be created, the filter is decoded on every run and the
-// convolution is the implicit-im2col GEMM of conv/im2col.h.
+// op runs at onnxruntime's speed. With winograd_tile set (select-conv writes it) the layer runs as WinogradConv
+// (conv/winograd.h): the filter is decoded and Winograd-transformed once, when the kernel is created, for constant
+// codes and codebook, and again only when their bytes change otherwise (codes from a HuffmanDecode). If the Conv
+// kernel cannot be created, the filter is decoded on every run and the convolution is the implicit-im2col GEMM of
+// conv/im2col.h.
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -47,6 +48,13 @@ struct CodebookConvKernel {
   std::mutex decode_mu;
   int winograd_tile = 0;
   std::unique_ptr<conv::WinogradConv> winograd;  // the constant filter, transformed once
+  // the filter from non-constant codes and codebook, transformed, while their bytes stay the same
+  struct WinogradFilter {
+    std::vector<uint8_t> codes_key;
+    std::vector<float> codebook_key;
+    std::shared_ptr<const conv::WinogradConv> plan;
+  };
+  std::shared_ptr<const WinogradFilter> winograd_cached;
 
   CodebookConvKernel(const OrtKernelInfo* info) : label(node_label("CodebookConv", info)) {
     Attrs a{info};
@@ -117,7 +125,7 @@ struct CodebookConvKernel {
       winograd.reset(new conv::WinogradConv(winograd_tile, Cg, M, w.data()));
       const_codes.mark(const_codes.data);
     }
-    {  // onnxruntime's Conv: for everything but the constant filter of a Winograd layer
+    if (winograd_tile == 0) {  // onnxruntime's Conv on the decoded filter
       try {
         std::vector<Ort::OpAttr> attrs;
         const int64_t grp = group;
@@ -165,6 +173,26 @@ struct CodebookConvKernel {
     f->zero_bias_value = Ort::Value::CreateTensor<float>(mem, f->zero_bias.data(), f->zero_bias.size(), bshape, 1);
     filter = f;
     return filter;
+  }
+
+  // The Winograd plan of a non-constant filter: cached while the codes and codebook bytes stay the same.
+  std::shared_ptr<const conv::WinogradConv> winograd_plan(const uint8_t* cp, int64_t row_bytes, int64_t CKK,
+                                                          const float* cbd, const Input& codes, const Input& cb) {
+    std::lock_guard<std::mutex> lock(decode_mu);
+    const std::shared_ptr<const WinogradFilter>& f = winograd_cached;
+    if (f && f->codes_key.size() == static_cast<size_t>(codes.count) &&
+        f->codebook_key.size() == static_cast<size_t>(cb.count) &&
+        std::memcmp(f->codes_key.data(), codes.data, static_cast<size_t>(codes.count)) == 0 &&
+        std::memcmp(f->codebook_key.data(), cb.data, static_cast<size_t>(cb.count) * sizeof(float)) == 0)
+      return f->plan;
+    auto nf = std::make_shared<WinogradFilter>();
+    nf->codes_key.assign(codes.as<uint8_t>(), codes.as<uint8_t>() + codes.count);
+    nf->codebook_key.assign(cb.as<float>(), cb.as<float>() + cb.count);
+    std::vector<float> w(static_cast<size_t>(M * CKK));
+    kernels().decode_rows(cp, row_bytes, 0, M, CKK, bits, cbd, group_size, w.data());
+    nf->plan = std::make_shared<const conv::WinogradConv>(winograd_tile, Cg, M, w.data());
+    winograd_cached = nf;
+    return nf->plan;
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
@@ -249,10 +277,16 @@ struct CodebookConvKernel {
       OrtParallel par(ctx);
       conv::Epilogue ep;
       ep.bias = bias_data;
-      if (winograd && constant) {
+      if (winograd_tile != 0 && batch > 0 && OS > 0) {
+        std::shared_ptr<const conv::WinogradConv> cached;
+        const conv::WinogradConv* plan = winograd.get();
+        if (!(winograd && constant)) {
+          cached = winograd_plan(cp, row_bytes, CKK, cbd, codes, cb);
+          plan = cached.get();
+        }
         const int64_t p4[4] = {pads[0], pads[1], pads[2], pads[3]};
-        winograd->run(x.as<float>(), conv::TensorLayout::nchw(), batch, x.shape[2], x.shape[3], p4, ep,
-                      yv.GetTensorMutableData<float>(), conv::TensorLayout::nchw(), par);
+        plan->run(x.as<float>(), conv::TensorLayout::nchw(), batch, x.shape[2], x.shape[3], p4, ep,
+                  yv.GetTensorMutableData<float>(), conv::TensorLayout::nchw(), par);
         return;
       }
       if (conv_op && batch > 0 && OS > 0) {

@@ -97,12 +97,14 @@ _OP_MODULES = (
     "ternary_matmul",
     "huffman_decode",
     "run_length_decode",
+    "winograd_conv",
 )
 for _name in _OP_MODULES:
     importlib.import_module(f"{__name__}.defs.{_name}")
 
 
 def is_weight_op(op_type: str) -> bool:
-    """A com.onnxcomp op computing with a compressed weight (as opposed to a decode op or a helper)."""
+    """A com.onnxcomp op computing with a compressed weight (as opposed to a decode op, a helper, or WinogradConv's
+    float weights)."""
     spec = OPS.get(op_type)
-    return spec is not None and spec.computes is not None
+    return spec is not None and spec.computes is not None and spec.compressed

@@ -92,7 +92,7 @@ def _matmul(
 
 
 def _conv(spec: OpSpec, node: Any, a: dict[str, Any], wb: tuple[Any, Any], nodes: list[Any], inits: list[Any]) -> None:
-    """Y = Conv(X, W, B) with the op's Conv attributes."""
+    """Y = Conv(X, W, B) with the op's Conv attributes (then its fused activation, if any)."""
     import numpy as np
     from onnx import helper, numpy_helper
 
@@ -104,7 +104,25 @@ def _conv(spec: OpSpec, node: Any, a: dict[str, Any], wb: tuple[Any, Any], nodes
         inits.append(numpy_helper.from_array(np.asarray(b, np.float32), b_name))
         ins.append(b_name)
     attrs = {k: a[k] for k in spec.standard_attrs if k in a}
-    nodes.append(helper.make_node("Conv", ins, list(node.output), name=node.name, **attrs))
+    act = spec.activation(a) if spec.activation is not None else None
+    if act is None:
+        nodes.append(helper.make_node("Conv", ins, list(node.output), name=node.name, **attrs))
+        return
+    # a fused activation (WinogradConv): v < 0 ? leaky v : v, then clipped to [lo, hi]
+    leaky, lo, hi = act
+    y = f"{node.output[0]}__conv"
+    nodes.append(helper.make_node("Conv", ins, [y], name=node.name, **attrs))
+    clip = lo > -np.inf or hi < np.inf
+    if leaky != 1.0:
+        out = f"{node.output[0]}__leaky" if clip else node.output[0]
+        nodes.append(helper.make_node("LeakyRelu", [y], [out], name=f"{node.name}__leaky", alpha=leaky))
+        y = out
+    if clip:
+        bounds = [f"{node.output[0]}__min", f"{node.output[0]}__max"]
+        inits += [numpy_helper.from_array(np.array(v, np.float32), n) for v, n in zip((lo, hi), bounds)]
+        nodes.append(helper.make_node("Clip", [y, *bounds], list(node.output), name=f"{node.name}__clip"))
+    elif leaky == 1.0:
+        nodes.append(helper.make_node("Identity", [y], list(node.output), name=f"{node.name}__act"))
 
 
 # the standard op a weight op equals -> how its decoded node is written

@@ -297,7 +297,91 @@ def case_absurd(rng, stats):
     raise AssertionError("an absurd size ran")
 
 
-def _finish(model, feeds, ref_w, bias, stats, rng=None):
+def _conv3x3_ref(x, w, b, pads):
+    """Direct 3x3 stride-1 convolution in float64 (numpy), pads (top, left, bottom, right)."""
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    oh, ow = xp.shape[2] - 2, xp.shape[3] - 2
+    cols = np.stack([xp[:, :, i : i + oh, j : j + ow] for i in range(3) for j in range(3)], 2)  # N, C, 9, OH, OW
+    y = np.einsum("nckhw,mck->nmhw", cols, w.reshape(w.shape[0], w.shape[1], 9).astype(np.float64))
+    return y + (0 if b is None else b.astype(np.float64)[None, :, None, None])
+
+
+def case_winograd(rng, stats):
+    """WinogradConv (and CodebookConv with winograd_tile): random valid and malformed cases."""
+    n, c, m = int(rng.integers(0, 3)), int(rng.integers(1, 40)), int(rng.integers(1, 40))
+    h, w = int(rng.integers(1, 20)), int(rng.integers(1, 20))
+    pads = [int(rng.integers(0, 3)) for _ in range(4)]
+    tile = int(rng.choice([2, 4, 6]))
+    wt = (rng.standard_normal((m, c, 3, 3)) * 0.3).astype(np.float32)
+    bias = rng.standard_normal(m).astype(np.float32) if rng.random() < 0.7 else None
+    x_shape = [n, c, h, w]
+    attrs: dict = {}
+    valid = h + pads[0] + pads[2] >= 3 and w + pads[1] + pads[3] >= 3
+    r = rng.random()
+    if r < 0.1:
+        attrs[str(rng.choice(["tile", "group"]))] = int(rng.choice(BAD_INTS))
+        valid = False
+    elif r < 0.2:
+        name = str(rng.choice(["strides", "dilations", "kernel_shape", "pads"]))
+        vals = list(pads) if name == "pads" else [3, 3] if name == "kernel_shape" else [1, 1]
+        vals[int(rng.integers(0, len(vals)))] = int(rng.choice(BAD_INTS))
+        if rng.random() < 0.3:
+            vals = vals[:-1]
+        attrs[name] = vals
+        valid = False
+    elif r < 0.3:
+        wt = wt.reshape(-1)[: int(rng.integers(0, wt.size))].copy()
+        wt = wt.reshape(-1, 1, 1, 1) if wt.size and rng.random() < 0.5 else wt
+        valid = False
+    elif r < 0.4:
+        x_shape[1] += 1
+        valid = False
+    elif r < 0.45 and bias is not None:
+        bias = bias[: int(rng.integers(0, m))].copy()
+        valid = False
+    elif r < 0.5:
+        attrs["clip_min"], attrs["clip_max"] = float(rng.standard_normal()), float(rng.standard_normal())
+        valid = valid and attrs["clip_min"] <= attrs["clip_max"]
+    feeds = {"X": rng.standard_normal(x_shape).astype(np.float32), "W": wt}
+    if bias is not None:
+        feeds["B"] = bias
+    if rng.random() < 0.25 and wt.ndim == 4 and wt.shape[2:] == (3, 3) and not attrs:
+        # the same convolution as a CodebookConv whose 8-bit codebook holds the weights exactly
+        vals, codes = np.unique(wt, return_inverse=True)
+        if vals.size <= 256:
+            cb = np.zeros((1, 256), np.float32)
+            cb[0, : vals.size] = vals
+            packed = oplib.pack_bits(codes.reshape(wt.shape[0], -1), 8)
+            model = oplib.codebook_conv(
+                [1] * 4,
+                cb,
+                packed,
+                bits=8,
+                weight_shape=list(wt.shape),
+                bias=bias,
+                pads=pads,
+                attrs={"winograd_tile": tile},
+                as_inputs={"codebook", "codes", "B"} if bias is not None else {"codebook", "codes"},
+            )
+            feeds = {"X": feeds["X"], "codebook": cb, "codes": packed, **({"B": bias} if bias is not None else {})}
+            ref = (lambda: _conv3x3_ref(feeds["X"], wt, bias, pads)) if valid else None
+            _finish(_symbolic(model), feeds, None, None, stats, rng, ref=ref)
+            return
+    model = oplib.winograd_conv(
+        [1] * 4,
+        np.zeros((1, 1, 3, 3), np.float32),
+        bias=bias,
+        pads=pads,
+        tile=tile,
+        attrs=attrs,
+        as_inputs={"W", "B"} if bias is not None else {"W"},
+    )
+    lo, hi = attrs.get("clip_min", -np.inf), attrs.get("clip_max", np.inf)
+    ref = (lambda: np.clip(_conv3x3_ref(feeds["X"], wt, bias, pads), lo, hi)) if valid else None
+    _finish(_symbolic(model), feeds, None, None, stats, rng, ref=ref)
+
+
+def _finish(model, feeds, ref_w, bias, stats, rng=None, ref=None):
     stats["cases"] += 1
     ref_feeds = feeds
     if rng is not None and rng.random() < 0.5:
@@ -309,13 +393,16 @@ def _finish(model, feeds, ref_w, bias, stats, rng=None):
         msg = str(e)
         if "Segmentation" in msg or "AddressSanitizer" in msg:
             raise
-        if ref_w is not None:
+        if ref_w is not None or ref is not None:
             raise AssertionError(f"a valid case failed: {msg}") from e
         stats["errors"] += 1
         return
     if ref_w is not None:
         ref = ref_feeds["X"] @ ref_w() + (0 if bias is None else bias)
         np.testing.assert_allclose(y, ref, rtol=1e-3, atol=1e-3)
+        stats["checked"] += 1
+    elif ref is not None:
+        np.testing.assert_allclose(y, ref(), rtol=1e-3, atol=1e-3)
         stats["checked"] += 1
 
 
@@ -324,7 +411,7 @@ def main() -> int:
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
     rng = np.random.default_rng(seed)
     stats = {"cases": 0, "errors": 0, "checked": 0, "frozen": 0}
-    cases = [case_codebook, case_sparse, case_conv] * 3 + [case_absurd]
+    cases = [case_codebook, case_sparse, case_conv, case_winograd] * 3 + [case_absurd]
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         cases[int(rng.integers(0, len(cases)))](rng, stats)

@@ -20,25 +20,6 @@ namespace {
 
 constexpr int64_t kMaxPad = int64_t{1} << 31;
 
-// The fused activation in the kernels' terms: leaky then clip, reduced to the cheapest equivalent form.
-conv::Epilogue make_epilogue(float leaky, float lo, float hi) {
-  conv::Epilogue e;
-  const float inf = std::numeric_limits<float>::infinity();
-  e.lo = lo;
-  e.hi = hi;
-  e.alpha = leaky;
-  if (leaky == 1.0f) {
-    e.act = (lo == -inf && hi == inf) ? conv::Activation::kNone : conv::Activation::kClip;
-  } else if (leaky == 0.0f && lo <= 0.0f && hi == inf) {
-    e.act = conv::Activation::kRelu;  // relu(v) >= 0 >= lo
-  } else if (leaky >= 0.0f && lo >= 0.0f) {
-    e.act = conv::Activation::kClip;  // v < 0 gives leaky * v <= 0 <= lo: clipped to lo either way
-  } else {
-    e.act = conv::Activation::kLeakyRelu;  // leaky, then clip
-  }
-  return e;
-}
-
 struct WinogradConvKernel {
   std::string label;
   int tile = 4;
@@ -123,7 +104,7 @@ struct WinogradConvKernel {
         p = local.get();
       }
       const conv::Epilogue ep = [&] {
-        conv::Epilogue e = make_epilogue(leaky, clip_min, clip_max);
+        conv::Epilogue e = conv::leaky_clip_epilogue(leaky, clip_min, clip_max);
         e.bias = bias;
         return e;
       }();

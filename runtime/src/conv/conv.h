@@ -76,6 +76,26 @@ class AlignedBuffer {
   size_t n_ = 0;
 };
 
+// The activation y = min(max(v < 0 ? leaky * v : v, lo), hi) (WinogradConv's attributes leaky_alpha, clip_min,
+// clip_max; leaky 1: none, 0: Relu) in the kernels' terms, reduced to the cheapest equivalent form.
+inline Epilogue leaky_clip_epilogue(float leaky, float lo, float hi) {
+  Epilogue e;
+  const float inf = std::numeric_limits<float>::infinity();
+  e.lo = lo;
+  e.hi = hi;
+  e.alpha = leaky;
+  if (leaky == 1.0f) {
+    e.act = (lo == -inf && hi == inf) ? Activation::kNone : Activation::kClip;
+  } else if (leaky == 0.0f && lo <= 0.0f && hi == inf) {
+    e.act = Activation::kRelu;  // relu(v) >= 0 >= lo
+  } else if (leaky >= 0.0f && lo >= 0.0f) {
+    e.act = Activation::kClip;  // v < 0 gives leaky * v <= 0 <= lo: clipped to lo either way
+  } else {
+    e.act = Activation::kLeakyRelu;  // leaky, then clip
+  }
+  return e;
+}
+
 // Activation applied to one float (reference semantics of Epilogue, used by the scalar paths).
 inline float activate(float v, const Epilogue& e) {
   switch (e.act) {

@@ -33,3 +33,16 @@ def ep_nodes(model, feeds, tmp_path, **kw) -> list[str]:
     sess.run(None, feeds)
     events = json.loads(open(sess.end_profiling()).read())
     return [e["name"] for e in events if e.get("args", {}).get("provider") == runtime.get_ep_name()]
+
+
+def cpu_op_counts(model, feeds, tmp_path, **kw) -> dict[str, int]:
+    """How many nodes of each op type the CPU EP ran in one run (from onnxruntime's profile)."""
+    sess = ep_session(model, profile=str(tmp_path / "cpu_prof"), **kw)
+    sess.run(None, feeds)
+    events = json.loads(open(sess.end_profiling()).read())
+    counts: dict[str, int] = {}
+    for e in events:
+        args = e.get("args", {})
+        if e.get("cat") == "Node" and args.get("provider") == "CPUExecutionProvider" and "op_name" in args:
+            counts[args["op_name"]] = counts.get(args["op_name"], 0) + 1
+    return counts

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import oplib
 import pytest
-from eputil import ep_nodes, ep_session
+from eputil import cpu_op_counts, ep_nodes, ep_session
 from onnx import helper, numpy_helper
 from rtutil import run
 from winograd_util import assert_lossless
@@ -173,3 +173,127 @@ def test_threads_give_the_same_result():
     one = ep_session(model, threads=1).run(None, feeds)[0]
     two = ep_session(model, threads=2).run(None, feeds)[0]
     np.testing.assert_array_equal(one, two)
+
+
+def _merge(parts, x_shape, extra_inputs=(), out="Y"):
+    """One model from one-node op models (oplib) and plain nodes: parts are (model, input name, output name) for
+    op models (their initializers prefixed) or onnx NodeProtos."""
+    nodes, inits, funcs = [], [], {}
+    for i, part in enumerate(parts):
+        if isinstance(part, onnx.NodeProto):
+            nodes.append(part)
+            continue
+        m, x, y = part
+        node = onnx.NodeProto()
+        node.CopyFrom(m.graph.node[0])
+        node.name = f"{node.op_type.lower()}{i}"
+        ren = {t.name: f"p{i}_{t.name}" for t in m.graph.initializer}
+        node.input[:] = [x if n == "X" else ren.get(n, n) for n in node.input]
+        node.output[:] = [y]
+        nodes.append(node)
+        for t in m.graph.initializer:
+            c = onnx.TensorProto()
+            c.CopyFrom(t)
+            c.name = ren[t.name]
+            inits.append(c)
+        for f in m.functions:
+            funcs[(f.domain, f.name)] = f
+    inputs = [helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, x_shape)]
+    inputs += [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, s) for n, s in extra_inputs]
+    graph = helper.make_graph(
+        nodes, "chain", inputs, [helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None)]
+    )
+    graph.initializer.extend(inits)
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.onnxcomp", 1)],
+        functions=list(funcs.values()),
+    )
+    model.ir_version = 10
+    return model
+
+
+@pytest.mark.parametrize("ceil_mode", [0, 1])
+def test_chain_with_pools_and_a_residual_add_runs_as_one_node(ceil_mode, tmp_path):
+    """MaxPool -> CodebookConv -> Relu -> MaxPool -> WinogradConv -> Add(skip) -> Relu -> AveragePool ->
+    GlobalAveragePool: one compiled node, equal to onnxruntime running the function bodies and its own pools."""
+    rng = np.random.default_rng(12)
+    c, m = 12, 16
+    cbc, _ = _codebook_conv(c=c, m=m, hw=(21, 21), n=2, tile=4, pads=(1, 1, 1, 1), seed=13)
+    w = (rng.standard_normal((m, m, 3, 3)) * 0.15).astype(np.float32)
+    wc = oplib.winograd_conv([2, m, 10, 10], w, bias=rng.standard_normal(m).astype(np.float32), pads=(1, 1, 1, 1))
+    parts = [
+        helper.make_node("MaxPool", ["X"], ["p0"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        (cbc, "p0", "c1"),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=ceil_mode),
+        (wc, "p1", "c2"),
+        helper.make_node("Add", ["skip", "c2"], ["a2"]),
+        helper.make_node("Relu", ["a2"], ["r2"]),
+        helper.make_node(
+            "AveragePool",
+            ["r2"],
+            ["p2"],
+            kernel_shape=[3, 3],
+            strides=[2, 2],
+            pads=[1, 1, 1, 1],
+            count_include_pad=1,
+            ceil_mode=ceil_mode,
+        ),
+        helper.make_node("GlobalAveragePool", ["p2"], ["Y"]),
+    ]
+    side = 11 if ceil_mode else 10
+    model = _merge(parts, [2, c, 41, 41], [("skip", [2, m, side, side])])
+    feeds = {"X": _x((2, c, 41, 41), 14), "skip": _x((2, m, side, side), 15)}
+    want = run(model, feeds, native=False)
+    got = ep_session(model).run(None, feeds)[0]
+    assert_lossless(got, want)
+    assert len(ep_nodes(model, feeds, tmp_path)) == 1
+    assert not cpu_op_counts(model, feeds, tmp_path), "onnxruntime runs nothing of this chain"
+
+
+def test_a_value_read_twice_ends_the_chain(tmp_path):
+    """conv -> Relu -> (MaxPool, and a graph output): the Relu's value has two readers, so the pool is not chained."""
+    cbc, feeds = _codebook_conv(c=8, m=8, hw=(12, 12), n=1, tile=4, pads=(1, 1, 1, 1), seed=16)
+    parts = [
+        (cbc, "X", "c1"),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["Y"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Identity", ["r1"], ["Z"]),
+    ]
+    model = _merge(parts, [1, 8, 12, 12])
+    model.graph.output.append(helper.make_tensor_value_info("Z", onnx.TensorProto.FLOAT, None))
+    for got, want in zip(ep_session(model).run(None, feeds), run_all(model, feeds)):
+        assert_lossless(got, want)
+    assert cpu_op_counts(model, feeds, tmp_path).get("MaxPool") == 1
+
+
+def run_all(model, feeds):
+    from rtutil import make_session
+
+    return make_session(model, native=False).run(None, feeds)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize(
+    ("kernel", "strides", "pads", "ceil_mode", "include_pad"),
+    [
+        ([2, 2], [2, 2], [0, 0, 0, 0], 0, 0),
+        ([3, 3], [2, 2], [1, 1, 1, 1], 0, 0),
+        ([3, 3], [2, 2], [1, 1, 1, 1], 1, 1),
+        ([3, 3], [1, 1], [1, 1, 1, 1], 0, 1),
+        ([2, 3], [1, 2], [0, 1, 1, 0], 1, 0),
+        ([5, 4], [3, 3], [2, 0, 1, 3], 1, 1),
+        ([1, 1], [2, 2], [0, 0, 0, 0], 0, 0),
+    ],
+)
+def test_chained_pools_equal_onnxruntime(op, kernel, strides, pads, ceil_mode, include_pad, tmp_path):
+    cbc, feeds = _codebook_conv(c=6, m=10, hw=(15, 13), n=2, tile=2, pads=(1, 1, 1, 1), seed=17)
+    attrs = {"kernel_shape": kernel, "strides": strides, "pads": pads, "ceil_mode": ceil_mode}
+    if op == "AveragePool":
+        attrs["count_include_pad"] = include_pad
+    model = _merge([(cbc, "X", "c"), helper.make_node(op, ["c"], ["Y"], **attrs)], [2, 6, 15, 13])
+    np.testing.assert_allclose(
+        ep_session(model).run(None, feeds)[0], run(model, feeds, native=False), rtol=1e-5, atol=1e-5
+    )
+    assert not cpu_op_counts(model, feeds, tmp_path), "the pool runs in the EP, chained to the convolution"

@@ -52,17 +52,27 @@ struct ComputeInfo : OrtNodeComputeInfo {
   }
 };
 
-// The op families the EP runs, tried in order: which nodes a family claims around a node (GetCapability), and the
-// executor of a group it claimed (Compile; `owns` tells the family of a compiled group from its nodes).
+// The op families the EP runs, in order: the groups of nodes a family claims in a graph (GetCapability; a node
+// already in an earlier family's group is not claimed again), and the executor of a group it claimed (Compile;
+// `owns` tells the family of a compiled group from its nodes).
 struct Family {
-  bool (*claim)(const Ort::ConstNode&, const PlanOptions&, std::vector<Ort::ConstNode>*);
+  std::vector<std::vector<Ort::ConstNode>> (*claim)(const Ort::ConstGraph&, const PlanOptions&);
   bool (*owns)(const Ort::ConstNode&);
   std::unique_ptr<Exec> (*build)(const Ort::ConstGraph&, const Ort::ConstNode&, const PlanOptions&);
 };
 
+std::vector<std::vector<Ort::ConstNode>> claim_matmuls(const Ort::ConstGraph& g, const PlanOptions& plan) {
+  std::vector<std::vector<Ort::ConstNode>> groups;
+  for (const Ort::ConstNode& node : g.GetNodes()) {
+    std::vector<Ort::ConstNode> group;
+    if (claim_matmul(node, plan, &group)) groups.push_back(group);
+  }
+  return groups;
+}
+
 const Family kFamilies[] = {
-    {claim_conv, [](const Ort::ConstNode& n) { return is_conv_op(n); }, build_conv},
-    {claim_matmul, [](const Ort::ConstNode& n) { return n.GetDomain() == kDomain && !is_decoder(n); },
+    {claim_conv_chains, [](const Ort::ConstNode& n) { return is_conv_op(n); }, build_conv},
+    {claim_matmuls, [](const Ort::ConstNode& n) { return n.GetDomain() == kDomain && !is_decoder(n); },
      [](const Ort::ConstGraph& g, const Ort::ConstNode& f, const PlanOptions&) { return build_matmul(g, f); }},
 };
 
@@ -86,21 +96,17 @@ struct OnnxcompEp : OrtEp {
       const OnnxcompEp* ep = static_cast<const OnnxcompEp*>(self);
       Ort::ConstGraph g{graph};
       std::set<const OrtNode*> taken;  // a node joins one group at most
-      for (const Ort::ConstNode& node : g.GetNodes()) {
-        if (taken.count(node)) continue;
-        for (const Family& f : kFamilies) {
-          std::vector<Ort::ConstNode> group;
-          if (!f.claim(node, ep->plan, &group)) continue;
+      for (const Family& f : kFamilies) {
+        for (const std::vector<Ort::ConstNode>& group : f.claim(g, ep->plan)) {
           bool overlap = false;
           for (const Ort::ConstNode& n : group) overlap = overlap || taken.count(n) > 0;
-          if (overlap) break;
+          if (overlap || group.empty()) continue;
           std::vector<const OrtNode*> raw(group.begin(), group.end());
           taken.insert(raw.begin(), raw.end());
           OrtNodeFusionOptions fo{};
           fo.ort_version_supported = ORT_API_VERSION;
           fo.drop_constant_initializers = true;  // the EP keeps its own decoded, prepacked copy
           Ort::ThrowOnError(g_ep_api->EpGraphSupportInfo_AddNodesToFuse(support, raw.data(), raw.size(), &fo));
-          break;
         }
       }
     });

@@ -5,6 +5,7 @@
 #include <onnxruntime_cxx_api.h>
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,9 +29,11 @@ bool claim_matmul(const Ort::ConstNode& node, const PlanOptions& plan, std::vect
 // The executor of such a group (graph: the fused group's nodes; fused: the node replacing them).
 std::unique_ptr<Exec> build_matmul(const Ort::ConstGraph& graph, const Ort::ConstNode& fused);
 
-// ---- convolutions (conv.cc): WinogradConv and CodebookConv run by the Winograd kernel core
+// ---- convolution chains (conv.cc): WinogradConv and CodebookConv run by the Winograd kernel core, with pools and
+// residual adds
 bool is_conv_op(const Ort::ConstNode& n);  // com.onnxcomp WinogradConv / CodebookConv
-bool claim_conv(const Ort::ConstNode& node, const PlanOptions& plan, std::vector<Ort::ConstNode>* group);
+// The chains to fuse: each starts at a convolution the plan runs and takes the neighbours that keep it whole.
+std::vector<std::vector<Ort::ConstNode>> claim_conv_chains(const Ort::ConstGraph& graph, const PlanOptions& plan);
 std::unique_ptr<Exec> build_conv(const Ort::ConstGraph& graph, const Ort::ConstNode& fused, const PlanOptions& plan);
 
 }  // namespace ep

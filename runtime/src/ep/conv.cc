@@ -145,15 +145,22 @@ Ort::ConstNode fusable_activation(const Ort::ConstNode& conv, const ConvAttrs& a
   return activation_of(n, &leaky, &lo, &hi) ? n : Ort::ConstNode{nullptr};
 }
 
-// The Winograd tile for a node: the model's, else the plan's for X's static shape (0: declined).
+// The Winograd tile for a node: the model's, else the plan's for X's shape (channels and extents static; an
+// unknown batch is planned as 1: the algorithms' time ratio barely depends on it). 0: declined.
 int choose_tile(const ConvAttrs& a, const Ort::ConstValueInfo& x) {
   if (a.tile != 0) return a.tile;
-  const std::vector<int64_t> xs = static_shape(x);
-  if (xs.size() != 4 || xs[1] != a.C) return 0;
-  const ConvGeom g{xs[0], a.C, xs[2], xs[3], a.M, xs[2] + a.pads[0] + a.pads[2] - 2, xs[3] + a.pads[1] + a.pads[3] - 2};
+  std::vector<int64_t> xs;
+  try {
+    Ort::ConstTypeInfo ti = x.TypeInfo();
+    if (ti.GetONNXType() == ONNX_TYPE_TENSOR) xs = ti.GetTensorTypeAndShapeInfo().GetShape();
+  } catch (const Ort::Exception&) {
+    return 0;
+  }
+  if (xs.size() != 4 || xs[1] != a.C || xs[2] < 1 || xs[3] < 1) return 0;
+  const ConvGeom g{xs[0] > 0 ? xs[0] : 1, a.C, xs[2], xs[3], a.M, xs[2] + a.pads[0] + a.pads[2] - 2,
+                   xs[3] + a.pads[1] + a.pads[3] - 2};
   return plan_winograd_tile(g);
 }
-
 
 // ---- units: what a chain is made of ------------------------------------------------------------------------
 enum class StepKind { kConv, kMaxPool, kAveragePool, kGlobalAveragePool, kAdd };

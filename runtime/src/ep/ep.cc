@@ -5,14 +5,15 @@
 // schemas, shape inference and CPU fallback kernels stay in libonnxcomp_ops.so, and every com.onnxcomp op also
 // carries a function body, so a model loads wherever the EP is not used.
 //
-// What it claims (GetCapability), per the plan in plan.h: the com.onnxcomp matmuls whose weights are constant
-// (initializers, or the output of HuffmanDecode / RunLengthDecode chains over initializers), large enough to pay
-// for a compiled node, together with those decode chains and a Relu that only consumes the matmul. Compile
-// decodes, validates and prepacks the weights once (a corrupt weight fails session creation with
-// INVALID_ARGUMENT naming the node) and runs the same AVX-512 / AVX2 / scalar kernels as the custom ops, on
-// onnxruntime's intra-op thread pool (KernelContext_ParallelFor, which compiled nodes get).
-// It declines the rest; in particular convolutions: when only the EP is registered, a declined CodebookConv
-// is inlined and constant-folded by onnxruntime into a plain Conv that runs in onnxruntime's NCHWc kernels.
+// What it claims (GetCapability), per op family (kFamilies) and the plan in plan.h: convolution chains around the
+// com.onnxcomp convolutions it runs with Winograd (conv.cc), and the com.onnxcomp matmuls whose weights are
+// constant (initializers, or the output of HuffmanDecode / RunLengthDecode chains over initializers), large enough
+// to pay for a compiled node, with those decode chains and a Relu that only consumes the matmul (matmul.cc).
+// Compile decodes, validates and prepacks the weights once (a corrupt weight fails session creation with
+// INVALID_ARGUMENT naming the node); the compiled nodes run the same AVX-512 / AVX2 / scalar kernels as the custom
+// ops, on onnxruntime's intra-op thread pool (KernelContext_ParallelFor, which compiled nodes get).
+// It declines the rest: when only the EP is registered, a declined CodebookConv is inlined and constant-folded by
+// onnxruntime into a plain Conv that runs in onnxruntime's NCHWc kernels.
 #include <onnxruntime_cxx_api.h>
 
 #include <algorithm>

@@ -297,3 +297,20 @@ def test_chained_pools_equal_onnxruntime(op, kernel, strides, pads, ceil_mode, i
         ep_session(model).run(None, feeds)[0], run(model, feeds, native=False), rtol=1e-5, atol=1e-5
     )
     assert not cpu_op_counts(model, feeds, tmp_path), "the pool runs in the EP, chained to the convolution"
+
+
+def test_chain_with_a_symbolic_batch(tmp_path):
+    """A dynamic batch dim (the same symbol on both Add operands): the pool and the residual Add still join the
+    chain, and other batch sizes run."""
+    cbc, _ = _codebook_conv(c=8, m=8, hw=(14, 14), n=1, tile=4, pads=(1, 1, 1, 1), seed=18)
+    parts = [
+        (cbc, "X", "c1"),
+        helper.make_node("Add", ["c1", "skip"], ["a1"]),
+        helper.make_node("Relu", ["a1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["Y"], kernel_shape=[2, 2], strides=[2, 2]),
+    ]
+    model = _merge(parts, ["n", 8, 14, 14], [("skip", ["n", 8, 14, 14])])
+    for n in (1, 3):
+        feeds = {"X": _x((n, 8, 14, 14), 19), "skip": _x((n, 8, 14, 14), 20)}
+        assert_lossless(ep_session(model).run(None, feeds)[0], run(model, feeds, native=False))
+    assert not cpu_op_counts(model, feeds, tmp_path), "the whole chain runs in the EP"

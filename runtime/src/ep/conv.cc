@@ -171,7 +171,7 @@ struct Unit {
   Ort::ConstValueInfo out{nullptr};
 };
 
-bool is_4d(const Ort::ConstValueInfo& v) { return static_shape(v).size() == 4; }
+bool is_4d(const Ort::ConstValueInfo& v) { return rank_of(v) == 4; }
 
 // Its output value, or the output of its fused activation.
 Ort::ConstValueInfo unit_output(const Ort::ConstNode& node, const Ort::ConstNode& act) {
@@ -258,13 +258,14 @@ bool pool_unit(const Ort::ConstNode& n, const Ort::ConstValueInfo& from, Unit* u
   return true;
 }
 
-// A residual Add of `from` and another tensor of the same static 4-D shape, with its activation.
+// A residual Add of `from` and another 4-D tensor of the same shape (known sizes or the same symbolic dims; checked
+// again at run time), with its activation.
 bool add_unit(const Ort::ConstNode& n, const Ort::ConstValueInfo& from, Unit* u) {
   if (!is_op(n, "", "Add")) return false;
   std::vector<Ort::ConstValueInfo> ins = n.GetInputs();
   if (ins.size() != 2 || !ins[0] || !ins[1] || ins[0].GetName() == ins[1].GetName()) return false;
-  const std::vector<int64_t> a = static_shape(ins[0]), b = static_shape(ins[1]);
-  if (a.size() != 4 || a != b || (ins[0].GetName() != from.GetName() && ins[1].GetName() != from.GetName()))
+  if (!is_4d(ins[0]) || !same_shape(ins[0], ins[1]) ||
+      (ins[0].GetName() != from.GetName() && ins[1].GetName() != from.GetName()))
     return false;
   u->nodes = {n};
   Ort::ConstNode act = sole_consumer(n.GetOutputs()[0]);

@@ -99,6 +99,44 @@ const Blob& expect_type(const Blob& b, const char* what, ONNXTensorElementDataTy
   return b;
 }
 
+namespace {
+// dims (-1 unknown) and their symbolic names; false when v is no tensor of known rank
+bool dims_of(const Ort::ConstValueInfo& v, std::vector<int64_t>* dims, std::vector<std::string>* syms) {
+  if (!v) return false;
+  try {
+    Ort::ConstTypeInfo ti = v.TypeInfo();
+    if (ti.GetONNXType() != ONNX_TYPE_TENSOR) return false;
+    auto info = ti.GetTensorTypeAndShapeInfo();
+    *dims = info.GetShape();
+    std::vector<const char*> names(dims->size(), nullptr);
+    if (!names.empty()) info.GetSymbolicDimensions(names.data(), names.size());
+    syms->clear();
+    for (const char* n : names) syms->emplace_back(n ? n : "");
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+}  // namespace
+
+int64_t rank_of(const Ort::ConstValueInfo& v) {
+  std::vector<int64_t> d;
+  std::vector<std::string> s;
+  return dims_of(v, &d, &s) ? static_cast<int64_t>(d.size()) : -1;
+}
+
+bool same_shape(const Ort::ConstValueInfo& a, const Ort::ConstValueInfo& b) {
+  std::vector<int64_t> da, db;
+  std::vector<std::string> sa, sb;
+  if (!dims_of(a, &da, &sa) || !dims_of(b, &db, &sb) || da.size() != db.size()) return false;
+  for (size_t i = 0; i < da.size(); ++i) {
+    if (da[i] >= 0 && db[i] >= 0 && da[i] == db[i]) continue;
+    if (da[i] < 0 && db[i] < 0 && !sa[i].empty() && sa[i] == sb[i]) continue;
+    return false;
+  }
+  return true;
+}
+
 std::vector<int64_t> static_shape(const Ort::ConstValueInfo& v) {
   if (!v) return {};
   try {

@@ -60,6 +60,10 @@ const Blob& expect_type(const Blob& b, const char* what, ONNXTensorElementDataTy
 
 // The static shape of a value, or an empty vector when its rank or a dim is unknown.
 std::vector<int64_t> static_shape(const Ort::ConstValueInfo& v);
+// A tensor value's rank, or -1 when unknown.
+int64_t rank_of(const Ort::ConstValueInfo& v);
+// True when two tensor values have the same rank and, per dim, the same known size or the same symbolic name.
+bool same_shape(const Ort::ConstValueInfo& a, const Ort::ConstValueInfo& b);
 
 }  // namespace ep
 }  // namespace onnxcomp

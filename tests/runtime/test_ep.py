@@ -226,3 +226,51 @@ def test_real_model_under_ep_equals_plain_onnxruntime(ep_devices, passes, tmp_pa
     assert ep_nodes(comp, feeds, tmp_path)
     convs = sum(n.op_type in ("Conv", "CodebookConv", "WinogradConv") for n in comp.graph.node)
     assert cpu_op_counts(comp, feeds, tmp_path).get("Conv", 0) == convs - 7
+
+
+def _run_length_matmul(corrupt: bool = False):
+    """RunLengthDecode(symbols) -> CodebookMatMul (mostly zero codes, as pruned layers store them)."""
+    rng = np.random.default_rng(21)
+    k, n, bits = 300, 200, 4
+    codes = np.where(rng.random((k, n)) < 0.2, rng.integers(1, 16, (k, n)), 0).astype(np.uint8)
+    cb = np.sort(rng.standard_normal((1, 16)), axis=1).astype(np.float32)
+    cb[0, 0] = 0.0
+    sym = enc.run_length_encode(codes, bits)
+    if corrupt:
+        sym = sym[: len(sym) // 2].copy()  # the stream ends before the last row
+    row_bytes = enc.packed_row_bytes(n, bits)
+    model = oplib.codebook_matmul(["b", k], cb, enc.pack_codes(codes, bits), bits=bits, n=n, name="cmm")
+    g = model.graph
+    g.initializer.remove(next(t for t in g.initializer if t.name == "codes"))
+    g.initializer.append(numpy_helper.from_array(sym, "symbols"))
+    g.node.insert(
+        0,
+        helper.make_node(
+            "RunLengthDecode",
+            ["symbols"],
+            ["codes"],
+            domain="com.onnxcomp",
+            name="rld",
+            bits=bits,
+            count=n,
+            shape=[k, row_bytes],
+        ),
+    )
+    model.functions.extend(enc.function_protos("RunLengthDecode", 18))
+    return model, cb, codes
+
+
+@pytest.mark.parametrize("rows", [1, 9])
+def test_run_length_decoded_weights(ep_devices, rows, tmp_path):
+    model, cb, codes = _run_length_matmul()
+    feeds = {"X": _x((rows, 300))}
+    got = ep_session(model).run(None, feeds)[0]
+    np.testing.assert_allclose(got, feeds["X"] @ cb[0][codes], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, run(model, feeds, native=False), rtol=1e-4, atol=1e-4)
+    assert len(ep_nodes(model, feeds, tmp_path)) == 1  # decoder and matmul in one compiled node
+
+
+def test_corrupt_run_length_stream_fails_naming_the_decoder(ep_devices):
+    model, _, _ = _run_length_matmul(corrupt=True)
+    with pytest.raises(Exception, match=r"OnnxcompExecutionProvider.*RunLengthDecode node 'rld'"):
+        ep_session(model)

@@ -10,3 +10,4 @@ MODELS_DIR = Path(__file__).resolve().parent
 DIGITS_MODEL = MODELS_DIR / "digits_cnn.onnx"
 DIGITS_HELDOUT = MODELS_DIR / "digits_heldout.npz"
 DIGITS_LABELS = MODELS_DIR / "digits_labels.npy"
+DIGITS_CALIB = MODELS_DIR / "digits_calib.npz"  # 256 training-split images (digits_calib.py), disjoint from held-out

@@ -200,9 +200,10 @@ def optimize(
     console = _console()
     if input.exists() and output.exists() and input.resolve() == output.resolve():
         raise UsageError(f"output path {output} is the input file; choose another output path")
-    if not output.parent.exists():
-        raise UsageError(f"output directory {output.parent} does not exist")
+    _check_writable(output, "output path")
     _check_writable(report, "--report")
+    if report is not None and report.exists() and output.exists() and report.resolve() == output.resolve():
+        raise UsageError("--report is the output model's path; choose another report path")
     tol = None
     if atol is not None or rtol is not None or min_cosine is not None:
         tol = Tolerance(atol=atol, rtol=rtol, min_cosine=min_cosine)
@@ -221,7 +222,8 @@ def optimize(
             labels=lab,
             seed=seed,
             hardware=hardware,
-            progress=None if quiet else _progress_factory(_console(stderr=True)),
+            # a progress bar only on a terminal (piped, it would leave blank lines)
+            progress=None if quiet or not sys.stderr.isatty() else _progress_factory(_console(stderr=True)),
         )
     except VerificationError as err:
         rep = getattr(err, "report", None)
@@ -232,7 +234,11 @@ def optimize(
         raise
     rep.bytes_after = io.save_model(out, output, protect=input, data=rep.serialized)
     if report is not None:
-        io._atomic_write(report, rep.to_json().encode())
+        try:
+            io._atomic_write(report, rep.to_json().encode())
+        except BaseException:
+            io.remove_model(output)  # both files or neither: no model without the report that was asked for
+            raise
     if not quiet:
         rep.render(console)
         console.print(f"wrote {output} ({rep.bytes_after:,} bytes)")
@@ -265,11 +271,11 @@ def list_passes() -> None:
 
 
 def _check_writable(path: Path | None, option: str) -> None:
-    """A file a command will write (a report): refused up front, before any work, when it cannot be."""
-    if path is not None and path.is_dir():
-        raise UsageError(f"{option} {path} is a directory")
-    if path is not None and not path.parent.exists():
-        raise UsageError(f"{option}: directory {path.parent} does not exist")
+    """A file a command will write (the output, a report): refused up front, before any work, when it cannot be."""
+    from onnxcomp.io import check_writable
+
+    if path is not None:
+        check_writable(path, option)
 
 
 @app.command()
@@ -605,40 +611,93 @@ def bench(
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the typer app, turns errors into one line and an exit code.
 
-    Usage errors are reported by typer itself (exit 2); onnxcomp errors print ``error: ...`` and exit with
-    their code; anything unexpected is an internal error (exit 1), with the traceback under ``--debug``.
+    Every error is one ``error: ...`` line on stderr: usage errors (an unknown option with the closest valid
+    one, a bad value, an unknown command) exit 2, onnxcomp errors exit with their code, anything unexpected is
+    an internal error (exit 1), with the traceback under ``--debug``. Warnings (numpy's RuntimeWarnings among
+    them) go to the debug log, never to the terminal.
     """
+    import warnings
+
+    usage_error, no_args, exit_, abort = (
+        _click_classes(n) for n in ("UsageError", "NoArgsIsHelpError", "Exit", "Abort")
+    )
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if debug:
         args.remove("--debug")
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if "--version" not in args:
-            _runtime_notice()
-        app(args=args, prog_name="onnxcomp")
-    except SystemExit as e:
-        code = e.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    except OnnxcompError as e:
-        if debug:
-            raise
-        _console(stderr=True).print(f"error: {e}", markup=False, soft_wrap=True)
-        return e.exit_code
-    except KeyboardInterrupt:
-        _console(stderr=True).print("error: interrupted")
-        return 130
-    except Exception as e:
-        if debug:
-            raise
-        msg = " ".join(str(e).split())[:300]
-        _console(stderr=True).print(
-            f"error: internal error: {type(e).__name__}: {msg} (rerun with --debug for details)",
-            markup=False,
-            soft_wrap=True,
-        )
-        return 1
-    return 0
+    err = _console(stderr=True)
+    with warnings.catch_warnings():
+        warnings.showwarning = _log_warning
+        try:
+            if "--version" not in args:
+                _runtime_notice()
+            command = typer.main.get_command(app)
+            code = command.main(args=args, prog_name="onnxcomp", standalone_mode=False)
+            return code if isinstance(code, int) else 0
+        except no_args as e:
+            if e.ctx is not None:
+                err.print(e.ctx.get_help(), markup=False, highlight=False)
+            return 2
+        except usage_error as e:
+            err.print(f"error: {_usage_message(e)}", markup=False, soft_wrap=True, highlight=False)
+            return 2
+        except exit_ as e:
+            return e.exit_code
+        except SystemExit as e:
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except (*abort, KeyboardInterrupt):
+            err.print("error: interrupted", markup=False)
+            return 130
+        except OnnxcompError as e:
+            if debug:
+                raise
+            err.print(f"error: {e}", markup=False, soft_wrap=True, highlight=False)
+            return e.exit_code
+        except Exception as e:
+            if debug:
+                raise
+            msg = " ".join(str(e).split())[:300]
+            err.print(
+                f"error: internal error: {type(e).__name__}: {msg} (rerun with --debug for details)",
+                markup=False,
+                soft_wrap=True,
+                highlight=False,
+            )
+            return 1
+
+
+def _log_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    logging.getLogger("onnxcomp.warnings").debug("%s:%s: %s: %s", filename, lineno, category.__name__, message)
+
+
+def _click_classes(name: str) -> tuple[type, ...]:
+    """The exception class ``name`` of click and of the copy of click that typer >= 0.29 vendors."""
+    import importlib
+
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if cls is not None:
+            found.append(cls)
+    return tuple(found)
+
+
+def _usage_message(e: Any) -> str:
+    """A click usage error as one line; an unknown option or command names the closest valid one."""
+    import difflib
+
+    where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+    if isinstance(e, _click_classes("NoSuchOption")) and e.ctx is not None:
+        valid = sorted({o for p in e.ctx.command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("-")})
+        close = difflib.get_close_matches(e.option_name, valid, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]}?" if close else f"; valid options: {', '.join(valid)}"
+        return f"no such option {e.option_name} for '{e.ctx.command_path}'{hint}"
+    text = " ".join(e.format_message().split()).rstrip(".").replace(". Did you mean", "; did you mean")
+    return text[:1].lower() + text[1:] + where
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -194,6 +194,11 @@ def analyze(model: onnx.ModelProto) -> list[LayerCost]:
     for t in model.graph.initializer:
         shapes[t.name] = (tuple(t.dims), t.data_type)
         inits[t.name] = t
+    for node in model.graph.node:  # weights held in Constant nodes (Paddle, spox) count as parameters too
+        t = _constant_tensor(node)
+        if t is not None and node.output and node.output[0] not in inits:
+            shapes[node.output[0]] = (tuple(t.dims), t.data_type)
+            inits[node.output[0]] = t
     folded = set(inits)  # tensors known at load time: initializers and the outputs of folded nodes
     out = []
     for node in model.graph.node:
@@ -223,6 +228,13 @@ def analyze(model: onnx.ModelProto) -> list[LayerCost]:
             )
         )
     return out
+
+
+def _constant_tensor(node: Any) -> onnx.TensorProto | None:
+    """The tensor of a standard Constant node's ``value`` attribute, else None."""
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+        return None
+    return next((a.t for a in node.attribute if a.name == "value" and a.type == 4), None)  # TENSOR
 
 
 def _flop_fn(node: onnx.NodeProto) -> FlopFn | None:

@@ -190,11 +190,14 @@ def normalize(
 
     - initializers listed as graph inputs (IR < 4 exporters) become plain initializers (IR >= 4);
     - ``--input-shape`` overrides are applied to graph inputs;
-    - shapes are inferred (onnx shape inference with data propagation) into value_info.
+    - shapes are inferred (onnx shape inference with data propagation) into value_info;
+    - the structure is checked (:mod:`onnxcomp.validate`): an invalid model is an :class:`InputError`.
     Weight subgraphs (Constant, ConstantOfShape, ...) are folded by the pipeline's constant folding.
     ``copy=False`` is for a model the caller owns (loaded from a file): no second copy of the weights.
     """
     import onnx
+
+    from onnxcomp.validate import validate
 
     if copy:
         m = onnx.ModelProto()
@@ -209,7 +212,9 @@ def normalize(
         m.ir_version = max(m.ir_version, 4)
     if input_shapes:
         set_input_shapes(m, input_shapes)
-    return infer_shapes(m)
+    infer_shapes(m)
+    validate(m)  # what the checker and shape inference let through (a Conv whose group does not fit)
+    return m
 
 
 def set_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) -> None:
@@ -394,10 +399,7 @@ def save_model(
     out = Path(path)
     if protect is not None and _same_file(out, Path(protect)):
         raise UsageError(f"output path {out} is the input file; choose another output path")
-    if out.is_dir():
-        raise UsageError(f"output path {out} is a directory")
-    if not out.parent.exists():
-        raise UsageError(f"output directory {out.parent} does not exist")
+    check_writable(out, "output path")
     data_file = out.parent / (out.name + ".data")
     if data_file.exists() and any(_same_file(data_file, f) for f in _external_files(model)):
         raise UsageError(f"output path {out}: its data file {data_file.name} holds the input's weights")
@@ -433,13 +435,16 @@ def _has_external(model: onnx.ModelProto) -> bool:
 
 def _save_external(model: onnx.ModelProto, out: Path) -> int:
     """Weights to ``<out>.data`` (written first, atomically), then the graph file."""
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".onnxcomp-") as tmp:
-        tmp_model = Path(tmp) / out.name
-        total = write_model(model, tmp_model)
-        data = Path(tmp) / (out.name + ".data")
-        if data.exists():
-            os.replace(data, out.parent / data.name)
-        os.replace(tmp_model, out)
+    try:
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".onnxcomp-") as tmp:
+            tmp_model = Path(tmp) / out.name
+            total = write_model(model, tmp_model)  # plain open()s: the files get 0666 & ~umask
+            data = Path(tmp) / (out.name + ".data")
+            if data.exists():
+                os.replace(data, out.parent / data.name)
+            os.replace(tmp_model, out)
+    except OSError as err:
+        raise UsageError(f"cannot write {out} ({err.strerror or err})") from err
     return total
 
 
@@ -577,17 +582,57 @@ def model_file(model: onnx.ModelProto) -> Iterator[Path]:
 
 
 def _atomic_write(out: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    """Write ``data`` to ``out`` through a temp file and a rename, with the mode a plain write would give
+    (0666 less the umask; mkstemp creates 0600). OSError becomes a one-line UsageError."""
     try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as err:
+        raise UsageError(f"cannot write {out} ({err.strerror or err})") from err
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise UsageError(f"cannot write {out} ({err.strerror or err})") from err
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_writable(path: Path, what: str) -> None:
+    """UsageError, before any work, when ``path`` cannot be written: a directory, a parent that is missing or
+    not a directory, or a directory where no file can be created (read-only, immutable, /proc)."""
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a directory")
+    parent = path.parent
+    if not parent.exists():
+        raise UsageError(f"{what}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise UsageError(f"{what}: {parent} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UsageError(f"{what}: cannot write in {parent} ({err.strerror or err})") from err
+
+
+def remove_model(path: str | os.PathLike[str]) -> None:
+    """Delete a model written by :func:`save_model` and its external data file (missing files are fine)."""
+    p = Path(path)
+    for f in (p, p.parent / (p.name + ".data")):
+        with contextlib.suppress(FileNotFoundError):
+            f.unlink()
 
 
 def _same_file(a: Path, b: Path) -> bool:

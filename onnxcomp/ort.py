@@ -50,7 +50,10 @@ def session(
     so.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
-    so.log_severity_level = 3
+    # onnxruntime's own logger prints colored multi-line errors to stderr before the exception that says the
+    # same; onnxcomp reports that exception as one line, so only fatal log records remain
+    _quiet_logger(ort)
+    so.log_severity_level = 4
     if threads is not None:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -117,8 +120,22 @@ def _runtime_available() -> bool:
     return rt.available()
 
 
+def _quiet_logger(ort: Any) -> None:
+    global _LOGGER_QUIET
+    if not _LOGGER_QUIET:
+        ort.set_default_logger_severity(4)
+        _LOGGER_QUIET = True
+
+
+_LOGGER_QUIET = False
+
+
 def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[Any]:
+    import onnxruntime as ort
+
+    ro = ort.RunOptions()
+    ro.log_severity_level = 4  # kernel errors come back as the exception below, in one line
     try:
-        return sess.run(outputs, feeds)
+        return sess.run(outputs, feeds, ro)
     except Exception as err:
         raise InputError(f"onnxruntime failed to run the model: {' '.join(str(err).split())[:400]}") from err

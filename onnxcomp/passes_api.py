@@ -23,6 +23,7 @@ The pass library lives in the ``onnxcomp.passes`` package; the core imports it l
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import importlib.util
 import logging
@@ -262,7 +263,9 @@ def get_pass(name: str) -> type[Pass]:
     try:
         return passes[name]
     except KeyError:
-        raise UsageError(f"unknown pass {name!r}; valid passes: {', '.join(passes)}") from None
+        close = difflib.get_close_matches(name, list(passes), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UsageError(f"unknown pass {name!r}{hint}; valid passes: {', '.join(passes)}") from None
 
 
 # --------------------------------------------------------------------------------------------- options
@@ -299,15 +302,18 @@ def build_options(cls: type[Pass], raw: dict[str, Any]) -> Any:
     for key, value in raw.items():
         name = key.replace("-", "_")
         if name not in fields:
-            valid = ", ".join(fields) or "none"
-            raise UsageError(f"pass {cls.name!r} has no option {key!r}; valid options: {valid}")
+            valid = ", ".join(f.replace("_", "-") for f in fields) or "none"
+            close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0].replace('_', '-')}?" if close else ""
+            raise UsageError(f"pass {cls.name!r} has no option {key!r}{hint}; valid options: {valid}")
         if name in values:
             raise UsageError(f"pass {cls.name!r}: option {key!r} is given twice")
         try:
             values[name] = coerce(value, hints[name])
         except (TypeError, ValueError) as err:
             raise UsageError(
-                f"pass {cls.name!r} option {key}={value!r}: {err} (expected {describe_type(hints[name])})"
+                f"pass {cls.name!r} option {name.replace('_', '-')}={value!r}: {err} "
+                f"(expected {describe_type(hints[name])})"
             ) from err
     return cls.Options(**values)
 

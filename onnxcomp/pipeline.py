@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.errors import OnnxcompError, PassError, UsageError
+from onnxcomp.names import check_patterns
 from onnxcomp.passes_api import Pass, PassContext, PassResult, get_pass
 
 if TYPE_CHECKING:
@@ -128,6 +129,10 @@ def load_recipe(path: str | os.PathLike[str]) -> tuple[list[PassSpec], dict[str,
         data = tomllib.loads(p.read_text())
     except FileNotFoundError as err:
         raise UsageError(f"{p}: no such recipe file") from err
+    except IsADirectoryError as err:
+        raise UsageError(f"{p}: is a directory, expected a recipe .toml file") from err
+    except OSError as err:
+        raise UsageError(f"{p}: cannot read the recipe ({err.strerror or err})") from err
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise UsageError(f"{p}: invalid TOML ({err})") from err
     passes = data.get("pass")
@@ -183,6 +188,7 @@ def _run_passes(graph: gs.Graph, passes: list[Pass], ctx: PassContext) -> list[P
         if p.needs_calib and ctx.calib is None:
             raise UsageError(f"pass {p.name!r} needs calibration data: pass --calib FILE.npz")
         logger.info("running %s", p.name)
+        check_patterns(graph, p.options, p.name)  # protect=/layers= patterns that match nothing are typos
         try:
             results.append(p(graph, ctx))
         except OnnxcompError:

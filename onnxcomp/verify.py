@@ -37,7 +37,10 @@ class Tolerance:
         for key in ("atol", "rtol", "min_cosine"):
             v = getattr(self, key)
             if v is not None and (v != v or (key != "min_cosine" and v < 0)):
-                raise UsageError(f"tolerance {key}={v}: must be a number" + ("" if key == "min_cosine" else " >= 0"))
+                raise UsageError(
+                    f"tolerance {key.replace('_', '-')}={v}: must be a number"
+                    + ("" if key == "min_cosine" else " >= 0")
+                )
 
     @classmethod
     def lossless(cls) -> Tolerance:

@@ -13,10 +13,10 @@ layer a target is a registry keyed by op type (``TARGETS``); a layer that is not
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from onnxcomp.names import any_match
 from onnxcomp.passes_api import opt
 
 if TYPE_CHECKING:
@@ -233,8 +233,8 @@ def label(node: gs.Node) -> str:
 
 
 def matches(patterns: list[str], *names: str) -> bool:
-    """Any of the names matches any of the glob patterns."""
-    return any(fnmatch.fnmatchcase(n, p) for p in patterns for n in names if n)
+    """Any of the names matches any of the layer-name patterns (onnxcomp.names: names, globs, module paths)."""
+    return any_match(patterns, *names) is not None
 
 
 def collect_targets(
@@ -266,9 +266,9 @@ def collect_targets(
         if matches(opts.protect, *names):
             result.skip(t.name, "protected by name")
         elif id(t.node) in edge:
-            result.skip(t.name, "first or last weighted layer (protect_first_last)")
+            result.skip(t.name, "first or last weighted layer (protect-first-last)")
         elif t.params < opts.min_params:
-            result.skip(t.name, f"{t.params} weights < min_params={opts.min_params}")
+            result.skip(t.name, f"{t.params} weights < min-params={opts.min_params}")
         else:
             kept.append(t)
     return kept

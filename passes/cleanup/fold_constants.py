@@ -68,7 +68,7 @@ class FoldConstants(Pass):
                 if shape is not None and int(np.prod(shape)) > self.options.max_elements:
                     big.append(n)
         for n in big:
-            result.skip(n.name, f"output larger than max_elements={self.options.max_elements}")
+            result.skip(n.name, f"output larger than max-elements={self.options.max_elements}")
         big_ids = {id(n) for n in big}
         keep = [n for n in nodes if id(n) not in big_ids]
         folded = fold(graph, keep)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from onnxcomp.errors import UsageError
 from onnxcomp.graph import const_value, is_const, is_empty, make_constant, subgraph_nodes, unique_name
+from onnxcomp.names import any_match
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 from onnxcomp.weights import nonfinite_reason
 
@@ -52,8 +53,6 @@ class LowRank(Pass):
         protect: list[str] = opt([], "node names or fnmatch patterns to leave alone")
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        import fnmatch
-
         import numpy as np
 
         result = self.new_result()
@@ -66,7 +65,7 @@ class LowRank(Pass):
         for node, where in subgraph_nodes(graph, o.ops):
             result.skip(node.name, f"inside the {where} subgraph (only main-graph layers are factorized)")
         for node in ctx.track(candidates, "lowrank", len(candidates)):
-            if any(fnmatch.fnmatchcase(node.name, p) for p in o.protect):
+            if any_match(o.protect, node.name, node.inputs[1].name if len(node.inputs) > 1 else ""):
                 result.skip(node.name, "protected")
                 continue
             planner = PLANNERS.get(node.op)
@@ -83,7 +82,7 @@ class LowRank(Pass):
             w = plan.matrix.astype(np.float64)
             rows, cols = w.shape
             if w.size < o.min_params:
-                result.skip(node.name, f"{w.size} weights < min_params={o.min_params}")
+                result.skip(node.name, f"{w.size} weights < min-params={o.min_params}")
                 continue
             bad = nonfinite_reason(w)
             if bad is not None:  # an SVD of NaN/Inf does not converge

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from onnxcomp.errors import UsageError
 
-from ._select import matches, search_flops
+from ._select import producer_matches, search_flops
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,13 +53,13 @@ def check_options(
             raise UsageError(f"ratios: {pattern}:{r} must be in [0, 1]")
     for key, n in (counts or {}).items():
         if n < 1:
-            raise UsageError(f"{key} must be at least 1, got {n}")
+            raise UsageError(f"{key.replace('_', '-')} must be at least 1, got {n}")
     if not ridge >= 0.0:
         raise UsageError(f"ridge must be >= 0, got {ridge}")
     if round_to < 1 or min_channels < 1:
-        raise UsageError("round_to and min_channels must be at least 1")
+        raise UsageError("round-to and min-channels must be at least 1")
     if target_flops is not None and not 0.0 < target_flops < 1.0:
-        raise UsageError(f"target_flops is the fraction of FLOPs to remove, in (0, 1); got {target_flops}")
+        raise UsageError(f"target-flops is the fraction of FLOPs to remove, in (0, 1); got {target_flops}")
 
 
 def prepare(graph: gs.Graph, result: PassResult, protect: list[str]) -> Prepared:
@@ -71,9 +71,7 @@ def prepare(graph: gs.Graph, result: PassResult, protect: list[str]) -> Prepared
 
     plan = analyze_channels(graph)
     for g in plan.groups:
-        hit = next(
-            (pat for pat in protect for p in g.producers if matches(p.node.name, pat) or matches(p.output, pat)), None
-        )
+        hit = next((pat for pat in protect for p in g.producers if producer_matches(p, pat)), None)
         if hit is not None:
             g.block(f"protected (protect={hit})")
     for g in plan.groups:
@@ -96,7 +94,7 @@ def decide(
         return schedule.removal(prep.plan, prep.groups, scores)
     if prep.base_flops <= 0:
         raise UsageError(
-            "target_flops needs the model's FLOPs, which need static shapes: pass --input-shape NAME:1x3x224x224"
+            "target-flops needs the model's FLOPs, which need static shapes: pass --input-shape NAME:1x3x224x224"
         )
     t, removed, achieved = search_flops(
         prep.cost, schedule, prep.plan, prep.groups, scores, target_flops, prep.base_flops
@@ -104,9 +102,9 @@ def decide(
     result.counters["search_ratio"] = round(t, 4)
     if abs(achieved - target_flops) > 0.02:
         result.skip(
-            "target_flops",
+            "target-flops",
             f"asked to remove {target_flops:.1%} of FLOPs, reached {achieved:.1%} "
-            "(blocked groups, min_channels or round_to limit it)",
+            "(blocked groups, min-channels or round-to limit it)",
         )
     return removed
 

@@ -4,11 +4,11 @@ schedules (per-layer ratios, one global ratio or threshold, a FLOPs target found
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from onnxcomp import names
 from onnxcomp.graph import const_value
 
 if TYPE_CHECKING:
@@ -205,7 +205,7 @@ class Schedule:
 
     def group_ratio(self, group: ChannelGroup, default: float) -> float:
         for pattern, value in self.ratios.items():
-            if any(matches(p.node.name, pattern) or matches(p.output, pattern) for p in group.producers):
+            if any(producer_matches(p, pattern) for p in group.producers):
                 return value
         return default
 
@@ -254,8 +254,10 @@ class Schedule:
         return s / mean if self.normalize and mean > 0 else s
 
 
-def matches(name: str, pattern: str) -> bool:
-    return name == pattern or fnmatch.fnmatchcase(name, pattern)
+def producer_matches(p: Producer, pattern: str) -> bool:
+    """``pattern`` (onnxcomp.names) matches the producer's node, output or weight name."""
+    weight = p.node.inputs[1].name if len(p.node.inputs) > 1 else ""
+    return names.matches(pattern, p.node.name, p.output, weight)
 
 
 def search_flops(
@@ -271,8 +273,9 @@ def search_flops(
     tol: float = 0.002,
 ) -> tuple[float, np.ndarray, float]:
     """Remove ``target`` of the FLOPs: bisection on the schedule parameter ``t`` (the ratio), then a greedy
-    refinement that moves single groups by one step (``round_to`` channels) towards the target.
-    Returns (t, removal mask, achieved fraction)."""
+    refinement that moves single groups to their next achievable removal count (kept counts rounded to
+    ``round_to``, at least ``min_channels``) towards the target, every candidate measured by the real FLOPs
+    accounting of the removal mask. Returns (t, removal mask, achieved fraction)."""
 
     def fraction(counts: dict[int, int]) -> tuple[float, np.ndarray]:
         rem = schedule.mask(plan, groups, scores, counts)
@@ -297,19 +300,28 @@ def search_flops(
             if abs(f - target) < tol:
                 break
     err, t_best, counts = min(candidates, key=lambda c: c[0])
-    step = max(schedule.round_to, 1)
+    # the removal counts rounding can produce, per group: moves go from one to the next (a move of round_to
+    # channels from an unrounded count can round back to where it started, or leave the group's range)
     sizes = {g.id: g.size for g in groups}
+    rounding = (schedule.round_to, schedule.min_channels)
+
+    def level(gid: int, n: int) -> int:  # what choose() removes when asked for n
+        return sizes[gid] - round_keep(sizes[gid] - min(n, sizes[gid]), sizes[gid], *rounding)
+
+    levels = {gid: sorted({level(gid, r) for r in range(size)}) for gid, size in sizes.items()}
+    counts = {gid: level(gid, n) for gid, n in counts.items()}
+    err = abs(fraction(counts)[0] - target)
     for _ in range(4 * len(groups) + 8):
         if err < tol:
             break
         best_move = None
         for gid in counts:
-            for delta in (step, -step):
-                n = counts[gid] + delta
-                if not 0 <= n < sizes[gid]:
+            i = levels[gid].index(counts[gid])
+            for j in (i - 1, i + 1):
+                if not 0 <= j < len(levels[gid]):
                     continue
                 trial = dict(counts)
-                trial[gid] = n
+                trial[gid] = levels[gid][j]
                 f, _ = fraction(trial)
                 if abs(f - target) < err - 1e-9 and (best_move is None or abs(f - target) < best_move[0]):
                     best_move = (abs(f - target), trial)

@@ -93,7 +93,7 @@ class KMeans(Pass):
             if not 1 <= int(b) <= 8:
                 raise UsageError(f"kmeans: bits must be 1..8, got {b}")
         if o.group_size < 0:
-            raise UsageError("kmeans: group_size must be >= 0")
+            raise UsageError("kmeans: group-size must be >= 0")
         if o.sequential and ctx.calib is None:
             raise UsageError("kmeans: sequential=true needs calibration data (--calib)")
         targets = prepare(graph, ctx, o, result)
@@ -151,7 +151,7 @@ class KMeans(Pass):
             grams = paired_grams(t, x, x_orig, rng)
             refit = support_refit(t, grams, DAMP, o.max_refine_flops)
             if refit is None:
-                result.skip(t.name, "sequential weight re-fit skipped: too expensive (max_refine_flops)")
+                result.skip(t.name, "sequential weight re-fit skipped: too expensive (max-refine-flops)")
             else:
                 w2 = refit
         e = kmeans_encode(w2, bits, o.group_size, t.out_axis, o.init, energy, o.max_iter)
@@ -161,7 +161,7 @@ class KMeans(Pass):
         decision = f"kmeans {bits}-bit" + (" of the sequential re-fit" if w2 is not t.w2 else "")
         if o.refine and x is not None:
             if refine_flops(t, e) > o.max_refine_flops:
-                result.skip(t.name, "codebook refinement skipped: too expensive (max_refine_flops)")
+                result.skip(t.name, "codebook refinement skipped: too expensive (max-refine-flops)")
             else:
                 e.table = refine_codebook(t, e, x, rng, x_orig=x_orig, grams=grams)
                 decision += " + lsq codebook" + (" sequential" if x_orig is not None else "")

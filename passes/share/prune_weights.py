@@ -187,7 +187,7 @@ class PruneWeights(Pass):
             assert x is not None
             refit = lsq_update(t, keep, x, o.damp, o.max_update_flops, rng, x_orig, grams)
             if refit is None:
-                result.skip(t.name, "lsq update skipped: too expensive (max_update_flops)")
+                result.skip(t.name, "lsq update skipped: too expensive (max-update-flops)")
             else:
                 w2_new, decision = refit, decision + " + lsq"
                 w_new = t.weight_as_original(w2_new).reshape(w.shape)

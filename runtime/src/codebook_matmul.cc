@@ -14,8 +14,9 @@ struct CodebookMatMulKernel {
   std::string label;
   int bits = 0;
   int64_t N = 0, group_size = 0;
-  ConstInput const_codes;
-  std::vector<uint8_t> packed;  // prepacked copy of constant codes (AVX-512 kernels)
+  ConstInput const_codes, const_codebook;
+  std::vector<uint8_t> packed;  // prepacked copy of constant codes (the AVX-512 and AVX2 GEMVs)
+  FloatPanel panel;             // W decoded for many-row runs (constant codes and codebook only)
 
   CodebookMatMulKernel(const OrtKernelInfo* info) : label(node_label("CodebookMatMul", info)) {
     Attrs a{info};
@@ -23,7 +24,8 @@ struct CodebookMatMulKernel {
     N = a.required_int("N", 1, kMaxDim);
     group_size = a.optional_int("group_size", N, 1, kMaxDim);
     const_codes.init(info, 2);
-    if (kernels().codebook_gemv != nullptr && std::string(kernels().name) == "avx512") packed = maybe_prepack(const_codes, N, bits);
+    const_codebook.init(info, 1);
+    if (std::string(kernels().name) != "scalar") packed = maybe_prepack(const_codes, N, bits);
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
@@ -70,7 +72,8 @@ struct CodebookMatMulKernel {
       float* y = yv.GetTensorMutableData<float>();
       CodebookWeights w{codes.as<uint8_t>(), cbp, K, N, row_bytes, group_size, G, bits, nullptr};
       if (!packed.empty() && codes.data == const_codes.data) w.packed = packed.data();
-      run_codebook_matmul(ctx, x.as<float>(), M, w, bias_data, y);
+      const bool constant = codes.data == const_codes.data && cb.data == const_codebook.data && cb.data != nullptr;
+      run_codebook_matmul(ctx, x.as<float>(), M, w, bias_data, y, constant ? &panel : nullptr);
     });
   }
 };

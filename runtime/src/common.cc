@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 namespace onnxcomp {
@@ -283,14 +284,57 @@ OrtStatusPtr infer_matmul_shape(OrtShapeInferContext* raw, const char* op) {
 // ---- the codebook matmul driver -----------------------------------------------------------------
 namespace {
 constexpr int64_t kColumnTask = 1024;  // columns per parallel task (whole prepacked blocks, 16-aligned)
-constexpr int64_t kRowBlock = 512;    // rows of X packed at a time on the GEMM path
+constexpr int64_t kRowTask = 512;      // rows of X per parallel task on the GEMM paths
 constexpr int64_t kGemvMaxRows = 4;
 }  // namespace
 
+FloatPanel::~FloatPanel() { std::free(data_); }
+
+const float* FloatPanel::get(Ort::KernelContext& ctx, const CodebookWeights& w) {
+  std::call_once(once_, [&] {
+    const KernelTable& kt = kernels();
+    const int64_t K = w.K, N = w.N, nr = kt.nr;
+    const size_t n = static_cast<size_t>(packed_b_floats(K, N, kt.nr));
+    const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+    float* p = static_cast<float*>(std::aligned_alloc(64, bytes > 0 ? bytes : 64));
+    if (p == nullptr) throw std::bad_alloc();
+    // strip groups of ~kColumnTask columns, decoded in parallel (each provider call writes its strips)
+    const int64_t group = std::max<int64_t>(1, kColumnTask / nr) * nr;
+    try {
+      parallel_for(ctx, static_cast<size_t>(ceil_div(N, group)), [&](size_t t) {
+        const int64_t n0 = static_cast<int64_t>(t) * group;
+        kt.codebook_panel(&w, 0, K, n0, std::min(group, N - n0), kt.nr, p + (n0 / nr) * K * nr);
+      });
+    } catch (...) {
+      std::free(p);
+      throw;
+    }
+    data_ = p;
+    size_ = n;
+  });
+  return data_;
+}
+
 void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, const CodebookWeights& w,
-                         const float* bias, float* y) {
+                         const float* bias, float* y, FloatPanel* panel, bool relu) {
   const int64_t N = w.N, K = w.K;
   if (M == 0 || N == 0) return;
+  const KernelTable& kt = kernels();
+  // tasks: blocks of rows x blocks of columns (strip aligned)
+  const int64_t row_task = std::max<int64_t>(kt.mr, kRowTask / kt.mr * kt.mr);
+  const int64_t col_task = std::max<int64_t>(1, kColumnTask / kt.nr) * kt.nr;
+  if (M > kGemvMaxRows && K > 0) {
+    // GEMM: on the float panel of constant weights, else decoding each k x n block of W into an L2 panel
+    const float* bp = panel != nullptr ? panel->get(ctx, w) : nullptr;
+    const int64_t mt = ceil_div(M, row_task), nt = ceil_div(N, col_task);
+    parallel_for(ctx, static_cast<size_t>(mt * nt), [&](size_t t) {
+      const int64_t m0 = static_cast<int64_t>(t) / nt * row_task, n0 = static_cast<int64_t>(t) % nt * col_task;
+      kt.gemm_rows(std::min(row_task, M - m0), K, x + m0 * K, K, bp, kt.codebook_panel, &w, bias, relu, y + m0 * N,
+                   N, n0, std::min(N, n0 + col_task));
+    });
+    return;
+  }
+  // 1..4 rows: the register-decoding GEMV accumulates into y (bias first), GEMM on the columns it does not cover
   for (int64_t m = 0; m < M; ++m) {
     if (bias != nullptr) {
       std::memcpy(y + m * N, bias, static_cast<size_t>(N) * sizeof(float));
@@ -298,23 +342,17 @@ void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, con
       std::fill(y + m * N, y + m * N + N, 0.0f);
     }
   }
-  if (K == 0) return;
-  const KernelTable& kt = kernels();
-  const int64_t ntasks = ceil_div(N, kColumnTask);
-  for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
-    const int64_t mb = std::min(kRowBlock, M - m0);
-    const float* xb = x + m0 * K;
-    float* yb = y + m0 * N;
-    std::vector<float> packed(static_cast<size_t>(ceil_div(mb, kt.mr) * kt.mr * K));
-    kt.pack_a(mb, K, xb, K, packed.data());
-    const bool try_gemv = mb <= kGemvMaxRows;
-    parallel_for(ctx, static_cast<size_t>(ntasks), [&](size_t t) {
+  if (K > 0) {
+    parallel_for(ctx, static_cast<size_t>(ceil_div(N, kColumnTask)), [&](size_t t) {
       const int64_t n0 = static_cast<int64_t>(t) * kColumnTask;
       const int64_t n1 = std::min(N, n0 + kColumnTask);
-      int64_t done = n0;
-      if (try_gemv) done = kt.codebook_gemv(xb, mb, K, w, yb, N, n0, n1);
-      if (done < n1) kt.gemm(mb, K, packed.data(), kt.codebook_panel, &w, yb, N, done, n1, true);
+      const int64_t done = kt.codebook_gemv(x, M, K, w, y, N, n0, n1);
+      if (done < n1) kt.gemm_rows(M, K, x, K, nullptr, kt.codebook_panel, &w, bias, false, y, N, done, n1);
     });
+  }
+  if (relu) {
+    const int64_t total = M * N;
+    for (int64_t i = 0; i < total; ++i) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
   }
 }
 

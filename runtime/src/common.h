@@ -173,10 +173,32 @@ std::vector<uint8_t> maybe_prepack(const ConstInput& codes, int64_t N, int bits)
 // Copies a [G, C] codebook into [G, 2^bits] (zeros past C).
 std::vector<float> pad_codebook(const float* cb, int64_t G, int64_t C, int bits);
 
-// Y[..., N] = X[..., K] @ W + bias for a codebook-decoded W (shared by CodebookMatMul and
-// TernaryMatMul). y is fully written.
+// W of a codebook matmul with constant weights, decoded once into floats in the packed GEMM layout
+// (packed_b_floats, the kernel set's nr): a run with more than 4 rows of X then is a plain register-blocked GEMM,
+// with no decode (measured faster than decoding W block by block at every row count from 8 up, by 3-37%, even
+// with W's floats evicted from the caches). Built at the first such run (not at session creation: a deployment
+// running 1-4 rows, which the register-decoding GEMV serves from the codes, never pays its memory, 4 bytes per
+// weight) and kept while the weights stay the same. Thread-safe.
+class FloatPanel {
+ public:
+  FloatPanel() = default;
+  FloatPanel(const FloatPanel&) = delete;
+  FloatPanel& operator=(const FloatPanel&) = delete;
+  ~FloatPanel();
+  // The panel of w (built on the first call, strips decoded in parallel on the pool).
+  const float* get(Ort::KernelContext& ctx, const CodebookWeights& w);
+  size_t bytes() const { return size_ * sizeof(float); }
+
+ private:
+  std::once_flag once_;
+  float* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Y[..., N] = act(X[..., K] @ W + bias) for a codebook-decoded W (shared by CodebookMatMul, TernaryMatMul and the
+// EP). y is fully written. panel: the weights' float panel when they are constant (else nullptr); relu: max(., 0).
 void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, const CodebookWeights& w,
-                         const float* bias, float* y);
+                         const float* bias, float* y, FloatPanel* panel = nullptr, bool relu = false);
 
 // SparseCodebookMatMul (sparse_codebook_matmul.cc): the windowed layout of constant, validated weights for the
 // AVX-512 batch-1..4 kernel, its builder (false when it does not apply or would be too large), the layout check

@@ -71,6 +71,12 @@ struct SparseWindows {
   int lane_bytes, window;
 };
 
+// A K x N float matrix packed once for gemm_packed (W of a constant codebook matmul, decoded): ceil(N / nr)
+// strips of nr columns, strip s holding row k at b[(s * K + k) * nr + j] for column s * nr + j (0 past N). This is
+// what the panel providers write for k0 = 0, kc = K (a strip group starting at column n0 lands at
+// b + (n0 / nr) * K * nr).
+inline int64_t packed_b_floats(int64_t K, int64_t N, int nr) { return (N + nr - 1) / nr * nr * K; }
+
 // Convolution geometry for the implicit im2col panel (1 to 3 spatial dims, padded to 3).
 struct ConvGeometry {
   int64_t C;            // channels of this group
@@ -91,6 +97,12 @@ struct KernelTable {
   // C[:, n0:n1] = (accumulate ? C : 0) + A_packed @ B[:, n0:n1], B supplied panel by panel.
   void (*gemm)(int64_t M, int64_t K, const float* a_packed, PanelFn fill_b, const void* b_ctx, float* c,
                int64_t ldc, int64_t n0, int64_t n1, bool accumulate);
+  // C[0:M, n0:n1] = act(A @ B[:, n0:n1] + bias[n0:n1]) with A row-major (lda; read in place, not packed) and B
+  // either packed whole (b_packed, packed_b_floats layout with the table's nr) or, when b_packed is null, supplied
+  // block by block by fill_b (decoded into an L2-resident panel); n0 % nr == 0 with b_packed (n0 % 16 == 0 keeps
+  // the providers on their fast path); bias may be null; relu applies max(., 0). C is written, never read.
+  void (*gemm_rows)(int64_t M, int64_t K, const float* a, int64_t lda, const float* b_packed, PanelFn fill_b,
+                    const void* b_ctx, const float* bias, bool relu, float* c, int64_t ldc, int64_t n0, int64_t n1);
   // B panel providers
   void (*codebook_panel)(const void* ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* panel);
   void (*im2col_panel)(const void* ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* panel);

@@ -1,5 +1,7 @@
 // AVX2 + FMA kernels: 6x16 register-blocked GEMM micro-kernel; decoding uses the generic
-// (auto-vectorized) panel providers.
+// (auto-vectorized) panel providers; batch-1..4 codebook GEMV for 1/2/4-bit codes that decodes in registers
+// from the prepacked code layout (the AVX-512 one, read 8 bytes at a time): 8 code bytes are zero-extended to 8
+// dwords, shifted, and looked up with vpermps (8 entries; a 16-entry codebook takes two and a blend on code bit 3).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -19,9 +21,17 @@ namespace {
 constexpr int kMR = 6;
 constexpr int kNR = 16;
 
+// C[0:R, 0:cols] = act(acc + (accumulate ? C : bias)) with acc = A(R x kc) @ B_strip(kc x 16); A element (r, k) at
+// a[k * sk + r * sr] (packed micro-panel: sk = kMR, sr = 1; in place: sk = 1, sr = lda).
 template <int R>
-inline void micro_rows(int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                       bool accumulate) {
+inline void micro_rows(int cols, int64_t kc, const float* a, int64_t sk, int64_t sr, const float* b, float* c,
+                       int64_t ldc, const float* bias, bool accumulate, bool relu) {
+  for (int r = 0; r < R; ++r) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + kNR - 1), _MM_HINT_T0);
+  }
+  const float* ar[R];
+  for (int r = 0; r < R; ++r) ar[r] = a + r * sr;
   __m256 acc0[R], acc1[R];
   for (int r = 0; r < R; ++r) {
     acc0[r] = _mm256_setzero_ps();
@@ -31,20 +41,28 @@ inline void micro_rows(int cols, int64_t kc, const float* a, const float* b, flo
     const __m256 b0 = _mm256_loadu_ps(b + k * kNR);
     const __m256 b1 = _mm256_loadu_ps(b + k * kNR + 8);
     for (int r = 0; r < R; ++r) {
-      const __m256 av = _mm256_broadcast_ss(a + k * kMR + r);
+      const __m256 av = _mm256_broadcast_ss(ar[r] + k * sk);
       acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
       acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
     }
   }
+  const __m256 zero = _mm256_setzero_ps();
   if (cols == kNR) {
+    __m256 bv0 = zero, bv1 = zero;
+    if (!accumulate && bias != nullptr) {
+      bv0 = _mm256_loadu_ps(bias);
+      bv1 = _mm256_loadu_ps(bias + 8);
+    }
     for (int r = 0; r < R; ++r) {
       float* cr = c + r * ldc;
-      if (accumulate) {
-        acc0[r] = _mm256_add_ps(acc0[r], _mm256_loadu_ps(cr));
-        acc1[r] = _mm256_add_ps(acc1[r], _mm256_loadu_ps(cr + 8));
+      __m256 v0 = _mm256_add_ps(acc0[r], accumulate ? _mm256_loadu_ps(cr) : bv0);
+      __m256 v1 = _mm256_add_ps(acc1[r], accumulate ? _mm256_loadu_ps(cr + 8) : bv1);
+      if (relu) {
+        v0 = _mm256_max_ps(v0, zero);
+        v1 = _mm256_max_ps(v1, zero);
       }
-      _mm256_storeu_ps(cr, acc0[r]);
-      _mm256_storeu_ps(cr + 8, acc1[r]);
+      _mm256_storeu_ps(cr, v0);
+      _mm256_storeu_ps(cr + 8, v1);
     }
   } else {
     alignas(32) float tmp[kNR];
@@ -52,38 +70,138 @@ inline void micro_rows(int cols, int64_t kc, const float* a, const float* b, flo
       _mm256_store_ps(tmp, acc0[r]);
       _mm256_store_ps(tmp + 8, acc1[r]);
       float* cr = c + r * ldc;
-      if (accumulate) {
-        for (int j = 0; j < cols; ++j) cr[j] += tmp[j];
-      } else {
-        for (int j = 0; j < cols; ++j) cr[j] = tmp[j];
+      for (int j = 0; j < cols; ++j) {
+        float v = tmp[j] + (accumulate ? cr[j] : (bias != nullptr ? bias[j] : 0.0f));
+        if (relu) v = v > 0.0f ? v : 0.0f;
+        cr[j] = v;
       }
     }
   }
 }
 
-void micro_kernel(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                  bool accumulate) {
+template <int SK>  // 0: A in place (sk = 1, sr = lda); kMR: packed micro-panel
+void micro_dispatch(int rows, int cols, int64_t kc, const float* a, int64_t lda, const float* b, float* c,
+                    int64_t ldc, const float* bias, bool accumulate, bool relu) {
+  const int64_t sk = SK == 0 ? 1 : SK, sr = SK == 0 ? lda : 1;
   switch (rows) {
-    case 1: micro_rows<1>(cols, kc, a, b, c, ldc, accumulate); break;
-    case 2: micro_rows<2>(cols, kc, a, b, c, ldc, accumulate); break;
-    case 3: micro_rows<3>(cols, kc, a, b, c, ldc, accumulate); break;
-    case 4: micro_rows<4>(cols, kc, a, b, c, ldc, accumulate); break;
-    case 5: micro_rows<5>(cols, kc, a, b, c, ldc, accumulate); break;
-    default: micro_rows<6>(cols, kc, a, b, c, ldc, accumulate); break;
+    case 1: micro_rows<1>(cols, kc, a, sk, sr, b, c, ldc, bias, accumulate, relu); break;
+    case 2: micro_rows<2>(cols, kc, a, sk, sr, b, c, ldc, bias, accumulate, relu); break;
+    case 3: micro_rows<3>(cols, kc, a, sk, sr, b, c, ldc, bias, accumulate, relu); break;
+    case 4: micro_rows<4>(cols, kc, a, sk, sr, b, c, ldc, bias, accumulate, relu); break;
+    case 5: micro_rows<5>(cols, kc, a, sk, sr, b, c, ldc, bias, accumulate, relu); break;
+    default: micro_rows<6>(cols, kc, a, sk, sr, b, c, ldc, bias, accumulate, relu); break;
   }
+}
+
+void micro_kernel(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                  const float* bias, bool accumulate, bool relu) {
+  micro_dispatch<kMR>(rows, cols, kc, a, 0, b, c, ldc, bias, accumulate, relu);
+}
+
+void micro_kernel_direct(int rows, int cols, int64_t kc, const float* a, int64_t lda, const float* b, float* c,
+                         int64_t ldc, const float* bias, bool accumulate, bool relu) {
+  micro_dispatch<0>(rows, cols, kc, a, lda, b, c, ldc, bias, accumulate, relu);
 }
 
 #include "kernels_generic.h"
 
-int64_t no_gemv(const float*, int64_t, int64_t, const CodebookWeights&, float*, int64_t, int64_t n0, int64_t) {
-  return n0;
+// One pass of the register-decoding GEMV over U 8-byte units (half chunks) of a prepacked block, ROWS rows of X.
+// Unit hc of a block's 64-byte row line holds byte j of chunk hc / 2, half hc % 2: after a right shift by t * BITS,
+// lane l carries the code of block column (hc / 2) * 16 * CPB + t * 16 + (hc % 2) * 8 + l.
+template <int ROWS, int U, int BITS>
+void gemv_pass(const float* x, int64_t ldx, const CodebookWeights& w, __m256 lo, __m256 hi, float* y, int64_t ldy,
+               int64_t block, int hc0, int64_t n1) {
+  constexpr int CPB = 8 / BITS;
+  const int64_t bc = prepack_block_cols(BITS);
+  __m256 acc[ROWS][U][CPB];
+  for (int r = 0; r < ROWS; ++r)
+    for (int u = 0; u < U; ++u)
+      for (int t = 0; t < CPB; ++t) acc[r][u][t] = _mm256_setzero_ps();
+  const uint8_t* p = w.packed + block * w.K * 64 + hc0 * 8;
+  const int64_t K = w.K;
+  for (int64_t k = 0; k < K; ++k, p += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + 4096), _MM_HINT_T0);
+    __m256 xv[ROWS];
+    for (int r = 0; r < ROWS; ++r) xv[r] = _mm256_broadcast_ss(x + r * ldx + k);
+    for (int u = 0; u < U; ++u) {
+      const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * u)));
+      for (int t = 0; t < CPB; ++t) {
+        const __m256i idx = t == 0 ? v : _mm256_srli_epi32(v, t * BITS);
+        __m256 wv = _mm256_permutevar8x32_ps(lo, idx);
+        if (BITS == 4)
+          wv = _mm256_blendv_ps(wv, _mm256_permutevar8x32_ps(hi, idx), _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+        for (int r = 0; r < ROWS; ++r) acc[r][u][t] = _mm256_fmadd_ps(wv, xv[r], acc[r][u][t]);
+      }
+    }
+  }
+  for (int u = 0; u < U; ++u) {
+    const int hc = hc0 + u;
+    for (int t = 0; t < CPB; ++t) {
+      const int64_t col = block * bc + (hc / 2) * 16 * CPB + t * 16 + (hc % 2) * 8;
+      if (col >= n1) continue;
+      for (int r = 0; r < ROWS; ++r) {
+        float* yo = y + r * ldy + col;
+        if (n1 - col >= 8) {
+          _mm256_storeu_ps(yo, _mm256_add_ps(_mm256_loadu_ps(yo), acc[r][u][t]));
+        } else {
+          alignas(32) float tmp[8];
+          _mm256_store_ps(tmp, acc[r][u][t]);
+          for (int64_t j = 0; j < n1 - col; ++j) yo[j] += tmp[j];
+        }
+      }
+    }
+  }
+}
+
+template <int ROWS, int BITS>
+void gemv_block_rows(const float* x, int64_t ldx, const CodebookWeights& w, __m256 lo, __m256 hi, float* y,
+                     int64_t ldy, int64_t block, int64_t n1) {
+  constexpr int U = 8 / (ROWS * (8 / BITS));  // accumulators per pass: ROWS * U * CPB = 8
+  const int64_t bc = prepack_block_cols(BITS);
+  for (int hc0 = 0; hc0 < 8; hc0 += U) {
+    if (block * bc + (hc0 / 2) * 16 * (8 / BITS) >= n1) break;
+    gemv_pass<ROWS, U, BITS>(x, ldx, w, lo, hi, y, ldy, block, hc0, n1);
+  }
+}
+
+template <int BITS>
+void gemv_packed(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, float* y, int64_t ldy, int64_t n0,
+                 int64_t n1) {
+  constexpr int CPB = 8 / BITS;
+  const int64_t entries = int64_t{1} << BITS;
+  const int64_t bc = prepack_block_cols(BITS);
+  for (int64_t b = n0 / bc; b * bc < n1; ++b) {
+    // one codebook row per block (checked by the caller), replicated to 16 entries for 1 and 2 bits
+    const float* cb = w.codebook + (b * bc / w.group_size) * entries;
+    alignas(32) float t16[16];
+    for (int i = 0; i < 16; ++i) t16[i] = cb[i % entries];
+    const __m256 lo = _mm256_load_ps(t16), hi = _mm256_load_ps(t16 + 8);
+    int64_t m = 0;
+    if (2 * CPB <= 8)
+      for (; m + 2 <= M; m += 2) gemv_block_rows<2 * CPB <= 8 ? 2 : 1, BITS>(x + m * ldx, ldx, w, lo, hi, y + m * ldy, ldy, b, n1);
+    for (; m < M; ++m) gemv_block_rows<1, BITS>(x + m * ldx, ldx, w, lo, hi, y + m * ldy, ldy, b, n1);
+  }
+}
+
+int64_t codebook_gemv_avx2(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, float* y, int64_t ldy,
+                           int64_t n0, int64_t n1) {
+  const int bits = w.bits;
+  if ((bits != 1 && bits != 2 && bits != 4) || M < 1 || M > 4 || w.K <= 0 || w.packed == nullptr) return n0;
+  const int64_t bc = prepack_block_cols(bits);
+  if (n0 % bc != 0 || (w.G != 1 && w.group_size % bc != 0)) return n0;
+  switch (bits) {
+    case 4: gemv_packed<4>(x, M, ldx, w, y, ldy, n0, n1); break;
+    case 2: gemv_packed<2>(x, M, ldx, w, y, ldy, n0, n1); break;
+    default: gemv_packed<1>(x, M, ldx, w, y, ldy, n0, n1); break;
+  }
+  return n1;
 }
 
 }  // namespace
 
 extern const KernelTable table = {
-    "avx2", kMR, kNR, pack_a_generic, gemm_generic, codebook_panel_generic, im2col_panel_generic,
-    no_gemv, sparse_gemv_generic, decode_rows_generic, nullptr,
+    "avx2", kMR, kNR, pack_a_generic, gemm_generic, gemm_rows_generic, codebook_panel_generic, im2col_panel_generic,
+    codebook_gemv_avx2, sparse_gemv_generic, decode_rows_generic, nullptr,
 };
 
 }  // namespace avx2

@@ -23,58 +23,80 @@ namespace onnxcomp {
 namespace avx512 {
 namespace {
 
-constexpr int kMR = 8;
+constexpr int kMR = 8;  // 8 x 48 beat 12 x 32 and 14 x 32 (Zen 4, 256-row layers)
 constexpr int kNR = 48;
+constexpr int kNV = kNR / 16;  // zmm vectors per micro-tile row
 
+// C[0:R, 0:cols] = act(acc + (accumulate ? C : bias)) with acc = A(R x kc) @ B_strip(kc x 48); A element (r, k) at
+// a[k * sk + r * sr] (packed micro-panel: sk = kMR, sr = 1; in place: sk = 1, sr = lda). The C tile is prefetched
+// first (it is read or written only after the k loop).
 template <int R>
-inline void micro_rows(int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                       bool accumulate) {
-  __m512 acc0[R], acc1[R], acc2[R];
+inline void micro_rows(int cols, int64_t kc, const float* a, int64_t sk, int64_t sr, const float* b, float* c,
+                       int64_t ldc, const float* bias, bool accumulate, bool relu) {
   for (int r = 0; r < R; ++r) {
-    acc0[r] = _mm512_setzero_ps();
-    acc1[r] = _mm512_setzero_ps();
-    acc2[r] = _mm512_setzero_ps();
+    for (int v = 0; v < kNV; ++v) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16 * v), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + kNR - 1), _MM_HINT_T0);
   }
+  const float* ar[R];
+  for (int r = 0; r < R; ++r) ar[r] = a + r * sr;
+  __m512 acc[R][kNV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < kNV; ++v) acc[r][v] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_loadu_ps(b + k * kNR);
-    const __m512 b1 = _mm512_loadu_ps(b + k * kNR + 16);
-    const __m512 b2 = _mm512_loadu_ps(b + k * kNR + 32);
+    __m512 bv[kNV];
+    for (int v = 0; v < kNV; ++v) bv[v] = _mm512_loadu_ps(b + k * kNR + 16 * v);
     for (int r = 0; r < R; ++r) {
-      const __m512 av = _mm512_set1_ps(a[k * kMR + r]);
-      acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
-      acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
-      acc2[r] = _mm512_fmadd_ps(av, b2, acc2[r]);
+      const __m512 av = _mm512_set1_ps(ar[r][k * sk]);
+      for (int v = 0; v < kNV; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
     }
   }
-  const int c0 = std::min(cols, 16), c1 = std::max(0, std::min(cols - 16, 16)), c2 = std::max(0, cols - 32);
-  const __mmask16 m0 = static_cast<__mmask16>((1u << c0) - 1u);
-  const __mmask16 m1 = static_cast<__mmask16>((1u << c1) - 1u);
-  const __mmask16 m2 = static_cast<__mmask16>((1u << c2) - 1u);
+  __mmask16 m[kNV];
+  for (int v = 0; v < kNV; ++v) {
+    const int cv = std::max(0, std::min(cols - 16 * v, 16));
+    m[v] = static_cast<__mmask16>((1u << cv) - 1u);
+  }
+  const __m512 zero = _mm512_setzero_ps();
+  if (!accumulate && bias != nullptr) {
+    for (int v = 0; v < kNV; ++v) {
+      const __m512 bb = _mm512_maskz_loadu_ps(m[v], bias + 16 * v);
+      for (int r = 0; r < R; ++r) acc[r][v] = _mm512_add_ps(acc[r][v], bb);
+    }
+  }
   for (int r = 0; r < R; ++r) {
     float* cr = c + r * ldc;
-    if (accumulate) {
-      acc0[r] = _mm512_add_ps(acc0[r], _mm512_maskz_loadu_ps(m0, cr));
-      acc1[r] = _mm512_add_ps(acc1[r], _mm512_maskz_loadu_ps(m1, cr + 16));
-      acc2[r] = _mm512_add_ps(acc2[r], _mm512_maskz_loadu_ps(m2, cr + 32));
+    for (int v = 0; v < kNV; ++v) {
+      __m512 o = acc[r][v];
+      if (accumulate) o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(m[v], cr + 16 * v));
+      if (relu) o = _mm512_max_ps(o, zero);
+      _mm512_mask_storeu_ps(cr + 16 * v, m[v], o);
     }
-    _mm512_mask_storeu_ps(cr, m0, acc0[r]);
-    _mm512_mask_storeu_ps(cr + 16, m1, acc1[r]);
-    _mm512_mask_storeu_ps(cr + 32, m2, acc2[r]);
+  }
+}
+
+template <int SK>  // 0: A in place (sk = 1, sr = lda); kMR: packed micro-panel
+void micro_dispatch(int rows, int cols, int64_t kc, const float* a, int64_t lda, const float* b, float* c,
+                    int64_t ldc, const float* bias, bool accumulate, bool relu) {
+  const int64_t sk = SK == 0 ? 1 : SK, sr = SK == 0 ? lda : 1;
+  switch (rows) {
+    case 1: micro_rows<1>(cols, kc, a, sk, sr, b, c, ldc, bias, accumulate, relu); break;
+    case 2: micro_rows<2>(cols, kc, a, sk, sr, b, c, ldc, bias, accumulate, relu); break;
+    case 3: micro_rows<3>(cols, kc, a, sk, sr, b, c, ldc, bias, accumulate, relu); break;
+    case 4: micro_rows<4>(cols, kc, a, sk, sr, b, c, ldc, bias, accumulate, relu); break;
+    case 5: micro_rows<5>(cols, kc, a, sk, sr, b, c, ldc, bias, accumulate, relu); break;
+    case 6: micro_rows<6>(cols, kc, a, sk, sr, b, c, ldc, bias, accumulate, relu); break;
+    case 7: micro_rows<7>(cols, kc, a, sk, sr, b, c, ldc, bias, accumulate, relu); break;
+    default: micro_rows<8>(cols, kc, a, sk, sr, b, c, ldc, bias, accumulate, relu); break;
   }
 }
 
 void micro_kernel(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                  bool accumulate) {
-  switch (rows) {
-    case 1: micro_rows<1>(cols, kc, a, b, c, ldc, accumulate); break;
-    case 2: micro_rows<2>(cols, kc, a, b, c, ldc, accumulate); break;
-    case 3: micro_rows<3>(cols, kc, a, b, c, ldc, accumulate); break;
-    case 4: micro_rows<4>(cols, kc, a, b, c, ldc, accumulate); break;
-    case 5: micro_rows<5>(cols, kc, a, b, c, ldc, accumulate); break;
-    case 6: micro_rows<6>(cols, kc, a, b, c, ldc, accumulate); break;
-    case 7: micro_rows<7>(cols, kc, a, b, c, ldc, accumulate); break;
-    default: micro_rows<8>(cols, kc, a, b, c, ldc, accumulate); break;
-  }
+                  const float* bias, bool accumulate, bool relu) {
+  micro_dispatch<kMR>(rows, cols, kc, a, 0, b, c, ldc, bias, accumulate, relu);
+}
+
+void micro_kernel_direct(int rows, int cols, int64_t kc, const float* a, int64_t lda, const float* b, float* c,
+                         int64_t ldc, const float* bias, bool accumulate, bool relu) {
+  micro_dispatch<0>(rows, cols, kc, a, lda, b, c, ldc, bias, accumulate, relu);
 }
 
 #include "kernels_generic.h"
@@ -154,7 +176,7 @@ void codebook_panel_packed(const CodebookWeights& w, int64_t k0, int64_t kc, int
   for (int64_t kk = 0; kk < kc; ++kk) {
     const uint8_t* rowp = w.packed + (k0 + kk) * 64;
     for (int64_t v = 0; v < nvec; ++v) {
-      float* dst = panel + ((v / 3) * kc + kk) * kNR + (v % 3) * 16;
+      float* dst = panel + ((v / kNV) * kc + kk) * kNR + (v % kNV) * 16;
       const int64_t valid = std::min<int64_t>(16, nc - 16 * v);
       if (valid <= 0) {
         _mm512_storeu_ps(dst, _mm512_setzero_ps());
@@ -212,7 +234,7 @@ void codebook_panel_avx512(const void* ctx, int64_t k0, int64_t kc, int64_t n0, 
       for (int64_t off = 0; off < seg_bytes; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
     }
     for (int64_t v = 0; v < nvec; ++v) {
-      float* dst = panel + ((v / 3) * kc + kk) * kNR + (v % 3) * 16;
+      float* dst = panel + ((v / kNV) * kc + kk) * kNR + (v % kNV) * 16;
       const int64_t valid = std::min<int64_t>(16, nc - 16 * v);
       if (valid <= 0) {
         _mm512_storeu_ps(dst, _mm512_setzero_ps());
@@ -524,7 +546,7 @@ void sparse_windows_avx512(const float* x, int64_t ldx, int rows, const SparseWi
 }  // namespace
 
 extern const KernelTable table = {
-    "avx512", kMR, kNR, pack_a_generic, gemm_generic, codebook_panel_avx512, im2col_panel_generic,
+    "avx512", kMR, kNR, pack_a_generic, gemm_generic, gemm_rows_generic, codebook_panel_avx512, im2col_panel_generic,
     codebook_gemv_avx512, sparse_gemv_generic, decode_rows_avx512, sparse_windows_avx512,
 };
 

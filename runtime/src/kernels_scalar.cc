@@ -14,25 +14,34 @@ namespace {
 constexpr int kMR = 4;
 constexpr int kNR = 16;
 
-void micro_kernel(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                  bool accumulate) {
+void micro_generic(int rows, int cols, int64_t kc, const float* a, int64_t sk, int64_t sr, const float* b, float* c,
+                   int64_t ldc, const float* bias, bool accumulate, bool relu) {
   float acc[kMR][kNR] = {};
   for (int64_t k = 0; k < kc; ++k) {
     const float* bk = b + k * kNR;
-    const float* ak = a + k * kMR;
-    for (int r = 0; r < kMR; ++r) {
-      const float av = ak[r];
+    for (int r = 0; r < rows; ++r) {
+      const float av = a[k * sk + r * sr];
       for (int j = 0; j < kNR; ++j) acc[r][j] += av * bk[j];
     }
   }
   for (int r = 0; r < rows; ++r) {
     float* cr = c + r * ldc;
-    if (accumulate) {
-      for (int j = 0; j < cols; ++j) cr[j] += acc[r][j];
-    } else {
-      for (int j = 0; j < cols; ++j) cr[j] = acc[r][j];
+    for (int j = 0; j < cols; ++j) {
+      float v = acc[r][j] + (accumulate ? cr[j] : (bias != nullptr ? bias[j] : 0.0f));
+      if (relu) v = v > 0.0f ? v : 0.0f;
+      cr[j] = v;
     }
   }
+}
+
+void micro_kernel(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                  const float* bias, bool accumulate, bool relu) {
+  micro_generic(rows, cols, kc, a, kMR, 1, b, c, ldc, bias, accumulate, relu);
+}
+
+void micro_kernel_direct(int rows, int cols, int64_t kc, const float* a, int64_t lda, const float* b, float* c,
+                         int64_t ldc, const float* bias, bool accumulate, bool relu) {
+  micro_generic(rows, cols, kc, a, 1, lda, b, c, ldc, bias, accumulate, relu);
 }
 
 #include "kernels_generic.h"
@@ -70,7 +79,7 @@ std::vector<uint8_t> prepack_codes(const uint8_t* codes, int64_t K, int64_t N, i
 
 namespace scalar {
 extern const KernelTable table = {
-    "scalar", kMR, kNR, pack_a_generic, gemm_generic, codebook_panel_generic, im2col_panel_generic,
+    "scalar", kMR, kNR, pack_a_generic, gemm_generic, gemm_rows_generic, codebook_panel_generic, im2col_panel_generic,
     no_gemv, sparse_gemv_generic, decode_rows_generic, nullptr,
 };
 

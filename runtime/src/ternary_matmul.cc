@@ -32,15 +32,17 @@ std::pair<int64_t, int64_t> find_code3(const uint8_t* codes, int64_t K, int64_t 
 struct TernaryMatMulKernel {
   std::string label;
   int64_t N = 0, group_size = 0;
-  ConstInput const_codes;
-  std::vector<uint8_t> packed;  // prepacked copy of constant codes (AVX-512 kernels)
+  ConstInput const_codes, const_scales;
+  std::vector<uint8_t> packed;  // prepacked copy of constant codes (the AVX-512 and AVX2 GEMVs)
+  FloatPanel panel;             // W decoded for many-row runs (constant codes and scales only)
 
   TernaryMatMulKernel(const OrtKernelInfo* info) : label(node_label("TernaryMatMul", info)) {
     Attrs a{info};
     N = a.required_int("N", 1, kMaxDim);
     group_size = a.optional_int("group_size", N, 1, kMaxDim);
     const_codes.init(info, 2);
-    if (kernels().codebook_gemv != nullptr && std::string(kernels().name) == "avx512") packed = maybe_prepack(const_codes, N, 2);
+    const_scales.init(info, 1);
+    if (std::string(kernels().name) != "scalar") packed = maybe_prepack(const_codes, N, 2);
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
@@ -91,7 +93,9 @@ struct TernaryMatMulKernel {
       float* y = yv.GetTensorMutableData<float>();
       CodebookWeights w{codes.as<uint8_t>(), cb.data(), K, N, row_bytes, group_size, G, 2, nullptr};
       if (!packed.empty() && codes.data == const_codes.data) w.packed = packed.data();
-      run_codebook_matmul(ctx, x.as<float>(), M, w, bias_data, y);
+      const bool constant =
+          codes.data == const_codes.data && scales.data == const_scales.data && scales.data != nullptr;
+      run_codebook_matmul(ctx, x.as<float>(), M, w, bias_data, y, constant ? &panel : nullptr);
     });
   }
 };

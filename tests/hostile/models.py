@@ -101,3 +101,11 @@ def bad_group_conv() -> onnx.ModelProto:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 5, 5])
     node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", group=3, kernel_shape=[1, 1])
     return _model([node], [x], [y], [numpy_helper.from_array(w, "w")])
+
+
+def bad_reshape() -> onnx.ModelProto:
+    """x[1, 4] -> Reshape to [3]: valid to onnx.checker, fails inside onnxruntime."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])
+    node = helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape")
+    return _model([node], [x], [y], [numpy_helper.from_array(np.array([3], np.int64), "shape")])

@@ -142,3 +142,12 @@ def test_fixed_dims_still_refuse_another_size(tmp_path, capsys):
 def test_api_optimize_verify_refuses_unsized_dims_before_any_work():
     with pytest.raises(InputError, match="cannot size"):
         optimize(models.signal(), "fold-constants", verify=True)
+
+
+def test_value_info_of_an_input_records_its_traced_size():
+    from onnx import TensorProto, helper
+
+    m = models.conv()
+    m.graph.value_info.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 320, 256]))
+    plan = shapes.resolve(io.normalize(m))
+    assert plan.shapes() == {"x": (1, 3, 320, 256)} and not plan.guessed

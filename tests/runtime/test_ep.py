@@ -159,7 +159,7 @@ def test_decoded_weights_and_fused_relu(ep_devices, tmp_path):
     assert len(names) == 1, names  # decoder, matmul and Relu compiled into one node
 
 
-def test_plan_declines_small_layers_and_many_static_rows(ep_devices, tmp_path):
+def test_plan_declines_small_layers_claims_many_rows(ep_devices, tmp_path):
     rng = np.random.default_rng(0)
     cb, _, packed = oplib.random_codebook_problem(rng, 64, 64, 4)
     small = oplib.codebook_matmul(["b", 64], cb, packed, bits=4, n=64)
@@ -168,8 +168,27 @@ def test_plan_declines_small_layers_and_many_static_rows(ep_devices, tmp_path):
     sess.run(None, feeds)
     events = json.loads(open(sess.end_profiling()).read())
     assert not [e for e in events if e.get("args", {}).get("provider") == runtime.get_ep_name()]
-    many = oplib.codebook_matmul([512, 64], cb, packed, bits=4, n=64)  # 512 static rows: ORT's GEMM wins
-    assert not ep_nodes(many, {"X": _x((512, 64))}, tmp_path)
+    many = oplib.codebook_matmul([512, 64], cb, packed, bits=4, n=64)  # 512 static rows: the EP's GEMM
+    assert ep_nodes(many, {"X": _x((512, 64))}, tmp_path)
+
+
+@pytest.mark.parametrize(("bits", "rows", "k", "n"), [(4, 37, 800, 500), (2, 5, 130, 97), (3, 300, 96, 1100)])
+def test_many_rows_gemm_equals_function_body(ep_devices, bits, rows, k, n):
+    """More than 4 rows: the GEMM on the weights decoded once into floats (kept for later runs), bias and Relu in its
+    epilogue; odd row counts, depths over one k block (384) and widths over one column block."""
+    if bits == 4:
+        model = _huffman_matmul(k=k, n=n)[0]  # decoded codes, fused Relu
+    else:
+        rng = np.random.default_rng(bits)
+        cb, _, packed = oplib.random_codebook_problem(rng, k, n, bits)
+        bias = rng.standard_normal(n).astype(np.float32)
+        model = oplib.codebook_matmul(["b", k], cb, packed, bits=bits, n=n, bias=bias)
+    sess = ep_session(model)
+    for seed in (1, 2):  # the second run reuses the float panel
+        feeds = {"X": _x((rows, k), seed)}
+        body = run(model, feeds, native=False)
+        got = sess.run(None, feeds)[0]
+        np.testing.assert_allclose(got, body, rtol=1e-4, atol=2e-5 * max(1.0, float(np.abs(body).max())))
 
 
 def test_corrupt_weights_fail_session_creation_naming_the_node(ep_devices):

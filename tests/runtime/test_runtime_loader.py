@@ -130,6 +130,11 @@ _ISA_SCRIPT = textwrap.dedent(
         cb, codes, packed = oplib.random_codebook_problem(rng, k, n, bits, gs)
         check(oplib.codebook_matmul([m, k], cb, packed, bits=bits, n=n, group_size=gs),
               {{"X": rng.standard_normal((m, k)).astype(np.float32)}})
+    for bits, m, k, n in [(4, 37, 800, 500), (3, 6, 390, 101)]:  # the float-panel GEMM: k and n blocks, odd rows
+        cb, codes, packed = oplib.random_codebook_problem(rng, k, n, bits)
+        bias = rng.standard_normal(n).astype(np.float32)
+        model = oplib.codebook_matmul([m, k], cb, packed, bits=bits, n=n, bias=bias)
+        check(model, {{"X": rng.standard_normal((m, k)).astype(np.float32)}})
     cb, _, packed = oplib.random_codebook_problem(rng, 16, 4 * 9, 5)
     ws, pads = [16, 4, 3, 3], [1, 0, 1, 2]
     conv = oplib.codebook_conv([2, 4, 11, 9], cb, packed, bits=5, weight_shape=ws, pads=pads)
@@ -190,7 +195,8 @@ def test_baseline_code_is_plain_x86_64(runtime_lib):
         check=True,
     ).stdout
     fn, bad = "", set()
-    simd = ("\tv", "\tshlx", "\tshrx", "\tsarx", "\tandn", "\tbzhi", "\tpdep", "\tpext", "\ttzcnt", "\tlzcnt")
+    # VEX/EVEX (v...) and BMI1/2 / LZCNT mnemonics (a trailing space: SSE's andnps is baseline)
+    simd = ("\tv", "\tshlx ", "\tshrx ", "\tsarx ", "\tandn ", "\tbzhi ", "\tpdep ", "\tpext ", "\ttzcnt ", "\tlzcnt ")
     for line in out.splitlines():
         if line.endswith(">:"):
             fn = line

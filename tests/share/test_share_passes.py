@@ -249,7 +249,7 @@ def test_layer_selection_options():
     reasons = {s.node: s.reason for s in report.passes[0].skips}
     assert "protected" in reasons[nodes[1]] and "first or last" in reasons[nodes[0]]
     _, report = optimize(model, "kmeans(bits=4,min_params=2000)")
-    small = {s.node for s in report.passes[0].skips if "min_params" in s.reason}
+    small = {s.node for s in report.passes[0].skips if "min-params" in s.reason}
     assert small and small.isdisjoint({layer.name for layer in report.passes[0].layers})
     _, report = optimize(model, f"kmeans(bits=4,bits_per_layer={nodes[0]}:2)")
     bits = {layer.name: layer.extra["bits"] for layer in report.passes[0].layers}

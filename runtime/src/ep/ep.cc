@@ -197,6 +197,7 @@ struct MatMulExec {
   std::vector<uint8_t> codes, packed;
   std::vector<float> codebook;  // [G, 2^bits]
   CodebookWeights cw{};
+  FloatPanel panel;  // W as floats, built at the first run with many rows
   // sparse
   std::vector<int32_t> row_ptr;
   std::vector<uint8_t> deltas;
@@ -216,10 +217,10 @@ struct MatMulExec {
     float* y = yv.GetTensorMutableData<float>();
     const float* b = bias.empty() ? nullptr : bias.data();
     if (kind == 0) {
-      run_codebook_matmul(ctx, x.as<float>(), dims.M, cw, b, y);
-    } else {
-      run_sparse_matmul(ctx, x.as<float>(), dims.M, sw, has_pack ? &pack : nullptr, b, y);
+      run_codebook_matmul(ctx, x.as<float>(), dims.M, cw, b, y, &panel, relu);
+      return;
     }
+    run_sparse_matmul(ctx, x.as<float>(), dims.M, sw, has_pack ? &pack : nullptr, b, y);
     if (relu) {
       const int64_t total = dims.M * N;
       for (int64_t i = 0; i < total; ++i) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
@@ -283,7 +284,7 @@ void build_codebook(MatMulExec& e, const Ort::ConstNode& node, const std::vector
   }
   if (ins.size() > 3 && ins[3]) e.bias = bias_from(ins[3], e.N);
   e.codes = std::move(codes.bytes);
-  if (std::string(kernels().name) == "avx512" && prepack_supported(bits) && e.K > 0)
+  if (std::string(kernels().name) != "scalar" && prepack_supported(bits) && e.K > 0)  // the SIMD GEMVs read it
     e.packed = prepack_codes(e.codes.data(), e.K, e.N, row_bytes, bits);
   e.cw = CodebookWeights{e.codes.data(), e.codebook.data(), e.K, e.N, row_bytes, group_size, G, bits,
                          e.packed.empty() ? nullptr : e.packed.data()};
@@ -545,7 +546,6 @@ PlanOptions read_plan_options(const OrtSessionOptions* so) {
     }
   };
   get("ep.onnxcomp.min_weights", &p.min_weights);
-  get("ep.onnxcomp.max_static_rows", &p.max_static_rows);
   return p;
 }
 

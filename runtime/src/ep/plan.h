@@ -18,9 +18,6 @@ struct PlanOptions {
   // GEMV on a layer whose float weights fit the L2 cache (1 MB) is as fast as decoding (measured: a 1024 x 64
   // layer ran 5 us slower under the EP). Session option "ep.onnxcomp.min_weights".
   int64_t min_weights = 262144;
-  // Matmuls whose X has a static row count (product of the leading dims) above this are declined: there
-  // onnxruntime's fp32 GEMM on the folded weights is faster than decoding. "ep.onnxcomp.max_static_rows".
-  int64_t max_static_rows = 64;
 };
 
 PlanOptions read_plan_options(const OrtSessionOptions* so);

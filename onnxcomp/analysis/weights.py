@@ -282,5 +282,18 @@ def per_layer_value(t: Target, default: Any, per_layer: dict[str, Any]) -> Any:
     return default
 
 
+def per_layer_value_of(default: Any, per_layer: dict[str, Any], *names: str) -> Any:
+    """``per_layer_value`` for anything named (e.g. an embedding table: its node and table names)."""
+    for pattern, value in per_layer.items():
+        if matches([pattern], *names):
+            return value
+    return default
+
+
+def inputs_per_output(t: Target) -> int:
+    """The inputs one output channel reads: K for MatMul, C/group * prod(kernel) for Conv."""
+    return int(t.w2.shape[1 - t.out_axis])
+
+
 def bits_for(t: Target, default: int, per_layer: dict[str, int]) -> int:
     return int(per_layer_value(t, default, per_layer))

@@ -97,6 +97,7 @@ _OP_MODULES = (
     "ternary_matmul",
     "huffman_decode",
     "run_length_decode",
+    "codebook_gather",
     "winograd_conv",
 )
 for _name in _OP_MODULES:

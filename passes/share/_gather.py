@@ -13,7 +13,8 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp import ops
-from onnxcomp.analysis.weights import SelectOptions, label, matches
+from onnxcomp.analysis.weights import SelectOptions, matches
+from onnxcomp.graph import is_standard, label
 
 from ._emit import Emitted, Encoded
 
@@ -63,7 +64,7 @@ def table_targets(graph: gs.Graph, opts: SelectOptions, result: PassResult) -> l
 
     found = []
     for node in list(graph.nodes):
-        if node.op != "Gather" or node.domain not in ("", "ai.onnx", None):
+        if node.op != "Gather" or not is_standard(node):
             continue
         if _reason(graph, node) is not None:
             continue  # most Gathers are shape arithmetic: not worth a skip line each

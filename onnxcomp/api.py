@@ -1,6 +1,6 @@
 """The Python API: ``onnxcomp.optimize(model_or_path, passes=..., calib=..., verify=...)``.
 
-Data flow (DESIGN.md): load -> normalize -> graph IR -> fold weight subgraphs -> passes (each followed by
+Data flow (docs/design.md): load -> normalize -> graph IR -> fold weight subgraphs -> passes (each followed by
 cleanup + toposort) -> export -> check -> verify -> report. Saving is the caller's (``save_model``), so the
 CLI can refuse to write a model that failed verification.
 """
@@ -256,9 +256,10 @@ def _serialized(model: onnx.ModelProto) -> bytes | None:
 
 
 def _check_loads(model: onnx.ModelProto, data: bytes | None = None, path: Path | None = None) -> None:
-    from onnxcomp.ort import _runtime_available, session, uses_custom_ops
+    from onnxcomp.ops import uses_ops
+    from onnxcomp.ort import _runtime_available, session
 
-    custom = uses_custom_ops(model)
+    custom = uses_ops(model)
     try:
         if path is not None:  # a model written with external data
             session(path, optimize=False, runtime=custom and _runtime_available())

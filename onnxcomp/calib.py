@@ -259,22 +259,45 @@ def first_samples(feeds: Mapping[str, np.ndarray], model: onnx.ModelProto, n: in
     return out
 
 
+# onnxruntime's graph optimizations while capturing: calibration statistics are not a verification, and the
+# optimized session runs the calibration data faster (one setting for every pass that captures)
+CAPTURE_OPTIMIZE = False
+
+
+class Capture:
+    """A session of ``model`` with the named intermediate tensors as extra outputs, to run on calibration data
+    as often as needed. The model's value_info is dropped (onnxruntime infers the shapes): a graph being
+    rewritten may carry stale ones."""
+
+    def __init__(self, model: onnx.ModelProto, names: list[str]) -> None:
+        import onnx
+
+        from onnxcomp.ort import session
+
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        del m.graph.value_info[:]
+        have = {o.name for o in m.graph.output}
+        for name in dict.fromkeys(names):
+            if name not in have:
+                m.graph.output.append(onnx.ValueInfoProto(name=name))
+        self.model = m
+        self.session = session(m, optimize=CAPTURE_OPTIMIZE)
+
+    def run(
+        self, feeds: Mapping[str, np.ndarray], names: list[str], max_samples: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """The named tensors on ``feeds`` (the first ``max_samples`` samples of them)."""
+        from onnxcomp.ort import run
+
+        if max_samples is not None:
+            feeds = first_samples(feeds, self.model, max_samples)
+        names = list(dict.fromkeys(names))
+        return dict(zip(names, run(self.session, dict(feeds), names), strict=True))
+
+
 def capture_activations(
     model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], names: list[str], max_samples: int | None = None
 ) -> dict[str, np.ndarray]:
-    """Run ``model`` on ``feeds`` (optimizations off) and return the named intermediate tensors."""
-    import onnx
-
-    from onnxcomp.ort import run, session
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    outs = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in outs:
-            m.graph.output.append(onnx.ValueInfoProto(name=n))
-    if max_samples is not None:
-        feeds = first_samples(feeds, m, max_samples)
-    sess = session(m, optimize=False)
-    values = run(sess, dict(feeds), list(names))
-    return dict(zip(names, values))
+    """Run ``model`` on ``feeds`` once (:class:`Capture`) and return the named intermediate tensors."""
+    return Capture(model, names).run(feeds, names, max_samples)

@@ -230,12 +230,12 @@ def optimize(
         if rep is not None and not quiet:
             rep.render(console, layers=False)
         if rep is not None and report is not None:
-            io._atomic_write(report, rep.to_json().encode())
+            io.atomic_write(report, rep.to_json().encode())
         raise
     rep.bytes_after = io.save_model(out, output, protect=input, data=rep.serialized)
     if report is not None:
         try:
-            io._atomic_write(report, rep.to_json().encode())
+            io.atomic_write(report, rep.to_json().encode())
         except BaseException:
             io.remove_model(output)  # both files or neither: no model without the report that was asked for
             raise
@@ -312,7 +312,7 @@ def inspect(
 
     from onnxcomp import cost, io, roofline
     from onnxcomp import hardware as hwmod
-    from onnxcomp.report import _num
+    from onnxcomp.report import format_count
     from onnxcomp.shapes import resolve
 
     hw = hwmod.resolve(hardware)
@@ -337,9 +337,9 @@ def inspect(
             c.name,
             c.op,
             "x".join(map(str, c.out_shape)) if c.out_shape else "?",
-            _num(c.params),
-            _num(c.flops),
-            _num(c.bytes),
+            format_count(c.params),
+            format_count(c.flops),
+            format_count(c.bytes),
             f"{c.intensity:.1f}",
             c.bound(hw),
             r["algorithm"] or "",
@@ -348,7 +348,8 @@ def inspect(
     console.print(t)
     s = cost.summarize(model)
     console.print(
-        f"nodes {s.nodes}  params {_num(s.params)}  FLOPs {_num(s.flops)}  weight bytes {_num(s.weight_bytes)}"
+        f"nodes {s.nodes}  params {format_count(s.params)}  FLOPs {format_count(s.flops)}"
+        f"  weight bytes {format_count(s.weight_bytes)}"
         f"  est. {roofline.total_seconds(rows) * 1e3:.3f} ms"
     )
     other_doc = None
@@ -358,7 +359,7 @@ def inspect(
         s_b = cost.summarize(model_b)
         est_a, est_b = roofline.total_seconds(rows), roofline.total_seconds(rows_b)
         console.print(
-            f"{other.name}: nodes {s_b.nodes}  FLOPs {_num(s_b.flops)}  est. {est_b * 1e3:.3f} ms"
+            f"{other.name}: nodes {s_b.nodes}  FLOPs {format_count(s_b.flops)}  est. {est_b * 1e3:.3f} ms"
             f"  ({est_a / est_b:.2f}x {input.name})"
         )
         other_doc = {"model": str(other), "layers": rows_b, "summary": s_b.to_dict()}
@@ -389,7 +390,7 @@ def inspect(
         }
         if other_doc is not None:
             doc["other"] = other_doc
-        io._atomic_write(json_out, json.dumps(doc, indent=2).encode())
+        io.atomic_write(json_out, json.dumps(doc, indent=2).encode())
     if plot is not None:
         roofline.plot(series, hw, plot, title=f"{' vs '.join(n for n, _ in series)} on {hw.name}")
         console.print(f"wrote {plot}")
@@ -522,7 +523,7 @@ def diff(
 
     from onnxcomp import io
     from onnxcomp.diff import diff_models
-    from onnxcomp.report import _num
+    from onnxcomp.report import format_count
     from onnxcomp.shapes import resolve
 
     shapes = io.parse_input_shapes(input_shape)
@@ -543,7 +544,7 @@ def diff(
         ("weight bytes", d.weight_bytes),
         ("file bytes", (io.file_size(a), io.file_size(b))),
     ):
-        t.add_row(label, _num(x), _num(y), f"{x / y:.2f}x" if x is not None and y else "-")
+        t.add_row(label, format_count(x), format_count(y), f"{x / y:.2f}x" if x is not None and y else "-")
     for op, (x, y) in d.op_counts.items():
         t.add_row(f"#{op}", str(x), str(y), "")
     console.print(t)
@@ -555,7 +556,7 @@ def diff(
                 + (" ..." if len(rows) > limit else "")
             )
     if json_out is not None:
-        io._atomic_write(json_out, json.dumps(d.to_dict(), indent=2).encode())
+        io.atomic_write(json_out, json.dumps(d.to_dict(), indent=2).encode())
 
 
 @app.command()

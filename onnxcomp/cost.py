@@ -17,6 +17,8 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from onnxcomp.graph import AI_ONNX
+
 if TYPE_CHECKING:
     import onnx
 
@@ -37,7 +39,7 @@ class Hardware:
 
 
 HARDWARE = {
-    # Measured on this project's machines (DESIGN.md): AMD Zen 5, 1 thread, AVX-512.
+    # Measured on this project's machines (docs/design.md): AMD Zen 5, 1 thread, AVX-512.
     "zen5-1t": Hardware("zen5-1t", peak_gflops=250.0, bandwidth_gbs=35.0),
     "zen5-2t": Hardware("zen5-2t", peak_gflops=500.0, bandwidth_gbs=50.0),
     "avx2-1t": Hardware("avx2-1t", peak_gflops=100.0, bandwidth_gbs=20.0),
@@ -232,7 +234,7 @@ def analyze(model: onnx.ModelProto) -> list[LayerCost]:
 
 def _constant_tensor(node: Any) -> onnx.TensorProto | None:
     """The tensor of a standard Constant node's ``value`` attribute, else None."""
-    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+    if node.op_type != "Constant" or node.domain not in AI_ONNX:
         return None
     return next((a.t for a in node.attribute if a.name == "value" and a.type == 4), None)  # TENSOR
 
@@ -250,19 +252,19 @@ def _flop_fn(node: onnx.NodeProto) -> FlopFn | None:
     return FLOPS.get(node.op_type)
 
 
-def _weight_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+def weight_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     """Initializers and Constant-node tensors (exporters such as Paddle's and spox store weights in Constant
     nodes), those inside If/Loop/Scan bodies included."""
     yield from graph.initializer
     for node in graph.node:
         for a in node.attribute:
-            if a.type == 4 and node.op_type == "Constant" and node.domain in ("", "ai.onnx"):  # TENSOR
+            if a.type == 4 and node.op_type == "Constant" and node.domain in AI_ONNX:  # TENSOR
                 yield a.t
             elif a.type == 5:  # GRAPH
-                yield from _weight_tensors(a.g)
+                yield from weight_tensors(a.g)
             elif a.type == 10:  # GRAPHS
                 for g in a.graphs:
-                    yield from _weight_tensors(g)
+                    yield from weight_tensors(g)
 
 
 def _init_bytes(t: onnx.TensorProto) -> int:
@@ -314,7 +316,7 @@ def concrete(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]]
 def summarize(model: onnx.ModelProto) -> ModelCost:
     """Totals of a shape-inferred model with static input shapes (see :func:`concrete`, :func:`model_cost`)."""
     layers = analyze(model)
-    weights = list(_weight_tensors(model.graph))
+    weights = list(weight_tensors(model.graph))
     weight_bytes = sum(_init_bytes(t) for t in weights)
     params = sum(_n(tuple(t.dims)) for t in weights)
     return ModelCost(
@@ -326,7 +328,7 @@ def model_cost(model: onnx.ModelProto, plan: InputShapes) -> ModelCost:
     """Totals at the plan's cost shapes; FLOPs and bytes None when the plan has unsized dims."""
     if plan.complete:
         return summarize(concrete(model, plan.cost_shapes()))
-    weights = list(_weight_tensors(model.graph))
+    weights = list(weight_tensors(model.graph))
     return ModelCost(
         sum(_n(tuple(t.dims)) for t in weights),
         None,

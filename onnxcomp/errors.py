@@ -1,6 +1,6 @@
 """Errors with a documented exit code.
 
-Exit codes (DESIGN.md): 0 success, 2 usage or input error, 3 verification failed, 1 anything else.
+Exit codes (docs/design.md): 0 success, 2 usage or input error, 3 verification failed, 1 anything else.
 The CLI prints ``error: <message>`` on one line and exits with ``exit_code``; ``--debug`` shows the traceback.
 """
 

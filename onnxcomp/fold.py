@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from onnxcomp.graph import is_const, is_empty, static_shape, toposort
+from onnxcomp.graph import is_const, is_empty, is_standard, static_shape, toposort
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,7 +61,7 @@ def foldable_nodes(graph: gs.Graph, max_fill_elements: int | None = MAX_FILL_ELE
     const_tensors: set[int] = set()
     out: list[gs.Node] = []
     for node in graph.nodes:
-        if node.domain not in ("", "ai.onnx", None) or node.op in NONDETERMINISTIC or node.op in SUBGRAPH_OPS:
+        if not is_standard(node) or node.op in NONDETERMINISTIC or node.op in SUBGRAPH_OPS:
             continue
         if node.op == "Constant" or all(is_empty(t) or is_const(t) or id(t) in const_tensors for t in node.inputs):
             if not node.outputs:
@@ -82,7 +82,7 @@ def large_fill(node: gs.Node, max_fill_elements: int = MAX_FILL_ELEMENTS) -> int
     """
     import math
 
-    if node.op not in EXPANDING or node.domain not in ("", "ai.onnx", None) or not node.outputs:
+    if node.op not in EXPANDING or not is_standard(node) or not node.outputs:
         return None
     shape = static_shape(node.outputs[0])
     if shape is None and node.op == "ConstantOfShape" and node.inputs and is_const(node.inputs[0]):
@@ -101,7 +101,7 @@ def kept_fill(tensor: gs.Tensor) -> gs.Node | None:
     """The fill node computing ``tensor`` when it was kept from constant inputs (not materialized), else None:
     passes that need a weight's values name it in their skip reason."""
     prod = tensor.inputs[0] if getattr(tensor, "inputs", None) else None
-    if prod is None or prod.op not in EXPANDING or prod.domain not in ("", "ai.onnx", None):
+    if prod is None or prod.op not in EXPANDING or not is_standard(prod):
         return None
     return prod if all(is_empty(t) or is_const(t) for t in prod.inputs) else None
 

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+AI_ONNX = ("", "ai.onnx")  # the standard domain as opset imports name it
+STANDARD_DOMAINS = (*AI_ONNX, None)  # ... and as nodes carry it (onnx-graphsurgeon may leave it None)
+
 
 def import_model(model: onnx.ModelProto) -> gs.Graph:
     """ModelProto -> gs.Graph (the model should be normalized first, see :func:`onnxcomp.io.normalize`).
@@ -179,13 +182,13 @@ def _fix_opset_imports(model: onnx.ModelProto, original: dict[str, int]) -> None
         if domain not in have:
             have[domain] = 1
     del model.opset_import[:]
-    for domain in sorted(have, key=lambda d: (d not in ("", "ai.onnx"), d)):
+    for domain in sorted(have, key=lambda d: (d not in AI_ONNX, d)):
         model.opset_import.append(onnx.helper.make_opsetid(domain, have[domain]))
 
 
 def opset_version(graph: gs.Graph, domain: str = "") -> int:
     """The ai.onnx (or given domain) opset the graph imports."""
-    if domain in ("", "ai.onnx"):
+    if domain in AI_ONNX:
         return int(graph.opset)
     return int((graph.import_domains and {d.domain: d.version for d in graph.import_domains}.get(domain)) or 0)
 
@@ -227,10 +230,6 @@ def is_empty(tensor: Any) -> bool:
 
 def producer(tensor: Any) -> gs.Node | None:
     return tensor.inputs[0] if tensor.inputs else None
-
-
-def consumers(tensor: Any) -> list[gs.Node]:
-    return list(tensor.outputs)
 
 
 def is_graph_output(graph: gs.Graph, tensor: Any) -> bool:
@@ -312,10 +311,6 @@ def bypass(graph: gs.Graph, node: gs.Node, keep: Any = None) -> str | None:
     return None
 
 
-def node_attr(node: gs.Node, name: str, default: Any = None) -> Any:
-    return node.attrs.get(name, default)
-
-
 def shape_of(tensor: Any) -> tuple[Any, ...] | None:
     shape = getattr(tensor, "shape", None)
     return tuple(shape) if shape is not None else None
@@ -327,11 +322,6 @@ def static_shape(tensor: Any) -> tuple[int, ...] | None:
     if shape is None or any(not isinstance(d, int) or d < 0 for d in shape):
         return None
     return tuple(int(d) for d in shape)
-
-
-def nodes_by_op(graph: gs.Graph, ops: Iterable[str]) -> list[gs.Node]:
-    wanted = set(ops)
-    return [n for n in graph.nodes if n.op in wanted and n.domain in ("", "ai.onnx", None)]
 
 
 def replace_graph(graph: gs.Graph, new: gs.Graph) -> None:
@@ -484,11 +474,7 @@ def subgraph_nodes(graph: gs.Graph, ops: Iterable[str] | None = None) -> list[tu
                 if not isinstance(body, gs.Graph):
                     continue
                 where = f"{node.op} {node.name or '(unnamed)'} {attr}"
-                found.extend(
-                    (n, where)
-                    for n in body.nodes
-                    if wanted is None or (n.op in wanted and n.domain in ("", "ai.onnx", None))
-                )
+                found.extend((n, where) for n in body.nodes if wanted is None or (n.op in wanted and is_standard(n)))
                 found.extend(subgraph_nodes(body, wanted))
     return found
 
@@ -505,3 +491,49 @@ def param_count(node: gs.Node) -> int:
     import numpy as np
 
     return int(sum(np.prod(t.shape) for t in node.inputs if is_const(t) and t.shape is not None))
+
+
+# ------------------------------------------------------------------------------------------- vocabulary
+def is_standard(node: Any) -> bool:
+    """A node of the standard (ai.onnx) domain."""
+    return node.domain in STANDARD_DOMAINS
+
+
+def label(node: gs.Node) -> str:
+    """A node's name for reports, notes and errors: its name, else op(first output) (unique per node)."""
+    if node.name:
+        return str(node.name)
+    out = next((t.name for t in node.outputs if t.name), "")
+    return f"{node.op}({out})" if out else str(node.op)
+
+
+def set_const(
+    graph: gs.Graph, node: gs.Node, index: int, values: np.ndarray, name: str, taken: set[str] | None = None
+) -> None:
+    """Input ``index`` of ``node`` holds the constant ``values`` from now on.
+
+    In place when ``node`` is the constant's only reader (reading it once) and it is not a graph output; else a
+    new initializer named ``name`` (made unique; ``taken``: the name set of :func:`unique_name`) for this node
+    only, so that the other readers keep theirs. Absent optional inputs before ``index`` become empty ones.
+    """
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    values = np.ascontiguousarray(values)
+    old = node.inputs[index] if index < len(node.inputs) else None
+    if old is not None and is_const(old) and _only_reader(graph, old, node):
+        old.values = values
+        return
+    new = gs.Constant(unique_name(graph, name, taken), values)
+    while len(node.inputs) < index:
+        node.inputs.append(gs.Variable.empty())
+    if index < len(node.inputs):
+        node.inputs[index] = new
+    else:
+        node.inputs.append(new)
+
+
+def _only_reader(graph: gs.Graph, tensor: Any, node: gs.Node) -> bool:
+    readers = {id(n): n for n in tensor.outputs}.values()
+    uses = sum(1 for n in readers for x in n.inputs if x is tensor)
+    return uses <= 1 and all(n is node for n in readers) and not is_graph_output(graph, tensor)

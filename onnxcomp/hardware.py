@@ -95,9 +95,9 @@ def to_dict(hw: Hardware, extra: dict[str, Any] | None = None) -> dict[str, Any]
 
 
 def save(hw: Hardware, path: Path, extra: dict[str, Any] | None = None) -> None:
-    from onnxcomp.io import _atomic_write
+    from onnxcomp.io import atomic_write
 
-    _atomic_write(Path(path), (json.dumps(to_dict(hw, extra), indent=2) + "\n").encode())
+    atomic_write(Path(path), (json.dumps(to_dict(hw, extra), indent=2) + "\n").encode())
 
 
 # ------------------------------------------------------------------------------------------------ probe

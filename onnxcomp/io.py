@@ -410,7 +410,7 @@ def save_model(
             data = None
     if data is None or _has_external(model):
         return _save_external(model, out)
-    _atomic_write(out, data)
+    atomic_write(out, data)
     return len(data)
 
 
@@ -581,9 +581,10 @@ def model_file(model: onnx.ModelProto) -> Iterator[Path]:
         yield path
 
 
-def _atomic_write(out: Path, data: bytes) -> None:
-    """Write ``data`` to ``out`` through a temp file and a rename, with the mode a plain write would give
-    (0666 less the umask; mkstemp creates 0600). OSError becomes a one-line UsageError."""
+def atomic_write(out: Path, data: bytes) -> None:
+    """Write ``data`` to ``out`` through a temp file and a rename (readers see the old file or the new one, never a
+    partial one), with the mode a plain write would give (0666 less the umask; mkstemp creates 0600). OSError
+    becomes a one-line UsageError."""
     try:
         fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     except OSError as err:

@@ -18,18 +18,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def uses_custom_ops(model: onnx.ModelProto) -> bool:
-    from onnxcomp.ops import DOMAIN
-
-    return any(n.domain == DOMAIN for n in model.graph.node)
-
-
 def session(
     model: onnx.ModelProto | bytes | str | os.PathLike[str],
     *,
     optimize: bool = False,
     threads: int | None = None,
     runtime: bool | str | None = None,
+    providers: list[str] | None = None,
 ) -> ort.InferenceSession:
     """An InferenceSession on CPU, of a model (over protobuf's limit: through a file), its bytes or its path.
 
@@ -37,15 +32,17 @@ def session(
     difference (verification). ``runtime``: ``"ops"`` or True registers libonnxcomp_ops.so (required);
     ``"ort"`` or False never (function bodies run); ``"ep"`` adds the OnnxcompExecutionProvider (see
     onnxcomp.runtime.session); None: ``"ops"`` when the model uses com.onnxcomp ops and the library is
-    available, else ``"ort"``.
+    available, else ``"ort"``. ``providers``: onnxruntime's (default: CPU) for the runtimes other than ``"ep"``.
     """
     import onnx
     import onnxruntime as ort
 
-    from onnxcomp.determinism import session_threads
+    from onnxcomp.determinism import native_kernels_allowed, session_threads
 
     if threads is None:
         threads = session_threads()  # 1 while passes decide the output (see onnxcomp.determinism)
+    if runtime is None and not native_kernels_allowed():
+        runtime = "ort"  # decisions never depend on the native runtime's presence, version or ISA
     so = ort.SessionOptions()
     so.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -71,7 +68,7 @@ def session(
             if name == "ep":
                 so.add_provider_for_devices(rt.register_ep(), {})
                 return ort.InferenceSession(data, so)
-            return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(data, so, providers=providers or ["CPUExecutionProvider"])
     except InputError:
         raise
     except Exception as err:  # onnxruntime raises its own exception types
@@ -103,8 +100,10 @@ def _source(model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> Iterator
 
 def resolve_runtime(model: onnx.ModelProto, runtime: bool | str | None) -> str:
     """The runtime a session of ``model`` gets: "ort", "ops" or "ep" (see :func:`session`)."""
+    from onnxcomp.ops import uses_ops
+
     if runtime is None:
-        return "ops" if uses_custom_ops(model) and _runtime_available() else "ort"
+        return "ops" if uses_ops(model) and _runtime_available() else "ort"
     if runtime is True or runtime is False:
         return "ops" if runtime else "ort"
     if runtime not in ("ort", "ops", "ep"):

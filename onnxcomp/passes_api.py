@@ -97,15 +97,15 @@ class PassResult:
         return any(v for v in self.counters.values()) or bool(self.layers)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
+        return jsonable(dataclasses.asdict(self))
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """Plain JSON types only (numpy scalars, tuples, paths converted)."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalar
@@ -156,8 +156,7 @@ class PassContext:
 
         if self.calib is None:
             raise UsageError("this pass needs calibration data (--calib FILE.npz)")
-        model = export_model(graph, self)
-        return capture_activations(model, self.calib, list(names), max_samples=max_samples)
+        return capture_activations(export_model(graph, self), self.calib, list(names), max_samples=max_samples)
 
 
 # --------------------------------------------------------------------------------------------- the pass

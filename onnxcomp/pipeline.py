@@ -1,6 +1,6 @@
 """Pipelines: parse a pass spec or a TOML recipe, run the passes over the graph IR, collect the report.
 
-Spec syntax (DESIGN.md): comma-separated passes, options in parentheses, list values separated by ``;`` or
+Spec syntax (docs/design.md): comma-separated passes, options in parentheses, list values separated by ``;`` or
 ``|``, map values as ``key:value`` pairs::
 
     fold-constants,eliminate,fuse-bn,prune-filters(ratio=0.5,criterion=l1,protect=conv1|fc),kmeans(bits=4)

@@ -8,7 +8,7 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
-from onnxcomp.passes_api import PassResult, _jsonable
+from onnxcomp.passes_api import PassResult, jsonable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -59,7 +59,7 @@ class Report:
         return all(p.lossless for p in self.passes)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(
+        return jsonable(
             {
                 "pipeline": self.pipeline,
                 "lossless": self.lossless,
@@ -97,7 +97,7 @@ class Report:
         t.add_column("skipped", justify="right")
         t.add_column("time", justify="right")
         for p in self.passes:
-            counters = ", ".join(f"{k}={_num(v)}" for k, v in p.counters.items() if v) or "no change"
+            counters = ", ".join(f"{k}={format_count(v)}" for k, v in p.counters.items() if v) or "no change"
             t.add_row(p.name, "yes" if p.lossless else "no", counters, str(len(p.skips)), f"{p.seconds:.2f}s")
         console.print(t)
         if layers:
@@ -128,7 +128,7 @@ class Report:
             if self.bytes_before and self.bytes_after:
                 rows.append(("file bytes", self.bytes_before, self.bytes_after))
             for label, a, b in rows:
-                m.add_row(label, _num(a), _num(b), f"{a / b:.2f}x" if a is not None and b else "-")
+                m.add_row(label, format_count(a), format_count(b), f"{a / b:.2f}x" if a is not None and b else "-")
             console.print(m)
         growth = self.file_growth
         if growth is not None and growth > 1.1 and self.bytes_after - self.bytes_before > 64 * 1024:
@@ -160,9 +160,15 @@ def _render_layers(console: Console, p: PassResult, limit: int = 40) -> None:
     for r in p.layers[:limit]:
         row = [r.name, r.op, r.decision]
         if has_params:
-            row.append(f"{_num(r.params_before)} -> {_num(r.params_after)}" if r.params_before is not None else "")
+            row.append(
+                f"{format_count(r.params_before)} -> {format_count(r.params_after)}"
+                if r.params_before is not None
+                else ""
+            )
         if has_flops:
-            row.append(f"{_num(r.flops_before)} -> {_num(r.flops_after)}" if r.flops_before is not None else "")
+            row.append(
+                f"{format_count(r.flops_before)} -> {format_count(r.flops_after)}" if r.flops_before is not None else ""
+            )
         if has_err:
             row.append(f"{r.error:.3g}" if r.error is not None else "")
         t.add_row(*row)
@@ -194,7 +200,8 @@ def render_verification(console: Console, v: VerifyResult) -> None:
         )
 
 
-def _num(v: Any) -> str:
+def format_count(v: Any) -> str:
+    """A count for tables: 1.23k, 4.56M, 7.89G; floats to 4 significant digits; None as "-"."""
     if v is None:
         return "-"
     if isinstance(v, float) and not v.is_integer():

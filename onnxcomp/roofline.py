@@ -162,12 +162,12 @@ def plot(series: list[tuple[str, list[dict[str, Any]]]], hw: Hardware, path: Pat
     fig.tight_layout()
     import io as _io
 
-    from onnxcomp.io import _atomic_write
+    from onnxcomp.io import atomic_write
 
     buf = _io.BytesIO()
     fig.savefig(buf, format=Path(path).suffix.lstrip(".").lower())
     plt.close(fig)
-    _atomic_write(Path(path), buf.getvalue())
+    atomic_write(Path(path), buf.getvalue())
 
 
 def total_seconds(layers: list[dict[str, Any]]) -> float:

@@ -261,23 +261,11 @@ def _load_model(model_or_path: Any) -> Any:
 
 
 def uses_runtime_ops(model_or_path: Any) -> bool:
-    """True when the model (ModelProto, serialized bytes or path) has com.onnxcomp nodes."""
-    model = _load_model(model_or_path)
+    """True when the model (ModelProto, serialized bytes or path) has com.onnxcomp nodes
+    (:func:`onnxcomp.ops.uses_ops`: subgraphs and functions included)."""
+    from onnxcomp.ops import uses_ops
 
-    def in_graph(graph: Any) -> bool:
-        for node in graph.node:
-            if node.domain == DOMAIN:
-                return True
-            for attr in node.attribute:
-                if attr.g.node and in_graph(attr.g):
-                    return True
-                if any(in_graph(g) for g in attr.graphs):
-                    return True
-        return False
-
-    if in_graph(model.graph):
-        return True
-    return any(f.domain != DOMAIN and any(n.domain == DOMAIN for n in f.node) for f in model.functions)
+    return uses_ops(_load_model(model_or_path))
 
 
 # Coded bytes above which folding the decoders' function bodies at load gets slow (~80 bytes of temporaries per
@@ -314,35 +302,16 @@ def session(
     - ``runtime="ort"``: plain onnxruntime.
 
     ``threads`` sets intra-op threads (None: onnxruntime's default); ``optimize=False`` turns
-    onnxruntime's graph optimizations off.
+    onnxruntime's graph optimizations off. The session is :func:`onnxcomp.ort.session`'s (one place sets
+    onnxruntime's options; a model it cannot load is an :class:`onnxcomp.errors.InputError`).
     """
-    import onnxruntime as ort
+    from onnxcomp import ort
 
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    so = ort.SessionOptions()
-    if threads is not None:
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
-    if not optimize:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    model = _load_model(model_or_path)
-    # under the EP, the custom-op library joins only for big weight decoders (HuffmanDecode, RunLengthDecode): the
-    # EP decodes those feeding the matmuls it claims; the others would fold at load through their slow bodies
-    if (runtime == "ops" and uses_runtime_ops(model)) or (
-        runtime == "ep" and coded_decoder_bytes(model) > DECODER_FOLD_LIMIT
-    ):
-        register(so)
-    if runtime == "ep":
-        so.log_severity_level = 3  # onnxruntime warns that shape ops stay on CPU: expected
-        so.add_provider_for_devices(register_ep(), {})
-    from onnxcomp.ort import _source
-
-    # the path, the bytes, or for a model over protobuf's limit a temporary file with external data
-    with _source(model_or_path if isinstance(model_or_path, (str, os.PathLike)) else model) as source:
-        if runtime == "ep":
-            return ort.InferenceSession(source, so)
-        return ort.InferenceSession(source, so, providers=providers or ["CPUExecutionProvider"])
+    if runtime == "ops" and not uses_runtime_ops(model_or_path):
+        runtime = "ort"  # nothing for the library to run
+    return ort.session(model_or_path, optimize=optimize, threads=threads, runtime=runtime, providers=providers)
 
 
 def build(build_dir: str | os.PathLike | None = None, *, build_type: str = "Release", quiet: bool = False) -> Path:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.errors import InputError
+from onnxcomp.graph import AI_ONNX
 
 if TYPE_CHECKING:
     import onnx
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
 Dims = tuple[int | None, ...] | None
 Rule = Callable[[Any, Callable[[str], Dims]], str | None]
 RULES: dict[str, Rule] = {}
-_STANDARD = ("", "ai.onnx")
 
 
 def rule(*ops: str) -> Callable[[Rule], Rule]:
@@ -52,7 +52,7 @@ def validate(model: onnx.ModelProto) -> None:
         return known.get(name) if name else None
 
     for node in model.graph.node:
-        check = RULES.get(node.op_type) if node.domain in _STANDARD else None
+        check = RULES.get(node.op_type) if node.domain in AI_ONNX else None
         reason = check(node, shape) if check else None
         if reason:
             raise InputError(f"invalid model: node {node.name or node.output[0]!r} ({node.op_type}): {reason}")

@@ -57,10 +57,10 @@ def nonfinite_weights(model: onnx.ModelProto) -> list[NonFinite]:
     import numpy as np
     from onnx import numpy_helper
 
-    from onnxcomp.cost import _weight_tensors
+    from onnxcomp.cost import weight_tensors
 
     found = []
-    for t in _weight_tensors(model.graph):
+    for t in weight_tensors(model.graph):
         if t.data_type not in _FLOAT_TYPES or t.data_location == 1:  # EXTERNAL: not loaded
             continue
         try:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.fold import fill_note
-from onnxcomp.graph import const_value, is_empty, opset_version, toposort
+from onnxcomp.graph import const_value, is_empty, is_standard, opset_version, toposort
 
 if TYPE_CHECKING:
     import numpy as np
@@ -304,7 +304,7 @@ class Analyzer:
 
     # -- walking ---------------------------------------------------------------------------------
     def visit(self, node: gs.Node) -> None:
-        rule = CHANNEL_RULES.get(node.op) if node.domain in ("", "ai.onnx", None) else None
+        rule = CHANNEL_RULES.get(node.op) if is_standard(node) else None
         has = any(self.layout(t) is not None for t in node.inputs)
         if rule is None:
             if has:
@@ -626,9 +626,6 @@ def _channel_op(an: Analyzer, node: gs.Node) -> None:
         if not _param_member(an, node, i, 0, lay.elems, "follower", lay.elems):
             return
     an.set_layout(node.outputs[0], lay)
-
-
-_REDUCE_AXES_INPUT_SINCE = {"ReduceSum": 13}
 
 
 @channel_rule(

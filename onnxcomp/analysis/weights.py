@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from onnxcomp.graph import label
 from onnxcomp.names import any_match
 from onnxcomp.passes_api import opt
 
@@ -225,13 +226,6 @@ def conv_attributes(node: gs.Node, wshape: tuple[int, ...], xshape: tuple[int, .
     }
 
 
-def label(node: gs.Node) -> str:
-    """A node's name, or (unnamed nodes) its op and first output."""
-    if node.name:
-        return str(node.name)
-    return f"{node.op}->{node.outputs[0].name}" if node.outputs else str(node.op)
-
-
 def matches(patterns: list[str], *names: str) -> bool:
     """Any of the names matches any of the layer-name patterns (onnxcomp.names: names, globs, module paths)."""
     return any_match(patterns, *names) is not None
@@ -244,11 +238,11 @@ def collect_targets(
     op_types: tuple[str, ...] = WEIGHT_OPS,
 ) -> list[Target]:
     """Every supported layer, in graph order, filtered by the selection options (skips recorded)."""
-    from onnxcomp.graph import subgraph_nodes
+    from onnxcomp.graph import is_standard, subgraph_nodes
 
     found: list[Target] = []
     for node in list(graph.nodes):
-        if node.op not in op_types or node.domain not in ("", "ai.onnx", None):
+        if node.op not in op_types or not is_standard(node):
             continue
         t = TARGETS[node.op](graph, node)
         if isinstance(t, str):
@@ -280,6 +274,19 @@ def per_layer_value(t: Target, default: Any, per_layer: dict[str, Any]) -> Any:
         if matches([pattern], t.node.name, t.weight.name):
             return value
     return default
+
+
+def per_layer_value_of(default: Any, per_layer: dict[str, Any], *names: str) -> Any:
+    """``per_layer_value`` for anything named (e.g. an embedding table: its node and table names)."""
+    for pattern, value in per_layer.items():
+        if matches([pattern], *names):
+            return value
+    return default
+
+
+def inputs_per_output(t: Target) -> int:
+    """The inputs one output channel reads: K for MatMul, C/group * prod(kernel) for Conv."""
+    return int(t.w2.shape[1 - t.out_axis])
 
 
 def bits_for(t: Target, default: int, per_layer: dict[str, int]) -> int:

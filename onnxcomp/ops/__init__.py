@@ -18,6 +18,7 @@ its section in runtime/OPS.md. Heavy libraries (numpy, onnx) are imported inside
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from .decode import decode_model
 from .emit import MIN_OPSET, UPGRADE_OPSET, emit, ensure_domain, ensure_function, ensure_opset, inline_functions
@@ -50,6 +51,9 @@ from .spec import (
     register_op,
 )
 from .validate import validate_model
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = [
     "DOMAIN",
@@ -85,6 +89,7 @@ __all__ = [
     "sparse_bytes",
     "ternary_lut",
     "unpack_codes",
+    "uses_ops",
     "validate_model",
 ]
 
@@ -97,10 +102,31 @@ _OP_MODULES = (
     "ternary_matmul",
     "huffman_decode",
     "run_length_decode",
+    "codebook_gather",
     "winograd_conv",
 )
 for _name in _OP_MODULES:
     importlib.import_module(f"{__name__}.defs.{_name}")
+
+
+def uses_ops(model: onnx.ModelProto) -> bool:
+    """True when the model has com.onnxcomp nodes: in its graph, in If/Loop/Scan bodies, or in functions of
+    other domains (the com.onnxcomp functions themselves only define the ops)."""
+
+    def in_graph(graph: onnx.GraphProto) -> bool:
+        for node in graph.node:
+            if node.domain == DOMAIN:
+                return True
+            for attr in node.attribute:
+                if attr.g.node and in_graph(attr.g):
+                    return True
+                if any(in_graph(g) for g in attr.graphs):
+                    return True
+        return False
+
+    if in_graph(model.graph):
+        return True
+    return any(f.domain != DOMAIN and any(n.domain == DOMAIN for n in f.node) for f in model.functions)
 
 
 def is_weight_op(op_type: str) -> bool:

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with every com.onnxcomp node replaced by standard ops on numpy-decoded float weights.
 
-    CodebookMatMul/TernaryMatMul/SparseCodebookMatMul -> MatMul + Add(B); CodebookConv -> Conv;
+    CodebookMatMul/TernaryMatMul/SparseCodebookMatMul -> MatMul + Add(B); CodebookConv -> Conv; CodebookGather ->
+    Gather;
     HuffmanDecode and RunLengthDecode -> an initializer holding the decoded bytes. This is "the original model
     with its weights replaced by the decoded weights", the reference of the exactness tests.
     """
@@ -125,5 +126,17 @@ def _conv(spec: OpSpec, node: Any, a: dict[str, Any], wb: tuple[Any, Any], nodes
         nodes.append(helper.make_node("Identity", [y], list(node.output), name=f"{node.name}__act"))
 
 
+def _gather(
+    spec: OpSpec, node: Any, a: dict[str, Any], wb: tuple[Any, Any], nodes: list[Any], inits: list[Any]
+) -> None:
+    """Y = Gather(table, indices) on the decoded table."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    w_name = f"{node.output[0]}__W"
+    inits.append(numpy_helper.from_array(np.asarray(wb[0], np.float32), w_name))
+    nodes.append(helper.make_node("Gather", [w_name, node.input[2]], list(node.output), name=node.name, axis=0))
+
+
 # the standard op a weight op equals -> how its decoded node is written
-STANDARD: dict[str, Emit] = {"MatMul": _matmul, "Conv": _conv}
+STANDARD: dict[str, Emit] = {"MatMul": _matmul, "Conv": _conv, "Gather": _gather}

@@ -33,11 +33,14 @@ def ensure_function(graph: gs.Graph, op_type: str) -> None:
 
 
 def ensure_domain(graph: gs.Graph) -> None:
+    """The graph imports the com.onnxcomp domain (and, explicitly, ai.onnx)."""
     import onnx
+
+    from onnxcomp.graph import AI_ONNX
 
     domains = list(graph.import_domains or [])
     if not any(d.domain == DOMAIN for d in domains):
-        if not any(d.domain in ("", "ai.onnx") for d in domains):
+        if not any(d.domain in AI_ONNX for d in domains):
             domains.append(onnx.helper.make_opsetid("", int(graph.opset)))
         domains.append(onnx.helper.make_opsetid(DOMAIN, VERSION))
         graph.import_domains = domains

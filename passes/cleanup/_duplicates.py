@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.fold import NONDETERMINISTIC
-from onnxcomp.graph import is_empty, is_graph_output, peek_values
+from onnxcomp.graph import STANDARD_DOMAINS, is_empty, is_graph_output, label, peek_values
+from onnxcomp.ops import DOMAIN
 
 if TYPE_CHECKING:
     import numpy as np
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from onnxcomp.passes_api import PassResult
 
 # Deterministic domains whose nodes may be merged when they compute the same thing from the same inputs.
-CSE_DOMAINS = ("", "ai.onnx", None, "com.onnxcomp")
+CSE_DOMAINS = (*STANDARD_DOMAINS, DOMAIN)
 
 
 def _hashable(value: Any) -> Any:
@@ -148,11 +149,3 @@ def merge_nodes(graph: gs.Graph, result: PassResult, skip: Callable[[gs.Node, st
         result.count("duplicate_nodes")
         changed = True
     return changed
-
-
-def label(node: gs.Node) -> str:
-    """A node's name, or ``Op(first output)`` for an unnamed node."""
-    if node.name:
-        return node.name
-    out = next((t.name for t in node.outputs if t.name), "")
-    return f"{node.op}({out})" if out else node.op

@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from onnxcomp.graph import bypass, const_value, is_empty, is_graph_output, producer, shape_of
+from onnxcomp.graph import bypass, const_value, is_empty, is_graph_output, is_standard, producer, shape_of
 
 if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
 
     from onnxcomp.passes_api import PassResult
 
-STANDARD = ("", "ai.onnx", None)
 # Exporters write "to the end" as INT_MAX / INT64_MAX; no real dimension reaches this.
 _TO_END = 2**31 - 1
 
@@ -67,7 +66,7 @@ def _attr_or_input(node: gs.Node, attr: str, index: int, opset: int, since: int)
 
 def _producer_in(node_or_tensor: Any, op: str) -> gs.Node | None:
     prod = producer(node_or_tensor)
-    if prod is not None and prod.op == op and prod.domain in STANDARD and prod.outputs:
+    if prod is not None and prod.op == op and is_standard(prod) and prod.outputs:
         return prod
     return None
 
@@ -359,7 +358,7 @@ def remove_noops(
     changed = False
     for node in list(graph.nodes):
         entry = NOOP_HANDLERS.get(node.op)
-        if entry is None or not node.outputs or not node.inputs or node.domain not in STANDARD:
+        if entry is None or not node.outputs or not node.inputs or not is_standard(node):
             continue
         kind, handler = entry
         if not enabled(kind):

@@ -11,10 +11,10 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
-from onnxcomp.graph import opset_version, toposort
+from onnxcomp.graph import label, opset_version, toposort
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._duplicates import label, merge_initializers, merge_nodes
+from ._duplicates import merge_initializers, merge_nodes
 from ._noops import remove_noops
 
 if TYPE_CHECKING:

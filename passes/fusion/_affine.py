@@ -22,23 +22,24 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.fold import fill_note
-from onnxcomp.graph import const_value, is_const, is_empty, is_graph_output, peek_values, shape_of, unique_name
+from onnxcomp.graph import (
+    STANDARD_DOMAINS,
+    const_value,
+    is_const,
+    is_empty,
+    is_graph_output,
+    label,
+    peek_values,
+    set_const,
+    shape_of,
+    unique_name,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     import onnx_graphsurgeon as gs
 
     from onnxcomp.passes_api import PassContext
-
-STANDARD = ("", "ai.onnx", None)
-
-
-def label(node: gs.Node) -> str:
-    """A readable name for reports: the node name, else op(first output)."""
-    if node.name:
-        return node.name
-    out = next((t.name for t in node.outputs if t.name), "")
-    return f"{node.op}({out})" if out else node.op
 
 
 @dataclasses.dataclass
@@ -75,36 +76,12 @@ class Rewriter:
         if before:
             self.ctx.provenance[name] = f"{before}; {self.ctx.provenance[name]}"
 
-    def exclusive(self, tensor: Any, node: gs.Node) -> bool:
-        """``tensor`` is a constant read by ``node`` only (once), so it may be rewritten in place."""
-        import onnx_graphsurgeon as gs
-
-        return (
-            isinstance(tensor, gs.Constant)
-            and len(tensor.outputs) == 1
-            and tensor.outputs[0] is node
-            and not is_graph_output(self.graph, tensor)
-            and getattr(tensor, "_export_dtype", None) is None
-        )
-
     def set_const(self, node: gs.Node, index: int, values: np.ndarray, base: str) -> None:
-        """Input ``index`` of ``node`` becomes a constant with ``values``: in place if exclusive, else a copy."""
-        import numpy as np
-        import onnx_graphsurgeon as gs
-
-        values = np.ascontiguousarray(values)
+        """Input ``index`` of ``node`` becomes a constant with ``values`` (:func:`onnxcomp.graph.set_const`); a
+        copy is named after the old constant and this pass, or ``base`` when there was none."""
         old = node.inputs[index] if index < len(node.inputs) else None
-        if old is not None and self.exclusive(old, node):
-            old.values = values
-            return
         name = f"{old.name}_{self.pass_name}" if old is not None and not is_empty(old) else base
-        new = gs.Constant(self.name(name), values)
-        while len(node.inputs) < index:
-            node.inputs.append(gs.Variable.empty())
-        if index < len(node.inputs):
-            node.inputs[index] = new
-        else:
-            node.inputs.append(new)
+        set_const(self.graph, node, index, values, name, self.taken)
 
 
 def is_float_const(tensor: Any) -> bool:
@@ -411,7 +388,7 @@ def find_target(graph: gs.Graph, tensor: Any, ops: set[str]) -> tuple[Match | No
     Add counts as one target when "MatMul" is in ``ops``.
     """
     prod = tensor.inputs[0] if tensor.inputs else None
-    if prod is None or prod.domain not in STANDARD:
+    if prod is None or prod.domain not in STANDARD_DOMAINS:
         return None, None
     match = None
     if prod.op == "Add" and "MatMul" in ops:
@@ -438,7 +415,7 @@ def _matmul_bias(graph: gs.Graph, add: gs.Node) -> Match | None:
         x, b = add.inputs[xi], add.inputs[bi]
         value = float_const(b)
         mm = x.inputs[0] if x.inputs else None
-        if value is None or mm is None or mm.op != "MatMul" or mm.domain not in STANDARD:
+        if value is None or mm is None or mm.op != "MatMul" or mm.domain not in STANDARD_DOMAINS:
             continue
         if len(x.outputs) != 1 or is_graph_output(graph, x) or _matmul_check(graph, mm) is not None:
             continue

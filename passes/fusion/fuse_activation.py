@@ -7,10 +7,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
-from onnxcomp.graph import const_value, is_empty, is_graph_output, opset_version
+from onnxcomp.graph import STANDARD_DOMAINS, const_value, is_empty, is_graph_output, label, opset_version
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._affine import STANDARD, Rewriter, label
+from ._affine import Rewriter
 
 if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
@@ -85,11 +85,11 @@ class FuseActivation(Pass):
         opset = opset_version(graph)
         for act in list(graph.nodes):
             params_of = ACTIVATIONS.get(act.op)
-            if params_of is None or act.domain not in STANDARD or not act.outputs or not act.inputs:
+            if params_of is None or act.domain not in STANDARD_DOMAINS or not act.outputs or not act.inputs:
                 continue
             x = act.inputs[0]
             conv = x.inputs[0] if x.inputs else None
-            if conv is None or conv.op != "Conv" or conv.domain not in STANDARD or len(conv.outputs) != 1:
+            if conv is None or conv.op != "Conv" or conv.domain not in STANDARD_DOMAINS or len(conv.outputs) != 1:
                 continue
             if len(x.outputs) != 1 or is_graph_output(graph, x):
                 result.skip(label(act), f"the output of {label(conv)} is also read elsewhere or a graph output")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from onnxcomp.graph import const_value, is_graph_output, param_count
+from onnxcomp.graph import STANDARD_DOMAINS, const_value, is_graph_output, label, param_count
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._affine import STANDARD, TARGETS, Rewriter, channel_vector, find_target, fold, label
+from ._affine import TARGETS, Rewriter, channel_vector, find_target, fold
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,7 +37,7 @@ _FAMILY = {"mul": "mul", "div": "mul", "add": "add", "sub": "add", "rsub": None}
 def affine_form(node: gs.Node) -> Affine | None:
     """The node as an affine map of its one non-constant input, or None."""
     forms = _FORMS.get(node.op)
-    if forms is None or node.domain not in STANDARD or len(node.inputs) != 2 or len(node.outputs) != 1:
+    if forms is None or node.domain not in STANDARD_DOMAINS or len(node.inputs) != 2 or len(node.outputs) != 1:
         return None
     for xi, ci, kind in forms:
         c = const_value(node.inputs[ci])

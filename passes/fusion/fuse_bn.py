@@ -7,20 +7,10 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.fold import fill_note
-from onnxcomp.graph import const_value, is_empty, is_graph_output, param_count, shape_of
+from onnxcomp.graph import STANDARD_DOMAINS, const_value, is_empty, is_graph_output, label, param_count, shape_of
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._affine import (
-    STANDARD,
-    TARGETS,
-    Rewriter,
-    bn_affine,
-    channel_vector,
-    find_target,
-    fold,
-    is_float_const,
-    label,
-)
+from ._affine import TARGETS, Rewriter, bn_affine, channel_vector, find_target, fold, is_float_const
 from .fuse_affine import affine_form, scale_shift
 
 if TYPE_CHECKING:
@@ -67,7 +57,7 @@ class FuseBatchNorm(Pass):
         if self.options.gemm:
             ops |= {"Gemm", "MatMul"}
         for bn in list(graph.nodes):
-            if bn.op != "BatchNormalization" or bn.domain not in STANDARD or not bn.outputs:
+            if bn.op != "BatchNormalization" or bn.domain not in STANDARD_DOMAINS or not bn.outputs:
                 continue
             reason = TARGETS["BatchNormalization"].check(graph, bn)
             if reason is not None:
@@ -139,13 +129,13 @@ class FuseBatchNorm(Pass):
 
         graph, x = rw.graph, bn.inputs[0]
         prod = x.inputs[0] if x.inputs else None
-        if prod is None or prod.op not in ops or prod.domain not in STANDARD or len(prod.outputs) != 1:
+        if prod is None or prod.op not in ops or prod.domain not in STANDARD_DOMAINS or len(prod.outputs) != 1:
             return False
         if is_graph_output(graph, x) or len(x.outputs) < 2 or TARGETS[prod.op].check(graph, prod) is not None:
             return False
         bn_check = TARGETS["BatchNormalization"].check
         for c in x.outputs:
-            if c.op != "BatchNormalization" or c.domain not in STANDARD or c.inputs[0] is not x:
+            if c.op != "BatchNormalization" or c.domain not in STANDARD_DOMAINS or c.inputs[0] is not x:
                 return False
             if id(c) not in self._main or bn_check(graph, c) is not None:
                 return False
@@ -227,7 +217,7 @@ def _nonfinite_reason(bn: gs.Node, s: np.ndarray, t: np.ndarray) -> str | None:
 
 def _before_reason(graph: gs.Graph, c: gs.Node, y: Any, x: Any, channels: int) -> str | None:
     """Why BN output ``y`` cannot be folded into its consumer ``c``, or None."""
-    if c.domain not in STANDARD or c.op not in _BEFORE:
+    if c.domain not in STANDARD_DOMAINS or c.op not in _BEFORE:
         return f"{c.op} is not Conv, Gemm or MatMul"
     if c.inputs[0] is not y or sum(1 for i in c.inputs if i is y) != 1:
         return "it reads the normalized tensor as a weight"

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from onnxcomp.graph import const_value, is_empty, is_graph_output, opset_version
+from onnxcomp.graph import STANDARD_DOMAINS, const_value, is_empty, is_graph_output, opset_version
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from onnxcomp.estimator import AlgoCost, ConvShape
 
-STANDARD = ("", "ai.onnx", None)
+STANDARD = STANDARD_DOMAINS
 DOMAIN = "com.onnxcomp"
 TILES = (2, 4, 6)
 

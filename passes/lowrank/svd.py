@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from onnxcomp.errors import UsageError
-from onnxcomp.graph import const_value, is_const, is_empty, make_constant, subgraph_nodes, unique_name
+from onnxcomp.graph import const_value, is_const, is_empty, is_standard, make_constant, subgraph_nodes, unique_name
 from onnxcomp.names import any_match
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 from onnxcomp.weights import nonfinite_reason
@@ -61,7 +61,7 @@ class LowRank(Pass):
             raise UsageError(f"lowrank: rank must be >= 1, got {o.rank}")
         if not 0.0 < o.energy <= 1.0:
             raise UsageError(f"lowrank: energy must be in (0, 1], got {o.energy}")
-        candidates = [n for n in graph.nodes if n.op in set(o.ops) and n.domain in ("", "ai.onnx", None)]
+        candidates = [n for n in graph.nodes if n.op in set(o.ops) and is_standard(n)]
         for node, where in subgraph_nodes(graph, o.ops):
             result.skip(node.name, f"inside the {where} subgraph (only main-graph layers are factorized)")
         for node in ctx.track(candidates, "lowrank", len(candidates)):

@@ -37,17 +37,11 @@ def edit(kind: str) -> Callable[[Edit], Edit]:
 
 
 def set_const(graph: gs.Graph, node: gs.Node, index: int, values: np.ndarray) -> None:
-    """Give input ``index`` of ``node`` new constant values: in place when only this node reads the
-    constant, else as a new initializer named after the old one (the other readers keep theirs)."""
-    import numpy as np
+    """Give input ``index`` of ``node`` new constant values (:func:`onnxcomp.graph.set_const`): a copy for this
+    node is named after the old constant."""
+    from onnxcomp import graph as g
 
-    t = node.inputs[index]
-    readers = {id(n): n for n in t.outputs}.values()
-    uses = sum(1 for n in readers for x in n.inputs if x is t)
-    if uses <= 1 and not any(o is t for o in graph.outputs):
-        t.values = np.ascontiguousarray(values)
-    else:
-        node.inputs[index] = make_constant(graph, f"{t.name}_pruned", values)
+    g.set_const(graph, node, index, values, f"{node.inputs[index].name}_pruned")
 
 
 @edit("param")

@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.errors import UsageError
+from onnxcomp.graph import label
 
 from ._select import producer_matches, search_flops
 
@@ -179,14 +180,6 @@ def report(
     )
     if prep.base_flops:
         result.counters["flops_removed"] = round(1.0 - flops_after / prep.base_flops, 4)
-
-
-def label(node: gs.Node) -> str:
-    """A node's name for reports, notes and errors: its name, else op(first output) (unique per node)."""
-    if node.name:
-        return node.name
-    out = next((t.name for t in node.outputs if t.name), "")
-    return f"{node.op}({out})" if out else node.op
 
 
 def record_error(result: PassResult, name: str, before: float, after: float) -> None:

@@ -24,50 +24,11 @@ from ._adapters import ADAPTERS
 
 if TYPE_CHECKING:
     import numpy as np
-    import onnx
     import onnx_graphsurgeon as gs
 
     from onnxcomp.passes_api import PassContext
 
 logger = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------------------------- capture
-def export_plain(graph: gs.Graph, ctx: PassContext) -> onnx.ModelProto:
-    """The graph as a model without intermediate value_info (shapes are re-inferred by onnxruntime)."""
-    from onnxcomp.graph import export_model
-
-    model = export_model(graph, ctx)
-    del model.graph.value_info[:]
-    return model
-
-
-class Capturer:
-    """Runs a model with some intermediate tensors as extra outputs (onnxruntime graph optimizations on:
-    these are calibration statistics, not a verification) and returns them."""
-
-    def __init__(self, model: onnx.ModelProto, names: list[str]) -> None:
-        import onnx
-
-        from onnxcomp.ort import session
-
-        m = onnx.ModelProto()
-        m.CopyFrom(model)
-        have = {o.name for o in m.graph.output}
-        for name in dict.fromkeys(names):
-            if name not in have:
-                m.graph.output.append(onnx.ValueInfoProto(name=name))
-        self.session = session(m, optimize=True)
-
-    def run(self, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
-        from onnxcomp.ort import run
-
-        names = list(dict.fromkeys(names))
-        return dict(zip(names, run(self.session, dict(feeds), names), strict=True))
-
-
-def capture(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
-    return Capturer(model, names).run(feeds, names)
 
 
 # ---------------------------------------------------------------------------------------------- solvers
@@ -147,12 +108,14 @@ class Refitter:
         self.samples = samples
         self.ridge = ridge
         self.rng = ctx.rng(seed_salt)
-        from onnxcomp.calib import first_samples
+        from onnxcomp.calib import Capture, first_samples
+        from onnxcomp.graph import export_model
 
-        model = export_plain(graph, ctx)
+        model = export_model(graph, ctx)
+        self.max_calib = max_calib
         self.feeds = first_samples(ctx.calib or {}, model, max_calib)
         wanted = [m.node.outputs[0].name for m in plan.members if m.role == "consumer"]
-        self.original = Capturer(model, wanted)  # one session for every reference
+        self.original = Capture(model, wanted)  # one session for every reference
         self._reference: dict[str, np.ndarray] = {}
         self.producer_of = {id(p.node): p for g in plan.groups for p in g.producers}
         self.order = {id(n): i for i, n in enumerate(graph.nodes)}
@@ -176,7 +139,7 @@ class Refitter:
         self._reference.clear()
 
     def current(self, names: list[str]) -> dict[str, np.ndarray]:
-        return capture(export_plain(self.graph, self.ctx), self.feeds, names)
+        return self.ctx.capture(self.graph, names, max_samples=self.max_calib)
 
     def reference(self, nodes: list[gs.Node], removed: np.ndarray) -> dict[str, np.ndarray]:
         """Original outputs of ``nodes``, restricted to the filters they still have."""

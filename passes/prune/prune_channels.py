@@ -53,8 +53,10 @@ class PruneChannels(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         import numpy as np
 
+        from onnxcomp.graph import label
+
         from ._apply import apply_removal
-        from ._common import check_options, decide, label, prepare, record_error, report
+        from ._common import check_options, decide, prepare, record_error, report
         from ._recon import Refitter
         from ._select import Schedule, choose, scores_for
 

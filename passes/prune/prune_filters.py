@@ -61,8 +61,10 @@ class PruneFilters(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         import numpy as np
 
+        from onnxcomp.graph import label
+
         from ._apply import apply_removal
-        from ._common import check_options, decide, label, prepare, record_error, report
+        from ._common import check_options, decide, prepare, record_error, report
         from ._recon import Refitter
         from ._select import Schedule, scores_for
 

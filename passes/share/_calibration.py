@@ -77,12 +77,13 @@ def layer_inputs(graph: gs.Graph, ctx: PassContext, targets: list[Target], max_s
 def im2col(x: np.ndarray, t: Target, max_rows: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Per conv group: the input patches [positions, C/group * prod(kernel)] in W[m].ravel() order.
 
-    MatMul targets: one matrix [positions, K]. At most ``max_rows`` positions (a random subset).
+    MatMul targets: one matrix [positions, K]. At most ``max_rows`` positions (a random subset; only the
+    sampled patches are built).
     """
-    rows = _patch_rows(x, t)
-    if rows.shape[0] > max_rows:
-        rows = rows[rng.choice(rows.shape[0], max_rows, replace=False)]
-    return _group_blocks(rows, t)
+    total = positions(x, t)
+    if total > max_rows:
+        return _group_blocks(_patch_rows(x, t, rng.choice(total, max_rows, replace=False)), t)
+    return _group_blocks(_patch_rows(x, t), t)
 
 
 def im2col_pair(
@@ -95,10 +96,9 @@ def im2col_pair(
     """
     if x_cur.shape != x_orig.shape:
         raise ValueError(f"current input {x_cur.shape} and original input {x_orig.shape} differ in shape")
-    cur, orig = _patch_rows(x_cur, t), _patch_rows(x_orig, t)
-    if cur.shape[0] > max_rows:
-        pick = rng.choice(cur.shape[0], max_rows, replace=False)
-        cur, orig = cur[pick], orig[pick]
+    total = positions(x_cur, t)
+    pick = rng.choice(total, max_rows, replace=False) if total > max_rows else None
+    cur, orig = _patch_rows(x_cur, t, pick), _patch_rows(x_orig, t, pick)
     return _group_blocks(cur, t), _group_blocks(orig, t)
 
 
@@ -117,19 +117,32 @@ def positions(x: np.ndarray, t: Target) -> int:
     return count
 
 
-def _patch_rows(x: np.ndarray, t: Target) -> np.ndarray:
-    """All input patches of a layer as rows [positions, C * prod(kernel)] (MatMul: [positions, K])."""
+def _patch_rows(x: np.ndarray, t: Target, pick: np.ndarray | None = None) -> np.ndarray:
+    """The input patches of a layer as rows [positions, C * prod(kernel)] (MatMul: [positions, K]); with
+    ``pick``, only those rows (indices into samples x output positions, row-major), in that order."""
     import numpy as np
     from numpy.lib.stride_tricks import sliding_window_view
 
     if t.kind == "matmul":
-        return x.reshape(-1, x.shape[-1])
+        rows = x.reshape(-1, x.shape[-1])
+        return rows if pick is None else rows[pick]
     a = t.conv_attrs
     nd = x.ndim - 2
     pads = a["pads"]
     width = [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)]
     xp = np.pad(x, width)
     span = [(k - 1) * d + 1 for k, d in zip(a["kernel_shape"], a["dilations"], strict=True)]
+    if pick is not None:
+        # only the picked patches: per kernel offset, one gather of [rows, C]
+        out_sp = [(xp.shape[2 + i] - span[i]) // a["strides"][i] + 1 for i in range(nd)]
+        idx = np.unravel_index(pick, (x.shape[0], *out_sp))
+        offsets = list(np.ndindex(*a["kernel_shape"]))
+        cols = np.empty((len(pick), x.shape[1], len(offsets)), x.dtype)
+        xt = np.ascontiguousarray(np.moveaxis(xp, 1, -1))  # [N, spatial..., C]: gathers read rows of C
+        for j, off in enumerate(offsets):
+            where = tuple(idx[1 + i] * a["strides"][i] + off[i] * a["dilations"][i] for i in range(nd))
+            cols[:, :, j] = xt[(idx[0], *where)]
+        return cols.reshape(len(pick), -1)
     win = sliding_window_view(xp, span, axis=tuple(range(2, 2 + nd)))  # [N, C, out..., span...]
     sl = (
         slice(None),
@@ -150,12 +163,33 @@ def _group_blocks(rows: np.ndarray, t: Target) -> list[np.ndarray]:
 
     group = int(t.conv_attrs["group"]) if t.kind == "conv" else 1
     per = rows.shape[1] // group
-    return [rows[:, g * per : (g + 1) * per].astype(np.float64) for g in range(group)]
+    rows = rows.astype(np.float64)
+    return [rows[:, g * per : (g + 1) * per] for g in range(group)]
 
 
 def gram(blocks: list[np.ndarray]) -> list[np.ndarray]:
     """H = X^T X / rows per block."""
     return [b.T @ b / max(1, b.shape[0]) for b in blocks]
+
+
+def im2col_grams(x: np.ndarray, t: Target, max_rows: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``gram(im2col(x, t, max_rows, rng))`` without materializing the float64 patches of grouped convs
+    (a depthwise conv's 20000 x C*9 patches would take C times the memory of its C Hessians of 9 x 9)."""
+    import numpy as np
+
+    group = int(t.conv_attrs["group"]) if t.kind == "conv" else 1
+    if group == 1:
+        return gram(im2col(x, t, max_rows, rng))
+    total = positions(x, t)
+    pick = rng.choice(total, max_rows, replace=False) if total > max_rows else None
+    rows = _patch_rows(x, t, pick)
+    n = rows.shape[0]
+    blocks = rows.reshape(n, group, -1)
+    h = np.zeros((group, blocks.shape[2], blocks.shape[2]))
+    for i in range(0, n, 4096):
+        c = np.ascontiguousarray(blocks[i : i + 4096].transpose(1, 0, 2), np.float64)  # [group, rows, per]
+        h += np.swapaxes(c, 1, 2) @ c
+    return list(h / max(1, n))
 
 
 def cross_gram(cur: list[np.ndarray], orig: list[np.ndarray]) -> list[np.ndarray]:
@@ -239,7 +273,7 @@ def paired_grams(
 ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """Per group: H_cc = X_c^T X_c / n and (with ``x_orig``) H_co = X_c^T X_o / n over the same positions."""
     if x_orig is None:
-        return gram(im2col(x, t, MAX_ROWS, rng)), None
+        return im2col_grams(x, t, MAX_ROWS, rng), None
     cur, orig = im2col_pair(x, x_orig, t, MAX_ROWS, rng)
     return gram(cur), cross_gram(cur, orig)
 

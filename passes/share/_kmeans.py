@@ -152,10 +152,3 @@ def _relocate(
     still = sw <= 0
     if still.any():  # nothing left to move: keep the old centroid
         sw[still], sv[still] = 1.0, c[still]
-
-
-def sq_error(values: np.ndarray, recon: np.ndarray, weights: np.ndarray | None = None) -> float:
-    import numpy as np
-
-    d = (np.asarray(values, np.float64) - np.asarray(recon, np.float64)) ** 2
-    return float(d.sum() if weights is None else (d * weights).sum())

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Literal
+import logging
+from typing import TYPE_CHECKING, Any, Literal
 
-from onnxcomp.analysis.weights import Target, bits_for
+from onnxcomp.analysis.weights import Target, bits_for, inputs_per_output, per_layer_value_of
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
+from . import _gather
 from ._calibration import (
+    MAX_ROWS,
     current_inputs,
     dense_solve_flops,
     enough_rows,
     input_energy,
     layer_inputs,
     paired_grams,
+    positions,
     sequential_waves,
     support_refit,
 )
@@ -25,6 +29,8 @@ from ._report import finish, record, rel_error
 if TYPE_CHECKING:
     import numpy as np
     import onnx_graphsurgeon as gs
+
+logger = logging.getLogger(__name__)
 
 
 @register_pass
@@ -75,12 +81,40 @@ class KMeans(Pass):
             "layer outputs (the codes stay): min sum_j (w_j' - w_j)^T X^T X (w_j' - w_j)",
         )
         max_refine_flops: float = opt(2e10, "skip the refinement of layers costing more than this")
+        target_bits: float = opt(
+            0.0,
+            "mixed precision under a budget: average stored bits per weight over the compressed layers "
+            "(codebooks included); each layer's bits are chosen from candidate-bits to meet it with the "
+            "least predicted error: with calibration data the model-output error measured with only "
+            "that layer quantized (on sensitivity-samples samples), without it the weight's relative "
+            "squared error. 0 = off (bits / bits-per-layer apply)",
+        )
+        target_ratio: float = opt(0.0, "budget as a compression ratio of the compressed layers: target-bits = 32 / R")
+        candidate_bits: list[int] = opt([2, 3, 4, 5, 6, 8], "bit widths the budget mode chooses from")
+        sensitivity_samples: int = opt(8, "calibration samples of each sensitivity measurement (budget mode)")
+        embeddings: bool = opt(
+            True,
+            "also compress constant Gather tables (token / position embeddings, float32 [V, D], axis 0) as "
+            "CodebookGather: the same codebooks over table rows, only the gathered rows decoded at run time",
+        )
+        compensate: bool | None = opt(
+            None,
+            "error-compensated quantization (GPTQ's order on the k-means codebook, as GPTVQ): inputs "
+            "quantized one at a time in decreasing order of their activation energy, each one's error "
+            "moved onto the inputs not yet quantized through the inverse Hessian of the layer output "
+            "(H = X^T X + 1% damping), the codebook fitted by k-means weighted with GPTQ's 1/U_ii^2. "
+            "Default (unset): on when calibration data is given. Layers with fewer sampled input "
+            "positions than inputs (e.g. squeeze-excitation convs) or a factorization over "
+            "max_refine_flops use plain k-means (counters layers_plain_*); a layer keeps plain k-means "
+            "when that has the lower output error",
+        )
         sequential: bool | None = opt(
             None,
             "take the layers in dependency order; re-fit each layer's weights, then cluster and refine, "
             "on its input in the graph quantized so far towards its ORIGINAL output (it also corrects "
             "the earlier layers). Default (unset): on when calibration data is given; true without "
-            "calibration data is an error. Costs one onnxruntime run over the calibration data per "
+            "calibration data is an error. With the compensated mode (the default with calibration data) it is "
+            "off unless set. Costs one onnxruntime run over the calibration data per "
             "layer level plus a dense least-squares solve per layer: on big models that can add "
             "minutes, set false to save it. Wants >= ~128 calibration samples (with fewer it can fit "
             "the samples rather than the model)",
@@ -96,12 +130,30 @@ class KMeans(Pass):
             raise UsageError("kmeans: group-size must be >= 0")
         if o.sequential and ctx.calib is None:
             raise UsageError("kmeans: sequential=true needs calibration data (--calib)")
+        if o.compensate and ctx.calib is None:
+            raise UsageError("kmeans: compensate=true needs calibration data (--calib)")
+        if o.target_bits < 0 or o.target_ratio < 0 or (o.target_bits and o.target_ratio):
+            raise UsageError("kmeans: give one of target_bits > 0 or target_ratio > 0")
+        if not o.candidate_bits or any(not 1 <= int(b) <= 8 for b in o.candidate_bits):
+            raise UsageError(f"kmeans: candidate_bits must be in 1..8, got {o.candidate_bits}")
         targets = prepare(graph, ctx, o, result)
+        tables = self._tables(graph, ctx, result) if o.embeddings else []
+        if not targets and not tables:
+            return finish(graph, ctx, result, o)
+        budget = o.target_bits or (32.0 / o.target_ratio if o.target_ratio else 0.0)
+        self._bits: dict[int, int] = {}
+        if budget:
+            self._bits = self._allocate(graph, ctx, [*targets, *tables], budget, result)
+        for tt in tables:
+            self._encode_table(graph, ctx, tt, result)
         if not targets:
             return finish(graph, ctx, result, o)
         # X_orig: every layer's input in the graph as it came in, captured before anything changes
-        sequential = o.sequential is not False and ctx.calib is not None  # unset: on with calibration data
-        uses_acts = o.weighted or o.refine or sequential
+        compensate = o.compensate is not False and ctx.calib is not None
+        # unset: on with calibration data unless the compensated mode corrects the errors (one-shot GPTQ
+        # is about as good and needs no capture of the model per layer level)
+        sequential = ctx.calib is not None and (o.sequential or (o.sequential is None and not compensate))
+        uses_acts = o.weighted or o.refine or sequential or compensate
         acts = layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
         energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
         waves = sequential_waves(targets) if sequential else [targets]
@@ -128,8 +180,75 @@ class KMeans(Pass):
                     # quantized one-shot, on its original input
                     x, x_orig, e_t = x_orig, None, energy0.get(id(t))
                     result.count("layers_one_shot")
-            changed |= self._encode(graph, ctx, t, x, x_orig, e_t, rng, result)
+            changed |= self._encode(graph, ctx, t, x, x_orig, e_t, rng, result, compensate)
         return finish(graph, ctx, result, o)
+
+    def _tables(self, graph: gs.Graph, ctx: PassContext, result: PassResult) -> list[_gather.TableTarget]:
+        """The embedding tables to encode (the opset raised for the function bodies if needed)."""
+        from onnxcomp import ops
+        from onnxcomp.graph import opset_version
+
+        tables = _gather.table_targets(graph, self.options, result)
+        if tables and opset_version(graph) < ops.MIN_OPSET and not ops.ensure_opset(graph, ctx, result):
+            return []
+        return tables
+
+    def _encode_table(self, graph: gs.Graph, ctx: PassContext, t: _gather.TableTarget, result: PassResult) -> None:
+        o = self.options
+        bits = self._bits.get(id(t)) or int(per_layer_value_of(o.bits, o.bits_per_layer, t.node.name, t.table.name))
+        e = kmeans_encode(t.w2, bits, o.group_size, 0, o.init, None, o.max_iter)
+        if _gather.table_bytes(t, e) >= 4 * t.params:
+            result.skip(t.name, f"{t.params} table values: a {bits}-bit codebook would not make it smaller")
+            return
+        em = _gather.emit_table(graph, ctx, t, e, self.name)
+        err = rel_error(t.w2, e.decoded(0))
+        record(result, t, f"kmeans {bits}-bit embedding table", e, em, err, float((t.w2 == 0).mean()))
+
+    def _allocate(
+        self, graph: gs.Graph, ctx: PassContext, targets: list[Any], budget: float, result: PassResult
+    ) -> dict[int, int]:
+        """Bits per layer (by id) meeting ``budget`` stored bits per weight with the least predicted error."""
+        import numpy as np
+
+        from . import _budget, _sensitivity
+
+        o = self.options
+        cands = sorted({int(b) for b in o.candidate_bits})
+        energy = {}
+        layers_only = [t for t in targets if isinstance(t, Target)]
+        if ctx.calib is not None and o.weighted and layers_only:
+            energy = input_energy(graph, ctx, layers_only, o.calib_samples)
+        probe = None
+        if ctx.calib is not None:
+            probe = _sensitivity.OutputErrors(graph, ctx, [weight_name(t) for t in targets], o.sensitivity_samples)
+        layers = []
+        for t in ctx.track(targets, "kmeans sensitivity", total=len(targets)):
+            opts = []
+            axis = 0 if isinstance(t, _gather.TableTarget) else t.out_axis
+            for b in cands:
+                e = kmeans_encode(t.w2, b, o.group_size, axis, o.init, energy.get(id(t)), o.max_iter)
+                w_hat = e.decoded(axis)
+                if probe is not None:
+                    err = probe.error(weight_name(t), original_weight(t, w_hat))
+                else:
+                    err = _sensitivity.weight_proxy(t.w2, w_hat)
+                opts.append(_budget.Option(8.0 * stored_bytes(t, b, e.table.shape[0]), err))
+            layers.append(opts)
+        params = sum(t.params for t in targets)
+        try:
+            choice = _budget.allocate(layers, budget * params)
+        except _budget.BudgetError as err:
+            raise UsageError(
+                f"kmeans: target of {budget:.3g} bits per weight is below what {min(cands)}-bit "
+                "codebooks store (choose more bits or smaller candidate-bits)"
+            ) from err
+        stored = sum(layers[i][c].cost for i, c in enumerate(choice))
+        result.count("budget_bits_target", round(budget, 4))
+        result.count("budget_bits", round(stored / params, 4))
+        result.count("budget_predicted_error", float(np.float32(sum(layers[i][c].error for i, c in enumerate(choice)))))
+        how = "output error" if probe is not None else "weight error proxy"
+        logger.info("kmeans budget %.3f bits: %.3f stored (%s)", budget, stored / params, how)
+        return {id(t): cands[c] for t, c in zip(targets, choice, strict=True)}
 
     def _encode(
         self,
@@ -141,10 +260,11 @@ class KMeans(Pass):
         energy: np.ndarray | None,
         rng: np.random.Generator,
         result: PassResult,
+        compensate: bool = False,
     ) -> bool:
         """Cluster, refine and emit one layer; True if it was replaced."""
         o = self.options
-        bits = bits_for(t, o.bits, o.bits_per_layer)
+        bits = self._bits.get(id(t)) or bits_for(t, o.bits, o.bits_per_layer)
         w2, grams = t.w2, None
         if x_orig is not None and x is not None:
             # sequential: first the float weights that best give the original output on the current input
@@ -154,11 +274,27 @@ class KMeans(Pass):
                 result.skip(t.name, "sequential weight re-fit skipped: too expensive (max-refine-flops)")
             else:
                 w2 = refit
-        e = kmeans_encode(w2, bits, o.group_size, t.out_axis, o.init, energy, o.max_iter)
+        e, how = None, ""
+        if compensate and x is not None:
+            # H = X^T X of rank < inputs: GPTQ would fit the calibration samples (issue 13's SE convs)
+            if dense_solve_flops(t) > o.max_refine_flops:
+                result.count("layers_plain_too_large")
+                how = " (plain: Hessian factorization over max_refine_flops)"
+            elif min(MAX_ROWS, positions(x, t)) >= inputs_per_output(t):
+                if grams is None:
+                    grams = paired_grams(t, x, None, rng)
+                e, gptq = compensated_encode(t, w2, bits, o.group_size, grams[0], rng)
+                how = " compensated" if gptq else " (plain: lower output error than compensated)"
+                result.count("layers_compensated" if gptq else "layers_plain_better")
+            else:
+                result.count("layers_plain_few_rows")
+                how = " (plain: fewer calibration positions than inputs)"
+        if e is None:
+            e = kmeans_encode(w2, bits, o.group_size, t.out_axis, o.init, energy, o.max_iter)
         if not saves_bytes(t, e):
             result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
             return False
-        decision = f"kmeans {bits}-bit" + (" of the sequential re-fit" if w2 is not t.w2 else "")
+        decision = f"kmeans {bits}-bit{how}" + (" of the sequential re-fit" if w2 is not t.w2 else "")
         if o.refine and x is not None:
             if refine_flops(t, e) > o.max_refine_flops:
                 result.skip(t.name, "codebook refinement skipped: too expensive (max-refine-flops)")
@@ -219,6 +355,52 @@ def kmeans_encode(
         sub[mask] = km.labels + first
         codes[sl] = sub
     return Encoded(table, codes, bits, gsz, zero_code=zero_code)
+
+
+def stored_bytes(t: Target, bits: int, groups: int) -> int:
+    """Bytes of a dense encoding as emitted: fp32 codebook [groups, 2**bits] + bit-packed code rows."""
+    from onnxcomp.ops import packed_row_bytes
+
+    rows, cols = t.w2.shape
+    return 4 * groups * (1 << bits) + rows * packed_row_bytes(cols, bits)
+
+
+def weight_name(t: Target | _gather.TableTarget) -> str:
+    return t.table.name if isinstance(t, _gather.TableTarget) else t.weight.name
+
+
+def original_weight(t: Target | _gather.TableTarget, w2: np.ndarray) -> np.ndarray:
+    """A storage matrix as the node's weight initializer (Gemm's folded alpha divided out again)."""
+    import numpy as np
+
+    if isinstance(t, _gather.TableTarget):
+        return np.asarray(w2, np.float32)
+    w = t.weight_as_original(w2)
+    alpha = float(t.node.attrs.get("alpha", 1.0)) if t.node.op == "Gemm" else 1.0
+    return np.asarray(w / np.float32(alpha) if alpha != 1.0 else w, np.float32)
+
+
+def compensated_encode(
+    t: Target,
+    w2: np.ndarray,
+    bits: int,
+    group_size: int,
+    hs: list[np.ndarray],
+    rng: np.random.Generator,
+) -> tuple[Encoded, bool]:
+    """GPTQ-ordered k-means codebooks of a storage matrix (see ``_gptvq``); (encoding, compensated?)."""
+    import numpy as np
+
+    from . import _gptvq
+
+    wo = w2.T if t.kind == "matmul" else w2  # one row per output channel
+    n_out = wo.shape[0]
+    gsz = group_size if 0 < group_size < n_out else n_out
+    zero_code = float(np.mean(w2 == 0)) >= ZERO_CODE_MIN
+    res = _gptvq.compensated_quantize(wo, hs, bits, gsz, zero_code=zero_code, rng=rng)
+    codes = res.codes.T if t.kind == "matmul" else res.codes
+    e = Encoded(res.codebook.astype(np.float32), np.ascontiguousarray(codes), bits, gsz, zero_code=zero_code)
+    return e, res.compensated
 
 
 def refine_flops(t: Target, e: Encoded) -> float:

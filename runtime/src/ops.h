@@ -11,4 +11,5 @@ const OrtCustomOp* ternary_matmul_op();
 const OrtCustomOp* winograd_conv_op();
 const OrtCustomOp* huffman_decode_op();
 const OrtCustomOp* run_length_decode_op();
+const OrtCustomOp* codebook_gather_op();
 }  // namespace onnxcomp

@@ -44,6 +44,7 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
     domain.Add(onnxcomp::winograd_conv_op());
     domain.Add(onnxcomp::huffman_decode_op());
     domain.Add(onnxcomp::run_length_decode_op());
+    domain.Add(onnxcomp::codebook_gather_op());
     Ort::UnownedSessionOptions so(options);
     so.Add(domain);
     domains().push_back(std::move(domain));

@@ -63,3 +63,22 @@ def test_same_bytes_on_any_thread_count(tmp_path):
         assert proc.returncode == 0, (name, proc.stderr)
         hashes[name] = hashlib.sha256(out.read_bytes()).hexdigest()
     assert len(set(hashes.values())) == 1, hashes
+
+
+def test_same_bytes_with_or_without_the_native_runtime(monkeypatch):
+    """Activations captured after a compressed layer ran on the native kernels when libonnxcomp_ops.so was
+    there (and on the function bodies when not): the k-means of later layers, and the bytes, depended on
+    the install, on the runtime's version and on the CPU's ISA. Decisions now always use the function bodies."""
+    import numpy as np
+
+    import onnxcomp
+    from onnxcomp import io, ort, runtime
+
+    if not runtime.available():
+        pytest.skip("the native runtime is not built here")
+    calib = {"input": np.load(MODELS_DIR / "digits_calib.npz")["input"][:128]}
+    spec = "kmeans(bits=3,group_size=8)"
+    with_native = io.serialize(onnxcomp.optimize(str(MODELS_DIR / "digits_cnn.onnx"), spec, calib=calib)[0])
+    monkeypatch.setattr(ort, "_runtime_available", lambda: False)
+    without = io.serialize(onnxcomp.optimize(str(MODELS_DIR / "digits_cnn.onnx"), spec, calib=calib)[0])
+    assert with_native == without

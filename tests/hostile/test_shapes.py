@@ -151,3 +151,17 @@ def test_value_info_of_an_input_records_its_traced_size():
     m.graph.value_info.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 320, 256]))
     plan = shapes.resolve(io.normalize(m))
     assert plan.shapes() == {"x": (1, 3, 320, 256)} and not plan.guessed
+
+
+@pytest.mark.parametrize("command", ["optimize --verify", "inspect", "bench"])
+def test_huge_input_shape_is_refused_before_allocating(tmp_path, capsys, command):
+    # 1x3x100000x100000 float32 is 120 GB: MemoryError (exit 1) when the inputs were generated
+    p = save(models.conv(), tmp_path / "m.onnx")
+    args = {
+        "optimize --verify": ["optimize", p, tmp_path / "o.onnx", "--verify"],
+        "inspect": ["inspect", p],
+        "bench": ["bench", p, "--runs", "1"],
+    }[command]
+    code, _, err = run(capsys, *args, "--input-shape", "x:1x3x100000x100000")
+    assert_one_line_error(code, err)
+    assert "3e+10 elements" in err

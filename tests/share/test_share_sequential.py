@@ -216,7 +216,8 @@ def test_sequential_without_calibration_data_is_a_usage_error_unless_left_unset(
 
 def test_sequential_is_on_by_default_with_calibration_data_and_only_for_the_lsq_update():
     model, calib = _mlp_calib()
-    _, report = optimize(model, "prune-weights(ratio=0.6,update=lsq),kmeans(bits=3)", calib=calib)
+    # kmeans: on by default only without the error-compensated mode (which is on by default with calibration)
+    _, report = optimize(model, "prune-weights(ratio=0.6,update=lsq),kmeans(bits=3,compensate=false)", calib=calib)
     for p in report.passes:
         decisions = [layer.decision for layer in p.layers]
         assert "sequential" not in decisions[0] and all("sequential" in d for d in decisions[1:]), decisions
@@ -225,6 +226,15 @@ def test_sequential_is_on_by_default_with_calibration_data_and_only_for_the_lsq_
     b, _ = optimize(model, "prune-weights(ratio=0.6,sequential=false)", calib=calib)
     for name, w in _weights(a).items():
         np.testing.assert_array_equal(w, _weights(b)[name])
+
+
+def test_compensated_kmeans_is_one_shot_unless_sequential_is_set():
+    model, calib = _mlp_calib()
+    _, one_shot = optimize(model, "kmeans(bits=3)", calib=calib)
+    assert not any("sequential" in r.decision for r in one_shot.passes[0].layers)
+    _, seq = optimize(model, "kmeans(bits=3,sequential=true)", calib=calib)
+    decisions = [r.decision for r in seq.passes[0].layers]
+    assert all("sequential" in d for d in decisions[1:]) and all("compensated" in d for d in decisions), decisions
 
 
 def test_sequential_kmeans_after_sequential_prune_keeps_zeros_and_runs():
@@ -298,7 +308,7 @@ def test_positions_counts_the_im2col_rows(pads, strides, dilations):
     "spec",
     [
         "prune-weights(ratio=0.5,update=lsq,max_update_flops=10)",
-        "kmeans(bits=3,max_refine_flops=10)",
+        "kmeans(bits=3,max_refine_flops=10,sequential=true)",
     ],
 )
 def test_too_large_a_refit_is_one_shot_without_computing_the_grams(spec, monkeypatch):

@@ -1,0 +1,291 @@
+"""Quality of the lossy passes on real trained models from PyPI wheels: task metrics against the original's
+outputs, average stored bits per weight, file size, pass time.
+
+    pip install -e ".[test,bench]"
+    python benchmarks/quality_table.py                       # every model x every row (long: ~1 h on 2 cores)
+    python benchmarks/quality_table.py --models ocr_rec,minilm --rows kmeans4-calib,kmeans4-plain-calib
+
+Results are merged into benchmarks/quality_results.json (one entry per model x row) and the markdown table
+is printed from it, so a long run can be done piecewise. Models, inputs and metrics: benchmarks/quality_models.py
+(calibration and evaluation inputs are disjoint). Every onnxcomp row runs the default lossless pipeline
+first (BatchNorm folding etc.), then the lossy pass; calibrated rows get the benchmark's calibration feeds.
+
+Bits per weight: the bytes stored for the compressed layers' weights (codebooks, packed codes, sparse
+indices, Huffman streams; not the biases) x 8 / their weights, read from the written model, over the
+layers that were compressed ("bits"); "MB" is the file on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality_models import BENCHES, Bench, Feeds  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "quality_results.json"
+LOSSLESS = "fold-constants,eliminate(duplicate_nodes=false),fuse-bn,fuse-affine,eliminate"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    key: str
+    label: str
+    spec: str  # onnxcomp pass spec, or the name of an onnxsim anchor
+    calib: bool
+    tool: str = "onnxcomp"
+
+
+ROWS = [
+    Row("kmeans8", "kmeans 8-bit data-free", "kmeans(bits=8)", False),
+    Row("kmeans6", "kmeans 6-bit data-free", "kmeans(bits=6)", False),
+    Row("kmeans6-calib", "kmeans 6-bit calibrated, compensated", "kmeans(bits=6)", True),
+    Row("kmeans4", "kmeans 4-bit data-free", "kmeans(bits=4)", False),
+    Row("kmeans4-ch", "kmeans 4-bit per channel data-free", "kmeans(bits=4,group-size=1)", False),
+    Row(
+        "kmeans4-plain-calib",
+        "kmeans 4-bit calibrated, plain (activation-weighted + lsq codebook)",
+        "kmeans(bits=4,compensate=false,sequential=false)",
+        True,
+    ),
+    Row(
+        "kmeans4-seq-calib",
+        "kmeans 4-bit calibrated, plain sequential (the previous default)",
+        "kmeans(bits=4,compensate=false)",
+        True,
+    ),
+    Row("kmeans4-calib", "kmeans 4-bit calibrated, compensated", "kmeans(bits=4)", True),
+    Row(
+        "kmeans4-ch-plain-calib",
+        "kmeans 4-bit per channel calibrated, plain",
+        "kmeans(bits=4,group-size=1,compensate=false,sequential=false)",
+        True,
+    ),
+    Row("kmeans4-ch-calib", "kmeans 4-bit per channel calibrated, compensated", "kmeans(bits=4,group-size=1)", True),
+    Row("budget4", "kmeans budget 4.0 bits data-free", "kmeans(target-bits=4)", False),
+    Row("budget4-calib", "kmeans budget 4.0 bits calibrated", "kmeans(target-bits=4)", True),
+    Row("budget4.5-calib", "kmeans budget 4.5 bits calibrated", "kmeans(target-bits=4.5)", True),
+    Row("budget5-calib", "kmeans budget 5.0 bits calibrated", "kmeans(target-bits=5)", True),
+    Row("lowrank", "lowrank 2x fewer params data-free", "lowrank(param-ratio=0.5)", False),
+    Row("lowrank-calib", "lowrank 2x fewer params calibrated", "lowrank(param-ratio=0.5)", True),
+    Row("prune-ch30-calib", "prune-channels 30% FLOPs calibrated", "prune-channels(target-flops=0.3)", True),
+    Row("onnxsim-kmeans4", "onnxsim 0.8.1 k-means 4-bit", "kmeans", False, "onnxsim"),
+    Row("onnxsim-int4", "onnxsim 0.8.1 int4 weight-only", "int4", False, "onnxsim"),
+    Row("onnxsim-prune", "onnxsim 0.8.1 structured pruning 30%", "prune", False, "onnxsim"),
+]
+ROW_BY_KEY = {r.key: r for r in ROWS}
+
+
+# ============================================================================================ running models
+def runner(model: onnx.ModelProto | Path, outputs: list[str] | None) -> Callable[[Feeds], list[np.ndarray]]:
+    """onnxruntime session (the onnxcomp custom ops folded by their function bodies) as feeds -> outputs."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    so.log_severity_level = 3
+    src = str(model) if isinstance(model, Path) else model.SerializeToString()
+    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+
+    def run(feeds: Feeds) -> list[np.ndarray]:
+        return sess.run(outputs, {k: v for k, v in feeds.items() if k in names})
+
+    return run
+
+
+ENCODED_OPS = {"CodebookMatMul", "CodebookConv", "SparseCodebookMatMul", "TernaryMatMul", "CodebookGather"}
+DECODERS = {"HuffmanDecode", "RunLengthDecode"}
+
+
+def stored_bits(model: onnx.ModelProto) -> tuple[float, int]:
+    """(stored bits per weight over the compressed layers, their weights), read from the model's graph."""
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def size(name: str) -> int:
+        if name in inits:
+            return len(onnx.numpy_helper.to_array(inits[name]).tobytes())
+        node = producer.get(name)
+        if node is not None and node.domain == "com.onnxcomp" and node.op_type in DECODERS:
+            return sum(size(i) for i in node.input)
+        return 0
+
+    def shape(name: str) -> list[int]:
+        if name in inits:
+            return list(inits[name].dims)
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in producer[name].attribute}
+        return list(attrs["shape"])
+
+    total_bytes = total_weights = 0
+    for n in model.graph.node:
+        if n.domain != "com.onnxcomp" or n.op_type not in ENCODED_OPS:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        if "weight_shape" in attrs:
+            weights = int(np.prod(attrs["weight_shape"]))
+        elif n.op_type == "CodebookGather":
+            weights = shape(n.input[1])[0] * int(attrs["D"])  # codes [V, packed]
+        elif n.op_type == "SparseCodebookMatMul":
+            weights = (shape(n.input[2])[0] - 1) * int(attrs["N"])  # row_ptr has K + 1 entries
+        else:
+            weights = shape(n.input[2])[0] * int(attrs["N"])  # codes [K, packed]
+        # inputs: X, then the encoded weight tensors, then (last) the bias
+        enc_inputs = n.input[1:-1] if n.op_type != "CodebookGather" else n.input[:2]
+        total_bytes += sum(size(i) for i in enc_inputs)
+        total_weights += weights
+    return (8.0 * total_bytes / total_weights if total_weights else float("nan")), total_weights
+
+
+def float_weights(model: onnx.ModelProto) -> int:
+    return sum(int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT)
+
+
+# ============================================================================================ rows
+def apply_row(row: Row, model: onnx.ModelProto, calib: Feeds | None) -> tuple[onnx.ModelProto, dict]:
+    if row.tool == "onnxsim":
+        return apply_onnxsim(row, model), {}
+    from onnxcomp.api import optimize
+
+    out, report = optimize(model, f"{LOSSLESS},{row.spec}", calib=calib if row.calib else None)
+    info = {}
+    last = report.passes[-1]
+    info["counters"] = {k: v for k, v in last.counters.items() if isinstance(v, int | float)}
+    layers = [r for r in last.layers if "bits" in r.extra]
+    if layers:
+        info["bits_per_layer"] = {r.name: r.extra["bits"] for r in layers}
+    return out, info
+
+
+def apply_onnxsim(row: Row, model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxsim
+
+    if row.spec == "kmeans":
+        from onnxsim.kmeans_quantization import quantize_weight_only_kmeans
+
+        return quantize_weight_only_kmeans(model, bits=4)
+    if row.spec == "int4":
+        return onnxsim.quantize_weight_only_int4(model)
+    from onnxsim.pruning import apply_structured_pruning
+
+    return apply_structured_pruning(model, sparsity=0.3)
+
+
+def measure(bench: Bench, row: Row, model: onnx.ModelProto, ref, calib: Feeds, tmp: Path) -> dict:
+    t0 = time.perf_counter()
+    try:
+        out, info = apply_row(row, model, calib)
+    except Exception as err:  # a row that fails is a result too (e.g. an anchor that rejects a model)
+        return {"error": f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"}
+    seconds = time.perf_counter() - t0
+    path = tmp / f"{bench.key}-{row.key}.onnx"
+    from onnxcomp import io
+
+    try:
+        io.save_model(out, path)
+    except Exception:
+        onnx.save(out, str(path))
+    size = path.stat().st_size + sum(p.stat().st_size for p in tmp.glob(f"{path.name}.data"))
+    try:
+        got = bench.outputs_of(runner(path, bench.outputs))
+    except Exception as err:
+        return {"error": f"run: {type(err).__name__}: {' '.join(str(err).split())[:200]}", "seconds": seconds}
+    metrics = bench.metric(ref, got)
+    bits, weights = stored_bits(onnx.load(str(path), load_external_data=False))
+    return {
+        "metrics": metrics,
+        "bits": bits,
+        "compressed_weights": weights,
+        "mb": size / 1e6,
+        "seconds": seconds,
+        **info,
+    }
+
+
+def load_results() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+
+
+def table(results: dict, models: list[str], rows: list[str]) -> str:
+    head = "| row | " + " | ".join(models) + " |"
+    lines = [head, "|---|" + "---|" * len(models)]
+    orig = results.get("_original", {})
+    lines.append(
+        "| original (MB) | " + " | ".join(f"{orig[m]['mb']:.1f} MB" if m in orig else "" for m in models) + " |"
+    )
+    for rk in rows:
+        cells = []
+        for m in models:
+            r = results.get(m, {}).get(rk)
+            if r is None:
+                cells.append("")
+            elif "error" in r:
+                cells.append("error")
+            else:
+                b = BENCHES[m]
+                mets = r["metrics"]
+                v = mets[b.headline]
+                s = f"{v:.3f}" if b.headline != "cer" else f"CER {v:.3f} (exact {mets['exact']:.2f})"
+                bits = "" if np.isnan(r["bits"]) else f", {r['bits']:.2f} b"
+                cells.append(f"{s}{bits}, {r['mb']:.1f} MB")
+        lines.append(f"| {ROW_BY_KEY[rk].label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=",".join(BENCHES))
+    ap.add_argument("--rows", default=",".join(ROW_BY_KEY))
+    ap.add_argument("--table-only", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    models = [m for m in args.models.split(",") if m]
+    rows = [r for r in args.rows.split(",") if r]
+    for k in models:
+        if k not in BENCHES:
+            ap.error(f"unknown model {k}; known: {', '.join(BENCHES)}")
+    for k in rows:
+        if k not in ROW_BY_KEY:
+            ap.error(f"unknown row {k}; known: {', '.join(ROW_BY_KEY)}")
+    results = load_results()
+    if not args.table_only:
+        with tempfile.TemporaryDirectory() as td:
+            for key in models:
+                bench = BENCHES[key]
+                path = bench.path()
+                if path is None:
+                    print(f"{key}: not installed (pip install -e '.[test,bench]'), skipped", flush=True)
+                    continue
+                model = bench.prepare(onnx.load(str(path)))
+                ref = bench.outputs_of(runner(model, bench.outputs))
+                calib = bench.calib()
+                results.setdefault("_original", {})[key] = {
+                    "mb": path.stat().st_size / 1e6,
+                    "weights": float_weights(model),
+                }
+                for rk in rows:
+                    row = ROW_BY_KEY[rk]
+                    r = measure(bench, row, model, ref, calib, Path(td))
+                    results.setdefault(key, {})[rk] = r
+                    RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True))
+                    show = r.get("error") or {k: round(v, 4) for k, v in r["metrics"].items()}
+                    bits = r.get("bits", float("nan"))
+                    print(f"{key:11s} {rk:24s} bits {bits:5.2f}  {r.get('seconds', 0):6.1f} s  {show}", flush=True)
+    print(table(results, [m for m in BENCHES if m in results], [r for r in ROW_BY_KEY]))
+
+
+if __name__ == "__main__":
+    main()

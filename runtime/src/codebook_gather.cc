@@ -1,0 +1,124 @@
+// CodebookGather: Y[i..., d] = codebook[r // group_size, code(r, d)] with r = indices[i...] (+ V if negative):
+// Gather(table, indices, axis=0) on a table of V rows of D values stored as bit-packed codebook codes.
+// Inputs: codebook float [G, C] (C <= 2**bits entries per row, G = ceil(V / group_size)), codes uint8
+// [V, ceil(D*bits/8)], indices int32 or int64 of any shape. Attributes: bits (1..8), D (> 0), group_size
+// (> 0, default V). Only the gathered rows are unpacked and decoded. An index outside [-V, V) or a code >= C is
+// an error.
+#include <algorithm>
+#include <cstring>
+
+#include "common.h"
+#include "ops.h"
+
+namespace onnxcomp {
+namespace {
+
+constexpr int64_t kRowsPerTask = 64;
+
+struct CodebookGatherKernel {
+  std::string label;
+  int64_t bits = 0, D = 0, group_size = 0;
+
+  CodebookGatherKernel(const OrtKernelInfo* info) : label(node_label("CodebookGather", info)) {
+    Attrs a{info};
+    bits = a.required_int("bits", 1, 8);
+    D = a.required_int("D", 1, kMaxDim);
+    group_size = a.optional_int("group_size", 0, 1, kMaxDim);  // 0: absent (all rows)
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    return guarded(label, [&] {
+      Ort::KernelContext ctx(context);
+      const Input cb = get_input(ctx, 0);
+      const Input codes = get_input(ctx, 1);
+      const Input idx = get_input(ctx, 2);
+      expect(cb, "codebook", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+      expect(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
+      if (idx.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 && idx.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32)
+        fail("indices must be int32 or int64, got ", type_name(idx.type));
+      const int64_t row_bytes = ceil_div(checked_mul(D, bits, "D * bits"), 8);
+      if (codes.shape.size() != 2 || codes.shape[1] != row_bytes)
+        fail("codes must have shape [V, ceil(D*bits/8)=", row_bytes, "] (D=", D, ", bits=", bits, "), got ",
+             shape_str(codes.shape));
+      const int64_t V = codes.shape[0];
+      const int64_t gs = group_size > 0 ? group_size : std::max<int64_t>(V, 1);
+      const int64_t G = ceil_div(V, gs);
+      if (cb.shape.size() != 2 || cb.shape[0] != G || cb.shape[1] < 1 || cb.shape[1] > (int64_t{1} << bits))
+        fail("codebook must have shape [G=", G, ", C] with 1 <= C <= 2**bits=", int64_t{1} << bits, " (V=", V,
+             ", group_size=", gs, "), got ", shape_str(cb.shape));
+      const int64_t C = cb.shape[1];
+      std::vector<int64_t> yshape = idx.shape;
+      yshape.push_back(D);
+      Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
+      float* y = yv.GetTensorMutableData<float>();
+      const int64_t n = idx.count;
+      if (n == 0) return;
+      const uint8_t* packed = codes.as<uint8_t>();
+      const float* book = cb.as<float>();
+      auto row_of = [&](int64_t i) -> int64_t {
+        const int64_t r = idx.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 ? idx.as<int64_t>()[i]
+                                                                          : static_cast<int64_t>(idx.as<int32_t>()[i]);
+        if (r < -V || r >= V) fail("index ", r, " at position ", i, " is out of range [-", V, ", ", V, ")");
+        return r < 0 ? r + V : r;
+      };
+      const size_t tasks = static_cast<size_t>(ceil_div(n, kRowsPerTask));
+      parallel_for(ctx, tasks, [&](size_t t) {
+        std::vector<uint8_t> row(static_cast<size_t>(D));
+        const int64_t i0 = static_cast<int64_t>(t) * kRowsPerTask, i1 = std::min(n, i0 + kRowsPerTask);
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t r = row_of(i);
+          unpack_row(packed + r * row_bytes, 0, D, static_cast<int>(bits), row.data());
+          const float* entries = book + (r / gs) * C;
+          float* out = y + i * D;
+          for (int64_t d = 0; d < D; ++d) {
+            const uint8_t c = row[static_cast<size_t>(d)];
+            if (c >= C) fail("code ", static_cast<int>(c), " of table row ", r, " is >= the codebook width ", C);
+            out[d] = entries[c];
+          }
+        }
+      });
+    });
+  }
+};
+
+struct CodebookGatherOp : Ort::CustomOpBase<CodebookGatherOp, CodebookGatherKernel, true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    return guarded(node_label("CodebookGather", info), [&] { *kernel = new CodebookGatherKernel(info); });
+  }
+  const char* GetName() const { return "CodebookGather"; }
+  size_t GetInputTypeCount() const { return 3; }
+  ONNXTensorElementDataType GetInputType(size_t i) const {
+    if (i == 0) return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    if (i == 1) return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+    return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;  // int32 or int64, checked at run time
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+  CodebookGatherOp() { install_shape_inference(this); }
+  static OrtStatusPtr InferShape(OrtShapeInferContext* raw) {
+    try {
+      Ort::ShapeInferContext ctx(&Ort::GetApi(), raw);
+      if (ctx.GetInputCount() < 3) return nullptr;
+      Ort::ShapeInferContext::Shape shape = ctx.GetInputShape(2);
+      const int64_t d = ctx.GetAttrInt("D");
+      if (d <= 0 || d > kMaxDim)
+        return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT,
+                                          cat(kDomain, ".CodebookGather: attribute D=", d, " must be in [1, 2^40]").c_str());
+      if (shape.empty()) return nullptr;  // unknown rank (or a scalar index): left to the run
+      shape.push_back(Ort::ShapeInferContext::SymbolicInteger(d));
+      return set_output_shape(raw, shape);
+    } catch (const std::exception& e) {
+      return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT,
+                                        cat(kDomain, ".CodebookGather: shape inference: ", e.what()).c_str());
+    }
+  }
+};
+
+}  // namespace
+
+const OrtCustomOp* codebook_gather_op() {
+  static const CodebookGatherOp op;
+  return &op;
+}
+
+}  // namespace onnxcomp

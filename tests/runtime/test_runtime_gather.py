@@ -1,0 +1,74 @@
+"""The native CodebookGather kernel: equal to the op's function body, only valid indices and codes accepted."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from rtutil import check, run
+
+from onnxcomp import ops as enc
+
+
+def _model(v, d, bits, group, index_type=TensorProto.INT64, c=None, seed=0, codes=None):
+    rng = np.random.default_rng(seed)
+    g = -(-v // group)
+    width = c or (1 << bits)
+    book = rng.standard_normal((g, width)).astype(np.float32)
+    if codes is None:
+        codes = rng.integers(0, width, size=(v, d))
+    packed = enc.pack_codes(np.asarray(codes, np.int64), bits)
+    node = helper.make_node(
+        "CodebookGather", ["codebook", "codes", "ids"], ["y"], domain=enc.DOMAIN, bits=bits, D=d, group_size=group
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("ids", index_type, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(book, "codebook"), numpy_helper.from_array(packed, "codes")],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(enc.DOMAIN, 1)],
+        functions=enc.function_protos("CodebookGather", 18),
+        ir_version=9,
+    )
+    return model, book, np.asarray(codes)
+
+
+@pytest.mark.parametrize(
+    "v,d,bits,group,shape",
+    [
+        (301, 19, 4, 301, (3, 11)),
+        (1000, 64, 3, 100, (257,)),
+        (50, 7, 8, 1, (2, 3, 4)),
+        (64, 33, 5, 7, (1,)),
+        (9, 5, 2, 9, ()),
+    ],
+)
+def test_native_equals_function_body_and_numpy(runtime_lib, v, d, bits, group, shape):
+    model, book, codes = _model(v, d, bits, group)
+    ids = np.random.default_rng(1).integers(-v, v, size=shape).astype(np.int64)
+    got = check(model, {"ids": ids}, rtol=0, atol=0)
+    rows = np.where(ids < 0, ids + v, ids)
+    want = book[rows[..., None] // group, codes[rows]]
+    np.testing.assert_array_equal(got, want)
+    # int32 indices too, and more than one thread
+    m32, _, _ = _model(v, d, bits, group, TensorProto.INT32)
+    np.testing.assert_array_equal(run(m32, {"ids": ids.astype(np.int32)}, native=True, threads=2), want)
+
+
+def test_out_of_range_index_and_code_are_errors(runtime_lib):
+    model, _, _ = _model(20, 6, 4, 20)
+    for bad in (20, -21):
+        with pytest.raises(Exception, match="out of range"):
+            run(model, {"ids": np.array([0, bad], np.int64)}, native=True)
+    narrow, _, _ = _model(20, 6, 4, 20, c=5, codes=np.full((20, 6), 7))  # codebook of 5 entries, code 7
+    with pytest.raises(Exception, match="codebook width"):
+        run(narrow, {"ids": np.array([3], np.int64)}, native=True)
+    with pytest.raises(Exception, match="int32 or int64"):
+        bad_type, _, _ = _model(20, 6, 4, 20, TensorProto.INT16)
+        run(bad_type, {"ids": np.array([3], np.int16)}, native=True)
+    assert isinstance(model, onnx.ModelProto)

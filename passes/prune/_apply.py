@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from onnxcomp.analysis.channels import GROUP, GROUPED_IN, MEMBER_KINDS, PARAM, RESHAPE, RESIZE, SLICE, SPLIT
 from onnxcomp.graph import const_value, is_empty, make_constant, opset_version
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def set_const(graph: gs.Graph, node: gs.Node, index: int, values: np.ndarray) ->
     g.set_const(graph, node, index, values, f"{node.inputs[index].name}_pruned")
 
 
-@edit("param")
+@edit(PARAM)
 def _param(graph: gs.Graph, m: Member, keep: np.ndarray) -> None:
     import numpy as np
 
@@ -53,7 +54,7 @@ def _param(graph: gs.Graph, m: Member, keep: np.ndarray) -> None:
     set_const(graph, m.node, m.input, np.compress(keep, values, axis=m.axis))
 
 
-@edit("grouped_in")
+@edit(GROUPED_IN)
 def _grouped_in(graph: gs.Graph, m: Member, keep: np.ndarray) -> None:
     """Grouped convolution: the filters of group q read input channels q*Cg .. (q+1)*Cg - 1; each group
     drops its own removed channels (the same number in every group, so the weights stay rectangular)."""
@@ -70,13 +71,13 @@ def _grouped_in(graph: gs.Graph, m: Member, keep: np.ndarray) -> None:
     set_const(graph, m.node, m.input, np.concatenate(parts, axis=0))
 
 
-@edit("group")
+@edit(GROUP)
 def _group(graph: gs.Graph, m: Member, keep: np.ndarray) -> None:
     # depthwise: one group per surviving input channel
     m.node.attrs["group"] = int(keep.sum())
 
 
-@edit("reshape")
+@edit(RESHAPE)
 def _reshape(graph: gs.Graph, m: Member, keep: np.ndarray) -> None:
     shape = const_value(m.node.inputs[m.input]).copy()
     if shape[m.axis] > 0:  # -1 infers the new size, 0 copies an input dimension that shrank the same way
@@ -84,7 +85,7 @@ def _reshape(graph: gs.Graph, m: Member, keep: np.ndarray) -> None:
         set_const(graph, m.node, m.input, shape)
 
 
-@edit("split")
+@edit(SPLIT)
 def _split(graph: gs.Graph, m: Member, keep: np.ndarray) -> None:
     import numpy as np
 
@@ -107,7 +108,7 @@ def _split(graph: gs.Graph, m: Member, keep: np.ndarray) -> None:
         node.attrs["split"] = new
 
 
-@edit("slice")
+@edit(SLICE)
 def _slice(graph: gs.Graph, m: Member, keep: np.ndarray) -> None:
     import numpy as np
 
@@ -128,11 +129,16 @@ def _slice(graph: gs.Graph, m: Member, keep: np.ndarray) -> None:
             node.attrs[key] = values
 
 
-@edit("resize")
+@edit(RESIZE)
 def _resize(graph: gs.Graph, m: Member, keep: np.ndarray) -> None:
     sizes = const_value(m.node.inputs[m.input]).copy()
     sizes[m.axis] = int(keep.sum())
     set_const(graph, m.node, m.input, sizes)
+
+
+# every kind of member the channel analysis records has its edit here (checked when the module loads)
+if set(EDITS) != MEMBER_KINDS:
+    raise ImportError(f"prune edits {sorted(EDITS)} do not match the channel member kinds {sorted(MEMBER_KINDS)}")
 
 
 def apply_removal(
@@ -148,7 +154,7 @@ def apply_removal(
         if keep.all():
             continue
         key = None
-        if m.kind in ("param", "grouped_in"):
+        if m.kind in (PARAM, GROUPED_IN):
             src = m.node.inputs[m.input]
             key = (id(src), m.kind, m.axis, m.info.get("groups"), keep.tobytes())
         if key is not None and key in sliced:

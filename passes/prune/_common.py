@@ -6,6 +6,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
+from onnxcomp.analysis.channels import CONSUMER
 from onnxcomp.errors import UsageError
 from onnxcomp.graph import label
 
@@ -83,7 +84,7 @@ def prepare(graph: gs.Graph, result: PassResult, protect: list[str]) -> Prepared
         result.skip(node.name, f"inside the {where} subgraph (only main-graph layers are pruned)")
     groups = [g for g in plan.groups if g.prunable]
     base = current_costs(graph)
-    ins = {id(m): (m, len(m.elems)) for m in plan.members if m.role == "consumer"}
+    ins = {id(m): (m, len(m.elems)) for m in plan.members if m.role == CONSUMER}
     return Prepared(plan, groups, CostModel(graph, plan), base, sum(c.flops for c in base.values()), ins)
 
 

@@ -13,6 +13,8 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
+from onnxcomp.analysis.channels import GROUPED_IN, PARAM
+
 if TYPE_CHECKING:
     import numpy as np
     import onnx_graphsurgeon as gs
@@ -57,7 +59,7 @@ class CostModel:
         self._chan_cache: dict[int, np.ndarray] = {}
         overrides: dict[tuple[int, int], list[Any]] = {}
         for m in plan.members:
-            if m.kind in ("param", "grouped_in"):
+            if m.kind in (PARAM, GROUPED_IN):
                 overrides.setdefault((id(m.node), m.input), []).append(m)
         self.entries = []
         for node in graph.nodes:
@@ -95,7 +97,7 @@ class CostModel:
             shape[layout.axis] = self._kept(layout.elems, removed)
         for m in members:
             kept = self._kept(m.elems, removed)
-            if m.kind == "grouped_in":
+            if m.kind == GROUPED_IN:
                 groups = int(m.info["groups"])
                 shape[m.axis] = kept // groups
             elif m.axis < len(shape):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from onnxcomp.analysis.channels import CONSUMER, PARAM, PRODUCER
 from onnxcomp.graph import const_value
 
 from ._adapters import ADAPTERS
@@ -114,7 +115,7 @@ class Refitter:
         model = export_model(graph, ctx)
         self.max_calib = max_calib
         self.feeds = first_samples(ctx.calib or {}, model, max_calib)
-        wanted = [m.node.outputs[0].name for m in plan.members if m.role == "consumer"]
+        wanted = [m.node.outputs[0].name for m in plan.members if m.role == CONSUMER]
         self.original = Capture(model, wanted)  # one session for every reference
         self._reference: dict[str, np.ndarray] = {}
         self.producer_of = {id(p.node): p for g in plan.groups for p in g.producers}
@@ -129,7 +130,7 @@ class Refitter:
 
     def consumers(self, members: list[Any]) -> list[gs.Node]:
         """Distinct refittable consumer nodes of ``members`` in topological order."""
-        nodes = {id(m.node): m.node for m in members if m.role == "consumer" and m.kind == "param"}
+        nodes = {id(m.node): m.node for m in members if m.role == CONSUMER and m.kind == PARAM}
         ok = [n for n in nodes.values() if self.reason(n) is None]
         return sorted(ok, key=lambda n: self.order.get(id(n), 0))
 
@@ -247,8 +248,8 @@ class Refitter:
         from onnxcomp.analysis.channels import Member
 
         for m in list(self.plan.members):
-            if m.node is node and m.kind == "param" and m.role == "producer" and m.input == 1:
-                new = Member(node, "param", "producer", m.elems, input=2, axis=0)
+            if m.node is node and m.kind == PARAM and m.role == PRODUCER and m.input == 1:
+                new = Member(node, PARAM, PRODUCER, m.elems, input=2, axis=0)
                 self.plan.members.append(new)
                 for g in self.plan.groups:
                     if any(x is m for x in g.members):
@@ -277,7 +278,7 @@ class Refitter:
         gram = np.zeros((size, size))
         xy = np.zeros(size)
         rows = 0
-        by_node = {id(m.node): m for m in members if m.role == "consumer" and m.kind == "param"}
+        by_node = {id(m.node): m for m in members if m.role == CONSUMER and m.kind == PARAM}
         for node in nodes:
             ad = ADAPTERS[node.op]
             m = by_node[id(node)]

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from onnxcomp import names
+from onnxcomp.analysis.channels import PARAM
 from onnxcomp.graph import const_value
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def _bn(plan: ChannelPlan, group: ChannelGroup, rng: np.random.Generator) -> np.
     pairs = [
         (m.elems, np.abs(const_value(m.node.inputs[1]).astype(np.float64)))
         for m in group.members
-        if m.kind == "param" and m.node.op == "BatchNormalization" and m.input == 1
+        if m.kind == PARAM and m.node.op == "BatchNormalization" and m.input == 1
     ]
     return _per_channel(plan, group, pairs)
 

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Literal
 
+from onnxcomp.analysis.channels import CONSUMER
 from onnxcomp.passes_api import Pass, PassResult, opt, register_pass
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ class PruneFilters(Pass):
                 result.count("layers_refitted")
             seen = {id(n) for n in nodes}
             for m in members:
-                if m.role == "consumer" and id(m.node) not in seen:
+                if m.role == CONSUMER and id(m.node) not in seen:
                     seen.add(id(m.node))
                     result.skip(label(m.node), f"not refitted: {refitter.reason(m.node) or 'grouped input'}")
         del np

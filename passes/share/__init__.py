@@ -1,1 +1,39 @@
-"""share passes."""
+"""Weight sharing and low-bit weights: kmeans, ternary, binary, pow2, prune-weights, huffman (one pass per module).
+
+The family's helpers are private modules; what other code (tests, benchmarks) may use is re-exported here: the
+1-D k-means (``kmeans_1d``, ``init_centroids``), the calibration statistics and least-squares fits of weight
+targets (``im2col``, ``im2col_pair``, ``positions``, ``sequential_waves``, ``paired_grams``, ``dense_refit``,
+``lsq_update``), the bit budget allocation (``allocate``, ``Option``, ``BudgetError``) and the error-compensated
+quantization (``compensated_quantize``, ``row_kmeans``, ``output_error``).
+"""
+
+from ._budget import BudgetError, Option, allocate
+from ._calibration import (
+    dense_refit,
+    im2col,
+    im2col_pair,
+    lsq_update,
+    paired_grams,
+    positions,
+    sequential_waves,
+)
+from ._gptvq import compensated_quantize, output_error, row_kmeans
+from ._kmeans import init_centroids, kmeans_1d
+
+__all__ = [
+    "BudgetError",
+    "Option",
+    "allocate",
+    "compensated_quantize",
+    "dense_refit",
+    "im2col",
+    "im2col_pair",
+    "init_centroids",
+    "kmeans_1d",
+    "lsq_update",
+    "output_error",
+    "paired_grams",
+    "positions",
+    "row_kmeans",
+    "sequential_waves",
+]

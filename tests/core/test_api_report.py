@@ -8,16 +8,16 @@ import pytest
 from onnxcomp import io
 from onnxcomp.api import optimize
 from onnxcomp.errors import InputError
-from tests.core import modelgen
+from tests.support import models
 
 
 def test_report_bytes_match_the_serialized_output():
-    out, report = optimize(modelgen.conv_relu(), "fold-constants")
+    out, report = optimize(models.conv_relu(), "fold-constants")
     assert report.bytes_after == len(io.serialize(out))
 
 
 def test_check_model_takes_bytes():
-    model = modelgen.conv_relu(dynamic=False)
+    model = models.conv_relu(dynamic=False)
     io.check_model(model.SerializeToString(), "m")
     bad = onnx.ModelProto()
     bad.CopyFrom(model)
@@ -30,7 +30,7 @@ def test_check_model_takes_bytes():
 def test_report_costs_equal_costing_the_concrete_models(dynamic):
     from onnxcomp import cost
 
-    model = modelgen.conv_relu(dynamic=dynamic)
+    model = models.conv_relu(dynamic=dynamic)
     shapes = {"x": (2, 3, 7, 9)} if dynamic else {}
     out, report = optimize(model, "fold-constants", input_shapes=shapes)
     norm = io.normalize(model, shapes)

@@ -12,9 +12,9 @@ import pytest
 from onnx import helper
 
 from onnxcomp.cli import main
-from tests.hostile import models
-from tests.hostile.cli import without_notes
-from tests.util import MODELS_DIR
+from tests.support import models
+from tests.support.cli import without_notes
+from tests.support.run import MODELS_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG = "fold-constants,eliminate(duplicate_nodes=false),fuse-bn,fuse-affine,eliminate," * 3 + "eliminate"

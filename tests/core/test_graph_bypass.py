@@ -7,7 +7,7 @@ from onnx import TensorProto, helper
 
 from onnxcomp.graph import bypass, export_model, import_model
 from onnxcomp.io import normalize
-from tests.util import outputs
+from tests.support.run import outputs
 
 
 def _if_model(inner_input: str):

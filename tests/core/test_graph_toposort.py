@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from onnxcomp.graph import quiet_graphsurgeon, toposort
-from tests.core import modelgen
 from tests.e2e.realmodels import MODELS
-from tests.passes.graphgen import models
+from tests.support import models as handmade
+from tests.support.random_graphs import models
 
 
 def _chain(n: int) -> onnx.ModelProto:
@@ -71,7 +71,7 @@ def test_same_order_as_graphsurgeon_on_random_graphs(case, seed):
     _assert_sorted(ours)
 
 
-@pytest.mark.parametrize("build", [modelgen.with_if_subgraph, modelgen.with_local_function])
+@pytest.mark.parametrize("build", [handmade.with_if_subgraph, handmade.with_local_function])
 def test_same_order_as_graphsurgeon_with_subgraphs_and_functions(build):
     for seed in range(4):
         ours, theirs = _shuffled(build(), seed)

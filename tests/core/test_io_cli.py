@@ -13,8 +13,8 @@ from onnxcomp import io
 from onnxcomp.api import optimize
 from onnxcomp.cli import main
 from onnxcomp.errors import InputError, UsageError
-from tests.core import modelgen
-from tests.util import LIGHT_DIR, assert_same_outputs
+from tests.support import models
+from tests.support.run import LIGHT_DIR, assert_same_outputs
 
 SPEC = "fold-constants"
 
@@ -36,7 +36,7 @@ def _run(capsys, *args):
 
 @pytest.fixture
 def model_path(tmp_path):
-    return _save(modelgen.conv_relu(), tmp_path / "in.onnx")
+    return _save(models.conv_relu(), tmp_path / "in.onnx")
 
 
 def test_optimize_writes_verified_output_and_keeps_input(tmp_path, capsys, model_path):
@@ -154,7 +154,7 @@ def test_dynamic_dims_and_input_shape_errors(tmp_path, capsys, model_path):
 
 @pytest.mark.parametrize("opset", [7, 9, 11, 13, 17, onnx.defs.onnx_opset_version()])
 def test_opsets_and_old_ir_initializers_as_inputs(opset):
-    m = modelgen.conv_relu(opset=opset, inits_as_inputs=opset < 9)
+    m = models.conv_relu(opset=opset, inits_as_inputs=opset < 9)
     if opset >= 9:
         m.ir_version = max(m.ir_version, 4)
     out, rep = optimize(m, SPEC, input_shapes={"x": (2, 3, 5, 7)}, verify=True)
@@ -166,7 +166,7 @@ def test_opsets_and_old_ir_initializers_as_inputs(opset):
 
 
 def test_if_subgraph_outer_scope_preserved():
-    m = modelgen.with_if_subgraph()
+    m = models.with_if_subgraph()
     out, _ = optimize(m, SPEC)
     assert any(n.op_type == "If" for n in out.graph.node)
     x = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
@@ -175,7 +175,7 @@ def test_if_subgraph_outer_scope_preserved():
 
 
 def test_local_functions_preserved():
-    m = modelgen.with_local_function()
+    m = models.with_local_function()
     out, _ = optimize(m, SPEC)
     assert [f.name for f in out.functions] == ["Scale2"]
     assert {(o.domain, o.version) for o in out.opset_import} >= {("custom", 1)}
@@ -183,10 +183,10 @@ def test_local_functions_preserved():
 
 
 def test_external_data_load_and_save(tmp_path):
-    m = modelgen.conv_relu(dynamic=False)
+    m = models.conv_relu(dynamic=False)
     src = tmp_path / "ext.onnx"
     onnx.save(
-        modelgen.conv_relu(dynamic=False),
+        models.conv_relu(dynamic=False),
         str(src),
         save_as_external_data=True,
         all_tensors_to_one_file=True,

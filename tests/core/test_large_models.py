@@ -15,7 +15,7 @@ from onnxcomp import io
 from onnxcomp.api import optimize
 from onnxcomp.cli import main
 from onnxcomp.errors import InputError
-from tests.util import outputs
+from tests.support.run import outputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import bench_large  # the benchmark's streaming MLP builder

@@ -7,7 +7,7 @@ import pytest
 
 import onnxcomp
 from onnxcomp import io
-from tests.util import MODELS_DIR
+from tests.support.run import MODELS_DIR
 
 SPECS = [
     None,  # the default lossless pipeline

@@ -26,7 +26,7 @@ from onnxcomp.cli import main
 from onnxcomp.fold import MAX_FILL_ELEMENTS
 from onnxcomp.io import infer_shapes
 from onnxcomp.pipeline import DEFAULT_PIPELINE
-from tests.util import LIGHT_DIR, assert_same_outputs, outputs
+from tests.support.run import LIGHT_DIR, assert_same_outputs, outputs
 
 NAMES = sorted(p.stem.removeprefix("light_") for p in LIGHT_DIR.glob("light_*.onnx"))
 RTOL = {"densenet121": 2e-3}  # onnx's model_test tolerances; 1e-3 for the others

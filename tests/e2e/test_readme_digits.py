@@ -10,7 +10,7 @@ import sys
 
 import onnx
 
-from tests.util import MODELS_DIR
+from tests.support.run import MODELS_DIR
 
 
 def test_readme_command_on_bundled_model(tmp_path):

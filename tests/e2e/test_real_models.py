@@ -247,13 +247,12 @@ def test_lossy_pass(key, spec):
 @pytest.mark.parametrize("key", ["ocr_det", "ocr_cls", "ocr_rec"])
 def test_pruning_is_exact_when_removed_channels_are_unread(key):
     """Zero the consumer weights of 30% of every prunable group's channels; removing them changes nothing."""
-    from onnxcomp.passes.prune._apply import apply_removal
-    from onnxcomp.passes.prune._select import choose
+    from onnxcomp.passes.prune import apply_removal, choose
 
     from onnxcomp.analysis.channels import analyze_channels
     from onnxcomp.graph import export_model, import_model
     from onnxcomp.io import infer_shapes, normalize
-    from tests.prune.graphs import zero_consumers
+    from tests.support.random_cnns import zero_consumers
 
     def export(graph):
         graph.cleanup(remove_unused_graph_inputs=False).toposort()

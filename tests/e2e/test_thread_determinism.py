@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from tests.util import MODELS_DIR
+from tests.support.run import MODELS_DIR
 
 # the README's Deep Compression command; its first lossy pass is prune-channels(ratio=0.3) with --calib, whose
 # bytes alone differed with the thread count

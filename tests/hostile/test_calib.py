@@ -10,8 +10,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from tests.hostile import models
-from tests.hostile.cli import assert_one_line_error, run, save
+from tests.support import models
+from tests.support.cli import assert_one_line_error, run, save
 
 
 @pytest.fixture

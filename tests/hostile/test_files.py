@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from onnxcomp import io
-from tests.hostile import models
-from tests.hostile.cli import assert_one_line_error, run, save, without_notes
+from tests.support import models
+from tests.support.cli import assert_one_line_error, run, save, without_notes
 
 
 @pytest.fixture

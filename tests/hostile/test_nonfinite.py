@@ -11,9 +11,9 @@ import pytest
 from onnxcomp.api import optimize
 from onnxcomp.errors import InputError
 from onnxcomp.verify import Tolerance, compare_arrays
-from tests.hostile import models
-from tests.hostile.cli import assert_one_line_error, run, save
-from tests.util import assert_same_outputs
+from tests.support import models
+from tests.support.cli import assert_one_line_error, run, save
+from tests.support.run import assert_same_outputs
 
 
 # ------------------------------------------------------------------------------ item 3: BN and weights

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hostile.cli import assert_one_line_error, run, save
-from tests.util import MODELS_DIR
+from tests.support.cli import assert_one_line_error, run, save
+from tests.support.run import MODELS_DIR
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 from onnxcomp import io, shapes
 from onnxcomp.api import optimize
 from onnxcomp.errors import InputError
-from tests.hostile import models
-from tests.hostile.cli import assert_one_line_error, run, save
+from tests.support import models
+from tests.support.cli import assert_one_line_error, run, save
 
 
 def test_image_defaults_are_224_and_announced():

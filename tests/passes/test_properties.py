@@ -8,8 +8,8 @@ from hypothesis import given
 
 from onnxcomp.passes_api import registry
 from onnxcomp.pipeline import DEFAULT_PIPELINE
-from tests.passes.graphgen import models
-from tests.util import assert_same_outputs, op_types, run_pipeline
+from tests.support.random_graphs import models
+from tests.support.run import assert_same_outputs, op_types, run_pipeline
 
 MINE = ("eliminate", "fuse-bn", "fuse-affine", "fuse-activation")
 SPECS = (*MINE, DEFAULT_PIPELINE, DEFAULT_PIPELINE + ",fuse-activation")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.passes.common import apply, ops, reasons
-from tests.passes.graphgen import Builder
+from tests.support.random_graphs import Builder
+from tests.support.run import apply, op_counts, reasons
 
 RTOL, ATOL = 1e-5, 1e-5
 
@@ -38,7 +38,7 @@ def test_fuse_bn_through_a_separate_conv_bias_add(bias_shape, conv_bias):
     b.node("Relu", [b.node("BatchNormalization", [a, *_bn_params(b, 6)])], outputs=["y"])
     b.output("y")
     out, res = apply(b.model(), "fuse-bn", _x((2, 3, 5, 7)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Conv": 1, "Relu": 1}
+    assert op_counts(out) == {"Conv": 1, "Relu": 1}
     assert res.counters["fused"] == 1
 
 
@@ -51,7 +51,7 @@ def test_fuse_bn_through_a_separate_conv_transpose_bias_add(group):
     b.node("BatchNormalization", [a, *_bn_params(b, 3 * group)], outputs=["y"])
     b.output("y")
     out, _ = apply(b.model(), "fuse-bn", _x((1, 4, 5, 7)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"ConvTranspose": 1}
+    assert op_counts(out) == {"ConvTranspose": 1}
 
 
 def test_fuse_bn_through_a_gemm_bias_sub():
@@ -62,7 +62,7 @@ def test_fuse_bn_through_a_gemm_bias_sub():
     b.node("BatchNormalization", [s, *_bn_params(b, 5)], outputs=["y"])
     b.output("y")
     out, _ = apply(b.model(), "fuse-bn", _x((3, 4)), rtol=RTOL, atol=ATOL)
-    assert ops(out) == {"Gemm": 1}
+    assert op_counts(out) == {"Gemm": 1}
 
 
 def test_bias_add_read_twice_or_varying_spatially_is_left_alone():
@@ -78,7 +78,7 @@ def test_bias_add_read_twice_or_varying_spatially_is_left_alone():
     for y in ("y1", "y2", "y3"):
         b.output(y)
     out, res = apply(b.model(), "fuse-bn", _x((1, 3, 5, 7)), rtol=RTOL, atol=ATOL)
-    assert ops(out)["BatchNormalization"] == 2 and ops(out)["Add"] == 2
+    assert op_counts(out)["BatchNormalization"] == 2 and op_counts(out)["Add"] == 2
     assert "no foldable op before it" in reasons(res)
 
 
@@ -121,7 +121,7 @@ def _if_model():
     "spec", ["kmeans(bits=4)", "ternary", "prune-weights", "lowrank(min_params=1,rank=1)", "prune-filters"]
 )
 def test_lossy_passes_report_layers_inside_subgraphs(spec):
-    from tests.util import run_pipeline
+    from tests.support.run import run_pipeline
 
     _, report = run_pipeline(_if_model(), spec)
     skips = {s.node: s.reason for s in report.passes[-1].skips}
@@ -132,7 +132,7 @@ def test_lossy_passes_report_layers_inside_subgraphs(spec):
 
 def test_weight_sharing_on_a_graph_with_an_if_exports():
     """onnx-graphsurgeon's toposort recursed forever on a graph with both functions and an If."""
-    from tests.util import assert_same_outputs, run_pipeline
+    from tests.support.run import assert_same_outputs, run_pipeline
 
     model = _if_model()
     out, report = run_pipeline(model, "kmeans(bits=8)")

@@ -15,7 +15,7 @@ from onnx import helper
 from onnxcomp import ops
 from onnxcomp.api import optimize
 from onnxcomp.verify import run_model
-from tests.share.share_helpers import custom_nodes, make_model, run
+from tests.support.compressed import custom_nodes, make_model, run
 
 pytestmark = pytest.mark.usefixtures("runtime_lib")
 

@@ -1,0 +1,127 @@
+"""kmeans' error-compensated mode and budget mode inside the pass: output error against plain k-means,
+the budget met within 1%, the report's byte figures equal to the bytes stored, sensitivity measured
+on the model output."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from onnxcomp.api import optimize
+from onnxcomp.errors import UsageError
+from tests.support.compressed import make_model, run
+
+
+def _mlp(seed: int = 0, dims=(24, 48, 40, 10), correlated: bool = True):
+    """x -> MatMul -> Relu -> ... ; inputs with strongly correlated features (low effective rank)."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, prev = [], {}, "x"
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        inits[f"w{i}"] = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
+        out = f"h{i}" if i < len(dims) - 2 else "y"
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}" if out != "y" else "y"], name=f"fc{i}"))
+        if out != "y":
+            nodes.append(helper.make_node("Relu", [f"m{i}"], [out], name=f"relu{i}"))
+        prev = out
+    model = make_model(nodes, inits, [("x", ["N", dims[0]])], [("y", ["N", dims[-1]])])
+    mix = (
+        rng.standard_normal((dims[0], dims[0])) * (rng.random(dims[0]) ** 3)[None, :] if correlated else np.eye(dims[0])
+    )
+    x = (rng.standard_normal((600, dims[0])) @ mix + 0.05 * rng.standard_normal((600, dims[0]))).astype(np.float32)
+    return model, x
+
+
+def _rel_err(model, out, x) -> float:
+    ref = run(model, {"x": x})[0].astype(np.float64)
+    got = run(out, {"x": x})[0].astype(np.float64)
+    return float(np.sum((got - ref) ** 2) / np.sum(ref**2))
+
+
+def test_compensated_beats_plain_kmeans_on_held_out_inputs():
+    model, x = _mlp(1)
+    calib, held = x[:400], x[400:]
+    common = "bits=3,group-size=1,sequential=false,refine=false"
+    plain, _ = optimize(model, f"kmeans({common},compensate=false)", calib={"x": calib})
+    comp, report = optimize(model, f"kmeans({common})", calib={"x": calib})
+    assert report.passes[0].counters.get("layers_compensated", 0) >= 2
+    assert _rel_err(model, comp, held) < 0.8 * _rel_err(model, plain, held)
+
+
+def test_too_few_calibration_rows_fall_back_to_plain():
+    model, x = _mlp(2)
+    _, report = optimize(model, "kmeans(bits=3,sequential=false)", calib={"x": x[:20]})  # 20 rows < 24..48 inputs
+    c = report.passes[0].counters
+    assert c["layers_plain_few_rows"] == 3 and "layers_compensated" not in c
+    assert all("fewer calibration positions" in r.decision for r in report.passes[0].layers)
+
+
+def test_compensate_needs_calibration_data():
+    model, _ = _mlp(3)
+    with pytest.raises(UsageError):
+        optimize(model, "kmeans(compensate=true)")
+
+
+def _stored_bits(out: onnx.ModelProto) -> tuple[float, int]:
+    """Bits per weight of the codebooks and packed codes as stored in the model (bias excluded)."""
+    inits = {i.name: numpy_helper.to_array(i) for i in out.graph.initializer}
+    nbytes = weights = 0
+    for n in out.graph.node:
+        if n.domain == "com.onnxcomp" and n.op_type == "CodebookMatMul":
+            table, codes = inits[n.input[1]], inits[n.input[2]]
+            nbytes += table.nbytes + codes.nbytes
+            weights += codes.shape[0] * next(a.i for a in n.attribute if a.name == "N")
+    return 8.0 * nbytes / weights, weights
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+@pytest.mark.parametrize("target", [3.0, 4.0, 5.5])
+def test_budget_is_met_within_one_percent_and_matches_the_bytes_stored(calibrated, target):
+    model, x = _mlp(4, dims=(64, 256, 192, 160, 128, 96, 80, 64, 48, 32))
+    spec = f"kmeans(target-bits={target},sequential=false,sparse=never)"
+    out, report = optimize(model, spec, calib={"x": x} if calibrated else None)
+    c = report.passes[0].counters
+    bits, weights = _stored_bits(out)
+    assert weights == sum(int(np.prod(i.dims)) for i in model.graph.initializer)
+    assert bits <= target and bits >= 0.99 * target
+    assert c["budget_bits"] == pytest.approx(bits, abs=1e-3)
+    # the report's per-layer bytes are the bytes of the layer's tensors in the written model
+    inits = {i.name: numpy_helper.to_array(i) for i in out.graph.initializer}
+    by_node = {n.name: n for n in out.graph.node}
+    for row in report.passes[0].layers:
+        node = by_node[row.extra["node"]]
+        assert row.extra["bytes_stored"] == sum(inits[i].nbytes for i in node.input[1:])
+
+
+def test_calibrated_budget_gives_the_amplified_layer_more_bits():
+    # two parallel layers summed, one scaled by 30 afterwards: only the model output shows which matters
+    rng = np.random.default_rng(5)
+    wa = (rng.standard_normal((32, 32)) / 6).astype(np.float32)
+    wb = (rng.standard_normal((32, 32)) / 6).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "wa"], ["a"], name="fa"),
+        helper.make_node("MatMul", ["x", "wb"], ["b"], name="fb"),
+        helper.make_node("Mul", ["b", "gain"], ["bg"], name="gain_mul"),
+        helper.make_node("Add", ["a", "bg"], ["y"], name="sum"),
+    ]
+    model = make_model(nodes, {"wa": wa, "wb": wb, "gain": np.float32(30.0)}, [("x", ["N", 32])], [("y", ["N", 32])])
+    x = rng.standard_normal((256, 32)).astype(np.float32)
+    # 32 x 32 weights: 2, 4, 6 bits store 2.06, 4.5, 8 bits per weight with the codebook; 5.1 affords 4 + 4 or 2 + 6
+    spec = "kmeans(target-bits=5.1,candidate-bits=2;4;6,sequential=false,compensate=false)"
+    _, free = optimize(model, spec)
+    _, cal = optimize(model, spec, calib={"x": x})
+    bits_free = {r.name: r.extra["bits"] for r in free.passes[0].layers}
+    bits_cal = {r.name: r.extra["bits"] for r in cal.passes[0].layers}
+    assert bits_free["fa"] == bits_free["fb"]  # the weight proxy cannot tell them apart
+    assert bits_cal["fb"] > bits_cal["fa"]
+
+
+def test_budget_options_are_checked():
+    model, _ = _mlp(6)
+    with pytest.raises(UsageError):
+        optimize(model, "kmeans(target-bits=4,target-ratio=8)")
+    with pytest.raises(UsageError):
+        optimize(model, "kmeans(target-bits=1.5,candidate-bits=2;4)")

@@ -1,0 +1,184 @@
+"""Small hand-built models (onnx.helper only): core tests, and the hostile and unusual models of the
+hostile-input suite (tests/hostile)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def conv_relu(
+    opset: int = 17, ir_version: int | None = None, dynamic: bool = True, inits_as_inputs: bool = False, seed: int = 0
+) -> onnx.ModelProto:
+    """x[N,3,H,W] -> Conv(4, 3x3, pad 1) -> Relu -> y; weights from a Constant node and a ConstantOfShape."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    dims = ["N", 3, "H", "W"] if dynamic else [1, 3, 7, 9]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [dims[0], 4, dims[2], dims[3]])
+    nodes = [
+        helper.make_node("Constant", [], ["b_shape"], value=numpy_helper.from_array(np.array([4], np.int64))),
+        helper.make_node(
+            "ConstantOfShape", ["b_shape"], ["b"], value=numpy_helper.from_array(np.array([0.25], np.float32))
+        )
+        if opset >= 9
+        else helper.make_node("Constant", [], ["b"], value=numpy_helper.from_array(np.full(4, 0.25, np.float32))),
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    inits = [numpy_helper.from_array(w, "w")]
+    inputs = [x]
+    if inits_as_inputs:
+        inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, list(w.shape)))
+    g = helper.make_graph(nodes, "conv_relu", inputs, [y], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = ir_version or {7: 3, 8: 3, 9: 4, 10: 5, 11: 6, 12: 7, 13: 7, 14: 7, 15: 8}.get(opset, 8)
+    return m
+
+
+def with_if_subgraph() -> onnx.ModelProto:
+    """y = If(cond, then: x * w_outer, else: x + w_outer) where w_outer comes from the outer scope."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    cond = helper.make_tensor_value_info("cond", TensorProto.BOOL, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    then_out = helper.make_tensor_value_info("t_out", TensorProto.FLOAT, [2, 3])
+    else_out = helper.make_tensor_value_info("e_out", TensorProto.FLOAT, [2, 3])
+    then_g = helper.make_graph([helper.make_node("Mul", ["xi", "w2"], ["t_out"])], "then", [], [then_out])
+    else_g = helper.make_graph([helper.make_node("Add", ["xi", "w2"], ["e_out"])], "else", [], [else_out])
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    nodes = [
+        helper.make_node("Identity", ["x"], ["xi"], name="id"),
+        helper.make_node("Add", ["w", "w"], ["w2"], name="fold_me"),
+        helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then_g, else_branch=else_g),
+    ]
+    g = helper.make_graph(nodes, "if_model", [x, cond], [y], [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def with_local_function() -> onnx.ModelProto:
+    """y = custom.Scale2(x) + 1 where Scale2 is a model-local function (x * 2)."""
+    two = helper.make_node("Constant", [], ["two"], value=numpy_helper.from_array(np.array(2.0, np.float32)))
+    mul = helper.make_node("Mul", ["X", "two"], ["Y"])
+    fn = helper.make_function("custom", "Scale2", ["X"], ["Y"], [two, mul], [helper.make_opsetid("", 17)])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])
+    nodes = [
+        helper.make_node("Scale2", ["x"], ["s"], name="scale", domain="custom"),
+        helper.make_node("Add", ["s", "one"], ["y"], name="add"),
+    ]
+    g = helper.make_graph(nodes, "fn_model", [x], [y], [numpy_helper.from_array(np.array(1.0, np.float32), "one")])
+    m = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom", 1)], functions=[fn]
+    )
+    m.ir_version = 8
+    return m
+
+
+# ------------------------------------------------------------------------------ hostile and unusual models
+
+
+def _model(nodes, inputs, outputs, inits, opset: int = 17, **meta: str) -> onnx.ModelProto:
+    g = helper.make_graph(nodes, "hostile", inputs, outputs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    for k, v in meta.items():
+        m.metadata_props.add(key=k, value=v)
+    return m
+
+
+def conv(
+    dims: Sequence[int | str] = ("N", 3, "H", "W"),
+    weight: np.ndarray | None = None,
+    channels: int = 4,
+    seed: int = 0,
+    **meta: str,
+) -> onnx.ModelProto:
+    """x -> Conv(3x3, pad 1) -> y with the given input dims (str: dim_param, -1/0: Paddle-style dynamic)."""
+    rng = np.random.default_rng(seed)
+    cin = dims[1] if isinstance(dims[1], int) and dims[1] > 0 else 3
+    w = rng.standard_normal((channels, cin, 3, 3)).astype(np.float32) if weight is None else weight
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [dims[0], channels, dims[2], dims[3]])
+    node = helper.make_node(
+        "Conv", ["x", "conv1.weight"], ["y"], name="/conv1/Conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3]
+    )
+    return _model([node], [x], [y], [numpy_helper.from_array(w, "conv1.weight")], **meta)
+
+
+def conv_bn(var: Sequence[float], eps: float = 1e-5, gamma: Sequence[float] | None = None) -> onnx.ModelProto:
+    """x[1,3,6,6] -> Conv(len(var) filters) -> BatchNormalization(var, eps) -> y."""
+    c = len(var)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((c, 3, 3, 3)).astype(np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 6, 6])
+    g = np.ones(c, np.float32) if gamma is None else np.asarray(gamma, np.float32)
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(g, "gamma"),
+        numpy_helper.from_array(np.full(c, 0.1, np.float32), "beta"),
+        numpy_helper.from_array(np.zeros(c, np.float32), "mean"),
+        numpy_helper.from_array(np.asarray(var, np.float32), "var"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["y"], name="bn", epsilon=eps),
+    ]
+    return _model(nodes, [x], [y], inits)
+
+
+def mlp(weight: np.ndarray, dims: Sequence[int | str] = ("N", 64)) -> onnx.ModelProto:
+    """x[N, K] -> MatMul(weight) -> Relu -> y."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [dims[0], weight.shape[1]])
+    nodes = [
+        helper.make_node("MatMul", ["x", "fc.weight"], ["h"], name="/fc/MatMul"),
+        helper.make_node("Relu", ["h"], ["y"], name="/relu/Relu"),
+    ]
+    return _model(nodes, [x], [y], [numpy_helper.from_array(weight, "fc.weight")])
+
+
+def text(seq: str = "sequence") -> onnx.ModelProto:
+    """input_ids[batch, seq] (int64) and attention_mask[batch, seq] -> Gather(embedding) * mask -> y."""
+    emb = np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", seq])
+    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", seq])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", seq, 8])
+    nodes = [
+        helper.make_node("Gather", ["emb", "input_ids"], ["e"], name="gather"),
+        helper.make_node("Cast", ["attention_mask"], ["m"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["m", "axes"], ["m3"], name="unsq"),
+        helper.make_node("Mul", ["e", "m3"], ["y"], name="mul"),
+    ]
+    inits = [numpy_helper.from_array(emb, "emb"), numpy_helper.from_array(np.array([2], np.int64), "axes")]
+    return _model(nodes, [ids, mask], [y], inits)
+
+
+def signal() -> onnx.ModelProto:
+    """x[N, L] float (an audio-like signal of unknown length): nothing says how long L should be."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "L"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "L"])
+    node = helper.make_node("Mul", ["x", "k"], ["y"], name="scale")
+    return _model([node], [x], [y], [numpy_helper.from_array(np.array(2.0, np.float32), "k")])
+
+
+def bad_group_conv() -> onnx.ModelProto:
+    """A Conv with group=3 on 4 input channels: invalid (C_in must be a multiple of group)."""
+    w = np.ones((3, 1, 1, 1), np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 5, 5])
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", group=3, kernel_shape=[1, 1])
+    return _model([node], [x], [y], [numpy_helper.from_array(w, "w")])
+
+
+def bad_reshape() -> onnx.ModelProto:
+    """x[1, 4] -> Reshape to [3]: valid to onnx.checker, fails inside onnxruntime."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])
+    node = helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape")
+    return _model([node], [x], [y], [numpy_helper.from_array(np.array([3], np.int64), "shape")])

@@ -23,6 +23,8 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
     import onnx
     from onnx import numpy_helper
 
+    from onnxcomp.io import tensor_values
+
     m = onnx.ModelProto()
     m.CopyFrom(model)
     inits = {t.name: t for t in m.graph.initializer}
@@ -34,7 +36,7 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
         if name not in values:
             if name not in inits:
                 raise ValueError(f"input {name!r} of a com.onnxcomp node is not an initializer")
-            values[name] = numpy_helper.to_array(inits[name])
+            values[name] = tensor_values(inits[name])
         return values[name]
 
     new_nodes: list[onnx.NodeProto] = []

@@ -9,7 +9,7 @@ import pytest
 
 from onnxcomp.api import optimize
 from onnxcomp.cli import main
-from tests.passes.graphgen import Builder
+from tests.support.random_graphs import Builder
 
 
 @pytest.fixture(scope="module")

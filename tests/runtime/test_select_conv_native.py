@@ -8,7 +8,7 @@ import pytest
 from onnxcomp.api import optimize
 from onnxcomp.verify import Tolerance, compare_arrays, run_model
 from tests.e2e.realmodels import FEEDS, MODELS
-from tests.passes.test_select_conv import mixed_model
+from tests.passes.lower.test_select_conv import mixed_model
 
 pytestmark = pytest.mark.usefixtures("runtime_lib")
 
@@ -29,7 +29,7 @@ def test_mixed_layers_native(tiles):
 
 
 def test_codebook_conv_winograd_native():
-    from tests.passes.graphgen import Builder
+    from tests.support.random_graphs import Builder
 
     b = Builder(17, seed=4)
     x = b.input("x", [3, 16, 21, 19])
@@ -60,7 +60,7 @@ def test_huffman_coded_codebook_conv_native():
     the filter the HuffmanDecode kernel produces once, and later runs reuse it."""
     import numpy as np
 
-    from tests.passes.graphgen import Builder
+    from tests.support.random_graphs import Builder
 
     b = Builder(17, seed=6)
     x = b.input("x", [2, 32, 23, 25])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import onnx
 import pytest
@@ -11,8 +13,11 @@ from onnxcomp.api import optimize
 from onnxcomp.cost import Hardware
 from onnxcomp.errors import UsageError
 from onnxcomp.verify import Tolerance, compare_arrays, run_model
-from tests.passes.common import ops
-from tests.passes.graphgen import Builder, models
+from tests.support.random_graphs import Builder, models
+
+
+def ops(model) -> Counter:
+    return Counter(n.op_type for n in model.graph.node)
 
 
 def _node_attrs(node: onnx.NodeProto) -> dict:

@@ -257,12 +257,12 @@ def _serialized(model: onnx.ModelProto) -> bytes | None:
 
 def _check_loads(model: onnx.ModelProto, data: bytes | None = None, path: Path | None = None) -> None:
     from onnxcomp.ops import uses_ops
-    from onnxcomp.ort import _runtime_available, session
+    from onnxcomp.ort import runtime_available, session
 
     custom = uses_ops(model)
     try:
         if path is not None:  # a model written with external data
-            session(path, optimize=False, runtime=custom and _runtime_available())
+            session(path, optimize=False, runtime=custom and runtime_available())
         else:
             # bytes skip a second serialization; a model with com.onnxcomp ops goes as a proto so that the
             # session registers the native runtime when it is available

@@ -431,7 +431,7 @@ def save_model(
         except TooLargeError:
             data = None
     if data is None or _has_external(model):
-        return _save_external(model, out)
+        return save_external(model, out)
     atomic_write(out, data)
     return len(data)
 
@@ -455,7 +455,7 @@ def _has_external(model: onnx.ModelProto) -> bool:
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
-def _save_external(model: onnx.ModelProto, out: Path) -> int:
+def save_external(model: onnx.ModelProto, out: Path) -> int:
     """Weights to ``<out>.data`` (written first, atomically), then the graph file."""
     try:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=".onnxcomp-") as tmp:

@@ -103,7 +103,7 @@ def resolve_runtime(model: onnx.ModelProto, runtime: bool | str | None) -> str:
     from onnxcomp.ops import uses_ops
 
     if runtime is None:
-        return "ops" if uses_ops(model) and _runtime_available() else "ort"
+        return "ops" if uses_ops(model) and runtime_available() else "ort"
     if runtime is True or runtime is False:
         return "ops" if runtime else "ort"
     if runtime not in ("ort", "ops", "ep"):
@@ -111,7 +111,8 @@ def resolve_runtime(model: onnx.ModelProto, runtime: bool | str | None) -> str:
     return runtime
 
 
-def _runtime_available() -> bool:
+def runtime_available() -> bool:
+    """Whether the native custom-op library (libonnxcomp_ops.so) can be loaded here."""
     try:
         from onnxcomp import runtime as rt
     except ImportError:

@@ -14,8 +14,9 @@ A pass is a class registered under a kebab-case name::
 
         def run(self, graph, ctx) -> PassResult: ...
 
-``run`` mutates the onnx-graphsurgeon graph in place and returns a :class:`PassResult`; the pipeline runs
-``cleanup().toposort()`` after it. Not applying is data (``result.skip(node, reason)``), not an exception.
+``run`` mutates the onnx-graphsurgeon graph in place and returns a :class:`PassResult`; calling the pass
+(``pass(graph, ctx)``, as the pipeline does) checks :meth:`Pass.requires` first and runs ``cleanup().toposort()``
+and :meth:`Pass.ensures` after it. Not applying is data (``result.skip(node, reason)``), not an exception.
 The pass library lives in the ``onnxcomp.passes`` package; the core imports it lazily through
 :func:`load_pass_library` and never imports a concrete pass itself.
 """
@@ -35,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args, get_origin
 
-from onnxcomp.errors import UsageError
+from onnxcomp.errors import PassError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -86,6 +87,15 @@ class PassResult:
     def skip(self, node: str, reason: str) -> None:
         logger.debug("%s: skip %s: %s", self.name, node, reason)
         self.skips.append(Skip(node, reason))
+
+    def merge_before(self, earlier: PassResult) -> None:
+        """Put the counters and skips of ``earlier`` (the preconditions' result) before this result's own."""
+        counters = dict(earlier.counters)
+        for k, v in self.counters.items():
+            counters[k] = counters.get(k, 0) + v
+        self.counters = counters
+        self.skips[:0] = earlier.skips
+        self.layers[:0] = earlier.layers
 
     def layer(self, name: str, **fields: Any) -> LayerRecord:
         rec = LayerRecord(name=name, **fields)
@@ -160,6 +170,14 @@ class PassContext:
 
 
 # --------------------------------------------------------------------------------------------- the pass
+GraphInterface = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def graph_interface(graph: gs.Graph) -> GraphInterface:
+    """The names of the graph's inputs and outputs, in order."""
+    return tuple(t.name for t in graph.inputs), tuple(t.name for t in graph.outputs)
+
+
 class Pass:
     """Base class of every pass. Subclasses set ``name``, ``lossless``, ``Options`` and ``run``."""
 
@@ -179,17 +197,50 @@ class Pass:
         self.options = options
 
     def __call__(self, graph: gs.Graph, ctx: PassContext | None = None) -> PassResult:
-        """Run the pass and its epilogue (cleanup + toposort), timing it."""
+        """Check the preconditions (:meth:`requires`), run the pass and its epilogue (cleanup + toposort),
+        check the postconditions (:meth:`ensures`), timing it all. A pipeline calls its passes this way, so a
+        pass called directly is held to the same contract."""
         from onnxcomp.graph import toposort
 
         ctx = ctx or PassContext()
         t0 = time.perf_counter()
-        result = self.run(graph, ctx)
+        before = graph_interface(graph)
+        pre = self.new_result()
+        reason = self.requires(graph, ctx, pre)
+        if reason is not None:
+            pre.skip("model", reason)
+            result = pre
+        else:
+            result = self.run(graph, ctx)
+            result.merge_before(pre)
         toposort(graph.cleanup(remove_unused_graph_inputs=False))
+        self.ensures(graph, ctx, result, before)
         result.seconds = time.perf_counter() - t0
         result.lossless = self.lossless
         result.options = dataclasses.asdict(self.options)
         return result
+
+    def requires(self, graph: gs.Graph, ctx: PassContext, result: PassResult) -> str | None:
+        """Preconditions, checked before :meth:`run` (as onnx_ir passes have them).
+
+        Raises :class:`UsageError` when the pass cannot run as asked (``needs_calib`` without calibration data);
+        returns a reason when it does not apply to this graph (``run`` is skipped, the reason recorded); may
+        establish a precondition (the share passes upgrade an old opset), counting it in ``result``, whose
+        counters and skips come before those of ``run``. Subclasses extend it (call ``super()``).
+        """
+        if self.needs_calib and ctx.calib is None:
+            raise UsageError(f"pass {self.name!r} needs calibration data: pass --calib FILE.npz")
+        return None
+
+    def ensures(self, graph: gs.Graph, ctx: PassContext, result: PassResult, before: GraphInterface) -> None:
+        """Postconditions, checked after :meth:`run` and the cleanup; raises :class:`PassError` when one is broken.
+
+        Every pass keeps the graph's interface: the same input and output names, in order (``before``: the
+        interface when the pass started). Subclasses extend it (call ``super()``).
+        """
+        after = graph_interface(graph)
+        if after != before:
+            raise PassError(f"pass {self.name!r} changed the graph's inputs or outputs: {before} -> {after}")
 
     def new_result(self) -> PassResult:
         return PassResult(name=self.name, lossless=self.lossless)

@@ -185,8 +185,6 @@ def run_passes(graph: gs.Graph, passes: list[Pass], ctx: PassContext) -> list[Pa
 def _run_passes(graph: gs.Graph, passes: list[Pass], ctx: PassContext) -> list[PassResult]:
     results = []
     for p in passes:
-        if p.needs_calib and ctx.calib is None:
-            raise UsageError(f"pass {p.name!r} needs calibration data: pass --calib FILE.npz")
         logger.info("running %s", p.name)
         check_patterns(graph, p.options, p.name)  # protect=/layers= patterns that match nothing are typos
         try:

@@ -8,8 +8,8 @@ One module per op in :mod:`.defs` (as runtime/src has one .cc per op), each regi
 - :mod:`.body`: :class:`~.body.FunctionBody`, the builder of the model-local function bodies;
 - :func:`decode_model`: a compressed model with every op decoded into standard ops (the numpy reference);
 - :func:`validate_model`: the native runtime's checks of every op node, run when a model is loaded;
-- :func:`emit`, :func:`ensure_function`, :func:`ensure_opset`, :func:`inline_functions`: writing the ops into an
-  onnx-graphsurgeon graph.
+- :func:`emit`, :func:`ensure_function`, :func:`inline_functions`: writing the ops into an onnx-graphsurgeon graph;
+  :func:`raise_opset`: the ai.onnx opset the function bodies need (the share passes' precondition).
 
 Adding an op: a module here with its ``SPEC = register_op(OpSpec(...))``, listed in ``_OP_MODULES`` below, and
 its section in runtime/OPS.md. Heavy libraries (numpy, onnx) are imported inside the functions.
@@ -21,7 +21,15 @@ import importlib
 from typing import TYPE_CHECKING
 
 from .decode import decode_model
-from .emit import MIN_OPSET, UPGRADE_OPSET, emit, ensure_domain, ensure_function, ensure_opset, inline_functions
+from .emit import (
+    MIN_OPSET,
+    UPGRADE_OPSET,
+    emit,
+    ensure_domain,
+    ensure_function,
+    inline_functions,
+    raise_opset,
+)
 from .packing import (
     SparseRows,
     best_sparse,
@@ -73,7 +81,6 @@ __all__ = [
     "emit",
     "ensure_domain",
     "ensure_function",
-    "ensure_opset",
     "function_proto",
     "function_protos",
     "get_op",
@@ -83,6 +90,7 @@ __all__ = [
     "node_attributes",
     "pack_codes",
     "packed_row_bytes",
+    "raise_opset",
     "register_op",
     "run_length_decode",
     "run_length_encode",

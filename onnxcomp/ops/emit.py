@@ -68,24 +68,23 @@ def emit(graph: gs.Graph, old: gs.Node, op_type: str, inputs: list[Any], attrs: 
     return node
 
 
-def ensure_opset(graph: gs.Graph, ctx: PassContext, result: PassResult) -> bool:
-    """Function bodies need ai.onnx >= MIN_OPSET: upgrade the graph (verified) or skip with a reason."""
+def raise_opset(graph: gs.Graph, ctx: PassContext, result: PassResult) -> str | None:
+    """Upgrade a graph below MIN_OPSET to UPGRADE_OPSET (outputs checked equal; counted in ``result``); returns
+    why it cannot be upgraded, else None."""
     from onnxcomp.graph import opset_version
 
     have = opset_version(graph)
     if have >= MIN_OPSET:
-        return True
+        return None
     try:
         upgrade_opset(graph, ctx, UPGRADE_OPSET)
     except (ValueError, RuntimeError) as err:
-        result.skip(
-            "model",
+        return (
             f"the com.onnxcomp function bodies need ai.onnx opset >= {MIN_OPSET}; the model "
-            f"has {have} and onnx.version_converter could not upgrade it losslessly ({err})",
+            f"has {have} and onnx.version_converter could not upgrade it losslessly ({err})"
         )
-        return False
     result.count("opset_upgraded_to", UPGRADE_OPSET)
-    return True
+    return None
 
 
 def upgrade_opset(graph: gs.Graph, ctx: PassContext, target: int) -> None:

@@ -145,7 +145,7 @@ class Match:
 
 
 @dataclasses.dataclass
-class Target:
+class FoldRule:
     """How to fold a per-channel affine map into one op type."""
 
     check: Callable[[gs.Graph, gs.Node], str | None]  # reason it cannot be rewritten, or None
@@ -361,12 +361,12 @@ def _bn_apply(rw: Rewriter, m: Match, s: np.ndarray, t: np.ndarray, gemm: bool) 
     return node
 
 
-TARGETS: dict[str, Target] = {
-    "Conv": Target(_conv_check, _conv_channels, _conv_rank, 1, _conv_apply),
-    "ConvTranspose": Target(_conv_check, _convt_channels, _conv_rank, 1, _convt_apply),
-    "Gemm": Target(_gemm_check, _gemm_channels, lambda n: 2, -1, _gemm_apply),
-    "MatMul": Target(_matmul_check, _matmul_channels, _matmul_rank, -1, _matmul_apply),
-    "BatchNormalization": Target(_bn_check, _bn_channels, _bn_rank, 1, _bn_apply),
+TARGETS: dict[str, FoldRule] = {
+    "Conv": FoldRule(_conv_check, _conv_channels, _conv_rank, 1, _conv_apply),
+    "ConvTranspose": FoldRule(_conv_check, _convt_channels, _conv_rank, 1, _convt_apply),
+    "Gemm": FoldRule(_gemm_check, _gemm_channels, lambda n: 2, -1, _gemm_apply),
+    "MatMul": FoldRule(_matmul_check, _matmul_channels, _matmul_rank, -1, _matmul_apply),
+    "BatchNormalization": FoldRule(_bn_check, _bn_channels, _bn_rank, 1, _bn_apply),
 }
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
 
     from onnxcomp.analysis.channels import ChannelGroup, ChannelPlan
-    from onnxcomp.passes_api import PassResult
+    from onnxcomp.passes_api import PassContext, PassResult
 
     from ._cost import CostModel, NodeCost
     from ._select import Schedule
@@ -109,6 +109,53 @@ def decide(
             "(blocked groups, min-channels or round-to limit it)",
         )
     return removed
+
+
+def decide_by_sensitivity(
+    graph: gs.Graph,
+    ctx: PassContext,
+    prep: Prepared,
+    schedule: Schedule,
+    scores: dict[int, np.ndarray],
+    target_flops: float,
+    result: PassResult,
+    ratios: list[float],
+    samples: int,
+) -> tuple[np.ndarray, dict[str, str]]:
+    """The removal mask for ``target_flops`` with per-group counts from measured sensitivity (passes/prune/
+    _budget.py), and a report note per producer (the group's removal and predicted error)."""
+    from ._budget import allocate_flops, measure
+
+    if prep.base_flops <= 0:
+        raise UsageError(
+            "target-flops needs the model's FLOPs, which need static shapes: pass --input-shape NAME:1x3x224x224"
+        )
+    if not ratios or not all(0.0 < r < 1.0 for r in ratios):
+        raise UsageError(f"candidate-ratios must be in (0, 1), got {ratios}")
+    fixed = {}
+    for g in prep.groups:
+        r = schedule.group_ratio(g, -1.0)
+        if r >= 0:
+            fixed[g.id] = int(schedule.mask(prep.plan, [g], scores, {g.id: round(r * g.size)}).sum())
+    curves, how = measure(graph, ctx, prep, schedule, scores, ratios, samples, fixed)
+    removed, achieved, counts = allocate_flops(prep, schedule, scores, curves, target_flops)
+    result.counters["sensitivity_trials"] = sum(1 for c in curves.values() for n in c.counts if n > 0)
+    predicted = sum(curves[gid].error_at(n) for gid, n in counts.items())
+    result.counters["predicted_error"] = float(f"{predicted:.6g}")
+    if abs(achieved - target_flops) > 0.02:
+        result.skip(
+            "target-flops",
+            f"asked to remove {target_flops:.1%} of FLOPs, reached {achieved:.1%} "
+            "(blocked groups, min-channels, round-to or the candidate ratios limit it)",
+        )
+    notes = {}
+    for g in prep.groups:
+        n = counts.get(g.id, 0)
+        for p in g.producers:
+            notes[label(p.node)] = (
+                f"budget by {how}: {n}/{g.size} channels removed, predicted error {curves[g.id].error_at(n):.3g}"
+            )
+    return removed, notes
 
 
 def report(

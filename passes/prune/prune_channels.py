@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from onnxcomp.passes_api import Pass, PassResult, opt, register_pass
 
@@ -29,7 +29,9 @@ class PruneChannels(Pass):
     are removed everywhere the group reaches (filters, BatchNormalization, Concat/Split/Reshape, consumers),
     then every consumer is refitted by ridge-regularized least squares so that its outputs match the
     original network's. How many channels each group loses: ``ratio`` / ``ratios``, or ``target_flops``
-    (a fraction of the model's FLOPs, found by bisection).
+    (a fraction of the model's FLOPs): by default split over the groups by measured sensitivity (the model-output
+    error when only that group loses channels, at each candidate ratio; a knapsack picks the counts with the
+    least summed error, passes/prune/_budget.py), with ``allocation=uniform`` one ratio found by bisection.
     """
 
     name = "prune-channels"
@@ -49,6 +51,16 @@ class PruneChannels(Pass):
         max_calib: int = opt(256, "calibration samples used")
         max_outputs: int = opt(128, "LASSO: output channels sampled per consumer layer")
         ridge: float = opt(1e-3, "refit: ridge towards the current weights, relative to the data's scale")
+        allocation: Literal["sensitivity", "uniform"] = opt(
+            "sensitivity",
+            "target-flops: channels removed per group from measured sensitivity (with --calib: the model-output "
+            "error when only that group is pruned, at each candidate ratio; without: the consumers' weight "
+            "energy removed), or one uniform ratio (bisection)",
+        )
+        candidate_ratios: list[float] = opt(
+            [0.125, 0.25, 0.375, 0.5, 0.625, 0.75], "target-flops, allocation=sensitivity: per-group ratios measured"
+        )
+        sensitivity_samples: int = opt(4, "target-flops with --calib: calibration samples per sensitivity trial")
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         import numpy as np
@@ -56,7 +68,7 @@ class PruneChannels(Pass):
         from onnxcomp.graph import label
 
         from ._apply import apply_removal
-        from ._common import check_options, decide, prepare, record_error, report
+        from ._common import check_options, decide, decide_by_sensitivity, prepare, record_error, report
         from ._recon import Refitter
         from ._select import Schedule, choose, scores_for
 
@@ -68,7 +80,12 @@ class PruneChannels(Pass):
             o.target_flops,
             ratios=dict(o.ratios),
             ridge=o.ridge,
-            counts={"samples": o.samples, "max_calib": o.max_calib, "max_outputs": o.max_outputs},
+            counts={
+                "sensitivity_samples": o.sensitivity_samples,
+                "samples": o.samples,
+                "max_calib": o.max_calib,
+                "max_outputs": o.max_outputs,
+            },
         )
         result = self.new_result()
         prep = prepare(graph, result, list(o.protect))
@@ -80,7 +97,13 @@ class PruneChannels(Pass):
         schedule = Schedule(
             scope="layer", ratio=o.ratio, ratios=dict(o.ratios), round_to=o.round_to, min_channels=o.min_channels
         )
-        planned = decide(prep, schedule, l1, o.target_flops, result)
+        notes = {}
+        if o.target_flops is not None and o.allocation == "sensitivity":
+            planned, notes = decide_by_sensitivity(
+                graph, ctx, prep, schedule, l1, o.target_flops, result, list(o.candidate_ratios), o.sensitivity_samples
+            )
+        else:
+            planned = decide(prep, schedule, l1, o.target_flops, result)
         counts = {g.id: int(planned[g.offset : g.offset + g.size].sum()) for g in prep.groups}
         refitter = Refitter(graph, plan, ctx, samples=o.samples, max_calib=o.max_calib, ridge=o.ridge, seed_salt=42)
         order = {id(n): i for i, n in enumerate(graph.nodes)}
@@ -90,7 +113,7 @@ class PruneChannels(Pass):
             return min(order.get(id(n), 0) for n in nodes)
 
         removed = np.zeros(plan.n_channels, dtype=bool)
-        used, notes, errors = {}, {}, {}
+        used, errors = {}, {}
         todo = sorted((g for g in prep.groups if counts[g.id]), key=position)
         for g in ctx.track(todo, "pruning channels", len(todo)):
             n_remove = counts[g.id]
@@ -99,7 +122,9 @@ class PruneChannels(Pass):
             if scores is None:
                 scores = l1[g.id]
                 for p in g.producers:
-                    notes[label(p.node)] = "no refittable consumer: channels chosen by L1"
+                    notes[label(p.node)] = "; ".join(
+                        filter(None, [notes.get(label(p.node)), "no refittable consumer: channels chosen by L1"])
+                    )
             used[g.id] = scores
             local = choose(g, scores, n_remove, 1, o.min_channels)
             step = np.zeros(plan.n_channels, dtype=bool)

@@ -28,7 +28,10 @@ class PruneFilters(Pass):
     Slimming; groups without one fall back to L1), ``random`` (a baseline). ``scope=layer`` removes
     ``ratio`` of every group (``ratios`` overrides per layer name or pattern); ``scope=global`` ranks all
     channels by scores normalized by their group's mean and removes ``ratio`` of them, or those below
-    ``threshold``. ``target_flops`` searches the ratio that removes that fraction of the model's FLOPs.
+    ``threshold``. ``target_flops`` removes that fraction of the model's FLOPs: with ``scope=layer`` split over
+    the groups by measured sensitivity (with calibration data the model-output error when only that group loses
+    channels, without it the consumers' weight energy removed; a knapsack picks the counts with the least summed
+    error, passes/prune/_budget.py), with ``allocation=uniform`` or ``scope=global`` by bisection on the ratio.
     With calibration data and ``reconstruct=true`` every consumer is refitted afterwards so that its
     outputs match the original's: least squares (``correction=lstsq``), a bias shift (``bias``: b' = b +
     mean(Y - Y')), or BatchNormalization statistics re-estimated on the pruned activations (``bn``; a bias
@@ -58,6 +61,16 @@ class PruneFilters(Pass):
         samples: int = opt(4096, "refit: sampled positions (patches) per layer")
         max_calib: int = opt(256, "refit: calibration samples used")
         ridge: float = opt(1e-3, "refit: ridge towards the current weights, relative to the data's scale")
+        allocation: Literal["sensitivity", "uniform"] = opt(
+            "sensitivity",
+            "target-flops: channels removed per group from measured sensitivity (with --calib: the model-output "
+            "error when only that group is pruned, at each candidate ratio; without: the consumers' weight "
+            "energy removed), or one uniform ratio (bisection)",
+        )
+        candidate_ratios: list[float] = opt(
+            [0.125, 0.25, 0.375, 0.5, 0.625, 0.75], "target-flops, allocation=sensitivity: per-group ratios measured"
+        )
+        sensitivity_samples: int = opt(4, "target-flops with --calib: calibration samples per sensitivity trial")
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         import numpy as np
@@ -65,7 +78,7 @@ class PruneFilters(Pass):
         from onnxcomp.graph import label
 
         from ._apply import apply_removal
-        from ._common import check_options, decide, prepare, record_error, report
+        from ._common import check_options, decide, decide_by_sensitivity, prepare, record_error, report
         from ._recon import Refitter
         from ._select import Schedule, scores_for
 
@@ -77,7 +90,7 @@ class PruneFilters(Pass):
             o.target_flops,
             ratios=dict(o.ratios),
             ridge=o.ridge,
-            counts={"samples": o.samples, "max_calib": o.max_calib},
+            counts={"sensitivity_samples": o.sensitivity_samples, "samples": o.samples, "max_calib": o.max_calib},
         )
         result = self.new_result()
         prep = prepare(graph, result, list(o.protect))
@@ -93,7 +106,21 @@ class PruneFilters(Pass):
             round_to=o.round_to,
             min_channels=o.min_channels,
         )
-        removed = decide(prep, schedule, scores, o.target_flops, result)
+        budget_notes = {}
+        if o.target_flops is not None and o.allocation == "sensitivity" and o.scope == "layer" and o.threshold is None:
+            removed, budget_notes = decide_by_sensitivity(
+                graph,
+                ctx,
+                prep,
+                schedule,
+                scores,
+                o.target_flops,
+                result,
+                list(o.candidate_ratios),
+                o.sensitivity_samples,
+            )
+        else:
+            removed = decide(prep, schedule, scores, o.target_flops, result)
         refitter = None
         if o.reconstruct:
             if ctx.calib is None:
@@ -111,6 +138,8 @@ class PruneFilters(Pass):
             if g.name in fallback
             for name in [label(p.node) for p in g.producers]
         }
+        for name, note in budget_notes.items():
+            notes[name] = f"{note}; {notes[name]}" if name in notes else note
         report(result, graph, prep, removed, scores, notes)
         if refitter is not None:
             nodes = refitter.consumers(members)

@@ -40,23 +40,25 @@ class ShareOptions(SelectOptions):
     calib_samples: int = opt(256, "calibration samples used for activation statistics")
 
 
-def prepare(
-    graph: gs.Graph,
-    ctx: PassContext,
-    o: SelectOptions,
-    result: PassResult,
-    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv"),
-) -> list[Target]:
-    """Targets after making sure the model's opset can hold the function bodies (upgrading it if needed)."""
-    from onnxcomp.graph import opset_version
+class EmitsOps:
+    """Mixin of the passes that write com.onnxcomp ops (``class KMeans(EmitsOps, Pass)``): the ops' function
+    bodies need ai.onnx >= ops.MIN_OPSET. The precondition: when the pass has something to write
+    (:meth:`emits`), an older graph is upgraded (onnx.version_converter, outputs checked equal), or the pass is
+    skipped with the reason it cannot be."""
 
-    probe = type(result)(name=result.name)
-    if not collect_targets(graph, o, probe, op_types):
-        result.skips.extend(probe.skips)
-        return []
-    if opset_version(graph) < ops.MIN_OPSET and not ops.ensure_opset(graph, ctx, result):
-        return []
-    return collect_targets(graph, o, result, op_types)
+    def emits(self, graph: gs.Graph, ctx: PassContext) -> bool:
+        """Whether the pass has layers to write: weight targets under its selection options."""
+        from onnxcomp.passes_api import PassResult
+
+        return bool(collect_targets(graph, self.options, PassResult(name="probe")))  # type: ignore[attr-defined]
+
+    def requires(self, graph: gs.Graph, ctx: PassContext, result: PassResult) -> str | None:
+        from onnxcomp.graph import opset_version
+
+        reason = super().requires(graph, ctx, result)  # type: ignore[misc]
+        if reason is not None or opset_version(graph) >= ops.MIN_OPSET or not self.emits(graph, ctx):
+            return reason
+        return ops.raise_opset(graph, ctx, result)
 
 
 def saves_bytes(t: Target, e: Encoded) -> bool:

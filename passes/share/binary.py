@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from onnxcomp.analysis.weights import collect_targets
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 from ._calibration import input_energy
-from ._emit import Encoded, ShareOptions, emit_encoded, prepare, saves_bytes
+from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes
 from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 
 @register_pass
-class Binary(Pass):
+class Binary(EmitsOps, Pass):
     """MatMul / Gemm / Conv  =>  CodebookMatMul / CodebookConv with 1-bit weights {-a, +a} (lossy).
 
     W ~ a * sign(W) with a = mean |w| per output channel (or per layer), the least-squares scale for the
@@ -37,7 +38,7 @@ class Binary(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         o = self.options
         result = self.new_result()
-        targets = prepare(graph, ctx, o, result)
+        targets = collect_targets(graph, o, result)
         energy = input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
         for t in ctx.track(targets, "binary", total=len(targets)):
             e = binary_encode(t.w2, t.out_axis, o.per_channel, energy.get(id(t)))

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
-from onnxcomp.analysis.weights import Target, bits_for, inputs_per_output, per_layer_value_of
+from onnxcomp.analysis.weights import Target, bits_for, collect_targets, inputs_per_output, per_layer_value_of
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
@@ -23,7 +23,7 @@ from ._calibration import (
     sequential_waves,
     support_refit,
 )
-from ._emit import Encoded, ShareOptions, emit_encoded, prepare, saves_bytes
+from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes
 from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 @register_pass
-class KMeans(Pass):
+class KMeans(EmitsOps, Pass):
     """MatMul / Gemm / Conv  =>  CodebookMatMul / SparseCodebookMatMul / CodebookConv: k-means (lossy).
 
     Every weight becomes a ``bits``-bit index into a codebook of 2**bits floats (one per layer, or one per
@@ -136,7 +136,7 @@ class KMeans(Pass):
             raise UsageError("kmeans: give one of target_bits > 0 or target_ratio > 0")
         if not o.candidate_bits or any(not 1 <= int(b) <= 8 for b in o.candidate_bits):
             raise UsageError(f"kmeans: candidate_bits must be in 1..8, got {o.candidate_bits}")
-        targets = prepare(graph, ctx, o, result)
+        targets = collect_targets(graph, o, result)
         tables = self._tables(graph, ctx, result) if o.embeddings else []
         if not targets and not tables:
             return finish(graph, ctx, result, o)
@@ -184,14 +184,15 @@ class KMeans(Pass):
         return finish(graph, ctx, result, o)
 
     def _tables(self, graph: gs.Graph, ctx: PassContext, result: PassResult) -> list[_gather.TableTarget]:
-        """The embedding tables to encode (the opset raised for the function bodies if needed)."""
-        from onnxcomp import ops
-        from onnxcomp.graph import opset_version
+        """The embedding tables to encode."""
+        return _gather.table_targets(graph, self.options, result)
 
-        tables = _gather.table_targets(graph, self.options, result)
-        if tables and opset_version(graph) < ops.MIN_OPSET and not ops.ensure_opset(graph, ctx, result):
-            return []
-        return tables
+    def emits(self, graph: gs.Graph, ctx: PassContext) -> bool:
+        """Weight targets, or (``embeddings``) embedding tables to write (the opset precondition, EmitsOps)."""
+        probe = PassResult(name="probe")
+        return super().emits(graph, ctx) or bool(
+            self.options.embeddings and _gather.table_targets(graph, self.options, probe)
+        )
 
     def _encode_table(self, graph: gs.Graph, ctx: PassContext, t: _gather.TableTarget, result: PassResult) -> None:
         o = self.options

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Literal
 
-from onnxcomp.analysis.weights import bits_for
+from onnxcomp.analysis.weights import bits_for, collect_targets
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 from ._calibration import input_energy
-from ._emit import Encoded, ShareOptions, emit_encoded, prepare, saves_bytes
+from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes
 from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 @register_pass
-class Pow2(Pass):
+class Pow2(EmitsOps, Pass):
     """MatMul / Gemm / Conv  =>  CodebookMatMul / CodebookConv with weights in {0, +-s * 2**k} (lossy).
 
     Each weight becomes the nearest value of {0} U {+-s * 2**k : k_min <= k <= k_max}: multiplies turn into
@@ -51,7 +51,7 @@ class Pow2(Pass):
             if not 2 <= int(b) <= 8:
                 raise UsageError(f"pow2: bits must be 2..8, got {b}")
         result = self.new_result()
-        targets = prepare(graph, ctx, o, result)
+        targets = collect_targets(graph, o, result)
         energy = input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
         for t in ctx.track(targets, "pow2", total=len(targets)):
             bits = bits_for(t, o.bits, o.bits_per_layer)

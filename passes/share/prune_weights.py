@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import TYPE_CHECKING, Literal
 
 from onnxcomp.analysis.weights import SelectOptions, Target, collect_targets, per_layer_value
@@ -25,6 +26,8 @@ from ._report import rel_error
 if TYPE_CHECKING:
     import numpy as np
     import onnx_graphsurgeon as gs
+
+logger = logging.getLogger(__name__)
 
 
 @register_pass
@@ -51,6 +54,11 @@ class PruneWeights(Pass):
     are large), or with fewer than 2 sampled input positions per kept weight of an output, is fitted one-shot
     (on its original input; counter ``layers_one_shot``): chasing the earlier layers' error with so few
     positions fits the calibration samples, not the model.
+    ``target_sparsity`` replaces the one ratio by per-layer ratios from measured sensitivity (the AMC / HAWQ
+    idea): every layer's error is measured at the candidate ratios, with calibration data as the model-output
+    error when only that layer is pruned, without as the weights' relative error; a multiple-choice knapsack
+    then zeroes exactly ``target_sparsity`` of the weights with the least predicted error. The report lists
+    each layer's sparsity and predicted error.
     Without update=lsq the layers keep their original weights and the original-input Wanda mask is kept
     (a mask chosen on the current inputs alone measured worse: digits CNN, 80% global, 88.4% -> 52.0%).
     """
@@ -62,6 +70,21 @@ class PruneWeights(Pass):
     class Options(SelectOptions):
         ratio: float = opt(0.5, "fraction of weights set to zero, 0..1")
         ratio_per_layer: dict[str, float] = opt({}, "ratio for layers matching a name pattern (scope layer/output)")
+        target_sparsity: float | None = opt(
+            None,
+            "fraction of all selected weights set to zero, split over the layers by measured sensitivity "
+            "(replaces ratio; layers in ratio-per-layer keep theirs)",
+        )
+        allocation: Literal["sensitivity", "uniform"] = opt(
+            "sensitivity",
+            "target-sparsity: per-layer ratios with the least predicted error (with --calib: the model-output "
+            "error when only that layer is pruned, at each candidate ratio; without: the weights' relative "
+            "error), or one uniform ratio",
+        )
+        candidate_ratios: list[float] = opt(
+            [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95], "target-sparsity: per-layer ratios measured"
+        )
+        sensitivity_samples: int = opt(8, "target-sparsity with --calib: calibration samples per sensitivity trial")
         criterion: Literal["auto", "magnitude", "wanda"] = opt(
             "auto", "score: |w|, or Wanda's |w| * ||x|| (auto: wanda when calibration data is given)"
         )
@@ -90,9 +113,18 @@ class PruneWeights(Pass):
 
         o = self.options
         result = self.new_result()
-        for r in [o.ratio, *o.ratio_per_layer.values()]:
+        for r in [o.ratio, *o.ratio_per_layer.values(), *o.candidate_ratios]:
             if not 0.0 <= float(r) < 1.0:
                 raise UsageError(f"prune-weights: ratio must be in [0, 1), got {r}")
+        if o.target_sparsity is not None:
+            if not 0.0 <= o.target_sparsity < 1.0:
+                raise UsageError(f"prune-weights: target-sparsity must be in [0, 1), got {o.target_sparsity}")
+            if o.scope == "global":
+                raise UsageError(
+                    "prune-weights: target-sparsity allocates per-layer ratios; with scope=global use ratio"
+                )
+            if o.sensitivity_samples < 1:
+                raise UsageError("prune-weights: sensitivity-samples must be at least 1")
         criterion = o.criterion
         if criterion == "auto":
             criterion = "wanda" if ctx.calib is not None else "magnitude"
@@ -112,6 +144,11 @@ class PruneWeights(Pass):
         acts = layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
         energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if criterion == "wanda" else {}
         scores = {id(t): score(t.w2, energy.get(id(t))) for t in targets}
+        self._ratios: dict[int, float] = {}
+        self._predicted: dict[int, float] = {}
+        self._how = ""
+        if o.target_sparsity is not None:
+            self._ratios = self._allocate(graph, ctx, targets, scores, result)
         drops: dict[int, int] = {}  # weights each layer loses
         if o.scope == "global":
             masks = _exact_global(scores, round(o.ratio * sum(s.size for s in scores.values())))
@@ -119,7 +156,7 @@ class PruneWeights(Pass):
         else:
             masks = {}
             for t in targets:
-                ratio = _ratio_for(t, o)
+                ratio = self._ratio_for(t)
                 masks[id(t)] = keep_mask(scores[id(t)], ratio, t.out_axis if o.scope == "output" else None)
         waves = sequential_waves(targets) if sequential else [[t] for t in targets]
         rng = ctx.rng(7)
@@ -155,12 +192,97 @@ class PruneWeights(Pass):
                         keep = keep_count(s_cur, drops[id(t)])
                     else:
                         axis = t.out_axis if o.scope == "output" else None
-                        keep = keep_mask(s_cur, _ratio_for(t, o), axis)
+                        keep = keep_mask(s_cur, self._ratio_for(t), axis)
                 changed |= self._prune(t, keep, criterion, x, x_orig, grams, rng, result, ctx)
         total = sum(t.params for t in targets)
         zeros = sum(int(t.params - np.count_nonzero(t.weight.values)) for t in targets)
         result.counters["sparsity"] = round(zeros / max(1, total), 4)
         return result
+
+    def _ratio_for(self, t: Target) -> float:
+        if id(t) in self._ratios:
+            return self._ratios[id(t)]
+        return float(per_layer_value(t, self.options.ratio, self.options.ratio_per_layer))
+
+    def _allocate(
+        self,
+        graph: gs.Graph,
+        ctx: PassContext,
+        targets: list[Target],
+        scores: dict[int, np.ndarray],
+        result: PassResult,
+    ) -> dict[int, float]:
+        """Per-layer ratios (by id) zeroing ``target_sparsity`` of all weights with the least predicted error.
+
+        Every layer's error curve is measured at the candidate ratios with its own mask (the same scores
+        the pass prunes by): with calibration data the model-output error when only that layer is pruned,
+        sum ||y - y_ref||^2 / sum ||y_ref||^2 (onnxcomp.analysis.sensitivity), else ||W - W'||^2 / ||W||^2.
+        The multiple-choice knapsack (onnxcomp.analysis.budget) splits the zeros; ``allocation=uniform``
+        gives every layer the same ratio instead (the baseline).
+        """
+        import numpy as np
+
+        from onnxcomp.analysis.budget import BudgetError, allocate_counts
+        from onnxcomp.analysis.sensitivity import OutputErrors, weight_proxy
+
+        o = self.options
+        assert o.target_sparsity is not None
+        total = sum(t.params for t in targets)
+        target = round(o.target_sparsity * total)
+        fixed = {id(t): float(per_layer_value(t, -1.0, o.ratio_per_layer)) for t in targets}
+        axis_of = {id(t): (t.out_axis if o.scope == "output" else None) for t in targets}
+        if o.allocation == "uniform":
+            free = [t for t in targets if fixed[id(t)] < 0]
+            left = target - sum(round(fixed[id(t)] * t.params) for t in targets if fixed[id(t)] >= 0)
+            r = left / max(1, sum(t.params for t in free))
+            if not 0.0 <= r < 1.0:
+                raise UsageError(f"prune-weights: target-sparsity {o.target_sparsity} is out of reach")
+            result.counters["target_sparsity"] = o.target_sparsity
+            return {id(t): r for t in free}
+        cands = sorted({0.0, *(float(c) for c in o.candidate_ratios)})
+        probe = None
+        if ctx.calib is not None:
+            probe = OutputErrors(graph, ctx, [t.weight.name for t in targets], o.sensitivity_samples)
+        curves = []
+        for t in ctx.track(targets, "prune-weights sensitivity", total=len(targets)):
+            ratios = [fixed[id(t)]] if fixed[id(t)] >= 0 else cands
+            w = np.asarray(t.weight.values)
+            pts = []
+            for r in ratios:
+                if r == 0.0:
+                    pts.append((0.0, 0.0))
+                    continue
+                keep = keep_mask(scores[id(t)], r, axis_of[id(t)])
+                if probe is not None:
+                    keep_orig = t.weight_as_original(keep).reshape(w.shape)
+                    err = probe.error(t.weight.name, np.where(keep_orig, w, 0))
+                else:
+                    err = weight_proxy(t.w2, np.where(keep, t.w2, 0))
+                # the ratio this mask really has (per-output rounding)
+                pts.append((1.0 - float(keep.mean()), err))
+            curves.append(pts)
+        try:
+            counts = allocate_counts([t.params for t in targets], curves, target)
+        except BudgetError as err:
+            raise UsageError(
+                f"prune-weights: target-sparsity {o.target_sparsity} is above what the candidate ratios "
+                f"(at most {max(cands)}) and ratio-per-layer allow"
+            ) from err
+        how = "output error" if probe is not None else "weight error proxy"
+        result.counters["target_sparsity"] = o.target_sparsity
+        result.counters["sensitivity_trials"] = sum(1 for pts in curves for r, _ in pts if r > 0)
+        predicted = 0.0
+        out = {}
+        for t, pts, k in zip(targets, curves, counts, strict=True):
+            xs, ys = zip(*sorted(pts), strict=True)
+            err = float(np.interp(k / t.params, xs, ys))
+            predicted += err
+            out[id(t)] = k / t.params
+            self._predicted[id(t)] = err
+            self._how = f"budget by {how}"
+        result.counters["predicted_error"] = float(np.float32(predicted))
+        logger.info("prune-weights target-sparsity %.3f: per-layer ratios by %s", o.target_sparsity, how)
+        return out
 
     def _prune(
         self,
@@ -183,6 +305,8 @@ class PruneWeights(Pass):
         w2_new = np.where(keep, t.w2, 0).astype(np.float32)
         w_new = w  # kept weights stay bit-identical unless re-fit
         decision = f"{criterion} {o.scope}" + (" sequential" if x_orig is not None else "")
+        if id(t) in self._predicted:
+            decision += f", {self._how}"
         if o.update == "lsq":
             assert x is not None
             refit = lsq_update(t, keep, x, o.damp, o.max_update_flops, rng, x_orig, grams)
@@ -205,7 +329,11 @@ class PruneWeights(Pass):
             params_before=before_nz,
             params_after=after_nz,
             error=rel_error(t.w2, w2_new),
-            extra={"sparsity": round(1 - after_nz / max(1, w.size), 6), "weights": int(w.size)},
+            extra={
+                "sparsity": round(1 - after_nz / max(1, w.size), 6),
+                "weights": int(w.size),
+                **({"predicted_error": self._predicted[id(t)]} if id(t) in self._predicted else {}),
+            },
         )
         ctx.tag(t.node, self.name, [t.node.name])
         result.count("layers")
@@ -227,10 +355,6 @@ def keep_count(scores: np.ndarray, k: int) -> np.ndarray:
     if k:
         keep[np.argpartition(flat, k - 1)[:k]] = False
     return keep.reshape(scores.shape)
-
-
-def _ratio_for(t: Target, o: PruneWeights.Options) -> float:
-    return float(per_layer_value(t, o.ratio, o.ratio_per_layer))
 
 
 def score(w2: np.ndarray, energy: np.ndarray | None) -> np.ndarray:

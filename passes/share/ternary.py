@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Literal
 
+from onnxcomp.analysis.weights import collect_targets
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 from ._calibration import input_energy
-from ._emit import Encoded, ShareOptions, emit_encoded, prepare, saves_bytes
+from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes
 from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 
 @register_pass
-class Ternary(Pass):
+class Ternary(EmitsOps, Pass):
     """MatMul / Gemm / Conv  =>  TernaryMatMul / CodebookConv with weights in {-a_n, 0, +a_p} (lossy).
 
     ``method=twn`` (Ternary Weight Networks): threshold D = ``threshold`` * mean|w|, codes +1 where w > D,
@@ -46,7 +47,7 @@ class Ternary(Pass):
         if o.threshold < 0:
             raise UsageError("ternary: threshold must be >= 0")
         result = self.new_result()
-        targets = prepare(graph, ctx, o, result)
+        targets = collect_targets(graph, o, result)
         energy = input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
         for t in ctx.track(targets, "ternary", total=len(targets)):
             e = ternary_encode(t.w2, t.out_axis, o.method, o.threshold, o.per_channel, energy.get(id(t)), o.max_iter)

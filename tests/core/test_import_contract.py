@@ -4,6 +4,8 @@
 2. No pass family imports another family's private modules (``passes/<family>/_name.py``); a family's public
    helpers are what its package re-exports.
 3. Tests and benchmarks use public APIs: no pass-private module either.
+4. No module uses another module's private name (``from onnxcomp.io import _x``, ``io._x``): a helper that other
+   modules need is public.
 
 Imports are read with ``ast`` (those inside functions included), relative ones resolved against the module's
 package (``passes/`` is installed as ``onnxcomp.passes``).
@@ -40,13 +42,58 @@ def imports(source: str, module: str, is_package: bool = False) -> Iterator[tupl
         if isinstance(node, ast.Import):
             yield node.lineno, [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
-                target = ".".join([*base, node.module] if node.module else base)
-            else:
-                target = node.module or ""
+            target = from_target(node, package)
             yield node.lineno, [target, *(f"{target}.{a.name}" for a in node.names)]
+
+
+def from_target(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module a ``from ... import`` statement reads from (relative ones resolved in ``package``)."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")
+    base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def is_module(name: str) -> bool:
+    """Whether a dotted name is one of the project's modules or packages (``onnxcomp.passes`` is ``passes/``)."""
+    parts = name.split(".")
+    if parts[:2] == ["onnxcomp", "passes"]:
+        parts = ["passes", *parts[2:]]
+    elif parts[0] not in ("onnxcomp", "tests", "benchmarks", "models"):
+        return False
+    path = ROOT.joinpath(*parts)
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_uses(source: str, module: str, is_package: bool = False) -> Iterator[tuple[int, str]]:
+    """(line, ``module.name``) of every private name of another project module that ``source`` uses: imported
+    (``from X import _y``) or read as an attribute of an imported module (``X._y``). Private modules are not
+    names (rules 2 and 3 judge those)."""
+    tree = ast.parse(source)
+    bound: dict[str, str] = {}  # local name -> project module it is bound to
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if is_module(a.name):
+                    bound[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom):
+            target = from_target(node, module if is_package else module.rpartition(".")[0])
+            for a in node.names:
+                full = f"{target}.{a.name}"
+                if is_module(full):
+                    bound[a.asname or a.name] = full
+                elif is_private(a.name) and is_module(target) and target != module:
+                    yield node.lineno, full
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and is_private(node.attr):
+            owner = bound.get(node.value.id)
+            if owner is not None and owner != module and not is_module(f"{owner}.{node.attr}"):
+                yield node.lineno, f"{owner}.{node.attr}"
 
 
 def pass_family(name: str) -> str | None:
@@ -80,6 +127,8 @@ def violations(path: Path, source: str | None = None) -> list[str]:
             else:
                 continue
             break
+    for line, name in private_uses(source, module, path.name == "__init__.py"):
+        found.append(f"{path.relative_to(ROOT)}:{line}: {name}: uses another module's private name")
     return found
 
 
@@ -104,6 +153,9 @@ def test_the_source_tree_keeps_the_import_contract():
         ("passes/share/kmeans.py", "from onnxcomp.passes.prune import _select\n", "another family's private module"),
         ("tests/passes/share/test_x.py", "from onnxcomp.passes.share._emit import FORMATS\n", "public APIs"),
         ("benchmarks/x.py", "import onnxcomp.passes.prune._recon\n", "public APIs"),
+        ("onnxcomp/api.py", "def f():\n    from onnxcomp.ort import _quiet_logger\n", "private name"),
+        ("tests/core/test_x.py", "from onnxcomp import io\nio._has_external(m)\n", "private name"),
+        ("passes/share/kmeans.py", "from . import _emit\n_emit._private(g)\n", "private name"),
     ],
 )
 def test_a_violation_is_found(path, source, rule):
@@ -118,6 +170,8 @@ def test_a_violation_is_found(path, source, rule):
         ("passes/share/kmeans.py", "from ._emit import emit_encoded\nfrom onnxcomp.analysis.weights import Target\n"),
         ("passes/prune/prune_filters.py", "from onnxcomp.passes.share import kmeans_1d\n"),
         ("tests/passes/prune/test_x.py", "from onnxcomp.passes.prune import choose\n"),
+        ("passes/share/kmeans.py", "from . import _gather\nfrom onnxcomp.ops import huffman as _huffman\n"),
+        ("tests/core/test_x.py", "from onnxcomp import io\nio.save_external(m, p)\nio.__name__\n"),
     ],
 )
 def test_allowed_imports_pass(path, source):

@@ -198,7 +198,7 @@ def test_external_data_load_and_save(tmp_path):
     dst = tmp_path / "o.onnx"
     big = onnx.numpy_helper.from_array(np.ones(2048, np.float32), "unused_big")
     out.graph.initializer.append(big)  # > size threshold: goes to the data file
-    io._save_external(out, dst)
+    io.save_external(out, dst)
     assert (tmp_path / "o.onnx.data").stat().st_size >= 8192
     again = io.load_model(dst)
     assert_same_outputs(m, again, {"x": np.ones((1, 3, 7, 9), np.float32)}, exact=True)

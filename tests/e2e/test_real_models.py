@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxcomp import runtime
+from onnxcomp import ops, runtime
 from onnxcomp.api import optimize
 from onnxcomp.verify import run_model
 from tests.e2e.realmodels import (
@@ -287,7 +287,7 @@ RUNTIME_RTOL = {"ocr_det": 1e-3}
 @pytest.mark.parametrize("key", KEYS)
 def test_native_runtime_matches_function_bodies(key):
     model, report = optimize(_path(key), "kmeans(bits=4)")
-    custom = [n for n in model.graph.node if n.domain == "com.onnxcomp"]
+    custom = [n for n in model.graph.node if n.domain == ops.DOMAIN]
     if key == "silero_vad":
         assert not custom and report.passes[0].skips  # nothing to run: the weights are inside the If
         return

@@ -67,7 +67,7 @@ def test_external_data_respects_the_umask(tmp_path, model_path):
     m.graph.initializer.append(__import__("onnx").numpy_helper.from_array(np.ones(4096, np.float32), "big"))
     old = os.umask(0o022)
     try:
-        io._save_external(m, tmp_path / "x.onnx")
+        io.save_external(m, tmp_path / "x.onnx")
     finally:
         os.umask(old)
     for name in ("x.onnx", "x.onnx.data"):

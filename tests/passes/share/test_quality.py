@@ -11,6 +11,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from onnxcomp import ops
 from onnxcomp.api import optimize
 from onnxcomp.errors import UsageError
 from tests.support.compressed import make_model, run
@@ -70,7 +71,7 @@ def _stored_bits(out: onnx.ModelProto) -> tuple[float, int]:
     inits = {i.name: numpy_helper.to_array(i) for i in out.graph.initializer}
     nbytes = weights = 0
     for n in out.graph.node:
-        if n.domain == "com.onnxcomp" and n.op_type == "CodebookMatMul":
+        if n.domain == ops.DOMAIN and n.op_type == "CodebookMatMul":
             table, codes = inits[n.input[1]], inits[n.input[2]]
             nbytes += table.nbytes + codes.nbytes
             weights += codes.shape[0] * next(a.i for a in n.attribute if a.name == "N")

@@ -1,0 +1,88 @@
+"""Per-layer sensitivity: the model-output error when only one layer's weights are changed.
+
+Used by the budget modes of the lossy passes (kmeans target-bits, prune-weights target-sparsity, the per-layer
+ratios of prune-channels / prune-filters target-flops) to measure each layer's error curve.
+
+One onnxruntime session serves every trial: the weights under test are declared as graph inputs as well as
+initializers (onnxruntime then lets a feed override an initializer), so a trial is one run with one weight
+fed, not a new session. The error of a trial is the relative squared error of the model's float outputs
+against the unchanged model's, sum ||y - y_ref||^2 / sum ||y_ref||^2 over the outputs, on the first
+``samples`` calibration samples.
+
+Without calibration data the proxy is the weight's relative squared error ||W - W'||^2 / ||W||^2 (its
+noise-to-signal ratio; in a deep network such relative noises add up at the output to first order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    from onnxcomp.passes_api import PassContext
+
+
+def weight_proxy(w: np.ndarray, w_new: np.ndarray) -> float:
+    """||W - W'||^2 / ||W||^2."""
+    import numpy as np
+
+    den = float(np.sum(np.square(w, dtype=np.float64)))
+    return float(np.sum(np.square(w.astype(np.float64) - w_new))) / den if den > 0 else 0.0
+
+
+class OutputErrors:
+    """Model-output error of single-weight substitutions, on a few calibration samples."""
+
+    def __init__(self, graph: gs.Graph, ctx: PassContext, weights: Iterable[str], samples: int) -> None:
+        import onnx
+
+        from onnxcomp.calib import first_samples
+        from onnxcomp.graph import export_model
+        from onnxcomp.ort import run, session
+
+        if ctx.calib is None:
+            raise ValueError("output errors need calibration data")
+        model = export_model(graph, ctx)
+        names = set(weights)
+        inits = {i.name: i for i in model.graph.initializer}
+        missing = names - set(inits)
+        if missing:
+            raise ValueError(f"not initializers: {sorted(missing)[:3]}")
+        declared = {i.name for i in model.graph.input}
+        for name in sorted(names - declared):
+            init = inits[name]
+            model.graph.input.append(onnx.helper.make_tensor_value_info(name, init.data_type, list(init.dims)))
+        self._feeds = first_samples(dict(ctx.calib), model, samples)
+        self._sess = session(model, optimize=True, runtime=False)
+        self._run = run
+        outs = [o.name for o in self._sess.get_outputs()]
+        ref = run(self._sess, dict(self._feeds))
+        self._outs = [n for n, v in zip(outs, ref, strict=True) if _is_float(v)]
+        self._ref = [v for v in ref if _is_float(v)]
+        self._scale = sum(float((v.astype("float64") ** 2).sum()) for v in self._ref) or 1.0
+
+    def error(self, name: str, value: np.ndarray) -> float:
+        """sum ||y - y_ref||^2 / sum ||y_ref||^2 with ``value`` as the initializer ``name``."""
+        return self.error_of({name: value})
+
+    def error_of(self, values: Mapping[str, np.ndarray]) -> float:
+        """The same with several initializers replaced at once (a pruned channel's consumers)."""
+        import numpy as np
+
+        feeds = {**self._feeds, **{k: np.asarray(v, np.float32) for k, v in values.items()}}
+        got = self._run(self._sess, feeds, self._outs)
+        num = sum(float(((g.astype(np.float64) - r) ** 2).sum()) for g, r in zip(got, self._ref, strict=True))
+        return num / self._scale
+
+    def errors(self, trials: Mapping[str, Iterable[np.ndarray]]) -> Iterator[tuple[str, list[float]]]:
+        for name, values in trials.items():
+            yield name, [self.error(name, v) for v in values]
+
+
+def _is_float(v: object) -> bool:
+    import numpy as np
+
+    return isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.size > 0

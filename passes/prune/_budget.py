@@ -1,0 +1,264 @@
+"""Per-group removal counts for a FLOPs target from measured sensitivity (the AMC / HAWQ idea).
+
+Every prunable group gets an error curve over candidate removal counts, each count's channels chosen by the
+pass's own scores:
+
+- with calibration data, the model-output error when only that group loses those channels,
+  sum ||y - y_ref||^2 / sum ||y_ref||^2 on a few samples (onnxcomp.analysis.sensitivity). The removal is
+  simulated in one onnxruntime session by feeding weights: the consumers' input channels and the producers'
+  filters (and biases) of the removed channels set to 0 (what the consumers see is then exactly the pruned
+  network's, before any refit);
+- without data, a weight-space proxy: the share of the consumers' weight energy on the removed input
+  channels, ||W[:, removed]||^2 / ||W||^2, averaged over the group's consumers (its producers' filters where
+  it has none).
+
+The FLOPs a group saves alone at each count come from the cost model. Savings of groups that meet in one
+layer (its input and its output channels) do not add up exactly, (1 - a)(1 - b) != 1 - a - b, so the
+multiple-choice knapsack (onnxcomp.analysis.budget.allocate: least summed error with the summed savings
+reaching a level) is solved for the level found by bisection on the real FLOPs of the resulting removal, and
+single groups are then moved one achievable count at a time, least error per FLOP first, towards the target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING
+
+from onnxcomp.analysis.channels import CONSUMER, GROUPED_IN, PARAM, PRODUCER
+from onnxcomp.graph import const_value
+
+from ._select import round_keep
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    from onnxcomp.analysis.channels import ChannelGroup, ChannelPlan
+    from onnxcomp.passes_api import PassContext
+
+    from ._common import Prepared
+    from ._select import Schedule
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Curve:
+    """One group's measured points: removal counts, FLOPs saved when only it is pruned, predicted error."""
+
+    counts: list[int]
+    saved: list[float]
+    errors: list[float]
+
+    def error_at(self, n: int) -> float:
+        import numpy as np
+
+        return float(np.interp(n, self.counts, self.errors))
+
+
+def achievable(size: int, schedule: Schedule) -> list[int]:
+    """Removal counts ``choose`` can produce for a group of ``size`` (kept counts rounded, at least min)."""
+    return sorted({size - round_keep(size - r, size, schedule.round_to, schedule.min_channels) for r in range(size)})
+
+
+def candidate_counts(size: int, schedule: Schedule, ratios: list[float]) -> list[int]:
+    """The achievable count nearest to every candidate ratio (0 always included)."""
+    levels = achievable(size, schedule)
+    out = {0}
+    for r in ratios:
+        want = r * size
+        out.add(min(levels, key=lambda n: (abs(n - want), n)))
+    return sorted(out)
+
+
+def _zeroed(
+    plan: ChannelPlan, group: ChannelGroup, removed: np.ndarray, values: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Weights with the removed channels' consumer inputs and producer filters set to 0, by initializer name."""
+    import numpy as np
+
+    for m in group.members:
+        if m.kind not in (PARAM, GROUPED_IN) or m.role not in (CONSUMER, PRODUCER):
+            continue
+        tensor = m.node.inputs[m.input]
+        base = values.get(tensor.name)
+        if base is None:
+            base = const_value(tensor)
+            if base is None:
+                continue
+            base = np.array(base, dtype=np.float32)
+        keep = plan.keep(m.elems, removed)
+        if keep.all():
+            continue
+        if m.kind == GROUPED_IN:
+            groups = int(m.info["groups"])
+            mask = keep.reshape(groups, -1)
+            rows = base.shape[0] // groups
+            for q in range(groups):
+                block = base[q * rows : (q + 1) * rows]
+                block[:, ~mask[q]] = 0
+        else:
+            index = [slice(None)] * base.ndim
+            index[m.axis] = ~keep
+            base[tuple(index)] = 0
+        values[tensor.name] = base
+    return values
+
+
+def _proxy(plan: ChannelPlan, group: ChannelGroup, removed: np.ndarray) -> float:
+    """Mean share of the consumers' (else the producers') weight energy on the removed channels."""
+    import numpy as np
+
+    def share(role: str) -> list[float]:
+        out = []
+        for m in group.members:
+            if m.role != role or m.kind not in (PARAM, GROUPED_IN) or m.input != 1:
+                continue
+            w = const_value(m.node.inputs[m.input])
+            if w is None:
+                continue
+            keep = plan.keep(m.elems, removed)
+            w = np.asarray(w, np.float64)
+            if m.kind == GROUPED_IN:
+                groups = int(m.info["groups"])
+                mask = keep.reshape(groups, -1)
+                rows = w.shape[0] // groups
+                gone = sum(float(np.square(w[q * rows : (q + 1) * rows][:, ~mask[q]]).sum()) for q in range(groups))
+            else:
+                gone = float(np.square(np.compress(~keep, w, axis=m.axis)).sum())
+            total = float(np.square(w).sum())
+            out.append(gone / total if total > 0 else 0.0)
+        return out
+
+    shares = share(CONSUMER) or share(PRODUCER)
+    return float(np.mean(shares)) if shares else 0.0
+
+
+def measure(
+    graph: gs.Graph,
+    ctx: PassContext,
+    prep: Prepared,
+    schedule: Schedule,
+    scores: dict[int, np.ndarray],
+    ratios: list[float],
+    samples: int,
+    fixed: dict[int, int],
+) -> tuple[dict[int, Curve], str]:
+    """Every prunable group's curve (one point for the groups in ``fixed``: a set count), and how its errors
+    were measured."""
+    import numpy as np
+
+    from onnxcomp.analysis.sensitivity import OutputErrors
+    from onnxcomp.graph import is_const
+
+    plan = prep.plan
+    probe = None
+    if ctx.calib is not None:
+        names = sorted(
+            {
+                m.node.inputs[m.input].name
+                for g in prep.groups
+                for m in g.members
+                if m.kind in (PARAM, GROUPED_IN) and m.role in (CONSUMER, PRODUCER) and is_const(m.node.inputs[m.input])
+            }
+        )
+        probe = OutputErrors(graph, ctx, names, samples)
+    base_flops = prep.base_flops
+    curves = {}
+    for g in ctx.track(prep.groups, "pruning sensitivity", len(prep.groups)):
+        counts, saved, errors = [], [], []
+        for n in [fixed[g.id]] if g.id in fixed else candidate_counts(g.size, schedule, ratios):
+            counts.append(n)
+            if n == 0:
+                saved.append(0.0)
+                errors.append(0.0)
+                continue
+            removed = schedule.mask(plan, [g], scores, {g.id: n})
+            flops, _ = prep.cost.total(removed)
+            saved.append(float(base_flops - flops))
+            if probe is not None:
+                errors.append(probe.error_of(_zeroed(plan, g, removed, {})))
+            else:
+                errors.append(_proxy(plan, g, removed))
+        # an error curve that falls with more removal is noise: keep it non-decreasing
+        errors = list(np.maximum.accumulate(np.asarray(errors, np.float64)))
+        curves[g.id] = Curve(counts, saved, errors)
+    return curves, ("output error" if probe is not None else "weight error proxy")
+
+
+def allocate_flops(
+    prep: Prepared,
+    schedule: Schedule,
+    scores: dict[int, np.ndarray],
+    curves: dict[int, Curve],
+    target: float,
+    tol: float = 0.002,
+) -> tuple[np.ndarray, float, dict[int, int]]:
+    """Removal mask removing ``target`` of the FLOPs with the least summed predicted error.
+
+    Returns (mask, achieved fraction, removal count per group id)."""
+    from onnxcomp.analysis.budget import Option, allocate
+
+    groups = [g for g in prep.groups if g.id in curves]
+    base = prep.base_flops
+    top = {g.id: max(curves[g.id].saved) for g in groups}
+    layers = [
+        [Option(top[g.id] - s, e) for s, e in zip(curves[g.id].saved, curves[g.id].errors, strict=True)] for g in groups
+    ]
+    full = sum(top.values())
+
+    def fraction(counts: dict[int, int]) -> tuple[float, np.ndarray]:
+        rem = schedule.mask(prep.plan, groups, scores, counts)
+        flops, _ = prep.cost.total(rem)
+        return 1.0 - flops / base, rem
+
+    def counts_for(level: float) -> dict[int, int]:
+        choice = allocate(layers, max(full - level, 0.0))
+        return {g.id: curves[g.id].counts[c] for g, c in zip(groups, choice, strict=True)}
+
+    lo, hi = 0.0, full
+    best = ({g.id: 0 for g in groups}, 0.0)
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        counts = counts_for(mid)
+        f, _ = fraction(counts)
+        if abs(f - target) < abs(best[1] - target):
+            best = (counts, f)
+        if abs(f - target) < tol:
+            break
+        if f < target:
+            lo = mid
+        else:
+            hi = mid
+    counts, f = best
+    # single groups to their next achievable count, the least predicted error per FLOP of progress first
+    levels = {  # never beyond the measured range (a group with a fixed ratio has one point)
+        g.id: [n for n in achievable(g.size, schedule) if curves[g.id].counts[0] <= n <= curves[g.id].counts[-1]]
+        for g in groups
+    }
+    for _ in range(4 * len(groups) + 8):
+        if abs(f - target) < tol:
+            break
+        step = 1 if f < target else -1
+        move = None
+        for g in groups:
+            lv = levels[g.id]
+            i = lv.index(counts[g.id]) if counts[g.id] in lv else 0
+            j = i + step
+            if not 0 <= j < len(lv):
+                continue
+            trial = dict(counts)
+            trial[g.id] = lv[j]
+            ft, _ = fraction(trial)
+            progress = (ft - f) * step
+            if progress <= 0 or abs(ft - target) >= abs(f - target):
+                continue
+            cost = (curves[g.id].error_at(lv[j]) - curves[g.id].error_at(counts[g.id])) * step / progress
+            if move is None or cost < move[0]:
+                move = (cost, trial, ft)
+        if move is None:
+            break
+        _, counts, f = move
+    f, rem = fraction(counts)
+    return rem, f, counts

@@ -80,8 +80,8 @@ def nonfinite_weights(model: onnx.ModelProto) -> list[NonFinite]:
     return found
 
 
-def _scan_external(t: onnx.TensorProto, chunk_bytes: int = 1 << 26) -> NonFinite | None:
-    """NaN/Inf counts of a weight stored in an external file, read in chunks of ``chunk_bytes`` (a model of
+def _scan_external(t: onnx.TensorProto) -> NonFinite | None:
+    """NaN/Inf counts of a weight stored in an external file, read in chunks of ``CHUNK_BYTES`` (a model of
     several GB is never held in memory for the check). Its location is an absolute path once the model is
     loaded through onnxcomp.io (checked to stay inside the model's directory); a relative location, an
     unreadable file or a bfloat16 tensor is left to the checker and to onnxruntime."""
@@ -98,7 +98,7 @@ def _scan_external(t: onnx.TensorProto, chunk_bytes: int = 1 << 26) -> NonFinite
     dtype = np.dtype(code)
     count = math.prod(t.dims)
     nan = inf = 0
-    per_chunk = max(1, chunk_bytes // dtype.itemsize)
+    per_chunk = max(1, CHUNK_BYTES // dtype.itemsize)
     try:
         with open(location, "rb") as f:
             f.seek(int(info.get("offset", 0)))
@@ -117,4 +117,6 @@ def _scan_external(t: onnx.TensorProto, chunk_bytes: int = 1 << 26) -> NonFinite
     return NonFinite(t.name, nan, inf, count) if nan or inf else None
 
 
+# bytes read at a time when scanning weights left in their files; a module attribute so that tests can lower it
+CHUNK_BYTES = 1 << 26
 _FLOAT_TYPES = frozenset({1, 10, 11, 16})  # FLOAT, FLOAT16, DOUBLE, BFLOAT16

@@ -201,7 +201,7 @@ class SelectConv(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         from onnxcomp import estimator, hardware
         from onnxcomp.errors import UsageError
-        from onnxcomp.ops import emit, ensure_opset
+        from onnxcomp.ops import emit, raise_opset
 
         o = self.options
         result = self.new_result()
@@ -241,7 +241,9 @@ class SelectConv(Pass):
             plan.append((layer, costs, choice, why))
         if any(estimator.winograd_tile(c) and la.node.op == "Conv" for la, _, c, _ in plan):
             # the function body needs ai.onnx >= 16; an upgrade rebuilds the graph's nodes (found again by output)
-            if not ensure_opset(graph, ctx, result):
+            why_not = raise_opset(graph, ctx, result)
+            if why_not is not None:
+                result.skip("model", why_not)
                 return result
             by_output = {n.outputs[0].name: n for n in graph.nodes if n.outputs}
             for layer, *_ in plan:

@@ -185,8 +185,7 @@ def test_nonfinite_weights_on_disk_are_reported(big, monkeypatch):
     for index, value in ((0, np.nan), (1023, np.inf), (1024, np.nan), (DIM * DIM - 1, -np.inf)):
         raw[offset + 4 * index : offset + 4 * index + 4] = np.float32(value).tobytes()
     data.write_bytes(bytes(raw))
-    scan = weights._scan_external
-    monkeypatch.setattr(weights, "_scan_external", lambda t: scan(t, chunk_bytes=4096))  # 1024 values a chunk
+    monkeypatch.setattr(weights, "CHUNK_BYTES", 4096)  # 1024 values a chunk
     _, report = optimize(big)
     assert report.warnings == [f"non-finite weights in the input model: w2 (2 NaN and 2 Inf of {DIM * DIM:,} values)"]
 

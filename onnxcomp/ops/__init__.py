@@ -111,6 +111,7 @@ _OP_MODULES = (
     "huffman_decode",
     "run_length_decode",
     "codebook_gather",
+    "winograd_conv",
 )
 for _name in _OP_MODULES:
     importlib.import_module(f"{__name__}.defs.{_name}")
@@ -137,6 +138,7 @@ def uses_ops(model: onnx.ModelProto) -> bool:
 
 
 def is_weight_op(op_type: str) -> bool:
-    """A com.onnxcomp op computing with a compressed weight (as opposed to a decode op or a helper)."""
+    """A com.onnxcomp op computing with a compressed weight (as opposed to a decode op, a helper, or WinogradConv's
+    float weights)."""
     spec = OPS.get(op_type)
-    return spec is not None and spec.computes is not None
+    return spec is not None and spec.computes is not None and spec.compressed

@@ -10,7 +10,7 @@ the two). Goals are judged on both.
 
     python benchmarks/bench_ep.py                       # all cases
     python benchmarks/bench_ep.py --only gemv,rows      # a subset: resnet18,digits,gemv,rows,sparse_head,load,
-                                                        #   mobilenet,yolo,transformer
+                                                        #   mobilenet,yolo,transformer,vgg16,resnet50,yolo_sc
     python benchmarks/bench_ep.py --runs 20 --json out.json
 """
 
@@ -206,7 +206,7 @@ def case_sparse_head(runs):
     nodes = [helper.make_node("Flatten", ["X"], ["h0"], axis=1)]
     inits = []
     for i in range(3):
-        w = rng.standard_normal((dims[i], dims[i + 1])).astype(np.float32) / np.sqrt(dims[i])
+        w = (rng.standard_normal((dims[i], dims[i + 1])) / np.sqrt(dims[i])).astype(np.float32)
         w[rng.random(w.shape) < 0.9] = 0.0
         inits.append(numpy_helper.from_array(w, f"W{i}"))
         inits.append(numpy_helper.from_array((rng.standard_normal(dims[i + 1]) * 0.01).astype(np.float32), f"B{i}"))
@@ -242,6 +242,22 @@ def case_models(names, runs):
         compare(f"{name}, k-means 4-bit", m, comp, ("ort", "ops", "ep"), runs, {"ep": 0.98})
 
 
+def case_select_conv(names, runs):
+    """Winograd: VGG-16 and ResNet-50 (224x224) after fuse-bn,select-conv (goals 1.5x and 1.1x under the EP), and the
+    YOLO-style detector (no model below 0.98x)."""
+    specs = {
+        "vgg16": (lambda: builders.vgg16(batch=1), 1.5),
+        "resnet50": (lambda: builders.resnet50(batch=1), 1.1),
+        "yolo_sc": (lambda: builders.build("yolo", width=0.25, depth=0.33, image_size=320, batch=1), 0.98),
+    }
+    for name in names:
+        build, goal = specs[name]
+        m = build()
+        comp, _ = optimize(m, passes="fuse-bn,select-conv")
+        label = {"vgg16": "VGG-16", "resnet50": "ResNet-50", "yolo_sc": "yolo"}[name]
+        compare(f"{label}, fuse-bn,select-conv", m, comp, ("ops", "ep"), max(5, runs // 2), {"ep": goal})
+
+
 def case_load(_runs):
     """Load time and peak RSS of the Deep-Compressed VGG-16 in a fresh process per runtime."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -252,10 +268,13 @@ def case_load(_runs):
         )
         onnx.save(optimize(builders.vgg16(batch=1), passes=spec)[0], path)
         for rt in ("ops", "ep"):  # plain ORT folds the decoder bodies: ~26 s and ~13 GB, not rerun here
+            # peak RSS from /proc/self/status VmHWM (this process's own memory); ru_maxrss would carry over the high
+            # water mark of the (big) benchmark process it was forked from
             code = (
-                "import sys, time, resource; sys.path.insert(0, sys.argv[1]); from onnxcomp import runtime; "
+                "import sys, time; sys.path.insert(0, sys.argv[1]); from onnxcomp import runtime; "
                 "t = time.perf_counter(); runtime.session(sys.argv[2], threads=1, runtime=sys.argv[3]); "
-                "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)"
+                "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0].split()[1]; "
+                "print(time.perf_counter() - t, int(hwm) / 1e6)"
             )
             out = subprocess.run([sys.executable, "-c", code, str(REPO), str(path), rt], capture_output=True, text=True)
             secs, gb = map(float, out.stdout.split())
@@ -282,7 +301,10 @@ CASES = {
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "--only", default="", help="comma-separated cases: " + ",".join([*CASES, "mobilenet", "yolo", "transformer"])
+        "--only",
+        default="",
+        help="comma-separated cases: "
+        + ",".join([*CASES, "mobilenet", "yolo", "transformer", "vgg16", "resnet50", "yolo_sc"]),
     )
     ap.add_argument("--runs", type=int, default=20, help="interleaved runs per case (tiny models run 20x more)")
     ap.add_argument("--json", default=None, help="write the results to this file")
@@ -301,6 +323,9 @@ def main() -> int:
     models = [m for m in ("mobilenet", "yolo", "transformer") if not only or m in only]
     if models:
         case_models(models, args.runs)
+    winograd = [m for m in ("vgg16", "resnet50", "yolo_sc") if not only or m in only]
+    if winograd:
+        case_select_conv(winograd, args.runs)
     print(f"total {time.perf_counter() - t0:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(RESULTS, indent=2))

@@ -279,7 +279,11 @@ def main() -> None:
                 for rk in rows:
                     row = ROW_BY_KEY[rk]
                     r = measure(bench, row, model, ref, calib, Path(td))
-                    results.setdefault(key, {})[rk] = r
+                    # re-read before writing: runs of other models may be writing the same file
+                    latest = load_results()
+                    latest.setdefault("_original", {}).update(results.get("_original", {}))
+                    latest.setdefault(key, {})[rk] = r
+                    results = latest
                     RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True))
                     show = r.get("error") or {k: round(v, 4) for k, v in r["metrics"].items()}
                     bits = r.get("bits", float("nan"))

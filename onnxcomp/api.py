@@ -49,7 +49,7 @@ def optimize(
     default lossless pipeline (or the recipe's). ``verify=True`` compares the result with the original on
     the calibration data (or generated inputs) and raises :class:`VerificationError` beyond ``tolerance``.
     """
-    from onnxcomp import cost, io
+    from onnxcomp import io
     from onnxcomp import shapes as shp
     from onnxcomp.calib import check_arrays, load_arrays
     from onnxcomp.determinism import pinned
@@ -60,8 +60,9 @@ def optimize(
     from onnxcomp.weights import nonfinite_weights
 
     t0 = time.perf_counter()
-    if hardware not in cost.HARDWARE:
-        raise UsageError(f"unknown hardware {hardware!r}; valid: {', '.join(cost.HARDWARE)}")
+    from onnxcomp.hardware import resolve as resolve_hardware
+
+    resolve_hardware(hardware)  # a built-in name or a readable profile file, checked before any work
     if not isinstance(seed, int) or seed < 0:
         raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
     original = io.as_model(model)

@@ -186,7 +186,9 @@ def optimize(
     ] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write the report as JSON.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for passes and generated inputs.")] = 0,
-    hardware: Annotated[str, typer.Option(help="Hardware profile for the cost model.")] = "zen5-1t",
+    hardware: Annotated[
+        str, typer.Option(help="Hardware profile for the cost model: a built-in name or a `hardware probe` file.")
+    ] = "zen5-1t",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
 ) -> None:
     """Optimize IN into OUT with a pass pipeline; optionally verify the result against the original."""
@@ -279,37 +281,58 @@ def _check_writable(path: Path | None, option: str) -> None:
 @app.command()
 def inspect(
     input: Annotated[Path, typer.Argument(help="Model to inspect.")],
+    other: Annotated[
+        Path | None, typer.Argument(help="A second model (e.g. the optimized one), compared and plotted beside it.")
+    ] = None,
     input_shape: InputShapeOpt = None,
-    hardware: Annotated[str, typer.Option(help="Hardware profile for the roofline estimate.")] = "zen5-1t",
+    hardware: Annotated[
+        str, typer.Option(help="Hardware profile: a built-in name or a file from `onnxcomp hardware probe`.")
+    ] = "zen5-1t",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON.")] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Write a roofline chart (.svg, .png, .pdf); needs pip install 'onnxcomp[plot]'."),
+    ] = None,
 ) -> None:
-    """Per-layer table: op, output shape, params, FLOPs, bytes moved, arithmetic intensity, roofline bound."""
+    """Per-layer table: op, output shape, params, FLOPs, bytes moved, arithmetic intensity, roofline bound and
+    estimated time; convolutions also per algorithm (onnxruntime's im2col/direct, Winograd F(m,3))."""
     import json
 
     _check_writable(json_out, "--json")
+    _check_writable(plot, "--plot")
+    if plot is not None and plot.suffix.lower() not in (".svg", ".png", ".pdf"):
+        raise UsageError(f"--plot {plot}: the file name must end in .svg, .png or .pdf")
+    if plot is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("--plot needs matplotlib: pip install 'onnxcomp[plot]'")
 
     from rich.table import Table
 
-    from onnxcomp import cost, io
+    from onnxcomp import cost, io, roofline
+    from onnxcomp import hardware as hwmod
     from onnxcomp.report import format_count
-
-    if hardware not in cost.HARDWARE:
-        raise UsageError(f"unknown hardware {hardware!r}; valid: {', '.join(cost.HARDWARE)}")
-    hw = cost.HARDWARE[hardware]
     from onnxcomp.shapes import resolve
 
+    hw = hwmod.resolve(hardware)
     shapes = io.parse_input_shapes(input_shape)
-    norm = io.normalize(io.load_model(input, weights=False), shapes, copy=False)  # dims suffice: no weights read
-    plan = resolve(norm, shapes)
-    plan.require("inspect")
-    model = cost.concrete(norm, plan.shapes())
+
+    def load(path: Path) -> tuple[Any, Any, list[dict[str, Any]]]:
+        norm = io.normalize(io.load_model(path, weights=False), shapes, copy=False)  # dims suffice: no weights
+        plan = resolve(norm, shapes)
+        plan.require("inspect")
+        model = cost.concrete(norm, plan.shapes())
+        return plan, model, roofline.analyze(model, hw)
+
+    plan, model, rows = load(input)
     layers = cost.analyze(model)
     console = _console()
     console.print(plan.summary(), soft_wrap=True, markup=False, highlight=False)
     t = Table(title=f"{input.name} on {hw.name}", title_justify="left")
-    for c in ("layer", "op", "output", "params", "FLOPs", "bytes", "FLOP/B", "bound", "est. us"):
-        t.add_column(c, justify="left" if c in ("layer", "op", "output", "bound") else "right")
-    for c in layers:
+    for c in ("layer", "op", "output", "params", "FLOPs", "bytes", "FLOP/B", "bound", "algorithm", "est. us"):
+        t.add_column(c, justify="left" if c in ("layer", "op", "output", "bound", "algorithm") else "right")
+    for c, r in zip(layers, rows):
         t.add_row(
             c.name,
             c.op,
@@ -319,32 +342,103 @@ def inspect(
             format_count(c.bytes),
             f"{c.intensity:.1f}",
             c.bound(hw),
-            f"{c.seconds(hw) * 1e6:.1f}",
+            r["algorithm"] or "",
+            f"{r['seconds'] * 1e6:.1f}",
         )
     console.print(t)
     s = cost.summarize(model)
     console.print(
         f"nodes {s.nodes}  params {format_count(s.params)}  FLOPs {format_count(s.flops)}"
         f"  weight bytes {format_count(s.weight_bytes)}"
-        f"  est. {sum(c.seconds(hw) for c in layers) * 1e3:.3f} ms"
+        f"  est. {roofline.total_seconds(rows) * 1e3:.3f} ms"
     )
+    other_doc = None
+    series = [(input.name, rows)]
+    if other is not None:
+        _, model_b, rows_b = load(other)
+        s_b = cost.summarize(model_b)
+        est_a, est_b = roofline.total_seconds(rows), roofline.total_seconds(rows_b)
+        console.print(
+            f"{other.name}: nodes {s_b.nodes}  FLOPs {format_count(s_b.flops)}  est. {est_b * 1e3:.3f} ms"
+            f"  ({est_a / est_b:.2f}x {input.name})"
+        )
+        other_doc = {"model": str(other), "layers": rows_b, "summary": s_b.to_dict()}
+        series.append((other.name, rows_b))
     if json_out is not None:
-        rows = [
-            {
-                "name": c.name,
-                "op": c.op,
-                "output": c.out_shape,
-                "params": c.params,
-                "flops": c.flops,
-                "bytes": c.bytes,
-                "intensity": c.intensity,
-                "bound": c.bound(hw),
-                "seconds": c.seconds(hw),
-            }
-            for c in layers
-        ]
-        doc = {"inputs": plan.to_dict()["inputs"], "layers": rows, "summary": s.to_dict()}
+        out_rows = []
+        for c, r in zip(layers, rows):
+            out_rows.append(
+                {
+                    "name": c.name,
+                    "op": c.op,
+                    "output": c.out_shape,
+                    "params": c.params,
+                    "flops": c.flops,
+                    "bytes": c.bytes,
+                    "intensity": c.intensity,
+                    "bound": c.bound(hw),
+                    "seconds": r["seconds"],
+                    "algorithm": r["algorithm"],
+                    "algorithms": r["algorithms"],
+                }
+            )
+        doc: dict[str, Any] = {
+            "inputs": plan.to_dict()["inputs"],
+            "hardware": hwmod.to_dict(hw),
+            "layers": out_rows,
+            "summary": s.to_dict(),
+        }
+        if other_doc is not None:
+            doc["other"] = other_doc
         io.atomic_write(json_out, json.dumps(doc, indent=2).encode())
+    if plot is not None:
+        roofline.plot(series, hw, plot, title=f"{' vs '.join(n for n, _ in series)} on {hw.name}")
+        console.print(f"wrote {plot}")
+
+
+hardware_app = typer.Typer(help="Hardware profiles for the cost model.", no_args_is_help=True)
+app.add_typer(hardware_app, name="hardware")
+
+
+@hardware_app.command("probe")
+def hardware_probe(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Profile file to write (JSON).")] = Path(
+        "hardware.json"
+    ),
+    name: Annotated[str, typer.Option(help="Profile name (shown in reports).")] = "probed",
+    runs: Annotated[int, typer.Option(help="Timed runs per measurement (medians).")] = 7,
+) -> None:
+    """Measure this machine (1 thread): FMA peak, memory bandwidth, onnxruntime's Conv and the native Winograd
+    kernels; write a profile that --hardware accepts (and select-conv's estimator uses)."""
+    from onnxcomp import hardware as hwmod
+
+    if runs < 1:
+        raise UsageError("--runs must be at least 1")
+    _check_writable(output, "--output")
+    console = _console(stderr=True)
+    hw, extra = hwmod.probe(name, runs=runs, progress=lambda msg: console.print(f"probe: {msg}", highlight=False))
+    hwmod.save(hw, output, extra)
+    out = _console()
+    out.print(
+        f"{hw.name}: peak {hw.peak_gflops:.1f} GFLOP/s, memory {hw.bandwidth_gbs:.1f} GB/s, "
+        f"last-level cache {hw.llc_bytes >> 20} MB ({extra['kernel_set']})"
+    )
+    out.print("efficiency: " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(hw.efficiency.items())))
+    out.print(f"wrote {output} (use: --hardware {output})")
+
+
+@hardware_app.command("show")
+def hardware_show(
+    profile: Annotated[str, typer.Argument(help="A built-in name or a profile file.")] = "zen5-1t",
+) -> None:
+    """Print a hardware profile (built-in or file) as JSON; without an argument, also list the built-ins."""
+    import json
+
+    from onnxcomp import cost
+    from onnxcomp import hardware as hwmod
+
+    _console().print(json.dumps(hwmod.to_dict(hwmod.resolve(profile)), indent=2), markup=False, highlight=False)
+    _console().print(f"built-in profiles: {', '.join(cost.HARDWARE)}")
 
 
 @app.command("verify")

@@ -27,9 +27,15 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class Hardware:
+    """A hardware profile: built-in (``HARDWARE``) or a file written by ``onnxcomp hardware probe``
+    (onnxcomp.hardware). ``efficiency``: measured fractions of the FMA peak per kernel (onnxcomp.estimator;
+    absent keys take the estimator's defaults); ``llc_bytes``: last-level cache size."""
+
     name: str
     peak_gflops: float
     bandwidth_gbs: float
+    efficiency: dict[str, float] = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    llc_bytes: int = 32 << 20
 
 
 HARDWARE = {
@@ -37,6 +43,9 @@ HARDWARE = {
     "zen5-1t": Hardware("zen5-1t", peak_gflops=250.0, bandwidth_gbs=35.0),
     "zen5-2t": Hardware("zen5-2t", peak_gflops=500.0, bandwidth_gbs=50.0),
     "avx2-1t": Hardware("avx2-1t", peak_gflops=100.0, bandwidth_gbs=20.0),
+    # `onnxcomp hardware probe` on the project's AMD EPYC (family 25: Zen 4, one 512-bit FMA per cycle),
+    # 1 thread, AVX-512, thread CPU time
+    "zen4-1t": Hardware("zen4-1t", peak_gflops=116.0, bandwidth_gbs=26.0, llc_bytes=32 << 20),
 }
 
 

@@ -55,19 +55,9 @@ def _file_values(tensor: onnx.TensorProto) -> Any:
 
     class FileValues(LazyValues):
         def load(self) -> Any:
-            import numpy as np
-            import onnx
-            from onnx import numpy_helper
+            from onnxcomp.io import tensor_values
 
-            info = {e.key: e.value for e in self.tensor.external_data}
-            with open(info["location"], "rb") as f:
-                f.seek(int(info.get("offset", 0)))
-                data = f.read(int(info["length"])) if "length" in info else f.read()
-            t = onnx.TensorProto()
-            t.data_type = self.tensor.data_type
-            t.dims.extend(self.tensor.dims)
-            t.raw_data = data
-            return np.array(numpy_helper.to_array(t))
+            return tensor_values(self.tensor)
 
         def sample(self, n: int) -> bytes | None:
             """The bytes of ``n`` evenly spaced elements, read through a memory map (a few pages, not the

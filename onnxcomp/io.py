@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from onnxcomp.errors import InputError, UsageError
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnx
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,27 @@ def _pin_external(model: onnx.ModelProto, base: Path) -> None:
         for e in t.external_data:
             if e.key == "location":
                 e.value = str(real)
+
+
+def tensor_values(t: onnx.TensorProto) -> np.ndarray:
+    """A tensor's values, read from its file when its data stayed on disk (a model over 2 GB: its external
+    locations are absolute paths, checked on load by :func:`load_model`; onnx's own reader refuses those)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    if t.data_location != onnx.TensorProto.EXTERNAL:
+        return numpy_helper.to_array(t)
+    info = {e.key: e.value for e in t.external_data}
+    with open(info["location"], "rb") as f:
+        f.seek(int(info.get("offset", 0)))
+        data = f.read(int(info["length"])) if "length" in info else f.read()
+    inline = onnx.TensorProto()
+    inline.data_type = t.data_type
+    inline.dims.extend(t.dims)
+    inline.name = t.name
+    inline.raw_data = data
+    return np.array(numpy_helper.to_array(inline))
 
 
 def on_disk(model: onnx.ModelProto) -> bool:

@@ -61,7 +61,12 @@ def nonfinite_weights(model: onnx.ModelProto) -> list[NonFinite]:
 
     found = []
     for t in weight_tensors(model.graph):
-        if t.data_type not in _FLOAT_TYPES or t.data_location == 1:  # EXTERNAL: not loaded
+        if t.data_type not in _FLOAT_TYPES:
+            continue
+        if t.data_location == 1:  # EXTERNAL: scanned on disk, chunk by chunk
+            bad = _scan_external(t)
+            if bad is not None:
+                found.append(bad)
             continue
         try:
             values = numpy_helper.to_array(t)
@@ -75,4 +80,43 @@ def nonfinite_weights(model: onnx.ModelProto) -> list[NonFinite]:
     return found
 
 
+def _scan_external(t: onnx.TensorProto) -> NonFinite | None:
+    """NaN/Inf counts of a weight stored in an external file, read in chunks of ``CHUNK_BYTES`` (a model of
+    several GB is never held in memory for the check). Its location is an absolute path once the model is
+    loaded through onnxcomp.io (checked to stay inside the model's directory); a relative location, an
+    unreadable file or a bfloat16 tensor is left to the checker and to onnxruntime."""
+    import math
+    from pathlib import Path
+
+    import numpy as np
+
+    code = {1: "<f4", 10: "<f2", 11: "<f8"}.get(t.data_type)  # FLOAT, FLOAT16, DOUBLE (little-endian on disk)
+    info = {e.key: e.value for e in t.external_data}
+    location = Path(info.get("location", ""))
+    if code is None or not location.is_absolute():
+        return None
+    dtype = np.dtype(code)
+    count = math.prod(t.dims)
+    nan = inf = 0
+    per_chunk = max(1, CHUNK_BYTES // dtype.itemsize)
+    try:
+        with open(location, "rb") as f:
+            f.seek(int(info.get("offset", 0)))
+            done = 0
+            while done < count:
+                n = min(per_chunk, count - done)
+                values = np.fromfile(f, dtype=dtype, count=n)
+                if values.size < n:
+                    return None  # truncated file: the checker says so
+                if not all_finite(values):
+                    nan += int(np.isnan(values).sum())
+                    inf += int(np.isinf(values).sum())
+                done += n
+    except (OSError, ValueError):
+        return None
+    return NonFinite(t.name, nan, inf, count) if nan or inf else None
+
+
+# bytes read at a time when scanning weights left in their files; a module attribute so that tests can lower it
+CHUNK_BYTES = 1 << 26
 _FLOAT_TYPES = frozenset({1, 10, 11, 16})  # FLOAT, FLOAT16, DOUBLE, BFLOAT16

@@ -8,8 +8,8 @@ One module per op in :mod:`.defs` (as runtime/src has one .cc per op), each regi
 - :mod:`.body`: :class:`~.body.FunctionBody`, the builder of the model-local function bodies;
 - :func:`decode_model`: a compressed model with every op decoded into standard ops (the numpy reference);
 - :func:`validate_model`: the native runtime's checks of every op node, run when a model is loaded;
-- :func:`emit`, :func:`ensure_function`, :func:`ensure_opset`, :func:`inline_functions`: writing the ops into an
-  onnx-graphsurgeon graph.
+- :func:`emit`, :func:`ensure_function`, :func:`inline_functions`: writing the ops into an onnx-graphsurgeon graph;
+  :func:`raise_opset`: the ai.onnx opset the function bodies need (the share passes' precondition).
 
 Adding an op: a module here with its ``SPEC = register_op(OpSpec(...))``, listed in ``_OP_MODULES`` below, and
 its section in runtime/OPS.md. Heavy libraries (numpy, onnx) are imported inside the functions.
@@ -27,7 +27,6 @@ from .emit import (
     emit,
     ensure_domain,
     ensure_function,
-    ensure_opset,
     inline_functions,
     raise_opset,
 )
@@ -82,7 +81,6 @@ __all__ = [
     "emit",
     "ensure_domain",
     "ensure_function",
-    "ensure_opset",
     "function_proto",
     "function_protos",
     "get_op",
@@ -113,6 +111,7 @@ _OP_MODULES = (
     "huffman_decode",
     "run_length_decode",
     "codebook_gather",
+    "winograd_conv",
 )
 for _name in _OP_MODULES:
     importlib.import_module(f"{__name__}.defs.{_name}")
@@ -139,6 +138,7 @@ def uses_ops(model: onnx.ModelProto) -> bool:
 
 
 def is_weight_op(op_type: str) -> bool:
-    """A com.onnxcomp op computing with a compressed weight (as opposed to a decode op or a helper)."""
+    """A com.onnxcomp op computing with a compressed weight (as opposed to a decode op, a helper, or WinogradConv's
+    float weights)."""
     spec = OPS.get(op_type)
-    return spec is not None and spec.computes is not None
+    return spec is not None and spec.computes is not None and spec.compressed

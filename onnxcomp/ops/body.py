@@ -57,13 +57,15 @@ class FunctionBody:
         return self._consts[key]
 
     def attr(self, name: str, kind: str = "int") -> str:
-        """The value of the node attribute ``name`` as a tensor (scalar for int, 1-D for ints)."""
+        """The value of the node attribute ``name`` as a tensor (scalar for int and float, 1-D for ints)."""
         import onnx
 
         out = self._tmp()
         node = onnx.helper.make_node("Constant", [], [out])
         a = onnx.AttributeProto(name=f"value_{kind}", ref_attr_name=name)
-        a.type = onnx.AttributeProto.INT if kind == "int" else onnx.AttributeProto.INTS
+        a.type = {"int": onnx.AttributeProto.INT, "ints": onnx.AttributeProto.INTS, "float": onnx.AttributeProto.FLOAT}[
+            kind
+        ]
         node.attribute.append(a)
         self.nodes.append(node)
         return out

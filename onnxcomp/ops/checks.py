@@ -50,6 +50,10 @@ def _check_attr(a: Attr, attrs: dict[str, Any]) -> None:
             raise ValueError(f"attribute '{a.name}' ({a.kind}) is required")
         return
     v = attrs[a.name]
+    if a.kind == "float":
+        if not isinstance(v, float) or v != v:
+            raise ValueError(f"attribute '{a.name}' must be a float (not NaN)")
+        return
     if a.kind == "int":
         if not isinstance(v, int):
             raise ValueError(f"attribute '{a.name}' must be an int")

@@ -23,6 +23,8 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
     import onnx
     from onnx import numpy_helper
 
+    from onnxcomp.io import tensor_values
+
     m = onnx.ModelProto()
     m.CopyFrom(model)
     inits = {t.name: t for t in m.graph.initializer}
@@ -34,7 +36,7 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
         if name not in values:
             if name not in inits:
                 raise ValueError(f"input {name!r} of a com.onnxcomp node is not an initializer")
-            values[name] = numpy_helper.to_array(inits[name])
+            values[name] = tensor_values(inits[name])
         return values[name]
 
     new_nodes: list[onnx.NodeProto] = []
@@ -93,7 +95,7 @@ def _matmul(
 
 
 def _conv(spec: OpSpec, node: Any, a: dict[str, Any], wb: tuple[Any, Any], nodes: list[Any], inits: list[Any]) -> None:
-    """Y = Conv(X, W, B) with the op's Conv attributes."""
+    """Y = Conv(X, W, B) with the op's Conv attributes (then its fused activation, if any)."""
     import numpy as np
     from onnx import helper, numpy_helper
 
@@ -105,7 +107,25 @@ def _conv(spec: OpSpec, node: Any, a: dict[str, Any], wb: tuple[Any, Any], nodes
         inits.append(numpy_helper.from_array(np.asarray(b, np.float32), b_name))
         ins.append(b_name)
     attrs = {k: a[k] for k in spec.standard_attrs if k in a}
-    nodes.append(helper.make_node("Conv", ins, list(node.output), name=node.name, **attrs))
+    act = spec.activation(a) if spec.activation is not None else None
+    if act is None:
+        nodes.append(helper.make_node("Conv", ins, list(node.output), name=node.name, **attrs))
+        return
+    # a fused activation (WinogradConv): v < 0 ? leaky v : v, then clipped to [lo, hi]
+    leaky, lo, hi = act
+    y = f"{node.output[0]}__conv"
+    nodes.append(helper.make_node("Conv", ins, [y], name=node.name, **attrs))
+    clip = lo > -np.inf or hi < np.inf
+    if leaky != 1.0:
+        out = f"{node.output[0]}__leaky" if clip else node.output[0]
+        nodes.append(helper.make_node("LeakyRelu", [y], [out], name=f"{node.name}__leaky", alpha=leaky))
+        y = out
+    if clip:
+        bounds = [f"{node.output[0]}__min", f"{node.output[0]}__max"]
+        inits += [numpy_helper.from_array(np.array(v, np.float32), n) for v, n in zip((lo, hi), bounds)]
+        nodes.append(helper.make_node("Clip", [y, *bounds], list(node.output), name=f"{node.name}__clip"))
+    elif leaky == 1.0:
+        nodes.append(helper.make_node("Identity", [y], list(node.output), name=f"{node.name}__act"))
 
 
 def _gather(

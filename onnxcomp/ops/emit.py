@@ -68,14 +68,6 @@ def emit(graph: gs.Graph, old: gs.Node, op_type: str, inputs: list[Any], attrs: 
     return node
 
 
-def ensure_opset(graph: gs.Graph, ctx: PassContext, result: PassResult) -> bool:
-    """Function bodies need ai.onnx >= MIN_OPSET: upgrade the graph (verified) or skip with a reason."""
-    reason = raise_opset(graph, ctx, result)
-    if reason is not None:
-        result.skip("model", reason)
-    return reason is None
-
-
 def raise_opset(graph: gs.Graph, ctx: PassContext, result: PassResult) -> str | None:
     """Upgrade a graph below MIN_OPSET to UPGRADE_OPSET (outputs checked equal; counted in ``result``); returns
     why it cannot be upgraded, else None."""

@@ -11,7 +11,9 @@ A record holds everything the Python side knows about an op (runtime/OPS.md is t
 - ``validate``: the checks the native runtime makes (attributes, shapes, code ranges, layouts), run on load;
 - ``code_input``: the packed-code input and its layout (bits, codes per row), which the Huffman store may code
   as zero runs;
-- ``flops``: FLOPs per inference for the cost model (None: computed from constants, folded at load).
+- ``flops``: FLOPs per inference for the cost model (None: computed from constants, folded at load);
+- ``compressed``: whether its weight input is compressed (the Huffman store and share passes look only at those);
+- ``activation``: a fused activation the decoded standard op is followed by (WinogradConv).
 
 Values handed to ``reference`` and ``validate`` are numpy arrays for constant inputs and None for the rest
 (activations, absent optional inputs); ``shapes`` are static input shapes where the model records them.
@@ -46,7 +48,7 @@ class Input:
 @dataclasses.dataclass(frozen=True)
 class Attr:
     name: str
-    kind: str = "int"  # "int" or "ints"
+    kind: str = "int"  # "int", "ints" or "float"
     required: bool = False
     lo: int = 0  # valid range of an int attribute (of every element of an ints one)
     hi: int = MAX_DIM
@@ -70,6 +72,9 @@ class OpSpec:
     code_input: tuple[int, Callable[[dict[str, Any]], tuple[int, int]]] | None = None
     flops: Callable[[dict[str, Any], Shapes, Shapes], int] | None = None
     native: bool = False  # a kernel in libonnxcomp_ops.so (else onnxruntime folds the body at load)
+    compressed: bool = True  # its weight is stored compressed (False: WinogradConv's float weights)
+    # an activation fused after the standard op: attributes -> (leaky_alpha, clip_min, clip_max), or None
+    activation: Callable[[dict[str, Any]], tuple[float, float, float] | None] | None = None
     helper_only: bool = False  # only called from other bodies, never a graph node (UnpackCodes)
 
 

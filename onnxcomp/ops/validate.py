@@ -26,7 +26,7 @@ def validate_model(model: onnx.ModelProto) -> int:
     nodes = [n for n in model.graph.node if n.domain == DOMAIN]
     if not nodes:
         return 0
-    from onnx import numpy_helper
+    from onnxcomp.io import tensor_values
 
     inits = {t.name: t for t in model.graph.initializer}
     shapes = _recorded_shapes(model)
@@ -36,7 +36,7 @@ def validate_model(model: onnx.ModelProto) -> int:
         if name in values:
             return values[name]
         if name in inits:
-            values[name] = numpy_helper.to_array(inits[name])
+            values[name] = tensor_values(inits[name])
             return values[name]
         return None
 

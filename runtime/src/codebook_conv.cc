@@ -2,25 +2,29 @@
 // Inputs: X float [N, C, *spatial] (1 to 3 spatial dims), codebook float [G, C' <= 2^bits],
 // codes uint8 [M, ceil(C/group * prod(k) * bits / 8)], B float [M] (optional).
 // Attributes: bits, group_size (over output channels, default M), weight_shape (M, C/group, k...),
-// and the Conv attributes dilations, group, kernel_shape, pads, strides (explicit pads only).
+// the Conv attributes dilations, group, kernel_shape, pads, strides (explicit pads only), and
+// winograd_tile (0: none, the default; 2, 4 or 6: Winograd F(m x m, 3 x 3) for 3x3 stride-1 one-group layers).
 // Convolutions are compute-bound: the codes save file size and memory traffic of the weights, not time.
 // The filter is decoded into a float tensor (once for constant codes and codebook, the usual case; otherwise
 // again only when their bytes change) and onnxruntime's own Conv kernel is invoked on it (InvokeOp), so the
-// op runs at onnxruntime's speed. If the Conv kernel cannot be created, the filter is decoded on every run
-// into packed panels of an implicit-im2col GEMM (the unfolded input is produced panel by panel, never
-// materialized).
+// op runs at onnxruntime's speed. With winograd_tile set (select-conv writes it) the layer runs as WinogradConv
+// (conv/winograd.h): the filter is decoded and Winograd-transformed once, when the kernel is created, for constant
+// codes and codebook, and again only when their bytes change otherwise (codes from a HuffmanDecode). If the Conv
+// kernel cannot be created, the filter is decoded on every run and the convolution is the implicit-im2col GEMM of
+// conv/im2col.h.
 #include <algorithm>
 #include <cstring>
 #include <memory>
 #include <mutex>
 
 #include "common.h"
+#include "conv/im2col.h"
+#include "conv/winograd.h"
 #include "ops.h"
 
 namespace onnxcomp {
 namespace {
 
-constexpr int64_t kColumnTask = 768;
 constexpr int64_t kMaxConvAttr = int64_t{1} << 31;  // bound for sizes, strides, pads, dilations
 
 struct CodebookConvKernel {
@@ -42,6 +46,15 @@ struct CodebookConvKernel {
   };
   std::shared_ptr<const Filter> filter;
   std::mutex decode_mu;
+  int winograd_tile = 0;
+  std::unique_ptr<conv::WinogradConv> winograd;  // the constant filter, transformed once
+  // the filter from non-constant codes and codebook, transformed, while their bytes stay the same
+  struct WinogradFilter {
+    std::vector<uint8_t> codes_key;
+    std::vector<float> codebook_key;
+    std::shared_ptr<const conv::WinogradConv> plan;
+  };
+  std::shared_ptr<const WinogradFilter> winograd_cached;
 
   CodebookConvKernel(const OrtKernelInfo* info) : label(node_label("CodebookConv", info)) {
     Attrs a{info};
@@ -85,9 +98,34 @@ struct CodebookConvKernel {
     } catch (...) {
     }
     if (!auto_pad.empty() && auto_pad != "NOTSET") fail("attribute auto_pad=", auto_pad, " is not supported (use explicit pads)");
+    winograd_tile = static_cast<int>(a.optional_int("winograd_tile", 0, 0, 6));
+    if (winograd_tile != 0) {
+      if (!conv::WinogradConv::tile_supported(winograd_tile)) fail("attribute winograd_tile=", winograd_tile, " must be 0, 2, 4 or 6");
+      if (S != 2 || kernel != std::vector<int64_t>{3, 3} || strides != std::vector<int64_t>{1, 1} ||
+          dilations != std::vector<int64_t>{1, 1} || group != 1)
+        fail("attribute winograd_tile needs a 3x3 kernel, strides 1, dilations 1 and group 1");
+    }
     const_codes.init(info, 2);
     const_codebook.init(info, 1);
-    {
+    if (winograd_tile != 0 && const_codes.data != nullptr && const_codebook.data != nullptr) {
+      // decode (validated like at run time) and transform once
+      const int64_t G = ceil_div(M, group_size), entries = int64_t{1} << bits, CKK = Cg * KS;
+      const int64_t row_bytes = ceil_div(CKK * bits, 8);
+      const std::vector<int64_t>& cs = const_codebook.shape;
+      if (cs.size() != 2 || cs[0] != G || cs[1] < 1 || cs[1] > entries)
+        fail("codebook must have shape [G=", G, ", C] with 1 <= C <= 2^bits=", entries, ", got ", shape_str(cs));
+      if (const_codes.shape != std::vector<int64_t>{M, row_bytes})
+        fail("codes must have shape [M=", M, ", ", row_bytes, "], got ", shape_str(const_codes.shape));
+      const uint8_t* cp = static_cast<const uint8_t*>(const_codes.data);
+      if (cs[1] < entries && max_code(cp, M, row_bytes, CKK, bits) >= static_cast<uint32_t>(cs[1]))
+        fail("a code is out of range for a codebook of ", cs[1], " entries");
+      std::vector<float> padded = pad_codebook(static_cast<const float*>(const_codebook.data), G, cs[1], bits);
+      std::vector<float> w(static_cast<size_t>(M * CKK));
+      kernels().decode_rows(cp, row_bytes, 0, M, CKK, bits, padded.data(), group_size, w.data());
+      winograd.reset(new conv::WinogradConv(winograd_tile, Cg, M, w.data()));
+      const_codes.mark(const_codes.data);
+    }
+    if (winograd_tile == 0) {  // onnxruntime's Conv on the decoded filter
       try {
         std::vector<Ort::OpAttr> attrs;
         const int64_t grp = group;
@@ -135,6 +173,26 @@ struct CodebookConvKernel {
     f->zero_bias_value = Ort::Value::CreateTensor<float>(mem, f->zero_bias.data(), f->zero_bias.size(), bshape, 1);
     filter = f;
     return filter;
+  }
+
+  // The Winograd plan of a non-constant filter: cached while the codes and codebook bytes stay the same.
+  std::shared_ptr<const conv::WinogradConv> winograd_plan(const uint8_t* cp, int64_t row_bytes, int64_t CKK,
+                                                          const float* cbd, const Input& codes, const Input& cb) {
+    std::lock_guard<std::mutex> lock(decode_mu);
+    const std::shared_ptr<const WinogradFilter>& f = winograd_cached;
+    if (f && f->codes_key.size() == static_cast<size_t>(codes.count) &&
+        f->codebook_key.size() == static_cast<size_t>(cb.count) &&
+        std::memcmp(f->codes_key.data(), codes.data, static_cast<size_t>(codes.count)) == 0 &&
+        std::memcmp(f->codebook_key.data(), cb.data, static_cast<size_t>(cb.count) * sizeof(float)) == 0)
+      return f->plan;
+    auto nf = std::make_shared<WinogradFilter>();
+    nf->codes_key.assign(codes.as<uint8_t>(), codes.as<uint8_t>() + codes.count);
+    nf->codebook_key.assign(cb.as<float>(), cb.as<float>() + cb.count);
+    std::vector<float> w(static_cast<size_t>(M * CKK));
+    kernels().decode_rows(cp, row_bytes, 0, M, CKK, bits, cbd, group_size, w.data());
+    nf->plan = std::make_shared<const conv::WinogradConv>(winograd_tile, Cg, M, w.data());
+    winograd_cached = nf;
+    return nf->plan;
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
@@ -195,7 +253,6 @@ struct CodebookConvKernel {
       checked_elements(yshape, "output Y");
       geo.out_size = checked_elements({geo.out[0], geo.out[1], geo.out[2]}, "output Y's spatial size");
       const int64_t OS = geo.out_size;
-      const int64_t in_size = geo.in[0] * geo.in[1] * geo.in[2];
 
       // decode the filter
       const uint8_t* cp = codes.as<uint8_t>();
@@ -217,6 +274,21 @@ struct CodebookConvKernel {
       Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
       const bool constant = const_codes.data != nullptr && codes.data == const_codes.data &&
                             const_codebook.data != nullptr && cb.data == const_codebook.data;
+      OrtParallel par(ctx);
+      conv::Epilogue ep;
+      ep.bias = bias_data;
+      if (winograd_tile != 0 && batch > 0 && OS > 0) {
+        std::shared_ptr<const conv::WinogradConv> cached;
+        const conv::WinogradConv* plan = winograd.get();
+        if (!(winograd && constant)) {
+          cached = winograd_plan(cp, row_bytes, CKK, cbd, codes, cb);
+          plan = cached.get();
+        }
+        const int64_t p4[4] = {pads[0], pads[1], pads[2], pads[3]};
+        plan->run(x.as<float>(), conv::TensorLayout::nchw(), batch, x.shape[2], x.shape[3], p4, ep,
+                  yv.GetTensorMutableData<float>(), conv::TensorLayout::nchw(), par);
+        return;
+      }
       if (conv_op && batch > 0 && OS > 0) {
         const std::shared_ptr<const Filter> f = decoded_filter(cp, row_bytes, CKK, cbd, codes, cb, constant);
         const OrtValue* ins[3] = {nullptr, f->weight_value, f->zero_bias_value};
@@ -227,37 +299,23 @@ struct CodebookConvKernel {
         return;
       }
       float* y = yv.GetTensorMutableData<float>();
-      const int64_t Mg = M / group;
-      for (int64_t n = 0; n < batch; ++n)
-        for (int64_t m = 0; m < M; ++m) {
-          float* yr = y + (n * M + m) * OS;
-          std::fill(yr, yr + OS, bias_data ? bias_data[m] : 0.0f);
-        }
-      if (batch == 0 || OS == 0) return;
-      const int64_t apanel = ceil_div(Mg, kt.mr) * kt.mr * CKK;
-      // decode the filter a micro-panel of rows at a time (cache-hot), straight into packed form
-      std::unique_ptr<float[]> panels(new float[static_cast<size_t>(group * apanel)]);
-      {
-        std::unique_ptr<float[]> rows(new float[static_cast<size_t>(kt.mr * CKK)]);
-        for (int64_t g = 0; g < group; ++g)
-          for (int64_t i = 0; i < Mg; i += kt.mr) {
-            const int64_t r = std::min<int64_t>(kt.mr, Mg - i);
-            kt.decode_rows(cp, row_bytes, g * Mg + i, r, CKK, bits, cbd, group_size, rows.get());
-            kt.pack_a(r, CKK, rows.get(), CKK, panels.get() + g * apanel + (i / kt.mr) * kt.mr * CKK);
-          }
+      // the filter, decoded for this run, through the im2col GEMM
+      std::vector<float> w(static_cast<size_t>(M * CKK));
+      kt.decode_rows(cp, row_bytes, 0, M, CKK, bits, cbd, group_size, w.data());
+      conv::ConvParams prm;
+      prm.C = C;
+      prm.M = M;
+      prm.group = group;
+      prm.spatial = static_cast<int>(S);
+      for (int64_t i = 0; i < S; ++i) {
+        prm.kernel[i] = kernel[i];
+        prm.strides[i] = strides[i];
+        prm.dilations[i] = dilations[i];
+        prm.pads[i] = pads[i];
+        prm.pads[S + i] = pads[S + i];
       }
-      const int64_t ctasks = ceil_div(OS, kColumnTask);
-      const float* xd = x.as<float>();
-      parallel_for(ctx, static_cast<size_t>(batch * group * ctasks), [&](size_t t) {
-        const int64_t ti = static_cast<int64_t>(t);
-        const int64_t n = ti / (group * ctasks);
-        const int64_t g = (ti / ctasks) % group;
-        const int64_t c0 = (ti % ctasks) * kColumnTask;
-        ConvGeometry gg = geo;
-        gg.x = xd + (n * C + g * Cg) * in_size;
-        float* yg = y + (n * M + g * Mg) * OS;
-        kt.gemm(Mg, CKK, panels.get() + g * apanel, kt.im2col_panel, &gg, yg, OS, c0, std::min(OS, c0 + kColumnTask), true);
-      });
+      const conv::Im2colConv im2col(prm, w.data());
+      im2col.run(x.as<float>(), batch, x.shape.data() + 2, ep, y, par);
     });
   }
 };

@@ -60,6 +60,37 @@ int64_t Attrs::optional_int(const char* name, int64_t dflt, int64_t lo, int64_t 
   return v;
 }
 
+bool Attrs::get_float(const char* name, float* out) const {
+  const OrtApi& api = Ort::GetApi();
+  float v = 0.0f;
+  OrtStatus* st = api.KernelInfoGetAttribute_float(info, name, &v);
+  if (st != nullptr) {
+    api.ReleaseStatus(st);
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+bool Attrs::get_string(const char* name, std::string* out) const {
+  const OrtApi& api = Ort::GetApi();
+  size_t size = 0;
+  OrtStatus* st = api.KernelInfoGetAttribute_string(info, name, nullptr, &size);
+  if (st != nullptr) {
+    api.ReleaseStatus(st);
+    return false;
+  }
+  std::string v(size, '\0');
+  st = api.KernelInfoGetAttribute_string(info, name, &v[0], &size);
+  if (st != nullptr) {
+    api.ReleaseStatus(st);
+    return false;
+  }
+  v.resize(size > 0 ? size - 1 : 0);  // size counts the terminating NUL
+  *out = v;
+  return true;
+}
+
 std::string node_label(const char* op, const OrtKernelInfo* info) {
   std::string name;
   try {

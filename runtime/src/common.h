@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "conv/conv.h"
 #include "kernels.h"
 
 namespace onnxcomp {
@@ -69,6 +70,8 @@ struct Attrs {
   bool get_ints(const char* name, std::vector<int64_t>* out) const;
   int64_t required_int(const char* name, int64_t lo, int64_t hi) const;
   int64_t optional_int(const char* name, int64_t dflt, int64_t lo, int64_t hi) const;
+  bool get_float(const char* name, float* out) const;
+  bool get_string(const char* name, std::string* out) const;
 };
 
 std::string node_label(const char* op, const OrtKernelInfo* info);
@@ -137,6 +140,18 @@ void parallel_for(Ort::KernelContext& ctx, size_t n, F&& f) {
       n, 0, &job);
   if (job.err) std::rethrow_exception(job.err);
 }
+
+// conv::Parallel over onnxruntime's intra-op thread pool (for the conv/ kernel core).
+class OrtParallel final : public conv::Parallel {
+ public:
+  explicit OrtParallel(Ort::KernelContext& ctx) : ctx_(ctx) {}
+  void run(size_t n, void (*task)(void*, size_t), void* c) const override {
+    parallel_for(ctx_, n, [&](size_t i) { task(c, i); });
+  }
+
+ private:
+  Ort::KernelContext& ctx_;
+};
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {

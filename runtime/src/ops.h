@@ -8,6 +8,7 @@ const OrtCustomOp* codebook_matmul_op();
 const OrtCustomOp* codebook_conv_op();
 const OrtCustomOp* sparse_codebook_matmul_op();
 const OrtCustomOp* ternary_matmul_op();
+const OrtCustomOp* winograd_conv_op();
 const OrtCustomOp* huffman_decode_op();
 const OrtCustomOp* run_length_decode_op();
 const OrtCustomOp* codebook_gather_op();

@@ -41,6 +41,7 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
     domain.Add(onnxcomp::codebook_conv_op());
     domain.Add(onnxcomp::sparse_codebook_matmul_op());
     domain.Add(onnxcomp::ternary_matmul_op());
+    domain.Add(onnxcomp::winograd_conv_op());
     domain.Add(onnxcomp::huffman_decode_op());
     domain.Add(onnxcomp::run_length_decode_op());
     domain.Add(onnxcomp::codebook_gather_op());

@@ -170,3 +170,45 @@ def test_output_whose_data_file_is_the_inputs_weights_is_refused(big, capsys):
     assert main(["optimize", str(renamed), str(big)]) == 2
     assert "holds the input's weights" in capsys.readouterr().err
     assert (big.parent / "model.onnx.data").read_bytes() == before
+
+
+def test_nonfinite_weights_on_disk_are_reported(big, monkeypatch):
+    """NaN/Inf in a weight left in its file are found by a chunked scan (issue 9 item 3), the chunk edges
+    included."""
+    from onnxcomp import weights
+
+    model = onnx.load(str(big), load_external_data=False)
+    w2 = next(t for t in model.graph.initializer if t.name == "w2")
+    offset = int({e.key: e.value for e in w2.external_data}["offset"])
+    data = big.parent / "model.onnx.data"
+    raw = bytearray(data.read_bytes())
+    for index, value in ((0, np.nan), (1023, np.inf), (1024, np.nan), (DIM * DIM - 1, -np.inf)):
+        raw[offset + 4 * index : offset + 4 * index + 4] = np.float32(value).tobytes()
+    data.write_bytes(bytes(raw))
+    monkeypatch.setattr(weights, "CHUNK_BYTES", 4096)  # 1024 values a chunk
+    _, report = optimize(big)
+    assert report.warnings == [f"non-finite weights in the input model: w2 (2 NaN and 2 Inf of {DIM * DIM:,} values)"]
+
+
+def test_compressed_model_on_disk_is_validated_and_optimized(big, tmp_path, monkeypatch):
+    """A com.onnxcomp model whose codes stayed in their file: validated on load (issue 9 item 5) and run
+    through the lossless pipeline; onnx's own reader refuses the absolute locations a loaded model holds."""
+    out, _ = optimize(big, "kmeans(bits=4)")
+    dst = tmp_path / "k" / "k.onnx"
+    dst.parent.mkdir()
+    io.save_model(out, dst)
+    monkeypatch.setattr(io, "PROTO_LIMIT", 6000)  # the graph (~3.6 KB) fits, the graph with its codes does not
+    model = io.load_model(dst)
+    assert io.on_disk(model)
+    assert io.check_compressed_ops(model) is None  # every node checked by content, codes read from the file
+    again, report = optimize(dst)
+    assert report.warnings == []
+    np.testing.assert_allclose(outputs(again, _feeds())["y"], _run(dst), rtol=1e-5, atol=1e-6)
+    # codes cut short in the file: an input error on load
+    raw = bytearray((dst.parent / "k.onnx.data").read_bytes())
+    codes = next(t for t in model.graph.initializer if t.name.endswith("codes"))
+    info = {e.key: e.value for e in codes.external_data}
+    start, length = int(info["offset"]), int(info["length"])
+    (dst.parent / "k.onnx.data").write_bytes(bytes(raw[:start]) + bytes(raw[start : start + length // 2]))
+    with pytest.raises(InputError):
+        io.load_model(dst)

@@ -52,6 +52,8 @@ CASES: dict[str, tuple[str | None, bool]] = {
     "pow2": ("pow2(bits=4)", False),
     "pow2-lsq": ("pow2(bits=3,scale=lsq)", True),
     "inline-functions": ("kmeans(bits=2),inline-functions", False),
+    "select-conv": ("fuse-bn,select-conv(algorithm=winograd)", False),
+    "kmeans-select-conv": ("kmeans(bits=4),select-conv(algorithm=winograd,tiles=4)", False),
     "readme-pipeline": (
         "fuse-bn,prune-channels(ratio=0.3),prune-weights(ratio=0.88,scope=global,update=lsq),kmeans(bits=4,huffman=store)",
         True,

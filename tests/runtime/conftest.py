@@ -26,5 +26,17 @@ def runtime_lib() -> Path:
     return runtime.library_path()
 
 
+@pytest.fixture(scope="session")
+def ep_devices():
+    """The OnnxcompExecutionProvider's devices (the EP library registered once for the process)."""
+    from onnxcomp import runtime
+
+    if not runtime.ep_available():
+        if os.environ.get("CI"):
+            pytest.fail("libonnxcomp_ep.so is not built")
+        pytest.skip("libonnxcomp_ep.so is not built")
+    return runtime.register_ep()
+
+
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "slow: long-running test (still part of CI)")

@@ -1,9 +1,11 @@
 """Random and malformed inputs for every com.onnxcomp op (run by test_asan_fuzz.py under ASan/UBSan).
 
 Usage: python fuzz_driver.py SEED SECONDS
-Every case either runs (and, when valid, matches a numpy decode of the weights) or fails with an
-onnxruntime error; the sanitizers abort the process on any out-of-bounds access or undefined
-behaviour. Prints "fuzz: N cases, E errors reported cleanly, V checked against numpy".
+Every case runs with the custom-op library and, when the EP library is found (ONNXCOMP_EP_LIBRARY for the
+sanitizer build), again with the OnnxcompExecutionProvider added (it claims the cases with constant weights, and
+convolution chains with random pools and residual adds). Each run either succeeds (and, when valid, matches a numpy
+reference) or fails with an onnxruntime error; the sanitizers abort the process on any out-of-bounds access or
+undefined behaviour. Prints "fuzz: N cases, E errors reported cleanly, V checked against numpy, P EP runs".
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import oplib
 
 from onnxcomp import runtime
 
+EP = runtime.ep_available()
 BAD_INTS = [0, -1, -(2**31), 2**31 + 1, 2**40 + 1, 2**62, 9, 3, 1]
 
 
@@ -50,6 +53,18 @@ def _run(model, feeds):
     runtime.register(so)
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)[0]
+
+
+def _run_ep(model, feeds):
+    """Under the OnnxcompExecutionProvider (claiming even tiny layers), with the custom-op library for what it
+    declines."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    so.log_severity_level = 4
+    so.add_session_config_entry("ep.onnxcomp.min_weights", "0")
+    runtime.register(so)
+    so.add_provider_for_devices(runtime.register_ep(), {})
+    return ort.InferenceSession(model.SerializeToString(), so).run(None, feeds)[0]
 
 
 def _mutate_bytes(rng, a: np.ndarray) -> np.ndarray:
@@ -297,25 +312,201 @@ def case_absurd(rng, stats):
     raise AssertionError("an absurd size ran")
 
 
-def _finish(model, feeds, ref_w, bias, stats, rng=None):
+def _conv3x3_ref(x, w, b, pads):
+    """Direct 3x3 stride-1 convolution in float64 (numpy), pads (top, left, bottom, right)."""
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    oh, ow = xp.shape[2] - 2, xp.shape[3] - 2
+    cols = np.stack([xp[:, :, i : i + oh, j : j + ow] for i in range(3) for j in range(3)], 2)  # N, C, 9, OH, OW
+    y = np.einsum("nckhw,mck->nmhw", cols, w.reshape(w.shape[0], w.shape[1], 9).astype(np.float64))
+    return y + (0 if b is None else b.astype(np.float64)[None, :, None, None])
+
+
+def case_winograd(rng, stats):
+    """WinogradConv (and CodebookConv with winograd_tile): random valid and malformed cases."""
+    n, c, m = int(rng.integers(0, 3)), int(rng.integers(1, 40)), int(rng.integers(1, 40))
+    h, w = int(rng.integers(1, 20)), int(rng.integers(1, 20))
+    pads = [int(rng.integers(0, 3)) for _ in range(4)]
+    tile = int(rng.choice([2, 4, 6]))
+    wt = (rng.standard_normal((m, c, 3, 3)) * 0.3).astype(np.float32)
+    bias = rng.standard_normal(m).astype(np.float32) if rng.random() < 0.7 else None
+    x_shape = [n, c, h, w]
+    attrs: dict = {}
+    valid = h + pads[0] + pads[2] >= 3 and w + pads[1] + pads[3] >= 3
+    r = rng.random()
+    if r < 0.1:
+        attrs[str(rng.choice(["tile", "group"]))] = int(rng.choice(BAD_INTS))
+        valid = False
+    elif r < 0.2:
+        name = str(rng.choice(["strides", "dilations", "kernel_shape", "pads"]))
+        vals = list(pads) if name == "pads" else [3, 3] if name == "kernel_shape" else [1, 1]
+        vals[int(rng.integers(0, len(vals)))] = int(rng.choice(BAD_INTS))
+        if rng.random() < 0.3:
+            vals = vals[:-1]
+        attrs[name] = vals
+        valid = False
+    elif r < 0.3:
+        wt = wt.reshape(-1)[: int(rng.integers(0, wt.size))].copy()
+        wt = wt.reshape(-1, 1, 1, 1) if wt.size and rng.random() < 0.5 else wt
+        valid = False
+    elif r < 0.4:
+        x_shape[1] += 1
+        valid = False
+    elif r < 0.45 and bias is not None:
+        bias = bias[: int(rng.integers(0, m))].copy()
+        valid = False
+    elif r < 0.5:
+        attrs["clip_min"], attrs["clip_max"] = float(rng.standard_normal()), float(rng.standard_normal())
+        valid = valid and attrs["clip_min"] <= attrs["clip_max"]
+    feeds = {"X": rng.standard_normal(x_shape).astype(np.float32), "W": wt}
+    if bias is not None:
+        feeds["B"] = bias
+    if rng.random() < 0.25 and wt.ndim == 4 and wt.shape[2:] == (3, 3) and not attrs:
+        # the same convolution as a CodebookConv whose 8-bit codebook holds the weights exactly
+        vals, codes = np.unique(wt, return_inverse=True)
+        if vals.size <= 256:
+            cb = np.zeros((1, 256), np.float32)
+            cb[0, : vals.size] = vals
+            packed = oplib.pack_bits(codes.reshape(wt.shape[0], -1), 8)
+            model = oplib.codebook_conv(
+                [1] * 4,
+                cb,
+                packed,
+                bits=8,
+                weight_shape=list(wt.shape),
+                bias=bias,
+                pads=pads,
+                attrs={"winograd_tile": tile},
+                as_inputs={"codebook", "codes", "B"} if bias is not None else {"codebook", "codes"},
+            )
+            feeds = {"X": feeds["X"], "codebook": cb, "codes": packed, **({"B": bias} if bias is not None else {})}
+            ref = (lambda: _conv3x3_ref(feeds["X"], wt, bias, pads)) if valid else None
+            _finish(_symbolic(model), feeds, None, None, stats, rng, ref=ref)
+            return
+    model = oplib.winograd_conv(
+        [1] * 4,
+        np.zeros((1, 1, 3, 3), np.float32),
+        bias=bias,
+        pads=pads,
+        tile=tile,
+        attrs=attrs,
+        as_inputs={"W", "B"} if bias is not None else {"W"},
+    )
+    lo, hi = attrs.get("clip_min", -np.inf), attrs.get("clip_max", np.inf)
+    ref = (lambda: np.clip(_conv3x3_ref(feeds["X"], wt, bias, pads), lo, hi)) if valid else None
+    _finish(_symbolic(model), feeds, None, None, stats, rng, ref=ref)
+
+
+def _finish(model, feeds, ref_w, bias, stats, rng=None, ref=None):
     stats["cases"] += 1
     ref_feeds = feeds
     if rng is not None and rng.random() < 0.5:
         model, feeds = _freeze(model, feeds)
         stats["frozen"] += 1
+    if ref_w is not None:
+        ref = lambda: ref_feeds["X"] @ ref_w() + (0 if bias is None else bias)  # noqa: E731
+    runners = [_run] + ([_run_ep] if EP else [])
+    for run in runners:
+        try:
+            y = run(model, feeds)
+        except Exception as e:  # an onnxruntime error status is the expected answer to bad input
+            msg = str(e)
+            if "Segmentation" in msg or "AddressSanitizer" in msg:
+                raise
+            if ref is not None:
+                raise AssertionError(f"a valid case failed ({run.__name__}): {msg}") from e
+            stats["errors"] += 1
+            continue
+        stats["ep"] += run is _run_ep
+        if ref is not None:
+            np.testing.assert_allclose(y, ref(), rtol=1e-3, atol=1e-3)
+            stats["checked"] += 1
+
+
+def case_ep_chain(rng, stats):
+    """A convolution chain for the EP: CodebookConv (winograd_tile) -> activation -> MaxPool / AveragePool
+    (random, sometimes invalid, windows) -> residual Add -> GlobalAveragePool, against onnxruntime's own kernels."""
+    from onnx import TensorProto, helper
+
+    n, c, m = int(rng.integers(1, 3)), int(rng.integers(1, 12)), int(rng.integers(1, 12))
+    h, w = int(rng.integers(3, 16)), int(rng.integers(3, 16))
+    cb = (rng.standard_normal((1, 256)) * 0.3).astype(np.float32)
+    codes = rng.integers(0, 256, size=(m, c * 9))
+    wt = cb[0][codes].reshape(m, c, 3, 3)
+    packed = oplib.pack_bits(codes, 8)
+    if rng.random() < 0.15:
+        packed = _mutate_bytes(rng, packed) if rng.random() < 0.5 else _reshape_wrong(rng, packed)
+        cb = cb[:, : int(rng.integers(1, 257))].copy()
+    conv = oplib.codebook_conv(
+        [n, c, h, w], cb, packed, bits=8, weight_shape=[m, c, 3, 3], pads=[1, 1, 1, 1], attrs={"winograd_tile": 2}
+    )
+    node = conv.graph.node[0]
+    node.output[0] = "c"
+    k = [int(rng.integers(1, 5)), int(rng.integers(1, 5))]
+    pool_attrs = {
+        "kernel_shape": k,
+        "strides": [int(rng.integers(1, 4)), int(rng.integers(1, 4))],
+        "pads": [int(rng.integers(0, k[i % 2] + (1 if rng.random() < 0.1 else 0))) for i in range(4)],
+        "ceil_mode": int(rng.integers(0, 2)),
+    }
+    op = str(rng.choice(["MaxPool", "AveragePool"]))
+    if op == "AveragePool":
+        pool_attrs["count_include_pad"] = int(rng.integers(0, 2))
+    nodes = [
+        node,
+        helper.make_node(str(rng.choice(["Relu", "LeakyRelu"])), ["c"], ["r"]),
+        helper.make_node(op, ["r"], ["p"], **pool_attrs),
+        helper.make_node("Add", ["p", "skip"], ["a"]),
+        helper.make_node("Relu", ["a"], ["ar"]),
+        helper.make_node("GlobalAveragePool", ["ar"], ["Y"]),
+    ]
+    g = conv.graph
+    del g.node[:]
+    g.node.extend(nodes)
+    g.input.append(helper.make_tensor_value_info("skip", TensorProto.FLOAT, None))
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info("Y", TensorProto.FLOAT, None))
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    stats["cases"] += 1
+    # onnxruntime's own Conv and pool decide the skip shape (and whether the window is valid at all)
+    probe = helper.make_model(
+        helper.make_graph(
+            [
+                helper.make_node("Conv", ["X", "W"], ["c"], pads=[1, 1, 1, 1]),
+                helper.make_node(op, ["c"], ["p"], **pool_attrs),
+            ],
+            "probe",
+            [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
+            [helper.make_tensor_value_info("p", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(wt, "W")],
+        ),
+        opset_imports=[helper.make_opsetid("", 18)],
+    )
+    probe.ir_version = 10
     try:
-        y = _run(model, feeds)
-    except Exception as e:  # an onnxruntime error status is the expected answer to bad input
-        msg = str(e)
-        if "Segmentation" in msg or "AddressSanitizer" in msg:
-            raise
-        if ref_w is not None:
-            raise AssertionError(f"a valid case failed: {msg}") from e
+        shape = (
+            ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+            .run(None, {"X": x})[0]
+            .shape
+        )
+    except Exception:
         stats["errors"] += 1
         return
-    if ref_w is not None:
-        ref = ref_feeds["X"] @ ref_w() + (0 if bias is None else bias)
-        np.testing.assert_allclose(y, ref, rtol=1e-3, atol=1e-3)
+    feeds = {"X": x, "skip": rng.standard_normal(shape).astype(np.float32)}
+    try:
+        want = _run(conv, feeds)
+    except Exception:  # corrupt weights: the custom op refuses them; the EP must too (or decline)
+        want = None
+    try:
+        got = _run_ep(conv, feeds) if EP else None
+    except Exception as e:
+        if want is not None or "Segmentation" in str(e):
+            raise AssertionError(f"a valid chain failed under the EP: {e}") from e
+        stats["errors"] += 1
+        return
+    if EP:
+        stats["ep"] += 1
+    if want is not None and got is not None:
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
         stats["checked"] += 1
 
 
@@ -323,14 +514,14 @@ def main() -> int:
     seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
     rng = np.random.default_rng(seed)
-    stats = {"cases": 0, "errors": 0, "checked": 0, "frozen": 0}
-    cases = [case_codebook, case_sparse, case_conv] * 3 + [case_absurd]
+    stats = {"cases": 0, "errors": 0, "checked": 0, "frozen": 0, "ep": 0}
+    cases = [case_codebook, case_sparse, case_conv, case_winograd] * 3 + [case_absurd] + [case_ep_chain] * 3
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         cases[int(rng.integers(0, len(cases)))](rng, stats)
     print(
         f"fuzz: {stats['cases']} cases ({stats['frozen']} with constant weights), {stats['errors']} errors "
-        f"reported cleanly, {stats['checked']} checked against numpy"
+        f"reported cleanly, {stats['checked']} checked against numpy, {stats['ep']} EP runs"
     )
     return 0
 

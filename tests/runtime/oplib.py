@@ -374,3 +374,39 @@ def random_sparse_problem(rng, k, n, bits, index_bits, density, group_size=None)
     dense_codes = np.where(mask, dense_codes, 0)
     row_ptr, deltas, ecodes = encode_sparse(dense_codes, index_bits)
     return codebook, row_ptr, deltas, ecodes, pack_bits(deltas, index_bits), pack_bits(ecodes, bits)
+
+
+def winograd_conv(
+    x_shape,
+    w,
+    *,
+    bias=None,
+    pads=(0, 0, 0, 0),
+    tile=4,
+    leaky_alpha=None,
+    clip=None,
+    attrs=None,
+    as_inputs=(),
+    name="wconv",
+):
+    """One WinogradConv node; its body is Conv(X, W, B) -> LeakyRelu(leaky_alpha) -> Clip(clip) (each optional)."""
+    node_attrs = {"pads": list(pads), "tile": tile, "kernel_shape": [3, 3]}
+    if leaky_alpha is not None:
+        node_attrs["leaky_alpha"] = float(leaky_alpha)
+    if clip is not None:
+        node_attrs["clip_min"], node_attrs["clip_max"] = float(clip[0]), float(clip[1])
+    node_attrs.update(attrs or {})
+    body = _Body()
+    conv_in = ["X", "W"] + (["B"] if bias is not None else [])
+    y = body.op("Conv", conv_in, pads=list(pads))
+    if leaky_alpha is not None:
+        y = body.op("LeakyRelu", [y], alpha=float(leaky_alpha))
+    if clip is not None:
+        lo, hi = (body.const(np.array(v, np.float32)) for v in clip)
+        y = body.op("Clip", [y, lo, hi])
+    body.nodes.append(helper.make_node("Identity", [y], ["Y"]))
+    tensors = {"W": w}
+    if bias is not None:
+        tensors["B"] = bias
+    inits, ginputs = _split_inputs(tensors, set(as_inputs), list(x_shape))
+    return _model(conv_in, node_attrs, "WinogradConv", inits, ginputs, body, conv_in, None, name)

@@ -1,8 +1,10 @@
-"""Fuzz every com.onnxcomp op with random and malformed inputs under AddressSanitizer + UBSan.
+"""Fuzz every com.onnxcomp op, and the OnnxcompExecutionProvider, with random and malformed inputs under
+AddressSanitizer + UBSan.
 
-Builds the runtime with -fsanitize=address,undefined into a temporary directory, then runs
+Builds the runtime (both libraries) with -fsanitize=address,undefined into a temporary directory, then runs
 fuzz_driver.py in a python process with libasan (and libstdc++, so that ASan can intercept C++
-exceptions) preloaded, once per kernel set (scalar, AVX2, AVX-512). Passes when every case either
+exceptions) preloaded, once per kernel set (scalar, AVX2, AVX-512): every case runs with the custom-op library,
+and again with the EP added (its claimed matmuls, convolutions and chains). Passes when every case either
 ran correctly or was rejected with an onnxruntime error, and no sanitizer reported anything.
 Takes about 1.5 minutes (ONNXCOMP_FUZZ_SECONDS sets the time per kernel set, default 15).
 """
@@ -52,6 +54,7 @@ def asan_library(tmp_path_factory, runtime_lib) -> Path:
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     lib = build / "libonnxcomp_ops.so"
     assert lib.is_file(), "the sanitizer build produced no library (onnxruntime headers missing?)"
+    assert (build / "libonnxcomp_ep.so").is_file(), "the sanitizer build produced no EP library"
     return lib
 
 
@@ -65,6 +68,7 @@ def test_fuzz_under_asan(asan_library, isa):
         **os.environ,
         "PYTHONPATH": str(REPO),
         "ONNXCOMP_RUNTIME_LIBRARY": str(asan_library),
+        "ONNXCOMP_EP_LIBRARY": str(asan_library.parent / "libonnxcomp_ep.so"),
         "ONNXCOMP_ISA": isa,
         "LD_PRELOAD": f"{libasan} {libstdcxx}",
         # leaks: python and onnxruntime keep allocations alive at exit; mismatch/odr: uninstrumented libs
@@ -86,4 +90,6 @@ def test_fuzz_under_asan(asan_library, isa):
         assert marker not in log, log[-8000:]
     assert res.returncode == 0, log[-8000:]
     assert "fuzz:" in res.stdout
-    print(res.stdout.strip().splitlines()[-1])
+    summary = res.stdout.strip().splitlines()[-1]
+    assert " 0 EP runs" not in summary, summary  # the EP path was exercised
+    print(summary)

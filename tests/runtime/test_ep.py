@@ -4,13 +4,12 @@ running the ops' function bodies, decoded weights, bad weights rejected naming t
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import oplib
 import pytest
+from eputil import cpu_op_counts, ep_nodes, ep_session
 from onnx import TensorProto, helper, numpy_helper
 from rtutil import run
 
@@ -19,35 +18,6 @@ from onnxcomp import runtime
 from onnxcomp.ops import huffman as huff
 
 pytestmark = pytest.mark.usefixtures("runtime_lib")
-
-
-@pytest.fixture(scope="module")
-def ep_devices():
-    if not runtime.ep_available():
-        if os.environ.get("CI"):
-            pytest.fail("libonnxcomp_ep.so is not built")
-        pytest.skip("libonnxcomp_ep.so is not built")
-    return runtime.register_ep()
-
-
-def ep_session(model: onnx.ModelProto, *, min_weights: int = 0, threads: int = 1, profile: str | None = None):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    so.add_session_config_entry("ep.onnxcomp.min_weights", str(min_weights))
-    if profile is not None:
-        so.enable_profiling = True
-        so.profile_file_prefix = profile
-    so.add_provider_for_devices(runtime.register_ep(), {})
-    return ort.InferenceSession(model.SerializeToString(), so)
-
-
-def ep_nodes(model, feeds, tmp_path) -> list[str]:
-    """Names of the nodes the EP ran (from onnxruntime's profile)."""
-    sess = ep_session(model, profile=str(tmp_path / "prof"))
-    sess.run(None, feeds)
-    events = json.loads(open(sess.end_profiling()).read())
-    return [e["name"] for e in events if e.get("args", {}).get("provider") == runtime.get_ep_name()]
 
 
 def _x(shape, seed=0):
@@ -239,13 +209,68 @@ def test_automatic_policy_session(ep_devices):
     np.testing.assert_allclose(sess.run(None, feeds)[0], run(model, feeds, native=False), rtol=1e-4, atol=1e-4)
 
 
-def test_real_model_under_ep_equals_plain_onnxruntime(ep_devices):
+@pytest.mark.parametrize("passes", ["fuse-bn,kmeans(bits=4)", "fuse-bn,select-conv"])
+def test_real_model_under_ep_equals_plain_onnxruntime(ep_devices, passes, tmp_path):
+    from winograd_util import assert_lossless
+
     import onnxcomp
     from models import builders
 
     m = builders.build("resnet", depth=18, width=0.5, num_classes=1000, image_size=64, batch=1)
-    comp, _ = onnxcomp.optimize(m, passes="fuse-bn,kmeans(bits=4)")
+    comp, _ = onnxcomp.optimize(m, passes=passes)
     feeds = {comp.graph.input[0].name: _x((1, 3, 64, 64))}
     want = runtime.session(comp, runtime="ort").run(None, feeds)[0]
     got = runtime.session(comp, runtime="ep").run(None, feeds)[0]
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+    assert_lossless(got, want)
+    # the 7 3x3 stride-1 convolutions (and the pools and adds chained to them) run in the EP, the others in ORT
+    assert ep_nodes(comp, feeds, tmp_path)
+    convs = sum(n.op_type in ("Conv", "CodebookConv", "WinogradConv") for n in comp.graph.node)
+    assert cpu_op_counts(comp, feeds, tmp_path).get("Conv", 0) == convs - 7
+
+
+def _run_length_matmul(corrupt: bool = False):
+    """RunLengthDecode(symbols) -> CodebookMatMul (mostly zero codes, as pruned layers store them)."""
+    rng = np.random.default_rng(21)
+    k, n, bits = 300, 200, 4
+    codes = np.where(rng.random((k, n)) < 0.2, rng.integers(1, 16, (k, n)), 0).astype(np.uint8)
+    cb = np.sort(rng.standard_normal((1, 16)), axis=1).astype(np.float32)
+    cb[0, 0] = 0.0
+    sym = enc.run_length_encode(codes, bits)
+    if corrupt:
+        sym = sym[: len(sym) // 2].copy()  # the stream ends before the last row
+    row_bytes = enc.packed_row_bytes(n, bits)
+    model = oplib.codebook_matmul(["b", k], cb, enc.pack_codes(codes, bits), bits=bits, n=n, name="cmm")
+    g = model.graph
+    g.initializer.remove(next(t for t in g.initializer if t.name == "codes"))
+    g.initializer.append(numpy_helper.from_array(sym, "symbols"))
+    g.node.insert(
+        0,
+        helper.make_node(
+            "RunLengthDecode",
+            ["symbols"],
+            ["codes"],
+            domain="com.onnxcomp",
+            name="rld",
+            bits=bits,
+            count=n,
+            shape=[k, row_bytes],
+        ),
+    )
+    model.functions.extend(enc.function_protos("RunLengthDecode", 18))
+    return model, cb, codes
+
+
+@pytest.mark.parametrize("rows", [1, 9])
+def test_run_length_decoded_weights(ep_devices, rows, tmp_path):
+    model, cb, codes = _run_length_matmul()
+    feeds = {"X": _x((rows, 300))}
+    got = ep_session(model).run(None, feeds)[0]
+    np.testing.assert_allclose(got, feeds["X"] @ cb[0][codes], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, run(model, feeds, native=False), rtol=1e-4, atol=1e-4)
+    assert len(ep_nodes(model, feeds, tmp_path)) == 1  # decoder and matmul in one compiled node
+
+
+def test_corrupt_run_length_stream_fails_naming_the_decoder(ep_devices):
+    model, _, _ = _run_length_matmul(corrupt=True)
+    with pytest.raises(Exception, match=r"OnnxcompExecutionProvider.*RunLengthDecode node 'rld'"):
+        ep_session(model)

@@ -87,6 +87,11 @@ def validate(a: dict[str, Any], v: Values, shapes: Shapes) -> None:
         if any(not lo <= x <= MAX_CONV_ATTR for x in values):
             kind = "positive" if lo else "non-negative"
             raise ValueError(f"attribute {name}={checks.shape_str(values)} must be {kind} (and <= 2^31)")
+    tile = int(a.get("winograd_tile", 0))
+    if tile not in (0, 2, 4, 6):
+        raise ValueError(f"attribute winograd_tile={tile} must be 0, 2, 4 or 6")
+    if tile and (kernel != [3, 3] or strides != [1, 1] or dilations != [1, 1] or group != 1):
+        raise ValueError("attribute winograd_tile needs a 3x3 kernel, strides 1, dilations 1 and group 1")
     auto_pad = a.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
     if auto_pad not in ("", "NOTSET"):
@@ -140,6 +145,7 @@ SPEC = register_op(
             Attr("kernel_shape", "ints", lo=1, hi=MAX_CONV_ATTR),
             Attr("pads", "ints", hi=MAX_CONV_ATTR),
             Attr("strides", "ints", lo=1, hi=MAX_CONV_ATTR),
+            Attr("winograd_tile", lo=0, hi=6),
         ),
         function=function,
         helpers=("UnpackCodes",),

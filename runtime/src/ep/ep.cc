@@ -5,14 +5,15 @@
 // schemas, shape inference and CPU fallback kernels stay in libonnxcomp_ops.so, and every com.onnxcomp op also
 // carries a function body, so a model loads wherever the EP is not used.
 //
-// What it claims (GetCapability), per the plan in plan.h: the com.onnxcomp matmuls whose weights are constant
-// (initializers, or the output of HuffmanDecode / RunLengthDecode chains over initializers), large enough to pay
-// for a compiled node, together with those decode chains and a Relu that only consumes the matmul. Compile
-// decodes, validates and prepacks the weights once (a corrupt weight fails session creation with
-// INVALID_ARGUMENT naming the node) and runs the same AVX-512 / AVX2 / scalar kernels as the custom ops, on
-// onnxruntime's intra-op thread pool (KernelContext_ParallelFor, which compiled nodes get).
-// It declines the rest; in particular convolutions: when only the EP is registered, a declined CodebookConv
-// is inlined and constant-folded by onnxruntime into a plain Conv that runs in onnxruntime's NCHWc kernels.
+// What it claims (GetCapability), per op family (kFamilies) and the plan in plan.h: convolution chains around the
+// com.onnxcomp convolutions it runs with Winograd (conv.cc), and the com.onnxcomp matmuls whose weights are
+// constant (initializers, or the output of HuffmanDecode / RunLengthDecode chains over initializers), large enough
+// to pay for a compiled node, with those decode chains and a Relu that only consumes the matmul (matmul.cc).
+// Compile decodes, validates and prepacks the weights once (a corrupt weight fails session creation with
+// INVALID_ARGUMENT naming the node); the compiled nodes run the same AVX-512 / AVX2 / scalar kernels as the custom
+// ops, on onnxruntime's intra-op thread pool (KernelContext_ParallelFor, which compiled nodes get).
+// It declines the rest: when only the EP is registered, a declined CodebookConv is inlined and constant-folded by
+// onnxruntime into a plain Conv that runs in onnxruntime's NCHWc kernels.
 #include <onnxruntime_cxx_api.h>
 
 #include <algorithm>
@@ -24,7 +25,8 @@
 #include <vector>
 
 #include "../common.h"
-#include "../decode.h"
+#include "exec.h"
+#include "graph.h"
 #include "plan.h"
 
 namespace onnxcomp {
@@ -34,324 +36,45 @@ namespace {
 const OrtApi* g_api = nullptr;
 const OrtEpApi* g_ep_api = nullptr;
 
-// ---- graph access --------------------------------------------------------------------------------
-struct NodeAttrs {
-  Ort::ConstNode node;
-  const OrtOpAttr* find(const char* name) const {
-    const OrtOpAttr* attr = nullptr;
-    OrtStatus* st = g_api->Node_GetAttributeByName(node, name, &attr);
-    if (st != nullptr) {
-      g_api->ReleaseStatus(st);
-      return nullptr;
-    }
-    return attr;
-  }
-  bool get_int(const char* name, int64_t* out) const {
-    const OrtOpAttr* a = find(name);
-    if (a == nullptr) return false;
-    Ort::ConstOpAttr attr{a};
-    if (attr.GetType() != ORT_OP_ATTR_INT) fail("attribute '", name, "' must be an int");
-    Ort::ThrowOnError(attr.GetValue(*out));
-    return true;
-  }
-  bool get_ints(const char* name, std::vector<int64_t>* out) const {
-    const OrtOpAttr* a = find(name);
-    if (a == nullptr) return false;
-    Ort::ConstOpAttr attr{a};
-    if (attr.GetType() != ORT_OP_ATTR_INTS) fail("attribute '", name, "' must be ints");
-    Ort::ThrowOnError(attr.GetValueArray(*out));
-    return true;
-  }
-  int64_t required_int(const char* name, int64_t lo, int64_t hi) const {
-    int64_t v = 0;
-    if (!get_int(name, &v)) fail("attribute '", name, "' (int) is required");
-    if (v < lo || v > hi) fail("attribute ", name, "=", v, " is out of range [", lo, ", ", hi, "]");
-    return v;
-  }
-  int64_t optional_int(const char* name, int64_t dflt, int64_t lo, int64_t hi) const {
-    int64_t v = dflt;
-    get_int(name, &v);
-    if (v < lo || v > hi) fail("attribute ", name, "=", v, " is out of range [", lo, ", ", hi, "]");
-    return v;
-  }
-};
-
-std::string node_desc(const Ort::ConstNode& n) {
-  return cat(n.GetDomain().empty() ? "ai.onnx" : n.GetDomain(), ".", n.GetOperatorType(), " node '", n.GetName(), "'");
-}
-
-// A constant tensor's bytes (owned copy) and shape.
-struct Blob {
-  std::vector<uint8_t> bytes;
-  std::vector<int64_t> shape;
-  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
-  int64_t count = 0;
-  template <typename T>
-  const T* as() const { return reinterpret_cast<const T*>(bytes.data()); }
-  Input input() const {
-    Input in;
-    in.present = true;
-    in.data = bytes.data();
-    in.shape = shape;
-    in.type = type;
-    in.count = count;
-    return in;
-  }
-};
-
-bool is_decoder(const Ort::ConstNode& n) {
-  const std::string op = n.GetOperatorType();
-  return n.GetDomain() == kDomain && (op == "HuffmanDecode" || op == "RunLengthDecode");
-}
-
-// The producer node of a value, or a null node.
-Ort::ConstNode producer(const Ort::ConstValueInfo& v) {
-  if (!v) return Ort::ConstNode{nullptr};
-  return v.GetProducerNode().node;
-}
-
-// True when `v` is a constant initializer or the output of a decoder chain over constants that nobody else
-// reads; the decoder nodes are appended to `chain` (producers first).
-bool constant_or_decoded(const Ort::ConstValueInfo& v, std::vector<Ort::ConstNode>* chain, int depth = 0) {
-  if (!v || depth > 4) return false;
-  if (v.IsConstantInitializer()) return true;
-  Ort::ConstNode p = producer(v);
-  if (!p || !is_decoder(p) || v.IsGraphOutput() || v.GetConsumers().size() != 1) return false;
-  for (const auto& in : p.GetInputs())
-    if (!constant_or_decoded(in, chain, depth + 1)) return false;
-  chain->push_back(p);
-  return true;
-}
-
-// Evaluates a value at compile time: an initializer, or the output of a decoder chain (decoded natively).
-Blob evaluate(const Ort::ConstValueInfo& v) {
-  if (v.IsConstantInitializer()) {
-    Ort::ConstValue value;
-    Ort::ThrowOnError(v.GetInitializer(value));
-    auto info = value.GetTensorTypeAndShapeInfo();
-    Blob b;
-    b.shape = info.GetShape();
-    b.type = info.GetElementType();
-    b.count = static_cast<int64_t>(info.GetElementCount());
-    const size_t nbytes = value.GetTensorSizeInBytes();
-    const auto* p = static_cast<const uint8_t*>(value.GetTensorRawData());
-    b.bytes.assign(p, p + nbytes);
-    return b;
-  }
-  Ort::ConstNode p = producer(v);
-  if (!p || !is_decoder(p)) fail("value '", v.GetName(), "' is not constant");
-  const std::string where = node_desc(p);
-  try {
-    NodeAttrs a{p};
-    std::vector<Ort::ConstValueInfo> ins = p.GetInputs();
-    Blob out;
-    out.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
-    if (p.GetOperatorType() == "HuffmanDecode") {
-      if (ins.size() != 3) fail("needs 3 inputs (stream, table, offsets)");
-      const Blob stream = evaluate(ins[0]), table = evaluate(ins[1]), offsets = evaluate(ins[2]);
-      if (stream.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 || stream.shape.size() != 1)
-        fail("stream must be a 1-D uint8 tensor");
-      if (table.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 || table.shape.size() != 2 || table.shape[0] != 2)
-        fail("table must have shape [2, n], got ", shape_str(table.shape));
-      if (offsets.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 || offsets.shape.size() != 1)
-        fail("offsets must be a 1-D int32 tensor");
-      if (!a.get_ints("shape", &out.shape)) fail("attribute 'shape' (ints) is required");
-      int64_t count = 1;
-      for (int64_t d : out.shape) {
-        if (d < 0) fail("attribute shape=", shape_str(out.shape), " has a negative dim");
-        count = checked_mul(count, d, "attribute shape");
-      }
-      out.count = count;
-      out.bytes.resize(static_cast<size_t>(count));
-      huffman_decode({stream.as<uint8_t>(), stream.count, table.as<uint8_t>(), table.shape[1], offsets.as<int32_t>(),
-                      offsets.count},
-                     count, out.bytes.data());
-    } else {
-      if (ins.size() != 1) fail("needs 1 input (symbols)");
-      const Blob sym = evaluate(ins[0]);
-      if (sym.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 || sym.shape.size() != 1) fail("symbols must be 1-D uint8");
-      const int bits = static_cast<int>(a.required_int("bits", 1, 7));
-      const int64_t n = a.required_int("count", 0, kMaxDim);
-      if (!a.get_ints("shape", &out.shape) || out.shape.size() != 2)
-        fail("attribute shape must be [rows, ceil(count*bits/8)]");
-      if (out.shape[0] < 0 || out.shape[1] < 0) fail("attribute shape has a negative dim");
-      run_length_check(sym.count, bits, n, out.shape[0], out.shape[1]);
-      out.count = out.shape[0] * out.shape[1];
-      out.bytes.resize(static_cast<size_t>(out.count));
-      run_length_decode(sym.as<uint8_t>(), sym.count, bits, n, out.shape[0], out.shape[1], out.bytes.data());
-    }
-    return out;
-  } catch (const OpError& e) {
-    throw OpError(cat(where, ": ", e.what()));
-  }
-}
-
-// ---- the compiled matmul -------------------------------------------------------------------------
-struct MatMulExec {
-  std::string label;
-  int kind = 0;  // 0 codebook / ternary, 1 sparse
-  int64_t K = 0, N = 0;
-  bool relu = false;
-  size_t x_index = 0;  // the fused node's input holding X
-  // codebook / ternary
-  std::vector<uint8_t> codes, packed;
-  std::vector<float> codebook;  // [G, 2^bits]
-  CodebookWeights cw{};
-  FloatPanel panel;  // W as floats, built at the first run with many rows
-  // sparse
-  std::vector<int32_t> row_ptr;
-  std::vector<uint8_t> deltas;
-  SparseWeights sw{};
-  WindowsPack pack;
-  bool has_pack = false;
-  std::vector<float> bias;
-
-  void compute(OrtKernelContext* context) {
-    Ort::KernelContext ctx(context);
-    const Input x = get_input(ctx, x_index);
-    const MatMulDims dims = matmul_x(x);
-    if (dims.K != K) fail("X has K=", dims.K, " (shape ", shape_str(x.shape), "), the weights have K=", K);
-    std::vector<int64_t> yshape = x.shape;
-    yshape.back() = N;
-    Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
-    float* y = yv.GetTensorMutableData<float>();
-    const float* b = bias.empty() ? nullptr : bias.data();
-    if (kind == 0) {
-      run_codebook_matmul(ctx, x.as<float>(), dims.M, cw, b, y, &panel, relu);
-      return;
-    }
-    run_sparse_matmul(ctx, x.as<float>(), dims.M, sw, has_pack ? &pack : nullptr, b, y);
-    if (relu) {
-      const int64_t total = dims.M * N;
-      for (int64_t i = 0; i < total; ++i) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
-    }
-  }
-};
-
-std::vector<float> bias_from(const Ort::ConstValueInfo& v, int64_t N) {
-  const Blob b = evaluate(v);
-  if (b.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || b.count != N || b.shape.size() > 2 ||
-      (b.shape.size() == 2 && b.shape[0] != 1))
-    fail("B must be float32 of shape [N=", N, "] or [1, N], got ", shape_str(b.shape));
-  return std::vector<float>(b.as<float>(), b.as<float>() + N);
-}
-
-const Blob& expect_type(const Blob& b, const char* what, ONNXTensorElementDataType t) {
-  if (b.type != t) fail("input '", what, "' must be ", type_name(t), ", got ", type_name(b.type));
-  return b;
-}
-
-void build_codebook(MatMulExec& e, const Ort::ConstNode& node, const std::vector<Ort::ConstValueInfo>& ins,
-                    bool ternary) {
-  NodeAttrs a{node};
-  const int bits = ternary ? 2 : static_cast<int>(a.required_int("bits", 1, 8));
-  e.N = a.required_int("N", 1, kMaxDim);
-  const int64_t group_size = a.optional_int("group_size", e.N, 1, kMaxDim);
-  const int64_t G = ceil_div(e.N, group_size);
-  const int64_t entries = int64_t{1} << bits;
-  const Blob cb = evaluate(ins[1]);
-  Blob codes = evaluate(ins[2]);
-  expect_type(cb, ternary ? "scales" : "codebook", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
-  expect_type(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
-  const int64_t row_bytes = ceil_div(e.N * bits, 8);
-  if (codes.shape.size() != 2 || codes.shape[1] != row_bytes)
-    fail("codes must have shape [K, ceil(N*bits/8)=", row_bytes, "], got ", shape_str(codes.shape));
-  e.K = codes.shape[0];
-  e.codebook.assign(static_cast<size_t>(G * entries), 0.0f);
-  if (ternary) {
-    if (cb.shape.size() != 2 || cb.shape[0] != G || cb.shape[1] != 2)
-      fail("scales must have shape [G=", G, ", 2], got ", shape_str(cb.shape));
-    for (int64_t g = 0; g < G; ++g) {
-      e.codebook[g * 4 + 1] = cb.as<float>()[2 * g];
-      e.codebook[g * 4 + 2] = -cb.as<float>()[2 * g + 1];
-    }
-    std::vector<uint8_t> row(static_cast<size_t>(e.N));
-    for (int64_t k = 0; k < e.K; ++k) {
-      unpack_row(codes.as<uint8_t>() + k * row_bytes, 0, e.N, 2, row.data());
-      for (int64_t n = 0; n < e.N; ++n)
-        if (row[n] == 3)
-          fail("invalid ternary code 3 at codes row ", k, ", column ", n, " (valid codes: 0 -> 0, 1 -> +a_p, 2 -> -a_n)");
-    }
-  } else {
-    check_codebook(cb.input(), e.N, group_size, bits);
-    const int64_t C = cb.shape[1];
-    if (C < entries) {
-      const uint32_t mx = max_code(codes.as<uint8_t>(), e.K, row_bytes, e.N, bits);
-      if (mx >= static_cast<uint32_t>(C)) fail("code ", mx, " is out of range for a codebook of ", C, " entries");
-    }
-    for (int64_t g = 0; g < G; ++g)
-      std::memcpy(e.codebook.data() + g * entries, cb.as<float>() + g * C, static_cast<size_t>(C) * sizeof(float));
-  }
-  if (ins.size() > 3 && ins[3]) e.bias = bias_from(ins[3], e.N);
-  e.codes = std::move(codes.bytes);
-  if (std::string(kernels().name) != "scalar" && prepack_supported(bits) && e.K > 0)  // the SIMD GEMVs read it
-    e.packed = prepack_codes(e.codes.data(), e.K, e.N, row_bytes, bits);
-  e.cw = CodebookWeights{e.codes.data(), e.codebook.data(), e.K, e.N, row_bytes, group_size, G, bits,
-                         e.packed.empty() ? nullptr : e.packed.data()};
-}
-
-void build_sparse(MatMulExec& e, const Ort::ConstNode& node, const std::vector<Ort::ConstValueInfo>& ins) {
-  NodeAttrs a{node};
-  const int bits = static_cast<int>(a.required_int("bits", 1, 8));
-  const int index_bits = static_cast<int>(a.required_int("index_bits", 4, 8));
-  if (index_bits != 4 && index_bits != 8) fail("attribute index_bits=", index_bits, " must be 4 or 8");
-  e.N = a.required_int("N", 1, kMaxDim);
-  const int64_t group_size = a.optional_int("group_size", e.N, 1, kMaxDim);
-  const int64_t G = ceil_div(e.N, group_size);
-  const int64_t entries = int64_t{1} << bits;
-  const Blob cb = evaluate(ins[1]);
-  const Blob rp = expect_type(evaluate(ins[2]), "row_ptr", ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32);
-  Blob deltas = evaluate(ins[3]);
-  Blob codes = evaluate(ins[4]);
-  expect_type(deltas, "deltas", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
-  expect_type(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
-  check_codebook(cb.input(), e.N, group_size, bits);
-  if (rp.shape.size() != 1 || rp.count < 1) fail("row_ptr must be 1-D [K+1], got ", shape_str(rp.shape));
-  e.K = rp.count - 1;
-  e.row_ptr.assign(rp.as<int32_t>(), rp.as<int32_t>() + rp.count);
-  if (e.row_ptr[0] != 0) fail("row_ptr[0] must be 0, got ", e.row_ptr[0]);
-  for (int64_t k = 0; k < e.K; ++k)
-    if (e.row_ptr[k + 1] < e.row_ptr[k])
-      fail("row_ptr must be non-decreasing: row_ptr[", k + 1, "]=", e.row_ptr[k + 1], " < row_ptr[", k, "]=",
-           e.row_ptr[k]);
-  const int64_t E = e.row_ptr[e.K];
-  if (deltas.count < ceil_div(E * index_bits, 8))
-    fail("deltas holds ", deltas.count, " bytes, but row_ptr[K]=", E, " entries at index_bits=", index_bits, " need ",
-         ceil_div(E * index_bits, 8));
-  if (codes.count < ceil_div(E * bits, 8))
-    fail("codes holds ", codes.count, " bytes, but row_ptr[K]=", E, " entries at bits=", bits, " need ",
-         ceil_div(E * bits, 8));
-  validate_sparse_layout(e.row_ptr.data(), deltas.as<uint8_t>(), e.K, index_bits, e.N);
-  const int64_t C = cb.shape[1];
-  if (C < entries && E > 0) {
-    const uint32_t mx = max_code(codes.as<uint8_t>(), 1, 0, E, bits);
-    if (mx >= static_cast<uint32_t>(C)) fail("code ", mx, " is out of range for a codebook of ", C, " entries");
-  }
-  e.codebook = pad_codebook(cb.as<float>(), G, C, bits);
-  if (ins.size() > 5 && ins[5]) e.bias = bias_from(ins[5], e.N);
-  e.deltas = std::move(deltas.bytes);
-  e.codes = std::move(codes.bytes);
-  e.sw = SparseWeights{e.row_ptr.data(), e.deltas.data(), e.codes.data(), e.codebook.data(), e.K, e.N, E,
-                       group_size,       G,               bits,           index_bits};
-  if (kernels().sparse_windows_gemv != nullptr && E > 0 && e.K > 0)
-    e.has_pack = build_windows(e.sw, cb.as<float>(), C, &e.pack);
-}
-
 // ---- node compute info ---------------------------------------------------------------------------
 struct ComputeInfo : OrtNodeComputeInfo {
-  std::unique_ptr<MatMulExec> exec;
-  explicit ComputeInfo(std::unique_ptr<MatMulExec> e) : OrtNodeComputeInfo{}, exec(std::move(e)) {
+  std::unique_ptr<Exec> exec;
+  explicit ComputeInfo(std::unique_ptr<Exec> e) : OrtNodeComputeInfo{}, exec(std::move(e)) {
     ort_version_supported = ORT_API_VERSION;
     CreateState = [](OrtNodeComputeInfo* self, OrtNodeComputeContext*, void** state) noexcept -> OrtStatus* {
       *state = static_cast<ComputeInfo*>(self)->exec.get();
       return nullptr;
     };
     Compute = [](OrtNodeComputeInfo*, void* state, OrtKernelContext* context) noexcept -> OrtStatus* {
-      MatMulExec* e = static_cast<MatMulExec*>(state);
+      Exec* e = static_cast<Exec*>(state);
       return guarded(e->label, [&] { e->compute(context); });
     };
     ReleaseState = [](OrtNodeComputeInfo*, void*) noexcept {};
   }
+};
+
+// The op families the EP runs, in order: the groups of nodes a family claims in a graph (GetCapability; a node
+// already in an earlier family's group is not claimed again), and the executor of a group it claimed (Compile;
+// `owns` tells the family of a compiled group from its nodes).
+struct Family {
+  std::vector<std::vector<Ort::ConstNode>> (*claim)(const Ort::ConstGraph&, const PlanOptions&);
+  bool (*owns)(const Ort::ConstNode&);
+  std::unique_ptr<Exec> (*build)(const Ort::ConstGraph&, const Ort::ConstNode&, const PlanOptions&);
+};
+
+std::vector<std::vector<Ort::ConstNode>> claim_matmuls(const Ort::ConstGraph& g, const PlanOptions& plan) {
+  std::vector<std::vector<Ort::ConstNode>> groups;
+  for (const Ort::ConstNode& node : g.GetNodes()) {
+    std::vector<Ort::ConstNode> group;
+    if (claim_matmul(node, plan, &group)) groups.push_back(group);
+  }
+  return groups;
+}
+
+const Family kFamilies[] = {
+    {claim_conv_chains, [](const Ort::ConstNode& n) { return is_conv_op(n); }, build_conv},
+    {claim_matmuls, [](const Ort::ConstNode& n) { return n.GetDomain() == kDomain && !is_decoder(n); },
+     [](const Ort::ConstGraph& g, const Ort::ConstNode& f, const PlanOptions&) { return build_matmul(g, f); }},
 };
 
 // ---- the EP -------------------------------------------------------------------------------------------
@@ -373,95 +96,47 @@ struct OnnxcompEp : OrtEp {
     return guarded(kEpName, [&] {
       const OnnxcompEp* ep = static_cast<const OnnxcompEp*>(self);
       Ort::ConstGraph g{graph};
-      for (const Ort::ConstNode& node : g.GetNodes()) {
-        std::vector<Ort::ConstNode> group;
-        if (!claim_matmul(node, ep->plan, &group)) continue;
-        std::vector<const OrtNode*> raw(group.begin(), group.end());
-        OrtNodeFusionOptions fo{};
-        fo.ort_version_supported = ORT_API_VERSION;
-        fo.drop_constant_initializers = true;  // the EP keeps its own decoded, prepacked copy
-        Ort::ThrowOnError(g_ep_api->EpGraphSupportInfo_AddNodesToFuse(support, raw.data(), raw.size(), &fo));
+      std::set<const OrtNode*> taken;  // a node joins one group at most
+      for (const Family& f : kFamilies) {
+        for (const std::vector<Ort::ConstNode>& group : f.claim(g, ep->plan)) {
+          bool overlap = false;
+          for (const Ort::ConstNode& n : group) overlap = overlap || taken.count(n) > 0;
+          if (overlap || group.empty()) continue;
+          std::vector<const OrtNode*> raw(group.begin(), group.end());
+          taken.insert(raw.begin(), raw.end());
+          OrtNodeFusionOptions fo{};
+          fo.ort_version_supported = ORT_API_VERSION;
+          fo.drop_constant_initializers = true;  // the EP keeps its own decoded, prepacked copy
+          Ort::ThrowOnError(g_ep_api->EpGraphSupportInfo_AddNodesToFuse(support, raw.data(), raw.size(), &fo));
+        }
       }
     });
   }
 
-  // A matmul-family node the plan accepts, with its decoder chains and a fusable Relu: the group to fuse.
-  static bool claim_matmul(const Ort::ConstNode& node, const PlanOptions& plan, std::vector<Ort::ConstNode>* group) {
-    if (node.GetDomain() != kDomain) return false;
-    const std::string op = node.GetOperatorType();
-    const size_t n_weights = op == "SparseCodebookMatMul" ? 4 : (op == "CodebookMatMul" || op == "TernaryMatMul" ? 2 : 0);
-    if (n_weights == 0) return false;
-    std::vector<Ort::ConstValueInfo> ins = node.GetInputs();
-    if (ins.size() < 1 + n_weights || !ins[0] || ins[0].IsConstantInitializer()) return false;
-    std::vector<Ort::ConstNode> chain;
-    for (size_t i = 1; i < ins.size(); ++i) {
-      if (!ins[i]) continue;  // absent optional bias
-      if (!constant_or_decoded(ins[i], &chain)) return false;
-    }
-    if (!plan_accepts_matmul(node, ins, plan)) return false;
-    *group = chain;
-    group->push_back(node);
-    std::vector<Ort::ConstValueInfo> outs = node.GetOutputs();
-    if (outs.size() == 1 && outs[0] && !outs[0].IsGraphOutput()) {
-      auto consumers = outs[0].GetConsumers();
-      if (consumers.size() == 1 && consumers[0].node && consumers[0].node.GetOperatorType() == "Relu" &&
-          consumers[0].node.GetDomain().empty())
-        group->push_back(consumers[0].node);
-    }
-    return true;
-  }
-
-  static OrtStatus* ORT_API_CALL CompileImpl(OrtEp*, const OrtGraph** graphs, const OrtNode** fused_nodes,
+  static OrtStatus* ORT_API_CALL CompileImpl(OrtEp* self, const OrtGraph** graphs, const OrtNode** fused_nodes,
                                              size_t count, OrtNodeComputeInfo** infos, OrtNode** ep_context) noexcept {
+    const OnnxcompEp* ep = static_cast<const OnnxcompEp*>(self);
     for (size_t i = 0; i < count; ++i) {
       infos[i] = nullptr;
       if (ep_context) ep_context[i] = nullptr;
     }
     for (size_t i = 0; i < count; ++i) {
-      std::unique_ptr<MatMulExec> exec;
-      std::string where = kEpName;
+      std::unique_ptr<Exec> exec;
       OrtStatus* st = guarded(kEpName, [&] {
         Ort::ConstGraph g{graphs[i]};
-        Ort::ConstNode fused{fused_nodes[i]};
-        Ort::ConstNode mm{nullptr};
-        bool relu = false;
-        for (const Ort::ConstNode& n : g.GetNodes()) {
-          if (n.GetDomain() == kDomain && !is_decoder(n)) mm = n;
-          if (n.GetOperatorType() == "Relu" && n.GetDomain().empty()) relu = true;
-        }
-        if (!mm) fail("compiled group without a matmul");
-        where = cat(kEpName, ": ", node_desc(mm));
-        exec = std::make_unique<MatMulExec>();
-        exec->label = where;
-        exec->relu = relu;
-        std::vector<Ort::ConstValueInfo> ins = mm.GetInputs();
-        const std::string op = mm.GetOperatorType();
-        try {
-          if (op == "SparseCodebookMatMul") {
-            exec->kind = 1;
-            build_sparse(*exec, mm, ins);
-          } else {
-            build_codebook(*exec, mm, ins, op == "TernaryMatMul");
-          }
-        } catch (const OpError& e) {
-          // decoder errors already name their node
-          const std::string msg = e.what();
-          if (msg.rfind(kDomain, 0) == 0) throw OpError(cat(kEpName, ": ", msg));
-          throw OpError(cat(where, ": ", msg));
-        }
-        const std::string x_name = ins[0].GetName();
-        std::vector<Ort::ConstValueInfo> fins = fused.GetInputs();
-        bool found = false;
-        for (size_t j = 0; j < fins.size(); ++j)
-          if (fins[j] && fins[j].GetName() == x_name) {
-            exec->x_index = j;
-            found = true;
-          }
-        if (!found) fail(where, ": input X ('", x_name, "') is not an input of the compiled node");
+        const Family* family = nullptr;
+        for (const Ort::ConstNode& n : g.GetNodes())
+          for (const Family& f : kFamilies)
+            if (family == nullptr && f.owns(n)) family = &f;
+        if (family == nullptr) fail("compiled group without an op the EP runs");
+        exec = family->build(g, Ort::ConstNode{fused_nodes[i]}, ep->plan);
       });
       if (st != nullptr) {
-        // guarded() prefixed kEpName; keep the node-naming message as is
-        return st;
+        for (size_t j = 0; j < i; ++j) {
+          delete static_cast<ComputeInfo*>(infos[j]);
+          infos[j] = nullptr;
+        }
+        return st;  // guarded() prefixed kEpName; the builders name the node
       }
       infos[i] = new ComputeInfo(std::move(exec));
     }
@@ -525,6 +200,13 @@ struct OnnxcompEpFactory : OrtEpFactory {
 
 }  // namespace
 
+size_t fused_input_index(const Ort::ConstNode& fused, const std::string& name, const std::string& where) {
+  std::vector<Ort::ConstValueInfo> fins = fused.GetInputs();
+  for (size_t j = 0; j < fins.size(); ++j)
+    if (fins[j] && fins[j].GetName() == name) return j;
+  fail(where, ": input '", name, "' is not an input of the compiled node");
+}
+
 // Session options read by the plan (keys under "ep.onnxcomp.").
 PlanOptions read_plan_options(const OrtSessionOptions* so) {
   PlanOptions p;
@@ -546,6 +228,7 @@ PlanOptions read_plan_options(const OrtSessionOptions* so) {
     }
   };
   get("ep.onnxcomp.min_weights", &p.min_weights);
+  get("ep.onnxcomp.conv", &p.conv);
   return p;
 }
 

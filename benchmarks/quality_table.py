@@ -277,6 +277,10 @@ def table(results: dict, models: list[str], rows: list[str]) -> str:
                 cells.append("")
             elif "error" in r:
                 cells.append("error")
+            elif r.get("counters") == {} or (
+                "counters" not in r and m in orig and abs(r["mb"] - orig[m]["mb"]) < 0.005 * orig[m]["mb"]
+            ):
+                cells.append("not applied (model unchanged)")  # e.g. Silero VAD: its layers sit in If bodies
             else:
                 b = BENCHES[m]
                 mets = r["metrics"]

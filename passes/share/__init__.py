@@ -4,7 +4,7 @@ The family's helpers are private modules; what other code (tests, benchmarks) ma
 1-D k-means (``kmeans_1d``, ``init_centroids``), the calibration statistics and least-squares fits of weight
 targets (``im2col``, ``im2col_pair``, ``positions``, ``sequential_waves``, ``paired_grams``, ``dense_refit``,
 ``lsq_update``), the bit budget allocation (``allocate``, ``Option``, ``BudgetError``) and the error-compensated
-quantization (``compensated_quantize``, ``row_kmeans``, ``output_error``).
+quantization (``compensated_quantize``, ``row_kmeans``, ``output_error``, ``inverse_factors``).
 """
 
 from ._budget import BudgetError, Option, allocate
@@ -17,8 +17,9 @@ from ._calibration import (
     positions,
     sequential_waves,
 )
-from ._gptvq import compensated_quantize, output_error, row_kmeans
+from ._gptvq import compensated_quantize, inverse_factors, output_error
 from ._kmeans import init_centroids, kmeans_1d
+from ._rowkmeans import row_kmeans
 
 __all__ = [
     "BudgetError",
@@ -29,6 +30,7 @@ __all__ = [
     "im2col",
     "im2col_pair",
     "init_centroids",
+    "inverse_factors",
     "kmeans_1d",
     "lsq_update",
     "output_error",

@@ -178,9 +178,12 @@ def im2col_grams(x: np.ndarray, t: Target, max_rows: int, rng: np.random.Generat
     import numpy as np
 
     group = int(t.conv_attrs["group"]) if t.kind == "conv" else 1
-    if group == 1:
-        return gram(im2col(x, t, max_rows, rng))
     total = positions(x, t)
+    if group == 1:
+        # float32 products (float64 sums of at most 20000 rows are not needed at 1% damping), 2x faster
+        rows = _patch_rows(x, t, rng.choice(total, max_rows, replace=False) if total > max_rows else None)
+        rows = np.ascontiguousarray(rows, np.float32)
+        return [(rows.T @ rows).astype(np.float64) / max(1, rows.shape[0])]
     pick = rng.choice(total, max_rows, replace=False) if total > max_rows else None
     rows = _patch_rows(x, t, pick)
     n = rows.shape[0]

@@ -29,259 +29,13 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from ._rowkmeans import nearest, row_kmeans
+
 if TYPE_CHECKING:
     import numpy as np
 
 DAMP = 0.01  # lambda of H + lambda * mean(diag H) * I
 LAZY_BLOCK = 128  # GPTQ's lazy batch: columns updated together
-ATOMS_ABOVE = 8192  # rows longer than this are clustered as ATOMS runs of sorted values
-ATOMS = 4096
-ATOM_TAIL = 256  # values at each end kept as atoms of their own
-STARTS = ("linear", "quantile", "kmeans++", "kmeans++", "kmeans++", "kmeans++")
-
-
-# ============================================================================================ batched k-means
-@dataclasses.dataclass
-class RowKMeans:
-    centroids: np.ndarray  # [R, k] sorted ascending per row
-    labels: np.ndarray  # [R, n] int64
-    inertia: np.ndarray  # [R] weighted sum of squared errors
-
-
-def _row_keys(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Keys that sort all rows of the row-sorted ``u`` [R, n] as one array: r + (u - lo_r) / (2 span_r).
-
-    A value v of row r maps to the same key by ``_key(v, r)``; searching keys of bounds among the keys of
-    values gives per-row searchsorted results in one call (offset by r * n).
-    """
-    import numpy as np
-
-    lo = u[:, :1]
-    span = np.maximum(u[:, -1:] - lo, 1e-30)
-    rows = np.arange(u.shape[0], dtype=np.float64)[:, None]
-    return rows + (u - lo) / (2 * span), lo, span
-
-
-def _key(v: np.ndarray, lo: np.ndarray, span: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    rows = np.arange(v.shape[0], dtype=np.float64)[:, None]
-    return rows + np.clip((v - lo) / (2 * span), -0.25, 0.75)
-
-
-def _batched_search(keys: np.ndarray, lo: np.ndarray, span: np.ndarray, bounds: np.ndarray, side: str) -> np.ndarray:
-    """Per row r: searchsorted(u[r], bounds[r], side) for row-sorted u (given by its keys)."""
-    import numpy as np
-
-    r, n = keys.shape
-    pos = np.searchsorted(keys.ravel(), _key(bounds, lo, span).ravel(), side=side).reshape(bounds.shape)
-    return pos - (np.arange(r) * n)[:, None]
-
-
-def _init(u: np.ndarray, w: np.ndarray, k: int, how: str | np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Initial centroids [R, k] for row-sorted values u with weights w (an array: given centroids)."""
-    import numpy as np
-
-    r, n = u.shape
-    if not isinstance(how, str):
-        return np.broadcast_to(np.asarray(how, np.float64), (r, k)).copy()
-    if how == "linear":
-        return np.linspace(u[:, 0], u[:, -1], k, axis=1)
-    cw = np.cumsum(w, axis=1)
-    total = np.maximum(cw[:, -1:], 1e-300)
-    if how == "quantile":
-        targets = (np.arange(k) + 0.5) / k * total
-        idx = np.minimum(np.sum(cw[:, :, None] < targets[:, None, :], axis=1), n - 1)
-        return np.take_along_axis(u, idx, axis=1)
-    # k-means++ (D^2 * weight sampling), all rows at once
-    c = np.empty((r, k))
-    pick = np.minimum(np.sum(cw < rng.random((r, 1)) * total, axis=1), n - 1)
-    c[:, 0] = u[np.arange(r), pick]
-    d2 = (u - c[:, :1]) ** 2
-    for j in range(1, k):
-        p = np.cumsum(w * d2, axis=1)
-        tot = p[:, -1:]
-        pick = np.minimum(np.sum(p < rng.random((r, 1)) * tot, axis=1), n - 1)
-        c[:, j] = np.where(tot[:, 0] > 0, u[np.arange(r), pick], c[:, j - 1])
-        d2 = np.minimum(d2, (u - c[:, j : j + 1]) ** 2)
-    return c
-
-
-def row_kmeans(
-    values: np.ndarray,
-    k: int,
-    weights: np.ndarray | None = None,
-    *,
-    starts: tuple[str | np.ndarray, ...] = STARTS,
-    max_iter: int = 300,
-    swaps: int = 8,
-    rng: np.random.Generator | None = None,
-) -> RowKMeans:
-    """Weighted 1-D k-means of every row of ``values`` [R, n] (one codebook per row), best of ``starts``.
-
-    Lloyd's algorithm on the sorted rows: a cluster is a contiguous slice, so its weight and weighted sum
-    are differences of prefix sums; all rows move together (one searchsorted over row-offset keys). An
-    empty cluster keeps its centroid. Each start runs until no assignment changes or ``max_iter``; per
-    row the start with the smallest inertia wins. A start is "linear" (evenly spaced over the row's range),
-    "quantile" (weighted quantiles), "kmeans++" (D^2-weighted sampling) or an array of initial centroids
-    ([k] or [R, k]). After Lloyd converges, ``swaps`` rounds move the cheapest centroid next to the
-    centroid of the costliest cluster and re-run Lloyd, kept per row where the inertia drops.
-    """
-    import numpy as np
-
-    rng = rng if rng is not None else np.random.default_rng(0)
-    v = np.asarray(values, np.float64)
-    if v.ndim != 2 or v.shape[1] == 0:
-        raise ValueError(f"row_kmeans needs a non-empty 2-D array, got shape {v.shape}")
-    r, n = v.shape
-    w = np.ones_like(v) if weights is None else np.broadcast_to(np.asarray(weights, np.float64), v.shape)
-    order = np.argsort(v, axis=1, kind="stable")
-    u = np.take_along_axis(v, order, axis=1)
-    wu = np.take_along_axis(w, order, axis=1)
-    if n <= k:
-        # every value its own centroid (the largest repeated): exact
-        c = np.concatenate([u, np.repeat(u[:, -1:], k - n, axis=1)], axis=1)
-        return RowKMeans(c, nearest(v, c), np.zeros(r))
-    zeros = np.zeros((r, 1))
-    cw = np.concatenate([zeros, np.cumsum(wu, axis=1)], axis=1)
-    cwv = np.concatenate([zeros, np.cumsum(wu * u, axis=1)], axis=1)
-    cwv2 = np.concatenate([zeros, np.cumsum(wu * u * u, axis=1)], axis=1)
-    if n > ATOMS_ABOVE:
-        # long rows: Lloyd on atoms, runs of sorted values (single values in the tails, where outliers
-        # are, equal counts in between); a cluster is then a run of atoms, its sums exact
-        edges = np.unique(
-            np.concatenate([np.arange(ATOM_TAIL), n - np.arange(ATOM_TAIL), np.linspace(0, n, ATOMS, dtype=np.int64)])
-        )
-        edges = edges[(edges >= 0) & (edges <= n)]
-        cw, cwv, cwv2 = cw[:, edges], cwv[:, edges], cwv2[:, edges]
-        wu = np.diff(cw, axis=1)
-        u = np.diff(cwv, axis=1) / np.where(wu > 0, wu, 1.0)
-        # an atom of zero weight sits at its first value (keeps u sorted)
-        u = np.where(wu > 0, u, np.take_along_axis(np.take_along_axis(v, order, axis=1), edges[None, :-1], 1))
-        u = np.maximum.accumulate(u, axis=1)
-        n = u.shape[1]
-    keys, lo, span = _row_keys(u)
-    ends = np.full((r, 1), n)
-
-    def cuts_of(c: np.ndarray) -> np.ndarray:
-        bounds = (c[:, :-1] + c[:, 1:]) / 2
-        return np.concatenate([np.zeros((r, 1), np.int64), _batched_search(keys, lo, span, bounds, "right"), ends], 1)
-
-    def sums(cuts: np.ndarray, table: np.ndarray) -> np.ndarray:
-        at = np.take_along_axis(table, cuts, axis=1)
-        return at[:, 1:] - at[:, :-1]
-
-    def lloyd(c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Converged centroids, the inertia per row, and per cluster its inertia and weight."""
-        c = np.sort(c, axis=1)
-        cuts = None
-        for _ in range(max_iter):
-            new = cuts_of(c)
-            if cuts is not None and np.array_equal(new, cuts):
-                break
-            cuts = new
-            sw, sv = sums(cuts, cw), sums(cuts, cwv)
-            c = np.sort(np.where(sw > 0, sv / np.where(sw > 0, sw, 1.0), c), axis=1)
-        cuts = cuts_of(c)
-        sw, sv, sv2 = sums(cuts, cw), sums(cuts, cwv), sums(cuts, cwv2)
-        per = np.maximum(sv2 - 2 * c * sv + c * c * sw, 0.0)
-        return c, per.sum(axis=1), per, sw
-
-    rows_i = np.arange(r)
-
-    def cost(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Inertia and mean of the sorted slices [a, b) of every row (a, b: [R, m] indices)."""
-        s0 = np.take_along_axis(cw, b, 1) - np.take_along_axis(cw, a, 1)
-        s1 = np.take_along_axis(cwv, b, 1) - np.take_along_axis(cwv, a, 1)
-        s2 = np.take_along_axis(cwv2, b, 1) - np.take_along_axis(cwv2, a, 1)
-        safe = np.where(s0 > 0, s0, 1.0)
-        return np.maximum(s2 - s1 * s1 / safe, 0.0), s1 / safe
-
-    def merge_split(c: np.ndarray, per: np.ndarray) -> np.ndarray | None:
-        """Centroids after the best merge of two neighbouring clusters and the best split of one cluster
-        into two (exact costs from the prefix sums), for the rows where that predicts a gain."""
-        cuts = cuts_of(c)
-        # split: every position p inside a cluster [a, b) as the cut, cost(a, p) + cost(p, b)
-        pos = np.broadcast_to(np.arange(1, n), (r, n - 1))
-        cl = np.sum(pos[:, :, None] >= cuts[:, None, 1:-1], axis=2)  # cluster of position p
-        a_, b_ = np.take_along_axis(cuts, cl, 1), np.take_along_axis(cuts, cl + 1, 1)
-        inside = (pos > a_) & (pos < b_)
-        left, ml = cost(a_, pos)
-        right, mr = cost(pos, b_)
-        gain = np.where(inside, np.take_along_axis(per, cl, 1) - left - right, -np.inf)
-        p_best = np.argmax(gain, axis=1)
-        g_best = gain[rows_i, p_best]
-        s_cl = cl[rows_i, p_best]
-        # merge: clusters j and j + 1 into one, not the one being split
-        merged, mm = cost(cuts[:, :-2], cuts[:, 2:])
-        loss = merged - per[:, :-1] - per[:, 1:]
-        j = np.arange(k - 1)[None, :]
-        loss = np.where((j == s_cl[:, None]) | (j + 1 == s_cl[:, None]), np.inf, loss)
-        j_best = np.argmin(loss, axis=1)
-        l_best = loss[rows_i, j_best]
-        go = g_best - l_best > 1e-12 * np.maximum(per.sum(axis=1), 1e-300)
-        if not go.any():
-            return None
-        out = c.copy()
-        out[rows_i, s_cl] = ml[rows_i, p_best]
-        out[rows_i, j_best] = mr[rows_i, p_best]
-        out[rows_i, j_best + 1] = mm[rows_i, j_best]
-        return np.where(go[:, None], out, c)
-
-    def jump(c: np.ndarray, per: np.ndarray, sw: np.ndarray) -> np.ndarray:
-        gap = np.diff(c, axis=1)
-        inf = np.full((r, 1), np.inf)
-        near = np.minimum(np.concatenate([inf, gap], 1), np.concatenate([gap, inf], 1))
-        drop = np.argmin(per + sw * near**2, axis=1)
-        split = np.argmax(per, axis=1)
-        spread = np.sqrt(per[rows_i, split] / np.maximum(sw[rows_i, split], 1e-300))
-        out = c.copy()
-        same = drop == split
-        out[rows_i, drop] = np.where(same, c[rows_i, drop], c[rows_i, split] + 0.5 * spread)
-        out[rows_i, split] = np.where(same, c[rows_i, split], c[rows_i, split] - 0.5 * spread)
-        return out
-
-    best_c, best_in = None, None
-    for how in starts:
-        c, inertia, per, sw = lloyd(_init(u, wu, k, how, rng))
-        for _ in range(swaps if k > 2 and n > k else 0):
-            # a Lloyd fixed point is only a local optimum. Two moves, each followed by Lloyd and kept for
-            # the rows that improved: (a) merge the two neighbouring clusters that cost least to merge and
-            # split the cluster that gains most (exact costs); (b) move the centroid that is cheapest to
-            # drop (inertia + weight * squared gap to its neighbour) to both sides of the costliest one
-            improved = False
-            for trial in (merge_split(c, per), jump(c, per, sw)):
-                if trial is None:
-                    continue
-                c2, in2, per2, sw2 = lloyd(trial)
-                better = in2 < inertia * (1 - 1e-12)
-                if better.any():
-                    improved = True
-                    c = np.where(better[:, None], c2, c)
-                    per = np.where(better[:, None], per2, per)
-                    sw = np.where(better[:, None], sw2, sw)
-                    inertia = np.where(better, in2, inertia)
-            if not improved:
-                break
-        if best_c is None:
-            best_c, best_in = c, inertia
-        else:
-            better = inertia < best_in
-            best_c = np.where(better[:, None], c, best_c)
-            best_in = np.where(better, inertia, best_in)
-    assert best_c is not None and best_in is not None
-    return RowKMeans(best_c, nearest(v, best_c), best_in)
-
-
-def nearest(values: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Per row: the index of the nearest of its sorted centroids (ties to the lower one)."""
-    import numpy as np
-
-    bounds = (centroids[:, :-1] + centroids[:, 1:]) / 2  # [R, k-1]
-    if bounds.shape[1] == 0:
-        return np.zeros(values.shape, np.int64)
-    # count of bounds strictly below the value: k - 1 comparisons per value (k <= 256)
-    return np.sum(values[:, :, None] > bounds[:, None, :], axis=2).astype(np.int64)
 
 
 # ============================================================================================ GPTQ
@@ -302,26 +56,43 @@ class Compensated:
         return np.take_along_axis(book, self.codes, axis=1)
 
 
-def output_error(w: np.ndarray, q: np.ndarray, hs: list[np.ndarray]) -> float:
-    """tr((W - Q) H (W - Q)^T) / tr(W H W^T), rows split evenly over the conv groups' Hessians."""
+def output_error(
+    w: np.ndarray, q: np.ndarray, hs: list[np.ndarray], den: float | None = None, dtype: type = float
+) -> float:
+    """tr((W - Q) H (W - Q)^T) / tr(W H W^T), rows split evenly over the conv groups' Hessians (products
+    in ``dtype``: float64, or np.float32 at half the time; ``den``: tr(W H W^T) if already known)."""
     import numpy as np
 
     g = len(hs)
-    h = np.stack(hs)
-    w3 = w.reshape(g, w.shape[0] // g, -1)
-    d3 = (w - q).reshape(w3.shape)
-    num = float(np.sum((d3 @ h) * d3))
-    den = float(np.sum((w3 @ h) * w3))
+    h = np.stack(hs).astype(dtype)
+    d3 = (w - q).reshape(g, w.shape[0] // g, -1).astype(dtype)
+    num = float(np.sum((d3 @ h) * d3, dtype=np.float64))
+    den = trace_whw(w, hs) if den is None else den
     return num / den if den > 0 else num
 
 
-def _inverse_factors(hs: list[np.ndarray], damp: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per Hessian (all of one size): the act-order permutation [G, n] and the upper Cholesky factor U of
-    (H_pp + l I)^-1 [G, n, n] (batched over the conv groups)."""
+def trace_whw(w: np.ndarray, hs: list[np.ndarray]) -> float:
+    """tr(W H W^T), rows split evenly over the conv groups' Hessians."""
     import numpy as np
 
+    w3 = w.reshape(len(hs), w.shape[0] // len(hs), -1)
+    return float(np.sum((w3 @ np.stack(hs)) * w3))
+
+
+def inverse_factors(hs: list[np.ndarray], damp: float = DAMP) -> tuple[np.ndarray, np.ndarray]:
+    """Per Hessian (all of one size): the act-order permutation [G, n] and the upper Cholesky factor U of
+    (H_pp + l I)^-1 [G, n, n].
+
+    # J: the order reversal;  J (H + l I) J = L L^T  =>  (H + l I)^-1 = (J L^-1 J)^T (J L^-1 J)
+    so U = J L^-1 J (upper triangular, positive diagonal): one Cholesky factor and one triangular inverse.
+    """
+    import numpy as np
+    import scipy.linalg  # noqa: F401  (loaded before the limit below, which covers loaded libraries only)
+    from threadpoolctl import threadpool_limits
+
+    from onnxcomp.determinism import session_threads
+
     h = np.stack([np.asarray(x, np.float64) for x in hs])
-    n = h.shape[1]
     diag = np.diagonal(h, axis1=1, axis2=2).copy()
     dead = diag <= 0
     gi, ii = np.nonzero(dead)
@@ -329,20 +100,32 @@ def _inverse_factors(hs: list[np.ndarray], damp: float) -> tuple[np.ndarray, np.
     # scale-free: U of (c H)^-1 is U / sqrt(c), and GPTQ uses only its ratios and relative 1/U_ii^2
     h /= np.maximum(np.diagonal(h, axis1=1, axis2=2).mean(axis=1), 1e-300)[:, None, None]
     perm = np.argsort(-np.diagonal(h, axis1=1, axis2=2), axis=1, kind="stable")
-    hp = np.take_along_axis(np.take_along_axis(h, perm[:, :, None], 1), perm[:, None, :], 2)
-    eye = np.eye(n)
+    rev = perm[:, ::-1]  # act order, reversed
+    hr = np.take_along_axis(np.take_along_axis(h, rev[:, :, None], 1), rev[:, None, :], 2)
+    factor = np.empty_like(hr)
+    # scipy's own OpenBLAS, loaded after onnxcomp.determinism.pinned() limited the others: limit it here
+    with threadpool_limits(limits=session_threads()):
+        for g in range(hr.shape[0]):
+            _factor_into(factor, hr, g, damp)
+    return perm, factor
+
+
+def _factor_into(factor: np.ndarray, hr: np.ndarray, g: int, damp: float) -> None:
+    """factor[g] = J L^-1 J for J (H + l I) J = L L^T, the damping raised tenfold while not definite."""
+    import numpy as np
+    from scipy.linalg import lapack
+
+    n = hr.shape[1]
     for attempt in range(6):
-        try:
-            lower = np.linalg.cholesky(hp + damp * (10**attempt) * eye)
-            break
-        except np.linalg.LinAlgError:
-            continue
-    else:
-        raise ValueError("a layer Hessian is not positive definite even with damping")
-    # (L L^T)^-1 = L^-T L^-1; its upper Cholesky factor U (Hinv = U^T U)
-    linv = np.linalg.solve(lower, np.broadcast_to(eye, lower.shape))
-    hinv = np.swapaxes(linv, 1, 2) @ linv
-    return perm, np.swapaxes(np.linalg.cholesky(hinv), 1, 2)
+        a = hr[g].copy()
+        a[np.diag_indices(n)] += damp * (10**attempt)
+        lower, info = lapack.dpotrf(a, lower=1, clean=1)
+        if info == 0:
+            lower_inv, info = lapack.dtrtri(lower, lower=1)
+        if info == 0 and np.all(np.isfinite(lower_inv)):
+            factor[g] = lower_inv[::-1, ::-1]
+            return
+    raise ValueError("a layer Hessian is not positive definite even with damping")
 
 
 def compensated_quantize(
@@ -354,13 +137,15 @@ def compensated_quantize(
     zero_code: bool = False,
     damp: float = DAMP,
     rng: np.random.Generator | None = None,
+    factors: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Compensated:
     """GPTQ with k-means codebooks: rows of ``w`` [R, n] (one per output channel) quantized to 2**bits
     centroids per ``group_size`` consecutive rows, the error compensated with the Hessians ``hs`` (one
     [n, n] per conv group, rows split evenly over them).
 
     ``zero_code``: exact zeros (pruned weights) keep code 0 = 0.0 and are not updated; the other
-    weights use codes 1.. .
+    weights use codes 1.. . ``factors``: ``inverse_factors(hs, damp)`` if already computed (layers that
+    read one input share their Hessian).
     """
     import numpy as np
 
@@ -377,7 +162,7 @@ def compensated_quantize(
     keep = w != 0 if zero_code else np.ones(w.shape, bool)
 
     # per conv group: order and inverse factor; element weights 1/U_ii^2 in the original column order
-    perm, factor = _inverse_factors(hs, damp)
+    perm, factor = factors if factors is not None else inverse_factors(hs, damp)
     inv_d2 = np.empty((groups, n))
     np.put_along_axis(inv_d2, perm, 1.0 / np.diagonal(factor, axis1=1, axis2=2) ** 2, axis=1)
     elem_w = np.repeat(inv_d2, per, axis=0) * keep
@@ -398,43 +183,50 @@ def compensated_quantize(
     row_book = np.repeat(km.centroids, gsz, axis=0)[:r]  # [R, levels - first], sorted
 
     # plain: nearest centroid of the original weights
-    plain_codes = nearest(w, row_book) + first
+    plain_codes = nearest(w, km.centroids[:1] if book_rows == 1 else row_book) + first
     if zero_code:
         plain_codes = np.where(keep, plain_codes, 0)
     plain_q = np.take_along_axis(np.repeat(codebook, gsz, axis=0)[:r], plain_codes, axis=1)
 
     # GPTQ, every conv group in its own order, all groups at once: W [G, per, n] in permuted columns
     w3 = np.take_along_axis(w.reshape(groups, per, n), perm[:, None, :], axis=2)
-    k3 = np.take_along_axis(keep.reshape(groups, per, n), perm[:, None, :], axis=2)
-    books = row_book  # [R, levels - first], row g * per + j
+    k3 = np.take_along_axis(keep.reshape(groups, per, n), perm[:, None, :], axis=2) if zero_code else None
+    shared = book_rows == 1  # one codebook for the layer: nearest is one binary search
+    books = km.centroids[:1] if shared else row_book  # [1 or R, levels - first], sorted per row
+    rows_i = np.arange(r)
     c3 = np.zeros((groups, per, n), np.int64)
     for i1 in range(0, n, LAZY_BLOCK):
         i2 = min(i1 + LAZY_BLOCK, n)
         err = np.zeros((groups, per, i2 - i1))
         for i in range(i1, i2):
-            col = w3[:, :, i].reshape(r, 1)
-            idx = nearest(col, books)[:, 0]
-            q = np.take_along_axis(books, idx[:, None], axis=1)[:, 0].reshape(groups, per)
-            mask = k3[:, :, i]
-            q = np.where(mask, q, 0.0)
-            c3[:, :, i] = np.where(mask, idx.reshape(groups, per) + first, 0)
+            col = w3[:, :, i].reshape(r)
+            idx = nearest(col[None, :] if shared else col[:, None], books).reshape(r)
+            q = (books[0, idx] if shared else books[rows_i, idx]).reshape(groups, per)
+            if k3 is not None:
+                q = np.where(k3[:, :, i], q, 0.0)
+                idx = np.where(k3[:, :, i].reshape(r), idx + first, 0)
+            c3[:, :, i] = idx.reshape(groups, per)
             e = (w3[:, :, i] - q) / factor[:, i, i][:, None]
             err[:, :, i - i1] = e
-            # w_{i:i2} -= e * U_{i, i:i2}
-            w3[:, :, i:i2] -= e[:, :, None] * factor[:, None, i, i:i2]
-            if zero_code:
-                w3[:, :, i:i2] *= k3[:, :, i:i2]
+            # w_{i+1:i2} -= e * U_{i, i+1:i2}
+            w3[:, :, i + 1 : i2] -= e[:, :, None] * factor[:, None, i, i + 1 : i2]
+            if k3 is not None:
+                w3[:, :, i + 1 : i2] *= k3[:, :, i + 1 : i2]
         if i2 < n:
             w3[:, :, i2:] -= err @ factor[:, i1:i2, i2:]
-            if zero_code:
+            if k3 is not None:
                 w3[:, :, i2:] *= k3[:, :, i2:]
     codes3 = np.empty_like(c3)
     np.put_along_axis(codes3, perm[:, None, :], c3, axis=2)
     codes = codes3.reshape(r, n)
     gptq_q = np.take_along_axis(np.repeat(codebook, gsz, axis=0)[:r], codes, axis=1)
 
-    err_plain = output_error(w, plain_q, hs)
-    err_gptq = output_error(w, gptq_q, hs)
+    den = trace_whw(w, hs)
+    err_plain = output_error(w, plain_q, hs, den, np.float32)
+    err_gptq = output_error(w, gptq_q, hs, den, np.float32)
+    if abs(err_gptq - err_plain) <= 1e-4 * max(err_gptq, err_plain):
+        # too close for float32 products to tell: exact, so that the kept one is never the worse
+        err_plain, err_gptq = output_error(w, plain_q, hs, den), output_error(w, gptq_q, hs, den)
     if err_gptq <= err_plain:
         return Compensated(codebook, codes, True, err_gptq, err_plain)
     return Compensated(codebook, plain_codes, False, err_plain, err_plain)

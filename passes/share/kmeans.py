@@ -23,7 +23,16 @@ from ._calibration import (
     sequential_waves,
     support_refit,
 )
-from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes
+from ._emit import EmitsOps, ShareOptions, emit_encoded, saves_bytes
+from ._encode import (
+    compensated_encode,
+    kmeans_encode,
+    original_weight,
+    refine_codebook,
+    refine_flops,
+    stored_bytes,
+    weight_name,
+)
 from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
@@ -142,6 +151,7 @@ class KMeans(EmitsOps, Pass):
             return finish(graph, ctx, result, o)
         budget = o.target_bits or (32.0 / o.target_ratio if o.target_ratio else 0.0)
         self._bits: dict[int, int] = {}
+        self._hessian: dict[str, Any] = {}
         if budget:
             self._bits = self._allocate(graph, ctx, [*targets, *tables], budget, result)
         for tt in tables:
@@ -251,6 +261,18 @@ class KMeans(EmitsOps, Pass):
         logger.info("kmeans budget %.3f bits: %.3f stored (%s)", budget, stored / params, how)
         return {id(t): cands[c] for t, c in zip(targets, choice, strict=True)}
 
+    def _shared_hessian(self, t: Target, x: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
+        """A layer's input Gram matrices and their GPTQ inverse factors, reused by the next layers that read
+        the same input the same way (a transformer's Q, K and V projections; only the latest is kept)."""
+        from ._gptvq import inverse_factors
+
+        key = (t.kind, repr(sorted(t.conv_attrs.items())))
+        held = self._hessian
+        if held.get("x") is not x or held.get("key") != key:  # the array itself is held: no id reuse
+            grams = paired_grams(t, x, None, rng)
+            self._hessian = held = {"x": x, "key": key, "value": (grams, inverse_factors(grams[0]))}
+        return held["value"]
+
     def _encode(
         self,
         graph: gs.Graph,
@@ -282,9 +304,10 @@ class KMeans(EmitsOps, Pass):
                 result.count("layers_plain_too_large")
                 how = " (plain: Hessian factorization over max_refine_flops)"
             elif min(MAX_ROWS, positions(x, t)) >= inputs_per_output(t):
+                factors = None
                 if grams is None:
-                    grams = paired_grams(t, x, None, rng)
-                e, gptq = compensated_encode(t, w2, bits, o.group_size, grams[0], rng)
+                    grams, factors = self._shared_hessian(t, x, rng)
+                e, gptq = compensated_encode(t, w2, bits, o.group_size, grams[0], rng, factors)
                 how = " compensated" if gptq else " (plain: lower output error than compensated)"
                 result.count("layers_compensated" if gptq else "layers_plain_better")
             else:
@@ -309,159 +332,4 @@ class KMeans(EmitsOps, Pass):
         return True
 
 
-ZERO_CODE_MIN = 0.01  # layers with at least 1% exact zeros (pruned) keep code 0 = 0.0
 DAMP = 0.01  # sequential weight re-fit: ridge relative to the mean diagonal of the input Gram matrix
-
-
-def kmeans_encode(
-    w2: np.ndarray,
-    bits: int,
-    group_size: int,
-    out_axis: int,
-    init: str = "linear",
-    weights: np.ndarray | None = None,
-    max_iter: int = 300,
-) -> Encoded:
-    """k-means codebook per group of output channels; exact zeros keep code 0 in pruned layers."""
-    import numpy as np
-
-    from ._kmeans import kmeans_1d
-
-    n_out = w2.shape[out_axis]
-    gsz = group_size if 0 < group_size < n_out else n_out
-    groups = -(-n_out // gsz)
-    levels = 1 << bits
-    zero_code = float(np.mean(w2 == 0)) >= ZERO_CODE_MIN
-    first = 1 if zero_code else 0
-    table = np.zeros((groups, levels), np.float32)
-    codes = np.zeros(w2.shape, np.int64)
-    if weights is not None:
-        weights = np.asarray(weights, np.float64)
-        weights = weights + 1e-9 * max(float(weights.max()), 1e-30)  # keep every weight in play
-    for g in range(groups):
-        sl = (slice(None), slice(g * gsz, (g + 1) * gsz)) if out_axis == 1 else (slice(g * gsz, (g + 1) * gsz),)
-        block = w2[sl]
-        mask = block != 0 if zero_code else np.ones(block.shape, bool)
-        if not mask.any():
-            continue
-        km = kmeans_1d(
-            block[mask],
-            levels - first,
-            weights=None if weights is None else weights[sl][mask],
-            init=init,
-            max_iter=max_iter,
-        )  # type: ignore[arg-type]
-        table[g, first:] = km.centroids.astype(np.float32)
-        sub = np.zeros(block.shape, np.int64)
-        sub[mask] = km.labels + first
-        codes[sl] = sub
-    return Encoded(table, codes, bits, gsz, zero_code=zero_code)
-
-
-def stored_bytes(t: Target, bits: int, groups: int) -> int:
-    """Bytes of a dense encoding as emitted: fp32 codebook [groups, 2**bits] + bit-packed code rows."""
-    from onnxcomp.ops import packed_row_bytes
-
-    rows, cols = t.w2.shape
-    return 4 * groups * (1 << bits) + rows * packed_row_bytes(cols, bits)
-
-
-def weight_name(t: Target | _gather.TableTarget) -> str:
-    return t.table.name if isinstance(t, _gather.TableTarget) else t.weight.name
-
-
-def original_weight(t: Target | _gather.TableTarget, w2: np.ndarray) -> np.ndarray:
-    """A storage matrix as the node's weight initializer (Gemm's folded alpha divided out again)."""
-    import numpy as np
-
-    if isinstance(t, _gather.TableTarget):
-        return np.asarray(w2, np.float32)
-    w = t.weight_as_original(w2)
-    alpha = float(t.node.attrs.get("alpha", 1.0)) if t.node.op == "Gemm" else 1.0
-    return np.asarray(w / np.float32(alpha) if alpha != 1.0 else w, np.float32)
-
-
-def compensated_encode(
-    t: Target,
-    w2: np.ndarray,
-    bits: int,
-    group_size: int,
-    hs: list[np.ndarray],
-    rng: np.random.Generator,
-) -> tuple[Encoded, bool]:
-    """GPTQ-ordered k-means codebooks of a storage matrix (see ``_gptvq``); (encoding, compensated?)."""
-    import numpy as np
-
-    from . import _gptvq
-
-    wo = w2.T if t.kind == "matmul" else w2  # one row per output channel
-    n_out = wo.shape[0]
-    gsz = group_size if 0 < group_size < n_out else n_out
-    zero_code = float(np.mean(w2 == 0)) >= ZERO_CODE_MIN
-    res = _gptvq.compensated_quantize(wo, hs, bits, gsz, zero_code=zero_code, rng=rng)
-    codes = res.codes.T if t.kind == "matmul" else res.codes
-    e = Encoded(res.codebook.astype(np.float32), np.ascontiguousarray(codes), bits, gsz, zero_code=zero_code)
-    return e, res.compensated
-
-
-def refine_flops(t: Target, e: Encoded) -> float:
-    rows, cols = t.w2.shape
-    inputs = rows if t.kind == "matmul" else cols
-    return 2.0 * inputs * inputs * t.outputs * e.table.shape[1]
-
-
-def refine_codebook(
-    t: Target,
-    e: Encoded,
-    x: np.ndarray,
-    rng: np.random.Generator,
-    damp: float = 1e-3,
-    x_orig: np.ndarray | None = None,
-    grams: tuple[list[np.ndarray], list[np.ndarray] | None] | None = None,
-) -> np.ndarray:
-    """Codebook values minimizing sum_j (w_j' - w_j)^T H (w_j' - w_j) for the fixed codes (H = X^T X).
-
-    With one-hot codes O_j [inputs, L] of output j, w_j' = O_j c_g: per codebook group g,
-    A = sum_j O_j^T H O_j, b = sum_j O_j^T H w_j, c_g = A^-1 b (ridge ``damp`` towards the k-means values;
-    the reserved zero code stays 0).
-
-    With ``x_orig`` (sequential, true targets): x is the layer's current input X_c (earlier layers already
-    quantized), x_orig its input X_o in the original graph, and the fit is
-    min sum_j ||X_c O_j c_g - X_o w_j||^2: A = sum_j O_j^T H_cc O_j, b = sum_j O_j^T H_co w_j with
-    H_cc = X_c^T X_c, H_co = X_c^T X_o over the same sampled positions (``grams``:
-    ``paired_grams(t, x, x_orig)`` if already computed).
-    """
-    import numpy as np
-
-    levels = e.table.shape[1]
-    hs, cross = grams if grams is not None else paired_grams(t, x, x_orig, rng)
-    w = t.w2.astype(np.float64)
-    # per output j: its weights [outputs, inputs] and codes
-    wo = w.T if t.kind == "matmul" else w
-    co = e.codes.T if t.kind == "matmul" else e.codes
-    per_group_h = wo.shape[0] // len(hs)
-    table = e.table.astype(np.float64).copy()
-    first = 1 if e.zero_code else 0
-    for g in range(table.shape[0]):
-        a = np.zeros((levels, levels))
-        b = np.zeros(levels)
-        outs = range(g * e.group_size, min((g + 1) * e.group_size, wo.shape[0]))
-        # batch the outputs sharing an H block
-        for h_idx in sorted({j // per_group_h for j in outs}):
-            js = [j for j in outs if j // per_group_h == h_idx]
-            h = hs[h_idx]
-            onehot = np.zeros((len(js), h.shape[0], levels))
-            np.put_along_axis(onehot, co[js][:, :, None], 1.0, axis=2)
-            ho = np.einsum("kq,jql->jkl", h, onehot)
-            a += np.einsum("jkl,jkm->lm", onehot, ho)
-            if cross is None:
-                b += np.einsum("jkl,jk->l", ho, wo[js])
-            else:
-                # O_j^T H_co w_j
-                b += np.einsum("jkl,jk->l", onehot, wo[js] @ cross[h_idx].T)
-        idx = np.arange(first, levels)
-        sub = a[np.ix_(idx, idx)]
-        reg = damp * max(float(np.mean(np.diag(sub))), 1e-12)
-        sol = np.linalg.solve(sub + reg * np.eye(idx.size), b[idx] + reg * table[g, idx])
-        table[g, idx] = sol
-    return table.astype(np.float32)

@@ -1,0 +1,169 @@
+"""One layer's codebook encodings for the kmeans pass: plain k-means codebooks per group of output channels, the
+error-compensated (GPTQ-ordered) codebooks of ``_gptvq``, and the least-squares refit of codebook values for
+fixed codes; plus the byte count of a dense encoding."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from onnxcomp.analysis.weights import Target
+
+from . import _gather
+from ._calibration import paired_grams
+from ._emit import Encoded
+
+if TYPE_CHECKING:
+    import numpy as np
+
+ZERO_CODE_MIN = 0.01  # layers with at least 1% exact zeros (pruned) keep code 0 = 0.0
+
+
+def kmeans_encode(
+    w2: np.ndarray,
+    bits: int,
+    group_size: int,
+    out_axis: int,
+    init: str = "linear",
+    weights: np.ndarray | None = None,
+    max_iter: int = 300,
+) -> Encoded:
+    """k-means codebook per group of output channels; exact zeros keep code 0 in pruned layers."""
+    import numpy as np
+
+    from ._kmeans import kmeans_1d
+
+    n_out = w2.shape[out_axis]
+    gsz = group_size if 0 < group_size < n_out else n_out
+    groups = -(-n_out // gsz)
+    levels = 1 << bits
+    zero_code = float(np.mean(w2 == 0)) >= ZERO_CODE_MIN
+    first = 1 if zero_code else 0
+    table = np.zeros((groups, levels), np.float32)
+    codes = np.zeros(w2.shape, np.int64)
+    if weights is not None:
+        weights = np.asarray(weights, np.float64)
+        weights = weights + 1e-9 * max(float(weights.max()), 1e-30)  # keep every weight in play
+    for g in range(groups):
+        sl = (slice(None), slice(g * gsz, (g + 1) * gsz)) if out_axis == 1 else (slice(g * gsz, (g + 1) * gsz),)
+        block = w2[sl]
+        mask = block != 0 if zero_code else np.ones(block.shape, bool)
+        if not mask.any():
+            continue
+        km = kmeans_1d(
+            block[mask],
+            levels - first,
+            weights=None if weights is None else weights[sl][mask],
+            init=init,
+            max_iter=max_iter,
+        )  # type: ignore[arg-type]
+        table[g, first:] = km.centroids.astype(np.float32)
+        sub = np.zeros(block.shape, np.int64)
+        sub[mask] = km.labels + first
+        codes[sl] = sub
+    return Encoded(table, codes, bits, gsz, zero_code=zero_code)
+
+
+def stored_bytes(t: Target, bits: int, groups: int) -> int:
+    """Bytes of a dense encoding as emitted: fp32 codebook [groups, 2**bits] + bit-packed code rows."""
+    from onnxcomp.ops import packed_row_bytes
+
+    rows, cols = t.w2.shape
+    return 4 * groups * (1 << bits) + rows * packed_row_bytes(cols, bits)
+
+
+def weight_name(t: Target | _gather.TableTarget) -> str:
+    return t.table.name if isinstance(t, _gather.TableTarget) else t.weight.name
+
+
+def original_weight(t: Target | _gather.TableTarget, w2: np.ndarray) -> np.ndarray:
+    """A storage matrix as the node's weight initializer (Gemm's folded alpha divided out again)."""
+    import numpy as np
+
+    if isinstance(t, _gather.TableTarget):
+        return np.asarray(w2, np.float32)
+    w = t.weight_as_original(w2)
+    alpha = float(t.node.attrs.get("alpha", 1.0)) if t.node.op == "Gemm" else 1.0
+    return np.asarray(w / np.float32(alpha) if alpha != 1.0 else w, np.float32)
+
+
+def compensated_encode(
+    t: Target,
+    w2: np.ndarray,
+    bits: int,
+    group_size: int,
+    hs: list[np.ndarray],
+    rng: np.random.Generator,
+    factors: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[Encoded, bool]:
+    """GPTQ-ordered k-means codebooks of a storage matrix (see ``_gptvq``); (encoding, compensated?)."""
+    import numpy as np
+
+    from . import _gptvq
+
+    wo = w2.T if t.kind == "matmul" else w2  # one row per output channel
+    n_out = wo.shape[0]
+    gsz = group_size if 0 < group_size < n_out else n_out
+    zero_code = float(np.mean(w2 == 0)) >= ZERO_CODE_MIN
+    res = _gptvq.compensated_quantize(wo, hs, bits, gsz, zero_code=zero_code, rng=rng, factors=factors)
+    codes = res.codes.T if t.kind == "matmul" else res.codes
+    e = Encoded(res.codebook.astype(np.float32), np.ascontiguousarray(codes), bits, gsz, zero_code=zero_code)
+    return e, res.compensated
+
+
+def refine_flops(t: Target, e: Encoded) -> float:
+    rows, cols = t.w2.shape
+    inputs = rows if t.kind == "matmul" else cols
+    return 2.0 * inputs * inputs * t.outputs * e.table.shape[1]
+
+
+def refine_codebook(
+    t: Target,
+    e: Encoded,
+    x: np.ndarray,
+    rng: np.random.Generator,
+    damp: float = 1e-3,
+    x_orig: np.ndarray | None = None,
+    grams: tuple[list[np.ndarray], list[np.ndarray] | None] | None = None,
+) -> np.ndarray:
+    """Codebook values minimizing sum_j (w_j' - w_j)^T H (w_j' - w_j) for the fixed codes (H = X^T X).
+
+    With one-hot codes O_j [inputs, L] of output j, w_j' = O_j c_g: per codebook group g,
+    A = sum_j O_j^T H O_j, b = sum_j O_j^T H w_j, c_g = A^-1 b (ridge ``damp`` towards the k-means values;
+    the reserved zero code stays 0).
+
+    With ``x_orig`` (sequential, true targets): x is the layer's current input X_c (earlier layers already
+    quantized), x_orig its input X_o in the original graph, and the fit is
+    min sum_j ||X_c O_j c_g - X_o w_j||^2: A = sum_j O_j^T H_cc O_j, b = sum_j O_j^T H_co w_j with
+    H_cc = X_c^T X_c, H_co = X_c^T X_o over the same sampled positions (``grams``:
+    ``paired_grams(t, x, x_orig)`` if already computed).
+    """
+    import numpy as np
+
+    levels = e.table.shape[1]
+    hs, cross = grams if grams is not None else paired_grams(t, x, x_orig, rng)
+    # per output j: its weights [outputs, inputs] and codes, split over the conv groups' H blocks
+    wo = t.w2.T if t.kind == "matmul" else t.w2
+    co = e.codes.T if t.kind == "matmul" else e.codes
+    g_h, (rows, n) = len(hs), wo.shape
+    h3 = np.stack(hs).astype(np.float32)  # [G, n, n]
+    c3 = co.reshape(g_h, rows // g_h, n)
+    w3 = wo.reshape(c3.shape).astype(np.float32)
+    books = e.table.shape[0]
+    # bin of (codebook group of row j, code c_jk): sums over the positions k with that code
+    key = ((np.arange(rows) // e.group_size).reshape(c3.shape[:2])[:, :, None] * levels + c3).ravel()
+    # b_l = sum_{j, k: c_jk = l} (H w_j)_k  (sequential: (H_co w_j)_k)
+    hw = w3 @ (h3 if cross is None else np.stack(cross).astype(np.float32).transpose(0, 2, 1))
+    b = np.bincount(key, hw.ravel().astype(np.float64), books * levels).reshape(books, levels)
+    # A_lm = sum_j P_l[j] H P_m[j]^T with P_l = [c_j. == l]: one product P_l H [G, rows, n] per code l
+    a = np.zeros((books, levels, levels))
+    for code in np.unique(c3):
+        q = (c3 == code).astype(np.float32) @ h3
+        a[:, code, :] = np.bincount(key, q.ravel().astype(np.float64), books * levels).reshape(books, levels)
+    table = e.table.astype(np.float64).copy()
+    first = 1 if e.zero_code else 0
+    idx = np.arange(first, levels)
+    sub = a[:, idx[:, None], idx[None, :]]
+    reg = damp * np.maximum(np.diagonal(sub, axis1=1, axis2=2).mean(axis=1), 1e-12)[:, None, None]
+    rhs = b[:, idx] + reg[:, :, 0] * table[:, idx]
+    table[:, idx] = np.linalg.solve(sub + reg * np.eye(idx.size), rhs[:, :, None])[:, :, 0]
+    return table.astype(np.float32)

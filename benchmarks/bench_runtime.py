@@ -203,14 +203,8 @@ def vgg_head(rng, m: int, quick: bool):
 
 # ------------------------------------------------------------------------------------- timing
 def session(model: onnx.ModelProto, native: bool):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    if native:
-        runtime.register(so)
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    """One intra-op thread, onnxruntime's graph optimizations on (its default); ``native``: the custom-op library."""
+    return runtime.session(model, threads=1, optimize=True, runtime="ops" if native else "ort")
 
 
 def compare(name, base_model, comp_model, feeds, reps, results, goal=None, check_tol=None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from onnxcomp.errors import UsageError
 from onnxcomp.graph import const_value, is_const, is_empty, is_standard, make_constant, subgraph_nodes, unique_name
@@ -27,6 +27,7 @@ class _Plan:
     matrix: np.ndarray
     rebuild: Callable[[gs.Graph, gs.Node, np.ndarray, np.ndarray, PassContext], list[gs.Node]]
     flops_per_row: int  # output positions per weight application (for FLOPs accounting)
+    input_axis: int = 0  # the axis of ``matrix`` that runs over the layer's input features
 
 
 @register_pass
@@ -38,6 +39,16 @@ class LowRank(Pass):
     B = sqrt(S_r) V_r^T, so both layers have similar scales. A Conv weight [M, C, kh, kw] is treated as the matrix
     [M, C*kh*kw]: the first Conv keeps the kernel, strides, pads and dilations with r filters, the second is a
     1x1 Conv r -> M holding the bias. A layer is factorized only when it saves parameters.
+
+    ``param_ratio=p`` gives every layer the rank that keeps p of its parameters, r = floor(p * K * N / (K + N))
+    (p = 0.5: 2x fewer parameters in the factorized layers).
+
+    With calibration data the truncation is activation-aware (the whitening of SVD-LLM / ASVD): with
+    G = X^T X / n + lambda * mean(diag) * I = L L^T over the layer's inputs X (im2col patches for a Conv),
+    minimizing ||X (W - W_r)||_F instead of ||W - W_r||_F gives W_r = L^-T [L^T W]_r (the truncated SVD of
+    L^T W = U S V^T): A = L^-T U_r sqrt(S_r), B = sqrt(S_r) V_r^T. The energy criterion then reads the
+    singular values of L^T W (the output energy kept), and each layer's reported error is the relative output
+    error on the calibration inputs, sqrt(sum_{i>r} s_i^2 / sum s_i^2).
     """
 
     name = "lowrank"
@@ -51,6 +62,12 @@ class LowRank(Pass):
         min_params: int = opt(4096, "skip layers with fewer weight elements")
         ops: list[str] = opt(["MatMul", "Gemm", "Conv"], "op types to factorize")
         protect: list[str] = opt([], "node names or fnmatch patterns to leave alone")
+        param_ratio: float | None = opt(
+            None, "rank that keeps this fraction of each layer's parameters (0.5: 2x fewer; overrides energy)"
+        )
+        calib_samples: int = opt(32, "with --calib: calibration samples for the input statistics")
+        damp: float = opt(0.01, "with --calib: ridge on the input Gram matrix, relative to its mean diagonal")
+        max_rows: int = opt(20000, "with --calib: sampled input rows (positions) per layer")
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         import numpy as np
@@ -61,9 +78,14 @@ class LowRank(Pass):
             raise UsageError(f"lowrank: rank must be >= 1, got {o.rank}")
         if not 0.0 < o.energy <= 1.0:
             raise UsageError(f"lowrank: energy must be in (0, 1], got {o.energy}")
+        if o.param_ratio is not None and not 0.0 < o.param_ratio < 1.0:
+            raise UsageError(f"lowrank: param-ratio must be in (0, 1), got {o.param_ratio}")
+        if o.calib_samples < 1 or o.max_rows < 1 or not o.damp >= 0:
+            raise UsageError("lowrank: calib-samples and max-rows must be >= 1, damp >= 0")
         candidates = [n for n in graph.nodes if n.op in set(o.ops) and is_standard(n)]
         for node, where in subgraph_nodes(graph, o.ops):
             result.skip(node.name, f"inside the {where} subgraph (only main-graph layers are factorized)")
+        stats = _InputStats(graph, ctx, candidates, o) if ctx.calib is not None else None
         for node in ctx.track(candidates, "lowrank", len(candidates)):
             if any_match(o.protect, node.name, node.inputs[1].name if len(node.inputs) > 1 else ""):
                 result.skip(node.name, "protected")
@@ -88,16 +110,36 @@ class LowRank(Pass):
             if bad is not None:  # an SVD of NaN/Inf does not converge
                 result.skip(node.name, bad)
                 continue
-            u, s, vt = np.linalg.svd(w, full_matrices=False)
-            r = o.rank if o.rank is not None else _rank_for_energy(s, o.energy)
+            gram = stats.gram(node, plan) if stats is not None else None
+            # the input-major matrix W_in [inputs, outputs], whitened by L^T when input statistics exist
+            w_in = w if plan.input_axis == 0 else w.T
+            chol = None
+            if gram is not None:
+                g = gram + o.damp * max(float(np.mean(np.diag(gram))), 1e-12) * np.eye(len(gram))
+                try:
+                    chol = np.linalg.cholesky(g)
+                except np.linalg.LinAlgError:
+                    result.skip(node.name, "input Gram matrix not positive definite: data-free SVD")
+            # data-free: the SVD of W itself (as it always was); activation-aware: of L^T W_in
+            u, s, vt = np.linalg.svd(w if chol is None else chol.T @ w_in, full_matrices=False)
+            if o.rank is not None:
+                r = o.rank
+            elif o.param_ratio is not None:
+                r = max(1, int(o.param_ratio * rows * cols / (rows + cols)))
+            else:
+                r = _rank_for_energy(s, o.energy)
             r = min(r, len(s))
             new_params = r * (rows + cols)
             if new_params > o.max_param_ratio * w.size:
                 result.skip(node.name, f"rank {r} keeps {new_params / w.size:.2f}x the params > {o.max_param_ratio}")
                 continue
             root = np.sqrt(s[:r])
-            a = (u[:, :r] * root).astype(plan.matrix.dtype)  # [rows, r]
-            b = (root[:, None] * vt[:r]).astype(plan.matrix.dtype)  # [r, cols]
+            a, b = u[:, :r] * root, root[:, None] * vt[:r]  # [rows, r], [r, cols]
+            if chol is not None:
+                a = np.linalg.solve(chol.T, a)  # L^-T U_r sqrt(S_r): [inputs, r]
+                if plan.input_axis == 1:  # W = (A_in B_in)^T = B_in^T A_in^T
+                    a, b = b.T, a.T
+            a, b = a.astype(plan.matrix.dtype), b.astype(plan.matrix.dtype)
             total = float(np.sum(s**2))
             err = float(np.sqrt(np.sum(s[r:] ** 2) / total)) if total > 0 else 0.0
             name = node.name
@@ -107,7 +149,7 @@ class LowRank(Pass):
             result.layer(
                 name,
                 op=node.op,
-                decision=f"rank {r} of {min(rows, cols)}",
+                decision=f"rank {r} of {min(rows, cols)}" + (", activation-aware" if chol is not None else ""),
                 params_before=int(w.size),
                 params_after=int(new_params),
                 flops_before=2 * int(w.size) * plan.flops_per_row if plan.flops_per_row else None,
@@ -189,7 +231,7 @@ def _plan_conv(node: gs.Node) -> _Plan | str:
     if w.ndim < 3 or w.dtype.kind != "f":
         return f"weight must be a float conv kernel, got {w.shape} {w.dtype}"
     # W [M, C, k...] as the matrix [M, C*prod(k)] = A [M, r] @ B [r, C*prod(k)]
-    plan = _Plan(w.reshape(w.shape[0], -1), _rebuild_conv, _spatial(node.outputs[0]))
+    plan = _Plan(w.reshape(w.shape[0], -1), _rebuild_conv, _spatial(node.outputs[0]), input_axis=1)
     return plan
 
 
@@ -240,6 +282,58 @@ def _spatial(t: gs.Tensor) -> int:
     if not shape or any(not isinstance(d, int) for d in shape):
         return 0
     return int(shape[0] * math.prod(shape[2:]))
+
+
+class _InputStats:
+    """Input Gram matrices X^T X / n of the candidate layers on the calibration data (im2col patches for a
+    Conv, in the order of W[m].ravel()), captured a few tensors per onnxruntime run to bound memory."""
+
+    CHUNK = 8
+
+    def __init__(self, graph: gs.Graph, ctx: PassContext, candidates: list[gs.Node], o: LowRank.Options) -> None:
+        from onnxcomp.analysis.weights import SelectOptions, collect_targets
+
+        self._graph, self._ctx, self._o = graph, ctx, o
+        scratch = PassResult(name="lowrank-stats")
+        wanted = {id(n) for n in candidates}
+        found = collect_targets(graph, SelectOptions(), scratch)
+        self._targets = {id(t.node): t for t in found if id(t.node) in wanted}
+        self._pending = [n for n in candidates if id(n) in self._targets]
+        self._grams: dict[int, np.ndarray] = {}
+        self._rng = ctx.rng(53)
+
+    def gram(self, node: gs.Node, plan: _Plan) -> np.ndarray | None:
+        key = id(node)
+        if key not in self._grams and key in self._targets:
+            chunk = [n for n in self._pending if id(n) not in self._grams][: self.CHUNK]
+            if node not in chunk:
+                chunk = [node, *chunk[: self.CHUNK - 1]]
+            names = sorted({self._targets[id(n)].x.name for n in chunk})
+            acts = self._ctx.capture(self._graph, names, max_samples=self._o.calib_samples)
+            for n in chunk:
+                t = self._targets[id(n)]
+                x = acts.get(t.x.name)
+                self._grams[id(n)] = self._rows_gram(t, x) if x is not None else None
+        g = self._grams.get(key)
+        features = plan.matrix.shape[plan.input_axis]
+        return g if g is not None and g.shape == (features, features) else None
+
+    def _rows_gram(self, t: Any, x: np.ndarray) -> np.ndarray | None:
+        import numpy as np
+
+        if t.kind == "conv":
+            from onnxcomp.passes.share import im2col
+
+            blocks = im2col(x, t, self._o.max_rows, self._rng)
+            if len(blocks) != 1:
+                return None
+            rows = blocks[0]
+        else:
+            rows = np.asarray(x).reshape(-1, x.shape[-1])
+            if len(rows) > self._o.max_rows:
+                rows = rows[self._rng.choice(len(rows), self._o.max_rows, replace=False)]
+        rows = rows.astype(np.float64)
+        return rows.T @ rows / max(len(rows), 1)
 
 
 PLANNERS: dict[str, Callable[[gs.Node], _Plan | str]] = {

@@ -73,11 +73,34 @@ def candidate_counts(size: int, schedule: Schedule, ratios: list[float]) -> list
 
 
 def _zeroed(
-    plan: ChannelPlan, group: ChannelGroup, removed: np.ndarray, values: dict[str, np.ndarray]
+    plan: ChannelPlan,
+    group: ChannelGroup,
+    removed: np.ndarray,
+    values: dict[str, np.ndarray],
+    means: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Weights with the removed channels' consumer inputs and producer filters set to 0, by initializer name."""
+    """Weights with the removed channels' consumer inputs and producer filters set to 0, by initializer name.
+
+    ``means`` (channel means of the consumers' inputs, by tensor name): a Conv consumer with a constant bias
+    keeps the removed channels' mean contribution in its bias, b' = b + sum_{c removed, k} W[:, c, k] mean_c
+    (what the refit after the removal does to first order)."""
     import numpy as np
 
+    for m in group.members:
+        if means is None or m.kind != PARAM or m.role != CONSUMER or m.node.op != "Conv" or len(m.node.inputs) < 3:
+            continue
+        mu = means.get(m.node.inputs[0].name)
+        b = const_value(m.node.inputs[2])
+        w = const_value(m.node.inputs[1])
+        keep = plan.keep(m.elems, removed)
+        if mu is None or b is None or w is None or keep.all() or len(mu) != w.shape[1]:
+            continue
+        name = m.node.inputs[2].name
+        base = values.get(name, np.array(b, dtype=np.float32))
+        gone = ~keep
+        # b' = b + sum_{c removed, k} W[:, c, k] * mean_c
+        base = base + (w[:, gone].reshape(w.shape[0], int(gone.sum()), -1).sum(-1) @ mu[gone]).astype(np.float32)
+        values[name] = base
     for m in group.members:
         if m.kind not in (PARAM, GROUPED_IN) or m.role not in (CONSUMER, PRODUCER):
             continue
@@ -135,6 +158,22 @@ def _proxy(plan: ChannelPlan, group: ChannelGroup, removed: np.ndarray) -> float
     return float(np.mean(shares)) if shares else 0.0
 
 
+def _channel_means(graph: gs.Graph, ctx: PassContext, nodes: list[gs.Node], samples: int) -> dict[str, np.ndarray]:
+    """Per-channel (axis 1) means of the nodes' first inputs on the first calibration samples, a few tensors
+    per onnxruntime run."""
+    import numpy as np
+
+    names = sorted({n.inputs[0].name for n in nodes})
+    out = {}
+    for i in range(0, len(names), 8):
+        acts = ctx.capture(graph, names[i : i + 8], max_samples=samples)
+        for k, v in acts.items():
+            v = np.asarray(v, np.float64)
+            if v.ndim >= 2:
+                out[k] = v.mean(axis=tuple(a for a in range(v.ndim) if a != 1))
+    return out
+
+
 def measure(
     graph: gs.Graph,
     ctx: PassContext,
@@ -144,6 +183,7 @@ def measure(
     ratios: list[float],
     samples: int,
     fixed: dict[int, int],
+    mean_replace: bool = True,
 ) -> tuple[dict[int, Curve], str]:
     """Every prunable group's curve (one point for the groups in ``fixed``: a set count), and how its errors
     were measured."""
@@ -153,7 +193,7 @@ def measure(
     from onnxcomp.graph import is_const
 
     plan = prep.plan
-    probe = None
+    probe, means = None, None
     if ctx.calib is not None:
         names = sorted(
             {
@@ -163,7 +203,15 @@ def measure(
                 if m.kind in (PARAM, GROUPED_IN) and m.role in (CONSUMER, PRODUCER) and is_const(m.node.inputs[m.input])
             }
         )
+        consumers_bias = [
+            m.node
+            for g in prep.groups
+            for m in g.members
+            if m.kind == PARAM and m.role == CONSUMER and m.node.op == "Conv" and len(m.node.inputs) > 2
+        ]
+        names += sorted({n.inputs[2].name for n in consumers_bias if is_const(n.inputs[2])} - set(names))
         probe = OutputErrors(graph, ctx, names, samples)
+        means = _channel_means(graph, ctx, consumers_bias, samples) if mean_replace else None
     base_flops = prep.base_flops
     curves = {}
     for g in ctx.track(prep.groups, "pruning sensitivity", len(prep.groups)):
@@ -178,7 +226,7 @@ def measure(
             flops, _ = prep.cost.total(removed)
             saved.append(float(base_flops - flops))
             if probe is not None:
-                errors.append(probe.error_of(_zeroed(plan, g, removed, {})))
+                errors.append(probe.error_of(_zeroed(plan, g, removed, {}, means)))
             else:
                 errors.append(_proxy(plan, g, removed))
         # an error curve that falls with more removal is noise: keep it non-decreasing

@@ -121,6 +121,7 @@ def decide_by_sensitivity(
     result: PassResult,
     ratios: list[float],
     samples: int,
+    mean_replace: bool = True,
 ) -> tuple[np.ndarray, dict[str, str]]:
     """The removal mask for ``target_flops`` with per-group counts from measured sensitivity (passes/prune/
     _budget.py), and a report note per producer (the group's removal and predicted error)."""
@@ -137,7 +138,7 @@ def decide_by_sensitivity(
         r = schedule.group_ratio(g, -1.0)
         if r >= 0:
             fixed[g.id] = int(schedule.mask(prep.plan, [g], scores, {g.id: round(r * g.size)}).sum())
-    curves, how = measure(graph, ctx, prep, schedule, scores, ratios, samples, fixed)
+    curves, how = measure(graph, ctx, prep, schedule, scores, ratios, samples, fixed, mean_replace)
     removed, achieved, counts = allocate_flops(prep, schedule, scores, curves, target_flops)
     result.counters["sensitivity_trials"] = sum(1 for c in curves.values() for n in c.counts if n > 0)
     predicted = sum(curves[gid].error_at(n) for gid, n in counts.items())

@@ -61,6 +61,11 @@ class PruneChannels(Pass):
             [0.125, 0.25, 0.375, 0.5, 0.625, 0.75], "target-flops, allocation=sensitivity: per-group ratios measured"
         )
         sensitivity_samples: int = opt(4, "target-flops with --calib: calibration samples per sensitivity trial")
+        mean_replace: bool = opt(
+            True,
+            "target-flops with --calib: a trial keeps the removed channels' mean contribution in the consumer "
+            "Conv's bias (what the refit does to first order) instead of dropping it",
+        )
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         import numpy as np
@@ -100,7 +105,16 @@ class PruneChannels(Pass):
         notes = {}
         if o.target_flops is not None and o.allocation == "sensitivity":
             planned, notes = decide_by_sensitivity(
-                graph, ctx, prep, schedule, l1, o.target_flops, result, list(o.candidate_ratios), o.sensitivity_samples
+                graph,
+                ctx,
+                prep,
+                schedule,
+                l1,
+                o.target_flops,
+                result,
+                list(o.candidate_ratios),
+                o.sensitivity_samples,
+                o.mean_replace,
             )
         else:
             planned = decide(prep, schedule, l1, o.target_flops, result)

@@ -71,6 +71,11 @@ class PruneFilters(Pass):
             [0.125, 0.25, 0.375, 0.5, 0.625, 0.75], "target-flops, allocation=sensitivity: per-group ratios measured"
         )
         sensitivity_samples: int = opt(4, "target-flops with --calib: calibration samples per sensitivity trial")
+        mean_replace: bool = opt(
+            True,
+            "target-flops with --calib: a trial keeps the removed channels' mean contribution in the consumer "
+            "Conv's bias (what the refit does to first order) instead of dropping it",
+        )
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         import numpy as np

@@ -19,7 +19,7 @@ OPSET = 18
 
 def _model(op_type: str, inputs: dict[str, np.ndarray], attrs: dict, out_shape, as_inputs=()) -> onnx.ModelProto:
     """One decoder node whose output is the graph output; inputs named in ``as_inputs`` are graph inputs."""
-    node = helper.make_node(op_type, list(inputs), ["Y"], domain="com.onnxcomp", name=f"dec_{op_type}", **attrs)
+    node = helper.make_node(op_type, list(inputs), ["Y"], domain=enc.DOMAIN, name=f"dec_{op_type}", **attrs)
     inits = [numpy_helper.from_array(v, k) for k, v in inputs.items() if k not in as_inputs]
     ginputs = [
         helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), [f"{k}{i}" for i in range(v.ndim)])
@@ -31,7 +31,7 @@ def _model(op_type: str, inputs: dict[str, np.ndarray], attrs: dict, out_shape, 
     )
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.onnxcomp", 1)],
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(enc.DOMAIN, 1)],
         functions=enc.function_protos(op_type, OPSET),
     )
     model.ir_version = 10

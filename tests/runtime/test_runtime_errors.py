@@ -366,7 +366,7 @@ def test_decoder_with_an_absurd_shape_attribute(op, memory_cap):
     else:
         inputs = {"symbols": ops.run_length_encode(np.zeros((1, 8), np.int64), 4)}
         attrs = {"bits": 4, "count": 2**21, "shape": shape}
-    node = helper.make_node(op, list(inputs), ["Y"], domain="com.onnxcomp", name="dec", **attrs)
+    node = helper.make_node(op, list(inputs), ["Y"], domain=oplib.DOMAIN, name="dec", **attrs)
     graph = helper.make_graph(
         [node],
         "g",
@@ -376,7 +376,7 @@ def test_decoder_with_an_absurd_shape_attribute(op, memory_cap):
     )
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.onnxcomp", 1)],
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(oplib.DOMAIN, 1)],
         functions=ops.function_protos(op, 18),
     )
     model.ir_version = 10

@@ -101,3 +101,43 @@ def test_target_flops_is_met_on_a_resnet(target):
     _, rep = optimize(model, f"prune-filters(target_flops={target},round_to=1)", input_shapes={"input": (1, 3, 32, 32)})
     assert abs(rep.passes[0].counters["flops_removed"] - target) < 0.02
     assert rep.passes[0].counters["sensitivity_trials"] > 0
+
+
+def test_mean_replacement_sees_that_near_constant_channels_are_cheap():
+    """conv1's channels are nearly constant after its ReLU (large bias, tiny filters): removing them costs
+    little once conv2's bias absorbs their mean, which the refit does; zeroing them in the trial (without mean
+    replacement) calls them expensive. With mean replacement the allocation takes them first."""
+    rng = np.random.default_rng(0)
+
+    def w(*shape):
+        return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+
+    w1, w3 = w(16, 8, 3, 3) * 0.01, w(16, 8, 3, 3)
+    nodes = [
+        helper.make_node("Conv", ["x", "W1", "B1"], ["h1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["h1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "W2", "B2"], ["ya"], name="conv2", pads=[0, 0, 0, 0]),
+        helper.make_node("Conv", ["x", "W3", "B3"], ["h3"], name="conv3", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["h3"], ["r3"], name="relu3"),
+        helper.make_node("Conv", ["r3", "W4", "B4"], ["yb"], name="conv4", pads=[0, 0, 0, 0]),
+    ]
+    inits = {
+        "W1": w1,
+        "B1": np.full(16, 3.0, np.float32),
+        "W2": w(8, 16, 1, 1),
+        "B2": np.zeros(8, np.float32),
+        "W3": w3,
+        "B3": np.zeros(16, np.float32),
+        "W4": w(8, 16, 1, 1),
+        "B4": np.zeros(8, np.float32),
+    }
+    shape = ["N", 8, 12, 12]
+    model = make_model(nodes, inits, [("x", shape)], [("ya", shape), ("yb", shape)])
+    calib = _images(1, 16)
+    spec = "prune-channels(target_flops=0.3,round_to=1,mean_replace={})"
+    with_mean, rep = optimize(model, spec.format("true"), calib=calib)
+    without, rep0 = optimize(model, spec.format("false"), calib=calib)
+    kept, kept0 = _kept(rep), _kept(rep0)
+    assert kept["conv1"] < kept0["conv1"] and kept["conv3"] > kept0["conv3"], (kept, kept0)
+    feeds = _images(5, 4)
+    assert _output_error(model, with_mean, feeds) < 0.5 * _output_error(model, without, feeds)

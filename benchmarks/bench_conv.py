@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO))
 from models import builders  # noqa: E402
 from onnxcomp import estimator, hardware, runtime  # noqa: E402
 from onnxcomp.api import optimize  # noqa: E402
+from onnxcomp.ops import DOMAIN  # noqa: E402
 from onnxcomp.passes_api import load_pass_library  # noqa: E402
 
 LAYERS = [(64, 56), (128, 28), (256, 14), (512, 7)]
@@ -107,7 +108,7 @@ def chain(c: int, m: int, h: int, depth: int, op: str, tile: int = 4, seed: int 
                     "WinogradConv",
                     [x, f"W{i}", f"B{i}"],
                     [f"Y{i}"],
-                    domain="com.onnxcomp",
+                    domain=DOMAIN,
                     pads=[1, 1, 1, 1],
                     tile=tile,
                 )
@@ -120,7 +121,7 @@ def chain(c: int, m: int, h: int, depth: int, op: str, tile: int = 4, seed: int 
         [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, m, h, h])],
         inits,
     )
-    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.onnxcomp", 1)]
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)]
     return helper.make_model(g, opset_imports=opsets)
 
 

@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import builders
 from onnxcomp import optimize, runtime
+from onnxcomp.ops import DOMAIN
 
 REPO = Path(__file__).resolve().parents[1]
-DOMAIN = "com.onnxcomp"
 RESULTS: list[dict] = []
 
 

@@ -54,7 +54,8 @@ ROWS = [
     Row("kmeans8", "kmeans 8-bit data-free", "kmeans(bits=8)", False),
     Row("kmeans6", "kmeans 6-bit data-free", "kmeans(bits=6)", False),
     Row("kmeans6-calib", "kmeans 6-bit calibrated, compensated", "kmeans(bits=6)", True),
-    Row("kmeans4", "kmeans 4-bit data-free", "kmeans(bits=4)", False),
+    Row("kmeans4", "kmeans 4-bit data-free (group-size=auto)", "kmeans(bits=4)", False),
+    Row("kmeans4-layer", "kmeans 4-bit one codebook per layer data-free", "kmeans(bits=4,group-size=0)", False),
     Row("kmeans4-ch", "kmeans 4-bit per channel data-free", "kmeans(bits=4,group-size=1)", False),
     Row(
         "kmeans4-plain-calib",

@@ -24,6 +24,10 @@ _SESSION_THREADS: contextvars.ContextVar[int | None] = contextvars.ContextVar("o
 @contextlib.contextmanager
 def pinned() -> Iterator[None]:
     """BLAS/OpenMP at 1 thread and onnxruntime sessions at 1 intra-op thread for the enclosed code."""
+    # threadpoolctl limits the BLAS libraries loaded when the limit is set: scipy ships its own OpenBLAS and
+    # loads it on first import, so a pass importing scipy.linalg inside the block would run it unpinned
+    # (thread-dependent sums, and a 2-thread Cholesky fighting for busy cores). Load it first.
+    import scipy.linalg  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     token = _SESSION_THREADS.set(1)

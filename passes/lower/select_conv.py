@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from onnxcomp.graph import STANDARD_DOMAINS, const_value, is_empty, is_graph_output, opset_version
+from onnxcomp.ops import DOMAIN
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 if TYPE_CHECKING:
@@ -17,7 +18,6 @@ if TYPE_CHECKING:
     from onnxcomp.estimator import AlgoCost, ConvShape
 
 STANDARD = STANDARD_DOMAINS
-DOMAIN = "com.onnxcomp"
 TILES = (2, 4, 6)
 
 

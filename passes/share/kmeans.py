@@ -6,7 +6,14 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
-from onnxcomp.analysis.weights import Target, bits_for, collect_targets, inputs_per_output, per_layer_value_of
+from onnxcomp.analysis.weights import (
+    Target,
+    bits_for,
+    collect_targets,
+    inputs_per_output,
+    per_layer_value,
+    per_layer_value_of,
+)
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
@@ -75,7 +82,12 @@ class KMeans(EmitsOps, Pass):
     class Options(ShareOptions):
         bits: int = opt(4, "code bits per weight, 1..8 (codebooks of 2**bits entries)")
         bits_per_layer: dict[str, int] = opt({}, "bits for layers matching a name pattern, e.g. fc*:2;conv1:8")
-        group_size: int = opt(0, "output channels sharing one codebook (0: one codebook per layer)")
+        group_size: int | Literal["auto"] | None = opt(
+            None,
+            "output channels sharing one codebook (0: one codebook per layer, 1: one per channel); auto: one "
+            "per layer or one per channel, chosen per layer from the weights' channel SQNR, and layers far "
+            "below the others' SQNR keep 8 bits (_granularity). Unset: auto without calibration data, 0 with",
+        )
         init: Literal["linear", "density"] = opt(
             "linear", "centroid initialization: linear (Deep Compression) or density (weighted quantiles)"
         )
@@ -135,8 +147,10 @@ class KMeans(EmitsOps, Pass):
         for b in [o.bits, *o.bits_per_layer.values()]:
             if not 1 <= int(b) <= 8:
                 raise UsageError(f"kmeans: bits must be 1..8, got {b}")
-        if o.group_size < 0:
-            raise UsageError("kmeans: group-size must be >= 0")
+        group = o.group_size if o.group_size is not None else ("auto" if ctx.calib is None else 0)
+        if group != "auto" and int(group) < 0:
+            raise UsageError("kmeans: group-size must be >= 0 or auto")
+        self._group = 0 if group == "auto" else int(group)  # the compensated and budget modes: per layer
         if o.sequential and ctx.calib is None:
             raise UsageError("kmeans: sequential=true needs calibration data (--calib)")
         if o.compensate and ctx.calib is None:
@@ -152,8 +166,15 @@ class KMeans(EmitsOps, Pass):
         budget = o.target_bits or (32.0 / o.target_ratio if o.target_ratio else 0.0)
         self._bits: dict[int, int] = {}
         self._hessian: dict[str, Any] = {}
+        self._auto: dict[int, Any] = {}
         if budget:
             self._bits = self._allocate(graph, ctx, [*targets, *tables], budget, result)
+        elif group == "auto":
+            from ._granularity import choose_all
+
+            bits_of = {id(t): bits_for(t, o.bits, o.bits_per_layer) for t in targets}
+            fixed = {id(t) for t in targets if per_layer_value(t, None, o.bits_per_layer) is not None}
+            self._auto = choose_all(targets, bits_of, fixed, o.init, o.max_iter, ctx.rng(13))
         for tt in tables:
             self._encode_table(graph, ctx, tt, result)
         if not targets:
@@ -207,7 +228,7 @@ class KMeans(EmitsOps, Pass):
     def _encode_table(self, graph: gs.Graph, ctx: PassContext, t: _gather.TableTarget, result: PassResult) -> None:
         o = self.options
         bits = self._bits.get(id(t)) or int(per_layer_value_of(o.bits, o.bits_per_layer, t.node.name, t.table.name))
-        e = kmeans_encode(t.w2, bits, o.group_size, 0, o.init, None, o.max_iter)
+        e = kmeans_encode(t.w2, bits, self._group, 0, o.init, None, o.max_iter)
         if _gather.table_bytes(t, e) >= 4 * t.params:
             result.skip(t.name, f"{t.params} table values: a {bits}-bit codebook would not make it smaller")
             return
@@ -237,7 +258,7 @@ class KMeans(EmitsOps, Pass):
             opts = []
             axis = 0 if isinstance(t, _gather.TableTarget) else t.out_axis
             for b in cands:
-                e = kmeans_encode(t.w2, b, o.group_size, axis, o.init, energy.get(id(t)), o.max_iter)
+                e = kmeans_encode(t.w2, b, self._group, axis, o.init, energy.get(id(t)), o.max_iter)
                 w_hat = e.decoded(axis)
                 if probe is not None:
                     err = probe.error(weight_name(t), original_weight(t, w_hat))
@@ -288,6 +309,8 @@ class KMeans(EmitsOps, Pass):
         """Cluster, refine and emit one layer; True if it was replaced."""
         o = self.options
         bits = self._bits.get(id(t)) or bits_for(t, o.bits, o.bits_per_layer)
+        if id(t) in self._auto:
+            bits = self._auto[id(t)].bits
         w2, grams = t.w2, None
         if x_orig is not None and x is not None:
             # sequential: first the float weights that best give the original output on the current input
@@ -307,14 +330,17 @@ class KMeans(EmitsOps, Pass):
                 factors = None
                 if grams is None:
                     grams, factors = self._shared_hessian(t, x, rng)
-                e, gptq = compensated_encode(t, w2, bits, o.group_size, grams[0], rng, factors)
+                e, gptq = compensated_encode(t, w2, bits, self._group, grams[0], rng, factors)
                 how = " compensated" if gptq else " (plain: lower output error than compensated)"
                 result.count("layers_compensated" if gptq else "layers_plain_better")
             else:
                 result.count("layers_plain_few_rows")
                 how = " (plain: fewer calibration positions than inputs)"
-        if e is None:
-            e = kmeans_encode(w2, bits, o.group_size, t.out_axis, o.init, energy, o.max_iter)
+        choice = self._auto.get(id(t))
+        if e is None and choice is not None and w2 is t.w2:
+            e, how = choice.encoded, f"{how} {choice.reason}"
+        elif e is None:
+            e = kmeans_encode(w2, bits, self._group, t.out_axis, o.init, energy, o.max_iter)
         if not saves_bytes(t, e):
             result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
             return False

@@ -15,6 +15,7 @@ from rtutil import run
 
 from onnxcomp import ops as enc
 from onnxcomp import runtime
+from onnxcomp.ops import DOMAIN
 from onnxcomp.ops import huffman as huff
 
 pytestmark = pytest.mark.usefixtures("runtime_lib")
@@ -79,7 +80,7 @@ def _huffman_matmul(k=128, n=256, relu=True):
             "HuffmanDecode",
             ["stream", "table", "offsets"],
             ["codes"],
-            domain="com.onnxcomp",
+            domain=DOMAIN,
             name="huff",
             shape=list(packed.shape),
         ),
@@ -87,7 +88,7 @@ def _huffman_matmul(k=128, n=256, relu=True):
             "CodebookMatMul",
             ["X", "cb", "codes", "B"],
             ["mm"],
-            domain="com.onnxcomp",
+            domain=DOMAIN,
             name="cmm",
             bits=4,
             N=n,
@@ -111,7 +112,7 @@ def _huffman_matmul(k=128, n=256, relu=True):
     )
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.onnxcomp", 1)],
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, 1)],
         functions=enc.function_protos("HuffmanDecode", 18) + enc.function_protos("CodebookMatMul", 18),
     )
     model.ir_version = 10
@@ -249,7 +250,7 @@ def _run_length_matmul(corrupt: bool = False):
             "RunLengthDecode",
             ["symbols"],
             ["codes"],
-            domain="com.onnxcomp",
+            domain=DOMAIN,
             name="rld",
             bits=bits,
             count=n,

@@ -15,6 +15,7 @@ from rtutil import run
 from winograd_util import assert_lossless
 
 from onnxcomp import ops as enc
+from onnxcomp.ops import DOMAIN
 from onnxcomp.ops import huffman as huff
 
 pytestmark = pytest.mark.usefixtures("runtime_lib", "ep_devices")
@@ -140,7 +141,7 @@ def _huffman_conv(corrupt: bool = False):
             "HuffmanDecode",
             ["stream", "table", "offsets"],
             ["codes"],
-            domain="com.onnxcomp",
+            domain=DOMAIN,
             name="huff",
             shape=list(packed.shape),
         ),
@@ -206,7 +207,7 @@ def _merge(parts, x_shape, extra_inputs=(), out="Y"):
     graph.initializer.extend(inits)
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.onnxcomp", 1)],
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, 1)],
         functions=list(funcs.values()),
     )
     model.ir_version = 10

@@ -1,0 +1,128 @@
+"""Data-free codebook granularity for the kmeans pass (``group-size=auto``): per layer, one codebook for the
+layer or one per output channel, and which layers keep 8 bits, chosen from the weights' channel SQNR.
+
+A layer's output channel j feeds the next layer at its own scale (after BatchNorm folding, channel scales of
+one layer span 10x or more), so what a codebook costs a channel is its error relative to the channel:
+
+    # SQNR_ch = -10 log10( mean_j ||w_j - q_j||^2 / ||w_j||^2 )   over the live channels j
+
+(a channel whose largest weight is below 1e-6 of the layer's is dead and left out). One codebook per layer
+spends its levels where most weights are and leaves small-scale channels few levels; one codebook per
+channel costs 2**bits floats per channel. The per-channel codebooks are taken when the layer's codebook
+leaves SQNR_ch below GOOD_DB (at 8 bits it rarely does), they raise it by at least GAIN_DB and store at most
+MAX_BITS bits per weight, codebooks counted. Layers whose SQNR_ch stays
+PROTECT_DB below the median of the model's layers keep 8 bits (at 8 bits they are left as they are).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from onnxcomp.analysis.weights import Target
+
+from ._emit import Encoded
+from ._encode import kmeans_encode, stored_bytes
+
+if TYPE_CHECKING:
+    import numpy as np
+
+GOOD_DB = 30.0  # one codebook per layer is kept when it leaves the channels this SQNR or better
+GAIN_DB = 6.0  # per-channel codebooks only for a 4x lower channel error
+MAX_BITS = 16.0  # ... and at least 2x smaller than float32, codebooks counted
+PROTECT_DB = 6.0  # layers this far below the median channel SQNR (4x the error) keep 8 bits
+PROTECT_BITS = 8
+DEAD_REL = 1e-6
+CHANNEL_STARTS = ("linear", "quantile", "kmeans++")  # per-channel rows are short: two swap rounds
+
+
+@dataclasses.dataclass
+class Choice:
+    group_size: int  # 0: one codebook for the layer, 1: one per output channel
+    bits: int
+    sqnr: float  # SQNR_ch of the chosen encoding, dB
+    reason: str
+    encoded: Encoded
+
+
+def channel_sqnr(w2: np.ndarray, q: np.ndarray, out_axis: int) -> float:
+    """SQNR_ch in dB: the mean over live output channels of ||w_j - q_j||^2 / ||w_j||^2."""
+    import numpy as np
+
+    w = np.asarray(w2, np.float64)
+    d = w - np.asarray(q, np.float64)
+    if out_axis == 1:
+        w, d = w.T, d.T
+    peak = np.abs(w).max(axis=1)
+    live = peak > DEAD_REL * float(peak.max(initial=0.0))
+    if not live.any():
+        return float("inf")
+    rel = (d[live] ** 2).sum(axis=1) / (w[live] ** 2).sum(axis=1)
+    mean = float(rel.mean())
+    return float("inf") if mean <= 0 else -10.0 * float(np.log10(mean))
+
+
+def channel_encode(w2: np.ndarray, bits: int, out_axis: int, rng: np.random.Generator) -> Encoded:
+    """One k-means codebook per output channel, all channels at once (``_rowkmeans.row_kmeans``)."""
+    import numpy as np
+
+    from ._rowkmeans import row_kmeans
+
+    rows = np.asarray(w2, np.float64)
+    rows = rows.T if out_axis == 1 else rows
+    km = row_kmeans(rows, 1 << bits, starts=CHANNEL_STARTS, swaps=2, rng=rng)
+    codes = km.labels.T if out_axis == 1 else km.labels
+    return Encoded(km.centroids.astype(np.float32), np.ascontiguousarray(codes), bits, 1)
+
+
+def choose(t: Target, bits: int, init: str, max_iter: int, rng: np.random.Generator) -> Choice:
+    """Per-layer or per-channel codebooks for one layer at ``bits`` (see the module docstring)."""
+    import numpy as np
+
+    layer = kmeans_encode(t.w2, bits, 0, t.out_axis, init, None, max_iter)
+    s_layer = channel_sqnr(t.w2, layer.decoded(t.out_axis), t.out_axis)
+    if layer.zero_code:
+        return Choice(0, bits, s_layer, f"per layer (pruned: zero code), channel SQNR {s_layer:.1f} dB", layer)
+    if s_layer >= GOOD_DB:
+        return Choice(0, bits, s_layer, f"per layer (channel SQNR {s_layer:.1f} dB)", layer)
+    per_weight = 8.0 * stored_bytes(t, bits, t.outputs) / t.params
+    if per_weight > MAX_BITS:
+        why = f"per layer (per-channel codebooks would store {per_weight:.1f} bits/weight)"
+        return Choice(0, bits, s_layer, f"{why}, channel SQNR {s_layer:.1f} dB", layer)
+    chan = channel_encode(t.w2, bits, t.out_axis, rng)
+    s_chan = channel_sqnr(t.w2, chan.decoded(t.out_axis), t.out_axis)
+    versus = f"channel SQNR {s_chan:.1f} dB per channel vs {s_layer:.1f} dB per layer"
+    if s_chan >= s_layer + GAIN_DB or (np.isinf(s_chan) and not np.isinf(s_layer)):
+        return Choice(1, bits, s_chan, f"per channel ({versus}, {per_weight:.1f} bits/weight)", chan)
+    return Choice(0, bits, s_layer, f"per layer ({versus})", layer)
+
+
+def choose_all(
+    targets: list[Target],
+    bits_of: dict[int, int],
+    fixed: set[int],
+    init: str,
+    max_iter: int,
+    rng: np.random.Generator,
+) -> dict[int, Choice]:
+    """``choose`` for every layer, then the layers PROTECT_DB below the median SQNR_ch kept at 8 bits (not
+    the layers in ``fixed``: their bits were set by name)."""
+    import numpy as np
+
+    picks = {id(t): choose(t, bits_of[id(t)], init, max_iter, rng) for t in targets}
+    finite = [c.sqnr for c in picks.values() if np.isfinite(c.sqnr)]
+    if not finite:
+        return picks
+    median = float(np.median(finite))
+    for t in targets:
+        c = picks[id(t)]
+        if c.sqnr >= median - PROTECT_DB or id(t) in fixed:
+            continue
+        low = f"channel SQNR {c.sqnr:.1f} dB is over {PROTECT_DB:g} dB below the median {median:.1f} dB"
+        if c.bits >= PROTECT_BITS:
+            c.reason += f"; {low} (already {c.bits} bits)"
+            continue
+        up = choose(t, PROTECT_BITS, init, max_iter, rng)
+        up.reason = f"kept at {PROTECT_BITS} bits: {low}; {up.reason}"
+        picks[id(t)] = up
+    return picks

@@ -491,6 +491,10 @@ def case_ep_chain(rng, stats):
     except Exception:
         stats["errors"] += 1
         return
+    # a pooling window larger than the padded input (the conv keeps h x w): ONNX's shape rule gives 0 rows without
+    # ceil_mode; onnxruntime truncates toward zero and pools one window, dividing by the kernel size in its NCHWc
+    # kernel and by the clipped window in its plain one. The EP refuses it (INVALID_ARGUMENT naming the pool).
+    degenerate = any(e + pool_attrs["pads"][i] + pool_attrs["pads"][i + 2] < k[i] for i, e in enumerate((h, w)))
     feeds = {"X": x, "skip": rng.standard_normal(shape).astype(np.float32)}
     try:
         want = _run(conv, feeds)
@@ -499,14 +503,16 @@ def case_ep_chain(rng, stats):
     try:
         got = _run_ep(conv, feeds) if EP else None
     except Exception as e:
-        if want is not None or "Segmentation" in str(e):
+        if (want is not None and not (degenerate and "smaller than the pooling window" in str(e))) or (
+            "Segmentation" in str(e)
+        ):
             raise AssertionError(f"a valid chain failed under the EP: {e}") from e
         stats["errors"] += 1
         return
     if EP:
         stats["ep"] += 1
     if want is not None and got is not None:
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"{op} {pool_attrs} on X {x.shape}")
         stats["checked"] += 1
 
 

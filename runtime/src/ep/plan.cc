@@ -29,7 +29,8 @@ bool plan_accepts_matmul(const Ort::ConstNode& node, const std::vector<Ort::Cons
   }
   // any row count: 1-4 rows run the register-decoding GEMV on the codes, more rows a GEMM on the weights decoded
   // once into floats (as fast as onnxruntime's fp32 GEMM, plus the fused bias and Relu)
-  return K < 0 || K * N >= plan.min_weights;
+  // in double: K and N come from the model unchecked (Compile rejects absurd sizes); K * N may overflow int64
+  return K < 0 || static_cast<double>(K) * static_cast<double>(N) >= static_cast<double>(plan.min_weights);
 }
 
 namespace {

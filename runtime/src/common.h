@@ -5,6 +5,7 @@
 #include <onnxruntime_cxx_api.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <exception>
 #include <limits>
@@ -75,6 +76,42 @@ struct Attrs {
 };
 
 std::string node_label(const char* op, const OrtKernelInfo* info);
+
+// The attributes of a convolution the Winograd core runs (3x3, stride 1, dilation 1, one group, explicit pads),
+// read through Attrs (a kernel) or ep::NodeAttrs (a graph node): anything else fails naming the attribute and
+// `who` (what needs it). Returns the pads in ONNX order (top, left, bottom, right).
+template <class A>
+std::vector<int64_t> winograd_conv_pads(const A& a, const char* who) {
+  auto expect_ints = [&](const char* name, const std::vector<int64_t>& want) {
+    std::vector<int64_t> v;
+    if (a.get_ints(name, &v) && v != want)
+      fail("attribute ", name, "=", shape_str(v), " is not supported (", who, " needs ", shape_str(want), ")");
+  };
+  expect_ints("kernel_shape", {3, 3});
+  expect_ints("strides", {1, 1});
+  expect_ints("dilations", {1, 1});
+  if (a.optional_int("group", 1, 1, kMaxDim) != 1) fail("attribute group must be 1");
+  std::string auto_pad;
+  if (a.get_string("auto_pad", &auto_pad) && !auto_pad.empty() && auto_pad != "NOTSET")
+    fail("attribute auto_pad=", auto_pad, " is not supported (use explicit pads)");
+  std::vector<int64_t> p(4, 0);
+  if (a.get_ints("pads", &p)) {
+    if (p.size() != 4) fail("attribute pads needs 4 values, got ", shape_str(p));
+    for (int64_t v : p)
+      if (v < 0 || v > (int64_t{1} << 31)) fail("attribute pads=", shape_str(p), " must be in [0, 2^31]");
+  }
+  return p;
+}
+
+// WinogradConv's fused activation attributes: leaky_alpha (1: none), clip_min, clip_max (+-inf: none).
+template <class A>
+void winograd_conv_activation(const A& a, float* leaky, float* lo, float* hi) {
+  a.get_float("leaky_alpha", leaky);
+  a.get_float("clip_min", lo);
+  a.get_float("clip_max", hi);
+  if (std::isnan(*leaky) || std::isnan(*lo) || std::isnan(*hi) || *lo > *hi)
+    fail("attributes leaky_alpha, clip_min, clip_max must be numbers with clip_min <= clip_max");
+}
 
 // ---- inputs ------------------------------------------------------------------------------------
 struct Input {

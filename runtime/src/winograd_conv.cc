@@ -33,31 +33,9 @@ struct WinogradConvKernel {
     Attrs a{info};
     tile = static_cast<int>(a.optional_int("tile", 4, 2, 6));
     if (!conv::WinogradConv::tile_supported(tile)) fail("attribute tile=", tile, " must be 2, 4 or 6");
-    auto expect_ints = [&](const char* name, const std::vector<int64_t>& want) {
-      std::vector<int64_t> v;
-      if (a.get_ints(name, &v) && v != want)
-        fail("attribute ", name, "=", shape_str(v), " is not supported (WinogradConv needs ", shape_str(want), ")");
-    };
-    expect_ints("kernel_shape", {3, 3});
-    expect_ints("strides", {1, 1});
-    expect_ints("dilations", {1, 1});
-    if (a.optional_int("group", 1, 1, kMaxDim) != 1) fail("attribute group must be 1");
-    std::string auto_pad;
-    if (a.get_string("auto_pad", &auto_pad) && !auto_pad.empty() && auto_pad != "NOTSET")
-      fail("attribute auto_pad=", auto_pad, " is not supported (use explicit pads)");
-    std::vector<int64_t> p;
-    if (a.get_ints("pads", &p)) {
-      if (p.size() != 4) fail("attribute pads needs 4 values (top, left, bottom, right), got ", shape_str(p));
-      for (int64_t v : p)
-        if (v < 0 || v > kMaxPad) fail("attribute pads=", shape_str(p), " must be non-negative (and <= 2^31)");
-      // ONNX order: x1_begin, x2_begin, x1_end, x2_end
-      for (int i = 0; i < 4; ++i) pads[i] = p[i];
-    }
-    a.get_float("leaky_alpha", &leaky);
-    a.get_float("clip_min", &clip_min);
-    a.get_float("clip_max", &clip_max);
-    if (std::isnan(leaky) || std::isnan(clip_min) || std::isnan(clip_max) || clip_min > clip_max)
-      fail("attributes leaky_alpha, clip_min, clip_max must be numbers with clip_min <= clip_max");
+    const std::vector<int64_t> p = winograd_conv_pads(a, "WinogradConv");
+    for (int i = 0; i < 4; ++i) pads[i] = p[i];  // ONNX order: x1_begin, x2_begin, x1_end, x2_end
+    winograd_conv_activation(a, &leaky, &clip_min, &clip_max);
     const_w.init(info, 1);
     if (const_w.data != nullptr) {
       const std::vector<int64_t>& ws = const_w.shape;

@@ -51,26 +51,8 @@ struct ConvAttrs {
   explicit ConvAttrs(const Ort::ConstNode& node) {
     NodeAttrs a{node};
     codebook = node.GetOperatorType() == "CodebookConv";
-    auto expect_ints = [&](const char* name, const std::vector<int64_t>& want) {
-      std::vector<int64_t> v;
-      if (a.get_ints(name, &v) && v != want)
-        fail("attribute ", name, "=", shape_str(v), " is not run by the EP (it needs ", shape_str(want), ")");
-    };
-    expect_ints("kernel_shape", {3, 3});
-    expect_ints("strides", {1, 1});
-    expect_ints("dilations", {1, 1});
-    if (a.optional_int("group", 1, 1, kMaxDim) != 1) fail("attribute group must be 1");
-    std::string auto_pad;
-    if (a.get_string("auto_pad", &auto_pad) && !auto_pad.empty() && auto_pad != "NOTSET")
-      fail("attribute auto_pad=", auto_pad, " is not supported (explicit pads)");
-    std::vector<int64_t> p;
-    if (a.get_ints("pads", &p)) {
-      if (p.size() != 4) fail("attribute pads needs 4 values, got ", shape_str(p));
-      for (int i = 0; i < 4; ++i) {
-        if (p[i] < 0 || p[i] > kMaxConvAttr) fail("attribute pads=", shape_str(p), " must be in [0, 2^31]");
-        pads[i] = p[i];
-      }
-    }
+    const std::vector<int64_t> p = winograd_conv_pads(a, "the EP");
+    for (int i = 0; i < 4; ++i) pads[i] = p[i];
     if (codebook) {
       bits = static_cast<int>(a.required_int("bits", 1, 8));
       std::vector<int64_t> ws;
@@ -87,11 +69,7 @@ struct ConvAttrs {
     } else {
       tile = static_cast<int>(a.optional_int("tile", 4, 2, 6));
       if (!conv::WinogradConv::tile_supported(tile)) fail("attribute tile=", tile, " must be 2, 4 or 6");
-      a.get_float("leaky_alpha", &leaky);
-      a.get_float("clip_min", &lo);
-      a.get_float("clip_max", &hi);
-      if (std::isnan(leaky) || std::isnan(lo) || std::isnan(hi) || lo > hi)
-        fail("attributes leaky_alpha, clip_min, clip_max must be numbers with clip_min <= clip_max");
+      winograd_conv_activation(a, &leaky, &lo, &hi);
     }
   }
   bool has_activation() const { return leaky != 1.0f || lo != -kInf || hi != kInf; }

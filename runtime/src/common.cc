@@ -1,8 +1,11 @@
 #include "common.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 namespace onnxcomp {
 
@@ -287,6 +290,25 @@ constexpr int64_t kColumnTask = 1024;  // columns per parallel task (whole prepa
 constexpr int64_t kRowTask = 512;      // rows of X per parallel task on the GEMM paths
 constexpr int64_t kGemvMaxRows = 4;
 }  // namespace
+
+PageBuffer::~PageBuffer() { std::free(data_); }
+
+void PageBuffer::allocate(size_t bytes) {
+  std::free(data_);
+  data_ = nullptr;
+  size_ = 0;
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t align = bytes >= kHuge / 2 ? kHuge : 64;
+  const size_t padded = std::max<size_t>(1, (bytes + align - 1) / align) * align;
+  void* p = nullptr;
+  if (posix_memalign(&p, align, padded) != 0) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+  if (align == kHuge) madvise(p, padded, MADV_HUGEPAGE);  // advice only: the buffer works either way
+#endif
+  std::memset(p, 0, padded);  // first touch, after the advice: the pages fault in huge where THP allows
+  data_ = static_cast<uint8_t*>(p);
+  size_ = bytes;
+}
 
 FloatPanel::~FloatPanel() { std::free(data_); }
 

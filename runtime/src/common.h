@@ -237,16 +237,37 @@ class FloatPanel {
 void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, const CodebookWeights& w,
                          const float* bias, float* y, FloatPanel* panel = nullptr, bool relu = false);
 
+// A zeroed, 64-byte aligned byte buffer for a large constant weight layout that a kernel streams once per run. From
+// 1 MiB up it is 2 MiB aligned and advised to the kernel as transparent huge pages (madvise; ignored where THP is
+// off): the stream then crosses a page every 2 MiB instead of every 4 KiB, where the hardware prefetcher stops and
+// the TLB misses (measured on the 90%-sparse 25088x4096 layer: 2.2-2.4 ms -> 1.4 ms per run, 1 thread).
+class PageBuffer {
+ public:
+  PageBuffer() = default;
+  PageBuffer(const PageBuffer&) = delete;
+  PageBuffer& operator=(const PageBuffer&) = delete;
+  ~PageBuffer();
+  void allocate(size_t bytes);  // replaces the contents with `bytes` zero bytes
+  uint8_t* data() { return data_; }
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 // SparseCodebookMatMul (sparse_codebook_matmul.cc): the windowed layout of constant, validated weights for the
 // AVX-512 batch-1..4 kernel, its builder (false when it does not apply or would be too large), the layout check
 // (every entry's column < N; row_ptr already checked), and the driver (y fully written; pack may be null).
 struct WindowsPack {
-  std::vector<uint8_t> data;
+  PageBuffer buf;  // the steps' lanes (steps * 16 * lane_bytes bytes), then step_adv (steps bytes)
   std::vector<int64_t> step_ptr;
-  std::vector<uint16_t> step_win;
   std::vector<float> cb16;
-  int64_t NG = 0, NW = 0;
+  int64_t NG = 0, steps = 0;
   int lane_bytes = 0, window = 0;
+  const uint8_t* data() const { return buf.data(); }
+  const uint8_t* step_adv() const { return buf.data() + steps * 16 * lane_bytes; }
 };
 bool build_windows(const SparseWeights& w, const float* codebook, int64_t C, WindowsPack* out);
 void validate_sparse_layout(const int32_t* row_ptr, const uint8_t* deltas, int64_t K, int index_bits, int64_t N);

@@ -54,20 +54,24 @@ struct SparseWeights {
 };
 
 // Prepacked sparse layout for batch-1..4 runs (bits <= 4; built once from constant EIE inputs):
-// output columns in groups of 16 (one zmm of accumulators) and rows in windows of `window` rows
-// (x held in one or two zmm and looked up with vpermps / vpermi2ps). Column group cg owns steps
-// [step_ptr[cg], step_ptr[cg+1]); step i reads x window step_win[i] (rows step_win[i] * window ...)
-// and holds 16 lanes: lane j is an entry of column cg*16 + j, or padding where that column has
-// fewer entries in the window. x must be readable (zero padded) up to NW * window floats.
-//  * lane_bytes 1, window 16: byte k % 16 | code << 4; padding 0 (needs codebook entry 0 == 0.0)
-//  * lane_bytes 2, window 32: uint16 k % 32 | code << 5; padding kPad (selects a zero weight)
+// output columns in groups of 16 (one vector of accumulators); a step holds 16 lanes, lane j an entry of column
+// cg*16 + j or padding, all from one window of `window` consecutive rows of x (held in registers and looked up
+// with a permute). Column group cg owns steps [step_ptr[cg], step_ptr[cg+1]); its window starts at row 0 and moves
+// forward by step_adv[i] rows before its step i (filler steps of padding carry moves over 255). Windows start at
+// any row, not at multiples of the window. x must be readable (zero padded) up to K + window floats.
+//  * lane_bytes 1, window 16: byte (k - start) | code << 4, padding 0 (needs codebook entry 0 == 0.0), in quads
+//    of steps: every group's step count is a multiple of 4, and quad q (the 64 bytes at data + 64 q) holds lane j
+//    of its step u in byte 4 j + u. Read as 16 dwords, shifted right by 8 u (row) or 8 u + 4 (code), it feeds
+//    vpermps directly (the index is the low 4 bits): no widening, no masking, one 64-byte line per 4 steps.
+//  * lane_bytes 2, window 32: step i at data + 32 i, lane j the uint16 (k - start) | code << 5; padding kPad
+//    (selects a zero weight).
 struct SparseWindows {
   static constexpr uint16_t kPad = 1u << 9;
-  const void* data;
+  const uint8_t* data;
+  const uint8_t* step_adv;  // [steps]
   const int64_t* step_ptr;  // [NG + 1]
-  const uint16_t* step_win;  // [steps]
   const float* cb16;        // [G, 16] codebook rows, zero padded
-  int64_t K, N, NG, NW, group_size;
+  int64_t K, N, NG, group_size;
   int lane_bytes, window;
 };
 
@@ -118,7 +122,7 @@ struct KernelTable {
   void (*decode_rows)(const uint8_t* codes, int64_t row_bytes, int64_t row0, int64_t rows, int64_t n, int bits,
                       const float* codebook, int64_t group_size, float* out);
   // Y[r, cg0*16 : cg1*16] += X[r] @ W for rows r < rows (1..4) over column groups [cg0, cg1) of a
-  // SparseWindows layout; X rows are ldx apart and zero padded to NW * window (nullptr: not
+  // SparseWindows layout; X rows are ldx apart and zero padded to K + window (nullptr: not
   // available in this kernel set).
   void (*sparse_windows_gemv)(const float* x, int64_t ldx, int rows, const SparseWindows& s, int64_t cg0,
                               int64_t cg1, float* y, int64_t ldy);

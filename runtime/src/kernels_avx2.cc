@@ -1,7 +1,8 @@
 // AVX2 + FMA kernels: 6x16 register-blocked GEMM micro-kernel; decoding uses the generic
 // (auto-vectorized) panel providers; batch-1..4 codebook GEMV for 1/2/4-bit codes that decodes in registers
 // from the prepacked code layout (the AVX-512 one, read 8 bytes at a time): 8 code bytes are zero-extended to 8
-// dwords, shifted, and looked up with vpermps (8 entries; a 16-entry codebook takes two and a blend on code bit 3).
+// dwords, shifted, and looked up with vpermps (8 entries; a 16-entry codebook takes two and a blend on code bit 3);
+// the batch-1..4 sparse windows kernel over the AVX-512 layout, with the same two-vpermps-and-a-blend lookups.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -197,11 +198,114 @@ int64_t codebook_gemv_avx2(const float* x, int64_t M, int64_t ldx, const Codeboo
   return n1;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Sparse windows (kernels.h, SparseWindows) on 8-lane vectors. Byte lanes: a quad's 64 bytes are two halves of 8
+// dwords (lanes 0-7, 8-15); per step, a row or a code index (the dwords shifted right by 8 u or 8 u + 4) picks
+// from its 16 floats (the step's x window, or the codebook) with two vpermps and a blend on index bit 3, moved to
+// the sign bit by a left shift. 16-bit lanes (codebook entry 0 not 0.0, outside the ops' contract) take a plain
+// loop over the lanes.
+template <int SH>
+inline __m256 lookup16(__m256i v, __m256 lo, __m256 hi) {
+  const __m256i idx = SH == 0 ? v : _mm256_srli_epi32(v, SH);
+  const __m256 sel = _mm256_castsi256_ps(_mm256_slli_epi32(v, 28 - SH));
+  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx), sel);
+}
+
+template <int R, int SH>
+inline void quad_step(__m256i v0, __m256i v1, const float* xp, int64_t ldx, __m256 cl, __m256 ch, __m256* acc) {
+  const __m256 w0 = lookup16<SH + 4>(v0, cl, ch), w1 = lookup16<SH + 4>(v1, cl, ch);
+  for (int r = 0; r < R; ++r) {
+    const __m256 xl = _mm256_loadu_ps(xp + r * ldx), xh = _mm256_loadu_ps(xp + r * ldx + 8);
+    acc[2 * r] = _mm256_fmadd_ps(lookup16<SH>(v0, xl, xh), w0, acc[2 * r]);
+    acc[2 * r + 1] = _mm256_fmadd_ps(lookup16<SH>(v1, xl, xh), w1, acc[2 * r + 1]);
+  }
+}
+
+template <int R>
+void sparse_quads_t(const float* x, int64_t ldx, const SparseWindows& s, int64_t cg0, int64_t cg1, float* y,
+                    int64_t ldy) {
+  constexpr int U = R == 1 ? 2 : 1;  // independent accumulator sets
+  for (int64_t cg = cg0; cg < cg1; ++cg) {
+    const int64_t col = cg * 16;
+    const float* cb = s.cb16 + (col / s.group_size) * 16;
+    const __m256 cl = _mm256_loadu_ps(cb), ch = _mm256_loadu_ps(cb + 8);
+    __m256 acc[U][2 * R];
+    for (int u = 0; u < U; ++u)
+      for (int i = 0; i < 2 * R; ++i) acc[u][i] = _mm256_setzero_ps();
+    const float* xp = x;
+    const uint8_t* adv = s.step_adv;
+    for (int64_t i = s.step_ptr[cg]; i < s.step_ptr[cg + 1]; i += 4) {
+      const uint8_t* d = s.data + i * 16;
+      _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(d) + 16384), _MM_HINT_T1);
+      const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d));
+      const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d + 32));
+      xp += adv[i];
+      quad_step<R, 0>(v0, v1, xp, ldx, cl, ch, acc[0]);
+      xp += adv[i + 1];
+      quad_step<R, 8>(v0, v1, xp, ldx, cl, ch, acc[1 % U]);
+      xp += adv[i + 2];
+      quad_step<R, 16>(v0, v1, xp, ldx, cl, ch, acc[0]);
+      xp += adv[i + 3];
+      quad_step<R, 24>(v0, v1, xp, ldx, cl, ch, acc[1 % U]);
+    }
+    const int left = static_cast<int>(std::min<int64_t>(16, s.N - col));
+    for (int r = 0; r < R; ++r) {
+      alignas(32) float sum[16];
+      __m256 lo = acc[0][2 * r], hi = acc[0][2 * r + 1];
+      if (U == 2) {
+        lo = _mm256_add_ps(lo, acc[1 % U][2 * r]);
+        hi = _mm256_add_ps(hi, acc[1 % U][2 * r + 1]);
+      }
+      _mm256_store_ps(sum, lo);
+      _mm256_store_ps(sum + 8, hi);
+      float* yo = y + r * ldy + col;
+      for (int j = 0; j < left; ++j) yo[j] += sum[j];
+    }
+  }
+}
+
+void sparse_pairs_loop(const float* x, int64_t ldx, int rows, const SparseWindows& s, int64_t cg0, int64_t cg1,
+                       float* y, int64_t ldy) {
+  for (int64_t cg = cg0; cg < cg1; ++cg) {
+    const int64_t col = cg * 16;
+    const float* cb = s.cb16 + (col / s.group_size) * 16;
+    float acc[4][16] = {};
+    const float* xp = x;
+    for (int64_t i = s.step_ptr[cg]; i < s.step_ptr[cg + 1]; ++i) {
+      xp += s.step_adv[i];
+      for (int j = 0; j < 16; ++j) {
+        uint16_t v;
+        std::memcpy(&v, s.data + i * 32 + 2 * j, 2);
+        if ((v >> 5) >= 16) continue;  // padding
+        const float wv = cb[v >> 5];
+        for (int r = 0; r < rows; ++r) acc[r][j] += xp[r * ldx + (v & 31)] * wv;
+      }
+    }
+    const int left = static_cast<int>(std::min<int64_t>(16, s.N - col));
+    for (int r = 0; r < rows; ++r)
+      for (int j = 0; j < left; ++j) y[r * ldy + col + j] += acc[r][j];
+  }
+}
+
+void sparse_windows_avx2(const float* x, int64_t ldx, int rows, const SparseWindows& s, int64_t cg0, int64_t cg1,
+                         float* y, int64_t ldy) {
+  if (s.lane_bytes != 1) {
+    sparse_pairs_loop(x, ldx, rows, s, cg0, cg1, y, ldy);
+    return;
+  }
+  switch (rows) {
+    case 1: sparse_quads_t<1>(x, ldx, s, cg0, cg1, y, ldy); break;
+    case 2: sparse_quads_t<2>(x, ldx, s, cg0, cg1, y, ldy); break;
+    case 3: sparse_quads_t<3>(x, ldx, s, cg0, cg1, y, ldy); break;
+    default: sparse_quads_t<4>(x, ldx, s, cg0, cg1, y, ldy); break;
+  }
+}
+
 }  // namespace
 
 extern const KernelTable table = {
     "avx2", kMR, kNR, pack_a_generic, gemm_generic, gemm_rows_generic, codebook_panel_generic, im2col_panel_generic,
-    codebook_gemv_avx2, sparse_gemv_generic, decode_rows_generic, nullptr,
+    codebook_gemv_avx2, sparse_gemv_generic, decode_rows_generic, sparse_windows_avx2,
 };
 
 }  // namespace avx2

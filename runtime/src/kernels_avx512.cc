@@ -512,34 +512,39 @@ int64_t codebook_gemv_avx512(const float* x, int64_t M, int64_t ldx, const Codeb
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sparse windows: per step, vpermi2ps fetches each lane's x from the 32-row window held in two
-// registers and a second vpermi2ps its weight from the group's codebook (index bit 4 = padding
-// selects the zero register); four accumulators hide the FMA latency.
-// One step for R rows of X: decode the 16 lanes once, then one x lookup and FMA per row.
-template <int LANE_BYTES, int R>
-inline void sparse_step(const uint8_t* d, const float* x, int64_t ldx, uint16_t win, __m512 lut, __m512 zero,
-                        __m512* acc) {
-  if (LANE_BYTES == 1) {
-    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d)));
-    const __m512 wv = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
-    for (int r = 0; r < R; ++r)
-      acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(v, _mm512_loadu_ps(x + r * ldx + win * 16)), wv, acc[r]);
-  } else {
-    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(d)));
-    const __m512 wv = _mm512_permutex2var_ps(lut, _mm512_srli_epi32(v, 5), zero);
-    for (int r = 0; r < R; ++r) {
-      const float* xp = x + r * ldx + win * 32;
-      acc[r] = _mm512_fmadd_ps(_mm512_permutex2var_ps(_mm512_loadu_ps(xp), v, _mm512_loadu_ps(xp + 16)), wv, acc[r]);
-    }
+// Sparse windows (kernels.h, SparseWindows). Byte lanes: one 64-byte line holds 4 steps; per step, two shifts of
+// the 16 dwords give the row (x lookup in the step's 16-row window with vpermps) and the code (weight lookup in the
+// group's 16-entry codebook); one FMA per row of X. Each step of a quad feeds its own accumulators (R == 1: four
+// chains hide the FMA latency). 16-bit lanes: vpermi2ps fetches each lane's x from the 32-row window held in two
+// registers and a second vpermi2ps its weight (index bit 4 = padding selects the zero register).
+// The layout streams once per run (tens of MB for a VGG-16 head): the line 16 KiB ahead is prefetched into L2.
+constexpr uintptr_t kSparsePrefetch = 16384;
+
+template <int R, int SH>
+inline void quad_step(__m512i v, const float* xp, int64_t ldx, __m512 lut, __m512* acc) {
+  const __m512i xi = SH == 0 ? v : _mm512_srli_epi32(v, SH);
+  const __m512 wv = _mm512_permutexvar_ps(_mm512_srli_epi32(v, SH + 4), lut);
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(xi, _mm512_loadu_ps(xp + r * ldx)), wv, acc[r]);
+}
+
+template <int R>
+inline void pair_step(const uint8_t* d, const float* xp, int64_t ldx, __m512 lut, __m512 zero, __m512* acc) {
+  const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(d)));
+  const __m512 wv = _mm512_permutex2var_ps(lut, _mm512_srli_epi32(v, 5), zero);
+  for (int r = 0; r < R; ++r) {
+    const float* xr = xp + r * ldx;
+    acc[r] = _mm512_fmadd_ps(_mm512_permutex2var_ps(_mm512_loadu_ps(xr), v, _mm512_loadu_ps(xr + 16)), wv, acc[r]);
   }
+}
+
+inline void prefetch_l2(const uint8_t* p) {
+  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) + kSparsePrefetch), _MM_HINT_T1);
 }
 
 template <int LANE_BYTES, int R>
 void sparse_windows_t(const float* x, int64_t ldx, const SparseWindows& s, int64_t cg0, int64_t cg1, float* y,
                       int64_t ldy) {
   const __m512 zero = _mm512_setzero_ps();
-  const uint8_t* data = static_cast<const uint8_t*>(s.data);
-  constexpr int64_t kStep = 16 * LANE_BYTES;
   constexpr int U = R == 1 ? 4 : (R == 2 ? 2 : 1);  // independent accumulators per row
   for (int64_t cg = cg0; cg < cg1; ++cg) {
     const int64_t col = cg * 16;
@@ -547,15 +552,37 @@ void sparse_windows_t(const float* x, int64_t ldx, const SparseWindows& s, int64
     __m512 acc[U][R];
     for (int u = 0; u < U; ++u)
       for (int r = 0; r < R; ++r) acc[u][r] = zero;
-    int64_t i = s.step_ptr[cg];
-    const int64_t e = s.step_ptr[cg + 1];
-    const uint8_t* d = data + i * kStep;
-    const uint16_t* win = s.step_win;
-    for (; i + U <= e; i += U, d += U * kStep) {
-      _mm_prefetch(reinterpret_cast<const char*>(d + 8192), _MM_HINT_T0);
-      for (int u = 0; u < U; ++u) sparse_step<LANE_BYTES, R>(d + u * kStep, x, ldx, win[i + u], lut, zero, acc[u]);
+    const float* xp = x;
+    const uint8_t* adv = s.step_adv;
+    if (LANE_BYTES == 1) {
+      for (int64_t i = s.step_ptr[cg]; i < s.step_ptr[cg + 1]; i += 4) {
+        const uint8_t* d = s.data + i * 16;
+        prefetch_l2(d);
+        const __m512i v = _mm512_loadu_si512(d);
+        xp += adv[i];
+        quad_step<R, 0>(v, xp, ldx, lut, acc[0]);
+        xp += adv[i + 1];
+        quad_step<R, 8>(v, xp, ldx, lut, acc[1 % U]);
+        xp += adv[i + 2];
+        quad_step<R, 16>(v, xp, ldx, lut, acc[2 % U]);
+        xp += adv[i + 3];
+        quad_step<R, 24>(v, xp, ldx, lut, acc[3 % U]);
+      }
+    } else {
+      int64_t i = s.step_ptr[cg];
+      const int64_t e = s.step_ptr[cg + 1];
+      for (; i + U <= e; i += U) {
+        prefetch_l2(s.data + i * 32);
+        for (int u = 0; u < U; ++u) {
+          xp += adv[i + u];
+          pair_step<R>(s.data + (i + u) * 32, xp, ldx, lut, zero, acc[u]);
+        }
+      }
+      for (; i < e; ++i) {
+        xp += adv[i];
+        pair_step<R>(s.data + i * 32, xp, ldx, lut, zero, acc[0]);
+      }
     }
-    for (; i < e; ++i, d += kStep) sparse_step<LANE_BYTES, R>(d, x, ldx, win[i], lut, zero, acc[0]);
     const int64_t left = s.N - col;
     const __mmask16 m = static_cast<__mmask16>(left >= 16 ? 0xFFFF : ((1u << left) - 1u));
     for (int r = 0; r < R; ++r) {

@@ -12,21 +12,23 @@
 
 namespace onnxcomp {
 
-// Builds the windowed layout, or returns false when it does not apply or would be too large.
-// Byte lanes (16-row windows) when every codebook row has entry 0 == 0.0 (the contract's reserved
-// zero, used as padding), else 16-bit lanes (32-row windows).
+// Builds the windowed layout (kernels.h, SparseWindows), or returns false when it does not apply or would be too
+// large. Byte lanes (16-row windows, steps in quads) when every codebook row has entry 0 == 0.0 (the contract's
+// reserved zero, used as padding), else 16-bit lanes (32-row windows).
+//
+// Steps are packed greedily per column group: a step's window starts at the lowest row any lane of the group still
+// has an entry at, and every lane whose next entry lies inside the window puts it in. Windows slide row by row
+// instead of sitting at multiples of the window: on a random 90%-sparse 4096-row layer a step then carries 9.2
+// entries instead of 6.5 (the steps' count, the layout's bytes and the kernel's work all shrink by 29%).
 bool build_windows(const SparseWeights& w, const float* codebook, int64_t C, WindowsPack* out) {
-  if (w.bits > 4 || (w.G != 1 && w.group_size % 16 != 0) || w.K <= 0) return false;
+  if (w.bits > 4 || (w.G != 1 && w.group_size % 16 != 0) || w.K <= 0 || w.K >= (int64_t{1} << 23)) return false;
   bool zero0 = true;
   for (int64_t g = 0; g < w.G; ++g) zero0 = zero0 && codebook[g * C] == 0.0f;
   const int lane_bytes = zero0 ? 1 : 2;
   const int window = zero0 ? 16 : 32;
   const int wshift = zero0 ? 4 : 5;
-  const int64_t NG = ceil_div(w.N, 16), NW = ceil_div(w.K, window);
-  if (NW > 65535) return false;
-  // a grid of 16 counters per (column group, row window) is only worth it when it is not much larger than
-  // the entries (and it must not be an allocation an almost empty layer with huge N and K can ask for)
-  if (NG > kMaxElements / (16 * NW) || NG * NW * 16 > std::max<int64_t>(64 * w.E, int64_t{1} << 24)) return false;
+  const int64_t quad = zero0 ? 4 : 1;  // a group's step count is a multiple of this
+  const int64_t NG = ceil_div(w.N, 16);
   const uint32_t dmask = (1u << w.index_bits) - 1u;
   auto for_each_entry = [&](auto&& f) {
     for (int64_t k = 0; k < w.K; ++k) {
@@ -39,54 +41,82 @@ bool build_windows(const SparseWeights& w, const float* codebook, int64_t C, Win
         uint32_t code = static_cast<uint32_t>(w.codes[cb >> 3]) >> sh;
         if (sh + w.bits > 8) code |= static_cast<uint32_t>(w.codes[(cb >> 3) + 1]) << (8 - sh);
         code &= (1u << w.bits) - 1u;
-        f(k, p, code);
+        if (!zero0 || code != 0) f(k, p, code);  // explicit zeros (EIE fillers) need no lane where 0 is 0.0
       }
     }
   };
-  std::vector<uint32_t> cnt(static_cast<size_t>(NG * NW * 16), 0);
-  for_each_entry([&](int64_t k, int64_t p, uint32_t code) {
-    if (zero0 && code == 0) return;  // explicit zeros (EIE fillers) need no lane
-    ++cnt[static_cast<size_t>(((p >> 4) * NW + (k >> wshift)) * 16 + (p & 15))];
-  });
-  // first step of each (group, window), steps in group-major order
-  std::vector<int64_t> first(static_cast<size_t>(NG * NW + 1), 0);
-  for (int64_t i = 0; i < NG * NW; ++i) {
-    uint32_t mx = 0;
-    for (int j = 0; j < 16; ++j) mx = std::max(mx, cnt[static_cast<size_t>(i * 16 + j)]);
-    first[static_cast<size_t>(i + 1)] = first[static_cast<size_t>(i)] + mx;
+  // the entries bucketed by column group, each as row << 8 | lane << 4 | code, in row order
+  std::vector<int64_t> gstart(static_cast<size_t>(NG + 1), 0);
+  for_each_entry([&](int64_t, int64_t p, uint32_t) { ++gstart[static_cast<size_t>((p >> 4) + 1)]; });
+  for (int64_t g = 0; g < NG; ++g) gstart[static_cast<size_t>(g + 1)] += gstart[static_cast<size_t>(g)];
+  std::vector<uint32_t> ent(static_cast<size_t>(gstart.back()));
+  {
+    std::vector<int64_t> fill(gstart.begin(), gstart.end() - 1);
+    for_each_entry([&](int64_t k, int64_t p, uint32_t code) {
+      ent[static_cast<size_t>(fill[static_cast<size_t>(p >> 4)]++)] =
+          static_cast<uint32_t>(k) << 8 | static_cast<uint32_t>(p & 15) << 4 | code;
+    });
   }
-  const int64_t steps = first.back();
-  // give up beyond twice the size of dense 4-bit codes (dense weights are better served densely)
-  if (steps * 16 * lane_bytes > std::max<int64_t>(w.K * w.N, 1 << 16)) return false;
+  const int64_t max_steps = std::max<int64_t>(w.K * w.N, 1 << 16) / (16 * lane_bytes);
+  std::vector<uint16_t> lanes;  // step-major, 16 per step: k - start | code << wshift, or the padding value
+  std::vector<uint8_t> adv;
+  const uint16_t pad = zero0 ? 0 : SparseWindows::kPad;
   out->step_ptr.assign(static_cast<size_t>(NG + 1), 0);
-  for (int64_t g = 0; g <= NG; ++g) out->step_ptr[static_cast<size_t>(g)] = first[static_cast<size_t>(g * NW)];
-  out->step_win.assign(static_cast<size_t>(steps), 0);
-  for (int64_t i = 0; i < NG * NW; ++i)
-    for (int64_t t = first[static_cast<size_t>(i)]; t < first[static_cast<size_t>(i + 1)]; ++t)
-      out->step_win[static_cast<size_t>(t)] = static_cast<uint16_t>(i % NW);
-  out->data.assign(static_cast<size_t>(steps * 16 * lane_bytes), 0);
-  if (!zero0) {
-    uint16_t* d16 = reinterpret_cast<uint16_t*>(out->data.data());
-    std::fill(d16, d16 + steps * 16, SparseWindows::kPad);
-  }
-  std::fill(cnt.begin(), cnt.end(), 0u);
-  for_each_entry([&](int64_t k, int64_t p, uint32_t code) {
-    if (zero0 && code == 0) return;
-    const int64_t i = (p >> 4) * NW + (k >> wshift);
-    const int lane = static_cast<int>(p & 15);
-    const int64_t slot = first[static_cast<size_t>(i)] + cnt[static_cast<size_t>(i * 16 + lane)]++;
-    const uint32_t v = static_cast<uint32_t>(k & (window - 1)) | (code << wshift);
-    if (zero0) {
-      out->data[static_cast<size_t>(slot * 16 + lane)] = static_cast<uint8_t>(v);
-    } else {
-      std::memcpy(out->data.data() + (slot * 16 + lane) * 2, &v, 2);
+  std::vector<uint32_t> lane_ent[16];
+  for (int64_t g = 0; g < NG; ++g) {
+    for (auto& l : lane_ent) l.clear();
+    for (int64_t i = gstart[static_cast<size_t>(g)]; i < gstart[static_cast<size_t>(g + 1)]; ++i)
+      lane_ent[(ent[static_cast<size_t>(i)] >> 4) & 15].push_back(ent[static_cast<size_t>(i)]);
+    size_t next[16] = {};
+    int64_t at = 0;  // the row the group's window starts at
+    for (;;) {
+      int64_t lo = w.K;
+      for (int j = 0; j < 16; ++j)
+        if (next[j] < lane_ent[j].size()) lo = std::min<int64_t>(lo, lane_ent[j][next[j]] >> 8);
+      if (lo == w.K) break;
+      for (; lo - at > 255; at += 255) {  // filler steps: padding lanes, the window moved by 255 rows
+        adv.push_back(255);
+        lanes.insert(lanes.end(), 16, pad);
+      }
+      adv.push_back(static_cast<uint8_t>(lo - at));
+      at = lo;
+      for (int j = 0; j < 16; ++j) {
+        uint16_t v = pad;
+        if (next[j] < lane_ent[j].size() && static_cast<int64_t>(lane_ent[j][next[j]] >> 8) < lo + window) {
+          const uint32_t e = lane_ent[j][next[j]++];
+          v = static_cast<uint16_t>(static_cast<uint32_t>((e >> 8) - lo) | (e & 15) << wshift);
+        }
+        lanes.push_back(v);
+      }
+      // give up beyond twice the size of dense 4-bit codes (dense weights are better served densely)
+      if (static_cast<int64_t>(adv.size()) > max_steps) return false;
     }
-  });
+    while (static_cast<int64_t>(adv.size()) % quad != 0) {
+      adv.push_back(0);
+      lanes.insert(lanes.end(), 16, pad);
+    }
+    out->step_ptr[static_cast<size_t>(g + 1)] = static_cast<int64_t>(adv.size());
+  }
+  const int64_t steps = static_cast<int64_t>(adv.size());
+  const int64_t lanes_bytes = steps * 16 * lane_bytes;
+  out->buf.allocate(static_cast<size_t>(lanes_bytes + steps));
+  uint8_t* data = out->buf.data();
+  if (steps > 0) std::memcpy(data + lanes_bytes, adv.data(), static_cast<size_t>(steps));
+  for (int64_t i = 0; i < steps; ++i) {
+    for (int j = 0; j < 16; ++j) {
+      const uint16_t v = lanes[static_cast<size_t>(i * 16 + j)];
+      if (zero0) {
+        data[(i >> 2) * 64 + j * 4 + (i & 3)] = static_cast<uint8_t>(v);  // quads: step i & 3 in byte i & 3
+      } else {
+        std::memcpy(data + (i * 16 + j) * 2, &v, 2);
+      }
+    }
+  }
   out->cb16.assign(static_cast<size_t>(w.G * 16), 0.0f);
   for (int64_t g = 0; g < w.G; ++g)
     for (int64_t c = 0; c < C; ++c) out->cb16[static_cast<size_t>(g * 16 + c)] = codebook[g * C + c];
   out->NG = NG;
-  out->NW = NW;
+  out->steps = steps;
   out->lane_bytes = lane_bytes;
   out->window = window;
   return true;
@@ -118,11 +148,11 @@ void run_sparse_matmul(Ort::KernelContext& ctx, const float* xd, int64_t M, cons
   if (M == 0 || K == 0 || E == 0) return;
   const KernelTable& kt = kernels();
   if (pack != nullptr && kt.sparse_windows_gemv != nullptr) {
-    SparseWindows sw{pack->data.data(), pack->step_ptr.data(), pack->step_win.data(), pack->cb16.data(), K, N,
-                     pack->NG,          pack->NW,      w.group_size,          pack->lane_bytes,   pack->window};
+    const SparseWindows sw{pack->data(), pack->step_adv(), pack->step_ptr.data(), pack->cb16.data(), K,
+                           N,            pack->NG,         w.group_size,          pack->lane_bytes,   pack->window};
     constexpr int64_t kGroupsPerTask = 64;
     const int64_t tasks = ceil_div(pack->NG, kGroupsPerTask);
-    const int64_t ldx = pack->NW * pack->window + 16;
+    const int64_t ldx = ceil_div(K + pack->window, 16) * 16;  // rows zero padded past K by a window
     std::vector<float> xpad(static_cast<size_t>(4 * ldx), 0.0f);
     for (int64_t m = 0; m < M; m += 4) {
       const int rows = static_cast<int>(std::min<int64_t>(4, M - m));

@@ -166,6 +166,8 @@ def case_sparse(rng, stats):
     n = int(rng.integers(1, 200))
     gs = int(rng.choice([n, 1, int(rng.integers(1, n + 5))]))
     density = float(rng.choice([0.0, 0.05, 0.3, 1.0]))
+    if rng.random() < 0.1:  # long, nearly empty layers: windows more than 255 rows apart (filler steps)
+        k, n, density = int(rng.integers(256, 1200)), int(rng.integers(1, 40)), float(rng.choice([0.0003, 0.002]))
     cb, row_ptr, deltas, ecodes, dp, cp = oplib.random_sparse_problem(rng, k, n, bits, ib, density, gs)
     if rng.random() < 0.3:
         cb[:, 0] = 0.5  # entry 0 not reserved: the 16-bit window layout

@@ -5,6 +5,12 @@ filler entries only, row windows more than 255 windows apart (filler steps), 1 t
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import oplib
 import pytest
@@ -50,6 +56,17 @@ def _expect(model, x, want):
     np.testing.assert_allclose(ep, want, rtol=1e-4, atol=tol, err_msg="EP")
 
 
+def _random_case(k, n, density, m, bits, index_bits, group_size, zero0, seed):
+    rng = np.random.default_rng(seed)
+    codes = np.where(rng.random((k, n)) < density, rng.integers(1, 1 << bits, size=(k, n)), 0)
+    cb = _codebook(rng, n, bits, group_size, zero0)
+    bias = rng.standard_normal(n).astype(np.float32)
+    model, w = _model(codes, cb, bits=bits, index_bits=index_bits, group_size=group_size, bias=bias)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    x[:, ::5] = 0.0
+    _expect(model, x, x @ w + bias)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     k=st.integers(1, 300),
@@ -63,22 +80,19 @@ def _expect(model, x, want):
     seed=st.integers(0, 2**16),
 )
 def test_random_layers(ep_devices, k, n, density, m, bits, index_bits, group_size, zero0, seed):
-    rng = np.random.default_rng(seed)
-    codes = np.where(rng.random((k, n)) < density, rng.integers(1, 1 << bits, size=(k, n)), 0)
-    cb = _codebook(rng, n, bits, group_size, zero0)
-    bias = rng.standard_normal(n).astype(np.float32)
-    model, w = _model(codes, cb, bits=bits, index_bits=index_bits, group_size=group_size, bias=bias)
-    x = rng.standard_normal((m, k)).astype(np.float32)
-    x[:, ::5] = 0.0
-    _expect(model, x, x @ w + bias)
+    _random_case(k, n, density, m, bits, index_bits, group_size, zero0, seed)
 
 
 @pytest.mark.parametrize("zero0", [True, False])
 @pytest.mark.parametrize("index_bits", [4, 8])
 @pytest.mark.parametrize("m", [1, 4, 6])
 def test_far_windows_and_empty_groups(ep_devices, zero0, index_bits, m):
-    """Rows used only at both ends of K = 8500 (265 32-row / 531 16-row windows apart: filler steps), long zero
+    """Rows used only at both ends of K = 8500 (filler steps bridge the window's moves over 255 rows), long zero
     runs along N (EIE fillers: index_bits 4 needs many), column groups with no entry, N off a multiple of 16."""
+    _far_windows(zero0, index_bits, m)
+
+
+def _far_windows(zero0, index_bits, m):
     rng = np.random.default_rng(7 + index_bits + m)
     k, n = 8500, 300
     codes = np.zeros((k, n), np.int64)
@@ -120,3 +134,33 @@ def test_only_filler_entries(ep_devices, zero0):
     for m in (1, 3, 5):
         x = rng.standard_normal((m, k)).astype(np.float32)
         _expect(model, x, x @ w + bias)
+
+
+_ISA_SCRIPT = textwrap.dedent(
+    """
+    import ctypes, sys
+    sys.path.insert(0, {tests!r})
+    import test_sparse_windows as t
+    from onnxcomp import runtime
+    for zero0 in (True, False):
+        t._far_windows(zero0, 8, 1)
+        for m in (1, 2, 3, 4, 5):
+            t._random_case(203, 77, 0.1, m, 4, 4, 32, zero0, m)
+            t._random_case(40, 35, 1.0, m, 2, 8, None, zero0, 10 + m)
+    lib = ctypes.CDLL(str(runtime.library_path()))
+    lib.OnnxcompKernelIsa.restype = ctypes.c_char_p
+    print(lib.OnnxcompKernelIsa().decode())
+    """
+)
+
+
+def test_avx2_kernel(ep_devices):
+    """The AVX2 kernel over the same layout (the kernel set is chosen once per process: a subprocess)."""
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "ONNXCOMP_ISA": "avx2", "PYTHONPATH": str(here.parents[1])}
+    code = _ISA_SCRIPT.format(tests=str(here))
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=here.parents[1])
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    got = res.stdout.strip().splitlines()[-1]
+    if got != "avx2":
+        pytest.skip(f"this CPU has no AVX2: ran the {got} kernels")

@@ -524,7 +524,8 @@ template <int R, int SH>
 inline void quad_step(__m512i v, const float* xp, int64_t ldx, __m512 lut, __m512* acc) {
   const __m512i xi = SH == 0 ? v : _mm512_srli_epi32(v, SH);
   const __m512 wv = _mm512_permutexvar_ps(_mm512_srli_epi32(v, SH + 4), lut);
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(xi, _mm512_loadu_ps(xp + r * ldx)), wv, acc[r]);
+  for (int r = 0; r < R; ++r)
+    acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(xi, _mm512_loadu_ps(xp + r * ldx)), wv, acc[r]);
 }
 
 template <int R>

@@ -29,6 +29,9 @@ bool build_windows(const SparseWeights& w, const float* codebook, int64_t C, Win
   const int wshift = zero0 ? 4 : 5;
   const int64_t quad = zero0 ? 4 : 1;  // a group's step count is a multiple of this
   const int64_t NG = ceil_div(w.N, 16);
+  // one step pointer per column group: not for a layer whose groups are mostly empty (and not an allocation a huge
+  // N over few entries can ask for)
+  if (NG > std::max<int64_t>(w.E, 1 << 16)) return false;
   const uint32_t dmask = (1u << w.index_bits) - 1u;
   auto for_each_entry = [&](auto&& f) {
     for (int64_t k = 0; k < w.K; ++k) {
@@ -57,6 +60,7 @@ bool build_windows(const SparseWeights& w, const float* codebook, int64_t C, Win
           static_cast<uint32_t>(k) << 8 | static_cast<uint32_t>(p & 15) << 4 | code;
     });
   }
+  // K < 2^23 and N <= kMaxDim = 2^40: K * N < 2^63
   const int64_t max_steps = std::max<int64_t>(w.K * w.N, 1 << 16) / (16 * lane_bytes);
   std::vector<uint16_t> lanes;  // step-major, 16 per step: k - start | code << wshift, or the padding value
   std::vector<uint8_t> adv;
@@ -153,7 +157,7 @@ void run_sparse_matmul(Ort::KernelContext& ctx, const float* xd, int64_t M, cons
     constexpr int64_t kGroupsPerTask = 64;
     const int64_t tasks = ceil_div(pack->NG, kGroupsPerTask);
     const int64_t ldx = ceil_div(K + pack->window, 16) * 16;  // rows zero padded past K by a window
-    std::vector<float> xpad(static_cast<size_t>(4 * ldx), 0.0f);
+    std::vector<float> xpad(static_cast<size_t>(std::min<int64_t>(M, 4) * ldx), 0.0f);
     for (int64_t m = 0; m < M; m += 4) {
       const int rows = static_cast<int>(std::min<int64_t>(4, M - m));
       for (int r = 0; r < rows; ++r)

@@ -165,7 +165,8 @@ def _fix_opset_imports(model: onnx.ModelProto, original: dict[str, int]) -> None
     have = {op.domain: op.version for op in model.opset_import}
     for domain, version in original.items():
         have[domain] = max(have.get(domain, 0), version)
-    used = {n.domain for n in model.graph.node} | {n.domain for f in model.functions for n in f.node}
+    # nodes of If/Loop/Scan bodies count too: a com.onnxcomp node written inside a body needs the model's import
+    used = {n.domain for n in _proto_nodes(model.graph)} | {n.domain for f in model.functions for n in f.node}
     for f in model.functions:
         used.add(f.domain)
     for domain in used:
@@ -174,6 +175,19 @@ def _fix_opset_imports(model: onnx.ModelProto, original: dict[str, int]) -> None
     del model.opset_import[:]
     for domain in sorted(have, key=lambda d: (d not in AI_ONNX, d)):
         model.opset_import.append(onnx.helper.make_opsetid(domain, have[domain]))
+
+
+def _proto_nodes(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
+    """Every node of a GraphProto and of its subgraph attributes (nested bodies included), without recursion."""
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        for node in g.node:
+            yield node
+            for a in node.attribute:
+                if a.HasField("g"):
+                    stack.append(a.g)
+                stack.extend(a.graphs)
 
 
 def opset_version(graph: gs.Graph, domain: str = "") -> int:
@@ -242,8 +256,12 @@ def unique_name(graph: gs.Graph, base: str, taken: set[str] | None = None) -> st
 
 
 def _all_names(graph: gs.Graph) -> set[str]:
-    names = set(graph.tensors().keys())
-    names.update(n.name for n in graph.nodes if n.name)
+    """Tensor and node names of the graph and of its If/Loop/Scan bodies: a new name must not shadow, nor be
+    shadowed by, a name of another scope (ONNX names are unique across the model's scopes)."""
+    names: set[str] = set()
+    for g, _ in scopes(graph):
+        names.update(g.tensors().keys())
+        names.update(n.name for n in g.nodes if n.name)
     return names
 
 
@@ -467,6 +485,74 @@ def subgraph_nodes(graph: gs.Graph, ops: Iterable[str] | None = None) -> list[tu
                 found.extend((n, where) for n in body.nodes if wanted is None or (n.op in wanted and is_standard(n)))
                 found.extend(subgraph_nodes(body, wanted))
     return found
+
+
+def scopes(graph: gs.Graph) -> list[tuple[gs.Graph, str | None]]:
+    """The graph and its If/Loop/Scan bodies, nested ones included, depth first in node order; each with where
+    it lives ("If If_0 then_branch"; None for ``graph`` itself)."""
+    import onnx_graphsurgeon as gs
+
+    found: list[tuple[gs.Graph, str | None]] = []
+    stack: list[tuple[gs.Graph, str | None]] = [(graph, None)]
+    while stack:
+        g, where = stack.pop()
+        found.append((g, where))
+        inner = []
+        for node in g.nodes:
+            for attr, value in node.attrs.items():
+                for body in value if isinstance(value, list) else [value]:
+                    if isinstance(body, gs.Graph):
+                        inner.append((body, f"{node.op} {node.name or '(unnamed)'} {attr}"))
+        stack.extend(reversed(inner))
+    return found
+
+
+def scoped_nodes(graph: gs.Graph) -> list[tuple[gs.Node, gs.Graph, str | None]]:
+    """Every node of the graph and of its If/Loop/Scan bodies in execution-like order (a control-flow node's
+    bodies right after it), each with the (sub)graph holding it and where that is (None: ``graph``)."""
+    import onnx_graphsurgeon as gs
+
+    found: list[tuple[gs.Node, gs.Graph, str | None]] = []
+    stack: list[tuple[gs.Graph, str | None, int]] = [(graph, None, 0)]
+    while stack:
+        g, where, i = stack.pop()
+        if i >= len(g.nodes):
+            continue
+        node = g.nodes[i]
+        found.append((node, g, where))
+        stack.append((g, where, i + 1))
+        inner = [
+            (body, f"{node.op} {node.name or '(unnamed)'} {attr}", 0)
+            for attr, value in node.attrs.items()
+            for body in (value if isinstance(value, list) else [value])
+            if isinstance(body, gs.Graph)
+        ]
+        stack.extend(reversed(inner))
+    return found
+
+
+def inline_constant_node(graph: gs.Graph, tensor: Any) -> Any:
+    """``tensor`` as a constant when a standard Constant node (``value`` attribute) writes it: the node's readers
+    read the value as an initializer of their graph instead (lossless; the Constant node is left dead); else
+    ``tensor`` itself. Weights inside If/Loop/Scan bodies are often Constant nodes (the pipeline's constant
+    folding covers the main graph only). ``graph``: the (sub)graph holding the Constant node."""
+    import onnx_graphsurgeon as gs
+
+    prod = producer(tensor)
+    if (
+        prod is None
+        or prod.op != "Constant"
+        or not is_standard(prod)
+        or set(prod.attrs) != {"value"}
+        or not isinstance(prod.attrs["value"], gs.Constant)
+        or is_graph_output(graph, tensor)
+        or not any(n is prod for n in graph.nodes)
+    ):
+        return tensor
+    const = gs.Constant(tensor.name, prod.attrs["value"].values)
+    prod.outputs.clear()
+    replace_uses(graph, tensor, const)
+    return const
 
 
 def single_consumer(tensor: Any, graph: gs.Graph) -> gs.Node | None:

@@ -533,7 +533,7 @@ def scoped_nodes(graph: gs.Graph) -> list[tuple[gs.Node, gs.Graph, str | None]]:
 
 def inline_constant_node(graph: gs.Graph, tensor: Any) -> Any:
     """``tensor`` as a constant when a standard Constant node (``value`` attribute) writes it: the node's readers
-    read the value as an initializer of their graph instead (lossless; the Constant node is left dead); else
+    read the value as an initializer of their graph instead (lossless; the Constant node is removed); else
     ``tensor`` itself. Weights inside If/Loop/Scan bodies are often Constant nodes (the pipeline's constant
     folding covers the main graph only). ``graph``: the (sub)graph holding the Constant node."""
     import onnx_graphsurgeon as gs
@@ -546,11 +546,14 @@ def inline_constant_node(graph: gs.Graph, tensor: Any) -> Any:
         or set(prod.attrs) != {"value"}
         or not isinstance(prod.attrs["value"], gs.Constant)
         or is_graph_output(graph, tensor)
-        or not any(n is prod for n in graph.nodes)
     ):
+        return tensor
+    at = next((i for i, n in enumerate(graph.nodes) if n is prod), None)
+    if at is None:
         return tensor
     const = gs.Constant(tensor.name, prod.attrs["value"].values)
     prod.outputs.clear()
+    del graph.nodes[at]  # not left dead: a graph exported before the next cleanup must load
     replace_uses(graph, tensor, const)
     return const
 

@@ -337,6 +337,7 @@ class PruneWeights(Pass):
             extra={
                 "sparsity": round(1 - after_nz / max(1, w.size), 6),
                 "weights": int(w.size),
+                **({"subgraph": t.where} if t.where else {}),
                 **({"predicted_error": self._predicted[id(t)]} if id(t) in self._predicted else {}),
             },
         )

@@ -127,6 +127,7 @@ def export_model(graph: gs.Graph, ctx: PassContext | None = None, *, release: bo
         for k, v in meta["metadata_props"]:
             model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
     _fix_opset_imports(model, meta.get("opset_import", {}))
+    _hoist_shared_body_initializers(model)
     if ctx is not None and ctx.provenance:
         for node in model.graph.node:
             tag = ctx.provenance.get(node.name)
@@ -156,6 +157,48 @@ def _stub_lazy_constants(graph: gs.Graph) -> dict[str, tuple[gs.Constant, Any]]:
         out[name] = (t, lazy)
         t._values = LazyValues(stub)
     return out
+
+
+def _hoist_shared_body_initializers(model: onnx.ModelProto) -> None:
+    """One copy of a weight that several If/Loop/Scan bodies read from the outer scope.
+
+    onnx-graphsurgeon writes a constant as an initializer of every graph whose nodes read it: a main-graph
+    weight read by both branches of an If is written twice, into each branch (the file grows by a copy). The
+    copies of one name with the same contents go back to the main graph, once, the bodies reading it from the
+    outer scope, when no scope defines that name otherwise (a node output or a graph input).
+    """
+    bodies: list[onnx.GraphProto] = []
+    stack = [model.graph]
+    defined: set[str] = set()
+    while stack:
+        g = stack.pop()
+        defined.update(o for n in g.node for o in n.output)
+        defined.update(i.name for i in g.input)
+        for node in g.node:
+            for a in node.attribute:
+                inner = [a.g] if a.HasField("g") else list(a.graphs)
+                bodies.extend(inner)
+                stack.extend(inner)
+    copies: dict[str, list[tuple[onnx.GraphProto, int]]] = {}
+    for body in bodies:
+        for i, init in enumerate(body.initializer):
+            copies.setdefault(init.name, []).append((body, i))
+    main = {init.name: init for init in model.graph.initializer}
+    drop: dict[int, tuple[onnx.GraphProto, list[int]]] = {}
+    for name, where in copies.items():
+        if (len(where) < 2 and name not in main) or name in defined:
+            continue
+        first = main.get(name) or where[0][0].initializer[where[0][1]]
+        data = first.SerializeToString()
+        if any(g.initializer[i].SerializeToString() != data for g, i in where if g.initializer[i] is not first):
+            continue  # different tensors under one name (sibling scopes): left as they are
+        if name not in main:
+            model.graph.initializer.append(first)
+        for g, i in where:
+            drop.setdefault(id(g), (g, []))[1].append(i)
+    for g, idx in drop.values():
+        for i in sorted(idx, reverse=True):
+            del g.initializer[i]
 
 
 def _fix_opset_imports(model: onnx.ModelProto, original: dict[str, int]) -> None:

@@ -111,9 +111,10 @@ def inline_functions(graph: gs.Graph, ctx: PassContext) -> int:
     """Inline every model-local function (standard ops only); returns the number of nodes inlined."""
     import onnx
 
-    from onnxcomp.graph import export_model, import_model, replace_graph
+    from onnxcomp.graph import export_model, import_model, replace_graph, scoped_nodes
 
-    calls = sum(1 for n in graph.nodes if any(n.op == f.name and n.domain == f.domain for f in graph.functions))
+    funcs = {(f.domain, f.name) for f in graph.functions}
+    calls = sum(1 for n, _, _ in scoped_nodes(graph) if (n.domain, n.op) in funcs)  # If/Loop/Scan bodies too
     if not graph.functions:
         return 0
     model = export_model(graph, ctx)

@@ -326,15 +326,15 @@ class _InputStats:
         scratch = PassResult(name="lowrank-stats")
         wanted = {id(n) for n in candidates}
         found = collect_targets(graph, SelectOptions(), scratch)
-        # layers inside If/Loop/Scan bodies reading a body tensor: not capturable, data-free
-        self._targets = {id(t.node): t for t in found if id(t.node) in wanted and (t.owner is None or t.outer_input)}
+        self._targets = {id(t.node): t for t in found if id(t.node) in wanted}
         self._pending = [n for n in candidates if id(n) in self._targets]
         self._grams: dict[int, np.ndarray] = {}
         self._rng = ctx.rng(53)
 
     def captured(self, node: gs.Node) -> bool:
-        """Whether the layer's input is captured (not one computed inside an If/Loop/Scan body)."""
-        return id(node) in self._targets
+        """Whether the layer's input was captured (not for a layer inside a Loop/Scan body or an If branch the
+        calibration data does not take; call after :meth:`gram`)."""
+        return self._grams.get(id(node)) is not None
 
     def gram(self, node: gs.Node, plan: _Plan) -> np.ndarray | None:
         key = id(node)

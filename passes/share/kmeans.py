@@ -188,7 +188,7 @@ class KMeans(EmitsOps, Pass):
         uses_acts = o.weighted or o.refine or sequential or compensate
         acts = layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
         energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
-        data_free_layers(ctx, targets, result)
+        data_free_layers(ctx, targets, acts if uses_acts else [t.x.name for t in targets], result)
         waves = sequential_waves(targets) if sequential else [targets]
         energy0 = energy  # on the original inputs
         rng = ctx.rng(11)

@@ -54,7 +54,7 @@ class Pow2(EmitsOps, Pass):
         targets = collect_targets(graph, o, result)
         energy = input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
         if o.weighted:
-            data_free_layers(ctx, targets, result)
+            data_free_layers(ctx, targets, [t.x.name for t in targets if id(t) in energy], result)
         for t in ctx.track(targets, "pow2", total=len(targets)):
             bits = bits_for(t, o.bits, o.bits_per_layer)
             e, (kmin, kmax), s = pow2_encode(t.w2, bits, t.out_axis, o.max_exp, o.scale, energy.get(id(t)))

@@ -145,7 +145,7 @@ class PruneWeights(Pass):
         acts = layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
         energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if criterion == "wanda" else {}
         scores = {id(t): score(t.w2, energy.get(id(t))) for t in targets}
-        data_free_layers(ctx, targets, result)
+        data_free_layers(ctx, targets, acts if uses_acts else [t.x.name for t in targets], result)
         self._ratios: dict[int, float] = {}
         self._predicted: dict[int, float] = {}
         self._how = ""

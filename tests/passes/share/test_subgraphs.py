@@ -198,3 +198,61 @@ def test_property_branch_layers_with_at_most_2_bits_values_are_encoded_exactly(k
     for flag in (True, False):
         feeds = {"x": x, "flag": np.array(flag)}
         np.testing.assert_allclose(outputs(out, feeds)["y"], outputs(model, feeds)["y"], rtol=1e-5, atol=1e-4)
+
+
+def test_calibration_reaches_layers_inside_the_branch_the_data_takes():
+    """else: Relu(x) @ W_e reads a tensor computed inside its branch: captured (through the If) when the
+    calibration data takes that branch, data-free when it does not."""
+    model = _if_matmuls(24, 20, 4, seed=3)
+    x = np.random.default_rng(4).standard_normal((5, 24)).astype(np.float32)
+    spec = "kmeans(bits=3,compensate=false,sequential=false)"
+    else_feeds = {"x": x, "flag": np.array(False)}
+    ref = outputs(model, else_feeds)["y"]
+    errors = {}
+    for flag, data_free in ((False, 0), (True, 1)):
+        _, out, res = _compress(spec, model, calib={"x": x, "flag": np.array(flag)})
+        decisions = {r.name: r.decision for r in res.layers}
+        assert "lsq codebook" in decisions["t_mm"]  # reads the main graph's x: always captured
+        assert ("lsq codebook" in decisions["e_mm"]) == (not flag), decisions
+        assert res.counters.get("layers_data_free_subgraph", 0) == data_free
+        errors[flag] = _rel(ref, outputs(out, else_feeds)["y"])
+    # the codebook fitted to the else branch's captured input gives it the lower output error on that input
+    assert 0 < errors[False] < errors[True]
+
+
+def test_huffman_codes_the_packed_codes_of_body_layers_losslessly():
+    model = _if_matmuls(256, 192, 4, seed=5)
+    encoded, _ = run_pipeline(model, "prune-weights(ratio=0.9),kmeans(bits=4,sparse=never)")
+    for spec in ("huffman(min-gain=1)", "kmeans-store"):
+        if spec == "kmeans-store":
+            out, report = run_pipeline(model, "prune-weights(ratio=0.9),kmeans(bits=4,sparse=never,huffman=store)")
+            res = report.passes[-1]
+            assert res.counters["bytes_stored"] < res.counters["bytes_packed"]
+        else:
+            out, report = run_pipeline(encoded, spec)
+            assert {r.name for r in report.passes[-1].layers} == {n.name for n in _body_nodes(encoded) if n.domain}
+        onnx.checker.check_model(out, full_check=True)
+        decoders = [n for n in _body_nodes(out) if n.op_type in ("HuffmanDecode", "RunLengthDecode")]
+        assert len({n.op_type for n in decoders}) >= 1 and len(decoders) >= 2  # in both branches
+        assert not any(n.op_type == "HuffmanDecode" for n in out.graph.node)
+        assert out.ByteSize() < encoded.ByteSize()
+        x = np.random.default_rng(6).standard_normal((5, 256)).astype(np.float32)
+        for flag in (True, False):
+            feeds = {"x": x, "flag": np.array(flag)}
+            want = outputs(encoded, feeds)["y"]
+            np.testing.assert_array_equal(outputs(out, feeds)["y"], want)
+            np.testing.assert_allclose(outputs(out, feeds, runtime=True)["y"], want, rtol=1e-5, atol=1e-4)
+
+
+def test_inline_writes_standard_ops_inside_the_bodies():
+    model = control_flow_layers()
+    _, ref, _ = _compress("kmeans(bits=4)", model)
+    _, out, res = _compress("kmeans(bits=4,inline=true)", model)
+    assert res.counters["functions_inlined"] == len(BODY_LAYERS)
+    assert not out.functions and all(n.domain in ("", "ai.onnx") for n in _body_nodes(out) + list(out.graph.node))
+    assert [o.domain for o in out.opset_import] == [""]
+    for flag in (True, False):
+        feeds = control_flow_feeds(flag)
+        want, got = outputs(ref, feeds), outputs(out, feeds)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)

@@ -16,6 +16,7 @@ from onnxcomp.graph import (
     is_standard,
     make_constant,
     scoped_nodes,
+    toposort,
     unique_name,
 )
 from onnxcomp.names import any_match
@@ -343,6 +344,9 @@ class _InputStats:
             if node not in chunk:
                 chunk = [node, *chunk[: self.CHUNK - 1]]
             names = sorted({self._targets[id(n)].x.name for n in chunk})
+            # layers factorized so far appended their first factor at the end of their graph: sorted, since
+            # onnxruntime wants the nodes of If/Loop/Scan bodies in order
+            toposort(self._graph)
             acts = self._ctx.capture(self._graph, names, max_samples=self._o.calib_samples)
             for n in chunk:
                 t = self._targets[id(n)]

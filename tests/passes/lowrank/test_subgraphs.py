@@ -59,3 +59,59 @@ def test_low_rank_body_layers_lose_what_the_dropped_singular_values_hold():
             err = float(np.linalg.norm(ref[name] - got[name]) / np.linalg.norm(ref[name]))
             assert 0.0 < err < 1.0, (name, err)
         np.testing.assert_array_equal(got["shared"], ref["shared"])
+
+
+def _branch_chain() -> onnx.ModelProto:
+    """y = If(flag, then: Relu(Relu(x) @ W1) @ W2, else: Tanh(x) @ W3), all weights [16, 16]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def w(name):
+        return numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), name)
+
+    f = TensorProto.FLOAT
+    then_g = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["r0"]),
+            helper.make_node("MatMul", ["r0", "w1"], ["m1"], name="mm1"),
+            helper.make_node("Relu", ["m1"], ["r1"]),
+            helper.make_node("MatMul", ["r1", "w2"], ["m2"], name="mm2"),
+        ],
+        "then",
+        [],
+        [helper.make_tensor_value_info("m2", f, [6, 16])],
+        [w("w1"), w("w2")],
+    )
+    else_g = helper.make_graph(
+        [helper.make_node("Tanh", ["x"], ["t0"]), helper.make_node("MatMul", ["t0", "w3"], ["m3"], name="mm3")],
+        "else",
+        [],
+        [helper.make_tensor_value_info("m3", f, [6, 16])],
+        [w("w3")],
+    )
+    g = helper.make_graph(
+        [helper.make_node("If", ["flag"], ["y"], name="if0", then_branch=then_g, else_branch=else_g)],
+        "g",
+        [helper.make_tensor_value_info("x", f, [6, 16]), helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", f, [6, 16])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_activation_aware_factors_of_a_branch_captured_after_earlier_layers_were_factorized(monkeypatch):
+    """Inputs are captured a few layers at a time: the branch holds the first factors appended so far, and
+    onnxruntime wants its nodes sorted."""
+    from onnxcomp.passes.lowrank import svd
+
+    monkeypatch.setattr(svd._InputStats, "CHUNK", 1)
+    model = _branch_chain()
+    x = np.random.default_rng(1).standard_normal((6, 16)).astype(np.float32)
+    out, report = run_pipeline(model, "lowrank(rank=4,min-params=1)", calib={"x": x, "flag": np.array(True)})
+    onnx.checker.check_model(out, full_check=True)
+    decisions = {r.name: r.decision for r in report.passes[-1].layers}
+    assert "activation-aware" in decisions["mm1"] and "activation-aware" in decisions["mm2"]
+    assert "activation-aware" not in decisions["mm3"]  # its branch is not taken by the calibration data
+    assert report.passes[-1].counters["layers_data_free_subgraph"] == 1

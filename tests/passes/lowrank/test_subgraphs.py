@@ -61,34 +61,34 @@ def test_low_rank_body_layers_lose_what_the_dropped_singular_values_hold():
         np.testing.assert_array_equal(got["shared"], ref["shared"])
 
 
-def _branch_chain() -> onnx.ModelProto:
-    """y = If(flag, then: Relu(Relu(x) @ W1) @ W2, else: Tanh(x) @ W3), all weights [16, 16]."""
+def _branch_chain(depth: int = 10) -> onnx.ModelProto:
+    """y = If(flag, then: ``depth`` x (Relu, MatMul W_i), else: Tanh(x) @ W_e), all weights [16, 16]."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
 
     def w(name):
-        return numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), name)
+        return numpy_helper.from_array((rng.standard_normal((16, 16)) / 4).astype(np.float32), name)
 
     f = TensorProto.FLOAT
+    nodes, src = [], "x"
+    for i in range(1, depth + 1):
+        nodes.append(helper.make_node("Relu", [src], [f"r{i}"]))
+        nodes.append(helper.make_node("MatMul", [f"r{i}", f"w{i}"], [f"m{i}"], name=f"mm{i}"))
+        src = f"m{i}"
     then_g = helper.make_graph(
-        [
-            helper.make_node("Relu", ["x"], ["r0"]),
-            helper.make_node("MatMul", ["r0", "w1"], ["m1"], name="mm1"),
-            helper.make_node("Relu", ["m1"], ["r1"]),
-            helper.make_node("MatMul", ["r1", "w2"], ["m2"], name="mm2"),
-        ],
+        nodes,
         "then",
         [],
-        [helper.make_tensor_value_info("m2", f, [6, 16])],
-        [w("w1"), w("w2")],
+        [helper.make_tensor_value_info(src, f, [6, 16])],
+        [w(f"w{i}") for i in range(1, depth + 1)],
     )
     else_g = helper.make_graph(
-        [helper.make_node("Tanh", ["x"], ["t0"]), helper.make_node("MatMul", ["t0", "w3"], ["m3"], name="mm3")],
+        [helper.make_node("Tanh", ["x"], ["t0"]), helper.make_node("MatMul", ["t0", "we"], ["me"], name="mm_else")],
         "else",
         [],
-        [helper.make_tensor_value_info("m3", f, [6, 16])],
-        [w("w3")],
+        [helper.make_tensor_value_info("me", f, [6, 16])],
+        [w("we")],
     )
     g = helper.make_graph(
         [helper.make_node("If", ["flag"], ["y"], name="if0", then_branch=then_g, else_branch=else_g)],
@@ -101,17 +101,14 @@ def _branch_chain() -> onnx.ModelProto:
     return m
 
 
-def test_activation_aware_factors_of_a_branch_captured_after_earlier_layers_were_factorized(monkeypatch):
-    """Inputs are captured a few layers at a time: the branch holds the first factors appended so far, and
-    onnxruntime wants its nodes sorted."""
-    from onnxcomp.passes.lowrank import svd
-
-    monkeypatch.setattr(svd._InputStats, "CHUNK", 1)
+def test_activation_aware_factors_of_a_branch_captured_after_earlier_layers_were_factorized():
+    """Inputs are captured 8 layers at a time: by the second capture the branch holds the first factors appended
+    so far, and onnxruntime wants its nodes sorted."""
     model = _branch_chain()
     x = np.random.default_rng(1).standard_normal((6, 16)).astype(np.float32)
     out, report = run_pipeline(model, "lowrank(rank=4,min-params=1)", calib={"x": x, "flag": np.array(True)})
     onnx.checker.check_model(out, full_check=True)
     decisions = {r.name: r.decision for r in report.passes[-1].layers}
-    assert "activation-aware" in decisions["mm1"] and "activation-aware" in decisions["mm2"]
-    assert "activation-aware" not in decisions["mm3"]  # its branch is not taken by the calibration data
+    assert all("activation-aware" in decisions[f"mm{i}"] for i in range(1, 11)), decisions
+    assert "activation-aware" not in decisions["mm_else"]  # its branch is not taken by the calibration data
     assert report.passes[-1].counters["layers_data_free_subgraph"] == 1

@@ -256,3 +256,16 @@ def test_inline_writes_standard_ops_inside_the_bodies():
         want, got = outputs(ref, feeds), outputs(out, feeds)
         for name in want:
             np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
+
+
+def test_budgets_leave_layers_the_calibration_data_never_reaches_at_the_default():
+    """The calibration data takes the then branch: the else branch's layer has zero measured output error at
+    every candidate, which would give it the fewest bits / the most zeros (silently breaking the other branch)."""
+    model = _if_matmuls(64, 48, 4, seed=7)
+    calib = {"x": np.random.default_rng(8).standard_normal((5, 64)).astype(np.float32), "flag": np.array(True)}
+    _, _, res = _compress("kmeans(target-bits=3.5,candidate-bits=2;3;4;8,bits=4)", model, calib=calib)
+    bits = {r.name: r.extra["bits"] for r in res.layers}
+    assert bits["e_mm"] == 4 and res.counters["budget_layers_not_reached"] == 1
+    _, _, res = _compress("prune-weights(target-sparsity=0.6)", model, calib=calib)
+    sparsity = {r.name: r.extra["sparsity"] for r in res.layers}
+    assert abs(sparsity["e_mm"] - 0.6) < 0.01 and res.counters["budget_layers_not_reached"] == 1

@@ -46,8 +46,19 @@ def ensure_domain(graph: gs.Graph) -> None:
         graph.import_domains = domains
 
 
-def emit(graph: gs.Graph, old: gs.Node, op_type: str, inputs: list[Any], attrs: dict[str, Any], suffix: str) -> gs.Node:
-    """Replace ``old`` by a com.onnxcomp node writing the same output tensor(s)."""
+def emit(
+    graph: gs.Graph,
+    old: gs.Node,
+    op_type: str,
+    inputs: list[Any],
+    attrs: dict[str, Any],
+    suffix: str,
+    into: gs.Graph | None = None,
+) -> gs.Node:
+    """Replace ``old`` by a com.onnxcomp node writing the same output tensor(s).
+
+    ``graph`` is the model's main graph (it holds the functions and the opset imports); ``into`` the If/Loop/Scan
+    body holding ``old`` when it is not the main graph (the new node is written there)."""
     import onnx_graphsurgeon as gs
 
     from onnxcomp.graph import unique_name
@@ -64,7 +75,7 @@ def emit(graph: gs.Graph, old: gs.Node, op_type: str, inputs: list[Any], attrs: 
         outputs=outputs,
         domain=DOMAIN,
     )
-    graph.nodes.append(node)
+    (into if into is not None else graph).nodes.append(node)
     return node
 
 

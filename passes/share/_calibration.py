@@ -12,6 +12,7 @@ current input X_c give the original output X_o w.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -19,7 +20,9 @@ if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
 
     from onnxcomp.analysis.weights import Target
-    from onnxcomp.passes_api import PassContext
+    from onnxcomp.passes_api import PassContext, PassResult
+
+logger = logging.getLogger(__name__)
 
 # ============================================================================================ statistics
 MAX_ROWS = 20000  # input positions sampled per layer
@@ -51,6 +54,8 @@ def input_energy(
         acts = layer_inputs(graph, ctx, targets, max_samples)
     out: dict[int, np.ndarray] = {}
     for t in targets:
+        if t.x.name not in acts:
+            continue  # a layer inside an If/Loop/Scan body: no captured input (see ``capturable``)
         a = np.asarray(acts[t.x.name], np.float64)
         if t.kind == "matmul":
             e = (a.reshape(-1, a.shape[-1]) ** 2).mean(0)
@@ -68,10 +73,31 @@ def input_energy(
 
 
 def layer_inputs(graph: gs.Graph, ctx: PassContext, targets: list[Target], max_samples: int) -> dict[str, np.ndarray]:
-    """The activation input of every target on the calibration data ({} without calibration data)."""
-    if ctx.calib is None or not targets:
+    """The activation input of every target on the calibration data ({} without calibration data).
+
+    Targets inside If/Loop/Scan bodies get none (see ``capturable``): the passes treat them data-free."""
+    names = sorted({t.x.name for t in targets if capturable(t)})
+    if ctx.calib is None or not names:
         return {}
-    return ctx.capture(graph, sorted({t.x.name for t in targets}), max_samples=max_samples)
+    return ctx.capture(graph, names, max_samples=max_samples)
+
+
+def capturable(t: Target) -> bool:
+    """Whether a layer's input can be captured on the calibration data: onnxruntime exposes tensors of the main
+    graph as outputs, never tensors computed inside an If/Loop/Scan body (a body layer reading a main-graph
+    tensor directly, captured from the outer scope, is one that can)."""
+    return t.owner is None or t.outer_input
+
+
+def data_free_layers(ctx: PassContext, targets: list[Target], result: PassResult) -> None:
+    """With calibration data, count (``layers_data_free_subgraph``) and log the layers whose input cannot be
+    captured (inside an If/Loop/Scan body): their statistics are data-free (plain k-means, magnitude)."""
+    if ctx.calib is None:
+        return
+    for t in targets:
+        if t.x.name and not capturable(t):
+            result.count("layers_data_free_subgraph")
+            logger.info("%s: inside the %s subgraph, its input is not captured: data-free", t.name, t.where)
 
 
 def im2col(x: np.ndarray, t: Target, max_rows: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -244,7 +270,8 @@ def current_inputs(graph: gs.Graph, ctx: PassContext, wave: list[Target], max_sa
     from onnxcomp.graph import toposort
 
     toposort(graph.cleanup(remove_unused_graph_inputs=False))
-    return ctx.capture(graph, sorted({t.x.name for t in wave}), max_samples=max_samples)
+    names = sorted({t.x.name for t in wave if capturable(t)})
+    return ctx.capture(graph, names, max_samples=max_samples) if names else {}
 
 
 # ============================================================================================ least squares

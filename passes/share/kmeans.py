@@ -21,6 +21,7 @@ from . import _gather
 from ._calibration import (
     MAX_ROWS,
     current_inputs,
+    data_free_layers,
     dense_solve_flops,
     enough_rows,
     input_energy,
@@ -187,6 +188,7 @@ class KMeans(EmitsOps, Pass):
         uses_acts = o.weighted or o.refine or sequential or compensate
         acts = layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
         energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
+        data_free_layers(ctx, targets, result)
         waves = sequential_waves(targets) if sequential else [targets]
         energy0 = energy  # on the original inputs
         rng = ctx.rng(11)
@@ -201,7 +203,7 @@ class KMeans(EmitsOps, Pass):
                     if o.weighted:
                         energy = input_energy(graph, ctx, waves[k], o.calib_samples, cur)
             x, x_orig, e_t = cur.get(t.x.name), None, energy.get(id(t))
-            if cur is not acts:
+            if cur is not acts and x is not None:  # (no input captured inside an If/Loop/Scan body)
                 x_orig = acts[t.x.name]
                 if (
                     not enough_rows(t, x, int((t.w2 != 0).sum(axis=1 - t.out_axis).max()))

@@ -9,7 +9,7 @@ from onnxcomp.analysis.weights import collect_targets
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._calibration import input_energy, layer_inputs
+from ._calibration import data_free_layers, input_energy, layer_inputs
 from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes
 from ._gptq import Grid, Hessians, compensate
 from ._report import finish, record, rel_error
@@ -71,6 +71,8 @@ class Ternary(EmitsOps, Pass):
         acts = layer_inputs(graph, ctx, targets, o.calib_samples) if targets and (o.weighted or on) else {}
         energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
         hessians = Hessians(acts, o.max_refine_flops, ctx.rng(19)) if on and acts else None
+        if o.weighted or on:
+            data_free_layers(ctx, targets, result)
         for t in ctx.track(targets, "ternary", total=len(targets)):
             e = ternary_encode(t.w2, t.out_axis, o.method, o.threshold, o.per_channel, energy.get(id(t)), o.max_iter)
             how = ""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from onnxcomp import ops
 from onnxcomp.analysis.weights import Target
 
 from . import _gather
@@ -80,15 +79,23 @@ def block_encode(
     block_size: int,
     weights: np.ndarray | None = None,
     rng: np.random.Generator | None = None,
+    whole: np.ndarray | None = None,
 ) -> Encoded:
     """Block codebooks: one k-means codebook per (``group_size`` output channels, ``block_size`` input features),
     table row (output // group_size) * nblocks + input // block_size (runtime/OPS.md); ``weights``: per input
-    feature (activation energy) or per weight."""
+    feature (activation energy) or per weight.
+
+    Each block's k-means also starts from the codebook of its output group without blocks (``whole``; fitted here
+    when not given): Lloyd from it never raises the block's error, so block codebooks never reconstruct the weights
+    worse than the same groups' codebooks over all inputs (best of the starts, by weighted error).
+    """
     import numpy as np
 
     from ._gptvq import group_books
 
     rng = rng if rng is not None else np.random.default_rng(0)
+    if whole is None:
+        whole = kmeans_encode(w2, bits, group_size, out_axis, "linear", weights).table
     wo = np.asarray(w2.T if out_axis == 1 else w2, np.float64)  # [outputs, inputs]
     r, n = wo.shape
     gsz = group_size if 0 < group_size < r else r
@@ -107,9 +114,8 @@ def block_encode(
     codes = np.zeros((r, n), np.int64)
     for b in range(nblocks):
         sl = slice(b * block_size, min(n, (b + 1) * block_size))
-        cents, labels = group_books(
-            wo[:, sl], None if wt is None else wt[:, sl], gsz, levels - first, rng, BLOCK_STARTS, 2
-        )
+        starts = (*BLOCK_STARTS, np.sort(np.asarray(whole, np.float64)[:, first:], axis=1))
+        cents, labels = group_books(wo[:, sl], None if wt is None else wt[:, sl], gsz, levels - first, rng, starts, 2)
         table[np.arange(books) * nblocks + b, first:] = cents
         codes[:, sl] = np.where(wo[:, sl] != 0, labels + first, 0) if zero_code else labels
     codes = codes.T if out_axis == 1 else codes
@@ -210,12 +216,10 @@ def refine_codebook(
     c3 = co.reshape(g_h, rows // g_h, n)
     w3 = wo.reshape(c3.shape).astype(np.float32)
     books = e.table.shape[0]
-    # bin of (codebook row of (row j, input k), code c_jk): sums over the positions k with that code
-    # codebook row = (j // group_size) * nblocks + k // block_size (one block without block codebooks)
-    nblocks = ops.block_count(n, e.block_size)
-    blk = np.arange(n) // e.block_size if nblocks > 1 else np.zeros(n, np.int64)
-    book = (np.arange(rows) // e.group_size).reshape(c3.shape[:2])[:, :, None] * nblocks + blk[None, None, :]
-    key = (book * levels + c3).ravel()
+    if e.block_size:
+        raise ValueError("refine_codebook: block codebooks couple the codebooks of a row (not supported)")
+    # bin of (codebook group of row j, code c_jk): sums over the positions k with that code
+    key = ((np.arange(rows) // e.group_size).reshape(c3.shape[:2])[:, :, None] * levels + c3).ravel()
     # b_l = sum_{j, k: c_jk = l} (H w_j)_k  (sequential: (H_co w_j)_k)
     hw = w3 @ (h3 if cross is None else np.stack(cross).astype(np.float32).transpose(0, 2, 1))
     b = np.bincount(key, hw.ravel().astype(np.float64), books * levels).reshape(books, levels)

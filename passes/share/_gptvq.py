@@ -243,11 +243,12 @@ def group_books(
     group_size: int,
     k: int,
     rng: np.random.Generator,
-    starts: tuple[str, ...] | None = None,
+    starts: tuple[str | np.ndarray, ...] | None = None,
     swaps: int = 8,
 ) -> tuple[np.ndarray, np.ndarray]:
     """k-means codebooks of ``w`` [R, c] per ``group_size`` consecutive rows, weighted by ``wts`` (None: equal):
-    (centroids [ceil(R / group_size), k] sorted, labels [R, c])."""
+    (centroids [ceil(R / group_size), k] sorted, labels [R, c]). ``starts`` as ``row_kmeans`` takes them (an array:
+    initial centroids [ceil(R / group_size), k])."""
     import numpy as np
 
     from ._rowkmeans import STARTS

@@ -62,7 +62,8 @@ def with_blocks(t: Target, base: Choice, block_size: int, init: str, max_iter: i
     base_bits = stored_bits(t, base.encoded)
     best, best_score = base, base.sqnr - DB_PER_BIT * base_bits
     for gsz in sorted({0, base.group_size}):
-        e = block_encode(t.w2, base.bits, gsz, t.out_axis, block_size, None, rng)
+        whole = base.encoded.table if gsz == base.group_size else None
+        e = block_encode(t.w2, base.bits, gsz, t.out_axis, block_size, None, rng, whole)
         bits = stored_bits(t, e)
         if bits > MAX_BITS:
             continue

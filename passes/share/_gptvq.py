@@ -132,6 +132,47 @@ def _factor_into(factor: np.ndarray, hr: np.ndarray, g: int, damp: float) -> Non
     raise ValueError("a layer Hessian is not positive definite even with damping")
 
 
+def _gptq_span(
+    w3: np.ndarray,
+    k3: np.ndarray | None,
+    c3: np.ndarray,
+    factor: np.ndarray,
+    i1: int,
+    i2: int,
+    books: np.ndarray,
+    shared: bool,
+    first: int,
+) -> None:
+    """GPTQ over the permuted columns [i1, i2) of W [G, per, n] (in place): each column's nearest centroid (its
+    code into c3), its error moved onto the columns after it in the span, then the span's errors onto the columns
+    after the span (one lazy batch). ``books``: sorted centroids [1 (shared) or R, k]; ``k3``: the kept (nonzero)
+    weights when code 0 is the reserved zero, codes of the others then start at ``first``."""
+    import numpy as np
+
+    groups, per, n = w3.shape
+    r = groups * per
+    rows_i = np.arange(r)
+    err = np.zeros((groups, per, i2 - i1))
+    for i in range(i1, i2):
+        col = w3[:, :, i].reshape(r)
+        idx = nearest(col[None, :] if shared else col[:, None], books).reshape(r)
+        q = (books[0, idx] if shared else books[rows_i, idx]).reshape(groups, per)
+        if k3 is not None:
+            q = np.where(k3[:, :, i], q, 0.0)
+            idx = np.where(k3[:, :, i].reshape(r), idx + first, 0)
+        c3[:, :, i] = idx.reshape(groups, per)
+        e = (w3[:, :, i] - q) / factor[:, i, i][:, None]
+        err[:, :, i - i1] = e
+        # w_{i+1:i2} -= e * U_{i, i+1:i2}
+        w3[:, :, i + 1 : i2] -= e[:, :, None] * factor[:, None, i, i + 1 : i2]
+        if k3 is not None:
+            w3[:, :, i + 1 : i2] *= k3[:, :, i + 1 : i2]
+    if i2 < n:
+        w3[:, :, i2:] -= err @ factor[:, i1:i2, i2:]
+        if k3 is not None:
+            w3[:, :, i2:] *= k3[:, :, i2:]
+
+
 def compensated_quantize(
     w: np.ndarray,
     hs: list[np.ndarray],
@@ -197,29 +238,9 @@ def compensated_quantize(
     k3 = np.take_along_axis(keep.reshape(groups, per, n), perm[:, None, :], axis=2) if zero_code else None
     shared = book_rows == 1  # one codebook for the layer: nearest is one binary search
     books = km.centroids[:1] if shared else row_book  # [1 or R, levels - first], sorted per row
-    rows_i = np.arange(r)
     c3 = np.zeros((groups, per, n), np.int64)
     for i1 in range(0, n, LAZY_BLOCK):
-        i2 = min(i1 + LAZY_BLOCK, n)
-        err = np.zeros((groups, per, i2 - i1))
-        for i in range(i1, i2):
-            col = w3[:, :, i].reshape(r)
-            idx = nearest(col[None, :] if shared else col[:, None], books).reshape(r)
-            q = (books[0, idx] if shared else books[rows_i, idx]).reshape(groups, per)
-            if k3 is not None:
-                q = np.where(k3[:, :, i], q, 0.0)
-                idx = np.where(k3[:, :, i].reshape(r), idx + first, 0)
-            c3[:, :, i] = idx.reshape(groups, per)
-            e = (w3[:, :, i] - q) / factor[:, i, i][:, None]
-            err[:, :, i - i1] = e
-            # w_{i+1:i2} -= e * U_{i, i+1:i2}
-            w3[:, :, i + 1 : i2] -= e[:, :, None] * factor[:, None, i, i + 1 : i2]
-            if k3 is not None:
-                w3[:, :, i + 1 : i2] *= k3[:, :, i + 1 : i2]
-        if i2 < n:
-            w3[:, :, i2:] -= err @ factor[:, i1:i2, i2:]
-            if k3 is not None:
-                w3[:, :, i2:] *= k3[:, :, i2:]
+        _gptq_span(w3, k3, c3, factor, i1, min(i1 + LAZY_BLOCK, n), books, shared, first)
     codes3 = np.empty_like(c3)
     np.put_along_axis(codes3, perm[:, None, :], c3, axis=2)
     codes = codes3.reshape(r, n)
@@ -326,7 +347,6 @@ def compensated_quantize_blocks(
     w3, wt3 = permuted(w.copy()), permuted(elem_w)
     k3 = permuted(keep) if zero_code else None
     c3 = np.zeros((groups, per, n), np.int64)
-    rows_i = np.arange(r)
     for b in range(nblocks):
         i1, i2 = b * bsz, min(n, (b + 1) * bsz)
         # the block's codebooks, fitted on its weights as compensated so far
@@ -334,25 +354,7 @@ def compensated_quantize_blocks(
             w3[:, :, i1:i2].reshape(r, i2 - i1), wt3[:, :, i1:i2].reshape(r, i2 - i1), gsz, levels - first, rng
         )
         codebook[rows_of + b, first:] = books
-        row_book = np.repeat(books, gsz, axis=0)[:r]
-        err = np.zeros((groups, per, i2 - i1))
-        for i in range(i1, i2):
-            col = w3[:, :, i].reshape(r)
-            idx = nearest(col[:, None], row_book).reshape(r)
-            q = row_book[rows_i, idx].reshape(groups, per)
-            if k3 is not None:
-                q = np.where(k3[:, :, i], q, 0.0)
-                idx = np.where(k3[:, :, i].reshape(r), idx + first, 0)
-            c3[:, :, i] = idx.reshape(groups, per)
-            e = (w3[:, :, i] - q) / factor[:, i, i][:, None]
-            err[:, :, i - i1] = e
-            w3[:, :, i + 1 : i2] -= e[:, :, None] * factor[:, None, i, i + 1 : i2]
-            if k3 is not None:
-                w3[:, :, i + 1 : i2] *= k3[:, :, i + 1 : i2]
-        if i2 < n:
-            w3[:, :, i2:] -= err @ factor[:, i1:i2, i2:]
-            if k3 is not None:
-                w3[:, :, i2:] *= k3[:, :, i2:]
+        _gptq_span(w3, k3, c3, factor, i1, i2, np.repeat(books, gsz, axis=0)[:r], False, first)
     codes3 = np.empty_like(c3)
     np.put_along_axis(codes3, perm[:, None, :], c3, axis=2)
     codes = codes3.reshape(r, n)

@@ -147,3 +147,13 @@ def test_cli_block_size_with_verify_on_the_bundled_model(tmp_path, capsys):
     report = json.loads(rep.read_text())
     assert out.stat().st_size > 0
     assert "blocks of 64 inputs" in json.dumps(report)
+
+
+def test_inlined_block_model_equals_the_function_model():
+    # fc1 has no block_size: inlining applies the block body's default (one block) to it
+    model, x = _net(4)
+    spec = "kmeans(bits=4,group-size=8,block-size=64)"
+    out, _ = optimize(model, spec)
+    inl, _ = optimize(model, spec[:-1] + ",inline=true)")
+    assert not inl.functions and not any(n.domain == ops.DOMAIN for n in inl.graph.node)
+    np.testing.assert_allclose(run(inl, {"x": x})[0], run(out, {"x": x})[0], rtol=1e-5, atol=1e-5)

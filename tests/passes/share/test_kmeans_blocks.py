@@ -12,9 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import helper, numpy_helper
-from onnxcomp.passes.share import output_error
-from onnxcomp.passes.share._encode import block_encode, kmeans_encode
-from onnxcomp.passes.share._gptvq import compensated_quantize_blocks, decode_blocks
+from onnxcomp.passes.share import (
+    block_encode,
+    compensated_quantize_blocks,
+    decode_blocks,
+    kmeans_encode,
+    output_error,
+)
 
 from onnxcomp import ops
 from onnxcomp.api import optimize

@@ -163,10 +163,24 @@ ENCODED_OPS = {"CodebookMatMul", "CodebookConv", "SparseCodebookMatMul", "Ternar
 DECODERS = {"HuffmanDecode", "RunLengthDecode"}
 
 
+def all_graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """The graph and its If/Loop/Scan bodies, nested ones included."""
+    found, stack = [], [graph]
+    while stack:
+        g = stack.pop()
+        found.append(g)
+        for n in g.node:
+            for a in n.attribute:
+                stack.extend([a.g] if a.HasField("g") else list(a.graphs))
+    return found
+
+
 def stored_bits(model: onnx.ModelProto) -> tuple[float, int]:
-    """(stored bits per weight over the compressed layers, their weights), read from the model's graph."""
-    inits = {i.name: i for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
+    """(stored bits per weight over the compressed layers, their weights), read from the model's graph and
+    its If/Loop/Scan bodies (names are unique across them)."""
+    graphs = all_graphs(model.graph)
+    inits = {i.name: i for g in graphs for i in g.initializer}
+    producer = {o: n for g in graphs for n in g.node for o in n.output}
 
     def size(name: str) -> int:
         if name in inits:
@@ -183,7 +197,7 @@ def stored_bits(model: onnx.ModelProto) -> tuple[float, int]:
         return list(attrs["shape"])
 
     total_bytes = total_weights = 0
-    for n in model.graph.node:
+    for n in (n for g in graphs for n in g.node):
         if n.domain != "com.onnxcomp" or n.op_type not in ENCODED_OPS:
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
@@ -203,7 +217,12 @@ def stored_bits(model: onnx.ModelProto) -> tuple[float, int]:
 
 
 def float_weights(model: onnx.ModelProto) -> int:
-    return sum(int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT)
+    return sum(
+        int(np.prod(i.dims))
+        for g in all_graphs(model.graph)
+        for i in g.initializer
+        if i.data_type == onnx.TensorProto.FLOAT
+    )
 
 
 # ============================================================================================ rows

@@ -206,6 +206,8 @@ def analyze(model: onnx.ModelProto) -> list[LayerCost]:
     for node in model.graph.node:
         outs = [shapes.get(o, (None, 1))[0] for o in node.output]
         params = sum(_n(tuple(inits[i].dims)) for i in node.input if i in inits)
+        # an If/Loop/Scan node holds the weights of its bodies (their FLOPs depend on the branch and trip count)
+        params += sum(_n(tuple(t.dims)) for g in _bodies(node) for t in weight_tensors(g))
         flops = nbytes = 0
         if node.op_type not in NOT_FOLDED and all(not i or i in folded for i in node.input):
             folded.update(o for o in node.output if o)  # computed once, at session creation
@@ -230,6 +232,11 @@ def analyze(model: onnx.ModelProto) -> list[LayerCost]:
             )
         )
     return out
+
+
+def _bodies(node: Any) -> list[onnx.GraphProto]:
+    """The graphs of a node's GRAPH / GRAPHS attributes (If branches, Loop and Scan bodies)."""
+    return [g for a in node.attribute for g in ([a.g] if a.type == 5 else list(a.graphs) if a.type == 10 else [])]
 
 
 def _constant_tensor(node: Any) -> onnx.TensorProto | None:

@@ -127,6 +127,7 @@ def export_model(graph: gs.Graph, ctx: PassContext | None = None, *, release: bo
         for k, v in meta["metadata_props"]:
             model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
     _fix_opset_imports(model, meta.get("opset_import", {}))
+    _hoist_shared_body_initializers(model)
     if ctx is not None and ctx.provenance:
         for node in model.graph.node:
             tag = ctx.provenance.get(node.name)
@@ -158,6 +159,48 @@ def _stub_lazy_constants(graph: gs.Graph) -> dict[str, tuple[gs.Constant, Any]]:
     return out
 
 
+def _hoist_shared_body_initializers(model: onnx.ModelProto) -> None:
+    """One copy of a weight that several If/Loop/Scan bodies read from the outer scope.
+
+    onnx-graphsurgeon writes a constant as an initializer of every graph whose nodes read it: a main-graph
+    weight read by both branches of an If is written twice, into each branch (the file grows by a copy). The
+    copies of one name with the same contents go back to the main graph, once, the bodies reading it from the
+    outer scope, when no scope defines that name otherwise (a node output or a graph input).
+    """
+    bodies: list[onnx.GraphProto] = []
+    stack = [model.graph]
+    defined: set[str] = set()
+    while stack:
+        g = stack.pop()
+        defined.update(o for n in g.node for o in n.output)
+        defined.update(i.name for i in g.input)
+        for node in g.node:
+            for a in node.attribute:
+                inner = [a.g] if a.HasField("g") else list(a.graphs)
+                bodies.extend(inner)
+                stack.extend(inner)
+    copies: dict[str, list[tuple[onnx.GraphProto, int]]] = {}
+    for body in bodies:
+        for i, init in enumerate(body.initializer):
+            copies.setdefault(init.name, []).append((body, i))
+    main = {init.name: init for init in model.graph.initializer}
+    drop: dict[int, tuple[onnx.GraphProto, list[int]]] = {}
+    for name, where in copies.items():
+        if (len(where) < 2 and name not in main) or name in defined:
+            continue
+        first = main.get(name) or where[0][0].initializer[where[0][1]]
+        data = first.SerializeToString()
+        if any(g.initializer[i].SerializeToString() != data for g, i in where if g.initializer[i] is not first):
+            continue  # different tensors under one name (sibling scopes): left as they are
+        if name not in main:
+            model.graph.initializer.append(first)
+        for g, i in where:
+            drop.setdefault(id(g), (g, []))[1].append(i)
+    for g, idx in drop.values():
+        for i in sorted(idx, reverse=True):
+            del g.initializer[i]
+
+
 def _fix_opset_imports(model: onnx.ModelProto, original: dict[str, int]) -> None:
     """Keep every original domain version, add ones that new nodes use (custom domain: version 1)."""
     import onnx
@@ -165,7 +208,8 @@ def _fix_opset_imports(model: onnx.ModelProto, original: dict[str, int]) -> None
     have = {op.domain: op.version for op in model.opset_import}
     for domain, version in original.items():
         have[domain] = max(have.get(domain, 0), version)
-    used = {n.domain for n in model.graph.node} | {n.domain for f in model.functions for n in f.node}
+    # nodes of If/Loop/Scan bodies count too: a com.onnxcomp node written inside a body needs the model's import
+    used = {n.domain for n in _proto_nodes(model.graph)} | {n.domain for f in model.functions for n in f.node}
     for f in model.functions:
         used.add(f.domain)
     for domain in used:
@@ -174,6 +218,19 @@ def _fix_opset_imports(model: onnx.ModelProto, original: dict[str, int]) -> None
     del model.opset_import[:]
     for domain in sorted(have, key=lambda d: (d not in AI_ONNX, d)):
         model.opset_import.append(onnx.helper.make_opsetid(domain, have[domain]))
+
+
+def _proto_nodes(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
+    """Every node of a GraphProto and of its subgraph attributes (nested bodies included), without recursion."""
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        for node in g.node:
+            yield node
+            for a in node.attribute:
+                if a.HasField("g"):
+                    stack.append(a.g)
+                stack.extend(a.graphs)
 
 
 def opset_version(graph: gs.Graph, domain: str = "") -> int:
@@ -242,8 +299,12 @@ def unique_name(graph: gs.Graph, base: str, taken: set[str] | None = None) -> st
 
 
 def _all_names(graph: gs.Graph) -> set[str]:
-    names = set(graph.tensors().keys())
-    names.update(n.name for n in graph.nodes if n.name)
+    """Tensor and node names of the graph and of its If/Loop/Scan bodies: a new name must not shadow, nor be
+    shadowed by, a name of another scope (ONNX names are unique across the model's scopes)."""
+    names: set[str] = set()
+    for g, _ in scopes(graph):
+        names.update(g.tensors().keys())
+        names.update(n.name for n in g.nodes if n.name)
     return names
 
 
@@ -467,6 +528,77 @@ def subgraph_nodes(graph: gs.Graph, ops: Iterable[str] | None = None) -> list[tu
                 found.extend((n, where) for n in body.nodes if wanted is None or (n.op in wanted and is_standard(n)))
                 found.extend(subgraph_nodes(body, wanted))
     return found
+
+
+def scopes(graph: gs.Graph) -> list[tuple[gs.Graph, str | None]]:
+    """The graph and its If/Loop/Scan bodies, nested ones included, depth first in node order; each with where
+    it lives ("If If_0 then_branch"; None for ``graph`` itself)."""
+    import onnx_graphsurgeon as gs
+
+    found: list[tuple[gs.Graph, str | None]] = []
+    stack: list[tuple[gs.Graph, str | None]] = [(graph, None)]
+    while stack:
+        g, where = stack.pop()
+        found.append((g, where))
+        inner = []
+        for node in g.nodes:
+            for attr, value in node.attrs.items():
+                for body in value if isinstance(value, list) else [value]:
+                    if isinstance(body, gs.Graph):
+                        inner.append((body, f"{node.op} {node.name or '(unnamed)'} {attr}"))
+        stack.extend(reversed(inner))
+    return found
+
+
+def scoped_nodes(graph: gs.Graph) -> list[tuple[gs.Node, gs.Graph, str | None]]:
+    """Every node of the graph and of its If/Loop/Scan bodies in execution-like order (a control-flow node's
+    bodies right after it), each with the (sub)graph holding it and where that is (None: ``graph``)."""
+    import onnx_graphsurgeon as gs
+
+    found: list[tuple[gs.Node, gs.Graph, str | None]] = []
+    stack: list[tuple[gs.Graph, str | None, int]] = [(graph, None, 0)]
+    while stack:
+        g, where, i = stack.pop()
+        if i >= len(g.nodes):
+            continue
+        node = g.nodes[i]
+        found.append((node, g, where))
+        stack.append((g, where, i + 1))
+        inner = [
+            (body, f"{node.op} {node.name or '(unnamed)'} {attr}", 0)
+            for attr, value in node.attrs.items()
+            for body in (value if isinstance(value, list) else [value])
+            if isinstance(body, gs.Graph)
+        ]
+        stack.extend(reversed(inner))
+    return found
+
+
+def inline_constant_node(graph: gs.Graph, tensor: Any) -> Any:
+    """``tensor`` as a constant when a standard Constant node (``value`` attribute) writes it: the node's readers
+    read the value as an initializer of their graph instead (lossless; the Constant node is removed); else
+    ``tensor`` itself. Weights inside If/Loop/Scan bodies are often Constant nodes (the pipeline's constant
+    folding covers the main graph only). ``graph``: the (sub)graph holding the Constant node."""
+    import onnx_graphsurgeon as gs
+
+    prod = producer(tensor)
+    if (
+        prod is None
+        or prod.op != "Constant"
+        or not is_standard(prod)
+        or set(prod.attrs) != {"value"}
+        or not isinstance(prod.attrs["value"], gs.Constant)
+        or is_graph_output(graph, tensor)
+    ):
+        return tensor
+    at = next((i for i, n in enumerate(graph.nodes) if n is prod), None)
+    if at is None:
+        return tensor
+    const = gs.Constant(tensor.name, prod.attrs["value"].values)
+    prod.outputs.clear()
+    del graph.nodes[at]  # not left dead: a graph exported before the next cleanup must load
+    replace_uses(graph, tensor, const)
+    return const
 
 
 def single_consumer(tensor: Any, graph: gs.Graph) -> gs.Node | None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
+    import onnx
     import onnx_graphsurgeon as gs
 
     from onnxcomp.passes_api import PassContext
@@ -47,6 +48,7 @@ class OutputErrors:
             raise ValueError("output errors need calibration data")
         model = export_model(graph, ctx)
         names = set(weights)
+        _hoist_body_initializers(model, names)
         inits = {i.name: i for i in model.graph.initializer}
         missing = names - set(inits)
         if missing:
@@ -80,6 +82,22 @@ class OutputErrors:
     def errors(self, trials: Mapping[str, Iterable[np.ndarray]]) -> Iterator[tuple[str, list[float]]]:
         for name, values in trials.items():
             yield name, [self.error(name, v) for v in values]
+
+
+def _hoist_body_initializers(model: onnx.ModelProto, names: set[str]) -> None:
+    """Initializers of If/Loop/Scan bodies named in ``names`` become main-graph initializers (the body reads them
+    from the outer scope, same values: names are unique across the model's scopes), so that a trial can feed
+    them as graph inputs like any other weight."""
+    stack = [n for n in model.graph.node]
+    while stack:
+        node = stack.pop()
+        for a in node.attribute:
+            for body in [a.g] if a.HasField("g") else list(a.graphs):
+                moved = [i for i, init in enumerate(body.initializer) if init.name in names]
+                for i in reversed(moved):
+                    model.graph.initializer.append(body.initializer[i])
+                    del body.initializer[i]
+                stack.extend(body.node)
 
 
 def _is_float(v: object) -> bool:

@@ -8,6 +8,12 @@ A *target*'s weight is viewed as a 2-D storage matrix in the layout the com.onnx
 
 Output channels (codebook groups, per-channel scales) are columns for MatMul, rows for Conv. What makes a
 layer a target is a registry keyed by op type (``TARGETS``); a layer that is not one gets a reason.
+
+Layers inside If/Loop/Scan bodies (nested ones included) are targets too: their weight is a constant of the
+body (an initializer, or a Constant node, turned into an initializer of the body first) or an initializer of
+an enclosing graph captured by the body. ``Target.owner`` is the body holding the node (None: the main graph),
+where new nodes replacing it are written. A weight read by several nodes (in one body, or from two branches)
+is skipped as shared, as in the main graph.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ class Target:
     absorbed: gs.Node | None = None  # MatMul's bias Add folded into B
     conv_attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
     weight_shape: tuple[int, ...] = ()
+    owner: gs.Graph | None = None  # the If/Loop/Scan body holding the node; None: the main graph
+    where: str = ""  # that body, e.g. "If If_0 then_branch" ("" in the main graph)
 
     @property
     def name(self) -> str:
@@ -238,19 +246,23 @@ def collect_targets(
     op_types: tuple[str, ...] = WEIGHT_OPS,
 ) -> list[Target]:
     """Every supported layer, in graph order, filtered by the selection options (skips recorded)."""
-    from onnxcomp.graph import is_standard, subgraph_nodes
+    from onnxcomp.graph import inline_constant_node, is_standard, scoped_nodes
 
     found: list[Target] = []
-    for node in list(graph.nodes):
+    for node, owner, where in scoped_nodes(graph):
         if node.op not in op_types or not is_standard(node):
             continue
-        t = TARGETS[node.op](graph, node)
+        if where is not None:
+            # a body's weights and biases are often Constant nodes: read as initializers of the body
+            for t_in in list(node.inputs[1:]):
+                inline_constant_node(owner, t_in)
+        t = TARGETS[node.op](owner, node)
         if isinstance(t, str):
-            result.skip(label(node), t)
+            result.skip(label(node), t if where is None else f"{t} (inside the {where} subgraph)")
             continue
+        if where is not None:
+            t.owner, t.where = owner, where
         found.append(t)
-    for node, where in subgraph_nodes(graph, op_types):
-        result.skip(label(node), f"inside the {where} subgraph (only main-graph layers are compressed)")
     edge = {id(found[0].node), id(found[-1].node)} if found and opts.protect_first_last else set()
     kept = []
     for t in found:

@@ -54,8 +54,19 @@ def ensure_domain(graph: gs.Graph) -> None:
         graph.import_domains = domains
 
 
-def emit(graph: gs.Graph, old: gs.Node, op_type: str, inputs: list[Any], attrs: dict[str, Any], suffix: str) -> gs.Node:
-    """Replace ``old`` by a com.onnxcomp node writing the same output tensor(s)."""
+def emit(
+    graph: gs.Graph,
+    old: gs.Node,
+    op_type: str,
+    inputs: list[Any],
+    attrs: dict[str, Any],
+    suffix: str,
+    into: gs.Graph | None = None,
+) -> gs.Node:
+    """Replace ``old`` by a com.onnxcomp node writing the same output tensor(s).
+
+    ``graph`` is the model's main graph (it holds the functions and the opset imports); ``into`` the If/Loop/Scan
+    body holding ``old`` when it is not the main graph (the new node is written there)."""
     import onnx_graphsurgeon as gs
 
     from onnxcomp.graph import unique_name
@@ -72,7 +83,7 @@ def emit(graph: gs.Graph, old: gs.Node, op_type: str, inputs: list[Any], attrs: 
         outputs=outputs,
         domain=DOMAIN,
     )
-    graph.nodes.append(node)
+    (into if into is not None else graph).nodes.append(node)
     return node
 
 
@@ -108,9 +119,10 @@ def inline_functions(graph: gs.Graph, ctx: PassContext) -> int:
     """Inline every model-local function (standard ops only); returns the number of nodes inlined."""
     import onnx
 
-    from onnxcomp.graph import export_model, import_model, replace_graph
+    from onnxcomp.graph import export_model, import_model, replace_graph, scoped_nodes
 
-    calls = sum(1 for n in graph.nodes if any(n.op == f.name and n.domain == f.domain for f in graph.functions))
+    funcs = {(f.domain, f.name) for f in graph.functions}
+    calls = sum(1 for n, _, _ in scoped_nodes(graph) if (n.domain, n.op) in funcs)  # If/Loop/Scan bodies too
     if not graph.functions:
         return 0
     model = export_model(graph, ctx)

@@ -8,7 +8,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.errors import UsageError
-from onnxcomp.graph import const_value, is_const, is_empty, is_standard, make_constant, subgraph_nodes, unique_name
+from onnxcomp.graph import (
+    const_value,
+    inline_constant_node,
+    is_const,
+    is_empty,
+    is_standard,
+    make_constant,
+    scoped_nodes,
+    toposort,
+    unique_name,
+)
 from onnxcomp.names import any_match
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 from onnxcomp.weights import nonfinite_reason
@@ -25,7 +35,8 @@ class _Plan:
     """A layer's weight as a 2-D matrix W [rows, cols] and how to rebuild the two factors as nodes."""
 
     matrix: np.ndarray
-    rebuild: Callable[[gs.Graph, gs.Node, np.ndarray, np.ndarray, PassContext], list[gs.Node]]
+    # (main graph, node, A, B, ctx, the (sub)graph holding the node) -> the new nodes
+    rebuild: Callable[[gs.Graph, gs.Node, np.ndarray, np.ndarray, PassContext, gs.Graph], list[gs.Node]]
     flops_per_row: int  # output positions per weight application (for FLOPs accounting)
     input_axis: int = 0  # the axis of ``matrix`` that runs over the layer's input features
 
@@ -82,11 +93,18 @@ class LowRank(Pass):
             raise UsageError(f"lowrank: param-ratio must be in (0, 1), got {o.param_ratio}")
         if o.calib_samples < 1 or o.max_rows < 1 or not o.damp >= 0:
             raise UsageError("lowrank: calib-samples and max-rows must be >= 1, damp >= 0")
-        candidates = [n for n in graph.nodes if n.op in set(o.ops) and is_standard(n)]
-        for node, where in subgraph_nodes(graph, o.ops):
-            result.skip(node.name, f"inside the {where} subgraph (only main-graph layers are factorized)")
+        # layers of If/Loop/Scan bodies too (their Constant-node weights read as initializers of the body)
+        candidates, owners = [], {}
+        for node, owner, where in scoped_nodes(graph):
+            if node.op in set(o.ops) and is_standard(node):
+                if where is not None:
+                    for t_in in list(node.inputs[1:]):
+                        inline_constant_node(owner, t_in)
+                candidates.append(node)
+                owners[id(node)] = (owner, where)
         stats = _InputStats(graph, ctx, candidates, o) if ctx.calib is not None else None
         for node in ctx.track(candidates, "lowrank", len(candidates)):
+            owner, where = owners[id(node)]
             if any_match(o.protect, node.name, node.inputs[1].name if len(node.inputs) > 1 else ""):
                 result.skip(node.name, "protected")
                 continue
@@ -111,6 +129,8 @@ class LowRank(Pass):
                 result.skip(node.name, bad)
                 continue
             gram = stats.gram(node, plan) if stats is not None else None
+            if stats is not None and where is not None and not stats.captured(node):
+                result.count("layers_data_free_subgraph")  # inside a body: its input is not captured
             # the input-major matrix W_in [inputs, outputs], whitened by L^T when input statistics exist
             w_in = w if plan.input_axis == 0 else w.T
             chol = None
@@ -143,7 +163,7 @@ class LowRank(Pass):
             total = float(np.sum(s**2))
             err = float(np.sqrt(np.sum(s[r:] ** 2) / total)) if total > 0 else 0.0
             name = node.name
-            plan.rebuild(graph, node, a, b, ctx)
+            plan.rebuild(graph, node, a, b, ctx, owner)
             result.count("layers_factorized")
             result.count("params_removed", w.size - new_params)
             result.layer(
@@ -155,7 +175,11 @@ class LowRank(Pass):
                 flops_before=2 * int(w.size) * plan.flops_per_row if plan.flops_per_row else None,
                 flops_after=2 * int(new_params) * plan.flops_per_row if plan.flops_per_row else None,
                 error=err,
-                extra={"rank": int(r), "energy_kept": float(np.sum(s[:r] ** 2) / total) if total > 0 else 1.0},
+                extra={
+                    "rank": int(r),
+                    "energy_kept": float(np.sum(s[:r] ** 2) / total) if total > 0 else 1.0,
+                    **({"subgraph": where} if where else {}),
+                },
             )
         return result
 
@@ -180,7 +204,9 @@ def _plan_matmul(node: gs.Node) -> _Plan | str:
     return _Plan(w, _rebuild_matmul, _rows(node.outputs[0]))
 
 
-def _rebuild_matmul(graph: gs.Graph, node: gs.Node, a: np.ndarray, b: np.ndarray, ctx: PassContext) -> list[gs.Node]:
+def _rebuild_matmul(
+    graph: gs.Graph, node: gs.Node, a: np.ndarray, b: np.ndarray, ctx: PassContext, into: gs.Graph
+) -> list[gs.Node]:
     import onnx_graphsurgeon as gs
 
     orig = node.name
@@ -194,7 +220,7 @@ def _rebuild_matmul(graph: gs.Graph, node: gs.Node, a: np.ndarray, b: np.ndarray
     node.inputs[0] = mid
     node.inputs[1] = make_constant(graph, f"{node.inputs[1].name}_v", b)
     node.name = unique_name(graph, f"{node.name}_lowrank_v")
-    graph.nodes.append(first)
+    into.nodes.append(first)
     ctx.tag(first, "lowrank", [orig])
     ctx.tag(node, "lowrank", [orig])
     return [first, node]
@@ -213,9 +239,11 @@ def _plan_gemm(node: gs.Node) -> _Plan | str:
     return _Plan(w, _rebuild_gemm, _rows(node.outputs[0]))
 
 
-def _rebuild_gemm(graph: gs.Graph, node: gs.Node, a: np.ndarray, b: np.ndarray, ctx: PassContext) -> list[gs.Node]:
+def _rebuild_gemm(
+    graph: gs.Graph, node: gs.Node, a: np.ndarray, b: np.ndarray, ctx: PassContext, into: gs.Graph
+) -> list[gs.Node]:
     # Y = alpha * X @ W + beta * C, W = A @ B  =>  Y = Gemm(MatMul(X, A), B; alpha, beta, C), B not transposed
-    nodes = _rebuild_matmul(graph, node, a, b, ctx)
+    nodes = _rebuild_matmul(graph, node, a, b, ctx, into)
     node.attrs["transB"] = 0
     return nodes
 
@@ -235,7 +263,9 @@ def _plan_conv(node: gs.Node) -> _Plan | str:
     return plan
 
 
-def _rebuild_conv(graph: gs.Graph, node: gs.Node, a: np.ndarray, b: np.ndarray, ctx: PassContext) -> list[gs.Node]:
+def _rebuild_conv(
+    graph: gs.Graph, node: gs.Node, a: np.ndarray, b: np.ndarray, ctx: PassContext, into: gs.Graph
+) -> list[gs.Node]:
     import onnx_graphsurgeon as gs
 
     orig = node.name
@@ -258,7 +288,7 @@ def _rebuild_conv(graph: gs.Graph, node: gs.Node, a: np.ndarray, b: np.ndarray, 
     node.inputs.extend(new_inputs)
     node.attrs = {"kernel_shape": [1] * (w.ndim - 2)}
     node.name = unique_name(graph, f"{node.name}_lowrank_p")
-    graph.nodes.append(first)
+    into.nodes.append(first)
     ctx.tag(first, "lowrank", [orig])
     ctx.tag(node, "lowrank", [orig])
     return [first, node]
@@ -302,6 +332,11 @@ class _InputStats:
         self._grams: dict[int, np.ndarray] = {}
         self._rng = ctx.rng(53)
 
+    def captured(self, node: gs.Node) -> bool:
+        """Whether the layer's input was captured (not for a layer inside a Loop/Scan body or an If branch the
+        calibration data does not take; call after :meth:`gram`)."""
+        return self._grams.get(id(node)) is not None
+
     def gram(self, node: gs.Node, plan: _Plan) -> np.ndarray | None:
         key = id(node)
         if key not in self._grams and key in self._targets:
@@ -309,6 +344,9 @@ class _InputStats:
             if node not in chunk:
                 chunk = [node, *chunk[: self.CHUNK - 1]]
             names = sorted({self._targets[id(n)].x.name for n in chunk})
+            # layers factorized so far appended their first factor at the end of their graph: sorted, since
+            # onnxruntime wants the nodes of If/Loop/Scan bodies in order
+            toposort(self._graph)
             acts = self._ctx.capture(self._graph, names, max_samples=self._o.calib_samples)
             for n in chunk:
                 t = self._targets[id(n)]

@@ -12,6 +12,8 @@ current input X_c give the original output X_o w.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -19,7 +21,9 @@ if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
 
     from onnxcomp.analysis.weights import Target
-    from onnxcomp.passes_api import PassContext
+    from onnxcomp.passes_api import PassContext, PassResult
+
+logger = logging.getLogger(__name__)
 
 # ============================================================================================ statistics
 MAX_ROWS = 20000  # input positions sampled per layer
@@ -51,6 +55,8 @@ def input_energy(
         acts = layer_inputs(graph, ctx, targets, max_samples)
     out: dict[int, np.ndarray] = {}
     for t in targets:
+        if t.x.name not in acts:
+            continue  # a layer inside a Loop/Scan body or an If branch the data did not take: no input captured
         a = np.asarray(acts[t.x.name], np.float64)
         if t.kind == "matmul":
             e = (a.reshape(-1, a.shape[-1]) ** 2).mean(0)
@@ -68,10 +74,27 @@ def input_energy(
 
 
 def layer_inputs(graph: gs.Graph, ctx: PassContext, targets: list[Target], max_samples: int) -> dict[str, np.ndarray]:
-    """The activation input of every target on the calibration data ({} without calibration data)."""
+    """The activation input of every target on the calibration data ({} without calibration data).
+
+    A layer inside If branches gets its input when the data takes its branch (``onnxcomp.calib.Capture`` wires
+    it out of the If); one inside a Loop/Scan body, or in a branch the data does not take, gets none: the
+    passes treat it data-free (:func:`data_free_layers`)."""
     if ctx.calib is None or not targets:
         return {}
     return ctx.capture(graph, sorted({t.x.name for t in targets}), max_samples=max_samples)
+
+
+def data_free_layers(ctx: PassContext, targets: list[Target], captured: Iterable[str], result: PassResult) -> None:
+    """With calibration data, count (``layers_data_free_subgraph``) and log the body layers whose input was not
+    captured (``captured``: the input names that were): inside a Loop/Scan body, or in an If branch the
+    calibration data does not take. Their statistics are data-free (plain k-means, magnitude)."""
+    if ctx.calib is None:
+        return
+    have = set(captured)
+    for t in targets:
+        if t.where and t.x.name not in have:
+            result.count("layers_data_free_subgraph")
+            logger.info("%s: inside the %s subgraph, its input was not captured: data-free", t.name, t.where)
 
 
 def im2col(x: np.ndarray, t: Target, max_rows: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -205,7 +205,7 @@ def emit_encoded(
     bias = t.bias if t.bias is not None else np.zeros(t.outputs, np.float32)
     b_const = [make_constant(graph, f"{w_name}_bias", np.asarray(bias, np.float32))]
     inputs = [t.x, table, *fmt.extra_inputs(graph, w_name, layout), *consts, *b_const]
-    node = ops.emit(graph, t.node, fmt.op_type, inputs, fmt.attrs(t, e, layout), fmt.suffix)
+    node = ops.emit(graph, t.node, fmt.op_type, inputs, fmt.attrs(t, e, layout), fmt.suffix, into=t.owner)
     if t.absorbed is not None:
         # MatMul + Add(bias): the new node writes the Add's output
         out = t.absorbed.outputs[0]

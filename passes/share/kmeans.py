@@ -21,6 +21,7 @@ from . import _gather
 from ._calibration import (
     MAX_ROWS,
     current_inputs,
+    data_free_layers,
     dense_solve_flops,
     enough_rows,
     input_energy,
@@ -196,6 +197,7 @@ class KMeans(EmitsOps, Pass):
         uses_acts = o.weighted or o.refine or sequential or compensate
         acts = layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
         energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
+        data_free_layers(ctx, targets, acts if uses_acts else [t.x.name for t in targets], result)
         waves = sequential_waves(targets) if sequential else [targets]
         energy0 = energy  # on the original inputs
         rng = ctx.rng(11)
@@ -210,7 +212,7 @@ class KMeans(EmitsOps, Pass):
                     if o.weighted:
                         energy = input_energy(graph, ctx, waves[k], o.calib_samples, cur)
             x, x_orig, e_t = cur.get(t.x.name), None, energy.get(id(t))
-            if cur is not acts:
+            if cur is not acts and x is not None:  # (no input captured inside an If/Loop/Scan body)
                 x_orig = acts[t.x.name]
                 if (
                     not enough_rows(t, x, int((t.w2 != 0).sum(axis=1 - t.out_axis).max()))
@@ -262,7 +264,7 @@ class KMeans(EmitsOps, Pass):
         probe = None
         if ctx.calib is not None:
             probe = _sensitivity.OutputErrors(graph, ctx, [weight_name(t) for t in targets], o.sensitivity_samples)
-        layers = []
+        layers, bits_of = [], []
         for t in ctx.track(targets, "kmeans sensitivity", total=len(targets)):
             opts = []
             axis = 0 if isinstance(t, _gather.TableTarget) else t.out_axis
@@ -277,7 +279,15 @@ class KMeans(EmitsOps, Pass):
                 else:
                     err = _sensitivity.weight_proxy(t.w2, w_hat)
                 opts.append(_budget.Option(8.0 * stored_bytes(t, b, e.table.shape[0]), err))
+            bits = list(cands)
+            if probe is not None and not any(op.error for op in opts):
+                # no calibration sample reaches the layer (e.g. an If branch the data never takes): its zero
+                # output errors would give it the fewest bits; it keeps the candidate nearest to ``bits``
+                keep = min(range(len(cands)), key=lambda i: (abs(cands[i] - o.bits), -cands[i]))
+                opts, bits = [opts[keep]], [cands[keep]]
+                result.count("budget_layers_not_reached")
             layers.append(opts)
+            bits_of.append(bits)
         params = sum(t.params for t in targets)
         try:
             choice = _budget.allocate(layers, budget * params)
@@ -292,7 +302,7 @@ class KMeans(EmitsOps, Pass):
         result.count("budget_predicted_error", float(np.float32(sum(layers[i][c].error for i, c in enumerate(choice)))))
         how = "output error" if probe is not None else "weight error proxy"
         logger.info("kmeans budget %.3f bits: %.3f stored (%s)", budget, stored / params, how)
-        return {id(t): cands[c] for t, c in zip(targets, choice, strict=True)}
+        return {id(t): bits[c] for t, bits, c in zip(targets, bits_of, choice, strict=True)}
 
     def _shared_hessian(self, t: Target, x: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
         """A layer's input Gram matrices and their GPTQ inverse factors, reused by the next layers that read

@@ -9,7 +9,7 @@ from onnxcomp.analysis.weights import bits_for, collect_targets
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._calibration import input_energy
+from ._calibration import data_free_layers, input_energy
 from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes
 from ._report import finish, record, rel_error
 
@@ -53,6 +53,8 @@ class Pow2(EmitsOps, Pass):
         result = self.new_result()
         targets = collect_targets(graph, o, result)
         energy = input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
+        if o.weighted:
+            data_free_layers(ctx, targets, [t.x.name for t in targets if id(t) in energy], result)
         for t in ctx.track(targets, "pow2", total=len(targets)):
             bits = bits_for(t, o.bits, o.bits_per_layer)
             e, (kmin, kmax), s = pow2_encode(t.w2, bits, t.out_axis, o.max_exp, o.scale, energy.get(id(t)))

@@ -12,6 +12,7 @@ from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pas
 
 from ._calibration import (
     current_inputs,
+    data_free_layers,
     dense_refit,
     dense_solve_flops,
     enough_rows,
@@ -144,6 +145,7 @@ class PruneWeights(Pass):
         acts = layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
         energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if criterion == "wanda" else {}
         scores = {id(t): score(t.w2, energy.get(id(t))) for t in targets}
+        data_free_layers(ctx, targets, acts if uses_acts else [t.x.name for t in targets], result)
         self._ratios: dict[int, float] = {}
         self._predicted: dict[int, float] = {}
         self._how = ""
@@ -168,7 +170,7 @@ class PruneWeights(Pass):
                 cur = current_inputs(graph, ctx, wave, o.calib_samples)
             for t in wave:
                 x = cur.get(t.x.name)
-                x_orig = acts[t.x.name] if cur is not acts else None
+                x_orig = acts.get(t.x.name) if cur is not acts else None  # none inside a body
                 grams = None
                 keep = masks[id(t)]
                 if x_orig is not None and (
@@ -193,7 +195,9 @@ class PruneWeights(Pass):
                     else:
                         axis = t.out_axis if o.scope == "output" else None
                         keep = keep_mask(s_cur, self._ratio_for(t), axis)
-                changed |= self._prune(t, keep, criterion, x, x_orig, grams, rng, result, ctx)
+                # a layer inside an If/Loop/Scan body has no captured input: scored by magnitude
+                crit = criterion if criterion != "wanda" or id(t) in energy else "magnitude"
+                changed |= self._prune(t, keep, crit, x, x_orig, grams, rng, result, ctx)
         total = sum(t.params for t in targets)
         zeros = sum(int(t.params - np.count_nonzero(t.weight.values)) for t in targets)
         result.counters["sparsity"] = round(zeros / max(1, total), 4)
@@ -260,6 +264,12 @@ class PruneWeights(Pass):
                     err = weight_proxy(t.w2, np.where(keep, t.w2, 0))
                 # the ratio this mask really has (per-output rounding)
                 pts.append((1.0 - float(keep.mean()), err))
+            if probe is not None and fixed[id(t)] < 0 and not any(e for _, e in pts):
+                # no calibration sample reaches the layer (e.g. an If branch the data never takes): its zero
+                # output errors would prune it the most; it gets the target sparsity itself
+                keep = keep_mask(scores[id(t)], o.target_sparsity, axis_of[id(t)])
+                pts = [(0.0, 0.0), (1.0 - float(keep.mean()), 0.0)]
+                result.count("budget_layers_not_reached")
             curves.append(pts)
         try:
             counts = allocate_counts([t.params for t in targets], curves, target)
@@ -307,8 +317,9 @@ class PruneWeights(Pass):
         decision = f"{criterion} {o.scope}" + (" sequential" if x_orig is not None else "")
         if id(t) in self._predicted:
             decision += f", {self._how}"
-        if o.update == "lsq":
-            assert x is not None
+        if o.update == "lsq" and x is None:
+            result.skip(t.name, f"lsq update skipped: inside the {t.where} subgraph, its input is not captured")
+        elif o.update == "lsq":
             refit = lsq_update(t, keep, x, o.damp, o.max_update_flops, rng, x_orig, grams)
             if refit is None:
                 result.skip(t.name, "lsq update skipped: too expensive (max-update-flops)")
@@ -332,6 +343,7 @@ class PruneWeights(Pass):
             extra={
                 "sparsity": round(1 - after_nz / max(1, w.size), 6),
                 "weights": int(w.size),
+                **({"subgraph": t.where} if t.where else {}),
                 **({"predicted_error": self._predicted[id(t)]} if id(t) in self._predicted else {}),
             },
         )

@@ -9,7 +9,7 @@ from onnxcomp.analysis.weights import collect_targets
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._calibration import input_energy
+from ._calibration import data_free_layers, input_energy
 from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes
 from ._report import finish, record, rel_error
 
@@ -49,6 +49,8 @@ class Ternary(EmitsOps, Pass):
         result = self.new_result()
         targets = collect_targets(graph, o, result)
         energy = input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
+        if o.weighted:
+            data_free_layers(ctx, targets, [t.x.name for t in targets if id(t) in energy], result)
         for t in ctx.track(targets, "ternary", total=len(targets)):
             e = ternary_encode(t.w2, t.out_axis, o.method, o.threshold, o.per_channel, energy.get(id(t)), o.max_iter)
             if not saves_bytes(t, e):

@@ -204,7 +204,8 @@ LOSSY = [
 # lower (calibration data, kmeans' weighted/refine options, brings the recognizer to 0.9998).
 MIN_COSINE = {
     "kmeans(bits=8)": {"ocr_det": 0.96, "ocr_rec": 0.99, "default": 0.999},
-    "lowrank(energy=0.99)": {"ocr_det": 0.98, "default": 0.999},
+    # silero_vad: its two speech probabilities 0.1396, 0.1356 -> 0.1490, 0.1302 (measured 0.9986)
+    "lowrank(energy=0.99)": {"ocr_det": 0.98, "silero_vad": 0.995, "default": 0.999},
 }
 SLOW = {("ocr_det", LOSSY[1]), ("ocr_rec", LOSSY[1])}
 
@@ -235,8 +236,10 @@ def test_lossy_pass(key, spec):
             if bound:
                 assert _cosine(a, got[name]) >= bound.get(key, bound["default"]), name
     touched = bool(result.layers)
-    if key == "silero_vad":  # every weighted layer is inside the If's branches: left alone, and said so
+    if key == "silero_vad" and spec.startswith("prune"):  # its layers are in the If's branches: left alone
         assert not touched and all("subgraph" in s.reason for s in result.skips) and result.skips
+    elif key == "silero_vad":  # the weight passes reach into the branches (one set of layers per sample rate)
+        assert result.layers and all(r.extra["subgraph"].startswith("If ") for r in result.layers)
     elif key == "magika" and spec.startswith(("prune", "lowrank")):
         assert not touched and result.skips  # LayerNorm reductions over channels; rank too high
     else:
@@ -286,11 +289,10 @@ RUNTIME_RTOL = {"ocr_det": 1e-3}
 @pytest.mark.skipif(not runtime.available(), reason="the native runtime (libonnxcomp_ops.so) is not built")
 @pytest.mark.parametrize("key", KEYS)
 def test_native_runtime_matches_function_bodies(key):
-    model, report = optimize(_path(key), "kmeans(bits=4)")
-    custom = [n for n in model.graph.node if n.domain == ops.DOMAIN]
-    if key == "silero_vad":
-        assert not custom and report.passes[0].skips  # nothing to run: the weights are inside the If
-        return
+    model, _ = optimize(_path(key), "kmeans(bits=4)")
+    custom = [n for n in _all_nodes(model.graph) if n.domain == ops.DOMAIN]
+    if key == "silero_vad":  # every encoded layer sits in the If's branches
+        assert custom and not any(n.domain == ops.DOMAIN for n in model.graph.node)
     assert custom
     for feeds in FEEDS[key]():
         bodies = run_model(model, feeds, runtime=False)

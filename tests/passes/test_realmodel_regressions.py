@@ -82,7 +82,7 @@ def test_bias_add_read_twice_or_varying_spatially_is_left_alone():
     assert "no foldable op before it" in reasons(res)
 
 
-# ------------------------------------------------ lossy passes: layers inside If/Loop/Scan bodies are reported
+# ------------------------------------------------ lossy passes: layers inside If/Loop/Scan bodies
 def _if_model():
     """Silero VAD's shape: every weighted layer lives in the branches of an If on a scalar input."""
     from onnx import TensorProto, helper, numpy_helper
@@ -117,13 +117,22 @@ def _if_model():
     return model
 
 
-@pytest.mark.parametrize(
-    "spec", ["kmeans(bits=4)", "ternary", "prune-weights", "lowrank(min_params=1,rank=1)", "prune-filters"]
-)
-def test_lossy_passes_report_layers_inside_subgraphs(spec):
+@pytest.mark.parametrize("spec", ["kmeans(bits=4)", "ternary", "prune-weights", "lowrank(min_params=1,rank=1)"])
+def test_weight_passes_compress_layers_inside_subgraphs(spec):
+    """They used to skip every layer of an If branch (Silero VAD: "not applied (model unchanged)")."""
     from tests.support.run import run_pipeline
 
     _, report = run_pipeline(_if_model(), spec)
+    rows = {r.name: r for r in report.passes[-1].layers}
+    assert set(rows) == {"main_matmul", "then_matmul", "else_matmul"}
+    assert rows["then_matmul"].extra["subgraph"] == "If if0 then_branch"
+    assert rows["else_matmul"].extra["subgraph"] == "If if0 else_branch"
+
+
+def test_structured_pruning_reports_layers_inside_subgraphs():
+    from tests.support.run import run_pipeline
+
+    _, report = run_pipeline(_if_model(), "prune-filters")
     skips = {s.node: s.reason for s in report.passes[-1].skips}
     for name, where in (("then_matmul", "then_branch"), ("else_matmul", "else_branch")):
         assert f"If if0 {where} subgraph" in skips.get(name, ""), skips
@@ -136,7 +145,7 @@ def test_weight_sharing_on_a_graph_with_an_if_exports():
 
     model = _if_model()
     out, report = run_pipeline(model, "kmeans(bits=8)")
-    assert report.passes[-1].counters["layers"] == 1 and len(out.functions) >= 1
+    assert report.passes[-1].counters["layers"] == 3 and len(out.functions) >= 1
     feeds = {"x": np.random.default_rng(1).standard_normal((4, 64)).astype(np.float32)}
     for flag in (True, False):
         feeds["flag"] = np.array(flag)

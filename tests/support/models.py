@@ -182,3 +182,139 @@ def bad_reshape() -> onnx.ModelProto:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])
     node = helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape")
     return _model([node], [x], [y], [numpy_helper.from_array(np.array([3], np.int64), "shape")])
+
+
+def control_flow_layers(seed: int = 0, levels: Sequence[float] | None = None) -> onnx.ModelProto:
+    """Weighted layers inside control flow, as exporters write them (Silero VAD keeps its layers in If branches).
+
+    Inputs x [2, 3, 7, 9], v [3, 24], flag (bool scalar). ``If if_main`` on flag:
+      then: Conv(x, Constant-node weight [8, 3, 3, 3], initializer bias) and Gemm(v, body initializer, transB=1)
+      else: Conv(x, outer initializer captured by the body, no bias) and MatMul(v, body initializer) + Add(bias)
+    ``Loop loop`` (3 trips): h <- Tanh(MatMul(h, Constant-node weight [24, 24])), from h = v.
+    ``If if_shared`` on flag: both branches MatMul(v or Relu(v), one outer initializer): a shared weight.
+    Outputs: conv [2, 8, 7, 9], fc [3, 40], loop [3, 24], shared [3, 40]. ``levels``: every weight is drawn from
+    these values (a codebook holding them encodes the weights exactly); default: normal / sqrt(fan-in).
+    """
+    rng = np.random.default_rng(seed)
+    grid = None if levels is None else np.asarray(levels, np.float32)
+
+    def weight(*shape: int) -> np.ndarray:
+        if grid is not None:
+            return grid[rng.integers(0, len(grid), shape)]
+        return (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+
+    f = TensorProto.FLOAT
+
+    def const_node(name: str, value: np.ndarray) -> onnx.NodeProto:
+        return helper.make_node("Constant", [], [name], name=f"{name}_const", value=numpy_helper.from_array(value))
+
+    then_g = helper.make_graph(
+        [
+            const_node("then_conv_w", weight(8, 3, 3, 3)),
+            helper.make_node(
+                "Conv", ["x", "then_conv_w", "then_conv_b"], ["then_conv"], name="then_conv", pads=[1, 1, 1, 1]
+            ),
+            helper.make_node("Gemm", ["v", "then_fc_w", "then_fc_c"], ["then_fc"], name="then_gemm", transB=1),
+        ],
+        "then",
+        [],
+        [
+            helper.make_tensor_value_info("then_conv", f, [2, 8, 7, 9]),
+            helper.make_tensor_value_info("then_fc", f, [3, 40]),
+        ],
+        [
+            numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "then_conv_b"),
+            numpy_helper.from_array(weight(40, 24), "then_fc_w"),
+            numpy_helper.from_array(rng.standard_normal(40).astype(np.float32), "then_fc_c"),
+        ],
+    )
+    else_g = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "outer_conv_w"], ["else_conv"], name="else_conv", pads=[1, 1, 1, 1]),
+            helper.make_node("MatMul", ["v", "else_fc_w"], ["else_mm"], name="else_matmul"),
+            helper.make_node("Add", ["else_mm", "else_fc_b"], ["else_fc"], name="else_add"),
+        ],
+        "else",
+        [],
+        [
+            helper.make_tensor_value_info("else_conv", f, [2, 8, 7, 9]),
+            helper.make_tensor_value_info("else_fc", f, [3, 40]),
+        ],
+        [
+            numpy_helper.from_array(weight(24, 40), "else_fc_w"),
+            numpy_helper.from_array(rng.standard_normal(40).astype(np.float32), "else_fc_b"),
+        ],
+    )
+    body = helper.make_graph(
+        [
+            const_node("loop_w", weight(24, 24)),
+            helper.make_node("MatMul", ["h_in", "loop_w"], ["h_mm"], name="loop_matmul"),
+            helper.make_node("Tanh", ["h_mm"], ["h_out"], name="loop_tanh"),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], name="loop_cond"),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h_in", f, [3, 24]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h_out", f, [3, 24]),
+        ],
+    )
+    shared_then = helper.make_graph(
+        [helper.make_node("MatMul", ["v", "shared_w"], ["s_then"], name="shared_then_matmul")],
+        "shared_then",
+        [],
+        [helper.make_tensor_value_info("s_then", f, [3, 40])],
+    )
+    shared_else = helper.make_graph(
+        [
+            helper.make_node("Relu", ["v"], ["v_relu"], name="shared_relu"),
+            helper.make_node("MatMul", ["v_relu", "shared_w"], ["s_else"], name="shared_else_matmul"),
+        ],
+        "shared_else",
+        [],
+        [helper.make_tensor_value_info("s_else", f, [3, 40])],
+    )
+    nodes = [
+        helper.make_node("If", ["flag"], ["conv", "fc"], name="if_main", then_branch=then_g, else_branch=else_g),
+        helper.make_node("Loop", ["trips", "", "v"], ["loop"], name="loop", body=body),
+        helper.make_node(
+            "If", ["flag"], ["shared"], name="if_shared", then_branch=shared_then, else_branch=shared_else
+        ),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "control_flow_layers",
+        [
+            helper.make_tensor_value_info("x", f, [2, 3, 7, 9]),
+            helper.make_tensor_value_info("v", f, [3, 24]),
+            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
+        ],
+        [
+            helper.make_tensor_value_info("conv", f, [2, 8, 7, 9]),
+            helper.make_tensor_value_info("fc", f, [3, 40]),
+            helper.make_tensor_value_info("loop", f, [3, 24]),
+            helper.make_tensor_value_info("shared", f, [3, 40]),
+        ],
+        [
+            numpy_helper.from_array(weight(8, 3, 3, 3), "outer_conv_w"),
+            numpy_helper.from_array(weight(24, 40), "shared_w"),
+            numpy_helper.from_array(np.array(3, np.int64), "trips"),
+        ],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def control_flow_feeds(flag: bool, seed: int = 1) -> dict[str, np.ndarray]:
+    """Inputs of :func:`control_flow_layers` taking the then (True) or else (False) branches."""
+    rng = np.random.default_rng(seed)
+    return {
+        "x": rng.standard_normal((2, 3, 7, 9)).astype(np.float32),
+        "v": rng.standard_normal((3, 24)).astype(np.float32),
+        "flag": np.array(flag),
+    }

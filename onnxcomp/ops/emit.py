@@ -146,8 +146,14 @@ def _explicit_defaults(model: onnx.ModelProto) -> None:
     """Write the default of every function attribute a call leaves out onto the call (onnx.inliner does not apply
     the defaults of FunctionProto.attribute_proto; onnxruntime does)."""
     defaults = {(f.domain, f.name): list(f.attribute_proto) for f in model.functions if f.attribute_proto}
-    for node in model.graph.node:
-        have = {a.name for a in node.attribute}
-        for a in defaults.get((node.domain, node.op_type), []):
-            if a.name not in have:
-                node.attribute.append(a)
+    if not defaults:
+        return
+    graphs = [model.graph]
+    while graphs:
+        for node in graphs.pop().node:
+            have = {a.name for a in node.attribute}
+            for a in defaults.get((node.domain, node.op_type), []):
+                if a.name not in have:
+                    node.attribute.append(a)
+            for a in node.attribute:  # If / Loop / Scan bodies
+                graphs.extend([a.g] if a.HasField("g") else list(a.graphs))

@@ -86,7 +86,8 @@ def test_codebooks_holding_the_weights_encode_body_layers_losslessly(spec, level
 
 
 @pytest.mark.parametrize(
-    ("spec", "bound"), [("kmeans(bits=3)", 0.25), ("pow2(bits=4)", 0.4), ("ternary", 0.8), ("kmeans(bits=4)", 0.15)]
+    ("spec", "bound"),
+    [("kmeans(bits=3)", 0.25), ("pow2(bits=4)", 0.4), ("ternary", 0.8), ("kmeans(bits=4)", 0.15), ("binary", 0.65)],
 )
 def test_lossy_encodings_of_body_layers_stay_within_their_weight_error(spec, bound):
     model, out, res = _compress(spec)
@@ -269,3 +270,41 @@ def test_budgets_leave_layers_the_calibration_data_never_reaches_at_the_default(
     _, _, res = _compress("prune-weights(target-sparsity=0.6)", model, calib=calib)
     sparsity = {r.name: r.extra["sparsity"] for r in res.layers}
     assert abs(sparsity["e_mm"] - 0.6) < 0.01 and res.counters["budget_layers_not_reached"] == 1
+
+
+def test_a_scan_body_layer_is_encoded_exactly_by_a_codebook_holding_its_weights():
+    """state <- Tanh((state + x_t) @ W) over 4 steps (Scan), W [24, 24] from 16 evenly spaced values."""
+    rng = np.random.default_rng(9)
+    f = TensorProto.FLOAT
+    w = EVEN16.astype(np.float32)[rng.integers(0, 16, (24, 24))] / 4
+    body = helper.make_graph(
+        [
+            helper.make_node("Add", ["s_in", "x_t"], ["sum"]),
+            helper.make_node("MatMul", ["sum", "scan_w"], ["mm"], name="scan_matmul"),
+            helper.make_node("Tanh", ["mm"], ["s_out"]),
+            helper.make_node("Identity", ["s_out"], ["y_t"]),
+        ],
+        "body",
+        [helper.make_tensor_value_info("s_in", f, [3, 24]), helper.make_tensor_value_info("x_t", f, [3, 24])],
+        [helper.make_tensor_value_info("s_out", f, [3, 24]), helper.make_tensor_value_info("y_t", f, [3, 24])],
+        [numpy_helper.from_array(w, "scan_w")],
+    )
+    g = helper.make_graph(
+        [helper.make_node("Scan", ["s0", "seq"], ["s_last", "ys"], name="scan", body=body, num_scan_inputs=1)],
+        "g",
+        [helper.make_tensor_value_info("s0", f, [3, 24]), helper.make_tensor_value_info("seq", f, [4, 3, 24])],
+        [helper.make_tensor_value_info("s_last", f, [3, 24]), helper.make_tensor_value_info("ys", f, [4, 3, 24])],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    _, out, res = _compress("kmeans(bits=4,group-size=0)", model)
+    assert [(r.name, r.extra["subgraph"], r.error) for r in res.layers] == [("scan_matmul", "Scan scan body", 0.0)]
+    assert any(n.op_type == "CodebookMatMul" for n in _body_nodes(out))
+    feeds = {
+        "s0": rng.standard_normal((3, 24)).astype(np.float32),
+        "seq": rng.standard_normal((4, 3, 24)).astype(np.float32),
+    }
+    ref, got, native = outputs(model, feeds), outputs(out, feeds), outputs(out, feeds, runtime=True)
+    for name in ref:
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(native[name], ref[name], rtol=1e-5, atol=1e-5)

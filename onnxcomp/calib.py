@@ -267,7 +267,14 @@ CAPTURE_OPTIMIZE = False
 class Capture:
     """A session of ``model`` with the named intermediate tensors as extra outputs, to run on calibration data
     as often as needed. The model's value_info is dropped (onnxruntime infers the shapes): a graph being
-    rewritten may carry stale ones."""
+    rewritten may carry stale ones.
+
+    A tensor computed inside the branches of If nodes (nested Ifs included; Silero VAD keeps its layers in the
+    branches of an If on the sample rate) is wired out through them: its branch outputs it, the other branch
+    an empty tensor, and the If an extra output that the main graph exposes. On data that takes the other
+    branch it has no value and is left out of the result (:attr:`unreachable` names those inside Loop / Scan
+    bodies, whose per-iteration values are never captured: they are left out too).
+    """
 
     def __init__(self, model: onnx.ModelProto, names: list[str]) -> None:
         import onnx
@@ -278,22 +285,98 @@ class Capture:
         m.CopyFrom(model)
         del m.graph.value_info[:]
         have = {o.name for o in m.graph.output}
+        self.aliases: dict[str, str] = {}  # a branch tensor -> the main-graph output carrying it
+        self.unreachable: set[str] = set()
+        main = {o for n in m.graph.node for o in n.output} | {i.name for i in m.graph.input}
+        main |= {i.name for i in m.graph.initializer}
+        taken = _all_names(m.graph)
         for name in dict.fromkeys(names):
-            if name not in have:
-                m.graph.output.append(onnx.ValueInfoProto(name=name))
+            if name in have:
+                continue
+            if name not in main and name in taken:
+                outer = _wire_out(m.graph, name, taken)
+                if outer is None:
+                    self.unreachable.add(name)
+                    continue
+                self.aliases[name] = outer
+                name = outer
+            m.graph.output.append(onnx.ValueInfoProto(name=name))
+            have.add(name)
         self.model = m
         self.session = session(m, optimize=CAPTURE_OPTIMIZE)
 
     def run(
         self, feeds: Mapping[str, np.ndarray], names: list[str], max_samples: int | None = None
     ) -> dict[str, np.ndarray]:
-        """The named tensors on ``feeds`` (the first ``max_samples`` samples of them)."""
+        """The named tensors on ``feeds`` (the first ``max_samples`` samples of them); branch tensors the data
+        did not compute, and tensors of Loop / Scan bodies, are left out."""
         from onnxcomp.ort import run
 
         if max_samples is not None:
             feeds = first_samples(feeds, self.model, max_samples)
-        names = list(dict.fromkeys(names))
-        return dict(zip(names, run(self.session, dict(feeds), names), strict=True))
+        names = [n for n in dict.fromkeys(names) if n not in self.unreachable]
+        got = dict(zip(names, run(self.session, dict(feeds), [self.aliases.get(n, n) for n in names]), strict=True))
+        # the empty tensor of the branch not taken
+        return {n: v for n, v in got.items() if n not in self.aliases or v.size}
+
+
+def _all_names(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor and node name of a graph and of its bodies."""
+    names: set[str] = set()
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        names.update(i.name for i in g.input)
+        names.update(i.name for i in g.initializer)
+        for node in g.node:
+            names.update(node.output)
+            names.add(node.name)
+            for a in node.attribute:
+                stack.extend([a.g] if a.HasField("g") else list(a.graphs))
+    return names
+
+
+def _wire_out(graph: onnx.GraphProto, name: str, taken: set[str]) -> str | None:
+    """Make ``name``, computed inside If branches nested in ``graph``, an output of the If in ``graph`` (see
+    :class:`Capture`); returns its name in ``graph``, or None when it is not in an If branch (or only inside a
+    Loop / Scan body)."""
+    import onnx
+
+    for node in graph.node:
+        if node.op_type != "If" or node.domain not in ("", "ai.onnx"):
+            continue
+        branches = {a.name: a.g for a in node.attribute if a.name in ("then_branch", "else_branch")}
+        for attr, body in branches.items():
+            inner = name if name in {o for n in body.node for o in n.output} else _wire_out(body, name, taken)
+            if inner is None:
+                continue
+            outs = [o.name for o in body.output]
+            if inner in outs:  # already a branch output: the If's output at that position carries it
+                return node.output[outs.index(inner)] or None
+            elem = next((v.type.tensor_type.elem_type for v in body.value_info if v.name == inner), 0)
+            elem = elem or onnx.TensorProto.FLOAT  # the inputs of weighted layers are float
+            other = branches["else_branch" if attr == "then_branch" else "then_branch"]
+            empty = _fresh(f"{name}_not_taken", taken)
+            other.node.append(
+                onnx.helper.make_node(
+                    "Constant", [], [empty], value=onnx.helper.make_tensor(empty, elem, [0], []), name=empty
+                )
+            )
+            body.output.append(onnx.helper.make_tensor_value_info(inner, elem, None))
+            other.output.append(onnx.helper.make_tensor_value_info(empty, elem, None))
+            outer = _fresh(f"{name}_captured", taken)
+            node.output.append(outer)
+            return outer
+    return None
+
+
+def _fresh(base: str, taken: set[str]) -> str:
+    name, i = base, 0
+    while name in taken:
+        i += 1
+        name = f"{base}_{i}"
+    taken.add(name)
+    return name
 
 
 def capture_activations(

@@ -58,7 +58,6 @@ class Target:
     weight_shape: tuple[int, ...] = ()
     owner: gs.Graph | None = None  # the If/Loop/Scan body holding the node; None: the main graph
     where: str = ""  # that body, e.g. "If If_0 then_branch" ("" in the main graph)
-    outer_input: bool = False  # a body layer whose input x is a main-graph tensor (captured from the outer scope)
 
     @property
     def name(self) -> str:
@@ -247,7 +246,7 @@ def collect_targets(
     op_types: tuple[str, ...] = WEIGHT_OPS,
 ) -> list[Target]:
     """Every supported layer, in graph order, filtered by the selection options (skips recorded)."""
-    from onnxcomp.graph import inline_constant_node, is_standard, producer, scoped_nodes
+    from onnxcomp.graph import inline_constant_node, is_standard, scoped_nodes
 
     found: list[Target] = []
     for node, owner, where in scoped_nodes(graph):
@@ -263,8 +262,6 @@ def collect_targets(
             continue
         if where is not None:
             t.owner, t.where = owner, where
-            made_by = producer(t.x)
-            t.outer_input = any(i is t.x for i in graph.inputs) or any(n is made_by for n in graph.nodes)
         found.append(t)
     edge = {id(found[0].node), id(found[-1].node)} if found and opts.protect_first_last else set()
     kept = []

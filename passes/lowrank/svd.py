@@ -16,6 +16,7 @@ from onnxcomp.graph import (
     is_standard,
     make_constant,
     scoped_nodes,
+    toposort,
     unique_name,
 )
 from onnxcomp.names import any_match
@@ -326,15 +327,15 @@ class _InputStats:
         scratch = PassResult(name="lowrank-stats")
         wanted = {id(n) for n in candidates}
         found = collect_targets(graph, SelectOptions(), scratch)
-        # layers inside If/Loop/Scan bodies reading a body tensor: not capturable, data-free
-        self._targets = {id(t.node): t for t in found if id(t.node) in wanted and (t.owner is None or t.outer_input)}
+        self._targets = {id(t.node): t for t in found if id(t.node) in wanted}
         self._pending = [n for n in candidates if id(n) in self._targets]
         self._grams: dict[int, np.ndarray] = {}
         self._rng = ctx.rng(53)
 
     def captured(self, node: gs.Node) -> bool:
-        """Whether the layer's input is captured (not one computed inside an If/Loop/Scan body)."""
-        return id(node) in self._targets
+        """Whether the layer's input was captured (not for a layer inside a Loop/Scan body or an If branch the
+        calibration data does not take; call after :meth:`gram`)."""
+        return self._grams.get(id(node)) is not None
 
     def gram(self, node: gs.Node, plan: _Plan) -> np.ndarray | None:
         key = id(node)
@@ -343,6 +344,9 @@ class _InputStats:
             if node not in chunk:
                 chunk = [node, *chunk[: self.CHUNK - 1]]
             names = sorted({self._targets[id(n)].x.name for n in chunk})
+            # layers factorized so far appended their first factor at the end of their graph: sorted, since
+            # onnxruntime wants the nodes of If/Loop/Scan bodies in order
+            toposort(self._graph)
             acts = self._ctx.capture(self._graph, names, max_samples=self._o.calib_samples)
             for n in chunk:
                 t = self._targets[id(n)]

@@ -13,6 +13,7 @@ current input X_c give the original output X_o w.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def input_energy(
     out: dict[int, np.ndarray] = {}
     for t in targets:
         if t.x.name not in acts:
-            continue  # a layer inside an If/Loop/Scan body: no captured input (see ``capturable``)
+            continue  # a layer inside a Loop/Scan body or an If branch the data did not take: no input captured
         a = np.asarray(acts[t.x.name], np.float64)
         if t.kind == "matmul":
             e = (a.reshape(-1, a.shape[-1]) ** 2).mean(0)
@@ -75,29 +76,25 @@ def input_energy(
 def layer_inputs(graph: gs.Graph, ctx: PassContext, targets: list[Target], max_samples: int) -> dict[str, np.ndarray]:
     """The activation input of every target on the calibration data ({} without calibration data).
 
-    Targets inside If/Loop/Scan bodies get none (see ``capturable``): the passes treat them data-free."""
-    names = sorted({t.x.name for t in targets if capturable(t)})
-    if ctx.calib is None or not names:
+    A layer inside If branches gets its input when the data takes its branch (``onnxcomp.calib.Capture`` wires
+    it out of the If); one inside a Loop/Scan body, or in a branch the data does not take, gets none: the
+    passes treat it data-free (:func:`data_free_layers`)."""
+    if ctx.calib is None or not targets:
         return {}
-    return ctx.capture(graph, names, max_samples=max_samples)
+    return ctx.capture(graph, sorted({t.x.name for t in targets}), max_samples=max_samples)
 
 
-def capturable(t: Target) -> bool:
-    """Whether a layer's input can be captured on the calibration data: onnxruntime exposes tensors of the main
-    graph as outputs, never tensors computed inside an If/Loop/Scan body (a body layer reading a main-graph
-    tensor directly, captured from the outer scope, is one that can)."""
-    return t.owner is None or t.outer_input
-
-
-def data_free_layers(ctx: PassContext, targets: list[Target], result: PassResult) -> None:
-    """With calibration data, count (``layers_data_free_subgraph``) and log the layers whose input cannot be
-    captured (inside an If/Loop/Scan body): their statistics are data-free (plain k-means, magnitude)."""
+def data_free_layers(ctx: PassContext, targets: list[Target], captured: Iterable[str], result: PassResult) -> None:
+    """With calibration data, count (``layers_data_free_subgraph``) and log the body layers whose input was not
+    captured (``captured``: the input names that were): inside a Loop/Scan body, or in an If branch the
+    calibration data does not take. Their statistics are data-free (plain k-means, magnitude)."""
     if ctx.calib is None:
         return
+    have = set(captured)
     for t in targets:
-        if t.x.name and not capturable(t):
+        if t.where and t.x.name not in have:
             result.count("layers_data_free_subgraph")
-            logger.info("%s: inside the %s subgraph, its input is not captured: data-free", t.name, t.where)
+            logger.info("%s: inside the %s subgraph, its input was not captured: data-free", t.name, t.where)
 
 
 def im2col(x: np.ndarray, t: Target, max_rows: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -270,8 +267,7 @@ def current_inputs(graph: gs.Graph, ctx: PassContext, wave: list[Target], max_sa
     from onnxcomp.graph import toposort
 
     toposort(graph.cleanup(remove_unused_graph_inputs=False))
-    names = sorted({t.x.name for t in wave if capturable(t)})
-    return ctx.capture(graph, names, max_samples=max_samples) if names else {}
+    return ctx.capture(graph, sorted({t.x.name for t in wave}), max_samples=max_samples)
 
 
 # ============================================================================================ least squares

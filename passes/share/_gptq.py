@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 from onnxcomp.analysis.weights import inputs_per_output
 
 from ._calibration import MAX_ROWS, dense_solve_flops, im2col_grams, positions
-from ._gptvq import LAZY_BLOCK, inverse_factors, output_error, trace_whw
-from ._rowkmeans import nearest
+from ._gptvq import LAZY_BLOCK, gptq_span, inverse_factors, output_error, trace_whw
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,36 +59,19 @@ def gptq_round(
     r = w.shape[0]
     per = r // groups
     shared = grid.values.shape[0] == 1
-    rows_i = np.arange(r)
-    zero_code = int(grid.codes[0, int(np.argmin(np.abs(grid.values[0])))])
     w3 = np.take_along_axis(np.asarray(w, np.float64).reshape(groups, per, n).copy(), perm[:, None, :], axis=2)
     k3 = None if keep is None else np.take_along_axis(keep.reshape(groups, per, n), perm[:, None, :], axis=2)
-    c3 = np.zeros((groups, per, n), np.int64)
+    c3 = np.zeros((groups, per, n), np.int64)  # indices into the sorted grid values
     for i1 in range(0, n, LAZY_BLOCK):
-        i2 = min(i1 + LAZY_BLOCK, n)
-        err = np.zeros((groups, per, i2 - i1))
-        for i in range(i1, i2):
-            col = w3[:, :, i].reshape(r)
-            idx = nearest(col[None, :] if shared else col[:, None], grid.values).reshape(r)
-            q = grid.values[0, idx] if shared else grid.values[rows_i, idx]
-            code = grid.codes[0, idx] if shared else grid.codes[rows_i, idx]
-            if k3 is not None:
-                live = k3[:, :, i].reshape(r)
-                q, code = np.where(live, q, 0.0), np.where(live, code, zero_code)
-            c3[:, :, i] = code.reshape(groups, per)
-            e = (w3[:, :, i] - q.reshape(groups, per)) / factor[:, i, i][:, None]
-            err[:, :, i - i1] = e
-            # w_{i+1:i2} -= e * U_{i, i+1:i2}
-            w3[:, :, i + 1 : i2] -= e[:, :, None] * factor[:, None, i, i + 1 : i2]
-            if k3 is not None:
-                w3[:, :, i + 1 : i2] *= k3[:, :, i + 1 : i2]
-        if i2 < n:
-            w3[:, :, i2:] -= err @ factor[:, i1:i2, i2:]
-            if k3 is not None:
-                w3[:, :, i2:] *= k3[:, :, i2:]
-    codes = np.empty_like(c3)
-    np.put_along_axis(codes, perm[:, None, :], c3, axis=2)
-    return codes.reshape(r, n)
+        gptq_span(w3, k3, c3, factor, i1, min(i1 + LAZY_BLOCK, n), grid.values, shared, 0)
+    order = np.empty_like(c3)
+    np.put_along_axis(order, perm[:, None, :], c3, axis=2)
+    idx = order.reshape(r, n)
+    codes = np.take_along_axis(np.broadcast_to(grid.codes, (r, grid.codes.shape[1])), idx, axis=1)
+    if keep is not None:
+        zero_code = int(grid.codes[0, int(np.argmin(np.abs(grid.values[0])))])
+        codes = np.where(keep, codes, zero_code)
+    return codes
 
 
 # ============================================================================================ per layer

@@ -72,9 +72,13 @@ def finish(graph: gs.Graph, ctx: PassContext, result: PassResult, o: ShareOption
     """The Huffman store of every layer the pass encoded (``huffman=store``), totals (compression ratios)
     and the optional inlining into standard ops."""
     if o.huffman == "store" and result.layers:
-        by_name = {n.name: n for n in graph.nodes}
+        from onnxcomp.graph import scoped_nodes
+
+        by_name = {n.name: (n, owner) for n, owner, _ in scoped_nodes(graph)}  # If/Loop/Scan bodies included
         rows = [r for r in result.layers if r.extra.get("node") in by_name]
-        saved = huffman_store(graph, ctx, [by_name[r.extra["node"]] for r in rows], result.name)
+        nodes = [by_name[r.extra["node"]][0] for r in rows]
+        owners = {id(n): g for n, g in (by_name[r.extra["node"]] for r in rows)}
+        saved = huffman_store(graph, ctx, nodes, result.name, owners=owners)
         for r in rows:
             cut = saved.get(r.extra["node"], 0)
             r.extra["bytes_stored"] -= cut

@@ -41,7 +41,7 @@ class Binary(EmitsOps, Pass):
         targets = collect_targets(graph, o, result)
         energy = input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
         if o.weighted:
-            data_free_layers(ctx, targets, result)
+            data_free_layers(ctx, targets, [t.x.name for t in targets if id(t) in energy], result)
         for t in ctx.track(targets, "binary", total=len(targets)):
             e = binary_encode(t.w2, t.out_axis, o.per_channel, energy.get(id(t)))
             if not saves_bytes(t, e):

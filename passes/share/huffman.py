@@ -7,7 +7,7 @@ inputs of the nodes a pass wrote, :func:`huffman_form` says what coding would sa
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp import ops
@@ -76,9 +76,17 @@ class _Coding:
 
 
 def huffman_store(
-    graph: gs.Graph, ctx: PassContext, nodes: list[gs.Node], pass_name: str, min_gain: int = HUFFMAN_MIN_GAIN
+    graph: gs.Graph,
+    ctx: PassContext,
+    nodes: list[gs.Node],
+    pass_name: str,
+    min_gain: int = HUFFMAN_MIN_GAIN,
+    owners: Mapping[int, gs.Graph] | None = None,
 ) -> dict[str, int]:
     """Huffman-code the packed uint8 constant inputs of com.onnxcomp nodes (HuffmanDecode in front).
+
+    ``owners``: the If/Loop/Scan body holding a node (by id) when it is not the main graph ``graph``; the
+    decoders are written next to it.
 
     Per tensor, the smaller of the two codings of :func:`huffman_form` (the packed codes of a pruned layer
     as zero runs: RunLengthDecode after the HuffmanDecode); a tensor that would not shrink by at least
@@ -128,7 +136,8 @@ def huffman_store(
             best = (net, chosen)
     saved: dict[str, int] = {}
     for c in best[1]:
-        saved[c.node.name] = saved.get(c.node.name, 0) + _store_one(graph, ctx, c, pass_name)
+        into = (owners or {}).get(id(c.node), graph)
+        saved[c.node.name] = saved.get(c.node.name, 0) + _store_one(graph, ctx, c, pass_name, into)
     return saved
 
 
@@ -138,8 +147,9 @@ def _code_input(op_type: str) -> tuple[int, Callable[[dict[str, Any]], tuple[int
     return spec.code_input if spec is not None else None
 
 
-def _store_one(graph: gs.Graph, ctx: PassContext, c: _Coding, pass_name: str) -> int:
-    """Replace one packed input by HuffmanDecode (-> RunLengthDecode); returns the bytes saved."""
+def _store_one(graph: gs.Graph, ctx: PassContext, c: _Coding, pass_name: str, into: gs.Graph) -> int:
+    """Replace one packed input by HuffmanDecode (-> RunLengthDecode), written into ``into`` (the graph holding
+    the node); returns the bytes saved."""
     import numpy as np
     import onnx_graphsurgeon as gs
 
@@ -171,7 +181,7 @@ def _store_one(graph: gs.Graph, ctx: PassContext, c: _Coding, pass_name: str) ->
             outputs=[out],
             domain=ops.DOMAIN,
         )
-        graph.nodes.append(rl)
+        into.nodes.append(rl)
         ctx.tag(rl, pass_name, [base])
     ops.ensure_function(graph, "HuffmanDecode")
     dec = gs.Node(
@@ -182,7 +192,7 @@ def _store_one(graph: gs.Graph, ctx: PassContext, c: _Coding, pass_name: str) ->
         outputs=[decoded],
         domain=ops.DOMAIN,
     )
-    graph.nodes.append(dec)
+    into.nodes.append(dec)
     ctx.tag(dec, pass_name, [base])
     c.node.inputs[c.index] = out
     return int(c.values.size - coded.nbytes)
@@ -215,12 +225,16 @@ class Huffman(Pass):
         )
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        from onnxcomp.graph import scoped_nodes
+
         result = self.new_result()
-        nodes = [n for n in graph.nodes if n.domain == ops.DOMAIN and ops.is_weight_op(n.op)]
+        found = [(n, g) for n, g, _ in scoped_nodes(graph) if n.domain == ops.DOMAIN and ops.is_weight_op(n.op)]
+        nodes = [n for n, _ in found]
         if not nodes:
             result.skip("model", "no com.onnxcomp weight ops (run kmeans, pow2, ternary or binary first)")
         packed = {n.name: sum(int(t.values.size) for t in n.inputs if _is_packed(t)) for n in nodes}
-        saved = huffman_store(graph, ctx, nodes, self.name, min_gain=self.options.min_gain)
+        owners = {id(n): g for n, g in found}
+        saved = huffman_store(graph, ctx, nodes, self.name, min_gain=self.options.min_gain, owners=owners)
         for node in nodes:
             if not saved.get(node.name):
                 result.skip(

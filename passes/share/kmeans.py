@@ -89,6 +89,13 @@ class KMeans(EmitsOps, Pass):
             "per layer or one per channel, chosen per layer from the weights' channel SQNR, and layers far "
             "below the others' SQNR keep 8 bits (_granularity). Unset: auto without calibration data, 0 with",
         )
+        block_size: int = opt(
+            0,
+            "input features per codebook block: one codebook per (group of output channels, block of this many "
+            "inputs; a Conv's inputs are C/group*kh*kw in im2col order), as coremltools' grouped-channel "
+            "palettization and GPTVQ's blocks; with group-size=auto the blocks are one more candidate, taken "
+            "where they gain more channel SQNR per stored bit. 0: off (codebooks span all inputs)",
+        )
         init: Literal["linear", "density"] = opt(
             "linear", "centroid initialization: linear (Deep Compression) or density (weighted quantiles)"
         )
@@ -151,6 +158,8 @@ class KMeans(EmitsOps, Pass):
         group = o.group_size if o.group_size is not None else ("auto" if ctx.calib is None else 0)
         if group != "auto" and int(group) < 0:
             raise UsageError("kmeans: group-size must be >= 0 or auto")
+        if o.block_size < 0:
+            raise UsageError(f"kmeans: block-size must be >= 0, got {o.block_size}")
         self._group = 0 if group == "auto" else int(group)  # the compensated and budget modes: per layer
         if o.sequential and ctx.calib is None:
             raise UsageError("kmeans: sequential=true needs calibration data (--calib)")
@@ -175,7 +184,7 @@ class KMeans(EmitsOps, Pass):
 
             bits_of = {id(t): bits_for(t, o.bits, o.bits_per_layer) for t in targets}
             fixed = {id(t) for t in targets if per_layer_value(t, None, o.bits_per_layer) is not None}
-            self._auto = choose_all(targets, bits_of, fixed, o.init, o.max_iter, ctx.rng(13))
+            self._auto = choose_all(targets, bits_of, fixed, o.init, o.max_iter, ctx.rng(13), o.block_size)
         for tt in tables:
             self._encode_table(graph, ctx, tt, result)
         if not targets:
@@ -188,7 +197,7 @@ class KMeans(EmitsOps, Pass):
         uses_acts = o.weighted or o.refine or sequential or compensate
         acts = layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
         energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
-        data_free_layers(ctx, targets, result)
+        data_free_layers(ctx, targets, acts if uses_acts else [t.x.name for t in targets], result)
         waves = sequential_waves(targets) if sequential else [targets]
         energy0 = energy  # on the original inputs
         rng = ctx.rng(11)
@@ -255,19 +264,30 @@ class KMeans(EmitsOps, Pass):
         probe = None
         if ctx.calib is not None:
             probe = _sensitivity.OutputErrors(graph, ctx, [weight_name(t) for t in targets], o.sensitivity_samples)
-        layers = []
+        layers, bits_of = [], []
         for t in ctx.track(targets, "kmeans sensitivity", total=len(targets)):
             opts = []
             axis = 0 if isinstance(t, _gather.TableTarget) else t.out_axis
             for b in cands:
-                e = kmeans_encode(t.w2, b, self._group, axis, o.init, energy.get(id(t)), o.max_iter)
+                blocks = o.block_size if isinstance(t, Target) else 0  # tables: CodebookGather has no blocks
+                e = kmeans_encode(
+                    t.w2, b, self._group, axis, o.init, energy.get(id(t)), o.max_iter, blocks, ctx.rng(17)
+                )
                 w_hat = e.decoded(axis)
                 if probe is not None:
                     err = probe.error(weight_name(t), original_weight(t, w_hat))
                 else:
                     err = _sensitivity.weight_proxy(t.w2, w_hat)
                 opts.append(_budget.Option(8.0 * stored_bytes(t, b, e.table.shape[0]), err))
+            bits = list(cands)
+            if probe is not None and not any(op.error for op in opts):
+                # no calibration sample reaches the layer (e.g. an If branch the data never takes): its zero
+                # output errors would give it the fewest bits; it keeps the candidate nearest to ``bits``
+                keep = min(range(len(cands)), key=lambda i: (abs(cands[i] - o.bits), -cands[i]))
+                opts, bits = [opts[keep]], [cands[keep]]
+                result.count("budget_layers_not_reached")
             layers.append(opts)
+            bits_of.append(bits)
         params = sum(t.params for t in targets)
         try:
             choice = _budget.allocate(layers, budget * params)
@@ -282,7 +302,7 @@ class KMeans(EmitsOps, Pass):
         result.count("budget_predicted_error", float(np.float32(sum(layers[i][c].error for i, c in enumerate(choice)))))
         how = "output error" if probe is not None else "weight error proxy"
         logger.info("kmeans budget %.3f bits: %.3f stored (%s)", budget, stored / params, how)
-        return {id(t): cands[c] for t, c in zip(targets, choice, strict=True)}
+        return {id(t): bits[c] for t, bits, c in zip(targets, bits_of, choice, strict=True)}
 
     def _shared_hessian(self, t: Target, x: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
         """A layer's input Gram matrices and their GPTQ inverse factors, reused by the next layers that read
@@ -332,7 +352,7 @@ class KMeans(EmitsOps, Pass):
                 factors = None
                 if grams is None:
                     grams, factors = self._shared_hessian(t, x, rng)
-                e, gptq = compensated_encode(t, w2, bits, self._group, grams[0], rng, factors)
+                e, gptq = compensated_encode(t, w2, bits, self._group, grams[0], rng, factors, o.block_size)
                 how = " compensated" if gptq else " (plain: lower output error than compensated)"
                 result.count("layers_compensated" if gptq else "layers_plain_better")
             else:
@@ -342,12 +362,15 @@ class KMeans(EmitsOps, Pass):
         if e is None and choice is not None and w2 is t.w2:
             e, how = choice.encoded, f"{how} {choice.reason}"
         elif e is None:
-            e = kmeans_encode(w2, bits, self._group, t.out_axis, o.init, energy, o.max_iter)
+            e = kmeans_encode(w2, bits, self._group, t.out_axis, o.init, energy, o.max_iter, o.block_size, rng)
         if not saves_bytes(t, e):
             result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
             return False
         decision = f"kmeans {bits}-bit{how}" + (" of the sequential re-fit" if w2 is not t.w2 else "")
-        if o.refine and x is not None:
+        if o.refine and x is not None and e.block_size:
+            # the least-squares refit couples the blocks of a row (not solved per codebook): not done for blocks
+            result.count("layers_refine_skipped_blocks")
+        elif o.refine and x is not None:
             if refine_flops(t, e) > o.max_refine_flops:
                 result.skip(t.name, "codebook refinement skipped: too expensive (max-refine-flops)")
             else:

@@ -76,7 +76,7 @@ class Pow2(EmitsOps, Pass):
         energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
         hessians = Hessians(acts, o.max_refine_flops, ctx.rng(17)) if on and acts else None
         if o.weighted or on:
-            data_free_layers(ctx, targets, result)
+            data_free_layers(ctx, targets, acts, result)
         for t in ctx.track(targets, "pow2", total=len(targets)):
             bits = bits_for(t, o.bits, o.bits_per_layer)
             e, (kmin, kmax), s = pow2_encode(t.w2, bits, t.out_axis, o.max_exp, o.scale, energy.get(id(t)))

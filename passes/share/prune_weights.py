@@ -145,7 +145,7 @@ class PruneWeights(Pass):
         acts = layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
         energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if criterion == "wanda" else {}
         scores = {id(t): score(t.w2, energy.get(id(t))) for t in targets}
-        data_free_layers(ctx, targets, result)
+        data_free_layers(ctx, targets, acts if uses_acts else [t.x.name for t in targets], result)
         self._ratios: dict[int, float] = {}
         self._predicted: dict[int, float] = {}
         self._how = ""
@@ -264,6 +264,12 @@ class PruneWeights(Pass):
                     err = weight_proxy(t.w2, np.where(keep, t.w2, 0))
                 # the ratio this mask really has (per-output rounding)
                 pts.append((1.0 - float(keep.mean()), err))
+            if probe is not None and fixed[id(t)] < 0 and not any(e for _, e in pts):
+                # no calibration sample reaches the layer (e.g. an If branch the data never takes): its zero
+                # output errors would prune it the most; it gets the target sparsity itself
+                keep = keep_mask(scores[id(t)], o.target_sparsity, axis_of[id(t)])
+                pts = [(0.0, 0.0), (1.0 - float(keep.mean()), 0.0)]
+                result.count("budget_layers_not_reached")
             curves.append(pts)
         try:
             counts = allocate_counts([t.params for t in targets], curves, target)

@@ -72,7 +72,7 @@ class Ternary(EmitsOps, Pass):
         energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
         hessians = Hessians(acts, o.max_refine_flops, ctx.rng(19)) if on and acts else None
         if o.weighted or on:
-            data_free_layers(ctx, targets, result)
+            data_free_layers(ctx, targets, acts, result)
         for t in ctx.track(targets, "ternary", total=len(targets)):
             e = ternary_encode(t.w2, t.out_axis, o.method, o.threshold, o.per_channel, energy.get(id(t)), o.max_iter)
             how = ""

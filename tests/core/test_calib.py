@@ -27,3 +27,81 @@ def test_capture_keeps_fixed_batch_inputs_whole():
     feeds = {"x": np.ones((6, 2), np.float32), "z": np.ones((6, 2), np.float32)}
     got = capture_activations(model, feeds, ["a", "b"], max_samples=4)
     assert got["a"].shape == (6, 2) and got["b"].shape == (4, 2)
+
+
+def _nested_if_model():
+    """y = If(a, then: If(b, then: Relu(x) * 2, else: x), else: Tanh(x)); z = Loop(2 trips, h <- Sin(h), x)."""
+    f = TensorProto.FLOAT
+
+    def graph(name, nodes, out):
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(out, f, [2, 5])])
+
+    inner = helper.make_node(
+        "If",
+        ["b"],
+        ["inner_y"],
+        name="if_inner",
+        then_branch=graph(
+            "ti",
+            [helper.make_node("Relu", ["x"], ["relu_x"]), helper.make_node("Add", ["relu_x", "relu_x"], ["ti_y"])],
+            "ti_y",
+        ),
+        else_branch=graph("ei", [helper.make_node("Identity", ["x"], ["ei_y"])], "ei_y"),
+    )
+    outer = helper.make_node(
+        "If",
+        ["a"],
+        ["y"],
+        name="if_outer",
+        then_branch=graph("t", [inner, helper.make_node("Identity", ["inner_y"], ["t_y"])], "t_y"),
+        else_branch=graph(
+            "e", [helper.make_node("Tanh", ["x"], ["tanh_x"]), helper.make_node("Neg", ["tanh_x"], ["e_y"])], "e_y"
+        ),
+    )
+    body = helper.make_graph(
+        [helper.make_node("Sin", ["h"], ["sin_h"]), helper.make_node("Identity", ["c"], ["c_out"])],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h", f, [2, 5]),
+        ],
+        [
+            helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("sin_h", f, [2, 5]),
+        ],
+    )
+    loop = helper.make_node("Loop", ["trips", "", "x"], ["z"], name="loop", body=body)
+    g = helper.make_graph(
+        [outer, loop],
+        "g",
+        [
+            helper.make_tensor_value_info("x", f, [2, 5]),
+            helper.make_tensor_value_info("a", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("b", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", f, [2, 5]), helper.make_tensor_value_info("z", f, [2, 5])],
+        [helper.make_tensor(name="trips", data_type=TensorProto.INT64, dims=[], vals=[2])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_capture_wires_tensors_out_of_the_if_branches_the_data_takes():
+    from onnxcomp.calib import Capture
+
+    model = _nested_if_model()
+    x = np.random.default_rng(0).standard_normal((2, 5)).astype(np.float32)
+    names = ["relu_x", "tanh_x", "sin_h", "y"]
+    cap = Capture(model, names)
+    assert cap.unreachable == {"sin_h"}  # a Loop body's per-trip value
+    got = cap.run({"x": x, "a": np.array(True), "b": np.array(True)}, names)
+    assert set(got) == {"relu_x", "y"}  # tanh_x: its branch was not taken
+    np.testing.assert_array_equal(got["relu_x"], np.maximum(x, 0))
+    np.testing.assert_array_equal(got["y"], 2 * np.maximum(x, 0))  # the model's own outputs are unchanged
+    got = cap.run({"x": x, "a": np.array(False), "b": np.array(True)}, names)
+    assert set(got) == {"tanh_x", "y"}
+    np.testing.assert_allclose(got["tanh_x"], np.tanh(x), rtol=1e-6)
+    assert set(cap.run({"x": x, "a": np.array(True), "b": np.array(False)}, names)) == {"y"}
+    assert model.graph.node[0].output == ["y"]  # the caller's model is not changed

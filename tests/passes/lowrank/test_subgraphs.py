@@ -59,3 +59,56 @@ def test_low_rank_body_layers_lose_what_the_dropped_singular_values_hold():
             err = float(np.linalg.norm(ref[name] - got[name]) / np.linalg.norm(ref[name]))
             assert 0.0 < err < 1.0, (name, err)
         np.testing.assert_array_equal(got["shared"], ref["shared"])
+
+
+def _branch_chain(depth: int = 10) -> onnx.ModelProto:
+    """y = If(flag, then: ``depth`` x (Relu, MatMul W_i), else: Tanh(x) @ W_e), all weights [16, 16]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def w(name):
+        return numpy_helper.from_array((rng.standard_normal((16, 16)) / 4).astype(np.float32), name)
+
+    f = TensorProto.FLOAT
+    nodes, src = [], "x"
+    for i in range(1, depth + 1):
+        nodes.append(helper.make_node("Relu", [src], [f"r{i}"]))
+        nodes.append(helper.make_node("MatMul", [f"r{i}", f"w{i}"], [f"m{i}"], name=f"mm{i}"))
+        src = f"m{i}"
+    then_g = helper.make_graph(
+        nodes,
+        "then",
+        [],
+        [helper.make_tensor_value_info(src, f, [6, 16])],
+        [w(f"w{i}") for i in range(1, depth + 1)],
+    )
+    else_g = helper.make_graph(
+        [helper.make_node("Tanh", ["x"], ["t0"]), helper.make_node("MatMul", ["t0", "we"], ["me"], name="mm_else")],
+        "else",
+        [],
+        [helper.make_tensor_value_info("me", f, [6, 16])],
+        [w("we")],
+    )
+    g = helper.make_graph(
+        [helper.make_node("If", ["flag"], ["y"], name="if0", then_branch=then_g, else_branch=else_g)],
+        "g",
+        [helper.make_tensor_value_info("x", f, [6, 16]), helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", f, [6, 16])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_activation_aware_factors_of_a_branch_captured_after_earlier_layers_were_factorized():
+    """Inputs are captured 8 layers at a time: by the second capture the branch holds the first factors appended
+    so far, and onnxruntime wants its nodes sorted."""
+    model = _branch_chain()
+    x = np.random.default_rng(1).standard_normal((6, 16)).astype(np.float32)
+    out, report = run_pipeline(model, "lowrank(rank=4,min-params=1)", calib={"x": x, "flag": np.array(True)})
+    onnx.checker.check_model(out, full_check=True)
+    decisions = {r.name: r.decision for r in report.passes[-1].layers}
+    assert all("activation-aware" in decisions[f"mm{i}"] for i in range(1, 11)), decisions
+    assert "activation-aware" not in decisions["mm_else"]  # its branch is not taken by the calibration data
+    assert report.passes[-1].counters["layers_data_free_subgraph"] == 1

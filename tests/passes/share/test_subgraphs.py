@@ -86,7 +86,8 @@ def test_codebooks_holding_the_weights_encode_body_layers_losslessly(spec, level
 
 
 @pytest.mark.parametrize(
-    ("spec", "bound"), [("kmeans(bits=3)", 0.25), ("pow2(bits=4)", 0.4), ("ternary", 0.8), ("kmeans(bits=4)", 0.15)]
+    ("spec", "bound"),
+    [("kmeans(bits=3)", 0.25), ("pow2(bits=4)", 0.4), ("ternary", 0.8), ("kmeans(bits=4)", 0.15), ("binary", 0.65)],
 )
 def test_lossy_encodings_of_body_layers_stay_within_their_weight_error(spec, bound):
     model, out, res = _compress(spec)
@@ -198,3 +199,112 @@ def test_property_branch_layers_with_at_most_2_bits_values_are_encoded_exactly(k
     for flag in (True, False):
         feeds = {"x": x, "flag": np.array(flag)}
         np.testing.assert_allclose(outputs(out, feeds)["y"], outputs(model, feeds)["y"], rtol=1e-5, atol=1e-4)
+
+
+def test_calibration_reaches_layers_inside_the_branch_the_data_takes():
+    """else: Relu(x) @ W_e reads a tensor computed inside its branch: captured (through the If) when the
+    calibration data takes that branch, data-free when it does not."""
+    model = _if_matmuls(24, 20, 4, seed=3)
+    x = np.random.default_rng(4).standard_normal((5, 24)).astype(np.float32)
+    spec = "kmeans(bits=3,compensate=false,sequential=false)"
+    else_feeds = {"x": x, "flag": np.array(False)}
+    ref = outputs(model, else_feeds)["y"]
+    errors = {}
+    for flag, data_free in ((False, 0), (True, 1)):
+        _, out, res = _compress(spec, model, calib={"x": x, "flag": np.array(flag)})
+        decisions = {r.name: r.decision for r in res.layers}
+        assert "lsq codebook" in decisions["t_mm"]  # reads the main graph's x: always captured
+        assert ("lsq codebook" in decisions["e_mm"]) == (not flag), decisions
+        assert res.counters.get("layers_data_free_subgraph", 0) == data_free
+        errors[flag] = _rel(ref, outputs(out, else_feeds)["y"])
+    # the codebook fitted to the else branch's captured input gives it the lower output error on that input
+    assert 0 < errors[False] < errors[True]
+
+
+def test_huffman_codes_the_packed_codes_of_body_layers_losslessly():
+    model = _if_matmuls(256, 192, 4, seed=5)
+    encoded, _ = run_pipeline(model, "prune-weights(ratio=0.9),kmeans(bits=4,sparse=never)")
+    for spec in ("huffman(min-gain=1)", "kmeans-store"):
+        if spec == "kmeans-store":
+            out, report = run_pipeline(model, "prune-weights(ratio=0.9),kmeans(bits=4,sparse=never,huffman=store)")
+            res = report.passes[-1]
+            assert res.counters["bytes_stored"] < res.counters["bytes_packed"]
+        else:
+            out, report = run_pipeline(encoded, spec)
+            assert {r.name for r in report.passes[-1].layers} == {n.name for n in _body_nodes(encoded) if n.domain}
+        onnx.checker.check_model(out, full_check=True)
+        decoders = [n for n in _body_nodes(out) if n.op_type in ("HuffmanDecode", "RunLengthDecode")]
+        assert len({n.op_type for n in decoders}) >= 1 and len(decoders) >= 2  # in both branches
+        assert not any(n.op_type == "HuffmanDecode" for n in out.graph.node)
+        assert out.ByteSize() < encoded.ByteSize()
+        x = np.random.default_rng(6).standard_normal((5, 256)).astype(np.float32)
+        for flag in (True, False):
+            feeds = {"x": x, "flag": np.array(flag)}
+            want = outputs(encoded, feeds)["y"]
+            np.testing.assert_array_equal(outputs(out, feeds)["y"], want)
+            np.testing.assert_allclose(outputs(out, feeds, runtime=True)["y"], want, rtol=1e-5, atol=1e-4)
+
+
+def test_inline_writes_standard_ops_inside_the_bodies():
+    model = control_flow_layers()
+    _, ref, _ = _compress("kmeans(bits=4)", model)
+    _, out, res = _compress("kmeans(bits=4,inline=true)", model)
+    assert res.counters["functions_inlined"] == len(BODY_LAYERS)
+    assert not out.functions and all(n.domain in ("", "ai.onnx") for n in _body_nodes(out) + list(out.graph.node))
+    assert [o.domain for o in out.opset_import] == [""]
+    for flag in (True, False):
+        feeds = control_flow_feeds(flag)
+        want, got = outputs(ref, feeds), outputs(out, feeds)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
+
+
+def test_budgets_leave_layers_the_calibration_data_never_reaches_at_the_default():
+    """The calibration data takes the then branch: the else branch's layer has zero measured output error at
+    every candidate, which would give it the fewest bits / the most zeros (silently breaking the other branch)."""
+    model = _if_matmuls(64, 48, 4, seed=7)
+    calib = {"x": np.random.default_rng(8).standard_normal((5, 64)).astype(np.float32), "flag": np.array(True)}
+    _, _, res = _compress("kmeans(target-bits=3.5,candidate-bits=2;3;4;8,bits=4)", model, calib=calib)
+    bits = {r.name: r.extra["bits"] for r in res.layers}
+    assert bits["e_mm"] == 4 and res.counters["budget_layers_not_reached"] == 1
+    _, _, res = _compress("prune-weights(target-sparsity=0.6)", model, calib=calib)
+    sparsity = {r.name: r.extra["sparsity"] for r in res.layers}
+    assert abs(sparsity["e_mm"] - 0.6) < 0.01 and res.counters["budget_layers_not_reached"] == 1
+
+
+def test_a_scan_body_layer_is_encoded_exactly_by_a_codebook_holding_its_weights():
+    """state <- Tanh((state + x_t) @ W) over 4 steps (Scan), W [24, 24] from 16 evenly spaced values."""
+    rng = np.random.default_rng(9)
+    f = TensorProto.FLOAT
+    w = EVEN16.astype(np.float32)[rng.integers(0, 16, (24, 24))] / 4
+    body = helper.make_graph(
+        [
+            helper.make_node("Add", ["s_in", "x_t"], ["sum"]),
+            helper.make_node("MatMul", ["sum", "scan_w"], ["mm"], name="scan_matmul"),
+            helper.make_node("Tanh", ["mm"], ["s_out"]),
+            helper.make_node("Identity", ["s_out"], ["y_t"]),
+        ],
+        "body",
+        [helper.make_tensor_value_info("s_in", f, [3, 24]), helper.make_tensor_value_info("x_t", f, [3, 24])],
+        [helper.make_tensor_value_info("s_out", f, [3, 24]), helper.make_tensor_value_info("y_t", f, [3, 24])],
+        [numpy_helper.from_array(w, "scan_w")],
+    )
+    g = helper.make_graph(
+        [helper.make_node("Scan", ["s0", "seq"], ["s_last", "ys"], name="scan", body=body, num_scan_inputs=1)],
+        "g",
+        [helper.make_tensor_value_info("s0", f, [3, 24]), helper.make_tensor_value_info("seq", f, [4, 3, 24])],
+        [helper.make_tensor_value_info("s_last", f, [3, 24]), helper.make_tensor_value_info("ys", f, [4, 3, 24])],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    _, out, res = _compress("kmeans(bits=4,group-size=0)", model)
+    assert [(r.name, r.extra["subgraph"], r.error) for r in res.layers] == [("scan_matmul", "Scan scan body", 0.0)]
+    assert any(n.op_type == "CodebookMatMul" for n in _body_nodes(out))
+    feeds = {
+        "s0": rng.standard_normal((3, 24)).astype(np.float32),
+        "seq": rng.standard_normal((4, 3, 24)).astype(np.float32),
+    }
+    ref, got, native = outputs(model, feeds), outputs(out, feeds), outputs(out, feeds, runtime=True)
+    for name in ref:
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(native[name], ref[name], rtol=1e-5, atol=1e-5)

@@ -234,6 +234,11 @@ def analyze(model: onnx.ModelProto) -> list[LayerCost]:
     return out
 
 
+def node_count(graph: onnx.GraphProto) -> int:
+    """Nodes of the graph and of its If/Loop/Scan bodies (nested ones included)."""
+    return sum(1 + sum(node_count(g) for g in _bodies(n)) for n in graph.node)
+
+
 def _bodies(node: Any) -> list[onnx.GraphProto]:
     """The graphs of a node's GRAPH / GRAPHS attributes (If branches, Loop and Scan bodies)."""
     return [g for a in node.attribute for g in ([a.g] if a.type == 5 else list(a.graphs) if a.type == 10 else [])]
@@ -327,7 +332,7 @@ def summarize(model: onnx.ModelProto) -> ModelCost:
     weight_bytes = sum(_init_bytes(t) for t in weights)
     params = sum(_n(tuple(t.dims)) for t in weights)
     return ModelCost(
-        params, sum(c.flops for c in layers), sum(c.bytes for c in layers), weight_bytes, len(model.graph.node)
+        params, sum(c.flops for c in layers), sum(c.bytes for c in layers), weight_bytes, node_count(model.graph)
     )
 
 
@@ -341,5 +346,5 @@ def model_cost(model: onnx.ModelProto, plan: InputShapes) -> ModelCost:
         None,
         None,
         sum(_init_bytes(t) for t in weights),
-        len(model.graph.node),
+        node_count(model.graph),
     )

@@ -39,8 +39,9 @@ def diff_models(a: onnx.ModelProto, b: onnx.ModelProto, plan: InputShapes | None
 
     plan = plan or resolve(a)
 
-    na = {_node_key(n, i): n for i, n in enumerate(a.graph.node)}
-    nb = {_node_key(n, i): n for i, n in enumerate(b.graph.node)}
+    # nodes of If/Loop/Scan bodies too (names are unique across a model's scopes)
+    na = {_node_key(n, i): n for i, n in enumerate(_all_nodes(a.graph))}
+    nb = {_node_key(n, i): n for i, n in enumerate(_all_nodes(b.graph))}
     removed = [(k, na[k].op_type) for k in na if k not in nb]
     added = [(k, nb[k].op_type) for k in nb if k not in na]
     rewritten = []
@@ -51,7 +52,7 @@ def diff_models(a: onnx.ModelProto, b: onnx.ModelProto, plan: InputShapes | None
         elif list(x.input) != list(y.input) or x.attribute != y.attribute:
             rewritten.append((k, x.op_type, "inputs/attributes changed"))
     rewritten.sort()
-    ca, cb = Counter(n.op_type for n in a.graph.node), Counter(n.op_type for n in b.graph.node)
+    ca, cb = Counter(n.op_type for n in na.values()), Counter(n.op_type for n in nb.values())
     ops = {op: (ca.get(op, 0), cb.get(op, 0)) for op in sorted(ca.keys() | cb.keys()) if ca.get(op) != cb.get(op)}
     sa, sb = cost.model_cost(a, plan), cost.model_cost(b, plan)
     return ModelDiff(
@@ -64,3 +65,16 @@ def diff_models(a: onnx.ModelProto, b: onnx.ModelProto, plan: InputShapes | None
         (sa.weight_bytes, sb.weight_bytes),
         (a.ByteSize(), b.ByteSize()),  # the serialized size, without serializing (models over 2 GB)
     )
+
+
+def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The graph's nodes, each followed by the nodes of its If/Loop/Scan bodies (nested ones included)."""
+    out: list[onnx.NodeProto] = []
+    stack = list(reversed(graph.node))
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        for a in reversed(node.attribute):
+            for g in reversed([a.g] if a.HasField("g") else list(a.graphs)):
+                stack.extend(reversed(g.node))
+    return out

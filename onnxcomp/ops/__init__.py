@@ -33,6 +33,7 @@ from .emit import (
 from .packing import (
     SparseRows,
     best_sparse,
+    block_count,
     decode_codebook,
     eie_decode,
     eie_encode,
@@ -74,6 +75,7 @@ __all__ = [
     "OpSpec",
     "SparseRows",
     "best_sparse",
+    "block_count",
     "decode_codebook",
     "decode_model",
     "eie_decode",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .spec import DOMAIN, VERSION
+from .spec import DOMAIN, MAX_DIM, VERSION
+
+NO_BLOCKS = MAX_DIM  # the bodies' default block_size: every input feature in one block
 
 if TYPE_CHECKING:
     import onnx
@@ -90,14 +92,24 @@ class FunctionBody:
         return outs
 
     def function(
-        self, name: str, inputs: list[str], outputs: list[str], attributes: list[str], opset: int
+        self,
+        name: str,
+        inputs: list[str],
+        outputs: list[str],
+        attributes: list[str],
+        opset: int,
+        defaults: dict[str, int] | None = None,
     ) -> onnx.FunctionProto:
+        """The FunctionProto; ``defaults``: int attributes with a default value (FunctionProto.attribute_proto)."""
         from onnx import helper
 
         imports = [helper.make_opsetid("", opset)]
         if self.calls_domain:
             imports.append(helper.make_opsetid(DOMAIN, VERSION))
-        return helper.make_function(DOMAIN, name, inputs, outputs, self.nodes, imports, attributes=attributes)
+        protos = [helper.make_attribute(k, v) for k, v in (defaults or {}).items()]
+        return helper.make_function(
+            DOMAIN, name, inputs, outputs, self.nodes, imports, attributes=attributes, attribute_protos=protos or None
+        )
 
 
 def unpack(f: FunctionBody, packed: str, bits: str, n: str) -> tuple[str, str]:

@@ -71,14 +71,28 @@ def group_count(outputs: int, group_size: int) -> int:
     return ceil_div(outputs, group_size)
 
 
-def check_codebook(cb: np.ndarray | None, n: int, group_size: int, bits: int, what: str = "N") -> None:
-    """A codebook [G = ceil(n / group_size), C] with 1 <= C <= 2**bits."""
+def block_rows(attrs: dict[str, Any], inputs: int | None) -> int | None:
+    """nblocks = ceil(inputs / block_size) of a node's ``block_size`` attribute (1 without it; None when the
+    inputs are unknown and the node has blocks)."""
+    bsz = attrs.get("block_size")
+    if bsz is None:
+        return 1
+    if inputs is None:
+        return None
+    return max(1, ceil_div(inputs, int(bsz)))
+
+
+def check_codebook(cb: np.ndarray | None, n: int, group_size: int, bits: int, what: str = "N", blocks: int = 1) -> None:
+    """A codebook [G * nblocks, C] with G = ceil(n / group_size) and 1 <= C <= 2**bits (``blocks`` 0: the row
+    count is not known, any multiple of G)."""
     if cb is None:
         return
     g, entries = group_count(n, group_size), 1 << bits
-    if cb.ndim != 2 or cb.shape[0] != g or not 1 <= cb.shape[1] <= entries:
+    rows_ok = cb.ndim == 2 and (cb.shape[0] == g * blocks if blocks else cb.shape[0] % g == 0 and cb.shape[0] > 0)
+    if not rows_ok or not 1 <= cb.shape[1] <= entries:
+        rows = f"G={g}" if blocks == 1 else f"G*nblocks={g}*{blocks if blocks else '?'}"
         raise ValueError(
-            f"codebook must have shape [G={g}, C] with 1 <= C <= 2^bits={entries} ({what}={n}, "
+            f"codebook must have shape [{rows}, C] with 1 <= C <= 2^bits={entries} ({what}={n}, "
             f"group_size={group_size}), got {shape_str(cb.shape)}"
         )
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .spec import DOMAIN, VERSION, function_proto, get_op
 
 if TYPE_CHECKING:
+    import onnx
     import onnx_graphsurgeon as gs
 
     from onnxcomp.passes_api import PassContext, PassResult
@@ -16,18 +17,25 @@ MIN_OPSET = 16  # ScatterElements(reduction=add), Shape(start, end), Unsqueeze(a
 UPGRADE_OPSET = 18  # the version models below MIN_OPSET are converted to
 
 
-def ensure_function(graph: gs.Graph, op_type: str) -> None:
-    """Add the model-local function of ``op_type`` to the graph once (it imports the graph's ai.onnx)."""
+def ensure_function(graph: gs.Graph, op_type: str, blocks: bool = False) -> None:
+    """Add the model-local function of ``op_type`` to the graph once (it imports the graph's ai.onnx).
+
+    ``blocks``: a node of the op has block codebooks (``block_size``): the body must be the one that decodes them
+    (it replaces a plain body already there; it decodes nodes without the attribute the same way).
+    """
     from onnx_graphsurgeon.importers.onnx_importer import OnnxImporter
 
     from onnxcomp.graph import opset_version
 
     for helper in get_op(op_type).helpers:
         ensure_function(graph, helper)
-    for fn in graph.functions:
+    blocks = blocks and get_op(op_type).block_function is not None
+    for fn in list(graph.functions):
         if fn.name == op_type and fn.domain == DOMAIN:
-            return
-    proto = function_proto(op_type, opset_version(graph))
+            if not blocks or "block_size" in (fn.attrs or {}):
+                return
+            graph.functions.remove(fn)
+    proto = function_proto(op_type, opset_version(graph), blocks)
     graph.functions.append(OnnxImporter.import_function(proto, model_opset=opset_version(graph)))
     ensure_domain(graph)
 
@@ -63,7 +71,7 @@ def emit(
 
     from onnxcomp.graph import unique_name
 
-    ensure_function(graph, op_type)
+    ensure_function(graph, op_type, blocks="block_size" in attrs)
     outputs = list(old.outputs)
     old.inputs.clear()
     old.outputs.clear()
@@ -120,6 +128,8 @@ def inline_functions(graph: gs.Graph, ctx: PassContext) -> int:
     model = export_model(graph, ctx)
     import onnx.inliner
 
+    _explicit_defaults(model)
+
     inlined = onnx.inliner.inline_local_functions(model)
     del inlined.functions[:]
     ops = [o for o in inlined.opset_import if o.domain != DOMAIN or any(n.domain == DOMAIN for n in inlined.graph.node)]
@@ -130,3 +140,20 @@ def inline_functions(graph: gs.Graph, ctx: PassContext) -> int:
     graph.import_domains = [d for d in (graph.import_domains or []) if d.domain != DOMAIN]
     ctx.model_meta.get("opset_import", {}).pop(DOMAIN, None)
     return calls
+
+
+def _explicit_defaults(model: onnx.ModelProto) -> None:
+    """Write the default of every function attribute a call leaves out onto the call (onnx.inliner does not apply
+    the defaults of FunctionProto.attribute_proto; onnxruntime does)."""
+    defaults = {(f.domain, f.name): list(f.attribute_proto) for f in model.functions if f.attribute_proto}
+    if not defaults:
+        return
+    graphs = [model.graph]
+    while graphs:
+        for node in graphs.pop().node:
+            have = {a.name for a in node.attribute}
+            for a in defaults.get((node.domain, node.op_type), []):
+                if a.name not in have:
+                    node.attribute.append(a)
+            for a in node.attribute:  # If / Loop / Scan bodies
+                graphs.extend([a.g] if a.HasField("g") else list(a.graphs))

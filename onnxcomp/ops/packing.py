@@ -220,15 +220,30 @@ def run_length_decode(symbols: np.ndarray, bits: int, count: int) -> np.ndarray:
 
 
 # ============================================================================================ numpy decoders
-def decode_codebook(codebook: np.ndarray, codes: np.ndarray, group_size: int, axis: int) -> np.ndarray:
-    """W = codebook[group(position along axis), codes]: axis 1 groups columns (MatMul), axis 0 rows (Conv)."""
+def decode_codebook(
+    codebook: np.ndarray, codes: np.ndarray, group_size: int, axis: int, block_size: int = 0
+) -> np.ndarray:
+    """W = codebook[row, codes]: axis 1 groups columns (MatMul), axis 0 rows (Conv).
+
+    # row = (output // group_size) * nblocks + input // block_size,  nblocks = ceil(inputs / block_size)
+    (``block_size`` 0 or >= the inputs along the other axis: one block, row = output // group_size).
+    """
     import numpy as np
 
-    n = codes.shape[axis]
+    n, k = codes.shape[axis], codes.shape[1 - axis]
     groups = np.arange(n) // group_size
+    blocks = np.arange(k) // block_size if 0 < block_size < k else np.zeros(k, np.int64)
+    nblocks = int(blocks[-1]) + 1 if k else 1
     if axis == 1:
-        return codebook[groups[None, :], codes]
-    return codebook[groups[:, None], codes]
+        return codebook[groups[None, :] * nblocks + blocks[:, None], codes]
+    return codebook[groups[:, None] * nblocks + blocks[None, :], codes]
+
+
+def block_count(inputs: int, block_size: int | None) -> int:
+    """Codebook blocks along the input features: ceil(inputs / block_size) (1 when block_size is 0 or absent)."""
+    if not block_size or block_size >= inputs:
+        return 1
+    return -(-inputs // block_size)
 
 
 def ternary_lut(scales: np.ndarray) -> np.ndarray:

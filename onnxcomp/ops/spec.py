@@ -76,6 +76,9 @@ class OpSpec:
     # an activation fused after the standard op: attributes -> (leaky_alpha, clip_min, clip_max), or None
     activation: Callable[[dict[str, Any]], tuple[float, float, float] | None] | None = None
     helper_only: bool = False  # only called from other bodies, never a graph node (UnpackCodes)
+    # the body of the op's block codebooks (attribute ``block_size``, default: all input features): written into a
+    # model only when one of its nodes has the attribute, so that models without blocks keep the plain body
+    block_function: Callable[[int], onnx.FunctionProto] | None = None
 
 
 OPS: dict[str, OpSpec] = {}
@@ -95,14 +98,18 @@ def get_op(op_type: str) -> OpSpec:
         raise ValueError(f"no com.onnxcomp op {op_type!r}; ops: {', '.join(OPS)}") from err
 
 
-def function_proto(op_type: str, opset: int) -> onnx.FunctionProto:
-    """The model-local function of ``op_type`` for a model importing ai.onnx ``opset``."""
-    return get_op(op_type).function(opset)
+def function_proto(op_type: str, opset: int, blocks: bool = False) -> onnx.FunctionProto:
+    """The model-local function of ``op_type`` for a model importing ai.onnx ``opset`` (``blocks``: the body that
+    also decodes block codebooks, for ops that have one)."""
+    spec = get_op(op_type)
+    if blocks and spec.block_function is not None:
+        return spec.block_function(opset)
+    return spec.function(opset)
 
 
-def function_protos(op_type: str, opset: int) -> list[onnx.FunctionProto]:
+def function_protos(op_type: str, opset: int, blocks: bool = False) -> list[onnx.FunctionProto]:
     """The function of ``op_type`` and of the helpers it calls: what a model using the op must carry."""
-    return [function_proto(h, opset) for h in get_op(op_type).helpers] + [function_proto(op_type, opset)]
+    return [function_proto(h, opset) for h in get_op(op_type).helpers] + [function_proto(op_type, opset, blocks)]
 
 
 def node_attributes(node: onnx.NodeProto) -> dict[str, Any]:

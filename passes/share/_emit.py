@@ -78,12 +78,19 @@ class Encoded:
     group_size: int
     ternary: bool = False
     zero_code: bool = False  # code 0 decodes to exactly 0.0 in every group (sparse layout possible)
+    # input features per codebook block (0: none): table row = (output // group_size) * nblocks + input // block_size
+    block_size: int = 0
 
     def decoded(self, out_axis: int) -> np.ndarray:
         import numpy as np
 
         table = ops.ternary_lut(self.table) if self.ternary else self.table
-        return np.asarray(ops.decode_codebook(table, self.codes, self.group_size, out_axis), np.float32)
+        w = ops.decode_codebook(table, self.codes, self.group_size, out_axis, self.block_size)
+        return np.asarray(w, np.float32)
+
+    def block_attrs(self) -> dict[str, int]:
+        """The ops' ``block_size`` attribute, only for block codebooks (other models keep their bytes)."""
+        return {"block_size": self.block_size} if self.block_size else {}
 
 
 @dataclasses.dataclass
@@ -127,6 +134,7 @@ FORMATS: dict[str, Format] = {
             "group_size": e.group_size,
             "weight_shape": list(t.weight_shape),
             **t.conv_attrs,
+            **e.block_attrs(),
         },
         lambda _: "conv",
         table=lambda e: ops.ternary_lut(e.table) if e.ternary else e.table,
@@ -148,7 +156,7 @@ FORMATS: dict[str, Format] = {
     "dense": Format(
         "CodebookMatMul",
         "codebook",
-        lambda t, e, _: {"bits": e.bits, "N": t.outputs, "group_size": e.group_size},
+        lambda t, e, _: {"bits": e.bits, "N": t.outputs, "group_size": e.group_size, **e.block_attrs()},
         lambda _: "dense",
     ),
 }
@@ -217,6 +225,7 @@ def _layout(t: Target, e: Encoded, sparse: str, huffman: str) -> tuple[ops.Spars
         t.kind == "matmul"
         and e.zero_code
         and not e.ternary
+        and not e.block_size
         and sparse != "never"
         and (sparse == "always" or _sparse_may_win(e, huffman))
     ):

@@ -26,12 +26,17 @@ def kmeans_encode(
     init: str = "linear",
     weights: np.ndarray | None = None,
     max_iter: int = 300,
+    block_size: int = 0,
+    rng: np.random.Generator | None = None,
 ) -> Encoded:
-    """k-means codebook per group of output channels; exact zeros keep code 0 in pruned layers."""
+    """k-means codebook per group of output channels (and, with ``block_size``, per block of that many input
+    features: ``block_encode``); exact zeros keep code 0 in pruned layers."""
     import numpy as np
 
     from ._kmeans import kmeans_1d
 
+    if 0 < block_size < w2.shape[1 - out_axis]:
+        return block_encode(w2, bits, group_size, out_axis, block_size, weights, rng)
     n_out = w2.shape[out_axis]
     gsz = group_size if 0 < group_size < n_out else n_out
     groups = -(-n_out // gsz)
@@ -61,6 +66,60 @@ def kmeans_encode(
         sub[mask] = km.labels + first
         codes[sl] = sub
     return Encoded(table, codes, bits, gsz, zero_code=zero_code)
+
+
+BLOCK_STARTS = ("linear", "quantile", "kmeans++")  # block rows are short: three starts, two swap rounds
+
+
+def block_encode(
+    w2: np.ndarray,
+    bits: int,
+    group_size: int,
+    out_axis: int,
+    block_size: int,
+    weights: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
+    whole: np.ndarray | None = None,
+) -> Encoded:
+    """Block codebooks: one k-means codebook per (``group_size`` output channels, ``block_size`` input features),
+    table row (output // group_size) * nblocks + input // block_size (runtime/OPS.md); ``weights``: per input
+    feature (activation energy) or per weight.
+
+    Each block's k-means also starts from the codebook of its output group without blocks (``whole``; fitted here
+    when not given): Lloyd from it never raises the block's error, so block codebooks never reconstruct the weights
+    worse than the same groups' codebooks over all inputs (best of the starts, by weighted error).
+    """
+    import numpy as np
+
+    from ._gptvq import group_books
+
+    rng = rng if rng is not None else np.random.default_rng(0)
+    if whole is None:
+        whole = kmeans_encode(w2, bits, group_size, out_axis, "linear", weights).table
+    wo = np.asarray(w2.T if out_axis == 1 else w2, np.float64)  # [outputs, inputs]
+    r, n = wo.shape
+    gsz = group_size if 0 < group_size < r else r
+    nblocks = -(-n // block_size)
+    levels = 1 << bits
+    zero_code = float(np.mean(wo == 0)) >= ZERO_CODE_MIN
+    first = 1 if zero_code else 0
+    wt = None
+    if weights is not None:
+        wt = np.broadcast_to(np.asarray(weights, np.float64), w2.shape)
+        wt = np.asarray(wt.T if out_axis == 1 else wt)
+    if zero_code:
+        wt = np.where(wo != 0, 1.0 if wt is None else wt, 1e-30)
+    books = -(-r // gsz)
+    table = np.zeros((books * nblocks, levels), np.float32)
+    codes = np.zeros((r, n), np.int64)
+    for b in range(nblocks):
+        sl = slice(b * block_size, min(n, (b + 1) * block_size))
+        starts = (*BLOCK_STARTS, np.sort(np.asarray(whole, np.float64)[:, first:], axis=1))
+        cents, labels = group_books(wo[:, sl], None if wt is None else wt[:, sl], gsz, levels - first, rng, starts, 2)
+        table[np.arange(books) * nblocks + b, first:] = cents
+        codes[:, sl] = np.where(wo[:, sl] != 0, labels + first, 0) if zero_code else labels
+    codes = codes.T if out_axis == 1 else codes
+    return Encoded(table, np.ascontiguousarray(codes), bits, gsz, zero_code=zero_code, block_size=block_size)
 
 
 def stored_bytes(t: Target, bits: int, groups: int) -> int:
@@ -94,8 +153,10 @@ def compensated_encode(
     hs: list[np.ndarray],
     rng: np.random.Generator,
     factors: tuple[np.ndarray, np.ndarray] | None = None,
+    block_size: int = 0,
 ) -> tuple[Encoded, bool]:
-    """GPTQ-ordered k-means codebooks of a storage matrix (see ``_gptvq``); (encoding, compensated?)."""
+    """GPTQ-ordered k-means codebooks of a storage matrix (see ``_gptvq``; ``block_size``: block codebooks fitted
+    block by block as the compensation reaches them); (encoding, compensated?)."""
     import numpy as np
 
     from . import _gptvq
@@ -104,9 +165,15 @@ def compensated_encode(
     n_out = wo.shape[0]
     gsz = group_size if 0 < group_size < n_out else n_out
     zero_code = float(np.mean(w2 == 0)) >= ZERO_CODE_MIN
-    res = _gptvq.compensated_quantize(wo, hs, bits, gsz, zero_code=zero_code, rng=rng, factors=factors)
+    blocks = block_size if 0 < block_size < wo.shape[1] else 0
+    if blocks:
+        res = _gptvq.compensated_quantize_blocks(wo, hs, bits, gsz, blocks, zero_code=zero_code, rng=rng)
+    else:
+        res = _gptvq.compensated_quantize(wo, hs, bits, gsz, zero_code=zero_code, rng=rng, factors=factors)
     codes = res.codes.T if t.kind == "matmul" else res.codes
-    e = Encoded(res.codebook.astype(np.float32), np.ascontiguousarray(codes), bits, gsz, zero_code=zero_code)
+    e = Encoded(
+        res.codebook.astype(np.float32), np.ascontiguousarray(codes), bits, gsz, zero_code=zero_code, block_size=blocks
+    )
     return e, res.compensated
 
 
@@ -149,6 +216,8 @@ def refine_codebook(
     c3 = co.reshape(g_h, rows // g_h, n)
     w3 = wo.reshape(c3.shape).astype(np.float32)
     books = e.table.shape[0]
+    if e.block_size:
+        raise ValueError("refine_codebook: block codebooks couple the codebooks of a row (not supported)")
     # bin of (codebook group of row j, code c_jk): sums over the positions k with that code
     key = ((np.arange(rows) // e.group_size).reshape(c3.shape[:2])[:, :, None] * levels + c3).ravel()
     # b_l = sum_{j, k: c_jk = l} (H w_j)_k  (sequential: (H_co w_j)_k)

@@ -34,6 +34,7 @@ PROTECT_DB = 6.0  # layers this far below the median channel SQNR (4x the error)
 PROTECT_BITS = 8
 DEAD_REL = 1e-6
 CHANNEL_STARTS = ("linear", "quantile", "kmeans++")  # per-channel rows are short: two swap rounds
+DB_PER_BIT = 6.02  # the block candidates' price of one stored bit per weight
 
 
 @dataclasses.dataclass
@@ -43,6 +44,41 @@ class Choice:
     sqnr: float  # SQNR_ch of the chosen encoding, dB
     reason: str
     encoded: Encoded
+    block_size: int = 0  # input features per codebook block (0: none)
+
+
+def stored_bits(t: Target, e: Encoded) -> float:
+    """Stored bits per weight of an encoding, codebooks counted (fp32, as written)."""
+    return 8.0 * stored_bytes(t, e.bits, int(e.table.shape[0])) / t.params
+
+
+def with_blocks(t: Target, base: Choice, block_size: int, init: str, max_iter: int, rng: np.random.Generator) -> Choice:
+    """``base`` or a block-codebook encoding of the layer (same bits), whichever scores higher (module docstring)."""
+    from ._encode import block_encode
+
+    inputs = t.w2.shape[1 - t.out_axis]
+    if not 0 < block_size < inputs or base.encoded.zero_code:
+        return base
+    base_bits = stored_bits(t, base.encoded)
+    best, best_score = base, base.sqnr - DB_PER_BIT * base_bits
+    for gsz in sorted({0, base.group_size}):
+        whole = base.encoded.table if gsz == base.group_size else None
+        e = block_encode(t.w2, base.bits, gsz, t.out_axis, block_size, None, rng, whole)
+        bits = stored_bits(t, e)
+        if bits > MAX_BITS:
+            continue
+        sq = channel_sqnr(t.w2, e.decoded(t.out_axis), t.out_axis)
+        score = sq - DB_PER_BIT * bits
+        if score > best_score:
+            per = "per channel" if gsz == 1 else "per layer"
+            why = (
+                f"blocks of {block_size} inputs {per} (channel SQNR {sq:.1f} dB at {bits:.2f} bits/weight vs "
+                f"{base.sqnr:.1f} dB at {base_bits:.2f} without blocks)"
+            )
+            best, best_score = Choice(gsz, base.bits, sq, why, e, block_size), score
+    if best is base:
+        base.reason += f"; blocks of {block_size} inputs gain less than {DB_PER_BIT:g} dB per stored bit"
+    return best
 
 
 def channel_sqnr(w2: np.ndarray, q: np.ndarray, out_axis: int) -> float:
@@ -75,8 +111,14 @@ def channel_encode(w2: np.ndarray, bits: int, out_axis: int, rng: np.random.Gene
     return Encoded(km.centroids.astype(np.float32), np.ascontiguousarray(codes), bits, 1)
 
 
-def choose(t: Target, bits: int, init: str, max_iter: int, rng: np.random.Generator) -> Choice:
-    """Per-layer or per-channel codebooks for one layer at ``bits`` (see the module docstring)."""
+def choose(t: Target, bits: int, init: str, max_iter: int, rng: np.random.Generator, block_size: int = 0) -> Choice:
+    """Per-layer or per-channel codebooks for one layer at ``bits``, then (``block_size``) block codebooks where
+    they score higher (see the module docstring)."""
+    base = _choose(t, bits, init, max_iter, rng)
+    return with_blocks(t, base, block_size, init, max_iter, rng) if block_size else base
+
+
+def _choose(t: Target, bits: int, init: str, max_iter: int, rng: np.random.Generator) -> Choice:
     import numpy as np
 
     layer = kmeans_encode(t.w2, bits, 0, t.out_axis, init, None, max_iter)
@@ -104,12 +146,13 @@ def choose_all(
     init: str,
     max_iter: int,
     rng: np.random.Generator,
+    block_size: int = 0,
 ) -> dict[int, Choice]:
     """``choose`` for every layer, then the layers PROTECT_DB below the median SQNR_ch kept at 8 bits (not
     the layers in ``fixed``: their bits were set by name)."""
     import numpy as np
 
-    picks = {id(t): choose(t, bits_of[id(t)], init, max_iter, rng) for t in targets}
+    picks = {id(t): choose(t, bits_of[id(t)], init, max_iter, rng, block_size) for t in targets}
     finite = [c.sqnr for c in picks.values() if np.isfinite(c.sqnr)]
     if not finite:
         return picks
@@ -122,7 +165,7 @@ def choose_all(
         if c.bits >= PROTECT_BITS:
             c.reason += f"; {low} (already {c.bits} bits)"
             continue
-        up = choose(t, PROTECT_BITS, init, max_iter, rng)
+        up = choose(t, PROTECT_BITS, init, max_iter, rng, block_size)
         up.reason = f"kept at {PROTECT_BITS} bits: {low}; {up.reason}"
         picks[id(t)] = up
     return picks

@@ -89,6 +89,13 @@ class KMeans(EmitsOps, Pass):
             "per layer or one per channel, chosen per layer from the weights' channel SQNR, and layers far "
             "below the others' SQNR keep 8 bits (_granularity). Unset: auto without calibration data, 0 with",
         )
+        block_size: int = opt(
+            0,
+            "input features per codebook block: one codebook per (group of output channels, block of this many "
+            "inputs; a Conv's inputs are C/group*kh*kw in im2col order), as coremltools' grouped-channel "
+            "palettization and GPTVQ's blocks; with group-size=auto the blocks are one more candidate, taken "
+            "where they gain more channel SQNR per stored bit. 0: off (codebooks span all inputs)",
+        )
         init: Literal["linear", "density"] = opt(
             "linear", "centroid initialization: linear (Deep Compression) or density (weighted quantiles)"
         )
@@ -151,6 +158,8 @@ class KMeans(EmitsOps, Pass):
         group = o.group_size if o.group_size is not None else ("auto" if ctx.calib is None else 0)
         if group != "auto" and int(group) < 0:
             raise UsageError("kmeans: group-size must be >= 0 or auto")
+        if o.block_size < 0:
+            raise UsageError(f"kmeans: block-size must be >= 0, got {o.block_size}")
         self._group = 0 if group == "auto" else int(group)  # the compensated and budget modes: per layer
         if o.sequential and ctx.calib is None:
             raise UsageError("kmeans: sequential=true needs calibration data (--calib)")
@@ -175,7 +184,7 @@ class KMeans(EmitsOps, Pass):
 
             bits_of = {id(t): bits_for(t, o.bits, o.bits_per_layer) for t in targets}
             fixed = {id(t) for t in targets if per_layer_value(t, None, o.bits_per_layer) is not None}
-            self._auto = choose_all(targets, bits_of, fixed, o.init, o.max_iter, ctx.rng(13))
+            self._auto = choose_all(targets, bits_of, fixed, o.init, o.max_iter, ctx.rng(13), o.block_size)
         for tt in tables:
             self._encode_table(graph, ctx, tt, result)
         if not targets:
@@ -203,7 +212,7 @@ class KMeans(EmitsOps, Pass):
                     if o.weighted:
                         energy = input_energy(graph, ctx, waves[k], o.calib_samples, cur)
             x, x_orig, e_t = cur.get(t.x.name), None, energy.get(id(t))
-            if cur is not acts and x is not None:  # (no input captured inside an If/Loop/Scan body)
+            if cur is not acts and x is not None:  # (none for a layer in an If branch the data does not take)
                 x_orig = acts[t.x.name]
                 if (
                     not enough_rows(t, x, int((t.w2 != 0).sum(axis=1 - t.out_axis).max()))
@@ -260,7 +269,10 @@ class KMeans(EmitsOps, Pass):
             opts = []
             axis = 0 if isinstance(t, _gather.TableTarget) else t.out_axis
             for b in cands:
-                e = kmeans_encode(t.w2, b, self._group, axis, o.init, energy.get(id(t)), o.max_iter)
+                blocks = o.block_size if isinstance(t, Target) else 0  # tables: CodebookGather has no blocks
+                e = kmeans_encode(
+                    t.w2, b, self._group, axis, o.init, energy.get(id(t)), o.max_iter, blocks, ctx.rng(17)
+                )
                 w_hat = e.decoded(axis)
                 if probe is not None:
                     err = probe.error(weight_name(t), original_weight(t, w_hat))
@@ -340,7 +352,7 @@ class KMeans(EmitsOps, Pass):
                 factors = None
                 if grams is None:
                     grams, factors = self._shared_hessian(t, x, rng)
-                e, gptq = compensated_encode(t, w2, bits, self._group, grams[0], rng, factors)
+                e, gptq = compensated_encode(t, w2, bits, self._group, grams[0], rng, factors, o.block_size)
                 how = " compensated" if gptq else " (plain: lower output error than compensated)"
                 result.count("layers_compensated" if gptq else "layers_plain_better")
             else:
@@ -350,12 +362,15 @@ class KMeans(EmitsOps, Pass):
         if e is None and choice is not None and w2 is t.w2:
             e, how = choice.encoded, f"{how} {choice.reason}"
         elif e is None:
-            e = kmeans_encode(w2, bits, self._group, t.out_axis, o.init, energy, o.max_iter)
+            e = kmeans_encode(w2, bits, self._group, t.out_axis, o.init, energy, o.max_iter, o.block_size, rng)
         if not saves_bytes(t, e):
             result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
             return False
         decision = f"kmeans {bits}-bit{how}" + (" of the sequential re-fit" if w2 is not t.w2 else "")
-        if o.refine and x is not None:
+        if o.refine and x is not None and e.block_size:
+            # the least-squares refit couples the blocks of a row (not solved per codebook): not done for blocks
+            result.count("layers_refine_skipped_blocks")
+        elif o.refine and x is not None:
             if refine_flops(t, e) > o.max_refine_flops:
                 result.skip(t.name, "codebook refinement skipped: too expensive (max-refine-flops)")
             else:

@@ -1,5 +1,6 @@
-// CodebookConv: Y = Conv(X, W) + B with W[m].ravel()[j] = codebook[m // group_size, code(m, j)].
-// Inputs: X float [N, C, *spatial] (1 to 3 spatial dims), codebook float [G, C' <= 2^bits],
+// CodebookConv: Y = Conv(X, W) + B with W[m].ravel()[j] = codebook[(m // group_size) * nblocks + j // block_size,
+// code(m, j)] (block_size: default all C/group * prod(k) inputs, nblocks = 1).
+// Inputs: X float [N, C, *spatial] (1 to 3 spatial dims), codebook float [G * nblocks, C' <= 2^bits],
 // codes uint8 [M, ceil(C/group * prod(k) * bits / 8)], B float [M] (optional).
 // Attributes: bits, group_size (over output channels, default M), weight_shape (M, C/group, k...),
 // the Conv attributes dilations, group, kernel_shape, pads, strides (explicit pads only), and
@@ -30,7 +31,7 @@ constexpr int64_t kMaxConvAttr = int64_t{1} << 31;  // bound for sizes, strides,
 struct CodebookConvKernel {
   std::string label;
   int bits = 0;
-  int64_t M = 0, Cg = 0, group = 1, group_size = 0, S = 0, KS = 1;
+  int64_t M = 0, Cg = 0, group = 1, group_size = 0, S = 0, KS = 1, block_size = 0, nblocks = 1;
   std::vector<int64_t> kernel, strides, dilations, pads;
   ConstInput const_codes, const_codebook;
   // onnxruntime's Conv, invoked on the decoded filter. The filter is decoded once for constant codes and
@@ -75,6 +76,9 @@ struct CodebookConvKernel {
     group = a.optional_int("group", 1, 1, kMaxDim);
     if (M % group != 0) fail("M=", M, " (weight_shape[0]) is not divisible by group=", group);
     group_size = a.optional_int("group_size", M, 1, kMaxDim);
+    block_size = a.optional_int("block_size", kMaxDim, 1, kMaxDim);
+    nblocks = block_count(Cg * KS, block_size);
+    checked_mul(ceil_div(M, group_size), nblocks, "G*nblocks codebook rows");
     std::vector<int64_t> ks;
     if (a.get_ints("kernel_shape", &ks) && ks != kernel)
       fail("attribute kernel_shape=", shape_str(ks), " does not match weight_shape=", shape_str(ws));
@@ -109,11 +113,12 @@ struct CodebookConvKernel {
     const_codebook.init(info, 1);
     if (winograd_tile != 0 && const_codes.data != nullptr && const_codebook.data != nullptr) {
       // decode (validated like at run time) and transform once
-      const int64_t G = ceil_div(M, group_size), entries = int64_t{1} << bits, CKK = Cg * KS;
+      const int64_t G = ceil_div(M, group_size) * nblocks, entries = int64_t{1} << bits, CKK = Cg * KS;
       const int64_t row_bytes = ceil_div(CKK * bits, 8);
       const std::vector<int64_t>& cs = const_codebook.shape;
       if (cs.size() != 2 || cs[0] != G || cs[1] < 1 || cs[1] > entries)
-        fail("codebook must have shape [G=", G, ", C] with 1 <= C <= 2^bits=", entries, ", got ", shape_str(cs));
+        fail("codebook must have shape [G*nblocks=", G, ", C] with 1 <= C <= 2^bits=", entries, ", got ",
+             shape_str(cs));
       if (const_codes.shape != std::vector<int64_t>{M, row_bytes})
         fail("codes must have shape [M=", M, ", ", row_bytes, "], got ", shape_str(const_codes.shape));
       const uint8_t* cp = static_cast<const uint8_t*>(const_codes.data);
@@ -121,7 +126,7 @@ struct CodebookConvKernel {
         fail("a code is out of range for a codebook of ", cs[1], " entries");
       std::vector<float> padded = pad_codebook(static_cast<const float*>(const_codebook.data), G, cs[1], bits);
       std::vector<float> w(static_cast<size_t>(M * CKK));
-      kernels().decode_rows(cp, row_bytes, 0, M, CKK, bits, padded.data(), group_size, w.data());
+      decode(cp, row_bytes, CKK, padded.data(), w.data());
       winograd.reset(new conv::WinogradConv(winograd_tile, Cg, M, w.data()));
       const_codes.mark(const_codes.data);
     }
@@ -141,6 +146,15 @@ struct CodebookConvKernel {
         conv_op = Ort::Op{nullptr};  // the built-in GEMM path below
       }
     }
+  }
+
+  // W [M, CKK] from the codes (cbd: the codebook padded to 2^bits entries per row)
+  void decode(const uint8_t* cp, int64_t row_bytes, int64_t CKK, const float* cbd, float* out) const {
+    if (nblocks == 1) {
+      kernels().decode_rows(cp, row_bytes, 0, M, CKK, bits, cbd, group_size, out);
+      return;
+    }
+    decode_block_rows(BlockCodebookWeights{cp, cbd, M, CKK, row_bytes, group_size, block_size, nblocks, bits, true}, out);
   }
 
   // The float filter [M, C/group, k...] decoded from the codes (cbd: the codebook padded to 2^bits entries), as
@@ -163,7 +177,7 @@ struct CodebookConvKernel {
       f->codebook_key.assign(cb.as<float>(), cb.as<float>() + cb.count);
     }
     f->weight.assign(static_cast<size_t>(M * CKK), 0.0f);
-    kernels().decode_rows(cp, row_bytes, 0, M, CKK, bits, cbd, group_size, f->weight.data());
+    decode(cp, row_bytes, CKK, cbd, f->weight.data());
     f->zero_bias.assign(static_cast<size_t>(M), 0.0f);
     std::vector<int64_t> wshape{M, Cg};
     wshape.insert(wshape.end(), kernel.begin(), kernel.end());
@@ -189,7 +203,7 @@ struct CodebookConvKernel {
     nf->codes_key.assign(codes.as<uint8_t>(), codes.as<uint8_t>() + codes.count);
     nf->codebook_key.assign(cb.as<float>(), cb.as<float>() + cb.count);
     std::vector<float> w(static_cast<size_t>(M * CKK));
-    kernels().decode_rows(cp, row_bytes, 0, M, CKK, bits, cbd, group_size, w.data());
+    decode(cp, row_bytes, CKK, cbd, w.data());
     nf->plan = std::make_shared<const conv::WinogradConv>(winograd_tile, Cg, M, w.data());
     winograd_cached = nf;
     return nf->plan;
@@ -211,11 +225,11 @@ struct CodebookConvKernel {
       const int64_t batch = x.shape[0], C = x.shape[1];
       if (C != Cg * group)
         fail("X has ", C, " channels, but weight_shape[1]*group = ", Cg, "*", group, " = ", Cg * group);
-      const int64_t G = ceil_div(M, group_size);
+      const int64_t G = ceil_div(M, group_size) * nblocks;  // codebook rows
       const int64_t entries = int64_t{1} << bits;
       if (cb.shape.size() != 2 || cb.shape[0] != G || cb.shape[1] < 1 || cb.shape[1] > entries)
-        fail("codebook must have shape [G=", G, ", C] with 1 <= C <= 2^bits=", entries, " (M=", M,
-             ", group_size=", group_size, "), got ", shape_str(cb.shape));
+        fail("codebook must have shape [", nblocks > 1 ? "G*nblocks=" : "G=", G, ", C] with 1 <= C <= 2^bits=",
+             entries, " (M=", M, ", group_size=", group_size, "), got ", shape_str(cb.shape));
       const int64_t CKK = Cg * KS;
       const int64_t row_bytes = ceil_div(CKK * bits, 8);
       if (codes.shape.size() != 2 || codes.shape[0] != M || codes.shape[1] != row_bytes)
@@ -269,7 +283,6 @@ struct CodebookConvKernel {
         padded = pad_codebook(cbd, G, C_cb, bits);
         cbd = padded.data();
       }
-      const KernelTable& kt = kernels();
 
       Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
       const bool constant = const_codes.data != nullptr && codes.data == const_codes.data &&
@@ -301,7 +314,7 @@ struct CodebookConvKernel {
       float* y = yv.GetTensorMutableData<float>();
       // the filter, decoded for this run, through the im2col GEMM
       std::vector<float> w(static_cast<size_t>(M * CKK));
-      kt.decode_rows(cp, row_bytes, 0, M, CKK, bits, cbd, group_size, w.data());
+      decode(cp, row_bytes, CKK, cbd, w.data());
       conv::ConvParams prm;
       prm.C = C;
       prm.M = M;

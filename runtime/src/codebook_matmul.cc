@@ -1,6 +1,8 @@
-// CodebookMatMul: Y = X @ W + B with W[k, n] = codebook[n // group_size, code(k, n)].
-// Inputs: X float [..., K], codebook float [G, C <= 2^bits], codes uint8 [K, ceil(N*bits/8)],
-// B float [N] (optional). Attributes: bits (1..8), N (> 0), group_size (> 0, default N).
+// CodebookMatMul: Y = X @ W + B with W[k, n] = codebook[(n // group_size) * nblocks + k // block_size, code(k, n)].
+// Inputs: X float [..., K], codebook float [G * nblocks, C <= 2^bits], codes uint8 [K, ceil(N*bits/8)],
+// B float [N] (optional). Attributes: bits (1..8), N (> 0), group_size (> 0, default N), block_size (> 0, default:
+// all K inputs, nblocks = 1). Block codebooks run as a GEMM on W decoded into the GEMM's float panel (once, for
+// constant codes and codebook); without blocks, 1-4 rows of X take the register-decoding GEMV.
 #include <algorithm>
 #include <cstring>
 
@@ -13,16 +15,18 @@ namespace {
 struct CodebookMatMulKernel {
   std::string label;
   int bits = 0;
-  int64_t N = 0, group_size = 0;
+  int64_t N = 0, group_size = 0, block_size = 0;
   ConstInput const_codes, const_codebook;
   std::vector<uint8_t> packed;  // prepacked copy of constant codes (the AVX-512 and AVX2 GEMVs)
   FloatPanel panel;             // W decoded for many-row runs (constant codes and codebook only)
+  FloatPanel block_panel;       // W of block codebooks, decoded for every run (constant codes and codebook only)
 
   CodebookMatMulKernel(const OrtKernelInfo* info) : label(node_label("CodebookMatMul", info)) {
     Attrs a{info};
     bits = static_cast<int>(a.required_int("bits", 1, 8));
     N = a.required_int("N", 1, kMaxDim);
     group_size = a.optional_int("group_size", N, 1, kMaxDim);
+    block_size = a.optional_int("block_size", kMaxDim, 1, kMaxDim);
     const_codes.init(info, 2);
     const_codebook.init(info, 1);
     if (std::string(kernels().name) != "scalar") packed = maybe_prepack(const_codes, N, bits);
@@ -38,8 +42,9 @@ struct CodebookMatMulKernel {
       expect(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
       const MatMulDims dims = matmul_x(x);
       const int64_t M = dims.M, K = dims.K;
-      const int64_t G = ceil_div(N, group_size);
-      check_codebook(cb, N, group_size, bits);
+      const int64_t nblocks = block_count(K, block_size);
+      const int64_t G = ceil_div(N, group_size) * nblocks;  // codebook rows
+      check_codebook(cb, N, group_size, bits, nblocks);
       const int64_t entries = int64_t{1} << bits;
       const int64_t row_bytes = ceil_div(N * bits, 8);
       if (codes.shape.size() != 2 || codes.shape[0] != K || codes.shape[1] != row_bytes)
@@ -70,9 +75,16 @@ struct CodebookMatMulKernel {
       checked_elements(yshape, "output Y");
       Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
       float* y = yv.GetTensorMutableData<float>();
+      const bool constant = codes.data == const_codes.data && cb.data == const_codebook.data && cb.data != nullptr;
+      if (nblocks > 1) {
+        const BlockCodebookWeights bw{codes.as<uint8_t>(), cbp, K, N, row_bytes, group_size, block_size, nblocks,
+                                      bits, false};
+        const float* bp = constant ? block_panel.get(ctx, block_codebook_panel, &bw, K, N) : nullptr;
+        run_panel_gemm(ctx, x.as<float>(), M, K, N, bp, block_codebook_panel, &bw, bias_data, y, false);
+        return;
+      }
       CodebookWeights w{codes.as<uint8_t>(), cbp, K, N, row_bytes, group_size, G, bits, nullptr};
       if (!packed.empty() && codes.data == const_codes.data) w.packed = packed.data();
-      const bool constant = codes.data == const_codes.data && cb.data == const_codebook.data && cb.data != nullptr;
       run_codebook_matmul(ctx, x.as<float>(), M, w, bias_data, y, constant ? &panel : nullptr);
     });
   }

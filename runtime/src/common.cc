@@ -136,10 +136,17 @@ MatMulDims matmul_x(const Input& x) {
   return {checked_elements(lead, "X's leading dims"), x.shape.back()};
 }
 
-void check_codebook(const Input& cb, int64_t N, int64_t group_size, int bits) {
+void check_codebook(const Input& cb, int64_t N, int64_t group_size, int bits, int64_t nblocks) {
   expect(cb, "codebook", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
   const int64_t G = ceil_div(N, group_size);
   const int64_t entries = int64_t{1} << bits;
+  if (nblocks != 1) {
+    const int64_t rows = checked_mul(G, nblocks, "G*nblocks codebook rows");
+    if (cb.shape.size() != 2 || cb.shape[0] != rows || cb.shape[1] < 1 || cb.shape[1] > entries)
+      fail("codebook must have shape [G*nblocks=", G, "*", nblocks, ", C] with 1 <= C <= 2^bits=", entries, " (N=", N,
+           ", group_size=", group_size, "), got ", shape_str(cb.shape));
+    return;
+  }
   if (cb.shape.size() != 2 || cb.shape[0] != G || cb.shape[1] < 1 || cb.shape[1] > entries)
     fail("codebook must have shape [G=", G, ", C] with 1 <= C <= 2^bits=", entries, " (N=", N,
          ", group_size=", group_size, "), got ", shape_str(cb.shape));
@@ -313,9 +320,13 @@ void PageBuffer::allocate(size_t bytes) {
 FloatPanel::~FloatPanel() { std::free(data_); }
 
 const float* FloatPanel::get(Ort::KernelContext& ctx, const CodebookWeights& w) {
+  return get(ctx, kernels().codebook_panel, &w, w.K, w.N);
+}
+
+const float* FloatPanel::get(Ort::KernelContext& ctx, PanelFn fill, const void* src, int64_t K, int64_t N) {
   std::call_once(once_, [&] {
     const KernelTable& kt = kernels();
-    const int64_t K = w.K, N = w.N, nr = kt.nr;
+    const int64_t nr = kt.nr;
     const size_t n = static_cast<size_t>(packed_b_floats(K, N, kt.nr));
     const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
     float* p = static_cast<float*>(std::aligned_alloc(64, bytes > 0 ? bytes : 64));
@@ -325,7 +336,7 @@ const float* FloatPanel::get(Ort::KernelContext& ctx, const CodebookWeights& w) 
     try {
       parallel_for(ctx, static_cast<size_t>(ceil_div(N, group)), [&](size_t t) {
         const int64_t n0 = static_cast<int64_t>(t) * group;
-        kt.codebook_panel(&w, 0, K, n0, std::min(group, N - n0), kt.nr, p + (n0 / nr) * K * nr);
+        fill(src, 0, K, n0, std::min(group, N - n0), kt.nr, p + (n0 / nr) * K * nr);
       });
     } catch (...) {
       std::free(p);
@@ -348,12 +359,7 @@ void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, con
   if (M > kGemvMaxRows && K > 0) {
     // GEMM: on the float panel of constant weights, else decoding each k x n block of W into an L2 panel
     const float* bp = panel != nullptr ? panel->get(ctx, w) : nullptr;
-    const int64_t mt = ceil_div(M, row_task), nt = ceil_div(N, col_task);
-    parallel_for(ctx, static_cast<size_t>(mt * nt), [&](size_t t) {
-      const int64_t m0 = static_cast<int64_t>(t) / nt * row_task, n0 = static_cast<int64_t>(t) % nt * col_task;
-      kt.gemm_rows(std::min(row_task, M - m0), K, x + m0 * K, K, bp, kt.codebook_panel, &w, bias, relu, y + m0 * N,
-                   N, n0, std::min(N, n0 + col_task));
-    });
+    run_panel_gemm(ctx, x, M, K, N, bp, kt.codebook_panel, &w, bias, y, relu);
     return;
   }
   // 1..4 rows: the register-decoding GEMV accumulates into y (bias first), GEMM on the columns it does not cover
@@ -376,6 +382,64 @@ void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, con
     const int64_t total = M * N;
     for (int64_t i = 0; i < total; ++i) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
   }
+}
+
+void run_panel_gemm(Ort::KernelContext& ctx, const float* x, int64_t M, int64_t K, int64_t N, const float* bp,
+                    PanelFn fill, const void* src, const float* bias, float* y, bool relu) {
+  if (M == 0 || N == 0) return;
+  const KernelTable& kt = kernels();
+  if (K == 0) {  // Y = act(bias)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) {
+        const float v = bias != nullptr ? bias[n] : 0.0f;
+        y[m * N + n] = relu && v < 0.0f ? 0.0f : v;
+      }
+    return;
+  }
+  const int64_t row_task = std::max<int64_t>(kt.mr, kRowTask / kt.mr * kt.mr);
+  const int64_t col_task = std::max<int64_t>(1, kColumnTask / kt.nr) * kt.nr;
+  const int64_t mt = ceil_div(M, row_task), nt = ceil_div(N, col_task);
+  parallel_for(ctx, static_cast<size_t>(mt * nt), [&](size_t t) {
+    const int64_t m0 = static_cast<int64_t>(t) / nt * row_task, n0 = static_cast<int64_t>(t) % nt * col_task;
+    kt.gemm_rows(std::min(row_task, M - m0), K, x + m0 * K, K, bp, fill, src, bias, relu, y + m0 * N, N, n0,
+                 std::min(N, n0 + col_task));
+  });
+}
+
+// ---- block codebooks ----------------------------------------------------------------------------
+float BlockCodebookWeights::at(int64_t r, int64_t c) const {
+  // code c of row r: stream bits [c * bits, (c + 1) * bits), at most two bytes (bits <= 8)
+  const uint8_t* row = codes + r * row_bytes;
+  const int64_t bit = c * bits, byte = bit >> 3;
+  uint32_t v = row[byte];
+  if (byte + 1 < row_bytes) v |= static_cast<uint32_t>(row[byte + 1]) << 8;
+  const uint32_t code = (v >> (bit & 7)) & ((1u << bits) - 1u);
+  const int64_t out = rows_are_outputs ? r : c, in = rows_are_outputs ? c : r;
+  const int64_t book = (out / group_size) * nblocks + in / block_size;
+  return codebook[(book << bits) + code];
+}
+
+int64_t block_count(int64_t inputs, int64_t block_size) {
+  if (block_size < 1) fail("attribute block_size=", block_size, " must be positive");
+  return inputs <= block_size ? 1 : ceil_div(inputs, block_size);
+}
+
+void decode_block_rows(const BlockCodebookWeights& w, float* out) {
+  for (int64_t r = 0; r < w.rows; ++r)
+    for (int64_t c = 0; c < w.cols; ++c) out[r * w.cols + c] = w.at(r, c);
+}
+
+void block_codebook_panel(const void* ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* panel) {
+  const BlockCodebookWeights& w = *static_cast<const BlockCodebookWeights*>(ctx);
+  const int64_t strips = ceil_div(nc, nr);
+  for (int64_t s = 0; s < strips; ++s)
+    for (int64_t kk = 0; kk < kc; ++kk) {
+      float* dst = panel + (s * kc + kk) * nr;
+      for (int j = 0; j < nr; ++j) {
+        const int64_t n = s * nr + j;
+        dst[j] = n < nc ? w.at(k0 + kk, n0 + n) : 0.0f;
+      }
+    }
 }
 
 float* thread_scratch(size_t n, int slot) {

@@ -135,8 +135,8 @@ struct MatMulDims {
   int64_t K;
 };
 MatMulDims matmul_x(const Input& x);
-// A codebook input of shape [G = ceil(N / group_size), C] with 1 <= C <= 2^bits.
-void check_codebook(const Input& cb, int64_t N, int64_t group_size, int bits);
+// A codebook input of shape [G * nblocks, C] with G = ceil(N / group_size) and 1 <= C <= 2^bits.
+void check_codebook(const Input& cb, int64_t N, int64_t group_size, int bits, int64_t nblocks = 1);
 
 // Constant-initializer inputs seen at kernel creation: a validation of their content is done once
 // and then skipped as long as compute sees the same buffer again.
@@ -224,6 +224,8 @@ class FloatPanel {
   ~FloatPanel();
   // The panel of w (built on the first call, strips decoded in parallel on the pool).
   const float* get(Ort::KernelContext& ctx, const CodebookWeights& w);
+  // The same for any K x N matrix that `fill` writes panels of (src: its context).
+  const float* get(Ort::KernelContext& ctx, PanelFn fill, const void* src, int64_t K, int64_t N);
   size_t bytes() const { return size_ * sizeof(float); }
 
  private:
@@ -232,10 +234,33 @@ class FloatPanel {
   size_t size_ = 0;
 };
 
+// Block codebooks (attribute block_size, OPS.md): a codes matrix [rows, row_bytes] of `cols` codes per row, each code
+// looked up in codebook row (output / group_size) * nblocks + input / block_size, nblocks = ceil(inputs / block_size).
+// rows_are_outputs: the rows are the outputs and the columns the inputs (CodebookConv's filters); otherwise the rows
+// are the inputs k and the columns the outputs n (CodebookMatMul's W [K, N]). codebook: padded to 2^bits entries.
+struct BlockCodebookWeights {
+  const uint8_t* codes;
+  const float* codebook;  // [G * nblocks, 2^bits]
+  int64_t rows, cols, row_bytes, group_size, block_size, nblocks;
+  int bits;
+  bool rows_are_outputs;
+  float at(int64_t r, int64_t c) const;  // the decoded weight of row r, column c
+};
+// nblocks = ceil(inputs / block_size), refused (INVALID_ARGUMENT) when G * nblocks codebook rows would overflow.
+int64_t block_count(int64_t inputs, int64_t block_size);
+// Decodes rows [0, rows) into out [rows, cols] (row-major).
+void decode_block_rows(const BlockCodebookWeights& w, float* out);
+// PanelFn over W [K = rows, N = cols] of a matmul (rows_are_outputs false): ctx is a BlockCodebookWeights.
+void block_codebook_panel(const void* ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* panel);
+
 // Y[..., N] = act(X[..., K] @ W + bias) for a codebook-decoded W (shared by CodebookMatMul, TernaryMatMul and the
 // EP). y is fully written. panel: the weights' float panel when they are constant (else nullptr); relu: max(., 0).
 void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, const CodebookWeights& w,
                          const float* bias, float* y, FloatPanel* panel = nullptr, bool relu = false);
+// The GEMM of run_codebook_matmul for any row count: W [K, N] packed whole (bp) or, when bp is null, supplied block
+// by block by fill(src, ...).
+void run_panel_gemm(Ort::KernelContext& ctx, const float* x, int64_t M, int64_t K, int64_t N, const float* bp,
+                    PanelFn fill, const void* src, const float* bias, float* y, bool relu);
 
 // A zeroed, 64-byte aligned byte buffer for a large constant weight layout that a kernel streams once per run. From
 // 1 MiB up it is 2 MiB aligned and advised to the kernel as transparent huge pages (madvise; ignored where THP is

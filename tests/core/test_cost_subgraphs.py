@@ -22,3 +22,10 @@ def test_body_weights_count_in_the_totals_and_in_their_control_flow_node():
     every = held + 24 * 24 + sum(numpy_helper.to_array(i).size for i in model.graph.initializer)
     assert total.params == every
     assert total.weight_bytes == 4 * every + 4  # float32 weights + the int64 trip count's 4 extra bytes
+
+
+def test_the_node_count_includes_body_nodes():
+    model = control_flow_layers()
+    # main: 3; then: Constant, Conv, Gemm; else: Conv, MatMul, Add; loop: Constant, MatMul, Tanh, Identity;
+    # shared: MatMul | Relu, MatMul
+    assert summarize(concrete(model)).nodes == 3 + 3 + 3 + 4 + 1 + 2

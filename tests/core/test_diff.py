@@ -56,3 +56,16 @@ def test_cli_diff_writes_the_same_numbers_as_json(tmp_path, capsys):
     assert data["op_counts"] == {k: list(v) for k, v in d.op_counts.items()}
     assert [tuple(r) for r in data["removed"]] == d.removed
     assert "removed" in printed and "BatchNormalization" in printed
+
+
+def test_layers_replaced_inside_if_and_loop_bodies_are_listed():
+    from tests.support.models import control_flow_layers
+
+    model = control_flow_layers()
+    out, _ = optimize(model, "kmeans(bits=4)")
+    d = diff_models(model, out)
+    assert d.op_counts["Conv"] == (2, 0) and d.op_counts["CodebookConv"] == (0, 2)
+    assert d.op_counts["MatMul"] == (4, 2) and d.op_counts["Gemm"] == (1, 0)  # the shared MatMuls stay
+    assert d.op_counts["CodebookMatMul"] == (0, 3)
+    assert {name for name, _ in d.removed} >= {"then_conv", "else_conv", "then_gemm", "loop_matmul"}
+    assert d.weight_bytes[1] < d.weight_bytes[0] / 2

@@ -21,7 +21,7 @@ from onnx import numpy_helper
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import oplib
 
-from onnxcomp import runtime
+from onnxcomp import ops, runtime
 
 EP = runtime.ep_available()
 BAD_INTS = [0, -1, -(2**31), 2**31 + 1, 2**40 + 1, 2**62, 9, 3, 1]
@@ -94,11 +94,16 @@ def case_codebook(rng, stats):
     cb, codes, packed = oplib.random_codebook_problem(rng, k, n, bits, gs)
     bias = rng.standard_normal(n).astype(np.float32) if rng.random() < 0.5 else None
     attrs = {}
+    bsz = 0
+    if rng.random() < 0.3 and k > 0:  # block codebooks: [G * nblocks, C]
+        bsz = int(rng.integers(1, k + 3))
+        cb = rng.standard_normal((cb.shape[0] * -(-k // bsz), cb.shape[1])).astype(np.float32)
+        attrs["block_size"] = bsz
     x = rng.standard_normal((*batch, k)).astype(np.float32)
     valid = True
     r = rng.random()
     if r < 0.1:
-        attrs[str(rng.choice(["bits", "N", "group_size"]))] = int(rng.choice(BAD_INTS))
+        attrs[str(rng.choice(["bits", "N", "group_size", "block_size"]))] = int(rng.choice(BAD_INTS))
         valid = False
     elif r < 0.2:
         packed = _reshape_wrong(rng, packed)
@@ -131,7 +136,7 @@ def case_codebook(rng, stats):
             n=n,
             group_size=gs,
             bias=bias,
-            attrs={k2: v for k2, v in attrs.items() if k2 != "bits"},
+            attrs={k2: v for k2, v in attrs.items() if k2 not in ("bits", "block_size")},
             as_inputs={"scales", "codes", "B"},
         )
         feeds = {"X": x, "scales": scales, "codes": tpacked}
@@ -155,7 +160,7 @@ def case_codebook(rng, stats):
         feeds = {"X": x, "codebook": cb, "codes": packed}
         if bias is not None:
             feeds["B"] = bias
-        ref_w = (lambda: oplib.decode_codebook(cb, codes, gs)) if valid else None
+        ref_w = (lambda: ops.decode_codebook(cb, codes, gs, 1, bsz).astype(np.float32)) if valid else None
     _finish(_symbolic(model), feeds, ref_w, bias, stats, rng)
 
 
@@ -231,9 +236,12 @@ def case_conv(rng, stats):
     gs = int(rng.choice([m, 1, 2]))
     ckk = int(np.prod(ws[1:]))
     g = -(-m // gs)
+    attrs = {}
+    if rng.random() < 0.3:  # block codebooks over the C/group * prod(k) inputs: [G * nblocks, 2^bits]
+        attrs["block_size"] = int(rng.integers(1, ckk + 3))
+        g *= -(-ckk // attrs["block_size"])
     cb = rng.standard_normal((g, 1 << bits)).astype(np.float32)
     packed = oplib.pack_bits(rng.integers(0, 1 << bits, size=(m, ckk)), bits)
-    attrs = {}
     r = rng.random()
     if r < 0.3:
         name = str(rng.choice(["strides", "pads", "dilations", "weight_shape", "kernel_shape"]))
@@ -244,7 +252,7 @@ def case_conv(rng, stats):
             vals = vals[:-1]
         attrs[name] = vals
     elif r < 0.4:
-        attrs[str(rng.choice(["group", "bits", "group_size"]))] = int(rng.choice(BAD_INTS))
+        attrs[str(rng.choice(["group", "bits", "group_size", "block_size"]))] = int(rng.choice(BAD_INTS))
     elif r < 0.5:
         packed = _reshape_wrong(rng, packed)
     elif r < 0.6:

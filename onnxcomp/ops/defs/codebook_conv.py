@@ -1,11 +1,12 @@
-"""CodebookConv: Y = Conv(X, W) + B, W[m].ravel()[j] = codebook[m // group_size, code(m, j)] (runtime/OPS.md)."""
+"""CodebookConv: Y = Conv(X, W) + B, W[m].ravel()[j] = codebook[(m // group_size) * nblocks + j // block_size,
+code(m, j)] (runtime/OPS.md)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from .. import checks
-from ..body import FunctionBody, row_width, unpack
+from ..body import NO_BLOCKS, FunctionBody, row_width, unpack
 from ..spec import FLOAT, UINT8, Attr, Input, OpSpec, Shapes, Values, prod, register_op
 
 if TYPE_CHECKING:
@@ -43,12 +44,45 @@ def function(opset: int) -> onnx.FunctionProto:
     )
 
 
+def block_function(opset: int) -> onnx.FunctionProto:
+    # W[m].ravel()[j] = codebook[(m // group_size) * nblocks + j // block_size, code(m, j)],
+    # nblocks = ceil(C/group * prod(kernel) / block_size) (block_size absent: NO_BLOCKS, one block)
+    import onnx
+
+    f = FunctionBody()
+    bits, gsz, shape = f.attr("bits"), f.attr("group_size"), f.attr("weight_shape", "ints")
+    bsz = f.attr("block_size")
+    per_row = f.op("Size", f.op("ConstantOfShape", f.op("Slice", shape, f.const([1]), f.const([1 << 30]))))
+    codes, j = unpack(f, "codes", bits, per_row)  # [M, per_row], [1, per_row]
+    nblocks = f.op("Div", f.op("Sub", f.op("Add", per_row, bsz), f.const(1)), bsz)
+    m = f.op("Gather", shape, f.const(0))
+    rows = f.op("Range", f.const(0), m, f.const(1))
+    book = f.op("Unsqueeze", f.op("Mul", f.op("Div", rows, gsz), nblocks), f.const([1]))  # [M, 1]
+    offset = f.op("Cast", f.op("Mul", f.op("Add", book, f.op("Div", j, bsz)), row_width(f, "codebook")), to=6)
+    w = f.op("Reshape", f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), f.op("Add", codes, offset)), shape)
+    f.op("Conv", "X", w, "B", out="Y")
+    a = onnx.AttributeProto
+    f.ref_attrs(
+        len(f.nodes) - 1,
+        {"dilations": a.INTS, "group": a.INT, "kernel_shape": a.INTS, "pads": a.INTS, "strides": a.INTS},
+    )
+    return f.function(
+        "CodebookConv",
+        ["X", "codebook", "codes", "B"],
+        ["Y"],
+        ["bits", "group_size", "weight_shape", *CONV_ATTRS],
+        opset,
+        defaults={"block_size": NO_BLOCKS},
+    )
+
+
 def reference(a: dict[str, Any], v: Values) -> tuple[np.ndarray, np.ndarray | None]:
     from ..packing import decode_codebook, unpack_codes
 
     shape = [int(s) for s in a["weight_shape"]]
     codes = unpack_codes(v[2], int(a["bits"]), prod(shape[1:]))
-    w = decode_codebook(v[1], codes, int(a.get("group_size", shape[0])), axis=0)
+    gsz = int(a.get("group_size", shape[0]))
+    w = decode_codebook(v[1], codes, gsz, axis=0, block_size=int(a.get("block_size", 0)))
     return w.reshape(shape), v[3] if len(v) > 3 else None
 
 
@@ -112,8 +146,8 @@ def validate(a: dict[str, Any], v: Values, shapes: Shapes) -> None:
                     f"spatial dim {i}: input {x[2 + i]} + pads {pads[i]}+{pads[s + i]} is smaller than the "
                     f"dilated kernel {span}"
                 )
-    checks.check_codebook(v[1], m, gsz, bits, what="M")
     per_row = cg * prod(kernel)
+    checks.check_codebook(v[1], m, gsz, bits, what="M", blocks=checks.block_rows(a, per_row) or 0)
     checks.check_rows(v[2], shapes[2], m, checks.ceil_div(per_row * bits, 8), f"M={m}")
     checks.check_bias(v[3] if len(v) > 3 else None, m, what="M", matrix=False)
     if v[1] is not None:
@@ -146,8 +180,10 @@ SPEC = register_op(
             Attr("pads", "ints", hi=MAX_CONV_ATTR),
             Attr("strides", "ints", lo=1, hi=MAX_CONV_ATTR),
             Attr("winograd_tile", lo=0, hi=6),
+            Attr("block_size", lo=1),
         ),
         function=function,
+        block_function=block_function,
         helpers=("UnpackCodes",),
         reference=reference,
         computes="Conv",

@@ -159,6 +159,7 @@ Ort::ConstValueInfo unit_output(const Ort::ConstNode& node, const Ort::ConstNode
 // A convolution the plan runs (constant weights, a tile), with its decoders and activation.
 bool conv_unit(const Ort::ConstNode& node, Unit* u) {
   if (!is_conv_op(node)) return false;
+  if (NodeAttrs{node}.find("block_size") != nullptr) return false;  // block codebooks: the custom-op kernel runs them
   std::vector<Ort::ConstValueInfo> ins = node.GetInputs();
   try {
     const ConvAttrs a(node);

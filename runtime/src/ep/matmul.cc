@@ -165,6 +165,7 @@ bool claim_matmul(const Ort::ConstNode& node, const PlanOptions& plan, std::vect
   const std::string op = node.GetOperatorType();
   const size_t n_weights = op == "SparseCodebookMatMul" ? 4 : (op == "CodebookMatMul" || op == "TernaryMatMul" ? 2 : 0);
   if (n_weights == 0) return false;
+  if (NodeAttrs{node}.find("block_size") != nullptr) return false;  // block codebooks: the custom-op kernel runs them
   std::vector<Ort::ConstValueInfo> ins = node.GetInputs();
   if (ins.size() < 1 + n_weights || !ins[0] || ins[0].IsConstantInitializer()) return false;
   std::vector<Ort::ConstNode> chain;

@@ -151,3 +151,65 @@ def test_random_conv_stacks(case, spec, bits, pbits):
     model, feeds = case
     out = _check(model, feeds, spec.format(b=bits, p=pbits))
     assert all(n.op_type in ("CodebookConv", "HuffmanDecode", "RunLengthDecode") for n in custom_nodes(out))
+
+
+def _in_if_branch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """y = If(flag, then: the model's graph, else: the same graph renamed, its weights negated)."""
+    from onnx import TensorProto, numpy_helper
+
+    g = model.graph
+
+    def untyped(vi):
+        out = onnx.ValueInfoProto()
+        out.CopyFrom(vi)
+        out.type.tensor_type.ClearField("shape")
+        return out
+
+    def renamed(s: str) -> str:
+        return s if s in ("", "x") else f"else_{s}"
+
+    nodes = []
+    for n in g.node:
+        m = onnx.NodeProto()
+        m.CopyFrom(n)
+        m.name = renamed(n.name)
+        m.input[:] = [renamed(i) for i in n.input]
+        m.output[:] = [renamed(o) for o in n.output]
+        nodes.append(m)
+    inits = [numpy_helper.from_array(-numpy_helper.to_array(t), renamed(t.name)) for t in g.initializer]
+    outs = [untyped(o) for o in g.output]
+    else_outs = [untyped(o) for o in g.output]
+    for o in else_outs:
+        o.name = renamed(o.name)
+    then_g = helper.make_graph(list(g.node), "then", [], outs, list(g.initializer))
+    else_g = helper.make_graph(nodes, "else", [], else_outs, inits)
+    top = helper.make_graph(
+        [helper.make_node("If", ["flag"], ["y"], name="if0", then_branch=then_g, else_branch=else_g)],
+        "wrapped",
+        [*g.input, helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    m = helper.make_model(top, opset_imports=list(model.opset_import))
+    m.ir_version = model.ir_version
+    return m
+
+
+@settings(max_examples=20, deadline=None)
+@given(case=st.one_of(dense_stacks(), conv_stacks()), spec=SPECS, bits=st.integers(1, 8), pbits=st.integers(2, 8))
+def test_layers_inside_an_if_branch_are_encoded_as_in_the_main_graph(case, spec, bits, pbits):
+    """The same stack compressed in the main graph and inside an If branch computes the same outputs."""
+    from tests.support.run import outputs
+
+    model, feeds = case
+    spec = spec.format(b=bits, p=pbits)
+    plain, _ = optimize(model, spec)
+    wrapped, _ = optimize(_in_if_branch(model), spec)
+    onnx.checker.check_model(wrapped)
+    then_g = next(a.g for a in wrapped.graph.node[0].attribute if a.name == "then_branch")
+    # the branch holds the com.onnxcomp nodes the main graph would
+    assert sorted(n.op_type for n in then_g.node if n.domain == ops.DOMAIN) == sorted(
+        n.op_type for n in custom_nodes(plain)
+    )
+    np.testing.assert_array_equal(outputs(wrapped, {**feeds, "flag": np.array(True)})["y"], outputs(plain, feeds)["y"])
+    other = outputs(wrapped, {**feeds, "flag": np.array(False)})["y"]
+    assert other.shape == outputs(model, feeds)["y"].shape and np.isfinite(other).all()

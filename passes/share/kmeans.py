@@ -367,10 +367,7 @@ class KMeans(EmitsOps, Pass):
             result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
             return False
         decision = f"kmeans {bits}-bit{how}" + (" of the sequential re-fit" if w2 is not t.w2 else "")
-        if o.refine and x is not None and e.block_size:
-            # the least-squares refit couples the blocks of a row (not solved per codebook): not done for blocks
-            result.count("layers_refine_skipped_blocks")
-        elif o.refine and x is not None:
+        if o.refine and x is not None:
             if refine_flops(t, e) > o.max_refine_flops:
                 result.skip(t.name, "codebook refinement skipped: too expensive (max-refine-flops)")
             else:

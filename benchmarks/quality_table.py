@@ -106,6 +106,17 @@ ROWS = [
     Row("budget4-calib", "kmeans budget 4.0 bits calibrated", "kmeans(target-bits=4)", True),
     Row("budget4.5-calib", "kmeans budget 4.5 bits calibrated", "kmeans(target-bits=4.5)", True),
     Row("budget5-calib", "kmeans budget 5.0 bits calibrated", "kmeans(target-bits=5)", True),
+    Row("pow2-4", "pow2 4-bit (fitted scale) data-free", "pow2(bits=4,scale=lsq)", False),
+    Row(
+        "pow2-4-plain-calib",
+        "pow2 4-bit (fitted scale) calibrated, plain",
+        "pow2(bits=4,scale=lsq,compensate=false)",
+        True,
+    ),
+    Row("pow2-4-calib", "pow2 4-bit (fitted scale) calibrated, compensated", "pow2(bits=4,scale=lsq)", True),
+    Row("ternary", "ternary data-free", "ternary", False),
+    Row("ternary-plain-calib", "ternary calibrated, plain", "ternary(compensate=false)", True),
+    Row("ternary-calib", "ternary calibrated, compensated", "ternary", True),
     Row("lowrank", "lowrank 2x fewer params data-free", "lowrank(param-ratio=0.5)", False),
     Row("lowrank-calib", "lowrank 2x fewer params calibrated", "lowrank(param-ratio=0.5)", True),
     Row(

@@ -269,23 +269,27 @@ class Capture:
     as often as needed. The model's value_info is dropped (onnxruntime infers the shapes): a graph being
     rewritten may carry stale ones.
 
-    A tensor computed inside the branches of If nodes (nested Ifs included; Silero VAD keeps its layers in the
-    branches of an If on the sample rate) is wired out through them: its branch outputs it, the other branch
-    an empty tensor, and the If an extra output that the main graph exposes. On data that takes the other
-    branch it has no value and is left out of the result (:attr:`unreachable` names those inside Loop / Scan
-    bodies, whose per-iteration values are never captured: they are left out too).
+    Tensors computed inside control flow are wired out of it (:func:`_wire_out`):
+    - inside If branches (nested Ifs included; Silero VAD keeps its layers in the branches of an If on the
+      sample rate): its branch outputs it, the other branch an empty tensor, the If an extra output. On data
+      that takes the other branch it has no value and is left out of the result.
+    - inside a Loop or Scan body (nested ones included, and If branches around them): an extra scan output of
+      the body stacks its value of every iteration; the result merges the iterations into the leading (batch)
+      axis, [trips * N, ...]. When its shape changes from one iteration to the next (onnxruntime cannot stack
+      it) the session is rebuilt without these and they are left out (:attr:`unreachable`).
     """
 
-    def __init__(self, model: onnx.ModelProto, names: list[str]) -> None:
+    def __init__(self, model: onnx.ModelProto, names: list[str], loops: bool = True) -> None:
         import onnx
 
         from onnxcomp.ort import session
 
+        self._source, self._names = model, list(names)
         m = onnx.ModelProto()
         m.CopyFrom(model)
         del m.graph.value_info[:]
         have = {o.name for o in m.graph.output}
-        self.aliases: dict[str, str] = {}  # a branch tensor -> the main-graph output carrying it
+        self.aliases: dict[str, tuple[str, int]] = {}  # a body tensor -> (main-graph output, iteration axes)
         self.unreachable: set[str] = set()
         main = {o for n in m.graph.node for o in n.output} | {i.name for i in m.graph.input}
         main |= {i.name for i in m.graph.initializer}
@@ -294,30 +298,51 @@ class Capture:
             if name in have:
                 continue
             if name not in main and name in taken:
-                outer = _wire_out(m.graph, name, taken)
-                if outer is None:
+                wired = _wire_out(m.graph, name, taken, loops)
+                if wired is None:
                     self.unreachable.add(name)
                     continue
-                self.aliases[name] = outer
-                name = outer
+                self.aliases[name] = wired
+                name = wired[0]
             m.graph.output.append(onnx.ValueInfoProto(name=name))
             have.add(name)
         self.model = m
-        self.session = session(m, optimize=CAPTURE_OPTIMIZE)
+        try:
+            self.session = session(m, optimize=CAPTURE_OPTIMIZE)
+        except InputError:
+            if not any(steps for _, steps in self.aliases.values()):
+                raise
+            logger.info("capture: onnxruntime refused the loop bodies' extra outputs; captured without them")
+            self.__dict__.update(Capture(model, names, loops=False).__dict__)
 
     def run(
         self, feeds: Mapping[str, np.ndarray], names: list[str], max_samples: int | None = None
     ) -> dict[str, np.ndarray]:
-        """The named tensors on ``feeds`` (the first ``max_samples`` samples of them); branch tensors the data
-        did not compute, and tensors of Loop / Scan bodies, are left out."""
+        """The named tensors on ``feeds`` (the first ``max_samples`` samples of them); tensors of an If branch
+        the data did not take, and :attr:`unreachable` ones, are left out."""
         from onnxcomp.ort import run
 
         if max_samples is not None:
             feeds = first_samples(feeds, self.model, max_samples)
         names = [n for n in dict.fromkeys(names) if n not in self.unreachable]
-        got = dict(zip(names, run(self.session, dict(feeds), [self.aliases.get(n, n) for n in names]), strict=True))
-        # the empty tensor of the branch not taken
-        return {n: v for n, v in got.items() if n not in self.aliases or v.size}
+        wanted = [self.aliases[n][0] if n in self.aliases else n for n in names]
+        try:
+            values = run(self.session, dict(feeds), wanted)
+        except InputError:
+            if not any(steps for _, steps in self.aliases.values()):
+                raise
+            # a Loop / Scan body tensor whose shape varies over the iterations: captured without those
+            logger.info("capture: a loop body tensor changes shape over its iterations; left out")
+            fallback = Capture(self._source, self._names, loops=False)
+            self.__dict__.update(fallback.__dict__)
+            return self.run(feeds, names, None)
+        out = {}
+        for n, v in zip(names, values, strict=True):
+            steps = self.aliases[n][1] if n in self.aliases else 0
+            if n in self.aliases and not v.size:
+                continue  # the empty tensor of the branch not taken (or a loop of no iteration)
+            out[n] = v.reshape((-1, *v.shape[steps + 1 :])) if steps and v.ndim > steps else v
+        return out
 
 
 def _all_names(graph: onnx.GraphProto) -> set[str]:
@@ -336,38 +361,84 @@ def _all_names(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
-def _wire_out(graph: onnx.GraphProto, name: str, taken: set[str]) -> str | None:
-    """Make ``name``, computed inside If branches nested in ``graph``, an output of the If in ``graph`` (see
-    :class:`Capture`); returns its name in ``graph``, or None when it is not in an If branch (or only inside a
-    Loop / Scan body)."""
+def _wire_out(graph: onnx.GraphProto, name: str, taken: set[str], loops: bool = True) -> tuple[str, int] | None:
+    """Make ``name``, a tensor of a body nested in ``graph``, an output of the control-flow node in ``graph``
+    holding it (see :class:`Capture`); returns (its name in ``graph``, the iteration axes stacked in front of
+    its value), or None when it cannot be reached (``loops=False``: inside a Loop / Scan body)."""
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type == "If":
+            wired = _wire_out_of_if(node, name, taken, loops)
+        elif node.op_type in ("Loop", "Scan") and loops:
+            wired = _wire_out_of_loop(node, name, taken)
+        else:
+            continue
+        if wired is not None:
+            return wired
+    return None
+
+
+def _defines(body: onnx.GraphProto, name: str) -> bool:
+    return any(name in n.output for n in body.node) or any(i.name == name for i in body.input)
+
+
+def _elem_type(body: onnx.GraphProto, name: str) -> int:
     import onnx
 
-    for node in graph.node:
-        if node.op_type != "If" or node.domain not in ("", "ai.onnx"):
+    elem = next((v.type.tensor_type.elem_type for v in [*body.value_info, *body.input] if v.name == name), 0)
+    return elem or onnx.TensorProto.FLOAT  # the inputs of weighted layers are float
+
+
+def _wire_out_of_if(node: onnx.NodeProto, name: str, taken: set[str], loops: bool) -> tuple[str, int] | None:
+    import onnx
+
+    branches = {a.name: a.g for a in node.attribute if a.name in ("then_branch", "else_branch")}
+    for attr, body in branches.items():
+        inner = (name, 0) if _defines(body, name) else _wire_out(body, name, taken, loops)
+        if inner is None:
             continue
-        branches = {a.name: a.g for a in node.attribute if a.name in ("then_branch", "else_branch")}
-        for attr, body in branches.items():
-            inner = name if name in {o for n in body.node for o in n.output} else _wire_out(body, name, taken)
-            if inner is None:
-                continue
-            outs = [o.name for o in body.output]
-            if inner in outs:  # already a branch output: the If's output at that position carries it
-                return node.output[outs.index(inner)] or None
-            elem = next((v.type.tensor_type.elem_type for v in body.value_info if v.name == inner), 0)
-            elem = elem or onnx.TensorProto.FLOAT  # the inputs of weighted layers are float
-            other = branches["else_branch" if attr == "then_branch" else "then_branch"]
-            empty = _fresh(f"{name}_not_taken", taken)
-            other.node.append(
-                onnx.helper.make_node(
-                    "Constant", [], [empty], value=onnx.helper.make_tensor(empty, elem, [0], []), name=empty
-                )
-            )
-            body.output.append(onnx.helper.make_tensor_value_info(inner, elem, None))
-            other.output.append(onnx.helper.make_tensor_value_info(empty, elem, None))
-            outer = _fresh(f"{name}_captured", taken)
-            node.output.append(outer)
-            return outer
+        outs = [o.name for o in body.output]
+        if inner[0] in outs:  # already a branch output: the If's output at that position carries it
+            at = outs.index(inner[0])
+            return (node.output[at], inner[1]) if at < len(node.output) and node.output[at] else None
+        elem = _elem_type(body, inner[0])
+        other = branches["else_branch" if attr == "then_branch" else "then_branch"]
+        empty = _fresh(f"{name}_not_taken", taken)
+        value = onnx.helper.make_tensor(empty, elem, [0], [])  # the branches' shapes may differ, not their types
+        other.node.append(onnx.helper.make_node("Constant", [], [empty], value=value, name=empty))
+        body.output.append(onnx.helper.make_tensor_value_info(inner[0], elem, None))
+        other.output.append(onnx.helper.make_tensor_value_info(empty, elem, None))
+        outer = _fresh(f"{name}_captured", taken)
+        node.output.append(outer)
+        return outer, inner[1]
     return None
+
+
+def _wire_out_of_loop(node: onnx.NodeProto, name: str, taken: set[str]) -> tuple[str, int] | None:
+    """A Loop / Scan body tensor as an extra scan output (its value at every iteration, stacked on axis 0)."""
+    import onnx
+
+    body = next((a.g for a in node.attribute if a.name == "body"), None)
+    if body is None:
+        return None
+    inner = (name, 0) if _defines(body, name) else _wire_out(body, name, taken, True)
+    if inner is None:
+        return None
+    # node outputs: the final loop-carried (Loop) / state (Scan) values, then the scan outputs; a Loop's body
+    # also outputs its condition first. Optional trailing outputs left out would misplace a new one.
+    if len(node.output) != len(body.output) - (1 if node.op_type == "Loop" else 0):
+        return None
+    elem = _elem_type(body, inner[0])
+    step = _fresh(f"{name}_step", taken)
+    body.node.append(onnx.helper.make_node("Identity", [inner[0]], [step], name=step))
+    body.output.append(onnx.helper.make_tensor_value_info(step, elem, None))
+    for a in node.attribute:  # Scan: one axis / direction per scan output when given
+        if a.name in ("scan_output_axes", "scan_output_directions"):
+            a.ints.append(0)
+    outer = _fresh(f"{name}_captured", taken)
+    node.output.append(outer)
+    return outer, inner[1] + 1
 
 
 def _fresh(base: str, taken: set[str]) -> str:

@@ -333,8 +333,8 @@ class _InputStats:
         self._rng = ctx.rng(53)
 
     def captured(self, node: gs.Node) -> bool:
-        """Whether the layer's input was captured (not for a layer inside a Loop/Scan body or an If branch the
-        calibration data does not take; call after :meth:`gram`)."""
+        """Whether the layer's input was captured (not for a layer in an If branch the calibration data does not
+        take; call after :meth:`gram`)."""
         return self._grams.get(id(node)) is not None
 
     def gram(self, node: gs.Node, plan: _Plan) -> np.ndarray | None:

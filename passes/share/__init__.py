@@ -4,9 +4,10 @@ The family's helpers are private modules; what other code (tests, benchmarks) ma
 1-D k-means (``kmeans_1d``, ``init_centroids``), the calibration statistics and least-squares fits of weight
 targets (``im2col``, ``im2col_pair``, ``positions``, ``sequential_waves``, ``paired_grams``, ``dense_refit``,
 ``lsq_update``), the bit budget allocation (``allocate``, ``Option``, ``BudgetError``) and the error-compensated
-quantization (``compensated_quantize``, ``row_kmeans``, ``output_error``, ``inverse_factors``), the block
-codebooks (``block_encode`` and ``kmeans_encode`` data-free, ``compensated_quantize_blocks`` and ``decode_blocks``
-error-compensated) and the channel SQNR that picks codebook granularity (``channel_sqnr``).
+quantization (``compensated_quantize``, ``row_kmeans``, ``output_error``, ``inverse_factors``; for fixed grids,
+``gptq_round`` and ``Grid``), the block codebooks (``block_encode`` and ``kmeans_encode`` data-free,
+``compensated_quantize_blocks`` and ``decode_blocks`` error-compensated) and the channel SQNR that picks codebook
+granularity (``channel_sqnr``).
 """
 
 from ._budget import BudgetError, Option, allocate
@@ -20,6 +21,7 @@ from ._calibration import (
     sequential_waves,
 )
 from ._encode import block_encode, kmeans_encode
+from ._gptq import Grid, gptq_round
 from ._gptvq import compensated_quantize, compensated_quantize_blocks, decode_blocks, inverse_factors, output_error
 from ._granularity import channel_sqnr
 from ._kmeans import init_centroids, kmeans_1d
@@ -27,6 +29,7 @@ from ._rowkmeans import row_kmeans
 
 __all__ = [
     "BudgetError",
+    "Grid",
     "Option",
     "allocate",
     "block_encode",
@@ -35,6 +38,7 @@ __all__ = [
     "compensated_quantize_blocks",
     "decode_blocks",
     "dense_refit",
+    "gptq_round",
     "im2col",
     "im2col_pair",
     "init_centroids",

@@ -56,7 +56,7 @@ def input_energy(
     out: dict[int, np.ndarray] = {}
     for t in targets:
         if t.x.name not in acts:
-            continue  # a layer inside a Loop/Scan body or an If branch the data did not take: no input captured
+            continue  # a layer in an If branch the data did not take (see ``layer_inputs``): no input captured
         a = np.asarray(acts[t.x.name], np.float64)
         if t.kind == "matmul":
             e = (a.reshape(-1, a.shape[-1]) ** 2).mean(0)
@@ -76,9 +76,10 @@ def input_energy(
 def layer_inputs(graph: gs.Graph, ctx: PassContext, targets: list[Target], max_samples: int) -> dict[str, np.ndarray]:
     """The activation input of every target on the calibration data ({} without calibration data).
 
-    A layer inside If branches gets its input when the data takes its branch (``onnxcomp.calib.Capture`` wires
-    it out of the If); one inside a Loop/Scan body, or in a branch the data does not take, gets none: the
-    passes treat it data-free (:func:`data_free_layers`)."""
+    A layer inside control flow gets its input through ``onnxcomp.calib.Capture``: out of its If when the data
+    takes its branch, stacked over the iterations of a Loop/Scan body. One in a branch the data does not take
+    (or whose loop input changes shape between iterations) gets none: the passes treat it data-free
+    (:func:`data_free_layers`)."""
     if ctx.calib is None or not targets:
         return {}
     return ctx.capture(graph, sorted({t.x.name for t in targets}), max_samples=max_samples)
@@ -86,8 +87,8 @@ def layer_inputs(graph: gs.Graph, ctx: PassContext, targets: list[Target], max_s
 
 def data_free_layers(ctx: PassContext, targets: list[Target], captured: Iterable[str], result: PassResult) -> None:
     """With calibration data, count (``layers_data_free_subgraph``) and log the body layers whose input was not
-    captured (``captured``: the input names that were): inside a Loop/Scan body, or in an If branch the
-    calibration data does not take. Their statistics are data-free (plain k-means, magnitude)."""
+    captured (``captured``: the input names that were; see ``layer_inputs``). Their statistics are data-free
+    (plain k-means, magnitude)."""
     if ctx.calib is None:
         return
     have = set(captured)

@@ -31,6 +31,8 @@ class TableTarget:
     table: Any  # gs.Constant
     w2: np.ndarray  # float32 [V, D]
     indices: Any
+    owner: gs.Graph | None = None  # the If/Loop/Scan body holding the Gather; None: the main graph
+    where: str = ""  # that body, e.g. "If If_0 then_branch"
 
     @property
     def name(self) -> str:
@@ -59,17 +61,24 @@ def _reason(graph: gs.Graph, node: gs.Node) -> str | None:
 
 
 def table_targets(graph: gs.Graph, opts: SelectOptions, result: PassResult) -> list[TableTarget]:
-    """Every constant float32 [V, D] Gather table (axis 0) of the main graph, filtered by the selection options."""
+    """Every constant float32 [V, D] Gather table (axis 0), those inside If/Loop/Scan bodies included (a table
+    held by a Constant node of a body read as an initializer of the body), filtered by the selection options."""
     import numpy as np
 
+    from onnxcomp.graph import inline_constant_node, producer, scoped_nodes
+
     found = []
-    for node in list(graph.nodes):
+    for node, owner, where in scoped_nodes(graph):
         if node.op != "Gather" or not is_standard(node):
             continue
-        if _reason(graph, node) is not None:
+        if where is not None and node.inputs and _float_table_node(producer(node.inputs[0])):
+            inline_constant_node(owner, node.inputs[0])
+        if _reason(owner, node) is not None:
             continue  # most Gathers are shape arithmetic: not worth a skip line each
         table, indices = node.inputs
         t = TableTarget(node, table, np.asarray(table.values, np.float32), indices)
+        if where is not None:
+            t.owner, t.where = owner, where
         names = (node.name, table.name)
         if opts.layers and not matches(opts.layers, *names):
             continue
@@ -80,6 +89,13 @@ def table_targets(graph: gs.Graph, opts: SelectOptions, result: PassResult) -> l
         else:
             found.append(t)
     return found
+
+
+def _float_table_node(node: gs.Node | None) -> bool:
+    """A Constant node holding a float32 [V, D] table (not the small integer constants of shape arithmetic)."""
+    value = node.attrs.get("value") if node is not None and node.op == "Constant" else None
+    values = getattr(value, "values", None)
+    return values is not None and values.dtype == "float32" and values.ndim == 2
 
 
 def table_bytes(t: TableTarget, e: Encoded) -> int:
@@ -97,7 +113,7 @@ def emit_table(graph: gs.Graph, ctx: PassContext, t: TableTarget, e: Encoded, pa
     book = make_constant(graph, f"{t.table.name}_codebook", np.asarray(e.table, np.float32))
     codes = make_constant(graph, f"{t.table.name}_codes", ops.pack_codes(e.codes, e.bits))
     attrs = {"bits": e.bits, "D": int(t.w2.shape[1]), "group_size": e.group_size}
-    node = ops.emit(graph, t.node, "CodebookGather", [book, codes, t.indices], attrs, "codebook")
+    node = ops.emit(graph, t.node, "CodebookGather", [book, codes, t.indices], attrs, "codebook", into=t.owner)
     ctx.tag(node, pass_name, [t.name])
     stored = table_bytes(t, e)
     return Emitted("gather", before, stored, stored, stored, node.name)

@@ -132,7 +132,7 @@ def _factor_into(factor: np.ndarray, hr: np.ndarray, g: int, damp: float) -> Non
     raise ValueError("a layer Hessian is not positive definite even with damping")
 
 
-def _gptq_span(
+def gptq_span(
     w3: np.ndarray,
     k3: np.ndarray | None,
     c3: np.ndarray,
@@ -240,7 +240,7 @@ def compensated_quantize(
     books = km.centroids[:1] if shared else row_book  # [1 or R, levels - first], sorted per row
     c3 = np.zeros((groups, per, n), np.int64)
     for i1 in range(0, n, LAZY_BLOCK):
-        _gptq_span(w3, k3, c3, factor, i1, min(i1 + LAZY_BLOCK, n), books, shared, first)
+        gptq_span(w3, k3, c3, factor, i1, min(i1 + LAZY_BLOCK, n), books, shared, first)
     codes3 = np.empty_like(c3)
     np.put_along_axis(codes3, perm[:, None, :], c3, axis=2)
     codes = codes3.reshape(r, n)
@@ -354,7 +354,7 @@ def compensated_quantize_blocks(
             w3[:, :, i1:i2].reshape(r, i2 - i1), wt3[:, :, i1:i2].reshape(r, i2 - i1), gsz, levels - first, rng
         )
         codebook[rows_of + b, first:] = books
-        _gptq_span(w3, k3, c3, factor, i1, i2, np.repeat(books, gsz, axis=0)[:r], False, first)
+        gptq_span(w3, k3, c3, factor, i1, i2, np.repeat(books, gsz, axis=0)[:r], False, first)
     codes3 = np.empty_like(c3)
     np.put_along_axis(codes3, perm[:, None, :], c3, axis=2)
     codes = codes3.reshape(r, n)

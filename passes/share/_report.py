@@ -57,7 +57,7 @@ def record(
             "bytes_huffman": em.bytes_huffman,
             "bytes_stored": em.bytes_stored,
             "node": em.node,
-            **({"subgraph": t.where} if getattr(t, "where", "") else {}),  # embedding tables: main graph only
+            **({"subgraph": t.where} if t.where else {}),
             **extra,
         },
     )

@@ -212,7 +212,7 @@ class KMeans(EmitsOps, Pass):
                     if o.weighted:
                         energy = input_energy(graph, ctx, waves[k], o.calib_samples, cur)
             x, x_orig, e_t = cur.get(t.x.name), None, energy.get(id(t))
-            if cur is not acts and x is not None:  # (no input captured inside an If/Loop/Scan body)
+            if cur is not acts and x is not None:  # (none for a layer in an If branch the data does not take)
                 x_orig = acts[t.x.name]
                 if (
                     not enough_rows(t, x, int((t.w2 != 0).sum(axis=1 - t.out_axis).max()))

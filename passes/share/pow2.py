@@ -9,8 +9,9 @@ from onnxcomp.analysis.weights import bits_for, collect_targets
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._calibration import data_free_layers, input_energy
+from ._calibration import data_free_layers, input_energy, layer_inputs
 from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes
+from ._gptq import Grid, Hessians, compensate
 from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
@@ -27,6 +28,11 @@ class Pow2(EmitsOps, Pass):
     one follows INQ, k_max = floor(log2(4/3 * max|w| / s)), unless ``max_exp`` fixes it. ``scale=none`` keeps
     s = 1 (pure powers of two); ``scale=lsq`` fits one float s per layer (a grid over one octave, then
     alternating least squares), which the ADMM paper allows. Stored as a codebook op, code 0 = 0.0.
+
+    With calibration data (``compensate``, on by default there) the weights are rounded onto the same
+    levels in GPTQ's order, each input's rounding error moved onto the inputs not yet rounded (``_gptq``),
+    and a fitted scale is re-fitted by least squares on the layer output; a layer keeps plain rounding when
+    that has the lower output error on the calibration data.
     """
 
     name = "pow2"
@@ -42,6 +48,17 @@ class Pow2(EmitsOps, Pass):
             "auto", "EIE sparse layout for MatMul layers with many zeros (auto: when smaller)"
         )
         weighted: bool = opt(True, "with calibration data, weight the scale fit by input-feature energy")
+        compensate: bool | None = opt(
+            None,
+            "error-compensated rounding (GPTQ's order onto the power-of-two levels): each input's rounding "
+            "error moved onto the inputs not yet rounded through the inverse Hessian of the layer output "
+            "(H = X^T X + 1% damping); with scale=lsq the scale is then re-fitted on the output. Default "
+            "(unset): on when calibration data is given. Layers with fewer sampled input positions than "
+            "inputs, or a factorization over max_refine_flops, keep plain rounding (counters layers_plain_*)",
+        )
+        max_refine_flops: float = opt(
+            2e10, "compensated mode: layers whose Hessian factorization costs more keep plain rounding"
+        )
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         import numpy as np
@@ -50,14 +67,23 @@ class Pow2(EmitsOps, Pass):
         for b in [o.bits, *o.bits_per_layer.values()]:
             if not 2 <= int(b) <= 8:
                 raise UsageError(f"pow2: bits must be 2..8, got {b}")
+        if o.compensate and ctx.calib is None:
+            raise UsageError("pow2: compensate=true needs calibration data (--calib)")
         result = self.new_result()
         targets = collect_targets(graph, o, result)
-        energy = input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
-        if o.weighted:
-            data_free_layers(ctx, targets, [t.x.name for t in targets if id(t) in energy], result)
+        on = o.compensate is not False and ctx.calib is not None
+        acts = layer_inputs(graph, ctx, targets, o.calib_samples) if targets and (o.weighted or on) else {}
+        energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
+        hessians = Hessians(acts, o.max_refine_flops, ctx.rng(17)) if on and acts else None
+        if o.weighted or on:
+            data_free_layers(ctx, targets, acts, result)
         for t in ctx.track(targets, "pow2", total=len(targets)):
             bits = bits_for(t, o.bits, o.bits_per_layer)
             e, (kmin, kmax), s = pow2_encode(t.w2, bits, t.out_axis, o.max_exp, o.scale, energy.get(id(t)))
+            how = ""
+            if hessians is not None:
+                e, how = compensate(t, e, hessians, pow2_grid, _refit_scale if o.scale == "lsq" else _fixed, result)
+                s = float(e.table[0, 1]) / 2.0**kmin if e.table[0, 1] else s  # the re-fitted scale
             if not saves_bytes(t, e):
                 result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
                 continue
@@ -66,7 +92,7 @@ class Pow2(EmitsOps, Pass):
             record(
                 result,
                 t,
-                f"pow2 {bits}-bit",
+                f"pow2 {bits}-bit{how}",
                 e,
                 em,
                 rel_error(t.w2, w_hat),
@@ -142,3 +168,32 @@ def pow2_encode(
     table[0, n_exp + 1 : 2 * n_exp + 1] = -levels
     codes = np.where(idx < 0, 0, np.where(sign > 0, idx + 1, idx + 1 + n_exp)).astype(np.int64)
     return Encoded(table, codes, bits, w2.shape[out_axis], zero_code=True), (kmin, kmax), s
+
+
+def pow2_grid(e: Encoded, rows: int) -> Grid:
+    """The levels of ``pow2_encode``'s table sorted, with their codes: -s*2**kmax .. -s*2**kmin, 0,
+    s*2**kmin .. s*2**kmax (one grid for all rows)."""
+    import numpy as np
+
+    n_exp = (1 << e.bits) // 2 - 1
+    codes = np.concatenate([np.arange(2 * n_exp, n_exp, -1), [0], np.arange(1, n_exp + 1)])
+    return Grid(e.table[0, codes][None, :].astype(np.float64), codes[None, :])
+
+
+def _fixed(e: Encoded, codes: np.ndarray, wo: np.ndarray, hs: list[np.ndarray]) -> None:
+    """Pure powers of two: nothing to re-fit."""
+    return None
+
+
+def _refit_scale(e: Encoded, codes: np.ndarray, wo: np.ndarray, hs: list[np.ndarray]) -> np.ndarray:
+    """The layer's scale re-fitted on the output for the chosen codes: with Q the current levels,
+    # f = tr(Q H W^T) / tr(Q H Q^T),  table' = f * table"""
+    import numpy as np
+
+    q = e.table[0].astype(np.float64)[codes]
+    g = len(hs)
+    q3, w3 = q.reshape(g, -1, q.shape[1]), wo.reshape(g, -1, wo.shape[1])
+    qh = q3 @ np.stack(hs)
+    den = float(np.sum(qh * q3))
+    f = float(np.sum(qh * w3)) / den if den > 0 else 1.0
+    return (e.table * f).astype(np.float32) if np.isfinite(f) and f > 0 else e.table

@@ -195,7 +195,7 @@ class PruneWeights(Pass):
                     else:
                         axis = t.out_axis if o.scope == "output" else None
                         keep = keep_mask(s_cur, self._ratio_for(t), axis)
-                # a layer inside an If/Loop/Scan body has no captured input: scored by magnitude
+                # a body layer without a captured input (an If branch the data does not take): by magnitude
                 crit = criterion if criterion != "wanda" or id(t) in energy else "magnitude"
                 changed |= self._prune(t, keep, crit, x, x_orig, grams, rng, result, ctx)
         total = sum(t.params for t in targets)

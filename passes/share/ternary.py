@@ -9,8 +9,9 @@ from onnxcomp.analysis.weights import collect_targets
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._calibration import data_free_layers, input_energy
+from ._calibration import data_free_layers, input_energy, layer_inputs
 from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes
+from ._gptq import Grid, Hessians, compensate
 from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
@@ -29,6 +30,11 @@ class Ternary(EmitsOps, Pass):
     w < -D_n, then D_p = a_p / 2 and D_n = a_n / 2 (nearest value), repeated until the assignment is stable;
     each step lowers the squared error, activation-energy weighted with calibration data. Scales per output
     channel (``per_channel``) or per layer. Codes are 2 bits packed (1/16 of float32).
+
+    With calibration data (``compensate``, on by default there) the weights are then re-rounded onto each
+    channel's {-a_n, 0, +a_p} in GPTQ's order, each input's rounding error moved onto the inputs not yet
+    rounded (``_gptq``), and (a_p, a_n) are re-fitted by least squares on the layer output; a layer keeps
+    the plain assignment when that has the lower output error on the calibration data.
     """
 
     name = "ternary"
@@ -41,18 +47,37 @@ class Ternary(EmitsOps, Pass):
         per_channel: bool = opt(True, "one (a_p, a_n) per output channel (else per layer)")
         weighted: bool = opt(True, "with calibration data, weight the fit by input-feature activation energy")
         max_iter: int = opt(50, "maximum lsq refinement steps")
+        compensate: bool | None = opt(
+            None,
+            "error-compensated rounding (GPTQ's order onto each channel's {-a_n, 0, +a_p}): each input's "
+            "rounding error moved onto the inputs not yet rounded through the inverse Hessian of the layer "
+            "output (H = X^T X + 1% damping), then (a_p, a_n) re-fitted on the output. Default (unset): on "
+            "when calibration data is given. Layers with fewer sampled input positions than inputs, or a "
+            "factorization over max_refine_flops, keep plain rounding (counters layers_plain_*)",
+        )
+        max_refine_flops: float = opt(
+            2e10, "compensated mode: layers whose Hessian factorization costs more keep plain rounding"
+        )
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         o = self.options
         if o.threshold < 0:
             raise UsageError("ternary: threshold must be >= 0")
+        if o.compensate and ctx.calib is None:
+            raise UsageError("ternary: compensate=true needs calibration data (--calib)")
         result = self.new_result()
         targets = collect_targets(graph, o, result)
-        energy = input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
-        if o.weighted:
-            data_free_layers(ctx, targets, [t.x.name for t in targets if id(t) in energy], result)
+        on = o.compensate is not False and ctx.calib is not None
+        acts = layer_inputs(graph, ctx, targets, o.calib_samples) if targets and (o.weighted or on) else {}
+        energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
+        hessians = Hessians(acts, o.max_refine_flops, ctx.rng(19)) if on and acts else None
+        if o.weighted or on:
+            data_free_layers(ctx, targets, acts, result)
         for t in ctx.track(targets, "ternary", total=len(targets)):
             e = ternary_encode(t.w2, t.out_axis, o.method, o.threshold, o.per_channel, energy.get(id(t)), o.max_iter)
+            how = ""
+            if hessians is not None:
+                e, how = compensate(t, e, hessians, ternary_grid, _refit_scales, result)
             if not saves_bytes(t, e):
                 result.skip(t.name, f"{t.params} weights: 2-bit codes and their scales would not make it smaller")
                 continue
@@ -61,7 +86,7 @@ class Ternary(EmitsOps, Pass):
             record(
                 result,
                 t,
-                f"ternary {o.method}",
+                f"ternary {o.method}{how}",
                 e,
                 em,
                 rel_error(t.w2, w_hat),
@@ -112,3 +137,40 @@ def ternary_encode(
     codes = np.moveaxis(codes_g.reshape(shape), 0, out_axis)
     scales = np.concatenate([a_p, a_n], axis=1).astype(np.float32)
     return Encoded(scales, np.ascontiguousarray(codes), 2, gsz, ternary=True, zero_code=True)
+
+
+def ternary_grid(e: Encoded, rows: int) -> Grid:
+    """Per row (output channel): {-a_n, 0, +a_p} of its group, sorted, with the codes 2, 0, 1."""
+    import numpy as np
+
+    t = np.repeat(e.table.astype(np.float64), e.group_size, axis=0)[:rows]  # [R, 2]: a_p, a_n
+    values = np.stack([-t[:, 1], np.zeros(rows), t[:, 0]], axis=1)
+    return Grid(values, np.broadcast_to(np.array([2, 0, 1]), values.shape))
+
+
+def _refit_scales(e: Encoded, codes: np.ndarray, wo: np.ndarray, hs: list[np.ndarray]) -> np.ndarray:
+    """(a_p, a_n) per group re-fitted on the layer output for the chosen codes. With P, N the indicators
+    of codes 1 and 2 of row j (q_j = a_p p_j - a_n n_j), summed over the group's rows:
+    # [p'Hp  -p'Hn] [a_p]   [ p'Hw]
+    # [-n'Hp  n'Hn] [a_n] = [-n'Hw]
+    A group whose solution is not positive keeps its scales."""
+    import numpy as np
+
+    g = len(hs)
+    h = np.stack(hs)
+    p3 = (codes == 1).astype(np.float64).reshape(g, -1, codes.shape[1])
+    n3 = (codes == 2).astype(np.float64).reshape(g, -1, codes.shape[1])
+    w3 = wo.reshape(p3.shape)
+    hp, hn = p3 @ h, n3 @ h
+    terms = [np.sum(a * b, axis=2).ravel() for a, b in ((hp, p3), (hp, n3), (hn, n3), (hp, w3), (hn, w3))]
+    gsz = e.group_size
+    pp, pn, nn, pw, nw = (x.reshape(-1, gsz).sum(axis=1) for x in terms)
+    det = pp * nn - pn * pn
+    ok = det > 1e-12 * np.maximum(pp * nn, 1e-300)
+    safe = np.where(ok, det, 1.0)
+    a_p = (pw * nn - pn * nw) / safe  # Cramer's rule on the system above
+    a_n = (pn * pw - pp * nw) / safe
+    keep = ok & np.isfinite(a_p) & np.isfinite(a_n) & (a_p > 0) & (a_n > 0)
+    out = e.table.astype(np.float64).copy()
+    out[keep, 0], out[keep, 1] = a_p[keep], a_n[keep]
+    return out.astype(np.float32)

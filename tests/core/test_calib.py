@@ -95,13 +95,57 @@ def test_capture_wires_tensors_out_of_the_if_branches_the_data_takes():
     x = np.random.default_rng(0).standard_normal((2, 5)).astype(np.float32)
     names = ["relu_x", "tanh_x", "sin_h", "y"]
     cap = Capture(model, names)
-    assert cap.unreachable == {"sin_h"}  # a Loop body's per-trip value
+    assert not cap.unreachable
     got = cap.run({"x": x, "a": np.array(True), "b": np.array(True)}, names)
-    assert set(got) == {"relu_x", "y"}  # tanh_x: its branch was not taken
+    assert set(got) == {"relu_x", "sin_h", "y"}  # tanh_x: its branch was not taken
+    # the Loop body's value at each of its 2 trips, merged into the leading axis
+    np.testing.assert_allclose(got["sin_h"], np.concatenate([np.sin(x), np.sin(np.sin(x))]), rtol=1e-6)
     np.testing.assert_array_equal(got["relu_x"], np.maximum(x, 0))
     np.testing.assert_array_equal(got["y"], 2 * np.maximum(x, 0))  # the model's own outputs are unchanged
     got = cap.run({"x": x, "a": np.array(False), "b": np.array(True)}, names)
-    assert set(got) == {"tanh_x", "y"}
+    assert set(got) == {"tanh_x", "sin_h", "y"}
     np.testing.assert_allclose(got["tanh_x"], np.tanh(x), rtol=1e-6)
-    assert set(cap.run({"x": x, "a": np.array(True), "b": np.array(False)}, names)) == {"y"}
+    assert set(cap.run({"x": x, "a": np.array(True), "b": np.array(False)}, names)) == {"sin_h", "y"}
     assert model.graph.node[0].output == ["y"]  # the caller's model is not changed
+
+
+def test_a_loop_tensor_changing_shape_over_the_trips_is_left_out():
+    """h <- Concat(h, h[:, :1]) grows by a column per trip: its values cannot be stacked; the capture falls back
+    to a session without the loop's extra outputs and still gives the rest."""
+    from onnx import numpy_helper
+
+    from onnxcomp.calib import Capture
+
+    f = TensorProto.FLOAT
+    body = helper.make_graph(
+        [
+            helper.make_node("Slice", ["h", "zero", "one", "one"], ["first"]),
+            helper.make_node("Concat", ["h", "first"], ["grown"], axis=1),
+            helper.make_node("Identity", ["c"], ["c_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h", f, [2, None]),
+        ],
+        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), helper.make_tensor_value_info("grown", f, None)],
+        [
+            numpy_helper.from_array(np.array([0], np.int64), "zero"),
+            numpy_helper.from_array(np.array([1], np.int64), "one"),
+        ],
+    )
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Loop", ["trips", "", "r"], ["y"], body=body)],
+        "g",
+        [helper.make_tensor_value_info("x", f, [2, 3])],
+        [helper.make_tensor_value_info("y", f, None)],
+        [numpy_helper.from_array(np.array(3, np.int64), "trips")],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    cap = Capture(model, ["grown", "r"])
+    got = cap.run({"x": x}, ["grown", "r"])
+    assert set(got) == {"r"} and cap.unreachable == {"grown"}
+    np.testing.assert_array_equal(got["r"], np.maximum(x, 0))

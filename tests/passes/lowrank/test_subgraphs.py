@@ -50,15 +50,24 @@ def test_low_rank_body_layers_lose_what_the_dropped_singular_values_hold():
     assert {r.name for r in res.layers} == BODY_LAYERS
     decisions = {r.name: r.decision for r in res.layers}
     assert "activation-aware" in decisions["then_gemm"]  # reads the main graph's v: captured
-    assert "activation-aware" not in decisions["loop_matmul"]  # a loop-carried input: data-free
-    assert res.counters["layers_data_free_subgraph"] == 1
+    assert "activation-aware" in decisions["loop_matmul"]  # the loop-carried input, captured at every trip
+    assert "layers_data_free_subgraph" not in res.counters
+
+    def rel(a, b):
+        return float(np.linalg.norm(a - b) / np.linalg.norm(a))
+
     for flag in (True, False):
         feeds = control_flow_feeds(flag)
         ref, got = outputs(model, feeds), outputs(out, feeds)
-        for name in ("conv", "fc", "loop"):
-            err = float(np.linalg.norm(ref[name] - got[name]) / np.linalg.norm(ref[name]))
-            assert 0.0 < err < 1.0, (name, err)
+        for name in ("conv", "fc"):
+            assert 0.0 < rel(ref[name], got[name]) < 1.0, name
+        assert np.isfinite(got["loop"]).all()
         np.testing.assert_array_equal(got["shared"], ref["shared"])
+    # the loop's 3 trips x 3 rows of the captured h (9 rows for 24 inputs) fit the calibration samples: on them
+    # the activation-aware factors lose less than the data-free ones
+    free, _ = run_pipeline(model, "lowrank(rank=4,min-params=1)")
+    ref = outputs(model, calib)["loop"]
+    assert rel(ref, outputs(out, calib)["loop"]) < rel(ref, outputs(free, calib)["loop"])
 
 
 def _branch_chain(depth: int = 10) -> onnx.ModelProto:

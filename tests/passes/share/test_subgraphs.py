@@ -129,17 +129,16 @@ def test_prune_weights_zeroes_the_smallest_body_weights_in_place():
         np.testing.assert_array_equal(outputs(out, feeds)["shared"], outputs(model, feeds)["shared"])
 
 
-def test_calibration_reaches_body_layers_reading_main_graph_tensors_and_the_rest_are_data_free():
+def test_calibration_reaches_layers_in_branches_and_loop_bodies():
     calib = control_flow_feeds(True, seed=5)
     _, _, res = _compress("kmeans(bits=4,sequential=false)", calib=calib)
     decisions = {r.name: r.decision for r in res.layers}
     assert set(decisions) == BODY_LAYERS
-    # the If branches read x and v from the main graph: captured, compensated / refined with the data
-    for name in ("then_conv", "then_gemm", "else_conv", "else_matmul"):
+    # the If branches read x and v from the main graph; the Loop body's MatMul reads the loop-carried h, captured
+    # at every trip (a scan output of the body): all refined on the data
+    for name in BODY_LAYERS:
         assert "lsq codebook" in decisions[name], decisions
-    # the Loop body's MatMul reads a loop-carried tensor: no activation can be captured, plain k-means
-    assert "lsq codebook" not in decisions["loop_matmul"] and "compensated" not in decisions["loop_matmul"]
-    assert res.counters["layers_data_free_subgraph"] == 1
+    assert "layers_data_free_subgraph" not in res.counters
 
 
 def test_budget_mode_measures_body_layers_sensitivity_on_the_model_output():
@@ -308,3 +307,52 @@ def test_a_scan_body_layer_is_encoded_exactly_by_a_codebook_holding_its_weights(
     for name in ref:
         np.testing.assert_allclose(got[name], ref[name], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(native[name], ref[name], rtol=1e-5, atol=1e-5)
+
+
+def test_embedding_tables_inside_branches_become_codebook_gathers():
+    """then: Gather(Constant-node table [1200, 16], ids); else: Gather(body initializer table, ids) + 1."""
+    rng = np.random.default_rng(11)
+    tables = [EVEN16.astype(np.float32)[rng.integers(0, 16, (1200, 16))] for _ in range(2)]
+    f = TensorProto.FLOAT
+    then_g = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["tab_t"], name="tab_t_const", value=numpy_helper.from_array(tables[0])),
+            helper.make_node("Gather", ["tab_t", "ids"], ["emb_t"], name="gather_t"),
+        ],
+        "then",
+        [],
+        [helper.make_tensor_value_info("emb_t", f, [2, 5, 16])],
+    )
+    else_g = helper.make_graph(
+        [
+            helper.make_node("Gather", ["tab_e", "ids"], ["g_e"], name="gather_e"),
+            helper.make_node("Add", ["g_e", "one"], ["emb_e"], name="add_e"),
+        ],
+        "else",
+        [],
+        [helper.make_tensor_value_info("emb_e", f, [2, 5, 16])],
+        [numpy_helper.from_array(tables[1], "tab_e"), numpy_helper.from_array(np.float32(1.0), "one")],
+    )
+    g = helper.make_graph(
+        [helper.make_node("If", ["flag"], ["y"], name="if0", then_branch=then_g, else_branch=else_g)],
+        "g",
+        [
+            helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 5]),
+            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", f, [2, 5, 16])],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    _, out, res = _compress("kmeans(bits=4,group-size=0)", model)
+    rows = {r.name: r for r in res.layers}
+    assert set(rows) == {"gather_t", "gather_e"} and all(r.error == 0.0 for r in rows.values())
+    assert {r.extra["subgraph"] for r in rows.values()} == {"If if0 then_branch", "If if0 else_branch"}
+    assert sum(n.op_type == "CodebookGather" for n in _body_nodes(out)) == 2
+    assert out.ByteSize() < model.ByteSize() / 5
+    ids = rng.integers(0, 1200, (2, 5)).astype(np.int64)
+    for flag in (True, False):
+        feeds = {"ids": ids, "flag": np.array(flag)}
+        want = outputs(model, feeds)["y"]
+        np.testing.assert_array_equal(outputs(out, feeds)["y"], want)
+        np.testing.assert_array_equal(outputs(out, feeds, runtime=True)["y"], want)

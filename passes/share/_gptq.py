@@ -1,0 +1,146 @@
+"""Error-compensated rounding onto a fixed grid (GPTQ) for the passes whose values are given by a rule:
+``pow2`` ({0, +-s * 2**k}) and ``ternary`` ({-a_n, 0, +a_p} per output channel).
+
+kmeans fits its codebook inside the compensated loop (``_gptvq``); here the grid comes first, from the
+pass's own rule, and GPTQ (Frantar et al. 2022) only chooses which grid value each weight takes. Inputs
+are rounded one at a time in decreasing order of H_ii (act-order) and each one's error is moved onto the
+inputs not yet rounded, through the upper Cholesky factor U of (H + l I)^-1 in that order:
+
+    # e = (w_i - q_i) / U_ii ;  w_{i+1:} -= e * U_{i, i+1:}
+
+Then the grid's free scales are re-fitted by least squares on the layer output for the chosen codes
+(pow2 with a fitted scale: one s per layer; ternary: (a_p, a_n) per output group), and the result is
+kept only when its output error tr((W - Q) H (W - Q)^T) is below plain nearest rounding's, so the
+compensation never makes a layer worse on the calibration data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from onnxcomp.analysis.weights import inputs_per_output
+
+from ._calibration import MAX_ROWS, dense_solve_flops, im2col_grams, positions
+from ._gptvq import LAZY_BLOCK, gptq_span, inverse_factors, output_error, trace_whw
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from onnxcomp.analysis.weights import Target
+    from onnxcomp.passes_api import PassResult
+
+    from ._emit import Encoded
+
+
+@dataclasses.dataclass
+class Grid:
+    """The values a row may take: ``values`` [1 or R, L] sorted ascending per row (one row: shared by all
+    rows), and the stored code of each value ``codes`` (same shape)."""
+
+    values: np.ndarray
+    codes: np.ndarray
+
+
+def gptq_round(
+    w: np.ndarray,
+    factors: tuple[np.ndarray, np.ndarray],
+    grid: Grid,
+    keep: np.ndarray | None = None,
+) -> np.ndarray:
+    """Codes [R, n] of the rows of ``w`` [R, n] (one per output channel) rounded to ``grid`` in GPTQ's
+    order with error compensation; ``factors``: ``inverse_factors`` of the conv groups' Hessians (rows
+    split evenly over them). ``keep``: where False (pruned weights) the weight stays 0 with the grid's
+    0 code and takes no update."""
+    import numpy as np
+
+    perm, factor = factors
+    groups, n = perm.shape
+    r = w.shape[0]
+    per = r // groups
+    shared = grid.values.shape[0] == 1
+    w3 = np.take_along_axis(np.asarray(w, np.float64).reshape(groups, per, n).copy(), perm[:, None, :], axis=2)
+    k3 = None if keep is None else np.take_along_axis(keep.reshape(groups, per, n), perm[:, None, :], axis=2)
+    c3 = np.zeros((groups, per, n), np.int64)  # indices into the sorted grid values
+    for i1 in range(0, n, LAZY_BLOCK):
+        gptq_span(w3, k3, c3, factor, i1, min(i1 + LAZY_BLOCK, n), grid.values, shared, 0)
+    order = np.empty_like(c3)
+    np.put_along_axis(order, perm[:, None, :], c3, axis=2)
+    idx = order.reshape(r, n)
+    codes = np.take_along_axis(np.broadcast_to(grid.codes, (r, grid.codes.shape[1])), idx, axis=1)
+    if keep is not None:
+        zero_code = int(grid.codes[0, int(np.argmin(np.abs(grid.values[0])))])
+        codes = np.where(keep, codes, zero_code)
+    return codes
+
+
+# ============================================================================================ per layer
+class Hessians:
+    """Per target: the Hessians of its output error H = X^T X / n (one per conv group) from its calibration
+    input, and their GPTQ factors; shared by the layers that read one input the same way (a transformer's
+    Q, K and V projections). A layer is left to plain rounding (``reason`` says why) when its sampled input
+    positions are fewer than its inputs per output (H rank-deficient: GPTQ would fit the samples, issue 13's
+    squeeze-excitation convs) or when factorizing H costs more than ``max_flops``."""
+
+    def __init__(self, acts: dict[str, np.ndarray], max_flops: float, rng: np.random.Generator) -> None:
+        self._acts, self._max_flops, self._rng = acts, max_flops, rng
+        self._held: dict[str, Any] = {}
+
+    def reason(self, t: Target) -> str | None:
+        """Why ``t`` gets plain rounding (a counter name), or None."""
+        x = self._acts.get(t.x.name)
+        if x is None:
+            return "layers_plain_no_input"
+        if dense_solve_flops(t) > self._max_flops:
+            return "layers_plain_too_large"
+        if min(MAX_ROWS, positions(x, t)) < inputs_per_output(t):
+            return "layers_plain_few_rows"
+        return None
+
+    def of(self, t: Target) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """(Hessians, inverse factors) of ``t`` (call only where ``reason(t)`` is None)."""
+        x = self._acts[t.x.name]
+        key = (t.x.name, t.kind, repr(sorted(t.conv_attrs.items())))
+        if self._held.get("key") != key:
+            hs = im2col_grams(x, t, MAX_ROWS, self._rng)
+            self._held = {"key": key, "value": (hs, inverse_factors(hs))}
+        return self._held["value"]
+
+
+def compensate(
+    t: Target, e: Encoded, hessians: Hessians, grid_of: Any, refit: Any, result: PassResult
+) -> tuple[Encoded, str]:
+    """``e`` re-rounded with GPTQ onto its own grid (``grid_of(e, rows)``), its scales re-fitted
+    (``refit(e, codes_rows, wo, hs)`` returns a new table or None), kept if its output error on the
+    calibration data is lower than plain rounding's; (encoding, how it was chosen for the report)."""
+    import numpy as np
+
+    why = hessians.reason(t)
+    if why is not None:
+        result.count(why)
+        return e, {
+            "layers_plain_no_input": "",
+            "layers_plain_too_large": " (plain: Hessian factorization over max_refine_flops)",
+            "layers_plain_few_rows": " (plain: fewer calibration positions than inputs)",
+        }[why]
+    hs, factors = hessians.of(t)
+    matmul = t.kind == "matmul"
+    wo = np.asarray(t.w2.T if matmul else t.w2, np.float64)  # one row per output channel
+    keep = wo != 0 if e.zero_code and bool(np.any(wo == 0)) else None
+    codes = gptq_round(wo, factors, grid_of(e, wo.shape[0]), keep)
+    table = refit(e, codes, wo, hs)
+    cand = dataclasses.replace(e, codes=np.ascontiguousarray(codes.T if matmul else codes))
+    if table is not None:
+        cand.table = table
+    den = trace_whw(wo, hs)
+
+    def err_of(x: Encoded) -> float:
+        q = x.decoded(t.out_axis)
+        return output_error(wo, np.asarray(q.T if matmul else q, np.float64), hs, den)
+
+    plain, comp = err_of(e), err_of(cand)
+    if comp < plain:
+        result.count("layers_compensated")
+        return cand, " compensated"
+    result.count("layers_plain_better")
+    return e, " (plain: lower output error than compensated)"

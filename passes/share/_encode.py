@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from onnxcomp import ops
 from onnxcomp.analysis.weights import Target
 
 from . import _gather
@@ -180,7 +181,9 @@ def compensated_encode(
 def refine_flops(t: Target, e: Encoded) -> float:
     rows, cols = t.w2.shape
     inputs = rows if t.kind == "matmul" else cols
-    return 2.0 * inputs * inputs * t.outputs * e.table.shape[1]
+    # block codebooks: also the decode of the other blocks through H, once per block
+    blocks = ops.block_count(inputs, e.block_size)
+    return 2.0 * inputs * inputs * t.outputs * (e.table.shape[1] + (blocks if blocks > 1 else 0))
 
 
 def refine_codebook(
@@ -206,7 +209,6 @@ def refine_codebook(
     """
     import numpy as np
 
-    levels = e.table.shape[1]
     hs, cross = grams if grams is not None else paired_grams(t, x, x_orig, rng)
     # per output j: its weights [outputs, inputs] and codes, split over the conv groups' H blocks
     wo = t.w2.T if t.kind == "matmul" else t.w2
@@ -215,24 +217,50 @@ def refine_codebook(
     h3 = np.stack(hs).astype(np.float32)  # [G, n, n]
     c3 = co.reshape(g_h, rows // g_h, n)
     w3 = wo.reshape(c3.shape).astype(np.float32)
-    books = e.table.shape[0]
-    if e.block_size:
-        raise ValueError("refine_codebook: block codebooks couple the codebooks of a row (not supported)")
-    # bin of (codebook group of row j, code c_jk): sums over the positions k with that code
-    key = ((np.arange(rows) // e.group_size).reshape(c3.shape[:2])[:, :, None] * levels + c3).ravel()
+    first = 1 if e.zero_code else 0
+    group_of = (np.arange(rows) // e.group_size).reshape(c3.shape[:2])  # codebook group of row j
     # b_l = sum_{j, k: c_jk = l} (H w_j)_k  (sequential: (H_co w_j)_k)
     hw = w3 @ (h3 if cross is None else np.stack(cross).astype(np.float32).transpose(0, 2, 1))
+    table = e.table.astype(np.float64).copy()
+    nblocks = ops.block_count(n, e.block_size)
+    if nblocks == 1:
+        return _lsq_books(c3, group_of, h3, hw, table, first, damp).astype(np.float32)
+    # block codebooks: a row's blocks share its output error, so the codebooks of block b are fitted with the
+    # other blocks' current decode fixed (one pass of block coordinate descent, in input order):
+    # b_l = sum_{j, k in b: c_jk = l} (H (w_j - q_j^{not b}))_k,  A over the positions in b
+    for blk in range(nblocks):
+        cols = slice(blk * e.block_size, min(n, (blk + 1) * e.block_size))
+        q3 = ops.decode_codebook(table, co, e.group_size, 0, e.block_size).reshape(c3.shape).astype(np.float32)
+        q3[:, :, cols] = 0.0
+        hw_b = (hw - q3 @ h3)[:, :, cols]
+        book_rows = np.arange(table.shape[0] // nblocks) * nblocks + blk
+        table[book_rows] = _lsq_books(
+            np.ascontiguousarray(c3[:, :, cols]), group_of, h3[:, cols, cols], hw_b, table[book_rows], first, damp
+        )
+    return table.astype(np.float32)
+
+
+def _lsq_books(
+    c3: np.ndarray, group_of: np.ndarray, h3: np.ndarray, hw: np.ndarray, table: np.ndarray, first: int, damp: float
+) -> np.ndarray:
+    """Codebook rows [books, L] solving A c = b per row (ridge ``damp`` towards ``table``; codes below ``first``
+    stay): codes c3 [G, rows/G, n] (row j's codebook row ``group_of`` [G, rows/G]), H h3 [G, n, n], the
+    right-hand side per position hw [G, rows/G, n]."""
+    import numpy as np
+
+    books, levels = table.shape
+    # bin of (codebook row of row j, code c_jk): sums over the positions k with that code
+    key = (group_of[:, :, None] * levels + c3).ravel()
     b = np.bincount(key, hw.ravel().astype(np.float64), books * levels).reshape(books, levels)
     # A_lm = sum_j P_l[j] H P_m[j]^T with P_l = [c_j. == l]: one product P_l H [G, rows, n] per code l
     a = np.zeros((books, levels, levels))
     for code in np.unique(c3):
         q = (c3 == code).astype(np.float32) @ h3
         a[:, code, :] = np.bincount(key, q.ravel().astype(np.float64), books * levels).reshape(books, levels)
-    table = e.table.astype(np.float64).copy()
-    first = 1 if e.zero_code else 0
+    out = table.copy()
     idx = np.arange(first, levels)
     sub = a[:, idx[:, None], idx[None, :]]
     reg = damp * np.maximum(np.diagonal(sub, axis1=1, axis2=2).mean(axis=1), 1e-12)[:, None, None]
     rhs = b[:, idx] + reg[:, :, 0] * table[:, idx]
-    table[:, idx] = np.linalg.solve(sub + reg * np.eye(idx.size), rhs[:, :, None])[:, :, 0]
-    return table.astype(np.float32)
+    out[:, idx] = np.linalg.solve(sub + reg * np.eye(idx.size), rhs[:, :, None])[:, :, 0]
+    return out

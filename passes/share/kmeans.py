@@ -367,10 +367,9 @@ class KMeans(EmitsOps, Pass):
             result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
             return False
         decision = f"kmeans {bits}-bit{how}" + (" of the sequential re-fit" if w2 is not t.w2 else "")
-        if o.refine and x is not None and e.block_size:
-            # the least-squares refit couples the blocks of a row (not solved per codebook): not done for blocks
-            result.count("layers_refine_skipped_blocks")
-        elif o.refine and x is not None:
+        if e.block_size and (choice is None or e is not choice.encoded):
+            decision += f", codebooks per {e.block_size} inputs ({e.table.shape[0]} codebooks)"
+        if o.refine and x is not None:
             if refine_flops(t, e) > o.max_refine_flops:
                 result.skip(t.name, "codebook refinement skipped: too expensive (max-refine-flops)")
             else:
@@ -379,7 +378,8 @@ class KMeans(EmitsOps, Pass):
         w_hat = e.decoded(t.out_axis)
         sparsity = float((t.w2 == 0).mean())
         em = emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
-        record(result, t, decision, e, em, rel_error(t.w2, w_hat), sparsity)
+        blocks = {"block_size": e.block_size} if e.block_size else {}
+        record(result, t, decision, e, em, rel_error(t.w2, w_hat), sparsity, **blocks)
         return True
 
 

@@ -1,8 +1,8 @@
 // CodebookMatMul: Y = X @ W + B with W[k, n] = codebook[(n // group_size) * nblocks + k // block_size, code(k, n)].
 // Inputs: X float [..., K], codebook float [G * nblocks, C <= 2^bits], codes uint8 [K, ceil(N*bits/8)],
 // B float [N] (optional). Attributes: bits (1..8), N (> 0), group_size (> 0, default N), block_size (> 0, default:
-// all K inputs, nblocks = 1). Block codebooks run as a GEMM on W decoded into the GEMM's float panel (once, for
-// constant codes and codebook); without blocks, 1-4 rows of X take the register-decoding GEMV.
+// all K inputs, nblocks = 1). 1-4 rows of X take the register-decoding GEMV (with block codebooks block by block,
+// accumulated); more rows a GEMM on W decoded into the GEMM's float panel (once, for constant codes and codebook).
 #include <algorithm>
 #include <cstring>
 
@@ -12,6 +12,39 @@
 namespace onnxcomp {
 namespace {
 
+constexpr int64_t kBlockGemvRows = 4;     // up to this many rows of X: the register-decoding GEMV, block by block
+constexpr int64_t kBlockColumnTask = 1024;  // columns per parallel task (a multiple of the GEMV's 128)
+
+// Block codebooks, 1-4 rows of X: Y = bias, then per block b the register-decoding GEMV of its rows of W with its
+// codebook rows (books: [nblocks][G][2^bits], the codebook regrouped by block) adds X[:, block] @ W[block, :];
+// the columns it does not cover (on every block) are written whole by the GEMM on the block panel.
+void run_block_gemv(Ort::KernelContext& ctx, const float* x, int64_t M, const BlockCodebookWeights& bw,
+                    const float* books, const std::vector<std::vector<uint8_t>>* packed, const float* bias,
+                    float* y) {
+  const KernelTable& kt = kernels();
+  const int64_t K = bw.rows, N = bw.cols, G = ceil_div(N, bw.group_size), E = int64_t{1} << bw.bits;
+  for (int64_t m = 0; m < M; ++m) {
+    if (bias != nullptr) {
+      std::memcpy(y + m * N, bias, static_cast<size_t>(N) * sizeof(float));
+    } else {
+      std::fill(y + m * N, y + m * N + N, 0.0f);
+    }
+  }
+  parallel_for(ctx, static_cast<size_t>(ceil_div(N, kBlockColumnTask)), [&](size_t t) {
+    const int64_t n0 = static_cast<int64_t>(t) * kBlockColumnTask, n1 = std::min(N, n0 + kBlockColumnTask);
+    int64_t done = n1;
+    for (int64_t b = 0; b < bw.nblocks && done > n0; ++b) {
+      const int64_t k0 = b * bw.block_size, kb = std::min(bw.block_size, K - k0);
+      const uint8_t* pk = packed != nullptr ? (*packed)[static_cast<size_t>(b)].data() : nullptr;
+      const CodebookWeights w{bw.codes + k0 * bw.row_bytes, books + b * G * E, kb, N, bw.row_bytes,
+                              bw.group_size, G, bw.bits, pk};
+      // columns [n0, done) covered by every block so far: the rest is rewritten by the GEMM below
+      done = std::min(done, kt.codebook_gemv(x + k0, M, K, w, y, N, n0, done));
+    }
+    if (done < n1) kt.gemm_rows(M, K, x, K, nullptr, block_codebook_panel, &bw, bias, false, y, N, done, n1);
+  });
+}
+
 struct CodebookMatMulKernel {
   std::string label;
   int bits = 0;
@@ -19,7 +52,8 @@ struct CodebookMatMulKernel {
   ConstInput const_codes, const_codebook;
   std::vector<uint8_t> packed;  // prepacked copy of constant codes (the AVX-512 and AVX2 GEMVs)
   FloatPanel panel;             // W decoded for many-row runs (constant codes and codebook only)
-  FloatPanel block_panel;       // W of block codebooks, decoded for every run (constant codes and codebook only)
+  FloatPanel block_panel;       // W of block codebooks for runs of more than 4 rows (constant codes and codebook)
+  std::vector<std::vector<uint8_t>> packed_blocks;  // block codes prepacked for the GEMV, one per block (constant)
 
   CodebookMatMulKernel(const OrtKernelInfo* info) : label(node_label("CodebookMatMul", info)) {
     Attrs a{info};
@@ -29,7 +63,22 @@ struct CodebookMatMulKernel {
     block_size = a.optional_int("block_size", kMaxDim, 1, kMaxDim);
     const_codes.init(info, 2);
     const_codebook.init(info, 1);
-    if (std::string(kernels().name) != "scalar") packed = maybe_prepack(const_codes, N, bits);
+    if (std::string(kernels().name) != "scalar") {
+      packed = maybe_prepack(const_codes, N, bits);
+      prepack_blocks();
+    }
+  }
+
+  // Constant codes of block codebooks: each block's rows prepacked for the GEMV (nothing when it does not apply).
+  void prepack_blocks() {
+    const std::vector<int64_t>& cs = const_codes.shape;
+    const int64_t row_bytes = ceil_div(N * bits, 8);
+    if (const_codes.data == nullptr || !prepack_supported(bits) || cs.size() != 2 || cs[1] != row_bytes) return;
+    const int64_t K = cs[0];
+    if (K <= block_size) return;
+    const uint8_t* codes = static_cast<const uint8_t*>(const_codes.data);
+    for (int64_t k0 = 0; k0 < K; k0 += block_size)
+      packed_blocks.push_back(prepack_codes(codes + k0 * row_bytes, std::min(block_size, K - k0), N, row_bytes, bits));
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
@@ -79,6 +128,19 @@ struct CodebookMatMulKernel {
       if (nblocks > 1) {
         const BlockCodebookWeights bw{codes.as<uint8_t>(), cbp, K, N, row_bytes, group_size, block_size, nblocks,
                                       bits, false};
+        if (M <= kBlockGemvRows && M > 0) {
+          // the codebook regrouped by block: block b's rows g * nblocks + b, g < G0, contiguous
+          const int64_t G0 = ceil_div(N, group_size), E = int64_t{1} << bits;
+          std::vector<float> books(static_cast<size_t>(G * E));
+          for (int64_t b = 0; b < nblocks; ++b)
+            for (int64_t g = 0; g < G0; ++g)
+              std::memcpy(books.data() + (b * G0 + g) * E, cbp + (g * nblocks + b) * E, static_cast<size_t>(E) * 4);
+          const bool prepacked = codes.data == const_codes.data && !packed_blocks.empty() &&
+                                 static_cast<int64_t>(packed_blocks.size()) == nblocks;
+          run_block_gemv(ctx, x.as<float>(), M, bw, books.data(), prepacked ? &packed_blocks : nullptr, bias_data,
+                         y);
+          return;
+        }
         const float* bp = constant ? block_panel.get(ctx, block_codebook_panel, &bw, K, N) : nullptr;
         run_panel_gemm(ctx, x.as<float>(), M, K, N, bp, block_codebook_panel, &bw, bias_data, y, false);
         return;

@@ -158,3 +158,23 @@ def test_malformed_blocks_are_refused_naming_the_node(op, attrs, rows, match):
     ) as err:
         make_session(m, native=True).run(None, {"x": np.ones(x_shape, np.float32)})
     assert "blk" in str(err.value) and __import__("re").search(match, str(err.value))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 3, 8])
+@pytest.mark.parametrize(("n", "gsz", "bsz"), [(256, 256, 64), (1000, 7, 50), (1300, 1, 128)])
+@pytest.mark.parametrize("constant", [True, False])
+def test_codebook_matmul_blocks_register_decode_gemv(bits, n, gsz, bsz, constant):
+    # 1-4 rows: the register-decoding GEMV block by block (wide enough for its column blocks), the rest by the GEMM
+    rng = np.random.default_rng(bits * 1000 + n)
+    k = 200
+    nb = -(-k // bsz)
+    cb = rng.standard_normal((-(-n // gsz) * nb, 1 << bits)).astype(np.float32)
+    codes = ops.pack_codes(rng.integers(0, 1 << bits, (k, n)), bits)
+    inits = {"cb": cb, "codes": codes, "b": rng.standard_normal(n).astype(np.float32)}
+    attrs = {"bits": bits, "N": n, "group_size": gsz, "block_size": bsz}
+    m = _model("CodebookMatMul", attrs, inits, ["M", k], () if constant else ("cb", "codes"))
+    for rows in (1, 2, 4, 5):
+        feeds = {"x": rng.standard_normal((rows, k)).astype(np.float32)}
+        if not constant:
+            feeds |= {"cb": cb, "codes": codes}
+        _three_ways(m, feeds)

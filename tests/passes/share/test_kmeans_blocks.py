@@ -161,3 +161,22 @@ def test_inlined_block_model_equals_the_function_model():
     inl, _ = optimize(model, spec[:-1] + ",inline=true)")
     assert not inl.functions and not any(n.domain == ops.DOMAIN for n in inl.graph.node)
     np.testing.assert_allclose(run(inl, {"x": x})[0], run(out, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("compensate", [False, True])
+def test_lsq_refit_of_block_codebooks_never_raises_the_calibration_error(compensate):
+    # one layer: the model's output error on the calibration rows is the refit's objective (H = X^T X)
+    rng = np.random.default_rng(6)
+    w = (rng.standard_normal((200, 48)) * np.exp(rng.standard_normal((200, 1)))).astype(np.float32)
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], {"w": w}, [("x", ["N", 200])],
+                       [("y", ["N", 48])])  # fmt: skip
+    x = (rng.standard_normal((300, 200)) @ rng.standard_normal((200, 200)) * 0.1).astype(np.float32)
+    err = {}
+    for refine in (False, True):
+        spec = f"kmeans(bits=3,group-size=8,block-size=64,sequential=false,compensate={str(compensate).lower()},"
+        out, report = optimize(model, f"{spec}refine={str(refine).lower()})", calib={"x": x})
+        ref, got = run(model, {"x": x})[0].astype(np.float64), run(out, {"x": x})[0].astype(np.float64)
+        err[refine] = float(np.sum((got - ref) ** 2))
+        assert ("lsq codebook" in report.passes[0].layers[0].decision) == refine
+    assert err[True] <= err[False] * (1 + 1e-5)
+    assert err[True] < 0.995 * err[False]  # and it does fit

@@ -20,15 +20,25 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.analysis.weights import inputs_per_output
+from onnxcomp.errors import UsageError
 
-from ._calibration import MAX_ROWS, dense_solve_flops, im2col_grams, positions
+from ._calibration import (
+    MAX_ROWS,
+    data_free_layers,
+    dense_solve_flops,
+    im2col_grams,
+    input_energy,
+    layer_inputs,
+    positions,
+)
 from ._gptvq import LAZY_BLOCK, gptq_span, inverse_factors, output_error, trace_whw
 
 if TYPE_CHECKING:
     import numpy as np
+    import onnx_graphsurgeon as gs
 
     from onnxcomp.analysis.weights import Target
-    from onnxcomp.passes_api import PassResult
+    from onnxcomp.passes_api import PassContext, PassResult
 
     from ._emit import Encoded
 
@@ -105,6 +115,22 @@ class Hessians:
             hs = im2col_grams(x, t, MAX_ROWS, self._rng)
             self._held = {"key": key, "value": (hs, inverse_factors(hs))}
         return self._held["value"]
+
+
+def calibration(
+    graph: gs.Graph, ctx: PassContext, targets: list[Target], o: Any, seed: int, result: PassResult
+) -> tuple[dict[int, np.ndarray], Hessians | None]:
+    """A fixed-grid pass's calibration statistics from one capture of the layer inputs: the input-feature
+    energy per target (``o.weighted``) and, with ``o.compensate`` not False, the Hessians; ({}, None)
+    without calibration data. Body layers whose input was not captured are counted data-free."""
+    if o.compensate and ctx.calib is None:
+        raise UsageError(f"{result.name}: compensate=true needs calibration data (--calib)")
+    on = o.compensate is not False and ctx.calib is not None
+    acts = layer_inputs(graph, ctx, targets, o.calib_samples) if targets and (o.weighted or on) else {}
+    energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
+    if o.weighted or on:
+        data_free_layers(ctx, targets, acts, result)
+    return energy, (Hessians(acts, o.max_refine_flops, ctx.rng(seed)) if on and acts else None)
 
 
 def compensate(

@@ -9,9 +9,8 @@ from onnxcomp.analysis.weights import bits_for, collect_targets
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._calibration import data_free_layers, input_energy, layer_inputs
 from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes
-from ._gptq import Grid, Hessians, compensate
+from ._gptq import Grid, calibration, compensate
 from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
@@ -67,16 +66,9 @@ class Pow2(EmitsOps, Pass):
         for b in [o.bits, *o.bits_per_layer.values()]:
             if not 2 <= int(b) <= 8:
                 raise UsageError(f"pow2: bits must be 2..8, got {b}")
-        if o.compensate and ctx.calib is None:
-            raise UsageError("pow2: compensate=true needs calibration data (--calib)")
         result = self.new_result()
         targets = collect_targets(graph, o, result)
-        on = o.compensate is not False and ctx.calib is not None
-        acts = layer_inputs(graph, ctx, targets, o.calib_samples) if targets and (o.weighted or on) else {}
-        energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
-        hessians = Hessians(acts, o.max_refine_flops, ctx.rng(17)) if on and acts else None
-        if o.weighted or on:
-            data_free_layers(ctx, targets, acts, result)
+        energy, hessians = calibration(graph, ctx, targets, o, 17, result)
         for t in ctx.track(targets, "pow2", total=len(targets)):
             bits = bits_for(t, o.bits, o.bits_per_layer)
             e, (kmin, kmax), s = pow2_encode(t.w2, bits, t.out_axis, o.max_exp, o.scale, energy.get(id(t)))

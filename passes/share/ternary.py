@@ -9,9 +9,8 @@ from onnxcomp.analysis.weights import collect_targets
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._calibration import data_free_layers, input_energy, layer_inputs
 from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes
-from ._gptq import Grid, Hessians, compensate
+from ._gptq import Grid, calibration, compensate
 from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
@@ -63,16 +62,9 @@ class Ternary(EmitsOps, Pass):
         o = self.options
         if o.threshold < 0:
             raise UsageError("ternary: threshold must be >= 0")
-        if o.compensate and ctx.calib is None:
-            raise UsageError("ternary: compensate=true needs calibration data (--calib)")
         result = self.new_result()
         targets = collect_targets(graph, o, result)
-        on = o.compensate is not False and ctx.calib is not None
-        acts = layer_inputs(graph, ctx, targets, o.calib_samples) if targets and (o.weighted or on) else {}
-        energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
-        hessians = Hessians(acts, o.max_refine_flops, ctx.rng(19)) if on and acts else None
-        if o.weighted or on:
-            data_free_layers(ctx, targets, acts, result)
+        energy, hessians = calibration(graph, ctx, targets, o, 19, result)
         for t in ctx.track(targets, "ternary", total=len(targets)):
             e = ternary_encode(t.w2, t.out_axis, o.method, o.threshold, o.per_channel, energy.get(id(t)), o.max_iter)
             how = ""

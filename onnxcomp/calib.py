@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from onnxcomp.errors import InputError, UsageError
+from onnxcomp.graph import fresh_name
 
 if TYPE_CHECKING:
     import numpy as np
@@ -404,12 +405,12 @@ def _wire_out_of_if(node: onnx.NodeProto, name: str, taken: set[str], loops: boo
             return (node.output[at], inner[1]) if at < len(node.output) and node.output[at] else None
         elem = _elem_type(body, inner[0])
         other = branches["else_branch" if attr == "then_branch" else "then_branch"]
-        empty = _fresh(f"{name}_not_taken", taken)
+        empty = fresh_name(f"{name}_not_taken", taken)
         value = onnx.helper.make_tensor(empty, elem, [0], [])  # the branches' shapes may differ, not their types
         other.node.append(onnx.helper.make_node("Constant", [], [empty], value=value, name=empty))
         body.output.append(onnx.helper.make_tensor_value_info(inner[0], elem, None))
         other.output.append(onnx.helper.make_tensor_value_info(empty, elem, None))
-        outer = _fresh(f"{name}_captured", taken)
+        outer = fresh_name(f"{name}_captured", taken)
         node.output.append(outer)
         return outer, inner[1]
     return None
@@ -430,24 +431,15 @@ def _wire_out_of_loop(node: onnx.NodeProto, name: str, taken: set[str]) -> tuple
     if len(node.output) != len(body.output) - (1 if node.op_type == "Loop" else 0):
         return None
     elem = _elem_type(body, inner[0])
-    step = _fresh(f"{name}_step", taken)
+    step = fresh_name(f"{name}_step", taken)
     body.node.append(onnx.helper.make_node("Identity", [inner[0]], [step], name=step))
     body.output.append(onnx.helper.make_tensor_value_info(step, elem, None))
     for a in node.attribute:  # Scan: one axis / direction per scan output when given
         if a.name in ("scan_output_axes", "scan_output_directions"):
             a.ints.append(0)
-    outer = _fresh(f"{name}_captured", taken)
+    outer = fresh_name(f"{name}_captured", taken)
     node.output.append(outer)
     return outer, inner[1] + 1
-
-
-def _fresh(base: str, taken: set[str]) -> str:
-    name, i = base, 0
-    while name in taken:
-        i += 1
-        name = f"{base}_{i}"
-    taken.add(name)
-    return name
 
 
 def capture_activations(

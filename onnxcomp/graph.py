@@ -289,12 +289,16 @@ def is_graph_input(graph: gs.Graph, tensor: Any) -> bool:
 
 def unique_name(graph: gs.Graph, base: str, taken: set[str] | None = None) -> str:
     """``base`` if unused in the graph (tensors and nodes), else ``base_1``, ``base_2``..."""
-    names = taken if taken is not None else _all_names(graph)
+    return fresh_name(base, taken if taken is not None else _all_names(graph))
+
+
+def fresh_name(base: str, taken: set[str]) -> str:
+    """``base`` if not in ``taken``, else ``base_1``, ``base_2``...; the name is added to ``taken``."""
     name, i = base, 0
-    while name in names:
+    while name in taken:
         i += 1
         name = f"{base}_{i}"
-    names.add(name)
+    taken.add(name)
     return name
 
 

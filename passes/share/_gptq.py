@@ -85,20 +85,26 @@ def gptq_round(
 
 
 # ============================================================================================ per layer
-class Hessians:
-    """Per target: the Hessians of its output error H = X^T X / n (one per conv group) from its calibration
-    input, and their GPTQ factors; shared by the layers that read one input the same way (a transformer's
-    Q, K and V projections). A layer is left to plain rounding (``reason`` says why) when its sampled input
-    positions are fewer than its inputs per output (H rank-deficient: GPTQ would fit the samples, issue 13's
-    squeeze-excitation convs) or when factorizing H costs more than ``max_flops``."""
+PLAIN = {  # why a layer keeps plain rounding (the counter) -> what the report adds to its decision
+    "layers_plain_no_input": "",
+    "layers_plain_too_large": " (plain: Hessian factorization over max_refine_flops)",
+    "layers_plain_few_rows": " (plain: fewer calibration positions than inputs)",
+}
 
-    def __init__(self, acts: dict[str, np.ndarray], max_flops: float, rng: np.random.Generator) -> None:
-        self._acts, self._max_flops, self._rng = acts, max_flops, rng
+
+class Hessians:
+    """The Hessians of a layer's output error H = X^T X / n (one per conv group) from its calibration input,
+    and their GPTQ factors; the latest is shared with the next layers that read the same input the same way (a
+    transformer's Q, K and V projections). A layer is left to plain rounding (``reason``: a key of ``PLAIN``)
+    when its sampled input positions are fewer than its inputs per output (H rank-deficient: GPTQ would fit the
+    samples, issue 13's squeeze-excitation convs) or when factorizing H costs more than ``max_flops``."""
+
+    def __init__(self, max_flops: float, rng: np.random.Generator) -> None:
+        self._max_flops, self._rng = max_flops, rng
         self._held: dict[str, Any] = {}
 
-    def reason(self, t: Target) -> str | None:
-        """Why ``t`` gets plain rounding (a counter name), or None."""
-        x = self._acts.get(t.x.name)
+    def reason(self, t: Target, x: np.ndarray | None) -> str | None:
+        """Why ``t`` with input ``x`` gets plain rounding (a key of ``PLAIN``), or None."""
         if x is None:
             return "layers_plain_no_input"
         if dense_solve_flops(t) > self._max_flops:
@@ -107,22 +113,22 @@ class Hessians:
             return "layers_plain_few_rows"
         return None
 
-    def of(self, t: Target) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-        """(Hessians, inverse factors) of ``t`` (call only where ``reason(t)`` is None)."""
-        x = self._acts[t.x.name]
-        key = (t.x.name, t.kind, repr(sorted(t.conv_attrs.items())))
-        if self._held.get("key") != key:
+    def of(self, t: Target, x: np.ndarray) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """(Hessians, inverse factors) of ``t`` on its input ``x`` (where ``reason`` is None)."""
+        key = (t.kind, repr(sorted(t.conv_attrs.items())))
+        held = self._held
+        if held.get("x") is not x or held.get("key") != key:  # the array itself is held: no id reuse
             hs = im2col_grams(x, t, MAX_ROWS, self._rng)
-            self._held = {"key": key, "value": (hs, inverse_factors(hs))}
-        return self._held["value"]
+            self._held = held = {"x": x, "key": key, "value": (hs, inverse_factors(hs))}
+        return held["value"]
 
 
 def calibration(
     graph: gs.Graph, ctx: PassContext, targets: list[Target], o: Any, seed: int, result: PassResult
-) -> tuple[dict[int, np.ndarray], Hessians | None]:
-    """A fixed-grid pass's calibration statistics from one capture of the layer inputs: the input-feature
-    energy per target (``o.weighted``) and, with ``o.compensate`` not False, the Hessians; ({}, None)
-    without calibration data. Body layers whose input was not captured are counted data-free."""
+) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray], Hessians | None]:
+    """A fixed-grid pass's calibration statistics from one capture of the layer inputs: the inputs by name,
+    the input-feature energy per target (``o.weighted``) and, with ``o.compensate`` not False, the Hessians;
+    ({}, {}, None) without calibration data. Body layers whose input was not captured are counted data-free."""
     if o.compensate and ctx.calib is None:
         raise UsageError(f"{result.name}: compensate=true needs calibration data (--calib)")
     on = o.compensate is not False and ctx.calib is not None
@@ -130,26 +136,23 @@ def calibration(
     energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
     if o.weighted or on:
         data_free_layers(ctx, targets, acts, result)
-    return energy, (Hessians(acts, o.max_refine_flops, ctx.rng(seed)) if on and acts else None)
+    return acts, energy, (Hessians(o.max_refine_flops, ctx.rng(seed)) if on and acts else None)
 
 
 def compensate(
-    t: Target, e: Encoded, hessians: Hessians, grid_of: Any, refit: Any, result: PassResult
+    t: Target, x: np.ndarray | None, e: Encoded, hessians: Hessians, grid_of: Any, refit: Any, result: PassResult
 ) -> tuple[Encoded, str]:
-    """``e`` re-rounded with GPTQ onto its own grid (``grid_of(e, rows)``), its scales re-fitted
-    (``refit(e, codes_rows, wo, hs)`` returns a new table or None), kept if its output error on the
-    calibration data is lower than plain rounding's; (encoding, how it was chosen for the report)."""
+    """``e`` (of ``t``, with calibration input ``x``) re-rounded with GPTQ onto its own grid
+    (``grid_of(e, rows)``), its scales re-fitted (``refit(e, codes_rows, wo, hs)`` returns a new table or
+    None), kept if its output error on the calibration data is lower than plain rounding's; (encoding, how it
+    was chosen for the report)."""
     import numpy as np
 
-    why = hessians.reason(t)
+    why = hessians.reason(t, x)
     if why is not None:
         result.count(why)
-        return e, {
-            "layers_plain_no_input": "",
-            "layers_plain_too_large": " (plain: Hessian factorization over max_refine_flops)",
-            "layers_plain_few_rows": " (plain: fewer calibration positions than inputs)",
-        }[why]
-    hs, factors = hessians.of(t)
+        return e, PLAIN[why]
+    hs, factors = hessians.of(t, x)
     matmul = t.kind == "matmul"
     wo = np.asarray(t.w2.T if matmul else t.w2, np.float64)  # one row per output channel
     keep = wo != 0 if e.zero_code and bool(np.any(wo == 0)) else None

@@ -10,7 +10,6 @@ from onnxcomp.analysis.weights import (
     Target,
     bits_for,
     collect_targets,
-    inputs_per_output,
     per_layer_value,
     per_layer_value_of,
 )
@@ -19,7 +18,6 @@ from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pas
 
 from . import _gather
 from ._calibration import (
-    MAX_ROWS,
     current_inputs,
     data_free_layers,
     dense_solve_flops,
@@ -27,7 +25,6 @@ from ._calibration import (
     input_energy,
     layer_inputs,
     paired_grams,
-    positions,
     sequential_waves,
     support_refit,
 )
@@ -41,6 +38,7 @@ from ._encode import (
     stored_bytes,
     weight_name,
 )
+from ._gptq import PLAIN, Hessians
 from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
@@ -175,7 +173,6 @@ class KMeans(EmitsOps, Pass):
             return finish(graph, ctx, result, o)
         budget = o.target_bits or (32.0 / o.target_ratio if o.target_ratio else 0.0)
         self._bits: dict[int, int] = {}
-        self._hessian: dict[str, Any] = {}
         self._auto: dict[int, Any] = {}
         if budget:
             self._bits = self._allocate(graph, ctx, [*targets, *tables], budget, result)
@@ -201,6 +198,7 @@ class KMeans(EmitsOps, Pass):
         waves = sequential_waves(targets) if sequential else [targets]
         energy0 = energy  # on the original inputs
         rng = ctx.rng(11)
+        self._hessians = Hessians(o.max_refine_flops, rng)
         steps = [(k, t) for k, wave in enumerate(waves) for t in wave]
         cur, at, changed = acts, 0, False
         for k, t in ctx.track(steps, "kmeans", total=len(steps)):
@@ -304,18 +302,6 @@ class KMeans(EmitsOps, Pass):
         logger.info("kmeans budget %.3f bits: %.3f stored (%s)", budget, stored / params, how)
         return {id(t): bits[c] for t, bits, c in zip(targets, bits_of, choice, strict=True)}
 
-    def _shared_hessian(self, t: Target, x: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
-        """A layer's input Gram matrices and their GPTQ inverse factors, reused by the next layers that read
-        the same input the same way (a transformer's Q, K and V projections; only the latest is kept)."""
-        from ._gptvq import inverse_factors
-
-        key = (t.kind, repr(sorted(t.conv_attrs.items())))
-        held = self._hessian
-        if held.get("x") is not x or held.get("key") != key:  # the array itself is held: no id reuse
-            grams = paired_grams(t, x, None, rng)
-            self._hessian = held = {"x": x, "key": key, "value": (grams, inverse_factors(grams[0]))}
-        return held["value"]
-
     def _encode(
         self,
         graph: gs.Graph,
@@ -345,19 +331,18 @@ class KMeans(EmitsOps, Pass):
         e, how = None, ""
         if compensate and x is not None:
             # H = X^T X of rank < inputs: GPTQ would fit the calibration samples (issue 13's SE convs)
-            if dense_solve_flops(t) > o.max_refine_flops:
-                result.count("layers_plain_too_large")
-                how = " (plain: Hessian factorization over max_refine_flops)"
-            elif min(MAX_ROWS, positions(x, t)) >= inputs_per_output(t):
+            why = self._hessians.reason(t, x)
+            if why is None:
                 factors = None
                 if grams is None:
-                    grams, factors = self._shared_hessian(t, x, rng)
+                    hs, factors = self._hessians.of(t, x)
+                    grams = (hs, None)
                 e, gptq = compensated_encode(t, w2, bits, self._group, grams[0], rng, factors, o.block_size)
                 how = " compensated" if gptq else " (plain: lower output error than compensated)"
                 result.count("layers_compensated" if gptq else "layers_plain_better")
             else:
-                result.count("layers_plain_few_rows")
-                how = " (plain: fewer calibration positions than inputs)"
+                result.count(why)
+                how = PLAIN[why]
         choice = self._auto.get(id(t))
         if e is None and choice is not None and w2 is t.w2:
             e, how = choice.encoded, f"{how} {choice.reason}"

@@ -68,13 +68,14 @@ class Pow2(EmitsOps, Pass):
                 raise UsageError(f"pow2: bits must be 2..8, got {b}")
         result = self.new_result()
         targets = collect_targets(graph, o, result)
-        energy, hessians = calibration(graph, ctx, targets, o, 17, result)
+        acts, energy, hessians = calibration(graph, ctx, targets, o, 17, result)
         for t in ctx.track(targets, "pow2", total=len(targets)):
             bits = bits_for(t, o.bits, o.bits_per_layer)
             e, (kmin, kmax), s = pow2_encode(t.w2, bits, t.out_axis, o.max_exp, o.scale, energy.get(id(t)))
             how = ""
             if hessians is not None:
-                e, how = compensate(t, e, hessians, pow2_grid, _refit_scale if o.scale == "lsq" else _fixed, result)
+                refit = _refit_scale if o.scale == "lsq" else _fixed
+                e, how = compensate(t, acts.get(t.x.name), e, hessians, pow2_grid, refit, result)
                 s = float(e.table[0, 1]) / 2.0**kmin if e.table[0, 1] else s  # the re-fitted scale
             if not saves_bytes(t, e):
                 result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")

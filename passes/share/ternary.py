@@ -64,12 +64,12 @@ class Ternary(EmitsOps, Pass):
             raise UsageError("ternary: threshold must be >= 0")
         result = self.new_result()
         targets = collect_targets(graph, o, result)
-        energy, hessians = calibration(graph, ctx, targets, o, 19, result)
+        acts, energy, hessians = calibration(graph, ctx, targets, o, 19, result)
         for t in ctx.track(targets, "ternary", total=len(targets)):
             e = ternary_encode(t.w2, t.out_axis, o.method, o.threshold, o.per_channel, energy.get(id(t)), o.max_iter)
             how = ""
             if hessians is not None:
-                e, how = compensate(t, e, hessians, ternary_grid, _refit_scales, result)
+                e, how = compensate(t, acts.get(t.x.name), e, hessians, ternary_grid, _refit_scales, result)
             if not saves_bytes(t, e):
                 result.skip(t.name, f"{t.params} weights: 2-bit codes and their scales would not make it smaller")
                 continue

@@ -18,7 +18,6 @@ CONV_ATTRS = ("dilations", "group", "kernel_shape", "pads", "strides")
 
 def function(opset: int) -> onnx.FunctionProto:
     # W[m].ravel()[j] = codebook[m // group_size, code(m, j)];  Y = Conv(X, W, B)
-    import onnx
 
     f = FunctionBody()
     bits, gsz, shape = f.attr("bits"), f.attr("group_size"), f.attr("weight_shape", "ints")
@@ -29,6 +28,13 @@ def function(opset: int) -> onnx.FunctionProto:
     offset = f.op("Cast", f.op("Mul", f.op("Div", rows, gsz), row_width(f, "codebook")), to=6)  # [M]
     index = f.op("Add", codes, f.op("Unsqueeze", offset, f.const([1])))
     w = f.op("Reshape", f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), index), shape)
+    return _conv_of(f, w, opset)
+
+
+def _conv_of(f: FunctionBody, w: str, opset: int, defaults: dict[str, int] | None = None) -> onnx.FunctionProto:
+    """The body's last node, Y = Conv(X, W, B) with the op's Conv attributes referenced, and the function."""
+    import onnx
+
     f.op("Conv", "X", w, "B", out="Y")
     a = onnx.AttributeProto
     f.ref_attrs(
@@ -41,13 +47,13 @@ def function(opset: int) -> onnx.FunctionProto:
         ["Y"],
         ["bits", "group_size", "weight_shape", *CONV_ATTRS],
         opset,
+        defaults=defaults,
     )
 
 
 def block_function(opset: int) -> onnx.FunctionProto:
     # W[m].ravel()[j] = codebook[(m // group_size) * nblocks + j // block_size, code(m, j)],
     # nblocks = ceil(C/group * prod(kernel) / block_size) (block_size absent: NO_BLOCKS, one block)
-    import onnx
 
     f = FunctionBody()
     bits, gsz, shape = f.attr("bits"), f.attr("group_size"), f.attr("weight_shape", "ints")
@@ -60,20 +66,7 @@ def block_function(opset: int) -> onnx.FunctionProto:
     book = f.op("Unsqueeze", f.op("Mul", f.op("Div", rows, gsz), nblocks), f.const([1]))  # [M, 1]
     offset = f.op("Cast", f.op("Mul", f.op("Add", book, f.op("Div", j, bsz)), row_width(f, "codebook")), to=6)
     w = f.op("Reshape", f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), f.op("Add", codes, offset)), shape)
-    f.op("Conv", "X", w, "B", out="Y")
-    a = onnx.AttributeProto
-    f.ref_attrs(
-        len(f.nodes) - 1,
-        {"dilations": a.INTS, "group": a.INT, "kernel_shape": a.INTS, "pads": a.INTS, "strides": a.INTS},
-    )
-    return f.function(
-        "CodebookConv",
-        ["X", "codebook", "codes", "B"],
-        ["Y"],
-        ["bits", "group_size", "weight_shape", *CONV_ATTRS],
-        opset,
-        defaults={"block_size": NO_BLOCKS},
-    )
+    return _conv_of(f, w, opset, defaults={"block_size": NO_BLOCKS})
 
 
 def reference(a: dict[str, Any], v: Values) -> tuple[np.ndarray, np.ndarray | None]:

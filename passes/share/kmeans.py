@@ -85,7 +85,8 @@ class KMeans(EmitsOps, Pass):
             None,
             "output channels sharing one codebook (0: one codebook per layer, 1: one per channel); auto: one "
             "per layer or one per channel, chosen per layer from the weights' channel SQNR, and layers far "
-            "below the others' SQNR keep 8 bits (_granularity). Unset: auto without calibration data, 0 with",
+            "below the others' SQNR keep 8 bits (_granularity); with calibration data the compensated and "
+            "plain encodings keep that choice. Unset: auto without calibration data, 0 with",
         )
         block_size: int = opt(
             0,
@@ -153,12 +154,13 @@ class KMeans(EmitsOps, Pass):
         for b in [o.bits, *o.bits_per_layer.values()]:
             if not 1 <= int(b) <= 8:
                 raise UsageError(f"kmeans: bits must be 1..8, got {b}")
-        group = o.group_size if o.group_size is not None else ("auto" if ctx.calib is None else 0)
+        group = "auto" if o.group_size is None else o.group_size
         if group != "auto" and int(group) < 0:
             raise UsageError("kmeans: group-size must be >= 0 or auto")
         if o.block_size < 0:
             raise UsageError(f"kmeans: block-size must be >= 0, got {o.block_size}")
-        self._group = 0 if group == "auto" else int(group)  # the compensated and budget modes: per layer
+        self._group = 0 if group == "auto" else int(group)  # (auto: per layer where no choice is recorded)
+        self._group_auto = group == "auto"
         if o.sequential and ctx.calib is None:
             raise UsageError("kmeans: sequential=true needs calibration data (--calib)")
         if o.compensate and ctx.calib is None:
@@ -268,9 +270,13 @@ class KMeans(EmitsOps, Pass):
             axis = 0 if isinstance(t, _gather.TableTarget) else t.out_axis
             for b in cands:
                 blocks = o.block_size if isinstance(t, Target) else 0  # tables: CodebookGather has no blocks
-                e = kmeans_encode(
-                    t.w2, b, self._group, axis, o.init, energy.get(id(t)), o.max_iter, blocks, ctx.rng(17)
-                )
+                pick = self._granularity(t, b, energy.get(id(t)), ctx) if isinstance(t, Target) else None
+                if pick is not None:
+                    e = pick.encoded
+                else:
+                    e = kmeans_encode(
+                        t.w2, b, self._group, axis, o.init, energy.get(id(t)), o.max_iter, blocks, ctx.rng(17)
+                    )
                 w_hat = e.decoded(axis)
                 if probe is not None:
                     err = probe.error(weight_name(t), original_weight(t, w_hat))
@@ -300,7 +306,29 @@ class KMeans(EmitsOps, Pass):
         result.count("budget_predicted_error", float(np.float32(sum(layers[i][c].error for i, c in enumerate(choice)))))
         how = "output error" if probe is not None else "weight error proxy"
         logger.info("kmeans budget %.3f bits: %.3f stored (%s)", budget, stored / params, how)
-        return {id(t): bits[c] for t, bits, c in zip(targets, bits_of, choice, strict=True)}
+        chosen = {id(t): bits[c] for t, bits, c in zip(targets, bits_of, choice, strict=True)}
+        for t in layers_only:
+            # group-size=auto: the encoding measured at the chosen width (the same seed gives the same one; the
+            # candidates' codes are not all kept, they would hold bits-many copies of the model's indices)
+            pick = self._granularity(t, chosen[id(t)], energy.get(id(t)), ctx)
+            if pick is not None:
+                self._auto[id(t)] = pick
+        return chosen
+
+    def _granularity(self, t: Target, bits: int, energy: np.ndarray | None, ctx: PassContext) -> Any:
+        """group-size=auto in the budget mode: the granularity ``_granularity.choose`` takes for the layer at
+        ``bits`` (per layer / per channel / blocks, from the channel SQNR), so that the allocator measures and
+        prices the encoding that would be written; per layer it is clustered again weighted by the input
+        energy, as without auto. None when the group size is fixed."""
+        if not self._group_auto:
+            return None
+        from ._granularity import choose
+
+        o = self.options
+        pick = choose(t, bits, o.init, o.max_iter, ctx.rng(17), o.block_size)
+        if energy is not None and pick.group_size == 0 and not pick.block_size:
+            pick.encoded = kmeans_encode(t.w2, bits, 0, t.out_axis, o.init, energy, o.max_iter, 0, ctx.rng(17))
+        return pick
 
     def _encode(
         self,
@@ -319,6 +347,10 @@ class KMeans(EmitsOps, Pass):
         bits = self._bits.get(id(t)) or bits_for(t, o.bits, o.bits_per_layer)
         if id(t) in self._auto:
             bits = self._auto[id(t)].bits
+        choice = self._auto.get(id(t))
+        # group-size=auto: the granularity (per layer / per channel / blocks) the weights' SQNR chose, also for
+        # the compensated and the sequential encodings
+        group, blocks = (choice.group_size, choice.block_size) if choice is not None else (self._group, o.block_size)
         w2, grams = t.w2, None
         if x_orig is not None and x is not None:
             # sequential: first the float weights that best give the original output on the current input
@@ -337,17 +369,18 @@ class KMeans(EmitsOps, Pass):
                 if grams is None:
                     hs, factors = self._hessians.of(t, x)
                     grams = (hs, None)
-                e, gptq = compensated_encode(t, w2, bits, self._group, grams[0], rng, factors, o.block_size)
+                e, gptq = compensated_encode(t, w2, bits, group, grams[0], rng, factors, blocks)
                 how = " compensated" if gptq else " (plain: lower output error than compensated)"
                 result.count("layers_compensated" if gptq else "layers_plain_better")
             else:
                 result.count(why)
                 how = PLAIN[why]
-        choice = self._auto.get(id(t))
-        if e is None and choice is not None and w2 is t.w2:
-            e, how = choice.encoded, f"{how} {choice.reason}"
-        elif e is None:
-            e = kmeans_encode(w2, bits, self._group, t.out_axis, o.init, energy, o.max_iter, o.block_size, rng)
+        if e is None and choice is not None and w2 is t.w2 and energy is None:
+            e = choice.encoded  # data-free: the encoding auto chose
+        elif e is None:  # at the chosen granularity, weighted by the input energy / of the sequential re-fit
+            e = kmeans_encode(w2, bits, group, t.out_axis, o.init, energy, o.max_iter, blocks, rng)
+        if choice is not None:
+            how = f"{how}{', ' if how else ' '}{choice.reason}"
         if not saves_bytes(t, e):
             result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
             return False

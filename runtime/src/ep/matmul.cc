@@ -157,6 +157,18 @@ void build_sparse(MatMulExec& e, const Ort::ConstNode& node, const std::vector<O
                        group_size,       G,               bits,           index_bits};
   if (kernels().sparse_windows_gemv != nullptr && E > 0 && e.K > 0)
     e.has_pack = build_windows(e.sw, cb.as<float>(), C, &e.pack);
+  if (e.has_pack) {
+    // the windows layout holds everything the kernel reads (run_sparse_matmul reads only the dimensions of sw
+    // then): the EIE arrays go, about as many bytes again as the layout on a big layer
+    std::vector<int32_t>().swap(e.row_ptr);
+    std::vector<uint8_t>().swap(e.deltas);
+    std::vector<uint8_t>().swap(e.codes);
+    std::vector<float>().swap(e.codebook);
+    e.sw.row_ptr = nullptr;
+    e.sw.deltas = nullptr;
+    e.sw.codes = nullptr;
+    e.sw.codebook = nullptr;
+  }
 }
 }  // namespace
 

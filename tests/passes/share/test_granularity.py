@@ -88,3 +88,31 @@ def test_group_size_checks():
         optimize(model, "kmeans(bits=4,group-size=-1)")
     with pytest.raises(UsageError, match="group"):
         optimize(model, "kmeans(bits=4,group-size=sometimes)")
+
+
+@pytest.mark.parametrize("compensate", ["true", "false"])
+def test_auto_granularity_holds_with_calibration_data(compensate):
+    """group-size=auto with --calib (the default): the compensated (and the plain calibrated) encoding keeps the
+    codebooks per channel that the weights' channel SQNR chose, and the 8-bit protection (they were per layer)."""
+    rng = np.random.default_rng(4)
+    w = (rng.standard_normal((64, 32)) * 10.0 ** (np.arange(32) % 4)).astype(np.float32)
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")
+    model = make_model([node], {"w": w}, [("x", ["b", 64])], [("y", ["b", 32])], opset=17)
+    x = rng.standard_normal((512, 64)).astype(np.float32)
+    spec = f"kmeans(bits=4,group-size=auto,compensate={compensate},sequential=false)"
+    auto, report = optimize(model, spec, calib={"x": x})
+    (layer,) = report.passes[0].layers
+    assert layer.extra["groups"] == 32 and "per channel" in layer.decision
+    if compensate == "true":
+        assert "compensated" in layer.decision or "plain" in layer.decision
+    q = next(iter(decoded_weights(auto).values()))
+    assert _channel_errors(w, q).max() < 0.03
+    # auto is also the default with calibration data; group-size=0 gives one codebook for the layer
+    _, default = optimize(model, spec.replace(",group-size=auto", ""), calib={"x": x})
+    assert default.passes[0].layers[0].extra["groups"] == 32
+    _, per_layer = optimize(model, spec.replace("group-size=auto", "group-size=0"), calib={"x": x})
+    assert per_layer.passes[0].layers[0].extra["groups"] == 1
+    # the protection: fc3's channels span 1e4 with 4 inputs each, it keeps 8 bits also when calibrated
+    xc = rng.standard_normal((512, 64)).astype(np.float32)
+    _, chain = optimize(_chain(1e4), spec, calib={"x": xc})
+    assert {x.name: x.extra["bits"] for x in chain.passes[0].layers}["fc3"] == 8

@@ -129,6 +129,18 @@ ROWS = [
     Row("budget4-calib", "kmeans budget 4.0 bits calibrated", "kmeans(target-bits=4)", True),
     Row("budget4.5-calib", "kmeans budget 4.5 bits calibrated", "kmeans(target-bits=4.5)", True),
     Row("budget5-calib", "kmeans budget 5.0 bits calibrated", "kmeans(target-bits=5)", True),
+    Row(
+        "budget4.5-auto-calib",
+        "kmeans budget 4.5 bits calibrated, group-size=auto (per-channel / block codebooks as more candidates)",
+        "kmeans(target-bits=4.5,group-size=auto)",
+        True,
+    ),
+    Row(
+        "budget5-auto-calib",
+        "kmeans budget 5.0 bits calibrated, group-size=auto (per-channel / block codebooks as more candidates)",
+        "kmeans(target-bits=5,group-size=auto)",
+        True,
+    ),
     Row("pow2-4", "pow2 4-bit (fitted scale) data-free", "pow2(bits=4,scale=lsq)", False),
     Row(
         "pow2-4-plain-calib",

@@ -86,7 +86,8 @@ class KMeans(EmitsOps, Pass):
             "output channels sharing one codebook (0: one codebook per layer, 1: one per channel); auto: one "
             "per layer or one per channel, chosen per layer from the weights' channel SQNR, and layers far "
             "below the others' SQNR keep 8 bits (_granularity); with calibration data the compensated and "
-            "plain encodings keep that choice. Unset: auto without calibration data, 0 with",
+            "plain encodings keep that choice. In the budget mode auto's encoding at each candidate width is one "
+            "more candidate next to one codebook per layer. Unset: auto; 0 in the budget mode",
         )
         block_size: int = opt(
             0,
@@ -154,7 +155,8 @@ class KMeans(EmitsOps, Pass):
         for b in [o.bits, *o.bits_per_layer.values()]:
             if not 1 <= int(b) <= 8:
                 raise UsageError(f"kmeans: bits must be 1..8, got {b}")
-        group = "auto" if o.group_size is None else o.group_size
+        budget = o.target_bits or (32.0 / o.target_ratio if o.target_ratio > 0 else 0.0)
+        group = o.group_size if o.group_size is not None else (0 if budget else "auto")
         if group != "auto" and int(group) < 0:
             raise UsageError("kmeans: group-size must be >= 0 or auto")
         if o.block_size < 0:
@@ -173,7 +175,6 @@ class KMeans(EmitsOps, Pass):
         tables = self._tables(graph, ctx, result) if o.embeddings else []
         if not targets and not tables:
             return finish(graph, ctx, result, o)
-        budget = o.target_bits or (32.0 / o.target_ratio if o.target_ratio else 0.0)
         self._bits: dict[int, int] = {}
         self._auto: dict[int, Any] = {}
         if budget:
@@ -266,29 +267,33 @@ class KMeans(EmitsOps, Pass):
             probe = _sensitivity.OutputErrors(graph, ctx, [weight_name(t) for t in targets], o.sensitivity_samples)
         layers, bits_of = [], []
         for t in ctx.track(targets, "kmeans sensitivity", total=len(targets)):
-            opts = []
+            opts, bits = [], []
             axis = 0 if isinstance(t, _gather.TableTarget) else t.out_axis
             for b in cands:
                 blocks = o.block_size if isinstance(t, Target) else 0  # tables: CodebookGather has no blocks
-                pick = self._granularity(t, b, energy.get(id(t)), ctx) if isinstance(t, Target) else None
+                e = kmeans_encode(
+                    t.w2, b, self._group, axis, o.init, energy.get(id(t)), o.max_iter, blocks, ctx.rng(17)
+                )
+                encodings = [(e, (b, False))]
+                # group-size=auto: auto's granularity at this width is one more candidate where it is not the
+                # one above (per channel, blocks), priced and measured as it would be written
+                pick = self._granularity(t, b, ctx) if isinstance(t, Target) else None
                 if pick is not None:
-                    e = pick.encoded
-                else:
-                    e = kmeans_encode(
-                        t.w2, b, self._group, axis, o.init, energy.get(id(t)), o.max_iter, blocks, ctx.rng(17)
-                    )
-                w_hat = e.decoded(axis)
-                if probe is not None:
-                    err = probe.error(weight_name(t), original_weight(t, w_hat))
-                else:
-                    err = _sensitivity.weight_proxy(t.w2, w_hat)
-                opts.append(_budget.Option(8.0 * stored_bytes(t, b, e.table.shape[0]), err))
-            bits = list(cands)
+                    encodings.append((pick.encoded, (b, True)))
+                for enc, key in encodings:
+                    w_hat = enc.decoded(axis)
+                    if probe is not None:
+                        err = probe.error(weight_name(t), original_weight(t, w_hat))
+                    else:
+                        err = _sensitivity.weight_proxy(t.w2, w_hat)
+                    opts.append(_budget.Option(8.0 * stored_bytes(t, b, enc.table.shape[0]), err))
+                    bits.append(key)
             if probe is not None and not any(op.error for op in opts):
                 # no calibration sample reaches the layer (e.g. an If branch the data never takes): its zero
                 # output errors would give it the fewest bits; it keeps the candidate nearest to ``bits``
                 keep = min(range(len(cands)), key=lambda i: (abs(cands[i] - o.bits), -cands[i]))
-                opts, bits = [opts[keep]], [cands[keep]]
+                keep = bits.index((cands[keep], False))
+                opts, bits = [opts[keep]], [bits[keep]]
                 result.count("budget_layers_not_reached")
             layers.append(opts)
             bits_of.append(bits)
@@ -306,29 +311,25 @@ class KMeans(EmitsOps, Pass):
         result.count("budget_predicted_error", float(np.float32(sum(layers[i][c].error for i, c in enumerate(choice)))))
         how = "output error" if probe is not None else "weight error proxy"
         logger.info("kmeans budget %.3f bits: %.3f stored (%s)", budget, stored / params, how)
-        chosen = {id(t): bits[c] for t, bits, c in zip(targets, bits_of, choice, strict=True)}
-        for t in layers_only:
-            # group-size=auto: the encoding measured at the chosen width (the same seed gives the same one; the
-            # candidates' codes are not all kept, they would hold bits-many copies of the model's indices)
-            pick = self._granularity(t, chosen[id(t)], energy.get(id(t)), ctx)
-            if pick is not None:
-                self._auto[id(t)] = pick
+        chosen = {}
+        for t, keys, c in zip(targets, bits_of, choice, strict=True):
+            b, auto = keys[c]
+            chosen[id(t)] = b
+            if auto:  # the same seed gives the encoding measured (the candidates' codes are not all kept)
+                self._auto[id(t)] = self._granularity(t, b, ctx)
         return chosen
 
-    def _granularity(self, t: Target, bits: int, energy: np.ndarray | None, ctx: PassContext) -> Any:
-        """group-size=auto in the budget mode: the granularity ``_granularity.choose`` takes for the layer at
-        ``bits`` (per layer / per channel / blocks, from the channel SQNR), so that the allocator measures and
-        prices the encoding that would be written; per layer it is clustered again weighted by the input
-        energy, as without auto. None when the group size is fixed."""
+    def _granularity(self, t: Target, bits: int, ctx: PassContext) -> Any:
+        """group-size=auto in the budget mode: the encoding ``_granularity.choose`` takes for the layer at
+        ``bits`` from the channel SQNR, when it is not one codebook for the layer (per channel or blocks); None
+        when it is, or when the group size is fixed."""
         if not self._group_auto:
             return None
         from ._granularity import choose
 
         o = self.options
         pick = choose(t, bits, o.init, o.max_iter, ctx.rng(17), o.block_size)
-        if energy is not None and pick.group_size == 0 and not pick.block_size:
-            pick.encoded = kmeans_encode(t.w2, bits, 0, t.out_axis, o.init, energy, o.max_iter, 0, ctx.rng(17))
-        return pick
+        return pick if pick.group_size or pick.block_size else None
 
     def _encode(
         self,

@@ -129,34 +129,33 @@ def test_budget_options_are_checked():
 
 
 @pytest.mark.parametrize("calibrated", [False, True])
-def test_budget_measures_and_writes_the_auto_granularity(calibrated):
-    """target-bits with group-size=auto (the default): each candidate width is priced and measured at the
-    granularity auto takes there; a layer whose output channels span 1e3 in scale gets per-channel codebooks
-    (one shared codebook crushes its small channels), group-size=0 keeps one codebook per layer, and the budget
-    and the byte figures hold either way."""
+def test_budget_with_auto_granularity_adds_per_channel_candidates(calibrated):
+    """target-bits with group-size=auto: auto's encoding at each candidate width (here per channel, for a layer
+    whose output channels span 1e3 in scale; one shared codebook crushes its small channels) is priced and
+    measured next to one codebook per layer, and the one the allocator picks is written; unset, the budget
+    mode keeps one codebook per layer. The budget and the byte figures hold either way."""
     model, x = _mlp(7, dims=(256, 64, 192, 160, 128, 96, 80, 64, 48, 32))
-    w0 = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "w0"))
-    spread = (w0 * 10.0 ** (3.0 * np.arange(64) / 63)).astype(np.float32)  # channel scales 1 .. 1000
-    for init in model.graph.initializer:
-        if init.name == "w0":
-            init.CopyFrom(numpy_helper.from_array(spread, "w0"))
+    inits = {i.name: i for i in model.graph.initializer}
+    # fc0's channel j scaled by s_j, fc1's input row j by 1 / s_j: the same function (ReLU is positively
+    # homogeneous), the weights as BatchNorm folding leaves them: every channel matters, whatever its scale
+    s = 10.0 ** (3.0 * np.arange(64) / 63)
+    spread = (numpy_helper.to_array(inits["w0"]) * s).astype(np.float32)
+    inits["w0"].CopyFrom(numpy_helper.from_array(spread, "w0"))
+    inits["w1"].CopyFrom(
+        numpy_helper.from_array((numpy_helper.to_array(inits["w1"]) / s[:, None]).astype(np.float32), "w1")
+    )
     feeds = {"x": x} if calibrated else None
     spec = "kmeans(target-bits=5,sequential=false,sparse=never{g})"
-    auto, rep_auto = optimize(model, spec.format(g=""), calib=feeds)
-    layer, rep_layer = optimize(model, spec.format(g=",group-size=0"), calib=feeds)
+    auto, rep_auto = optimize(model, spec.format(g=",group-size=auto"), calib=feeds)
+    layer, rep_layer = optimize(model, spec.format(g=""), calib=feeds)
     rows_auto = {r.name: r for r in rep_auto.passes[0].layers}
-    rows_layer = {r.name: r for r in rep_layer.passes[0].layers}
-    assert rows_auto["fc0"].extra["groups"] == 64 and "per channel" in rows_auto["fc0"].decision
-    assert all(r.extra["groups"] == 1 for r in rows_layer.values())
+    assert any(r.extra["groups"] == 1 for r in rows_auto.values())  # per layer stays a candidate
+    assert all(r.extra["groups"] == 1 for r in rep_layer.passes[0].layers)
     for out, rep in ((auto, rep_auto), (layer, rep_layer)):
         bits, _ = _stored_bits(out)
         assert 4.9 <= bits <= 5  # (the allocator's 1% on finer choices: test_budget.py)
         assert rep.passes[0].counters["budget_bits"] == pytest.approx(bits, abs=1e-3)
 
-    def worst_channel(out) -> float:
-        from tests.support.compressed import decoded_weights
-
-        q = next(w for name, w in decoded_weights(out).items() if name == "m0")
-        return float((((q - spread) ** 2).sum(0) / (spread**2).sum(0)).max())
-
-    assert 10 * worst_channel(auto) < worst_channel(layer)
+    if calibrated:  # the output error shows what one codebook does to the small channels: per channel pays
+        assert rows_auto["fc0"].extra["groups"] == 64 and "per channel" in rows_auto["fc0"].decision
+        assert _rel_err(model, auto, x) < 0.5 * _rel_err(model, layer, x)

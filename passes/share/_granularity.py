@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from onnxcomp.analysis.weights import Target
 
-from ._emit import Encoded
+from ._emit import Encoded, codebook_dtype
 from ._encode import kmeans_encode, stored_bytes
 
 if TYPE_CHECKING:
@@ -47,24 +47,28 @@ class Choice:
     block_size: int = 0  # input features per codebook block (0: none)
 
 
-def stored_bits(t: Target, e: Encoded) -> float:
-    """Stored bits per weight of an encoding, codebooks counted (fp32, as written)."""
-    return 8.0 * stored_bytes(t, e.bits, int(e.table.shape[0])) / t.params
+def stored_bits(t: Target, e: Encoded, dtype: str = "auto") -> float:
+    """Stored bits per weight of an encoding, codebooks counted as written (``dtype``: ShareOptions.codebook_dtype,
+    each entry 2 bytes where the codebook is stored float16, else 4)."""
+    entry = 2 if codebook_dtype(e.table, dtype) == "float16" else 4
+    return 8.0 * stored_bytes(t, e.bits, int(e.table.shape[0]), entry) / t.params
 
 
-def with_blocks(t: Target, base: Choice, block_size: int, init: str, max_iter: int, rng: np.random.Generator) -> Choice:
+def with_blocks(
+    t: Target, base: Choice, block_size: int, init: str, max_iter: int, rng: np.random.Generator, dtype: str = "auto"
+) -> Choice:
     """``base`` or a block-codebook encoding of the layer (same bits), whichever scores higher (module docstring)."""
     from ._encode import block_encode
 
     inputs = t.w2.shape[1 - t.out_axis]
     if not 0 < block_size < inputs or base.encoded.zero_code:
         return base
-    base_bits = stored_bits(t, base.encoded)
+    base_bits = stored_bits(t, base.encoded, dtype)
     best, best_score = base, base.sqnr - DB_PER_BIT * base_bits
     for gsz in sorted({0, base.group_size}):
         whole = base.encoded.table if gsz == base.group_size else None
         e = block_encode(t.w2, base.bits, gsz, t.out_axis, block_size, None, rng, whole)
-        bits = stored_bits(t, e)
+        bits = stored_bits(t, e, dtype)
         if bits > MAX_BITS:
             continue
         sq = channel_sqnr(t.w2, e.decoded(t.out_axis), t.out_axis)
@@ -111,14 +115,22 @@ def channel_encode(w2: np.ndarray, bits: int, out_axis: int, rng: np.random.Gene
     return Encoded(km.centroids.astype(np.float32), np.ascontiguousarray(codes), bits, 1)
 
 
-def choose(t: Target, bits: int, init: str, max_iter: int, rng: np.random.Generator, block_size: int = 0) -> Choice:
+def choose(
+    t: Target,
+    bits: int,
+    init: str,
+    max_iter: int,
+    rng: np.random.Generator,
+    block_size: int = 0,
+    dtype: str = "auto",
+) -> Choice:
     """Per-layer or per-channel codebooks for one layer at ``bits``, then (``block_size``) block codebooks where
-    they score higher (see the module docstring)."""
-    base = _choose(t, bits, init, max_iter, rng)
-    return with_blocks(t, base, block_size, init, max_iter, rng) if block_size else base
+    they score higher (see the module docstring); ``dtype``: the codebooks' stored type option."""
+    base = _choose(t, bits, init, max_iter, rng, dtype)
+    return with_blocks(t, base, block_size, init, max_iter, rng, dtype) if block_size else base
 
 
-def _choose(t: Target, bits: int, init: str, max_iter: int, rng: np.random.Generator) -> Choice:
+def _choose(t: Target, bits: int, init: str, max_iter: int, rng: np.random.Generator, dtype: str) -> Choice:
     import numpy as np
 
     layer = kmeans_encode(t.w2, bits, 0, t.out_axis, init, None, max_iter)
@@ -127,7 +139,9 @@ def _choose(t: Target, bits: int, init: str, max_iter: int, rng: np.random.Gener
         return Choice(0, bits, s_layer, f"per layer (pruned: zero code), channel SQNR {s_layer:.1f} dB", layer)
     if s_layer >= GOOD_DB:
         return Choice(0, bits, s_layer, f"per layer (channel SQNR {s_layer:.1f} dB)", layer)
-    per_weight = 8.0 * stored_bytes(t, bits, t.outputs) / t.params
+    # per-channel codebooks before they are fitted: float16 entries unless float32 is asked for (k-means rows
+    # nearly always pass the auto rule; the chosen encoding is counted as stored by the pass)
+    per_weight = 8.0 * stored_bytes(t, bits, t.outputs, 4 if dtype == "float32" else 2) / t.params
     if per_weight > MAX_BITS:
         why = f"per layer (per-channel codebooks would store {per_weight:.1f} bits/weight)"
         return Choice(0, bits, s_layer, f"{why}, channel SQNR {s_layer:.1f} dB", layer)
@@ -147,12 +161,13 @@ def choose_all(
     max_iter: int,
     rng: np.random.Generator,
     block_size: int = 0,
+    dtype: str = "auto",
 ) -> dict[int, Choice]:
     """``choose`` for every layer, then the layers PROTECT_DB below the median SQNR_ch kept at 8 bits (not
     the layers in ``fixed``: their bits were set by name)."""
     import numpy as np
 
-    picks = {id(t): choose(t, bits_of[id(t)], init, max_iter, rng, block_size) for t in targets}
+    picks = {id(t): choose(t, bits_of[id(t)], init, max_iter, rng, block_size, dtype) for t in targets}
     finite = [c.sqnr for c in picks.values() if np.isfinite(c.sqnr)]
     if not finite:
         return picks
@@ -165,7 +180,7 @@ def choose_all(
         if c.bits >= PROTECT_BITS:
             c.reason += f"; {low} (already {c.bits} bits)"
             continue
-        up = choose(t, PROTECT_BITS, init, max_iter, rng, block_size)
+        up = choose(t, PROTECT_BITS, init, max_iter, rng, block_size, dtype)
         up.reason = f"kept at {PROTECT_BITS} bits: {low}; {up.reason}"
         picks[id(t)] = up
     return picks

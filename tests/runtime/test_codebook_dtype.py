@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxcomp import ops
 from onnxcomp.api import optimize
 from onnxcomp.verify import run_model
+from tests.runtime.eputil import ep_session
 from tests.support.compressed import custom_nodes, make_model, run
 
 pytestmark = pytest.mark.usefixtures("runtime_lib")
@@ -44,7 +45,11 @@ CASES = {
     "matmul-per-channel": (lambda r: _matmul(r, 37, 29), "kmeans(bits=4,group_size=1)", "CodebookMatMul"),
     "matmul-blocks": (lambda r: _matmul(r, 40, 12), "kmeans(bits=3,group_size=1,block_size=16)", "CodebookMatMul"),
     "sparse": (lambda r: _matmul(r, 40, 300, zeros=0.95), "kmeans(bits=3,sparse=always)", "SparseCodebookMatMul"),
-    "conv-depthwise": (lambda r: _conv(r, 8, 8, 3, group=8), "kmeans(bits=4,group_size=1)", "CodebookConv"),
+    "conv-depthwise": (
+        lambda r: _conv(r, 16, 16, 5, group=16),
+        "kmeans(bits=4,group_size=1,min_params=0)",
+        "CodebookConv",
+    ),
     "conv-8bit": (lambda r: _conv(r, 6, 10, 3), "kmeans(bits=8)", "CodebookConv"),
     "ternary-conv": (lambda r: _conv(r, 6, 10, 3), "ternary", "CodebookConv"),
     "gather": (lambda r: _gather(r, 1100, 5), "kmeans(bits=4,group_size=100)", "CodebookGather"),
@@ -80,10 +85,10 @@ def test_float16_codebook_runs_as_its_float32_values_everywhere(case):
     for a, b, r in zip(run(out, feeds), run(f32, feeds), reference, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, r)
-    for rt in ("ops", "ep"):
-        half = list(run_model(out, feeds, runtime=rt).values())
-        full = list(run_model(f32, feeds, runtime=rt).values())
-        for a, b, r in zip(half, full, reference, strict=True):
+    # the custom-op kernels, and the EP claiming every node it runs (min_weights 0)
+    runs = [lambda m: list(run_model(m, feeds, runtime="ops").values()), lambda m: ep_session(m).run(None, feeds)]
+    for runner in runs:
+        for a, b, r in zip(runner(out), runner(f32), reference, strict=True):
             np.testing.assert_array_equal(a, b)  # the same float values through the same kernels
             scale = max(1.0, float(np.abs(r).max()))
             np.testing.assert_allclose(a, r, rtol=1e-5, atol=2e-6 * scale)
@@ -117,7 +122,10 @@ def test_wrong_codebook_type_is_refused_naming_the_node():
             out.graph.initializer[i].CopyFrom(numpy_helper.from_array(ints, t.name))
     with pytest.raises(ValueError, match=f"{node.name}.*codebook' must be float32 or float16, got int32"):
         ops.validate_model(out)
-    for rt in ("ops", "ep"):
-        with pytest.raises(Exception, match="codebook' must be float32 or float16, got int32") as info:
-            run_model(out, feeds, runtime=rt)
-        assert node.name in str(info.value)
+    with pytest.raises(Exception, match="codebook' must be float32 or float16, got int32") as info:
+        run_model(out, feeds, runtime="ops")
+    assert node.name in str(info.value)
+    # the EP claiming the node (min_weights 0) refuses it when it compiles the node
+    with pytest.raises(Exception, match="codebook' must be float32 or float16, got int32") as info:
+        ep_session(out, min_weights=0).run(None, feeds)
+    assert node.name in str(info.value)

@@ -101,7 +101,7 @@ def test_codebook_matmul_wrong_dtype_rejected():
     cb, packed = _cbmm()
     model = oplib.codebook_matmul([2, 20], cb.astype(np.float64), packed, bits=4, n=30)
     sess = make_session(model, native=True)
-    with pytest.raises(Exception, match="node 'cbmm'.*input 'codebook' must be float32 or float16, got float64"):
+    with pytest.raises(Exception, match=r"node 'cbmm'.*input 'codebook' must be float32 or float16, got float64"):
         sess.run(None, {"X": _x((2, 20))})
 
 

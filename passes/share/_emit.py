@@ -89,9 +89,10 @@ def codebook_dtype(table: np.ndarray, option: str) -> str:
 
     if option != "auto":
         return option
-    c = np.asarray(table, np.float64).reshape(len(table), -1) if np.ndim(table) else np.zeros((0, 1))
+    c = np.asarray(table, np.float64)
     if c.size == 0:
         return "float16"
+    c = c.reshape(c.shape[0], -1) if c.ndim else c.reshape(1, 1)  # one row per codebook group
     if not np.isfinite(c).all() or float(np.abs(c).max()) > FP16_MAX:
         return "float32"
     err = np.abs(c - c.astype(np.float16).astype(np.float64)).max(axis=1)

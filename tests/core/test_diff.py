@@ -62,8 +62,7 @@ def test_layers_replaced_inside_if_and_loop_bodies_are_listed():
     from tests.support.models import control_flow_layers
 
     model = control_flow_layers()
-    # one codebook per layer: these layers have few inputs per channel, where auto takes per-channel codebooks
-    out, _ = optimize(model, "kmeans(bits=4,group-size=0)")
+    out, _ = optimize(model, "kmeans(bits=4)")
     d = diff_models(model, out)
     assert d.op_counts["Conv"] == (2, 0) and d.op_counts["CodebookConv"] == (0, 2)
     assert d.op_counts["MatMul"] == (4, 2) and d.op_counts["Gemm"] == (1, 0)  # the shared MatMuls stay

@@ -73,7 +73,7 @@ def _half_values(rng, cb: np.ndarray) -> np.ndarray:
     return cb.astype(np.float16).astype(np.float32) if rng.random() < 0.5 else cb
 
 
-def _codebook_type(model, feeds, rng):
+def _codebook_type(model, feeds, rng, stats):
     """Feeds a float16-representable codebook as float16 (often), or any float32 codebook as int32 (rarely: it must
     be refused). Returns (model, feeds, wrong) with the graph input's element type set to match."""
     from onnx import helper
@@ -86,6 +86,7 @@ def _codebook_type(model, feeds, rng):
         new, wrong = cb.astype(np.int32), True
     elif r < 0.8 and np.array_equal(cb.astype(np.float16).astype(np.float32), cb):
         new, wrong = cb.astype(np.float16), False
+        stats["half"] += 1
     else:
         return model, feeds, False
     for vi in model.graph.input:
@@ -440,7 +441,7 @@ def _finish(model, feeds, ref_w, bias, stats, rng=None, ref=None):
     ref_feeds = feeds
     wrong = False
     if rng is not None:
-        model, feeds, wrong = _codebook_type(model, feeds, rng)
+        model, feeds, wrong = _codebook_type(model, feeds, rng, stats)
         if wrong:
             ref_w = ref = None
     if rng is not None and rng.random() < 0.5:
@@ -566,14 +567,15 @@ def main() -> int:
     seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
     rng = np.random.default_rng(seed)
-    stats = {"cases": 0, "errors": 0, "checked": 0, "frozen": 0, "ep": 0}
+    stats = {"cases": 0, "errors": 0, "checked": 0, "frozen": 0, "ep": 0, "half": 0}
     cases = [case_codebook, case_sparse, case_conv, case_winograd] * 3 + [case_absurd] + [case_ep_chain] * 3
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         cases[int(rng.integers(0, len(cases)))](rng, stats)
     print(
-        f"fuzz: {stats['cases']} cases ({stats['frozen']} with constant weights), {stats['errors']} errors "
-        f"reported cleanly, {stats['checked']} checked against numpy, {stats['ep']} EP runs"
+        f"fuzz: {stats['cases']} cases ({stats['frozen']} with constant weights, {stats['half']} with float16 "
+        f"codebooks), {stats['errors']} errors reported cleanly, {stats['checked']} checked against numpy, "
+        f"{stats['ep']} EP runs"
     )
     return 0
 

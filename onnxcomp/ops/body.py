@@ -124,5 +124,11 @@ def row_width(f: FunctionBody, codebook: str) -> str:
     return f.op("Shape", codebook, start=1, end=2)
 
 
+def flat_codebook(f: FunctionBody, codebook: str = "codebook") -> str:
+    """The codebook as a float 1-D tensor: a float16 codebook is Cast to float (exact; a no-op on float32), so the
+    decoded weights are float32 whatever the codebook's type."""
+    return f.op("Reshape", f.op("Cast", codebook, to=1), f.const([-1]))
+
+
 def matmul_bias(f: FunctionBody, x: str, w: str, b: str, y: str) -> None:
     f.op("Add", f.op("MatMul", x, w), b, out=y)

@@ -37,9 +37,9 @@ def check_schema(spec: OpSpec, attrs: dict[str, Any], values: list[Any], present
                 raise ValueError(f"input '{inp.name}' is missing")
             continue
         v = values[i]
-        want = TYPE_NAMES[inp.dtype]
-        if v is not None and np.dtype(v.dtype).name != want:
-            raise ValueError(f"input '{inp.name}' must be {want}, got {np.dtype(v.dtype).name}")
+        wants = [TYPE_NAMES[t] for t in inp.dtypes]
+        if v is not None and np.dtype(v.dtype).name not in wants:
+            raise ValueError(f"input '{inp.name}' must be {' or '.join(wants)}, got {np.dtype(v.dtype).name}")
     for a in spec.attributes:
         _check_attr(a, attrs)
 

@@ -227,9 +227,11 @@ def decode_codebook(
 
     # row = (output // group_size) * nblocks + input // block_size,  nblocks = ceil(inputs / block_size)
     (``block_size`` 0 or >= the inputs along the other axis: one block, row = output // group_size).
+    A float16 codebook decodes to float32 (exact), as the function bodies and the kernels decode it.
     """
     import numpy as np
 
+    codebook = np.asarray(codebook, dtype=np.float32)
     n, k = codes.shape[axis], codes.shape[1 - axis]
     groups = np.arange(n) // group_size
     blocks = np.arange(k) // block_size if 0 < block_size < k else np.zeros(k, np.int64)

@@ -32,8 +32,8 @@ DOMAIN = "com.onnxcomp"
 VERSION = 1  # the com.onnxcomp opset version the models import
 
 # TensorProto element types of the op inputs
-FLOAT, UINT8, INT32, INT64 = 1, 2, 6, 7
-TYPE_NAMES = {FLOAT: "float32", UINT8: "uint8", INT32: "int32", INT64: "int64"}
+FLOAT, UINT8, INT32, INT64, FLOAT16 = 1, 2, 6, 7, 10
+TYPE_NAMES = {FLOAT: "float32", UINT8: "uint8", INT32: "int32", INT64: "int64", FLOAT16: "float16"}
 MAX_DIM = 1 << 40  # the native runtime's bound on any size derived from attributes
 
 
@@ -43,6 +43,18 @@ class Input:
     dtype: int  # TensorProto element type
     optional: bool = False
     activation: bool = False  # a run-time tensor (X), not a weight
+    also: tuple[int, ...] = ()  # other element types it may have (a codebook: float16 too)
+
+    @property
+    def dtypes(self) -> tuple[int, ...]:
+        """Every element type the input may have (``dtype`` first)."""
+        return (self.dtype, *self.also)
+
+
+def codebook_input() -> Input:
+    """The ``codebook`` input of the codebook ops: float32, or float16 (half the stored bytes; the bodies Cast it to
+    float and the kernels convert it once, so a float16 codebook decodes to exactly its float32 values)."""
+    return Input("codebook", FLOAT, also=(FLOAT16,))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,6 +38,13 @@ class ShareOptions(SelectOptions):
         "write only standard ONNX ops (function bodies inlined) for runtimes without model-local function support",
     )
     calib_samples: int = opt(256, "calibration samples used for activation statistics")
+    codebook_dtype: Literal["auto", "float32", "float16"] = opt(
+        "auto",
+        "element type of the stored codebooks: float16 halves their bytes (a 4-bit per-channel codebook of a "
+        "128-input layer: 2 instead of 4 bits per weight); auto = float16 where every codebook row rounds to "
+        "float16 within 2^-10 of its largest magnitude (and none exceeds 65504), else float32. The reported "
+        "errors and sizes are those of the stored values",
+    )
 
 
 class EmitsOps:
@@ -65,7 +72,46 @@ def saves_bytes(t: Target, e: Encoded) -> bool:
     """Table plus packed codes smaller than the float32 weight (ternary convolutions store [G, 4] tables)."""
     rows, cols = t.w2.shape
     table = e.table.shape[0] * (4 if e.ternary and t.kind == "conv" else e.table.shape[1])
-    return 4 * table + rows * ops.packed_row_bytes(cols, e.bits) < 4 * t.params
+    return e.entry_bytes * table + rows * ops.packed_row_bytes(cols, e.bits) < 4 * t.params
+
+
+FP16_MAX = 65504.0  # the largest finite float16
+FP16_ROW_TOLERANCE = 2.0**-10  # auto: a row's float16 rounding error bound, relative to its largest magnitude
+
+
+def codebook_dtype(table: np.ndarray, option: str) -> str:
+    """The element type a codebook [rows, entries] is stored as under ``option`` (ShareOptions.codebook_dtype).
+
+    # auto: float16 iff for every row r, max_i |c_ri - fp16(c_ri)| <= 2^-10 * max_i |c_ri|, and every |c| <= 65504
+    (a row of tiny values that float16 flushes towards zero, or a value past its range, keeps float32).
+    """
+    import numpy as np
+
+    if option != "auto":
+        return option
+    c = np.asarray(table, np.float64)
+    if c.size == 0:
+        return "float16"
+    c = c.reshape(c.shape[0], -1) if c.ndim else c.reshape(1, 1)  # one row per codebook group
+    if not np.isfinite(c).all() or float(np.abs(c).max()) > FP16_MAX:
+        return "float32"
+    err = np.abs(c - c.astype(np.float16).astype(np.float64)).max(axis=1)
+    return "float16" if bool((err <= FP16_ROW_TOLERANCE * np.abs(c).max(axis=1)).all()) else "float32"
+
+
+def store_table(t: Target | None, e: Encoded, option: str) -> Encoded:
+    """``e`` with its table rounded to the element type it will be stored as (``e.table_dtype``): the values the
+    model decodes, so the errors a pass reports, and any later fit, are those of the stored codebook. TernaryMatMul
+    scales (a ternary MatMul: ``t.kind`` "matmul") stay float32; ``t`` None: a Gather table."""
+    import numpy as np
+
+    if e.ternary and (t is None or t.kind != "conv"):
+        e.table_dtype = "float32"
+        return e
+    e.table_dtype = codebook_dtype(e.table, option)
+    if e.table_dtype == "float16":
+        e.table = np.asarray(e.table, np.float16).astype(np.float32)
+    return e
 
 
 @dataclasses.dataclass
@@ -80,6 +126,13 @@ class Encoded:
     zero_code: bool = False  # code 0 decodes to exactly 0.0 in every group (sparse layout possible)
     # input features per codebook block (0: none): table row = (output // group_size) * nblocks + input // block_size
     block_size: int = 0
+    # the element type the table is written as ("float16": its values are float16 values, see store_table)
+    table_dtype: str = "float32"
+
+    @property
+    def entry_bytes(self) -> int:
+        """Stored bytes per table entry."""
+        return 2 if self.table_dtype == "float16" else 4
 
     def decoded(self, out_axis: int) -> np.ndarray:
         import numpy as np
@@ -190,9 +243,9 @@ def emit_encoded(
     layout, streams = _layout(t, e, sparse, huffman)
     fmt = FORMATS[format_name(t, e, layout)]
     table_value = fmt.table(e)
-    table = make_constant(graph, f"{w_name}_{fmt.table_name}", np.asarray(table_value, np.float32))
+    table = make_constant(graph, f"{w_name}_{fmt.table_name}", np.asarray(table_value, e.table_dtype))
     extra_fixed = 4 * layout.row_ptr.size if layout is not None else 0
-    table_bytes = 4 * int(np.asarray(table_value).size)
+    table_bytes = e.entry_bytes * int(np.asarray(table_value).size)
     bias_after = 4 * t.outputs  # B is always written (zeros when the layer had none)
     packed = table_bytes + extra_fixed + sum(s.size for s, _ in streams) + bias_after
     huff = table_bytes + extra_fixed + _stream_bytes(streams, "store") + bias_after

@@ -123,12 +123,13 @@ def block_encode(
     return Encoded(table, np.ascontiguousarray(codes), bits, gsz, zero_code=zero_code, block_size=block_size)
 
 
-def stored_bytes(t: Target, bits: int, groups: int) -> int:
-    """Bytes of a dense encoding as emitted: fp32 codebook [groups, 2**bits] + bit-packed code rows."""
+def stored_bytes(t: Target | _gather.TableTarget, bits: int, groups: int, entry_bytes: int = 4) -> int:
+    """Bytes of a dense encoding as emitted: codebook [groups, 2**bits] of ``entry_bytes`` per entry (4 float32,
+    2 float16) + bit-packed code rows."""
     from onnxcomp.ops import packed_row_bytes
 
     rows, cols = t.w2.shape
-    return 4 * groups * (1 << bits) + rows * packed_row_bytes(cols, bits)
+    return entry_bytes * groups * (1 << bits) + rows * packed_row_bytes(cols, bits)
 
 
 def weight_name(t: Target | _gather.TableTarget) -> str:

@@ -100,7 +100,7 @@ def _float_table_node(node: gs.Node | None) -> bool:
 
 def table_bytes(t: TableTarget, e: Encoded) -> int:
     rows, cols = t.w2.shape
-    return 4 * int(e.table.size) + rows * ops.packed_row_bytes(cols, e.bits)
+    return e.entry_bytes * int(e.table.size) + rows * ops.packed_row_bytes(cols, e.bits)
 
 
 def emit_table(graph: gs.Graph, ctx: PassContext, t: TableTarget, e: Encoded, pass_name: str) -> Emitted:
@@ -110,7 +110,7 @@ def emit_table(graph: gs.Graph, ctx: PassContext, t: TableTarget, e: Encoded, pa
     from onnxcomp.graph import make_constant
 
     before = 4 * t.params
-    book = make_constant(graph, f"{t.table.name}_codebook", np.asarray(e.table, np.float32))
+    book = make_constant(graph, f"{t.table.name}_codebook", np.asarray(e.table, e.table_dtype))
     codes = make_constant(graph, f"{t.table.name}_codes", ops.pack_codes(e.codes, e.bits))
     attrs = {"bits": e.bits, "D": int(t.w2.shape[1]), "group_size": e.group_size}
     node = ops.emit(graph, t.node, "CodebookGather", [book, codes, t.indices], attrs, "codebook", into=t.owner)

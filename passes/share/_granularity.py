@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from onnxcomp.analysis.weights import Target
 
-from ._emit import Encoded
+from ._emit import Encoded, codebook_dtype
 from ._encode import kmeans_encode, stored_bytes
 
 if TYPE_CHECKING:
@@ -47,24 +47,28 @@ class Choice:
     block_size: int = 0  # input features per codebook block (0: none)
 
 
-def stored_bits(t: Target, e: Encoded) -> float:
-    """Stored bits per weight of an encoding, codebooks counted (fp32, as written)."""
-    return 8.0 * stored_bytes(t, e.bits, int(e.table.shape[0])) / t.params
+def stored_bits(t: Target, e: Encoded, dtype: str = "auto") -> float:
+    """Stored bits per weight of an encoding, codebooks counted as written (``dtype``: ShareOptions.codebook_dtype,
+    each entry 2 bytes where the codebook is stored float16, else 4)."""
+    entry = 2 if codebook_dtype(e.table, dtype) == "float16" else 4
+    return 8.0 * stored_bytes(t, e.bits, int(e.table.shape[0]), entry) / t.params
 
 
-def with_blocks(t: Target, base: Choice, block_size: int, init: str, max_iter: int, rng: np.random.Generator) -> Choice:
+def with_blocks(
+    t: Target, base: Choice, block_size: int, init: str, max_iter: int, rng: np.random.Generator, dtype: str = "auto"
+) -> Choice:
     """``base`` or a block-codebook encoding of the layer (same bits), whichever scores higher (module docstring)."""
     from ._encode import block_encode
 
     inputs = t.w2.shape[1 - t.out_axis]
     if not 0 < block_size < inputs or base.encoded.zero_code:
         return base
-    base_bits = stored_bits(t, base.encoded)
+    base_bits = stored_bits(t, base.encoded, dtype)
     best, best_score = base, base.sqnr - DB_PER_BIT * base_bits
     for gsz in sorted({0, base.group_size}):
         whole = base.encoded.table if gsz == base.group_size else None
         e = block_encode(t.w2, base.bits, gsz, t.out_axis, block_size, None, rng, whole)
-        bits = stored_bits(t, e)
+        bits = stored_bits(t, e, dtype)
         if bits > MAX_BITS:
             continue
         sq = channel_sqnr(t.w2, e.decoded(t.out_axis), t.out_axis)
@@ -111,14 +115,22 @@ def channel_encode(w2: np.ndarray, bits: int, out_axis: int, rng: np.random.Gene
     return Encoded(km.centroids.astype(np.float32), np.ascontiguousarray(codes), bits, 1)
 
 
-def choose(t: Target, bits: int, init: str, max_iter: int, rng: np.random.Generator, block_size: int = 0) -> Choice:
+def choose(
+    t: Target,
+    bits: int,
+    init: str,
+    max_iter: int,
+    rng: np.random.Generator,
+    block_size: int = 0,
+    dtype: str = "auto",
+) -> Choice:
     """Per-layer or per-channel codebooks for one layer at ``bits``, then (``block_size``) block codebooks where
-    they score higher (see the module docstring)."""
-    base = _choose(t, bits, init, max_iter, rng)
-    return with_blocks(t, base, block_size, init, max_iter, rng) if block_size else base
+    they score higher (see the module docstring); ``dtype``: the codebooks' stored type option."""
+    base = _choose(t, bits, init, max_iter, rng, dtype)
+    return with_blocks(t, base, block_size, init, max_iter, rng, dtype) if block_size else base
 
 
-def _choose(t: Target, bits: int, init: str, max_iter: int, rng: np.random.Generator) -> Choice:
+def _choose(t: Target, bits: int, init: str, max_iter: int, rng: np.random.Generator, dtype: str) -> Choice:
     import numpy as np
 
     layer = kmeans_encode(t.w2, bits, 0, t.out_axis, init, None, max_iter)
@@ -127,15 +139,19 @@ def _choose(t: Target, bits: int, init: str, max_iter: int, rng: np.random.Gener
         return Choice(0, bits, s_layer, f"per layer (pruned: zero code), channel SQNR {s_layer:.1f} dB", layer)
     if s_layer >= GOOD_DB:
         return Choice(0, bits, s_layer, f"per layer (channel SQNR {s_layer:.1f} dB)", layer)
+    # the cap on per-channel codebooks is on their float32 cost (4 + 32 * 2^bits / inputs bits per weight), whatever
+    # they are stored as: counted in float16 it would also take them for layers of 22-42 inputs per channel at 4
+    # bits, which on ocr_cls raised kmeans(bits=4) from 6.2 to 10.1 stored bits per weight
     per_weight = 8.0 * stored_bytes(t, bits, t.outputs) / t.params
     if per_weight > MAX_BITS:
-        why = f"per layer (per-channel codebooks would store {per_weight:.1f} bits/weight)"
+        why = f"per layer (per-channel float32 codebooks would store {per_weight:.1f} bits/weight)"
         return Choice(0, bits, s_layer, f"{why}, channel SQNR {s_layer:.1f} dB", layer)
     chan = channel_encode(t.w2, bits, t.out_axis, rng)
     s_chan = channel_sqnr(t.w2, chan.decoded(t.out_axis), t.out_axis)
     versus = f"channel SQNR {s_chan:.1f} dB per channel vs {s_layer:.1f} dB per layer"
     if s_chan >= s_layer + GAIN_DB or (np.isinf(s_chan) and not np.isinf(s_layer)):
-        return Choice(1, bits, s_chan, f"per channel ({versus}, {per_weight:.1f} bits/weight)", chan)
+        stored = stored_bits(t, chan, dtype)  # as written (float16 codebooks where they pass the rule)
+        return Choice(1, bits, s_chan, f"per channel ({versus}, {stored:.1f} bits/weight)", chan)
     return Choice(0, bits, s_layer, f"per layer ({versus})", layer)
 
 
@@ -147,12 +163,13 @@ def choose_all(
     max_iter: int,
     rng: np.random.Generator,
     block_size: int = 0,
+    dtype: str = "auto",
 ) -> dict[int, Choice]:
     """``choose`` for every layer, then the layers PROTECT_DB below the median SQNR_ch kept at 8 bits (not
     the layers in ``fixed``: their bits were set by name)."""
     import numpy as np
 
-    picks = {id(t): choose(t, bits_of[id(t)], init, max_iter, rng, block_size) for t in targets}
+    picks = {id(t): choose(t, bits_of[id(t)], init, max_iter, rng, block_size, dtype) for t in targets}
     finite = [c.sqnr for c in picks.values() if np.isfinite(c.sqnr)]
     if not finite:
         return picks
@@ -165,7 +182,7 @@ def choose_all(
         if c.bits >= PROTECT_BITS:
             c.reason += f"; {low} (already {c.bits} bits)"
             continue
-        up = choose(t, PROTECT_BITS, init, max_iter, rng, block_size)
+        up = choose(t, PROTECT_BITS, init, max_iter, rng, block_size, dtype)
         up.reason = f"kept at {PROTECT_BITS} bits: {low}; {up.reason}"
         picks[id(t)] = up
     return picks

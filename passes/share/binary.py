@@ -9,7 +9,7 @@ from onnxcomp.analysis.weights import collect_targets
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 from ._calibration import data_free_layers, input_energy
-from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes
+from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes, store_table
 from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ class Binary(EmitsOps, Pass):
             if not saves_bytes(t, e):
                 result.skip(t.name, f"{t.params} weights: 1-bit codes and their scales would not make it smaller")
                 continue
+            e = store_table(t, e, o.codebook_dtype)  # as stored: w_hat is what the model decodes
             w_hat = e.decoded(t.out_axis)
             em = emit_encoded(graph, ctx, t, e, pass_name=self.name, huffman=o.huffman)
             record(result, t, "binary", e, em, rel_error(t.w2, w_hat), 0.0)

@@ -28,7 +28,7 @@ from ._calibration import (
     sequential_waves,
     support_refit,
 )
-from ._emit import EmitsOps, ShareOptions, emit_encoded, saves_bytes
+from ._emit import EmitsOps, ShareOptions, emit_encoded, saves_bytes, store_table
 from ._encode import (
     compensated_encode,
     kmeans_encode,
@@ -184,7 +184,9 @@ class KMeans(EmitsOps, Pass):
 
             bits_of = {id(t): bits_for(t, o.bits, o.bits_per_layer) for t in targets}
             fixed = {id(t) for t in targets if per_layer_value(t, None, o.bits_per_layer) is not None}
-            self._auto = choose_all(targets, bits_of, fixed, o.init, o.max_iter, ctx.rng(13), o.block_size)
+            self._auto = choose_all(
+                targets, bits_of, fixed, o.init, o.max_iter, ctx.rng(13), o.block_size, o.codebook_dtype
+            )
         for tt in tables:
             self._encode_table(graph, ctx, tt, result)
         if not targets:
@@ -240,7 +242,7 @@ class KMeans(EmitsOps, Pass):
     def _encode_table(self, graph: gs.Graph, ctx: PassContext, t: _gather.TableTarget, result: PassResult) -> None:
         o = self.options
         bits = self._bits.get(id(t)) or int(per_layer_value_of(o.bits, o.bits_per_layer, t.node.name, t.table.name))
-        e = kmeans_encode(t.w2, bits, self._group, 0, o.init, None, o.max_iter)
+        e = store_table(None, kmeans_encode(t.w2, bits, self._group, 0, o.init, None, o.max_iter), o.codebook_dtype)
         if _gather.table_bytes(t, e) >= 4 * t.params:
             result.skip(t.name, f"{t.params} table values: a {bits}-bit codebook would not make it smaller")
             return
@@ -281,12 +283,14 @@ class KMeans(EmitsOps, Pass):
                 if pick is not None:
                     encodings.append((pick.encoded, (b, True)))
                 for enc, key in encodings:
+                    enc = store_table(t if isinstance(t, Target) else None, enc, o.codebook_dtype)
                     w_hat = enc.decoded(axis)
                     if probe is not None:
                         err = probe.error(weight_name(t), original_weight(t, w_hat))
                     else:
                         err = _sensitivity.weight_proxy(t.w2, w_hat)
-                    opts.append(_budget.Option(8.0 * stored_bytes(t, b, enc.table.shape[0]), err))
+                    cost = 8.0 * stored_bytes(t, b, enc.table.shape[0], enc.entry_bytes)
+                    opts.append(_budget.Option(cost, err))
                     bits.append(key)
             if probe is not None and not any(op.error for op in opts):
                 # no calibration sample reaches the layer (e.g. an If branch the data never takes): its zero
@@ -382,7 +386,7 @@ class KMeans(EmitsOps, Pass):
             e = kmeans_encode(w2, bits, group, t.out_axis, o.init, energy, o.max_iter, blocks, rng)
         if choice is not None:
             how = f"{how}{', ' if how else ' '}{choice.reason}"
-        if not saves_bytes(t, e):
+        if not saves_bytes(t, store_table(t, e, o.codebook_dtype)):
             result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
             return False
         decision = f"kmeans {bits}-bit{how}" + (" of the sequential re-fit" if w2 is not t.w2 else "")
@@ -394,6 +398,7 @@ class KMeans(EmitsOps, Pass):
             else:
                 e.table = refine_codebook(t, e, x, rng, x_orig=x_orig, grams=grams)
                 decision += " + lsq codebook" + (" sequential" if x_orig is not None else "")
+        e = store_table(t, e, o.codebook_dtype)  # the refit codebook as stored: w_hat is what the model decodes
         w_hat = e.decoded(t.out_axis)
         sparsity = float((t.w2 == 0).mean())
         em = emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)

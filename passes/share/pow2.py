@@ -9,7 +9,7 @@ from onnxcomp.analysis.weights import bits_for, collect_targets
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes
+from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes, store_table
 from ._gptq import Grid, calibration, compensate
 from ._report import finish, record, rel_error
 
@@ -80,6 +80,7 @@ class Pow2(EmitsOps, Pass):
             if not saves_bytes(t, e):
                 result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
                 continue
+            e = store_table(t, e, o.codebook_dtype)  # as stored: w_hat is what the model decodes
             w_hat = e.decoded(t.out_axis)
             em = emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
             record(

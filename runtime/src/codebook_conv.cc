@@ -1,6 +1,6 @@
 // CodebookConv: Y = Conv(X, W) + B with W[m].ravel()[j] = codebook[(m // group_size) * nblocks + j // block_size,
 // code(m, j)] (block_size: default all C/group * prod(k) inputs, nblocks = 1).
-// Inputs: X float [N, C, *spatial] (1 to 3 spatial dims), codebook float [G * nblocks, C' <= 2^bits],
+// Inputs: X float [N, C, *spatial] (1 to 3 spatial dims), codebook float or float16 [G * nblocks, C' <= 2^bits],
 // codes uint8 [M, ceil(C/group * prod(k) * bits / 8)], B float [M] (optional).
 // Attributes: bits, group_size (over output channels, default M), weight_shape (M, C/group, k...),
 // the Conv attributes dilations, group, kernel_shape, pads, strides (explicit pads only), and
@@ -124,7 +124,8 @@ struct CodebookConvKernel {
       const uint8_t* cp = static_cast<const uint8_t*>(const_codes.data);
       if (cs[1] < entries && max_code(cp, M, row_bytes, CKK, bits) >= static_cast<uint32_t>(cs[1]))
         fail("a code is out of range for a codebook of ", cs[1], " entries");
-      std::vector<float> padded = pad_codebook(static_cast<const float*>(const_codebook.data), G, cs[1], bits);
+      const std::vector<float> book = codebook_values(const_codebook.data, const_codebook.type, G * cs[1]);
+      std::vector<float> padded = pad_codebook(book.data(), G, cs[1], bits);
       std::vector<float> w(static_cast<size_t>(M * CKK));
       decode(cp, row_bytes, CKK, padded.data(), w.data());
       winograd.reset(new conv::WinogradConv(winograd_tile, Cg, M, w.data()));
@@ -213,11 +214,12 @@ struct CodebookConvKernel {
     return guarded(label, [&] {
       Ort::KernelContext ctx(context);
       const Input x = get_input(ctx, 0);
-      const Input cb = get_input(ctx, 1);
+      const Input cb_in = get_input(ctx, 1);
+      std::vector<float> cb_floats;  // a float16 codebook as float32 (the cache keys compare these floats)
+      const Input cb = float_codebook(cb_in, &cb_floats);
       const Input codes = get_input(ctx, 2);
       const Input bias = get_input(ctx, 3);
       expect(x, "X", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
-      expect(cb, "codebook", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
       expect(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
       if (static_cast<int64_t>(x.shape.size()) != 2 + S)
         fail("X must have rank ", 2 + S, " (N, C, ", S, " spatial dims) for weight_shape with ", S,
@@ -286,7 +288,7 @@ struct CodebookConvKernel {
 
       Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
       const bool constant = const_codes.data != nullptr && codes.data == const_codes.data &&
-                            const_codebook.data != nullptr && cb.data == const_codebook.data;
+                            const_codebook.data != nullptr && cb_in.data == const_codebook.data;
       OrtParallel par(ctx);
       conv::Epilogue ep;
       ep.bias = bias_data;
@@ -340,6 +342,8 @@ struct CodebookConvOp : Ort::CustomOpBase<CodebookConvOp, CodebookConvKernel, tr
   const char* GetName() const { return "CodebookConv"; }
   size_t GetInputTypeCount() const { return 4; }
   ONNXTensorElementDataType GetInputType(size_t i) const {
+    // the codebook: float or float16, checked at run time (UNDEFINED: any type reaches the kernel)
+    if (i == 1) return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
     return i == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {

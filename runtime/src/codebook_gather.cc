@@ -1,6 +1,6 @@
 // CodebookGather: Y[i..., d] = codebook[r // group_size, code(r, d)] with r = indices[i...] (+ V if negative):
 // Gather(table, indices, axis=0) on a table of V rows of D values stored as bit-packed codebook codes.
-// Inputs: codebook float [G, C] (C <= 2**bits entries per row, G = ceil(V / group_size)), codes uint8
+// Inputs: codebook float or float16 [G, C] (C <= 2**bits entries per row, G = ceil(V / group_size)), codes uint8
 // [V, ceil(D*bits/8)], indices int32 or int64 of any shape. Attributes: bits (1..8), D (> 0), group_size
 // (> 0, default V). Only the gathered rows are unpacked and decoded. An index outside [-V, V) or a code >= C is
 // an error.
@@ -29,10 +29,10 @@ struct CodebookGatherKernel {
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     return guarded(label, [&] {
       Ort::KernelContext ctx(context);
-      const Input cb = get_input(ctx, 0);
+      std::vector<float> cb_floats;  // a float16 codebook as float32
+      const Input cb = float_codebook(get_input(ctx, 0), &cb_floats);
       const Input codes = get_input(ctx, 1);
       const Input idx = get_input(ctx, 2);
-      expect(cb, "codebook", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
       expect(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
       if (idx.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 && idx.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32)
         fail("indices must be int32 or int64, got ", type_name(idx.type));
@@ -88,9 +88,9 @@ struct CodebookGatherOp : Ort::CustomOpBase<CodebookGatherOp, CodebookGatherKern
   const char* GetName() const { return "CodebookGather"; }
   size_t GetInputTypeCount() const { return 3; }
   ONNXTensorElementDataType GetInputType(size_t i) const {
-    if (i == 0) return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
     if (i == 1) return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
-    return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;  // int32 or int64, checked at run time
+    // the codebook (float or float16) and the indices (int32 or int64): checked at run time
+    return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
   }
   size_t GetOutputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }

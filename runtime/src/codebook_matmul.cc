@@ -1,5 +1,5 @@
 // CodebookMatMul: Y = X @ W + B with W[k, n] = codebook[(n // group_size) * nblocks + k // block_size, code(k, n)].
-// Inputs: X float [..., K], codebook float [G * nblocks, C <= 2^bits], codes uint8 [K, ceil(N*bits/8)],
+// Inputs: X float [..., K], codebook float or float16 [G * nblocks, C <= 2^bits], codes uint8 [K, ceil(N*bits/8)],
 // B float [N] (optional). Attributes: bits (1..8), N (> 0), group_size (> 0, default N), block_size (> 0, default:
 // all K inputs, nblocks = 1). 1-4 rows of X take the register-decoding GEMV (with block codebooks block by block,
 // accumulated); more rows a GEMM on W decoded into the GEMM's float panel (once, for constant codes and codebook).
@@ -85,7 +85,9 @@ struct CodebookMatMulKernel {
     return guarded(label, [&] {
       Ort::KernelContext ctx(context);
       const Input x = get_input(ctx, 0);
-      const Input cb = get_input(ctx, 1);
+      const Input cb_in = get_input(ctx, 1);
+      std::vector<float> cb_floats;  // a float16 codebook as float32
+      const Input cb = float_codebook(cb_in, &cb_floats);
       const Input codes = get_input(ctx, 2);
       const Input bias = get_input(ctx, 3);
       expect(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
@@ -124,7 +126,7 @@ struct CodebookMatMulKernel {
       checked_elements(yshape, "output Y");
       Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
       float* y = yv.GetTensorMutableData<float>();
-      const bool constant = codes.data == const_codes.data && cb.data == const_codebook.data && cb.data != nullptr;
+      const bool constant = codes.data == const_codes.data && cb_in.data == const_codebook.data && cb_in.data != nullptr;
       if (nblocks > 1) {
         const BlockCodebookWeights bw{codes.as<uint8_t>(), cbp, K, N, row_bytes, group_size, block_size, nblocks,
                                       bits, false};
@@ -159,6 +161,8 @@ struct CodebookMatMulOp : Ort::CustomOpBase<CodebookMatMulOp, CodebookMatMulKern
   const char* GetName() const { return "CodebookMatMul"; }
   size_t GetInputTypeCount() const { return 4; }
   ONNXTensorElementDataType GetInputType(size_t i) const {
+    // the codebook: float or float16, checked at run time (UNDEFINED: any type reaches the kernel)
+    if (i == 1) return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
     return i == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {

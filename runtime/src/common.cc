@@ -152,6 +152,30 @@ void check_codebook(const Input& cb, int64_t N, int64_t group_size, int bits, in
          ", group_size=", group_size, "), got ", shape_str(cb.shape));
 }
 
+std::vector<float> codebook_values(const void* data, ONNXTensorElementDataType type, int64_t count) {
+  if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
+    const float* p = static_cast<const float*>(data);
+    return std::vector<float>(p, p + count);
+  }
+  if (type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16)
+    fail("input 'codebook' must be float32 or float16, got ", type_name(type));
+  std::vector<float> out(static_cast<size_t>(count));
+  const uint16_t* p = static_cast<const uint16_t*>(data);
+  for (int64_t i = 0; i < count; ++i) out[static_cast<size_t>(i)] = Ort::Float16_t::FromBits(p[i]).ToFloat();
+  return out;
+}
+
+Input float_codebook(const Input& cb, std::vector<float>* buf) {
+  if (!cb.present) fail("input 'codebook' is missing");
+  if (cb.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return cb;
+  if (cb.count > 0 && cb.data == nullptr) fail("input 'codebook' has no data");
+  *buf = codebook_values(cb.data, cb.type, cb.count);
+  Input out = cb;
+  out.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  out.data = buf->data();
+  return out;
+}
+
 Input get_input(Ort::KernelContext& ctx, size_t index) {
   Input in;
   if (index >= ctx.GetInputCount()) return in;
@@ -184,6 +208,7 @@ void ConstInput::init(const OrtKernelInfo* info, size_t index) {
     if (is_const && v && v.IsTensor()) {
       data = v.GetTensorRawData();
       shape = v.GetTensorTypeAndShapeInfo().GetShape();
+      type = v.GetTensorTypeAndShapeInfo().GetElementType();
     }
   } catch (...) {
     data = nullptr;

@@ -137,12 +137,20 @@ struct MatMulDims {
 MatMulDims matmul_x(const Input& x);
 // A codebook input of shape [G * nblocks, C] with G = ceil(N / group_size) and 1 <= C <= 2^bits.
 void check_codebook(const Input& cb, int64_t N, int64_t group_size, int bits, int64_t nblocks = 1);
+// The codebook input as float32 (OPS.md: a codebook is float32 or float16): `cb` itself when float32, else its
+// float16 values converted into *buf (exact: every float16 is a float32) and returned as a float32 Input over
+// *buf. Any other element type fails naming the input. Kernels compare cb.data (not the result's) with their
+// constant input to tell a constant codebook.
+Input float_codebook(const Input& cb, std::vector<float>* buf);
+// `count` codebook values of element type `type` (float32 or float16, else fails) as float32.
+std::vector<float> codebook_values(const void* data, ONNXTensorElementDataType type, int64_t count);
 
 // Constant-initializer inputs seen at kernel creation: a validation of their content is done once
 // and then skipped as long as compute sees the same buffer again.
 struct ConstInput {
   const void* data = nullptr;
   std::vector<int64_t> shape;
+  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
   std::atomic<bool> validated{false};
   void init(const OrtKernelInfo* info, size_t index);
   bool skip(const void* p) const { return p != nullptr && p == data && validated.load(std::memory_order_acquire); }

@@ -1,7 +1,7 @@
 // SparseCodebookMatMul (EIE-style): Y = X @ W + B with W [K, N] stored by rows of K, so a zero
 // activation x_k skips its whole row. Row k holds entries [row_ptr[k], row_ptr[k+1]); starting at
 // position -1, entry e moves to p += delta(e) + 1 and sets W[k, p] = codebook[p // group_size, code(e)].
-// Inputs: X float [..., K], codebook float [G, C <= 2^bits], row_ptr int32 [K+1], deltas uint8
+// Inputs: X float [..., K], codebook float or float16 [G, C <= 2^bits], row_ptr int32 [K+1], deltas uint8
 // (E entries at index_bits), codes uint8 (E entries at bits), B float [N] (optional).
 // Attributes: bits (1..8), index_bits (4 or 8), N (> 0), group_size (> 0, default N).
 #include <algorithm>
@@ -227,7 +227,9 @@ struct SparseCodebookMatMulKernel {
     return guarded(label, [&] {
       Ort::KernelContext ctx(context);
       const Input x = get_input(ctx, 0);
-      const Input cb = get_input(ctx, 1);
+      const Input cb_in = get_input(ctx, 1);
+      std::vector<float> cb_floats;  // a float16 codebook as float32
+      const Input cb = float_codebook(cb_in, &cb_floats);
       const Input rp = get_input(ctx, 2);
       const Input deltas = get_input(ctx, 3);
       const Input codes = get_input(ctx, 4);
@@ -291,8 +293,8 @@ struct SparseCodebookMatMulKernel {
       SparseWeights w{row_ptr, deltas.as<uint8_t>(), codes.as<uint8_t>(), cbp, K, N, E, group_size, G, bits, index_bits};
       // windowed kernel for constant weights (once validated), 4 rows of X per pass
       const bool constant = rp.data == const_row_ptr.data && deltas.data == const_deltas.data &&
-                            codes.data == const_codes.data && cb.data == const_codebook.data && rp.data != nullptr &&
-                            deltas.data != nullptr && codes.data != nullptr && cb.data != nullptr;
+                            codes.data == const_codes.data && cb_in.data == const_codebook.data && rp.data != nullptr &&
+                            deltas.data != nullptr && codes.data != nullptr && cb_in.data != nullptr;
       const WindowsPack* use_pack = nullptr;
       if (constant && M > 0 && K > 0 && E > 0 && kernels().sparse_windows_gemv != nullptr &&
           pack_state.load(std::memory_order_acquire) != 2) {
@@ -319,6 +321,7 @@ struct SparseCodebookMatMulOp : Ort::CustomOpBase<SparseCodebookMatMulOp, Sparse
       case 2: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
       case 3:
       case 4: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+      case 1: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;  // the codebook: float or float16, checked at run time
       default: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
     }
   }

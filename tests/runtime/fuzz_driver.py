@@ -67,6 +67,34 @@ def _run_ep(model, feeds):
     return ort.InferenceSession(model.SerializeToString(), so).run(None, feeds)[0]
 
 
+def _half_values(rng, cb: np.ndarray) -> np.ndarray:
+    """Sometimes the codebook's values rounded to float16 (still float32): _finish may then feed it as float16,
+    and the numpy reference of the float32 values is exact for both."""
+    return cb.astype(np.float16).astype(np.float32) if rng.random() < 0.5 else cb
+
+
+def _codebook_type(model, feeds, rng, stats):
+    """Feeds a float16-representable codebook as float16 (often), or any float32 codebook as int32 (rarely: it must
+    be refused). Returns (model, feeds, wrong) with the graph input's element type set to match."""
+    from onnx import helper
+
+    cb = feeds.get("codebook")
+    if cb is None or cb.dtype != np.float32:
+        return model, feeds, False
+    r = rng.random()
+    if r < 0.05:
+        new, wrong = cb.astype(np.int32), True
+    elif r < 0.8 and np.array_equal(cb.astype(np.float16).astype(np.float32), cb):
+        new, wrong = cb.astype(np.float16), False
+        stats["half"] += 1
+    else:
+        return model, feeds, False
+    for vi in model.graph.input:
+        if vi.name == "codebook":
+            vi.type.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(new.dtype)
+    return model, {**feeds, "codebook": new}, wrong
+
+
 def _mutate_bytes(rng, a: np.ndarray) -> np.ndarray:
     a = a.copy()
     flat = a.reshape(-1)
@@ -92,12 +120,13 @@ def case_codebook(rng, stats):
     gs = int(rng.choice([n, 1, int(rng.integers(1, n + 5))]))
     batch = [int(rng.integers(0, 5)) for _ in range(int(rng.integers(0, 3)))]
     cb, codes, packed = oplib.random_codebook_problem(rng, k, n, bits, gs)
+    cb = _half_values(rng, cb)
     bias = rng.standard_normal(n).astype(np.float32) if rng.random() < 0.5 else None
     attrs = {}
     bsz = 0
     if rng.random() < 0.3 and k > 0:  # block codebooks: [G * nblocks, C]
         bsz = int(rng.integers(1, k + 3))
-        cb = rng.standard_normal((cb.shape[0] * -(-k // bsz), cb.shape[1])).astype(np.float32)
+        cb = _half_values(rng, rng.standard_normal((cb.shape[0] * -(-k // bsz), cb.shape[1])).astype(np.float32))
         attrs["block_size"] = bsz
     x = rng.standard_normal((*batch, k)).astype(np.float32)
     valid = True
@@ -176,6 +205,7 @@ def case_sparse(rng, stats):
     cb, row_ptr, deltas, ecodes, dp, cp = oplib.random_sparse_problem(rng, k, n, bits, ib, density, gs)
     if rng.random() < 0.3:
         cb[:, 0] = 0.5  # entry 0 not reserved: the 16-bit window layout
+    cb = _half_values(rng, cb)
     attrs = {}
     valid = True
     r = rng.random()
@@ -240,7 +270,7 @@ def case_conv(rng, stats):
     if rng.random() < 0.3:  # block codebooks over the C/group * prod(k) inputs: [G * nblocks, 2^bits]
         attrs["block_size"] = int(rng.integers(1, ckk + 3))
         g *= -(-ckk // attrs["block_size"])
-    cb = rng.standard_normal((g, 1 << bits)).astype(np.float32)
+    cb = _half_values(rng, rng.standard_normal((g, 1 << bits)).astype(np.float32))
     packed = oplib.pack_bits(rng.integers(0, 1 << bits, size=(m, ckk)), bits)
     r = rng.random()
     if r < 0.3:
@@ -409,6 +439,11 @@ def case_winograd(rng, stats):
 def _finish(model, feeds, ref_w, bias, stats, rng=None, ref=None):
     stats["cases"] += 1
     ref_feeds = feeds
+    wrong = False
+    if rng is not None:
+        model, feeds, wrong = _codebook_type(model, feeds, rng, stats)
+        if wrong:
+            ref_w = ref = None
     if rng is not None and rng.random() < 0.5:
         model, feeds = _freeze(model, feeds)
         stats["frozen"] += 1
@@ -427,6 +462,8 @@ def _finish(model, feeds, ref_w, bias, stats, rng=None, ref=None):
             stats["errors"] += 1
             continue
         stats["ep"] += run is _run_ep
+        if wrong:
+            raise AssertionError(f"an int32 codebook was accepted ({run.__name__})")
         if ref is not None:
             np.testing.assert_allclose(y, ref(), rtol=1e-3, atol=1e-3)
             stats["checked"] += 1
@@ -530,14 +567,15 @@ def main() -> int:
     seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
     rng = np.random.default_rng(seed)
-    stats = {"cases": 0, "errors": 0, "checked": 0, "frozen": 0, "ep": 0}
+    stats = {"cases": 0, "errors": 0, "checked": 0, "frozen": 0, "ep": 0, "half": 0}
     cases = [case_codebook, case_sparse, case_conv, case_winograd] * 3 + [case_absurd] + [case_ep_chain] * 3
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         cases[int(rng.integers(0, len(cases)))](rng, stats)
     print(
-        f"fuzz: {stats['cases']} cases ({stats['frozen']} with constant weights), {stats['errors']} errors "
-        f"reported cleanly, {stats['checked']} checked against numpy, {stats['ep']} EP runs"
+        f"fuzz: {stats['cases']} cases ({stats['frozen']} with constant weights, {stats['half']} with float16 "
+        f"codebooks), {stats['errors']} errors reported cleanly, {stats['checked']} checked against numpy, "
+        f"{stats['ep']} EP runs"
     )
     return 0
 

@@ -130,7 +130,10 @@ class _Body:
 
     def lookup(self, codebook: str, codes: str, col_groups: np.ndarray, entries: int) -> str:
         """codebook [G, C] gathered at (group(col), code) for int64 codes [..., ncols]."""
-        flat = self.op("Reshape", [codebook, self.const(np.array([-1], np.int64))])
+        # a float16 codebook (OPS.md "Codebook type") decodes to its float32 values
+        flat = self.op(
+            "Reshape", [self.op("Cast", [codebook], to=TensorProto.FLOAT), self.const(np.array([-1], np.int64))]
+        )
         idx = self.op("Add", [codes, self.const((col_groups * entries).astype(np.int64))])
         return self.op("Gather", [flat, idx], axis=0)
 
@@ -277,7 +280,9 @@ def codebook_conv(
     body = _Body()
     idx = body.unpack("codes", m, ckk, bits)  # [M, CKK]
     # group over rows (output channels): offsets per row
-    flat = body.op("Reshape", ["codebook", body.const(np.array([-1], np.int64))])
+    flat = body.op(
+        "Reshape", [body.op("Cast", ["codebook"], to=TensorProto.FLOAT), body.const(np.array([-1], np.int64))]
+    )
     offs = (group_of(m, gs) * codebook.shape[1]).astype(np.int64)[:, None]
     w = body.op("Gather", [flat, body.op("Add", [idx, body.const(offs)])], axis=0)
     w = body.op("Reshape", [w, body.const(np.array(weight_shape, np.int64))])
@@ -340,7 +345,7 @@ def sparse_codebook_matmul(
     base = body.op("Gather", [body.op("Concat", [excl, c([0])], axis=0), start], axis=0)
     pos = body.op("Add", [body.op("Sub", [excl, base]), d])
     grp = body.op("Div", [pos, c(gs)])
-    flat_cb = body.op("Reshape", ["codebook", c([-1])])
+    flat_cb = body.op("Reshape", [body.op("Cast", ["codebook"], to=TensorProto.FLOAT), c([-1])])
     vals = body.op("Gather", [flat_cb, body.op("Add", [body.op("Mul", [grp, c(codebook.shape[1])]), ec])], axis=0)
     widx = body.op("Add", [body.op("Mul", [row, c(n)]), pos])
     wflat = body.op("ScatterElements", [body.const(np.zeros(k * n, np.float32)), widx, vals], axis=0)

@@ -60,6 +60,23 @@ def test_codebook_conv_with_winograd_tile(tile, tmp_path):
     assert len(ep_nodes(model, feeds, tmp_path)) == 1
 
 
+def test_float16_codebook_runs_as_its_float32_values(tmp_path):
+    """A float16 codebook (converted at compile time) gives exactly the float32 codebook's outputs."""
+    model, feeds = _codebook_conv(tile=4, seed=7)
+    half = onnx.ModelProto()
+    half.CopyFrom(model)
+    for i, t in enumerate(half.graph.initializer):
+        if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2:  # the codebook [G, 2^bits]
+            values = numpy_helper.to_array(t).astype(np.float16)
+            half.graph.initializer[i].CopyFrom(numpy_helper.from_array(values, t.name))
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(values.astype(np.float32), t.name))
+    assert len(ep_nodes(half, feeds, tmp_path)) == 1
+    want = run(model, feeds, native=False)
+    got = ep_session(half).run(None, feeds)[0]
+    np.testing.assert_array_equal(got, ep_session(model).run(None, feeds)[0])
+    assert_lossless(got, want)
+
+
 @pytest.mark.parametrize(
     ("op", "inits", "attrs"),
     [("Relu", (), {}), ("LeakyRelu", (), {"alpha": 0.1}), ("Clip", (0.0, 0.5), {}), ("Clip", (-0.25, 0.5), {})],

@@ -96,10 +96,13 @@ def test_codebook_matmul_bad_bias():
 
 
 def test_codebook_matmul_wrong_dtype_rejected():
+    """The codebook may be float32 or float16 (its input type is open to onnxruntime): the kernel refuses any other
+    type at run time, naming the node and the input."""
     cb, packed = _cbmm()
     model = oplib.codebook_matmul([2, 20], cb.astype(np.float64), packed, bits=4, n=30)
-    with pytest.raises(Exception):  # noqa: B017 - onnxruntime's own type check
-        make_session(model, native=True)
+    sess = make_session(model, native=True)
+    with pytest.raises(Exception, match=r"node 'cbmm'.*input 'codebook' must be float32 or float16, got float64"):
+        sess.run(None, {"X": _x((2, 20))})
 
 
 # -------------------------------------------------------------------------------- TernaryMatMul

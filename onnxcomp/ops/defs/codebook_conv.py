@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import checks
-from ..body import NO_BLOCKS, FunctionBody, row_width, unpack
-from ..spec import FLOAT, UINT8, Attr, Input, OpSpec, Shapes, Values, prod, register_op
+from ..body import NO_BLOCKS, FunctionBody, flat_codebook, row_width, unpack
+from ..spec import FLOAT, UINT8, Attr, Input, OpSpec, Shapes, Values, codebook_input, prod, register_op
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,7 +27,7 @@ def function(opset: int) -> onnx.FunctionProto:
     rows = f.op("Range", f.const(0), m, f.const(1))
     offset = f.op("Cast", f.op("Mul", f.op("Div", rows, gsz), row_width(f, "codebook")), to=6)  # [M]
     index = f.op("Add", codes, f.op("Unsqueeze", offset, f.const([1])))
-    w = f.op("Reshape", f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), index), shape)
+    w = f.op("Reshape", f.op("Gather", flat_codebook(f), index), shape)
     return _conv_of(f, w, opset)
 
 
@@ -65,7 +65,7 @@ def block_function(opset: int) -> onnx.FunctionProto:
     rows = f.op("Range", f.const(0), m, f.const(1))
     book = f.op("Unsqueeze", f.op("Mul", f.op("Div", rows, gsz), nblocks), f.const([1]))  # [M, 1]
     offset = f.op("Cast", f.op("Mul", f.op("Add", book, f.op("Div", j, bsz)), row_width(f, "codebook")), to=6)
-    w = f.op("Reshape", f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), f.op("Add", codes, offset)), shape)
+    w = f.op("Reshape", f.op("Gather", flat_codebook(f), f.op("Add", codes, offset)), shape)
     return _conv_of(f, w, opset, defaults={"block_size": NO_BLOCKS})
 
 
@@ -159,7 +159,7 @@ SPEC = register_op(
         "CodebookConv",
         inputs=(
             Input("X", FLOAT, activation=True),
-            Input("codebook", FLOAT),
+            codebook_input(),
             Input("codes", UINT8),
             Input("B", FLOAT, optional=True),
         ),

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import checks
-from ..body import FunctionBody, row_width, unpack
-from ..spec import FLOAT, INT64, UINT8, Attr, Input, OpSpec, Shapes, Values, register_op
+from ..body import FunctionBody, flat_codebook, row_width, unpack
+from ..spec import INT64, UINT8, Attr, Input, OpSpec, Shapes, Values, codebook_input, register_op
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,7 +27,7 @@ def function(opset: int) -> onnx.FunctionProto:
     codes, _ = unpack(f, f.op("Gather", "codes", idx, axis=0), bits, d)  # [I, D] of the gathered rows
     offset = f.op("Cast", f.op("Mul", f.op("Div", idx, gsz), row_width(f, "codebook")), to=6)  # [I]
     index = f.op("Add", codes, f.op("Unsqueeze", offset, f.const([1])))
-    vals = f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), index)
+    vals = f.op("Gather", flat_codebook(f), index)
     shape = f.op("Concat", f.op("Shape", "indices"), f.op("Reshape", d, f.const([1])), axis=0)
     f.op("Reshape", vals, shape, out="Y")
     return f.function("CodebookGather", ["codebook", "codes", "indices"], ["Y"], ["bits", "D", "group_size"], opset)
@@ -58,7 +58,7 @@ def validate(a: dict[str, Any], v: Values, shapes: Shapes) -> None:
 SPEC = register_op(
     OpSpec(
         "CodebookGather",
-        inputs=(Input("codebook", FLOAT), Input("codes", UINT8), Input("indices", INT64, activation=True)),
+        inputs=(codebook_input(), Input("codes", UINT8), Input("indices", INT64, activation=True)),
         attributes=(Attr("bits", required=True, lo=1, hi=8), Attr("D", required=True, lo=1), Attr("group_size", lo=1)),
         function=function,
         helpers=("UnpackCodes",),

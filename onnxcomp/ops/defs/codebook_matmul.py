@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import checks
-from ..body import NO_BLOCKS, FunctionBody, matmul_bias, row_width, unpack
-from ..spec import FLOAT, UINT8, Attr, Input, OpSpec, Shapes, Values, prod, register_op
+from ..body import NO_BLOCKS, FunctionBody, flat_codebook, matmul_bias, row_width, unpack
+from ..spec import FLOAT, UINT8, Attr, Input, OpSpec, Shapes, Values, codebook_input, prod, register_op
 
 if TYPE_CHECKING:
     import numpy as np
@@ -20,7 +20,7 @@ def function(opset: int) -> onnx.FunctionProto:
     bits, n, gsz = f.attr("bits"), f.attr("N"), f.attr("group_size")
     codes, j = unpack(f, "codes", bits, n)
     offset = f.op("Cast", f.op("Mul", f.op("Div", j, gsz), row_width(f, "codebook")), to=6)  # [1, N]
-    w = f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), f.op("Add", codes, offset))
+    w = f.op("Gather", flat_codebook(f), f.op("Add", codes, offset))
     matmul_bias(f, "X", w, "B", "Y")
     return f.function("CodebookMatMul", ["X", "codebook", "codes", "B"], ["Y"], ["bits", "N", "group_size"], opset)
 
@@ -36,7 +36,7 @@ def block_function(opset: int) -> onnx.FunctionProto:
     kb = f.op("Div", f.op("Range", f.const(0), k, f.const(1)), bsz)  # [K]: k // block_size
     row = f.op("Add", f.op("Mul", f.op("Div", j, gsz), nblocks), f.op("Unsqueeze", kb, f.const([1])))  # [K, N]
     offset = f.op("Cast", f.op("Mul", row, row_width(f, "codebook")), to=6)
-    w = f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), f.op("Add", codes, offset))
+    w = f.op("Gather", flat_codebook(f), f.op("Add", codes, offset))
     matmul_bias(f, "X", w, "B", "Y")
     return f.function(
         "CodebookMatMul",
@@ -91,7 +91,7 @@ SPEC = register_op(
         "CodebookMatMul",
         inputs=(
             Input("X", FLOAT, activation=True),
-            Input("codebook", FLOAT),
+            codebook_input(),
             Input("codes", UINT8),
             Input("B", FLOAT, optional=True),
         ),

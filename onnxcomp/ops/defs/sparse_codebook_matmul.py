@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import checks
-from ..body import FunctionBody, matmul_bias, row_width, unpack
-from ..spec import FLOAT, INT32, UINT8, Attr, Input, OpSpec, Shapes, Values, register_op
+from ..body import FunctionBody, flat_codebook, matmul_bias, row_width, unpack
+from ..spec import FLOAT, INT32, UINT8, Attr, Input, OpSpec, Shapes, Values, codebook_input, register_op
 from .codebook_matmul import matmul_flops, x_features
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def function(opset: int) -> onnx.FunctionProto:
     start = f.op("GatherElements", excl, f.op("Gather", ptr, rowid), axis=1)
     pos = f.op("Sub", f.op("Sub", incl, start), f.const(1))
     index = f.op("Add", codes, f.op("Mul", f.op("Div", pos, gsz), row_width(f, "codebook")))
-    values = f.op("Gather", f.op("Reshape", "codebook", f.const([-1])), index)
+    values = f.op("Gather", flat_codebook(f), index)
     n1 = f.op("Unsqueeze", n, f.const([0]))
     dense = f.op(
         "ConstantOfShape",
@@ -147,7 +147,7 @@ SPEC = register_op(
         "SparseCodebookMatMul",
         inputs=(
             Input("X", FLOAT, activation=True),
-            Input("codebook", FLOAT),
+            codebook_input(),
             Input("row_ptr", INT32),
             Input("deltas", UINT8),
             Input("codes", UINT8),

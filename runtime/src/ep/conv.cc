@@ -379,7 +379,7 @@ struct ChainExec : Exec {
 // The float filter [M, C, 3, 3] of a CodebookConv, decoded from its constant codes and codebook (validated like
 // the custom op validates them).
 std::vector<float> decode_filter(const ConvAttrs& a, const std::vector<Ort::ConstValueInfo>& ins) {
-  const Blob cb = expect_type(evaluate(ins[1]), "codebook", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+  const Blob cb = float_codebook(evaluate(ins[1]));  // float16: converted here, once
   const Blob codes = expect_type(evaluate(ins[2]), "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
   const int64_t G = ceil_div(a.M, a.group_size), entries = int64_t{1} << a.bits, CKK = a.C * 9;
   const int64_t row_bytes = ceil_div(CKK * a.bits, 8);

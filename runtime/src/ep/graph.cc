@@ -1,6 +1,8 @@
 // Graph access for the onnxcomp EP (graph.h).
 #include "graph.h"
 
+#include <cstring>
+
 #include "../decode.h"
 
 namespace onnxcomp {
@@ -96,6 +98,15 @@ Ort::ConstNode sole_consumer(const Ort::ConstValueInfo& v) {
 
 const Blob& expect_type(const Blob& b, const char* what, ONNXTensorElementDataType t) {
   if (b.type != t) fail("input '", what, "' must be ", type_name(t), ", got ", type_name(b.type));
+  return b;
+}
+
+Blob float_codebook(Blob b) {
+  if (b.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return b;
+  const std::vector<float> values = codebook_values(b.bytes.data(), b.type, b.count);
+  b.bytes.resize(values.size() * sizeof(float));
+  if (!values.empty()) std::memcpy(b.bytes.data(), values.data(), b.bytes.size());
+  b.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   return b;
 }
 

@@ -57,6 +57,9 @@ bool constant_or_decoded(const Ort::ConstValueInfo& v, std::vector<Ort::ConstNod
 // corrupt stream fails naming the decoder node).
 Blob evaluate(const Ort::ConstValueInfo& v);
 const Blob& expect_type(const Blob& b, const char* what, ONNXTensorElementDataType t);
+// A constant codebook as float32: a float16 one converted once, at compile time (exact); a type other than float32
+// or float16 fails naming the input.
+Blob float_codebook(Blob b);
 
 // The static shape of a value, or an empty vector when its rank or a dim is unknown.
 std::vector<int64_t> static_shape(const Ort::ConstValueInfo& v);

@@ -71,7 +71,8 @@ void build_codebook(MatMulExec& e, const Ort::ConstNode& node, const std::vector
   const int64_t group_size = a.optional_int("group_size", e.N, 1, kMaxDim);
   const int64_t G = ceil_div(e.N, group_size);
   const int64_t entries = int64_t{1} << bits;
-  const Blob cb = evaluate(ins[1]);
+  // TernaryMatMul's scales are float32 only; a codebook may be float16 (converted here, once)
+  const Blob cb = ternary ? evaluate(ins[1]) : float_codebook(evaluate(ins[1]));
   Blob codes = evaluate(ins[2]);
   expect_type(cb, ternary ? "scales" : "codebook", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
   expect_type(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
@@ -121,7 +122,7 @@ void build_sparse(MatMulExec& e, const Ort::ConstNode& node, const std::vector<O
   const int64_t group_size = a.optional_int("group_size", e.N, 1, kMaxDim);
   const int64_t G = ceil_div(e.N, group_size);
   const int64_t entries = int64_t{1} << bits;
-  const Blob cb = evaluate(ins[1]);
+  const Blob cb = float_codebook(evaluate(ins[1]));  // float16: converted here, once
   const Blob rp = expect_type(evaluate(ins[2]), "row_ptr", ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32);
   Blob deltas = evaluate(ins[3]);
   Blob codes = evaluate(ins[4]);

@@ -26,8 +26,10 @@ def test_pow2_values_are_signed_powers_of_two(scale):
     assert kmax - kmin + 1 == 7
     nz = w_hat[w_hat != 0] / s
     k = np.log2(np.abs(nz))
-    np.testing.assert_allclose(k, np.round(k), atol=1e-5)
-    assert k.min() >= kmin - 1e-6 and k.max() <= kmax + 1e-6
+    # s * 2^k as stored: float16 rounding of s moves log2 by at most log2(1 + 2^-11) < 7.1e-4 (s = 1 is exact)
+    tol = 1e-6 if scale == "none" else 7.1e-4
+    np.testing.assert_allclose(k, np.round(k), atol=max(tol, 1e-5))
+    assert k.min() >= kmin - tol and k.max() <= kmax + tol
     if scale == "none":
         assert s == 1.0
     inside = (np.abs(w) >= s * 2.0**kmin) & (np.abs(w) <= s * 2.0**kmax)

@@ -22,7 +22,7 @@ output with the original's (the original's outputs are the ground truth).
 Inputs: pages and text lines rendered with Pillow from the first sentences of Python's standard-library
 docstrings (benchmarks/data/quality_text.npz, split by module into calibration and evaluation sentences);
 figures cut from scikit-learn's two bundled photographs; files of the installed numpy / scikit-learn /
-onnx / Python packages for magika (split by path hash); a synthetic voiced signal for the VAD (calibration: 8
+onnx / Python packages for magika (split by path hash); a synthetic voiced signal for the VAD (calibration: 64
 streamed chunks of another signal, the recurrent state carried).
 """
 
@@ -581,7 +581,7 @@ def vad_run(run: Callable[[Feeds], list[np.ndarray]], seed: int, chunks: int = 4
     return np.array(probs)
 
 
-VAD_CALIB_CHUNKS = 8  # the batch: the budget mode's sensitivity trials feed 8 samples (the state is fed whole)
+VAD_CALIB_CHUNKS = 64  # 2 s of audio; sensitivity trials take the first chunks (the state cut on its axis 1)
 
 
 def _vad_calib() -> Feeds:

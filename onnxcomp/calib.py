@@ -249,15 +249,36 @@ def check_elements(shape: tuple[int, ...], what: str) -> None:
 
 
 def first_samples(feeds: Mapping[str, np.ndarray], model: onnx.ModelProto, n: int) -> dict[str, np.ndarray]:
-    """The first ``n`` samples of every input whose batch dimension is dynamic; inputs with a fixed batch
-    dimension (onnxruntime accepts no other size) and scalars are fed whole."""
-    specs = input_specs(model)
-    out = {}
-    for k, v in feeds.items():
-        dims = specs.get(k, (None, []))[1]
-        fixed = bool(dims) and isinstance(dims[0], int)
-        out[k] = v if fixed or v.ndim == 0 else v[:n]
+    """The first ``n`` samples of every input, along its sample axis (:func:`sample_axes`); inputs without one
+    (a fixed batch dimension, which onnxruntime accepts at no other size, and scalars) are fed whole."""
+    out = dict(feeds)
+    for k, axis in sample_axes(feeds, model).items():
+        v = feeds[k]
+        if axis is not None and v.shape[axis] > n:
+            out[k] = v[(slice(None),) * axis + (slice(0, n),)]
     return out
+
+
+def sample_axes(feeds: Mapping[str, np.ndarray], model: onnx.ModelProto) -> dict[str, int | None]:
+    """Per input, the axis that holds the calibration samples, or None.
+
+    The number of samples N is the commonest size of the inputs' leading axes where those are dynamic. An input's
+    sample axis is its first dynamic axis of size N: axis 0 for most, axis 1 for a recurrent state fed as
+    [layers, batch, hidden] (Silero VAD's ``state`` [2, N, 128] next to ``input`` [N, 576]).
+    """
+    specs = input_specs(model)
+
+    def dynamic(name: str, axis: int) -> bool:
+        dims = specs.get(name, (None, []))[1]
+        return not (axis < len(dims) and isinstance(dims[axis], int))
+
+    leading = [v.shape[0] for k, v in feeds.items() if v.ndim and dynamic(k, 0)]
+    if not leading:
+        return {k: None for k in feeds}
+    count = max(sorted(set(leading)), key=leading.count)
+    return {
+        k: next((a for a in range(v.ndim) if v.shape[a] == count and dynamic(k, a)), None) for k, v in feeds.items()
+    }
 
 
 # onnxruntime's graph optimizations while capturing: calibration statistics are not a verification, and the

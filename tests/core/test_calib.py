@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper
 
-from onnxcomp.calib import capture_activations
+from onnxcomp.calib import capture_activations, first_samples
 
 
 def test_capture_keeps_fixed_batch_inputs_whole():
@@ -86,6 +86,34 @@ def _nested_if_model():
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return m
+
+
+def test_a_recurrent_state_is_cut_along_its_batch_axis():
+    # Silero VAD's inputs: input [N, 576] and a recurrent state [2, N, 128] (fixed 2 layers, batch on axis 1);
+    # a scalar and a fixed-size table are fed whole
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 5]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, None, 3]),
+            helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+            helper.make_tensor_value_info("table", TensorProto.FLOAT, [4, 7]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 5])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    state = np.arange(2 * 7 * 3, dtype=np.float32).reshape(2, 7, 3)
+    feeds = {
+        "x": np.ones((7, 5), np.float32),
+        "state": state,
+        "sr": np.array(16000, np.int64),
+        "table": np.ones((4, 7), np.float32),
+    }
+    got = first_samples(feeds, model, 4)
+    assert got["x"].shape == (4, 5) and got["sr"].shape == () and got["table"].shape == (4, 7)
+    np.testing.assert_array_equal(got["state"], state[:, :4])
+    assert first_samples(feeds, model, 9)["state"] is state  # fewer samples than asked: fed as they are
 
 
 def test_capture_wires_tensors_out_of_the_if_branches_the_data_takes():

@@ -332,7 +332,7 @@ class KMeans(EmitsOps, Pass):
         from ._granularity import choose
 
         o = self.options
-        pick = choose(t, bits, o.init, o.max_iter, ctx.rng(17), o.block_size)
+        pick = choose(t, bits, o.init, o.max_iter, ctx.rng(17), o.block_size, o.codebook_dtype)
         return pick if pick.group_size or pick.block_size else None
 
     def _encode(
@@ -349,10 +349,8 @@ class KMeans(EmitsOps, Pass):
     ) -> bool:
         """Cluster, refine and emit one layer; True if it was replaced."""
         o = self.options
-        bits = self._bits.get(id(t)) or bits_for(t, o.bits, o.bits_per_layer)
-        if id(t) in self._auto:
-            bits = self._auto[id(t)].bits
         choice = self._auto.get(id(t))
+        bits = choice.bits if choice is not None else self._bits.get(id(t)) or bits_for(t, o.bits, o.bits_per_layer)
         # group-size=auto: the granularity (per layer / per channel / blocks) the weights' SQNR chose, also for
         # the compensated and the sequential encodings
         group, blocks = (choice.group_size, choice.block_size) if choice is not None else (self._group, o.block_size)

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     import numpy as np
     import onnx_graphsurgeon as gs
 
+    from ._emit import Encoded
+
 logger = logging.getLogger(__name__)
 
 
@@ -177,8 +179,17 @@ class KMeans(EmitsOps, Pass):
             return finish(graph, ctx, result, o)
         self._bits: dict[int, int] = {}
         self._auto: dict[int, Any] = {}
+        # X_orig: every layer's input in the graph as it came in, captured before anything changes
+        compensate = o.compensate is not False and ctx.calib is not None
+        # unset: on with calibration data unless the compensated mode corrects the errors (one-shot GPTQ
+        # is about as good and needs no capture of the model per layer level)
+        sequential = ctx.calib is not None and (o.sequential or (o.sequential is None and not compensate))
+        uses_acts = o.weighted or o.refine or sequential or compensate
+        acts = layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts and targets else {}
+        energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
         if budget:
-            self._bits = self._allocate(graph, ctx, [*targets, *tables], budget, result)
+            self._hessians = Hessians(o.max_refine_flops, ctx.rng(11))  # the trials' (as the final encoding's)
+            self._bits = self._allocate(graph, ctx, [*targets, *tables], budget, result, acts, energy, compensate)
         elif group == "auto":
             from ._granularity import choose_all
 
@@ -191,19 +202,12 @@ class KMeans(EmitsOps, Pass):
             self._encode_table(graph, ctx, tt, result)
         if not targets:
             return finish(graph, ctx, result, o)
-        # X_orig: every layer's input in the graph as it came in, captured before anything changes
-        compensate = o.compensate is not False and ctx.calib is not None
-        # unset: on with calibration data unless the compensated mode corrects the errors (one-shot GPTQ
-        # is about as good and needs no capture of the model per layer level)
-        sequential = ctx.calib is not None and (o.sequential or (o.sequential is None and not compensate))
-        uses_acts = o.weighted or o.refine or sequential or compensate
-        acts = layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts else {}
-        energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
         data_free_layers(ctx, targets, acts if uses_acts else [t.x.name for t in targets], result)
         waves = sequential_waves(targets) if sequential else [targets]
         energy0 = energy  # on the original inputs
         rng = ctx.rng(11)
         self._hessians = Hessians(o.max_refine_flops, rng)
+        # the budget mode writes each layer with its trial's seed: the encoding written is the one measured
         steps = [(k, t) for k, wave in enumerate(waves) for t in wave]
         cur, at, changed = acts, 0, False
         for k, t in ctx.track(steps, "kmeans", total=len(steps)):
@@ -225,7 +229,8 @@ class KMeans(EmitsOps, Pass):
                     # quantized one-shot, on its original input
                     x, x_orig, e_t = x_orig, None, energy0.get(id(t))
                     result.count("layers_one_shot")
-            changed |= self._encode(graph, ctx, t, x, x_orig, e_t, rng, result, compensate)
+            t_rng = ctx.rng(TRIAL_SEED) if budget else rng
+            changed |= self._encode(graph, ctx, t, x, x_orig, e_t, t_rng, result, compensate)
         return finish(graph, ctx, result, o)
 
     def _tables(self, graph: gs.Graph, ctx: PassContext, result: PassResult) -> list[_gather.TableTarget]:
@@ -251,19 +256,29 @@ class KMeans(EmitsOps, Pass):
         record(result, t, f"kmeans {bits}-bit embedding table", e, em, err, float((t.w2 == 0).mean()))
 
     def _allocate(
-        self, graph: gs.Graph, ctx: PassContext, targets: list[Any], budget: float, result: PassResult
+        self,
+        graph: gs.Graph,
+        ctx: PassContext,
+        targets: list[Any],
+        budget: float,
+        result: PassResult,
+        acts: dict[str, np.ndarray],
+        energy: dict[int, np.ndarray],
+        compensate: bool,
     ) -> dict[int, int]:
-        """Bits per layer (by id) meeting ``budget`` stored bits per weight with the least predicted error."""
+        """Bits per layer (by id) meeting ``budget`` stored bits per weight with the least predicted error.
+
+        Each candidate is measured as it would be written: with calibration data a layer's trial encoding is
+        the compensated (or energy-weighted), least-squares refined encoding of ``_encoding`` on the layer's
+        original input (the sequential mode's re-fit aside), so the allocation sees what compensation does
+        for each layer at each width rather than plain k-means' error."""
         import numpy as np
 
         from . import _budget, _sensitivity
 
         o = self.options
         cands = sorted({int(b) for b in o.candidate_bits})
-        energy = {}
-        layers_only = [t for t in targets if isinstance(t, Target)]
-        if ctx.calib is not None and o.weighted and layers_only:
-            energy = input_energy(graph, ctx, layers_only, o.calib_samples)
+        scratch = PassResult(name="trial")  # the trials' counters and skips are not the pass's
         probe = None
         if ctx.calib is not None:
             probe = _sensitivity.OutputErrors(graph, ctx, [weight_name(t) for t in targets], o.sensitivity_samples)
@@ -272,18 +287,20 @@ class KMeans(EmitsOps, Pass):
             opts, bits = [], []
             axis = 0 if isinstance(t, _gather.TableTarget) else t.out_axis
             for b in cands:
-                blocks = o.block_size if isinstance(t, Target) else 0  # tables: CodebookGather has no blocks
-                e = kmeans_encode(
-                    t.w2, b, self._group, axis, o.init, energy.get(id(t)), o.max_iter, blocks, ctx.rng(17)
-                )
-                encodings = [(e, (b, False))]
-                # group-size=auto: auto's granularity at this width is one more candidate where it is not the
-                # one above (per channel, blocks), priced and measured as it would be written
-                pick = self._granularity(t, b, ctx) if isinstance(t, Target) else None
-                if pick is not None:
-                    encodings.append((pick.encoded, (b, True)))
+                if isinstance(t, Target):
+                    # group-size=auto: auto's granularity at this width is one more candidate where it is not
+                    # one codebook for the layer (per channel, blocks)
+                    pick = self._granularity(t, b, ctx)
+                    x, e_t = acts.get(t.x.name), energy.get(id(t))
+                    encodings = [
+                        (self._encoding(t, b, p, x, None, e_t, ctx.rng(TRIAL_SEED), scratch, compensate)[0], (b, a))
+                        for p, a in ((None, False), (pick, True))
+                        if p is not None or not a
+                    ]
+                else:  # tables: CodebookGather has one codebook per table and no blocks
+                    e = kmeans_encode(t.w2, b, self._group, axis, o.init, None, o.max_iter, 0, ctx.rng(TRIAL_SEED))
+                    encodings = [(store_table(None, e, o.codebook_dtype), (b, False))]
                 for enc, key in encodings:
-                    enc = store_table(t if isinstance(t, Target) else None, enc, o.codebook_dtype)
                     w_hat = enc.decoded(axis)
                     if probe is not None:
                         err = probe.error(weight_name(t), original_weight(t, w_hat))
@@ -353,6 +370,33 @@ class KMeans(EmitsOps, Pass):
         bits = choice.bits if choice is not None else self._bits.get(id(t)) or bits_for(t, o.bits, o.bits_per_layer)
         # group-size=auto: the granularity (per layer / per channel / blocks) the weights' SQNR chose, also for
         # the compensated and the sequential encodings
+        e, decision = self._encoding(t, bits, choice, x, x_orig, energy, rng, result, compensate)
+        if not saves_bytes(t, e):
+            result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
+            return False
+        w_hat = e.decoded(t.out_axis)
+        sparsity = float((t.w2 == 0).mean())
+        em = emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
+        blocks = {"block_size": e.block_size} if e.block_size else {}
+        record(result, t, decision, e, em, rel_error(t.w2, w_hat), sparsity, **blocks)
+        return True
+
+    def _encoding(
+        self,
+        t: Target,
+        bits: int,
+        choice: Any,
+        x: np.ndarray | None,
+        x_orig: np.ndarray | None,
+        energy: np.ndarray | None,
+        rng: np.random.Generator,
+        result: PassResult,
+        compensate: bool,
+    ) -> tuple[Encoded, str]:
+        """One layer's encoding as it is stored (compensated / weighted / sequential, refined, the codebook in
+        its stored type) and the report's decision; ``choice``: auto's granularity pick, or None (the pass's
+        group / block size). The budget mode's trials measure exactly this."""
+        o = self.options
         group, blocks = (choice.group_size, choice.block_size) if choice is not None else (self._group, o.block_size)
         w2, grams = t.w2, None
         if x_orig is not None and x is not None:
@@ -384,9 +428,6 @@ class KMeans(EmitsOps, Pass):
             e = kmeans_encode(w2, bits, group, t.out_axis, o.init, energy, o.max_iter, blocks, rng)
         if choice is not None:
             how = f"{how}{', ' if how else ' '}{choice.reason}"
-        if not saves_bytes(t, store_table(t, e, o.codebook_dtype)):
-            result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
-            return False
         decision = f"kmeans {bits}-bit{how}" + (" of the sequential re-fit" if w2 is not t.w2 else "")
         if e.block_size and (choice is None or e is not choice.encoded):
             decision += f", codebooks per {e.block_size} inputs ({e.table.shape[0]} codebooks)"
@@ -396,13 +437,9 @@ class KMeans(EmitsOps, Pass):
             else:
                 e.table = refine_codebook(t, e, x, rng, x_orig=x_orig, grams=grams)
                 decision += " + lsq codebook" + (" sequential" if x_orig is not None else "")
-        e = store_table(t, e, o.codebook_dtype)  # the refit codebook as stored: w_hat is what the model decodes
-        w_hat = e.decoded(t.out_axis)
-        sparsity = float((t.w2 == 0).mean())
-        em = emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
-        blocks = {"block_size": e.block_size} if e.block_size else {}
-        record(result, t, decision, e, em, rel_error(t.w2, w_hat), sparsity, **blocks)
-        return True
+        # the refit codebook as stored: w_hat is what the model decodes
+        return store_table(t, e, o.codebook_dtype), decision
 
 
+TRIAL_SEED = 17  # the budget mode's per-layer seed (trials and the encoding written)
 DAMP = 0.01  # sequential weight re-fit: ridge relative to the mean diagonal of the input Gram matrix

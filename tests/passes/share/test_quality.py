@@ -159,3 +159,17 @@ def test_budget_with_auto_granularity_adds_per_channel_candidates(calibrated):
     if calibrated:  # the output error shows what one codebook does to the small channels: per channel pays
         assert rows_auto["fc0"].extra["groups"] == 64 and "per channel" in rows_auto["fc0"].decision
         assert _rel_err(model, auto, x) < 0.5 * _rel_err(model, layer, x)
+
+
+def test_budget_trials_measure_the_encoding_written():
+    """The budget mode measures each candidate as it is written (compensated, refined, codebooks in their stored
+    type, the same seed): on a one-layer model the predicted output error of the chosen width is the written
+    model's output error on the sensitivity samples. Measured with plain k-means, as before, the prediction was
+    that of an encoding the pass never wrote (several times the compensated one's error on correlated inputs)."""
+    model, x = _mlp(5, dims=(96, 40))
+    out, report = optimize(model, "kmeans(target-bits=3.5,candidate-bits=2;3;4)", calib={"x": x[:256]})
+    counters = report.passes[0].counters
+    assert counters.get("layers_compensated") == 1
+    predicted = counters["budget_predicted_error"]
+    actual = _rel_err(model, out, x[:8])  # sensitivity-samples: the first 8 calibration samples
+    assert actual == pytest.approx(predicted, rel=1e-3)

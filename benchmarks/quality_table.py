@@ -272,12 +272,19 @@ def float_weights(model: onnx.ModelProto) -> int:
 
 
 # ============================================================================================ rows
-def apply_row(row: Row, model: onnx.ModelProto, calib: Feeds | None) -> tuple[onnx.ModelProto, dict]:
+def apply_row(
+    row: Row, model: onnx.ModelProto, calib: Feeds | None, task_outputs: list[str] | None = None
+) -> tuple[onnx.ModelProto, dict]:
     if row.tool == "onnxsim":
         return apply_onnxsim(row, model), {}
     from onnxcomp.api import optimize
 
-    out, report = optimize(model, f"{LOSSLESS},{row.spec}", calib=calib if row.calib else None)
+    spec = row.spec
+    if task_outputs and row.calib and "target-bits=" in spec:
+        # the budget's sensitivity on the outputs the task reads, as a user names them (MiniLM: the sentence
+        # embedding, not the per-token outputs whose padded positions the task ignores)
+        spec = spec.replace("target-bits=", f"sensitivity-outputs={';'.join(task_outputs)},target-bits=", 1)
+    out, report = optimize(model, f"{LOSSLESS},{spec}", calib=calib if row.calib else None)
     info = {}
     last = report.passes[-1]
     info["counters"] = {k: v for k, v in last.counters.items() if isinstance(v, int | float)}
@@ -304,7 +311,7 @@ def apply_onnxsim(row: Row, model: onnx.ModelProto) -> onnx.ModelProto:
 def measure(bench: Bench, row: Row, model: onnx.ModelProto, ref, calib: Feeds, tmp: Path) -> dict:
     t0 = time.perf_counter()
     try:
-        out, info = apply_row(row, model, calib)
+        out, info = apply_row(row, model, calib, bench.outputs)
     except Exception as err:  # a row that fails is a result too (e.g. an anchor that rejects a model)
         return {"error": f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"}
     seconds = time.perf_counter() - t0
@@ -413,6 +420,9 @@ def markdown(results: dict) -> str:
         "are encoded, the file size, and for structured pruning the measured speed-up over the original after",
         "the same lossless passes (onnxruntime, 1 intra-op thread, interleaved, median of 5 blocks; the",
         "machine's 2 cores are shared, so ratios hold better than times). An empty cell was not measured.",
+        "Calibrated budget rows measure each layer's sensitivity on the outputs the metric reads",
+        "(`sensitivity-outputs`, as a user names the outputs their task uses; only MiniLM has others: per-token",
+        "outputs whose padded positions the sentence embedding ignores).",
         "",
         "Columns:",
         "",

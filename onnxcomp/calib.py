@@ -267,18 +267,26 @@ def sample_axes(feeds: Mapping[str, np.ndarray], model: onnx.ModelProto) -> dict
     [layers, batch, hidden] (Silero VAD's ``state`` [2, N, 128] next to ``input`` [N, 576]).
     """
     specs = input_specs(model)
-
-    def dynamic(name: str, axis: int) -> bool:
-        dims = specs.get(name, (None, []))[1]
-        return not (axis < len(dims) and isinstance(dims[axis], int))
-
-    leading = [v.shape[0] for k, v in feeds.items() if v.ndim and dynamic(k, 0)]
-    if not leading:
+    count = sample_count(feeds, model)
+    if count is None:
         return {k: None for k in feeds}
-    count = max(sorted(set(leading)), key=leading.count)
     return {
-        k: next((a for a in range(v.ndim) if v.shape[a] == count and dynamic(k, a)), None) for k, v in feeds.items()
+        k: next((a for a in range(v.ndim) if v.shape[a] == count and _dynamic(specs, k, a)), None)
+        for k, v in feeds.items()
     }
+
+
+def sample_count(feeds: Mapping[str, np.ndarray], model: onnx.ModelProto) -> int | None:
+    """The number of calibration samples N (see :func:`sample_axes`), or None when no input has a dynamic
+    leading axis."""
+    specs = input_specs(model)
+    leading = [v.shape[0] for k, v in feeds.items() if v.ndim and _dynamic(specs, k, 0)]
+    return max(sorted(set(leading)), key=leading.count) if leading else None
+
+
+def _dynamic(specs: Mapping[str, tuple[str, list[int | str | None]]], name: str, axis: int) -> bool:
+    dims = specs.get(name, (None, []))[1]
+    return not (axis < len(dims) and isinstance(dims[axis], int))
 
 
 # onnxruntime's graph optimizations while capturing: calibration statistics are not a verification, and the

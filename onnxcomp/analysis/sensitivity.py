@@ -37,10 +37,14 @@ def weight_proxy(w: np.ndarray, w_new: np.ndarray) -> float:
 class OutputErrors:
     """Model-output error of single-weight substitutions, on a few calibration samples."""
 
-    def __init__(self, graph: gs.Graph, ctx: PassContext, weights: Iterable[str], samples: int) -> None:
+    def __init__(
+        self, graph: gs.Graph, ctx: PassContext, weights: Iterable[str], samples: int, outputs: Iterable[str] = ()
+    ) -> None:
+        """``outputs``: the graph outputs the error is measured on (all float outputs when empty)."""
         import onnx
 
-        from onnxcomp.calib import first_samples
+        from onnxcomp.calib import first_samples, sample_count
+        from onnxcomp.errors import UsageError
         from onnxcomp.graph import export_model
         from onnxcomp.ort import run, session
 
@@ -58,10 +62,18 @@ class OutputErrors:
             init = inits[name]
             model.graph.input.append(onnx.helper.make_tensor_value_info(name, init.data_type, list(init.dims)))
         self._feeds = first_samples(dict(ctx.calib), model, samples)
+        total = sample_count(dict(ctx.calib), model)
+        #: calibration samples in all (None: no sample axis) and the first ``taken`` of them measured on
+        self.total, self.taken = total, (min(samples, total) if total is not None else None)
         self._sess = session(model, optimize=True, runtime=False)
         self._run = run
         outs = [o.name for o in self._sess.get_outputs()]
-        ref = run(self._sess, dict(self._feeds))
+        wanted = list(dict.fromkeys(outputs))
+        unknown = [n for n in wanted if n not in outs]
+        if unknown:
+            raise UsageError(f"sensitivity outputs {unknown} are not outputs of the model (it has {outs})")
+        outs = wanted or outs
+        ref = run(self._sess, dict(self._feeds), outs)
         self._outs = [n for n, v in zip(outs, ref, strict=True) if _is_float(v)]
         self._ref = [v for v in ref if _is_float(v)]
         self._scale = sum(float((v.astype("float64") ** 2).sum()) for v in self._ref) or 1.0

@@ -117,12 +117,19 @@ class KMeans(EmitsOps, Pass):
             "mixed precision under a budget: average stored bits per weight over the compressed layers "
             "(codebooks included); each layer's bits are chosen from candidate-bits to meet it with the "
             "least predicted error: with calibration data the model-output error measured with only "
-            "that layer quantized (on sensitivity-samples samples), without it the weight's relative "
+            "that layer quantized as it would be written (compensated, refined; on sensitivity-samples samples), "
+            "without it the weight's relative "
             "squared error. 0 = off (bits / bits-per-layer apply)",
         )
         target_ratio: float = opt(0.0, "budget as a compression ratio of the compressed layers: target-bits = 32 / R")
         candidate_bits: list[int] = opt([2, 3, 4, 5, 6, 8], "bit widths the budget mode chooses from")
         sensitivity_samples: int = opt(8, "calibration samples of each sensitivity measurement (budget mode)")
+        sensitivity_outputs: list[str] = opt(
+            [],
+            "graph outputs the budget mode's output error is measured on (default: every float output); name the "
+            "ones the task uses where others carry what it ignores (e.g. a sentence embedding next to per-token "
+            "outputs at padded positions)",
+        )
         embeddings: bool = opt(
             True,
             "also compress constant Gather tables (token / position embeddings, float32 [V, D], axis 0) as "
@@ -279,19 +286,38 @@ class KMeans(EmitsOps, Pass):
         o = self.options
         cands = sorted({int(b) for b in o.candidate_bits})
         scratch = PassResult(name="trial")  # the trials' counters and skips are not the pass's
-        probe = None
+        probe, held = None, 0
         if ctx.calib is not None:
-            probe = _sensitivity.OutputErrors(graph, ctx, [weight_name(t) for t in targets], o.sensitivity_samples)
+            probe = _sensitivity.OutputErrors(
+                graph, ctx, [weight_name(t) for t in targets], o.sensitivity_samples, o.sensitivity_outputs
+            )
+            captured = min(probe.total or 0, o.calib_samples)  # the samples layer_inputs captured
+            # a trial is fitted without the samples it is measured on (GPTQ and the lsq refit fit their data: on
+            # those samples a transformer layer looked up to several times better than it is), where at least
+            # as many samples stay for the fit
+            held = probe.taken if probe.taken and captured >= 2 * probe.taken else 0
+
+        def fit_input(x: np.ndarray | None) -> np.ndarray | None:
+            """A layer's input for the trials' fit: without the probe's samples (sample axis 0 as captured)."""
+            if x is None or not held:
+                return x
+            if x.shape[0] == captured:
+                result.count("budget_trials_held_out")
+                return x[held:]
+            result.count("budget_trials_in_sample")
+            return x
+
         layers, bits_of = [], []
         for t in ctx.track(targets, "kmeans sensitivity", total=len(targets)):
             opts, bits = [], []
             axis = 0 if isinstance(t, _gather.TableTarget) else t.out_axis
+            x = fit_input(acts.get(t.x.name)) if isinstance(t, Target) else None  # one view: Hessians held
             for b in cands:
                 if isinstance(t, Target):
                     # group-size=auto: auto's granularity at this width is one more candidate where it is not
                     # one codebook for the layer (per channel, blocks)
                     pick = self._granularity(t, b, ctx)
-                    x, e_t = acts.get(t.x.name), energy.get(id(t))
+                    e_t = energy.get(id(t))
                     encodings = [
                         (self._encoding(t, b, p, x, None, e_t, ctx.rng(TRIAL_SEED), scratch, compensate)[0], (b, a))
                         for p, a in ((None, False), (pick, True))

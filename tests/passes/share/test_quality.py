@@ -161,15 +161,35 @@ def test_budget_with_auto_granularity_adds_per_channel_candidates(calibrated):
         assert _rel_err(model, auto, x) < 0.5 * _rel_err(model, layer, x)
 
 
-def test_budget_trials_measure_the_encoding_written():
+@pytest.mark.parametrize("seed", [5, 6])
+def test_budget_trials_predict_the_error_of_the_encoding_written(seed):
     """The budget mode measures each candidate as it is written (compensated, refined, codebooks in their stored
-    type, the same seed): on a one-layer model the predicted output error of the chosen width is the written
-    model's output error on the sensitivity samples. Measured with plain k-means, as before, the prediction was
-    that of an encoding the pass never wrote (several times the compensated one's error on correlated inputs)."""
-    model, x = _mlp(5, dims=(96, 40))
-    out, report = optimize(model, "kmeans(target-bits=3.5,candidate-bits=2;3;4)", calib={"x": x[:256]})
+    type), fitted without the samples it is measured on: on a one-layer model the predicted output error of the
+    chosen width is the written model's error on inputs outside the calibration data. Measured with plain k-means
+    (as before) the prediction was ~1.7x too high; fitted on the samples it is measured on, ~2x too low (GPTQ and
+    the lsq refit fit their data: 160 inputs, 232 rows)."""
+    model, x = _mlp(seed, dims=(160, 40))
+    out, report = optimize(model, "kmeans(target-bits=3.5,candidate-bits=2;3;4)", calib={"x": x[:240]})
     counters = report.passes[0].counters
-    assert counters.get("layers_compensated") == 1
-    predicted = counters["budget_predicted_error"]
-    actual = _rel_err(model, out, x[:8])  # sensitivity-samples: the first 8 calibration samples
-    assert actual == pytest.approx(predicted, rel=1e-3)
+    assert counters.get("layers_compensated") == 1 and counters.get("budget_trials_held_out") == 1
+    fresh = _rel_err(model, out, x[400:])
+    assert counters["budget_predicted_error"] == pytest.approx(fresh, rel=0.2)
+
+
+def test_budget_sensitivity_on_the_named_outputs():
+    """sensitivity-outputs: the output error is measured on the outputs named (a task output next to others the
+    weights hardly move, here the input passed through, which only dilutes the error); an unknown name is a
+    UsageError that lists the model's outputs."""
+    model, x = _mlp(5, dims=(160, 40))
+    model.graph.node.append(helper.make_node("Mul", ["x", "big"], ["z"], name="pass_through"))
+    model.graph.initializer.append(numpy_helper.from_array(np.array(30.0, np.float32), "big"))
+    model.graph.output.append(helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, ["N", 160]))
+    spec = "kmeans(target-bits=3.5,candidate-bits=2;3;4{o})"
+    predicted = {}
+    for o in ("", ",sensitivity-outputs=y"):
+        out, report = optimize(model, spec.format(o=o), calib={"x": x[:240]})
+        predicted[o] = report.passes[0].counters["budget_predicted_error"]
+    assert predicted[""] < 0.1 * predicted[",sensitivity-outputs=y"]
+    assert predicted[",sensitivity-outputs=y"] == pytest.approx(_rel_err(model, out, x[400:]), rel=0.2)
+    with pytest.raises(UsageError, match="not outputs of the model"):
+        optimize(model, spec.format(o=",sensitivity-outputs=y;w"), calib={"x": x[:240]})

@@ -195,7 +195,7 @@ class KMeans(EmitsOps, Pass):
         acts = layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts and targets else {}
         energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
         if budget:
-            self._hessians = Hessians(o.max_refine_flops, ctx.rng(11))  # the trials' (as the final encoding's)
+            self._hessians = Hessians(o.max_refine_flops, ctx.rng(11))  # the trials'
             self._bits = self._allocate(graph, ctx, [*targets, *tables], budget, result, acts, energy, compensate)
         elif group == "auto":
             from ._granularity import choose_all
@@ -214,7 +214,8 @@ class KMeans(EmitsOps, Pass):
         energy0 = energy  # on the original inputs
         rng = ctx.rng(11)
         self._hessians = Hessians(o.max_refine_flops, rng)
-        # the budget mode writes each layer with its trial's seed: the encoding written is the one measured
+        # the budget mode writes each layer with its trials' seed (the trials were fitted without the samples they
+        # were measured on, the layer written is fitted on all)
         steps = [(k, t) for k, wave in enumerate(waves) for t in wave]
         cur, at, changed = acts, 0, False
         for k, t in ctx.track(steps, "kmeans", total=len(steps)):
@@ -278,7 +279,10 @@ class KMeans(EmitsOps, Pass):
         Each candidate is measured as it would be written: with calibration data a layer's trial encoding is
         the compensated (or energy-weighted), least-squares refined encoding of ``_encoding`` on the layer's
         original input (the sequential mode's re-fit aside), so the allocation sees what compensation does
-        for each layer at each width rather than plain k-means' error."""
+        for each layer at each width rather than plain k-means' error. The trials are fitted without the
+        samples the output error is measured on (where as many remain), so that the error is not the fit's
+        own: measured on its fitting data a compensated layer looks better than it is, most where calibration
+        rows are few per input (transformer layers)."""
         import numpy as np
 
         from . import _budget, _sensitivity

@@ -141,6 +141,15 @@ ROWS = [
         "kmeans(target-bits=5,group-size=auto)",
         True,
     ),
+    *(
+        Row(
+            f"budget{b}-written-calib",
+            f"kmeans budget {float(b):.1f} bits calibrated, trials as written (compensated, refined, held out)",
+            f"kmeans(target-bits={b},trials=written)",
+            True,
+        )
+        for b in ("4", "4.5", "5")
+    ),
     Row("pow2-4", "pow2 4-bit (fitted scale) data-free", "pow2(bits=4,scale=lsq)", False),
     Row(
         "pow2-4-plain-calib",

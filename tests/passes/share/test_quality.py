@@ -163,17 +163,21 @@ def test_budget_with_auto_granularity_adds_per_channel_candidates(calibrated):
 
 @pytest.mark.parametrize("seed", [5, 6])
 def test_budget_trials_predict_the_error_of_the_encoding_written(seed):
-    """The budget mode measures each candidate as it is written (compensated, refined, codebooks in their stored
-    type), fitted without the samples it is measured on: on a one-layer model the predicted output error of the
-    chosen width is the written model's error on inputs outside the calibration data. Measured with plain k-means
-    (as before) the prediction was ~1.7x too high; fitted on the samples it is measured on, ~2x too low (GPTQ and
-    the lsq refit fit their data: 160 inputs, 232 rows)."""
+    """trials=written: the budget mode measures each candidate as it is written (compensated, refined,
+    codebooks in their stored type), fitted without the samples it is measured on: on a one-layer model the
+    predicted output error of the chosen width is the written model's error on inputs outside the calibration
+    data. Measured with plain k-means (trials=plain, the default) the prediction is ~1.7x too high; fitted on
+    the samples it is measured on, ~2x too low (GPTQ and the lsq refit fit their data: 160 inputs, 232 rows)."""
     model, x = _mlp(seed, dims=(160, 40))
-    out, report = optimize(model, "kmeans(target-bits=3.5,candidate-bits=2;3;4)", calib={"x": x[:240]})
+    spec = "kmeans(target-bits=3.5,candidate-bits=2;3;4,trials={})"
+    out, report = optimize(model, spec.format("written"), calib={"x": x[:240]})
     counters = report.passes[0].counters
     assert counters.get("layers_compensated") == 1 and counters.get("budget_trials_held_out") == 1
     fresh = _rel_err(model, out, x[400:])
     assert counters["budget_predicted_error"] == pytest.approx(fresh, rel=0.2)
+    # the default (plain trials) predicts the plain encoding's error: pessimistic for the compensated one written
+    out, report = optimize(model, spec.format("plain"), calib={"x": x[:240]})
+    assert report.passes[0].counters["budget_predicted_error"] > 1.3 * _rel_err(model, out, x[400:])
 
 
 def test_budget_sensitivity_on_the_named_outputs():
@@ -184,7 +188,7 @@ def test_budget_sensitivity_on_the_named_outputs():
     model.graph.node.append(helper.make_node("Mul", ["x", "big"], ["z"], name="pass_through"))
     model.graph.initializer.append(numpy_helper.from_array(np.array(30.0, np.float32), "big"))
     model.graph.output.append(helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, ["N", 160]))
-    spec = "kmeans(target-bits=3.5,candidate-bits=2;3;4{o})"
+    spec = "kmeans(target-bits=3.5,candidate-bits=2;3;4,trials=written{o})"
     predicted = {}
     for o in ("", ",sensitivity-outputs=y"):
         out, report = optimize(model, spec.format(o=o), calib={"x": x[:240]})

@@ -197,19 +197,3 @@ def test_budget_sensitivity_on_the_named_outputs():
     assert predicted[",sensitivity-outputs=y"] == pytest.approx(_rel_err(model, out, x[400:]), rel=0.2)
     with pytest.raises(UsageError, match="not outputs of the model"):
         optimize(model, spec.format(o=",sensitivity-outputs=y;w"), calib={"x": x[:240]})
-
-
-def test_budget_trials_both_keeps_the_allocation_that_measures_better_jointly():
-    """trials=both: the plain and the written trials each give an allocation; each is measured with all its
-    layers in the model at once (written encodings), and the lower joint output error wins. The model written
-    is then byte for byte the one that trials mode writes alone."""
-    model, x = _mlp(4, dims=(64, 256, 192, 160, 128, 96, 80, 64, 48, 32))
-    calib = {"x": x[:300]}
-    both, report = optimize(model, "kmeans(target-bits=3,trials=both)", calib=calib)
-    c = report.passes[0].counters
-    plain, written = c["budget_joint_error_plain"], c["budget_joint_error_written"]
-    assert plain != written and c["budget_trials_written"] == int(written < plain)
-    alone, _ = optimize(model, f"kmeans(target-bits=3,trials={'written' if written < plain else 'plain'})", calib=calib)
-    assert both.SerializeToString() == alone.SerializeToString()
-    bits, _ = _stored_bits(both)
-    assert 2.97 <= bits <= 3.0

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from onnxcomp.passes_api import PassContext
 
     from ._common import Prepared
+    from ._recon import Refitter
     from ._select import Schedule
 
 logger = logging.getLogger(__name__)
@@ -174,6 +175,47 @@ def _channel_means(graph: gs.Graph, ctx: PassContext, nodes: list[gs.Node], samp
     return out
 
 
+@dataclasses.dataclass
+class Written:
+    """How the pass writes a removal, for sensitivity trials measured as written (_recon.GroupTrial)."""
+
+    refitter: Refitter
+    mode: str  # the consumers' refit: "lstsq" or "bias"
+    lasso: bool  # channels chosen by the LASSO (prune-channels), else by the pass's scores
+    max_outputs: int = 128
+
+
+def _probe_graph(graph: gs.Graph, nodes: dict[int, gs.Node]) -> tuple[gs.Graph, dict[int, gs.Node], set[int]]:
+    """The graph the trials run: ``graph``, or a copy of it where a refitted consumer that can take a bias
+    has none (or a broadcast one) gets a full bias initializer of the same effect (zeros, or the broadcast
+    values), so that a trial can feed the refitted bias. Returns (graph, the consumers in it by id of the
+    original node, ids of consumers a trial can not feed: a bias that is not an initializer)."""
+    import numpy as np
+
+    from onnxcomp.graph import is_const, is_empty
+
+    from ._adapters import ADAPTERS
+
+    def has_full_bias(n: gs.Node) -> bool:
+        b = ADAPTERS[n.op].bias(n)
+        return b is not None and const_value(n.inputs[2]).size == len(b)
+
+    bad = {k for k, n in nodes.items() if len(n.inputs) > 2 and not is_empty(n.inputs[2]) and not is_const(n.inputs[2])}
+    slots = [k for k, n in nodes.items() if k not in bad and ADAPTERS[n.op].can_bias(n) and not has_full_bias(n)]
+    if not slots:
+        return graph, dict(nodes), bad
+    copy = graph.copy()
+    index = {id(n): i for i, n in enumerate(graph.nodes)}
+    mapped = {k: copy.nodes[index[k]] for k in nodes}
+    for k in slots:
+        n, c = nodes[k], mapped[k]
+        ad = ADAPTERS[n.op]
+        b = ad.bias(n)
+        rows = len(ad.weights(n))
+        ad.set_bias(copy, c, (b if b is not None else np.zeros(rows)).astype(np.float32))
+    return copy, mapped, bad
+
+
 def measure(
     graph: gs.Graph,
     ctx: PassContext,
@@ -184,17 +226,28 @@ def measure(
     samples: int,
     fixed: dict[int, int],
     mean_replace: bool = True,
-) -> tuple[dict[int, Curve], str]:
-    """Every prunable group's curve (one point for the groups in ``fixed``: a set count), and how its errors
-    were measured."""
+    written: Written | None = None,
+) -> tuple[dict[int, Curve], str, dict[str, int]]:
+    """Every prunable group's curve (one point for the groups in ``fixed``: a set count), how its errors
+    were measured, and counts of the trials (measured as written, zeroed)."""
     import numpy as np
 
     from onnxcomp.analysis.sensitivity import OutputErrors
     from onnxcomp.graph import is_const
 
+    from ._adapters import ADAPTERS
+    from ._recon import GroupTrial
+
     plan = prep.plan
     probe, means = None, None
+    refit_nodes: dict[int, gs.Node] = {}
+    probe_nodes: dict[int, gs.Node] = {}
     if ctx.calib is not None:
+        if written is not None:
+            refit_nodes = {id(n): n for g in prep.groups for n in written.refitter.consumers(g.members)}
+        probe_graph, probe_nodes, bad = _probe_graph(graph, refit_nodes)
+        for k in bad:
+            del refit_nodes[k]
         names = sorted(
             {
                 m.node.inputs[m.input].name
@@ -210,11 +263,21 @@ def measure(
             if m.kind == PARAM and m.role == CONSUMER and m.node.op == "Conv" and len(m.node.inputs) > 2
         ]
         names += sorted({n.inputs[2].name for n in consumers_bias if is_const(n.inputs[2])} - set(names))
-        probe = OutputErrors(graph, ctx, names, samples)
-        means = _channel_means(graph, ctx, consumers_bias, samples) if mean_replace else None
+        names += sorted(
+            {probe_nodes[k].inputs[2].name for k in refit_nodes if len(probe_nodes[k].inputs) > 2} - set(names)
+        )
+        probe = OutputErrors(probe_graph, ctx, names, samples)
+        zeroed_means = [n for n in consumers_bias if id(n) not in refit_nodes]  # the others are refitted
+        means = _channel_means(graph, ctx, zeroed_means, samples) if mean_replace and zeroed_means else None
     base_flops = prep.base_flops
     curves = {}
+    stats = {"written": 0, "zeroed": 0}
     for g in ctx.track(prep.groups, "pruning sensitivity", len(prep.groups)):
+        trial = None
+        if probe is not None and written is not None:
+            trial = GroupTrial(written.refitter, g, written.mode, written.lasso, written.max_outputs, set(refit_nodes))
+            if not trial.nodes and trial.coefs is None:
+                trial = None
         counts, saved, errors = [], [], []
         for n in [fixed[g.id]] if g.id in fixed else candidate_counts(g.size, schedule, ratios):
             counts.append(n)
@@ -222,17 +285,27 @@ def measure(
                 saved.append(0.0)
                 errors.append(0.0)
                 continue
-            removed = schedule.mask(plan, [g], scores, {g.id: n})
+            mine = {**scores, g.id: trial.scores(n, scores[g.id])} if trial is not None else scores
+            removed = schedule.mask(plan, [g], mine, {g.id: n})
             flops, _ = prep.cost.total(removed)
             saved.append(float(base_flops - flops))
-            if probe is not None:
-                errors.append(probe.error_of(_zeroed(plan, g, removed, {}, means)))
-            else:
+            if probe is None:
                 errors.append(_proxy(plan, g, removed))
+                continue
+            values = _zeroed(plan, g, removed, {}, means)
+            if trial is not None:
+                for k, (w, b) in trial.refitted(removed).items():
+                    node, ad = refit_nodes[k], ADAPTERS[refit_nodes[k].op]
+                    values[node.inputs[1].name] = ad.raw_weights(node, w).astype(np.float32)
+                    if b is not None and len(probe_nodes[k].inputs) > 2:
+                        values[probe_nodes[k].inputs[2].name] = ad.raw_bias(probe_nodes[k], b).astype(np.float32)
+            stats["written" if trial is not None and trial.nodes else "zeroed"] += 1
+            errors.append(probe.error_of(values))
         # an error curve that falls with more removal is noise: keep it non-decreasing
         errors = list(np.maximum.accumulate(np.asarray(errors, np.float64)))
         curves[g.id] = Curve(counts, saved, errors)
-    return curves, ("output error" if probe is not None else "weight error proxy")
+    how = "weight error proxy" if probe is None else "output error" + (" as written" if written else "")
+    return curves, how, stats
 
 
 def allocate_flops(

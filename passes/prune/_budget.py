@@ -4,10 +4,23 @@ Every prunable group gets an error curve over candidate removal counts, each cou
 pass's own scores:
 
 - with calibration data, the model-output error when only that group loses those channels,
-  sum ||y - y_ref||^2 / sum ||y_ref||^2 on a few samples (onnxcomp.analysis.sensitivity). The removal is
-  simulated in one onnxruntime session by feeding weights: the consumers' input channels and the producers'
-  filters (and biases) of the removed channels set to 0 (what the consumers see is then exactly the pruned
-  network's, before any refit);
+  sum ||y - y_ref||^2 / sum ||y_ref||^2 on a few samples (onnxcomp.analysis.sensitivity), measured as the pass
+  writes the removal (``Written``, passes/prune/_recon.GroupTrial): the channels are those the pass would
+  pick for that count (prune-channels: the LASSO path on the original network's data, its active set at that
+  count), and every refittable consumer (Conv with group 1, Gemm, MatMul) gets the weights and bias the
+  pass's refit would write (``lstsq``: ridge least squares on the original network's input without the removed
+  channels, towards the original output; prune-filters ``correction=bias``: the mean output shift), solved
+  in closed form from the consumer's normal equations, captured once per group on the same sampled patches
+  as the refit. The trial runs in one onnxruntime session by feeding weights: the refitted consumers, the
+  other consumers' input channels and the producers' filters (and biases) of the removed channels set to 0.
+  A consumer the refit can not handle (a grouped or 3-D convolution, a Gemm with a full C matrix, a bias
+  computed at run time), a group with no refittable consumer, and prune-filters with ``correction=bn`` or
+  without ``reconstruct`` keep the zeroed trial (counted in the report as ``sensitivity_trials_zeroed``); there
+  a consumer Conv's bias can keep the removed channels' mean contribution (``mean_replace``, b' = b +
+  sum W mean, the refit's first-order effect; off where nothing refits). With only one group pruned the
+  predicted error is then the written model's error on those samples (tests/passes/prune/test_budget.py);
+  the pass itself prunes the groups one after the other, each refitted on the network pruned so far, so the
+  summed prediction is a first-order estimate;
 - without data, a weight-space proxy: the share of the consumers' weight energy on the removed input
   channels, ||W[:, removed]||^2 / ||W||^2, averaged over the group's consumers (its producers' filters where
   it has none).

@@ -142,7 +142,15 @@ class Refitter:
         self.max_calib = max_calib
         self.feeds = first_samples(ctx.calib or {}, model, max_calib)
         wanted = [m.node.outputs[0].name for m in plan.members if m.role == CONSUMER]
-        wanted += [m.node.inputs[0].name for m in plan.members if m.role == CONSUMER]  # sensitivity trials
+        made = {t.name for n in graph.nodes for t in n.outputs}
+        # the inputs of the prunable groups' consumers, for the sensitivity trials (GroupTrial)
+        wanted += [
+            m.node.inputs[0].name
+            for g in plan.groups
+            if g.prunable
+            for m in g.members
+            if m.role == CONSUMER and m.node.inputs[0].name in made
+        ]
         self.original = Capture(model, wanted)  # one session for every reference
         self._reference: dict[str, np.ndarray] = {}
         self.producer_of = {id(p.node): p for g in plan.groups for p in g.producers}
@@ -430,7 +438,9 @@ class GroupTrial:
         if not every:
             return
         none = np.zeros(plan.n_channels, dtype=bool)
-        xs = refitter.original.run(refitter.feeds, [n.inputs[0].name for n in every])
+        names = [n.inputs[0].name for n in every]
+        xs = refitter.original.run(refitter.feeds, [k for k in names if k not in refitter.feeds])
+        xs.update({k: refitter.feeds[k] for k in names if k in refitter.feeds})
         ys = refitter.reference(every, none)
         refitter.forget()
         if lasso:

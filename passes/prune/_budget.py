@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from onnxcomp.analysis.channels import CONSUMER, GROUPED_IN, PARAM, PRODUCER
@@ -394,5 +395,48 @@ def allocate_flops(
         if move is None:
             break
         _, counts, f = move
+    if abs(f - target) > 0.02:  # stuck far off (coarse levels): one group past the target, others back
+        counts, f = _overshoot(groups, levels, counts, f, target, fraction)
     f, rem = fraction(counts)
     return rem, f, counts
+
+
+def _overshoot(
+    groups: list[ChannelGroup],
+    levels: dict[int, list[int]],
+    counts: dict[int, int],
+    f: float,
+    target: float,
+    fraction: Callable[[dict[int, int]], tuple[float, np.ndarray]],
+) -> tuple[dict[int, int], float]:
+    """Where no single step gets closer to the target (a group's next level jumps past it), each group in
+    turn steps past it and the others then step back one level at a time while that gets closer; the
+    closest result wins (e.g. 18% and 48% reachable alone, 38% only with one group up and two down)."""
+    step = 1 if f < target else -1
+    best = (abs(f - target), counts, f)
+    for g in groups:
+        lv = levels[g.id]
+        i = lv.index(counts[g.id]) if counts[g.id] in lv else 0
+        if not 0 <= i + step < len(lv):
+            continue
+        trial = dict(counts)
+        trial[g.id] = lv[i + step]
+        ft, _ = fraction(trial)
+        while True:
+            back = None
+            for h in groups:
+                lh = levels[h.id]
+                k = lh.index(trial[h.id]) if trial[h.id] in lh else 0
+                if h.id == g.id or not 0 <= k - step < len(lh):
+                    continue
+                t2 = dict(trial)
+                t2[h.id] = lh[k - step]
+                f2, _ = fraction(t2)
+                if abs(f2 - target) < abs(ft - target) and (back is None or abs(f2 - target) < back[0]):
+                    back = (abs(f2 - target), t2, f2)
+            if back is None:
+                break
+            _, trial, ft = back
+        if abs(ft - target) < best[0] - 1e-9:
+            best = (abs(ft - target), trial, ft)
+    return best[1], best[2]

@@ -235,3 +235,17 @@ def test_predicted_error_is_the_written_models_error(build, spec):
         written = _output_error(model, pruned, first)
         assert written > 1e-4  # something was lost, so the comparison means something
         assert counters["predicted_error"] == pytest.approx(written, rel=2e-3, abs=1e-7), (ratio, written)
+
+
+def test_coarse_levels_land_on_the_nearest_reachable_fraction():
+    """The bundled digits CNN with 16-channel steps: 30% of FLOPs is out of reach, its 32-channel convolutions
+    remove 38% or 48% alone, the others together 18%. The knapsack's least-error solutions are 48% and 18%, and
+    no single step from 18% gets closer; one group past the target and the others back gives the nearest, 38%
+    (the allocation stopped at 18%)."""
+    from pathlib import Path
+
+    models = Path(__file__).resolve().parents[3] / "models"
+    calib = {"input": np.load(models / "digits_calib.npz")["input"]}
+    _, rep = optimize(str(models / "digits_cnn.onnx"), "fuse-bn,prune-channels(target_flops=0.3)", calib=calib)
+    counters = rep.passes[-1].counters
+    assert abs(counters["flops_removed"] - 0.3) < 0.1, counters

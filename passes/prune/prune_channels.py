@@ -30,8 +30,9 @@ class PruneChannels(Pass):
     then every consumer is refitted by ridge-regularized least squares so that its outputs match the
     original network's. How many channels each group loses: ``ratio`` / ``ratios``, or ``target_flops``
     (a fraction of the model's FLOPs): by default split over the groups by measured sensitivity (the model-output
-    error when only that group loses channels, at each candidate ratio; a knapsack picks the counts with the
-    least summed error, passes/prune/_budget.py), with ``allocation=uniform`` one ratio found by bisection.
+    error when only that group loses channels, at each candidate ratio, measured as written: the channels the
+    LASSO keeps at that count, the consumers refitted by the same least squares; a knapsack picks the counts with
+    the least summed error, passes/prune/_budget.py), with ``allocation=uniform`` one ratio found by bisection.
     """
 
     name = "prune-channels"

@@ -30,8 +30,9 @@ class PruneFilters(Pass):
     channels by scores normalized by their group's mean and removes ``ratio`` of them, or those below
     ``threshold``. ``target_flops`` removes that fraction of the model's FLOPs: with ``scope=layer`` split over
     the groups by measured sensitivity (with calibration data the model-output error when only that group loses
-    channels, without it the consumers' weight energy removed; a knapsack picks the counts with the least summed
-    error, passes/prune/_budget.py), with ``allocation=uniform`` or ``scope=global`` by bisection on the ratio.
+    channels, with ``reconstruct`` and ``correction=lstsq|bias`` the consumers refitted in each trial as written,
+    without data the consumers' weight energy removed; a knapsack picks the counts with the least summed error,
+    passes/prune/_budget.py), with ``allocation=uniform`` or ``scope=global`` by bisection on the ratio.
     With calibration data and ``reconstruct=true`` every consumer is refitted afterwards so that its
     outputs match the original's: least squares (``correction=lstsq``), a bias shift (``bias``: b' = b +
     mean(Y - Y')), or BatchNormalization statistics re-estimated on the pruned activations (``bn``; a bias

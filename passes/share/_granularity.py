@@ -210,11 +210,15 @@ def choose_all(
     block_size: int = 0,
     dtype: str = "auto",
 ) -> dict[int, Choice]:
-    """``choose`` for every layer, then the layers PROTECT_DB below the median SQNR_ch kept at 8 bits (not
-    the layers in ``fixed``: their bits were set by name)."""
+    """``choose`` for every layer, then the layers PROTECT_DB below the median SQNR_ch kept at 8 bits, then the
+    small poor layers raised within SMALL_SHARE of the model's stored bits (``_small_layers``); not the layers in
+    ``fixed``: their bits were set by name."""
     import numpy as np
 
-    picks = {id(t): choose(t, bits_of[id(t)], init, max_iter, rng, block_size, dtype) for t in targets}
+    # (a layer whose bits were set by name keeps them: no fallback to PROTECT_BITS)
+    picks = {
+        id(t): choose(t, bits_of[id(t)], init, max_iter, rng, block_size, dtype, id(t) not in fixed) for t in targets
+    }
     finite = [c.sqnr for c in picks.values() if np.isfinite(c.sqnr)]
     if not finite:
         return picks
@@ -248,7 +252,7 @@ def _small_layers(
     float where that codebook would not be smaller) while the raises together cost at most SMALL_SHARE of the
     model's stored bits: the small layers (depthwise and stem convolutions) where per-channel codebooks cannot pay
     for their tables cost the model next to nothing kept precise (coremltools' palettization likewise leaves
-    weights under 2048 elements uncompressed)."""
+    weights under its weight_threshold, 2048 elements by default, uncompressed)."""
     total = sum(stored_bits(t, picks[id(t)].encoded, dtype) * t.params for t in targets)
     weights = sum(t.params for t in targets)
     entry = 4 if dtype == "float32" else 2

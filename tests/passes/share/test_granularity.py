@@ -132,6 +132,9 @@ def test_per_channel_codebooks_never_store_more_than_one_8_bit_codebook():
     model = make_model([node], {"w": w}, [("x", ["b", 256])], [("y", ["b", 64])], opset=17)
     reports = {b: optimize(model, f"kmeans(bits={b})")[1] for b in (4, 6, 8)}
     assert _packed_bytes(reports[6]) <= _packed_bytes(reports[8])
+    # block codebooks (one more candidate) are held to the same cap
+    _, blocks = optimize(model, "kmeans(bits=6,block-size=64)")
+    assert _packed_bytes(blocks) <= _packed_bytes(reports[8])
     (six,) = reports[6].passes[0].layers
     assert six.extra["bits"] == 8 and "per-channel codebooks would" in six.decision
     (four,) = reports[4].passes[0].layers
@@ -171,3 +174,6 @@ def test_a_small_layer_whose_channels_span_500x_is_kept_exact_at_6_bits():
     assert "left float32" in skips["dw"] and "small layer" in skips["dw"]
     layers = {x.name: x for x in report.passes[0].layers}
     assert layers["pw2"].extra["bits"] == 6  # the raises cost at most 1% of the model's stored bits
+    # bits set by name are kept
+    _, named = optimize(model, "kmeans(bits=6,bits_per_layer=dw:6)")
+    assert {x.name: x.extra["bits"] for x in named.passes[0].layers}["dw"] == 6

@@ -32,11 +32,19 @@ class Adapter:
     def weights(self, node: gs.Node) -> np.ndarray:
         raise NotImplementedError
 
-    def set_weights(self, graph: gs.Graph, node: gs.Node, w: np.ndarray) -> None:
+    def raw_weights(self, node: gs.Node, w: np.ndarray) -> np.ndarray:
+        """``W [O, C, K]`` in the layout of the layer's weight initializer."""
         raise NotImplementedError
+
+    def set_weights(self, graph: gs.Graph, node: gs.Node, w: np.ndarray) -> None:
+        _write(graph, node, 1, self.raw_weights(node, w))
 
     def bias(self, node: gs.Node) -> np.ndarray | None:
         return None
+
+    def raw_bias(self, node: gs.Node, b: np.ndarray) -> np.ndarray:
+        """``b [O]`` in the layout of the layer's bias initializer (which it has)."""
+        return b
 
     def can_bias(self, node: gs.Node) -> bool:
         return False
@@ -126,9 +134,8 @@ class _Conv(Adapter):
         w = const_value(node.inputs[1])
         return w.reshape(w.shape[0], w.shape[1], -1)
 
-    def set_weights(self, graph: gs.Graph, node: gs.Node, w: np.ndarray) -> None:
-        old = const_value(node.inputs[1])
-        _write(graph, node, 1, w.reshape(old.shape))
+    def raw_weights(self, node: gs.Node, w: np.ndarray) -> np.ndarray:
+        return w.reshape(const_value(node.inputs[1]).shape)
 
     def bias(self, node: gs.Node) -> np.ndarray | None:
         return const_value(node.inputs[2]) if len(node.inputs) > 2 and not is_empty(node.inputs[2]) else None
@@ -194,9 +201,9 @@ class _Gemm(_Rows):
         w = b if int(node.attrs.get("transB", 0)) else b.T
         return w[:, :, None]
 
-    def set_weights(self, graph: gs.Graph, node: gs.Node, w: np.ndarray) -> None:
+    def raw_weights(self, node: gs.Node, w: np.ndarray) -> np.ndarray:
         w = w[:, :, 0] / float(node.attrs.get("alpha", 1.0))
-        _write(graph, node, 1, w if int(node.attrs.get("transB", 0)) else w.T)
+        return w if int(node.attrs.get("transB", 0)) else w.T
 
     def bias(self, node: gs.Node) -> np.ndarray | None:
         import numpy as np
@@ -222,8 +229,12 @@ class _Gemm(_Rows):
             else:
                 node.inputs.append(const)
             return
-        beta = float(node.attrs.get("beta", 1.0))
-        _write(graph, node, 2, (b / beta).reshape(c.shape) if c.size == b.size else (b / beta).reshape(1, -1))
+        _write(graph, node, 2, self.raw_bias(node, b))
+
+    def raw_bias(self, node: gs.Node, b: np.ndarray) -> np.ndarray:
+        c = self._c(node)
+        b = b / float(node.attrs.get("beta", 1.0))
+        return b.reshape(c.shape) if c is not None and c.size == b.size else b.reshape(1, -1)
 
 
 @adapter("MatMul")
@@ -235,5 +246,5 @@ class _MatMul(_Rows):
     def weights(self, node: gs.Node) -> np.ndarray:
         return const_value(node.inputs[1]).T[:, :, None]
 
-    def set_weights(self, graph: gs.Graph, node: gs.Node, w: np.ndarray) -> None:
-        _write(graph, node, 1, w[:, :, 0].T)
+    def raw_weights(self, node: gs.Node, w: np.ndarray) -> np.ndarray:
+        return w[:, :, 0].T

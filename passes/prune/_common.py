@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from onnxcomp.analysis.channels import ChannelGroup, ChannelPlan
     from onnxcomp.passes_api import PassContext, PassResult
 
+    from ._budget import Written
     from ._cost import CostModel, NodeCost
     from ._select import Schedule
 
@@ -122,9 +123,11 @@ def decide_by_sensitivity(
     ratios: list[float],
     samples: int,
     mean_replace: bool = True,
+    written: Written | None = None,
 ) -> tuple[np.ndarray, dict[str, str]]:
     """The removal mask for ``target_flops`` with per-group counts from measured sensitivity (passes/prune/
-    _budget.py), and a report note per producer (the group's removal and predicted error)."""
+    _budget.py; ``written``: trials measured as the pass writes them), and a report note per producer (the
+    group's removal and predicted error)."""
     from ._budget import allocate_flops, measure
 
     if prep.base_flops <= 0:
@@ -138,9 +141,12 @@ def decide_by_sensitivity(
         r = schedule.group_ratio(g, -1.0)
         if r >= 0:
             fixed[g.id] = int(schedule.mask(prep.plan, [g], scores, {g.id: round(r * g.size)}).sum())
-    curves, how = measure(graph, ctx, prep, schedule, scores, ratios, samples, fixed, mean_replace)
+    curves, how, stats = measure(graph, ctx, prep, schedule, scores, ratios, samples, fixed, mean_replace, written)
     removed, achieved, counts = allocate_flops(prep, schedule, scores, curves, target_flops)
     result.counters["sensitivity_trials"] = sum(1 for c in curves.values() for n in c.counts if n > 0)
+    if written is not None and ctx.calib is not None:
+        result.counters["sensitivity_trials_refitted"] = stats["written"]
+        result.counters["sensitivity_trials_zeroed"] = stats["zeroed"]  # no refittable consumer
     predicted = sum(curves[gid].error_at(n) for gid, n in counts.items())
     result.counters["predicted_error"] = float(f"{predicted:.6g}")
     if abs(achieved - target_flops) > 0.02:

@@ -40,20 +40,35 @@ def ridge_refit(
 
     p [S, F], t [S, O], w0 [O, F]; returns (w [O, F], b [O] or None). Normal equations in float64.
     """
+    gram, pt = normal_equations(p, t, fit_bias)
+    return ridge_solve(gram, pt, w0, b0, fit_bias, ridge)
+
+
+def normal_equations(p: np.ndarray, t: np.ndarray, fit_bias: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(p^T p, p^T t) in float64 from float32 products, ``p`` with a column of ones appended when ``fit_bias``."""
     import numpy as np
 
     p = p.astype(np.float32)
     t = t.astype(np.float32)
-    s, f = p.shape
     if fit_bias:
-        p = np.concatenate([p, np.ones((s, 1), dtype=np.float32)], axis=1)
+        p = np.concatenate([p, np.ones((p.shape[0], 1), dtype=np.float32)], axis=1)
+    return (p.T @ p).astype(np.float64), (p.T @ t).astype(np.float64)  # products in float32 (fast)
+
+
+def ridge_solve(
+    gram: np.ndarray, pt: np.ndarray, w0: np.ndarray, b0: np.ndarray | None, fit_bias: bool, ridge: float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`ridge_refit` from its normal equations (:func:`normal_equations`; the bias column last)."""
+    import numpy as np
+
+    f = gram.shape[0] - (1 if fit_bias else 0)
+    if fit_bias:
         w0 = np.concatenate([w0, (b0 if b0 is not None else np.zeros(len(w0)))[:, None]], axis=1)
-    gram = (p.T @ p).astype(np.float64)  # products in float32 (fast), the solve in float64
     lam = ridge * max(float(np.mean(np.diag(gram)[:f])), 1e-12)
     reg = np.full(gram.shape[0], lam)
     if fit_bias:
         reg[-1] = 0.0
-    rhs = (p.T @ t).astype(np.float64) + reg[:, None] * w0.T.astype(np.float64)
+    rhs = pt + reg[:, None] * w0.T.astype(np.float64)
     try:
         sol = np.linalg.solve(gram + np.diag(reg), rhs)
     except np.linalg.LinAlgError:
@@ -65,9 +80,13 @@ def ridge_refit(
 def lasso_ranking(gram: np.ndarray, xy: np.ndarray, n_rows: int, n_keep: int) -> np.ndarray:
     """Channel scores from the LASSO path (higher = more important): channels active where the path first
     holds ``n_keep`` channels rank first (by |beta|), then the others by the step they enter."""
+    return path_scores(lasso_path(gram, xy, n_rows), n_keep)
+
+
+def lasso_path(gram: np.ndarray, xy: np.ndarray, n_rows: int) -> np.ndarray:
+    """The LASSO path's coefficients [channels, steps] (LARS from the Gram matrix)."""
     import warnings
 
-    import numpy as np
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import lars_path_gram
 
@@ -75,6 +94,13 @@ def lasso_ranking(gram: np.ndarray, xy: np.ndarray, n_rows: int, n_keep: int) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         _, _, coefs = lars_path_gram(Xy=xy, Gram=gram, n_samples=max(n_rows, 1), method="lasso", max_iter=4 * n + 10)
+    return coefs
+
+
+def path_scores(coefs: np.ndarray, n_keep: int) -> np.ndarray:
+    """:func:`lasso_ranking`'s scores for ``n_keep`` kept channels from the path (:func:`lasso_path`)."""
+    import numpy as np
+
     nz = coefs != 0
     entered = np.where(nz.any(axis=1), nz.argmax(axis=1), coefs.shape[1] + 1).astype(np.float64)
     score = -entered
@@ -116,6 +142,15 @@ class Refitter:
         self.max_calib = max_calib
         self.feeds = first_samples(ctx.calib or {}, model, max_calib)
         wanted = [m.node.outputs[0].name for m in plan.members if m.role == CONSUMER]
+        made = {t.name for n in graph.nodes for t in n.outputs}
+        # the inputs of the prunable groups' consumers, for the sensitivity trials (GroupTrial)
+        wanted += [
+            m.node.inputs[0].name
+            for g in plan.groups
+            if g.prunable
+            for m in g.members
+            if m.role == CONSUMER and m.node.inputs[0].name in made
+        ]
         self.original = Capture(model, wanted)  # one session for every reference
         self._reference: dict[str, np.ndarray] = {}
         self.producer_of = {id(p.node): p for g in plan.groups for p in g.producers}
@@ -267,13 +302,31 @@ class Refitter:
         max_rows: int = 1 << 15,
     ) -> np.ndarray | None:
         """He et al.'s channel selection for one group over all its refittable consumers."""
+        coefs = self.lasso_path(group, members, removed, max_outputs, max_rows)
+        return None if coefs is None else path_scores(coefs, n_keep)
+
+    def lasso_path(
+        self,
+        group: Any,
+        members: list[Any],
+        removed: np.ndarray,
+        max_outputs: int = 128,
+        max_rows: int = 1 << 15,
+        data: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None,
+    ) -> np.ndarray | None:
+        """The LASSO path of one group's channels (:func:`lasso_path`) on the consumers' inputs in the graph
+        pruned so far, towards their original outputs; ``data``: those (inputs by tensor, outputs by node name)
+        captured already."""
         import numpy as np
 
         nodes = self.consumers(members)
         if not nodes:
             return None
-        xs = self.current([n.inputs[0].name for n in nodes])
-        ys = self.reference(nodes, removed)
+        if data is None:
+            xs = self.current([n.inputs[0].name for n in nodes])
+            ys = self.reference(nodes, removed)
+        else:
+            xs, ys = data
         size = group.size
         gram = np.zeros((size, size))
         xy = np.zeros(size)
@@ -309,7 +362,123 @@ class Refitter:
                 gram += (z.T @ z).astype(np.float64)
                 xy += (z.T @ target).astype(np.float64)
                 rows += len(target)
-        return lasso_ranking(gram, xy, rows, n_keep)
+        return lasso_path(gram, xy, rows)
+
+
+# ---------------------------------------------------------------------------------------------- trials
+class _Fit:
+    """One consumer's normal equations on the original network's sampled patches and outputs."""
+
+    def __init__(self, node: gs.Node, p: np.ndarray, t: np.ndarray, fit_bias: bool) -> None:
+        import numpy as np
+
+        ad = ADAPTERS[node.op]
+        self.w0 = ad.weights(node).astype(np.float64)  # [O, C, K]
+        self.b0 = ad.bias(node)
+        self.fit_bias = fit_bias
+        flat = p.reshape(p.shape[0], -1)
+        self.gram, self.pt = normal_equations(flat, t, fit_bias)
+        self.tt = float(np.square(t, dtype=np.float64).sum())
+        self.pmean = flat.mean(axis=0, dtype=np.float64)
+        self.tmean = t.mean(axis=0, dtype=np.float64)
+
+    def _sq(self, idx: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> float:
+        """||P[:, idx] w^T + b - T||^2 from the normal equations (b ignored without a bias column)."""
+        import numpy as np
+
+        if self.fit_bias:
+            idx = np.append(idx, self.gram.shape[0] - 1)
+            w = np.concatenate([w, (b if b is not None else np.zeros(len(w)))[:, None]], axis=1)
+        g, pt = self.gram[np.ix_(idx, idx)], self.pt[idx]
+        return float(np.sum(w * (w @ g)) - 2.0 * np.sum(w * pt.T) + self.tt)
+
+    def solve(self, keep: np.ndarray, mode: str, ridge: float) -> tuple[np.ndarray, np.ndarray | None]:
+        """Weights [O, C, K] (0 on the removed input channels) and bias as :meth:`Refitter.refit` writes them
+        when the consumer's input loses the channels not in ``keep``."""
+        import numpy as np
+
+        o, _, k = self.w0.shape
+        idx = np.nonzero(np.repeat(keep, k))[0]
+        w0 = self.w0[:, keep].reshape(o, -1)
+        w, b = w0, self.b0
+        if mode == "bias":
+            if self.fit_bias:  # b' = b + mean(Y - Y') over the sampled positions
+                b = self.tmean - w0 @ self.pmean[idx]
+        elif mode == "lstsq":
+            cols = np.append(idx, len(self.gram) - 1) if self.fit_bias else idx
+            sol = ridge_solve(self.gram[np.ix_(cols, cols)], self.pt[cols], w0, self.b0, self.fit_bias, ridge)
+            if self._sq(idx, sol[0], sol[1]) < self._sq(idx, w0, self.b0):  # as refit(): only when it gains
+                w, b = sol
+        full = np.zeros_like(self.w0)
+        full[:, keep] = w.reshape(o, -1, k)
+        return full, b
+
+
+class GroupTrial:
+    """One group's removals measured as the pass writes them, with only this group pruned: for each count
+    the channels the pass's own scores pick (the LASSO path of :meth:`Refitter.lasso_path` for
+    prune-channels), and each refittable consumer refitted as :meth:`Refitter.refit` does (``lstsq``: ridge
+    least squares on the original network's input without the removed channels, towards the original output;
+    ``bias``: the mean output shift; ``none``: only the removal), one closed-form solve from the normal
+    equations captured once."""
+
+    def __init__(
+        self, refitter: Refitter, group: Any, mode: str, lasso: bool, max_outputs: int, allowed: set[int]
+    ) -> None:
+        import numpy as np
+
+        self.refitter = refitter
+        self.group = group
+        self.mode = mode
+        plan = refitter.plan
+        every = refitter.consumers(group.members)
+        self.nodes = [n for n in every if id(n) in allowed]  # the others are zeroed
+        self.coefs = None
+        self.fits: dict[int, _Fit] = {}
+        if not every:
+            return
+        none = np.zeros(plan.n_channels, dtype=bool)
+        names = [n.inputs[0].name for n in every]
+        xs = refitter.original.run(refitter.feeds, [k for k in names if k not in refitter.feeds])
+        xs.update({k: refitter.feeds[k] for k in names if k in refitter.feeds})
+        ys = refitter.reference(every, none)
+        refitter.forget()
+        if lasso:
+            self.coefs = refitter.lasso_path(group, group.members, none, max_outputs, data=(xs, ys))
+        for node in self.nodes:
+            ad = ADAPTERS[node.op]
+            x, y = xs[node.inputs[0].name], ys[node.name]
+            idx = ad.sample(x, y, refitter.samples, refitter.rng)
+            p = ad.patches(node, x, idx)
+            self.fits[id(node)] = _Fit(node, p, ad.targets(y, idx), ad.can_bias(node))
+
+    def scores(self, n_remove: int, default: np.ndarray) -> np.ndarray:
+        """The group's channel scores when ``n_remove`` channels go (the LASSO's for that count)."""
+        return default if self.coefs is None else path_scores(self.coefs, self.group.size - n_remove)
+
+    def refitted(self, removed: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+        """(weights [O, C, K], bias) of every refittable consumer by id(node), the rows of filters this group
+        removes from the consumer itself set to 0."""
+        import numpy as np
+
+        plan = self.refitter.plan
+        out = {}
+        for node in self.nodes:
+            keep = np.ones(self.fits[id(node)].w0.shape[1], dtype=bool)
+            for m in self.group.members:
+                if m.node is node and m.role == CONSUMER and m.kind == PARAM:
+                    keep &= plan.keep(m.elems, removed)
+            if keep.all():
+                continue
+            w, b = self.fits[id(node)].solve(keep, self.mode, self.refitter.ridge)
+            for p in self.group.producers:
+                if p.node is node:
+                    gone = ~plan.keep(p.elems, removed)
+                    w[gone] = 0.0
+                    if b is not None:
+                        b = np.where(gone, 0.0, b)
+            out[id(node)] = (w, b)
+        return out
 
 
 def _rel(a: np.ndarray, ref: np.ndarray) -> float:

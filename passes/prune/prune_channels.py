@@ -30,8 +30,9 @@ class PruneChannels(Pass):
     then every consumer is refitted by ridge-regularized least squares so that its outputs match the
     original network's. How many channels each group loses: ``ratio`` / ``ratios``, or ``target_flops``
     (a fraction of the model's FLOPs): by default split over the groups by measured sensitivity (the model-output
-    error when only that group loses channels, at each candidate ratio; a knapsack picks the counts with the
-    least summed error, passes/prune/_budget.py), with ``allocation=uniform`` one ratio found by bisection.
+    error when only that group loses channels, at each candidate ratio, measured as written: the channels the
+    LASSO keeps at that count, the consumers refitted by the same least squares; a knapsack picks the counts with
+    the least summed error, passes/prune/_budget.py), with ``allocation=uniform`` one ratio found by bisection.
     """
 
     name = "prune-channels"
@@ -63,8 +64,9 @@ class PruneChannels(Pass):
         sensitivity_samples: int = opt(4, "target-flops with --calib: calibration samples per sensitivity trial")
         mean_replace: bool = opt(
             True,
-            "target-flops with --calib: a trial keeps the removed channels' mean contribution in the consumer "
-            "Conv's bias (what the refit does to first order) instead of dropping it",
+            "target-flops with --calib: a trial keeps the removed channels' mean contribution in the bias of a "
+            "consumer Conv it can not refit (the refittable ones are refitted as the pass writes them) instead of "
+            "dropping it",
         )
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
@@ -73,6 +75,7 @@ class PruneChannels(Pass):
         from onnxcomp.graph import label
 
         from ._apply import apply_removal
+        from ._budget import Written
         from ._common import check_options, decide, decide_by_sensitivity, prepare, record_error, report
         from ._recon import Refitter
         from ._select import Schedule, choose, scores_for
@@ -102,6 +105,7 @@ class PruneChannels(Pass):
         schedule = Schedule(
             scope="layer", ratio=o.ratio, ratios=dict(o.ratios), round_to=o.round_to, min_channels=o.min_channels
         )
+        refitter = Refitter(graph, plan, ctx, samples=o.samples, max_calib=o.max_calib, ridge=o.ridge, seed_salt=42)
         notes = {}
         if o.target_flops is not None and o.allocation == "sensitivity":
             planned, notes = decide_by_sensitivity(
@@ -115,11 +119,12 @@ class PruneChannels(Pass):
                 list(o.candidate_ratios),
                 o.sensitivity_samples,
                 o.mean_replace,
+                # each trial as written: the LASSO's channels for its count, the consumers refitted
+                Written(refitter, "lstsq" if o.reconstruct else "none", lasso=True, max_outputs=o.max_outputs),
             )
         else:
             planned = decide(prep, schedule, l1, o.target_flops, result)
         counts = {g.id: int(planned[g.offset : g.offset + g.size].sum()) for g in prep.groups}
-        refitter = Refitter(graph, plan, ctx, samples=o.samples, max_calib=o.max_calib, ridge=o.ridge, seed_salt=42)
         order = {id(n): i for i, n in enumerate(graph.nodes)}
 
         def position(g):  # groups in the order of their first consumer (front to back)

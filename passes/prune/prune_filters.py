@@ -30,8 +30,9 @@ class PruneFilters(Pass):
     channels by scores normalized by their group's mean and removes ``ratio`` of them, or those below
     ``threshold``. ``target_flops`` removes that fraction of the model's FLOPs: with ``scope=layer`` split over
     the groups by measured sensitivity (with calibration data the model-output error when only that group loses
-    channels, without it the consumers' weight energy removed; a knapsack picks the counts with the least summed
-    error, passes/prune/_budget.py), with ``allocation=uniform`` or ``scope=global`` by bisection on the ratio.
+    channels, with ``reconstruct`` and ``correction=lstsq|bias`` the consumers refitted in each trial as written,
+    without data the consumers' weight energy removed; a knapsack picks the counts with the least summed error,
+    passes/prune/_budget.py), with ``allocation=uniform`` or ``scope=global`` by bisection on the ratio.
     With calibration data and ``reconstruct=true`` every consumer is refitted afterwards so that its
     outputs match the original's: least squares (``correction=lstsq``), a bias shift (``bias``: b' = b +
     mean(Y - Y')), or BatchNormalization statistics re-estimated on the pruned activations (``bn``; a bias
@@ -73,8 +74,8 @@ class PruneFilters(Pass):
         sensitivity_samples: int = opt(4, "target-flops with --calib: calibration samples per sensitivity trial")
         mean_replace: bool = opt(
             True,
-            "target-flops with --calib: a trial keeps the removed channels' mean contribution in the consumer "
-            "Conv's bias (what the refit does to first order) instead of dropping it",
+            "target-flops with --calib and reconstruct: a trial keeps the removed channels' mean contribution in "
+            "the bias of a consumer Conv it does not refit as written (correction=bn) instead of dropping it",
         )
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
@@ -83,6 +84,7 @@ class PruneFilters(Pass):
         from onnxcomp.graph import label
 
         from ._apply import apply_removal
+        from ._budget import Written
         from ._common import check_options, decide, decide_by_sensitivity, prepare, record_error, report
         from ._recon import Refitter
         from ._select import Schedule, scores_for
@@ -112,7 +114,14 @@ class PruneFilters(Pass):
             min_channels=o.min_channels,
         )
         budget_notes = {}
+        refitter = None
+        if o.reconstruct and ctx.calib is not None:
+            refitter = Refitter(
+                graph, prep.plan, ctx, samples=o.samples, max_calib=o.max_calib, ridge=o.ridge, seed_salt=32
+            )
         if o.target_flops is not None and o.allocation == "sensitivity" and o.scope == "layer" and o.threshold is None:
+            # trials as written where the refit can be simulated in closed form (bn: today's zeroed trial)
+            written = Written(refitter, o.correction, lasso=False) if refitter and o.correction != "bn" else None
             removed, budget_notes = decide_by_sensitivity(
                 graph,
                 ctx,
@@ -123,17 +132,15 @@ class PruneFilters(Pass):
                 result,
                 list(o.candidate_ratios),
                 o.sensitivity_samples,
+                o.mean_replace and refitter is not None,  # without a refit nothing keeps the removed means
+                written,
             )
         else:
             removed = decide(prep, schedule, scores, o.target_flops, result)
-        refitter = None
-        if o.reconstruct:
-            if ctx.calib is None:
-                result.skip("reconstruct", "no calibration data (--calib): consumer layers are not refitted")
-            elif removed.any():
-                refitter = Refitter(
-                    graph, prep.plan, ctx, samples=o.samples, max_calib=o.max_calib, ridge=o.ridge, seed_salt=32
-                )
+        if o.reconstruct and ctx.calib is None:
+            result.skip("reconstruct", "no calibration data (--calib): consumer layers are not refitted")
+        if not removed.any():
+            refitter = None
         touched = [g for g in prep.groups if removed[g.offset : g.offset + g.size].any()]
         members = [m for g in touched for m in g.members]
         apply_removal(graph, prep.plan, removed, ctx, self.name)

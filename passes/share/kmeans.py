@@ -86,8 +86,11 @@ class KMeans(EmitsOps, Pass):
         group_size: int | Literal["auto"] | None = opt(
             None,
             "output channels sharing one codebook (0: one codebook per layer, 1: one per channel); auto: one "
-            "per layer or one per channel, chosen per layer from the weights' channel SQNR, and layers far "
-            "below the others' SQNR keep 8 bits (_granularity); with calibration data the compensated and "
+            "per layer or one per channel, chosen per layer from the weights' channel SQNR (per-channel codebooks "
+            "only where they store fewer bits than one 8-bit codebook, else that codebook), layers far "
+            "below the others' SQNR keep 8 bits, and small layers one codebook leaves poor are kept at 8 bits (or "
+            "float32 where that is not smaller) within 1% of the model's stored bits (_granularity); with "
+            "calibration data the compensated and "
             "plain encodings keep that choice. In the budget mode auto's encoding at each candidate width is one "
             "more candidate next to one codebook per layer. Unset: auto; 0 in the budget mode",
         )
@@ -391,7 +394,7 @@ class KMeans(EmitsOps, Pass):
         from ._granularity import choose
 
         o = self.options
-        pick = choose(t, bits, o.init, o.max_iter, ctx.rng(17), o.block_size, o.codebook_dtype)
+        pick = choose(t, bits, o.init, o.max_iter, ctx.rng(17), o.block_size, o.codebook_dtype, fallback=False)
         return pick if pick.group_size or pick.block_size else None
 
     def _encode(
@@ -414,7 +417,8 @@ class KMeans(EmitsOps, Pass):
         # the compensated and the sequential encodings
         e, decision = self._encoding(t, bits, choice, x, x_orig, energy, rng, result, compensate)
         if not saves_bytes(t, e):
-            result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
+            why = f" (kmeans {bits}-bit {choice.reason})" if choice is not None else ""
+            result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller{why}")
             return False
         w_hat = e.decoded(t.out_axis)
         sparsity = float((t.w2 == 0).mean())

@@ -415,8 +415,8 @@ class KMeans(EmitsOps, Pass):
         bits = choice.bits if choice is not None else self._bits.get(id(t)) or bits_for(t, o.bits, o.bits_per_layer)
         # group-size=auto: the granularity (per layer / per channel / blocks) the weights' SQNR chose, also for
         # the compensated and the sequential encodings
-        e, decision = self._encoding(t, bits, choice, x, x_orig, energy, rng, result, compensate)
-        if not saves_bytes(t, e):
+        e, decision, smaller = self._encoding(t, bits, choice, x, x_orig, energy, rng, result, compensate)
+        if not smaller:
             why = f" (kmeans {bits}-bit {choice.reason})" if choice is not None else ""
             result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller{why}")
             return False
@@ -438,10 +438,11 @@ class KMeans(EmitsOps, Pass):
         rng: np.random.Generator,
         result: PassResult,
         compensate: bool,
-    ) -> tuple[Encoded, str]:
+    ) -> tuple[Encoded, str, bool]:
         """One layer's encoding as it is stored (compensated / weighted / sequential, refined, the codebook in
-        its stored type) and the report's decision; ``choice``: auto's granularity pick, or None (the pass's
-        group / block size). The budget mode's trials measure exactly this."""
+        its stored type), the report's decision, and whether it stores fewer bytes than the float weight (not:
+        left unrefined); ``choice``: auto's granularity pick, or None (the pass's group / block size). The
+        budget mode's written trials measure exactly this."""
         o = self.options
         group, blocks = (choice.group_size, choice.block_size) if choice is not None else (self._group, o.block_size)
         w2, grams = t.w2, None
@@ -477,14 +478,18 @@ class KMeans(EmitsOps, Pass):
         decision = f"kmeans {bits}-bit{how}" + (" of the sequential re-fit" if w2 is not t.w2 else "")
         if e.block_size and (choice is None or e is not choice.encoded):
             decision += f", codebooks per {e.block_size} inputs ({e.table.shape[0]} codebooks)"
+        if not saves_bytes(t, store_table(t, e, o.codebook_dtype)):
+            return store_table(t, e, o.codebook_dtype), decision, False
         if o.refine and x is not None:
             if refine_flops(t, e) > o.max_refine_flops:
                 result.skip(t.name, "codebook refinement skipped: too expensive (max-refine-flops)")
             else:
                 e.table = refine_codebook(t, e, x, rng, x_orig=x_orig, grams=grams)
                 decision += " + lsq codebook" + (" sequential" if x_orig is not None else "")
-        # the refit codebook as stored: w_hat is what the model decodes
-        return store_table(t, e, o.codebook_dtype), decision
+        # the refit codebook as stored: w_hat is what the model decodes (and is checked again: a refit codebook can
+        # fail the float16 rule and store float32)
+        e = store_table(t, e, o.codebook_dtype)
+        return e, decision, saves_bytes(t, e)
 
 
 TRIAL_SEED = 17  # the budget mode's per-layer seed (trials and the encoding written)

@@ -40,7 +40,9 @@ class OutputErrors:
     def __init__(
         self, graph: gs.Graph, ctx: PassContext, weights: Iterable[str], samples: int, outputs: Iterable[str] = ()
     ) -> None:
-        """``outputs``: the graph outputs the error is measured on (all float outputs when empty)."""
+        """``outputs``: the tensors the error is measured on, graph outputs or tensors computed in the main graph
+        (e.g. a classifier's logits: its softmax saturates on confident samples and hides the change); all
+        float graph outputs when empty."""
         import onnx
 
         from onnxcomp.calib import first_samples, sample_count
@@ -65,14 +67,18 @@ class OutputErrors:
         total = sample_count(dict(ctx.calib), model)
         #: calibration samples in all (None: no sample axis) and the first ``taken`` of them measured on
         self.total, self.taken = total, (min(samples, total) if total is not None else None)
+        wanted = list(dict.fromkeys(outputs))
+        graph_outs = [o.name for o in model.graph.output]
+        computed = {o for n in model.graph.node for o in n.output}
+        unknown = [n for n in wanted if n not in graph_outs and n not in computed]
+        if unknown:
+            raise UsageError(f"sensitivity outputs {unknown} are not tensors of the model (its outputs: {graph_outs})")
+        for name in wanted:
+            if name not in graph_outs:  # an intermediate tensor: fetched as an extra output (as calib.Capture)
+                model.graph.output.append(onnx.ValueInfoProto(name=name))
         self._sess = session(model, optimize=True, runtime=False)
         self._run = run
-        outs = [o.name for o in self._sess.get_outputs()]
-        wanted = list(dict.fromkeys(outputs))
-        unknown = [n for n in wanted if n not in outs]
-        if unknown:
-            raise UsageError(f"sensitivity outputs {unknown} are not outputs of the model (it has {outs})")
-        outs = wanted or outs
+        outs = wanted or graph_outs
         ref = run(self._sess, dict(self._feeds), outs)
         self._outs = [n for n, v in zip(outs, ref, strict=True) if _is_float(v)]
         self._ref = [v for v in ref if _is_float(v)]

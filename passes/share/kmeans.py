@@ -137,9 +137,10 @@ class KMeans(EmitsOps, Pass):
         )
         sensitivity_outputs: list[str] = opt(
             [],
-            "graph outputs the budget mode's output error is measured on (default: every float output); name the "
-            "ones the task uses where others carry what it ignores (e.g. a sentence embedding next to per-token "
-            "outputs at padded positions)",
+            "tensors the budget mode's output error is measured on (default: every float graph output): the "
+            "outputs the task uses where others carry what it ignores (a sentence embedding next to per-token "
+            "outputs at padded positions), or a tensor inside the graph (a classifier's logits, where its "
+            "softmax saturates on confident samples)",
         )
         embeddings: bool = opt(
             True,

@@ -195,5 +195,11 @@ def test_budget_sensitivity_on_the_named_outputs():
         predicted[o] = report.passes[0].counters["budget_predicted_error"]
     assert predicted[""] < 0.1 * predicted[",sensitivity-outputs=y"]
     assert predicted[",sensitivity-outputs=y"] == pytest.approx(_rel_err(model, out, x[400:]), rel=0.2)
-    with pytest.raises(UsageError, match="not outputs of the model"):
+    # a tensor inside the graph is measured as well: on relu0's output h0 only fc0 moves it, fc1 reads as a
+    # layer the data does not reach
+    two, x2 = _mlp(5, dims=(160, 40, 10))
+    _, report = optimize(two, spec.format(o=",sensitivity-outputs=h0"), calib={"x": x2[:240]})
+    c = report.passes[0].counters
+    assert c["budget_predicted_error"] > 0 and c["budget_layers_not_reached"] == 1
+    with pytest.raises(UsageError, match="not tensors of the model"):
         optimize(model, spec.format(o=",sensitivity-outputs=y;w"), calib={"x": x[:240]})

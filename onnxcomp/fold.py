@@ -37,7 +37,9 @@ NONDETERMINISTIC = {
 # (``fold-constants(materialize-fills=true)``). Passes that need a kept fill's values skip with that reason.
 # Loading a model (api.optimize, before the passes) folds fills up to LOAD_FILL_ELEMENTS only (shape
 # arithmetic, small masks): materializing more is fold-constants' decision, under its options.
-EXPANDING = {"ConstantOfShape", "Expand", "Tile", "Range"}
+# A broadcasting Mul of constants is one too: kmeans' scaled codebooks compute their per-channel tables
+# [outputs, 2**bits] as Mul(scales [outputs, 1], codebook [1, 2**bits]), and a re-loaded compressed model keeps them.
+EXPANDING = {"ConstantOfShape", "Expand", "Tile", "Range", "Mul"}
 FILL_GROWTH = 4
 MAX_FILL_ELEMENTS = 1 << 16
 LOAD_FILL_ELEMENTS = 1 << 10

@@ -27,16 +27,27 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
+    import numpy as np
+
     inits = {t.name: t for t in m.graph.initializer}
+    products = {
+        n.output[0]: n
+        for n in m.graph.node
+        if n.op_type == "Mul" and n.domain in ("", "ai.onnx") and all(i in inits for i in n.input)
+    }
     values: dict[str, np.ndarray] = {}
 
     def value(name: str) -> np.ndarray | None:
         if not name:
             return None
         if name not in values:
-            if name not in inits:
+            if name in products:  # a scaled codebook's table: Mul(scales, codebook) of initializers
+                a, b = (value(i) for i in products[name].input)
+                values[name] = np.multiply(a, b, dtype=np.float32)
+            elif name not in inits:
                 raise ValueError(f"input {name!r} of a com.onnxcomp node is not an initializer")
-            values[name] = tensor_values(inits[name])
+            else:
+                values[name] = tensor_values(inits[name])
         return values[name]
 
     new_nodes: list[onnx.NodeProto] = []

@@ -71,8 +71,8 @@ class EmitsOps:
 def saves_bytes(t: Target, e: Encoded) -> bool:
     """Table plus packed codes smaller than the float32 weight (ternary convolutions store [G, 4] tables)."""
     rows, cols = t.w2.shape
-    table = e.table.shape[0] * (4 if e.ternary and t.kind == "conv" else e.table.shape[1])
-    return e.entry_bytes * table + rows * ops.packed_row_bytes(cols, e.bits) < 4 * t.params
+    table = e.entry_bytes * e.table.shape[0] * 4 if e.ternary and t.kind == "conv" else e.table_bytes
+    return table + rows * ops.packed_row_bytes(cols, e.bits) < 4 * t.params
 
 
 FP16_MAX = 65504.0  # the largest finite float16
@@ -105,7 +105,8 @@ def store_table(t: Target | None, e: Encoded, option: str) -> Encoded:
     scales (a ternary MatMul: ``t.kind`` "matmul") stay float32; ``t`` None: a Gather table."""
     import numpy as np
 
-    if e.ternary and (t is None or t.kind != "conv"):
+    if (e.ternary and (t is None or t.kind != "conv")) or e.scales is not None:
+        # (scaled codebooks: the table is computed by a float32 Mul of the codebook and the channel scales)
         e.table_dtype = "float32"
         return e
     e.table_dtype = codebook_dtype(e.table, option)
@@ -128,17 +129,40 @@ class Encoded:
     block_size: int = 0
     # the element type the table is written as ("float16": its values are float16 values, see store_table)
     table_dtype: str = "float32"
+    # scaled codebooks: float32 [outputs], output channel j decodes scales[j] * table[0, code] (one codebook
+    # [1, 2**bits] for the layer, no blocks); the model computes the per-channel table [outputs, 2**bits] with
+    # one Mul (``effective``), so the file stores the codebook and the scales only
+    scales: np.ndarray | None = None
 
     @property
     def entry_bytes(self) -> int:
         """Stored bytes per table entry."""
         return 2 if self.table_dtype == "float16" else 4
 
+    @property
+    def table_bytes(self) -> int:
+        """Stored bytes of the table (and of the channel scales of a scaled codebook)."""
+        scales = 0 if self.scales is None else 4 * int(self.scales.size)
+        return self.entry_bytes * int(self.table.size) + scales
+
+    def effective(self) -> Encoded:
+        """The encoding as the com.onnxcomp op reads it: a scaled codebook as its per-channel table, else
+        itself."""
+        import numpy as np
+
+        if self.scales is None:
+            return self
+        # T[j, l] = s_j * c_l  (float32, as the model's Mul computes it)
+        s = np.asarray(self.scales, np.float32)[:, None]
+        table = s * np.asarray(self.table, np.float32).reshape(1, -1)
+        return dataclasses.replace(self, table=table, group_size=1, scales=None, table_dtype="float32")
+
     def decoded(self, out_axis: int) -> np.ndarray:
         import numpy as np
 
-        table = ops.ternary_lut(self.table) if self.ternary else self.table
-        w = ops.decode_codebook(table, self.codes, self.group_size, out_axis, self.block_size)
+        e = self.effective()
+        table = ops.ternary_lut(e.table) if e.ternary else e.table
+        w = ops.decode_codebook(table, e.codes, e.group_size, out_axis, e.block_size)
         return np.asarray(w, np.float32)
 
     def block_attrs(self) -> dict[str, int]:
@@ -242,10 +266,15 @@ def emit_encoded(
     before = 4 * t.params + bias_bytes
     layout, streams = _layout(t, e, sparse, huffman)
     fmt = FORMATS[format_name(t, e, layout)]
-    table_value = fmt.table(e)
-    table = make_constant(graph, f"{w_name}_{fmt.table_name}", np.asarray(table_value, e.table_dtype))
+    if e.scales is not None:
+        table = _scaled_table(graph, t, e, f"{w_name}_{fmt.table_name}")
+        table_bytes = e.table_bytes
+        e = e.effective()
+    else:
+        table_value = fmt.table(e)
+        table = make_constant(graph, f"{w_name}_{fmt.table_name}", np.asarray(table_value, e.table_dtype))
+        table_bytes = e.entry_bytes * int(np.asarray(table_value).size)
     extra_fixed = 4 * layout.row_ptr.size if layout is not None else 0
-    table_bytes = e.entry_bytes * int(np.asarray(table_value).size)
     bias_after = 4 * t.outputs  # B is always written (zeros when the layer had none)
     packed = table_bytes + extra_fixed + sum(s.size for s, _ in streams) + bias_after
     huff = table_bytes + extra_fixed + _stream_bytes(streams, "store") + bias_after
@@ -267,6 +296,24 @@ def emit_encoded(
         node.outputs[0] = out
     ctx.tag(node, pass_name, [t.name, t.absorbed.name if t.absorbed is not None else ""])
     return Emitted(fmt.describe(layout), before, packed, huff, packed, node.name)
+
+
+def _scaled_table(graph: gs.Graph, t: Target, e: Encoded, name: str) -> Any:
+    """The per-channel table of a scaled codebook, computed in the model from what is stored:
+    # T [outputs, 2**bits] = Mul(scales [outputs, 1], codebook [1, 2**bits])
+    (onnxruntime folds it once when the session is created; fold-constants keeps it, an expanding op)."""
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    from onnxcomp.graph import make_constant, unique_name
+
+    assert e.scales is not None
+    book = make_constant(graph, f"{name}_values", np.asarray(e.table, np.float32).reshape(1, -1))
+    scales = make_constant(graph, f"{name}_scales", np.asarray(e.scales, np.float32).reshape(-1, 1))
+    out = gs.Variable(unique_name(graph, name), dtype=np.float32, shape=[int(e.scales.size), int(e.table.size)])
+    node = gs.Node("Mul", unique_name(graph, f"{name}_scale"), inputs=[scales, book], outputs=[out])
+    (t.owner if t.owner is not None else graph).nodes.append(node)
+    return out
 
 
 Streams = list[tuple["np.ndarray", "tuple[int, int] | None"]]  # packed tensors, each with its code layout

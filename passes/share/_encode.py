@@ -69,6 +69,97 @@ def kmeans_encode(
     return Encoded(table, codes, bits, gsz, zero_code=zero_code)
 
 
+SCALE_ROUNDS = 2  # scaled codebooks: k-means on w / s, then the scales refitted to the codes, twice
+
+
+def scaled_encode(
+    w2: np.ndarray,
+    bits: int,
+    out_axis: int,
+    init: str = "linear",
+    weights: np.ndarray | None = None,
+    max_iter: int = 300,
+) -> Encoded:
+    """One k-means codebook for the layer shared by every output channel at the channel's own scale
+    (coremltools' palettization with per-channel scales), a float32 scale per output channel:
+
+        # u_jk = w_jk / s_j,  s_j = rms(w_j);  c = kmeans(u)  (weights e_jk s_j^2 with the input energy e)
+        # s_j = sum_k e_jk w_jk q_jk / sum_k e_jk q_jk^2,  q_jk = c[code_jk]   (least squares for the codes)
+
+    Without ``weights`` the k-means is unweighted on u: the mean relative error of the channels (the channel
+    SQNR the granularity rule compares), whatever their scales (after BatchNorm folding they span 10-1000x;
+    one codebook for the layer leaves the small ones a few levels). ``weights``: per weight (w2's shape) or
+    broadcastable to it. Exact zeros keep code 0 in pruned layers; an all-zero channel gets scale 0."""
+    import numpy as np
+
+    from ._kmeans import kmeans_1d
+
+    wo = np.asarray(w2.T if out_axis == 1 else w2, np.float64)  # [outputs, inputs]
+    levels = 1 << bits
+    zero_code = float(np.mean(wo == 0)) >= ZERO_CODE_MIN
+    first = 1 if zero_code else 0
+    mask = wo != 0 if zero_code else np.ones(wo.shape, bool)
+    we = None
+    if weights is not None:
+        we = np.broadcast_to(np.asarray(weights, np.float64), w2.shape)
+        we = np.asarray(we.T if out_axis == 1 else we) + 1e-12
+    ones = np.ones_like(wo) if we is None else we
+    s = np.sqrt((wo**2).mean(axis=1))
+    table = np.zeros((1, levels), np.float64)
+    codes = np.zeros(wo.shape, np.int64)
+    start: str | np.ndarray = init
+    for _ in range(SCALE_ROUNDS):
+        live = s != 0
+        u = np.divide(wo, s[:, None], out=np.zeros_like(wo), where=live[:, None])
+        pick = mask & live[:, None]
+        if not pick.any():
+            break
+        kw = None if we is None else (we * (s**2)[:, None])[pick]
+        km = kmeans_1d(u[pick], levels - first, weights=kw, init=start, max_iter=max_iter)  # type: ignore[arg-type]
+        start = km.centroids
+        table[0, first:] = km.centroids
+        codes = np.zeros(wo.shape, np.int64)
+        codes[pick] = km.labels + first
+        q = table[0][codes]
+        num, den = (ones * wo * q).sum(axis=1), (ones * q * q).sum(axis=1)
+        s = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    codes = codes.T if out_axis == 1 else codes
+    return Encoded(
+        table.astype(np.float32), np.ascontiguousarray(codes), bits, 0, zero_code=zero_code, scales=s.astype(np.float32)
+    )
+
+
+def normalized(w2: np.ndarray, out_axis: int, scales: np.ndarray) -> np.ndarray:
+    """w2 with each output channel divided by its scale (a zero scale: zeros), float32."""
+    import numpy as np
+
+    s = np.asarray(scales, np.float64)
+    s = s[None, :] if out_axis == 1 else s[:, None]
+    return np.divide(w2, s, out=np.zeros(w2.shape), where=s != 0).astype(np.float32)
+
+
+def channel_rms(w2: np.ndarray, out_axis: int) -> np.ndarray:
+    """Each output channel's root mean square (a scaled codebook's first scales)."""
+    import numpy as np
+
+    return np.sqrt((np.asarray(w2, np.float64) ** 2).mean(axis=1 - out_axis))
+
+
+def rescaled(w2: np.ndarray, e: Encoded, out_axis: int) -> Encoded:
+    """A codebook for the normalized weights with the least-squares scale of each output channel:
+    # s_j = <w_j, q_j> / <q_j, q_j>,  q_j = c[code_j]
+    """
+    import dataclasses
+
+    import numpy as np
+
+    q = np.asarray(ops.decode_codebook(e.table, e.codes, e.group_size or e.codes.shape[out_axis], out_axis), np.float64)
+    w = np.asarray(w2, np.float64)
+    num, den = (w * q).sum(axis=1 - out_axis), (q * q).sum(axis=1 - out_axis)
+    s = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    return dataclasses.replace(e, scales=s.astype(np.float32), table_dtype="float32")
+
+
 BLOCK_STARTS = ("linear", "quantile", "kmeans++")  # block rows are short: three starts, two swap rounds
 
 
@@ -123,13 +214,19 @@ def block_encode(
     return Encoded(table, np.ascontiguousarray(codes), bits, gsz, zero_code=zero_code, block_size=block_size)
 
 
-def stored_bytes(t: Target | _gather.TableTarget, bits: int, groups: int, entry_bytes: int = 4) -> int:
+def stored_bytes(t: Target | _gather.TableTarget, bits: int, groups: int, entry_bytes: int = 4, scales: int = 0) -> int:
     """Bytes of a dense encoding as emitted: codebook [groups, 2**bits] of ``entry_bytes`` per entry (4 float32,
-    2 float16) + bit-packed code rows."""
+    2 float16), the float32 channel scales of a scaled codebook (``scales`` of them) + bit-packed code rows."""
     from onnxcomp.ops import packed_row_bytes
 
     rows, cols = t.w2.shape
-    return entry_bytes * groups * (1 << bits) + rows * packed_row_bytes(cols, bits)
+    return entry_bytes * groups * (1 << bits) + 4 * scales + rows * packed_row_bytes(cols, bits)
+
+
+def encoded_bytes(t: Target | _gather.TableTarget, e: Encoded) -> int:
+    """``stored_bytes`` of an encoding as it is stored (its table's rows and element type, its scales)."""
+    scales = 0 if e.scales is None else int(e.scales.size)
+    return stored_bytes(t, e.bits, int(e.table.shape[0]), e.entry_bytes, scales)
 
 
 def weight_name(t: Target | _gather.TableTarget) -> str:

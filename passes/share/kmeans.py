@@ -30,12 +30,16 @@ from ._calibration import (
 )
 from ._emit import EmitsOps, ShareOptions, emit_encoded, saves_bytes, store_table
 from ._encode import (
+    channel_rms,
     compensated_encode,
+    encoded_bytes,
     kmeans_encode,
+    normalized,
     original_weight,
     refine_codebook,
     refine_flops,
-    stored_bytes,
+    rescaled,
+    scaled_encode,
     weight_name,
 )
 from ._gptq import PLAIN, Hessians
@@ -352,7 +356,7 @@ class KMeans(EmitsOps, Pass):
                         err = probe.error(weight_name(t), original_weight(t, w_hat))
                     else:
                         err = _sensitivity.weight_proxy(t.w2, w_hat)
-                    cost = 8.0 * stored_bytes(t, b, enc.table.shape[0], enc.entry_bytes)
+                    cost = 8.0 * encoded_bytes(t, enc)
                     opts.append(_budget.Option(cost, err))
                     bits.append(key)
             if probe is not None and not any(op.error for op in opts):
@@ -396,7 +400,7 @@ class KMeans(EmitsOps, Pass):
 
         o = self.options
         pick = choose(t, bits, o.init, o.max_iter, ctx.rng(17), o.block_size, o.codebook_dtype, fallback=False)
-        return pick if pick.group_size or pick.block_size else None
+        return pick if pick.group_size or pick.block_size or pick.encoded.scales is not None else None
 
     def _encode(
         self,
@@ -446,6 +450,7 @@ class KMeans(EmitsOps, Pass):
         budget mode's written trials measure exactly this."""
         o = self.options
         group, blocks = (choice.group_size, choice.block_size) if choice is not None else (self._group, o.block_size)
+        scaled = choice is not None and choice.encoded.scales is not None
         w2, grams = t.w2, None
         if x_orig is not None and x is not None:
             # sequential: first the float weights that best give the original output on the current input
@@ -464,7 +469,12 @@ class KMeans(EmitsOps, Pass):
                 if grams is None:
                     hs, factors = self._hessians.of(t, x)
                     grams = (hs, None)
-                e, gptq = compensated_encode(t, w2, bits, group, grams[0], rng, factors, blocks)
+                if scaled:  # GPTQ on the weights at their channel's scale, then the scales refitted
+                    u2 = normalized(w2, t.out_axis, channel_rms(w2, t.out_axis))
+                    e, gptq = compensated_encode(t, u2, bits, 0, grams[0], rng, factors)
+                    e = rescaled(w2, e, t.out_axis)
+                else:
+                    e, gptq = compensated_encode(t, w2, bits, group, grams[0], rng, factors, blocks)
                 how = " compensated" if gptq else " (plain: lower output error than compensated)"
                 result.count("layers_compensated" if gptq else "layers_plain_better")
             else:
@@ -472,6 +482,8 @@ class KMeans(EmitsOps, Pass):
                 how = PLAIN[why]
         if e is None and choice is not None and w2 is t.w2 and energy is None:
             e = choice.encoded  # data-free: the encoding auto chose
+        elif e is None and scaled:
+            e = scaled_encode(w2, bits, t.out_axis, o.init, energy, o.max_iter)
         elif e is None:  # at the chosen granularity, weighted by the input energy / of the sequential re-fit
             e = kmeans_encode(w2, bits, group, t.out_axis, o.init, energy, o.max_iter, blocks, rng)
         if choice is not None:
@@ -485,7 +497,13 @@ class KMeans(EmitsOps, Pass):
             if refine_flops(t, e) > o.max_refine_flops:
                 result.skip(t.name, "codebook refinement skipped: too expensive (max-refine-flops)")
             else:
-                e.table = refine_codebook(t, e, x, rng, x_orig=x_orig, grams=grams)
+                if e.scales is not None:  # the codebook of the normalized weights, then the scales again
+                    u = dataclasses.replace(t, w2=normalized(t.w2, t.out_axis, e.scales))
+                    plain = dataclasses.replace(e, scales=None)
+                    e.table = refine_codebook(u, plain, x, rng, x_orig=x_orig, grams=grams)
+                    e = rescaled(w2, e, t.out_axis)
+                else:
+                    e.table = refine_codebook(t, e, x, rng, x_orig=x_orig, grams=grams)
                 decision += " + lsq codebook" + (" sequential" if x_orig is not None else "")
         # the refit codebook as stored: w_hat is what the model decodes (and is checked again: a refit codebook can
         # fail the float16 rule and store float32)

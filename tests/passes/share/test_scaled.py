@@ -1,0 +1,94 @@
+"""kmeans' scaled codebooks (passes/share/_encode.py ``scaled_encode``): one codebook for the layer at each output
+channel's scale, a float32 scale per channel, the per-channel table computed in the model by one Mul."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper, numpy_helper
+from onnxcomp.passes.share._encode import scaled_encode
+
+from onnxcomp.api import optimize
+from tests.support.compressed import assert_exact, decoded_weights, make_model, run, with_decoded_weights
+
+
+def _fc(span: float, seed: int = 0):
+    """A MatMul [64 inputs, 48 outputs] whose output channels' scales cycle over 1, span^(1/3), ..., span."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((64, 48)) * span ** ((np.arange(48) % 4) / 3)).astype(np.float32)
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")
+    return make_model([node], {"w": w}, [("x", ["b", 64])], [("y", ["b", 48])], opset=17), w
+
+
+def _channel_errors(w: np.ndarray, q: np.ndarray) -> np.ndarray:
+    return ((w - q) ** 2).sum(0) / (w**2).sum(0)  # MatMul: output channels are columns
+
+
+def test_8_bit_channels_of_very_different_scales_take_a_scaled_codebook():
+    model, w = _fc(1e3)
+    out, report = optimize(model, "kmeans(bits=8)")  # data-free: group-size=auto
+    (row,) = report.passes[0].layers
+    assert "scaled per channel" in row.decision
+    (mul,) = [n for n in out.graph.node if n.op_type == "Mul"]
+    (op,) = [n for n in out.graph.node if n.op_type == "CodebookMatMul"]
+    assert op.input[1] == mul.output[0]
+    inits = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
+    # stored: the 256 values and 48 scales (float32), the codes and the bias; no [48, 256] table
+    assert sorted(inits[i].shape for i in mul.input) == [(1, 256), (48, 1)]
+    assert row.extra["bytes_stored"] == sum(inits[i].nbytes for i in [*mul.input, *op.input[2:]])
+    assert row.extra["bytes_stored"] == 4 * 256 + 4 * 48 + 64 * 48 + 4 * 48
+    q = next(iter(decoded_weights(out).values()))
+    per_layer, _ = optimize(model, "kmeans(bits=8,group-size=0)")
+    q0 = next(iter(decoded_weights(per_layer).values()))
+    # every channel at 8-bit distortion; one codebook for the layer leaves the 1000x smaller ones coarse
+    assert _channel_errors(w, q).max() < 2e-4 < 20 * 2e-4 < _channel_errors(w, q0).max()
+    # the model computes what the report decodes: bit-equal to the decoded weights, and with onnxruntime's
+    # optimizations (the Mul folded at load) equal within float rounding
+    x = np.random.default_rng(1).standard_normal((5, 64)).astype(np.float32)
+    assert_exact(with_decoded_weights(model, out), out, {"x": x})
+    np.testing.assert_allclose(run(out, {"x": x}, optimize=True)[0], run(out, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    # a re-loaded compressed model keeps the Mul (an expanding op): it does not grow by the table
+    again, _ = optimize(out, "eliminate")
+    assert [n.op_type for n in again.graph.node].count("Mul") == 1
+
+
+def test_channels_of_one_scale_keep_one_codebook_at_8_bits():
+    model, _ = _fc(1.0)
+    _, report = optimize(model, "kmeans(bits=8)")
+    assert "scaled" not in report.passes[0].layers[0].decision  # the scales would cost more than they gain
+
+
+@pytest.mark.parametrize("out_axis", [0, 1])
+def test_channels_that_are_multiples_of_one_codebook_are_exact(out_axis):
+    """Rows that are permutations of one set of 16 values times a scale each: one 4-bit codebook at the channel
+    scales reconstructs them exactly (scales the least-squares fit of the codes); one codebook for the layer
+    cannot (48 x 16 distinct values)."""
+    rng = np.random.default_rng(2)
+    values = rng.standard_normal(16)
+    rows = np.stack([rng.permutation(np.tile(values, 4)) for _ in range(48)]) * rng.uniform(0.01, 10, (48, 1))
+    w2 = (rows if out_axis == 0 else rows.T).astype(np.float32)
+    e = scaled_encode(w2, 4, out_axis)
+    assert e.table.shape == (1, 16) and e.scales is not None and e.scales.shape == (48,)
+    np.testing.assert_allclose(e.decoded(out_axis), w2, rtol=1e-5, atol=1e-6)
+    # the scales are the least-squares scales of the codes: moving one raises its channel's error
+    noisy = w2 + 0.01 * rng.standard_normal(w2.shape).astype(np.float32)
+    n = scaled_encode(noisy, 4, out_axis)
+    err = ((n.decoded(out_axis) - noisy) ** 2).sum()
+    for j in (0, 17):
+        for f in (0.99, 1.01):
+            moved = n.scales.copy()
+            moved[j] *= f
+            n2 = type(n)(n.table, n.codes, n.bits, n.group_size, scales=moved)
+            assert ((n2.decoded(out_axis) - noisy) ** 2).sum() > err
+
+
+def test_calibrated_8_bit_scaled_codebook_is_compensated_and_exact_in_the_model():
+    model, w = _fc(1e3, seed=3)
+    x = np.random.default_rng(4).standard_normal((256, 64)).astype(np.float32)
+    out, report = optimize(model, "kmeans(bits=8,sequential=false)", calib={"x": x})
+    (row,) = report.passes[0].layers
+    assert "scaled per channel" in row.decision and "compensated" in row.decision
+    q = next(iter(decoded_weights(out).values()))
+    assert _channel_errors(w, q).max() < 1e-3
+    xe = np.random.default_rng(5).standard_normal((7, 64)).astype(np.float32)
+    assert_exact(with_decoded_weights(model, out), out, {"x": xe})

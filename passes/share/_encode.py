@@ -125,7 +125,12 @@ def scaled_encode(
         s = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
     codes = codes.T if out_axis == 1 else codes
     return Encoded(
-        table.astype(np.float32), np.ascontiguousarray(codes), bits, 0, zero_code=zero_code, scales=s.astype(np.float32)
+        table.astype(np.float32),
+        np.ascontiguousarray(codes),
+        bits,
+        wo.shape[0],  # one codebook for every output channel
+        zero_code=zero_code,
+        scales=s.astype(np.float32),
     )
 
 

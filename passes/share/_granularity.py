@@ -20,6 +20,10 @@ cheapest first, while the raises cost at most SMALL_SHARE of the model's stored 
 PROTECT_BITS codebook would not be smaller than its float32 weights is left float32 (the report's skip says
 why). A stem depthwise conv of 144 weights whose channel scales span 500x had SQNR_ch 21 dB at 6 bits, near
 the detector's median, and cost it half its box agreement (layout_det 0.37; 0.94 kept float).
+
+At 8 bits (SCALED_MIN_BITS) one codebook for the layer has a third candidate: the same codebook at each output
+channel's scale (``scaled_encode``, a float32 scale per channel, the per-channel table computed in the model by one
+Mul), taken where its channel SQNR gain exceeds DB_PER_BIT per bit its scales cost.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ FLOAT_BITS = 32.0
 # at a fraction of the bits) and layout_det fell from 0.889 to 0.259, ocr_rec's CER from 0.127 to 0.162: 16 levels
 # on normalized weights fit no channel well, and the mean channel SQNR does not see it
 SCALED_MIN_BITS = 8
+# (and only at the bits asked for: the layers auto raises to PROTECT_BITS keep one codebook, so that kmeans(bits=6)
+# stores no more than before; scaled, ocr_det's 6-bit model went from 7.75 to 8.01 stored bits per weight)
 
 
 @dataclasses.dataclass
@@ -149,12 +155,13 @@ def choose(
     block_size: int = 0,
     dtype: str = "auto",
     fallback: bool = True,
+    scaled: bool = True,
 ) -> Choice:
     """Per-layer or per-channel codebooks for one layer at ``bits``, then (``block_size``) block codebooks where
     they score higher (see the module docstring); ``dtype``: the codebooks' stored type option. ``fallback``
     (data-free and calibrated auto; off in the budget mode, which prices its candidates itself): per-channel
     codebooks that would store more bits than one PROTECT_BITS codebook per layer give way to that codebook."""
-    base = _choose(t, bits, init, max_iter, rng, dtype, fallback)
+    base = _choose(t, bits, init, max_iter, rng, dtype, fallback, scaled)
     if not block_size:
         return base
     cap = MAX_BITS
@@ -165,7 +172,14 @@ def choose(
 
 
 def _choose(
-    t: Target, bits: int, init: str, max_iter: int, rng: np.random.Generator, dtype: str, fallback: bool = True
+    t: Target,
+    bits: int,
+    init: str,
+    max_iter: int,
+    rng: np.random.Generator,
+    dtype: str,
+    fallback: bool = True,
+    scaled: bool = True,
 ) -> Choice:
     import numpy as np
 
@@ -173,7 +187,9 @@ def _choose(
     s_layer = channel_sqnr(t.w2, layer.decoded(t.out_axis), t.out_axis)
     if layer.zero_code:
         return Choice(0, bits, s_layer, f"per layer (pruned: zero code), channel SQNR {s_layer:.1f} dB", layer)
-    layer, s_layer, what = _shared(t, layer, s_layer, init, max_iter, dtype)
+    what = "per layer"
+    if scaled:
+        layer, s_layer, what = _shared(t, layer, s_layer, init, max_iter, dtype)
     if s_layer >= GOOD_DB:
         return Choice(0, bits, s_layer, f"{what} (channel SQNR {s_layer:.1f} dB)", layer)
     # the cap on per-channel codebooks is on their float32 cost (4 + 32 * 2^bits / inputs bits per weight), whatever
@@ -197,7 +213,6 @@ def _choose(
     if bits < PROTECT_BITS:
         up = kmeans_encode(t.w2, PROTECT_BITS, 0, t.out_axis, init, None, max_iter)
         s_up = channel_sqnr(t.w2, up.decoded(t.out_axis), t.out_axis)
-        up, s_up, _ = _shared(t, up, s_up, init, max_iter, dtype)
         up_bits = stored_bits(t, up, dtype)
         if stored > up_bits:
             why = (
@@ -262,7 +277,7 @@ def choose_all(
         if c.bits >= PROTECT_BITS:
             c.reason += f"; {low} (already {c.bits} bits)"
             continue
-        up = choose(t, PROTECT_BITS, init, max_iter, rng, block_size, dtype)
+        up = choose(t, PROTECT_BITS, init, max_iter, rng, block_size, dtype, scaled=False)
         up.reason = f"kept at {PROTECT_BITS} bits: {low}; {up.reason}"
         picks[id(t)] = up
     _small_layers(targets, picks, fixed, init, max_iter, rng, block_size, dtype)
@@ -300,7 +315,7 @@ def _small_layers(
             break
         left -= extra
         c = picks[id(t)]
-        up = choose(t, PROTECT_BITS, init, max_iter, rng, block_size, dtype)
+        up = choose(t, PROTECT_BITS, init, max_iter, rng, block_size, dtype, scaled=False)
         floats = stored_bits(t, up.encoded, dtype) >= FLOAT_BITS
         how = f"kept at {PROTECT_BITS} bits"
         if floats:

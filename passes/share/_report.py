@@ -50,6 +50,7 @@ def record(
             "bits": e.bits,
             "codebook_size": 3 if e.ternary else 1 << e.bits,
             "groups": int(e.table.shape[0]),
+            **({"channel_scales": int(e.scales.size)} if e.scales is not None else {}),
             "sparsity": round(sparsity, 6),
             "format": em.format,
             "bytes_before": em.bytes_before,

@@ -28,7 +28,7 @@ def test_8_bit_channels_of_very_different_scales_take_a_scaled_codebook():
     model, w = _fc(1e3)
     out, report = optimize(model, "kmeans(bits=8)")  # data-free: group-size=auto
     (row,) = report.passes[0].layers
-    assert "scaled per channel" in row.decision
+    assert "scaled per channel" in row.decision and row.extra["channel_scales"] == 48 and row.extra["groups"] == 1
     (mul,) = [n for n in out.graph.node if n.op_type == "Mul"]
     (op,) = [n for n in out.graph.node if n.op_type == "CodebookMatMul"]
     assert op.input[1] == mul.output[0]

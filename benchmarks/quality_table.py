@@ -250,7 +250,7 @@ def stored_bits(model: onnx.ModelProto) -> tuple[float, int]:
         node = producer.get(name)
         if node is not None and node.domain == "com.onnxcomp" and node.op_type in DECODERS:
             return sum(size(i) for i in node.input)
-        if node is not None and node.domain in ("", "ai.onnx") and node.op_type == "Mul":
+        if node is not None and node.domain in ("", "ai.onnx") and node.op_type in ("Mul", "Cast"):
             return sum(size(i) for i in node.input)  # a scaled codebook: its values times the channel scales
         return 0
 

@@ -30,20 +30,19 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
     import numpy as np
 
     inits = {t.name: t for t in m.graph.initializer}
-    products = {
-        n.output[0]: n
-        for n in m.graph.node
-        if n.op_type == "Mul" and n.domain in ("", "ai.onnx") and all(i in inits for i in n.input)
-    }
+    products = {n.output[0]: n for n in m.graph.node if n.op_type in ("Mul", "Cast") and n.domain in ("", "ai.onnx")}
     values: dict[str, np.ndarray] = {}
 
     def value(name: str) -> np.ndarray | None:
         if not name:
             return None
         if name not in values:
-            if name in products:  # a scaled codebook's table: Mul(scales, codebook) of initializers
-                a, b = (value(i) for i in products[name].input)
-                values[name] = np.multiply(a, b, dtype=np.float32)
+            if name in products:  # a scaled codebook's table: Mul(scales, codebook), float16 ones Cast first
+                node = products[name]
+                args = [value(i) for i in node.input]
+                values[name] = (
+                    np.multiply(*args, dtype=np.float32) if node.op_type == "Mul" else args[0].astype(np.float32)
+                )
             elif name not in inits:
                 raise ValueError(f"input {name!r} of a com.onnxcomp node is not an initializer")
             else:

@@ -99,15 +99,38 @@ def codebook_dtype(table: np.ndarray, option: str) -> str:
     return "float16" if bool((err <= FP16_ROW_TOLERANCE * np.abs(c).max(axis=1)).all()) else "float32"
 
 
+FP16_MIN_NORMAL = 2.0**-14
+
+
+def scaled_dtype(table: np.ndarray, scales: np.ndarray, option: str) -> str:
+    """The element type of a scaled codebook's values and channel scales (one for both): under auto, float16 where
+    the codebook passes ``codebook_dtype``'s rule and every nonzero scale is a normal float16 (relative rounding
+    below 2^-11; near-dead channels' tiny scales keep float32)."""
+    import numpy as np
+
+    dtype = codebook_dtype(table, option)
+    if option != "auto" or dtype != "float16":
+        return dtype
+    a = np.abs(np.asarray(scales, np.float64))
+    a = a[a != 0]
+    ok = bool(np.isfinite(a).all()) and (a.size == 0 or (a.min() >= FP16_MIN_NORMAL and a.max() <= FP16_MAX))
+    return "float16" if ok else "float32"
+
+
 def store_table(t: Target | None, e: Encoded, option: str) -> Encoded:
     """``e`` with its table rounded to the element type it will be stored as (``e.table_dtype``): the values the
     model decodes, so the errors a pass reports, and any later fit, are those of the stored codebook. TernaryMatMul
     scales (a ternary MatMul: ``t.kind`` "matmul") stay float32; ``t`` None: a Gather table."""
     import numpy as np
 
-    if (e.ternary and (t is None or t.kind != "conv")) or e.scales is not None:
-        # (scaled codebooks: the table is computed by a float32 Mul of the codebook and the channel scales)
+    if e.ternary and (t is None or t.kind != "conv"):
         e.table_dtype = "float32"
+        return e
+    if e.scales is not None:
+        e.table_dtype = scaled_dtype(e.table, e.scales, option)
+        if e.table_dtype == "float16":
+            e.table = np.asarray(e.table, np.float16).astype(np.float32)
+            e.scales = np.asarray(e.scales, np.float16).astype(np.float32)
         return e
     e.table_dtype = codebook_dtype(e.table, option)
     if e.table_dtype == "float16":
@@ -129,9 +152,10 @@ class Encoded:
     block_size: int = 0
     # the element type the table is written as ("float16": its values are float16 values, see store_table)
     table_dtype: str = "float32"
-    # scaled codebooks: float32 [outputs], output channel j decodes scales[j] * table[0, code] (one codebook
-    # [1, 2**bits] for the layer, no blocks); the model computes the per-channel table [outputs, 2**bits] with
-    # one Mul (``effective``), so the file stores the codebook and the scales only
+    # scaled codebooks: [outputs], output channel j decodes scales[j] * table[0, code] (one codebook
+    # [1, 2**bits] for the layer, no blocks), stored in ``table_dtype`` as the codebook; the model computes the
+    # per-channel table [outputs, 2**bits] in float32 with one Mul (``effective``), so the file stores the
+    # codebook and the scales only
     scales: np.ndarray | None = None
 
     @property
@@ -142,8 +166,8 @@ class Encoded:
     @property
     def table_bytes(self) -> int:
         """Stored bytes of the table (and of the channel scales of a scaled codebook)."""
-        scales = 0 if self.scales is None else 4 * int(self.scales.size)
-        return self.entry_bytes * int(self.table.size) + scales
+        scales = 0 if self.scales is None else int(self.scales.size)
+        return self.entry_bytes * (int(self.table.size) + scales)
 
     def effective(self) -> Encoded:
         """The encoding as the com.onnxcomp op reads it: a scaled codebook as its per-channel table, else
@@ -300,19 +324,29 @@ def emit_encoded(
 
 def _scaled_table(graph: gs.Graph, t: Target, e: Encoded, name: str) -> Any:
     """The per-channel table of a scaled codebook, computed in the model from what is stored:
-    # T [outputs, 2**bits] = Mul(scales [outputs, 1], codebook [1, 2**bits])
-    (onnxruntime folds it once when the session is created; fold-constants keeps it, an expanding op)."""
+    # T [outputs, 2**bits] = Mul(scales [outputs, 1], codebook [1, 2**bits])   in float32
+    (float16 values and scales through a Cast each: exact). onnxruntime folds it once when the session is created;
+    fold-constants keeps the Mul, an expanding op."""
     import numpy as np
     import onnx_graphsurgeon as gs
 
     from onnxcomp.graph import make_constant, unique_name
 
     assert e.scales is not None
-    book = make_constant(graph, f"{name}_values", np.asarray(e.table, np.float32).reshape(1, -1))
-    scales = make_constant(graph, f"{name}_scales", np.asarray(e.scales, np.float32).reshape(-1, 1))
+    into = t.owner if t.owner is not None else graph
+    stored = np.dtype(e.table_dtype)
+    inputs = []
+    for what, values, shape in (("scales", e.scales, (-1, 1)), ("values", e.table, (1, -1))):
+        c = make_constant(graph, f"{name}_{what}", np.asarray(values, np.float32).reshape(shape).astype(stored))
+        if stored != np.float32:
+            out = gs.Variable(unique_name(graph, f"{c.name}_float"), dtype=np.float32, shape=list(c.shape))
+            into.nodes.append(
+                gs.Node("Cast", unique_name(graph, f"{c.name}_cast"), {"to": 1}, inputs=[c], outputs=[out])
+            )
+            c = out
+        inputs.append(c)
     out = gs.Variable(unique_name(graph, name), dtype=np.float32, shape=[int(e.scales.size), int(e.table.size)])
-    node = gs.Node("Mul", unique_name(graph, f"{name}_scale"), inputs=[scales, book], outputs=[out])
-    (t.owner if t.owner is not None else graph).nodes.append(node)
+    into.nodes.append(gs.Node("Mul", unique_name(graph, f"{name}_scale"), inputs=inputs, outputs=[out]))
     return out
 
 

@@ -221,11 +221,12 @@ def block_encode(
 
 def stored_bytes(t: Target | _gather.TableTarget, bits: int, groups: int, entry_bytes: int = 4, scales: int = 0) -> int:
     """Bytes of a dense encoding as emitted: codebook [groups, 2**bits] of ``entry_bytes`` per entry (4 float32,
-    2 float16), the float32 channel scales of a scaled codebook (``scales`` of them) + bit-packed code rows."""
+    2 float16), the channel scales of a scaled codebook (``scales`` of them, stored as the codebook) + bit-packed
+    code rows."""
     from onnxcomp.ops import packed_row_bytes
 
     rows, cols = t.w2.shape
-    return entry_bytes * groups * (1 << bits) + 4 * scales + rows * packed_row_bytes(cols, bits)
+    return entry_bytes * (groups * (1 << bits) + scales) + rows * packed_row_bytes(cols, bits)
 
 
 def encoded_bytes(t: Target | _gather.TableTarget, e: Encoded) -> int:

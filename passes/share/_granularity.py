@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from onnxcomp.analysis.weights import Target
 
-from ._emit import Encoded, codebook_dtype
+from ._emit import Encoded, codebook_dtype, scaled_dtype
 from ._encode import kmeans_encode, stored_bytes
 
 if TYPE_CHECKING:
@@ -72,8 +72,10 @@ class Choice:
 def stored_bits(t: Target, e: Encoded, dtype: str = "auto") -> float:
     """Stored bits per weight of an encoding, codebooks counted as written (``dtype``: ShareOptions.codebook_dtype,
     each entry 2 bytes where the codebook is stored float16, else 4)."""
-    entry = 2 if codebook_dtype(e.table, dtype) == "float16" and e.scales is None else 4
-    scales = 0 if e.scales is None else int(e.scales.size)
+    if e.scales is None:
+        entry, scales = (2 if codebook_dtype(e.table, dtype) == "float16" else 4), 0
+    else:
+        entry, scales = (2 if scaled_dtype(e.table, e.scales, dtype) == "float16" else 4), int(e.scales.size)
     return 8.0 * stored_bytes(t, e.bits, int(e.table.shape[0]), entry, scales) / t.params
 
 

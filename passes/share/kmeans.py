@@ -87,7 +87,7 @@ class KMeans(EmitsOps, Pass):
     class Options(ShareOptions):
         bits: int = opt(4, "code bits per weight, 1..8 (codebooks of 2**bits entries)")
         bits_per_layer: dict[str, int] = opt({}, "bits for layers matching a name pattern, e.g. fc*:2;conv1:8")
-        group_size: int | Literal["auto"] | None = opt(
+        group_size: int | Literal["auto", "scaled"] | None = opt(
             None,
             "output channels sharing one codebook (0: one codebook per layer, 1: one per channel); auto: one "
             "per layer or one per channel, chosen per layer from the weights' channel SQNR (per-channel codebooks "
@@ -96,7 +96,9 @@ class KMeans(EmitsOps, Pass):
             "float32 where that is not smaller) within 1% of the model's stored bits (_granularity); with "
             "calibration data the compensated and "
             "plain encodings keep that choice. In the budget mode auto's encoding at each candidate width is one "
-            "more candidate next to one codebook per layer. Unset: auto; 0 in the budget mode",
+            "more candidate next to one codebook per layer (auto takes scaled codebooks at 8 bits where they "
+            "gain). scaled: one codebook per layer at each output channel's scale (a float32 scale per channel, "
+            "coremltools' per-channel-scale palettization). Unset: auto; 0 in the budget mode",
         )
         block_size: int = opt(
             0,
@@ -182,12 +184,13 @@ class KMeans(EmitsOps, Pass):
                 raise UsageError(f"kmeans: bits must be 1..8, got {b}")
         budget = o.target_bits or (32.0 / o.target_ratio if o.target_ratio > 0 else 0.0)
         group = o.group_size if o.group_size is not None else (0 if budget else "auto")
-        if group != "auto" and int(group) < 0:
-            raise UsageError("kmeans: group-size must be >= 0 or auto")
+        if group not in ("auto", "scaled") and int(group) < 0:
+            raise UsageError("kmeans: group-size must be >= 0, auto or scaled")
         if o.block_size < 0:
             raise UsageError(f"kmeans: block-size must be >= 0, got {o.block_size}")
-        self._group = 0 if group == "auto" else int(group)  # (auto: per layer where no choice is recorded)
+        self._group = 0 if group in ("auto", "scaled") else int(group)  # (auto: per layer where no choice is recorded)
         self._group_auto = group == "auto"
+        self._scaled = group == "scaled"
         if o.sequential and ctx.calib is None:
             raise UsageError("kmeans: sequential=true needs calibration data (--calib)")
         if o.compensate and ctx.calib is None:
@@ -346,7 +349,11 @@ class KMeans(EmitsOps, Pass):
                     ]
                 else:  # plain (tables: one codebook per table, no blocks, no calibration weighting)
                     blocks = o.block_size if isinstance(t, Target) else 0
-                    e = kmeans_encode(t.w2, b, self._group, axis, o.init, e_t, o.max_iter, blocks, ctx.rng(TRIAL_SEED))
+                    if self._scaled and isinstance(t, Target):
+                        e = scaled_encode(t.w2, b, axis, o.init, e_t, o.max_iter)
+                    else:
+                        rng_t = ctx.rng(TRIAL_SEED)
+                        e = kmeans_encode(t.w2, b, self._group, axis, o.init, e_t, o.max_iter, blocks, rng_t)
                     encodings = [(store_table(t if isinstance(t, Target) else None, e, o.codebook_dtype), (b, False))]
                     if pick is not None:
                         encodings.append((store_table(t, pick.encoded, o.codebook_dtype), (b, True)))
@@ -450,7 +457,7 @@ class KMeans(EmitsOps, Pass):
         budget mode's written trials measure exactly this."""
         o = self.options
         group, blocks = (choice.group_size, choice.block_size) if choice is not None else (self._group, o.block_size)
-        scaled = choice is not None and choice.encoded.scales is not None
+        scaled = choice.encoded.scales is not None if choice is not None else self._scaled
         w2, grams = t.w2, None
         if x_orig is not None and x is not None:
             # sequential: first the float weights that best give the original output on the current input

@@ -33,10 +33,13 @@ def test_8_bit_channels_of_very_different_scales_take_a_scaled_codebook():
     (op,) = [n for n in out.graph.node if n.op_type == "CodebookMatMul"]
     assert op.input[1] == mul.output[0]
     inits = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
-    # stored: the 256 values and 48 scales (float32), the codes and the bias; no [48, 256] table
-    assert sorted(inits[i].shape for i in mul.input) == [(1, 256), (48, 1)]
-    assert row.extra["bytes_stored"] == sum(inits[i].nbytes for i in [*mul.input, *op.input[2:]])
-    assert row.extra["bytes_stored"] == 4 * 256 + 4 * 48 + 64 * 48 + 4 * 48
+    casts = {n.output[0]: n.input[0] for n in out.graph.node if n.op_type == "Cast"}
+    stored = [casts[i] for i in mul.input]  # float16 values and scales, each Cast to float32 for the Mul
+    # stored: the 256 values and 48 scales (float16), the codes and the bias; no [48, 256] table
+    assert sorted(inits[i].shape for i in stored) == [(1, 256), (48, 1)]
+    assert {inits[i].dtype for i in stored} == {np.dtype(np.float16)}
+    assert row.extra["bytes_stored"] == sum(inits[i].nbytes for i in [*stored, *op.input[2:]])
+    assert row.extra["bytes_stored"] == 2 * 256 + 2 * 48 + 64 * 48 + 4 * 48
     q = next(iter(decoded_weights(out).values()))
     per_layer, _ = optimize(model, "kmeans(bits=8,group-size=0)")
     q0 = next(iter(decoded_weights(per_layer).values()))
@@ -92,3 +95,13 @@ def test_calibrated_8_bit_scaled_codebook_is_compensated_and_exact_in_the_model(
     assert _channel_errors(w, q).max() < 1e-3
     xe = np.random.default_rng(5).standard_normal((7, 64)).astype(np.float32)
     assert_exact(with_decoded_weights(model, out), out, {"x": xe})
+
+
+def test_scaled_codebooks_store_float16_unless_a_scale_is_not_a_normal_float16():
+    from onnxcomp.passes.share._emit import scaled_dtype
+
+    book = np.linspace(-1, 1, 16)
+    assert scaled_dtype(book, np.array([0.5, 2.0, 0.0]), "auto") == "float16"  # an all-zero channel's 0 is exact
+    assert scaled_dtype(book, np.array([0.5, 1e-6]), "auto") == "float32"  # subnormal in float16
+    assert scaled_dtype(book, np.array([0.5, 1e-6]), "float16") == "float16"  # as asked
+    assert scaled_dtype(book * 1e5, np.array([0.5]), "auto") == "float32"  # past float16's range

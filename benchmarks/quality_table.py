@@ -52,6 +52,12 @@ class Row:
 
 ROWS = [
     Row("kmeans8", "kmeans 8-bit data-free", "kmeans(bits=8)", False),
+    Row(
+        "kmeans8-scaled",
+        "kmeans 8-bit data-free, one codebook per layer at each channel's scale (group-size=scaled)",
+        "kmeans(bits=8,group-size=scaled)",
+        False,
+    ),
     Row("kmeans6", "kmeans 6-bit data-free", "kmeans(bits=6)", False),
     Row(
         "kmeans6-calib",
@@ -100,6 +106,12 @@ ROWS = [
         True,
     ),
     Row("kmeans4-ch-calib", "kmeans 4-bit per channel calibrated, compensated", "kmeans(bits=4,group-size=1)", True),
+    Row(
+        "kmeans4-scaled-calib",
+        "kmeans 4-bit one codebook per layer at each channel's scale (group-size=scaled) calibrated, compensated",
+        "kmeans(bits=4,group-size=scaled)",
+        True,
+    ),
     Row("kmeans4-g8", "kmeans 4-bit, a codebook per 8 channels, data-free", "kmeans(bits=4,group-size=8)", False),
     Row(
         "kmeans4-g8-b128",

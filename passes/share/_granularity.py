@@ -20,10 +20,6 @@ cheapest first, while the raises cost at most SMALL_SHARE of the model's stored 
 PROTECT_BITS codebook would not be smaller than its float32 weights is left float32 (the report's skip says
 why). A stem depthwise conv of 144 weights whose channel scales span 500x had SQNR_ch 21 dB at 6 bits, near
 the detector's median, and cost it half its box agreement (layout_det 0.37; 0.94 kept float).
-
-At 8 bits (SCALED_MIN_BITS) one codebook for the layer has a third candidate: the same codebook at each output
-channel's scale (``scaled_encode``, a float32 scale per channel, the per-channel table computed in the model by one
-Mul), taken where its channel SQNR gain exceeds DB_PER_BIT per bit its scales cost.
 """
 
 from __future__ import annotations
@@ -33,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from onnxcomp.analysis.weights import Target
 
-from ._emit import Encoded, codebook_dtype, scaled_dtype
+from ._emit import Encoded, codebook_dtype
 from ._encode import kmeans_encode, stored_bytes
 
 if TYPE_CHECKING:
@@ -49,14 +45,6 @@ CHANNEL_STARTS = ("linear", "quantile", "kmeans++")  # per-channel rows are shor
 DB_PER_BIT = 6.02  # the block candidates' price of one stored bit per weight
 SMALL_SHARE = 0.01  # small poor layers are raised to PROTECT_BITS within 1% of the model's stored bits
 FLOAT_BITS = 32.0
-# scaled codebooks are a candidate from 8 bits: there one codebook of 256 levels at each channel's scale raised the
-# median channel SQNR of layout_det from 36 to 41 dB and its 8-bit box agreement from 0.938 to 0.963 (ocr_det
-# 0.966 -> 0.974). At 4 bits the channel SQNR rule took them over per-channel codebooks (within 6 dB of those,
-# at a fraction of the bits) and layout_det fell from 0.889 to 0.259, ocr_rec's CER from 0.127 to 0.162: 16 levels
-# on normalized weights fit no channel well, and the mean channel SQNR does not see it
-SCALED_MIN_BITS = 8
-# (and only at the bits asked for: the layers auto raises to PROTECT_BITS keep one codebook, so that kmeans(bits=6)
-# stores no more than before; scaled, ocr_det's 6-bit model went from 7.75 to 8.01 stored bits per weight)
 
 
 @dataclasses.dataclass
@@ -72,11 +60,8 @@ class Choice:
 def stored_bits(t: Target, e: Encoded, dtype: str = "auto") -> float:
     """Stored bits per weight of an encoding, codebooks counted as written (``dtype``: ShareOptions.codebook_dtype,
     each entry 2 bytes where the codebook is stored float16, else 4)."""
-    if e.scales is None:
-        entry, scales = (2 if codebook_dtype(e.table, dtype) == "float16" else 4), 0
-    else:
-        entry, scales = (2 if scaled_dtype(e.table, e.scales, dtype) == "float16" else 4), int(e.scales.size)
-    return 8.0 * stored_bytes(t, e.bits, int(e.table.shape[0]), entry, scales) / t.params
+    entry = 2 if codebook_dtype(e.table, dtype) == "float16" else 4
+    return 8.0 * stored_bytes(t, e.bits, int(e.table.shape[0]), entry) / t.params
 
 
 def with_blocks(
@@ -99,7 +84,7 @@ def with_blocks(
     base_bits = stored_bits(t, base.encoded, dtype)
     best, best_score = base, base.sqnr - DB_PER_BIT * base_bits
     for gsz in sorted({0, base.group_size}):
-        whole = base.encoded.table if gsz == base.group_size and base.encoded.scales is None else None
+        whole = base.encoded.table if gsz == base.group_size else None
         e = block_encode(t.w2, base.bits, gsz, t.out_axis, block_size, None, rng, whole)
         bits = stored_bits(t, e, dtype)
         if bits > max_bits:
@@ -157,13 +142,12 @@ def choose(
     block_size: int = 0,
     dtype: str = "auto",
     fallback: bool = True,
-    scaled: bool = True,
 ) -> Choice:
     """Per-layer or per-channel codebooks for one layer at ``bits``, then (``block_size``) block codebooks where
     they score higher (see the module docstring); ``dtype``: the codebooks' stored type option. ``fallback``
     (data-free and calibrated auto; off in the budget mode, which prices its candidates itself): per-channel
     codebooks that would store more bits than one PROTECT_BITS codebook per layer give way to that codebook."""
-    base = _choose(t, bits, init, max_iter, rng, dtype, fallback, scaled)
+    base = _choose(t, bits, init, max_iter, rng, dtype, fallback)
     if not block_size:
         return base
     cap = MAX_BITS
@@ -174,14 +158,7 @@ def choose(
 
 
 def _choose(
-    t: Target,
-    bits: int,
-    init: str,
-    max_iter: int,
-    rng: np.random.Generator,
-    dtype: str,
-    fallback: bool = True,
-    scaled: bool = True,
+    t: Target, bits: int, init: str, max_iter: int, rng: np.random.Generator, dtype: str, fallback: bool = True
 ) -> Choice:
     import numpy as np
 
@@ -189,23 +166,20 @@ def _choose(
     s_layer = channel_sqnr(t.w2, layer.decoded(t.out_axis), t.out_axis)
     if layer.zero_code:
         return Choice(0, bits, s_layer, f"per layer (pruned: zero code), channel SQNR {s_layer:.1f} dB", layer)
-    what = "per layer"
-    if scaled:
-        layer, s_layer, what = _shared(t, layer, s_layer, init, max_iter, dtype)
     if s_layer >= GOOD_DB:
-        return Choice(0, bits, s_layer, f"{what} (channel SQNR {s_layer:.1f} dB)", layer)
+        return Choice(0, bits, s_layer, f"per layer (channel SQNR {s_layer:.1f} dB)", layer)
     # the cap on per-channel codebooks is on their float32 cost (4 + 32 * 2^bits / inputs bits per weight), whatever
     # they are stored as: counted in float16 it would also take them for layers of 22-42 inputs per channel at 4
     # bits, which on ocr_cls raised kmeans(bits=4) from 6.2 to 10.1 stored bits per weight
     per_weight = 8.0 * stored_bytes(t, bits, t.outputs) / t.params
     if per_weight > MAX_BITS:
-        why = f"{what} (per-channel float32 codebooks would store {per_weight:.1f} bits/weight)"
+        why = f"per layer (per-channel float32 codebooks would store {per_weight:.1f} bits/weight)"
         return Choice(0, bits, s_layer, f"{why}, channel SQNR {s_layer:.1f} dB", layer)
     chan = channel_encode(t.w2, bits, t.out_axis, rng)
     s_chan = channel_sqnr(t.w2, chan.decoded(t.out_axis), t.out_axis)
-    versus = f"channel SQNR {s_chan:.1f} dB per channel vs {s_layer:.1f} dB {what}"
+    versus = f"channel SQNR {s_chan:.1f} dB per channel vs {s_layer:.1f} dB per layer"
     if not (s_chan >= s_layer + GAIN_DB or (np.isinf(s_chan) and not np.isinf(s_layer))):
-        return Choice(0, bits, s_layer, f"{what} ({versus})", layer)
+        return Choice(0, bits, s_layer, f"per layer ({versus})", layer)
     stored = stored_bits(t, chan, dtype)  # as written (float16 codebooks where they pass the rule)
     if not fallback:  # (the budget mode: its allocator prices every candidate itself)
         return Choice(1, bits, s_chan, f"per channel ({versus}, {stored:.1f} bits/weight)", chan)
@@ -214,9 +188,9 @@ def _choose(
     # no per-channel tables): kmeans(bits=6) never stores a layer in more bits than kmeans(bits=8) does
     if bits < PROTECT_BITS:
         up = kmeans_encode(t.w2, PROTECT_BITS, 0, t.out_axis, init, None, max_iter)
-        s_up = channel_sqnr(t.w2, up.decoded(t.out_axis), t.out_axis)
         up_bits = stored_bits(t, up, dtype)
         if stored > up_bits:
+            s_up = channel_sqnr(t.w2, up.decoded(t.out_axis), t.out_axis)
             why = (
                 f"kept at {PROTECT_BITS} bits: per-channel codebooks would raise the channel SQNR from {s_layer:.1f} "
                 f"to {s_chan:.1f} dB but store {stored:.1f} bits/weight, one {PROTECT_BITS}-bit codebook "
@@ -224,28 +198,6 @@ def _choose(
             )
             return Choice(0, PROTECT_BITS, s_up, why, up)
     return Choice(1, bits, s_chan, f"per channel ({versus}, {stored:.1f} bits/weight)", chan)
-
-
-def _shared(
-    t: Target, layer: Encoded, s_layer: float, init: str, max_iter: int, dtype: str
-) -> tuple[Encoded, float, str]:
-    """One codebook for the layer, or the same codebook at each output channel's scale (``scaled_encode``: a
-    float32 scale per channel), whichever scores higher at DB_PER_BIT dB per stored bit: (encoding, SQNR_ch,
-    what it is). The scales cost 32 / inputs bits per weight: next to nothing on a 1x1 or 3x3 convolution over
-    many channels, 3.6 bits on a depthwise 3x3, where they must gain over 21 dB to be taken."""
-    import numpy as np
-
-    from ._encode import scaled_encode
-
-    if layer.bits < SCALED_MIN_BITS:
-        return layer, s_layer, "per layer"
-    sc = scaled_encode(t.w2, layer.bits, t.out_axis, init, None, max_iter)
-    s_sc = channel_sqnr(t.w2, sc.decoded(t.out_axis), t.out_axis)
-    gain = s_sc - s_layer
-    price = DB_PER_BIT * (stored_bits(t, sc, dtype) - stored_bits(t, layer, dtype))
-    if np.isfinite(s_layer) and (not np.isfinite(s_sc) or gain > price):
-        return sc, s_sc, f"scaled per channel ({gain:+.1f} dB over one codebook for the layer)"
-    return layer, s_layer, "per layer"
 
 
 def choose_all(
@@ -279,7 +231,7 @@ def choose_all(
         if c.bits >= PROTECT_BITS:
             c.reason += f"; {low} (already {c.bits} bits)"
             continue
-        up = choose(t, PROTECT_BITS, init, max_iter, rng, block_size, dtype, scaled=False)
+        up = choose(t, PROTECT_BITS, init, max_iter, rng, block_size, dtype)
         up.reason = f"kept at {PROTECT_BITS} bits: {low}; {up.reason}"
         picks[id(t)] = up
     _small_layers(targets, picks, fixed, init, max_iter, rng, block_size, dtype)
@@ -317,7 +269,7 @@ def _small_layers(
             break
         left -= extra
         c = picks[id(t)]
-        up = choose(t, PROTECT_BITS, init, max_iter, rng, block_size, dtype, scaled=False)
+        up = choose(t, PROTECT_BITS, init, max_iter, rng, block_size, dtype)
         floats = stored_bits(t, up.encoded, dtype) >= FLOAT_BITS
         how = f"kept at {PROTECT_BITS} bits"
         if floats:

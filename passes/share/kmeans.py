@@ -96,9 +96,9 @@ class KMeans(EmitsOps, Pass):
             "float32 where that is not smaller) within 1% of the model's stored bits (_granularity); with "
             "calibration data the compensated and "
             "plain encodings keep that choice. In the budget mode auto's encoding at each candidate width is one "
-            "more candidate next to one codebook per layer (auto takes scaled codebooks at 8 bits where they "
-            "gain). scaled: one codebook per layer at each output channel's scale (a float32 scale per channel, "
-            "coremltools' per-channel-scale palettization). Unset: auto; 0 in the budget mode",
+            "more candidate next to one codebook per layer. scaled: one codebook per layer at each output "
+            "channel's scale (a scale per channel, coremltools' per-channel-scale palettization). Unset: auto; 0 in "
+            "the budget mode",
         )
         block_size: int = opt(
             0,
@@ -407,7 +407,7 @@ class KMeans(EmitsOps, Pass):
 
         o = self.options
         pick = choose(t, bits, o.init, o.max_iter, ctx.rng(17), o.block_size, o.codebook_dtype, fallback=False)
-        return pick if pick.group_size or pick.block_size or pick.encoded.scales is not None else None
+        return pick if pick.group_size or pick.block_size else None
 
     def _encode(
         self,
@@ -457,7 +457,7 @@ class KMeans(EmitsOps, Pass):
         budget mode's written trials measure exactly this."""
         o = self.options
         group, blocks = (choice.group_size, choice.block_size) if choice is not None else (self._group, o.block_size)
-        scaled = choice.encoded.scales is not None if choice is not None else self._scaled
+        scaled = choice is None and self._scaled
         w2, grams = t.w2, None
         if x_orig is not None and x is not None:
             # sequential: first the float weights that best give the original output on the current input
@@ -496,6 +496,8 @@ class KMeans(EmitsOps, Pass):
         if choice is not None:
             how = f"{how}{', ' if how else ' '}{choice.reason}"
         decision = f"kmeans {bits}-bit{how}" + (" of the sequential re-fit" if w2 is not t.w2 else "")
+        if scaled:
+            decision += ", one codebook at each output channel's scale"
         if e.block_size and (choice is None or e is not choice.encoded):
             decision += f", codebooks per {e.block_size} inputs ({e.table.shape[0]} codebooks)"
         if not saves_bytes(t, store_table(t, e, o.codebook_dtype)):

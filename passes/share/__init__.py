@@ -6,8 +6,8 @@ targets (``im2col``, ``im2col_pair``, ``positions``, ``sequential_waves``, ``pai
 ``lsq_update``), the bit budget allocation (``allocate``, ``Option``, ``BudgetError``) and the error-compensated
 quantization (``compensated_quantize``, ``row_kmeans``, ``output_error``, ``inverse_factors``; for fixed grids,
 ``gptq_round`` and ``Grid``), the block codebooks (``block_encode`` and ``kmeans_encode`` data-free,
-``compensated_quantize_blocks`` and ``decode_blocks`` error-compensated) and the channel SQNR that picks codebook
-granularity (``channel_sqnr``).
+``compensated_quantize_blocks`` and ``decode_blocks`` error-compensated), the scaled codebooks (``scaled_encode``,
+stored as ``scaled_dtype`` says) and the channel SQNR that picks codebook granularity (``channel_sqnr``).
 """
 
 from ._budget import BudgetError, Option, allocate
@@ -20,7 +20,8 @@ from ._calibration import (
     positions,
     sequential_waves,
 )
-from ._encode import block_encode, kmeans_encode
+from ._emit import scaled_dtype
+from ._encode import block_encode, kmeans_encode, scaled_encode
 from ._gptq import Grid, gptq_round
 from ._gptvq import compensated_quantize, compensated_quantize_blocks, decode_blocks, inverse_factors, output_error
 from ._granularity import channel_sqnr
@@ -50,5 +51,7 @@ __all__ = [
     "paired_grams",
     "positions",
     "row_kmeans",
+    "scaled_dtype",
+    "scaled_encode",
     "sequential_waves",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from onnx import helper, numpy_helper
-from onnxcomp.passes.share._encode import scaled_encode
+from onnxcomp.passes.share import scaled_dtype, scaled_encode
 
 from onnxcomp.api import optimize
 from tests.support.compressed import assert_exact, decoded_weights, make_model, run, with_decoded_weights
@@ -102,8 +102,6 @@ def test_calibrated_8_bit_scaled_codebook_is_compensated_and_exact_in_the_model(
 
 
 def test_scaled_codebooks_store_float16_unless_a_scale_is_not_a_normal_float16():
-    from onnxcomp.passes.share._emit import scaled_dtype
-
     book = np.linspace(-1, 1, 16)
     assert scaled_dtype(book, np.array([0.5, 2.0, 0.0]), "auto") == "float16"  # an all-zero channel's 0 is exact
     assert scaled_dtype(book, np.array([0.5, 1e-6]), "auto") == "float32"  # subnormal in float16

@@ -275,3 +275,37 @@ def test_corrupt_run_length_stream_fails_naming_the_decoder(ep_devices):
     model, _, _ = _run_length_matmul(corrupt=True)
     with pytest.raises(Exception, match=r"OnnxcompExecutionProvider.*RunLengthDecode node 'rld'"):
         ep_session(model)
+
+
+@pytest.mark.parametrize("kind", ["matmul", "conv"])
+def test_ep_runs_scaled_codebooks_whose_table_is_a_mul_of_constants(ep_devices, kind, tmp_path):
+    """kmeans(group-size=scaled) writes the table as Mul(Cast(scales), Cast(values)): the EP evaluates the Casts
+    and the Mul when it compiles the node (onnxruntime would otherwise inline the op's function body around it)."""
+    from onnxcomp.api import optimize
+
+    rng = np.random.default_rng(7)
+    if kind == "matmul":
+        w = (rng.standard_normal((256, 192)) * 10 ** ((np.arange(192) % 4) / 3)).astype(np.float32)
+        node = helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")
+        x_shape, y_shape, feeds = ["b", 256], ["b", 192], {"x": _x((1, 256))}
+    else:
+        w = (rng.standard_normal((64, 32, 3, 3)) * 10 ** ((np.arange(64) % 4) / 3)[:, None, None, None]).astype(
+            np.float32
+        )
+        node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])
+        x_shape, y_shape, feeds = [1, 32, 28, 28], [1, 64, 28, 28], {"x": _x((1, 32, 28, 28))}
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out, report = optimize(model, "kmeans(bits=4,group-size=scaled)")
+    assert "each output channel's scale" in report.passes[0].layers[0].decision
+    assert [n.op_type for n in out.graph.node].count("Mul") == 1
+    assert ep_nodes(out, feeds, tmp_path)  # claimed
+    body = run(out, feeds, native=False)
+    got = ep_session(out).run(None, feeds)
+    np.testing.assert_allclose(got[0], body, rtol=1e-4, atol=1e-4 * float(np.abs(body).max()))

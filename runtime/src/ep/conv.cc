@@ -471,7 +471,7 @@ std::unique_ptr<Exec> build_conv(const Ort::ConstGraph& graph, const Ort::ConstN
   auto exec = std::make_unique<ChainExec>();
   std::string prev_out;  // the value the last step produces
   for (const Ort::ConstNode& n : graph.GetNodes()) {
-    if (is_decoder(n)) continue;
+    if (is_decoder(n) || is_table_maker(n)) continue;  // evaluated with the weights they feed
     const std::string where = cat(kEpName, ": ", node_desc(n));
     std::vector<Ort::ConstValueInfo> ins = n.GetInputs();
     if (exec->steps.empty()) exec->label = where;

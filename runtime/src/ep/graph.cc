@@ -177,13 +177,86 @@ Ort::ConstNode producer(const Ort::ConstValueInfo& v) {
   return v.GetProducerNode().node;
 }
 
+namespace {
+
+ONNXTensorElementDataType elem_type(const Ort::ConstValueInfo& v) {
+  try {
+    Ort::ConstTypeInfo ti = v.TypeInfo();
+    if (ti.GetONNXType() != ONNX_TYPE_TENSOR) return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    return ti.GetTensorTypeAndShapeInfo().GetElementType();
+  } catch (...) {
+    return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  }
+}
+
+}  // namespace
+
+bool is_table_maker(const Ort::ConstNode& n) {
+  if (!n || !n.GetDomain().empty()) return false;
+  const std::string op = n.GetOperatorType();
+  std::vector<Ort::ConstValueInfo> ins = n.GetInputs();
+  if (op == "Cast") {
+    int64_t to = 0;
+    if (ins.size() != 1 || !ins[0] || !NodeAttrs{n}.get_int("to", &to) || to != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+      return false;
+    const auto t = elem_type(ins[0]);
+    return t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 || t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  if (op != "Mul" || ins.size() != 2 || !ins[0] || !ins[1]) return false;
+  const std::vector<int64_t> a = static_shape(ins[0]), b = static_shape(ins[1]);
+  for (const auto& in : ins)
+    if (elem_type(in) != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return false;
+  if (a.size() != 2 || b.size() != 2) return false;
+  return (a[1] == 1 && b[0] == 1) || (a[0] == 1 && b[1] == 1);
+}
+
+namespace {
+
+// The table maker's output from its evaluated inputs.
+Blob make_table(const Ort::ConstNode& n, const std::vector<Blob>& in) {
+  Blob out;
+  out.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  if (n.GetOperatorType() == "Cast") {
+    const size_t width = in[0].type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ? 4 : 2;
+    if (in[0].bytes.size() < static_cast<size_t>(in[0].count) * width)
+      fail("Cast input holds fewer values than its shape says");
+    std::vector<float> v = codebook_values(in[0].bytes.data(), in[0].type, in[0].count);
+    out.shape = in[0].shape;
+    out.count = in[0].count;
+    out.bytes.resize(v.size() * sizeof(float));
+    std::memcpy(out.bytes.data(), v.data(), out.bytes.size());
+    return out;
+  }
+  // T[i, j] = a[i, 0] * b[0, j] (or b[i, 0] * a[0, j]): float32 products, as onnxruntime's Mul computes them
+  for (const Blob& b : in)
+    if (b.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || b.shape.size() != 2 || b.count != b.shape[0] * b.shape[1])
+      fail("Mul inputs must be 2-D float32 tensors, got ", shape_str(b.shape));
+  if (!((in[0].shape[1] == 1 && in[1].shape[0] == 1) || (in[0].shape[0] == 1 && in[1].shape[1] == 1)))
+    fail("Mul inputs must be [n, 1] and [1, c], got ", shape_str(in[0].shape), " and ", shape_str(in[1].shape));
+  const bool col_first = in[0].shape[1] == 1;
+  const Blob& col = col_first ? in[0] : in[1];
+  const Blob& row = col_first ? in[1] : in[0];
+  const int64_t rows = col.shape[0], cols = row.shape[1];
+  out.shape = {rows, cols};
+  out.count = checked_mul(rows, cols, "Mul output");
+  out.bytes.resize(static_cast<size_t>(out.count) * sizeof(float));
+  auto* t = reinterpret_cast<float*>(out.bytes.data());
+  const float* c = col.as<float>();
+  const float* r = row.as<float>();
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) t[i * cols + j] = c[i] * r[j];
+  return out;
+}
+
+}  // namespace
+
 // True when `v` is a constant initializer or the output of a decoder chain over constants that nobody else
 // reads; the decoder nodes are appended to `chain` (producers first).
 bool constant_or_decoded(const Ort::ConstValueInfo& v, std::vector<Ort::ConstNode>* chain, int depth) {
   if (!v || depth > 4) return false;
   if (v.IsConstantInitializer()) return true;
   Ort::ConstNode p = producer(v);
-  if (!p || !is_decoder(p) || v.IsGraphOutput() || v.GetConsumers().size() != 1) return false;
+  if (!p || !(is_decoder(p) || is_table_maker(p)) || v.IsGraphOutput() || v.GetConsumers().size() != 1) return false;
   for (const auto& in : p.GetInputs())
     if (!constant_or_decoded(in, chain, depth + 1)) return false;
   chain->push_back(p);
@@ -206,11 +279,16 @@ Blob evaluate(const Ort::ConstValueInfo& v) {
     return b;
   }
   Ort::ConstNode p = producer(v);
-  if (!p || !is_decoder(p)) fail("value '", v.GetName(), "' is not constant");
+  if (!p || !(is_decoder(p) || is_table_maker(p))) fail("value '", v.GetName(), "' is not constant");
   const std::string where = node_desc(p);
   try {
     NodeAttrs a{p};
     std::vector<Ort::ConstValueInfo> ins = p.GetInputs();
+    if (is_table_maker(p)) {
+      std::vector<Blob> in;
+      for (const auto& i : ins) in.push_back(evaluate(i));
+      return make_table(p, in);
+    }
     Blob out;
     out.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
     if (p.GetOperatorType() == "HuffmanDecode") {

@@ -95,9 +95,10 @@ def dense_matmul(w: np.ndarray, m: int):
     )
 
 
-def codebook_matmul(cb: np.ndarray, packed: np.ndarray, n: int, m: int, bits: int = 4):
+def codebook_matmul(cb: np.ndarray, packed: np.ndarray, n: int, m: int, bits: int = 4, group_size: int = 0):
     k = packed.shape[0]
-    node = helper.make_node("CodebookMatMul", ["X", "cb", "codes"], ["Y"], domain=DOMAIN, bits=bits, N=n)
+    groups = {"group_size": group_size} if group_size else {}
+    node = helper.make_node("CodebookMatMul", ["X", "cb", "codes"], ["Y"], domain=DOMAIN, bits=bits, N=n, **groups)
     inits = [numpy_helper.from_array(cb, "cb"), numpy_helper.from_array(packed, "codes")]
     return _model([node], [_vi("X", [m, k])], [_vi("Y", [m, n])], inits, custom=True)
 
@@ -260,7 +261,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small shapes (smoke run)")
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per case")
-    ap.add_argument("--only", default="", help="comma-separated subset: codebook,batch32,sparse,conv,head")
+    ap.add_argument(
+        "--only", default="", help="comma-separated subset: codebook,batch32,sparse,gemv_uncovered,conv,head"
+    )
     ap.add_argument("--json", default=None, help="write the results to this file")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
@@ -271,6 +274,34 @@ def main() -> int:
     print(f"onnxruntime {ort.__version__}; runtime {lib}; 1 intra-op thread; {reps} interleaved runs, medians")
     results: list[dict] = []
     shapes = [(4096, 4096), (25088, 4096)] if not args.quick else [(1024, 1024)]
+
+    if want("gemv_uncovered"):
+        # batch 1 codes the register-decoding GEMV cannot read (8 bits; one 4-bit codebook per output channel):
+        # the GEMM on the weights decoded once into the float panel
+        k, n = shapes[0]
+        x = rng.standard_normal((1, k)).astype(np.float32)
+        codes8 = rng.integers(0, 256, size=(k, n), dtype=np.uint8)
+        cb8 = np.sort(rng.standard_normal((1, 256)) / np.sqrt(k), axis=1).astype(np.float32)
+        compare(
+            f"CodebookMatMul 8-bit {k}x{n} batch 1",
+            dense_matmul(cb8[0][codes8], 1),
+            codebook_matmul(cb8, codes8, n, 1, bits=8),
+            {"X": x},
+            reps,
+            results,
+            check_tol=1e-4,
+        )
+        codes4 = rng.integers(0, 16, size=(k, n), dtype=np.uint8)
+        cbc = np.sort(rng.standard_normal((n, 16)) / np.sqrt(k), axis=1).astype(np.float32)
+        compare(
+            f"CodebookMatMul 4-bit per-channel codebooks {k}x{n} batch 1",
+            dense_matmul(cbc[np.arange(n)[None, :], codes4], 1),
+            codebook_matmul(cbc, pack4(codes4), n, 1, bits=4, group_size=1),
+            {"X": x},
+            reps,
+            results,
+            check_tol=1e-4,
+        )
 
     for k, n in shapes:
         if not (want("codebook") or want("batch32") or want("sparse")):

@@ -103,8 +103,7 @@ def scaled_encode(
     if weights is not None:
         we = np.broadcast_to(np.asarray(weights, np.float64), w2.shape)
         we = np.asarray(we.T if out_axis == 1 else we) + 1e-12
-    ones = np.ones_like(wo) if we is None else we
-    s = np.sqrt((wo**2).mean(axis=1))
+    s = channel_rms(w2, out_axis)
     table = np.zeros((1, levels), np.float64)
     codes = np.zeros(wo.shape, np.int64)
     start: str | np.ndarray = init
@@ -120,9 +119,7 @@ def scaled_encode(
         table[0, first:] = km.centroids
         codes = np.zeros(wo.shape, np.int64)
         codes[pick] = km.labels + first
-        q = table[0][codes]
-        num, den = (ones * wo * q).sum(axis=1), (ones * q * q).sum(axis=1)
-        s = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+        s = lsq_scales(wo, table[0][codes], we)
     codes = codes.T if out_axis == 1 else codes
     return Encoded(
         table.astype(np.float32),
@@ -150,18 +147,26 @@ def channel_rms(w2: np.ndarray, out_axis: int) -> np.ndarray:
     return np.sqrt((np.asarray(w2, np.float64) ** 2).mean(axis=1 - out_axis))
 
 
-def rescaled(w2: np.ndarray, e: Encoded, out_axis: int) -> Encoded:
-    """A codebook for the normalized weights with the least-squares scale of each output channel:
-    # s_j = <w_j, q_j> / <q_j, q_j>,  q_j = c[code_j]
+def lsq_scales(wo: np.ndarray, qo: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The least-squares scale of each row (output channel) of ``wo`` for its decoded codes ``qo``:
+    # s_j = sum_k e_jk w_jk q_jk / sum_k e_jk q_jk^2   (e = 1 without weights; 0 for a row of zero codes)
     """
+    import numpy as np
+
+    e = 1.0 if weights is None else weights
+    num, den = (e * wo * qo).sum(axis=1), (e * qo * qo).sum(axis=1)
+    return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
+
+
+def rescaled(w2: np.ndarray, e: Encoded, out_axis: int) -> Encoded:
+    """A codebook for the normalized weights with the least-squares scale of each output channel (``lsq_scales``)."""
     import dataclasses
 
     import numpy as np
 
     q = np.asarray(ops.decode_codebook(e.table, e.codes, e.group_size or e.codes.shape[out_axis], out_axis), np.float64)
     w = np.asarray(w2, np.float64)
-    num, den = (w * q).sum(axis=1 - out_axis), (q * q).sum(axis=1 - out_axis)
-    s = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    s = lsq_scales(w.T, q.T) if out_axis == 1 else lsq_scales(w, q)
     return dataclasses.replace(e, scales=s.astype(np.float32), table_dtype="float32")
 
 

@@ -387,12 +387,12 @@ void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, con
     run_panel_gemm(ctx, x, M, K, N, bp, kt.codebook_panel, &w, bias, y, relu);
     return;
   }
-  // 1..4 rows of constant weights the register-decoding GEMV cannot read (3, 5..8 bits; codebook groups narrower
-  // than its 16 columns, e.g. one codebook per channel): the same GEMM on the panel decoded once, not all of W
-  // decoded again on every run (a 4096^2 layer at 1 row, 8 bits or 4 bits per channel: 0.30x onnxruntime's fp32
-  // MatMul before). The panel costs 4 bytes per weight, as onnxruntime's own constant folding of the ops' bodies.
-  const bool gemv_reads = (w.bits == 1 || w.bits == 2 || w.bits == 4) && (w.G == 1 || w.group_size % 16 == 0);
-  if (panel != nullptr && !gemv_reads && K > 0) {
+  // 1..4 rows of constant weights the register-decoding GEMV cannot read (kt.codebook_gemv_reads: 3, 5..8 bits,
+  // codebook groups narrower than its lanes, e.g. one codebook per channel; every width on the scalar kernels): the
+  // same GEMM on the panel decoded once, not all of W decoded again on every run (a 4096^2 layer at 1 row, 8 bits
+  // or 4 bits per channel: 0.25-0.30x onnxruntime's fp32 MatMul before). The panel costs 4 bytes per weight, as
+  // onnxruntime's own constant folding of the ops' bodies.
+  if (panel != nullptr && K > 0 && !kt.codebook_gemv_reads(w, M)) {
     run_panel_gemm(ctx, x, M, K, N, panel->get(ctx, w), kt.codebook_panel, &w, bias, y, relu);
     return;
   }

@@ -115,6 +115,9 @@ struct KernelTable {
   // n0 must be a multiple of 128.
   int64_t (*codebook_gemv)(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, float* y,
                            int64_t ldy, int64_t n0, int64_t n1);
+  // Whether codebook_gemv reads these weights for M rows of X (then it covers every column block at a multiple of
+  // 1024); false: it covers nothing, and the caller runs the GEMM.
+  bool (*codebook_gemv_reads)(const CodebookWeights& w, int64_t M);
   // y[n] += sum_k x[k] * W[k, n] over rows k in [k0, k1) with x[k] != 0, for one row of X.
   void (*sparse_gemv)(const float* x, const SparseWeights& w, int64_t k0, int64_t k1, float* y);
   // out[i, j] = codebook[(m / group_size) * 2^bits + code(m, j)] for m = row0 + i, i < rows, j < n:

@@ -184,12 +184,16 @@ void gemv_packed(const float* x, int64_t M, int64_t ldx, const CodebookWeights& 
   }
 }
 
+bool codebook_gemv_reads_avx2(const CodebookWeights& w, int64_t M) {
+  const int bits = w.bits;
+  if ((bits != 1 && bits != 2 && bits != 4) || M < 1 || M > 4 || w.K <= 0 || w.packed == nullptr) return false;
+  return w.G == 1 || w.group_size % prepack_block_cols(bits) == 0;
+}
+
 int64_t codebook_gemv_avx2(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, float* y, int64_t ldy,
                            int64_t n0, int64_t n1) {
   const int bits = w.bits;
-  if ((bits != 1 && bits != 2 && bits != 4) || M < 1 || M > 4 || w.K <= 0 || w.packed == nullptr) return n0;
-  const int64_t bc = prepack_block_cols(bits);
-  if (n0 % bc != 0 || (w.G != 1 && w.group_size % bc != 0)) return n0;
+  if (!codebook_gemv_reads_avx2(w, M) || n0 % prepack_block_cols(bits) != 0) return n0;
   switch (bits) {
     case 4: gemv_packed<4>(x, M, ldx, w, y, ldy, n0, n1); break;
     case 2: gemv_packed<2>(x, M, ldx, w, y, ldy, n0, n1); break;
@@ -305,7 +309,7 @@ void sparse_windows_avx2(const float* x, int64_t ldx, int rows, const SparseWind
 
 extern const KernelTable table = {
     "avx2", kMR, kNR, pack_a_generic, gemm_generic, gemm_rows_generic, codebook_panel_generic, im2col_panel_generic,
-    codebook_gemv_avx2, sparse_gemv_generic, decode_rows_generic, sparse_windows_avx2,
+    codebook_gemv_avx2, codebook_gemv_reads_avx2, sparse_gemv_generic, decode_rows_generic, sparse_windows_avx2,
 };
 
 }  // namespace avx2

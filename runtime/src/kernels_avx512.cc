@@ -485,11 +485,21 @@ int64_t gemv_bits(const float* x, int64_t M, int64_t ldx, const CodebookWeights&
   return done;
 }
 
+bool gemv_packed_reads(const CodebookWeights& w) {
+  return w.packed != nullptr && (w.G == 1 || w.group_size % 16 == 0);
+}
+
+bool codebook_gemv_reads_avx512(const CodebookWeights& w, int64_t M) {
+  const int bits = w.bits;
+  if ((bits != 1 && bits != 2 && bits != 4) || M < 1 || M > 4 || w.K <= 0) return false;
+  return gemv_packed_reads(w) || w.G == 1 || w.group_size % (16 * (8 / bits)) == 0;
+}
+
 int64_t codebook_gemv_avx512(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, float* y,
                              int64_t ldy, int64_t n0, int64_t n1) {
   const int bits = w.bits;
-  if ((bits != 1 && bits != 2 && bits != 4) || M < 1 || M > 4 || (n0 & 127) != 0 || w.K <= 0) return n0;
-  if (w.packed != nullptr && (w.G == 1 || w.group_size % 16 == 0) && n0 % prepack_block_cols(bits) == 0) {
+  if (!codebook_gemv_reads_avx512(w, M) || (n0 & 127) != 0) return n0;
+  if (gemv_packed_reads(w) && n0 % prepack_block_cols(bits) == 0) {
     switch (bits) {
       case 4: gemv_packed<4>(x, M, ldx, w, y, ldy, n0, n1); break;
       case 2: gemv_packed<2>(x, M, ldx, w, y, ldy, n0, n1); break;
@@ -498,7 +508,7 @@ int64_t codebook_gemv_avx512(const float* x, int64_t M, int64_t ldx, const Codeb
     return n1;
   }
   const int64_t chunk_cols = 16 * (8 / bits);
-  if (w.G != 1 && (w.group_size % chunk_cols) != 0) return n0;
+  if (w.G != 1 && (w.group_size % chunk_cols) != 0) return n0;  // (packed codes at an unaligned n0)
   // codebook rows replicated to 16 entries: cb16[g*16 + i] = codebook[g*entries + i % entries]
   const int64_t entries = int64_t{1} << bits;
   float* cb16 = scratch(static_cast<size_t>(w.G * 16), 1);
@@ -619,7 +629,7 @@ void sparse_windows_avx512(const float* x, int64_t ldx, int rows, const SparseWi
 
 extern const KernelTable table = {
     "avx512", kMR, kNR, pack_a_generic, gemm_generic, gemm_rows_generic, codebook_panel_avx512, im2col_panel_generic,
-    codebook_gemv_avx512, sparse_gemv_generic, decode_rows_avx512, sparse_windows_avx512,
+    codebook_gemv_avx512, codebook_gemv_reads_avx512, sparse_gemv_generic, decode_rows_avx512, sparse_windows_avx512,
 };
 
 }  // namespace avx512

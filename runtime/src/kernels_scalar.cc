@@ -50,6 +50,8 @@ int64_t no_gemv(const float*, int64_t, int64_t, const CodebookWeights&, float*, 
   return n0;
 }
 
+bool no_gemv_reads(const CodebookWeights&, int64_t) { return false; }
+
 }  // namespace
 
 }  // namespace scalar
@@ -80,7 +82,7 @@ std::vector<uint8_t> prepack_codes(const uint8_t* codes, int64_t K, int64_t N, i
 namespace scalar {
 extern const KernelTable table = {
     "scalar", kMR, kNR, pack_a_generic, gemm_generic, gemm_rows_generic, codebook_panel_generic, im2col_panel_generic,
-    no_gemv, sparse_gemv_generic, decode_rows_generic, nullptr,
+    no_gemv, no_gemv_reads, sparse_gemv_generic, decode_rows_generic, nullptr,
 };
 
 }  // namespace scalar

@@ -250,8 +250,8 @@ Blob make_table(const Ort::ConstNode& n, const std::vector<Blob>& in) {
 
 }  // namespace
 
-// True when `v` is a constant initializer or the output of a decoder chain over constants that nobody else
-// reads; the decoder nodes are appended to `chain` (producers first).
+// True when `v` is a constant initializer or the output of a decoder chain (decoders, table makers) over constants
+// that nobody else reads; the chain's nodes are appended to `chain` (producers first).
 bool constant_or_decoded(const Ort::ConstValueInfo& v, std::vector<Ort::ConstNode>* chain, int depth) {
   if (!v || depth > 4) return false;
   if (v.IsConstantInitializer()) return true;

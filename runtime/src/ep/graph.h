@@ -53,8 +53,8 @@ std::vector<Ort::ConstNode> consumers(const Ort::ConstValueInfo& v);
 // The single node consuming a value that is no graph output, or a null node.
 Ort::ConstNode sole_consumer(const Ort::ConstValueInfo& v);
 
-// True when `v` is a constant initializer or the output of a decoder chain over constants that nobody else
-// reads; the decoder nodes are appended to `chain` (producers first).
+// True when `v` is a constant initializer or the output of a decoder chain (decoders, table makers) over constants
+// that nobody else reads; the chain's nodes are appended to `chain` (producers first).
 bool constant_or_decoded(const Ort::ConstValueInfo& v, std::vector<Ort::ConstNode>* chain, int depth = 0);
 
 // Evaluates a value at compile time: an initializer, or the output of a decoder chain (decoded natively; a

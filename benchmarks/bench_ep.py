@@ -138,11 +138,17 @@ def case_digits(runs):
     compare("digits CNN, Deep Compression pipeline", base, dc, ("ort", "ops", "ep"), runs * 20, {"ep": 1.0})
 
 
-def _mm_models(k: int, n: int, rows: int, rng):
-    cb = np.sort(rng.standard_normal((1, 16)) / np.sqrt(k), axis=1).astype(np.float32)
-    codes = rng.integers(0, 16, size=(k, n), dtype=np.uint8)
-    w = cb[0][codes]
-    packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
+def _mm_models(k: int, n: int, rows: int, rng, bits: int = 4, group_size: int = 0):
+    """fp32 MatMul and CodebookMatMul of the same weights: bits-wide codes, a codebook per group_size output
+    columns (0: one for the layer)."""
+    from onnxcomp.ops import pack_codes
+
+    group_size = group_size or n
+    groups = -(-n // group_size)
+    cb = np.sort(rng.standard_normal((groups, 1 << bits)) / np.sqrt(k), axis=1).astype(np.float32)
+    codes = rng.integers(0, 1 << bits, size=(k, n), dtype=np.uint8)
+    w = cb[np.arange(n)[None, :] // group_size, codes]
+    packed = pack_codes(codes, bits)
     x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [rows, k])
     y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [rows, n])
     base = helper.make_model(
@@ -154,7 +160,7 @@ def _mm_models(k: int, n: int, rows: int, rng):
     from onnxcomp import ops as enc
 
     node = helper.make_node(
-        "CodebookMatMul", ["X", "cb", "codes", "B"], ["Y"], domain=DOMAIN, bits=4, N=n, group_size=n
+        "CodebookMatMul", ["X", "cb", "codes", "B"], ["Y"], domain=DOMAIN, bits=bits, N=n, group_size=group_size
     )
     inits = [
         numpy_helper.from_array(cb, "cb"),
@@ -174,6 +180,10 @@ def case_gemv(runs):
     rng = np.random.default_rng(0)
     base, comp = _mm_models(4096, 4096, 1, rng)
     compare("CodebookMatMul 4-bit 4096x4096, 1 row", base, comp, ("ops", "ep"), runs * 4, {"ops": 6.0, "ep": 6.0})
+    # the widths and groupings the budget mode and group-size=auto write next to 4-bit per-layer codebooks
+    for bits, group_size, what in ((8, 0, "8-bit"), (6, 0, "6-bit"), (3, 0, "3-bit"), (4, 1, "4-bit per-channel")):
+        base, comp = _mm_models(4096, 4096, 1, rng, bits=bits, group_size=group_size)
+        compare(f"CodebookMatMul {what} 4096x4096, 1 row", base, comp, ("ops", "ep"), runs, {"ops": 1.0, "ep": 1.0})
 
 
 def case_rows(runs):

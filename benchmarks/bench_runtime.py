@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import itertools
 
 from onnxcomp import runtime
-from onnxcomp.ops import DOMAIN
+from onnxcomp.ops import DOMAIN, pack_codes
 
 
 # ------------------------------------------------------------------------------------ encoders
@@ -276,21 +276,22 @@ def main() -> int:
     shapes = [(4096, 4096), (25088, 4096)] if not args.quick else [(1024, 1024)]
 
     if want("gemv_uncovered"):
-        # batch 1 codes the register-decoding GEMV cannot read (8 bits; one 4-bit codebook per output channel):
-        # the GEMM on the weights decoded once into the float panel
+        # batch 1 codes that the shared 16-entry-codebook GEMV does not read: 3, 5..8 bits (codes widened to bytes,
+        # byte-plane lookups with AVX512-VBMI) and one 4-bit codebook per output channel (column layout, along k)
         k, n = shapes[0]
         x = rng.standard_normal((1, k)).astype(np.float32)
-        codes8 = rng.integers(0, 256, size=(k, n), dtype=np.uint8)
-        cb8 = np.sort(rng.standard_normal((1, 256)) / np.sqrt(k), axis=1).astype(np.float32)
-        compare(
-            f"CodebookMatMul 8-bit {k}x{n} batch 1",
-            dense_matmul(cb8[0][codes8], 1),
-            codebook_matmul(cb8, codes8, n, 1, bits=8),
-            {"X": x},
-            reps,
-            results,
-            check_tol=1e-4,
-        )
+        for bits in (8, 6, 3):
+            codes = rng.integers(0, 1 << bits, size=(k, n), dtype=np.uint8)
+            cb = np.sort(rng.standard_normal((1, 1 << bits)) / np.sqrt(k), axis=1).astype(np.float32)
+            compare(
+                f"CodebookMatMul {bits}-bit {k}x{n} batch 1",
+                dense_matmul(cb[0][codes], 1),
+                codebook_matmul(cb, pack_codes(codes, bits), n, 1, bits=bits),
+                {"X": x},
+                reps,
+                results,
+                check_tol=1e-4,
+            )
         codes4 = rng.integers(0, 16, size=(k, n), dtype=np.uint8)
         cbc = np.sort(rng.standard_normal((n, 16)) / np.sqrt(k), axis=1).astype(np.float32)
         compare(

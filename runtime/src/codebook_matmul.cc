@@ -50,7 +50,8 @@ struct CodebookMatMulKernel {
   int bits = 0;
   int64_t N = 0, group_size = 0, block_size = 0;
   ConstInput const_codes, const_codebook;
-  std::vector<uint8_t> packed;  // prepacked copy of constant codes (the AVX-512 and AVX2 GEMVs)
+  std::vector<uint8_t> packed;   // prepacked copy of constant codes (where the GEMV reads it)
+  std::vector<uint8_t> columns;  // or their column layout (codebooks that change within 16 columns)
   FloatPanel panel;             // W decoded for many-row runs (constant codes and codebook only)
   FloatPanel block_panel;       // W of block codebooks for runs of more than 4 rows (constant codes and codebook)
   std::vector<std::vector<uint8_t>> packed_blocks;  // block codes prepacked for the GEMV, one per block (constant)
@@ -63,17 +64,18 @@ struct CodebookMatMulKernel {
     block_size = a.optional_int("block_size", kMaxDim, 1, kMaxDim);
     const_codes.init(info, 2);
     const_codebook.init(info, 1);
-    if (std::string(kernels().name) != "scalar") {
-      packed = maybe_prepack(const_codes, N, bits);
-      prepack_blocks();
-    }
+    const bool one_block = const_codes.shape.size() == 2 && const_codes.shape[0] <= block_size;
+    if (one_block) columns = maybe_prepack_columns(const_codes, N, bits, group_size);
+    if (columns.empty()) packed = maybe_prepack(const_codes, N, bits);
+    prepack_blocks();
   }
 
   // Constant codes of block codebooks: each block's rows prepacked for the GEMV (nothing when it does not apply).
   void prepack_blocks() {
     const std::vector<int64_t>& cs = const_codes.shape;
     const int64_t row_bytes = ceil_div(N * bits, 8);
-    if (const_codes.data == nullptr || !prepack_supported(bits) || cs.size() != 2 || cs[1] != row_bytes) return;
+    if (const_codes.data == nullptr || !kernels().reads_prepacked(bits) || cs.size() != 2 || cs[1] != row_bytes)
+      return;
     const int64_t K = cs[0];
     if (K <= block_size) return;
     const uint8_t* codes = static_cast<const uint8_t*>(const_codes.data);
@@ -148,7 +150,10 @@ struct CodebookMatMulKernel {
         return;
       }
       CodebookWeights w{codes.as<uint8_t>(), cbp, K, N, row_bytes, group_size, G, bits, nullptr};
-      if (!packed.empty() && codes.data == const_codes.data) w.packed = packed.data();
+      if (codes.data == const_codes.data) {
+        if (!packed.empty()) w.packed = packed.data();
+        if (!columns.empty()) w.columns = columns.data();
+      }
       run_codebook_matmul(ctx, x.as<float>(), M, w, bias_data, y, constant ? &panel : nullptr);
     });
   }

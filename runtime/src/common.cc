@@ -259,10 +259,17 @@ uint32_t max_code(const uint8_t* codes, int64_t rows, int64_t row_bytes, int64_t
 }
 
 std::vector<uint8_t> maybe_prepack(const ConstInput& codes, int64_t N, int bits) {
-  if (codes.data == nullptr || !prepack_supported(bits) || codes.shape.size() != 2) return {};
+  if (codes.data == nullptr || !kernels().reads_prepacked(bits) || codes.shape.size() != 2) return {};
   const int64_t K = codes.shape[0], row_bytes = ceil_div(N * bits, 8);
   if (K <= 0 || codes.shape[1] != row_bytes) return {};
   return prepack_codes(static_cast<const uint8_t*>(codes.data), K, N, row_bytes, bits);
+}
+
+std::vector<uint8_t> maybe_prepack_columns(const ConstInput& codes, int64_t N, int bits, int64_t group_size) {
+  if (codes.data == nullptr || !kernels().reads_columns(bits, group_size, N) || codes.shape.size() != 2) return {};
+  const int64_t K = codes.shape[0], row_bytes = ceil_div(N * bits, 8);
+  if (K <= 0 || codes.shape[1] != row_bytes) return {};
+  return prepack_columns(static_cast<const uint8_t*>(codes.data), K, N, row_bytes, bits);
 }
 
 std::vector<float> pad_codebook(const float* cb, int64_t G, int64_t C, int bits) {
@@ -378,19 +385,16 @@ void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, con
   const int64_t N = w.N, K = w.K;
   if (M == 0 || N == 0) return;
   const KernelTable& kt = kernels();
-  // tasks: blocks of rows x blocks of columns (strip aligned)
-  const int64_t row_task = std::max<int64_t>(kt.mr, kRowTask / kt.mr * kt.mr);
-  const int64_t col_task = std::max<int64_t>(1, kColumnTask / kt.nr) * kt.nr;
   if (M > kGemvMaxRows && K > 0) {
     // GEMM: on the float panel of constant weights, else decoding each k x n block of W into an L2 panel
     const float* bp = panel != nullptr ? panel->get(ctx, w) : nullptr;
     run_panel_gemm(ctx, x, M, K, N, bp, kt.codebook_panel, &w, bias, y, relu);
     return;
   }
-  // 1..4 rows of constant weights the register-decoding GEMV cannot read (kt.codebook_gemv_reads: 3, 5..8 bits,
-  // codebook groups narrower than its lanes, e.g. one codebook per channel; every width on the scalar kernels): the
-  // same GEMM on the panel decoded once, not all of W decoded again on every run (a 4096^2 layer at 1 row, 8 bits
-  // or 4 bits per channel: 0.25-0.30x onnxruntime's fp32 MatMul before). The panel costs 4 bytes per weight, as
+  // 1..4 rows of constant weights the register-decoding GEMV cannot read (kt.codebook_gemv_reads; AVX-512 reads
+  // every width and grouping of constant codes but byte codes without AVX512-VBMI or with codebook groups of other
+  // than multiples of 64 columns; AVX2 reads 1, 2, 4 bits in groups of whole blocks; scalar nothing): the same GEMM
+  // on the panel decoded once, not all of W decoded again on every run. The panel costs 4 bytes per weight, as
   // onnxruntime's own constant folding of the ops' bodies.
   if (panel != nullptr && K > 0 && !kt.codebook_gemv_reads(w, M)) {
     run_panel_gemm(ctx, x, M, K, N, panel->get(ctx, w), kt.codebook_panel, &w, bias, y, relu);

@@ -214,6 +214,9 @@ void unpack_row(const uint8_t* row, int64_t j0, int64_t count, int bits, uint8_t
 uint32_t max_code(const uint8_t* codes, int64_t rows, int64_t row_bytes, int64_t n, int bits);
 // Prepacked codes for a constant [K, ceil(N*bits/8)] codes input (empty when not applicable).
 std::vector<uint8_t> maybe_prepack(const ConstInput& codes, int64_t N, int bits);
+// Constant codes [K, row_bytes] in the column layout (prepack_columns) where the GEMV reads it for this codebook
+// grouping (KernelTable::reads_columns); empty otherwise.
+std::vector<uint8_t> maybe_prepack_columns(const ConstInput& codes, int64_t N, int bits, int64_t group_size);
 
 // Copies a [G, C] codebook into [G, 2^bits] (zeros past C).
 std::vector<float> pad_codebook(const float* cb, int64_t G, int64_t C, int bits);

@@ -27,19 +27,32 @@ struct CodebookWeights {
   int64_t group_size;
   int64_t G;
   int bits;
-  // Optional prepacked copy of the codes for bits 1, 2, 4 (see prepack_codes), or nullptr.
+  // Optional prepacked copy of the codes (see prepack_codes), or nullptr.
   const uint8_t* packed = nullptr;
+  // Optional column-major copy (see prepack_columns), or nullptr: codebooks that change within 16 columns.
+  const uint8_t* columns = nullptr;
 };
 
-// Prepacked code layout (made once per constant codes tensor; same size as the codes, plus
-// padding): column blocks of 64 * (8 / bits) columns; block b holds, for each row k, 64 contiguous
-// bytes at packed[(b * K + k) * 64]: 4 chunks of 16 bytes, and byte j of chunk c carries the codes
-// of columns b*BC + c*16*cpb + t*16 + j at bit t*bits (t < cpb = 8 / bits). Zero-extending a chunk
-// to 16 dwords and shifting right by t*bits puts 16 consecutive columns, in order, into the low bits
-// of the lanes. Columns past N hold code 0. Streaming a block is sequential in memory.
-inline int64_t prepack_block_cols(int bits) { return 64 * (8 / bits); }
-bool prepack_supported(int bits);
+// Prepacked code layout (made once per constant codes tensor, where the kernel table's GEMV reads it:
+// KernelTable::reads_prepacked). Column blocks of BC = prepack_block_cols(bits) columns; block b holds, for each
+// row k, 64 contiguous bytes at packed[(b * K + k) * 64]. Columns past N hold code 0. Streaming a block is
+// sequential in memory.
+// A code takes P = prepacked_bits(bits) bits there: 1, 2, 4 bits as they are, 3 bits widened to 4, 5..8 bits to 8.
+//  * P = 1, 2, 4 (BC = 64 * 8 / P): 4 chunks of 16 bytes, and byte j of chunk c carries the codes of columns
+//    b*BC + c*16*cpb + t*16 + j at bit t*P (t < cpb = 8 / P). Zero-extending a chunk to 16 dwords and shifting
+//    right by t*P puts 16 consecutive columns, in order, into the low bits of the lanes.
+//  * P = 8 (BC = 64): byte j is the code of column b*64 + j.
+inline int prepacked_bits(int bits) { return bits <= 2 ? bits : (bits <= 4 ? 4 : 8); }
+inline int64_t prepack_block_cols(int bits) { return 64 * (8 / prepacked_bits(bits)); }
 std::vector<uint8_t> prepack_codes(const uint8_t* codes, int64_t K, int64_t N, int64_t row_bytes, int bits);
+
+// Column-major nibble layout for codebooks that change within 16 columns (one per output channel, bits <= 4): a
+// column's weights along k share one codebook, so 16 of them are one vpermps of that column's 16-entry table
+// (zero padded) and one FMA with 16 consecutive x. Blocks of 8 columns; L = ceil(K / 128) lines per column; line l
+// of column 8 nb + c is the 64 bytes at columns[((nb * L + l) * 8 + c) * 64], and nibble t (bits 4t..4t+3) of its
+// dword d holds the code of row k = 128 l + 16 t + d (0 past K or N): shifting the 16 dwords right by 4t gives rows
+// 128 l + 16 t .. + 15 in lane order.
+std::vector<uint8_t> prepack_columns(const uint8_t* codes, int64_t K, int64_t N, int64_t row_bytes, int bits);
 
 // EIE-style sparse rows: row k holds entries [row_ptr[k], row_ptr[k + 1]); entry e advances the
 // column by delta(e) + 1 (starting at -1) and carries code(e). Positions were checked to be < N.
@@ -129,6 +142,11 @@ struct KernelTable {
   // available in this kernel set).
   void (*sparse_windows_gemv)(const float* x, int64_t ldx, int rows, const SparseWindows& s, int64_t cg0,
                               int64_t cg1, float* y, int64_t ldy);
+  // Whether codebook_gemv reads the prepacked layout of codes this wide: constant codes are prepacked only then.
+  bool (*reads_prepacked)(int bits);
+  // Whether codebook_gemv reads the column layout (prepack_columns) for these codes and codebook groups: constant
+  // codes are laid out so only then (and then not prepack_codes'd).
+  bool (*reads_columns)(int bits, int64_t group_size, int64_t N);
 };
 
 const KernelTable& kernels();                      // best table for this CPU (ONNXCOMP_ISA may cap it)

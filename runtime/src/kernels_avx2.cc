@@ -184,6 +184,9 @@ void gemv_packed(const float* x, int64_t M, int64_t ldx, const CodebookWeights& 
   }
 }
 
+bool reads_prepacked_avx2(int bits) { return bits == 1 || bits == 2 || bits == 4; }
+bool reads_columns_avx2(int, int64_t, int64_t) { return false; }
+
 bool codebook_gemv_reads_avx2(const CodebookWeights& w, int64_t M) {
   const int bits = w.bits;
   if ((bits != 1 && bits != 2 && bits != 4) || M < 1 || M > 4 || w.K <= 0 || w.packed == nullptr) return false;
@@ -310,6 +313,7 @@ void sparse_windows_avx2(const float* x, int64_t ldx, int rows, const SparseWind
 extern const KernelTable table = {
     "avx2", kMR, kNR, pack_a_generic, gemm_generic, gemm_rows_generic, codebook_panel_generic, im2col_panel_generic,
     codebook_gemv_avx2, codebook_gemv_reads_avx2, sparse_gemv_generic, decode_rows_generic, sparse_windows_avx2,
+    reads_prepacked_avx2, reads_columns_avx2,
 };
 
 }  // namespace avx2

@@ -51,15 +51,15 @@ int64_t no_gemv(const float*, int64_t, int64_t, const CodebookWeights&, float*, 
 }
 
 bool no_gemv_reads(const CodebookWeights&, int64_t) { return false; }
+bool no_prepacked(int) { return false; }
+bool no_columns(int, int64_t, int64_t) { return false; }
 
 }  // namespace
 
 }  // namespace scalar
 
-bool prepack_supported(int bits) { return bits == 1 || bits == 2 || bits == 4; }
-
 std::vector<uint8_t> prepack_codes(const uint8_t* codes, int64_t K, int64_t N, int64_t row_bytes, int bits) {
-  const int cpb = 8 / bits;
+  const int pb = prepacked_bits(bits), cpb = 8 / pb;  // bits and codes per byte of the layout
   const int64_t bc = prepack_block_cols(bits);
   const int64_t nblocks = (N + bc - 1) / bc;
   std::vector<uint8_t> out(static_cast<size_t>(nblocks * K * 64 + 64), 0);
@@ -71,7 +71,7 @@ std::vector<uint8_t> prepack_codes(const uint8_t* codes, int64_t K, int64_t N, i
       for (int j = 0; j < 64; ++j) {
         const int c = j / 16, jj = j % 16;
         uint32_t byte = 0;
-        for (int t = 0; t < cpb; ++t) byte |= static_cast<uint32_t>(row[b * bc + c * 16 * cpb + t * 16 + jj]) << (t * bits);
+        for (int t = 0; t < cpb; ++t) byte |= static_cast<uint32_t>(row[b * bc + c * 16 * cpb + t * 16 + jj]) << (t * pb);
         dst[j] = static_cast<uint8_t>(byte);
       }
     }
@@ -79,10 +79,25 @@ std::vector<uint8_t> prepack_codes(const uint8_t* codes, int64_t K, int64_t N, i
   return out;
 }
 
+std::vector<uint8_t> prepack_columns(const uint8_t* codes, int64_t K, int64_t N, int64_t row_bytes, int bits) {
+  const int64_t L = (K + 127) / 128, nblocks = (N + 7) / 8;
+  std::vector<uint8_t> out(static_cast<size_t>(nblocks * L * 8 * 64 + 64), 0);
+  std::vector<uint8_t> row(static_cast<size_t>(N), 0);
+  for (int64_t k = 0; k < K; ++k) {
+    scalar::unpack_codes(codes + k * row_bytes, 0, N, bits, row.data());
+    const int64_t l = k / 128, t = (k % 128) / 16, d = k % 16;
+    // nibble t of dword d: byte 4 d + t / 2, high half for odd t (little-endian dwords)
+    const int64_t byte = 4 * d + t / 2, shift = 4 * (t % 2);
+    for (int64_t n = 0; n < N; ++n)
+      out[static_cast<size_t>((((n / 8) * L + l) * 8 + n % 8) * 64 + byte)] |= static_cast<uint8_t>(row[n] << shift);
+  }
+  return out;
+}
+
 namespace scalar {
 extern const KernelTable table = {
     "scalar", kMR, kNR, pack_a_generic, gemm_generic, gemm_rows_generic, codebook_panel_generic, im2col_panel_generic,
-    no_gemv, no_gemv_reads, sparse_gemv_generic, decode_rows_generic, nullptr,
+    no_gemv, no_gemv_reads, sparse_gemv_generic, decode_rows_generic, nullptr, no_prepacked, no_columns,
 };
 
 }  // namespace scalar

@@ -42,7 +42,7 @@ struct TernaryMatMulKernel {
     group_size = a.optional_int("group_size", N, 1, kMaxDim);
     const_codes.init(info, 2);
     const_scales.init(info, 1);
-    if (std::string(kernels().name) != "scalar") packed = maybe_prepack(const_codes, N, 2);
+    packed = maybe_prepack(const_codes, N, 2);
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {

@@ -33,11 +33,12 @@ def test_codebook_matmul(bits, batch, group_size):
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("bits", [1, 2, 4])
+@pytest.mark.parametrize("bits", range(1, 9))
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("n,group_size", [(1000, None), (768, 256), (896, 128), (1536, 64), (777, 7)])
 def test_codebook_matmul_register_decode_path(bits, m, n, group_size):
-    """Shapes that take the batch-1..4 register-decoding GEMV (full chunks plus tails)."""
+    """Shapes that take the batch-1..4 register-decoding GEMV (full chunks plus tails; 3 and 5..8 bits: the
+    byte-plane GEMV where the CPU has AVX512-VBMI)."""
     rng = np.random.default_rng(bits * 7 + m + n)
     k = 45
     cb, codes, packed = oplib.random_codebook_problem(rng, k, n, bits, group_size)
@@ -45,6 +46,19 @@ def test_codebook_matmul_register_decode_path(bits, m, n, group_size):
     x = _x(rng, (m, k))
     y = check(model, {"X": x})
     np.testing.assert_allclose(y, x @ oplib.decode_codebook(cb, codes, group_size or n), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("k,n,group_size", [(300, 203, 1), (128, 64, 7), (129, 40, 24), (5, 9, 1)])
+def test_codebook_matmul_per_channel_gemv(bits, m, k, n, group_size):
+    """Codebooks that change within 16 columns: the GEMV along k on the column layout (AVX-512), every K tail."""
+    rng = np.random.default_rng(bits * 31 + m + k)
+    cb, codes, packed = oplib.random_codebook_problem(rng, k, n, bits, group_size)
+    model = oplib.codebook_matmul([m, k], cb, packed, bits=bits, n=n, group_size=group_size)
+    x = _x(rng, (m, k))
+    y = check(model, {"X": x})
+    np.testing.assert_allclose(y, x @ oplib.decode_codebook(cb, codes, group_size), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("shape", [(3,), (2, 3, 5), (1, 1, 1)])

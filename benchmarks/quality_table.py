@@ -197,6 +197,20 @@ ROWS = [
         speed=True,
     ),
     Row(
+        "prune-time25-calib",
+        "prune-channels 25% of the roofline time calibrated (per-group counts by sensitivity, target-time)",
+        "prune-channels(target-time=0.25)",
+        True,
+        speed=True,
+    ),
+    Row(
+        "prune-time22-calib",
+        "prune-channels 22% of the roofline time calibrated (per-group counts by sensitivity, target-time)",
+        "prune-channels(target-time=0.22)",
+        True,
+        speed=True,
+    ),
+    Row(
         "prune-w50",
         "prune-weights 50% data-free (per-layer ratios by sensitivity)",
         "prune-weights(target-sparsity=0.5)",

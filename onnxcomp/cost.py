@@ -162,6 +162,42 @@ def _elementwise(node: Any, ins: list[Shape | None], outs: list[Shape | None]) -
     return _n(outs[0])
 
 
+# The fraction of the FMA peak an op reaches (roofline time: FLOPs / (peak x fraction), or bytes / bandwidth),
+# keyed by op type; ops not listed reach the peak.
+PeakFn = Callable[[Any, list[Shape | None], "Hardware"], float]
+PEAK_FRACTION: dict[str, PeakFn] = {}
+
+
+def peak_fraction_for(*ops: str) -> Callable[[PeakFn], PeakFn]:
+    def deco(fn: PeakFn) -> PeakFn:
+        for op in ops:
+            PEAK_FRACTION[op] = fn
+        return fn
+
+    return deco
+
+
+@peak_fraction_for("Conv", "FusedConv")
+def _conv_fraction(node: Any, ins: list[Shape | None], hw: Hardware) -> float:
+    from onnxcomp.estimator import im2col_efficiency
+
+    w = ins[1] if len(ins) > 1 else None
+    if w is None or len(w) < 3:
+        return 1.0
+    groups = max(1, int(_attr(node, "group", 1)))
+    return im2col_efficiency(hw, _n(w[1:]), w[0] // groups)
+
+
+def roofline_seconds(node: Any, ins: list[Shape | None], outs: list[Shape | None], flops: int, hw: Hardware) -> float:
+    """A node's roofline time: max(FLOPs / (peak x its op's PEAK_FRACTION), bytes / bandwidth), bytes = every
+    input and output once at 4 bytes per element (e.g. a depthwise convolution: K = kh kw inputs per output, far
+    from the peak; an activation: memory-bound)."""
+    frac = PEAK_FRACTION.get(node.op_type)
+    peak = hw.peak_gflops * 1e9 * (frac(node, ins, hw) if frac is not None else 1.0)
+    nbytes = 4 * (sum(_n(s) for s in ins) + sum(_n(s) for s in outs))
+    return max(flops / peak if flops else 0.0, nbytes / (hw.bandwidth_gbs * 1e9))
+
+
 def _attr(node: Any, name: str, default: Any) -> Any:
     import onnx
 

@@ -128,10 +128,15 @@ def efficiency(hw: Hardware, key: str) -> float:
     return float(eff.get(key, DEFAULT_EFFICIENCY[key]))
 
 
+def im2col_efficiency(hw: Hardware, k: int, m: int) -> float:
+    """e(K, M) = e_max K / (K + k_half) M / (M + m_half): the fraction of the FMA peak onnxruntime's Conv reaches
+    with K = (C/g) kh kw inputs and M outputs per group."""
+    k_half, m_half = efficiency(hw, "im2col.k_half"), efficiency(hw, "im2col.m_half")
+    return efficiency(hw, "im2col") * k / (k + k_half) * m / (m + m_half) if k > 0 and m > 0 else 1.0
+
+
 def _im2col(s: ConvShape, hw: Hardware) -> AlgoCost | None:
-    k = (s.C // s.group) * s.kh * s.kw
-    m = s.M // s.group
-    e = efficiency(hw, "im2col") * k / (k + efficiency(hw, "im2col.k_half")) * m / (m + efficiency(hw, "im2col.m_half"))
+    e = im2col_efficiency(hw, (s.C // s.group) * s.kh * s.kw, s.M // s.group)
     flops = s.direct_flops
     nbytes = 4 * (s.io_elements + s.M * (s.C // s.group) * s.kh * s.kw)
     return AlgoCost("im2col", flops, nbytes, flops / (hw.peak_gflops * 1e9 * e), nbytes / (hw.bandwidth_gbs * 1e9))

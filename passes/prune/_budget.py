@@ -283,7 +283,7 @@ def measure(
         probe = OutputErrors(probe_graph, ctx, names, samples)
         zeroed_means = [n for n in consumers_bias if id(n) not in refit_nodes]  # the others are refitted
         means = _channel_means(graph, ctx, zeroed_means, samples) if mean_replace and zeroed_means else None
-    base_flops = prep.base_flops
+    base = prep.base_amount
     curves = {}
     stats = {"written": 0, "zeroed": 0}
     for g in ctx.track(prep.groups, "pruning sensitivity", len(prep.groups)):
@@ -301,8 +301,7 @@ def measure(
                 continue
             mine = {**scores, g.id: trial.scores(n, scores[g.id])} if trial is not None else scores
             removed = schedule.mask(plan, [g], mine, {g.id: n})
-            flops, _ = prep.cost.total(removed)
-            saved.append(float(base_flops - flops))
+            saved.append(base - prep.amount(removed))
             if probe is None:
                 errors.append(_proxy(plan, g, removed))
                 continue
@@ -330,13 +329,14 @@ def allocate_flops(
     target: float,
     tol: float = 0.002,
 ) -> tuple[np.ndarray, float, dict[int, int]]:
-    """Removal mask removing ``target`` of the FLOPs with the least summed predicted error.
+    """Removal mask removing ``target`` of the FLOPs (of the predicted time where ``prep`` counts time) with the
+    least summed predicted error.
 
     Returns (mask, achieved fraction, removal count per group id)."""
     from onnxcomp.analysis.budget import Option, allocate
 
     groups = [g for g in prep.groups if g.id in curves]
-    base = prep.base_flops
+    base = prep.base_amount
     top = {g.id: max(curves[g.id].saved) for g in groups}
     layers = [
         [Option(top[g.id] - s, e) for s, e in zip(curves[g.id].saved, curves[g.id].errors, strict=True)] for g in groups
@@ -345,8 +345,7 @@ def allocate_flops(
 
     def fraction(counts: dict[int, int]) -> tuple[float, np.ndarray]:
         rem = schedule.mask(prep.plan, groups, scores, counts)
-        flops, _ = prep.cost.total(rem)
-        return 1.0 - flops / base, rem
+        return 1.0 - prep.amount(rem) / base, rem
 
     def counts_for(level: float) -> dict[int, int]:
         choice = allocate(layers, max(full - level, 0.0))

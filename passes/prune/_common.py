@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
 
     from onnxcomp.analysis.channels import ChannelGroup, ChannelPlan
+    from onnxcomp.cost import Hardware
     from onnxcomp.passes_api import PassContext, PassResult
 
     from ._budget import Written
@@ -36,6 +37,17 @@ class Prepared:
     base: dict[int, NodeCost]  # id(node) -> cost before
     base_flops: int
     in_channels: dict[int, tuple[Any, int]]  # id(member) -> (member, positions before)
+    # what a target counts: FLOPs, or the roofline time on the cost model's hardware profile (target-time)
+    by_time: bool = False
+    base_amount: float = 0.0
+
+    @property
+    def unit(self) -> str:
+        return "predicted time" if self.by_time else "FLOPs"
+
+    def amount(self, removed: np.ndarray) -> float:
+        """The FLOPs (or roofline seconds) of the graph with ``removed`` channels gone."""
+        return self.cost.seconds(removed) if self.by_time else float(self.cost.total(removed)[0])
 
 
 def check_options(
@@ -44,6 +56,7 @@ def check_options(
     min_channels: int,
     target_flops: float | None,
     *,
+    target_time: float | None = None,
     ratios: dict[str, float] | None = None,
     counts: dict[str, int] | None = None,
     ridge: float = 0.0,
@@ -63,10 +76,28 @@ def check_options(
         raise UsageError("round-to and min-channels must be at least 1")
     if target_flops is not None and not 0.0 < target_flops < 1.0:
         raise UsageError(f"target-flops is the fraction of FLOPs to remove, in (0, 1); got {target_flops}")
+    if target_time is not None and not 0.0 < target_time < 1.0:
+        raise UsageError(f"target-time is the fraction of the predicted time to remove, in (0, 1); got {target_time}")
+    if target_flops is not None and target_time is not None:
+        raise UsageError("give target-flops or target-time, not both")
 
 
-def prepare(graph: gs.Graph, result: PassResult, protect: list[str]) -> Prepared:
-    """Channel groups (protected ones blocked, blocked ones reported as skips) and the cost model."""
+def budget_target(
+    target_flops: float | None, target_time: float | None, hardware: str, ctx: PassContext
+) -> tuple[float | None, Hardware | None]:
+    """What the passes remove: (the fraction, the hardware profile when it is a fraction of the roofline time)."""
+    if target_time is None:
+        return target_flops, None
+    from onnxcomp import hardware as hw_profiles
+
+    return target_time, hw_profiles.resolve(hardware or ctx.hardware)
+
+
+def prepare(graph: gs.Graph, result: PassResult, protect: list[str], hardware: Hardware | None = None) -> Prepared:
+    """Channel groups (protected ones blocked, blocked ones reported as skips) and the cost model (with
+    ``hardware``: targets count the roofline time on that profile, not FLOPs)."""
+    import numpy as np
+
     from onnxcomp.analysis.channels import analyze_channels
     from onnxcomp.graph import subgraph_nodes
 
@@ -86,30 +117,44 @@ def prepare(graph: gs.Graph, result: PassResult, protect: list[str]) -> Prepared
     groups = [g for g in plan.groups if g.prunable]
     base = current_costs(graph)
     ins = {id(m): (m, len(m.elems)) for m in plan.members if m.role == CONSUMER}
-    return Prepared(plan, groups, CostModel(graph, plan), base, sum(c.flops for c in base.values()), ins)
+    cost = CostModel(graph, plan, hardware)
+    prep = Prepared(plan, groups, cost, base, sum(c.flops for c in base.values()), ins, by_time=hardware is not None)
+    if groups:
+        prep.base_amount = prep.amount(np.zeros(plan.n_channels, dtype=bool))
+    return prep
 
 
 def decide(
     prep: Prepared, schedule: Schedule, scores: dict[int, np.ndarray], target_flops: float | None, result: PassResult
 ) -> np.ndarray:
-    """The global removal mask: the schedule as given, or searched to remove ``target_flops`` of FLOPs."""
+    """The global removal mask: the schedule as given, or searched to remove ``target_flops`` of FLOPs (of the
+    predicted time where ``prep`` counts time)."""
     if target_flops is None:
         return schedule.removal(prep.plan, prep.groups, scores)
-    if prep.base_flops <= 0:
-        raise UsageError(
-            "target-flops needs the model's FLOPs, which need static shapes: pass --input-shape NAME:1x3x224x224"
-        )
+    _check_amount(prep)
     t, removed, achieved = search_flops(
-        prep.cost, schedule, prep.plan, prep.groups, scores, target_flops, prep.base_flops
+        prep.amount, schedule, prep.plan, prep.groups, scores, target_flops, prep.base_amount
     )
     result.counters["search_ratio"] = round(t, 4)
     if abs(achieved - target_flops) > 0.02:
         result.skip(
-            "target-flops",
-            f"asked to remove {target_flops:.1%} of FLOPs, reached {achieved:.1%} "
+            _target_name(prep),
+            f"asked to remove {target_flops:.1%} of {prep.unit}, reached {achieved:.1%} "
             "(blocked groups, min-channels or round-to limit it)",
         )
     return removed
+
+
+def _target_name(prep: Prepared) -> str:
+    return "target-time" if prep.by_time else "target-flops"
+
+
+def _check_amount(prep: Prepared) -> None:
+    if prep.base_flops <= 0 or prep.base_amount <= 0:
+        raise UsageError(
+            f"{_target_name(prep)} needs the model's {prep.unit}, which need static shapes: pass --input-shape "
+            "NAME:1x3x224x224"
+        )
 
 
 def decide_by_sensitivity(
@@ -130,10 +175,7 @@ def decide_by_sensitivity(
     group's removal and predicted error)."""
     from ._budget import allocate_flops, measure
 
-    if prep.base_flops <= 0:
-        raise UsageError(
-            "target-flops needs the model's FLOPs, which need static shapes: pass --input-shape NAME:1x3x224x224"
-        )
+    _check_amount(prep)
     if not ratios or not all(0.0 < r < 1.0 for r in ratios):
         raise UsageError(f"candidate-ratios must be in (0, 1), got {ratios}")
     fixed = {}
@@ -151,8 +193,8 @@ def decide_by_sensitivity(
     result.counters["predicted_error"] = float(f"{predicted:.6g}")
     if abs(achieved - target_flops) > 0.02:
         result.skip(
-            "target-flops",
-            f"asked to remove {target_flops:.1%} of FLOPs, reached {achieved:.1%} "
+            _target_name(prep),
+            f"asked to remove {target_flops:.1%} of {prep.unit}, reached {achieved:.1%} "
             "(blocked groups, min-channels, round-to or the candidate ratios limit it)",
         )
     notes = {}
@@ -235,6 +277,8 @@ def report(
     )
     if prep.base_flops:
         result.counters["flops_removed"] = round(1.0 - flops_after / prep.base_flops, 4)
+    if prep.by_time and prep.base_amount > 0:
+        result.counters["time_removed_predicted"] = round(1.0 - prep.amount(removed) / prep.base_amount, 4)
 
 
 def record_error(result: PassResult, name: str, before: float, after: float) -> None:

@@ -1,4 +1,4 @@
-"""FLOPs and parameters of a graph under a candidate channel removal, without touching the graph.
+"""FLOPs, parameters and roofline time of a graph under a candidate channel removal, without touching the graph.
 
 Every node's cost comes from the core registry ``onnxcomp.cost.FLOPS`` fed with the shapes the node would
 have after the removal: a tensor with a channel layout loses its removed positions on the layout's axis, a
@@ -14,12 +14,14 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from onnxcomp.analysis.channels import GROUPED_IN, PARAM
+from onnxcomp.cost import roofline_seconds
 
 if TYPE_CHECKING:
     import numpy as np
     import onnx_graphsurgeon as gs
 
     from onnxcomp.analysis.channels import ChannelPlan
+    from onnxcomp.cost import Hardware
 
 logger = logging.getLogger(__name__)
 
@@ -44,18 +46,21 @@ class NodeCost:
     node: Any
     params: int
     flops: int
+    seconds: float = 0.0  # roofline time on the cost model's hardware profile (0 without one)
 
 
 class CostModel:
     """Per-node FLOPs/params of ``graph`` for a removal mask over the plan's global channels."""
 
-    def __init__(self, graph: gs.Graph, plan: ChannelPlan | None = None) -> None:
+    def __init__(self, graph: gs.Graph, plan: ChannelPlan | None = None, hardware: Hardware | None = None) -> None:
+        """``hardware``: also each node's roofline time on that profile (onnxcomp.cost.roofline_seconds)."""
         from onnxcomp.cost import FLOPS
         from onnxcomp.graph import is_const, is_empty
 
         if plan is None:
             plan = _empty_plan()
         self.plan = plan
+        self.hardware = hardware
         self._chan_cache: dict[int, np.ndarray] = {}
         overrides: dict[tuple[int, int], list[Any]] = {}
         for m in plan.members:
@@ -111,20 +116,26 @@ class CostModel:
             params = sum(
                 math.prod(sh) for s, sh in zip(ins, in_shapes, strict=True) if s is not None and s[3] and sh is not None
             )
-            flops = 0
+            flops, seconds = 0, 0.0
+            out_shapes = [self._shape(s, removed) for s in outs] if fn is not None or self.hardware else []
             if fn is not None:
-                out_shapes = [self._shape(s, removed) for s in outs]
                 try:
                     flops = int(fn(shim, in_shapes, out_shapes))
                 except (TypeError, ValueError, IndexError):
                     flops = 0
-            out.append(NodeCost(node, int(params), flops))
+            if self.hardware is not None and not all(s is None or s[3] for s in ins):  # (constants only: folded)
+                seconds = roofline_seconds(shim or _NodeShim(node), in_shapes, out_shapes, flops, self.hardware)
+            out.append(NodeCost(node, int(params), flops, seconds))
         return out
 
     def total(self, removed: np.ndarray) -> tuple[int, int]:
         """(FLOPs, params) of the whole graph."""
         costs = self.nodes(removed)
         return sum(c.flops for c in costs), sum(c.params for c in costs)
+
+    def seconds(self, removed: np.ndarray) -> float:
+        """Roofline time of the whole graph on the hardware profile (its nodes one after another)."""
+        return sum(c.seconds for c in self.nodes(removed))
 
 
 def _base_shape(tensor: Any) -> tuple[int, ...] | None:

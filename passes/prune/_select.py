@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
     from onnxcomp.analysis.channels import ChannelGroup, ChannelPlan, Producer
 
-    from ._cost import CostModel
 
 logger = logging.getLogger(__name__)
 
@@ -262,26 +261,26 @@ def producer_matches(p: Producer, pattern: str) -> bool:
 
 
 def search_flops(
-    cost: CostModel,
+    amount: Callable[[np.ndarray], float],
     schedule: Schedule,
     plan: ChannelPlan,
     groups: list[ChannelGroup],
     scores: dict[int, np.ndarray],
     target: float,
-    base_flops: int,
+    base: float,
     hi: float = 0.95,
     steps: int = 30,
     tol: float = 0.002,
 ) -> tuple[float, np.ndarray, float]:
-    """Remove ``target`` of the FLOPs: bisection on the schedule parameter ``t`` (the ratio), then a greedy
-    refinement that moves single groups to their next achievable removal count (kept counts rounded to
-    ``round_to``, at least ``min_channels``) towards the target, every candidate measured by the real FLOPs
-    accounting of the removal mask. Returns (t, removal mask, achieved fraction)."""
+    """Remove ``target`` of the FLOPs (``amount``: of a removal mask, ``base`` with none; or of the roofline
+    time): bisection on the schedule parameter ``t`` (the ratio), then a greedy refinement that moves single
+    groups to their next achievable removal count (kept counts rounded to ``round_to``, at least
+    ``min_channels``) towards the target, every candidate measured by the real accounting of the removal mask.
+    Returns (t, removal mask, achieved fraction)."""
 
     def fraction(counts: dict[int, int]) -> tuple[float, np.ndarray]:
         rem = schedule.mask(plan, groups, scores, counts)
-        flops, _ = cost.total(rem)
-        return (1.0 - flops / base_flops if base_flops else 0.0), rem
+        return (1.0 - amount(rem) / base if base else 0.0), rem
 
     candidates = []
     lo, t_best = 0.0, 0.0

@@ -22,17 +22,18 @@ class PruneChannels(Pass):
 
     He et al. 2017, "Channel Pruning for Accelerating Very Deep Neural Networks", post-training.
 
-    Group by group (onnxcomp.analysis.channels), front to back: capture the inputs of the group's consumer
-    layers in the network pruned so far and the outputs of the same layers in the original network, sample
-    patches, and rank the group's channels by the LASSO path of ``min ||Y - sum_j beta_j Z_j||^2 +
-    alpha |beta|_1`` (``Z_j``: channel j's contribution to the consumers' outputs). The lowest-ranked channels
-    are removed everywhere the group reaches (filters, BatchNormalization, Concat/Split/Reshape, consumers),
-    then every consumer is refitted by ridge-regularized least squares so that its outputs match the
-    original network's. How many channels each group loses: ``ratio`` / ``ratios``, or ``target_flops``
-    (a fraction of the model's FLOPs): by default split over the groups by measured sensitivity (the model-output
-    error when only that group loses channels, at each candidate ratio, measured as written: the channels the
-    LASSO keeps at that count, the consumers refitted by the same least squares; a knapsack picks the counts with
-    the least summed error, passes/prune/_budget.py), with ``allocation=uniform`` one ratio found by bisection.
+    Group by group (onnxcomp.analysis.channels), front to back: capture the inputs of the group's consumer layers in
+    the network pruned so far and the outputs of the same layers in the original network, sample patches, and rank
+    the group's channels by the LASSO path of ``min ||Y - sum_j beta_j Z_j||^2 + alpha |beta|_1`` (``Z_j``: channel
+    j's contribution to the consumers' outputs). The lowest-ranked channels are removed everywhere the group reaches
+    (filters, BatchNormalization, Concat/Split/Reshape, consumers), then every consumer is refitted by
+    ridge-regularized least squares so that its outputs match the original network's. How many channels each group
+    loses: ``ratio`` / ``ratios``, or ``target_flops`` (a fraction of the model's FLOPs; ``target_time``: of its
+    roofline time on the hardware profile): by default split over the groups by measured sensitivity (the
+    model-output error when only that group loses channels, at each candidate ratio, measured as written: the
+    channels the LASSO keeps at that count, the consumers refitted by the same least squares; a knapsack picks the
+    counts with the least summed error, passes/prune/_budget.py), with ``allocation=uniform`` one ratio found by
+    bisection.
     """
 
     name = "prune-channels"
@@ -44,6 +45,14 @@ class PruneChannels(Pass):
         ratio: float = opt(0.3, "fraction of every group's channels to remove")
         ratios: dict[str, float] = opt({}, "per-layer ratios: producer name or pattern -> ratio")
         target_flops: float | None = opt(None, "fraction of the model's FLOPs to remove (searches the ratio)")
+        target_time: float | None = opt(
+            None,
+            "fraction of the predicted run time to remove, in place of target-flops: each node's roofline time on "
+            "the hardware profile (FLOPs at the peak onnxruntime's convolutions reach with their input count, or "
+            "bytes at the memory bandwidth), so channels whose depthwise convolutions and activations cost time "
+            "but few FLOPs count for that time",
+        )
+        hardware: str = opt("", "target-time: hardware profile (built-in name or probe file); default: --hardware")
         round_to: int = opt(16, "round kept channel counts to a multiple of this (ORT CPU kernels; 1: exact ratios)")
         min_channels: int = opt(1, "never keep fewer channels than this in a layer")
         protect: list[str] = opt([], "layers (names or patterns) whose filters are kept")
@@ -76,7 +85,7 @@ class PruneChannels(Pass):
 
         from ._apply import apply_removal
         from ._budget import Written
-        from ._common import check_options, decide, decide_by_sensitivity, prepare, record_error, report
+        from ._common import budget_target, check_options, decide, decide_by_sensitivity, prepare, record_error, report
         from ._recon import Refitter
         from ._select import Schedule, choose, scores_for
 
@@ -86,6 +95,7 @@ class PruneChannels(Pass):
             o.round_to,
             o.min_channels,
             o.target_flops,
+            target_time=o.target_time,
             ratios=dict(o.ratios),
             ridge=o.ridge,
             counts={
@@ -96,7 +106,8 @@ class PruneChannels(Pass):
             },
         )
         result = self.new_result()
-        prep = prepare(graph, result, list(o.protect))
+        target, hardware = budget_target(o.target_flops, o.target_time, o.hardware, ctx)
+        prep = prepare(graph, result, list(o.protect), hardware)
         if not prep.groups:
             return result
         plan = prep.plan
@@ -107,14 +118,14 @@ class PruneChannels(Pass):
         )
         refitter = Refitter(graph, plan, ctx, samples=o.samples, max_calib=o.max_calib, ridge=o.ridge, seed_salt=42)
         notes = {}
-        if o.target_flops is not None and o.allocation == "sensitivity":
+        if target is not None and o.allocation == "sensitivity":
             planned, notes = decide_by_sensitivity(
                 graph,
                 ctx,
                 prep,
                 schedule,
                 l1,
-                o.target_flops,
+                target,
                 result,
                 list(o.candidate_ratios),
                 o.sensitivity_samples,
@@ -123,7 +134,7 @@ class PruneChannels(Pass):
                 Written(refitter, "lstsq" if o.reconstruct else "none", lasso=True, max_outputs=o.max_outputs),
             )
         else:
-            planned = decide(prep, schedule, l1, o.target_flops, result)
+            planned = decide(prep, schedule, l1, target, result)
         counts = {g.id: int(planned[g.offset : g.offset + g.size].sum()) for g in prep.groups}
         order = {id(n): i for i, n in enumerate(graph.nodes)}
 

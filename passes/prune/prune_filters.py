@@ -22,21 +22,21 @@ class PruneFilters(Pass):
     """Conv/ConvTranspose/Gemm/MatMul filters  =>  fewer filters and consumer input channels (lossy).
 
     Channels are removed per dependency group (onnxcomp.analysis.channels): a residual stream loses the same
-    channels in all its producers, BatchNormalizations, depthwise convolutions, Concat offsets, Split sizes,
-    Reshape targets and consumers together, so the pruned model is a plain, smaller ONNX model. Criteria:
-    ``l1``/``l2`` filter norm (Li et al. 2017), ``bn`` |gamma| of the following BatchNormalization (Network
-    Slimming; groups without one fall back to L1), ``random`` (a baseline). ``scope=layer`` removes
-    ``ratio`` of every group (``ratios`` overrides per layer name or pattern); ``scope=global`` ranks all
-    channels by scores normalized by their group's mean and removes ``ratio`` of them, or those below
-    ``threshold``. ``target_flops`` removes that fraction of the model's FLOPs: with ``scope=layer`` split over
-    the groups by measured sensitivity (with calibration data the model-output error when only that group loses
+    channels in all its producers, BatchNormalizations, depthwise convolutions, Concat offsets, Split sizes, Reshape
+    targets and consumers together, so the pruned model is a plain, smaller ONNX model. Criteria: ``l1``/``l2``
+    filter norm (Li et al. 2017), ``bn`` |gamma| of the following BatchNormalization (Network Slimming; groups
+    without one fall back to L1), ``random`` (a baseline). ``scope=layer`` removes ``ratio`` of every group
+    (``ratios`` overrides per layer name or pattern); ``scope=global`` ranks all channels by scores normalized by
+    their group's mean and removes ``ratio`` of them, or those below ``threshold``. ``target_flops`` removes that
+    fraction of the model's FLOPs (``target_time``: of its roofline time): with ``scope=layer`` split over the
+    groups by measured sensitivity (with calibration data the model-output error when only that group loses
     channels, with ``reconstruct`` and ``correction=lstsq|bias`` the consumers refitted in each trial as written,
     without data the consumers' weight energy removed; a knapsack picks the counts with the least summed error,
-    passes/prune/_budget.py), with ``allocation=uniform`` or ``scope=global`` by bisection on the ratio.
-    With calibration data and ``reconstruct=true`` every consumer is refitted afterwards so that its
-    outputs match the original's: least squares (``correction=lstsq``), a bias shift (``bias``: b' = b +
-    mean(Y - Y')), or BatchNormalization statistics re-estimated on the pruned activations (``bn``; a bias
-    shift where no BatchNormalization follows).
+    passes/prune/_budget.py), with ``allocation=uniform`` or ``scope=global`` by bisection on the ratio. With
+    calibration data and ``reconstruct=true`` every consumer is refitted afterwards so that its outputs match the
+    original's: least squares (``correction=lstsq``), a bias shift (``bias``: b' = b + mean(Y - Y')), or
+    BatchNormalization statistics re-estimated on the pruned activations (``bn``; a bias shift where no
+    BatchNormalization follows).
     """
 
     name = "prune-filters"
@@ -51,6 +51,14 @@ class PruneFilters(Pass):
         scope: Literal["layer", "global"] = opt("layer", "layer: one ratio per group; global: one ranking")
         threshold: float | None = opt(None, "global: remove channels whose normalized score is below this")
         target_flops: float | None = opt(None, "fraction of the model's FLOPs to remove (searches the ratio)")
+        target_time: float | None = opt(
+            None,
+            "fraction of the predicted run time to remove, in place of target-flops: each node's roofline time on "
+            "the hardware profile (FLOPs at the peak onnxruntime's convolutions reach with their input count, or "
+            "bytes at the memory bandwidth), so channels whose depthwise convolutions and activations cost time "
+            "but few FLOPs count for that time",
+        )
+        hardware: str = opt("", "target-time: hardware profile (built-in name or probe file); default: --hardware")
         round_to: int = opt(16, "round kept channel counts to a multiple of this (ORT CPU kernels; 1: exact ratios)")
         min_channels: int = opt(1, "never keep fewer channels than this in a layer")
         protect: list[str] = opt([], "layers (names or patterns) whose filters are kept")
@@ -85,7 +93,7 @@ class PruneFilters(Pass):
 
         from ._apply import apply_removal
         from ._budget import Written
-        from ._common import check_options, decide, decide_by_sensitivity, prepare, record_error, report
+        from ._common import budget_target, check_options, decide, decide_by_sensitivity, prepare, record_error, report
         from ._recon import Refitter
         from ._select import Schedule, scores_for
 
@@ -95,12 +103,14 @@ class PruneFilters(Pass):
             o.round_to,
             o.min_channels,
             o.target_flops,
+            target_time=o.target_time,
             ratios=dict(o.ratios),
             ridge=o.ridge,
             counts={"sensitivity_samples": o.sensitivity_samples, "samples": o.samples, "max_calib": o.max_calib},
         )
         result = self.new_result()
-        prep = prepare(graph, result, list(o.protect))
+        target, hardware = budget_target(o.target_flops, o.target_time, o.hardware, ctx)
+        prep = prepare(graph, result, list(o.protect), hardware)
         if not prep.groups:
             return result
         scores, fallback = scores_for(prep.plan, prep.groups, o.criterion, ctx.rng(31))
@@ -119,7 +129,7 @@ class PruneFilters(Pass):
             refitter = Refitter(
                 graph, prep.plan, ctx, samples=o.samples, max_calib=o.max_calib, ridge=o.ridge, seed_salt=32
             )
-        if o.target_flops is not None and o.allocation == "sensitivity" and o.scope == "layer" and o.threshold is None:
+        if target is not None and o.allocation == "sensitivity" and o.scope == "layer" and o.threshold is None:
             # trials as written where the refit can be simulated in closed form (bn: today's zeroed trial)
             written = Written(refitter, o.correction, lasso=False) if refitter and o.correction != "bn" else None
             removed, budget_notes = decide_by_sensitivity(
@@ -128,7 +138,7 @@ class PruneFilters(Pass):
                 prep,
                 schedule,
                 scores,
-                o.target_flops,
+                target,
                 result,
                 list(o.candidate_ratios),
                 o.sensitivity_samples,
@@ -136,7 +146,7 @@ class PruneFilters(Pass):
                 written,
             )
         else:
-            removed = decide(prep, schedule, scores, o.target_flops, result)
+            removed = decide(prep, schedule, scores, target, result)
         if o.reconstruct and ctx.calib is None:
             result.skip("reconstruct", "no calibration data (--calib): consumer layers are not refitted")
         if not removed.any():

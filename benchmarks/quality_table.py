@@ -475,7 +475,14 @@ def markdown(results: dict) -> str:
     lines += [f"- `{m}`: {METRICS.get(m, BENCHES[m].headline)}" for m in models]
     lines += ["", table(results, models, list(ROW_BY_KEY)), ""]
     det = results.get("layout_det", {})
-    pruned = [(k, det[k]) for k in ("prune-ch30-calib", "prune-ch30-uniform-calib") if "metrics" in det.get(k, {})]
+    keys = (
+        "prune-ch30-calib",
+        "prune-ch32-calib",
+        "prune-ch30-uniform-calib",
+        "prune-time22-calib",
+        "prune-time25-calib",
+    )
+    pruned = [(k, det[k]) for k in keys if "metrics" in det.get(k, {})]
     if pruned:
         lines += [
             "Structured pruning of the object detector (goal of issue 13: box agreement >= 0.9 at 1.3x measured",
@@ -489,10 +496,13 @@ def markdown(results: dict) -> str:
                 if "box_agreement_margin" in mets
                 else ""
             )
-            flops = r.get("counters", {}).get("flops_removed", float("nan"))
+            counters = r.get("counters", {})
+            flops = counters.get("flops_removed", float("nan"))
+            predicted = counters.get("time_removed_predicted")
+            time = f", {predicted:.1%} of the roofline time" if predicted is not None else ""
             lines.append(
                 f"- {ROW_BY_KEY[k].label}: box agreement {mets['box_agreement']:.3f}{margin}, "
-                f"{r.get('speedup', float('nan')):.2f}x faster, {flops:.1%} of FLOPs removed"
+                f"{r.get('speedup', float('nan')):.2f}x faster, {flops:.1%} of FLOPs{time} removed"
             )
         lines.append("")
     return "\n".join(lines)

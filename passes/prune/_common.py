@@ -83,13 +83,25 @@ def check_options(
 
 
 def budget_target(
-    target_flops: float | None, target_time: float | None, hardware: str, ctx: PassContext
+    graph: gs.Graph, target_flops: float | None, target_time: float | None, hardware: str, ctx: PassContext
 ) -> tuple[float | None, Hardware | None]:
-    """What the passes remove: (the fraction, the hardware profile when it is a fraction of the roofline time)."""
+    """What the passes remove: (the fraction, the hardware profile when it is a fraction of the roofline time).
+
+    A FLOPs target can count dynamic dimensions as 1 (a convolution's FLOPs scale with its pixels); the roofline
+    time can not (at one pixel the weights' bytes would dominate every layer): target-time needs every input
+    dimension but the first (the batch) static."""
     if target_time is None:
         return target_flops, None
     from onnxcomp import hardware as hw_profiles
 
+    for t in graph.inputs:
+        dims = list(t.shape or [])
+        if any(not isinstance(d, int) or d <= 0 for d in dims[1:]):
+            shape = "x".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in dims)
+            raise UsageError(
+                f"target-time needs the input sizes the model runs at: input {t.name} is {shape}; pass "
+                f"--input-shape {t.name}:..."
+            )
     return target_time, hw_profiles.resolve(hardware or ctx.hardware)
 
 

@@ -106,7 +106,7 @@ class PruneChannels(Pass):
             },
         )
         result = self.new_result()
-        target, hardware = budget_target(o.target_flops, o.target_time, o.hardware, ctx)
+        target, hardware = budget_target(graph, o.target_flops, o.target_time, o.hardware, ctx)
         prep = prepare(graph, result, list(o.protect), hardware)
         if not prep.groups:
             return result

@@ -109,7 +109,7 @@ class PruneFilters(Pass):
             counts={"sensitivity_samples": o.sensitivity_samples, "samples": o.samples, "max_calib": o.max_calib},
         )
         result = self.new_result()
-        target, hardware = budget_target(o.target_flops, o.target_time, o.hardware, ctx)
+        target, hardware = budget_target(graph, o.target_flops, o.target_time, o.hardware, ctx)
         prep = prepare(graph, result, list(o.protect), hardware)
         if not prep.groups:
             return result

@@ -113,3 +113,12 @@ def test_target_time_on_another_hardware_profile():
     model = _wide_and_deep()
     _, rep = optimize(model, "prune-filters(target-time=0.3,round-to=1,hardware=avx2-1t)")
     assert abs(rep.passes[0].counters["time_removed_predicted"] - 0.3) < 0.02
+
+
+def test_target_time_needs_the_input_size():
+    model = builders.resnet(depth=18, image_size=32)
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"
+    with pytest.raises(UsageError, match="--input-shape"):
+        optimize(model, "prune-filters(target-time=0.3)")
+    _, rep = optimize(model, "prune-filters(target-time=0.3,round-to=1)", input_shapes={"input": (1, 3, 32, 32)})
+    assert abs(rep.passes[0].counters["time_removed_predicted"] - 0.3) < 0.02

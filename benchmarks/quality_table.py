@@ -204,6 +204,13 @@ ROWS = [
         speed=True,
     ),
     Row(
+        "prune-time20-calib",
+        "prune-channels 20% of the roofline time calibrated (per-group counts by sensitivity, target-time)",
+        "prune-channels(target-time=0.2)",
+        True,
+        speed=True,
+    ),
+    Row(
         "prune-time22-calib",
         "prune-channels 22% of the roofline time calibrated (per-group counts by sensitivity, target-time)",
         "prune-channels(target-time=0.22)",
@@ -479,6 +486,7 @@ def markdown(results: dict) -> str:
         "prune-ch30-calib",
         "prune-ch32-calib",
         "prune-ch30-uniform-calib",
+        "prune-time20-calib",
         "prune-time22-calib",
         "prune-time25-calib",
     )

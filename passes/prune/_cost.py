@@ -76,7 +76,7 @@ class CostModel:
                     continue
                 ins.append((_base_shape(t), overrides.get((id(node), i), []), plan.layouts.get(t.name), is_const(t)))
             outs = [(_base_shape(t), [], plan.layouts.get(t.name), False) for t in node.outputs]
-            self.entries.append((node, _NodeShim(node) if fn else None, fn, ins, outs))
+            self.entries.append((node, _NodeShim(node) if fn or hardware else None, fn, ins, outs))
 
     def _channels(self, elems: np.ndarray) -> np.ndarray:
         key = id(elems)
@@ -124,7 +124,7 @@ class CostModel:
                 except (TypeError, ValueError, IndexError):
                     flops = 0
             if self.hardware is not None and not all(s is None or s[3] for s in ins):  # (constants only: folded)
-                seconds = roofline_seconds(shim or _NodeShim(node), in_shapes, out_shapes, flops, self.hardware)
+                seconds = roofline_seconds(shim, in_shapes, out_shapes, flops, self.hardware)
             out.append(NodeCost(node, int(params), flops, seconds))
         return out
 

@@ -64,9 +64,12 @@ struct CodebookMatMulKernel {
     block_size = a.optional_int("block_size", kMaxDim, 1, kMaxDim);
     const_codes.init(info, 2);
     const_codebook.init(info, 1);
+    // the GEMV's copy of constant codes: whole (one block of inputs) or block by block (block codebooks)
     const bool one_block = const_codes.shape.size() == 2 && const_codes.shape[0] <= block_size;
-    if (one_block) columns = maybe_prepack_columns(const_codes, N, bits, group_size);
-    if (columns.empty()) packed = maybe_prepack(const_codes, N, bits);
+    if (one_block) {
+      columns = maybe_prepack_columns(const_codes, N, bits, group_size);
+      if (columns.empty()) packed = maybe_prepack(const_codes, N, bits);
+    }
     prepack_blocks();
   }
 

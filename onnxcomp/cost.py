@@ -77,13 +77,19 @@ FlopFn = Callable[[Any, list[Shape | None], list[Shape | None]], int]
 FLOPS: dict[str, FlopFn] = {}
 
 
-def flops_for(*ops: str) -> Callable[[FlopFn], FlopFn]:
-    def deco(fn: FlopFn) -> FlopFn:
+def _registrar(table: dict[str, Any], ops: tuple[str, ...]) -> Callable[[Any], Any]:
+    """A decorator that files a function in ``table`` under each op type."""
+
+    def deco(fn: Any) -> Any:
         for op in ops:
-            FLOPS[op] = fn
+            table[op] = fn
         return fn
 
     return deco
+
+
+def flops_for(*ops: str) -> Callable[[FlopFn], FlopFn]:
+    return _registrar(FLOPS, ops)
 
 
 def _n(shape: Shape | None) -> int:
@@ -169,12 +175,7 @@ PEAK_FRACTION: dict[str, PeakFn] = {}
 
 
 def peak_fraction_for(*ops: str) -> Callable[[PeakFn], PeakFn]:
-    def deco(fn: PeakFn) -> PeakFn:
-        for op in ops:
-            PEAK_FRACTION[op] = fn
-        return fn
-
-    return deco
+    return _registrar(PEAK_FRACTION, ops)
 
 
 @peak_fraction_for("Conv", "FusedConv")

@@ -37,9 +37,12 @@ class Prepared:
     base: dict[int, NodeCost]  # id(node) -> cost before
     base_flops: int
     in_channels: dict[int, tuple[Any, int]]  # id(member) -> (member, positions before)
-    # what a target counts: FLOPs, or the roofline time on the cost model's hardware profile (target-time)
-    by_time: bool = False
-    base_amount: float = 0.0
+    base_amount: float = 0.0  # what a target counts (FLOPs, or roofline seconds: by_time) with nothing removed
+
+    @property
+    def by_time(self) -> bool:
+        """Targets count the roofline time on the cost model's hardware profile (target-time), not FLOPs."""
+        return self.cost.hardware is not None
 
     @property
     def unit(self) -> str:
@@ -130,7 +133,7 @@ def prepare(graph: gs.Graph, result: PassResult, protect: list[str], hardware: H
     base = current_costs(graph)
     ins = {id(m): (m, len(m.elems)) for m in plan.members if m.role == CONSUMER}
     cost = CostModel(graph, plan, hardware)
-    prep = Prepared(plan, groups, cost, base, sum(c.flops for c in base.values()), ins, by_time=hardware is not None)
+    prep = Prepared(plan, groups, cost, base, sum(c.flops for c in base.values()), ins)
     if groups:
         prep.base_amount = prep.amount(np.zeros(plan.n_channels, dtype=bool))
     return prep

@@ -50,8 +50,7 @@ struct CodebookMatMulKernel {
   int bits = 0;
   int64_t N = 0, group_size = 0, block_size = 0;
   ConstInput const_codes, const_codebook;
-  std::vector<uint8_t> packed;   // prepacked copy of constant codes (where the GEMV reads it)
-  std::vector<uint8_t> columns;  // or their column layout (codebooks that change within 16 columns)
+  GemvCodes gemv_codes;          // the GEMV's copy of constant codes (one block of inputs)
   FloatPanel panel;             // W decoded for many-row runs (constant codes and codebook only)
   FloatPanel block_panel;       // W of block codebooks for runs of more than 4 rows (constant codes and codebook)
   std::vector<std::vector<uint8_t>> packed_blocks;  // block codes prepacked for the GEMV, one per block (constant)
@@ -66,10 +65,7 @@ struct CodebookMatMulKernel {
     const_codebook.init(info, 1);
     // the GEMV's copy of constant codes: whole (one block of inputs) or block by block (block codebooks)
     const bool one_block = const_codes.shape.size() == 2 && const_codes.shape[0] <= block_size;
-    if (one_block) {
-      columns = maybe_prepack_columns(const_codes, N, bits, group_size);
-      if (columns.empty()) packed = maybe_prepack(const_codes, N, bits);
-    }
+    if (one_block) gemv_codes = prepack_for_gemv(const_codes, N, bits, group_size);
     prepack_blocks();
   }
 
@@ -153,10 +149,7 @@ struct CodebookMatMulKernel {
         return;
       }
       CodebookWeights w{codes.as<uint8_t>(), cbp, K, N, row_bytes, group_size, G, bits, nullptr};
-      if (codes.data == const_codes.data) {
-        if (!packed.empty()) w.packed = packed.data();
-        if (!columns.empty()) w.columns = columns.data();
-      }
+      if (codes.data == const_codes.data) gemv_codes.attach(&w);
       run_codebook_matmul(ctx, x.as<float>(), M, w, bias_data, y, constant ? &panel : nullptr);
     });
   }

@@ -258,18 +258,22 @@ uint32_t max_code(const uint8_t* codes, int64_t rows, int64_t row_bytes, int64_t
   return mx;
 }
 
-std::vector<uint8_t> maybe_prepack(const ConstInput& codes, int64_t N, int bits) {
-  if (codes.data == nullptr || !kernels().reads_prepacked(bits) || codes.shape.size() != 2) return {};
-  const int64_t K = codes.shape[0], row_bytes = ceil_div(N * bits, 8);
-  if (K <= 0 || codes.shape[1] != row_bytes) return {};
-  return prepack_codes(static_cast<const uint8_t*>(codes.data), K, N, row_bytes, bits);
+GemvCodes prepack_for_gemv(const uint8_t* codes, int64_t K, int64_t N, int bits, int64_t group_size) {
+  GemvCodes out;
+  if (K <= 0) return out;
+  const KernelTable& kt = kernels();
+  const int64_t row_bytes = ceil_div(N * bits, 8);
+  if (kt.reads_columns(bits, group_size, N)) {
+    out.columns = prepack_columns(codes, K, N, row_bytes, bits);
+  } else if (kt.reads_prepacked(bits)) {
+    out.packed = prepack_codes(codes, K, N, row_bytes, bits);
+  }
+  return out;
 }
 
-std::vector<uint8_t> maybe_prepack_columns(const ConstInput& codes, int64_t N, int bits, int64_t group_size) {
-  if (codes.data == nullptr || !kernels().reads_columns(bits, group_size, N) || codes.shape.size() != 2) return {};
-  const int64_t K = codes.shape[0], row_bytes = ceil_div(N * bits, 8);
-  if (K <= 0 || codes.shape[1] != row_bytes) return {};
-  return prepack_columns(static_cast<const uint8_t*>(codes.data), K, N, row_bytes, bits);
+GemvCodes prepack_for_gemv(const ConstInput& codes, int64_t N, int bits, int64_t group_size) {
+  if (codes.data == nullptr || codes.shape.size() != 2 || codes.shape[1] != ceil_div(N * bits, 8)) return {};
+  return prepack_for_gemv(static_cast<const uint8_t*>(codes.data), codes.shape[0], N, bits, group_size);
 }
 
 std::vector<float> pad_codebook(const float* cb, int64_t G, int64_t C, int bits) {

@@ -212,11 +212,19 @@ int64_t checked_elements(const std::vector<int64_t>& shape, const char* what);
 void unpack_row(const uint8_t* row, int64_t j0, int64_t count, int bits, uint8_t* out);
 // Largest code in a [rows, row_bytes] packed matrix of `n` codes per row.
 uint32_t max_code(const uint8_t* codes, int64_t rows, int64_t row_bytes, int64_t n, int bits);
-// Prepacked codes for a constant [K, ceil(N*bits/8)] codes input (empty when not applicable).
-std::vector<uint8_t> maybe_prepack(const ConstInput& codes, int64_t N, int bits);
-// Constant codes [K, row_bytes] in the column layout (prepack_columns) where the GEMV reads it for this codebook
-// grouping (KernelTable::reads_columns); empty otherwise.
-std::vector<uint8_t> maybe_prepack_columns(const ConstInput& codes, int64_t N, int bits, int64_t group_size);
+// The batch-1..4 GEMV's copy of constant codes [K, ceil(N*bits/8)], in the layout this CPU's kernel table reads
+// for the width and codebook grouping: the column layout (KernelTable::reads_columns), else the prepacked rows
+// (reads_prepacked), else none (the GEMM on the decoded panel runs those layers).
+struct GemvCodes {
+  std::vector<uint8_t> packed, columns;
+  void attach(CodebookWeights* w) const {
+    w->packed = packed.empty() ? nullptr : packed.data();
+    w->columns = columns.empty() ? nullptr : columns.data();
+  }
+};
+GemvCodes prepack_for_gemv(const uint8_t* codes, int64_t K, int64_t N, int bits, int64_t group_size);
+// The same for a constant codes input of that shape (nothing when the input is not constant or of another shape).
+GemvCodes prepack_for_gemv(const ConstInput& codes, int64_t N, int bits, int64_t group_size);
 
 // Copies a [G, C] codebook into [G, 2^bits] (zeros past C).
 std::vector<float> pad_codebook(const float* cb, int64_t G, int64_t C, int bits);

@@ -33,7 +33,7 @@ struct TernaryMatMulKernel {
   std::string label;
   int64_t N = 0, group_size = 0;
   ConstInput const_codes, const_scales;
-  std::vector<uint8_t> packed;  // prepacked copy of constant codes (the AVX-512 and AVX2 GEMVs)
+  GemvCodes gemv_codes;         // the GEMV's copy of constant codes
   FloatPanel panel;             // W decoded for many-row runs (constant codes and scales only)
 
   TernaryMatMulKernel(const OrtKernelInfo* info) : label(node_label("TernaryMatMul", info)) {
@@ -42,7 +42,7 @@ struct TernaryMatMulKernel {
     group_size = a.optional_int("group_size", N, 1, kMaxDim);
     const_codes.init(info, 2);
     const_scales.init(info, 1);
-    packed = maybe_prepack(const_codes, N, 2);
+    gemv_codes = prepack_for_gemv(const_codes, N, 2, group_size);
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
@@ -92,7 +92,7 @@ struct TernaryMatMulKernel {
       Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
       float* y = yv.GetTensorMutableData<float>();
       CodebookWeights w{codes.as<uint8_t>(), cb.data(), K, N, row_bytes, group_size, G, 2, nullptr};
-      if (!packed.empty() && codes.data == const_codes.data) w.packed = packed.data();
+      if (codes.data == const_codes.data) gemv_codes.attach(&w);
       const bool constant =
           codes.data == const_codes.data && scales.data == const_scales.data && scales.data != nullptr;
       run_codebook_matmul(ctx, x.as<float>(), M, w, bias_data, y, constant ? &panel : nullptr);

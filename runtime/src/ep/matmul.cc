@@ -21,7 +21,8 @@ struct MatMulExec : Exec {
   bool relu = false;
   size_t x_index = 0;  // the fused node's input holding X
   // codebook / ternary
-  std::vector<uint8_t> codes, packed, columns;
+  std::vector<uint8_t> codes;
+  GemvCodes gemv_codes;  // the GEMV's copy of the codes
   std::vector<float> codebook;  // [G, 2^bits]
   CodebookWeights cw{};
   FloatPanel panel;  // W as floats, built at the first run with many rows
@@ -107,16 +108,9 @@ void build_codebook(MatMulExec& e, const Ort::ConstNode& node, const std::vector
   }
   if (ins.size() > 3 && ins[3]) e.bias = bias_from(ins[3], e.N);
   e.codes = std::move(codes.bytes);
-  // the SIMD GEMVs' copies of the codes: the column layout where the codebook changes within 16 columns, else the
-  // prepacked row layout
-  if (e.K > 0 && kernels().reads_columns(bits, group_size, e.N)) {
-    e.columns = prepack_columns(e.codes.data(), e.K, e.N, row_bytes, bits);
-  } else if (e.K > 0 && kernels().reads_prepacked(bits)) {
-    e.packed = prepack_codes(e.codes.data(), e.K, e.N, row_bytes, bits);
-  }
-  e.cw = CodebookWeights{e.codes.data(), e.codebook.data(), e.K, e.N, row_bytes, group_size, G, bits,
-                         e.packed.empty() ? nullptr : e.packed.data()};
-  e.cw.columns = e.columns.empty() ? nullptr : e.columns.data();
+  e.gemv_codes = prepack_for_gemv(e.codes.data(), e.K, e.N, bits, group_size);
+  e.cw = CodebookWeights{e.codes.data(), e.codebook.data(), e.K, e.N, row_bytes, group_size, G, bits};
+  e.gemv_codes.attach(&e.cw);
 }
 
 void build_sparse(MatMulExec& e, const Ort::ConstNode& node, const std::vector<Ort::ConstValueInfo>& ins) {

@@ -15,11 +15,18 @@ namespace {
 constexpr int64_t kBlockGemvRows = 4;     // up to this many rows of X: the register-decoding GEMV, block by block
 constexpr int64_t kBlockColumnTask = 1024;  // columns per parallel task (a multiple of the GEMV's 128)
 
+// Constant block codes prepacked for the GEMV: block b's rows at buf.data() + offsets[b].
+struct PackedBlocks {
+  PageBuffer buf;
+  std::vector<size_t> offsets;
+  const uint8_t* block(int64_t b) const { return buf.data() + offsets[static_cast<size_t>(b)]; }
+};
+
 // Block codebooks, 1-4 rows of X: Y = bias, then per block b the register-decoding GEMV of its rows of W with its
 // codebook rows (books: [nblocks][G][2^bits], the codebook regrouped by block) adds X[:, block] @ W[block, :];
 // the columns it does not cover (on every block) are written whole by the GEMM on the block panel.
 void run_block_gemv(Ort::KernelContext& ctx, const float* x, int64_t M, const BlockCodebookWeights& bw,
-                    const float* books, const std::vector<std::vector<uint8_t>>* packed, const float* bias,
+                    const float* books, const PackedBlocks* packed, const float* bias,
                     float* y) {
   const KernelTable& kt = kernels();
   const int64_t K = bw.rows, N = bw.cols, G = ceil_div(N, bw.group_size), E = int64_t{1} << bw.bits;
@@ -35,7 +42,7 @@ void run_block_gemv(Ort::KernelContext& ctx, const float* x, int64_t M, const Bl
     int64_t done = n1;
     for (int64_t b = 0; b < bw.nblocks && done > n0; ++b) {
       const int64_t k0 = b * bw.block_size, kb = std::min(bw.block_size, K - k0);
-      const uint8_t* pk = packed != nullptr ? (*packed)[static_cast<size_t>(b)].data() : nullptr;
+      const uint8_t* pk = packed != nullptr ? packed->block(b) : nullptr;
       const CodebookWeights w{bw.codes + k0 * bw.row_bytes, books + b * G * E, kb, N, bw.row_bytes,
                               bw.group_size, G, bw.bits, pk};
       // columns [n0, done) covered by every block so far: the rest is rewritten by the GEMM below
@@ -53,7 +60,7 @@ struct CodebookMatMulKernel {
   GemvCodes gemv_codes;          // the GEMV's copy of constant codes (one block of inputs)
   FloatPanel panel;             // W decoded for many-row runs (constant codes and codebook only)
   FloatPanel block_panel;       // W of block codebooks for runs of more than 4 rows (constant codes and codebook)
-  std::vector<std::vector<uint8_t>> packed_blocks;  // block codes prepacked for the GEMV, one per block (constant)
+  PackedBlocks packed_blocks;  // constant block codes prepacked for the GEMV, block by block
 
   CodebookMatMulKernel(const OrtKernelInfo* info) : label(node_label("CodebookMatMul", info)) {
     Attrs a{info};
@@ -78,8 +85,17 @@ struct CodebookMatMulKernel {
     const int64_t K = cs[0];
     if (K <= block_size) return;
     const uint8_t* codes = static_cast<const uint8_t*>(const_codes.data);
-    for (int64_t k0 = 0; k0 < K; k0 += block_size)
-      packed_blocks.push_back(prepack_codes(codes + k0 * row_bytes, std::min(block_size, K - k0), N, row_bytes, bits));
+    // one buffer for all blocks (large enough for huge pages, streamed in order: block b's rows follow b - 1's)
+    std::vector<std::vector<uint8_t>> blocks;
+    size_t total = 0;
+    for (int64_t k0 = 0; k0 < K; k0 += block_size) {
+      blocks.push_back(prepack_codes(codes + k0 * row_bytes, std::min(block_size, K - k0), N, row_bytes, bits));
+      packed_blocks.offsets.push_back(total);
+      total += blocks.back().size();
+    }
+    packed_blocks.buf.allocate(total);
+    for (size_t b = 0; b < blocks.size(); ++b)
+      std::memcpy(packed_blocks.buf.data() + packed_blocks.offsets[b], blocks[b].data(), blocks[b].size());
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
@@ -138,8 +154,8 @@ struct CodebookMatMulKernel {
           for (int64_t b = 0; b < nblocks; ++b)
             for (int64_t g = 0; g < G0; ++g)
               std::memcpy(books.data() + (b * G0 + g) * E, cbp + (g * nblocks + b) * E, static_cast<size_t>(E) * 4);
-          const bool prepacked = codes.data == const_codes.data && !packed_blocks.empty() &&
-                                 static_cast<int64_t>(packed_blocks.size()) == nblocks;
+          const bool prepacked = codes.data == const_codes.data &&
+                                 static_cast<int64_t>(packed_blocks.offsets.size()) == nblocks;
           run_block_gemv(ctx, x.as<float>(), M, bw, books.data(), prepacked ? &packed_blocks : nullptr, bias_data,
                          y);
           return;

@@ -264,9 +264,9 @@ GemvCodes prepack_for_gemv(const uint8_t* codes, int64_t K, int64_t N, int bits,
   const KernelTable& kt = kernels();
   const int64_t row_bytes = ceil_div(N * bits, 8);
   if (kt.reads_columns(bits, group_size, N)) {
-    out.columns = prepack_columns(codes, K, N, row_bytes, bits);
+    out.columns.assign(prepack_columns(codes, K, N, row_bytes, bits));
   } else if (kt.reads_prepacked(bits)) {
-    out.packed = prepack_codes(codes, K, N, row_bytes, bits);
+    out.packed.assign(prepack_codes(codes, K, N, row_bytes, bits));
   }
   return out;
 }
@@ -336,6 +336,20 @@ constexpr int64_t kGemvMaxRows = 4;
 
 PageBuffer::~PageBuffer() { std::free(data_); }
 
+PageBuffer& PageBuffer::operator=(PageBuffer&& o) noexcept {
+  if (this != &o) {
+    std::free(data_);
+    data_ = o.data_, size_ = o.size_;
+    o.data_ = nullptr, o.size_ = 0;
+  }
+  return *this;
+}
+
+void PageBuffer::assign(const std::vector<uint8_t>& bytes) {
+  allocate(bytes.size());
+  if (!bytes.empty()) std::memcpy(data_, bytes.data(), bytes.size());
+}
+
 void PageBuffer::allocate(size_t bytes) {
   std::free(data_);
   data_ = nullptr;
@@ -353,7 +367,7 @@ void PageBuffer::allocate(size_t bytes) {
   size_ = bytes;
 }
 
-FloatPanel::~FloatPanel() { std::free(data_); }
+FloatPanel::~FloatPanel() = default;
 
 const float* FloatPanel::get(Ort::KernelContext& ctx, const CodebookWeights& w) {
   return get(ctx, kernels().codebook_panel, &w, w.K, w.N);
@@ -364,24 +378,18 @@ const float* FloatPanel::get(Ort::KernelContext& ctx, PanelFn fill, const void* 
     const KernelTable& kt = kernels();
     const int64_t nr = kt.nr;
     const size_t n = static_cast<size_t>(packed_b_floats(K, N, kt.nr));
-    const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
-    float* p = static_cast<float*>(std::aligned_alloc(64, bytes > 0 ? bytes : 64));
-    if (p == nullptr) throw std::bad_alloc();
+    PageBuffer buf;
+    buf.allocate(n * sizeof(float));
+    float* p = reinterpret_cast<float*>(buf.data());
     // strip groups of ~kColumnTask columns, decoded in parallel (each provider call writes its strips)
     const int64_t group = std::max<int64_t>(1, kColumnTask / nr) * nr;
-    try {
-      parallel_for(ctx, static_cast<size_t>(ceil_div(N, group)), [&](size_t t) {
-        const int64_t n0 = static_cast<int64_t>(t) * group;
-        fill(src, 0, K, n0, std::min(group, N - n0), kt.nr, p + (n0 / nr) * K * nr);
-      });
-    } catch (...) {
-      std::free(p);
-      throw;
-    }
-    data_ = p;
-    size_ = n;
+    parallel_for(ctx, static_cast<size_t>(ceil_div(N, group)), [&](size_t t) {
+      const int64_t n0 = static_cast<int64_t>(t) * group;
+      fill(src, 0, K, n0, std::min(group, N - n0), kt.nr, p + (n0 / nr) * K * nr);
+    });
+    buf_ = std::move(buf);
   });
-  return data_;
+  return reinterpret_cast<const float*>(buf_.data());
 }
 
 void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, const CodebookWeights& w,

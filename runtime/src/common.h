@@ -207,6 +207,32 @@ inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
 // refused (INVALID_ARGUMENT, naming `what`) beyond kMaxElements.
 int64_t checked_elements(const std::vector<int64_t>& shape, const char* what);
 
+// A zeroed, 64-byte aligned byte buffer for a large constant weight layout that a kernel streams once per run. From
+// 1 MiB up it is 2 MiB aligned and advised to the kernel as transparent huge pages (madvise; ignored where THP is
+// off): the stream then crosses a page every 2 MiB instead of every 4 KiB, where the hardware prefetcher stops and
+// the TLB misses. Measured, 1 thread: the 90%-sparse 25088x4096 layer 2.2-2.4 ms -> 1.4 ms per run; the 4-bit
+// 4096^2 GEMV with its codes evicted from the caches (as in a model whose layers stream from memory) 0.58-0.62 ms
+// -> 0.48 ms, which is its time with the codes in L3.
+class PageBuffer {
+ public:
+  PageBuffer() = default;
+  PageBuffer(const PageBuffer&) = delete;
+  PageBuffer& operator=(const PageBuffer&) = delete;
+  PageBuffer(PageBuffer&& o) noexcept : data_(o.data_), size_(o.size_) { o.data_ = nullptr, o.size_ = 0; }
+  PageBuffer& operator=(PageBuffer&& o) noexcept;
+  ~PageBuffer();
+  void allocate(size_t bytes);  // replaces the contents with `bytes` zero bytes
+  void assign(const std::vector<uint8_t>& bytes);  // replaces the contents with a copy of `bytes`
+  uint8_t* data() { return data_; }
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 // ---- codebook helpers shared by the ops ---------------------------------------------------------
 // Unpacks codes j0 .. j0+count-1 of a packed row ((j0 * bits) % 8 == 0).
 void unpack_row(const uint8_t* row, int64_t j0, int64_t count, int bits, uint8_t* out);
@@ -216,7 +242,7 @@ uint32_t max_code(const uint8_t* codes, int64_t rows, int64_t row_bytes, int64_t
 // for the width and codebook grouping: the column layout (KernelTable::reads_columns), else the prepacked rows
 // (reads_prepacked), else none (the GEMM on the decoded panel runs those layers).
 struct GemvCodes {
-  std::vector<uint8_t> packed, columns;
+  PageBuffer packed, columns;
   void attach(CodebookWeights* w) const {
     w->packed = packed.empty() ? nullptr : packed.data();
     w->columns = columns.empty() ? nullptr : columns.data();
@@ -245,12 +271,11 @@ class FloatPanel {
   const float* get(Ort::KernelContext& ctx, const CodebookWeights& w);
   // The same for any K x N matrix that `fill` writes panels of (src: its context).
   const float* get(Ort::KernelContext& ctx, PanelFn fill, const void* src, int64_t K, int64_t N);
-  size_t bytes() const { return size_ * sizeof(float); }
+  size_t bytes() const { return buf_.size(); }
 
  private:
   std::once_flag once_;
-  float* data_ = nullptr;
-  size_t size_ = 0;
+  PageBuffer buf_;
 };
 
 // Block codebooks (attribute block_size, OPS.md): a codes matrix [rows, row_bytes] of `cols` codes per row, each code
@@ -281,25 +306,6 @@ void run_codebook_matmul(Ort::KernelContext& ctx, const float* x, int64_t M, con
 void run_panel_gemm(Ort::KernelContext& ctx, const float* x, int64_t M, int64_t K, int64_t N, const float* bp,
                     PanelFn fill, const void* src, const float* bias, float* y, bool relu);
 
-// A zeroed, 64-byte aligned byte buffer for a large constant weight layout that a kernel streams once per run. From
-// 1 MiB up it is 2 MiB aligned and advised to the kernel as transparent huge pages (madvise; ignored where THP is
-// off): the stream then crosses a page every 2 MiB instead of every 4 KiB, where the hardware prefetcher stops and
-// the TLB misses (measured on the 90%-sparse 25088x4096 layer: 2.2-2.4 ms -> 1.4 ms per run, 1 thread).
-class PageBuffer {
- public:
-  PageBuffer() = default;
-  PageBuffer(const PageBuffer&) = delete;
-  PageBuffer& operator=(const PageBuffer&) = delete;
-  ~PageBuffer();
-  void allocate(size_t bytes);  // replaces the contents with `bytes` zero bytes
-  uint8_t* data() { return data_; }
-  const uint8_t* data() const { return data_; }
-  size_t size() const { return size_; }
-
- private:
-  uint8_t* data_ = nullptr;
-  size_t size_ = 0;
-};
 
 // SparseCodebookMatMul (sparse_codebook_matmul.cc): the windowed layout of constant, validated weights for the
 // AVX-512 batch-1..4 kernel, its builder (false when it does not apply or would be too large), the layout check

@@ -415,13 +415,21 @@ void gemv_packed_line4(const float* x, int64_t ldx, const CodebookWeights& w, co
   const uint8_t* p = w.packed + block * w.K * 64;
   const int64_t K = w.K;
   for (int64_t k = 0; k < K; ++k, p += 64) {
-    _mm_prefetch(reinterpret_cast<const char*>(p + 4096), _MM_HINT_T0);
     __m512 xv[ROWS];
     for (int r = 0; r < ROWS; ++r) xv[r] = _mm512_set1_ps(x[r * ldx + k]);
-    const __m512i v = _mm512_loadu_si512(p);
-    for (int t = 0; t < 8; ++t) {
-      const __m512 wv = _mm512_permutexvar_ps(t == 0 ? v : _mm512_srli_epi32(v, 4 * t), lut);
-      for (int r = 0; r < ROWS; ++r) acc[r][t] = _mm512_fmadd_ps(wv, xv[r], acc[r][t]);
+    // the line is loaded once and shifted in registers (v >> 8b, (v >> 4) >> 8b): shifts with a memory operand
+    // would load it 8 times, and the loads then bound the loop (measured 5% slower). No software prefetch: the
+    // stream is sequential, and the hardware prefetcher keeps up (a prefetch 4 KiB ahead measured 5% slower).
+    __m512i v = _mm512_loadu_si512(p);
+    __asm__("" : "+v"(v));  // keeps v in a register: the compiler would fold the shifts' loads back in
+    const __m512i h = _mm512_srli_epi32(v, 4);
+    for (int b = 0; b < 4; ++b) {
+      const __m512 lo = _mm512_permutexvar_ps(b == 0 ? v : _mm512_srli_epi32(v, 8 * b), lut);
+      const __m512 hi = _mm512_permutexvar_ps(b == 0 ? h : _mm512_srli_epi32(h, 8 * b), lut);
+      for (int r = 0; r < ROWS; ++r) {
+        acc[r][2 * b] = _mm512_fmadd_ps(lo, xv[r], acc[r][2 * b]);  // nibble 2b: shift 4 * (2b)
+        acc[r][2 * b + 1] = _mm512_fmadd_ps(hi, xv[r], acc[r][2 * b + 1]);
+      }
     }
   }
   const int64_t lo = std::max(n0, col0), hi = std::min(n1, col0 + 128);

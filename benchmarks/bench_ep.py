@@ -138,16 +138,20 @@ def case_digits(runs):
     compare("digits CNN, Deep Compression pipeline", base, dc, ("ort", "ops", "ep"), runs * 20, {"ep": 1.0})
 
 
-def _mm_models(k: int, n: int, rows: int, rng, bits: int = 4, group_size: int = 0):
+def _mm_models(
+    k: int, n: int, rows: int, rng, bits: int = 4, group_size: int = 0, block_size: int = 0, dtype=np.float32
+):
     """fp32 MatMul and CodebookMatMul of the same weights: bits-wide codes, a codebook per group_size output
-    columns (0: one for the layer)."""
+    columns (0: one for the layer) and block_size inputs (0: all), stored as dtype (kmeans writes float16)."""
     from onnxcomp.ops import pack_codes
 
     group_size = group_size or n
-    groups = -(-n // group_size)
-    cb = np.sort(rng.standard_normal((groups, 1 << bits)) / np.sqrt(k), axis=1).astype(np.float32)
+    nblocks = -(-k // block_size) if block_size else 1
+    groups = -(-n // group_size) * nblocks
+    cb = np.sort(rng.standard_normal((groups, 1 << bits)) / np.sqrt(k), axis=1).astype(dtype)
     codes = rng.integers(0, 1 << bits, size=(k, n), dtype=np.uint8)
-    w = cb[np.arange(n)[None, :] // group_size, codes]
+    rows_of = (np.arange(n)[None, :] // group_size) * nblocks + np.arange(k)[:, None] // (block_size or k)
+    w = cb.astype(np.float32)[rows_of, codes]
     packed = pack_codes(codes, bits)
     x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [rows, k])
     y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [rows, n])
@@ -159,8 +163,16 @@ def _mm_models(k: int, n: int, rows: int, rng, bits: int = 4, group_size: int = 
     )
     from onnxcomp import ops as enc
 
+    blocks = {"block_size": block_size} if block_size else {}
     node = helper.make_node(
-        "CodebookMatMul", ["X", "cb", "codes", "B"], ["Y"], domain=DOMAIN, bits=bits, N=n, group_size=group_size
+        "CodebookMatMul",
+        ["X", "cb", "codes", "B"],
+        ["Y"],
+        domain=DOMAIN,
+        bits=bits,
+        N=n,
+        group_size=group_size,
+        **blocks,
     )
     inits = [
         numpy_helper.from_array(cb, "cb"),
@@ -170,7 +182,7 @@ def _mm_models(k: int, n: int, rows: int, rng, bits: int = 4, group_size: int = 
     comp = helper.make_model(
         helper.make_graph([node], "cmm", [x], [y], inits),
         opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, 1)],
-        functions=enc.function_protos("CodebookMatMul", 18),
+        functions=enc.function_protos("CodebookMatMul", 18, blocks=bool(block_size)),
     )
     base.ir_version = comp.ir_version = 10
     return base, comp
@@ -181,8 +193,17 @@ def case_gemv(runs):
     base, comp = _mm_models(4096, 4096, 1, rng)
     compare("CodebookMatMul 4-bit 4096x4096, 1 row", base, comp, ("ops", "ep"), runs * 4, {"ops": 6.0, "ep": 6.0})
     # the widths and groupings the budget mode and group-size=auto write next to 4-bit per-layer codebooks
-    for bits, group_size, what in ((8, 0, "8-bit"), (6, 0, "6-bit"), (3, 0, "3-bit"), (4, 1, "4-bit per-channel")):
-        base, comp = _mm_models(4096, 4096, 1, rng, bits=bits, group_size=group_size)
+    # (float16 codebooks, as kmeans writes them: per-channel and block codebooks hold 64K-2M values)
+    for bits, group_size, block_size, what in (
+        (8, 0, 0, "8-bit"),
+        (6, 0, 0, "6-bit"),
+        (3, 0, 0, "3-bit"),
+        (4, 1, 0, "4-bit per-channel"),
+        (4, 1, 128, "4-bit per-channel, 128-input blocks"),
+    ):
+        base, comp = _mm_models(
+            4096, 4096, 1, rng, bits=bits, group_size=group_size, block_size=block_size, dtype=np.float16
+        )
         compare(f"CodebookMatMul {what} 4096x4096, 1 row", base, comp, ("ops", "ep"), runs, {"ops": 1.0, "ep": 1.0})
 
 

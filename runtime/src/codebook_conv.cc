@@ -34,6 +34,7 @@ struct CodebookConvKernel {
   int64_t M = 0, Cg = 0, group = 1, group_size = 0, S = 0, KS = 1, block_size = 0, nblocks = 1;
   std::vector<int64_t> kernel, strides, dilations, pads;
   ConstInput const_codes, const_codebook;
+  ConstFloats codebook_floats;  // a constant float16 codebook as float32
   // onnxruntime's Conv, invoked on the decoded filter. The filter is decoded once for constant codes and
   // codebook, and again only when their bytes change otherwise (codes fed by a HuffmanDecode or
   // RunLengthDecode are the same bytes at every run).
@@ -216,7 +217,7 @@ struct CodebookConvKernel {
       const Input x = get_input(ctx, 0);
       const Input cb_in = get_input(ctx, 1);
       std::vector<float> cb_floats;  // a float16 codebook as float32 (the cache keys compare these floats)
-      const Input cb = float_codebook(cb_in, &cb_floats);
+      const Input cb = float_codebook(cb_in, &cb_floats, const_codebook, &codebook_floats);
       const Input codes = get_input(ctx, 2);
       const Input bias = get_input(ctx, 3);
       expect(x, "X", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);

@@ -18,19 +18,22 @@ constexpr int64_t kRowsPerTask = 64;
 struct CodebookGatherKernel {
   std::string label;
   int64_t bits = 0, D = 0, group_size = 0;
+  ConstInput const_codebook;
+  ConstFloats codebook_floats;  // a constant float16 codebook as float32 (one per row group of a large table)
 
   CodebookGatherKernel(const OrtKernelInfo* info) : label(node_label("CodebookGather", info)) {
     Attrs a{info};
     bits = a.required_int("bits", 1, 8);
     D = a.required_int("D", 1, kMaxDim);
     group_size = a.optional_int("group_size", 0, 1, kMaxDim);  // 0: absent (all rows)
+    const_codebook.init(info, 0);
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     return guarded(label, [&] {
       Ort::KernelContext ctx(context);
       std::vector<float> cb_floats;  // a float16 codebook as float32
-      const Input cb = float_codebook(get_input(ctx, 0), &cb_floats);
+      const Input cb = float_codebook(get_input(ctx, 0), &cb_floats, const_codebook, &codebook_floats);
       const Input codes = get_input(ctx, 1);
       const Input idx = get_input(ctx, 2);
       expect(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);

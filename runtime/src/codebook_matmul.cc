@@ -57,6 +57,7 @@ struct CodebookMatMulKernel {
   int bits = 0;
   int64_t N = 0, group_size = 0, block_size = 0;
   ConstInput const_codes, const_codebook;
+  ConstFloats codebook_floats;  // a constant float16 codebook as float32
   GemvCodes gemv_codes;          // the GEMV's copy of constant codes (one block of inputs)
   FloatPanel panel;             // W decoded for many-row runs (constant codes and codebook only)
   FloatPanel block_panel;       // W of block codebooks for runs of more than 4 rows (constant codes and codebook)
@@ -70,10 +71,13 @@ struct CodebookMatMulKernel {
     block_size = a.optional_int("block_size", kMaxDim, 1, kMaxDim);
     const_codes.init(info, 2);
     const_codebook.init(info, 1);
-    // the GEMV's copy of constant codes: whole (one block of inputs) or block by block (block codebooks)
+    // the GEMV's copy of constant codes: whole (one block of inputs; or block codebooks that change within 16
+    // columns, which the column layout reads whole, looking up each 16 rows in their block's codebook) or block by
+    // block (block codebooks shared by 16 columns or more)
     const bool one_block = const_codes.shape.size() == 2 && const_codes.shape[0] <= block_size;
-    if (one_block) gemv_codes = prepack_for_gemv(const_codes, N, bits, group_size);
-    prepack_blocks();
+    const bool whole_columns = !one_block && block_size % 16 == 0 && kernels().reads_columns(bits, group_size, N);
+    if (one_block || whole_columns) gemv_codes = prepack_for_gemv(const_codes, N, bits, group_size);
+    if (gemv_codes.columns.empty()) prepack_blocks();
   }
 
   // Constant codes of block codebooks: each block's rows prepacked for the GEMV (nothing when it does not apply).
@@ -82,6 +86,8 @@ struct CodebookMatMulKernel {
     const int64_t row_bytes = ceil_div(N * bits, 8);
     if (const_codes.data == nullptr || !kernels().reads_prepacked(bits) || cs.size() != 2 || cs[1] != row_bytes)
       return;
+    // (the block GEMV reads the prepacked rows only with codebooks shared by whole 16-column chunks)
+    if (group_size < N && group_size % 16 != 0) return;
     const int64_t K = cs[0];
     if (K <= block_size) return;
     const uint8_t* codes = static_cast<const uint8_t*>(const_codes.data);
@@ -98,13 +104,22 @@ struct CodebookMatMulKernel {
       std::memcpy(packed_blocks.buf.data() + packed_blocks.offsets[b], blocks[b].data(), blocks[b].size());
   }
 
+  // Whether the register-decoding GEMV reads these block codebooks block by block (else constant weights take the
+  // GEMM on their float panel, decoded once, rather than the whole of W decoded again on every run).
+  bool block_gemv_reads(const void* codes_data, int64_t K, int64_t M) const {
+    const bool prepacked = codes_data == const_codes.data && !packed_blocks.offsets.empty();
+    const CodebookWeights w{nullptr, nullptr, std::min(block_size, K), N, ceil_div(N * bits, 8), group_size,
+                            ceil_div(N, group_size), bits, prepacked ? packed_blocks.block(0) : nullptr};
+    return kernels().codebook_gemv_reads(w, M);
+  }
+
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     return guarded(label, [&] {
       Ort::KernelContext ctx(context);
       const Input x = get_input(ctx, 0);
       const Input cb_in = get_input(ctx, 1);
       std::vector<float> cb_floats;  // a float16 codebook as float32
-      const Input cb = float_codebook(cb_in, &cb_floats);
+      const Input cb = float_codebook(cb_in, &cb_floats, const_codebook, &codebook_floats);
       const Input codes = get_input(ctx, 2);
       const Input bias = get_input(ctx, 3);
       expect(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
@@ -147,7 +162,18 @@ struct CodebookMatMulKernel {
       if (nblocks > 1) {
         const BlockCodebookWeights bw{codes.as<uint8_t>(), cbp, K, N, row_bytes, group_size, block_size, nblocks,
                                       bits, false};
-        if (M <= kBlockGemvRows && M > 0) {
+        if (M <= kBlockGemvRows && M > 0 && !gemv_codes.columns.empty() && codes.data == const_codes.data) {
+          // the column GEMV over all of K, each 16 rows looked up in their block's codebook
+          CodebookWeights w{codes.as<uint8_t>(), cbp, K, N, row_bytes, group_size, G, bits, nullptr};
+          w.block_size = block_size;
+          w.nblocks = nblocks;
+          gemv_codes.attach(&w);
+          if (kernels().codebook_gemv_reads(w, M)) {
+            run_codebook_matmul(ctx, x.as<float>(), M, w, bias_data, y, nullptr);
+            return;
+          }
+        }
+        if (M <= kBlockGemvRows && M > 0 && (!constant || block_gemv_reads(codes.data, K, M))) {
           // the codebook regrouped by block: block b's rows g * nblocks + b, g < G0, contiguous
           const int64_t G0 = ceil_div(N, group_size), E = int64_t{1} << bits;
           std::vector<float> books(static_cast<size_t>(G * E));

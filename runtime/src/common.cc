@@ -176,6 +176,16 @@ Input float_codebook(const Input& cb, std::vector<float>* buf) {
   return out;
 }
 
+Input float_codebook(const Input& cb, std::vector<float>* buf, const ConstInput& konst, ConstFloats* cache) {
+  if (!cb.present || cb.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || cb.data == nullptr || cb.data != konst.data)
+    return float_codebook(cb, buf);
+  std::call_once(cache->once, [&] { cache->floats = codebook_values(cb.data, cb.type, cb.count); });
+  Input out = cb;
+  out.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  out.data = cache->floats.data();
+  return out;
+}
+
 Input get_input(Ort::KernelContext& ctx, size_t index) {
   Input in;
   if (index >= ctx.GetInputCount()) return in;

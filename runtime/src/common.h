@@ -159,6 +159,16 @@ struct ConstInput {
   }
 };
 
+// float_codebook for a kernel's codebook input: when it is the constant initializer `konst`, a float16 codebook is
+// converted once, at the first run, and kept (per-channel and block codebooks hold 10^4..10^6 values: converting
+// 2M of them on every run cost a 4096^2 GEMV with 128-input blocks 3 ms); any other float16 input is converted into
+// *buf at every run.
+struct ConstFloats {
+  std::once_flag once;
+  std::vector<float> floats;
+};
+Input float_codebook(const Input& cb, std::vector<float>* buf, const ConstInput& konst, ConstFloats* cache);
+
 // ---- threading ---------------------------------------------------------------------------------
 template <typename F>
 void parallel_for(Ort::KernelContext& ctx, size_t n, F&& f) {

@@ -18,7 +18,9 @@ namespace onnxcomp {
 // for column n0 + s * nr + j. Columns at or beyond n0 + nc are written as 0.
 using PanelFn = void (*)(const void* ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc, int nr, float* panel);
 
-// W[k, n] = codebook[(n / group_size) * entries + code(k, n)]; codes[k] packed at `bits` bits.
+// W[k, n] = codebook[((n / group_size) * nblocks + k / block_size) * entries + code(k, n)]; codes[k] packed at
+// `bits` bits. Block codebooks (nblocks > 1) are read by the column GEMV only (`columns` set, block_size a multiple
+// of 16); every other kernel takes one block of inputs at a time (nblocks == 1).
 struct CodebookWeights {
   const uint8_t* codes;   // [K, row_bytes]
   const float* codebook;  // [G, entries], entries == 1 << bits (padded by the op when smaller)
@@ -31,6 +33,9 @@ struct CodebookWeights {
   const uint8_t* packed = nullptr;
   // Optional column-major copy (see prepack_columns), or nullptr: codebooks that change within 16 columns.
   const uint8_t* columns = nullptr;
+  // Block codebooks along k: rows per block, and blocks (1: one codebook row per group, for all of K).
+  int64_t block_size = 0;
+  int64_t nblocks = 1;
 };
 
 // Prepacked code layout (made once per constant codes tensor, where the kernel table's GEMV reads it:

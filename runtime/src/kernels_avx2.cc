@@ -190,6 +190,7 @@ bool reads_columns_avx2(int, int64_t, int64_t) { return false; }
 bool codebook_gemv_reads_avx2(const CodebookWeights& w, int64_t M) {
   const int bits = w.bits;
   if ((bits != 1 && bits != 2 && bits != 4) || M < 1 || M > 4 || w.K <= 0 || w.packed == nullptr) return false;
+  if (w.nblocks > 1) return false;  // (block codebooks: one block at a time)
   return w.G == 1 || w.group_size % prepack_block_cols(bits) == 0;
 }
 

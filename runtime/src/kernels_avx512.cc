@@ -602,15 +602,20 @@ bool reads_columns_avx512(int bits, int64_t group_size, int64_t N) {
   return bits <= 4 && group_size < N && group_size % 16 != 0;  // (else the row layouts)
 }
 
-template <int ROWS, int CB>
+// Block codebooks (w.nblocks > 1, block_size a multiple of 16): BLK 1, blocks of whole lines (block_size a multiple
+// of 128): a column's table is loaded once per line; BLK 2: once per 16 rows (each 16 rows lie in one block).
+template <int ROWS, int CB, int BLK>
 void gemv_columns_pass(const float* x, int64_t ldx, const CodebookWeights& w, float* y, int64_t ldy, int64_t nb,
                        int c0, int64_t n1) {
   const int64_t K = w.K, L = (K + 127) / 128, entries = int64_t{1} << w.bits;
+  const int64_t nblocks = BLK ? w.nblocks : 1, bs = BLK ? w.block_size : K;
   const __mmask16 emask = static_cast<__mmask16>(entries >= 16 ? 0xFFFF : (1u << entries) - 1u);
   __m512 lut[CB], acc[ROWS][CB];
+  const float* tables[CB];  // column c's codebook rows: one per block of k
   for (int c = 0; c < CB; ++c) {
     const int64_t n = std::min(nb * 8 + c0 + c, w.N - 1);
-    lut[c] = _mm512_maskz_loadu_ps(emask, w.codebook + (n / w.group_size) * entries);
+    tables[c] = w.codebook + (n / w.group_size) * nblocks * entries;
+    lut[c] = _mm512_maskz_loadu_ps(emask, tables[c]);
     for (int r = 0; r < ROWS; ++r) acc[r][c] = _mm512_setzero_ps();
   }
   const uint8_t* p = w.columns + (nb * L * 8 + c0) * 64;
@@ -628,10 +633,18 @@ void gemv_columns_pass(const float* x, int64_t ldx, const CodebookWeights& w, fl
         for (int r = 0; r < ROWS; ++r) xv[r][t] = _mm512_maskz_loadu_ps(m, x + r * ldx + k0 + 16 * t);
       }
     }
+    int64_t row_off[8];  // BLK 2: the table row of rows k0 + 16 t (rows past K: the last block's)
+    if constexpr (BLK == 1) {
+      for (int c = 0; c < CB; ++c) lut[c] = _mm512_maskz_loadu_ps(emask, tables[c] + (k0 / bs) * entries);
+    } else if constexpr (BLK == 2) {
+      for (int t = 0; t < 8; ++t) row_off[t] = std::min((k0 + 16 * t) / bs, nblocks - 1) * entries;
+    }
     for (int c = 0; c < CB; ++c) {
       const __m512i v = _mm512_loadu_si512(p + c * 64);
       for (int t = 0; t < 8; ++t) {
-        const __m512 wv = _mm512_permutexvar_ps(t == 0 ? v : _mm512_srli_epi32(v, 4 * t), lut[c]);
+        __m512 table = lut[c];
+        if constexpr (BLK == 2) table = _mm512_maskz_loadu_ps(emask, tables[c] + row_off[t]);
+        const __m512 wv = _mm512_permutexvar_ps(t == 0 ? v : _mm512_srli_epi32(v, 4 * t), table);
         for (int r = 0; r < ROWS; ++r) acc[r][c] = _mm512_fmadd_ps(wv, xv[r][t], acc[r][c]);
       }
     }
@@ -643,13 +656,26 @@ void gemv_columns_pass(const float* x, int64_t ldx, const CodebookWeights& w, fl
   }
 }
 
-void gemv_columns(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, float* y, int64_t ldy, int64_t n0,
-                  int64_t n1) {
+template <int BLK>
+void gemv_columns_blk(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, float* y, int64_t ldy,
+                      int64_t n0, int64_t n1) {
   for (int64_t nb = n0 / 8; nb * 8 < n1; ++nb) {
     int64_t m = 0;
     for (; m + 2 <= M; m += 2)
-      for (int c0 = 0; c0 < 8; c0 += 4) gemv_columns_pass<2, 4>(x + m * ldx, ldx, w, y + m * ldy, ldy, nb, c0, n1);
-    if (m < M) gemv_columns_pass<1, 8>(x + m * ldx, ldx, w, y + m * ldy, ldy, nb, 0, n1);
+      for (int c0 = 0; c0 < 8; c0 += 4)
+        gemv_columns_pass<2, 4, BLK>(x + m * ldx, ldx, w, y + m * ldy, ldy, nb, c0, n1);
+    if (m < M) gemv_columns_pass<1, 8, BLK>(x + m * ldx, ldx, w, y + m * ldy, ldy, nb, 0, n1);
+  }
+}
+
+void gemv_columns(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, float* y, int64_t ldy, int64_t n0,
+                  int64_t n1) {
+  if (w.nblocks <= 1) {
+    gemv_columns_blk<0>(x, M, ldx, w, y, ldy, n0, n1);
+  } else if (w.block_size % 128 == 0) {
+    gemv_columns_blk<1>(x, M, ldx, w, y, ldy, n0, n1);
+  } else {
+    gemv_columns_blk<2>(x, M, ldx, w, y, ldy, n0, n1);
   }
 }
 
@@ -660,6 +686,7 @@ bool gemv_packed_reads(const CodebookWeights& w) {
 bool codebook_gemv_reads_avx512(const CodebookWeights& w, int64_t M) {
   const int bits = w.bits;
   if (M < 1 || M > 4 || w.K <= 0) return false;
+  if (w.nblocks > 1) return w.columns != nullptr && w.block_size > 0 && w.block_size % 16 == 0;
   if (w.columns != nullptr) return true;
   if (prepacked_bits(bits) == 8)  // (packed only where has_vbmi)
     return w.packed != nullptr && has_vbmi() && (w.G == 1 || w.group_size % 64 == 0);

@@ -206,6 +206,7 @@ struct SparseCodebookMatMulKernel {
   int bits = 0, index_bits = 0;
   int64_t N = 0, group_size = 0;
   ConstInput const_row_ptr, const_deltas, const_codes, const_codebook;
+  ConstFloats codebook_floats;  // a constant float16 codebook as float32
   std::mutex pack_mutex;
   std::atomic<int> pack_state{0};  // 0: not tried, 1: built, 2: not applicable
   WindowsPack pack;
@@ -229,7 +230,7 @@ struct SparseCodebookMatMulKernel {
       const Input x = get_input(ctx, 0);
       const Input cb_in = get_input(ctx, 1);
       std::vector<float> cb_floats;  // a float16 codebook as float32
-      const Input cb = float_codebook(cb_in, &cb_floats);
+      const Input cb = float_codebook(cb_in, &cb_floats, const_codebook, &codebook_floats);
       const Input rp = get_input(ctx, 2);
       const Input deltas = get_input(ctx, 3);
       const Input codes = get_input(ctx, 4);

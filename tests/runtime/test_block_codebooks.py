@@ -178,3 +178,28 @@ def test_codebook_matmul_blocks_register_decode_gemv(bits, n, gsz, bsz, constant
         if not constant:
             feeds |= {"cb": cb, "codes": codes}
         _three_ways(m, feeds)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize(
+    ("k", "n", "gsz", "bsz"),
+    [(200, 300, 1, 16), (301, 260, 7, 48), (300, 129, 1, 128), (700, 520, 24, 256), (129, 64, 1, 64)],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_codebook_matmul_blocks_column_gemv(bits, k, n, gsz, bsz, dtype):
+    # codebooks per (output channel, block of 16 x j inputs), 1-4 rows: the column GEMV over all of K, each 16 rows
+    # looked up in their block's codebook (K neither a multiple of the block nor of the 128-row line); a float16
+    # codebook is converted once and kept, so the second and later runs read the kept floats
+    rng = np.random.default_rng(bits * 7919 + k + n)
+    nb = -(-k // bsz)
+    cb = rng.standard_normal((-(-n // gsz) * nb, 1 << bits)).astype(dtype)
+    codes = ops.pack_codes(rng.integers(0, 1 << bits, (k, n)), bits)
+    inits = {"cb": cb, "codes": codes, "b": rng.standard_normal(n).astype(np.float32)}
+    attrs = {"bits": bits, "N": n, "group_size": gsz, "block_size": bsz}
+    m = _model("CodebookMatMul", attrs, inits, ["M", k])
+    native, body = make_session(m, native=True), make_session(m, native=False)
+    for rows in (1, 2, 3, 4, 5, 1):
+        x = rng.standard_normal((rows, k)).astype(np.float32)
+        want = body.run(None, {"x": x})[0]
+        got = native.run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5 * max(1.0, float(np.abs(want).max())))

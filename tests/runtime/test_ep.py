@@ -48,6 +48,55 @@ def test_codebook_matmul_equals_function_body(ep_devices, bits, group_size, rows
     assert ep_nodes(model, feeds, tmp_path), "the EP did not run the CodebookMatMul"
 
 
+@pytest.mark.parametrize(
+    ("bits", "group_size", "block_size", "claimed"),
+    [(4, 1, 64, True), (3, 7, 128, True), (2, 1, 48, True), (4, 32, 64, False), (4, 1, 24, False)],
+)
+def test_codebook_matmul_blocks(ep_devices, bits, group_size, block_size, claimed, tmp_path):
+    # block codebooks: claimed where the column GEMV reads them (a codebook per channel or odd group, blocks of a
+    # multiple of 16 inputs): 1-4 rows there, more rows the GEMM on the panel decoded once; the rest declined
+    rng = np.random.default_rng(bits + block_size)
+    k, n = 300, 136
+    nb = -(-k // block_size)
+    cb = rng.standard_normal((-(-n // group_size) * nb, 1 << bits)).astype(np.float16)
+    packed = enc.pack_codes(rng.integers(0, 1 << bits, (k, n)), bits)
+    node = helper.make_node(
+        "CodebookMatMul",
+        ["X", "cb", "codes", "B"],
+        ["Y"],
+        domain=DOMAIN,
+        bits=bits,
+        N=n,
+        group_size=group_size,
+        block_size=block_size,
+    )
+    graph = helper.make_graph(
+        [node],
+        "blk",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["b", k])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        [
+            numpy_helper.from_array(cb, "cb"),
+            numpy_helper.from_array(packed, "codes"),
+            numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "B"),
+        ],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, 1)],
+        functions=enc.function_protos("CodebookMatMul", 18, blocks=True),
+    )
+    model.ir_version = 10
+    sess = ep_session(model)
+    for rows in (1, 3, 4, 5, 9):
+        feeds = {"X": _x((rows, k), seed=rows)}
+        body = run(model, feeds, native=False)
+        np.testing.assert_allclose(
+            sess.run(None, feeds)[0], body, rtol=1e-4, atol=2e-5 * max(1.0, float(np.abs(body).max()))
+        )
+    assert bool(ep_nodes(model, {"X": _x((1, k))}, tmp_path)) == claimed
+
+
 def test_ternary_and_sparse_equal_function_bodies(ep_devices):
     rng = np.random.default_rng(3)
     k, n = 64, 80

@@ -25,6 +25,7 @@ struct MatMulExec : Exec {
   GemvCodes gemv_codes;  // the GEMV's copy of the codes
   std::vector<float> codebook;  // [G, 2^bits]
   CodebookWeights cw{};
+  BlockCodebookWeights bw{};  // block codebooks (cw.nblocks > 1): the same weights for the panel decode
   FloatPanel panel;  // W as floats, built at the first run with many rows
   // sparse
   std::vector<int32_t> row_ptr;
@@ -44,6 +45,11 @@ struct MatMulExec : Exec {
     Ort::UnownedValue yv = ctx.GetOutput(0, yshape);
     float* y = yv.GetTensorMutableData<float>();
     const float* b = bias.empty() ? nullptr : bias.data();
+    if (kind == 0 && cw.nblocks > 1 && dims.M > 4) {  // (1-4 rows: the column GEMV reads the blocks)
+      const float* bp = panel.get(ctx, block_codebook_panel, &bw, K, N);
+      run_panel_gemm(ctx, x.as<float>(), dims.M, K, N, bp, block_codebook_panel, &bw, b, y, relu);
+      return;
+    }
     if (kind == 0) {
       run_codebook_matmul(ctx, x.as<float>(), dims.M, cw, b, y, &panel, relu);
       return;
@@ -70,7 +76,7 @@ void build_codebook(MatMulExec& e, const Ort::ConstNode& node, const std::vector
   const int bits = ternary ? 2 : static_cast<int>(a.required_int("bits", 1, 8));
   e.N = a.required_int("N", 1, kMaxDim);
   const int64_t group_size = a.optional_int("group_size", e.N, 1, kMaxDim);
-  const int64_t G = ceil_div(e.N, group_size);
+  const int64_t block_size = ternary ? kMaxDim : a.optional_int("block_size", kMaxDim, 1, kMaxDim);
   const int64_t entries = int64_t{1} << bits;
   // TernaryMatMul's scales are float32 only; a codebook may be float16 (converted here, once)
   const Blob cb = ternary ? evaluate(ins[1]) : float_codebook(evaluate(ins[1]));
@@ -81,6 +87,8 @@ void build_codebook(MatMulExec& e, const Ort::ConstNode& node, const std::vector
   if (codes.shape.size() != 2 || codes.shape[1] != row_bytes)
     fail("codes must have shape [K, ceil(N*bits/8)=", row_bytes, "], got ", shape_str(codes.shape));
   e.K = codes.shape[0];
+  const int64_t nblocks = block_count(e.K, block_size);
+  const int64_t G = ceil_div(e.N, group_size) * nblocks;  // codebook rows
   e.codebook.assign(static_cast<size_t>(G * entries), 0.0f);
   if (ternary) {
     if (cb.shape.size() != 2 || cb.shape[0] != G || cb.shape[1] != 2)
@@ -97,7 +105,7 @@ void build_codebook(MatMulExec& e, const Ort::ConstNode& node, const std::vector
           fail("invalid ternary code 3 at codes row ", k, ", column ", n, " (valid codes: 0 -> 0, 1 -> +a_p, 2 -> -a_n)");
     }
   } else {
-    check_codebook(cb.input(), e.N, group_size, bits);
+    check_codebook(cb.input(), e.N, group_size, bits, nblocks);
     const int64_t C = cb.shape[1];
     if (C < entries) {
       const uint32_t mx = max_code(codes.as<uint8_t>(), e.K, row_bytes, e.N, bits);
@@ -111,6 +119,13 @@ void build_codebook(MatMulExec& e, const Ort::ConstNode& node, const std::vector
   e.gemv_codes = prepack_for_gemv(e.codes.data(), e.K, e.N, bits, group_size);
   e.cw = CodebookWeights{e.codes.data(), e.codebook.data(), e.K, e.N, row_bytes, group_size, G, bits};
   e.gemv_codes.attach(&e.cw);
+  if (nblocks > 1) {  // (claimed only where the column GEMV reads them: claim_matmul)
+    e.cw.block_size = block_size;
+    e.cw.nblocks = nblocks;
+    if (!kernels().codebook_gemv_reads(e.cw, 1)) fail("block codebooks of this layout are not supported");
+    e.bw = BlockCodebookWeights{e.codes.data(), e.codebook.data(), e.K, e.N, row_bytes, group_size, block_size,
+                                nblocks, bits, false};
+  }
 }
 
 void build_sparse(MatMulExec& e, const Ort::ConstNode& node, const std::vector<Ort::ConstValueInfo>& ins) {
@@ -173,13 +188,34 @@ void build_sparse(MatMulExec& e, const Ort::ConstNode& node, const std::vector<O
 }
 }  // namespace
 
+// Block codebooks (attribute block_size) are claimed where the column GEMV reads them at 1-4 rows (a codebook per
+// output channel or group not a multiple of 16, blocks of a multiple of 16 inputs, <= 4 bits; more rows take the
+// GEMM on the panel decoded once); others are left to the custom-op kernel or the function body.
+bool blocks_read(const Ort::ConstNode& node, const std::vector<Ort::ConstValueInfo>& ins) {
+  if (node.GetOperatorType() != "CodebookMatMul" || ins.size() < 3 || !ins[2]) return false;
+  int64_t bits = -1, N = -1, group_size = -1, block_size = -1;
+  NodeAttrs a{node};
+  try {
+    a.get_int("bits", &bits);
+    a.get_int("N", &N);
+    a.get_int("block_size", &block_size);
+    if (!a.get_int("group_size", &group_size)) group_size = N;
+  } catch (const OpError&) {
+    return false;
+  }
+  const std::vector<int64_t> ws = static_shape(ins[2]);
+  if (bits < 1 || bits > 8 || N <= 0 || group_size <= 0 || block_size <= 0 || ws.size() != 2) return false;
+  if (ws[0] <= block_size) return true;  // one block: the plain layouts
+  return block_size % 16 == 0 && kernels().reads_columns(static_cast<int>(bits), group_size, N);
+}
+
 bool claim_matmul(const Ort::ConstNode& node, const PlanOptions& plan, std::vector<Ort::ConstNode>* group) {
   if (node.GetDomain() != kDomain) return false;
   const std::string op = node.GetOperatorType();
   const size_t n_weights = op == "SparseCodebookMatMul" ? 4 : (op == "CodebookMatMul" || op == "TernaryMatMul" ? 2 : 0);
   if (n_weights == 0) return false;
-  if (NodeAttrs{node}.find("block_size") != nullptr) return false;  // block codebooks: the custom-op kernel runs them
   std::vector<Ort::ConstValueInfo> ins = node.GetInputs();
+  if (NodeAttrs{node}.find("block_size") != nullptr && !blocks_read(node, ins)) return false;
   if (ins.size() < 1 + n_weights || !ins[0] || ins[0].IsConstantInitializer()) return false;
   std::vector<Ort::ConstNode> chain;
   for (size_t i = 1; i < ins.size(); ++i) {

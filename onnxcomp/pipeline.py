@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PIPELINE = "fold-constants,eliminate(duplicate_nodes=false),fuse-bn,fuse-affine,eliminate"
+DEFAULT_PIPELINE = "fold-constants,eliminate(duplicate_nodes=false),fuse-bn,fuse-hardswish,fuse-affine,eliminate"
 
 
 @dataclasses.dataclass

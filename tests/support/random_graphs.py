@@ -236,6 +236,26 @@ def _matmul(d: _Draw, s: _State) -> None:
     s.shape = [n, out]
 
 
+def _hardswish(d: _Draw, s: _State) -> None:
+    """x * Clip(x + 3, 0, 6) / 6 as exporters below opset 14 write it (either order of the Mul by x and the
+    scaling, Div by 6 or Mul by 1/6); sometimes Clip(., 0, 5), which is not a HardSwish."""
+    b = s.b
+    x = s.x
+    hi = d.draw(st.sampled_from((6.0, 6.0, 6.0, 5.0)), label="clip max")
+    a = b.node("Add", [x, b.const(np.float32(3.0))])
+    clip = b.node("Clip", [a], min=0.0, max=hi) if b.opset < 11 else b.node("Clip", [a, b.const(0.0), b.const(hi)])
+
+    def scaled(t: str) -> str:
+        if d.draw(st.booleans(), label="div"):
+            return b.node("Div", [t, b.const(np.float32(6.0))])
+        return b.node("Mul", [b.const(np.float32(1.0 / 6.0)), t])
+
+    if d.draw(st.booleans(), label="mul first"):
+        s.x = scaled(b.node("Mul", [x, clip]))
+    else:
+        s.x = b.node("Mul", [scaled(clip), x])
+
+
 CONV_BLOCKS = {
     "conv": _conv,
     "conv_bn": lambda d, s: (_conv(d, s), _bn(d, s)),
@@ -247,6 +267,7 @@ CONV_BLOCKS = {
     "noop": _noop,
     "residual": _residual,
     "concat": _concat,
+    "hardswish": _hardswish,
 }
 FC_BLOCKS = {"gemm": _gemm, "matmul": _matmul, "bn": _bn, "affine": _affine, "act": _act, "identity": _noop}
 

@@ -18,17 +18,22 @@ if TYPE_CHECKING:
 SIXTH = 1.0 / 6.0
 
 
-def _scalar(tensor: gs.Tensor) -> float | None:
-    """The value of a constant one-element tensor, else None."""
+def _scalar(tensor: gs.Tensor, rank: int | None = 0) -> float | None:
+    """The value of a constant one-element float tensor that broadcasts against a tensor of rank ``rank`` (None:
+    unknown) without changing its shape (rank 0, or at most ``rank`` dims), else None."""
     v: np.ndarray | None = const_value(tensor)
-    if v is None or v.size != 1 or v.dtype.kind != "f":
+    if v is None or v.size != 1 or v.dtype.kind != "f" or (v.ndim > 0 and (rank is None or v.ndim > rank)):
         return None
     return float(v.reshape(-1)[0])
 
 
 def _is(value: float | None, want: float) -> bool:
-    # exact for 3, 0 and 6; 1/6 as float16 / float32 / float64 rounds it (float16: relative error 2.4e-4)
-    return value is not None and abs(value - want) <= 3e-4 * abs(want)
+    return value is not None and value == want  # (3, 0 and 6 are exact in every float type)
+
+
+def _is_sixth(value: float | None) -> bool:
+    # 1/6 rounded to float16 / float32 / float64 (float16: relative error 2.4e-4)
+    return value is not None and abs(value - SIXTH) <= 3e-4 * SIXTH
 
 
 def _sole_reader(graph: gs.Graph, tensor: gs.Tensor) -> gs.Node | None:
@@ -53,14 +58,19 @@ def _clip_bounds(node: gs.Node, opset: int) -> tuple[float | None, float | None]
     return tuple(None if t is None or is_empty(t) else _scalar(t) for t in ins[1:3])  # type: ignore[return-value]
 
 
-def _sixth_of(node: gs.Node, tensor: gs.Tensor) -> bool:
+def _sixth_of(node: gs.Node, tensor: gs.Tensor, rank: int | None) -> bool:
     """``node`` is tensor / 6 or tensor * (1/6)."""
     if node.op == "Div" and len(node.inputs) == 2 and node.inputs[0] is tensor:
-        return _is(_scalar(node.inputs[1]), 6.0)
+        return _is(_scalar(node.inputs[1], rank), 6.0)
     if node.op == "Mul":
         other = _other(node, tensor)
-        return other is not None and _is(_scalar(other), SIXTH)
+        return other is not None and _is_sixth(_scalar(other, rank))
     return False
+
+
+def _rank(tensor: gs.Tensor) -> int | None:
+    shape = getattr(tensor, "shape", None)
+    return None if shape is None else len(shape)
 
 
 @dataclasses.dataclass
@@ -74,11 +84,11 @@ def match(graph: gs.Graph, add: gs.Node, opset: int) -> Match | str | None:
     or None (``add`` is not x + 3)."""
     if add.op != "Add" or add.domain not in STANDARD_DOMAINS or len(add.inputs) != 2 or len(add.outputs) != 1:
         return None
-    x = next(
-        (t for t, c in ((add.inputs[0], add.inputs[1]), (add.inputs[1], add.inputs[0])) if _is(_scalar(c), 3.0)), None
-    )
+    pairs = ((add.inputs[0], add.inputs[1]), (add.inputs[1], add.inputs[0]))
+    x = next((t for t, c in pairs if _is(_scalar(c, _rank(t)), 3.0)), None)
     if x is None or const_value(x) is not None:
         return None
+    rank = _rank(x)
     clip = _sole_reader(graph, add.outputs[0])
     if clip is None or clip.op != "Clip":
         return None
@@ -94,7 +104,7 @@ def match(graph: gs.Graph, add: gs.Node, opset: int) -> Match | str | None:
             return f"{label(nodes[-1])}'s output is read by more than one node, or is a graph output"
         if not times_x and nxt.op == "Mul" and _other(nxt, t) is x:
             times_x = True
-        elif not scaled and _sixth_of(nxt, t):
+        elif not scaled and _sixth_of(nxt, t, rank):
             scaled = True
         else:
             return f"{label(nxt)} is neither x * . nor . / 6"

@@ -106,6 +106,24 @@ def test_broken_chains_left_alone(kw, why):
     assert why in reasons(res)
 
 
+@pytest.mark.parametrize(
+    "three",
+    [
+        np.float32(3.0005),  # not 3: fusing would change the output
+        np.full((1, 1, 1, 1, 1), 3.0, np.float32),  # broadcasts x to rank 5: HardSwish(x) would have x's shape
+    ],
+)
+def test_almost_a_chain_is_left_alone(three):
+    b = Builder(13)
+    x = b.input("x", list(SHAPE))
+    a = b.node("Add", [x, b.const(three)])
+    c = b.node("Clip", [a, b.const(np.float32(0.0)), b.const(np.float32(6.0))])
+    b.node("Div", [b.node("Mul", [x, c]), b.const(np.float32(6.0))], outputs=["y"])
+    b.output("y")
+    out, res = apply(b.model(), "fuse-hardswish", _x(), exact=True)
+    assert not res.counters.get("fused") and not op_counts(out)["HardSigmoid"]
+
+
 def test_intermediate_read_elsewhere_left_alone():
     b = Builder(13)
     x = b.input("x", list(SHAPE))

@@ -17,6 +17,7 @@ from onnxcomp import ops as enc
 from onnxcomp import runtime
 from onnxcomp.ops import DOMAIN
 from onnxcomp.ops import huffman as huff
+from tests.support.compressed import make_model
 
 pytestmark = pytest.mark.usefixtures("runtime_lib")
 
@@ -60,33 +61,11 @@ def test_codebook_matmul_blocks(ep_devices, bits, group_size, block_size, claime
     nb = -(-k // block_size)
     cb = rng.standard_normal((-(-n // group_size) * nb, 1 << bits)).astype(np.float16)
     packed = enc.pack_codes(rng.integers(0, 1 << bits, (k, n)), bits)
-    node = helper.make_node(
-        "CodebookMatMul",
-        ["X", "cb", "codes", "B"],
-        ["Y"],
-        domain=DOMAIN,
-        bits=bits,
-        N=n,
-        group_size=group_size,
-        block_size=block_size,
-    )
-    graph = helper.make_graph(
-        [node],
-        "blk",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["b", k])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
-        [
-            numpy_helper.from_array(cb, "cb"),
-            numpy_helper.from_array(packed, "codes"),
-            numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "B"),
-        ],
-    )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, 1)],
-        functions=enc.function_protos("CodebookMatMul", 18, blocks=True),
-    )
-    model.ir_version = 10
+    attrs = {"bits": bits, "N": n, "group_size": group_size, "block_size": block_size}
+    node = helper.make_node("CodebookMatMul", ["X", "cb", "codes", "B"], ["Y"], domain=DOMAIN, **attrs)
+    inits = {"cb": cb, "codes": packed, "B": rng.standard_normal(n).astype(np.float32)}
+    functions = enc.function_protos("CodebookMatMul", 18, blocks=True)
+    model = make_model([node], inits, [("X", ["b", k])], [("Y", None)], functions=functions)
     sess = ep_session(model)
     for rows in (1, 3, 4, 5, 9):
         feeds = {"X": _x((rows, k), seed=rows)}

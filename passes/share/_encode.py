@@ -158,16 +158,46 @@ def lsq_scales(wo: np.ndarray, qo: np.ndarray, weights: np.ndarray | None = None
     return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
 
 
-def rescaled(w2: np.ndarray, e: Encoded, out_axis: int) -> Encoded:
-    """A codebook for the normalized weights with the least-squares scale of each output channel (``lsq_scales``)."""
+def rescaled(
+    w2: np.ndarray, e: Encoded, out_axis: int, grams: tuple[list[np.ndarray], list[np.ndarray] | None] | None = None
+) -> Encoded:
+    """A codebook for the normalized weights with a least-squares scale per output channel: on the weights
+    (``lsq_scales``), or with ``grams`` (H = X^T X per conv group, and the sequential cross term) on the layer
+    output (``output_scales``): compensated codes stray from the normalized weights by design (later weights
+    absorb earlier rounding), so only the output fit gives their channels the right scale."""
     import dataclasses
 
     import numpy as np
 
     q = np.asarray(ops.decode_codebook(e.table, e.codes, e.group_size or e.codes.shape[out_axis], out_axis), np.float64)
     w = np.asarray(w2, np.float64)
-    s = lsq_scales(w.T, q.T) if out_axis == 1 else lsq_scales(w, q)
+    wo, qo = (w.T, q.T) if out_axis == 1 else (w, q)
+    s = lsq_scales(wo, qo) if grams is None else output_scales(wo, qo, grams)
     return dataclasses.replace(e, scales=s.astype(np.float32), table_dtype="float32")
+
+
+def output_scales(
+    wo: np.ndarray, qo: np.ndarray, grams: tuple[list[np.ndarray], list[np.ndarray] | None]
+) -> np.ndarray:
+    """The scale of each row (output channel) j of the decoded codes ``qo`` [outputs, inputs] that best gives
+    the layer output of the weights ``wo``, rows split evenly over the conv groups' Gram matrices:
+
+        # s_j = q_j^T H w_j / q_j^T H q_j          (H = X^T X)
+        # s_j = q_j^T H_co w_j / q_j^T H_cc q_j    (sequential: H_cc = X_c^T X_c, H_co = X_c^T X_o)
+
+    A row whose denominator vanishes (all-zero codes) keeps its weight-space scale (``lsq_scales``)."""
+    import numpy as np
+
+    hs, cross = grams
+    g = len(hs)
+    rows, n = wo.shape
+    h3 = np.stack(hs).astype(np.float64)  # [G, n, n]
+    q3 = qo.reshape(g, rows // g, n)
+    rhs = np.stack(cross).astype(np.float64).transpose(0, 2, 1) if cross is not None else h3
+    num = (q3 * (wo.reshape(q3.shape) @ rhs)).sum(-1).ravel()
+    den = (q3 * (q3 @ h3)).sum(-1).ravel()
+    ok = den > 1e-12 * max(float(den.max(initial=0.0)), 1e-300)
+    return np.where(ok, np.divide(num, den, out=np.zeros_like(num), where=ok), lsq_scales(wo, qo))
 
 
 BLOCK_STARTS = ("linear", "quantile", "kmeans++")  # block rows are short: three starts, two swap rounds

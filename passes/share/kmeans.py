@@ -479,7 +479,7 @@ class KMeans(EmitsOps, Pass):
                 if scaled:  # GPTQ on the weights at their channel's scale, then the scales refitted
                     u2 = normalized(w2, t.out_axis, channel_rms(w2, t.out_axis))
                     e, gptq = compensated_encode(t, u2, bits, 0, grams[0], rng, factors)
-                    e = rescaled(w2, e, t.out_axis)
+                    e = rescaled(w2, e, t.out_axis, (grams[0], None))
                 else:
                     e, gptq = compensated_encode(t, w2, bits, group, grams[0], rng, factors, blocks)
                 how = " compensated" if gptq else " (plain: lower output error than compensated)"
@@ -507,10 +507,12 @@ class KMeans(EmitsOps, Pass):
                 result.skip(t.name, "codebook refinement skipped: too expensive (max-refine-flops)")
             else:
                 if e.scales is not None:  # the codebook of the normalized weights, then the scales again
+                    grams = grams if grams is not None else paired_grams(t, x, x_orig, rng)
                     u = dataclasses.replace(t, w2=normalized(t.w2, t.out_axis, e.scales))
                     plain = dataclasses.replace(e, scales=None)
                     e.table = refine_codebook(u, plain, x, rng, x_orig=x_orig, grams=grams)
-                    e = rescaled(w2, e, t.out_axis)
+                    # on the layer output of the original weights, as the codebook was refit
+                    e = rescaled(t.w2, e, t.out_axis, grams)
                 else:
                     e.table = refine_codebook(t, e, x, rng, x_orig=x_orig, grams=grams)
                 decision += " + lsq codebook" + (" sequential" if x_orig is not None else "")

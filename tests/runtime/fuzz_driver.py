@@ -470,8 +470,9 @@ def _finish(model, feeds, ref_w, bias, stats, rng=None, ref=None):
 
 
 def case_ep_chain(rng, stats):
-    """A convolution chain for the EP: CodebookConv (winograd_tile) -> activation -> MaxPool / AveragePool
-    (random, sometimes invalid, windows) -> residual Add -> GlobalAveragePool, against onnxruntime's own kernels."""
+    """A convolution chain for the EP: CodebookConv (winograd_tile) -> [BatchNormalization] -> activation ->
+    MaxPool / AveragePool (random, sometimes invalid, windows) -> residual Add -> GlobalAveragePool, against
+    onnxruntime's own kernels."""
     from onnx import TensorProto, helper
 
     n, c, m = int(rng.integers(1, 3)), int(rng.integers(1, 12)), int(rng.integers(1, 12))
@@ -498,9 +499,21 @@ def case_ep_chain(rng, stats):
     op = str(rng.choice(["MaxPool", "AveragePool"]))
     if op == "AveragePool":
         pool_attrs["count_include_pad"] = int(rng.integers(0, 2))
+    act_in, bn = "c", []
+    if (
+        rng.random() < 0.5
+    ):  # a BatchNormalization the EP folds into the filter (or leaves: a negative var, a wrong size)
+        size = m + (1 if rng.random() < 0.1 else 0)
+        var = rng.uniform(0.01, 2.0, size) * (-1.0 if rng.random() < 0.1 else 1.0)
+        params = [rng.standard_normal(size), rng.standard_normal(size), rng.standard_normal(size), var]
+        names = [f"bn{i}" for i in range(4)]
+        conv.graph.initializer.extend(numpy_helper.from_array(v.astype(np.float32), n) for v, n in zip(params, names))
+        bn = [helper.make_node("BatchNormalization", ["c", *names], ["cb"], epsilon=float(rng.uniform(1e-6, 1e-2)))]
+        act_in = "cb"
     nodes = [
         node,
-        helper.make_node(str(rng.choice(["Relu", "LeakyRelu"])), ["c"], ["r"]),
+        *bn,
+        helper.make_node(str(rng.choice(["Relu", "LeakyRelu"])), [act_in], ["r"]),
         helper.make_node(op, ["r"], ["p"], **pool_attrs),
         helper.make_node("Add", ["p", "skip"], ["a"]),
         helper.make_node("Relu", ["a"], ["ar"]),

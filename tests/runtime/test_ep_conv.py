@@ -332,3 +332,75 @@ def test_chain_with_a_symbolic_batch(tmp_path):
         feeds = {"X": _x((n, 8, 14, 14), 19), "skip": _x((n, 8, 14, 14), 20)}
         assert_lossless(ep_session(model).run(None, feeds)[0], run(model, feeds, native=False))
     assert not cpu_op_counts(model, feeds, tmp_path), "the whole chain runs in the EP"
+
+
+def _bn_params(m: int, seed: int, var=None):
+    """BatchNormalization's scale, B, mean, var as initializers (gamma of both signs and spread magnitudes)."""
+    rng = np.random.default_rng(seed)
+    gamma = (rng.standard_normal(m) * np.exp(rng.standard_normal(m))).astype(np.float32)
+    beta, mean = rng.standard_normal(m).astype(np.float32), rng.standard_normal(m).astype(np.float32)
+    var = rng.uniform(0.05, 4.0, m).astype(np.float32) if var is None else np.asarray(var, np.float32)
+    return [numpy_helper.from_array(v, f"bn_{k}") for k, v in zip(("s", "b", "m", "v"), (gamma, beta, mean, var))]
+
+
+@pytest.mark.parametrize("conv", ["CodebookConv", "WinogradConv"])
+@pytest.mark.parametrize("act", [None, "Relu", "Clip"])
+def test_batch_norm_after_a_convolution_is_folded_into_its_filter(conv, act, tmp_path):
+    """conv -> BatchNormalization [-> activation] (kmeans(bits=4) without fuse-bn leaves them so; onnxruntime folds
+    them into a plain Conv): the EP folds the BatchNormalization into the decoded filter and bias, one node."""
+    c, m = 8, 12
+    if conv == "CodebookConv":
+        op, feeds = _codebook_conv(c=c, m=m, hw=(13, 11), n=2, tile=4, pads=(1, 1, 1, 1), seed=20)
+    else:
+        rng = np.random.default_rng(21)
+        w = (rng.standard_normal((m, c, 3, 3)) * 0.3).astype(np.float32)
+        op = oplib.winograd_conv([2, c, 13, 11], w, pads=(1, 1, 1, 1), tile=2)
+        feeds = {"X": _x((2, c, 13, 11), 22)}
+    bn_out = "Y" if act is None else "b"
+    parts = [
+        (op, "X", "c"),
+        helper.make_node("BatchNormalization", ["c", *(f"bn_{k}" for k in "sbmv")], [bn_out], epsilon=1e-3),
+    ]
+    if act == "Relu":
+        parts.append(helper.make_node("Relu", ["b"], ["Y"]))
+    elif act == "Clip":
+        parts.append(helper.make_node("Clip", ["b", "lo", "hi"], ["Y"]))
+    model = _merge(parts, [2, c, 13, 11])
+    model.graph.initializer.extend(_bn_params(m, 23))
+    if act == "Clip":
+        model.graph.initializer.extend(
+            [numpy_helper.from_array(np.float32(v), n) for n, v in (("lo", 0.0), ("hi", 1.5))]
+        )
+    assert_lossless(ep_session(model).run(None, feeds)[0], run(model, feeds, native=False))
+    assert len(ep_nodes(model, feeds, tmp_path)) == 1
+    assert not cpu_op_counts(model, feeds, tmp_path), (
+        "onnxruntime runs neither the BatchNormalization nor the activation"
+    )
+
+
+@pytest.mark.parametrize("case", ["mean_is_an_input", "read_twice", "var_plus_eps_not_positive"])
+def test_batch_norm_the_ep_cannot_fold_is_left_to_onnxruntime(case, tmp_path):
+    """A BatchNormalization with a parameter that is no constant, whose input another node also reads, or whose
+    var + epsilon is not positive, runs in onnxruntime after the EP's convolution; the outputs stay equal."""
+    c, m = 6, 10
+    op, feeds = _codebook_conv(c=c, m=m, hw=(12, 9), n=1, tile=4, pads=(1, 1, 1, 1), seed=24)
+    mean = "mean_in" if case == "mean_is_an_input" else "bn_m"
+    parts = [(op, "X", "c"), helper.make_node("BatchNormalization", ["c", "bn_s", "bn_b", mean, "bn_v"], ["Y"])]
+    extra = [("mean_in", [m])] if case == "mean_is_an_input" else []
+    model = _merge(parts, [1, c, 12, 9], extra)
+    var = np.full(m, 1.0, np.float32)
+    if case == "var_plus_eps_not_positive":
+        var[3] = -1.0  # sqrt of a negative: channel 3 is NaN in onnxruntime's BatchNormalization, as without the EP
+    model.graph.initializer.extend(_bn_params(m, 25, var=var))
+    if case == "read_twice":
+        model.graph.node.append(helper.make_node("Identity", ["c"], ["Z"]))
+        model.graph.output.append(helper.make_tensor_value_info("Z", onnx.TensorProto.FLOAT, None))
+    if case == "mean_is_an_input":
+        feeds = {**feeds, "mean_in": _x((m,), 26)}
+    for got, want in zip(ep_session(model).run(None, feeds), run_all(model, feeds)):
+        if case == "var_plus_eps_not_positive":
+            assert np.isnan(got[:, 3]).all() and np.isnan(want[:, 3]).all()
+            got, want = np.delete(got, 3, axis=1), np.delete(want, 3, axis=1)
+        assert_lossless(got, want)
+    assert len(ep_nodes(model, feeds, tmp_path)) == 1, "the convolution alone"
+    assert cpu_op_counts(model, feeds, tmp_path).get("BatchNormalization") == 1

@@ -1,10 +1,11 @@
 // The onnxcomp EP's convolution chains. A chain starts at a com.onnxcomp WinogradConv (select-conv's output) or
 // CodebookConv (k-means filters) with constant weights, 3x3, stride 1, dilation 1, one group, that the EP runs with
 // the Winograd kernel core (conv/winograd.h): the filter decoded and Winograd-transformed once, at compile time, bias
-// plus a consuming Relu / LeakyRelu / Clip fused into the output transform. Which tile: the model's (WinogradConv's
-// tile, CodebookConv's winograd_tile, written by select-conv), else the roofline plan's (plan_winograd_tile), which
-// declines the layer where onnxruntime's own Conv is predicted as fast; a declined CodebookConv is inlined and
-// folded by onnxruntime into a plain Conv in its NCHWc kernels.
+// plus a consuming Relu / LeakyRelu / Clip fused into the output transform (a BatchNormalization between them folded
+// into the filter and bias). Which tile: the model's (WinogradConv's tile, CodebookConv's winograd_tile, written by
+// select-conv), else the roofline plan's (plan_winograd_tile), which declines the layer where onnxruntime's own Conv
+// is predicted as fast; a declined CodebookConv is inlined and folded by onnxruntime into a plain Conv in its NCHWc
+// kernels.
 //
 // The chain then takes the neighbours that keep it whole, as long as each value inside it has that one consumer:
 // more such convolutions, MaxPool / AveragePool / GlobalAveragePool (conv/pool.h), a residual Add of two same-shape
@@ -113,14 +114,73 @@ bool activation_of(const Ort::ConstNode& n, float* leaky, float* lo, float* hi) 
   return false;
 }
 
-// The fused activation node after a convolution (its sole consumer), or a null node.
-Ort::ConstNode fusable_activation(const Ort::ConstNode& conv, const ConvAttrs& a) {
+// The fused activation node after a convolution or its folded BatchNormalization (`last`: the sole consumer of its
+// output), or a null node.
+Ort::ConstNode fusable_activation(const Ort::ConstNode& last, const ConvAttrs& a) {
   if (a.has_activation()) return Ort::ConstNode{nullptr};
-  std::vector<Ort::ConstValueInfo> outs = conv.GetOutputs();
+  std::vector<Ort::ConstValueInfo> outs = last.GetOutputs();
   if (outs.size() != 1) return Ort::ConstNode{nullptr};
   Ort::ConstNode n = sole_consumer(outs[0]);
   float leaky, lo, hi;
   return activation_of(n, &leaky, &lo, &hi) ? n : Ort::ConstNode{nullptr};
+}
+
+// An inference BatchNormalization after a convolution of M filters, folded into the filter and the bias:
+//   y = gamma * (x - mean) / sqrt(var + eps) + beta = scale * x + shift
+//   # W'[m] = W[m] * scale[m],  b'[m] = b[m] * scale[m] + shift[m]
+//   # scale = gamma / sqrt(var + eps),  shift = beta - mean * scale
+struct BatchNormFold {
+  std::vector<float> scale, shift;
+};
+
+// The fold of a BatchNormalization node (one output, training_mode 0, constant float [M] scale, B, mean and var,
+// var + epsilon > 0), or false: onnxruntime runs any other form, after the chain.
+bool batch_norm_fold(const Ort::ConstNode& n, int64_t M, BatchNormFold* out) {
+  if (!n || !is_op(n, "", "BatchNormalization") || n.GetOutputs().size() != 1) return false;
+  try {
+    NodeAttrs a{n};
+    if (a.optional_int("training_mode", 0, 0, 1) != 0) return false;
+    float eps = 1e-5f;
+    a.get_float("epsilon", &eps);
+    std::vector<Ort::ConstValueInfo> ins = n.GetInputs();
+    if (ins.size() != 5) return false;
+    std::vector<Blob> p;
+    for (size_t i = 1; i < 5; ++i) {
+      if (!ins[i] || !ins[i].IsConstantInitializer()) return false;
+      p.push_back(evaluate(ins[i]));
+      if (p.back().type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || p.back().shape != std::vector<int64_t>{M}) return false;
+    }
+    const float *gamma = p[0].as<float>(), *beta = p[1].as<float>(), *mean = p[2].as<float>(), *var = p[3].as<float>();
+    out->scale.resize(static_cast<size_t>(M));
+    out->shift.resize(static_cast<size_t>(M));
+    for (int64_t m = 0; m < M; ++m) {
+      const double v = static_cast<double>(var[m]) + eps;
+      if (!(v > 0.0) || !std::isfinite(v)) return false;
+      const double sc = gamma[m] / std::sqrt(v);
+      out->scale[m] = static_cast<float>(sc);
+      out->shift[m] = static_cast<float>(beta[m] - mean[m] * sc);
+    }
+    return true;
+  } catch (const OpError&) {
+    return false;
+  }
+}
+
+// The filter count M of a convolution: CodebookConv's weight_shape, else its W's static shape (0 when unknown).
+int64_t filters_of(const ConvAttrs& a, const std::vector<Ort::ConstValueInfo>& ins) {
+  if (a.codebook) return a.M;
+  const std::vector<int64_t> ws = ins.size() > 1 && ins[1] ? static_shape(ins[1]) : std::vector<int64_t>{};
+  return ws.size() == 4 ? ws[0] : 0;
+}
+
+// The BatchNormalization a convolution's output feeds alone (and the chain folds), or a null node.
+Ort::ConstNode folded_batch_norm(const Ort::ConstNode& conv, const ConvAttrs& a, int64_t M, BatchNormFold* fold) {
+  if (a.has_activation() || M < 1) return Ort::ConstNode{nullptr};  // a fused activation comes before it
+  std::vector<Ort::ConstValueInfo> outs = conv.GetOutputs();
+  if (outs.size() != 1) return Ort::ConstNode{nullptr};
+  Ort::ConstNode n = sole_consumer(outs[0]);
+  BatchNormFold unused;
+  return batch_norm_fold(n, M, fold ? fold : &unused) ? n : Ort::ConstNode{nullptr};
 }
 
 // The Winograd tile for a node: the model's, else the plan's for X's shape (channels and extents static; an
@@ -172,9 +232,14 @@ bool conv_unit(const Ort::ConstNode& node, Unit* u) {
     if (choose_tile(a, ins[0]) == 0) return false;
     u->nodes = chain;
     u->nodes.push_back(node);
-    Ort::ConstNode act = fusable_activation(node, a);
+    Ort::ConstNode last = node;
+    if (Ort::ConstNode bn = folded_batch_norm(node, a, filters_of(a, ins), nullptr)) {
+      u->nodes.push_back(bn);
+      last = bn;
+    }
+    Ort::ConstNode act = fusable_activation(last, a);
     if (act) u->nodes.push_back(act);
-    u->out = unit_output(node, act);
+    u->out = unit_output(last, act);
     return true;
   } catch (const OpError&) {
     return false;  // onnxruntime runs the node (and reports what is wrong with it)
@@ -395,8 +460,10 @@ std::vector<float> decode_filter(const ConvAttrs& a, const std::vector<Ort::Cons
   return w;
 }
 
-// The Winograd step of a convolution node (filter decoded and transformed here, once).
-void build_conv_step(const Ort::ConstNode& cv, const std::vector<Ort::ConstValueInfo>& ins, Step* s) {
+// The Winograd step of a convolution node (filter decoded and transformed here, once), with the BatchNormalization
+// `bn` (or a null node) folded into its filter and bias.
+void build_conv_step(const Ort::ConstNode& cv, const std::vector<Ort::ConstValueInfo>& ins, const Ort::ConstNode& bn,
+                     Step* s) {
   ConvAttrs a(cv);
   const int tile = choose_tile(a, ins[0]);
   if (tile == 0) fail("the plan declines this layer (its input shape changed?)");
@@ -416,6 +483,15 @@ void build_conv_step(const Ort::ConstNode& cv, const std::vector<Ort::ConstValue
     const Blob b = expect_type(evaluate(ins[bias_index]), "B", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
     if (b.shape.size() != 1 || b.shape[0] != a.M) fail("B must have shape [M=", a.M, "], got ", shape_str(b.shape));
     s->bias.assign(b.as<float>(), b.as<float>() + b.count);
+  }
+  if (bn) {  // W'[m] = W[m] * scale[m], b'[m] = b[m] * scale[m] + shift[m]
+    BatchNormFold f;
+    if (!batch_norm_fold(bn, a.M, &f)) fail("its BatchNormalization cannot be folded (its parameters changed?)");
+    const int64_t CKK = a.C * 9;
+    for (int64_t m = 0; m < a.M; ++m)
+      for (int64_t k = 0; k < CKK; ++k) w[static_cast<size_t>(m * CKK + k)] *= f.scale[m];
+    if (s->bias.empty()) s->bias.assign(static_cast<size_t>(a.M), 0.0f);
+    for (int64_t m = 0; m < a.M; ++m) s->bias[m] = s->bias[m] * f.scale[m] + f.shift[m];
   }
   checked_elements({a.M, a.C, (tile + 2) * (tile + 2)}, "transformed W");
   s->kind = StepKind::kConv;
@@ -470,8 +546,14 @@ std::vector<std::vector<Ort::ConstNode>> claim_conv_chains(const Ort::ConstGraph
 std::unique_ptr<Exec> build_conv(const Ort::ConstGraph& graph, const Ort::ConstNode& fused, const PlanOptions&) {
   auto exec = std::make_unique<ChainExec>();
   std::string prev_out;  // the value the last step produces
-  for (const Ort::ConstNode& n : graph.GetNodes()) {
+  const std::vector<Ort::ConstNode> nodes = graph.GetNodes();
+  std::set<const OrtNode*> folded;  // BatchNormalization nodes folded into the convolution before them
+  for (const Ort::ConstNode& n : nodes) {
     if (is_decoder(n) || is_table_maker(n)) continue;  // evaluated with the weights they feed
+    if (folded.count(n)) {
+      prev_out = n.GetOutputs()[0].GetName();
+      continue;
+    }
     const std::string where = cat(kEpName, ": ", node_desc(n));
     std::vector<Ort::ConstValueInfo> ins = n.GetInputs();
     if (exec->steps.empty()) exec->label = where;
@@ -492,7 +574,14 @@ std::unique_ptr<Exec> build_conv(const Ort::ConstGraph& graph, const Ort::ConstN
       s.where = where;
       std::string main_in = ins.empty() || !ins[0] ? "" : ins[0].GetName();
       if (is_conv_op(n)) {
-        build_conv_step(n, ins, &s);
+        // the group's BatchNormalization reading this convolution's output (claimed with it: conv_unit)
+        Ort::ConstNode bn{nullptr};
+        for (const Ort::ConstNode& m : nodes)
+          if (is_op(m, "", "BatchNormalization") && !m.GetInputs().empty() && m.GetInputs()[0] &&
+              m.GetInputs()[0].GetName() == n.GetOutputs()[0].GetName())
+            bn = m;
+        build_conv_step(n, ins, bn, &s);
+        if (bn) folded.insert(bn);
       } else if (is_op(n, "", "Add")) {
         s.kind = StepKind::kAdd;
         if (ins.size() != 2) fail("Add needs 2 inputs");

@@ -148,6 +148,24 @@ ROWS = [
     Row("budget4.5-calib", "kmeans budget 4.5 bits calibrated", "kmeans(target-bits=4.5)", True),
     Row("budget5-calib", "kmeans budget 5.0 bits calibrated", "kmeans(target-bits=5)", True),
     Row(
+        "budget4.5-scaled-calib",
+        "kmeans budget 4.5 bits calibrated, one codebook per layer at each channel's scale (group-size=scaled)",
+        "kmeans(target-bits=4.5,group-size=scaled)",
+        True,
+    ),
+    Row(
+        "budget5-scaled-calib",
+        "kmeans budget 5.0 bits calibrated, one codebook per layer at each channel's scale (group-size=scaled)",
+        "kmeans(target-bits=5,group-size=scaled)",
+        True,
+    ),
+    Row(
+        "budget4.5-scaled-written-calib",
+        "kmeans budget 4.5 bits calibrated, one codebook per layer at each channel's scale, trials as written",
+        "kmeans(target-bits=4.5,group-size=scaled,trials=written)",
+        True,
+    ),
+    Row(
         "budget4.5-auto-calib",
         "kmeans budget 4.5 bits calibrated, group-size=auto (per-channel / block codebooks as more candidates)",
         "kmeans(target-bits=4.5,group-size=auto)",
@@ -442,6 +460,8 @@ def table(results: dict, models: list[str], rows: list[str]) -> str:
                 mets = r["metrics"]
                 v = mets[b.headline]
                 s = f"{v:.3f}" if b.headline != "cer" else f"CER {v:.3f} (exact {mets['exact']:.2f})"
+                if "output_error" in mets:  # classifiers: the outputs' relative error, finer than the labels
+                    s += f" (out err {mets['output_error']:.3f})"
                 bits = "" if np.isnan(r["bits"]) else f", {r['bits']:.2f} b"
                 speed = f", {r['speedup']:.2f}x faster" if "speedup" in r else ""
                 cells.append(f"{s}{bits}, {r['mb']:.1f} MB{speed}")
@@ -482,6 +502,9 @@ def markdown(results: dict) -> str:
         "(`sensitivity-outputs`, as a user names the outputs their task uses; only MiniLM has others: per-token",
         "outputs whose padded positions the sentence embedding ignores), and ocr_cls on its logits (its softmax",
         "is saturated on the confident calibration lines).",
+        "The classifiers' cells (label agreement) also give `out err`, the mean relative error of the output",
+        "vector against the original's (||o - r|| / ||r|| per sample), where a row was measured since it was",
+        "added: a finer signal than labels that one borderline sample can flip.",
         "",
         "Columns:",
         "",

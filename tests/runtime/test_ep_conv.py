@@ -404,3 +404,19 @@ def test_batch_norm_the_ep_cannot_fold_is_left_to_onnxruntime(case, tmp_path):
         assert_lossless(got, want)
     assert len(ep_nodes(model, feeds, tmp_path)) == 1, "the convolution alone"
     assert cpu_op_counts(model, feeds, tmp_path).get("BatchNormalization") == 1
+
+
+def test_batch_norm_after_a_convolution_with_its_own_activation_is_not_folded(tmp_path):
+    """WinogradConv with a fused activation (relu) then BatchNormalization: BN(relu(conv)) is no affine map of the
+    filter, so the BatchNormalization runs in onnxruntime."""
+    rng = np.random.default_rng(27)
+    c, m = 7, 9
+    w = (rng.standard_normal((m, c, 3, 3)) * 0.3).astype(np.float32)
+    op = oplib.winograd_conv([1, c, 10, 12], w, pads=(1, 1, 1, 1), tile=2, leaky_alpha=0.0)
+    parts = [(op, "X", "c"), helper.make_node("BatchNormalization", ["c", "bn_s", "bn_b", "bn_m", "bn_v"], ["Y"])]
+    model = _merge(parts, [1, c, 10, 12])
+    model.graph.initializer.extend(_bn_params(m, 28))
+    feeds = {"X": _x((1, c, 10, 12), 29)}
+    assert_lossless(ep_session(model).run(None, feeds)[0], run(model, feeds, native=False))
+    assert len(ep_nodes(model, feeds, tmp_path)) == 1
+    assert cpu_op_counts(model, feeds, tmp_path).get("BatchNormalization") == 1

@@ -294,9 +294,11 @@ def compensated_encode(
     rng: np.random.Generator,
     factors: tuple[np.ndarray, np.ndarray] | None = None,
     block_size: int = 0,
+    damp: float | None = None,
 ) -> tuple[Encoded, bool]:
     """GPTQ-ordered k-means codebooks of a storage matrix (see ``_gptvq``; ``block_size``: block codebooks fitted
-    block by block as the compensation reaches them); (encoding, compensated?)."""
+    block by block as the compensation reaches them; ``damp``: the Hessian's relative ridge where ``factors`` are
+    not given, default ``_gptvq.DAMP``); (encoding, compensated?)."""
     import numpy as np
 
     from . import _gptvq
@@ -306,10 +308,11 @@ def compensated_encode(
     gsz = group_size if 0 < group_size < n_out else n_out
     zero_code = float(np.mean(w2 == 0)) >= ZERO_CODE_MIN
     blocks = block_size if 0 < block_size < wo.shape[1] else 0
+    d = _gptvq.DAMP if damp is None else damp
     if blocks:
-        res = _gptvq.compensated_quantize_blocks(wo, hs, bits, gsz, blocks, zero_code=zero_code, rng=rng)
+        res = _gptvq.compensated_quantize_blocks(wo, hs, bits, gsz, blocks, zero_code=zero_code, damp=d, rng=rng)
     else:
-        res = _gptvq.compensated_quantize(wo, hs, bits, gsz, zero_code=zero_code, rng=rng, factors=factors)
+        res = _gptvq.compensated_quantize(wo, hs, bits, gsz, zero_code=zero_code, damp=d, rng=rng, factors=factors)
     codes = res.codes.T if t.kind == "matmul" else res.codes
     e = Encoded(
         res.codebook.astype(np.float32), np.ascontiguousarray(codes), bits, gsz, zero_code=zero_code, block_size=blocks

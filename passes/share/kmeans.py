@@ -42,7 +42,8 @@ from ._encode import (
     scaled_encode,
     weight_name,
 )
-from ._gptq import PLAIN, Hessians
+from ._gptq import DAMP_HELP, PLAIN, Hessians
+from ._gptvq import DAMP as GPTQ_DAMP
 from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
@@ -158,12 +159,13 @@ class KMeans(EmitsOps, Pass):
             "error-compensated quantization (GPTQ's order on the k-means codebook, as GPTVQ): inputs "
             "quantized one at a time in decreasing order of their activation energy, each one's error "
             "moved onto the inputs not yet quantized through the inverse Hessian of the layer output "
-            "(H = X^T X + 1% damping), the codebook fitted by k-means weighted with GPTQ's 1/U_ii^2. "
+            "(H = X^T X + damp * mean(diag H) * I), the codebook fitted by k-means weighted with GPTQ's 1/U_ii^2. "
             "Default (unset): on when calibration data is given. Layers with fewer sampled input "
             "positions than inputs (e.g. squeeze-excitation convs) or a factorization over "
             "max_refine_flops use plain k-means (counters layers_plain_*); a layer keeps plain k-means "
             "when that has the lower output error",
         )
+        damp: float = opt(GPTQ_DAMP, DAMP_HELP)
         sequential: bool | None = opt(
             None,
             "take the layers in dependency order; re-fit each layer's weights, then cluster and refine, "
@@ -195,6 +197,8 @@ class KMeans(EmitsOps, Pass):
             raise UsageError("kmeans: sequential=true needs calibration data (--calib)")
         if o.compensate and ctx.calib is None:
             raise UsageError("kmeans: compensate=true needs calibration data (--calib)")
+        if o.damp <= 0:
+            raise UsageError(f"kmeans: damp must be > 0, got {o.damp}")
         if o.target_bits < 0 or o.target_ratio < 0 or (o.target_bits and o.target_ratio):
             raise UsageError("kmeans: give one of target_bits > 0 or target_ratio > 0")
         if not o.candidate_bits or any(not 1 <= int(b) <= 8 for b in o.candidate_bits):
@@ -214,7 +218,7 @@ class KMeans(EmitsOps, Pass):
         acts = layer_inputs(graph, ctx, targets, o.calib_samples) if uses_acts and targets else {}
         energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
         if budget:
-            self._hessians = Hessians(o.max_refine_flops, ctx.rng(11))  # trials=written's
+            self._hessians = Hessians(o.max_refine_flops, ctx.rng(11), o.damp)  # trials=written's
             self._bits = self._allocate(graph, ctx, [*targets, *tables], budget, result, acts, energy, compensate)
         elif group == "auto":
             from ._granularity import choose_all
@@ -232,7 +236,7 @@ class KMeans(EmitsOps, Pass):
         waves = sequential_waves(targets) if sequential else [targets]
         energy0 = energy  # on the original inputs
         rng = ctx.rng(11)
-        self._hessians = Hessians(o.max_refine_flops, rng)
+        self._hessians = Hessians(o.max_refine_flops, rng, o.damp)
         # the budget mode writes each layer with its trials' seed (the trials were fitted without the samples they
         # were measured on, the layer written is fitted on all)
         steps = [(k, t) for k, wave in enumerate(waves) for t in wave]
@@ -478,10 +482,10 @@ class KMeans(EmitsOps, Pass):
                     grams = (hs, None)
                 if scaled:  # GPTQ on the weights at their channel's scale, then the scales refitted
                     u2 = normalized(w2, t.out_axis, channel_rms(w2, t.out_axis))
-                    e, gptq = compensated_encode(t, u2, bits, 0, grams[0], rng, factors)
+                    e, gptq = compensated_encode(t, u2, bits, 0, grams[0], rng, factors, damp=o.damp)
                     e = rescaled(w2, e, t.out_axis, (grams[0], None))
                 else:
-                    e, gptq = compensated_encode(t, w2, bits, group, grams[0], rng, factors, blocks)
+                    e, gptq = compensated_encode(t, w2, bits, group, grams[0], rng, factors, blocks, o.damp)
                 how = " compensated" if gptq else " (plain: lower output error than compensated)"
                 result.count("layers_compensated" if gptq else "layers_plain_better")
             else:

@@ -10,7 +10,8 @@ from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes, store_table
-from ._gptq import Grid, calibration, compensate
+from ._gptq import DAMP_HELP, Grid, calibration, compensate
+from ._gptvq import DAMP as GPTQ_DAMP
 from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
@@ -51,10 +52,11 @@ class Pow2(EmitsOps, Pass):
             None,
             "error-compensated rounding (GPTQ's order onto the power-of-two levels): each input's rounding "
             "error moved onto the inputs not yet rounded through the inverse Hessian of the layer output "
-            "(H = X^T X + 1% damping); with scale=lsq the scale is then re-fitted on the output. Default "
+            "(H = X^T X + damp * mean(diag H) * I); with scale=lsq the scale is then re-fitted on the output. Default "
             "(unset): on when calibration data is given. Layers with fewer sampled input positions than "
             "inputs, or a factorization over max_refine_flops, keep plain rounding (counters layers_plain_*)",
         )
+        damp: float = opt(GPTQ_DAMP, DAMP_HELP)
         max_refine_flops: float = opt(
             2e10, "compensated mode: layers whose Hessian factorization costs more keep plain rounding"
         )

@@ -10,7 +10,8 @@ from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes, store_table
-from ._gptq import Grid, calibration, compensate
+from ._gptq import DAMP_HELP, Grid, calibration, compensate
+from ._gptvq import DAMP as GPTQ_DAMP
 from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
@@ -50,10 +51,11 @@ class Ternary(EmitsOps, Pass):
             None,
             "error-compensated rounding (GPTQ's order onto each channel's {-a_n, 0, +a_p}): each input's "
             "rounding error moved onto the inputs not yet rounded through the inverse Hessian of the layer "
-            "output (H = X^T X + 1% damping), then (a_p, a_n) re-fitted on the output. Default (unset): on "
-            "when calibration data is given. Layers with fewer sampled input positions than inputs, or a "
+            "output (H = X^T X + damp * mean(diag H) * I), then (a_p, a_n) re-fitted on the output. Default "
+            "(unset): on when calibration data is given. Layers with fewer sampled input positions than inputs, or a "
             "factorization over max_refine_flops, keep plain rounding (counters layers_plain_*)",
         )
+        damp: float = opt(GPTQ_DAMP, DAMP_HELP)
         max_refine_flops: float = opt(
             2e10, "compensated mode: layers whose Hessian factorization costs more keep plain rounding"
         )

@@ -139,13 +139,13 @@ def calibration(
     ({}, {}, None) without calibration data. Body layers whose input was not captured are counted data-free."""
     if o.compensate and ctx.calib is None:
         raise UsageError(f"{result.name}: compensate=true needs calibration data (--calib)")
+    if o.damp <= 0:  # before the capture: a bad option fails at once
+        raise UsageError(f"{result.name}: damp must be > 0, got {o.damp}")
     on = o.compensate is not False and ctx.calib is not None
     acts = layer_inputs(graph, ctx, targets, o.calib_samples) if targets and (o.weighted or on) else {}
     energy = input_energy(graph, ctx, targets, o.calib_samples, acts) if o.weighted and acts else {}
     if o.weighted or on:
         data_free_layers(ctx, targets, acts, result)
-    if o.damp <= 0:
-        raise UsageError(f"{result.name}: damp must be > 0, got {o.damp}")
     return acts, energy, (Hessians(o.max_refine_flops, ctx.rng(seed), o.damp) if on and acts else None)
 
 

@@ -174,13 +174,13 @@ int64_t filters_of(const ConvAttrs& a, const std::vector<Ort::ConstValueInfo>& i
 }
 
 // The BatchNormalization a convolution's output feeds alone (and the chain folds), or a null node.
-Ort::ConstNode folded_batch_norm(const Ort::ConstNode& conv, const ConvAttrs& a, int64_t M, BatchNormFold* fold) {
+Ort::ConstNode folded_batch_norm(const Ort::ConstNode& conv, const ConvAttrs& a, int64_t M) {
   if (a.has_activation() || M < 1) return Ort::ConstNode{nullptr};  // a fused activation comes before it
   std::vector<Ort::ConstValueInfo> outs = conv.GetOutputs();
   if (outs.size() != 1) return Ort::ConstNode{nullptr};
   Ort::ConstNode n = sole_consumer(outs[0]);
-  BatchNormFold unused;
-  return batch_norm_fold(n, M, fold ? fold : &unused) ? n : Ort::ConstNode{nullptr};
+  BatchNormFold fold;  // checked here, computed again at compile time (build_conv_step)
+  return batch_norm_fold(n, M, &fold) ? n : Ort::ConstNode{nullptr};
 }
 
 // The Winograd tile for a node: the model's, else the plan's for X's shape (channels and extents static; an
@@ -233,7 +233,7 @@ bool conv_unit(const Ort::ConstNode& node, Unit* u) {
     u->nodes = chain;
     u->nodes.push_back(node);
     Ort::ConstNode last = node;
-    if (Ort::ConstNode bn = folded_batch_norm(node, a, filters_of(a, ins), nullptr)) {
+    if (Ort::ConstNode bn = folded_batch_norm(node, a, filters_of(a, ins))) {
       u->nodes.push_back(bn);
       last = bn;
     }

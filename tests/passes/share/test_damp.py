@@ -57,6 +57,11 @@ def test_damp_must_be_positive(spec):
 
 @pytest.mark.parametrize("spec", ["pow2(bits=4,damp={})", "ternary(damp={})"])
 def test_fixed_grids_take_the_ridge_too(spec):
-    model, _, x = _fc_and_correlated_inputs()
-    q = [next(iter(decoded_weights(optimize(model, spec.format(d), calib={"x": x})[0]).values())) for d in (0.01, 1e6)]
-    assert not np.array_equal(q[0], q[1])
+    """pow2 and ternary pass damp to their Hessians: the calibration output error grows with the ridge (less
+    compensation), measured 0.017 / 0.059 / 0.18 (pow2) and 0.061 / 0.12 / 0.29 (ternary) at 0.01 / 1 / 1e6."""
+    model, w, x = _fc_and_correlated_inputs()
+    errs = []
+    for d in (0.01, 1.0, 1e6):
+        q = next(iter(decoded_weights(optimize(model, spec.format(d), calib={"x": x})[0]).values()))
+        errs.append(np.linalg.norm(x @ (w - q)) / np.linalg.norm(x @ w))
+    assert errs[0] < 0.6 * errs[1] < 0.6 * 0.6 * errs[2]

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -401,12 +402,25 @@ void gemv_packed_pass(const float* x, int64_t ldx, const CodebookWeights& w, con
 
 // 4-bit codes, one codebook: each 64-byte line is read as 16 dwords and looked up 8 times (vpermps reads only an
 // index's low 4 bits), instead of zero-extending 16-byte chunks to dwords: 8 shuffles per 128 weights instead of
-// 12. Byte b of every dword comes from a load at p + b (4 loads, the last 3 bytes past the line are the layout's
-// padding or the next line) and the high nibbles from one shift each: 4 shifts instead of 7, which share the FMAs'
-// port on Intel (4096^2, 1 row, Xeon with AVX-512: 0.55 -> 0.44 ms with the codes in cache). Lane d of lookup t
-// then holds column 32 (d / 4) + 16 (t % 2) + 4 (d % 4) + t / 2 of the block (chunk d / 4, byte 4 (d % 4) + t / 2,
-// nibble t % 2 of the prepacked layout); the sums are put back in column order once per block.
-template <int ROWS, int NB>
+// 12. OFFSET_LOADS (Intel): byte b of every dword comes from a load at p + b (4 loads; the last 3 bytes past the
+// line are the layout's 64-byte padding or the next line) and the high nibbles from one shift each: 4 shifts
+// instead of 7, which share the FMAs' port 0 on Intel (4096^2, 1 row, a Xeon with AVX-512: 0.55 -> 0.44 ms with the
+// codes in cache). Else (AMD): the line is shifted in registers, as measured on Zen 4. Lane d of lookup t then holds
+// column 32 (d / 4) + 16 (t % 2) + 4 (d % 4) + t / 2 of the block (chunk d / 4, byte 4 (d % 4) + t / 2, nibble
+// t % 2 of the prepacked layout); the sums are put back in column order once per block.
+// Intel or AMD: which 4-bit line decode (below) the measurements favour on this CPU. ONNXCOMP_CPU_VENDOR ("amd",
+// "intel"; read once) overrides it, so that tests run both decodes on either CPU.
+bool amd_cpu() {
+  static const bool yes = [] {
+    const char* forced = std::getenv("ONNXCOMP_CPU_VENDOR");
+    if (forced && *forced) return std::strcmp(forced, "amd") == 0;
+    __builtin_cpu_init();
+    return __builtin_cpu_is("amd") != 0;
+  }();
+  return yes;
+}
+
+template <int ROWS, int NB, bool OFFSET_LOADS>
 void gemv_packed_line4(const float* x, int64_t ldx, const CodebookWeights& w, const float* cb16, float* y,
                        int64_t ldy, int64_t block, int64_t n0, int64_t n1) {
   const __m512 lut = _mm512_loadu_ps(cb16);
@@ -421,15 +435,32 @@ void gemv_packed_line4(const float* x, int64_t ldx, const CodebookWeights& w, co
     for (int r = 0; r < ROWS; ++r) xv[r] = _mm512_set1_ps(x[r * ldx + k]);
     for (int q = 0; q < NB; ++q) {
       const uint8_t* pq = p + q * K * 64;
-      // 8 KiB ahead: the codes of a GEMV between other work come from memory, and the hardware prefetcher alone
-      // keeps too few lines in flight (the same Xeon, W evicted by an fp32 GEMV between runs: 1.2 -> 0.6 ms;
-      // 2 KiB ahead: 0.7 ms); two blocks (NB = 2, two streams) at a time: 0.6 -> 0.55 ms
-      _mm_prefetch(reinterpret_cast<const char*>(pq + 128 * 64), _MM_HINT_T0);
+      __m512i line, high;
+      if constexpr (OFFSET_LOADS) {
+        // 8 KiB ahead: the codes of a GEMV between other work come from memory, and the hardware prefetcher
+        // alone keeps too few lines in flight (the Xeon, W evicted by an fp32 GEMV between runs: 1.2 -> 0.6 ms;
+        // 2 KiB ahead: 0.7 ms); two blocks (NB = 2, two streams) at a time: 0.6 -> 0.55 ms
+        _mm_prefetch(reinterpret_cast<const char*>(pq + 128 * 64), _MM_HINT_T0);
+      } else {
+        // Zen 4: the line loaded once and shifted in registers (v >> 8b, (v >> 4) >> 8b): shifts with a memory
+        // operand would load it 8 times (5% slower), offset loads split lines (slower), and a prefetch 4 KiB
+        // ahead measured 5% slower (huge pages keep the hardware prefetcher going)
+        line = _mm512_loadu_si512(pq);
+        __asm__("" : "+v"(line));  // keeps the line in a register: the compiler would fold the shifts' loads back in
+        high = _mm512_srli_epi32(line, 4);
+      }
       for (int b = 0; b < 4; ++b) {
-        __m512i v = _mm512_loadu_si512(pq + b);
-        __asm__("" : "+v"(v));  // keeps v in a register: the compiler would fold the shift's load back in
+        __m512i v, h;
+        if constexpr (OFFSET_LOADS) {
+          v = _mm512_loadu_si512(pq + b);
+          __asm__("" : "+v"(v));  // keeps v in a register: the compiler would fold the shift's load back in
+          h = _mm512_srli_epi32(v, 4);
+        } else {
+          v = b == 0 ? line : _mm512_srli_epi32(line, 8 * b);
+          h = b == 0 ? high : _mm512_srli_epi32(high, 8 * b);
+        }
         const __m512 lo = _mm512_permutexvar_ps(v, lut);
-        const __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
+        const __m512 hi = _mm512_permutexvar_ps(h, lut);
         for (int r = 0; r < ROWS; ++r) {
           acc[r][q][2 * b] = _mm512_fmadd_ps(lo, xv[r], acc[r][q][2 * b]);  // nibble 2b: shift 4 * (2b)
           acc[r][q][2 * b + 1] = _mm512_fmadd_ps(hi, xv[r], acc[r][q][2 * b + 1]);
@@ -461,12 +492,16 @@ void gemv_packed_rows(const float* x, int64_t ldx, const CodebookWeights& w, con
   const int64_t bc = prepack_block_cols(BITS);
   if constexpr (BITS == 4) {
     if (one_group) {
+      const bool intel = !amd_cpu();
       for (int64_t b = n0 / bc; b * bc < n1;) {
-        if (ROWS == 1 && (b + 1) * bc < n1) {  // two blocks at a time where their 16 accumulators fit
-          gemv_packed_line4<ROWS, 2>(x, ldx, w, cb16, y, ldy, b, n0, n1);
+        if (!intel) {
+          gemv_packed_line4<ROWS, 1, false>(x, ldx, w, cb16, y, ldy, b, n0, n1);
+          b += 1;
+        } else if (ROWS == 1 && (b + 1) * bc < n1) {  // two blocks at a time where their 16 accumulators fit
+          gemv_packed_line4<ROWS, 2, true>(x, ldx, w, cb16, y, ldy, b, n0, n1);
           b += 2;
         } else {
-          gemv_packed_line4<ROWS, 1>(x, ldx, w, cb16, y, ldy, b, n0, n1);
+          gemv_packed_line4<ROWS, 1, true>(x, ldx, w, cb16, y, ldy, b, n0, n1);
           b += 1;
         }
       }

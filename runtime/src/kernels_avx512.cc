@@ -665,7 +665,7 @@ bool reads_columns_avx512(int bits, int64_t group_size, int64_t N) {
 
 // Block codebooks (w.nblocks > 1, block_size a multiple of 16): BLK 1, blocks of whole lines (block_size a multiple
 // of 128): a column's table is loaded once per line; BLK 2: once per 16 rows (each 16 rows lie in one block).
-template <int ROWS, int CB, int BLK>
+template <int ROWS, int CB, int BLK, bool OFFSET_LOADS>
 void gemv_columns_pass(const float* x, int64_t ldx, const CodebookWeights& w, float* y, int64_t ldy, int64_t nb,
                        int c0, int64_t n1) {
   const int64_t K = w.K, L = (K + 127) / 128, entries = int64_t{1} << w.bits;
@@ -681,7 +681,17 @@ void gemv_columns_pass(const float* x, int64_t ldx, const CodebookWeights& w, fl
   }
   const uint8_t* p = w.columns + (nb * L * 8 + c0) * 64;
   for (int64_t l = 0; l < L; ++l, p += 8 * 64) {
-    _mm_prefetch(reinterpret_cast<const char*>(p + 8 * 64 * 4), _MM_HINT_T0);
+    if constexpr (OFFSET_LOADS) {
+      // Intel: each of the pass's lines 16 iterations (8 KiB) ahead, as in gemv_packed_line4
+      for (int c = 0; c < CB; ++c) {
+        _mm_prefetch(reinterpret_cast<const char*>(p + c * 64 + 8 * 64 * 16), _MM_HINT_T0);
+        // block codebooks: the table rows of the same lines (one column's rows are contiguous over k)
+        if constexpr (BLK != 0)
+          _mm_prefetch(reinterpret_cast<const char*>(tables[c] + ((128 * (l + 16)) / bs) * entries), _MM_HINT_T0);
+      }
+    } else {
+      _mm_prefetch(reinterpret_cast<const char*>(p + 8 * 64 * 4), _MM_HINT_T0);
+    }
     const int64_t k0 = 128 * l;
     __m512 xv[ROWS][8];
     if (k0 + 128 <= K) {
@@ -702,10 +712,23 @@ void gemv_columns_pass(const float* x, int64_t ldx, const CodebookWeights& w, fl
     }
     for (int c = 0; c < CB; ++c) {
       const __m512i v = _mm512_loadu_si512(p + c * 64);
+      __m512i vb = v;  // OFFSET_LOADS: the line loaded at byte t / 2
       for (int t = 0; t < 8; ++t) {
         __m512 table = lut[c];
         if constexpr (BLK == 2) table = _mm512_maskz_loadu_ps(emask, tables[c] + row_off[t]);
-        const __m512 wv = _mm512_permutexvar_ps(t == 0 ? v : _mm512_srli_epi32(v, 4 * t), table);
+        __m512i idx;
+        if constexpr (OFFSET_LOADS) {
+          // Intel: nibble t of each dword from the load at byte t / 2 (4 shifts per line instead of 7; the 3 bytes
+          // past the line are the next line or the layout's padding), as in gemv_packed_line4
+          if (t % 2 == 0 && t > 0) {
+            vb = _mm512_loadu_si512(p + c * 64 + t / 2);
+            __asm__("" : "+v"(vb));  // a register: the shift would fold the load in again
+          }
+          idx = t % 2 == 0 ? vb : _mm512_srli_epi32(vb, 4);
+        } else {
+          idx = t == 0 ? v : _mm512_srli_epi32(v, 4 * t);
+        }
+        const __m512 wv = _mm512_permutexvar_ps(idx, table);
         for (int r = 0; r < ROWS; ++r) acc[r][c] = _mm512_fmadd_ps(wv, xv[r][t], acc[r][c]);
       }
     }
@@ -717,15 +740,25 @@ void gemv_columns_pass(const float* x, int64_t ldx, const CodebookWeights& w, fl
   }
 }
 
-template <int BLK>
+template <int BLK, bool OFFSET_LOADS>
 void gemv_columns_blk(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, float* y, int64_t ldy,
                       int64_t n0, int64_t n1) {
   for (int64_t nb = n0 / 8; nb * 8 < n1; ++nb) {
     int64_t m = 0;
     for (; m + 2 <= M; m += 2)
       for (int c0 = 0; c0 < 8; c0 += 4)
-        gemv_columns_pass<2, 4, BLK>(x + m * ldx, ldx, w, y + m * ldy, ldy, nb, c0, n1);
-    if (m < M) gemv_columns_pass<1, 8, BLK>(x + m * ldx, ldx, w, y + m * ldy, ldy, nb, 0, n1);
+        gemv_columns_pass<2, 4, BLK, OFFSET_LOADS>(x + m * ldx, ldx, w, y + m * ldy, ldy, nb, c0, n1);
+    if (m < M) gemv_columns_pass<1, 8, BLK, OFFSET_LOADS>(x + m * ldx, ldx, w, y + m * ldy, ldy, nb, 0, n1);
+  }
+}
+
+template <int BLK>
+void gemv_columns_blk(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, float* y, int64_t ldy,
+                      int64_t n0, int64_t n1) {
+  if (amd_cpu()) {
+    gemv_columns_blk<BLK, false>(x, M, ldx, w, y, ldy, n0, n1);
+  } else {
+    gemv_columns_blk<BLK, true>(x, M, ldx, w, y, ldy, n0, n1);
   }
 }
 

@@ -179,6 +179,23 @@ _VENDOR_SCRIPT = textwrap.dedent(
         x = rng.standard_normal((m, k)).astype(np.float32)
         y = check(oplib.codebook_matmul([m, k], cb, packed, bits=4, n=n), {{"X": x}})
         np.testing.assert_allclose(y, x @ oplib.decode_codebook(cb, codes, n), rtol=1e-4, atol=1e-4)
+    # the column-layout GEMV (codebooks that change within 16 columns), also with block codebooks of whole lines
+    # (128 inputs) and of 16-row runs (48 inputs)
+    for m, k, n, gs in [(1, 300, 40, 1), (2, 45, 70, 7), (3, 129, 17, 1)]:
+        cb, codes, packed = oplib.random_codebook_problem(rng, k, n, 4, gs)
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        y = check(oplib.codebook_matmul([m, k], cb, packed, bits=4, n=n, group_size=gs), {{"X": x}})
+        np.testing.assert_allclose(y, x @ oplib.decode_codebook(cb, codes, gs), rtol=1e-4, atol=1e-4)
+    from onnxcomp import ops
+    from test_block_codebooks import _model, _three_ways
+    for m, k, n, gs, bs in [(1, 300, 40, 1, 128), (3, 300, 40, 3, 48), (2, 100, 9, 1, 48)]:
+        nb = -(-k // bs)
+        cb = rng.standard_normal((-(-n // gs) * nb, 16)).astype(np.float32)
+        codes = ops.pack_codes(rng.integers(0, 16, (k, n)), 4)
+        inits = {{"cb": cb, "codes": codes, "b": rng.standard_normal(n).astype(np.float32)}}
+        attrs = {{"bits": 4, "N": n, "group_size": gs, "block_size": bs}}
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        _three_ways(_model("CodebookMatMul", attrs, inits, [m, k]), {{"x": x}})
     # the GEMM micro-kernel (B prefetched ahead on Intel): k and n blocks, odd rows, past a strip's end
     for m, k, n in [(37, 800, 500), (9, 33, 49)]:
         cb, codes, packed = oplib.random_codebook_problem(rng, k, n, 4, None)
@@ -192,9 +209,9 @@ _VENDOR_SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize("vendor", ["amd", "intel"])
 def test_gemv4_decode_of_each_vendor(vendor):
-    """The AVX-512 4-bit GEMV decodes a line in the way measured faster on each vendor's cores (AMD: shifted in
-    registers; Intel: offset loads, prefetched, two column blocks at a time), and the GEMM micro-kernel prefetches
-    B on Intel only: both variants match on any CPU."""
+    """The AVX-512 4-bit GEMVs (one codebook; the column layout) decode a line in the way measured faster on each
+    vendor's cores (AMD: shifted in registers; Intel: offset loads, prefetched, two column blocks at a time), and
+    the GEMM micro-kernel prefetches B on Intel only: both variants match on any CPU."""
     import onnxcomp  # noqa: F401
 
     code = _VENDOR_SCRIPT.format(tests=str(Path(__file__).resolve().parent))

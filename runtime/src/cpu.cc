@@ -1,5 +1,6 @@
 // Run-time CPU dispatch: the best kernel table this CPU supports, optionally capped by the
-// ONNXCOMP_ISA environment variable ("scalar", "avx2", "avx512"; read once, at first use).
+// ONNXCOMP_ISA environment variable ("scalar", "avx2", "avx512"; read once, at first use); and the CPU vendor, which
+// picks between the variants some kernels have (ONNXCOMP_CPU_VENDOR: "amd", "intel").
 #include <cstdlib>
 #include <cstring>
 
@@ -16,6 +17,16 @@ bool isa_supported(const char* isa) {
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return false;
+}
+
+bool cpu_is_amd() {
+  static const bool yes = [] {
+    const char* forced = std::getenv("ONNXCOMP_CPU_VENDOR");
+    if (forced && *forced) return std::strcmp(forced, "amd") == 0;
+    __builtin_cpu_init();
+    return __builtin_cpu_is("amd") != 0;
+  }();
+  return yes;
 }
 
 const KernelTable& kernels_for(const char* isa) {

@@ -157,6 +157,9 @@ struct KernelTable {
 const KernelTable& kernels();                      // best table for this CPU (ONNXCOMP_ISA may cap it)
 const KernelTable& kernels_for(const char* isa);   // "scalar", "avx2", "avx512"; nullptr-like fallback
 bool isa_supported(const char* isa);
+// Whether the CPU is AMD's: where kernels have a variant per vendor (the AVX-512 GEMVs and GEMM micro-kernel), which
+// one the measurements favour. ONNXCOMP_CPU_VENDOR ("amd", "intel"; read once) forces it, so that tests run both.
+bool cpu_is_amd();
 
 // A per-thread float buffer of at least n elements (slot 0..2), reused across calls on the same thread.
 float* thread_scratch(size_t n, int slot);

@@ -14,7 +14,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -36,19 +35,6 @@ constexpr int kNV = kNR / 16;  // zmm vectors per micro-tile row
 // ahead within 3%. Zen 4 was measured without it.
 constexpr int64_t kBPrefetchRows = 32;
 
-// Intel or AMD: which variant of the GEMM micro-kernel and of the 4-bit GEMV the measurements favour on this CPU.
-// ONNXCOMP_CPU_VENDOR ("amd", "intel"; read once) overrides it, so that tests run both variants on either CPU.
-bool amd_cpu() {
-  static const bool yes = [] {
-    const char* forced = std::getenv("ONNXCOMP_CPU_VENDOR");
-    if (forced && *forced) return std::strcmp(forced, "amd") == 0;
-    __builtin_cpu_init();
-    return __builtin_cpu_is("amd") != 0;
-  }();
-  return yes;
-}
-
-
 // C[0:R, 0:cols] = act(acc + (accumulate ? C : bias)) with acc = A(R x kc) @ B_strip(kc x 48); A element (r, k) at
 // a[k * sk + r * sr] (packed micro-panel: sk = kMR, sr = 1; in place: sk = 1, sr = lda). The C tile is prefetched
 // first (it is read or written only after the k loop).
@@ -64,7 +50,7 @@ inline void micro_rows(int cols, int64_t kc, const float* a, int64_t sk, int64_t
   __m512 acc[R][kNV];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < kNV; ++v) acc[r][v] = _mm512_setzero_ps();
-  const bool prefetch_b = !amd_cpu();
+  const bool prefetch_b = !cpu_is_amd();
   for (int64_t k = 0; k < kc; ++k) {
     __m512 bv[kNV];
     if (prefetch_b)  // B's rows 32 ahead (6 KiB): see kBPrefetchRows
@@ -502,7 +488,7 @@ void gemv_packed_rows(const float* x, int64_t ldx, const CodebookWeights& w, con
   const int64_t bc = prepack_block_cols(BITS);
   if constexpr (BITS == 4) {
     if (one_group) {
-      const bool intel = !amd_cpu();
+      const bool intel = !cpu_is_amd();
       for (int64_t b = n0 / bc; b * bc < n1;) {
         if (!intel) {
           gemv_packed_line4<ROWS, 1, false>(x, ldx, w, cb16, y, ldy, b, n0, n1);
@@ -755,7 +741,7 @@ void gemv_columns_blk(const float* x, int64_t M, int64_t ldx, const CodebookWeig
 template <int BLK>
 void gemv_columns_blk(const float* x, int64_t M, int64_t ldx, const CodebookWeights& w, float* y, int64_t ldy,
                       int64_t n0, int64_t n1) {
-  if (amd_cpu()) {
+  if (cpu_is_amd()) {
     gemv_columns_blk<BLK, false>(x, M, ldx, w, y, ldy, n0, n1);
   } else {
     gemv_columns_blk<BLK, true>(x, M, ldx, w, y, ldy, n0, n1);

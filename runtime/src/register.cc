@@ -54,4 +54,9 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
 // Which kernel set this process uses ("avx512", "avx2" or "scalar"); for diagnostics (ctypes).
 __attribute__((visibility("default"))) const char* OnnxcompKernelIsa() { return onnxcomp::kernels().name; }
 
+// Which vendor's kernel variants this process uses ("amd" or "intel"; ONNXCOMP_CPU_VENDOR forces it); diagnostics.
+__attribute__((visibility("default"))) const char* OnnxcompCpuVendor() {
+  return onnxcomp::cpu_is_amd() ? "amd" : "intel";
+}
+
 }  // extern "C"

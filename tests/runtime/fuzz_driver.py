@@ -500,9 +500,8 @@ def case_ep_chain(rng, stats):
     if op == "AveragePool":
         pool_attrs["count_include_pad"] = int(rng.integers(0, 2))
     act_in, bn = "c", []
-    if (
-        rng.random() < 0.5
-    ):  # a BatchNormalization the EP folds into the filter (or leaves: a negative var, a wrong size)
+    # half the chains: a BatchNormalization the EP folds into the filter (or leaves: a negative var, a wrong size)
+    if rng.random() < 0.5:
         size = m + (1 if rng.random() < 0.1 else 0)
         var = rng.uniform(0.01, 2.0, size) * (-1.0 if rng.random() < 0.1 else 1.0)
         params = [rng.standard_normal(size), rng.standard_normal(size), rng.standard_normal(size), var]

@@ -16,6 +16,7 @@
 // graph outputs, so fusing a chain never creates a cycle.
 #include <cmath>
 #include <limits>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -547,6 +548,12 @@ std::unique_ptr<Exec> build_conv(const Ort::ConstGraph& graph, const Ort::ConstN
   auto exec = std::make_unique<ChainExec>();
   std::string prev_out;  // the value the last step produces
   const std::vector<Ort::ConstNode> nodes = graph.GetNodes();
+  // the group's BatchNormalization nodes by the value they read: each was claimed with the convolution whose output
+  // that is (conv_unit) and is folded into it
+  std::map<std::string, Ort::ConstNode> batch_norm_of;
+  for (const Ort::ConstNode& m : nodes)
+    if (is_op(m, "", "BatchNormalization") && !m.GetInputs().empty() && m.GetInputs()[0])
+      batch_norm_of.emplace(m.GetInputs()[0].GetName(), m);
   std::set<const OrtNode*> folded;  // BatchNormalization nodes folded into the convolution before them
   for (const Ort::ConstNode& n : nodes) {
     if (is_decoder(n) || is_table_maker(n)) continue;  // evaluated with the weights they feed
@@ -574,12 +581,8 @@ std::unique_ptr<Exec> build_conv(const Ort::ConstGraph& graph, const Ort::ConstN
       s.where = where;
       std::string main_in = ins.empty() || !ins[0] ? "" : ins[0].GetName();
       if (is_conv_op(n)) {
-        // the group's BatchNormalization reading this convolution's output (claimed with it: conv_unit)
-        Ort::ConstNode bn{nullptr};
-        for (const Ort::ConstNode& m : nodes)
-          if (is_op(m, "", "BatchNormalization") && !m.GetInputs().empty() && m.GetInputs()[0] &&
-              m.GetInputs()[0].GetName() == n.GetOutputs()[0].GetName())
-            bn = m;
+        const auto it = batch_norm_of.find(n.GetOutputs()[0].GetName());
+        const Ort::ConstNode bn = it != batch_norm_of.end() ? it->second : Ort::ConstNode{nullptr};
         build_conv_step(n, ins, bn, &s);
         if (bn) folded.insert(bn);
       } else if (is_op(n, "", "Add")) {

@@ -53,9 +53,16 @@ int main() {
   std::normal_distribution<float> nd;
   int cases = 0, fails = 0;
   const Activation acts[] = {Activation::kNone, Activation::kRelu, Activation::kClip, Activation::kLeakyRelu};
-  for (int it = 0; it < 120; ++it) {
+  for (int it = 0; it < 132; ++it) {
     const int m = (int[]){2, 4, 6}[it % 3];
-    const int64_t N = 1 + rng() % 3, C = 1 + rng() % 40, M = 1 + rng() % 40, H = 1 + rng() % 19, W = 1 + rng() % 19;
+    int64_t N = 1 + rng() % 3, C = 1 + rng() % 40, M = 1 + rng() % 40, H = 1 + rng() % 19, W = 1 + rng() % 19;
+    if (it >= 120) {  // wide layers: the GEMM's K chunks (C > 128, uneven), weights past L2 (one big tile block)
+      C = (int64_t[]){129, 200, 300, 257}[it % 4];
+      M = (int64_t[]){70, 64, 130}[it % 3];
+      N = 1 + it % 2;
+      H = 5 + rng() % 11;
+      W = 5 + rng() % 11;
+    }
     const int64_t p[4] = {int64_t(rng() % 3), int64_t(rng() % 3), int64_t(rng() % 3), int64_t(rng() % 3)};
     if (H + p[0] + p[2] < 3 || W + p[1] + p[3] < 3) continue;
     const int64_t OH = H + p[0] + p[2] - 2, OW = W + p[1] + p[3] - 2;

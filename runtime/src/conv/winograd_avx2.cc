@@ -43,7 +43,8 @@ inline Vec vselect_neg(Vec x, Vec if_neg) {
 
 // ------------------------------------------------------------------------------------- GEMM
 template <int R, int NV>
-void micro(int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
+void micro(int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, const char* pf,
+           int pfl) {
   __m256 acc[R][NV];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
@@ -55,6 +56,11 @@ void micro(int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, 
 #pragma GCC unroll 2
   for (int64_t k = 0; k < K; ++k) {
     __m256 bv[NV];
+    if (pfl > 0) {
+      const char* q = pf + k * pfl * 64;
+      _mm_prefetch(q, _MM_HINT_T1);
+      if (pfl > 1) _mm_prefetch(q + 64, _MM_HINT_T1);
+    }
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + k * ldb + 8 * v);
 #pragma GCC unroll 8
@@ -70,7 +76,7 @@ void micro(int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, 
     for (int v = 0; v < NV; ++v) _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
 }
 
-using MicroFn = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t);
+using MicroFn = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, const char*, int);
 
 template <int R>
 constexpr MicroFn micro_for(int nv) {
@@ -97,12 +103,20 @@ void gemm(int64_t positions, int64_t rows, int64_t K, int64_t Mpad, const float*
     float* cp = mb + p * m_pos;
     for (int64_t s0 = 0; s0 < Mpad; s0 += nr) {
       const int nv = static_cast<int>(imin(nr, Mpad - s0) / kVL);
+      const int64_t w = nv * kVL;
       const float* bs = up + s0 * K;
       const MicroFn full = micro_table(kMR, nv);
+      // the next strip of U (K x w floats after this one: the next strip or position), pulled into L2 a part per row
+      // block while this one computes (as the AVX-512 GEMM does; none after the last strip: it would leave U)
+      const bool last = p + 1 == positions && s0 + nr >= Mpad;
+      const int64_t blocks = (rows + kMR - 1) / kMR, lines = K * w / 16;
+      const int pfl = last ? 0 : static_cast<int>(imin(2, (lines + blocks * K - 1) / (blocks * K)));
+      const char* pf = last ? nullptr : reinterpret_cast<const char*>(bs + K * w);
       int64_t r0 = 0;
-      for (; r0 + kMR <= rows; r0 += kMR) full(K, vp + r0 * lda, lda, bs, nv * kVL, cp + r0 * ldc + s0, ldc);
+      for (; r0 + kMR <= rows; r0 += kMR, pf = pfl ? pf + K * pfl * 64 : pf)
+        full(K, vp + r0 * lda, lda, bs, w, cp + r0 * ldc + s0, ldc, pf, pfl);
       if (r0 < rows)
-        micro_table(static_cast<int>(rows - r0), nv)(K, vp + r0 * lda, lda, bs, nv * kVL, cp + r0 * ldc + s0, ldc);
+        micro_table(static_cast<int>(rows - r0), nv)(K, vp + r0 * lda, lda, bs, w, cp + r0 * ldc + s0, ldc, pf, pfl);
     }
   }
 }

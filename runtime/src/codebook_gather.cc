@@ -13,8 +13,6 @@
 namespace onnxcomp {
 namespace {
 
-constexpr int64_t kRowsPerTask = 64;
-
 struct CodebookGatherKernel {
   std::string label;
   int64_t bits = 0, D = 0, group_size = 0;
@@ -56,30 +54,11 @@ struct CodebookGatherKernel {
       float* y = yv.GetTensorMutableData<float>();
       const int64_t n = idx.count;
       if (n == 0) return;
-      const uint8_t* packed = codes.as<uint8_t>();
-      const float* book = cb.as<float>();
-      auto row_of = [&](int64_t i) -> int64_t {
-        const int64_t r = idx.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 ? idx.as<int64_t>()[i]
-                                                                          : static_cast<int64_t>(idx.as<int32_t>()[i]);
-        if (r < -V || r >= V) fail("index ", r, " at position ", i, " is out of range [-", V, ", ", V, ")");
-        return r < 0 ? r + V : r;
-      };
-      const size_t tasks = static_cast<size_t>(ceil_div(n, kRowsPerTask));
-      parallel_for(ctx, tasks, [&](size_t t) {
-        std::vector<uint8_t> row(static_cast<size_t>(D));
-        const int64_t i0 = static_cast<int64_t>(t) * kRowsPerTask, i1 = std::min(n, i0 + kRowsPerTask);
-        for (int64_t i = i0; i < i1; ++i) {
-          const int64_t r = row_of(i);
-          unpack_row(packed + r * row_bytes, 0, D, static_cast<int>(bits), row.data());
-          const float* entries = book + (r / gs) * C;
-          float* out = y + i * D;
-          for (int64_t d = 0; d < D; ++d) {
-            const uint8_t c = row[static_cast<size_t>(d)];
-            if (c >= C) fail("code ", static_cast<int>(c), " of table row ", r, " is >= the codebook width ", C);
-            out[d] = entries[c];
-          }
-        }
-      });
+      const bool partial = C < (int64_t{1} << bits);  // entries past C: padded with zeros, codes checked
+      std::vector<float> padded;
+      if (partial) padded = pad_codebook(cb.as<float>(), G, C, static_cast<int>(bits));
+      gather_codebook_rows(ctx, idx, codes.as<uint8_t>(), V, row_bytes, D, static_cast<int>(bits),
+                           partial ? padded.data() : cb.as<float>(), C, gs, partial, y);
     });
   }
 };

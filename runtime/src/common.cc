@@ -268,6 +268,29 @@ uint32_t max_code(const uint8_t* codes, int64_t rows, int64_t row_bytes, int64_t
   return mx;
 }
 
+void gather_codebook_rows(Ort::KernelContext& ctx, const Input& idx, const uint8_t* codes, int64_t V,
+                          int64_t row_bytes, int64_t D, int bits, const float* padded, int64_t C, int64_t group_size,
+                          bool check_codes, float* y) {
+  constexpr int64_t kRowsPerTask = 64;
+  const int64_t n = idx.count;
+  const bool wide = idx.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+  const KernelTable& kt = kernels();
+  parallel_for(ctx, static_cast<size_t>(ceil_div(n, kRowsPerTask)), [&](size_t t) {
+    const int64_t i0 = static_cast<int64_t>(t) * kRowsPerTask, i1 = std::min(n, i0 + kRowsPerTask);
+    for (int64_t i = i0; i < i1; ++i) {
+      int64_t r = wide ? idx.as<int64_t>()[i] : static_cast<int64_t>(idx.as<int32_t>()[i]);
+      if (r < -V || r >= V) fail("index ", r, " at position ", i, " is out of range [-", V, ", ", V, ")");
+      if (r < 0) r += V;
+      if (check_codes) {
+        const uint32_t mx = max_code(codes + r * row_bytes, 1, row_bytes, D, bits);
+        if (mx >= static_cast<uint32_t>(C))
+          fail("code ", mx, " of table row ", r, " is >= the codebook width ", C);
+      }
+      kt.decode_rows(codes, row_bytes, r, 1, D, bits, padded, group_size, y + i * D);
+    }
+  });
+}
+
 GemvCodes prepack_for_gemv(const uint8_t* codes, int64_t K, int64_t N, int bits, int64_t group_size) {
   GemvCodes out;
   if (K <= 0) return out;

@@ -265,6 +265,14 @@ GemvCodes prepack_for_gemv(const ConstInput& codes, int64_t N, int bits, int64_t
 // Copies a [G, C] codebook into [G, 2^bits] (zeros past C).
 std::vector<float> pad_codebook(const float* cb, int64_t G, int64_t C, int bits);
 
+// CodebookGather's rows: y[i, :] = the decoded table row r_i = idx[i] (+ V when negative), i < idx.count, with
+// codes [V, row_bytes] (D codes of `bits` per row) and `padded` the [G, 2^bits] codebook of C used entries, one
+// per group_size rows; only the gathered rows are decoded (the kernel set's decode_rows), in tasks of 64 indices on
+// ctx's pool. OpError for an index outside [-V, V), or (check_codes) a gathered row holding a code >= C.
+void gather_codebook_rows(Ort::KernelContext& ctx, const Input& idx, const uint8_t* codes, int64_t V,
+                          int64_t row_bytes, int64_t D, int bits, const float* padded, int64_t C, int64_t group_size,
+                          bool check_codes, float* y);
+
 // W of a codebook matmul with constant weights, decoded once into floats in the packed GEMM layout
 // (packed_b_floats, the kernel set's nr): a run with more than 4 rows of X then is a plain register-blocked GEMM,
 // with no decode (measured faster than decoding W block by block at every row count from 8 up, by 3-37%, even

@@ -5,17 +5,18 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from eputil import ep_nodes, ep_session
 from onnx import TensorProto, helper, numpy_helper
 from rtutil import check, run
 
 from onnxcomp import ops as enc
 
 
-def _model(v, d, bits, group, index_type=TensorProto.INT64, c=None, seed=0, codes=None):
+def _model(v, d, bits, group, index_type=TensorProto.INT64, c=None, seed=0, codes=None, dtype=np.float32):
     rng = np.random.default_rng(seed)
     g = -(-v // group)
     width = c or (1 << bits)
-    book = rng.standard_normal((g, width)).astype(np.float32)
+    book = rng.standard_normal((g, width)).astype(dtype)
     if codes is None:
         codes = rng.integers(0, width, size=(v, d))
     packed = enc.pack_codes(np.asarray(codes, np.int64), bits)
@@ -72,3 +73,37 @@ def test_out_of_range_index_and_code_are_errors(runtime_lib):
         bad_type, _, _ = _model(20, 6, 4, 20, TensorProto.INT16)
         run(bad_type, {"ids": np.array([3], np.int16)}, native=True)
     assert isinstance(model, onnx.ModelProto)
+
+
+@pytest.mark.parametrize(
+    "v,d,bits,group,shape,c,dtype",
+    [
+        (301, 19, 4, 301, (3, 11), None, np.float32),
+        (1000, 64, 3, 100, (257,), 6, np.float32),  # a codebook narrower than 2^bits
+        (50, 7, 8, 1, (2, 3, 4), None, np.float16),  # float16 codebooks (the kmeans default), a row each
+        (64, 33, 5, 7, (1,), None, np.float32),
+    ],
+)
+def test_ep_runs_the_gather(runtime_lib, ep_devices, v, d, bits, group, shape, c, dtype, tmp_path):
+    """Under the EP the gather is one compiled node that decodes only the gathered rows: equal to the table
+    (exactly), for int64 and int32 indices, negative ones included, on 1 and 2 threads."""
+    model, book, codes = _model(v, d, bits, group, c=c, dtype=dtype)
+    ids = np.random.default_rng(2).integers(-v, v, size=shape).astype(np.int64)
+    rows = np.where(ids < 0, ids + v, ids)
+    want = book.astype(np.float32)[rows[..., None] // group, codes[rows]]
+    np.testing.assert_array_equal(ep_session(model).run(None, {"ids": ids})[0], want)
+    assert ep_nodes(model, {"ids": ids}, tmp_path), "the EP did not run the CodebookGather"
+    m32, _, _ = _model(v, d, bits, group, TensorProto.INT32, c=c, dtype=dtype)
+    np.testing.assert_array_equal(ep_session(m32, threads=2).run(None, {"ids": ids.astype(np.int32)})[0], want)
+
+
+def test_ep_gather_rejects_bad_indices_and_codes(runtime_lib, ep_devices):
+    model, _, _ = _model(20, 6, 4, 20)
+    sess = ep_session(model)
+    for bad in (20, -21):
+        with pytest.raises(Exception, match="out of range"):
+            sess.run(None, {"ids": np.array([0, bad], np.int64)})
+    # a code past the codebook's width fails session creation, naming the node
+    narrow, _, _ = _model(20, 6, 4, 20, c=5, codes=np.full((20, 6), 7))
+    with pytest.raises(Exception, match="OnnxcompExecutionProvider.*CodebookGather.*out of range for a codebook of 5"):
+        ep_session(narrow)

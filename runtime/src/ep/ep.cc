@@ -8,7 +8,8 @@
 // What it claims (GetCapability), per op family (kFamilies) and the plan in plan.h: convolution chains around the
 // com.onnxcomp convolutions it runs with Winograd (conv.cc), and the com.onnxcomp matmuls whose weights are
 // constant (initializers, or the output of HuffmanDecode / RunLengthDecode chains over initializers), large enough
-// to pay for a compiled node, with those decode chains and a Relu that only consumes the matmul (matmul.cc).
+// to pay for a compiled node, with those decode chains and a Relu that only consumes the matmul (matmul.cc), and the
+// CodebookGather embedding tables with such weights (gather.cc).
 // Compile decodes, validates and prepacks the weights once (a corrupt weight fails session creation with
 // INVALID_ARGUMENT naming the node); the compiled nodes run the same AVX-512 / AVX2 / scalar kernels as the custom
 // ops, on onnxruntime's intra-op thread pool (KernelContext_ParallelFor, which compiled nodes get).
@@ -73,6 +74,8 @@ std::vector<std::vector<Ort::ConstNode>> claim_matmuls(const Ort::ConstGraph& g,
 
 const Family kFamilies[] = {
     {claim_conv_chains, [](const Ort::ConstNode& n) { return is_conv_op(n); }, build_conv},
+    {claim_gathers, owns_gather,
+     [](const Ort::ConstGraph& g, const Ort::ConstNode& f, const PlanOptions&) { return build_gather(g, f); }},
     {claim_matmuls, [](const Ort::ConstNode& n) { return n.GetDomain() == kDomain && !is_decoder(n); },
      [](const Ort::ConstGraph& g, const Ort::ConstNode& f, const PlanOptions&) { return build_matmul(g, f); }},
 };

@@ -29,6 +29,11 @@ bool claim_matmul(const Ort::ConstNode& node, const PlanOptions& plan, std::vect
 // The executor of such a group (graph: the fused group's nodes; fused: the node replacing them).
 std::unique_ptr<Exec> build_matmul(const Ort::ConstGraph& graph, const Ort::ConstNode& fused);
 
+// ---- embedding gathers (gather.cc): CodebookGather with a constant or decoded table and run-time indices
+std::vector<std::vector<Ort::ConstNode>> claim_gathers(const Ort::ConstGraph& graph, const PlanOptions& plan);
+bool owns_gather(const Ort::ConstNode& n);  // com.onnxcomp CodebookGather
+std::unique_ptr<Exec> build_gather(const Ort::ConstGraph& graph, const Ort::ConstNode& fused);
+
 // ---- convolution chains (conv.cc): WinogradConv and CodebookConv run by the Winograd kernel core, with pools and
 // residual adds
 bool is_conv_op(const Ort::ConstNode& n);  // com.onnxcomp WinogradConv / CodebookConv

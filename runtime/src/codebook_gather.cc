@@ -23,7 +23,8 @@ struct CodebookGatherKernel {
     Attrs a{info};
     bits = a.required_int("bits", 1, 8);
     D = a.required_int("D", 1, kMaxDim);
-    group_size = a.optional_int("group_size", 0, 1, kMaxDim);  // 0: absent (all rows)
+    if (a.get_int("group_size", &group_size) && (group_size < 1 || group_size > kMaxDim))  // 0: absent (all rows)
+      fail("attribute group_size=", group_size, " is out of range [1, ", kMaxDim, "]");
     const_codebook.init(info, 0);
   }
 

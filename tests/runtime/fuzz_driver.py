@@ -575,12 +575,77 @@ def case_ep_chain(rng, stats):
         stats["checked"] += 1
 
 
+def case_gather(rng, stats):
+    """CodebookGather: random tables (narrow codebooks, float16), indices of any shape (out of range sometimes),
+    codes corrupted or reshaped wrong."""
+    from onnx import TensorProto, helper
+
+    bits = int(rng.integers(1, 9))
+    v = int(rng.integers(1, 80))
+    d = int(rng.integers(1, 70))
+    group = int(rng.choice([v, 1, int(rng.integers(1, v + 3))]))
+    g = -(-v // group)
+    c = int(rng.choice([1 << bits, int(rng.integers(1, (1 << bits) + 1))]))
+    book = _half_values(rng, rng.standard_normal((g, c)).astype(np.float32))
+    codes = rng.integers(0, c, size=(v, d))
+    packed = ops.pack_codes(codes, bits)
+    idx_type = np.int64 if rng.random() < 0.7 else np.int32
+    shape = tuple(int(x) for x in rng.integers(0, 5, size=int(rng.integers(0, 3))))
+    ids = rng.integers(-v, v, size=shape).astype(idx_type)
+    valid = True
+    r = rng.random()
+    if r < 0.1 and ids.size:
+        ids.reshape(-1)[0] = int(rng.choice([v, -v - 1, 2**31 - 1 if idx_type == np.int32 else 2**62]))
+        valid = False
+    elif r < 0.2:
+        packed = _mutate_bytes(rng, packed)  # codes past a narrow codebook, or just other codes: no reference
+        valid = False
+    elif r < 0.27:
+        packed = _reshape_wrong(rng, packed)
+        valid = False
+    elif r < 0.32:
+        book = book.reshape(-1).copy()
+        valid = False
+    attrs = {"bits": bits, "D": d}
+    if rng.random() < 0.7:
+        attrs["group_size"] = group
+    elif group != v:
+        valid = False
+    if rng.random() < 0.05:
+        attrs["D"] = int(rng.choice(BAD_INTS))
+        valid = False
+    node = helper.make_node("CodebookGather", ["codebook", "codes", "X"], ["y"], domain=ops.DOMAIN, **attrs)
+    graph = helper.make_graph(
+        [node],
+        "gather",
+        [
+            helper.make_tensor_value_info("codebook", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("codes", TensorProto.UINT8, None),
+            helper.make_tensor_value_info("X", helper.np_dtype_to_tensor_dtype(np.dtype(idx_type)), None),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(ops.DOMAIN, 1)],
+        functions=ops.function_protos("CodebookGather", 18),
+        ir_version=9,
+    )
+    feeds = {"X": ids, "codebook": book, "codes": packed}
+    ref = None
+    if valid:
+        rows = np.where(ids < 0, ids + v, ids).astype(np.int64)
+        ref = lambda: book[rows[..., None] // group, codes[rows]]  # noqa: E731
+    _finish(model, feeds, None, None, stats, rng, ref=ref)
+
+
 def main() -> int:
     seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
     rng = np.random.default_rng(seed)
     stats = {"cases": 0, "errors": 0, "checked": 0, "frozen": 0, "ep": 0, "half": 0}
-    cases = [case_codebook, case_sparse, case_conv, case_winograd] * 3 + [case_absurd] + [case_ep_chain] * 3
+    cases = [case_codebook, case_sparse, case_conv, case_winograd] * 3 + [case_absurd]
+    cases += [case_ep_chain, case_gather] * 3
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         cases[int(rng.integers(0, len(cases)))](rng, stats)

@@ -14,6 +14,8 @@ from onnxcomp import ops as enc
 
 def _model(v, d, bits, group, index_type=TensorProto.INT64, c=None, seed=0, codes=None, dtype=np.float32):
     rng = np.random.default_rng(seed)
+    attrs = {} if group is None else {"group_size": group}  # None: the attribute left out (one codebook)
+    group = group or v
     g = -(-v // group)
     width = c or (1 << bits)
     book = rng.standard_normal((g, width)).astype(dtype)
@@ -21,7 +23,7 @@ def _model(v, d, bits, group, index_type=TensorProto.INT64, c=None, seed=0, code
         codes = rng.integers(0, width, size=(v, d))
     packed = enc.pack_codes(np.asarray(codes, np.int64), bits)
     node = helper.make_node(
-        "CodebookGather", ["codebook", "codes", "ids"], ["y"], domain=enc.DOMAIN, bits=bits, D=d, group_size=group
+        "CodebookGather", ["codebook", "codes", "ids"], ["y"], domain=enc.DOMAIN, bits=bits, D=d, **attrs
     )
     graph = helper.make_graph(
         [node],
@@ -47,10 +49,12 @@ def _model(v, d, bits, group, index_type=TensorProto.INT64, c=None, seed=0, code
         (50, 7, 8, 1, (2, 3, 4)),
         (64, 33, 5, 7, (1,)),
         (9, 5, 2, 9, ()),
+        (40, 9, 4, None, (6,)),  # no group_size attribute: one codebook (the default)
     ],
 )
 def test_native_equals_function_body_and_numpy(runtime_lib, v, d, bits, group, shape):
     model, book, codes = _model(v, d, bits, group)
+    group = group or v
     ids = np.random.default_rng(1).integers(-v, v, size=shape).astype(np.int64)
     got = check(model, {"ids": ids}, rtol=0, atol=0)
     rows = np.where(ids < 0, ids + v, ids)
@@ -82,6 +86,7 @@ def test_out_of_range_index_and_code_are_errors(runtime_lib):
         (1000, 64, 3, 100, (257,), 6, np.float32),  # a codebook narrower than 2^bits
         (50, 7, 8, 1, (2, 3, 4), None, np.float16),  # float16 codebooks (the kmeans default), a row each
         (64, 33, 5, 7, (1,), None, np.float32),
+        (40, 9, 4, None, (6,), None, np.float32),  # no group_size attribute
     ],
 )
 def test_ep_runs_the_gather(runtime_lib, ep_devices, v, d, bits, group, shape, c, dtype, tmp_path):
@@ -90,7 +95,7 @@ def test_ep_runs_the_gather(runtime_lib, ep_devices, v, d, bits, group, shape, c
     model, book, codes = _model(v, d, bits, group, c=c, dtype=dtype)
     ids = np.random.default_rng(2).integers(-v, v, size=shape).astype(np.int64)
     rows = np.where(ids < 0, ids + v, ids)
-    want = book.astype(np.float32)[rows[..., None] // group, codes[rows]]
+    want = book.astype(np.float32)[rows[..., None] // (group or v), codes[rows]]
     np.testing.assert_array_equal(ep_session(model).run(None, {"ids": ids})[0], want)
     assert ep_nodes(model, {"ids": ids}, tmp_path), "the EP did not run the CodebookGather"
     m32, _, _ = _model(v, d, bits, group, TensorProto.INT32, c=c, dtype=dtype)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import checks
-from ..body import FunctionBody, flat_codebook, row_width, unpack
+from ..body import MAX_DIM, FunctionBody, flat_codebook, row_width, unpack
 from ..spec import INT64, UINT8, Attr, Input, OpSpec, Shapes, Values, codebook_input, register_op
 
 if TYPE_CHECKING:
@@ -30,7 +30,10 @@ def function(opset: int) -> onnx.FunctionProto:
     vals = f.op("Gather", flat_codebook(f), index)
     shape = f.op("Concat", f.op("Shape", "indices"), f.op("Reshape", d, f.const([1])), axis=0)
     f.op("Reshape", vals, shape, out="Y")
-    return f.function("CodebookGather", ["codebook", "codes", "indices"], ["Y"], ["bits", "D", "group_size"], opset)
+    # group_size absent: MAX_DIM, every row in group 0 (one codebook, as the kernels read it)
+    return f.function(
+        "CodebookGather", ["codebook", "codes", "indices"], ["Y"], ["bits", "D"], opset, defaults={"group_size": MAX_DIM}
+    )
 
 
 def reference(a: dict[str, Any], v: Values) -> tuple[np.ndarray, None]:

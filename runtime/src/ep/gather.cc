@@ -73,7 +73,9 @@ std::unique_ptr<Exec> build_gather(const Ort::ConstGraph& graph, const Ort::Cons
     NodeAttrs a{g};
     exec->bits = static_cast<int>(a.required_int("bits", 1, 8));
     exec->D = a.required_int("D", 1, kMaxDim);
-    const int64_t gs_attr = a.optional_int("group_size", 0, 1, kMaxDim);  // 0: absent (all rows)
+    int64_t gs_attr = 0;  // 0: absent (all rows)
+    if (a.get_int("group_size", &gs_attr) && (gs_attr < 1 || gs_attr > kMaxDim))
+      fail("attribute group_size=", gs_attr, " is out of range [1, ", kMaxDim, "]");
     const Blob cb = float_codebook(evaluate(ins[0]));  // float16: converted here, once
     Blob codes = evaluate(ins[1]);
     expect_type(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);

@@ -10,7 +10,7 @@ the two). Goals are judged on both.
 
     python benchmarks/bench_ep.py                       # all cases
     python benchmarks/bench_ep.py --only gemv,rows      # a subset: resnet18,digits,gemv,rows,sparse_head,load,
-                                                        #   mobilenet,yolo,transformer,vgg16,resnet50,yolo_sc
+                                                        #   real,mobilenet,yolo,transformer,vgg16,resnet50,yolo_sc
     python benchmarks/bench_ep.py --runs 20 --json out.json
 """
 
@@ -289,6 +289,33 @@ def case_select_conv(names, runs):
         compare(f"{label}, fuse-bn,select-conv", m, comp, ("ops", "ep"), max(5, runs // 2), {"ep": goal})
 
 
+# real trained models from PyPI wheels (the bench extra; benchmarks/quality_models.py), on their first evaluation
+# input: the passes whose ops the EP runs (k-means: CodebookMatMul / CodebookConv / CodebookGather; select-conv:
+# WinogradConv) and no goal beyond the issue's floor (no model below 0.98x under the EP)
+REAL = ("layout_det", "ocr_det", "ocr_rec", "ocr_cls", "minilm", "magika")
+REAL_PASSES = {"kmeans": "fuse-bn,kmeans(bits=4)", "select-conv": "fuse-bn,select-conv"}
+
+
+def case_real(runs):
+    """The real models after fuse-bn,kmeans(bits=4) and fuse-bn,select-conv (where it writes a WinogradConv)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import quality_models as qm
+
+    for key in REAL:
+        bench = qm.BENCHES[key]
+        path = bench.path()
+        if path is None:
+            print(f"{key}: not installed (pip install -e '.[bench]'), skipped\n")
+            continue
+        base = bench.prepare(onnx.load(str(path)))
+        feeds = bench.evals()[0]
+        for label, spec in REAL_PASSES.items():
+            comp, _ = optimize(base, passes=spec)
+            if label == "select-conv" and not any(n.op_type == "WinogradConv" for n in comp.graph.node):
+                continue  # nothing for the EP: the same graph as after fuse-bn
+            compare(f"{key}, {label}", base, comp, ("ort", "ep"), max(5, runs // 2), {"ep": 0.98}, feeds)
+
+
 def case_load(_runs):
     """Load time and peak RSS of the Deep-Compressed VGG-16 in a fresh process per runtime."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -326,6 +353,7 @@ CASES = {
     "rows": case_rows,
     "sparse_head": case_sparse_head,
     "load": case_load,
+    "real": case_real,
 }
 
 

@@ -110,5 +110,5 @@ def test_ep_gather_rejects_bad_indices_and_codes(runtime_lib, ep_devices):
             sess.run(None, {"ids": np.array([0, bad], np.int64)})
     # a code past the codebook's width fails session creation, naming the node
     narrow, _, _ = _model(20, 6, 4, 20, c=5, codes=np.full((20, 6), 7))
-    with pytest.raises(Exception, match="OnnxcompExecutionProvider.*CodebookGather.*out of range for a codebook of 5"):
+    with pytest.raises(Exception, match=r"OnnxcompExecutionProvider.*CodebookGather.*out of range for a codebook of 5"):
         ep_session(narrow)

@@ -31,9 +31,8 @@ def function(opset: int) -> onnx.FunctionProto:
     shape = f.op("Concat", f.op("Shape", "indices"), f.op("Reshape", d, f.const([1])), axis=0)
     f.op("Reshape", vals, shape, out="Y")
     # group_size absent: MAX_DIM, every row in group 0 (one codebook, as the kernels read it)
-    return f.function(
-        "CodebookGather", ["codebook", "codes", "indices"], ["Y"], ["bits", "D"], opset, defaults={"group_size": MAX_DIM}
-    )
+    inputs = ["codebook", "codes", "indices"]
+    return f.function("CodebookGather", inputs, ["Y"], ["bits", "D"], opset, defaults={"group_size": MAX_DIM})
 
 
 def reference(a: dict[str, Any], v: Values) -> tuple[np.ndarray, None]:

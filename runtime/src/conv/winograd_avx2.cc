@@ -97,6 +97,7 @@ MicroFn micro_table(int rows, int nv) {
 void gemm(int64_t positions, int64_t rows, int64_t K, int64_t Mpad, const float* v, int64_t v_pos, int64_t lda,
           const float* u, int64_t u_pos, float* mb, int64_t m_pos, int64_t ldc) {
   constexpr int64_t nr = kNV * kVL;
+  const int64_t u_bytes = positions * u_pos * 4;  // U's extent (the prefetch stays inside it)
   for (int64_t p = 0; p < positions; ++p) {
     const float* vp = v + p * v_pos;
     const float* up = u + p * u_pos;
@@ -106,17 +107,23 @@ void gemm(int64_t positions, int64_t rows, int64_t K, int64_t Mpad, const float*
       const int64_t w = nv * kVL;
       const float* bs = up + s0 * K;
       const MicroFn full = micro_table(kMR, nv);
-      // the next strip of U (K x w floats after this one: the next strip or position), pulled into L2 a part per row
-      // block while this one computes (as the AVX-512 GEMM does; none after the last strip: it would leave U)
-      const bool last = p + 1 == positions && s0 + nr >= Mpad;
+      // what follows this strip in U (the next strip or position), pulled into L2 a part per row block while this
+      // one computes, as the AVX-512 GEMM does (a block whose part would pass U's end prefetches nothing)
       const int64_t blocks = (rows + kMR - 1) / kMR, lines = K * w / 16;
-      const int pfl = last ? 0 : static_cast<int>(imin(2, (lines + blocks * K - 1) / (blocks * K)));
-      const char* pf = last ? nullptr : reinterpret_cast<const char*>(bs + K * w);
+      const int pfl = static_cast<int>(imin(2, (lines + blocks * K - 1) / (blocks * K)));
+      int64_t pf_at = (bs - u) * 4 + K * w * 4;  // bytes from u
+      const int64_t part = K * pfl * 64;
+      auto pf_of = [&](int64_t at) { return at + part <= u_bytes ? reinterpret_cast<const char*>(u) + at : nullptr; };
       int64_t r0 = 0;
-      for (; r0 + kMR <= rows; r0 += kMR, pf = pfl ? pf + K * pfl * 64 : pf)
-        full(K, vp + r0 * lda, lda, bs, w, cp + r0 * ldc + s0, ldc, pf, pfl);
-      if (r0 < rows)
-        micro_table(static_cast<int>(rows - r0), nv)(K, vp + r0 * lda, lda, bs, w, cp + r0 * ldc + s0, ldc, pf, pfl);
+      for (; r0 + kMR <= rows; r0 += kMR, pf_at += part) {
+        const char* pf = pf_of(pf_at);
+        full(K, vp + r0 * lda, lda, bs, w, cp + r0 * ldc + s0, ldc, pf, pf ? pfl : 0);
+      }
+      if (r0 < rows) {
+        const char* pf = pf_of(pf_at);
+        micro_table(static_cast<int>(rows - r0), nv)(K, vp + r0 * lda, lda, bs, w, cp + r0 * ldc + s0, ldc, pf,
+                                                     pf ? pfl : 0);
+      }
     }
   }
 }

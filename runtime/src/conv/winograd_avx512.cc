@@ -106,6 +106,7 @@ MicroFn micro_table(int rows, int nv, bool acc) { return acc ? micro_rows<true>(
 void gemm(int64_t positions, int64_t rows, int64_t K, int64_t Mpad, const float* v, int64_t v_pos, int64_t lda,
           const float* u, int64_t u_pos, float* mb, int64_t m_pos, int64_t ldc) {
   constexpr int64_t nr = kNV * kVL;
+  const int64_t u_bytes = positions * u_pos * 4;  // U's extent (the prefetch stays inside it)
   for (int64_t p = 0; p < positions; ++p) {
     const float* vp = v + p * v_pos;
     const float* up = u + p * u_pos;
@@ -120,19 +121,24 @@ void gemm(int64_t positions, int64_t rows, int64_t K, int64_t Mpad, const float*
         const float* bs = up + s0 * K + k0 * w;
         const bool acc = k0 > 0;
         const MicroFn full = micro_table(kMR, nv, acc);
-        // the next slice of U (the next kn x w floats: the next chunk, strip or position), pulled into L2 a part per
-        // row block while this one computes: it streams from L3 or memory, and one row block alone cannot hide that
-        // (none after the last slice: the pointer would leave U)
-        const bool last = p + 1 == positions && s0 + nr >= Mpad && k0 + kn >= K;
+        // what follows this slice in U (the next chunk, strip or position), pulled into L2 a part per row block
+        // while this one computes, kn * pfl lines per block: U streams from L3 or memory, and one row block alone
+        // cannot hide that (a block whose part would pass U's end prefetches nothing)
         const int64_t blocks = (rows + kMR - 1) / kMR, lines = kn * w / 16;
-        const int pfl = last ? 0 : static_cast<int>(imin(4, (lines + blocks * kn - 1) / (blocks * kn)));
-        const char* pf = last ? nullptr : reinterpret_cast<const char*>(bs + kn * w);
+        const int pfl = static_cast<int>(imin(4, (lines + blocks * kn - 1) / (blocks * kn)));
+        int64_t pf_at = (bs - u) * 4 + kn * w * 4;  // bytes from u
+        const int64_t part = kn * pfl * 64;
+        auto pf_of = [&](int64_t at) { return at + part <= u_bytes ? reinterpret_cast<const char*>(u) + at : nullptr; };
         int64_t r0 = 0;
-        for (; r0 + kMR <= rows; r0 += kMR, pf = pfl ? pf + kn * pfl * 64 : pf)
-          full(kn, vp + r0 * lda + k0, lda, bs, w, cp + r0 * ldc + s0, ldc, pf, pfl);
-        if (r0 < rows)
+        for (; r0 + kMR <= rows; r0 += kMR, pf_at += part) {
+          const char* pf = pf_of(pf_at);
+          full(kn, vp + r0 * lda + k0, lda, bs, w, cp + r0 * ldc + s0, ldc, pf, pf ? pfl : 0);
+        }
+        if (r0 < rows) {
+          const char* pf = pf_of(pf_at);
           micro_table(static_cast<int>(rows - r0), nv, acc)(kn, vp + r0 * lda + k0, lda, bs, w, cp + r0 * ldc + s0,
-                                                             ldc, pf, pfl);
+                                                             ldc, pf, pf ? pfl : 0);
+        }
       }
     }
   }

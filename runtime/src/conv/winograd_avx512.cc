@@ -101,7 +101,9 @@ MicroFn micro_rows(int rows, int nv) {
   }
 }
 
-MicroFn micro_table(int rows, int nv, bool acc) { return acc ? micro_rows<true>(rows, nv) : micro_rows<false>(rows, nv); }
+MicroFn micro_table(int rows, int nv, bool acc) {
+  return acc ? micro_rows<true>(rows, nv) : micro_rows<false>(rows, nv);
+}
 
 void gemm(int64_t positions, int64_t rows, int64_t K, int64_t Mpad, const float* v, int64_t v_pos, int64_t lda,
           const float* u, int64_t u_pos, float* mb, int64_t m_pos, int64_t ldc) {

@@ -56,11 +56,7 @@ void micro(int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, 
 #pragma GCC unroll 2
   for (int64_t k = 0; k < K; ++k) {
     __m256 bv[NV];
-    if (pfl > 0) {
-      const char* q = pf + k * pfl * 64;
-      _mm_prefetch(q, _MM_HINT_T1);
-      if (pfl > 1) _mm_prefetch(q + 64, _MM_HINT_T1);
-    }
+    prefetch_share(pf, k, pfl);
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + k * ldb + 8 * v);
 #pragma GCC unroll 8
@@ -104,26 +100,9 @@ void gemm(int64_t positions, int64_t rows, int64_t K, int64_t Mpad, const float*
     float* cp = mb + p * m_pos;
     for (int64_t s0 = 0; s0 < Mpad; s0 += nr) {
       const int nv = static_cast<int>(imin(nr, Mpad - s0) / kVL);
-      const int64_t w = nv * kVL;
-      const float* bs = up + s0 * K;
-      const MicroFn full = micro_table(kMR, nv);
-      // what follows this strip in U (the next strip or position), pulled into L2 a part per row block while this
-      // one computes, as the AVX-512 GEMM does (a block whose part would pass U's end prefetches nothing)
-      const int64_t blocks = (rows + kMR - 1) / kMR, lines = K * w / 16;
-      const int pfl = static_cast<int>(imin(2, (lines + blocks * K - 1) / (blocks * K)));
-      int64_t pf_at = (bs - u) * 4 + K * w * 4;  // bytes from u
-      const int64_t part = K * pfl * 64;
-      auto pf_of = [&](int64_t at) { return at + part <= u_bytes ? reinterpret_cast<const char*>(u) + at : nullptr; };
-      int64_t r0 = 0;
-      for (; r0 + kMR <= rows; r0 += kMR, pf_at += part) {
-        const char* pf = pf_of(pf_at);
-        full(K, vp + r0 * lda, lda, bs, w, cp + r0 * ldc + s0, ldc, pf, pf ? pfl : 0);
-      }
-      if (r0 < rows) {
-        const char* pf = pf_of(pf_at);
-        micro_table(static_cast<int>(rows - r0), nv)(K, vp + r0 * lda, lda, bs, w, cp + r0 * ldc + s0, ldc, pf,
-                                                     pf ? pfl : 0);
-      }
+      // the strip, its row blocks prefetching what follows it in U (as the AVX-512 GEMM does)
+      gemm_slice([&](int r) { return micro_table(r, nv); }, kMR, rows, K, nv * kVL, 2, vp, lda, up + s0 * K, cp + s0,
+                 ldc, u, u_bytes);
     }
   }
 }

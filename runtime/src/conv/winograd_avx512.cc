@@ -60,13 +60,7 @@ void micro(int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, 
 #pragma GCC unroll 2
   for (int64_t k = 0; k < K; ++k) {
     __m512 bv[NV];
-    if (pfl > 0) {
-      const char* q = pf + k * pfl * 64;
-      _mm_prefetch(q, _MM_HINT_T1);
-      if (pfl > 1) _mm_prefetch(q + 64, _MM_HINT_T1);
-      if (pfl > 2) _mm_prefetch(q + 128, _MM_HINT_T1);
-      if (pfl > 3) _mm_prefetch(q + 192, _MM_HINT_T1);
-    }
+    prefetch_share(pf, k, pfl);
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + k * ldb + 16 * v);
 #pragma GCC unroll 8
@@ -122,25 +116,8 @@ void gemm(int64_t positions, int64_t rows, int64_t K, int64_t Mpad, const float*
         const int64_t kn = imin(kc, K - k0);
         const float* bs = up + s0 * K + k0 * w;
         const bool acc = k0 > 0;
-        const MicroFn full = micro_table(kMR, nv, acc);
-        // what follows this slice in U (the next chunk, strip or position), pulled into L2 a part per row block
-        // while this one computes, kn * pfl lines per block: U streams from L3 or memory, and one row block alone
-        // cannot hide that (a block whose part would pass U's end prefetches nothing)
-        const int64_t blocks = (rows + kMR - 1) / kMR, lines = kn * w / 16;
-        const int pfl = static_cast<int>(imin(4, (lines + blocks * kn - 1) / (blocks * kn)));
-        int64_t pf_at = (bs - u) * 4 + kn * w * 4;  // bytes from u
-        const int64_t part = kn * pfl * 64;
-        auto pf_of = [&](int64_t at) { return at + part <= u_bytes ? reinterpret_cast<const char*>(u) + at : nullptr; };
-        int64_t r0 = 0;
-        for (; r0 + kMR <= rows; r0 += kMR, pf_at += part) {
-          const char* pf = pf_of(pf_at);
-          full(kn, vp + r0 * lda + k0, lda, bs, w, cp + r0 * ldc + s0, ldc, pf, pf ? pfl : 0);
-        }
-        if (r0 < rows) {
-          const char* pf = pf_of(pf_at);
-          micro_table(static_cast<int>(rows - r0), nv, acc)(kn, vp + r0 * lda + k0, lda, bs, w, cp + r0 * ldc + s0,
-                                                             ldc, pf, pf ? pfl : 0);
-        }
+        gemm_slice([&](int r) { return micro_table(r, nv, acc); }, kMR, rows, kn, w, 4, vp + k0, lda, bs, cp + s0,
+                   ldc, u, u_bytes);
       }
     }
   }

@@ -146,6 +146,39 @@ void output_transform(const float* mb, int64_t ps, int64_t ts, int64_t count, co
   }
 }
 
+// ------------------------------------------------------------------------------------- GEMM slices
+// Prefetches into L2 lines k * pfl .. k * pfl + pfl - 1 (64 bytes each, pfl <= 4) from pf: a micro-kernel's share,
+// at its step k, of what follows its slice of U.
+inline void prefetch_share(const char* pf, int64_t k, int pfl) {
+  if (pfl <= 0) return;
+  const char* q = pf + k * pfl * 64;
+  __builtin_prefetch(q, 0, 2);  // locality 2: prefetcht1
+  if (pfl > 1) __builtin_prefetch(q + 64, 0, 2);
+  if (pfl > 2) __builtin_prefetch(q + 128, 0, 2);
+  if (pfl > 3) __builtin_prefetch(q + 192, 0, 2);
+}
+
+// One slice of a Winograd GEMM: C[rows x w] (+)= A[rows x kn] @ B, B the kn x w floats of U at bs, the rows in
+// micro-tiles of mr (micro(r): the micro-kernel for r rows). Each call also prefetches into L2 its part of what
+// follows the slice in U (the next chunk, strip or position), kn * pfl lines with pfl <= max_pfl spreading the
+// slice's size over the row blocks: U streams from L3 or memory, and one row block alone cannot hide that. A part
+// that would pass U's end (u_bytes from u) is not prefetched.
+template <class Micro>
+void gemm_slice(const Micro& micro, int mr, int64_t rows, int64_t kn, int64_t w, int max_pfl, const float* a,
+                int64_t lda, const float* bs, float* c, int64_t ldc, const float* u, int64_t u_bytes) {
+  const int64_t blocks = (rows + mr - 1) / mr, lines = kn * w / 16;
+  const int pfl = static_cast<int>(imin(max_pfl, (lines + blocks * kn - 1) / (blocks * kn)));
+  const int64_t part = kn * pfl * 64;
+  int64_t at = (bs - u) * 4 + kn * w * 4;  // bytes from u
+  const auto full = micro(mr);
+  for (int64_t r0 = 0; r0 < rows; r0 += mr, at += part) {
+    const bool inside = at + part <= u_bytes;
+    const char* pf = inside ? reinterpret_cast<const char*>(u) + at : nullptr;
+    const auto fn = r0 + mr <= rows ? full : micro(static_cast<int>(rows - r0));
+    fn(kn, a + r0 * lda, lda, bs, w, c + r0 * ldc, ldc, pf, inside ? pfl : 0);
+  }
+}
+
 // ------------------------------------------------------------------------------------- NCHW gather / scatter
 // Scalar forms (edges, and the whole job where an ISA has nothing better).
 inline void gather_nchw_generic(const float* x, int64_t plane, int64_t H, int64_t W, int64_t channels, int64_t iy0,

@@ -73,7 +73,27 @@ def foldable_nodes(graph: gs.Graph, max_fill_elements: int | None = MAX_FILL_ELE
             out.append(node)
             for t in node.outputs:
                 const_tensors.add(id(t))
-    return out
+    return _without_stored_forms(graph, out)
+
+
+def _without_stored_forms(graph: gs.Graph, nodes: list[gs.Node]) -> list[gs.Node]:
+    """``nodes`` less those computing constants read only by com.onnxcomp ops (directly or through other such
+    nodes): the ops' stored form, which the passes wrote to keep the file small (the Cast and Mul of kmeans'
+    int8 and scaled codebooks; folded, an int8 table would be stored 4x larger). onnxruntime folds them when it
+    creates a session."""
+    from onnxcomp.ops.spec import DOMAIN
+
+    outputs = {id(t) for t in graph.outputs}
+    kept: set[int] = set()
+    for node in reversed(nodes):
+        readers = [c for t in node.outputs for c in t.outputs]
+        if (
+            readers
+            and not any(id(t) in outputs for t in node.outputs)
+            and all(c.domain == DOMAIN or id(c) in kept for c in readers)
+        ):
+            kept.add(id(node))
+    return [n for n in nodes if id(n) not in kept] if kept else nodes
 
 
 def large_fill(node: gs.Node, max_fill_elements: int = MAX_FILL_ELEMENTS) -> int | None:

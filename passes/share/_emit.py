@@ -38,10 +38,15 @@ class ShareOptions(SelectOptions):
         "write only standard ONNX ops (function bodies inlined) for runtimes without model-local function support",
     )
     calib_samples: int = opt(256, "calibration samples used for activation statistics")
-    codebook_dtype: Literal["auto", "float32", "float16"] = opt(
+    codebook_dtype: Literal["auto", "float32", "float16", "int8"] = opt(
         "auto",
         "element type of the stored codebooks: float16 halves their bytes (a 4-bit per-channel codebook of a "
-        "128-input layer: 2 instead of 4 bits per weight); auto = float16 where every codebook row rounds to "
+        "128-input layer: 2 instead of 4 bits per weight); int8 stores each codebook row as int8 entries times "
+        "one float16 scale (coremltools' int8 LUT; 1.1 bits per weight there), computed in the model by a Cast "
+        "and a Mul, rounded so that each row's weights keep their sum (k-means only: pow2, binary and ternary "
+        "keep float entries); auto = int8 for k-means codebooks of several rows (per-channel, grouped, block) "
+        "where that stores fewer bytes and adds at most 1% to the layer's squared weight error, else float16 "
+        "where every codebook row rounds to "
         "float16 within 2^-10 of its largest magnitude (and none exceeds 65504), else float32. The reported "
         "errors and sizes are those of the stored values",
     )
@@ -117,23 +122,147 @@ def scaled_dtype(table: np.ndarray, scales: np.ndarray, option: str) -> str:
     return "float16" if ok else "float32"
 
 
-def store_table(t: Target | None, e: Encoded, option: str) -> Encoded:
+INT8_MAX_ADDED = 0.01  # auto: int8 entries may add at most 1% to the layer's squared weight error
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Rows:
+    """A codebook [rows, entries] as int8 entries and one scale per row."""
+
+    q: np.ndarray  # int8 [rows, entries]
+    scales: np.ndarray  # float32 [rows]: float16 values where ``scale_dtype`` is float16
+    scale_dtype: str
+    values: np.ndarray  # float32 [rows, entries]: scales[r] * q[r], the table the model computes
+
+
+def int8_rows(table: np.ndarray, counts: np.ndarray | None = None) -> Int8Rows | None:
+    """The int8 form of a codebook, or None where a value or a scale is not a finite nonzero float32.
+
+    # s_r = max_i |c_ri| / 127 (float16 where every s_r is a normal float16, else float32; an all-zero row: 1)
+    # q_ri = clip(round(c_ri / s_r), -127, 127);  T_ri = s_r * q_ri  in float32, as the model's Mul computes it
+    ``counts`` [rows, entries] (the weights decoding to each entry): rounding that keeps each row's weight sum,
+    see _balanced.
+    """
+    import numpy as np
+
+    c = np.asarray(table, np.float64).reshape(np.shape(table)[0], -1)
+    if not np.isfinite(c).all():
+        return None
+    m = np.abs(c).max(axis=1) if c.size else np.zeros(c.shape[0])
+    s = np.where(m > 0, m / 127.0, 1.0)
+    normal = bool(((s >= FP16_MIN_NORMAL) & (s <= FP16_MAX)).all())
+    scale_dtype = "float16" if normal else "float32"
+    s32 = s.astype(np.float16).astype(np.float32) if normal else s.astype(np.float32)
+    if not (np.isfinite(s32).all() and (s32 > 0).all()):
+        return None  # a scale past float32's range
+    q = np.clip(np.rint(c / s32[:, None].astype(np.float64)), -127, 127)
+    if counts is not None:
+        for r in range(q.shape[0]):
+            q[r] = _balanced(c[r], float(s32[r]), q[r], np.asarray(counts[r], np.float64))
+    q = q.astype(np.int8)
+    values = s32[:, None] * q.astype(np.float32)
+    return Int8Rows(q, s32, scale_dtype, values.reshape(np.shape(table)).astype(np.float32))
+
+
+def _balanced(c: np.ndarray, s: float, q: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """One row's int8 entries, rounded so that the row's weights keep their sum: an entry's rounding error moves
+    every weight decoding to it alike, which the next layer sees as a shift of its input's mean (GPTQ's
+    compensation does not know of it; on the layout detector, nearest rounding of its per-channel codebooks
+    raised the output error from 0.041 to 0.063).
+
+    # D = sum_i n_i (s q_i - c_i) -> ~0: greedily move entries to their other neighbour (q_i - sign(D)), the
+    # least added squared error n_i ((d_i - sign(D) s)^2 - d_i^2) per unit of |D| removed first, while |D| falls
+    """
+    import numpy as np
+
+    q = q.copy()
+    d = q * s - c
+    total = float((n * d).sum())
+    while total != 0.0:
+        sign = 1.0 if total > 0 else -1.0
+        after = total - sign * s * n
+        ok = (n > 0) & (d * sign > 0) & (np.abs(q - sign) <= 127) & (np.abs(after) < abs(total))
+        if not ok.any():
+            break
+        gain = abs(total) - np.abs(after)
+        cost = np.where(ok, n * ((d - sign * s) ** 2 - d**2) / np.where(ok, gain, 1.0), np.inf)
+        i = int(np.argmin(cost))
+        q[i] -= sign
+        d[i] -= sign * s
+        total = float(after[i])
+    return q
+
+
+def entry_counts(e: Encoded, out_axis: int) -> np.ndarray:
+    """[rows, entries]: how many weights decode to each codebook entry."""
+    import numpy as np
+
+    index = np.arange(e.table.size, dtype=np.float64).reshape(e.table.shape)  # exact in float32 below 2^24
+    flat = ops.decode_codebook(index, e.codes, e.group_size, out_axis, e.block_size)
+    return np.bincount(np.asarray(flat, np.int64).ravel(), minlength=e.table.size).reshape(e.table.shape)
+
+
+def table_dtype(t: Target | None, e: Encoded, option: str, int8: bool = True) -> str:
+    """The element type a codebook's entries are stored as under ``option`` (ShareOptions.codebook_dtype).
+
+    int8 only for a weight's plain k-means codebooks (``int8``; not pow2, binary or ternary tables, whose values
+    are their point, scaled codebooks or Gather tables: those take the float16 / float32 rule), and under auto
+    only where the table has several rows, int8 stores fewer bytes and
+    # ||W - W_int8||^2 <= (1 + INT8_MAX_ADDED) * ||W - W_float||^2
+    (W_float: the weights decoded from the float16 / float32 table auto would store).
+    """
+    import numpy as np
+
+    float_option = "auto" if option == "int8" else option
+    floating = codebook_dtype(e.table, float_option)
+    if not int8 or option not in ("auto", "int8") or t is None or e.ternary or e.scales is not None:
+        return floating
+    rows = int8_rows(e.table, entry_counts(e, t.out_axis))
+    if rows is None:
+        return floating
+    if option == "int8":
+        return "int8"
+    scale_bytes = 2 if rows.scale_dtype == "float16" else 4
+    float_bytes = 2 if floating == "float16" else 4
+    if np.shape(e.table)[0] < 2 or rows.q.size + scale_bytes * rows.q.shape[0] >= float_bytes * rows.q.size:
+        return floating
+    alt = np.asarray(e.table, np.float16 if floating == "float16" else np.float32).astype(np.float32)
+    w = np.asarray(t.w2, np.float64)
+
+    def err(table: np.ndarray) -> float:
+        w_hat = ops.decode_codebook(table, e.codes, e.group_size, t.out_axis, e.block_size)
+        return float(np.square(w - np.asarray(w_hat, np.float64)).sum())
+
+    return "int8" if err(rows.values) <= (1.0 + INT8_MAX_ADDED) * err(alt) else floating
+
+
+def store_table(t: Target | None, e: Encoded, option: str, int8: bool = True) -> Encoded:
     """``e`` with its table rounded to the element type it will be stored as (``e.table_dtype``): the values the
     model decodes, so the errors a pass reports, and any later fit, are those of the stored codebook. TernaryMatMul
-    scales (a ternary MatMul: ``t.kind`` "matmul") stay float32; ``t`` None: a Gather table."""
+    scales (a ternary MatMul: ``t.kind`` "matmul") stay float32; ``t`` None: a Gather table; ``int8``: whether
+    int8 entries may be stored (k-means codebooks; see table_dtype)."""
     import numpy as np
 
     if e.ternary and (t is None or t.kind != "conv"):
-        e.table_dtype = "float32"
+        e.table_dtype, e.row_scales = "float32", None
         return e
     if e.scales is not None:
+        e.row_scales = None
         e.table_dtype = scaled_dtype(e.table, e.scales, option)
         if e.table_dtype == "float16":
             e.table = np.asarray(e.table, np.float16).astype(np.float32)
             e.scales = np.asarray(e.scales, np.float16).astype(np.float32)
         return e
-    e.table_dtype = codebook_dtype(e.table, option)
-    if e.table_dtype == "float16":
+    if e.stored_int8():
+        return e  # stored already (the rounding is idempotent only through its scales)
+    e.row_scales = None
+    e.table_dtype = table_dtype(t, e, option, int8)
+    if e.table_dtype == "int8":
+        assert t is not None
+        rows = int8_rows(e.table, entry_counts(e, t.out_axis))
+        assert rows is not None
+        e.table, e.row_scales, e.row_scale_dtype = rows.values, rows.scales, rows.scale_dtype
+    elif e.table_dtype == "float16":
         e.table = np.asarray(e.table, np.float16).astype(np.float32)
     return e
 
@@ -157,17 +286,37 @@ class Encoded:
     # per-channel table [outputs, 2**bits] in float32 with one Mul (``effective``), so the file stores the
     # codebook and the scales only
     scales: np.ndarray | None = None
+    # int8 tables (``table_dtype`` "int8"): row r decodes row_scales[r] * q[r] with int8 entries q (``table`` holds
+    # these float32 products), the scales stored as ``row_scale_dtype``
+    row_scales: np.ndarray | None = None
+    row_scale_dtype: str = "float16"
 
     @property
     def entry_bytes(self) -> int:
         """Stored bytes per table entry."""
-        return 2 if self.table_dtype == "float16" else 4
+        return {"int8": 1, "float16": 2}.get(self.table_dtype, 4)
 
     @property
     def table_bytes(self) -> int:
-        """Stored bytes of the table (and of the channel scales of a scaled codebook)."""
+        """Stored bytes of the table (and of the channel scales of a scaled codebook, the row scales of an int8
+        one)."""
         scales = 0 if self.scales is None else int(self.scales.size)
-        return self.entry_bytes * (int(self.table.size) + scales)
+        rows = (
+            0
+            if self.row_scales is None
+            else int(self.row_scales.size) * (2 if self.row_scale_dtype == "float16" else 4)
+        )
+        return self.entry_bytes * (int(self.table.size) + scales) + rows
+
+    def stored_int8(self) -> bool:
+        """An int8 table whose values are still its row scales times int8 entries (a refit table is not)."""
+        import numpy as np
+
+        if self.table_dtype != "int8" or self.row_scales is None:
+            return False
+        s = np.asarray(self.row_scales, np.float32).reshape(-1, *([1] * (np.ndim(self.table) - 1)))
+        q = np.rint(np.asarray(self.table, np.float64) / s)
+        return bool(np.abs(q).max(initial=0) <= 127 and np.array_equal(s * q.astype(np.float32), self.table))
 
     def effective(self) -> Encoded:
         """The encoding as the com.onnxcomp op reads it: a scaled codebook as its per-channel table, else
@@ -291,9 +440,24 @@ def emit_encoded(
     layout, streams = _layout(t, e, sparse, huffman)
     fmt = FORMATS[format_name(t, e, layout)]
     if e.scales is not None:
-        table = _scaled_table(graph, t, e, f"{w_name}_{fmt.table_name}")
+        # T [outputs, 2**bits] = Mul(scales [outputs, 1], codebook [1, 2**bits])
+        table = _table_product(
+            graph,
+            t,
+            f"{w_name}_{fmt.table_name}",
+            (e.scales.reshape(-1, 1), e.table_dtype),
+            (e.table.reshape(1, -1), e.table_dtype),
+        )
         table_bytes = e.table_bytes
         e = e.effective()
+    elif e.table_dtype == "int8":
+        assert e.row_scales is not None
+        # T [rows, entries] = Mul(row scales [rows, 1], int8 entries [rows, entries])
+        q = np.rint(e.table / e.row_scales.reshape(-1, 1)).astype(np.int8)
+        table = _table_product(
+            graph, t, f"{w_name}_{fmt.table_name}", (e.row_scales.reshape(-1, 1), e.row_scale_dtype), (q, "int8")
+        )
+        table_bytes = e.table_bytes
     else:
         table_value = fmt.table(e)
         table = make_constant(graph, f"{w_name}_{fmt.table_name}", np.asarray(table_value, e.table_dtype))
@@ -322,22 +486,22 @@ def emit_encoded(
     return Emitted(fmt.describe(layout), before, packed, huff, packed, node.name)
 
 
-def _scaled_table(graph: gs.Graph, t: Target, e: Encoded, name: str) -> Any:
-    """The per-channel table of a scaled codebook, computed in the model from what is stored:
-    # T [outputs, 2**bits] = Mul(scales [outputs, 1], codebook [1, 2**bits])   in float32
-    (float16 values and scales through a Cast each: exact). onnxruntime folds it once when the session is created;
-    fold-constants keeps the Mul, an expanding op."""
+def _table_product(graph: gs.Graph, t: Target, name: str, *factors: tuple[np.ndarray, str]) -> Any:
+    """A codebook the model computes from what is stored: Mul(a, b) in float32, each factor (values, element
+    type) stored as its type and Cast to float32 (exact: float16 and int8 values are float32 values). Scaled
+    codebooks: channel scales [outputs, 1] times the layer's codebook [1, 2**bits]; int8 codebooks: row scales
+    [rows, 1] times the int8 entries [rows, entries]. onnxruntime folds it once when the session is created;
+    onnxcomp keeps it (onnxcomp.fold: a constant read only by com.onnxcomp ops is their stored form)."""
     import numpy as np
     import onnx_graphsurgeon as gs
 
     from onnxcomp.graph import make_constant, unique_name
 
-    assert e.scales is not None
     into = t.owner if t.owner is not None else graph
-    stored = np.dtype(e.table_dtype)
     inputs = []
-    for what, values, shape in (("scales", e.scales, (-1, 1)), ("values", e.table, (1, -1))):
-        c = make_constant(graph, f"{name}_{what}", np.asarray(values, np.float32).reshape(shape).astype(stored))
+    for (values, dtype), what in zip(factors, ("scales", "values"), strict=True):
+        stored = np.dtype(dtype)
+        c = make_constant(graph, f"{name}_{what}", np.asarray(values).astype(stored))
         if stored != np.float32:
             out = gs.Variable(unique_name(graph, f"{c.name}_float"), dtype=np.float32, shape=list(c.shape))
             into.nodes.append(
@@ -345,7 +509,8 @@ def _scaled_table(graph: gs.Graph, t: Target, e: Encoded, name: str) -> Any:
             )
             c = out
         inputs.append(c)
-    out = gs.Variable(unique_name(graph, name), dtype=np.float32, shape=[int(e.scales.size), int(e.table.size)])
+    shape = np.broadcast_shapes(*(np.shape(v) for v, _ in factors))
+    out = gs.Variable(unique_name(graph, name), dtype=np.float32, shape=[int(d) for d in shape])
     into.nodes.append(gs.Node("Mul", unique_name(graph, f"{name}_scale"), inputs=inputs, outputs=[out]))
     return out
 

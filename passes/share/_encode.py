@@ -266,8 +266,10 @@ def stored_bytes(t: Target | _gather.TableTarget, bits: int, groups: int, entry_
 
 def encoded_bytes(t: Target | _gather.TableTarget, e: Encoded) -> int:
     """``stored_bytes`` of an encoding as it is stored (its table's rows and element type, its scales)."""
-    scales = 0 if e.scales is None else int(e.scales.size)
-    return stored_bytes(t, e.bits, int(e.table.shape[0]), e.entry_bytes, scales)
+    from onnxcomp.ops import packed_row_bytes
+
+    rows, cols = t.w2.shape
+    return e.table_bytes + rows * packed_row_bytes(cols, e.bits)
 
 
 def weight_name(t: Target | _gather.TableTarget) -> str:

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 
 from onnxcomp.analysis.weights import Target
 
-from ._emit import Encoded, codebook_dtype
-from ._encode import kmeans_encode, stored_bytes
+from ._emit import Encoded, store_table
+from ._encode import encoded_bytes, kmeans_encode, stored_bytes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,10 +58,14 @@ class Choice:
 
 
 def stored_bits(t: Target, e: Encoded, dtype: str = "auto") -> float:
-    """Stored bits per weight of an encoding, codebooks counted as written (``dtype``: ShareOptions.codebook_dtype,
-    each entry 2 bytes where the codebook is stored float16, else 4)."""
-    entry = 2 if codebook_dtype(e.table, dtype) == "float16" else 4
-    return 8.0 * stored_bytes(t, e.bits, int(e.table.shape[0]), entry) / t.params
+    """Stored bits per weight of an encoding, codebooks counted as they would be written (``dtype``:
+    ShareOptions.codebook_dtype: int8, float16 or float32 entries)."""
+    return 8.0 * encoded_bytes(t, store_table(t, dataclasses.replace(e), dtype)) / t.params
+
+
+def _entry_bytes(dtype: str) -> int:
+    """Bytes per entry of a one-row codebook under the ``dtype`` option (auto: float16, the usual case)."""
+    return {"float32": 4, "int8": 1}.get(dtype, 2)
 
 
 def with_blocks(
@@ -152,7 +156,7 @@ def choose(
         return base
     cap = MAX_BITS
     if fallback and base.bits < PROTECT_BITS:
-        entry = 4 if dtype == "float32" else 2
+        entry = _entry_bytes(dtype)
         cap = min(cap, 8.0 * stored_bytes(t, PROTECT_BITS, 1, entry) / t.params)
     return with_blocks(t, base, block_size, init, max_iter, rng, dtype, cap)
 
@@ -255,7 +259,7 @@ def _small_layers(
     weights under its weight_threshold, 2048 elements by default, uncompressed)."""
     total = sum(stored_bits(t, picks[id(t)].encoded, dtype) * t.params for t in targets)
     weights = sum(t.params for t in targets)
-    entry = 4 if dtype == "float32" else 2
+    entry = _entry_bytes(dtype)
     raises = []
     for t in targets:
         c = picks[id(t)]

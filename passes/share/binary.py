@@ -47,7 +47,7 @@ class Binary(EmitsOps, Pass):
             if not saves_bytes(t, e):
                 result.skip(t.name, f"{t.params} weights: 1-bit codes and their scales would not make it smaller")
                 continue
-            e = store_table(t, e, o.codebook_dtype)  # as stored: w_hat is what the model decodes
+            e = store_table(t, e, o.codebook_dtype, int8=False)  # as stored: w_hat is what the model decodes
             w_hat = e.decoded(t.out_axis)
             em = emit_encoded(graph, ctx, t, e, pass_name=self.name, huffman=o.huffman)
             record(result, t, "binary", e, em, rel_error(t.w2, w_hat), 0.0)

@@ -82,7 +82,7 @@ class Pow2(EmitsOps, Pass):
             if not saves_bytes(t, e):
                 result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
                 continue
-            e = store_table(t, e, o.codebook_dtype)  # as stored: w_hat is what the model decodes
+            e = store_table(t, e, o.codebook_dtype, int8=False)  # as stored: w_hat is what the model decodes
             w_hat = e.decoded(t.out_axis)
             em = emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
             record(

@@ -305,10 +305,12 @@ def test_corrupt_run_length_stream_fails_naming_the_decoder(ep_devices):
         ep_session(model)
 
 
+@pytest.mark.parametrize("form", ["scaled", "int8"])
 @pytest.mark.parametrize("kind", ["matmul", "conv"])
-def test_ep_runs_scaled_codebooks_whose_table_is_a_mul_of_constants(ep_devices, kind, tmp_path):
-    """kmeans(group-size=scaled) writes the table as Mul(Cast(scales), Cast(values)): the EP evaluates the Casts
-    and the Mul when it compiles the node (onnxruntime would otherwise inline the op's function body around it)."""
+def test_ep_runs_codebooks_whose_table_is_a_mul_of_constants(ep_devices, kind, form, tmp_path):
+    """kmeans(group-size=scaled) writes the table as Mul(Cast(scales [N, 1]), Cast(values [1, C])), an int8
+    codebook as Mul(Cast(scales [G, 1]), Cast(entries [G, C])): the EP evaluates the Casts and the Mul when it
+    compiles the node (onnxruntime would otherwise inline the op's function body around it)."""
     from onnxcomp.api import optimize
 
     rng = np.random.default_rng(7)
@@ -330,8 +332,12 @@ def test_ep_runs_scaled_codebooks_whose_table_is_a_mul_of_constants(ep_devices, 
         [numpy_helper.from_array(w, "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    out, report = optimize(model, "kmeans(bits=4,group-size=scaled)")
-    assert "each output channel's scale" in report.passes[0].layers[0].decision
+    spec = "kmeans(bits=4,group-size=scaled)" if form == "scaled" else "kmeans(bits=4,group-size=1,codebook-dtype=int8)"
+    out, report = optimize(model, spec)
+    if form == "scaled":
+        assert "each output channel's scale" in report.passes[0].layers[0].decision
+    else:
+        assert TensorProto.INT8 in {t.data_type for t in out.graph.initializer}
     assert [n.op_type for n in out.graph.node].count("Mul") == 1
     assert ep_nodes(out, feeds, tmp_path)  # claimed
     body = run(out, feeds, native=False)

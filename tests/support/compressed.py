@@ -55,6 +55,17 @@ def custom_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.domain == ops.DOMAIN]
 
 
+def stored_inputs(model: onnx.ModelProto, name: str) -> list[np.ndarray]:
+    """The initializers a com.onnxcomp node's input is stored as: itself, or those a table maker (the Cast and Mul
+    of int8 and scaled codebooks) computes it from; none for an activation."""
+    inits = {t.name: t for t in model.graph.initializer}
+    makers = {n.output[0]: n for n in model.graph.node if n.domain == "" and n.op_type in ("Cast", "Mul")}
+    if name in inits:
+        return [numpy_helper.to_array(inits[name])]
+    maker = makers.get(name)
+    return [] if maker is None else [a for i in maker.input for a in stored_inputs(model, i)]
+
+
 def decoded_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Output tensor name of every com.onnxcomp weight op -> its decoded weight (numpy reference)."""
     ref = ops.decode_model(model)

@@ -191,6 +191,15 @@ ONNXTensorElementDataType elem_type(const Ort::ConstValueInfo& v) {
 
 }  // namespace
 
+namespace {
+
+// A table maker's Mul: scales `col` [n, 1] times `row` [1, c] (a scaled codebook) or [n, c] (an int8 codebook's rows).
+bool scale_product(const std::vector<int64_t>& col, const std::vector<int64_t>& row) {
+  return col[1] == 1 && (row[0] == 1 || row[0] == col[0]);
+}
+
+}  // namespace
+
 bool is_table_maker(const Ort::ConstNode& n) {
   if (!n || !n.GetDomain().empty()) return false;
   const std::string op = n.GetOperatorType();
@@ -200,14 +209,15 @@ bool is_table_maker(const Ort::ConstNode& n) {
     if (ins.size() != 1 || !ins[0] || !NodeAttrs{n}.get_int("to", &to) || to != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
       return false;
     const auto t = elem_type(ins[0]);
-    return t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 || t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    return t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 || t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ||
+           t == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
   }
   if (op != "Mul" || ins.size() != 2 || !ins[0] || !ins[1]) return false;
   const std::vector<int64_t> a = static_shape(ins[0]), b = static_shape(ins[1]);
   for (const auto& in : ins)
     if (elem_type(in) != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return false;
   if (a.size() != 2 || b.size() != 2) return false;
-  return (a[1] == 1 && b[0] == 1) || (a[0] == 1 && b[1] == 1);
+  return scale_product(a, b) || scale_product(b, a);
 }
 
 namespace {
@@ -217,26 +227,35 @@ Blob make_table(const Ort::ConstNode& n, const std::vector<Blob>& in) {
   Blob out;
   out.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   if (n.GetOperatorType() == "Cast") {
-    const size_t width = in[0].type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ? 4 : 2;
+    const auto type = in[0].type;
+    const size_t width = type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ? 4 : type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 ? 1 : 2;
     if (in[0].bytes.size() < static_cast<size_t>(in[0].count) * width)
       fail("Cast input holds fewer values than its shape says");
-    std::vector<float> v = codebook_values(in[0].bytes.data(), in[0].type, in[0].count);
+    std::vector<float> v;
+    if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8) {  // an int8 codebook's entries (exact in float32)
+      const int8_t* q = in[0].as<int8_t>();
+      v.assign(q, q + in[0].count);
+    } else {
+      v = codebook_values(in[0].bytes.data(), type, in[0].count);
+    }
     out.shape = in[0].shape;
     out.count = in[0].count;
     out.bytes.resize(v.size() * sizeof(float));
     std::memcpy(out.bytes.data(), v.data(), out.bytes.size());
     return out;
   }
-  // T[i, j] = a[i, 0] * b[0, j] (or b[i, 0] * a[0, j]): float32 products, as onnxruntime's Mul computes them
+  // T[i, j] = s[i, 0] * v[0 or i, j] (either order): float32 products, as onnxruntime's Mul computes them
   for (const Blob& b : in)
     if (b.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || b.shape.size() != 2 || b.count != b.shape[0] * b.shape[1])
       fail("Mul inputs must be 2-D float32 tensors, got ", shape_str(b.shape));
-  if (!((in[0].shape[1] == 1 && in[1].shape[0] == 1) || (in[0].shape[0] == 1 && in[1].shape[1] == 1)))
-    fail("Mul inputs must be [n, 1] and [1, c], got ", shape_str(in[0].shape), " and ", shape_str(in[1].shape));
-  const bool col_first = in[0].shape[1] == 1;
+  const bool col_first = scale_product(in[0].shape, in[1].shape);
+  if (!col_first && !scale_product(in[1].shape, in[0].shape))
+    fail("Mul inputs must be [n, 1] and [1, c] or [n, c], got ", shape_str(in[0].shape), " and ",
+         shape_str(in[1].shape));
   const Blob& col = col_first ? in[0] : in[1];
   const Blob& row = col_first ? in[1] : in[0];
   const int64_t rows = col.shape[0], cols = row.shape[1];
+  const bool per_row = row.shape[0] != 1 || rows == 1;  // [n, c] values: row i of T reads row i
   out.shape = {rows, cols};
   out.count = checked_mul(rows, cols, "Mul output");
   out.bytes.resize(static_cast<size_t>(out.count) * sizeof(float));
@@ -244,7 +263,7 @@ Blob make_table(const Ort::ConstNode& n, const std::vector<Blob>& in) {
   const float* c = col.as<float>();
   const float* r = row.as<float>();
   for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j) t[i * cols + j] = c[i] * r[j];
+    for (int64_t j = 0; j < cols; ++j) t[i * cols + j] = c[i] * r[(per_row ? i * cols : 0) + j];
   return out;
 }
 

@@ -40,9 +40,10 @@ struct Blob {
 };
 
 bool is_decoder(const Ort::ConstNode& n);  // com.onnxcomp HuffmanDecode / RunLengthDecode
-// A table maker the EP evaluates at compile time (kmeans(group-size=scaled), OPS.md): an ai.onnx Cast of a float16
-// or float32 tensor to float32, or an ai.onnx Mul of two float32 2-D tensors [n, 1] and [1, c] (either order), the
-// per-channel codebook scales[n] * values[c]. Only these forms: any other Mul or Cast is left to onnxruntime.
+// A table maker the EP evaluates at compile time (kmeans(group-size=scaled) and int8 codebooks, OPS.md): an ai.onnx
+// Cast of a float16, float32 or int8 tensor to float32, or an ai.onnx Mul of two float32 2-D tensors [n, 1] and
+// [1, c] or [n, c] (either order): the per-channel codebook scales[n] * values[c], or an int8 codebook's rows
+// scales[n] * entries[n, c]. Only these forms: any other Mul or Cast is left to onnxruntime.
 bool is_table_maker(const Ort::ConstNode& n);
 bool is_op(const Ort::ConstNode& n, const char* domain, const char* op);  // domain "" is ai.onnx
 
@@ -58,8 +59,8 @@ Ort::ConstNode sole_consumer(const Ort::ConstValueInfo& v);
 bool constant_or_decoded(const Ort::ConstValueInfo& v, std::vector<Ort::ConstNode>* chain, int depth = 0);
 
 // Evaluates a value at compile time: an initializer, or the output of a decoder chain (decoded natively; a
-// corrupt stream fails naming the decoder node), or of a scaled codebook's table maker (an ai.onnx Cast to float32,
-// a Mul of [n, 1] by [1, c] float32 tensors: OPS.md).
+// corrupt stream fails naming the decoder node), or of a table maker (an ai.onnx Cast to float32, a Mul of [n, 1] by
+// [1, c] or [n, c] float32 tensors: OPS.md).
 Blob evaluate(const Ort::ConstValueInfo& v);
 const Blob& expect_type(const Blob& b, const char* what, ONNXTensorElementDataType t);
 // A constant codebook as float32: a float16 one converted once, at compile time (exact); a type other than float32

@@ -202,30 +202,30 @@ def entry_counts(e: Encoded, out_axis: int) -> np.ndarray:
     return np.bincount(np.asarray(flat, np.int64).ravel(), minlength=e.table.size).reshape(e.table.shape)
 
 
-def table_dtype(t: Target | None, e: Encoded, option: str, int8: bool = True) -> str:
-    """The element type a codebook's entries are stored as under ``option`` (ShareOptions.codebook_dtype).
+def int8_choice(t: Target | None, e: Encoded, option: str, int8: bool = True) -> Int8Rows | None:
+    """The int8 form a codebook is stored as under ``option`` (ShareOptions.codebook_dtype), or None: its entries
+    stay float (float16 / float32 by codebook_dtype).
 
     int8 only for a weight's plain k-means codebooks (``int8``; not pow2, binary or ternary tables, whose values
-    are their point, scaled codebooks or Gather tables: those take the float16 / float32 rule), and under auto
-    only where the table has several rows, int8 stores fewer bytes and
+    are their point, scaled codebooks or Gather tables), and under auto only where the table has several rows,
+    int8 stores fewer bytes and
     # ||W - W_int8||^2 <= (1 + INT8_MAX_ADDED) * ||W - W_float||^2
-    (W_float: the weights decoded from the float16 / float32 table auto would store).
+    (W_float: the weights decoded from the float16 / float32 table auto would store otherwise).
     """
     import numpy as np
 
-    float_option = "auto" if option == "int8" else option
-    floating = codebook_dtype(e.table, float_option)
     if not int8 or option not in ("auto", "int8") or t is None or e.ternary or e.scales is not None:
-        return floating
+        return None
+    if option == "auto" and np.shape(e.table)[0] < 2:
+        return None
     rows = int8_rows(e.table, entry_counts(e, t.out_axis))
-    if rows is None:
-        return floating
-    if option == "int8":
-        return "int8"
+    if rows is None or option == "int8":
+        return rows
+    floating = codebook_dtype(e.table, "auto")
     scale_bytes = 2 if rows.scale_dtype == "float16" else 4
     float_bytes = 2 if floating == "float16" else 4
-    if np.shape(e.table)[0] < 2 or rows.q.size + scale_bytes * rows.q.shape[0] >= float_bytes * rows.q.size:
-        return floating
+    if rows.q.size + scale_bytes * rows.q.shape[0] >= float_bytes * rows.q.size:
+        return None
     alt = np.asarray(e.table, np.float16 if floating == "float16" else np.float32).astype(np.float32)
     w = np.asarray(t.w2, np.float64)
 
@@ -233,14 +233,14 @@ def table_dtype(t: Target | None, e: Encoded, option: str, int8: bool = True) ->
         w_hat = ops.decode_codebook(table, e.codes, e.group_size, t.out_axis, e.block_size)
         return float(np.square(w - np.asarray(w_hat, np.float64)).sum())
 
-    return "int8" if err(rows.values) <= (1.0 + INT8_MAX_ADDED) * err(alt) else floating
+    return rows if err(rows.values) <= (1.0 + INT8_MAX_ADDED) * err(alt) else None
 
 
 def store_table(t: Target | None, e: Encoded, option: str, int8: bool = True) -> Encoded:
     """``e`` with its table rounded to the element type it will be stored as (``e.table_dtype``): the values the
     model decodes, so the errors a pass reports, and any later fit, are those of the stored codebook. TernaryMatMul
     scales (a ternary MatMul: ``t.kind`` "matmul") stay float32; ``t`` None: a Gather table; ``int8``: whether
-    int8 entries may be stored (k-means codebooks; see table_dtype)."""
+    int8 entries may be stored (k-means codebooks; see int8_choice)."""
     import numpy as np
 
     if e.ternary and (t is None or t.kind != "conv"):
@@ -255,14 +255,14 @@ def store_table(t: Target | None, e: Encoded, option: str, int8: bool = True) ->
         return e
     if e.stored_int8():
         return e  # stored already (the rounding is idempotent only through its scales)
-    e.row_scales = None
-    e.table_dtype = table_dtype(t, e, option, int8)
-    if e.table_dtype == "int8":
-        assert t is not None
-        rows = int8_rows(e.table, entry_counts(e, t.out_axis))
-        assert rows is not None
+    rows = int8_choice(t, e, option, int8)
+    if rows is not None:
+        e.table_dtype = "int8"
         e.table, e.row_scales, e.row_scale_dtype = rows.values, rows.scales, rows.scale_dtype
-    elif e.table_dtype == "float16":
+        return e
+    e.row_scales = None
+    e.table_dtype = codebook_dtype(e.table, "auto" if option == "int8" else option)
+    if e.table_dtype == "float16":
         e.table = np.asarray(e.table, np.float16).astype(np.float32)
     return e
 

@@ -155,7 +155,7 @@ def _per_channel_net(rng, outlier=False):
     return make_model(nodes, {"w": w}, [("x", ["N", 96])], [("y", ["N", 40])])
 
 
-def test_auto_stores_int8_entries_where_they_add_at_most_one_percent():
+def test_auto_stores_int8_entries_where_they_add_little_error():
     model = _per_channel_net(np.random.default_rng(11))
     _, rep16 = optimize(model, "kmeans(bits=4,group_size=1,codebook_dtype=float16)")
     out, rep = optimize(model, "kmeans(bits=4,group_size=1)")

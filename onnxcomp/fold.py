@@ -76,14 +76,11 @@ def foldable_nodes(graph: gs.Graph, max_fill_elements: int | None = MAX_FILL_ELE
     return _without_stored_forms(graph, out)
 
 
-STORED_FORMS = {"Cast", "Mul"}  # the table makers of runtime/OPS.md
-
-
 def _without_stored_forms(graph: gs.Graph, nodes: list[gs.Node]) -> list[gs.Node]:
-    """``nodes`` less the Casts and Muls computing constants read only by com.onnxcomp ops (directly or through
-    other such nodes): the ops' stored form, which the passes wrote to keep the file small (kmeans' int8 and
-    scaled codebooks; folded, an int8 table would be stored 4x larger). onnxruntime folds them when it creates a
-    session."""
+    """``nodes`` less those computing constants read only by com.onnxcomp ops (directly or through other such
+    nodes): the ops' stored form, which the passes wrote to keep the file small (the Cast and Mul of kmeans'
+    int8 and scaled codebooks; folded, an int8 table would be stored 4x larger). onnxruntime folds them when it
+    creates a session."""
     from onnxcomp.ops.spec import DOMAIN
 
     outputs = {id(t) for t in graph.outputs}
@@ -91,8 +88,7 @@ def _without_stored_forms(graph: gs.Graph, nodes: list[gs.Node]) -> list[gs.Node
     for node in reversed(nodes):
         readers = [c for t in node.outputs for c in t.outputs]
         if (
-            node.op in STORED_FORMS
-            and readers
+            readers
             and not any(id(t) in outputs for t in node.outputs)
             and all(c.domain == DOMAIN or id(c) in kept for c in readers)
         ):

@@ -203,19 +203,15 @@ def entry_counts(e: Encoded, out_axis: int) -> np.ndarray:
     return np.bincount(np.asarray(flat, np.int64).ravel(), minlength=e.table.size).reshape(e.table.shape)
 
 
-def int8_choice(
-    t: Target | None, e: Encoded, option: str, int8: bool = True, hs: list[np.ndarray] | None = None
-) -> Int8Rows | None:
+def int8_choice(t: Target | None, e: Encoded, option: str, int8: bool = True) -> Int8Rows | None:
     """The int8 form a codebook is stored as under ``option`` (ShareOptions.codebook_dtype), or None: its entries
     stay float (float16 / float32 by codebook_dtype).
 
     int8 only for a weight's plain k-means codebooks (``int8``; not pow2, binary or ternary tables, whose values
     are their point, scaled codebooks or Gather tables), and under auto only where the table has several rows,
     int8 stores fewer bytes and
-    # err(W_int8) <= (1 + INT8_MAX_ADDED) * err(W_float),  err(Q) = ||W - Q||^2, or tr((W - Q) H (W - Q)^T)
-    with the layer's calibration Hessians ``hs`` (compensated codes stray from W by design, so only the output
-    error tells what the int8 rounding adds: on the text detector the weight error let through tables that cost
-    its mask IoU 0.954 -> 0.911); W_float: the weights decoded from the float16 / float32 table auto would store.
+    # ||W - W_int8||^2 <= (1 + INT8_MAX_ADDED) * ||W - W_float||^2
+    (W_float: the weights decoded from the float16 / float32 table auto would store otherwise).
     """
     import numpy as np
 
@@ -235,24 +231,17 @@ def int8_choice(
     w = np.asarray(t.w2, np.float64)
 
     def err(table: np.ndarray) -> float:
-        w_hat = np.asarray(ops.decode_codebook(table, e.codes, e.group_size, t.out_axis, e.block_size), np.float64)
-        if hs is None:
-            return float(np.square(w - w_hat).sum())
-        from ._gptvq import output_error
-
-        rows = (w.T, w_hat.T) if t.out_axis == 1 else (w, w_hat)  # one row per output channel
-        return output_error(*rows, hs, den=1.0)
+        w_hat = ops.decode_codebook(table, e.codes, e.group_size, t.out_axis, e.block_size)
+        return float(np.square(w - np.asarray(w_hat, np.float64)).sum())
 
     return rows if err(rows.values) <= (1.0 + INT8_MAX_ADDED) * err(alt) else None
 
 
-def store_table(
-    t: Target | None, e: Encoded, option: str, int8: bool = True, hs: list[np.ndarray] | None = None
-) -> Encoded:
+def store_table(t: Target | None, e: Encoded, option: str, int8: bool = True) -> Encoded:
     """``e`` with its table rounded to the element type it will be stored as (``e.table_dtype``): the values the
     model decodes, so the errors a pass reports, and any later fit, are those of the stored codebook. TernaryMatMul
     scales (a ternary MatMul: ``t.kind`` "matmul") stay float32; ``t`` None: a Gather table; ``int8``: whether
-    int8 entries may be stored (k-means codebooks) and ``hs`` the layer's calibration Hessians (see int8_choice)."""
+    int8 entries may be stored (k-means codebooks; see int8_choice)."""
     import numpy as np
 
     if e.ternary and (t is None or t.kind != "conv"):
@@ -267,7 +256,7 @@ def store_table(
         return e
     if e.stored_int8():
         return e  # stored already (the rounding is idempotent only through its scales)
-    rows = int8_choice(t, e, option, int8, hs)
+    rows = int8_choice(t, e, option, int8)
     if rows is not None:
         e.table_dtype = "int8"
         e.table, e.row_scales, e.row_scale_dtype = rows.values, rows.scales, rows.scale_dtype

@@ -504,9 +504,8 @@ class KMeans(EmitsOps, Pass):
             decision += ", one codebook at each output channel's scale"
         if e.block_size and (choice is None or e is not choice.encoded):
             decision += f", codebooks per {e.block_size} inputs ({e.table.shape[0]} codebooks)"
-        hs = grams[0] if grams is not None else None  # int8 tables judged by the output error they add
-        if not saves_bytes(t, store_table(t, e, o.codebook_dtype, hs=hs)):
-            return store_table(t, e, o.codebook_dtype, hs=hs), decision, False
+        if not saves_bytes(t, store_table(t, e, o.codebook_dtype)):
+            return store_table(t, e, o.codebook_dtype), decision, False
         if o.refine and x is not None:
             if refine_flops(t, e) > o.max_refine_flops:
                 result.skip(t.name, "codebook refinement skipped: too expensive (max-refine-flops)")
@@ -523,7 +522,7 @@ class KMeans(EmitsOps, Pass):
                 decision += " + lsq codebook" + (" sequential" if x_orig is not None else "")
         # the refit codebook as stored: w_hat is what the model decodes (and is checked again: a refit codebook can
         # fail the float16 rule and store float32)
-        e = store_table(t, e, o.codebook_dtype, hs=hs)
+        e = store_table(t, e, o.codebook_dtype)
         return e, decision, saves_bytes(t, e)
 
 

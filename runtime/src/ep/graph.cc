@@ -189,8 +189,11 @@ ONNXTensorElementDataType elem_type(const Ort::ConstValueInfo& v) {
   }
 }
 
-// A table maker's Mul: scales `col` [n, 1] times `row` [1, c] (a scaled codebook) or [n, c] (an int8 codebook's
-// rows).
+}  // namespace
+
+namespace {
+
+// A table maker's Mul: scales `col` [n, 1] times `row` [1, c] (a scaled codebook) or [n, c] (an int8 codebook's rows).
 bool scale_product(const std::vector<int64_t>& col, const std::vector<int64_t>& row) {
   return col[1] == 1 && (row[0] == 1 || row[0] == col[0]);
 }
@@ -225,9 +228,7 @@ Blob make_table(const Ort::ConstNode& n, const std::vector<Blob>& in) {
   out.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   if (n.GetOperatorType() == "Cast") {
     const auto type = in[0].type;
-    const size_t width = type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT  ? 4
-                         : type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 ? 1
-                                                                      : 2;
+    const size_t width = type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ? 4 : type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 ? 1 : 2;
     if (in[0].bytes.size() < static_cast<size_t>(in[0].count) * width)
       fail("Cast input holds fewer values than its shape says");
     std::vector<float> v;

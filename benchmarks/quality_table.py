@@ -72,6 +72,12 @@ ROWS = [
         True,
     ),
     Row("kmeans4", "kmeans 4-bit data-free (group-size=auto)", "kmeans(bits=4)", False),
+    Row(
+        "kmeans4-int8",
+        "kmeans 4-bit data-free, every codebook int8 (codebook-dtype=int8)",
+        "kmeans(bits=4,codebook-dtype=int8)",
+        False,
+    ),
     Row("kmeans4-layer", "kmeans 4-bit one codebook per layer data-free", "kmeans(bits=4,group-size=0)", False),
     Row("kmeans4-ch", "kmeans 4-bit per channel data-free", "kmeans(bits=4,group-size=1)", False),
     Row(
@@ -97,6 +103,12 @@ ROWS = [
         "kmeans 4-bit calibrated, compensated (group-size=auto: per layer / per channel from the channel SQNR, "
         "8-bit protection)",
         "kmeans(bits=4)",
+        True,
+    ),
+    Row(
+        "kmeans4-int8-calib",
+        "kmeans 4-bit calibrated, compensated, every codebook int8 (codebook-dtype=int8)",
+        "kmeans(bits=4,codebook-dtype=int8)",
         True,
     ),
     Row(

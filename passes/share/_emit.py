@@ -43,11 +43,11 @@ class ShareOptions(SelectOptions):
         "element type of the stored codebooks: float16 halves their bytes (a 4-bit per-channel codebook of a "
         "128-input layer: 2 instead of 4 bits per weight); int8 stores each codebook row as int8 entries times "
         "one float16 scale (coremltools' int8 LUT; 1.1 bits per weight there), computed in the model by a Cast "
-        "and a Mul, rounded so that each row's weights keep their sum (k-means only: pow2, binary and ternary "
-        "keep float entries); auto = int8 for k-means codebooks of several rows (per-channel, grouped, block) "
-        "where that stores fewer bytes and adds at most 1% to the layer's squared weight error, else float16 "
-        "where every codebook row rounds to "
-        "float16 within 2^-10 of its largest magnitude (and none exceeds 65504), else float32. The reported "
+        "and a Mul, rounded so that each row's weights keep their sum, for k-means codebooks of several rows "
+        "(per-channel, grouped, block) and 5 bits or fewer (others, pow2, binary and ternary keep float entries); "
+        "auto = int8 for those where that stores fewer bytes and adds at most 1% to the layer's "
+        "squared weight error, else float16 where every codebook row rounds to float16 within 2^-10 of its "
+        "largest magnitude (and none exceeds 65504), else float32. The reported "
         "errors and sizes are those of the stored values",
     )
 
@@ -122,6 +122,9 @@ def scaled_dtype(table: np.ndarray, scales: np.ndarray, option: str) -> str:
     return "float16" if ok else "float32"
 
 
+# int8 entries only for codebooks of at most 2^5 entries: a 256-entry codebook on the int8 grid is a uniform int8
+# quantizer (codebook-dtype=int8 on every codebook took the layout detector's 8-bit layers there: 0.000 boxes)
+INT8_MAX_BITS = 5
 INT8_MAX_ADDED = 0.01  # auto: int8 entries may add at most 1% to the layer's squared weight error (5% let through
 # tables that cost the text detector's compensated 4-bit model its mask IoU, 0.954 -> 0.911)
 
@@ -207,9 +210,10 @@ def int8_choice(t: Target | None, e: Encoded, option: str, int8: bool = True) ->
     """The int8 form a codebook is stored as under ``option`` (ShareOptions.codebook_dtype), or None: its entries
     stay float (float16 / float32 by codebook_dtype).
 
-    int8 only for a weight's plain k-means codebooks (``int8``; not pow2, binary or ternary tables, whose values
-    are their point, scaled codebooks or Gather tables), and under auto only where the table has several rows,
-    int8 stores fewer bytes and
+    int8 only for a weight's plain k-means codebooks of several rows (per channel, grouped, blocks: one row saves
+    a few bytes, and a layer's codebook spans all its channels' scales, which int8 steps blur) of at most
+    2^INT8_MAX_BITS entries (``int8``; not pow2, binary or ternary tables, whose values are their point, scaled
+    codebooks or Gather tables), and under auto only where int8 stores fewer bytes and
     # ||W - W_int8||^2 <= (1 + INT8_MAX_ADDED) * ||W - W_float||^2
     (W_float: the weights decoded from the float16 / float32 table auto would store otherwise).
     """
@@ -217,7 +221,7 @@ def int8_choice(t: Target | None, e: Encoded, option: str, int8: bool = True) ->
 
     if not int8 or option not in ("auto", "int8") or t is None or e.ternary or e.scales is not None:
         return None
-    if option == "auto" and np.shape(e.table)[0] < 2:
+    if e.bits > INT8_MAX_BITS or np.shape(e.table)[0] < 2:
         return None
     rows = int8_rows(e.table, entry_counts(e, t.out_axis))
     if rows is None or option == "int8":

@@ -45,7 +45,7 @@ def _gather(rng, v, d):
 CASES = {
     "matmul-per-channel": (lambda r: _matmul(r, 37, 29), "kmeans(bits=4,group_size=1)", "CodebookMatMul"),
     "matmul-blocks": (lambda r: _matmul(r, 40, 12), "kmeans(bits=3,group_size=1,block_size=16)", "CodebookMatMul"),
-    "sparse": (lambda r: _matmul(r, 40, 300, zeros=0.95), "kmeans(bits=3,sparse=always)", "SparseCodebookMatMul"),
+    "sparse": (lambda r: _matmul(r, 40, 300, zeros=0.95), "kmeans(bits=3,group_size=4,sparse=always)", "SparseCodebookMatMul"),
     "conv-depthwise": (
         lambda r: _conv(r, 16, 16, 5, group=16),
         "kmeans(bits=4,group_size=1,min_params=0)",
@@ -89,8 +89,9 @@ def test_small_codebook_runs_as_its_float32_values_everywhere(case, dtype, tmp_p
     out, _ = optimize(model, spec.replace(")", f",{option})") if ")" in spec else f"{spec}({option})")
     onnx.checker.check_model(out)
     assert op in {n.op_type for n in custom_nodes(out)}
-    # int8 is for k-means weights: ternary scales and Gather tables keep float16
-    stored = TensorProto.INT8 if dtype == "int8" and case not in ("ternary-conv", "gather") else TensorProto.FLOAT16
+    # int8 is for k-means codebooks of <= 5 bits: ternary scales, Gather tables and 8-bit codebooks keep float16
+    float16 = ("ternary-conv", "gather", "conv-8bit")
+    stored = TensorProto.INT8 if dtype == "int8" and case not in float16 else TensorProto.FLOAT16
     assert any(t.data_type == stored for t in out.graph.initializer), f"no {dtype} codebook written"
     f32 = _as_float32_codebooks(out)
     assert all(t.data_type == TensorProto.FLOAT for t in f32.graph.initializer if t.name.endswith("codebook"))

@@ -45,7 +45,11 @@ def _gather(rng, v, d):
 CASES = {
     "matmul-per-channel": (lambda r: _matmul(r, 37, 29), "kmeans(bits=4,group_size=1)", "CodebookMatMul"),
     "matmul-blocks": (lambda r: _matmul(r, 40, 12), "kmeans(bits=3,group_size=1,block_size=16)", "CodebookMatMul"),
-    "sparse": (lambda r: _matmul(r, 40, 300, zeros=0.95), "kmeans(bits=3,group_size=4,sparse=always)", "SparseCodebookMatMul"),
+    "sparse": (
+        lambda r: _matmul(r, 40, 300, zeros=0.95),
+        "kmeans(bits=3,group_size=4,sparse=always)",
+        "SparseCodebookMatMul",
+    ),
     "conv-depthwise": (
         lambda r: _conv(r, 16, 16, 5, group=16),
         "kmeans(bits=4,group_size=1,min_params=0)",

@@ -63,11 +63,6 @@ def stored_bits(t: Target, e: Encoded, dtype: str = "auto") -> float:
     return 8.0 * encoded_bytes(t, store_table(t, dataclasses.replace(e), dtype)) / t.params
 
 
-def _entry_bytes(dtype: str) -> int:
-    """Bytes per entry of a one-row codebook under the ``dtype`` option (auto: float16, the usual case)."""
-    return {"float32": 4, "int8": 1}.get(dtype, 2)
-
-
 def with_blocks(
     t: Target,
     base: Choice,
@@ -156,7 +151,7 @@ def choose(
         return base
     cap = MAX_BITS
     if fallback and base.bits < PROTECT_BITS:
-        entry = _entry_bytes(dtype)
+        entry = 4 if dtype == "float32" else 2  # one-row codebooks: never int8
         cap = min(cap, 8.0 * stored_bytes(t, PROTECT_BITS, 1, entry) / t.params)
     return with_blocks(t, base, block_size, init, max_iter, rng, dtype, cap)
 
@@ -259,7 +254,7 @@ def _small_layers(
     weights under its weight_threshold, 2048 elements by default, uncompressed)."""
     total = sum(stored_bits(t, picks[id(t)].encoded, dtype) * t.params for t in targets)
     weights = sum(t.params for t in targets)
-    entry = _entry_bytes(dtype)
+    entry = 4 if dtype == "float32" else 2  # one-row codebooks: never int8
     raises = []
     for t in targets:
         c = picks[id(t)]

@@ -174,13 +174,13 @@ def test_auto_keeps_float_entries_where_int8_would_lose():
     out, _ = optimize(_per_channel_net(np.random.default_rng(12), outlier=True), "kmeans(bits=4,group_size=1)")
     (node,) = custom_nodes(out)
     assert [str(a.dtype) for a in stored_inputs(out, node.input[1])] == ["float16"]
-    # asked for, int8 is written there; one codebook per layer and pow2's powers of two keep float entries
+    # asked for, int8 is written there; one codebook per layer and binary's per-channel +-a keep float entries
     net = _per_channel_net(np.random.default_rng(12), outlier=True)
     out, _ = optimize(net, "kmeans(bits=4,group_size=1,codebook_dtype=int8)")
     assert TensorProto.INT8 in {t.data_type for t in out.graph.initializer}
     out, _ = optimize(net, "kmeans(bits=4,group_size=0,codebook_dtype=int8)")
     assert TensorProto.INT8 not in {t.data_type for t in out.graph.initializer}
-    out, _ = optimize(_per_channel_net(np.random.default_rng(12)), "pow2(bits=4,codebook_dtype=int8)")
+    out, _ = optimize(_per_channel_net(np.random.default_rng(12)), "binary(codebook_dtype=int8)")
     assert TensorProto.INT8 not in {t.data_type for t in out.graph.initializer}
 
 

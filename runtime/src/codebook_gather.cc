@@ -23,8 +23,7 @@ struct CodebookGatherKernel {
     Attrs a{info};
     bits = a.required_int("bits", 1, 8);
     D = a.required_int("D", 1, kMaxDim);
-    if (a.get_int("group_size", &group_size) && (group_size < 1 || group_size > kMaxDim))  // 0: absent (all rows)
-      fail("attribute group_size=", group_size, " is out of range [1, ", kMaxDim, "]");
+    group_size = a.optional_int("group_size", kMaxDim, 1, kMaxDim);  // absent: one codebook (the spec's default)
     const_codebook.init(info, 0);
   }
 
@@ -43,11 +42,10 @@ struct CodebookGatherKernel {
         fail("codes must have shape [V, ceil(D*bits/8)=", row_bytes, "] (D=", D, ", bits=", bits, "), got ",
              shape_str(codes.shape));
       const int64_t V = codes.shape[0];
-      const int64_t gs = group_size > 0 ? group_size : std::max<int64_t>(V, 1);
-      const int64_t G = ceil_div(V, gs);
+      const int64_t G = ceil_div(V, group_size);
       if (cb.shape.size() != 2 || cb.shape[0] != G || cb.shape[1] < 1 || cb.shape[1] > (int64_t{1} << bits))
         fail("codebook must have shape [G=", G, ", C] with 1 <= C <= 2**bits=", int64_t{1} << bits, " (V=", V,
-             ", group_size=", gs, "), got ", shape_str(cb.shape));
+             ", group_size=", group_size, "), got ", shape_str(cb.shape));
       const int64_t C = cb.shape[1];
       std::vector<int64_t> yshape = idx.shape;
       yshape.push_back(D);
@@ -59,7 +57,7 @@ struct CodebookGatherKernel {
       std::vector<float> padded;
       if (partial) padded = pad_codebook(cb.as<float>(), G, C, static_cast<int>(bits));
       gather_codebook_rows(ctx, idx, codes.as<uint8_t>(), V, row_bytes, D, static_cast<int>(bits),
-                           partial ? padded.data() : cb.as<float>(), C, gs, partial, y);
+                           partial ? padded.data() : cb.as<float>(), C, group_size, partial, y);
     });
   }
 };

@@ -73,9 +73,7 @@ std::unique_ptr<Exec> build_gather(const Ort::ConstGraph& graph, const Ort::Cons
     NodeAttrs a{g};
     exec->bits = static_cast<int>(a.required_int("bits", 1, 8));
     exec->D = a.required_int("D", 1, kMaxDim);
-    int64_t gs_attr = 0;  // 0: absent (all rows)
-    if (a.get_int("group_size", &gs_attr) && (gs_attr < 1 || gs_attr > kMaxDim))
-      fail("attribute group_size=", gs_attr, " is out of range [1, ", kMaxDim, "]");
+    exec->group_size = a.optional_int("group_size", kMaxDim, 1, kMaxDim);  // absent: one codebook (the spec's default)
     const Blob cb = float_codebook(evaluate(ins[0]));  // float16: converted here, once
     Blob codes = evaluate(ins[1]);
     expect_type(codes, "codes", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
@@ -84,7 +82,6 @@ std::unique_ptr<Exec> build_gather(const Ort::ConstGraph& graph, const Ort::Cons
       fail("codes must have shape [V, ceil(D*bits/8)=", exec->row_bytes, "] (D=", exec->D, ", bits=", exec->bits,
            "), got ", shape_str(codes.shape));
     exec->V = codes.shape[0];
-    exec->group_size = gs_attr > 0 ? gs_attr : std::max<int64_t>(exec->V, 1);
     const int64_t G = ceil_div(exec->V, exec->group_size), entries = int64_t{1} << exec->bits;
     if (cb.shape.size() != 2 || cb.shape[0] != G || cb.shape[1] < 1 || cb.shape[1] > entries)
       fail("codebook must have shape [G=", G, ", C] with 1 <= C <= 2**bits=", entries, " (V=", exec->V,

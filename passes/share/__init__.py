@@ -7,7 +7,8 @@ targets (``im2col``, ``im2col_pair``, ``positions``, ``sequential_waves``, ``pai
 quantization (``compensated_quantize``, ``row_kmeans``, ``output_error``, ``inverse_factors``; for fixed grids,
 ``gptq_round`` and ``Grid``), the block codebooks (``block_encode`` and ``kmeans_encode`` data-free,
 ``compensated_quantize_blocks`` and ``decode_blocks`` error-compensated), the scaled codebooks (``scaled_encode``,
-stored as ``scaled_dtype`` says) and the channel SQNR that picks codebook granularity (``channel_sqnr``).
+stored as ``scaled_dtype`` says), the channel SQNR that picks codebook granularity (``channel_sqnr``) and the
+data-free sum-keeping codes (``keep_row_sums``).
 """
 
 from ._budget import BudgetError, Option, allocate
@@ -27,6 +28,7 @@ from ._gptvq import compensated_quantize, compensated_quantize_blocks, decode_bl
 from ._granularity import channel_sqnr
 from ._kmeans import init_centroids, kmeans_1d
 from ._rowkmeans import row_kmeans
+from ._sums import keep_row_sums
 
 __all__ = [
     "BudgetError",
@@ -44,6 +46,7 @@ __all__ = [
     "im2col_pair",
     "init_centroids",
     "inverse_factors",
+    "keep_row_sums",
     "kmeans_1d",
     "kmeans_encode",
     "lsq_update",

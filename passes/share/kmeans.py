@@ -45,6 +45,7 @@ from ._encode import (
 from ._gptq import DAMP_HELP, PLAIN, Hessians
 from ._gptvq import DAMP as GPTQ_DAMP
 from ._report import finish, record, rel_error
+from ._sums import sum_keeping
 
 if TYPE_CHECKING:
     import numpy as np
@@ -166,6 +167,14 @@ class KMeans(EmitsOps, Pass):
             "when that has the lower output error",
         )
         damp: float = opt(GPTQ_DAMP, DAMP_HELP)
+        sum_keeping: bool = opt(
+            True,
+            "data-free: where a codebook is shared by several output channels, move codes to a neighbouring entry so "
+            "that each channel's weights keep their sum (the output mean does not shift where inputs share a mean, "
+            "as after a ReLU: data-free bias correction without BatchNorm statistics), kept where that adds at most "
+            "1% to the layer's squared weight error. With calibration data the refit and the compensation see the "
+            "mean themselves",
+        )
         sequential: bool | None = opt(
             None,
             "take the layers in dependency order; re-fit each layer's weights, then cluster and refine, "
@@ -497,6 +506,12 @@ class KMeans(EmitsOps, Pass):
             e = scaled_encode(w2, bits, t.out_axis, o.init, energy, o.max_iter)
         elif e is None:  # at the chosen granularity, weighted by the input energy / of the sequential re-fit
             e = kmeans_encode(w2, bits, group, t.out_axis, o.init, energy, o.max_iter, blocks, rng)
+        if o.sum_keeping and x is None and energy is None and w2 is t.w2:
+            kept = sum_keeping(t, e)
+            if kept is not None:
+                e = kept
+                how += ", sum-keeping codes"
+                result.count("layers_sum_keeping")
         if choice is not None:
             how = f"{how}{', ' if how else ' '}{choice.reason}"
         decision = f"kmeans {bits}-bit{how}" + (" of the sequential re-fit" if w2 is not t.w2 else "")

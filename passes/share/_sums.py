@@ -14,7 +14,7 @@ statistics; without them the codes themselves can keep d_j near 0:
 A codebook fitted per row by Lloyd's algorithm keeps the row's sum already (each centroid is the mean of its
 weights); one codebook for a layer, or for a group of channels, does not. Measured data-free at 4 bits
 (kmeans group-size=auto, benchmarks/QUALITY.md): the text detector's mask IoU 0.72 -> 0.84, the recognizer's CER
-0.127 -> 0.067; the orientation classifier's output error rose 0.064 -> 0.079. The caller keeps the moved codes
+0.127 -> 0.068; the orientation classifier's output error rose 0.064 -> 0.079. The caller keeps the moved codes
 only where they add at most a small share to the layer's squared weight error (``MAX_ADDED``).
 """
 

@@ -102,6 +102,10 @@ def test_not_where_it_costs_more_than_one_percent_or_rows_keep_their_sums_anyway
     # one codebook per channel: Lloyd's centroids are their weights' means, nothing to move
     _, layer, _ = _kmeans(_matmul(rng.standard_normal((128, 8)).astype(np.float32)), "kmeans(bits=4,group-size=1)")
     assert "sum-keeping" not in layer.decision
+    # one codebook at each channel's scale: left as it is (it cost the text detector at 4 bits)
+    wide = _matmul(rng.standard_normal((256, 32)).astype(np.float32))
+    _, layer, counters = _kmeans(wide, "kmeans(bits=4,group-size=scaled)")
+    assert "sum-keeping" not in layer.decision and "layers_sum_keeping" not in counters
 
 
 @pytest.mark.parametrize("compensate", [True, False])

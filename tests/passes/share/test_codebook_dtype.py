@@ -28,15 +28,18 @@ def test_auto_rule_refuses_what_float16_cannot_hold():
     assert codebook_dtype(np.array([[0.5]]), "float32") == "float32"
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    hnp.arrays(
+def _tables(limit: float) -> st.SearchStrategy[np.ndarray]:
+    """Codebook tables [rows, entries] of finite normal values in [-limit, limit] (a test scales them by a power of
+    two)."""
+    return hnp.arrays(
         np.float64,
         hnp.array_shapes(min_dims=2, max_dims=2, max_side=16),
-        elements=st.floats(-1e6, 1e6, allow_nan=False, allow_subnormal=False),
-    ),
-    st.integers(-40, 20),
-)
+        elements=st.floats(-limit, limit, allow_nan=False, allow_subnormal=False),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(_tables(1e6), st.integers(-40, 20))
 def test_auto_rule_float16_only_within_the_row_tolerance(table, exponent):
     table = table * 2.0**exponent
     if codebook_dtype(table, "auto") == "float16":
@@ -122,14 +125,7 @@ def test_error_reported_is_that_of_the_float16_values():
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    hnp.arrays(
-        np.float64,
-        hnp.array_shapes(min_dims=2, max_dims=2, max_side=16),
-        elements=st.floats(-1e4, 1e4, allow_nan=False, allow_subnormal=False),
-    ),
-    st.integers(-30, 10),
-)
+@given(_tables(1e4), st.integers(-30, 10))
 def test_int8_rows_are_row_scales_times_int8_entries_within_half_a_step(table, exponent):
     table = (table * 2.0**exponent).astype(np.float32).astype(np.float64)  # codebooks are float32
     rows = int8_rows(table)

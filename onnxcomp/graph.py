@@ -35,12 +35,24 @@ def import_model(model: onnx.ModelProto) -> gs.Graph:
     import onnx_graphsurgeon as gs
 
     graph = gs.import_onnx(model)
+    _keep_declared_shapes(model, graph)
     for t in graph.tensors().values():
         lazy = getattr(t, "_values", None)
         if isinstance(t, gs.Constant) and _is_lazy(lazy) and lazy.tensor.data_location == onnx.TensorProto.EXTERNAL:
             t._values = _file_values(lazy.tensor)
             t.data_location = None  # new values a pass gives it are stored in the model, not in that file
     return graph
+
+
+def _keep_declared_shapes(model: onnx.ModelProto, graph: gs.Graph) -> None:
+    """Graph inputs and outputs keep the shape the graph declares where a shapeless ``value_info`` entry of the
+    same name took it (onnx-graphsurgeon prefers value_info): onnxruntime's quantizer writes its output once with
+    a shape and once without, and the optimized model's output had none, which the checker refuses."""
+    declared = {v.name: v.type.tensor_type for v in (*model.graph.input, *model.graph.output)}
+    for t in (*graph.inputs, *graph.outputs):
+        tt = declared.get(t.name)
+        if t.shape is None and tt is not None and tt.HasField("shape"):
+            t.shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
 
 
 def _is_lazy(values: Any) -> bool:

@@ -280,8 +280,8 @@ def original_weight(t: Target | _gather.TableTarget, w2: np.ndarray) -> np.ndarr
     """A storage matrix as the node's weight initializer (Gemm's folded alpha divided out again)."""
     import numpy as np
 
-    if isinstance(t, _gather.TableTarget):
-        return np.asarray(w2, np.float32)
+    if isinstance(t, _gather.TableTarget):  # (a recurrent weight: its rows back to [D, G*H, K])
+        return np.asarray(w2, np.float32).reshape(t.table.shape)
     w = t.weight_as_original(w2)
     alpha = float(t.node.attrs.get("alpha", 1.0)) if t.node.op == "Gemm" else 1.0
     return np.asarray(w / np.float32(alpha) if alpha != 1.0 else w, np.float32)

@@ -16,7 +16,7 @@ from onnxcomp.analysis.weights import (
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from . import _gather
+from . import _gather, _recurrent
 from ._calibration import (
     current_inputs,
     data_free_layers,
@@ -155,6 +155,11 @@ class KMeans(EmitsOps, Pass):
             "also compress constant Gather tables (token / position embeddings, float32 [V, D], axis 0) as "
             "CodebookGather: the same codebooks over table rows, only the gathered rows decoded at run time",
         )
+        recurrent: bool = opt(
+            True,
+            "also compress the W and R weights of LSTM / GRU / RNN nodes (float32 constants) with the same "
+            "codebooks over their gate rows, decoded whole in the graph (folded at load by the function body)",
+        )
         compensate: bool | None = opt(
             None,
             "error-compensated quantization (GPTQ's order on the k-means codebook, as GPTVQ): inputs "
@@ -213,7 +218,7 @@ class KMeans(EmitsOps, Pass):
         if not o.candidate_bits or any(not 1 <= int(b) <= 8 for b in o.candidate_bits):
             raise UsageError(f"kmeans: candidate_bits must be in 1..8, got {o.candidate_bits}")
         targets = collect_targets(graph, o, result)
-        tables = self._tables(graph, ctx, result) if o.embeddings else []
+        tables = self._tables(graph, ctx, result)
         if not targets and not tables:
             return finish(graph, ctx, result, o)
         self._bits: dict[int, int] = {}
@@ -274,15 +279,15 @@ class KMeans(EmitsOps, Pass):
         return finish(graph, ctx, result, o)
 
     def _tables(self, graph: gs.Graph, ctx: PassContext, result: PassResult) -> list[_gather.TableTarget]:
-        """The embedding tables to encode."""
-        return _gather.table_targets(graph, self.options, result)
+        """The embedding tables and the recurrent weights to encode (``embeddings``, ``recurrent``)."""
+        o = self.options
+        tables = _gather.table_targets(graph, o, result) if o.embeddings else []
+        return tables + (_recurrent.recurrent_targets(graph, o, result) if o.recurrent else [])
 
     def emits(self, graph: gs.Graph, ctx: PassContext) -> bool:
         """Weight targets, or (``embeddings``) embedding tables to write (the opset precondition, EmitsOps)."""
         probe = PassResult(name="probe")
-        return super().emits(graph, ctx) or bool(
-            self.options.embeddings and _gather.table_targets(graph, self.options, probe)
-        )
+        return super().emits(graph, ctx) or bool(self._tables(graph, ctx, probe))
 
     def _encode_table(self, graph: gs.Graph, ctx: PassContext, t: _gather.TableTarget, result: PassResult) -> None:
         o = self.options
@@ -291,9 +296,11 @@ class KMeans(EmitsOps, Pass):
         if _gather.table_bytes(t, e) >= 4 * t.params:
             result.skip(t.name, f"{t.params} table values: a {bits}-bit codebook would not make it smaller")
             return
-        em = _gather.emit_table(graph, ctx, t, e, self.name)
+        recurrent = isinstance(t, _recurrent.RecurrentTarget)
+        em = (_recurrent.emit_weight if recurrent else _gather.emit_table)(graph, ctx, t, e, self.name)
         err = rel_error(t.w2, e.decoded(0))
-        record(result, t, f"kmeans {bits}-bit embedding table", e, em, err, float((t.w2 == 0).mean()))
+        what = f"{t.node.op} {_recurrent.SLOTS[t.slot]}" if recurrent else "embedding table"
+        record(result, t, f"kmeans {bits}-bit {what}", e, em, err, float((t.w2 == 0).mean()))
 
     def _allocate(
         self,

@@ -165,3 +165,23 @@ def test_huge_input_shape_is_refused_before_allocating(tmp_path, capsys, command
     code, _, err = run(capsys, *args, "--input-shape", "x:1x3x100000x100000")
     assert_one_line_error(code, err)
     assert "3e+10 elements" in err
+
+
+@pytest.mark.parametrize("where", ["input", "output"])
+def test_a_shapeless_value_info_of_an_input_or_output_keeps_the_declared_shape(tmp_path, capsys, where):
+    # onnxruntime's quantizer writes the model's output once in graph.output with a shape and once in value_info
+    # without one; the graph IR took the shapeless entry and the optimized model failed the checker (exit 2)
+    from onnx import TensorProto, helper
+
+    m = models.conv()
+    name = m.graph.input[0].name if where == "input" else m.graph.output[0].name
+    m.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    assert not m.graph.value_info[-1].type.tensor_type.HasField("shape")
+    want = [d for v in (*m.graph.input, *m.graph.output) if v.name == name for d in v.type.tensor_type.shape.dim]
+    p = save(m, tmp_path / "m.onnx")
+    out = tmp_path / "o.onnx"
+    code, _, err = run(capsys, "optimize", p, out, "--verify", "-q")
+    assert code == 0, err
+    got = onnx.load(str(out))
+    again = [v for v in (*got.graph.input, *got.graph.output) if v.name == name]
+    assert again and list(again[0].type.tensor_type.shape.dim) == want

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from eputil import ep_nodes, ep_session
 from onnx import TensorProto, helper, numpy_helper
-from rtutil import check, run
+from rtutil import check, make_session, run
 
 from onnxcomp import ops as enc
 
@@ -112,3 +112,20 @@ def test_ep_gather_rejects_bad_indices_and_codes(runtime_lib, ep_devices):
     narrow, _, _ = _model(20, 6, 4, 20, c=5, codes=np.full((20, 6), 7))
     with pytest.raises(Exception, match=r"OnnxcompExecutionProvider.*CodebookGather.*out of range for a codebook of 5"):
         ep_session(narrow)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_recurrent_weights_decoded_natively_equal_the_function_body(runtime_lib, op):
+    # kmeans stores LSTM / GRU / RNN W and R as CodebookGather of every row (passes/share/_recurrent.py): the
+    # native kernel decodes the whole table, under the custom-op library and next to the EP
+    from onnxcomp.api import optimize
+    from tests.passes.share.test_recurrent import _feeds, _recurrent_model
+
+    model, _, _ = _recurrent_model(op, direction="bidirectional")
+    out, _ = optimize(model, "kmeans(bits=4,min-params=0)")
+    assert [n.op_type for n in out.graph.node].count("CodebookGather") == 2
+    feeds = _feeds()
+    body = make_session(out, False).run(None, feeds)
+    for got in (make_session(out, True).run(None, feeds), ep_session(out).run(None, feeds)):
+        for g, b in zip(got, body):
+            np.testing.assert_allclose(g, b, rtol=0, atol=1e-6)

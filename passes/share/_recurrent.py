@@ -1,14 +1,17 @@
 """Recurrent weights: LSTM / GRU / RNN ``W`` and ``R`` -> a CodebookGather of every row, reshaped back (lossy).
 
-    W [D, G*H, I]  ->  Reshape(CodebookGather(codebook, codes, arange(D*G*H)), [D, G*H, I])
+    W [..., K]  ->  Reshape(CodebookGather(codebook, codes, arange(rows)), shape of W)
 
 A recurrent node reads its input weights ``W`` and its recurrence weights ``R`` whole at every step, and no
 com.onnxcomp kernel runs a recurrence on codes, so the weight is stored as codes and decoded whole in the
-graph, where it was a constant: the file shrinks as for any other layer, the recurrence runs on float weights.
-The rows of the storage matrix ``[D*G*H, I]`` are the gate units of each direction, encoded as embedding table
-rows are (one codebook per ``group-size`` rows, or one for the weight; ``_gather``). Where the function body
-runs, every input of the decode is a constant and onnxruntime folds it at load; the native CodebookGather
-decodes the rows at each run (measured in the kmeans row of the README).
+graph, where the constant was: the file shrinks as for any other layer, the recurrence runs on float weights.
+The constant is the node's input, or the weight that input is cut from by layout ops only (Slice, Concat,
+Unsqueeze, Reshape, Transpose...: PyTorch's LSTM export reorders the gates of ``weight_ih`` with Slices and a
+Concat, inside If branches in Silero VAD) when every use of that weight ends in a recurrent ``W`` or ``R``.
+Its rows (the last axis is K, the inputs) are the gate units, encoded as embedding table rows are (one
+codebook per ``group-size`` rows, or one for the weight; ``_gather``). The decode is written in the graph that
+held the constant: where the function body runs, its inputs are all constants and onnxruntime folds it at load;
+the native CodebookGather decodes the rows at each run.
 
 In CRNN text recognizers (a CNN, then a bidirectional LSTM over the columns) the LSTMs hold most weights:
 ddddocr's recognizer (54 MB) kept 2 x 2048 x 512 x 2 floats (17 MB) of them when they were no target.
@@ -17,11 +20,11 @@ ddddocr's recognizer (54 MB) kept 2 x 2048 x 512 x 2 floats (17 MB) of them when
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from onnxcomp import ops
 from onnxcomp.analysis.weights import SelectOptions, matches
-from onnxcomp.graph import is_standard, label
+from onnxcomp.graph import is_const, is_standard, label, producer
 
 from ._emit import Emitted, Encoded
 from ._gather import TableTarget, table_bytes
@@ -31,77 +34,180 @@ if TYPE_CHECKING:
 
     from onnxcomp.passes_api import PassContext, PassResult
 
-RECURRENT_OPS = {"LSTM": 4, "GRU": 3, "RNN": 1}  # op type -> gates G (W is [D, G*H, I], R [D, G*H, H])
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 SLOTS = {1: "W", 2: "R"}
+# layout ops a weight may pass through on its way to W / R: op -> its data inputs (None: all; the others are
+# shape / axes / starts parameters, which must be constants)
+LAYOUT = {
+    "Concat": None,
+    "Slice": (0,),
+    "Unsqueeze": (0,),
+    "Squeeze": (0,),
+    "Reshape": (0,),
+    "Transpose": (0,),
+    "Identity": (0,),
+    "Flatten": (0,),
+}
 MIN_PARAMS = 1024  # as embedding tables: smaller weights are not worth a codebook
 
 
 @dataclasses.dataclass
 class RecurrentTarget(TableTarget):
-    """A recurrent node's ``W`` or ``R`` (``slot`` 1 or 2) as a table of its gate rows (``table`` is the 3-D
-    constant; ``w2`` its rows ``[D*G*H, I or H]``)."""
+    """A constant read (directly, or cut by layout ops) only as recurrent ``W`` / ``R`` (``table``; ``w2``: its rows
+    ``[-1, K]``); ``node`` / ``slot``: the first recurrent input it feeds; ``label``: the report's name."""
 
     slot: int = 1
+    label: str = ""
 
     @property
     def name(self) -> str:
-        return f"{label(self.node)}.{SLOTS[self.slot]}"
+        return self.label
 
 
-def _reason(node: gs.Node, slot: int) -> str | None:
-    from onnxcomp.graph import is_const
+def _constant_source(t: Any) -> bool:
+    """A constant, or the output of a standard Constant node holding a tensor."""
+    import onnx_graphsurgeon as gs
 
-    w = node.inputs[slot]
-    if not is_const(w):
-        return f"{SLOTS[slot]} is computed in the graph, not a constant"
-    if w.values.dtype != "float32" or w.values.ndim != 3:
-        return f"{SLOTS[slot]} {w.name} is {w.values.dtype} of rank {w.values.ndim} (float32 [D, G*H, K] only)"
-    if any(c is not node for c in w.outputs):
-        return f"{SLOTS[slot]} {w.name} is shared with other nodes"
-    return None
+    p = producer(t)
+    if is_const(t):
+        return True
+    return (
+        p is not None
+        and p.op == "Constant"
+        and is_standard(p)
+        and set(p.attrs) == {"value"}
+        and isinstance(p.attrs["value"], gs.Constant)
+    )
 
 
-def recurrent_targets(graph: gs.Graph, opts: SelectOptions, result: PassResult) -> list[RecurrentTarget]:
-    """The ``W`` and ``R`` constants of every LSTM / GRU / RNN node (those inside If/Loop/Scan bodies included, a
-    weight held by a Constant node of a body read as an initializer of the body), by the selection options."""
-    import numpy as np
+def _values(t: Any) -> Any:
+    return t.values if is_const(t) else producer(t).attrs["value"].values
 
-    from onnxcomp.graph import inline_constant_node, scoped_nodes
 
+def _sources(t: Any) -> list[Any] | None:
+    """The constants a recurrent input is cut from by layout ops only (None: computed from other data)."""
+    if _constant_source(t):
+        return [t]
+    p = producer(t)
+    if p is None or p.op not in LAYOUT or not is_standard(p):
+        return None
+    data = range(len(p.inputs)) if LAYOUT[p.op] is None else LAYOUT[p.op]
     found = []
-    for node, owner, where in scoped_nodes(graph):
-        if node.op not in RECURRENT_OPS or not is_standard(node):
+    for i, x in enumerate(p.inputs):
+        if i not in data:
+            if x.name and not _constant_source(x):
+                return None  # a shape or slice bound computed at run time
             continue
-        for slot in SLOTS:
-            if len(node.inputs) <= slot:
-                continue
-            if where is not None:
-                inline_constant_node(owner, node.inputs[slot])
-            w = node.inputs[slot]
-            names = (node.name, w.name)
-            if opts.layers and not matches(opts.layers, *names):
-                continue
-            why = _reason(node, slot)
-            if why is not None:
-                result.skip(f"{label(node)}.{SLOTS[slot]}", why)
-                continue
-            values = np.asarray(w.values, np.float32)
-            t = RecurrentTarget(node, w, values.reshape(-1, values.shape[-1]), None, slot=slot)
-            if where is not None:
-                t.owner, t.where = owner, where
-            if matches(opts.protect, *names):
-                result.skip(t.name, "protected by name")
-            elif t.params >= max(opts.min_params, MIN_PARAMS):
-                found.append(t)
+        inner = _sources(x)
+        if inner is None:
+            return None
+        found.extend(inner)
     return found
 
 
-def emit_weight(graph: gs.Graph, ctx: PassContext, t: RecurrentTarget, e: Encoded, pass_name: str) -> Emitted:
-    """Replace the node's weight input by the decoded codes (module docstring); returns the byte accounting."""
+def _only_recurrent(t: Any, outputs: set[int]) -> bool:
+    """Every use of ``t`` ends in a recurrent node's W or R (through layout ops, as their data input)."""
+    if id(t) in outputs or not t.outputs:
+        return False
+    for c in t.outputs:
+        slots = [i for i, x in enumerate(c.inputs) if x is t]
+        if c.op in RECURRENT_OPS and is_standard(c):
+            if not set(slots) <= set(SLOTS):
+                return False
+        elif c.op in LAYOUT and is_standard(c):
+            data = range(len(c.inputs)) if LAYOUT[c.op] is None else LAYOUT[c.op]
+            if not set(slots) <= set(data) or not all(_only_recurrent(o, outputs) for o in c.outputs):
+                return False
+        else:
+            return False
+    return True
+
+
+def _home(t: Any, owner_of: dict[int, gs.Graph], parent: dict[int, gs.Graph], graph: gs.Graph) -> gs.Graph:
+    """The graph to decode ``t`` in: the one holding its Constant node, else the innermost graph enclosing every
+    node that reads it (a main-graph weight read in one If branch is decoded in that branch)."""
+    p = producer(t)
+    if p is not None:
+        return owner_of[id(p)]
+
+    def chain(g: gs.Graph) -> list[gs.Graph]:
+        out = [g]
+        while id(out[-1]) in parent:
+            out.append(parent[id(out[-1])])
+        return out
+
+    chains = [chain(owner_of[id(c)]) for c in t.outputs]
+    common = [g for g in chains[0] if all(any(g is h for h in c) for c in chains[1:])]
+    return common[0] if common else graph
+
+
+def recurrent_targets(graph: gs.Graph, opts: SelectOptions, result: PassResult) -> list[RecurrentTarget]:
+    """The constants read only as ``W`` / ``R`` of LSTM / GRU / RNN nodes (module docstring), inside If/Loop/Scan
+    bodies too, by the selection options; a Constant node's tensor becomes an initializer of its graph."""
     import numpy as np
     import onnx_graphsurgeon as gs
 
-    from onnxcomp.graph import make_constant, unique_name
+    from onnxcomp.graph import inline_constant_node, scoped_nodes
+
+    scoped = scoped_nodes(graph)
+    owner_of = {id(n): g for n, g, _ in scoped}
+    where_of = {id(g): w for _, g, w in scoped}
+    parent: dict[int, gs.Graph] = {}
+    outputs = {id(o) for o in graph.outputs}
+    for n, g, _ in scoped:
+        for value in n.attrs.values():
+            for body in value if isinstance(value, list) else [value]:
+                if isinstance(body, gs.Graph):
+                    parent[id(body)] = g
+                    outputs.update(id(o) for o in body.outputs)
+    found: dict[int, RecurrentTarget] = {}
+    for node, _, _ in scoped:
+        if node.op not in RECURRENT_OPS or not is_standard(node):
+            continue
+        for slot, what in SLOTS.items():
+            if len(node.inputs) <= slot or not node.inputs[slot].name:
+                continue
+            where = f"{label(node)}.{what}"
+            srcs = _sources(node.inputs[slot])
+            if srcs is None:
+                result.skip(where, f"{what} is computed in the graph, not cut from a constant by layout ops")
+                continue
+            for src in srcs:
+                if id(src) in found or src.name in {t.table.name for t in found.values()}:
+                    continue
+                values = _values(src)
+                names = (node.name, src.name)
+                if opts.layers and not matches(opts.layers, *names):
+                    continue
+                if values.dtype != np.float32 or values.ndim < 2:
+                    result.skip(where, f"{what} {src.name} is {values.dtype} of rank {values.ndim} (float32 only)")
+                    continue
+                if not _only_recurrent(src, outputs):
+                    result.skip(where, f"{what} {src.name} is shared with other nodes")
+                    continue
+                if matches(opts.protect, *names):
+                    result.skip(where, "protected by name")
+                    continue
+                if values.size < max(opts.min_params, MIN_PARAMS):
+                    continue
+                home = _home(src, owner_of, parent, graph)
+                const = src if is_const(src) else inline_constant_node(home, src)
+                direct = node.inputs[slot] is const
+                rows = np.asarray(values, np.float32).reshape(-1, values.shape[-1])
+                name = where if direct else f"{src.name} ({where})"
+                t = RecurrentTarget(node, const, rows, None, slot=slot, label=name)
+                if home is not graph:
+                    t.owner, t.where = home, where_of.get(id(home)) or ""
+                found[id(const)] = t
+    return list(found.values())
+
+
+def emit_weight(graph: gs.Graph, ctx: PassContext, t: RecurrentTarget, e: Encoded, pass_name: str) -> Emitted:
+    """Replace the weight by its decoded codes (module docstring); returns the byte accounting."""
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    from onnxcomp.graph import make_constant, replace_uses, unique_name
 
     rows = int(t.w2.shape[0])
     shape = tuple(int(d) for d in t.table.shape)
@@ -120,7 +226,7 @@ def emit_weight(graph: gs.Graph, ctx: PassContext, t: RecurrentTarget, e: Encode
         outputs=[flat],
         domain=ops.DOMAIN,
     )
-    # the decoded rows [D*G*H, K] back to the node's [D, G*H, K]
+    # the decoded rows [rows, K] back to the weight's shape
     w = gs.Variable(unique_name(graph, f"{base}_weight"), dtype=np.float32, shape=list(shape))
     back = gs.Node(
         "Reshape",
@@ -129,7 +235,7 @@ def emit_weight(graph: gs.Graph, ctx: PassContext, t: RecurrentTarget, e: Encode
         outputs=[w],
     )
     (t.owner if t.owner is not None else graph).nodes.extend([decode, back])
-    t.node.inputs[t.slot] = w
+    replace_uses(graph, t.table, w)
     ctx.tag(decode, pass_name, [t.name])
     stored = table_bytes(t, e)
     return Emitted("gather", 4 * t.params, stored, stored, stored, decode.name)

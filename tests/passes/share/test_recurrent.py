@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxcomp import ops as enc
@@ -17,10 +19,12 @@ from tests.support.compressed import run
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
-def _recurrent_model(op: str, hidden: int = 48, inputs: int = 29, direction: str = "forward", levels: int = 0):
+def _recurrent_model(
+    op: str, hidden: int = 48, inputs: int = 29, direction: str = "forward", levels: int = 0, seed: int = 0
+):
     """x [T, N, I] -> op -> Y; W [D, G*H, I], R [D, G*H, H], B [D, 2*G*H] constants. ``levels``: W and R drawn
     from that many distinct values (0: continuous)."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     d = 2 if direction == "bidirectional" else 1
     g = GATES[op]
 
@@ -70,6 +74,25 @@ def test_weights_of_few_values_are_stored_exactly(op, direction):
     assert rows["rnn.W"].error == 0.0
 
 
+@settings(max_examples=12, deadline=None)
+@given(
+    op=st.sampled_from(sorted(GATES)),
+    direction=st.sampled_from(["forward", "reverse", "bidirectional"]),
+    hidden=st.integers(33, 70),
+    inputs=st.integers(30, 61),
+    bits=st.integers(2, 6),
+    seed=st.integers(0, 2**16),
+)
+def test_property_few_values_round_trip_exactly(op, direction, hidden, inputs, bits, seed):
+    # any recurrent node, shape and width: a weight of at most 2**bits distinct values decodes to itself, and the
+    # graph computes what the original does, bit for bit, on odd-sized inputs
+    model, _, _ = _recurrent_model(op, hidden, inputs, direction, levels=1 << bits, seed=seed)
+    out, _ = optimize(model, f"kmeans(bits={bits},min-params=0)")
+    assert [n.op_type for n in out.graph.node].count("CodebookGather") == 2
+    for got, want in zip(run(out, _feeds(inputs)), run(model, _feeds(inputs))):
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("bits,bound", [(8, 0.01), (4, 0.15), (3, 0.3)])
 def test_continuous_weights_lose_within_the_codebooks_reach(bits, bound):
     model, w, r = _recurrent_model("LSTM", hidden=32, inputs=21)
@@ -115,5 +138,79 @@ def test_recurrent_false_shared_and_computed_weights_are_left_alone():
     computed.graph.initializer.remove(w)
     computed.graph.input.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, list(w.dims)))
     out3, report3 = optimize(computed, "kmeans(bits=4,min-params=0)")
-    assert any(s.node == "rnn.W" and "not a constant" in s.reason for s in report3.passes[0].skips)
+    assert any(s.node == "rnn.W" and "not cut from a constant" in s.reason for s in report3.passes[0].skips)
     assert [n.op_type for n in out3.graph.node].count("CodebookGather") == 1  # R
+
+
+def _branch(w_ih: str, w_hh: str, hidden: int, inputs: int, tag: str, constant=None):
+    """If branch: PyTorch's export of an LSTM, the gates of weight_ih / weight_hh reordered by Slices and a Concat
+    (i, f, g, o -> i, o, f, c), then Unsqueeze to [1, 4H, K]; ``constant``: weight_ih as a Constant node of the
+    branch (else read from the outer scope)."""
+    h = hidden
+    nodes, inits = [], []
+    if constant is not None:
+        nodes.append(helper.make_node("Constant", [], [w_ih], value=numpy_helper.from_array(constant, w_ih)))
+    for w in (w_ih, w_hh):
+        parts = []
+        for k, (a, b) in enumerate([(0, h), (3 * h, 4 * h), (h, 2 * h), (2 * h, 3 * h)]):
+            s, e = f"{tag}{w}_s{k}", f"{tag}{w}_e{k}"
+            inits += [
+                numpy_helper.from_array(np.array([a], np.int64), s),
+                numpy_helper.from_array(np.array([b], np.int64), e),
+            ]
+            nodes.append(helper.make_node("Slice", [w, s, e], [f"{tag}{w}_p{k}"]))
+            parts.append(f"{tag}{w}_p{k}")
+        nodes.append(helper.make_node("Concat", parts, [f"{tag}{w}_cat"], axis=0))
+        inits.append(numpy_helper.from_array(np.array([0], np.int64), f"{tag}{w}_ax"))
+        nodes.append(helper.make_node("Unsqueeze", [f"{tag}{w}_cat", f"{tag}{w}_ax"], [f"{tag}{w}_3d"]))
+    nodes.append(
+        helper.make_node("LSTM", ["x", f"{tag}{w_ih}_3d", f"{tag}{w_hh}_3d"], ["", f"{tag}h"], hidden_size=hidden)
+    )
+    out = helper.make_tensor_value_info(f"{tag}h", TensorProto.FLOAT, None)
+    return helper.make_graph(nodes, tag, [], [out], inits)
+
+
+@pytest.mark.parametrize("held", ["outer", "branch"])
+def test_weights_cut_by_layout_ops_inside_if_branches(held):
+    # Silero VAD: weight_ih / weight_hh are cut into gates and concatenated again inside If branches, a Constant
+    # node of the outer branch or an outer-scope initializer; the weight itself is encoded once, decoded where
+    # it was held, and both branches read the decoded weight
+    hidden, inputs = 32, 29
+    rng = np.random.default_rng(5)
+    values = np.arange(-8, 8) / 32.0
+    w_ih = rng.choice(values, size=(4 * hidden, inputs)).astype(np.float32)
+    w_hh = rng.choice(values, size=(4 * hidden, hidden)).astype(np.float32)
+    then = _branch("w_ih", "w_hh", hidden, inputs, "t", constant=w_ih if held == "branch" else None)
+    other = _branch("w_ih2" if held == "branch" else "w_ih", "w_hh", hidden, inputs, "e")
+    inits = [numpy_helper.from_array(w_hh, "w_hh")]
+    inits.append(
+        numpy_helper.from_array(w_ih if held == "outer" else w_ih[::-1].copy(), "w_ih" if held == "outer" else "w_ih2")
+    )
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["h"], then_branch=then, else_branch=other)],
+        "g",
+        [
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "N", inputs]),
+        ],
+        [helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, "N", hidden])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.checker.check_model(model)
+    out, report = optimize(model, "kmeans(bits=4,min-params=0)")
+    for c in (True, False):
+        feeds = {**_feeds(inputs), "c": np.array(c)}
+        np.testing.assert_array_equal(run(out, feeds)[0], run(model, feeds)[0])
+    encoded = [r for r in report.passes[0].layers if r.op == "LSTM"]
+    names = sorted(r.name.split(" ")[0] for r in encoded)
+    assert names == (["w_hh", "w_ih", "w_ih2"] if held == "branch" else ["w_hh", "w_ih"])  # each weight once
+    main = [n.op_type for n in out.graph.node]
+    bodies = {a.name: a.g for a in out.graph.node[main.index("If")].attribute}
+    # decoded where the weight was held: a branch's Constant node in that branch; an initializer in the innermost
+    # graph enclosing its readers (main for one read by both branches, the else branch for w_ih2)
+    counts = [
+        [n.op_type for n in g.node].count("CodebookGather") for g in (bodies["then_branch"], bodies["else_branch"])
+    ]
+    assert (main.count("CodebookGather"), *counts) == ((1, 1, 1) if held == "branch" else (2, 0, 0))
+    assert not {"w_ih", "w_hh", "w_ih2"} & {i.name for i in out.graph.initializer}

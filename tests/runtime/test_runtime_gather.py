@@ -119,12 +119,12 @@ def test_recurrent_weights_decoded_natively_equal_the_function_body(runtime_lib,
     # kmeans stores LSTM / GRU / RNN W and R as CodebookGather of every row (passes/share/_recurrent.py): the
     # native kernel decodes the whole table, under the custom-op library and next to the EP
     from onnxcomp.api import optimize
-    from tests.passes.share.test_recurrent import _feeds, _recurrent_model
+    from tests.support import models
 
-    model, _, _ = _recurrent_model(op, direction="bidirectional")
+    model, _, _ = models.recurrent(op, direction="bidirectional")
     out, _ = optimize(model, "kmeans(bits=4,min-params=0)")
     assert [n.op_type for n in out.graph.node].count("CodebookGather") == 2
-    feeds = _feeds()
+    feeds = models.recurrent_feeds()
     body = make_session(out, False).run(None, feeds)
     for got in (make_session(out, True).run(None, feeds), ep_session(out).run(None, feeds)):
         for g, b in zip(got, body):

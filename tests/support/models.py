@@ -318,3 +318,40 @@ def control_flow_feeds(flag: bool, seed: int = 1) -> dict[str, np.ndarray]:
         "v": rng.standard_normal((3, 24)).astype(np.float32),
         "flag": np.array(flag),
     }
+
+
+RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def recurrent(op: str, hidden: int = 48, inputs: int = 29, direction: str = "forward", levels: int = 0, seed: int = 0):
+    """x [T, N, I] -> op -> Y; W [D, G*H, I], R [D, G*H, H], B [D, 2*G*H] constants. ``levels``: W and R drawn
+    from that many distinct values (0: continuous)."""
+    rng = np.random.default_rng(seed)
+    d = 2 if direction == "bidirectional" else 1
+    g = RECURRENT_GATES[op]
+
+    def draw(*shape):
+        if levels:
+            values = np.arange(-levels // 2, levels - levels // 2) / 32.0  # exact in a float16 codebook
+            return rng.choice(values, size=shape).astype(np.float32)
+        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
+
+    w, r = draw(d, g * hidden, inputs), draw(d, g * hidden, hidden)
+    b = (rng.standard_normal((d, 2 * g * hidden)) * 0.1).astype(np.float32)
+    node = helper.make_node(op, ["x", "W", "R", "B"], ["Y", "Y_h"], name="rnn", hidden_size=hidden, direction=direction)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "N", inputs])],
+        [
+            helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["T", d, "N", hidden]),
+            helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [d, "N", hidden]),
+        ],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(r, "R"), numpy_helper.from_array(b, "B")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), w, r
+
+
+def recurrent_feeds(inputs: int = 29):
+    rng = np.random.default_rng(3)
+    return {"x": rng.standard_normal((9, 3, inputs)).astype(np.float32)}  # odd sizes: 9 steps, batch 3

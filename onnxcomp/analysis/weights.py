@@ -263,6 +263,8 @@ def collect_targets(
         if where is not None:
             t.owner, t.where = owner, where
         found.append(t)
+    if not found:
+        _why_none(graph, result)
     edge = {id(found[0].node), id(found[-1].node)} if found and opts.protect_first_last else set()
     kept = []
     for t in found:
@@ -278,6 +280,25 @@ def collect_targets(
         else:
             kept.append(t)
     return kept
+
+
+# ops whose weights are integers already (onnxruntime's quantizer, QDQ exports): a weight pass has nothing to do
+QUANTIZED_OPS = ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLSTM", "QGemm")
+
+
+def _why_none(graph: gs.Graph, result: PassResult) -> None:
+    """No layer with a float weight: say so where the model's weights are quantized already (``QUANTIZED_OPS``, or
+    DequantizeLinear of a constant), rather than report an unexplained "no change"."""
+    from onnxcomp.graph import is_const, scoped_nodes
+
+    ops: dict[str, int] = {}
+    for node, _, _ in scoped_nodes(graph):
+        dq = node.op == "DequantizeLinear" and node.inputs and is_const(node.inputs[0])
+        if node.op in QUANTIZED_OPS or dq:
+            ops[node.op] = ops.get(node.op, 0) + 1
+    if ops:
+        listed = ", ".join(f"{n} {op}" for op, n in sorted(ops.items()))
+        result.skip("(model)", f"no float MatMul / Gemm / Conv weights: the model is quantized already ({listed})")
 
 
 def per_layer_value(t: Target, default: Any, per_layer: dict[str, Any]) -> Any:

@@ -98,3 +98,24 @@ def test_bits_out_of_range_is_a_usage_error():
         optimize(builders.mlp(), "kmeans(bits=9)")
     with pytest.raises(UsageError):
         optimize(builders.mlp(), "pow2(bits=1)")
+
+
+@pytest.mark.parametrize("spec", ["kmeans(bits=4)", "pow2", "ternary", "prune-weights(ratio=0.5)"])
+def test_a_quantized_model_says_why_nothing_changed(spec):
+    # onnxruntime's quantizer writes MatMulInteger / ConvInteger with int8 weights: no float weight is a target,
+    # and the report says so instead of an unexplained "no change"
+    from onnx import TensorProto
+
+    w = numpy_helper.from_array(np.arange(-64, 64, dtype=np.int8).reshape(16, 8), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["x", "w"], ["y"], name="mm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.INT8, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, ["N", 8])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    out, report = optimize(model, spec)
+    (skip,) = report.passes[-1].skips
+    assert skip.node == "(model)" and "quantized already (1 MatMulInteger)" in skip.reason
+    assert [n.op_type for n in out.graph.node] == ["MatMulInteger"]

@@ -99,8 +99,8 @@ class KMeans(EmitsOps, Pass):
             "calibration data the compensated and "
             "plain encodings keep that choice. In the budget mode auto's encoding at each candidate width is one "
             "more candidate next to one codebook per layer. scaled: one codebook per layer at each output "
-            "channel's scale (a scale per channel, coremltools' per-channel-scale palettization). Unset: auto; 0 in "
-            "the budget mode",
+            "channel's scale (a scale per channel, coremltools' per-channel-scale palettization). Unset: auto (in the "
+            "budget mode too; 0 was its default before: measured in benchmarks/QUALITY.md)",
         )
         block_size: int = opt(
             0,
@@ -199,7 +199,9 @@ class KMeans(EmitsOps, Pass):
             if not 1 <= int(b) <= 8:
                 raise UsageError(f"kmeans: bits must be 1..8, got {b}")
         budget = o.target_bits or (32.0 / o.target_ratio if o.target_ratio > 0 else 0.0)
-        group = o.group_size if o.group_size is not None else (0 if budget else "auto")
+        # unset: auto, in the budget mode too (stop 21: with one codebook per layer only, a large layer of unequal
+        # channels, ddddocr's 1024 x 8210 classifier, has no good candidate the budget can afford)
+        group = o.group_size if o.group_size is not None else "auto"
         if group not in ("auto", "scaled") and int(group) < 0:
             raise UsageError("kmeans: group-size must be >= 0, auto or scaled")
         if o.block_size < 0:

@@ -146,7 +146,7 @@ def test_budget_with_auto_granularity_adds_per_channel_candidates(calibrated):
     feeds = {"x": x} if calibrated else None
     spec = "kmeans(target-bits=5,sequential=false,sparse=never{g})"
     auto, rep_auto = optimize(model, spec.format(g=",group-size=auto"), calib=feeds)
-    layer, rep_layer = optimize(model, spec.format(g=""), calib=feeds)
+    layer, rep_layer = optimize(model, spec.format(g=",group-size=0"), calib=feeds)
     rows_auto = {r.name: r for r in rep_auto.passes[0].layers}
     assert any(r.extra["groups"] == 1 for r in rows_auto.values())  # per layer stays a candidate
     assert all(r.extra["groups"] == 1 for r in rep_layer.passes[0].layers)

@@ -158,7 +158,8 @@ class KMeans(EmitsOps, Pass):
         recurrent: bool = opt(
             True,
             "also compress the W and R weights of LSTM / GRU / RNN nodes (float32 constants) with the same "
-            "codebooks over their gate rows, decoded whole in the graph (folded at load by the function body)",
+            "codebooks over their gate rows, decoded whole in the graph (folded at load by the function body; the "
+            "custom-op library decodes at each run)",
         )
         compensate: bool | None = opt(
             None,

@@ -217,6 +217,8 @@ def emit_weight(graph: gs.Graph, ctx: PassContext, t: RecurrentTarget, e: Encode
     ops.ensure_function(graph, "CodebookGather")
     book = make_constant(graph, f"{base}_codebook", np.asarray(e.table, e.table_dtype))
     codes = make_constant(graph, f"{base}_codes", ops.pack_codes(e.codes, e.bits))
+    # the row indices as an initializer: computed by a Range, onnxruntime folds it and the EP session then fails to
+    # resolve the gather's function helpers (measured); 8 bytes a row, counted in the stored bytes
     rows_of = make_constant(graph, f"{base}_rows", np.arange(rows, dtype=np.int64))
     flat = gs.Variable(unique_name(graph, f"{base}_decoded"), dtype=np.float32, shape=[rows, shape[-1]])
     attrs = {"bits": e.bits, "D": int(t.w2.shape[1]), "group_size": e.group_size}
@@ -239,5 +241,5 @@ def emit_weight(graph: gs.Graph, ctx: PassContext, t: RecurrentTarget, e: Encode
     (t.owner if t.owner is not None else graph).nodes.extend([decode, back])
     replace_uses(graph, t.table, w)
     ctx.tag(decode, pass_name, [t.name])
-    stored = table_bytes(t, e)
+    stored = table_bytes(t, e) + 8 * rows  # (the row indices are stored too: int64)
     return Emitted("gather", 4 * t.params, stored, stored, stored, decode.name)

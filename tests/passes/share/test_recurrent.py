@@ -44,7 +44,7 @@ def test_weights_of_few_values_are_stored_exactly(op, direction):
     op=st.sampled_from(sorted(GATES)),
     direction=st.sampled_from(["forward", "reverse", "bidirectional"]),
     hidden=st.integers(33, 70),
-    inputs=st.integers(30, 61),
+    inputs=st.integers(32, 61),  # RNN: 33 x 32 = 1056 weights, over the 1024 a codebook needs
     bits=st.integers(2, 6),
     seed=st.integers(0, 2**16),
 )
@@ -71,11 +71,12 @@ def test_continuous_weights_lose_within_the_codebooks_reach(bits, bound):
     assert np.linalg.norm(r_hat - r) / np.linalg.norm(r) < bound
     y, y_ref = run(out, models.recurrent_feeds(21))[0], run(model, models.recurrent_feeds(21))[0]
     assert np.linalg.norm(y - y_ref) / np.linalg.norm(y_ref) < 2 * bound
-    # the bytes the report gives are the bytes stored: the codebook and the packed codes of each weight
+    # the bytes the report gives are the bytes stored
     stored = {i.name: numpy_helper.to_array(i).nbytes for i in out.graph.initializer}
     for row in (x for x in report.passes[0].layers if x.op == "LSTM"):
         (node,) = [n for n in out.graph.node if n.op_type == "CodebookGather" and n.name == row.extra["node"]]
-        assert row.extra["bytes_stored"] == stored[node.input[0]] + stored[node.input[1]]
+        # codebook, codes and the int64 row indices
+        assert row.extra["bytes_stored"] == sum(stored[i] for i in node.input[:3])
         rows, k = (
             (w if row.name.endswith(".W") else r).reshape(-1, (w if row.name.endswith(".W") else r).shape[-1]).shape
         )

@@ -129,3 +129,36 @@ def test_recurrent_weights_decoded_natively_equal_the_function_body(runtime_lib,
     for got in (make_session(out, True).run(None, feeds), ep_session(out).run(None, feeds)):
         for g, b in zip(got, body):
             np.testing.assert_allclose(g, b, rtol=0, atol=1e-6)
+
+
+def test_indices_computed_from_constants_load_under_the_ep(runtime_lib):
+    # indices a Range of constant scalars computes: onnxruntime folds them after the EP's first look; the EP claimed
+    # the gather there and declined it with constant indices, and the session failed to load ("UnpackCodes(-1) is
+    # not a registered function/op"). It declines such gathers at once; the folded body gives the table.
+    v, d, bits = 40, 9, 4
+    rng = np.random.default_rng(0)
+    book = rng.standard_normal((1, 16)).astype(np.float32)
+    codes = enc.pack_codes(rng.integers(0, 16, size=(v, d)), bits)
+    nodes = [
+        helper.make_node("Range", ["s", "e", "k"], ["ids"]),
+        helper.make_node("CodebookGather", ["codebook", "codes", "ids"], ["y0"], domain=enc.DOMAIN, bits=bits, D=d),
+        helper.make_node("Add", ["y0", "x"], ["y"]),
+    ]
+    scalars = [numpy_helper.from_array(np.array(n, np.int64), k) for k, n in (("s", 0), ("e", v), ("k", 1))]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [v, d])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [v, d])],
+        [numpy_helper.from_array(book, "codebook"), numpy_helper.from_array(codes, "codes"), *scalars],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(enc.DOMAIN, 1)],
+        functions=enc.function_protos("CodebookGather", 18),
+        ir_version=9,
+    )
+    feeds = {"x": rng.standard_normal((v, d)).astype(np.float32)}
+    body = make_session(model, False).run(None, feeds)[0]
+    np.testing.assert_array_equal(ep_session(model).run(None, feeds)[0], body)
+    np.testing.assert_array_equal(make_session(model, True).run(None, feeds)[0], body)

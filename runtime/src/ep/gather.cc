@@ -44,12 +44,32 @@ bool is_gather(const Ort::ConstNode& n) { return n.GetDomain() == kDomain && n.G
 
 }  // namespace
 
+namespace {
+
+// True when `v` is a constant initializer or computed by standard-domain nodes from constants only (a Range of
+// constant scalars: kmeans' recurrent weights): onnxruntime folds it before the EP's second look, the gather then has
+// constant indices and is declined there, and the node claimed in the first look is left without a kernel (the
+// session failed: "com.onnxcomp:UnpackCodes(-1) is not a registered function/op"). Such gathers are declined at once.
+bool folds_to_constant(const Ort::ConstValueInfo& v, int depth = 0) {
+  if (!v || depth > 8) return false;
+  if (v.IsConstantInitializer()) return true;
+  Ort::ConstNode p = producer(v);
+  if (!p || !p.GetDomain().empty()) return false;  // (a graph input has no producer)
+  const std::vector<Ort::ConstValueInfo> ins = p.GetInputs();
+  if (ins.empty()) return p.GetOperatorType() == "Constant";
+  for (const auto& in : ins)
+    if (in && !folds_to_constant(in, depth + 1)) return false;  // (an absent optional input is no data)
+  return true;
+}
+
+}  // namespace
+
 std::vector<std::vector<Ort::ConstNode>> claim_gathers(const Ort::ConstGraph& graph, const PlanOptions&) {
   std::vector<std::vector<Ort::ConstNode>> groups;
   for (const Ort::ConstNode& node : graph.GetNodes()) {
     if (!is_gather(node)) continue;
     std::vector<Ort::ConstValueInfo> ins = node.GetInputs();
-    if (ins.size() != 3 || !ins[2] || ins[2].IsConstantInitializer()) continue;  // constant indices: folded
+    if (ins.size() != 3 || !ins[2] || folds_to_constant(ins[2])) continue;  // constant indices: folded
     std::vector<Ort::ConstNode> group;
     if (!ins[0] || !ins[1] || !constant_or_decoded(ins[0], &group) || !constant_or_decoded(ins[1], &group)) continue;
     group.push_back(node);

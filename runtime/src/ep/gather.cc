@@ -47,7 +47,7 @@ bool is_gather(const Ort::ConstNode& n) { return n.GetDomain() == kDomain && n.G
 namespace {
 
 // True when `v` is a constant initializer or computed by standard-domain nodes from constants only (a Range of
-// constant scalars: kmeans' recurrent weights): onnxruntime folds it before the EP's second look, the gather then has
+// constant scalars): onnxruntime folds it before the EP's second look, the gather then has
 // constant indices and is declined there, and the node claimed in the first look is left without a kernel (the
 // session failed: "com.onnxcomp:UnpackCodes(-1) is not a registered function/op"). Such gathers are declined at once.
 bool folds_to_constant(const Ort::ConstValueInfo& v, int depth = 0) {

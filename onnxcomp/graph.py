@@ -590,6 +590,17 @@ def scoped_nodes(graph: gs.Graph) -> list[tuple[gs.Node, gs.Graph, str | None]]:
     return found
 
 
+def constant_node_value(tensor: Any) -> gs.Constant | None:
+    """The tensor value of the standard Constant node (``value`` attribute only) that writes ``tensor``, or None."""
+    import onnx_graphsurgeon as gs
+
+    prod = producer(tensor)
+    if prod is None or prod.op != "Constant" or not is_standard(prod) or set(prod.attrs) != {"value"}:
+        return None
+    value = prod.attrs["value"]
+    return value if isinstance(value, gs.Constant) else None
+
+
 def inline_constant_node(graph: gs.Graph, tensor: Any) -> Any:
     """``tensor`` as a constant when a standard Constant node (``value`` attribute) writes it: the node's readers
     read the value as an initializer of their graph instead (lossless; the Constant node is removed); else
@@ -597,20 +608,14 @@ def inline_constant_node(graph: gs.Graph, tensor: Any) -> Any:
     folding covers the main graph only). ``graph``: the (sub)graph holding the Constant node."""
     import onnx_graphsurgeon as gs
 
-    prod = producer(tensor)
-    if (
-        prod is None
-        or prod.op != "Constant"
-        or not is_standard(prod)
-        or set(prod.attrs) != {"value"}
-        or not isinstance(prod.attrs["value"], gs.Constant)
-        or is_graph_output(graph, tensor)
-    ):
+    value = constant_node_value(tensor)
+    if value is None or is_graph_output(graph, tensor):
         return tensor
+    prod = producer(tensor)
     at = next((i for i, n in enumerate(graph.nodes) if n is prod), None)
     if at is None:
         return tensor
-    const = gs.Constant(tensor.name, prod.attrs["value"].values)
+    const = gs.Constant(tensor.name, value.values)
     prod.outputs.clear()
     del graph.nodes[at]  # not left dead: a graph exported before the next cleanup must load
     replace_uses(graph, tensor, const)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from onnxcomp import ops
 from onnxcomp.analysis.weights import SelectOptions, matches
-from onnxcomp.graph import is_const, is_standard, label, producer
+from onnxcomp.graph import constant_node_value, is_const, is_standard, label, producer
 
 from ._emit import Emitted, Encoded
 from ._gather import TableTarget, table_bytes
@@ -68,22 +68,11 @@ class RecurrentTarget(TableTarget):
 
 def _constant_source(t: Any) -> bool:
     """A constant, or the output of a standard Constant node holding a tensor."""
-    import onnx_graphsurgeon as gs
-
-    p = producer(t)
-    if is_const(t):
-        return True
-    return (
-        p is not None
-        and p.op == "Constant"
-        and is_standard(p)
-        and set(p.attrs) == {"value"}
-        and isinstance(p.attrs["value"], gs.Constant)
-    )
+    return is_const(t) or constant_node_value(t) is not None
 
 
 def _values(t: Any) -> Any:
-    return t.values if is_const(t) else producer(t).attrs["value"].values
+    return t.values if is_const(t) else constant_node_value(t).values
 
 
 def _sources(t: Any) -> list[Any] | None:
@@ -162,7 +151,8 @@ def recurrent_targets(graph: gs.Graph, opts: SelectOptions, result: PassResult) 
                 if isinstance(body, gs.Graph):
                     parent[id(body)] = g
                     outputs.update(id(o) for o in body.outputs)
-    found: dict[int, RecurrentTarget] = {}
+    found: list[RecurrentTarget] = []
+    seen: set[int] = set()
     for node, _, _ in scoped:
         if node.op not in RECURRENT_OPS or not is_standard(node):
             continue
@@ -175,7 +165,7 @@ def recurrent_targets(graph: gs.Graph, opts: SelectOptions, result: PassResult) 
                 result.skip(where, f"{what} is computed in the graph, not cut from a constant by layout ops")
                 continue
             for src in srcs:
-                if id(src) in found or src.name in {t.table.name for t in found.values()}:
+                if id(src) in seen:  # (one weight cut into several gates: its tensor, and the initializer it became)
                     continue
                 values = _values(src)
                 names = (node.name, src.name)
@@ -200,8 +190,9 @@ def recurrent_targets(graph: gs.Graph, opts: SelectOptions, result: PassResult) 
                 t = RecurrentTarget(node, const, rows, None, slot=slot, label=name)
                 if home is not graph:
                     t.owner, t.where = home, where_of.get(id(home)) or ""
-                found[id(const)] = t
-    return list(found.values())
+                found.append(t)
+                seen.update((id(src), id(const)))
+    return found
 
 
 def emit_weight(graph: gs.Graph, ctx: PassContext, t: RecurrentTarget, e: Encoded, pass_name: str) -> Emitted:

@@ -101,6 +101,10 @@ def _weight_reason(graph: gs.Graph, node: gs.Node, w: Any) -> str | None:
     from onnxcomp.weights import nonfinite_reason
 
     if not is_const(w):
+        prod = w.inputs[0] if getattr(w, "inputs", None) else None
+        if prod is not None and prod.op == "DequantizeLinear" and prod.inputs and is_const(prod.inputs[0]):
+            stored = prod.inputs[0].values.dtype
+            return f"the weight is quantized already ({stored}, read through DequantizeLinear)"
         return "the weight is not a constant"
     if any(c is not node for c in w.outputs):
         return f"weight {w.name} is shared with other nodes"

@@ -119,3 +119,28 @@ def test_a_quantized_model_says_why_nothing_changed(spec):
     (skip,) = report.passes[-1].skips
     assert skip.node == "(model)" and "quantized already (1 MatMulInteger)" in skip.reason
     assert [n.op_type for n in out.graph.node] == ["MatMulInteger"]
+
+
+@pytest.mark.parametrize("spec", ["kmeans(bits=4)", "pow2", "ternary", "prune-weights(ratio=0.5)"])
+def test_a_qdq_weight_says_it_is_quantized_already(spec):
+    # a QDQ model's weight is an int8 constant read through DequantizeLinear (kept by fold-constants): the layer
+    # is skipped as quantized, not as "not a constant"
+    from onnx import TensorProto
+
+    w = numpy_helper.from_array(np.arange(-64, 64, dtype=np.int8).reshape(16, 8), "wq")
+    scale = numpy_helper.from_array(np.array(0.01, np.float32), "s")
+    graph = helper.make_graph(
+        [
+            helper.make_node("DequantizeLinear", ["wq", "s"], ["w"], name="dq"),
+            helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        [w, scale],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    out, report = optimize(model, spec)
+    reasons = {s.node: s.reason for s in report.passes[-1].skips}
+    assert reasons["mm"] == "the weight is quantized already (int8, read through DequantizeLinear)", reasons
+    assert [n.op_type for n in out.graph.node] == ["DequantizeLinear", "MatMul"]

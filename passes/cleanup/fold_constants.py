@@ -22,7 +22,10 @@ class FoldConstants(Pass):
     ``Shape`` (and ``Size``) of a tensor whose inferred shape is fully static becomes a constant, which lets
     exporter shape arithmetic (Shape -> Gather -> Concat -> Reshape) fold away. Constant fills
     (ConstantOfShape, Expand, Tile, Range) with more than ``max-fill-elements`` outputs are kept as they are,
-    so that a compact model does not grow by their size (``materialize-fills=true`` folds them too).
+    so that a compact model does not grow by their size (``materialize-fills=true`` folds them too). So are
+    decodes of stored data: a constant value at least ``DECODE_GROWTH`` (4) times the bytes of the stored
+    constants it is computed from (standard-op decodes of packed codes, e.g. after inline-functions), and
+    DequantizeLinear of a quantized weight (a QDQ model's int8 weights) is never folded.
     """
 
     name = "fold-constants"
@@ -33,7 +36,9 @@ class FoldConstants(Pass):
         fold_shapes: bool = opt(True, "replace Shape/Size of statically shaped tensors by constants")
         max_elements: int = opt(1 << 26, "do not materialize constants with more elements than this")
         materialize_fills: bool = opt(
-            False, "also materialize large constant fills (ConstantOfShape/Expand/Tile/Range outputs)"
+            False,
+            "also materialize large constant fills (ConstantOfShape/Expand/Tile/Range outputs) and decodes of "
+            "stored data (values 4x the bytes they are computed from)",
         )
         max_fill_elements: int = opt(MAX_FILL_ELEMENTS, "constant fills up to this many elements are materialized")
 
@@ -71,8 +76,14 @@ class FoldConstants(Pass):
             result.skip(n.name, f"output larger than max-elements={self.options.max_elements}")
         big_ids = {id(n) for n in big}
         keep = [n for n in nodes if id(n) not in big_ids]
-        folded = fold(graph, keep)
+        folded = fold(graph, keep, decodes_kept=not self.options.materialize_fills)
         done = set(folded.folded)
+        for name, (size, stored) in folded.decodes.items():
+            result.count("decodes_kept")
+            result.skip(
+                name,
+                f"a decode of {stored:,} stored bytes into {size:,} bytes kept as is (materialize-fills=true folds it)",
+            )
         result.count("nodes_folded", sum(1 for n in keep if n.name in done))
         for name, reason in folded.failed.items():
             result.skip(name, f"could not evaluate: {reason}")

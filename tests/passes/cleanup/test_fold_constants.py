@@ -205,3 +205,28 @@ def test_qdq_model_keeps_its_int8_weights(tmp_path):
 
     for a, b in zip(run(qdq), run(out), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_an_inlined_decode_is_not_folded_back_to_float():
+    # kmeans' ops inlined into standard ops (for runtimes without model-local functions) decode packed codes with
+    # constant subgraphs; a later optimize folded them into float32 weights (the digits CNN: 72,226 -> 416,762
+    # bytes). A value 4x its stored bytes or more stays computed, unless materialize-fills=true
+    import onnx
+
+    from tests.support.run import MODELS_DIR, assert_same_outputs, random_feeds
+
+    model = onnx.load(str(MODELS_DIR / "digits_cnn.onnx"))
+    packed, _ = optimize(model, "fuse-bn,kmeans(bits=4),inline-functions")
+    assert "com.onnxcomp" not in {o.domain for o in packed.opset_import}
+    again, report = optimize(packed)
+    fold_result = report.passes[0]
+    assert fold_result.counters["decodes_kept"] >= 2
+    assert "stored bytes into" in reasons(fold_result)
+    codes = {t.name for t in again.graph.initializer if t.name.endswith("_codes")}
+    assert {"fc1.weight_codes", "down.0.weight_codes"} <= codes
+    assert again.ByteSize() <= packed.ByteSize()
+    assert_same_outputs(packed, again, random_feeds(packed, seed=3))
+    # asked to: the decodes become float weights
+    floats, _ = optimize(packed, MATERIALIZED)
+    assert not any(t.name.endswith("_codes") for t in floats.graph.initializer)
+    assert floats.ByteSize() > 4 * packed.ByteSize()

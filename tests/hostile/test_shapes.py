@@ -185,3 +185,78 @@ def test_a_shapeless_value_info_of_an_input_or_output_keeps_the_declared_shape(t
     got = onnx.load(str(out))
     again = [v for v in (*got.graph.input, *got.graph.output) if v.name == name]
     assert again and list(again[0].type.tensor_type.shape.dim) == want
+
+
+def _branch_fits_one_size() -> onnx.ModelProto:
+    """x [1, N] -> If(flag): the then-branch feeds an LSTM with x reshaped by an inner If on N == 24, to
+    [1, 1, -1, 4] when it holds (rank 4: ill-typed for the LSTM) and to [1, -1, 4] otherwise; the else-branch sums
+    x. As Silero VAD's 8 kHz branch at a 16 kHz chunk: with N fixed to 24, onnxruntime's constant folding picks the
+    rank-4 reshape and the model no longer loads with its graph optimizations on, although the branch never runs
+    for the inputs it is meant for."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    h = 2
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((1, 4 * h, 4)).astype(np.float32), "w")
+    r = numpy_helper.from_array(rng.standard_normal((1, 4 * h, h)).astype(np.float32), "r")
+
+    def const(name, v):
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(v, np.int64), name))
+
+    def reshaped(name, shape):
+        return helper.make_graph(
+            [const(f"{name}_s", shape), helper.make_node("Reshape", ["x", f"{name}_s"], [name])],
+            name,
+            [],
+            [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)],
+        )
+
+    scalar = [helper.make_tensor_value_info(n, TensorProto.FLOAT, []) for n in ("y_then", "y_else", "y")]
+    then = helper.make_graph(
+        [
+            const("i1", [1]),
+            const("i2", [2]),
+            const("n24", [24]),
+            helper.make_node("Shape", ["x"], ["sx"]),
+            helper.make_node("Slice", ["sx", "i1", "i2"], ["n"]),
+            helper.make_node("Equal", ["n", "n24"], ["is24v"]),
+            helper.make_node("Squeeze", ["is24v"], ["is24"]),
+            helper.make_node(
+                "If",
+                ["is24"],
+                ["seq"],
+                then_branch=reshaped("rank4", [1, 1, -1, 4]),
+                else_branch=reshaped("rank3", [1, -1, 4]),
+            ),
+            helper.make_node("LSTM", ["seq", "w", "r"], ["", "yh"], hidden_size=h),
+            helper.make_node("ReduceSum", ["yh"], ["y_then"], keepdims=0),
+        ],
+        "then",
+        [],
+        [scalar[0]],
+    )
+    other = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["y_else"], keepdims=0)], "else", [], [scalar[1]])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["flag"], ["y"], then_branch=then, else_branch=other)],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "N"]),
+            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
+        ],
+        [scalar[2]],
+        [w, r],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+
+
+def test_an_input_shape_the_model_cannot_load_at_is_an_error():
+    # the output takes exactly the --input-shape sizes; where onnxruntime (optimizations on, as users load models)
+    # rejects the model at them, optimize fails with one line instead of writing a file that does not load
+    model = _branch_fits_one_size()
+    out, _ = optimize(model, input_shapes={"x": (1, 16)})
+    assert [d.dim_value for d in out.graph.input[0].type.tensor_type.shape.dim] == [1, 16]
+    optimize(model)  # dynamic dims: loads
+    with pytest.raises(InputError, match=r"does not load in onnxruntime.*--input-shape x:1x24"):
+        optimize(model, input_shapes={"x": (1, 24)})
+    with pytest.raises(InputError, match=r"does not load in onnxruntime"):
+        optimize(model, input_shapes={"x": (1, 24)}, verify=True)  # verification's sessions load it: checked too

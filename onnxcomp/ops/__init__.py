@@ -113,6 +113,7 @@ _OP_MODULES = (
     "huffman_decode",
     "run_length_decode",
     "codebook_gather",
+    "codebook_decode",
     "winograd_conv",
 )
 for _name in _OP_MODULES:

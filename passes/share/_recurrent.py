@@ -1,6 +1,6 @@
-"""Recurrent weights: LSTM / GRU / RNN ``W`` and ``R`` -> a CodebookGather of every row, reshaped back (lossy).
+"""Recurrent weights: LSTM / GRU / RNN ``W`` and ``R`` -> a CodebookDecode of the rows, reshaped back (lossy).
 
-    W [..., K]  ->  Reshape(CodebookGather(codebook, codes, arange(rows)), shape of W)
+    W [..., K]  ->  Reshape(CodebookDecode(codebook, codes), shape of W)
 
 A recurrent node reads its input weights ``W`` and its recurrence weights ``R`` whole at every step, and no
 com.onnxcomp kernel runs a recurrence on codes, so the weight is stored as codes and decoded whole in the
@@ -10,9 +10,11 @@ Unsqueeze, Reshape, Transpose...: PyTorch's LSTM export reorders the gates of ``
 Concat, inside If branches in Silero VAD) when every use of that weight ends in a recurrent ``W`` or ``R``.
 Its rows (the last axis is K, the inputs) are the gate units, encoded as embedding table rows are (one
 codebook per ``group-size`` rows, or one for the weight; ``_gather``). The decode is written in the graph that
-held the constant: where the function body runs, its inputs are all constants and onnxruntime folds it at load
-(ddddocr's recognizer: 1.00x of the original); the native CodebookGather of the custom-op library decodes the
-rows at each run, as onnxruntime folds no custom-domain node (0.85x there; 1.04x under the EP).
+held the constant. CodebookDecode has a function body and no native kernel: its inputs are all constants, and
+onnxruntime inlines and folds it when it loads the model, under the custom-op library and the EP too, so the
+recurrent op gets (and prepacks) a float initializer. With CodebookGather of every row (until stop 22) the
+library's native kernel decoded the 4.2M weights of ddddocr's recognizer at every run: 0.80x of the original
+with the library registered (onnxruntime folds no node it runs with a custom kernel).
 
 In CRNN text recognizers (a CNN, then a bidirectional LSTM over the columns) the LSTM holds a large share of
 the weights: ddddocr's recognizer (54 MB) kept its W and R, 2 x [2, 2048, 512] floats (17 MB), when they were
@@ -205,19 +207,16 @@ def emit_weight(graph: gs.Graph, ctx: PassContext, t: RecurrentTarget, e: Encode
     rows = int(t.w2.shape[0])
     shape = tuple(int(d) for d in t.table.shape)
     base = t.table.name
-    ops.ensure_function(graph, "CodebookGather")
+    ops.ensure_function(graph, "CodebookDecode")
     book = make_constant(graph, f"{base}_codebook", np.asarray(e.table, e.table_dtype))
     codes = make_constant(graph, f"{base}_codes", ops.pack_codes(e.codes, e.bits))
-    # the row indices as an initializer: computed by a Range, onnxruntime folds it and the EP session then fails to
-    # resolve the gather's function helpers (measured); 8 bytes a row, counted in the stored bytes
-    rows_of = make_constant(graph, f"{base}_rows", np.arange(rows, dtype=np.int64))
     flat = gs.Variable(unique_name(graph, f"{base}_decoded"), dtype=np.float32, shape=[rows, shape[-1]])
     attrs = {"bits": e.bits, "D": int(t.w2.shape[1]), "group_size": e.group_size}
     decode = gs.Node(
-        "CodebookGather",
+        "CodebookDecode",
         unique_name(graph, f"{base}_codebook"),
         attrs=attrs,
-        inputs=[book, codes, rows_of],
+        inputs=[book, codes],
         outputs=[flat],
         domain=ops.DOMAIN,
     )
@@ -232,5 +231,5 @@ def emit_weight(graph: gs.Graph, ctx: PassContext, t: RecurrentTarget, e: Encode
     (t.owner if t.owner is not None else graph).nodes.extend([decode, back])
     replace_uses(graph, t.table, w)
     ctx.tag(decode, pass_name, [t.name])
-    stored = table_bytes(t, e) + 8 * rows  # (the row indices are stored too: int64)
-    return Emitted("gather", 4 * t.params, stored, stored, stored, decode.name)
+    stored = table_bytes(t, e)
+    return Emitted("decode", 4 * t.params, stored, stored, stored, decode.name)

@@ -1,5 +1,5 @@
 """Recurrent weights: kmeans stores the W and R constants of LSTM / GRU / RNN nodes as codes decoded in the graph
-(CodebookGather of every row, reshaped back). A weight of at most 2**bits distinct values is stored exactly, so
+(CodebookDecode of the rows, reshaped back). A weight of at most 2**bits distinct values is stored exactly, so
 the model's outputs equal the original's; otherwise the error is bounded by the codebook's; the bytes the report
 gives are the bytes stored; shared or computed weights are left as they are, with a reason."""
 
@@ -25,7 +25,7 @@ GATES = models.RECURRENT_GATES
 def test_weights_of_few_values_are_stored_exactly(op, direction):
     model, _, _ = models.recurrent(op, direction=direction, levels=16)
     out, report = optimize(model, "kmeans(bits=4,min-params=0)")
-    gathers = [n for n in out.graph.node if n.op_type == "CodebookGather"]
+    gathers = [n for n in out.graph.node if n.op_type == "CodebookDecode"]
     assert len(gathers) == 2 and all(n.domain == enc.DOMAIN for n in gathers)
     assert {i.name for i in out.graph.initializer}.isdisjoint({"W", "R"})  # no float copy left
     # lossless here: 16 distinct values, 16 codebook entries (onnxruntime's optimizations off)
@@ -53,7 +53,7 @@ def test_property_few_values_round_trip_exactly(op, direction, hidden, inputs, b
     # graph computes what the original does, bit for bit, on odd-sized inputs
     model, _, _ = models.recurrent(op, hidden, inputs, direction, levels=1 << bits, seed=seed)
     out, _ = optimize(model, f"kmeans(bits={bits},min-params=0)")
-    assert [n.op_type for n in out.graph.node].count("CodebookGather") == 2
+    assert [n.op_type for n in out.graph.node].count("CodebookDecode") == 2
     for got, want in zip(run(out, models.recurrent_feeds(inputs)), run(model, models.recurrent_feeds(inputs))):
         np.testing.assert_array_equal(got, want)
 
@@ -74,7 +74,7 @@ def test_continuous_weights_lose_within_the_codebooks_reach(bits, bound):
     # the bytes the report gives are the bytes stored
     stored = {i.name: numpy_helper.to_array(i).nbytes for i in out.graph.initializer}
     for row in (x for x in report.passes[0].layers if x.op == "LSTM"):
-        (node,) = [n for n in out.graph.node if n.op_type == "CodebookGather" and n.name == row.extra["node"]]
+        (node,) = [n for n in out.graph.node if n.op_type == "CodebookDecode" and n.name == row.extra["node"]]
         # codebook, codes and the int64 row indices
         assert row.extra["bytes_stored"] == sum(stored[i] for i in node.input[:3])
         rows, k = (
@@ -87,7 +87,7 @@ def test_continuous_weights_lose_within_the_codebooks_reach(bits, bound):
 def test_recurrent_false_shared_and_computed_weights_are_left_alone():
     model, _, _ = models.recurrent("GRU")
     out, _ = optimize(model, "kmeans(bits=4,recurrent=false,min-params=0)")
-    assert not any(n.op_type == "CodebookGather" for n in out.graph.node)
+    assert not any(n.op_type == "CodebookDecode" for n in out.graph.node)
     # R also read by a second node: left float, the report says why; W still encoded
     shared = onnx.ModelProto()
     shared.CopyFrom(model)
@@ -95,7 +95,7 @@ def test_recurrent_false_shared_and_computed_weights_are_left_alone():
     shared.graph.input.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 144, 48]))
     shared.graph.output.append(helper.make_tensor_value_info("zR", TensorProto.FLOAT, [1, 144, 48]))
     out2, report = optimize(shared, "kmeans(bits=4,min-params=0)")
-    assert [n.op_type for n in out2.graph.node].count("CodebookGather") == 1
+    assert [n.op_type for n in out2.graph.node].count("CodebookDecode") == 1
     assert any(s.node == "rnn.R" and "shared" in s.reason for s in report.passes[0].skips)
     # W computed from the input: a reason, no crash
     computed = onnx.ModelProto()
@@ -105,7 +105,7 @@ def test_recurrent_false_shared_and_computed_weights_are_left_alone():
     computed.graph.input.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, list(w.dims)))
     out3, report3 = optimize(computed, "kmeans(bits=4,min-params=0)")
     assert any(s.node == "rnn.W" and "not cut from a constant" in s.reason for s in report3.passes[0].skips)
-    assert [n.op_type for n in out3.graph.node].count("CodebookGather") == 1  # R
+    assert [n.op_type for n in out3.graph.node].count("CodebookDecode") == 1  # R
 
 
 def _branch(w_ih: str, w_hh: str, hidden: int, inputs: int, tag: str, constant=None):
@@ -176,9 +176,9 @@ def test_weights_cut_by_layout_ops_inside_if_branches(held):
     # decoded where the weight was held: a branch's Constant node in that branch; an initializer in the innermost
     # graph enclosing its readers (main for one read by both branches, the else branch for w_ih2)
     counts = [
-        [n.op_type for n in g.node].count("CodebookGather") for g in (bodies["then_branch"], bodies["else_branch"])
+        [n.op_type for n in g.node].count("CodebookDecode") for g in (bodies["then_branch"], bodies["else_branch"])
     ]
-    assert (main.count("CodebookGather"), *counts) == ((1, 1, 1) if held == "branch" else (2, 0, 0))
+    assert (main.count("CodebookDecode"), *counts) == ((1, 1, 1) if held == "branch" else (2, 0, 0))
     assert not {"w_ih", "w_hh", "w_ih2"} & {i.name for i in out.graph.initializer}
 
 
@@ -193,4 +193,4 @@ def test_the_budget_allocates_bits_to_recurrent_weights(calibrated):
     bits = {r.name: r.extra["bits"] for r in p.layers}
     assert set(bits) == {"rnn.W", "rnn.R"} and len(set(bits.values())) == 2  # mixed: the budget sits between
     assert p.counters["budget_bits"] <= 3.5
-    assert [n.op_type for n in out.graph.node].count("CodebookGather") == 2
+    assert [n.op_type for n in out.graph.node].count("CodebookDecode") == 2

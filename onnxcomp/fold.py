@@ -146,13 +146,34 @@ def kept_fill(tensor: gs.Tensor) -> gs.Node | None:
     return prod if all(is_empty(t) or is_const(t) for t in prod.inputs) else None
 
 
+def computed_from_constants(tensor: gs.Tensor) -> bool:
+    """Whether ``tensor`` is computed by standard, deterministic nodes from constants alone (a kept fill or decode)."""
+    stack, seen = [tensor], set()
+    while stack:
+        t = stack.pop()
+        if id(t) in seen or is_empty(t) or is_const(t):
+            continue
+        seen.add(id(t))
+        prod = t.inputs[0] if getattr(t, "inputs", None) else None
+        if prod is None or not is_standard(prod) or prod.op in NONDETERMINISTIC or prod.op in SUBGRAPH_OPS:
+            return False
+        stack.extend(prod.inputs)
+    return not is_const(tensor)
+
+
 def fill_note(tensor: gs.Tensor) -> str:
-    """`` (a ... fill kept as is ...)`` when ``tensor`` is a large constant fill that was not materialized (a
-    pass that needs a weight's values says so in its skip reason), else ""."""
+    """`` (a ... fill kept as is ...)`` when ``tensor`` is a large constant fill that was not materialized, or
+    `` (decoded from stored constants ...)`` when it is a decode fold-constants keeps (DECODE_GROWTH, a QDQ
+    DequantizeLinear): a pass that needs a weight's values says so in its skip reason; else ""."""
     fill = kept_fill(tensor)
-    if fill is None:
-        return ""
-    return f" ({fill.op} fill kept as is to keep the model small; fold-constants(materialize-fills=true) folds it)"
+    if fill is not None:
+        return f" ({fill.op} fill kept as is to keep the model small; fold-constants(materialize-fills=true) folds it)"
+    if computed_from_constants(tensor):
+        return (
+            " (decoded from stored constants by a subgraph left as is, as fold-constants keeps decodes to keep the "
+            "model small; fold-constants(materialize-fills=true) folds it)"
+        )
+    return ""
 
 
 def fold(graph: gs.Graph, nodes: list[gs.Node] | None = None, decodes_kept: bool = True) -> FoldResult:

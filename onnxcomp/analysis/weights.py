@@ -105,7 +105,9 @@ def _weight_reason(graph: gs.Graph, node: gs.Node, w: Any) -> str | None:
         if prod is not None and prod.op == "DequantizeLinear" and prod.inputs and is_const(prod.inputs[0]):
             stored = prod.inputs[0].values.dtype
             return f"the weight is quantized already ({stored}, read through DequantizeLinear)"
-        return "the weight is not a constant"
+        from onnxcomp.fold import fill_note
+
+        return "the weight is not a constant" + fill_note(w)
     if any(c is not node for c in w.outputs):
         return f"weight {w.name} is shared with other nodes"
     if w.values.dtype != "float32":

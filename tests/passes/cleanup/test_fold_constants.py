@@ -226,6 +226,9 @@ def test_an_inlined_decode_is_not_folded_back_to_float():
     assert {"fc1.weight_codes", "down.0.weight_codes"} <= codes
     assert again.ByteSize() <= packed.ByteSize()
     assert_same_outputs(packed, again, random_feeds(packed, seed=3))
+    # a pass that needs such a weight's values says why it skips it
+    _, again_k = optimize(packed, "fold-constants,kmeans(bits=4)")
+    assert "not a constant (decoded from stored constants" in reasons(again_k.passes[-1])
     # asked to: the decodes become float weights
     floats, _ = optimize(packed, MATERIALIZED)
     assert not any(t.name.endswith("_codes") for t in floats.graph.initializer)

@@ -127,15 +127,17 @@ def optimize(
         if data is not None:
             io.check_model(data, "optimized model")
             with _timed(stages, "onnxruntime load"):
-                _check_loads(out, data, shapes=shapes)
+                load_warning = _check_loads(out, data, shapes=shapes, source=model)
         else:  # over protobuf's limit: written once with external data, checked and loaded from that file
             with io.model_file(out) as path:
                 io.check_model(str(path), "optimized model")
                 with _timed(stages, "onnxruntime load"):
-                    _check_loads(out, path=path, shapes=shapes)
+                    load_warning = _check_loads(out, path=path, shapes=shapes, source=model)
 
     report = Report(pipeline=",".join(str(s) for s in specs), passes=results, inputs=plan, stages=stages)
     report.warnings = [f"non-finite weights in the input model: {w.describe()}" for w in nonfinite]
+    if load_warning:
+        report.warnings.append(load_warning)
     report.before = before
     with _timed(stages, "cost"):
         report.after = _cost(out, plan)
@@ -254,26 +256,50 @@ def _serialized(model: onnx.ModelProto) -> bytes | None:
 
 
 def _check_loads(
-    model: onnx.ModelProto, data: bytes | None = None, path: Path | None = None, shapes: Mapping | None = None
-) -> None:
+    model: onnx.ModelProto,
+    data: bytes | None = None,
+    path: Path | None = None,
+    shapes: Mapping | None = None,
+    source: onnx.ModelProto | str | os.PathLike[str] | None = None,
+) -> str | None:
     """The optimized model loads in onnxruntime as a user loads it: with its graph optimizations (constant folding
     and the shape inference over the folded values find type errors a load without them lets through: Silero
     VAD given a 16 kHz chunk by --input-shape has an If branch, the 8 kHz one, whose LSTM input then has the
-    wrong rank). Verification's own sessions run without them, so this check runs with it too."""
+    wrong rank). Verification's own sessions run without them, so this check runs with it too. Where the input
+    model (``source``, as given) does not load that way either, the output is only held to what the input does
+    (a load without them): returns the warning that says so, else None."""
     from onnxcomp.ops import uses_ops
     from onnxcomp.ort import runtime_available, session
 
     custom = uses_ops(model)
-    try:
+
+    def load(optimize: bool) -> None:
         if path is not None:  # a model written with external data
-            session(path, optimize=True, runtime=custom and runtime_available())
+            session(path, optimize=optimize, runtime=custom and runtime_available())
         else:
             # bytes skip a second serialization; a model with com.onnxcomp ops goes as a proto so that the
             # session registers the native runtime when it is available
-            session(data if data is not None and not custom else model, optimize=True)
+            session(data if data is not None and not custom else model, optimize=optimize)
+
+    try:
+        load(optimize=True)
+        return None
     except InputError as err:
-        hint = ""
-        if shapes:
-            given = " ".join(f"--input-shape {k}:{'x'.join(str(d) for d in v)}" for k, v in shapes.items())
-            hint = f" (the model takes exactly the shapes {given} gives it; without it the dims stay dynamic)"
-        raise InputError(f"the optimized model does not load in onnxruntime: {err}{hint}") from err
+        failed = err
+    if source is not None:
+        try:
+            session(source, optimize=True)
+        except InputError:
+            try:
+                load(optimize=False)
+            except InputError as err:
+                raise InputError(f"the optimized model does not load in onnxruntime: {err}") from err
+            return (
+                "the input model does not load in onnxruntime with its graph optimizations on, nor does the "
+                f"output: {failed}; the output was checked to load without them, as the input does"
+            )
+    hint = ""
+    if shapes:
+        given = " ".join(f"--input-shape {k}:{'x'.join(str(d) for d in v)}" for k, v in shapes.items())
+        hint = f" (the model takes exactly the shapes {given} gives it; without it the dims stay dynamic)"
+    raise InputError(f"the optimized model does not load in onnxruntime: {failed}{hint}") from failed

@@ -260,3 +260,16 @@ def test_an_input_shape_the_model_cannot_load_at_is_an_error():
         optimize(model, input_shapes={"x": (1, 24)})
     with pytest.raises(InputError, match=r"does not load in onnxruntime"):
         optimize(model, input_shapes={"x": (1, 24)}, verify=True)  # verification's sessions load it: checked too
+
+
+def test_an_input_that_onnxruntime_only_loads_unoptimized_is_held_to_that():
+    # the same model with N = 24 in its own input: the input itself does not load with onnxruntime's optimizations
+    # on, so the output is only held to loading without them, and the report warns
+    model = _branch_fits_one_size()
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 24
+    out, report = optimize(model)
+    assert any("input model does not load in onnxruntime with its graph optimizations on" in w for w in report.warnings)
+    feeds = {"x": np.ones((1, 24), np.float32), "flag": np.array(False)}
+    from tests.support.run import outputs
+
+    np.testing.assert_array_equal(outputs(out, feeds)["y"], outputs(model, feeds)["y"])

@@ -265,7 +265,7 @@ def _check_loads(
     """The optimized model loads in onnxruntime as a user loads it: with its graph optimizations (constant folding
     and the shape inference over the folded values find type errors a load without them lets through: Silero
     VAD given a 16 kHz chunk by --input-shape has an If branch, the 8 kHz one, whose LSTM input then has the
-    wrong rank). Verification's own sessions run without them, so this check runs with it too. Where the input
+    wrong rank). Verification's own sessions run without them, so this check runs with --verify too. Where the input
     model (``source``, as given) does not load that way either, the output is only held to what the input does
     (a load without them): returns the warning that says so, else None."""
     from onnxcomp.ops import uses_ops

@@ -146,8 +146,10 @@ def kept_fill(tensor: gs.Tensor) -> gs.Node | None:
     return prod if all(is_empty(t) or is_const(t) for t in prod.inputs) else None
 
 
-def computed_from_constants(tensor: gs.Tensor) -> bool:
-    """Whether ``tensor`` is computed by standard, deterministic nodes from constants alone (a kept fill or decode)."""
+def computed_from_constants(tensor: gs.Tensor) -> set[str] | None:
+    """The ops computing ``tensor`` when standard, deterministic nodes compute it from constants alone (a kept
+    fill or decode, a QDQ DequantizeLinear); None when it is a constant itself or reads anything else."""
+    ops: set[str] = set()
     stack, seen = [tensor], set()
     while stack:
         t = stack.pop()
@@ -156,24 +158,29 @@ def computed_from_constants(tensor: gs.Tensor) -> bool:
         seen.add(id(t))
         prod = t.inputs[0] if getattr(t, "inputs", None) else None
         if prod is None or not is_standard(prod) or prod.op in NONDETERMINISTIC or prod.op in SUBGRAPH_OPS:
-            return False
+            return None
+        ops.add(prod.op)
         stack.extend(prod.inputs)
-    return not is_const(tensor)
+    return ops or None
 
 
 def fill_note(tensor: gs.Tensor) -> str:
-    """`` (a ... fill kept as is ...)`` when ``tensor`` is a large constant fill that was not materialized, or
-    `` (decoded from stored constants ...)`` when it is a decode fold-constants keeps (DECODE_GROWTH, a QDQ
-    DequantizeLinear): a pass that needs a weight's values says so in its skip reason; else ""."""
+    """`` (a ... fill kept as is ...)`` when ``tensor`` is a large constant fill that was not materialized,
+    `` (decoded from stored constants ...)`` when it is a decode fold-constants keeps (DECODE_GROWTH), or
+    `` (quantized ...)`` when it is read through DequantizeLinear: a pass that needs a weight's values says so in
+    its skip reason; else ""."""
     fill = kept_fill(tensor)
     if fill is not None:
         return f" ({fill.op} fill kept as is to keep the model small; fold-constants(materialize-fills=true) folds it)"
-    if computed_from_constants(tensor):
-        return (
-            " (decoded from stored constants by a subgraph left as is, as fold-constants keeps decodes to keep the "
-            "model small; fold-constants(materialize-fills=true) folds it)"
-        )
-    return ""
+    ops = computed_from_constants(tensor)
+    if ops is None:
+        return ""
+    if ops & STORED_FORMS:
+        return " (quantized: read through DequantizeLinear from integer constants, which fold-constants keeps)"
+    return (
+        " (decoded from stored constants by a subgraph left as is, as fold-constants keeps decodes to keep the "
+        "model small; fold-constants(materialize-fills=true) folds it)"
+    )
 
 
 def fold(graph: gs.Graph, nodes: list[gs.Node] | None = None, decodes_kept: bool = True) -> FoldResult:

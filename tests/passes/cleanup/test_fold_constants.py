@@ -233,3 +233,30 @@ def test_an_inlined_decode_is_not_folded_back_to_float():
     floats, _ = optimize(packed, MATERIALIZED)
     assert not any(t.name.endswith("_codes") for t in floats.graph.initializer)
     assert floats.ByteSize() > 4 * packed.ByteSize()
+
+
+def test_fuse_bn_names_a_quantized_weight():
+    # a QDQ Conv weight (int8 through DequantizeLinear, never folded) is no float constant: fuse-bn says why
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.integers(-100, 100, (4, 3, 3, 3)).astype(np.int8), "wq"),
+        numpy_helper.from_array(np.array(0.01, np.float32), "s"),
+        *(numpy_helper.from_array(v.astype(np.float32), n) for n, v in zip("gbmv", [np.ones(4), np.zeros(4)] * 2)),
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("DequantizeLinear", ["wq", "s"], ["w"], name="dq"),
+            helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+            helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"], name="bn"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    out, report = optimize(model, "fold-constants,fuse-bn")
+    assert "quantized: read through DequantizeLinear" in reasons(report.passes[-1])
+    assert op_counts(out)["DequantizeLinear"] == 1

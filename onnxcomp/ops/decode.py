@@ -16,9 +16,9 @@ def decode_model(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with every com.onnxcomp node replaced by standard ops on numpy-decoded float weights.
 
     CodebookMatMul/TernaryMatMul/SparseCodebookMatMul -> MatMul + Add(B); CodebookConv -> Conv; CodebookGather ->
-    Gather;
-    HuffmanDecode and RunLengthDecode -> an initializer holding the decoded bytes. This is "the original model
-    with its weights replaced by the decoded weights", the reference of the exactness tests.
+    Gather; CodebookDecode, HuffmanDecode and RunLengthDecode -> an initializer holding the decoded values. This
+    is "the original model with its weights replaced by the decoded weights", the reference of the exactness
+    tests.
     """
     import onnx
     from onnx import numpy_helper

@@ -119,6 +119,38 @@ def test_calibrated_budget_gives_the_amplified_layer_more_bits():
     assert bits_cal["fb"] > bits_cal["fa"]
 
 
+def test_data_free_budget_keeps_the_first_and_last_layers_at_the_budget():
+    # without data the weight-error proxy took bits from the largest layer, the last one here (as a CRNN's
+    # 1024 x 8210 classifier, which then read no line right), to give the small middle layers 8: the first and last
+    # layers keep at least the largest candidate within the budget; with calibration data the measured output
+    # errors decide alone
+    model, x = _mlp(3, dims=(16, 48, 48, 48, 48, 512))
+    spec = "kmeans(target-bits=4,group-size=0,sequential=false,sparse=never)"
+    _, free = optimize(model, spec)
+    bits = {r.name: r.extra["bits"] for r in free.passes[0].layers}
+    assert bits["fc0"] >= 4 and bits["fc4"] >= 4, bits
+    assert free.passes[0].counters["budget_edge_layers"] == 2
+    assert free.passes[0].counters["budget_bits"] <= 4.0
+    _, cal = optimize(model, spec, calib={"x": x})
+    assert "budget_edge_layers" not in cal.passes[0].counters
+
+
+def test_data_free_budget_lets_edge_layers_go_lower_where_nothing_else_fits():
+    # two parallel layers are both first and last: at 4.2 bits with 2 / 4 / 6-bit candidates, 4 bits for both do
+    # not fit (32 x 32: 4.5 bits stored each), so the rule gives way rather than fail
+    rng = np.random.default_rng(1)
+    inits = {k: (rng.standard_normal((32, 32)) / 6).astype(np.float32) for k in ("wa", "wb")}
+    nodes = [
+        helper.make_node("MatMul", ["x", "wa"], ["a"], name="fa"),
+        helper.make_node("MatMul", ["x", "wb"], ["b"], name="fb"),
+        helper.make_node("Add", ["a", "b"], ["y"], name="sum"),
+    ]
+    model = make_model(nodes, inits, [("x", ["N", 32])], [("y", ["N", 32])])
+    _, report = optimize(model, "kmeans(target-bits=4.2,candidate-bits=2;4;6,sequential=false)")
+    assert report.passes[0].counters["budget_bits"] <= 4.2
+    assert "budget_edge_layers" not in report.passes[0].counters
+
+
 def test_budget_options_are_checked():
     model, _ = _mlp(6)
     with pytest.raises(UsageError):

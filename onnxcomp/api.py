@@ -123,21 +123,27 @@ def optimize(
         del out.graph.value_info[:]
         out = io.infer_shapes(out)
     with _timed(stages, "check"):
-        data = _serialized(out)  # once, for the checker, the onnxruntime load check, the report and the save
-        if data is not None:
-            io.check_model(data, "optimized model")
-            with _timed(stages, "onnxruntime load"):
-                load_warning = _check_loads(out, data, shapes=shapes, source=model)
-        else:  # over protobuf's limit: written once with external data, checked and loaded from that file
-            with io.model_file(out) as path:
-                io.check_model(str(path), "optimized model")
-                with _timed(stages, "onnxruntime load"):
-                    load_warning = _check_loads(out, path=path, shapes=shapes, source=model)
+        shape_warning = None
+        for retry in (False, True):
+            try:
+                data, load_warning = _check(out, shapes, model, stages)
+                break
+            except InputError as err:
+                if retry:
+                    raise
+                # onnx's data propagation can infer a wrong static shape (a Slice whose start it cannot compute
+                # taken as 0): onnxruntime then rejects the value_info written from it; inferred without it, the
+                # model may load
+                io.strip_value_info(out.graph)
+                io.infer_shapes(out, data_prop=False)
+                shape_warning = (
+                    f"the output did not load with the shapes onnx infers with data propagation ({err}); its "
+                    "value_info comes from shape inference without it"
+                )
 
     report = Report(pipeline=",".join(str(s) for s in specs), passes=results, inputs=plan, stages=stages)
     report.warnings = [f"non-finite weights in the input model: {w.describe()}" for w in nonfinite]
-    if load_warning:
-        report.warnings.append(load_warning)
+    report.warnings += [w for w in (shape_warning, load_warning) if w]
     report.before = before
     with _timed(stages, "cost"):
         report.after = _cost(out, plan)
@@ -253,6 +259,25 @@ def _serialized(model: onnx.ModelProto) -> bytes | None:
         return io.serialize(model)
     except io.TooLargeError:
         return None
+
+
+def _check(
+    out: onnx.ModelProto, shapes: Mapping, source: Any, stages: dict[str, float]
+) -> tuple[bytes | None, str | None]:
+    """The checker and the onnxruntime load check of the optimized model: (its bytes, None over protobuf's limit;
+    the load check's warning)."""
+    from onnxcomp import io
+
+    data = _serialized(out)  # once, for the checker, the onnxruntime load check, the report and the save
+    if data is not None:
+        io.check_model(data, "optimized model")
+        with _timed(stages, "onnxruntime load"):
+            return data, _check_loads(out, data, shapes=shapes, source=source)
+    # over protobuf's limit: written once with external data, checked and loaded from that file
+    with io.model_file(out) as path:
+        io.check_model(str(path), "optimized model")
+        with _timed(stages, "onnxruntime load"):
+            return None, _check_loads(out, path=path, shapes=shapes, source=source)
 
 
 def _check_loads(

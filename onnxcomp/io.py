@@ -262,8 +262,9 @@ def set_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...
 _STUB_ELEMENTS = 1024
 
 
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """onnx shape inference (with data propagation), written into ``model`` in place; returns it.
+def infer_shapes(model: onnx.ModelProto, data_prop: bool = True) -> onnx.ModelProto:
+    """onnx shape inference (with data propagation unless ``data_prop`` is False), written into ``model`` in place;
+    returns it.
 
     Runs on a weightless skeleton (large main-graph initializers replaced by external-data stubs with their
     names, types and dims), then copies the inferred nodes, value_info and outputs back: the same result
@@ -274,7 +275,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
     try:
         inferred = onnx.shape_inference.infer_shapes(
-            weightless(model), check_type=False, strict_mode=False, data_prop=True
+            weightless(model), check_type=False, strict_mode=False, data_prop=data_prop
         )
     except Exception as err:  # onnx raises several exception types here
         logger.warning("shape inference failed: %s", _one_line(err))
@@ -284,6 +285,19 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         del getattr(g, field)[:]
         getattr(g, field).extend(getattr(ig, field))
     return model
+
+
+def strip_value_info(graph: onnx.GraphProto) -> None:
+    """Delete the value_info of ``graph`` and of every If / Loop / Scan body in it, in place."""
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        del g.value_info[:]
+        for node in g.node:
+            for a in node.attribute:
+                if a.HasField("g"):
+                    stack.append(a.g)
+                stack.extend(a.graphs)
 
 
 def weightless(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -342,8 +342,9 @@ def upgrade_opset(
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
     seed: int = 0,
 ) -> onnx.ModelProto:
-    """The model converted to ai.onnx ``target`` by onnx.version_converter, checked to give identical outputs
-    under onnxruntime on generated inputs. Raises ValueError when it cannot be converted losslessly."""
+    """The model converted to ai.onnx ``target`` by onnx.version_converter, checked to give the same outputs
+    under onnxruntime on generated inputs (within float rounding, as lossless passes). Raises ValueError when it
+    cannot be converted losslessly."""
     import numpy as np
     import onnx
 
@@ -361,7 +362,19 @@ def upgrade_opset(
     except InputError as err:
         raise ValueError(str(err)) from err
     for name, r in ref.items():
-        if not np.array_equal(r, new[name], equal_nan=True):
+        if np.array_equal(r, new[name], equal_nan=True):
+            continue
+        # within float rounding, as lossless passes are verified (onnxcomp.verify.Tolerance.lossless): a float16
+        # model's kernels may round differently after conversion (PP-OCRv5's detector in float16: 2e-7)
+        a, b = np.asarray(r, np.float64), np.asarray(new[name], np.float64)
+        finite = np.isfinite(a)
+        top = float(np.max(np.abs(a[finite]), initial=0.0))
+        same_specials = np.array_equal(a[~finite], b[~finite], equal_nan=True)
+        if (
+            r.dtype.kind != "f"
+            or not same_specials
+            or np.any(np.abs(a[finite] - b[finite]) > 1e-5 * max(1.0, top) + 1e-4 * top)
+        ):
             raise ValueError(f"output {name!r} changed after conversion")
     return after
 

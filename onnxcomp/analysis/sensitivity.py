@@ -59,6 +59,8 @@ class OutputErrors:
         missing = names - set(inits)
         if missing:
             raise ValueError(f"not initializers: {sorted(missing)[:3]}")
+        # a trial's weight is fed in its initializer's type (float16 weights: kmeans' _half)
+        self._dtypes = {n: onnx.helper.tensor_dtype_to_np_dtype(inits[n].data_type) for n in names}
         declared = {i.name for i in model.graph.input}
         for name in sorted(names - declared):
             init = inits[name]
@@ -92,7 +94,7 @@ class OutputErrors:
         """The same with several initializers replaced at once (a pruned channel's consumers)."""
         import numpy as np
 
-        feeds = {**self._feeds, **{k: np.asarray(v, np.float32) for k, v in values.items()}}
+        feeds = {**self._feeds, **{k: np.asarray(v, self._dtypes.get(k, np.float32)) for k, v in values.items()}}
         got = self._run(self._sess, feeds, self._outs)
         num = sum(float(((g.astype(np.float64) - r) ** 2).sum()) for g, r in zip(got, self._ref, strict=True))
         return num / self._scale

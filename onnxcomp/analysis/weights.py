@@ -75,6 +75,11 @@ class Target:
     def params(self) -> int:
         return int(self.w2.size)
 
+    @property
+    def half(self) -> bool:
+        """The weight is stored float16 (``w2`` holds its values in float32)."""
+        return str(self.weight.values.dtype) == "float16"
+
     def weight_as_original(self, w2: np.ndarray) -> np.ndarray:
         """A storage matrix back in the layout of the node's weight initializer (for prune-weights)."""
         if self.kind == "conv":
@@ -110,7 +115,7 @@ def _weight_reason(graph: gs.Graph, node: gs.Node, w: Any) -> str | None:
         return "the weight is not a constant" + fill_note(w)
     if any(c is not node for c in w.outputs):
         return f"weight {w.name} is shared with other nodes"
-    if w.values.dtype != "float32":
+    if w.values.dtype not in ("float32", "float16"):  # float16: kmeans only (collect_targets' ``half``)
         return f"weight {w.name} is {w.values.dtype} (the com.onnxcomp ops are float32)"
     return nonfinite_reason(w.values)
 
@@ -250,8 +255,10 @@ def collect_targets(
     opts: SelectOptions,
     result: PassResult,
     op_types: tuple[str, ...] = WEIGHT_OPS,
+    half: bool = False,
 ) -> list[Target]:
-    """Every supported layer, in graph order, filtered by the selection options (skips recorded)."""
+    """Every supported layer, in graph order, filtered by the selection options (skips recorded); layers with
+    float16 weights only with ``half`` (kmeans decodes them in front of the layer, passes/share/_half.py)."""
     from onnxcomp.graph import inline_constant_node, is_standard, scoped_nodes
 
     found: list[Target] = []
@@ -265,6 +272,10 @@ def collect_targets(
         t = TARGETS[node.op](owner, node)
         if isinstance(t, str):
             result.skip(label(node), t if where is None else f"{t} (inside the {where} subgraph)")
+            continue
+        if t.half and not half:
+            reason = f"weight {t.weight.name} is float16 (the com.onnxcomp ops are float32; kmeans compresses it)"
+            result.skip(label(node), reason if where is None else f"{reason} (inside the {where} subgraph)")
             continue
         if where is not None:
             t.owner, t.where = owner, where

@@ -58,11 +58,14 @@ class EmitsOps:
     (:meth:`emits`), an older graph is upgraded (onnx.version_converter, outputs checked equal), or the pass is
     skipped with the reason it cannot be."""
 
+    half_weights = False  # the pass writes float16 weights too (kmeans: passes/share/_half.py)
+
     def emits(self, graph: gs.Graph, ctx: PassContext) -> bool:
         """Whether the pass has layers to write: weight targets under its selection options."""
         from onnxcomp.passes_api import PassResult
 
-        return bool(collect_targets(graph, self.options, PassResult(name="probe")))  # type: ignore[attr-defined]
+        probe = PassResult(name="probe")
+        return bool(collect_targets(graph, self.options, probe, half=self.half_weights))  # type: ignore[attr-defined]
 
     def requires(self, graph: gs.Graph, ctx: PassContext, result: PassResult) -> str | None:
         from onnxcomp.graph import opset_version
@@ -74,7 +77,12 @@ class EmitsOps:
 
 
 def saves_bytes(t: Target, e: Encoded) -> bool:
-    """Table plus packed codes smaller than the float32 weight (ternary convolutions store [G, 4] tables)."""
+    """Table plus packed codes smaller than the float32 weight (ternary convolutions store [G, 4] tables); a
+    float16 weight: the codebook and codes as _half writes them, smaller than its float16 bytes."""
+    if t.half:
+        from ._half import stored_bytes
+
+        return stored_bytes(t, e) < 2 * t.params
     rows, cols = t.w2.shape
     table = e.entry_bytes * e.table.shape[0] * 4 if e.ternary and t.kind == "conv" else e.table_bytes
     return table + rows * ops.packed_row_bytes(cols, e.bits) < 4 * t.params

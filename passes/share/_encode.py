@@ -268,6 +268,10 @@ def encoded_bytes(t: Target | _gather.TableTarget, e: Encoded) -> int:
     """``stored_bytes`` of an encoding as it is stored (its table's rows and element type, its scales)."""
     from onnxcomp.ops import packed_row_bytes
 
+    if isinstance(t, Target) and t.half:  # written by _half: its codebook as stored there
+        from ._half import stored_bytes
+
+        return stored_bytes(t, e)
     rows, cols = t.w2.shape
     return e.table_bytes + rows * packed_row_bytes(cols, e.bits)
 

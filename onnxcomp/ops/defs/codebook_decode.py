@@ -1,9 +1,9 @@
 """CodebookDecode: Y[r, d] = codebook[r // group_size, code(r, d)], every row of a constant table (runtime/OPS.md).
 
-The decode of a weight that a standard op reads whole (an LSTM / GRU / RNN ``W`` or ``R``): function body only, no
-native kernel, so that every runtime folds it into an initializer when it loads the model (onnxruntime folds no
-custom-domain op: a native decode would run at every inference, and the recurrent op could not prepack the
-weight)."""
+The decode of a weight that a standard op reads whole (an LSTM / GRU / RNN ``W`` or ``R``, a float16 layer's
+weight, Cast to float16 after it): function body only, no native kernel, so that every runtime folds it into an
+initializer when it loads the model (onnxruntime folds no custom-domain op: a native decode would run at every
+inference, and the recurrent op could not prepack the weight)."""
 
 from __future__ import annotations
 

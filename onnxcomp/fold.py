@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 from onnxcomp.graph import is_const, is_empty, is_standard, static_shape, toposort
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
     import onnx_graphsurgeon as gs
 
@@ -146,22 +148,36 @@ def kept_fill(tensor: gs.Tensor) -> gs.Node | None:
     return prod if all(is_empty(t) or is_const(t) for t in prod.inputs) else None
 
 
-def computed_from_constants(tensor: gs.Tensor) -> set[str] | None:
-    """The ops computing ``tensor`` when standard, deterministic nodes compute it from constants alone (a kept
-    fill or decode, a QDQ DequantizeLinear); None when it is a constant itself or reads anything else."""
-    ops: set[str] = set()
+def _upstream(tensor: gs.Tensor, through: Callable[[gs.Node], bool]) -> tuple[list[gs.Constant], list[gs.Node]] | None:
+    """The constants and the nodes ``tensor`` is computed from, walking up through the producers ``through``
+    accepts (iteratively: decode chains can be deep); None when a tensor on the way has a producer it does not
+    accept, or none (a graph input)."""
+    consts: list[gs.Constant] = []
+    nodes: dict[int, gs.Node] = {}
     stack, seen = [tensor], set()
     while stack:
         t = stack.pop()
-        if id(t) in seen or is_empty(t) or is_const(t):
+        if id(t) in seen or is_empty(t):
             continue
         seen.add(id(t))
+        if is_const(t):
+            consts.append(t)
+            continue
         prod = t.inputs[0] if getattr(t, "inputs", None) else None
-        if prod is None or not is_standard(prod) or prod.op in NONDETERMINISTIC or prod.op in SUBGRAPH_OPS:
+        if prod is None or not through(prod):
             return None
-        ops.add(prod.op)
+        nodes[id(prod)] = prod
         stack.extend(prod.inputs)
-    return ops or None
+    return consts, list(nodes.values())
+
+
+def computed_from_constants(tensor: gs.Tensor) -> set[str] | None:
+    """The ops computing ``tensor`` when standard, deterministic nodes compute it from constants alone (a kept
+    fill or decode, a QDQ DequantizeLinear); None when it is a constant itself or reads anything else."""
+    found = _upstream(tensor, lambda n: is_standard(n) and n.op not in NONDETERMINISTIC and n.op not in SUBGRAPH_OPS)
+    if found is None:
+        return None
+    return {n.op for n in found[1]} or None
 
 
 def fill_note(tensor: gs.Tensor) -> str:
@@ -223,26 +239,13 @@ def fold(graph: gs.Graph, nodes: list[gs.Node] | None = None, decodes_kept: bool
 def _stored_bytes(tensors: list[gs.Variable], region: set[int]) -> dict[int, int]:
     """Per tensor (by id): the bytes of the distinct constants it is computed from within the folded region
     (initializers and the values of Constant nodes)."""
-    import onnx_graphsurgeon as gs
-
     out = {}
     for t in tensors:
-        total, stack, seen = 0, [t], set()
-        while stack:  # iterative: decode chains can be deep
-            cur = stack.pop()
-            if id(cur) in seen:
-                continue
-            seen.add(id(cur))
-            if isinstance(cur, gs.Constant):
-                total += int(cur.values.nbytes)
-                continue
-            for prod in cur.inputs:
-                if id(prod) not in region:
-                    continue
-                value = prod.attrs.get("value") if prod.op == "Constant" else None
-                total += int(getattr(getattr(value, "values", value), "nbytes", 0) or 0)
-                stack.extend(x for x in prod.inputs if not is_empty(x))
-        out[id(t)] = total
+        consts, nodes = _upstream(t, lambda n: id(n) in region) or ([], [])
+        values = [n.attrs.get("value") for n in nodes if n.op == "Constant"]
+        out[id(t)] = sum(int(c.values.nbytes) for c in consts) + sum(
+            int(getattr(getattr(v, "values", v), "nbytes", 0) or 0) for v in values
+        )
     return out
 
 

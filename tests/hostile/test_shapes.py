@@ -187,6 +187,38 @@ def test_a_shapeless_value_info_of_an_input_or_output_keeps_the_declared_shape(t
     assert again and list(again[0].type.tensor_type.shape.dim) == want
 
 
+def _lstm_in_branch(seq_nodes: list, inits: list) -> onnx.ModelProto:
+    """x [1, N] -> If(flag): the then-branch computes ``seq`` from x with ``seq_nodes`` and sums an LSTM (hidden 2,
+    4 inputs) over it; the else-branch sums x. ``inits``: main-graph initializers the nodes read (besides the
+    LSTM's w and r)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    h = 2
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((1, 4 * h, 4)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal((1, 4 * h, h)).astype(np.float32), "r"),
+    ]
+    lstm = [
+        helper.make_node("LSTM", ["seq", "w", "r"], ["", "yh"], hidden_size=h),
+        helper.make_node("ReduceSum", ["yh"], ["y_then"], keepdims=0),
+    ]
+    scalar = [helper.make_tensor_value_info(n, TensorProto.FLOAT, []) for n in ("y_then", "y_else", "y")]
+    then = helper.make_graph([*seq_nodes, *lstm], "then", [], [scalar[0]])
+    other = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["y_else"], keepdims=0)], "else", [], [scalar[1]])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["flag"], ["y"], then_branch=then, else_branch=other)],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "N"]),
+            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
+        ],
+        [scalar[2]],
+        [*weights, *inits],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+
+
 def _branch_fits_one_size() -> onnx.ModelProto:
     """x [1, N] -> If(flag): the then-branch feeds an LSTM with x reshaped by an inner If on N == 24, to
     [1, 1, -1, 4] when it holds (rank 4: ill-typed for the LSTM) and to [1, -1, 4] otherwise; the else-branch sums
@@ -194,11 +226,6 @@ def _branch_fits_one_size() -> onnx.ModelProto:
     rank-4 reshape and the model no longer loads with its graph optimizations on, although the branch never runs
     for the inputs it is meant for."""
     from onnx import TensorProto, helper, numpy_helper
-
-    h = 2
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((1, 4 * h, 4)).astype(np.float32), "w")
-    r = numpy_helper.from_array(rng.standard_normal((1, 4 * h, h)).astype(np.float32), "r")
 
     def const(name, v):
         return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(v, np.int64), name))
@@ -211,42 +238,23 @@ def _branch_fits_one_size() -> onnx.ModelProto:
             [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)],
         )
 
-    scalar = [helper.make_tensor_value_info(n, TensorProto.FLOAT, []) for n in ("y_then", "y_else", "y")]
-    then = helper.make_graph(
-        [
-            const("i1", [1]),
-            const("i2", [2]),
-            const("n24", [24]),
-            helper.make_node("Shape", ["x"], ["sx"]),
-            helper.make_node("Slice", ["sx", "i1", "i2"], ["n"]),
-            helper.make_node("Equal", ["n", "n24"], ["is24v"]),
-            helper.make_node("Squeeze", ["is24v"], ["is24"]),
-            helper.make_node(
-                "If",
-                ["is24"],
-                ["seq"],
-                then_branch=reshaped("rank4", [1, 1, -1, 4]),
-                else_branch=reshaped("rank3", [1, -1, 4]),
-            ),
-            helper.make_node("LSTM", ["seq", "w", "r"], ["", "yh"], hidden_size=h),
-            helper.make_node("ReduceSum", ["yh"], ["y_then"], keepdims=0),
-        ],
-        "then",
-        [],
-        [scalar[0]],
-    )
-    other = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["y_else"], keepdims=0)], "else", [], [scalar[1]])
-    graph = helper.make_graph(
-        [helper.make_node("If", ["flag"], ["y"], then_branch=then, else_branch=other)],
-        "g",
-        [
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "N"]),
-            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
-        ],
-        [scalar[2]],
-        [w, r],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    seq_nodes = [
+        const("i1", [1]),
+        const("i2", [2]),
+        const("n24", [24]),
+        helper.make_node("Shape", ["x"], ["sx"]),
+        helper.make_node("Slice", ["sx", "i1", "i2"], ["n"]),
+        helper.make_node("Equal", ["n", "n24"], ["is24v"]),
+        helper.make_node("Squeeze", ["is24v"], ["is24"]),
+        helper.make_node(
+            "If",
+            ["is24"],
+            ["seq"],
+            then_branch=reshaped("rank4", [1, 1, -1, 4]),
+            else_branch=reshaped("rank3", [1, -1, 4]),
+        ),
+    ]
+    return _lstm_in_branch(seq_nodes, [])
 
 
 def test_an_input_shape_the_model_cannot_load_at_is_an_error():
@@ -282,11 +290,7 @@ def _slice_start_from_equal() -> onnx.ModelProto:
     rejects (in a branch, where fold-constants does not fold the shape arithmetic away)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    h = 2
-    rng = np.random.default_rng(0)
     inits = [
-        numpy_helper.from_array(rng.standard_normal((1, 4 * h, 4)).astype(np.float32), "w"),
-        numpy_helper.from_array(rng.standard_normal((1, 4 * h, h)).astype(np.float32), "r"),
         *(
             numpy_helper.from_array(np.array(v, np.int64), n)
             for n, v in [("i0", [0]), ("i1", [1]), ("i2", [2]), ("n24", 24), ("three", 3), ("four", 4)]
@@ -294,7 +298,7 @@ def _slice_start_from_equal() -> onnx.ModelProto:
         numpy_helper.from_array(np.array([1, 1, -1, 4], np.int64), "full"),
         numpy_helper.from_array(np.array([4], np.int64), "end"),
     ]
-    nodes = [
+    seq_nodes = [
         helper.make_node("Shape", ["x"], ["sx"]),
         helper.make_node("Slice", ["sx", "i1", "i2"], ["n1"]),
         helper.make_node("Squeeze", ["n1"], ["n"]),
@@ -305,23 +309,8 @@ def _slice_start_from_equal() -> onnx.ModelProto:
         helper.make_node("Unsqueeze", ["start", "i0"], ["start1"]),
         helper.make_node("Slice", ["full", "start1", "end"], ["shape"]),
         helper.make_node("Reshape", ["x", "shape"], ["seq"]),
-        helper.make_node("LSTM", ["seq", "w", "r"], ["", "yh"], hidden_size=h),
-        helper.make_node("ReduceSum", ["yh"], ["y_then"], keepdims=0),
     ]
-    scalar = [helper.make_tensor_value_info(n, TensorProto.FLOAT, []) for n in ("y_then", "y_else", "y")]
-    then = helper.make_graph(nodes, "then", [], [scalar[0]])
-    other = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["y_else"], keepdims=0)], "else", [], [scalar[1]])
-    graph = helper.make_graph(
-        [helper.make_node("If", ["flag"], ["y"], then_branch=then, else_branch=other)],
-        "g",
-        [
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "N"]),
-            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
-        ],
-        [scalar[2]],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    return _lstm_in_branch(seq_nodes, inits)
 
 
 def test_a_wrong_shape_from_data_propagation_is_not_written():

@@ -258,7 +258,7 @@ def collect_targets(
     half: bool = False,
 ) -> list[Target]:
     """Every supported layer, in graph order, filtered by the selection options (skips recorded); layers with
-    float16 weights only with ``half`` (kmeans decodes them in front of the layer, passes/share/_half.py)."""
+    float16 weights only with ``half`` (the codebook passes decode them in front of the layer, _half.py)."""
     from onnxcomp.graph import inline_constant_node, is_standard, scoped_nodes
 
     found: list[Target] = []
@@ -274,7 +274,10 @@ def collect_targets(
             result.skip(label(node), t if where is None else f"{t} (inside the {where} subgraph)")
             continue
         if t.half and not half:
-            reason = f"weight {t.weight.name} is float16 (the com.onnxcomp ops are float32; kmeans compresses it)"
+            reason = (
+                f"weight {t.weight.name} is float16 (the com.onnxcomp ops are float32; "
+                "kmeans, pow2, ternary and binary compress it)"
+            )
             result.skip(label(node), reason if where is None else f"{reason} (inside the {where} subgraph)")
             continue
         if where is not None:

@@ -85,6 +85,16 @@ def layer_inputs(graph: gs.Graph, ctx: PassContext, targets: list[Target], max_s
     return ctx.capture(graph, sorted({t.x.name for t in targets}), max_samples=max_samples)
 
 
+def one_hot(a: np.ndarray, axis: int) -> bool:
+    """True when every vector of ``a`` along ``axis`` (a layer's input features) is one-hot: all 0 but one 1."""
+    import numpy as np
+
+    head = a.reshape(-1)[:4096]
+    if a.size == 0 or a.shape[axis] < 2 or not bool(np.all((head == 0) | (head == 1))):
+        return False  # (most inputs fail on their first values)
+    return bool(np.all((a == 0) | (a == 1))) and bool(np.all(a.sum(axis=axis) == 1))
+
+
 def data_free_layers(ctx: PassContext, targets: list[Target], captured: Iterable[str], result: PassResult) -> None:
     """With calibration data, count (``layers_data_free_subgraph``) and log the body layers whose input was not
     captured (``captured``: the input names that were; see ``layer_inputs``). Their statistics are data-free

@@ -56,16 +56,14 @@ class EmitsOps:
     """Mixin of the passes that write com.onnxcomp ops (``class KMeans(EmitsOps, Pass)``): the ops' function
     bodies need ai.onnx >= ops.MIN_OPSET. The precondition: when the pass has something to write
     (:meth:`emits`), an older graph is upgraded (onnx.version_converter, outputs checked equal), or the pass is
-    skipped with the reason it cannot be."""
-
-    half_weights = False  # the pass writes float16 weights too (kmeans: passes/share/_half.py)
+    skipped with the reason it cannot be. Their layers with float16 weights are written by :func:`emit_weight`."""
 
     def emits(self, graph: gs.Graph, ctx: PassContext) -> bool:
         """Whether the pass has layers to write: weight targets under its selection options."""
         from onnxcomp.passes_api import PassResult
 
         probe = PassResult(name="probe")
-        return bool(collect_targets(graph, self.options, probe, half=self.half_weights))  # type: ignore[attr-defined]
+        return bool(collect_targets(graph, self.options, probe, half=True))  # type: ignore[attr-defined]
 
     def requires(self, graph: gs.Graph, ctx: PassContext, result: PassResult) -> str | None:
         from onnxcomp.graph import opset_version
@@ -430,6 +428,31 @@ def format_name(t: Target, e: Encoded, layout: ops.SparseRows | None) -> str:
     if t.kind == "conv":
         return "conv"
     return "ternary" if e.ternary else "sparse" if layout is not None else "dense"
+
+
+def emit_weight(
+    graph: gs.Graph,
+    ctx: PassContext,
+    t: Target,
+    e: Encoded,
+    result: PassResult,
+    *,
+    pass_name: str,
+    sparse: Literal["auto", "never", "always"] = "never",
+    huffman: str = "report",
+) -> Emitted | None:
+    """:func:`emit_encoded` for a float32 weight; a float16 weight (``t.half``) is decoded in front of its layer
+    instead (passes/share/_half.py: dense codes, whatever ``sparse`` and ``huffman`` say), or skipped with the
+    reason (None) where that cannot be written."""
+    if not t.half:
+        return emit_encoded(graph, ctx, t, e, pass_name=pass_name, sparse=sparse, huffman=huffman)
+    from . import _half
+
+    why = _half.why_not(t, e)
+    if why is not None:
+        result.skip(t.name, why)
+        return None
+    return _half.emit_half(graph, ctx, t, e, pass_name)
 
 
 def emit_encoded(

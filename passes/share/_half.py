@@ -1,4 +1,5 @@
-"""float16 weights: a MatMul / Gemm / Conv weight stored float16 -> Cast(CodebookDecode(codebook, codes)) (lossy).
+"""float16 weights: a MatMul / Gemm / Conv weight stored float16 -> Cast(CodebookDecode(codebook, codes)) (lossy;
+kmeans, pow2, ternary and binary write them so, through ``_emit.emit_weight``).
 
     W fp16 [..]  ->  Cast<float16>(layout of W (CodebookDecode(codebook, codes [outputs, inputs])))
 
@@ -43,11 +44,13 @@ def stored_bytes(t: Target, e: Encoded) -> int:
 
 def _table(e: Encoded):
     """The codebook as written: float16 when its values are float16 values, else float32 (an int8 codebook's
-    products and a scaled codebook's per-channel table too)."""
+    products and a scaled codebook's per-channel table too); ternary scales [G, 2] as their codebook
+    [G, 4] = [0, a_p, -a_n, 0]."""
     import numpy as np
 
     e = e.effective()
-    return np.asarray(e.table, np.float16 if e.table_dtype == "float16" else np.float32)
+    table = ops.ternary_lut(np.asarray(e.table, np.float32)) if e.ternary else e.table
+    return np.asarray(table, np.float16 if e.table_dtype == "float16" else np.float32)
 
 
 def emit_half(graph: gs.Graph, ctx: PassContext, t: Target, e: Encoded, pass_name: str) -> Emitted:

@@ -9,7 +9,7 @@ from onnxcomp.analysis.weights import collect_targets
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
 from ._calibration import data_free_layers, input_energy
-from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes, store_table
+from ._emit import EmitsOps, Encoded, ShareOptions, emit_weight, saves_bytes, store_table
 from ._report import finish, record, rel_error
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class Binary(EmitsOps, Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         o = self.options
         result = self.new_result()
-        targets = collect_targets(graph, o, result)
+        targets = collect_targets(graph, o, result, half=True)
         energy = input_energy(graph, ctx, targets, o.calib_samples) if targets and o.weighted else {}
         if o.weighted:
             data_free_layers(ctx, targets, [t.x.name for t in targets if id(t) in energy], result)
@@ -48,8 +48,10 @@ class Binary(EmitsOps, Pass):
                 result.skip(t.name, f"{t.params} weights: 1-bit codes and their scales would not make it smaller")
                 continue
             e = store_table(t, e, o.codebook_dtype, int8=False)  # as stored: w_hat is what the model decodes
+            em = emit_weight(graph, ctx, t, e, result, pass_name=self.name, huffman=o.huffman)
+            if em is None:
+                continue
             w_hat = e.decoded(t.out_axis)
-            em = emit_encoded(graph, ctx, t, e, pass_name=self.name, huffman=o.huffman)
             record(result, t, "binary", e, em, rel_error(t.w2, w_hat), 0.0)
         return finish(graph, ctx, result, o)
 

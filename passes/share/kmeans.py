@@ -16,7 +16,7 @@ from onnxcomp.analysis.weights import (
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from . import _gather, _half, _recurrent
+from . import _gather, _recurrent
 from ._calibration import (
     current_inputs,
     data_free_layers,
@@ -28,7 +28,7 @@ from ._calibration import (
     sequential_waves,
     support_refit,
 )
-from ._emit import EmitsOps, ShareOptions, emit_encoded, saves_bytes, store_table
+from ._emit import EmitsOps, ShareOptions, emit_weight, saves_bytes, store_table
 from ._encode import (
     channel_rms,
     compensated_encode,
@@ -83,7 +83,6 @@ class KMeans(EmitsOps, Pass):
     """
 
     name = "kmeans"
-    half_weights = True
     lossless = False
 
     @dataclasses.dataclass
@@ -221,7 +220,7 @@ class KMeans(EmitsOps, Pass):
             raise UsageError("kmeans: give one of target_bits > 0 or target_ratio > 0")
         if not o.candidate_bits or any(not 1 <= int(b) <= 8 for b in o.candidate_bits):
             raise UsageError(f"kmeans: candidate_bits must be in 1..8, got {o.candidate_bits}")
-        targets = collect_targets(graph, o, result, half=self.half_weights)
+        targets = collect_targets(graph, o, result, half=True)
         tables = self._tables(graph, ctx, result)
         if not targets and not tables:
             return finish(graph, ctx, result, o)
@@ -474,15 +473,11 @@ class KMeans(EmitsOps, Pass):
             why = f" (kmeans {bits}-bit {choice.reason})" if choice is not None else ""
             result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller{why}")
             return False
-        if t.half and (why := _half.why_not(t, e)) is not None:
-            result.skip(t.name, why)
+        em = emit_weight(graph, ctx, t, e, result, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
+        if em is None:
             return False
         w_hat = e.decoded(t.out_axis)
         sparsity = float((t.w2 == 0).mean())
-        if t.half:  # decoded in front of the float16 layer (passes/share/_half.py)
-            em = _half.emit_half(graph, ctx, t, e, self.name)
-        else:
-            em = emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
         blocks = {"block_size": e.block_size} if e.block_size else {}
         record(result, t, decision, e, em, rel_error(t.w2, w_hat), sparsity, **blocks)
         return True

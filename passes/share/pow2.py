@@ -9,7 +9,7 @@ from onnxcomp.analysis.weights import bits_for, collect_targets
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes, store_table
+from ._emit import EmitsOps, Encoded, ShareOptions, emit_weight, saves_bytes, store_table
 from ._gptq import DAMP_HELP, Grid, calibration, compensate
 from ._gptvq import DAMP as GPTQ_DAMP
 from ._report import finish, record, rel_error
@@ -69,7 +69,7 @@ class Pow2(EmitsOps, Pass):
             if not 2 <= int(b) <= 8:
                 raise UsageError(f"pow2: bits must be 2..8, got {b}")
         result = self.new_result()
-        targets = collect_targets(graph, o, result)
+        targets = collect_targets(graph, o, result, half=True)
         acts, energy, hessians = calibration(graph, ctx, targets, o, 17, result)
         for t in ctx.track(targets, "pow2", total=len(targets)):
             bits = bits_for(t, o.bits, o.bits_per_layer)
@@ -83,8 +83,10 @@ class Pow2(EmitsOps, Pass):
                 result.skip(t.name, f"{t.params} weights: a {bits}-bit codebook would not make it smaller")
                 continue
             e = store_table(t, e, o.codebook_dtype, int8=False)  # as stored: w_hat is what the model decodes
+            em = emit_weight(graph, ctx, t, e, result, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
+            if em is None:
+                continue
             w_hat = e.decoded(t.out_axis)
-            em = emit_encoded(graph, ctx, t, e, pass_name=self.name, sparse=o.sparse, huffman=o.huffman)
             record(
                 result,
                 t,

@@ -9,7 +9,7 @@ from onnxcomp.analysis.weights import collect_targets
 from onnxcomp.errors import UsageError
 from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pass
 
-from ._emit import EmitsOps, Encoded, ShareOptions, emit_encoded, saves_bytes, store_table
+from ._emit import EmitsOps, Encoded, ShareOptions, emit_weight, saves_bytes, store_table
 from ._gptq import DAMP_HELP, Grid, calibration, compensate
 from ._gptvq import DAMP as GPTQ_DAMP
 from ._report import finish, record, rel_error
@@ -65,7 +65,7 @@ class Ternary(EmitsOps, Pass):
         if o.threshold < 0:
             raise UsageError("ternary: threshold must be >= 0")
         result = self.new_result()
-        targets = collect_targets(graph, o, result)
+        targets = collect_targets(graph, o, result, half=True)
         acts, energy, hessians = calibration(graph, ctx, targets, o, 19, result)
         for t in ctx.track(targets, "ternary", total=len(targets)):
             e = ternary_encode(t.w2, t.out_axis, o.method, o.threshold, o.per_channel, energy.get(id(t)), o.max_iter)
@@ -76,8 +76,10 @@ class Ternary(EmitsOps, Pass):
                 result.skip(t.name, f"{t.params} weights: 2-bit codes and their scales would not make it smaller")
                 continue
             e = store_table(t, e, o.codebook_dtype, int8=False)  # as stored: w_hat is what the model decodes
+            em = emit_weight(graph, ctx, t, e, result, pass_name=self.name, huffman=o.huffman)
+            if em is None:
+                continue
             w_hat = e.decoded(t.out_axis)
-            em = emit_encoded(graph, ctx, t, e, pass_name=self.name, huffman=o.huffman)
             record(
                 result,
                 t,

@@ -30,3 +30,37 @@ def test_nan_or_negative_tolerance_is_a_usage_error():
     for kw in ({"atol": float("nan")}, {"rtol": float("nan")}, {"min_cosine": float("nan")}, {"atol": -1.0}):
         with pytest.raises(UsageError):
             Tolerance(**kw)
+
+
+def _saturated_model():
+    """x [N, 64] -> MatMul [64, 32] -> Add(-12) -> Sigmoid: below 1e-3 on every generated input (a detector's
+    probability map on noise)."""
+    from onnx import helper
+
+    from tests.support.compressed import make_model
+
+    rng = np.random.default_rng(0)
+    inits = {"w": (rng.standard_normal((64, 32)) / 8).astype(np.float32), "b": np.full(32, -12.0, np.float32)}
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["a"]),
+        helper.make_node("Sigmoid", ["a"], ["y"]),
+    ]
+    return make_model(nodes, inits, [("x", ["N", 64])], [("y", ["N", 32])])
+
+
+def test_a_failure_on_a_saturated_output_says_the_generated_inputs_do_not_exercise_it():
+    import pytest
+
+    from onnxcomp.api import optimize
+    from onnxcomp.errors import VerificationError
+
+    model = _saturated_model()
+    with pytest.raises(VerificationError) as err:
+        optimize(model, "kmeans(bits=1,min-params=0)", verify=True)
+    assert "cosine" in str(err.value) and "the inputs do not exercise it; verify on real samples" in str(err.value)
+    # with calibration samples the hint is not given (they are the user's real inputs)
+    x = np.random.default_rng(1).standard_normal((8, 64)).astype(np.float32)
+    with pytest.raises(VerificationError) as err:
+        optimize(model, "kmeans(bits=1,min-params=0)", verify=True, calib={"x": x})
+    assert "do not exercise" not in str(err.value)

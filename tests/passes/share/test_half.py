@@ -1,6 +1,7 @@
-"""float16 weights (passes/share/_half.py): kmeans decodes them in front of the float16 layer; a weight of at most
-2**bits distinct values decodes to itself, so the model's outputs equal the original's; the bytes the report gives
-are the bytes written; the other weight passes skip float16 weights and say so."""
+"""float16 weights (passes/share/_half.py): kmeans, pow2, ternary and binary decode them in front of the float16
+layer; a weight its encoding represents exactly (at most 2**bits distinct values; powers of two; +-a or 0 per
+channel) decodes to itself, so the model's outputs equal the original's; the bytes the report gives are the bytes
+written; prune-weights skips float16 weights and says so."""
 
 from __future__ import annotations
 
@@ -91,11 +92,53 @@ def test_calibrated_and_budget_modes_on_float16_weights(spec):
     assert float((got * ref).sum() / np.linalg.norm(got) / np.linalg.norm(ref)) > 0.95
 
 
-@pytest.mark.parametrize(
-    "spec", ["pow2(min-params=0)", "ternary(min-params=0)", "prune-weights(ratio=0.5,min-params=0)"]
-)
-def test_other_weight_passes_say_float16_weights_are_kmeans_only(spec):
-    out, report = optimize(_half_model(), spec)
+def _exact_model(kind: str, seed: int = 0) -> onnx.ModelProto:
+    """``_half_model`` with weights that ``kind`` (pow2 / ternary / binary) represents exactly: powers of two (and
+    0) at one scale, or per output channel +-a (and 0 for ternary)."""
+    model = _half_model(seed=seed)
+    rng = np.random.default_rng(seed)
+    out_axis = {"wc": 0, "wm": 1, "wg": 0, "wh": 1}  # Conv, MatMul [K, N], Gemm transB=1, Gemm transB=0
+    for init in model.graph.initializer:
+        if init.name not in out_axis:
+            continue
+        shape = tuple(init.dims)
+        if kind == "pow2":
+            v = 0.25 * rng.choice([0.0, 0.125, 0.25, 0.5, 1.0, -0.125, -0.25, -0.5, -1.0], size=shape)
+        else:
+            a = rng.uniform(0.05, 0.3, shape[out_axis[init.name]]).astype(np.float16).astype(np.float64)
+            a = a.reshape(-1, *[1] * (len(shape) - 1)) if out_axis[init.name] == 0 else a.reshape(1, -1)
+            v = a * rng.choice([-1.0, 0.0, 1.0] if kind == "ternary" else [-1.0, 1.0], size=shape)
+        init.CopyFrom(numpy_helper.from_array(v.astype(np.float16), init.name))
+    return model
+
+
+@pytest.mark.parametrize("kind", ["pow2", "ternary", "binary"])
+def test_fixed_grid_passes_decode_float16_weights_exactly(kind):
+    model = _exact_model(kind)
+    out, report = optimize(model, f"{kind}(min-params=0)")
+    ops = [n.op_type for n in out.graph.node]
+    assert ops.count("CodebookDecode") == 4 and ops.count("Cast") == 4
+    np.testing.assert_array_equal(outputs(out, _feeds())["y"], outputs(model, _feeds())["y"])
+    inits = {i.name: numpy_helper.to_array(i) for i in out.graph.initializer}
+    by_name = {n.name: n for n in out.graph.node}
+    for row in report.passes[-1].layers:
+        assert row.error == 0.0
+        assert row.extra["bytes_stored"] == sum(inits[i].nbytes for i in by_name[row.extra["node"]].input)
+
+
+@pytest.mark.parametrize("kind", ["pow2", "ternary"])
+def test_compensated_fixed_grids_on_float16_weights(kind):
+    model = _half_model()
+    calib = {"x": np.random.default_rng(3).standard_normal((48, 3, 7, 9)).astype(np.float16)}
+    out, report = optimize(model, f"{kind}(min-params=0)", calib=calib)
+    assert report.passes[-1].counters.get("layers_compensated", 0) >= 1
+    assert [n.op_type for n in out.graph.node].count("CodebookDecode") == 4
+    assert np.isfinite(outputs(out, _feeds())["y"].astype(np.float32)).all()
+
+
+def test_prune_weights_says_float16_weights_are_for_the_codebook_passes():
+    out, report = optimize(_half_model(), "prune-weights(ratio=0.5,min-params=0)")
     reasons = {s.node: s.reason for s in report.passes[-1].skips}
-    assert "is float16 (the com.onnxcomp ops are float32; kmeans compresses it)" in reasons["conv"], reasons
+    want = "is float16 (the com.onnxcomp ops are float32; kmeans, pow2, ternary and binary compress it)"
+    assert want in reasons["conv"], reasons
     assert [n.op_type for n in out.graph.node] == [n.op_type for n in _half_model().graph.node]

@@ -60,6 +60,24 @@ def test_too_few_calibration_rows_fall_back_to_plain():
     assert all("fewer calibration positions" in r.decision for r in report.passes[0].layers)
 
 
+@pytest.mark.parametrize("hot", [1, 2])
+def test_one_hot_input_is_rounded_plain(hot):
+    """A MatMul reading a one-hot input (a table lookup as a product) gets plain rounding: H is diagonal, nothing
+    to compensate through; a multi-hot input is no lookup and is compensated as usual."""
+    model, _ = _mlp(4, dims=(32, 48, 10))
+    rng = np.random.default_rng(4)
+    x = np.zeros((300, 32), np.float32)
+    for row in x:  # skewed: the low rows are selected far more often
+        row[rng.choice(32, hot, replace=False, p=np.arange(32, 0, -1) / 528.0)] = 1.0
+    _, report = optimize(model, "kmeans(bits=3,group-size=1,sequential=false)", calib={"x": x})
+    c, layers = report.passes[0].counters, {r.name: r.decision for r in report.passes[0].layers}
+    if hot == 1:
+        assert c["layers_plain_one_hot"] == 1 and "one-hot input" in layers["fc0"]
+        assert "one-hot" not in layers["fc1"]
+    else:
+        assert "layers_plain_one_hot" not in c and "one-hot" not in layers["fc0"]
+
+
 def test_compensate_needs_calibration_data():
     model, _ = _mlp(3)
     with pytest.raises(UsageError):

@@ -116,7 +116,7 @@ class Hessians:
         if one_hot(x, -1 if t.kind == "matmul" else 1):
             # each position reads one row of W: H is diagonal (the rows' counts), so no input can absorb another's
             # rounding, and GPTQ's re-fit on the sampled positions would favour the rows they happen to select
-            # (magika's byte embedding: output error 0.089 -> 0.070 plain)
+            # (magika's byte embedding, 4 bits: output error over seeds 0-3 0.081 -> 0.074 on average)
             return "layers_plain_one_hot"
         return None
 

@@ -572,8 +572,20 @@ class KMeans(EmitsOps, Pass):
 
 
 def edge_targets(targets: list[Any]) -> set[int]:
-    """ids of the main-graph layers no other target precedes (the first layers) or follows (the last ones)."""
-    ids = {id(t.node): t for t in targets if isinstance(t, Target) and t.owner is None}
+    """ids of the layers no other layer of their graph precedes (the first layers) or follows (the last ones): of
+    the main graph, or, where every layer sits in an If / Loop / Scan body (Silero VAD: the whole model in the
+    branches of an If on the sample rate), of each body."""
+    layers = [t for t in targets if isinstance(t, Target)]
+    main = [t for t in layers if t.owner is None]
+    scopes: dict[int, list[Target]] = {}
+    for t in main or layers:
+        scopes.setdefault(id(t.owner), []).append(t)
+    return {i for scope in scopes.values() for i in _scope_edges(scope)}
+
+
+def _scope_edges(scope: list[Target]) -> set[int]:
+    """ids of the layers of one graph (``scope``) that no other of them precedes or follows."""
+    ids = {id(t.node): t for t in scope}
 
     def reaches(t: Target, down: bool) -> bool:
         stack = list(t.node.outputs if down else t.node.inputs)

@@ -35,6 +35,9 @@ _ELEM_DTYPE = {
     13: "uint64",
 }
 
+# (model input type, sample type) pairs cast on load: samples computed in a wider float type than the model's
+FLOAT_NARROWING = {("float32", "float64"), ("float16", "float32"), ("float16", "float64")}
+
 
 def input_specs(model: onnx.ModelProto) -> dict[str, tuple[str, list[int | str | None]]]:
     """Graph inputs that are not initializers: name -> (dtype, dims with None/str for dynamic)."""
@@ -157,8 +160,14 @@ def check_arrays(
         if dims and a.ndim and not isinstance(dims[0], int):
             batch[name] = int(a.shape[0])
         if str(a.dtype) != dtype:
-            if dtype == "float32" and a.dtype == np.float64:
-                a = a.astype(np.float32)
+            if (dtype, str(a.dtype)) in FLOAT_NARROWING:
+                # what the user's pipeline computes in float32 / float64 goes to the model in its float type
+                with np.errstate(over="ignore", invalid="ignore"):
+                    a = a.astype(dtype)
+                    if not all_finite(a):
+                        raise InputError(
+                            f"{where}: array {name!r} has values beyond the range of {dtype}, the input's type"
+                        )
             else:
                 raise InputError(f"{where}: array {name!r} has dtype {a.dtype}, the model expects {dtype}")
         if dims and a.ndim != len(dims):

@@ -142,3 +142,17 @@ def test_prune_weights_says_float16_weights_are_for_the_codebook_passes():
     want = "is float16 (the com.onnxcomp ops are float32; kmeans, pow2, ternary and binary compress it)"
     assert want in reasons["conv"], reasons
     assert [n.op_type for n in out.graph.node] == [n.op_type for n in _half_model().graph.node]
+
+
+def test_float32_calibration_samples_of_a_float16_input_are_cast():
+    # a user's pipeline computes its samples in float32; the float16 model gets them in float16 (as float64 samples
+    # of a float32 input are cast), and values float16 cannot hold are an error, not inf
+    from onnxcomp.errors import InputError
+
+    model = _half_model()
+    x = np.random.default_rng(3).standard_normal((48, 3, 7, 9))
+    out16, _ = optimize(model, "kmeans(bits=4,min-params=0)", calib={"x": x.astype(np.float16)})
+    out32, _ = optimize(model, "kmeans(bits=4,min-params=0)", calib={"x": x.astype(np.float32)})
+    assert out32.SerializeToString() == out16.SerializeToString()
+    with pytest.raises(InputError, match="beyond the range of float16"):
+        optimize(model, "kmeans(bits=4,min-params=0)", calib={"x": (x * 1e5).astype(np.float32)})

@@ -131,9 +131,17 @@ def test_compensated_fixed_grids_on_float16_weights(kind):
     model = _half_model()
     calib = {"x": np.random.default_rng(3).standard_normal((48, 3, 7, 9)).astype(np.float16)}
     out, report = optimize(model, f"{kind}(min-params=0)", calib=calib)
+    plain, _ = optimize(model, f"{kind}(min-params=0,compensate=false)", calib=calib)
     assert report.passes[-1].counters.get("layers_compensated", 0) >= 1
     assert [n.op_type for n in out.graph.node].count("CodebookDecode") == 4
-    assert np.isfinite(outputs(out, _feeds())["y"].astype(np.float32)).all()
+    ref = outputs(model, calib)["y"].astype(np.float64)
+
+    def rel_err(m: onnx.ModelProto) -> float:
+        return float(np.linalg.norm(outputs(m, calib)["y"].astype(np.float64) - ref) / np.linalg.norm(ref))
+
+    # the decoded float16 weights are the compensated ones: a lower output error than plain rounding
+    # (pow2 0.34 vs 0.37, ternary 0.68 vs 0.77 when written)
+    assert rel_err(out) < rel_err(plain) < 1.0
 
 
 def test_prune_weights_says_float16_weights_are_for_the_codebook_passes():

@@ -115,7 +115,7 @@ def _weight_reason(graph: gs.Graph, node: gs.Node, w: Any) -> str | None:
         return "the weight is not a constant" + fill_note(w)
     if any(c is not node for c in w.outputs):
         return f"weight {w.name} is shared with other nodes"
-    if w.values.dtype not in ("float32", "float16"):  # float16: kmeans only (collect_targets' ``half``)
+    if w.values.dtype not in ("float32", "float16"):  # float16: collect_targets' ``half``
         return f"weight {w.name} is {w.values.dtype} (the com.onnxcomp ops are float32)"
     return nonfinite_reason(w.values)
 
@@ -276,7 +276,7 @@ def collect_targets(
         if t.half and not half:
             reason = (
                 f"weight {t.weight.name} is float16 (the com.onnxcomp ops are float32; "
-                "kmeans, pow2, ternary and binary compress it)"
+                "kmeans, pow2, ternary and binary compress it, prune-weights prunes it)"
             )
             result.skip(label(node), reason if where is None else f"{reason} (inside the {where} subgraph)")
             continue

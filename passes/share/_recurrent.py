@@ -19,6 +19,16 @@ with the library registered (onnxruntime folds no node it runs with a custom ker
 In CRNN text recognizers (a CNN, then a bidirectional LSTM over the columns) the LSTM holds a large share of
 the weights: ddddocr's recognizer (54 MB) kept its W and R, 2 x [2, 2048, 512] floats (17 MB), when they were
 no target; at 4 bits the file went from 21.7 to 7.1 MB.
+
+With calibration data the rows are rounded with error compensation (GPTQ, ``_gptvq``), as a MatMul's are: every
+row of ``W`` multiplies the step's input x_t, every row of ``R`` of direction d the previous hidden state of that
+direction, so the Hessians of the gate pre-activations' error are
+
+    # W: H = sum_t x_t x_t^T / n           (X, the node's input 0; one H for all rows)
+    # R: H_d = sum_t h_{t-1} h_{t-1}^T / n  (Y, its output 0: direction d's states one step before; one per d)
+
+(``hessians``). Where the rows do not multiply those (a GRU's R with linear_before_reset=0 multiplies r * h; a
+weight cut into R by ops that move its last axis) or the states were not captured, the codes stay plain.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from ._emit import Emitted, Encoded
 from ._gather import TableTarget, table_bytes
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnx_graphsurgeon as gs
 
     from onnxcomp.passes_api import PassContext, PassResult
@@ -233,3 +244,162 @@ def emit_weight(graph: gs.Graph, ctx: PassContext, t: RecurrentTarget, e: Encode
     ctx.tag(decode, pass_name, [t.name])
     stored = table_bytes(t, e)
     return Emitted("decode", 4 * t.params, stored, stored, stored, decode.name)
+
+
+# ============================================================================================ calibration
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """``compensated_encode``'s view of a recurrent weight: its storage matrix has one row per gate unit."""
+
+    kind: str = "rows"
+
+
+ROWS = Rows()
+
+
+def _axes(node: gs.Node, rank: int, slot: int = 1) -> list[int] | None:
+    """A Slice / Unsqueeze / Squeeze node's axes, normalized for ``rank`` (None: not constant or absent)."""
+    import numpy as np
+
+    if "axes" in node.attrs:
+        axes = list(node.attrs["axes"])
+    elif len(node.inputs) > slot and node.inputs[slot].name and _constant_source(node.inputs[slot]):
+        axes = [int(a) for a in np.asarray(_values(node.inputs[slot])).ravel()]
+    else:
+        return None
+    return [a + rank if a < 0 else a for a in axes]
+
+
+def _rank_after(node: gs.Node, rank: int) -> int | None:
+    """The rank of a layout node's output when it keeps its data input's last axis whole and last (None: it may
+    cut, move or merge that axis, so the rows' inputs are no longer the source's columns)."""
+    op = node.op
+    if op == "Identity":
+        return rank
+    if op == "Concat":
+        axis = int(node.attrs.get("axis", 0))
+        return rank if (axis + rank if axis < 0 else axis) != rank - 1 else None
+    if op == "Slice":
+        axes = _axes(node, rank, 3) if len(node.inputs) > 3 else None
+        return rank if axes is not None and rank - 1 not in axes else None
+    if op == "Unsqueeze":
+        axes = _axes(node, rank + len(_axes(node, 0) or []))
+        return rank + len(axes) if axes is not None and rank + len(axes) - 1 not in axes else None
+    if op == "Squeeze":
+        axes = _axes(node, rank)
+        return rank - len(axes) if axes is not None and rank - 1 not in axes else None
+    return None  # Reshape, Transpose, Flatten: may move the inputs axis
+
+
+def _ends(t: Any, rank: int) -> list[tuple[gs.Node, int]] | None:
+    """The (recurrent node, slot) pairs a source reaches through layout ops that keep its last axis (None: one
+    path does not)."""
+    found: list[tuple[gs.Node, int]] = []
+    for c in t.outputs:
+        if c.op in RECURRENT_OPS:
+            found.extend((c, i) for i, x in enumerate(c.inputs) if x is t)
+            continue
+        after = _rank_after(c, rank)
+        if after is None:
+            return None
+        for o in c.outputs:
+            sub = _ends(o, after)
+            if sub is None:
+                return None
+            found.extend(sub)
+    return found
+
+
+def _directions(node: gs.Node) -> int:
+    return 2 if node.attrs.get("direction", "forward") == "bidirectional" else 1
+
+
+def hessian_input(t: RecurrentTarget) -> tuple[list[gs.Node], list[str]] | str:
+    """The recurrent nodes whose ``t.slot`` input ``t`` is (several: one weight read by more than one node, as
+    Silero VAD's LSTMs are), and the tensors whose calibration values give the Hessians of its rows (X for W; Y
+    and initial_h for R); or why the rows are rounded plain (module docstring)."""
+    ends = _ends(t.table, t.table.values.ndim)
+    if ends is None:
+        return "cut into the weight by ops that may move its inputs axis"
+    nodes: list[gs.Node] = []
+    for n, s in ends:
+        if s != t.slot:
+            return "read as both W and R"
+        if not any(n is m for m in nodes):
+            nodes.append(n)
+    names: list[str] = []
+    for n in nodes:
+        if n.op == "GRU" and t.slot == 2 and not int(n.attrs.get("linear_before_reset", 0)):
+            return "GRU R with linear_before_reset=0 multiplies r * h, not the captured state"
+        if _directions(n) != 1 and (len(nodes) > 1 or n.inputs[t.slot] is not t.table):
+            return "cut into or shared by a bidirectional weight (rows of both directions)"
+        if t.slot == 1:
+            names.append(n.inputs[0].name)
+            continue
+        if not n.outputs or not n.outputs[0].name:
+            return "the node's Y output (the hidden states) is not produced"
+        names.append(n.outputs[0].name)
+        init = n.inputs[5] if len(n.inputs) > 5 else None
+        if init is not None and init.name and not _constant_source(init):
+            names.append(init.name)
+    return nodes, names
+
+
+def _state_rows(node: gs.Node, y: np.ndarray, init: np.ndarray | None) -> list[np.ndarray]:
+    """Per direction, the hidden states [steps x batch, hidden] that the recurrence multiplies by R: the node's
+    initial state and its Y outputs but the last step's (reverse: but the first's)."""
+    import numpy as np
+
+    layout = int(node.attrs.get("layout", 0))
+    # Y [seq, dirs, batch, hidden] (layout 1: [batch, seq, dirs, hidden]); initial_h [dirs, batch, hidden]
+    # (layout 1: [batch, dirs, hidden])
+    y = np.moveaxis(np.moveaxis(y, 0, 1), 2, 1) if layout else y
+    if init is not None:
+        init = np.moveaxis(init, 0, 1) if layout else init
+    reverse = [False, True] if y.shape[1] == 2 else [node.attrs.get("direction", "forward") == "reverse"]
+    out = []
+    for d, back in enumerate(reverse):
+        steps = y[1:, d] if back else y[:-1, d]
+        rows = [steps.reshape(-1, y.shape[-1])]
+        if init is not None:
+            rows.append(np.broadcast_to(init[d], y.shape[2:]).reshape(-1, y.shape[-1]))
+        out.append(np.concatenate(rows))
+    return out
+
+
+def hessians(
+    t: RecurrentTarget, nodes: list[gs.Node], acts: dict[str, np.ndarray], max_rows: int, rng: np.random.Generator
+) -> tuple[list[np.ndarray], int] | None:
+    """The Hessians of ``t``'s rows (module docstring) read by ``nodes`` (``hessian_input``) from the captured
+    ``acts``: [H] for W, one per direction for R (rows split evenly over them, as over a conv's groups);
+    H = X^T X / n over the steps of every node the calibration data runs (one in a branch it does not take has no
+    tensors captured: Silero VAD runs one of its two LSTMs), at most ``max_rows`` sampled; and the fewest steps
+    one of them was summed over. None where the data runs none of them."""
+    import numpy as np
+
+    per_dir: list[list[np.ndarray]] = []
+    for n in nodes:
+        if t.slot == 1:  # X [seq, batch, K] (layout 1: [batch, seq, K]): every step's input
+            x = acts.get(n.inputs[0].name)
+            if x is None:
+                continue
+            got = [x.reshape(-1, x.shape[-1])]
+        else:
+            y = acts.get(n.outputs[0].name)
+            init = n.inputs[5] if len(n.inputs) > 5 and n.inputs[5].name else None
+            h0 = None if init is None else (_values(init) if _constant_source(init) else acts.get(init.name))
+            if y is None or (init is not None and h0 is None):
+                continue
+            got = _state_rows(n, y, None if h0 is None else np.asarray(h0))
+        per_dir = [[*a, b] for a, b in zip(per_dir, got, strict=True)] if per_dir else [[b] for b in got]
+    if not per_dir:
+        return None
+    out, fewest = [], None
+    for parts in per_dir:
+        rows = np.concatenate(parts)
+        fewest = rows.shape[0] if fewest is None else min(fewest, rows.shape[0])
+        if rows.shape[0] > max_rows:
+            rows = rows[rng.choice(rows.shape[0], max_rows, replace=False)]
+        rows = np.asarray(rows, np.float64)
+        out.append(rows.T @ rows / max(1, rows.shape[0]))
+    return out, int(fewest or 0)

@@ -18,6 +18,7 @@ from onnxcomp.passes_api import Pass, PassContext, PassResult, opt, register_pas
 
 from . import _gather, _recurrent
 from ._calibration import (
+    MAX_ROWS,
     current_inputs,
     data_free_layers,
     dense_solve_flops,
@@ -159,7 +160,8 @@ class KMeans(EmitsOps, Pass):
             True,
             "also compress the W and R weights of LSTM / GRU / RNN nodes (float32 constants) with the same "
             "codebooks over their gate rows, decoded whole in the graph by a CodebookDecode (function body only: "
-            "onnxruntime folds it at load under every runtime)",
+            "onnxruntime folds it at load under every runtime); with calibration data (compensate) the rows are "
+            "rounded with GPTQ on the Hessians of the steps' inputs (W) and of the previous hidden states (R)",
         )
         compensate: bool | None = opt(
             None,
@@ -245,6 +247,7 @@ class KMeans(EmitsOps, Pass):
             self._auto = choose_all(
                 targets, bits_of, fixed, o.init, o.max_iter, ctx.rng(13), o.block_size, o.codebook_dtype
             )
+        self._table_hs = self._recurrent_hessians(graph, ctx, tables, result) if compensate else {}
         for tt in tables:
             self._encode_table(graph, ctx, tt, result)
         if not targets:
@@ -292,10 +295,50 @@ class KMeans(EmitsOps, Pass):
         probe = PassResult(name="probe")
         return super().emits(graph, ctx) or bool(self._tables(graph, ctx, probe))
 
+    def _recurrent_hessians(
+        self, graph: gs.Graph, ctx: PassContext, tables: list[_gather.TableTarget], result: PassResult
+    ) -> dict[int, list[np.ndarray] | str]:
+        """With calibration data, per recurrent weight (by id): the Hessians of its rows (``_recurrent.hessians``),
+        or why its codes stay plain (the report's words)."""
+        rec = [t for t in tables if isinstance(t, _recurrent.RecurrentTarget)]
+        found: dict[int, list[np.ndarray] | str] = {}
+        reads: dict[int, tuple[list[gs.Node], list[str]]] = {}
+        for t in rec:
+            got = _recurrent.hessian_input(t)
+            if isinstance(got, str):
+                found[id(t)] = got
+            else:
+                reads[id(t)] = got
+        names = sorted({n for _, ns in reads.values() for n in ns})
+        acts = ctx.capture(graph, names, self.options.calib_samples) if names else {}
+        rng = ctx.rng(19)
+        for t in rec:
+            if id(t) not in reads:
+                continue
+            got = _recurrent.hessians(t, reads[id(t)][0], acts, MAX_ROWS, rng)
+            if got is None:
+                found[id(t)] = "its input was not captured (a branch the calibration data does not take)"
+                continue
+            hs, rows = got
+            # H of rank < inputs: GPTQ would fit the calibration steps (as for a layer, ``Hessians.reason``)
+            found[id(t)] = hs if rows >= t.w2.shape[1] else "fewer calibration steps than inputs"
+        return found
+
     def _encode_table(self, graph: gs.Graph, ctx: PassContext, t: _gather.TableTarget, result: PassResult) -> None:
         o = self.options
         bits = self._bits.get(id(t)) or int(per_layer_value_of(o.bits, o.bits_per_layer, t.node.name, t.table.name))
-        e = store_table(None, kmeans_encode(t.w2, bits, self._group, 0, o.init, None, o.max_iter), o.codebook_dtype)
+        hs, how = self._table_hs.get(id(t)), ""
+        if isinstance(hs, list):
+            # error-compensated codes of the rows (a recurrent weight with calibration data: ``_recurrent``)
+            e, gptq = compensated_encode(_recurrent.ROWS, t.w2, bits, self._group, hs, ctx.rng(19), damp=o.damp)
+            e = store_table(None, e, o.codebook_dtype)
+            how = " compensated" if gptq else " (plain: lower output error than compensated)"
+            result.count("recurrent_compensated" if gptq else "recurrent_plain_better")
+        else:
+            e = store_table(None, kmeans_encode(t.w2, bits, self._group, 0, o.init, None, o.max_iter), o.codebook_dtype)
+            if isinstance(hs, str):
+                how = f" (plain: {hs})"
+                result.count("recurrent_plain")
         if _gather.table_bytes(t, e) >= 4 * t.params:
             result.skip(t.name, f"{t.params} table values: a {bits}-bit codebook would not make it smaller")
             return
@@ -303,7 +346,7 @@ class KMeans(EmitsOps, Pass):
         em = (_recurrent.emit_weight if recurrent else _gather.emit_table)(graph, ctx, t, e, self.name)
         err = rel_error(t.w2, e.decoded(0))
         what = f"{t.node.op} {_recurrent.SLOTS[t.slot]}" if recurrent else "embedding table"
-        record(result, t, f"kmeans {bits}-bit {what}", e, em, err, float((t.w2 == 0).mean()))
+        record(result, t, f"kmeans {bits}-bit {what}{how}", e, em, err, float((t.w2 == 0).mean()))
 
     def _allocate(
         self,

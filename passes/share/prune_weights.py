@@ -135,7 +135,9 @@ class PruneWeights(Pass):
             raise UsageError("prune-weights: sequential=true needs calibration data (--calib)")
         # unset: on with calibration data; only the lsq update uses it (see the class docstring)
         sequential = o.sequential is not False and o.update == "lsq" and ctx.calib is not None
-        targets = collect_targets(graph, o, result)
+        # float16 weights too: the zeros and the kept weights are written back in float16 (the kept ones
+        # bit-identical, or the lsq re-fit rounded to float16)
+        targets = collect_targets(graph, o, result, half=True)
         if not targets:
             return result
         if o.update == "lsq" and ctx.calib is None:
@@ -329,6 +331,8 @@ class PruneWeights(Pass):
                 if t.node.op == "Gemm" and float(t.node.attrs.get("alpha", 1.0)) != 1.0:
                     w_new = w_new / np.float32(t.node.attrs["alpha"])  # the storage matrix holds alpha * W
         pruned = np.where(keep_orig, w_new, 0).astype(w.dtype)
+        if t.half:  # the error of the weights as written
+            w2_new = np.where(keep, w2_new, 0).astype(np.float16).astype(np.float32)
         before_nz = int(np.count_nonzero(w))
         changed = not np.array_equal(pruned, w)
         t.weight.values = pruned

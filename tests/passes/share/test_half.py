@@ -1,7 +1,7 @@
 """float16 weights (passes/share/_half.py): kmeans, pow2, ternary and binary decode them in front of the float16
 layer; a weight its encoding represents exactly (at most 2**bits distinct values; powers of two; +-a or 0 per
 channel) decodes to itself, so the model's outputs equal the original's; the bytes the report gives are the bytes
-written; prune-weights skips float16 weights and says so."""
+written; prune-weights zeroes float16 weights in float16."""
 
 from __future__ import annotations
 
@@ -144,12 +144,67 @@ def test_compensated_fixed_grids_on_float16_weights(kind):
     assert rel_err(out) < rel_err(plain) < 1.0
 
 
-def test_prune_weights_says_float16_weights_are_for_the_codebook_passes():
-    out, report = optimize(_half_model(), "prune-weights(ratio=0.5,min-params=0)")
-    reasons = {s.node: s.reason for s in report.passes[-1].skips}
-    want = "is float16 (the com.onnxcomp ops are float32; kmeans, pow2, ternary and binary compress it)"
-    assert want in reasons["conv"], reasons
-    assert [n.op_type for n in out.graph.node] == [n.op_type for n in _half_model().graph.node]
+def _weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name.startswith("w")}
+
+
+def test_prune_weights_prunes_float16_weights_in_float16():
+    # the weights stay float16 initializers of the same layers: half of each is 0, the rest bit-identical, and the
+    # model computes what the original does with those weights zeroed
+    model = _half_model()
+    out, report = optimize(model, "prune-weights(ratio=0.5,min-params=0)")
+    before, after = _weights(model), _weights(out)
+    assert set(after) == set(before) == {"wc", "wm", "wg", "wh"}
+    for name, w in after.items():
+        assert w.dtype == np.float16
+        assert abs(float((w == 0).mean()) - 0.5) < 0.01, name
+        np.testing.assert_array_equal(w[w != 0], before[name][w != 0])
+        # the smallest magnitudes went: every kept |w| >= every pruned |w|
+        assert np.abs(w[w != 0]).min() >= np.abs(before[name][w == 0]).max()
+    rows = {r.name: r for r in report.passes[-1].layers}
+    assert rows["conv"].extra["sparsity"] == pytest.approx(0.5, abs=0.01) and not report.passes[-1].skips
+    zeroed = onnx.ModelProto()
+    zeroed.CopyFrom(model)
+    for init in zeroed.graph.initializer:
+        if init.name in after:
+            init.CopyFrom(numpy_helper.from_array(after[init.name], init.name))
+    np.testing.assert_array_equal(outputs(out, _feeds())["y"], outputs(zeroed, _feeds())["y"])
+
+
+def test_prune_weights_float16_with_calibration_and_then_kmeans():
+    # Wanda scores and the least-squares update of the kept weights (rounded to float16) lose less than magnitude
+    # pruning; kmeans after it keeps the zeros exactly (Deep Compression on a float16 model)
+    model = _half_model()
+    calib = {"x": np.random.default_rng(3).standard_normal((96, 3, 7, 9)).astype(np.float16)}
+    ref = outputs(model, _feeds(5))["y"].astype(np.float64)
+
+    def rel_err(m: onnx.ModelProto) -> float:
+        return float(np.linalg.norm(outputs(m, _feeds(5))["y"].astype(np.float64) - ref) / np.linalg.norm(ref))
+
+    magnitude, _ = optimize(model, "prune-weights(ratio=0.5,min-params=0)")
+    lsq, report = optimize(model, "prune-weights(ratio=0.5,min-params=0,update=lsq)", calib=calib)
+    assert all(w.dtype == np.float16 for w in _weights(lsq).values())
+    assert "+ lsq" in {r.name: r for r in report.passes[-1].layers}["fc"].decision
+    assert rel_err(lsq) < 0.9 * rel_err(magnitude), (rel_err(lsq), rel_err(magnitude))
+    both, report = optimize(model, "prune-weights(ratio=0.5,min-params=0),kmeans(bits=4,min-params=0)")
+    from onnxcomp import ops
+
+    decoded = ops.decode_model(both)
+    inits = {i.name: numpy_helper.to_array(i) for i in decoded.graph.initializer}
+    made = {o: n for n in decoded.graph.node for o in n.output}
+    pruned = _weights(magnitude)
+    for node in magnitude.graph.node:
+        if len(node.input) < 2 or node.input[1] not in pruned:
+            continue
+        w = pruned[node.input[1]]
+        (layer,) = [n for n in decoded.graph.node if n.name == node.name]
+        name = layer.input[1]
+        while name not in inits:  # the decoded weight, through its Cast to float16 (and a Reshape or Transpose)
+            name = made[name].input[0]
+        got = inits[name].reshape(-1) if inits[name].size == w.size else None
+        assert got is not None, node.name
+        assert int((got == 0).sum()) >= int((w == 0).sum()), node.name  # every pruned zero decodes to 0
+    assert rel_err(both) < 1.0
 
 
 def test_float32_calibration_samples_of_a_float16_input_are_cast():

@@ -280,7 +280,13 @@ def _rank_after(node: gs.Node, rank: int) -> int | None:
         axis = int(node.attrs.get("axis", 0))
         return rank if (axis + rank if axis < 0 else axis) != rank - 1 else None
     if op == "Slice":
-        axes = _axes(node, rank, 3) if len(node.inputs) > 3 else None
+        if "axes" in node.attrs or (len(node.inputs) > 3 and node.inputs[3].name):
+            axes = _axes(node, rank, 3)
+        elif "starts" in node.attrs:  # (Slice-1) no axes: the first len(starts) axes
+            axes = list(range(len(node.attrs["starts"])))
+        else:
+            starts = node.inputs[1] if len(node.inputs) > 1 else None
+            axes = list(range(_values(starts).size)) if starts is not None and _constant_source(starts) else None
         return rank if axes is not None and rank - 1 not in axes else None
     if op == "Unsqueeze":
         axes = _axes(node, rank + len(_axes(node, 0) or []))

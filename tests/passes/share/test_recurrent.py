@@ -244,3 +244,57 @@ def test_recurrent_rows_without_enough_calibration_steps_stay_plain():
     assert report.passes[0].counters["recurrent_plain"] == 1
     plain, _ = optimize(model, "kmeans(bits=3,min-params=0,layers=W,compensate=false)", calib=calib)
     assert {i.name: i.raw_data for i in out.graph.initializer} == {i.name: i.raw_data for i in plain.graph.initializer}
+
+
+@pytest.mark.parametrize("cut", ["gates", "transposed", "last-axis"])
+def test_calibrated_weights_cut_into_gates_are_compensated(cut):
+    # Silero VAD: weights cut into W / R by Slices along their rows (PyTorch's gate reorder; Slices without axes)
+    # inside If branches multiply the same inputs: compensated with the Hessians of the branch the calibration data
+    # takes (w_hh: read by both branches' LSTMs, the else one never run: its states are not captured). A weight
+    # whose inputs axis a Transpose moves, or a Slice cuts, is rounded plain, and the report says why.
+    hidden, inputs = 32, 29
+    rng = np.random.default_rng(2)
+    w_ih = (rng.standard_normal((4 * hidden, inputs)) * 0.3).astype(np.float32)
+    w_hh = (rng.standard_normal((4 * hidden, hidden)) * 0.3).astype(np.float32)
+    then = _branch("w_ih", "w_hh", hidden, inputs, "t")
+    then.node[-1].output[0] = "tY"  # the hidden states, R's inputs
+    other = _branch("w_ih2", "w_hh", hidden, inputs, "e")
+    other.node[-1].output[0] = "eY"
+    inits = [numpy_helper.from_array(w_hh, "w_hh"), numpy_helper.from_array(w_ih[::-1].copy(), "w_ih2")]
+    stored = {"gates": "w_ih", "transposed": "w_ih_t", "last-axis": "w_ih_p"}[cut]
+    if cut == "gates":
+        inits.append(numpy_helper.from_array(w_ih, "w_ih"))
+    elif cut == "transposed":  # stored [K, 4H], transposed into the gates' rows
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(w_ih.T), stored))
+        then.node.insert(0, helper.make_node("Transpose", [stored], ["w_ih"], perm=[1, 0]))
+    else:  # stored with 3 more inputs, cut off along the inputs axis
+        inits.append(numpy_helper.from_array(np.pad(w_ih, ((0, 0), (0, 3))), stored))
+        then.initializer.extend(
+            numpy_helper.from_array(np.array([v], np.int64), n) for v, n in ((0, "p0"), (inputs, "p1"), (1, "p2"))
+        )
+        then.node.insert(0, helper.make_node("Slice", [stored, "p0", "p1", "p2"], ["w_ih"]))
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["h"], then_branch=then, else_branch=other)],
+        "g",
+        [
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "N", inputs]),
+        ],
+        [helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, "N", hidden])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.checker.check_model(model)
+    calib = {**_correlated_inputs(24, 16, inputs, 1), "c": np.array(True)}
+    held_out = {**_correlated_inputs(17, 5, inputs, 2), "c": np.array(True)}
+    comp, report = optimize(model, "kmeans(bits=3,min-params=0)", calib=calib)
+    plain, _ = optimize(model, "kmeans(bits=3,min-params=0,compensate=false)", calib=calib)
+    rows = {r.name.split(" ")[0]: r.decision for r in report.passes[0].layers}
+    assert rows["w_hh"] == "kmeans 3-bit LSTM R compensated"
+    # (the else branch's W reads the outer input x, captured whichever branch runs)
+    assert rows["w_ih2"] == "kmeans 3-bit LSTM W compensated"
+    if cut == "gates":
+        assert rows[stored] == "kmeans 3-bit LSTM W compensated"
+        assert _relative_error(comp, model, held_out) < 0.95 * _relative_error(plain, model, held_out)
+    else:
+        assert rows[stored] == "kmeans 3-bit LSTM W (plain: cut into the weight by ops that may move its inputs axis)"

@@ -330,7 +330,13 @@ class PruneWeights(Pass):
                 w_new = t.weight_as_original(w2_new).reshape(w.shape)
                 if t.node.op == "Gemm" and float(t.node.attrs.get("alpha", 1.0)) != 1.0:
                     w_new = w_new / np.float32(t.node.attrs["alpha"])  # the storage matrix holds alpha * W
-        pruned = np.where(keep_orig, w_new, 0).astype(w.dtype)
+        with np.errstate(over="ignore"):  # (float16: checked below)
+            pruned = np.where(keep_orig, w_new, 0).astype(w.dtype)
+        if t.half and not np.isfinite(pruned).all():
+            # a re-fit weight beyond float16's range: the kept weights stay as they were
+            result.skip(t.name, "lsq update skipped: a re-fit weight exceeds float16's range")
+            pruned, w2_new = np.where(keep_orig, w, 0).astype(w.dtype), np.where(keep, t.w2, 0)
+            decision = decision.removesuffix(" + lsq")
         if t.half:  # the error of the weights as written
             w2_new = np.where(keep, w2_new, 0).astype(np.float16).astype(np.float32)
         before_nz = int(np.count_nonzero(w))

@@ -207,6 +207,36 @@ def test_prune_weights_float16_with_calibration_and_then_kmeans():
     assert rel_err(both) < 1.0
 
 
+def test_prune_weights_keeps_float16_weights_a_refit_would_overflow():
+    # x2 = 70 x1: keeping w1 alone, the least-squares re-fit wants w1 + 70 w2 (about 3.7x w1 under the ridge),
+    # beyond float16's 65504 for w ~ 20000: those kept weights stay as they were, not inf, and the report says so
+    w = np.array([[20016.0, 20000.0], [20000.0, 20016.0]], np.float16)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["N", 2])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    x1 = np.random.default_rng(0).standard_normal((64, 1)) * 0.01
+    calib = {"x": np.concatenate([x1, 70 * x1], 1).astype(np.float16)}
+    spec = "prune-weights(ratio=0.5,min-params=0,update=lsq,criterion=magnitude)"
+    out, report = optimize(model, spec, calib=calib)
+    got = numpy_helper.to_array(out.graph.initializer[0])
+    np.testing.assert_array_equal(got, np.where(np.eye(2, dtype=bool), w, 0))
+    p = report.passes[-1]
+    assert [(s.node, s.reason) for s in p.skips] == [
+        ("mm", "lsq update skipped: a re-fit weight exceeds float16's range")
+    ]
+    assert p.layers[0].decision == "magnitude layer"
+    # at a scale float16 holds, the same weights are re-fitted
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array((w / 20).astype(np.float16), "w"))
+    small, report = optimize(model, spec, calib=calib)
+    assert report.passes[-1].layers[0].decision == "magnitude layer + lsq" and not report.passes[-1].skips
+    assert abs(float(numpy_helper.to_array(small.graph.initializer[0])[0, 0])) > 2 * 1000
+
+
 def test_float32_calibration_samples_of_a_float16_input_are_cast():
     # a user's pipeline computes its samples in float32; the float16 model gets them in float16 (as float64 samples
     # of a float32 input are cast), and values float16 cannot hold are an error, not inf

@@ -491,8 +491,8 @@ void gemv_packed_rows(const float* x, int64_t ldx, const CodebookWeights& w, con
       const bool intel = !cpu_is_amd();
       for (int64_t b = n0 / bc; b * bc < n1;) {
         if (!intel && ROWS == 1 && (b + 1) * bc < n1) {
-          // two blocks (two code streams) at a time on AMD too: 4096^2, 1 row, Zen 4 with AVX-512, each run after
-          // an fp32 GEMV, 4 alternating processes: 5.39-5.61x of onnxruntime's fp32 MatMul -> 5.57-5.90x
+          // two blocks (two code streams) at a time on AMD too: 4096^2, 1 row, an AMD EPYC with AVX-512, each
+          // run after an fp32 GEMV, 4 alternating processes: 5.39-5.61x of onnxruntime's fp32 MatMul -> 5.57-5.90x
           gemv_packed_line4<ROWS, 2, false>(x, ldx, w, cb16, y, ldy, b, n0, n1);
           b += 2;
         } else if (!intel) {

@@ -298,3 +298,24 @@ def test_calibrated_weights_cut_into_gates_are_compensated(cut):
         assert _relative_error(comp, model, held_out) < 0.95 * _relative_error(plain, model, held_out)
     else:
         assert rows[stored] == "kmeans 3-bit LSTM W (plain: cut into the weight by ops that may move its inputs axis)"
+
+
+def test_calibrated_r_with_an_initial_state_input():
+    # R's Hessian also sums the initial state (initial_h, a graph input here: a streaming model's carried state):
+    # captured with the states Y, compensated, and the model still runs on held-out states
+    hidden, inputs = 40, 29
+    model, _, _ = models.recurrent("LSTM", hidden=hidden, inputs=inputs, direction="bidirectional")
+    node = model.graph.node[0]
+    node.input.extend(["", "h0"])  # sequence_lens, initial_h
+    model.graph.input.append(helper.make_tensor_value_info("h0", TensorProto.FLOAT, [2, "N", hidden]))
+    onnx.checker.check_model(model)
+
+    def feeds(steps: int, batch: int, seed: int) -> dict[str, np.ndarray]:
+        h0 = np.random.default_rng(seed + 10).standard_normal((2, batch, hidden)) * 0.05
+        return {**_correlated_inputs(steps, batch, inputs, seed), "h0": h0.astype(np.float32)}
+
+    comp, report = optimize(model, "kmeans(bits=3,min-params=0,layers=R)", calib=feeds(24, 16, 1))
+    assert report.passes[0].layers[0].decision == "kmeans 3-bit LSTM R compensated"
+    plain, _ = optimize(model, "kmeans(bits=3,min-params=0,layers=R,compensate=false)", calib=feeds(24, 16, 1))
+    held_out = feeds(17, 5, 2)
+    assert _relative_error(comp, model, held_out) < _relative_error(plain, model, held_out)

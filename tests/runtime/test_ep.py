@@ -343,3 +343,52 @@ def test_ep_runs_codebooks_whose_table_is_a_mul_of_constants(ep_devices, kind, f
     body = run(out, feeds, native=False)
     got = ep_session(out).run(None, feeds)
     np.testing.assert_allclose(got[0], body, rtol=1e-4, atol=1e-4 * float(np.abs(body).max()))
+
+
+def _residual_block(kind: str):
+    """X [b, s, 64] -> MatMul + bias -> Add(other) -> LayerNormalization, 4-bit k-means: ``other`` a tensor of the
+    output's shape (residual), a second MatMul's output (two), or a [96] vector (broadcast)."""
+    from onnxcomp.api import optimize
+
+    rng = np.random.default_rng(3)
+    f, k, n = TensorProto.FLOAT, 64, 96
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((k, n)) * 0.1).astype(np.float32), "w1"),
+        numpy_helper.from_array((rng.standard_normal(n) * 0.1).astype(np.float32), "b1"),
+        numpy_helper.from_array(np.full(n, 1.5, np.float32), "g"),
+        numpy_helper.from_array(np.full(n, 0.25, np.float32), "be"),
+    ]
+    nodes = [helper.make_node("MatMul", ["X", "w1"], ["m1"]), helper.make_node("Add", ["m1", "b1"], ["a1"])]
+    inputs = [helper.make_tensor_value_info("X", f, ["b", "s", k])]
+    if kind == "two":
+        inits.append(numpy_helper.from_array((rng.standard_normal((k, n)) * 0.1).astype(np.float32), "w2"))
+        inputs.append(helper.make_tensor_value_info("Z", f, ["b", "s", k]))
+        nodes += [helper.make_node("MatMul", ["Z", "w2"], ["m2"]), helper.make_node("Add", ["a1", "m2"], ["s"])]
+    else:
+        inputs.append(helper.make_tensor_value_info("R", f, ["b", "s", n] if kind == "residual" else [n]))
+        nodes.append(helper.make_node("Add", ["a1", "R"], ["s"]))
+    nodes.append(helper.make_node("LayerNormalization", ["s", "g", "be"], ["Y"], axis=-1))
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("Y", f, ["b", "s", n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    return optimize(model, "kmeans(bits=4,group-size=0,min-params=0)")[0]
+
+
+@pytest.mark.parametrize("kind", ["residual", "two", "broadcast"])
+@pytest.mark.parametrize("rows", [(3, 1), (2, 7)])  # 3 rows: the GEMV; 14: the GEMM on the decoded panel
+def test_residual_add_joins_the_matmul(ep_devices, tmp_path, kind, rows):
+    # a residual Add of the matmul's output and a tensor of its shape runs in the EP's matmul (onnxruntime would fuse
+    # it with the LayerNormalization into a SkipLayerNormalization, slower on CPU); where two matmuls feed the Add,
+    # the first takes it and the second still runs in the EP; a broadcast Add stays with onnxruntime
+    model = _residual_block(kind)
+    b, s = rows
+    feeds = {"X": _x((b, s, 64), 1)}
+    if kind == "two":
+        feeds["Z"] = _x((b, s, 64), 2)
+    else:
+        feeds["R"] = _x((b, s, 96) if kind == "residual" else (96,), 3)
+    want = run(model, feeds, native=False)
+    np.testing.assert_allclose(ep_session(model).run(None, feeds)[0], want, rtol=1e-4, atol=1e-4)
+    assert len(ep_nodes(model, feeds, tmp_path)) == (2 if kind == "two" else 1)
+    cpu = cpu_op_counts(model, feeds, tmp_path)
+    assert "SkipLayerNormalization" not in cpu and cpu.get("LayerNormalization") == 1, cpu
+    assert cpu.get("Add", 0) == (1 if kind == "broadcast" else 0), cpu

@@ -56,11 +56,13 @@ struct ComputeInfo : OrtNodeComputeInfo {
 
 // The op families the EP runs, in order: the groups of nodes a family claims in a graph (GetCapability; a node
 // already in an earlier family's group is not claimed again), and the executor of a group it claimed (Compile;
-// `owns` tells the family of a compiled group from its nodes).
+// `owns` tells the family of a compiled group from its nodes; `epilogue`: the group's last node is an epilogue it
+// runs without too, so a group whose last node is already taken is claimed without it).
 struct Family {
   std::vector<std::vector<Ort::ConstNode>> (*claim)(const Ort::ConstGraph&, const PlanOptions&);
   bool (*owns)(const Ort::ConstNode&);
   std::unique_ptr<Exec> (*build)(const Ort::ConstGraph&, const Ort::ConstNode&, const PlanOptions&);
+  bool epilogue = false;
 };
 
 std::vector<std::vector<Ort::ConstNode>> claim_matmuls(const Ort::ConstGraph& g, const PlanOptions& plan) {
@@ -77,7 +79,8 @@ const Family kFamilies[] = {
     {claim_gathers, owns_gather,
      [](const Ort::ConstGraph& g, const Ort::ConstNode& f, const PlanOptions&) { return build_gather(g, f); }},
     {claim_matmuls, [](const Ort::ConstNode& n) { return n.GetDomain() == kDomain && !is_decoder(n); },
-     [](const Ort::ConstGraph& g, const Ort::ConstNode& f, const PlanOptions&) { return build_matmul(g, f); }},
+     [](const Ort::ConstGraph& g, const Ort::ConstNode& f, const PlanOptions&) { return build_matmul(g, f); },
+     true},  // (its Relu or residual Add: two matmuls may feed one Add)
 };
 
 // ---- the EP -------------------------------------------------------------------------------------------
@@ -101,7 +104,8 @@ struct OnnxcompEp : OrtEp {
       Ort::ConstGraph g{graph};
       std::set<const OrtNode*> taken;  // a node joins one group at most
       for (const Family& f : kFamilies) {
-        for (const std::vector<Ort::ConstNode>& group : f.claim(g, ep->plan)) {
+        for (std::vector<Ort::ConstNode> group : f.claim(g, ep->plan)) {
+          if (f.epilogue && group.size() > 1 && taken.count(group.back()) > 0) group.pop_back();
           bool overlap = false;
           for (const Ort::ConstNode& n : group) overlap = overlap || taken.count(n) > 0;
           if (overlap || group.empty()) continue;

@@ -3,7 +3,8 @@
 // or a consuming residual Add of a tensor of the output's shape (a transformer block's skip connection: added in
 // the kernel's output pass; left to onnxruntime, the Add and the LayerNormalization after it become a
 // SkipLayerNormalization, 4.5x slower than the two on an AMD EPYC: 0.53 vs 0.12 ms at [8, 32, 384], and a 4-bit
-// MiniLM ran 0.98x of its fp32 original under the EP, whose graph onnxruntime does not fuse so).
+// MiniLM ran 0.98x of its fp32 original under the EP, whose graph onnxruntime does not fuse so; 1.04x with the
+// Add here, benchmarks/bench_ep.py).
 // Compile decodes, validates and prepacks the weights once (a corrupt weight fails session creation with
 // INVALID_ARGUMENT naming the node); compute runs the custom ops' kernels on onnxruntime's intra-op pool.
 #include <memory>

@@ -136,6 +136,23 @@ def _branch(w_ih: str, w_hh: str, hidden: int, inputs: int, tag: str, constant=N
     return helper.make_graph(nodes, tag, [], [out], inits)
 
 
+def _if_model(then, other, inits, hidden: int, inputs: int) -> onnx.ModelProto:
+    """c, x [T, N, inputs] -> If(c, then, other) -> h [1, N, hidden]; ``inits``: the main graph's initializers."""
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["h"], then_branch=then, else_branch=other)],
+        "g",
+        [
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "N", inputs]),
+        ],
+        [helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, "N", hidden])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.checker.check_model(model)
+    return model
+
+
 @pytest.mark.parametrize("held", ["outer", "branch"])
 def test_weights_cut_by_layout_ops_inside_if_branches(held):
     # Silero VAD: weight_ih / weight_hh are cut into gates and concatenated again inside If branches, a Constant
@@ -152,18 +169,7 @@ def test_weights_cut_by_layout_ops_inside_if_branches(held):
     inits.append(
         numpy_helper.from_array(w_ih if held == "outer" else w_ih[::-1].copy(), "w_ih" if held == "outer" else "w_ih2")
     )
-    graph = helper.make_graph(
-        [helper.make_node("If", ["c"], ["h"], then_branch=then, else_branch=other)],
-        "g",
-        [
-            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "N", inputs]),
-        ],
-        [helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, "N", hidden])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
-    onnx.checker.check_model(model)
+    model = _if_model(then, other, inits, hidden, inputs)
     out, report = optimize(model, "kmeans(bits=4,min-params=0)")
     for c in (True, False):
         feeds = {**models.recurrent_feeds(inputs), "c": np.array(c)}
@@ -273,18 +279,7 @@ def test_calibrated_weights_cut_into_gates_are_compensated(cut):
             numpy_helper.from_array(np.array([v], np.int64), n) for v, n in ((0, "p0"), (inputs, "p1"), (1, "p2"))
         )
         then.node.insert(0, helper.make_node("Slice", [stored, "p0", "p1", "p2"], ["w_ih"]))
-    graph = helper.make_graph(
-        [helper.make_node("If", ["c"], ["h"], then_branch=then, else_branch=other)],
-        "g",
-        [
-            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "N", inputs]),
-        ],
-        [helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, "N", hidden])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
-    onnx.checker.check_model(model)
+    model = _if_model(then, other, inits, hidden, inputs)
     calib = {**_correlated_inputs(24, 16, inputs, 1), "c": np.array(True)}
     held_out = {**_correlated_inputs(17, 5, inputs, 2), "c": np.array(True)}
     comp, report = optimize(model, "kmeans(bits=3,min-params=0)", calib=calib)

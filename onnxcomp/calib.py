@@ -58,6 +58,42 @@ def input_specs(model: onnx.ModelProto) -> dict[str, tuple[str, list[int | str |
     return specs
 
 
+def stacked_batches(arrays: Mapping[str, np.ndarray], dims: Mapping[str, list[int | str | None]]) -> int:
+    """How many batches of a fixed-batch model the arrays stack along axis 0: k >= 2 where every input of rank
+    >= 1 has a fixed leading dim b_i (a model exported at batch 1, as most are) and its array holds k * b_i rows,
+    or exactly its fixed shape (fed whole to every batch, as a state or a table), at least one stacking; else 1.
+    Such arrays are run one batch at a time (:func:`onnxcomp.ort.run`) and the results concatenated on axis 0."""
+    k = 1
+    for name, d in dims.items():
+        a = arrays.get(name)
+        if not d or a is None or not a.ndim:
+            continue
+        b = d[0]
+        if not isinstance(b, int) or a.ndim != len(d) or a.shape[0] % b:
+            return 1
+        n = a.shape[0] // b
+        if n == 1 and tuple(a.shape) == tuple(d):
+            continue
+        if k not in (1, n):
+            return 1
+        k = n
+    return k
+
+
+def split_batches(
+    arrays: Mapping[str, np.ndarray], dims: Mapping[str, list[int | str | None]], k: int
+) -> list[dict[str, np.ndarray]]:
+    """The ``k`` batches of arrays stacked for a fixed-batch model (:func:`stacked_batches`)."""
+    out: list[dict[str, np.ndarray]] = [{} for _ in range(k)]
+    for name, a in arrays.items():
+        d = dims.get(name)
+        b = d[0] if d and getattr(a, "ndim", 0) else None
+        whole = not isinstance(b, int) or a.shape[0] != k * b or (a.shape[0] == b and tuple(a.shape) == tuple(d))
+        for i in range(k):
+            out[i][name] = a if whole else a[i * b : (i + 1) * b]
+    return out
+
+
 def load_arrays(path: str | os.PathLike[str], model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Read ``.npz`` (arrays keyed by input name) or ``.npy`` (single-input models); never unpickles.
 
@@ -148,6 +184,8 @@ def check_arrays(
 
     out = {}
     batch: dict[str, int] = {}
+    # a model of fixed batch size (exported at batch 1): samples stacked on axis 0 are run one batch at a time
+    stacked = stacked_batches(arrays, {k: d for k, (_, d) in specs.items()})
     for name, (dtype, dims) in specs.items():
         a = np.asarray(arrays[name])
         if a.dtype == object:
@@ -175,8 +213,14 @@ def check_arrays(
                 f"{where}: array {name!r} has shape {a.shape}, the model expects rank {len(dims)} {_fmt(dims)}"
             )
         for i, d in enumerate(dims):
-            if isinstance(d, int) and a.shape[i] != d:
-                raise InputError(f"{where}: array {name!r} has shape {a.shape}, the model expects {_fmt(dims)}")
+            if isinstance(d, int) and a.shape[i] != d and not (i == 0 and stacked > 1 and a.shape[0] == stacked * d):
+                hint = ""
+                if i == 0 and all(isinstance(x[1][0], int) for x in specs.values() if x[1]):
+                    hint = (
+                        f" (its batch is fixed: stack samples as a multiple of {d} rows, the same number of "
+                        "batches for every input, or give an input its exact shape to feed it to every batch)"
+                    )
+                raise InputError(f"{where}: array {name!r} has shape {a.shape}, the model expects {_fmt(dims)}{hint}")
         out[name] = np.ascontiguousarray(a)
     if len(set(batch.values())) > 1:
         sizes = ", ".join(f"{k}: {v}" for k, v in batch.items())
@@ -261,6 +305,16 @@ def first_samples(feeds: Mapping[str, np.ndarray], model: onnx.ModelProto, n: in
     """The first ``n`` samples of every input, along its sample axis (:func:`sample_axes`); inputs without one
     (a fixed batch dimension, which onnxruntime accepts at no other size, and scalars) are fed whole."""
     out = dict(feeds)
+    dims = {k: d for k, (_, d) in input_specs(model).items()}
+    stacked = stacked_batches(feeds, dims)
+    if stacked > 1:
+        # a fixed-batch model: whole batches, the first ceil(n / b) of them (b: the first stacking input's batch)
+        parts = split_batches(feeds, dims, stacked)
+        b = next(len(v) for k, v in parts[0].items() if v is not feeds[k])
+        keep = parts[: max(1, -(-n // b))]
+        import numpy as np
+
+        return {k: v if keep[0][k] is v else np.concatenate([p[k] for p in keep]) for k, v in feeds.items()}
     for k, axis in sample_axes(feeds, model).items():
         v = feeds[k]
         if axis is not None and v.shape[axis] > n:
@@ -276,6 +330,10 @@ def sample_axes(feeds: Mapping[str, np.ndarray], model: onnx.ModelProto) -> dict
     [layers, batch, hidden] (Silero VAD's ``state`` [2, N, 128] next to ``input`` [N, 576]).
     """
     specs = input_specs(model)
+    dims = {k: d for k, (_, d) in specs.items()}
+    stacked = stacked_batches(feeds, dims)
+    if stacked > 1:  # a fixed-batch model's stacked batches: axis 0 of the inputs that stack them
+        return {k: None if split_batches({k: v}, dims, stacked)[0][k] is v else 0 for k, v in feeds.items()}
     count = sample_count(feeds, model)
     if count is None:
         return {k: None for k in feeds}
@@ -290,6 +348,11 @@ def sample_count(feeds: Mapping[str, np.ndarray], model: onnx.ModelProto) -> int
     leading axis."""
     specs = input_specs(model)
     leading = [v.shape[0] for k, v in feeds.items() if v.ndim and _dynamic(specs, k, 0)]
+    if not leading:
+        dims = {k: d for k, (_, d) in specs.items()}
+        stacked = stacked_batches(feeds, dims)
+        if stacked > 1:  # samples of a fixed-batch model, stacked batch by batch
+            return next(v.shape[0] for k, v in feeds.items() if split_batches({k: v}, dims, stacked)[0][k] is not v)
     return max(sorted(set(leading)), key=leading.count) if leading else None
 
 

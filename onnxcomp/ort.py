@@ -131,6 +131,27 @@ _LOGGER_QUIET = False
 
 
 def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[Any]:
+    """``sess.run`` with onnxruntime's errors as one-line InputErrors. Samples stacked on axis 0 for a model of fixed
+    batch size (:func:`onnxcomp.calib.stacked_batches`) run one batch at a time, their outputs concatenated on
+    axis 0 (a scalar output stacked)."""
+    from onnxcomp.calib import split_batches, stacked_batches
+
+    dims = {i.name: list(i.shape) for i in sess.get_inputs()}
+    k = stacked_batches(feeds, dims)
+    if k > 1:
+        import numpy as np
+
+        parts = [_run_once(sess, part, outputs) for part in split_batches(feeds, dims, k)]
+        return [
+            [x for p in vs for x in p]
+            if isinstance(vs[0], list)
+            else (np.concatenate(vs) if np.ndim(vs[0]) else np.stack(vs))
+            for vs in zip(*parts, strict=True)
+        ]
+    return _run_once(sess, feeds, outputs)
+
+
+def _run_once(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], outputs: list[str] | None) -> list[Any]:
     import onnxruntime as ort
 
     ro = ort.RunOptions()

@@ -177,3 +177,92 @@ def test_a_loop_tensor_changing_shape_over_the_trips_is_left_out():
     got = cap.run({"x": x}, ["grown", "r"])
     assert set(got) == {"r"} and cap.unreachable == {"grown"}
     np.testing.assert_array_equal(got["r"], np.maximum(x, 0))
+
+
+def _fixed_batch_cnn(batch: int = 1):
+    """A conv net exported at a fixed batch (as most exporters write it): x [batch, 3, 9, 7] -> Conv, Relu, Conv,
+    GlobalAveragePool, Flatten -> y [batch, 5]; a second input ``s`` [1, 5] (a fixed-shape table) added to y."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(3)
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((5, 8, 3, 3)).astype(np.float32), "w2")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c2"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Add", ["f", "s"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fixed",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 9, 7]),
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 5]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 5])],
+        [w1, w2],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_a_fixed_batch_model_takes_samples_stacked_and_runs_them_batch_by_batch():
+    # exported at batch 1: 5 samples stacked on axis 0 are captured one batch at a time and concatenated (before,
+    # the check refused them and a user could calibrate on one sample); ``s``, given at its exact fixed shape, goes
+    # whole to every batch
+    from onnxcomp.calib import check_arrays, sample_count
+
+    model = _fixed_batch_cnn()
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((5, 3, 9, 7)).astype(np.float32), "s": np.ones((1, 5), np.float32)}
+    feeds = check_arrays(feeds, model)
+    assert sample_count(feeds, model) == 5
+    got = capture_activations(model, feeds, ["r1", "y"])
+    assert got["r1"].shape == (5, 8, 9, 7) and got["y"].shape == (5, 5)
+    for i in range(5):
+        one = capture_activations(model, {"x": feeds["x"][i : i + 1], "s": feeds["s"]}, ["r1", "y"])
+        np.testing.assert_array_equal(got["r1"][i : i + 1], one["r1"])
+        np.testing.assert_array_equal(got["y"][i : i + 1], one["y"])
+    # the first 3 samples: 3 batches
+    assert capture_activations(model, feeds, ["y"], max_samples=3)["y"].shape == (3, 5)
+
+
+def test_samples_of_a_fixed_batch_of_two_are_cut_in_whole_batches():
+    model = _fixed_batch_cnn(batch=2)
+    feeds = {"x": np.zeros((6, 3, 9, 7), np.float32), "s": np.zeros((1, 5), np.float32)}
+    got = first_samples(feeds, model, 3)  # 3 samples: 2 batches of 2
+    assert got["x"].shape == (4, 3, 9, 7) and got["s"] is feeds["s"]
+    assert first_samples(feeds, model, 1)["x"].shape == (2, 3, 9, 7)
+    assert capture_activations(model, feeds, ["y"])["y"].shape == (6, 5)
+
+
+def test_stacked_samples_a_fixed_batch_model_cannot_take_are_one_line_errors():
+    import pytest
+
+    from onnxcomp.calib import check_arrays
+    from onnxcomp.errors import InputError
+
+    model = _fixed_batch_cnn(batch=2)
+    x = np.zeros((5, 3, 9, 7), np.float32)  # not a multiple of the batch of 2
+    with pytest.raises(InputError, match=r"expects \[2, 3, 9, 7\] \(its batch is fixed: stack samples as a multiple"):
+        check_arrays({"x": x, "s": np.zeros((1, 5), np.float32)}, model)
+    # s stacks 3 batches where x stacks 2
+    with pytest.raises(InputError, match="its batch is fixed"):
+        check_arrays({"x": np.zeros((4, 3, 9, 7), np.float32), "s": np.zeros((3, 5), np.float32)}, model)
+
+
+def test_optimize_calibrates_and_verifies_a_fixed_batch_model_on_every_sample():
+    from onnxcomp.api import optimize
+
+    model = _fixed_batch_cnn()
+    rng = np.random.default_rng(1)
+    calib = {"x": rng.standard_normal((6, 3, 9, 7)).astype(np.float32), "s": np.zeros((1, 5), np.float32)}
+    out, report = optimize(model, "kmeans(bits=6)", calib=calib, verify=True)
+    assert report.verification is not None and report.verification.samples == 6
+    assert report.verification.ok
+    # the output keeps the model's interface: batch 1
+    assert [d.dim_value for d in out.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 9, 7]

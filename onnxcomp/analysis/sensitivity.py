@@ -68,7 +68,9 @@ class OutputErrors:
         self._feeds = first_samples(dict(ctx.calib), model, samples)
         total = sample_count(dict(ctx.calib), model)
         #: calibration samples in all (None: no sample axis) and the first ``taken`` of them measured on
-        self.total, self.taken = total, (min(samples, total) if total is not None else None)
+        # (a fixed-batch model's samples are cut in whole batches: as many as the cut feeds hold)
+        cut = sample_count(self._feeds, model) if total is not None else None
+        self.total, self.taken = total, (cut or min(samples, total) if total is not None else None)
         wanted = list(dict.fromkeys(outputs))
         graph_outs = [o.name for o in model.graph.output]
         computed = {o for n in model.graph.node for o in n.output}

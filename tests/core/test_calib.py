@@ -266,3 +266,19 @@ def test_optimize_calibrates_and_verifies_a_fixed_batch_model_on_every_sample():
     assert report.verification.ok
     # the output keeps the model's interface: batch 1
     assert [d.dim_value for d in out.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 9, 7]
+
+
+def test_budget_trials_and_channel_pruning_run_on_a_fixed_batch_models_stacked_samples():
+    # the budget mode's sensitivity probe feeds each trial weight as an extra input (its exact shape: to every
+    # batch) and splits the samples it measured on from those it fits on; prune-channels reconstructs on them
+    from onnxcomp.api import optimize
+
+    model = _fixed_batch_cnn()
+    rng = np.random.default_rng(2)
+    calib = {"x": rng.standard_normal((12, 3, 9, 7)).astype(np.float32), "s": np.zeros((1, 5), np.float32)}
+    _, report = optimize(model, "kmeans(target-bits=5,sensitivity-samples=4,trials=written)", calib=calib)
+    counters = report.passes[-1].counters
+    assert counters["budget_bits"] <= 5.0 and counters.get("budget_trials_held_out", 0) > 0
+    out, report = optimize(model, "prune-channels(ratio=0.25)", calib=calib, verify=True, tolerance=None)
+    assert report.verification.samples == 12
+    assert sum(i.dims[0] for i in out.graph.initializer if i.name == "w1") == 6

@@ -34,7 +34,7 @@ RuntimeOpt = Annotated[
     typer.Option(
         "--runtime",
         help="ort (plain onnxruntime, function bodies), ops (libonnxcomp_ops.so) or ep (OnnxcompExecutionProvider); "
-        "default: ops for models with com.onnxcomp ops when the library is built, else ort.",
+        "default: ep for models with com.onnxcomp ops when the runtime is built, else ort.",
     ),
 ]
 _RUNTIME_HELP = {
@@ -494,7 +494,7 @@ def verify_cmd(
         raise UsageError("--labels needs --inputs (the inputs the labels belong to)")
     from onnxcomp.ort import resolve_runtime
 
-    rt = resolve_runtime(mb, _runtime_name(runtime))
+    rt = resolve_runtime(mb, _runtime_name(runtime) or "auto")
     plan = resolve(ma, shapes, feeds)
     plan.require("verify")
     console = _console()
@@ -591,7 +591,7 @@ def bench(
     plan = resolve(first, shapes)
     plan.require("bench")
     feeds = generate_inputs(first, plan.shapes())
-    used = {name: resolve_runtime(m, _runtime_name(runtime)) for name, m in models.items()}
+    used = {name: resolve_runtime(m, _runtime_name(runtime) or "auto") for name, m in models.items()}
     fns = {name: model_runner(m, feeds, threads=threads, runtime=used[name]) for name, m in models.items()}
     timings = interleaved(fns, runs=runs, warmup=warmup)
     t = Table(title=f"latency, {threads} thread(s), {runs} interleaved runs", title_justify="left")

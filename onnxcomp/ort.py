@@ -32,7 +32,9 @@ def session(
     difference (verification). ``runtime``: ``"ops"`` or True registers libonnxcomp_ops.so (required);
     ``"ort"`` or False never (function bodies run); ``"ep"`` adds the OnnxcompExecutionProvider (see
     onnxcomp.runtime.session); None: ``"ops"`` when the model uses com.onnxcomp ops and the library is
-    available, else ``"ort"``. ``providers``: onnxruntime's (default: CPU) for the runtimes other than ``"ep"``.
+    available, else ``"ort"``; ``"auto"``: ``"ep"`` where its library is built too (what users get by default:
+    bench, verify, onnxcomp.runtime.session). ``providers``: onnxruntime's (default: CPU) for the runtimes other
+    than ``"ep"``.
     """
     import onnx
     import onnxruntime as ort
@@ -102,7 +104,14 @@ def resolve_runtime(model: onnx.ModelProto, runtime: bool | str | None) -> str:
     """The runtime a session of ``model`` gets: "ort", "ops" or "ep" (see :func:`session`)."""
     from onnxcomp.ops import uses_ops
 
-    if runtime is None:
+    if runtime == "auto":
+        # what a user gets unless they choose (bench, verify, runtime.session): the EP where it is built. On
+        # convolution networks the custom-op library alone runs slower than the fp32 original (its kernels break
+        # onnxruntime's blocked-layout chains), the EP faster (benchmarks/bench_ep.py)
+        if uses_ops(model) and runtime_available() and ep_available():
+            return "ep"
+        runtime = None
+    if runtime is None:  # the passes' own runs (captures, folding, load checks)
         return "ops" if uses_ops(model) and runtime_available() else "ort"
     if runtime is True or runtime is False:
         return "ops" if runtime else "ort"
@@ -118,6 +127,15 @@ def runtime_available() -> bool:
     except ImportError:
         return False
     return rt.available()
+
+
+def ep_available() -> bool:
+    """Whether the execution provider library (libonnxcomp_ep.so) can be found here."""
+    try:
+        from onnxcomp import runtime as rt
+    except ImportError:
+        return False
+    return rt.ep_available()
 
 
 def _quiet_logger(ort: Any) -> None:

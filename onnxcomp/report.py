@@ -180,7 +180,12 @@ def _render_layers(console: Console, p: PassResult, limit: int = 40) -> None:
 def render_verification(console: Console, v: VerifyResult) -> None:
     from rich.table import Table
 
-    t = Table(title=f"verification on {v.samples} sample(s) of {v.source}", title_justify="left")
+    t = Table(
+        title=f"verification on {v.samples} sample(s) of {v.source}",
+        title_justify="left",
+        caption=f"compared model run by: {v.runtime}",
+        caption_justify="left",
+    )
     for c in ("output", "max abs err", "max rel err", "cosine", "status"):
         t.add_column(c, justify="left" if c in ("output", "status") else "right")
     for o in v.outputs:

@@ -5,7 +5,10 @@ Models whose compressed layers use ``com.onnxcomp`` ops also carry each op's sta
 body, so they run in plain onnxruntime; registering this library makes onnxruntime run the native
 kernels instead. onnxruntime is imported lazily (only by :func:`register` and :func:`session`).
 
-Three runtimes run a compressed model (:func:`session`, ``runtime=``):
+Three runtimes run a compressed model (:func:`session`, ``runtime=``; unset: ``"ep"`` where its library is
+built and the model has com.onnxcomp ops, the fastest of the three on convolution networks: a 4-bit k-means
+ResNet-18 ran 1.78x its fp32 original under the EP, 0.80x with the custom-op library, whose kernels break
+onnxruntime's blocked-layout chains; benchmarks/bench_ep.py):
 
 - ``"ort"``: plain onnxruntime; each com.onnxcomp op runs its function body (onnxruntime folds the weight
   decode at load, so convolutions run in its own kernels);
@@ -290,11 +293,12 @@ def session(
     threads: int | None = None,
     optimize: bool = True,
     providers: list[str] | None = None,
-    runtime: str = "ops",
+    runtime: str | None = None,
 ) -> Any:
     """An ``onnxruntime.InferenceSession`` for a model on the chosen runtime (see the module docstring):
 
-    - ``runtime="ops"`` (default): the custom-op library is registered when the model uses com.onnxcomp
+    - unset (None): ``"ep"`` for a model with com.onnxcomp ops where the EP library is built, else ``"ops"``;
+    - ``runtime="ops"``: the custom-op library is registered when the model uses com.onnxcomp
       ops (RuntimeNotBuiltError if it does and the library is missing);
     - ``runtime="ep"``: the OnnxcompExecutionProvider is added; nodes it declines fall back to onnxruntime's
       own kernels through the ops' folded function bodies (the custom-op library is registered too when the
@@ -307,6 +311,11 @@ def session(
     """
     from onnxcomp import ort
 
+    if runtime is None:
+        if not uses_runtime_ops(model_or_path):
+            runtime = "ort"  # nothing for the library or the EP to run
+        else:
+            runtime = "ep" if available() and ep_available() else "ops"
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if runtime == "ops" and not uses_runtime_ops(model_or_path):

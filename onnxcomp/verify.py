@@ -75,6 +75,7 @@ class VerifyResult:
     accuracy_new: float | None = None
     tolerance: Tolerance = dataclasses.field(default_factory=Tolerance)
     inputs: dict[str, Any] = dataclasses.field(default_factory=dict)  # the input shapes used, and their source
+    runtime: str = "ort"  # what ran the candidate: ort, ops or ep (onnxcomp.ort.resolve_runtime)
 
     @property
     def ok(self) -> bool:
@@ -201,16 +202,20 @@ def verify(
     """Compare every output of ``candidate`` with ``reference`` on ``feeds``."""
     import numpy as np
 
+    from onnxcomp.ort import resolve_runtime
+
     tol = tolerance or Tolerance()
     ref = run_model(reference, feeds)
-    new = run_model(candidate, feeds, runtime=runtime)
+    # unset: the runtime a user gets (the EP where it is built, for a model with com.onnxcomp ops)
+    used = resolve_runtime(candidate, "auto" if runtime is None else runtime)
+    new = run_model(candidate, feeds, runtime=used)
     if list(ref) != list(new):
         missing = [n for n in ref if n not in new]
         if missing:
             raise InputError(f"the models' outputs differ: {', '.join(missing)} missing from the second model")
     outputs = [compare_arrays(n, ref[n], new[n], tol) for n in ref]
     samples = next(iter(feeds.values())).shape[0] if feeds and next(iter(feeds.values())).ndim else 1
-    result = VerifyResult(outputs, samples, source, tolerance=tol)
+    result = VerifyResult(outputs, samples, source, tolerance=tol, runtime=used)
     if labels is not None:
         first = next(iter(ref))
         lab = np.asarray(labels).reshape(-1)

@@ -392,3 +392,33 @@ def test_residual_add_joins_the_matmul(ep_devices, tmp_path, kind, rows):
     cpu = cpu_op_counts(model, feeds, tmp_path)
     assert "SkipLayerNormalization" not in cpu and cpu.get("LayerNormalization") == 1, cpu
     assert cpu.get("Add", 0) == (1 if kind == "broadcast" else 0), cpu
+
+
+def test_the_ep_is_what_users_get_unless_they_choose(ep_devices, capsys, tmp_path):
+    # runtime.session, bench, verify and --verify run a model with com.onnxcomp ops on the EP where it is built
+    # (the custom-op library alone ran convolution networks slower than their fp32 originals); the passes' own
+    # runs keep the library, and a model without the ops gets plain onnxruntime
+    import onnxcomp
+    from models import builders
+    from onnxcomp.ort import resolve_runtime
+    from tests.support.cli import run as cli
+    from tests.support.cli import save
+
+    m = builders.build("resnet", depth=18, width=0.25, num_classes=10, image_size=32, batch=1)
+    comp, report = onnxcomp.optimize(m, passes="fuse-bn,kmeans(bits=8)", verify=True)
+    assert report.verification.runtime == "ep"
+    assert resolve_runtime(comp, "auto") == "ep" and resolve_runtime(comp, None) == "ops"
+    assert resolve_runtime(m, "auto") == "ort"
+    assert "OnnxcompExecutionProvider" in runtime.session(comp).get_providers()
+    assert runtime.session(m).get_providers() == ["CPUExecutionProvider"]
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    save(m, a)
+    save(comp, b)
+    code, out, err = cli(capsys, "bench", a, b, "--runs", "2", "--warmup", "1")
+    assert code == 0, err
+    assert "runtime ep: onnxruntime + OnnxcompExecutionProvider" in out
+    code, out, err = cli(capsys, "verify", a, b, "--min-cosine", "0.5")
+    assert code == 0, err
+    assert "B runs on runtime: ep" in out
+    code, out, err = cli(capsys, "bench", a, b, "--runs", "2", "--warmup", "1", "--runtime", "ops")
+    assert code == 0 and "runtime ops:" in out

@@ -63,7 +63,17 @@ def session(
     name = resolve_runtime(proto, runtime)
     from onnxcomp import runtime as rt
 
-    if name == "ops" or (name == "ep" and rt.coded_decoder_bytes(proto) > rt.DECODER_FOLD_LIMIT):
+    if name == "ep" and rt.coded_decoder_bytes(proto) > rt.DECODER_FOLD_LIMIT:
+        # big weight decoders would fold slowly through their function bodies: decoded once natively here
+        # (runtime.predecoded), else by the custom-op library registered next to the EP
+        if isinstance(model, (str, os.PathLike)) and proto is not None:
+            proto = onnx.load(os.fspath(model))  # the weights too, for the copy
+        decoded = rt.predecoded(proto)
+        if decoded is not None:
+            model = decoded
+        else:
+            rt.register(so)
+    if name == "ops":
         rt.register(so)
     try:
         with _source(model) as data:

@@ -422,3 +422,31 @@ def test_the_ep_is_what_users_get_unless_they_choose(ep_devices, capsys, tmp_pat
     assert "B runs on runtime: ep" in out
     code, out, err = cli(capsys, "bench", a, b, "--runs", "2", "--warmup", "1", "--runtime", "ops")
     assert code == 0 and "runtime ops:" in out
+
+
+def test_big_weight_decoders_are_decoded_once_for_the_ep(ep_devices, monkeypatch, tmp_path):
+    # a Deep-Compressed CNN: its HuffmanDecode codes are decoded once when the EP session is made (before, the
+    # custom-op library registered for them ran every CodebookConv the EP declined on codes decoded at every run:
+    # a PP-LCNet orientation classifier 0.39x); the outputs equal plain onnxruntime's function bodies
+    import onnxcomp
+    from models import builders
+    from winograd_util import assert_lossless
+
+    m = builders.build("resnet", depth=18, width=0.25, num_classes=10, image_size=32, batch=1)
+    comp, _ = onnxcomp.optimize(m, passes="fuse-bn,prune-weights(ratio=0.7),kmeans(bits=4),huffman")
+    assert any(n.op_type == "HuffmanDecode" for n in comp.graph.node)
+    monkeypatch.setattr(runtime, "DECODER_FOLD_LIMIT", 0)  # every decoder counts as big
+    decoded = runtime.predecoded(comp)
+    assert not any(n.op_type in ("HuffmanDecode", "RunLengthDecode") for n in decoded.graph.node)
+    assert len(decoded.graph.node) < len(comp.graph.node)
+    feeds = {comp.graph.input[0].name: _x((1, 3, 32, 32))}
+    want = runtime.session(comp, runtime="ort").run(None, feeds)[0]
+    calls = []
+    register = runtime.register
+    monkeypatch.setattr(runtime, "register", lambda so: calls.append(so) or register(so))
+    assert_lossless(runtime.session(comp, runtime="ep").run(None, feeds)[0], want)
+    assert len(calls) == 1  # the decoders' own session only, not the EP's
+    # without the library, the declined layers run onnxruntime's own convolutions on the folded weights
+    counts = cpu_op_counts(decoded, feeds, tmp_path)
+    assert "CodebookConv" not in counts and "HuffmanDecode" not in counts and counts.get("Conv", 0) > 0
+    assert runtime.predecoded(m) is None  # nothing to decode

@@ -428,9 +428,10 @@ def test_big_weight_decoders_are_decoded_once_for_the_ep(ep_devices, monkeypatch
     # a Deep-Compressed CNN: its HuffmanDecode codes are decoded once when the EP session is made (before, the
     # custom-op library registered for them ran every CodebookConv the EP declined on codes decoded at every run:
     # a PP-LCNet orientation classifier 0.39x); the outputs equal plain onnxruntime's function bodies
+    from winograd_util import assert_lossless
+
     import onnxcomp
     from models import builders
-    from winograd_util import assert_lossless
 
     m = builders.build("resnet", depth=18, width=0.25, num_classes=10, image_size=32, batch=1)
     comp, _ = onnxcomp.optimize(m, passes="fuse-bn,prune-weights(ratio=0.7),kmeans(bits=4),huffman")

@@ -14,8 +14,8 @@ onnxruntime's blocked-layout chains; benchmarks/bench_ep.py):
   decode at load, so convolutions run in its own kernels);
 - ``"ops"``: the custom-op library registered: native kernels for every com.onnxcomp op;
 - ``"ep"``: the execution provider registered: it claims the compressed matmuls and their weight decoders
-  where its kernels win and declines the rest, which then runs as under ``"ort"`` (the custom-op library
-  also joins when the model has big weight decoders, so that those the EP declines are decoded natively).
+  where its kernels win and declines the rest, which then runs as under ``"ort"`` (big weight decoders are
+  decoded once natively when the session is made: :func:`predecoded`).
 
 Where a library is looked for, first hit wins (the EP library the same way, with ``$ONNXCOMP_EP_LIBRARY``):
 
@@ -370,8 +370,8 @@ def session(
     - ``runtime="ops"``: the custom-op library is registered when the model uses com.onnxcomp
       ops (RuntimeNotBuiltError if it does and the library is missing);
     - ``runtime="ep"``: the OnnxcompExecutionProvider is added; nodes it declines fall back to onnxruntime's
-      own kernels through the ops' folded function bodies (the custom-op library is registered too when the
-      model's HuffmanDecode / RunLengthDecode nodes read more than 256 kB, which would fold slowly);
+      own kernels through the ops' folded function bodies (where the model's HuffmanDecode / RunLengthDecode
+      nodes read more than 256 kB, which would fold slowly, they are decoded once first: :func:`predecoded`);
     - ``runtime="ort"``: plain onnxruntime.
 
     ``threads`` sets intra-op threads (None: onnxruntime's default); ``optimize=False`` turns

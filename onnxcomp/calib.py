@@ -438,8 +438,15 @@ class Capture:
             fallback = Capture(self._source, self._names, loops=False)
             self.__dict__.update(fallback.__dict__)
             return self.run(feeds, names, None)
+        from onnxcomp.ort import Ragged
+
         out = {}
         for n, v in zip(names, values, strict=True):
+            if isinstance(v, Ragged):
+                raise InputError(
+                    f"calibration: tensor {n!r} changes shape from one batch of the stacked samples to the next "
+                    f"({', '.join(str(tuple(p.shape)) for p in v[:3])}); give samples of one shape"
+                )
             steps = self.aliases[n][1] if n in self.aliases else 0
             if n in self.aliases and not v.size:
                 continue  # the empty tensor of the branch not taken (or a loop of no iteration)

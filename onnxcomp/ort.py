@@ -170,13 +170,23 @@ def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], outputs: list[
         import numpy as np
 
         parts = [_run_once(sess, part, outputs) for part in split_batches(feeds, dims, k)]
-        return [
-            [x for p in vs for x in p]
-            if isinstance(vs[0], list)
-            else (np.concatenate(vs) if np.ndim(vs[0]) else np.stack(vs))
-            for vs in zip(*parts, strict=True)
-        ]
+        out: list[Any] = []
+        for vs in zip(*parts, strict=True):
+            if isinstance(vs[0], list):
+                out.append([x for p in vs for x in p])
+            elif not np.ndim(vs[0]):
+                out.append(np.stack(vs))
+            elif len({np.shape(v)[1:] for v in vs}) > 1:
+                out.append(Ragged(vs))  # e.g. a detector's boxes after NMS: a count of its own per batch
+            else:
+                out.append(np.concatenate(vs))
+        return out
     return _run_once(sess, feeds, outputs)
+
+
+class Ragged(list):
+    """An output of stacked batches (:func:`run`) whose shape changes from one batch to the next beyond axis 0:
+    the batches' arrays, in order (verification compares them batch by batch)."""
 
 
 def _run_once(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], outputs: list[str] | None) -> list[Any]:

@@ -105,6 +105,24 @@ class VerifyResult:
 def compare_arrays(name: str, ref: np.ndarray, new: np.ndarray, tol: Tolerance) -> OutputMetrics:
     import numpy as np
 
+    from onnxcomp.ort import Ragged
+
+    if isinstance(ref, Ragged) or isinstance(new, Ragged):
+        # batches of a fixed-batch model whose output shape varies (boxes after NMS): compared batch by batch,
+        # the values of batches of equal shapes as one
+        a, b = list(ref) if isinstance(ref, list) else [ref], list(new) if isinstance(new, list) else [new]
+        shapes_a, shapes_b = [np.shape(x) for x in a], [np.shape(x) for x in b]
+        if shapes_a != shapes_b:
+            pairs = zip(shapes_a, shapes_b, strict=False)
+            differ = next((i for i, (x, y) in enumerate(pairs) if x != y), min(len(a), len(b)))
+            why = (
+                f"batch {differ}: shape {shapes_b[differ]} != {shapes_a[differ]}"
+                if differ < min(len(a), len(b))
+                else f"{len(b)} batches != {len(a)}"
+            )
+            return OutputMetrics(name, float("inf"), float("inf"), 0.0, 0.0, False, why)
+        ref = np.concatenate([np.ravel(x) for x in a])
+        new = np.concatenate([np.ravel(x) for x in b])
     if ref.shape != new.shape:
         return OutputMetrics(name, float("inf"), float("inf"), 0.0, 0.0, False, f"shape {new.shape} != {ref.shape}")
     if ref.dtype.kind not in "fc":
@@ -221,6 +239,8 @@ def verify(
         lab = np.asarray(labels).reshape(-1)
         for attr, outs in (("accuracy_ref", ref), ("accuracy_new", new)):
             logits = outs[first]
+            if isinstance(logits, list):
+                raise InputError(f"labels: output {first!r} changes shape from batch to batch; no class scores")
             if logits.ndim < 2 or logits.shape[0] != lab.shape[0]:
                 raise InputError(f"labels: {lab.shape[0]} labels but output {first!r} has shape {logits.shape}")
             setattr(result, attr, float((logits.reshape(logits.shape[0], -1).argmax(1) == lab).mean()))

@@ -84,6 +84,15 @@ class OutputErrors:
         self._run = run
         outs = wanted or graph_outs
         ref = run(self._sess, dict(self._feeds), outs)
+        from onnxcomp.ort import Ragged
+
+        ragged = [n for n, v in zip(outs, ref, strict=True) if isinstance(v, Ragged)]
+        if ragged:
+            raise UsageError(
+                f"sensitivity: output(s) {', '.join(ragged)} change shape from one batch of the stacked calibration "
+                "samples to the next (as boxes after NMS); name fixed-shape tensors with sensitivity-outputs (a "
+                "detector's raw head outputs)"
+            )
         self._outs = [n for n, v in zip(outs, ref, strict=True) if _is_float(v)]
         self._ref = [v for v in ref if _is_float(v)]
         self._scale = sum(float((v.astype("float64") ** 2).sum()) for v in self._ref) or 1.0

@@ -348,12 +348,25 @@ def predecoded(model: Any) -> Any:
     keep = [n for k, n in enumerate(g.node) if k not in gone]
     del g.node[:]
     g.node.extend(keep)
-    still = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    still = _reads(g) | {o.name for o in g.output}
     kept = [t for t in g.initializer if t.name not in reads or t.name in still]
     del g.initializer[:]
     g.initializer.extend(kept)
     g.initializer.extend(numpy_helper.from_array(v, k) for k, v in values.items() if k in still)
     return out
+
+
+def _reads(graph: Any) -> set[str]:
+    """Every tensor name the nodes of ``graph`` and of its bodies (If / Loop / Scan, nested) read."""
+    names: set[str] = set()
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        for n in g.node:
+            names.update(n.input)
+            for a in n.attribute:
+                stack.extend([a.g] if a.HasField("g") else list(a.graphs))
+    return names
 
 
 def session(

@@ -451,3 +451,42 @@ def test_big_weight_decoders_are_decoded_once_for_the_ep(ep_devices, monkeypatch
     counts = cpu_op_counts(decoded, feeds, tmp_path)
     assert "CodebookConv" not in counts and "HuffmanDecode" not in counts and counts.get("Conv", 0) > 0
     assert runtime.predecoded(m) is None  # nothing to decode
+
+
+def test_decoded_codes_read_inside_an_if_branch_are_kept(ep_devices, monkeypatch):
+    # the decoder sits in the main graph, its codes are read by a CodebookMatMul inside both branches of an If (as
+    # the layers of Silero VAD sit): decoded once, the codes stay as an initializer the branches read
+    model, _, _ = _huffman_matmul(relu=False)
+    g = model.graph
+    mm = next(n for n in g.node if n.op_type == "CodebookMatMul")
+
+    def branch(name):
+        node = helper.make_node(
+            "CodebookMatMul",
+            list(mm.input),
+            [f"{name}_y"],
+            domain=DOMAIN,
+            name=f"{name}_cmm",
+            bits=4,
+            N=256,
+            group_size=256,
+        )
+        return helper.make_graph(
+            [node], name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, None)]
+        )
+
+    keep = [n for n in g.node if n.op_type == "HuffmanDecode"]
+    del g.node[:]
+    g.node.extend(keep)
+    g.node.append(
+        helper.make_node("If", ["c"], ["Y"], then_branch=branch("then"), else_branch=branch("else"), name="if")
+    )
+    g.input.append(helper.make_tensor_value_info("c", TensorProto.BOOL, []))
+    monkeypatch.setattr(runtime, "DECODER_FOLD_LIMIT", 0)
+    decoded = runtime.predecoded(model)
+    assert "codes" in {t.name for t in decoded.graph.initializer}
+    assert not any(n.op_type == "HuffmanDecode" for n in decoded.graph.node)
+    feeds = {"X": _x((3, 128)), "c": np.array(True)}
+    want = runtime.session(model, runtime="ort").run(None, feeds)[0]
+    got = runtime.session(model, runtime="ep").run(None, feeds)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -49,6 +49,7 @@ __all__ = [
     "get_ep_library_path",
     "get_ep_name",
     "library_path",
+    "predecoded",
     "register",
     "register_ep",
     "session",

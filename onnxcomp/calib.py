@@ -80,18 +80,26 @@ def stacked_batches(arrays: Mapping[str, np.ndarray], dims: Mapping[str, list[in
     return k
 
 
+def stacking(arrays: Mapping[str, np.ndarray], dims: Mapping[str, list[int | str | None]], k: int) -> dict[str, int]:
+    """The inputs that stack ``k`` >= 2 batches (:func:`stacked_batches`) -> their fixed batch size; the others
+    go whole to every batch."""
+    out = {}
+    for name, a in arrays.items():
+        d = dims.get(name)
+        if d and getattr(a, "ndim", 0) and isinstance(d[0], int) and a.shape[0] == k * d[0]:
+            out[name] = d[0]
+    return out
+
+
 def split_batches(
     arrays: Mapping[str, np.ndarray], dims: Mapping[str, list[int | str | None]], k: int
 ) -> list[dict[str, np.ndarray]]:
     """The ``k`` batches of arrays stacked for a fixed-batch model (:func:`stacked_batches`)."""
-    out: list[dict[str, np.ndarray]] = [{} for _ in range(k)]
-    for name, a in arrays.items():
-        d = dims.get(name)
-        b = d[0] if d and getattr(a, "ndim", 0) else None
-        whole = not isinstance(b, int) or a.shape[0] != k * b or (a.shape[0] == b and tuple(a.shape) == tuple(d))
-        for i in range(k):
-            out[i][name] = a if whole else a[i * b : (i + 1) * b]
-    return out
+    rows = stacking(arrays, dims, k)
+    return [
+        {name: a[i * rows[name] : (i + 1) * rows[name]] if name in rows else a for name, a in arrays.items()}
+        for i in range(k)
+    ]
 
 
 def load_arrays(path: str | os.PathLike[str], model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -309,12 +317,9 @@ def first_samples(feeds: Mapping[str, np.ndarray], model: onnx.ModelProto, n: in
     stacked = stacked_batches(feeds, dims)
     if stacked > 1:
         # a fixed-batch model: whole batches, the first ceil(n / b) of them (b: the first stacking input's batch)
-        parts = split_batches(feeds, dims, stacked)
-        b = next(len(v) for k, v in parts[0].items() if v is not feeds[k])
-        keep = parts[: max(1, -(-n // b))]
-        import numpy as np
-
-        return {k: v if keep[0][k] is v else np.concatenate([p[k] for p in keep]) for k, v in feeds.items()}
+        rows = stacking(feeds, dims, stacked)
+        keep = max(1, -(-n // next(iter(rows.values()))))
+        return {k: v[: keep * rows[k]] if k in rows else v for k, v in feeds.items()}
     for k, axis in sample_axes(feeds, model).items():
         v = feeds[k]
         if axis is not None and v.shape[axis] > n:
@@ -333,7 +338,8 @@ def sample_axes(feeds: Mapping[str, np.ndarray], model: onnx.ModelProto) -> dict
     dims = {k: d for k, (_, d) in specs.items()}
     stacked = stacked_batches(feeds, dims)
     if stacked > 1:  # a fixed-batch model's stacked batches: axis 0 of the inputs that stack them
-        return {k: None if split_batches({k: v}, dims, stacked)[0][k] is v else 0 for k, v in feeds.items()}
+        rows = stacking(feeds, dims, stacked)
+        return {k: 0 if k in rows else None for k in feeds}
     count = sample_count(feeds, model)
     if count is None:
         return {k: None for k in feeds}
@@ -352,7 +358,7 @@ def sample_count(feeds: Mapping[str, np.ndarray], model: onnx.ModelProto) -> int
         dims = {k: d for k, (_, d) in specs.items()}
         stacked = stacked_batches(feeds, dims)
         if stacked > 1:  # samples of a fixed-batch model, stacked batch by batch
-            return next(v.shape[0] for k, v in feeds.items() if split_batches({k: v}, dims, stacked)[0][k] is not v)
+            return feeds[next(iter(stacking(feeds, dims, stacked)))].shape[0]
     return max(sorted(set(leading)), key=leading.count) if leading else None
 
 
